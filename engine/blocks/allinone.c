@@ -1,0 +1,450 @@
+/*
+ * allinone.c — FrEIA's AllInOneBlock (reference: freia-modules.md section 2): an affine
+ * coupling with a soft clamp, a global affine scaling ("ActNorm") and a permutation, in
+ * one block.
+ *
+ * Row x (d) splits into the passive x1 = x[0, n1) and the active x2 = x[n1, d), with
+ * n1 = d - floor(d/2) (FrEIA's ceiling split; "split" may override it).  Forward:
+ *     [reverse_permutation] x <- P^-1 x
+ *     a  = 0.1 * subnet([x1, c])                         (n x 2 n2; the fixed 0.1 factor)
+ *     s  = alpha * tanh(a[:, :n2] / alpha)   ("head", FrEIA >= 2023-08)
+ *        | alpha * tanh(a[:, :n2])           ("legacy", PyPI 0.2)
+ *     [gin_block] s <- s - mean(s)
+ *     t  = a[:, n2:]
+ *     u  = [x1, x2 * exp(s) + t]
+ *     v  = u * g + offset,  g = Psi(global_scale)       (g = 1 with gin_block)
+ *     y  = P v
+ *     log-det = sum s + sum log g                       (sum s only with gin_block)
+ * and the inverse undoes the steps in reverse order (v = P^-1 y, u = (v - offset) / g,
+ * x2 = (u2 - t) exp(-s), [reverse_permutation] x = P x).
+ *
+ * P is a hard permutation (y_i = v_perm[i], P^-1: v_i = y_perm_inv[i]) or a matrix
+ * (soft: y = W v with FrEIA's w_perm, P^-1 applied with the stored w_perm_inv ~ W^T;
+ * householder: W = w_0 * prod_k (I - 2 v_k v_k^T / |v_k|^2), built at load in double,
+ * P^-1 = W^T).  In row-major tiles "y = W v per sample" is Y = V W^T: blas_linear.
+ *
+ * Psi: SOFTPLUS 0.1 * softplus_{beta 0.5}(a) with torch's threshold (0.5 a > 20 -> the
+ * softplus returns a, so Psi = 0.1 a exactly); SIGMOID 10 sigmoid(a - 2); EXP e^a.
+ * Computed once at load in float, as torch does; sum log g in double.
+ */
+#include <math.h>
+#include <string.h>
+#include "coupling.h"
+#include "../blas.h"
+
+enum aio_perm { PERM_HARD = 0, PERM_SOFT, PERM_HOUSEHOLDER };
+enum aio_gtype { G_SOFTPLUS = 0, G_SIGMOID, G_EXP };
+
+struct aio_priv {
+    int n1, n2;                 /* passive and active widths, n1 + n2 = d */
+    float alpha;                /* affine_clamping */
+    float a_div;                /* alpha ("head") or 1 ("legacy"): s = alpha tanh(a / a_div) */
+    bool gin, rev_pre;
+    bool matrix;                /* P is a matrix (soft, householder) */
+    const int32_t *perm;        /* d: y_i = v_perm[i]  (hard) */
+    int32_t *perm_inv;          /* d: v_i = y_perm_inv[i] */
+    const float *wf;            /* d x d: y = v W^T  per row  (matrix P) */
+    const float *wi;            /* d x d: v = y Wi^T per row  (matrix P^-1) */
+    float *g;                   /* d: global scale Psi(global_scale); all 1 with gin */
+    const float *off;           /* d: global offset */
+    float *g_perm, *off_perm;   /* d: g[perm[i]], off[perm[i]] (hard, fused gather) */
+    double log_g;               /* sum log g (0 with gin) */
+    const struct subnet *net;   /* [x1 (n1), c (cw)] -> 2 n2 */
+};
+
+/* ---- scratch layout: a (rows x 2 n2) | tmp (rows x d) | subnet scratch ------------------ */
+
+static size_t aio_scratch(const struct blk *b, int rows)
+{
+    const struct aio_priv *p = b->priv;
+    return cpl_round((size_t)rows * 2 * p->n2) + cpl_round((size_t)rows * b->d) +
+           cpl_round(subnet_scratch(p->net, rows));
+}
+
+/* a (n x 2 n2) <- subnet([x1, c]) scaled: s = alpha tanh(0.1 a / a_div), t = 0.1 a;
+ * with gin_block s is centred per row. */
+static void coefficients(const struct aio_priv *p, int d, struct blk_io *io, float *a,
+                         float *sub)
+{
+    int n = io->n, n2 = p->n2, lda = 2 * n2;
+    subnet_forward(p->net, n, io->x, d, io->c, io->c_ld, a, lda, sub);
+    const float alpha = p->alpha, a_div = p->a_div;
+    for (int i = 0; i < n; i++) {
+        float *s = a + (size_t)i * lda;
+        float *t = s + n2;
+        for (int j = 0; j < n2; j++)
+            s[j] = alpha * tanhf((s[j] * 0.1f) / a_div);
+        for (int j = 0; j < n2; j++)
+            t[j] = t[j] * 0.1f;
+    }
+    if (p->gin)
+        cpl_center_cols(a, n, n2, lda);
+}
+
+/* x (n x d) <- P x  (y = W v, or y_i = v_perm[i]); tmp: n x d. */
+static void perm_apply(const struct aio_priv *p, int n, int d, float *x, float *tmp)
+{
+    if (p->matrix) {
+        blas_linear(n, d, d, x, d, p->wf, d, 0.0f, tmp, d);
+    } else {
+        const int32_t *pm = p->perm;
+        for (int i = 0; i < n; i++) {
+            const float *xi = x + (size_t)i * d;
+            float *ti = tmp + (size_t)i * d;
+            for (int k = 0; k < d; k++)
+                ti[k] = xi[pm[k]];
+        }
+    }
+    memcpy(x, tmp, sizeof(float) * (size_t)n * d);
+}
+
+/* x (n x d) <- P^-1 x  (v = Wi y, or v_i = y_perm_inv[i]); tmp: n x d. */
+static void perm_apply_inv(const struct aio_priv *p, int n, int d, float *x, float *tmp)
+{
+    if (p->matrix) {
+        blas_linear(n, d, d, x, d, p->wi, d, 0.0f, tmp, d);
+    } else {
+        const int32_t *pi = p->perm_inv;
+        for (int i = 0; i < n; i++) {
+            const float *xi = x + (size_t)i * d;
+            float *ti = tmp + (size_t)i * d;
+            for (int k = 0; k < d; k++)
+                ti[k] = xi[pi[k]];
+        }
+    }
+    memcpy(x, tmp, sizeof(float) * (size_t)n * d);
+}
+
+static void aio_forward(const struct blk *b, struct blk_io *io)
+{
+    const struct aio_priv *p = b->priv;
+    int n = io->n, d = b->d, n1 = p->n1, n2 = p->n2;
+    float *a = io->scratch;
+    float *tmp = a + cpl_round((size_t)n * 2 * n2);
+    float *sub = tmp + cpl_round((size_t)n * d);
+    float *x = io->x;
+
+    if (p->rev_pre)
+        perm_apply_inv(p, n, d, x, tmp);
+
+    coefficients(p, d, io, a, sub);
+    cpl_affine_fwd(x + n1, d, a, 2 * n2, n, n2, io->log_det);
+
+    if (p->matrix) {
+        /* v = u * g + offset, then y = W v. */
+        const float *g = p->g, *off = p->off;
+        for (int i = 0; i < n; i++) {
+            float *xi = x + (size_t)i * d;
+            for (int k = 0; k < d; k++)
+                xi[k] = xi[k] * g[k] + off[k];
+        }
+        perm_apply(p, n, d, x, tmp);
+    } else {
+        /* Fused: y_k = u[perm[k]] * g[perm[k]] + off[perm[k]]. */
+        const int32_t *pm = p->perm;
+        const float *gp = p->g_perm, *op = p->off_perm;
+        for (int i = 0; i < n; i++) {
+            const float *xi = x + (size_t)i * d;
+            float *ti = tmp + (size_t)i * d;
+            for (int k = 0; k < d; k++)
+                ti[k] = xi[pm[k]] * gp[k] + op[k];
+        }
+        memcpy(x, tmp, sizeof(float) * (size_t)n * d);
+    }
+    if (p->log_g != 0.0)
+        for (int i = 0; i < n; i++)
+            io->log_det[i] += p->log_g;
+}
+
+static enum eng_status aio_inverse(const struct blk *b, struct blk_io *io)
+{
+    const struct aio_priv *p = b->priv;
+    int n = io->n, d = b->d, n1 = p->n1, n2 = p->n2;
+    float *a = io->scratch;
+    float *tmp = a + cpl_round((size_t)n * 2 * n2);
+    float *sub = tmp + cpl_round((size_t)n * d);
+    float *x = io->x;
+    const float *g = p->g, *off = p->off;
+
+    if (p->matrix) {
+        /* v = Wi y, then u = (v - offset) / g. */
+        blas_linear(n, d, d, x, d, p->wi, d, 0.0f, tmp, d);
+        for (int i = 0; i < n; i++) {
+            const float *ti = tmp + (size_t)i * d;
+            float *xi = x + (size_t)i * d;
+            for (int k = 0; k < d; k++)
+                xi[k] = (ti[k] - off[k]) / g[k];
+        }
+    } else {
+        /* Fused: u_k = (y[perm_inv[k]] - off[k]) / g[k]. */
+        const int32_t *pi = p->perm_inv;
+        for (int i = 0; i < n; i++) {
+            const float *xi = x + (size_t)i * d;
+            float *ti = tmp + (size_t)i * d;
+            for (int k = 0; k < d; k++)
+                ti[k] = (xi[pi[k]] - off[k]) / g[k];
+        }
+        memcpy(x, tmp, sizeof(float) * (size_t)n * d);
+    }
+
+    coefficients(p, d, io, a, sub);
+    cpl_affine_inv(x + n1, d, a, 2 * n2, n, n2, io->log_det);
+
+    if (p->rev_pre)
+        perm_apply(p, n, d, x, tmp);
+    if (p->log_g != 0.0)
+        for (int i = 0; i < n; i++)
+            io->log_det[i] -= p->log_g;
+    return ENG_OK;
+}
+
+/* ---- load ------------------------------------------------------------------------------ */
+
+/* Psi(a) in float, as torch computes it. */
+static float psi(enum aio_gtype t, float a)
+{
+    switch (t) {
+    case G_SIGMOID:
+        return 10.0f * (1.0f / (1.0f + expf(-(a - 2.0f))));
+    case G_EXP:
+        return expf(a);
+    case G_SOFTPLUS:
+    default: {
+        /* torch.nn.Softplus(beta=0.5, threshold=20): beta*a > 20 returns a itself. */
+        float ba = 0.5f * a;
+        float sp = ba > 20.0f ? a : log1pf(expf(ba)) / 0.5f;
+        return 0.1f * sp;
+    }
+    }
+}
+
+/* Largest |(A B^T)_ij - I_ij| for d x d row-major A, B (double). */
+static double orth_err(int d, const double *A, const double *B)
+{
+    double worst = 0.0;
+    for (int i = 0; i < d; i++)
+        for (int j = 0; j < d; j++) {
+            double acc = 0.0;
+            for (int k = 0; k < d; k++)
+                acc += A[(size_t)i * d + k] * B[(size_t)j * d + k];
+            double e = fabs(acc - (i == j ? 1.0 : 0.0));
+            if (e > worst)
+                worst = e;
+        }
+    return worst;
+}
+
+/* Orthogonality tolerance for stored float32 matrices: float rounding of an exactly
+ * orthogonal matrix leaves ~1e-7 per entry; anything near 1e-3 is not a rotation. */
+#define AIO_ORTH_TOL 1e-3
+
+static enum eng_status load_perm_soft(struct aio_priv *p, int d, struct ldr *L, const cJSON *po)
+{
+    const int64_t shp[2] = {d, d};
+    const double *w = NULL, *wi = NULL;
+    const float *wf = NULL, *wif = NULL;
+    enum eng_status st;
+    if ((st = ldr_tensor_f64(L, po, "w", true, 2, shp, &w)) != ENG_OK ||
+        (st = ldr_tensor_f64(L, po, "w_inv", true, 2, shp, &wi)) != ENG_OK ||
+        (st = ldr_tensor(L, po, "w", true, 2, shp, &wf)) != ENG_OK ||
+        (st = ldr_tensor(L, po, "w_inv", true, 2, shp, &wif)) != ENG_OK)
+        return st;
+    double e = orth_err(d, w, w);
+    if (!(e <= AIO_ORTH_TOL))
+        return ldr_fail(L, ENG_ERR_TENSOR,
+                        "w: soft permutation matrix is not orthogonal (max |W W^T - I| = %.3g)",
+                        e);
+    /* w_inv must be the inverse of w: w_inv w^T^T = w_inv W = I, i.e. w_inv ~ W^T. */
+    double worst = 0.0;
+    for (int i = 0; i < d; i++)
+        for (int j = 0; j < d; j++) {
+            double diff = fabs(wi[(size_t)i * d + j] - w[(size_t)j * d + i]);
+            if (diff > worst)
+                worst = diff;
+        }
+    if (!(worst <= AIO_ORTH_TOL))
+        return ldr_fail(L, ENG_ERR_TENSOR,
+                        "w_inv: is not the transpose (inverse) of w (max difference %.3g)", worst);
+    p->matrix = true;
+    p->wf = wf;
+    p->wi = wif;
+    return ENG_OK;
+}
+
+static enum eng_status load_perm_householder(struct aio_priv *p, int d, struct ldr *L,
+                                             const cJSON *po)
+{
+    const struct st_tensor *raw = NULL;
+    enum eng_status st = ldr_raw(L, po, "v", &raw);
+    if (st != ENG_OK)
+        return st;
+    if (raw->ndim != 2 || raw->shape[0] < 1 || raw->shape[0] > 4096 || raw->shape[1] != d)
+        return ldr_fail(L, ENG_ERR_TENSOR,
+                        "v: tensor '%s' must have shape (K, %d) with 1 <= K <= 4096 "
+                        "(FrEIA's vk_householder)", raw->name, d);
+    int K = (int)raw->shape[0];
+    const int64_t shw[2] = {d, d}, shv[2] = {K, d};
+    const double *w0 = NULL, *v = NULL;
+    if ((st = ldr_tensor_f64(L, po, "w0", true, 2, shw, &w0)) != ENG_OK ||
+        (st = ldr_tensor_f64(L, po, "v", true, 2, shv, &v)) != ENG_OK)
+        return st;
+    double e = orth_err(d, w0, w0);
+    if (!(e <= AIO_ORTH_TOL))
+        return ldr_fail(L, ENG_ERR_TENSOR,
+                        "w0: householder base matrix is not orthogonal (max |W W^T - I| = %.3g)",
+                        e);
+    /* W = w0 * H(v_1) * ... * H(v_K), H(v) = I - 2 v v^T / |v|^2, left to right:
+     * W <- W - (2/|v|^2) (W v) v^T.  Built in a model-owned double buffer. */
+    double *W = ldr_alloc(L, sizeof(double) * (size_t)d * d);
+    double *Wv = ldr_alloc(L, sizeof(double) * (size_t)d);
+    float *wf = ldr_alloc(L, sizeof(float) * (size_t)d * d);
+    float *wi = ldr_alloc(L, sizeof(float) * (size_t)d * d);
+    if (!W || !Wv || !wf || !wi)
+        return ENG_ERR_NOMEM;
+    memcpy(W, w0, sizeof(double) * (size_t)d * d);
+    for (int k = 0; k < K; k++) {
+        const double *vk = v + (size_t)k * d;
+        double nn = 0.0;
+        for (int i = 0; i < d; i++)
+            nn += vk[i] * vk[i];
+        if (!(nn > 1e-30) || !isfinite(nn))
+            return ldr_fail(L, ENG_ERR_TENSOR,
+                            "v: householder vector %d has zero norm (the reflection is undefined)",
+                            k);
+        for (int i = 0; i < d; i++) {
+            double acc = 0.0;
+            for (int m = 0; m < d; m++)
+                acc += W[(size_t)i * d + m] * vk[m];
+            Wv[i] = acc;
+        }
+        double f = 2.0 / nn;
+        for (int i = 0; i < d; i++)
+            for (int m = 0; m < d; m++)
+                W[(size_t)i * d + m] -= f * Wv[i] * vk[m];
+    }
+    for (int i = 0; i < d; i++)
+        for (int m = 0; m < d; m++) {
+            wf[(size_t)i * d + m] = (float)W[(size_t)i * d + m];
+            wi[(size_t)m * d + i] = (float)W[(size_t)i * d + m];
+        }
+    p->matrix = true;
+    p->wf = wf;
+    p->wi = wi;
+    return ENG_OK;
+}
+
+static enum eng_status aio_load(struct blk *b, struct ldr *L, const cJSON *j)
+{
+    static const char *const formulas[] = {"head", "legacy"};
+    static const char *const gtypes[] = {"SOFTPLUS", "SIGMOID", "EXP"};
+    static const char *const ptypes[] = {"hard", "soft", "householder"};
+    int d = b->d, cw = b->cw;
+    enum eng_status st;
+
+    struct aio_priv *p = ldr_alloc(L, sizeof(*p));
+    if (!p)
+        return ENG_ERR_NOMEM;
+    b->priv = p;
+
+    if (d < 2)
+        return ldr_fail(L, ENG_ERR_MANIFEST,
+                        "AllInOneBlock needs width d >= 2 (got %d): its active half would be "
+                        "empty", d);
+    long split = d - d / 2;
+    if ((st = ldr_int(L, j, "split", false, d - d / 2, 1, d - 1, &split)) != ENG_OK)
+        return st;
+    p->n1 = (int)split;
+    p->n2 = d - p->n1;
+
+    double alpha = 2.0;
+    if ((st = ldr_num(L, j, "affine_clamping", false, 2.0, &alpha)) != ENG_OK)
+        return st;
+    if (!(alpha > 0.0) || !isfinite(alpha) || alpha > 1e6)
+        return ldr_fail(L, ENG_ERR_MANIFEST, "affine_clamping: must be > 0 and finite (got %g)",
+                        alpha);
+    int formula = 0;
+    if ((st = ldr_enum(L, j, "clamp_formula", false, 0, formulas, 2, &formula)) != ENG_OK)
+        return st;
+    p->alpha = (float)alpha;
+    p->a_div = formula == 0 ? (float)alpha : 1.0f;
+
+    if ((st = ldr_bool(L, j, "gin_block", false, false, &p->gin)) != ENG_OK ||
+        (st = ldr_bool(L, j, "reverse_permutation", false, false, &p->rev_pre)) != ENG_OK)
+        return st;
+    int gt = G_SOFTPLUS;
+    if ((st = ldr_enum(L, j, "global_affine_type", false, G_SOFTPLUS, gtypes, 3, &gt)) != ENG_OK)
+        return st;
+
+    /* Global affine: g = Psi(global_scale) (ignored with gin_block), offset. */
+    const float *gs = NULL;
+    if ((st = ldr_tensor_numel(L, j, "global_scale", !p->gin, d, &gs)) != ENG_OK ||
+        (st = ldr_tensor_numel(L, j, "global_offset", true, d, &p->off)) != ENG_OK)
+        return st;
+    p->g = ldr_alloc(L, sizeof(float) * (size_t)d);
+    p->g_perm = ldr_alloc(L, sizeof(float) * (size_t)d);
+    p->off_perm = ldr_alloc(L, sizeof(float) * (size_t)d);
+    p->perm_inv = ldr_alloc(L, sizeof(int32_t) * (size_t)d);
+    if (!p->g || !p->g_perm || !p->off_perm || !p->perm_inv)
+        return ENG_ERR_NOMEM;
+    p->log_g = 0.0;
+    for (int k = 0; k < d; k++) {
+        if (p->gin) {
+            p->g[k] = 1.0f;
+            continue;
+        }
+        float g = psi((enum aio_gtype)gt, gs[k]);
+        if (!(g > 0.0f) || !isfinite(g))
+            return ldr_fail(L, ENG_ERR_TENSOR,
+                            "global_scale: entry %d (%g) gives the global scale %g under %s; it "
+                            "must be positive and finite", k, (double)gs[k], (double)g,
+                            gtypes[gt]);
+        p->g[k] = g;
+        p->log_g += log((double)g);
+    }
+
+    /* Permutation. */
+    const cJSON *po = NULL;
+    if ((st = ldr_obj(L, j, "permutation", true, &po)) != ENG_OK)
+        return st;
+    size_t mark = ldr_push(L, ".permutation");
+    int pt = PERM_HARD;
+    st = ldr_enum(L, po, "type", true, PERM_HARD, ptypes, 3, &pt);
+    if (st == ENG_OK) {
+        switch (pt) {
+        case PERM_HARD:
+            st = ldr_perm(L, po, "perm", d, &p->perm);
+            break;
+        case PERM_SOFT:
+            st = load_perm_soft(p, d, L, po);
+            break;
+        case PERM_HOUSEHOLDER:
+            st = load_perm_householder(p, d, L, po);
+            break;
+        }
+    }
+    ldr_pop(L, mark);
+    if (st != ENG_OK)
+        return st;
+    if (!p->matrix) {
+        for (int k = 0; k < d; k++)
+            p->perm_inv[p->perm[k]] = k;
+        for (int k = 0; k < d; k++) {
+            p->g_perm[k] = p->g[p->perm[k]];
+            p->off_perm[k] = p->off[p->perm[k]];
+        }
+    }
+
+    if ((st = ldr_subnet(L, j, "subnet", p->n1, cw, 2 * p->n2, &p->net)) != ENG_OK)
+        return st;
+    return ENG_OK;
+}
+
+const struct blk_ops blk_allinone_ops = {
+    .type = "AllInOneBlock",
+    .takes_cond = true,
+    .needs_cond = false,
+    .load = aio_load,
+    .scratch = aio_scratch,
+    .forward = aio_forward,
+    .inverse = aio_inverse,
+};

@@ -1,0 +1,51 @@
+/*
+ * coupling.h — helpers shared by the coupling-family block files (coupling.c, allinone.c,
+ * spline.c); implemented in coupling_util.c.  Internal to engine/blocks/.
+ *
+ * Conventions used by all of them: a tile is n rows of width d, row-major, stride d
+ * (io->x).  A coupling splits each row into x1 = columns [0, l1) and x2 = [l1, d); the
+ * subnets read a half straight out of the tile with leading dimension d (no copy) and
+ * write their coefficients into scratch, laid out per row as [s (l) | t (l)] with stride
+ * lda = 2*l, exactly FrEIA's a[:, :l], a[:, l:] split.
+ */
+#ifndef INNSERVE_BLOCKS_COUPLING_H
+#define INNSERVE_BLOCKS_COUPLING_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include "../block.h"
+
+/* Floats per scratch segment are rounded up to this (64 bytes) so every segment stays
+ * aligned for vector loads and can hold doubles. */
+#define CPL_ALIGN_FLOATS 16
+static inline size_t cpl_round(size_t nfloats)
+{
+    return (nfloats + CPL_ALIGN_FLOATS - 1) / CPL_ALIGN_FLOATS * CPL_ALIGN_FLOATS;
+}
+
+/* Manifest "split" (l1): default coupling_default_split(d); must lie in [lo, hi].  The
+ * message names the field and says which range and why. */
+enum eng_status cpl_load_split(struct ldr *L, const cJSON *j, int d, int lo, int hi, int *l1);
+
+/* Manifest "clamp" (default 2.0, finite) and "clamp_activation" ("ATAN" default, "TANH",
+ * "SIGMOID"). */
+enum eng_status cpl_load_clamp(struct ldr *L, const cJSON *j, float *clamp, enum clamp_act *act);
+
+/* s <- clamp * f(s) in place on the first l columns of n rows of a (stride lda): FrEIA's
+ * `self.clamp * self.f_clamp(s)`.  The activation switch is outside the loops. */
+void cpl_clamp_cols(enum clamp_act act, float clamp, float *a, int n, int l, int lda);
+/* GIN: s <- s - mean(s) over the l columns of each row (mean in double). */
+void cpl_center_cols(float *a, int n, int l, int lda);
+
+/* Affine coupling of n rows on l columns.  x: first active column of row 0 (stride ldx);
+ * a: [s | t] per row, s at a[i*lda + j], t at a[i*lda + l + j].  When lda == 0 one
+ * coefficient row is broadcast to all rows.
+ *   forward:  x <- x * exp(s) + t,     log_det[i] += sum_j s  (when log_det != NULL)
+ *   inverse:  x <- (x - t) * exp(-s),  log_det[i] -= sum_j s  (when log_det != NULL) */
+void cpl_affine_fwd(float *x, int ldx, const float *a, int lda, int n, int l, double *log_det);
+void cpl_affine_inv(float *x, int ldx, const float *a, int lda, int n, int l, double *log_det);
+
+/* Additive coupling (NICE): x <- x + sign * a (a: n x l, stride lda). */
+void cpl_add(float *x, int ldx, const float *a, int lda, int n, int l, float sign);
+
+#endif

@@ -1,0 +1,269 @@
+/*
+ * elementwise.c — the blocks that act on each coordinate separately:
+ *   ActNorm                    HEAD:  y = (x − loc)·e^{−log_scale}   log-det −Σ log_scale
+ *                              0.2:   y = x·e^{scale} + bias         log-det  Σ scale
+ *   LearnedElementwiseScaling  y = x·e^{s}                           log-det  Σ s
+ *                              (reverse log-det −Σ s: FrEIA returns +Σ s, a bug not copied)
+ *   InvertibleSigmoid          y = σ(x)                              log-det  Σ log σ'(x)
+ * Per-coordinate factors are precomputed at load; forward/inverse are one pass over the
+ * tile with no scratch.  Math: /work/shared/reference/freia-modules.md §5.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "../block.h"
+
+/* Name of the tensor stored in string field `field` of the block object (for messages). */
+static const char *tensor_name(const cJSON *j, const char *field)
+{
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(j, field);
+    return cJSON_IsString(f) && f->valuestring ? f->valuestring : field;
+}
+
+/* True when the optional field is absent or JSON null. */
+static bool field_absent(const cJSON *j, const char *field)
+{
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(j, field);
+    return f == NULL || cJSON_IsNull(f);
+}
+
+static size_t no_scratch(const struct blk *b, int rows)
+{
+    (void)b, (void)rows;
+    return 0;
+}
+
+/* ==== ActNorm =========================================================================== */
+
+/* Both formats as y = (x − pre)·mul + post, kept in each format's own evaluation order so
+ * the float rounding matches FrEIA's:
+ *   HEAD: pre = loc,  mul = e^{−log_scale}, post = 0       inverse x = y·e^{log_scale} + loc
+ *   0.2:  pre = 0,    mul = e^{scale},      post = bias    inverse x = (y − bias)·e^{−scale} */
+struct actnorm {
+    bool legacy;
+    const float *shift; /* d: loc (HEAD) or bias (0.2) */
+    float *mul;         /* d: forward factor */
+    float *div;         /* d: inverse factor (1/mul, computed as e^{−·}) */
+    double logdet;      /* forward log-det */
+};
+
+static enum eng_status actnorm_load(struct blk *b, struct ldr *L, const cJSON *j)
+{
+    const int d = b->d;
+    struct actnorm *p = ldr_alloc(L, sizeof(*p));
+    if (!p)
+        return ENG_ERR_NOMEM;
+    const bool head = !field_absent(j, "log_scale") || !field_absent(j, "loc");
+    const bool legacy = !field_absent(j, "scale") || !field_absent(j, "bias");
+    if (head && legacy)
+        return ldr_fail(L, ENG_ERR_MANIFEST,
+                        "ActNorm has both HEAD fields (log_scale, loc) and PyPI-0.2 fields "
+                        "(scale, bias); give one pair");
+    if (!head && !legacy)
+        return ldr_fail(L, ENG_ERR_MANIFEST,
+                        "ActNorm needs fields log_scale and loc (FrEIA HEAD) or scale and "
+                        "bias (PyPI 0.2)");
+    p->legacy = legacy;
+
+    /* is_initialized: FrEIA's 0-d bool buffer; an uninitialized ActNorm would initialize
+     * itself from the first batch it sees, which a server cannot reproduce. */
+    if (!field_absent(j, "is_initialized")) {
+        const struct st_tensor *t;
+        enum eng_status st = ldr_raw(L, j, "is_initialized", &t);
+        if (st != ENG_OK)
+            return st;
+        if (t->numel != 1)
+            return ldr_fail(L, ENG_ERR_TENSOR,
+                            "tensor '%s' (field 'is_initialized') has %lld elements, expected 1",
+                            tensor_name(j, "is_initialized"), (long long)t->numel);
+        if (st_get(t, 0) == 0.0)
+            return ldr_fail(L, ENG_ERR_TENSOR,
+                            "tensor '%s' (field 'is_initialized') is false: this ActNorm was "
+                            "never initialized by data (run one batch through it in PyTorch "
+                            "before exporting)",
+                            tensor_name(j, "is_initialized"));
+    }
+
+    const char *f_scale = legacy ? "scale" : "log_scale";
+    const char *f_shift = legacy ? "bias" : "loc";
+    const float *scale;
+    enum eng_status st;
+    /* (1, C[, 1...]) in FrEIA: accept any shape with d elements. */
+    if ((st = ldr_tensor_numel(L, j, f_scale, true, d, &scale)) != ENG_OK ||
+        (st = ldr_tensor_numel(L, j, f_shift, true, d, &p->shift)) != ENG_OK)
+        return st;
+    p->mul = ldr_alloc(L, sizeof(float) * d);
+    p->div = ldr_alloc(L, sizeof(float) * d);
+    if (!p->mul || !p->div)
+        return ENG_ERR_NOMEM;
+    const float sign = legacy ? 1.0f : -1.0f; /* forward factor e^{sign·scale} */
+    double sum = 0.0;
+    for (int k = 0; k < d; k++) {
+        p->mul[k] = expf(sign * scale[k]);
+        p->div[k] = expf(-sign * scale[k]);
+        sum += (double)sign * (double)scale[k];
+    }
+    p->logdet = sum;
+    b->priv = p;
+    return ENG_OK;
+}
+
+static void actnorm_forward(const struct blk *b, struct blk_io *io)
+{
+    const struct actnorm *p = b->priv;
+    const int d = b->d;
+    for (int i = 0; i < io->n; i++) {
+        float *x = io->x + (size_t)i * d;
+        if (p->legacy)
+            for (int k = 0; k < d; k++)
+                x[k] = x[k] * p->mul[k] + p->shift[k];
+        else
+            for (int k = 0; k < d; k++)
+                x[k] = (x[k] - p->shift[k]) * p->mul[k];
+        io->log_det[i] += p->logdet;
+    }
+}
+
+static enum eng_status actnorm_inverse(const struct blk *b, struct blk_io *io)
+{
+    const struct actnorm *p = b->priv;
+    const int d = b->d;
+    for (int i = 0; i < io->n; i++) {
+        float *x = io->x + (size_t)i * d;
+        if (p->legacy)
+            for (int k = 0; k < d; k++)
+                x[k] = (x[k] - p->shift[k]) * p->div[k];
+        else
+            for (int k = 0; k < d; k++)
+                x[k] = x[k] * p->div[k] + p->shift[k];
+        io->log_det[i] -= p->logdet;
+    }
+    return ENG_OK;
+}
+
+const struct blk_ops blk_actnorm_ops = {
+    .type = "ActNorm",
+    .load = actnorm_load,
+    .scratch = no_scratch,
+    .forward = actnorm_forward,
+    .inverse = actnorm_inverse,
+};
+
+/* ==== LearnedElementwiseScaling ========================================================= */
+
+struct elemscale {
+    float *e_pos;  /* d: e^{s} */
+    float *e_neg;  /* d: e^{−s} */
+    double logdet; /* Σ s */
+};
+
+static enum eng_status elemscale_load(struct blk *b, struct ldr *L, const cJSON *j)
+{
+    const int d = b->d;
+    struct elemscale *p = ldr_alloc(L, sizeof(*p));
+    if (!p)
+        return ENG_ERR_NOMEM;
+    const float *s;
+    enum eng_status st = ldr_tensor_numel(L, j, "s", true, d, &s); /* (1, d) in FrEIA */
+    if (st != ENG_OK)
+        return st;
+    p->e_pos = ldr_alloc(L, sizeof(float) * d);
+    p->e_neg = ldr_alloc(L, sizeof(float) * d);
+    if (!p->e_pos || !p->e_neg)
+        return ENG_ERR_NOMEM;
+    double sum = 0.0;
+    for (int k = 0; k < d; k++) {
+        p->e_pos[k] = expf(s[k]);
+        p->e_neg[k] = expf(-s[k]);
+        sum += (double)s[k];
+    }
+    p->logdet = sum;
+    b->priv = p;
+    return ENG_OK;
+}
+
+static void elemscale_forward(const struct blk *b, struct blk_io *io)
+{
+    const struct elemscale *p = b->priv;
+    const int d = b->d;
+    for (int i = 0; i < io->n; i++) {
+        float *x = io->x + (size_t)i * d;
+        for (int k = 0; k < d; k++)
+            x[k] *= p->e_pos[k];
+        io->log_det[i] += p->logdet;
+    }
+}
+
+static enum eng_status elemscale_inverse(const struct blk *b, struct blk_io *io)
+{
+    const struct elemscale *p = b->priv;
+    const int d = b->d;
+    for (int i = 0; i < io->n; i++) {
+        float *x = io->x + (size_t)i * d;
+        for (int k = 0; k < d; k++)
+            x[k] *= p->e_neg[k];
+        io->log_det[i] -= p->logdet; /* −Σ s (FrEIA: +Σ s) */
+    }
+    return ENG_OK;
+}
+
+const struct blk_ops blk_elemscale_ops = {
+    .type = "LearnedElementwiseScaling",
+    .load = elemscale_load,
+    .scratch = no_scratch,
+    .forward = elemscale_forward,
+    .inverse = elemscale_inverse,
+};
+
+/* ==== InvertibleSigmoid ================================================================= */
+
+static enum eng_status sigmoid_load(struct blk *b, struct ldr *L, const cJSON *j)
+{
+    (void)b, (void)L, (void)j;
+    return ENG_OK;
+}
+
+/* y = σ(x); log σ'(x) = log σ(x) + log σ(−x) = −|x| − 2·log1p(e^{−|x|}), which stays finite
+ * for any finite x (FrEIA's form reaches −inf at |x| ≈ 100 in float32).  In double. */
+static void sigmoid_forward(const struct blk *b, struct blk_io *io)
+{
+    const int d = b->d;
+    for (int i = 0; i < io->n; i++) {
+        float *x = io->x + (size_t)i * d;
+        double ld = 0.0;
+        for (int k = 0; k < d; k++) {
+            double v = x[k], a = fabs(v);
+            double t = exp(-a); /* in (0, 1] */
+            ld -= a + 2.0 * log1p(t);
+            x[k] = (float)(v >= 0.0 ? 1.0 / (1.0 + t) : t / (1.0 + t));
+        }
+        io->log_det[i] += ld;
+    }
+}
+
+/* x = log(y) − log1p(−y); log-det of the inverse = −log σ'(x) = −(log y + log1p(−y)).
+ * y outside (0, 1) gives NaN/Inf, which the model layer reports as ENG_ERR_NUMERIC. */
+static enum eng_status sigmoid_inverse(const struct blk *b, struct blk_io *io)
+{
+    const int d = b->d;
+    for (int i = 0; i < io->n; i++) {
+        float *x = io->x + (size_t)i * d;
+        double ld = 0.0;
+        for (int k = 0; k < d; k++) {
+            double y = x[k];
+            double ly = log(y), l1y = log1p(-y);
+            x[k] = (float)(ly - l1y);
+            ld -= ly + l1y;
+        }
+        io->log_det[i] += ld;
+    }
+    return ENG_OK;
+}
+
+const struct blk_ops blk_sigmoid_ops = {
+    .type = "InvertibleSigmoid",
+    .load = sigmoid_load,
+    .scratch = no_scratch,
+    .forward = sigmoid_forward,
+    .inverse = sigmoid_inverse,
+};

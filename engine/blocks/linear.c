@@ -1,0 +1,415 @@
+/*
+ * linear.c — the volume-preserving and fixed linear blocks of FrEIA:
+ *   PermuteRandom         y_i = x_{perm[i]}                              log-det 0
+ *   FixedLinearTransform  y = x·M_buf + b   (M_buf is FrEIA's buffer = Mᵀ) log-det log|det M|
+ *   OrthogonalTransform   y = (x·W + b) ⊙ e^{ls}, ls = clamp·0.636·atan(scaling/clamp)
+ *                                                                         log-det Σ ls
+ *   HouseholderPerm       y = x·W, W = H(v_0)·…·H(v_{n−1}), H(v) = I − 2vvᵀ/‖v‖²  log-det 0
+ * Every matrix the inverse needs (M_buf⁻¹, W built from the reflections) is computed at load
+ * in double and rounded to float once; forward/inverse are one gemm per tile plus an
+ * elementwise pass, working in io->scratch (rows × d floats).
+ * Math: /work/shared/reference/freia-modules.md §5; manifest fields: docs/checkpoint-format.md.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../blas.h"
+#include "../block.h"
+
+/* Name of the tensor stored in string field `field` of the block object (for messages). */
+static const char *tensor_name(const cJSON *j, const char *field)
+{
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(j, field);
+    return cJSON_IsString(f) && f->valuestring ? f->valuestring : field;
+}
+
+/* True when the optional field is absent or JSON null. */
+static bool field_absent(const cJSON *j, const char *field)
+{
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(j, field);
+    return f == NULL || cJSON_IsNull(f);
+}
+
+/* Round n doubles to a new float array owned by the model. */
+static float *to_f32(struct ldr *L, const double *src, size_t n)
+{
+    float *dst = ldr_alloc(L, sizeof(float) * (n ? n : 1));
+    if (dst)
+        for (size_t i = 0; i < n; i++)
+            dst[i] = (float)src[i];
+    return dst;
+}
+
+/* Rows stride d: x[i] = scratch[i] (+ b) for a tile of n rows. */
+static void copy_add_bias(int n, int d, const float *src, const float *b, float *dst)
+{
+    size_t nd = (size_t)n * d;
+    if (!b) {
+        memcpy(dst, src, sizeof(float) * nd);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        const float *s = src + (size_t)i * d;
+        float *o = dst + (size_t)i * d;
+        for (int k = 0; k < d; k++)
+            o[k] = s[k] + b[k];
+    }
+}
+
+static size_t scratch_nd(const struct blk *b, int rows)
+{
+    return (size_t)rows * (size_t)b->d;
+}
+
+/* ==== PermuteRandom ===================================================================== */
+
+struct permute {
+    const int32_t *perm; /* d: y_i = x_{perm[i]} */
+};
+
+static enum eng_status permute_load(struct blk *b, struct ldr *L, const cJSON *j)
+{
+    struct permute *p = ldr_alloc(L, sizeof(*p));
+    if (!p)
+        return ENG_ERR_NOMEM;
+    enum eng_status st = ldr_perm(L, j, "perm", b->d, &p->perm);
+    if (st != ENG_OK)
+        return st;
+    b->priv = p;
+    return ENG_OK;
+}
+
+static size_t permute_scratch(const struct blk *b, int rows)
+{
+    (void)rows;
+    return (size_t)b->d; /* one row */
+}
+
+static void permute_forward(const struct blk *b, struct blk_io *io)
+{
+    const struct permute *p = b->priv;
+    const int d = b->d;
+    float *row = io->scratch; /* d */
+    for (int i = 0; i < io->n; i++) {
+        float *x = io->x + (size_t)i * d;
+        memcpy(row, x, sizeof(float) * d);
+        for (int k = 0; k < d; k++)
+            x[k] = row[p->perm[k]];
+    }
+}
+
+static enum eng_status permute_inverse(const struct blk *b, struct blk_io *io)
+{
+    const struct permute *p = b->priv;
+    const int d = b->d;
+    float *row = io->scratch; /* d */
+    for (int i = 0; i < io->n; i++) {
+        float *x = io->x + (size_t)i * d;
+        memcpy(row, x, sizeof(float) * d);
+        for (int k = 0; k < d; k++)
+            x[p->perm[k]] = row[k];
+    }
+    return ENG_OK;
+}
+
+const struct blk_ops blk_permute_ops = {
+    .type = "PermuteRandom",
+    .load = permute_load,
+    .scratch = permute_scratch,
+    .forward = permute_forward,
+    .inverse = permute_inverse,
+};
+
+/* ==== FixedLinearTransform ============================================================= */
+
+struct fixedlinear {
+    const float *m;     /* d × d: FrEIA's buffer M (= Mᵀ of the math), y = x·m + b */
+    const float *m_inv; /* d × d: m⁻¹, x = (y − b)·m_inv */
+    const float *b;     /* d, or NULL */
+    double logdet;      /* log|det m| */
+};
+
+static enum eng_status fixedlinear_load(struct blk *b, struct ldr *L, const cJSON *j)
+{
+    const int d = b->d;
+    struct fixedlinear *p = ldr_alloc(L, sizeof(*p));
+    if (!p)
+        return ENG_ERR_NOMEM;
+    const int64_t shape[2] = {d, d};
+    const double *m64;
+    enum eng_status st = ldr_tensor_f64(L, j, "M", true, 2, shape, &m64);
+    if (st != ENG_OK)
+        return st;
+
+    /* log|det| from an LU factorization and the inverse, both in double. */
+    size_t dd = (size_t)d * d;
+    double *lu = malloc(sizeof(double) * dd * 3);
+    int *piv = malloc(sizeof(int) * (size_t)d);
+    if (!lu || !piv) {
+        free(lu), free(piv);
+        return ldr_fail(L, ENG_ERR_NOMEM, "out of memory inverting tensor '%s' (%d x %d)",
+                        tensor_name(j, "M"), d, d);
+    }
+    double *inv = lu + dd, *work = lu + 2 * dd;
+    memcpy(lu, m64, sizeof(double) * dd);
+    int bad = la_lu(d, lu, piv) != 0;
+    double logdet = bad ? 0.0 : la_lu_logabsdet(d, lu);
+    bad = bad || !isfinite(logdet) || la_inverse(d, m64, inv, work, piv) != 0;
+    for (size_t i = 0; !bad && i < dd; i++)
+        bad = !isfinite(inv[i]) || fabs(inv[i]) > 3e38;
+    if (bad) {
+        free(lu), free(piv);
+        return ldr_fail(L, ENG_ERR_TENSOR, "tensor '%s' (field 'M', %d x %d) is singular",
+                        tensor_name(j, "M"), d, d);
+    }
+    p->logdet = logdet;
+    p->m = to_f32(L, m64, dd);
+    p->m_inv = to_f32(L, inv, dd);
+    free(lu), free(piv);
+    if (!p->m || !p->m_inv)
+        return ENG_ERR_NOMEM;
+
+    /* b: d elements ((1, d) in FrEIA), or absent.  FrEIA HEAD stores a 0-d 0 when the
+     * module was built with b=None; a 0-d b is broadcast to every coordinate. */
+    if (!field_absent(j, "b")) {
+        const struct st_tensor *raw;
+        if ((st = ldr_raw(L, j, "b", &raw)) != ENG_OK)
+            return st;
+        if (raw->ndim == 0 && d != 1) {
+            const float *b0;
+            if ((st = ldr_tensor_numel(L, j, "b", true, 1, &b0)) != ENG_OK)
+                return st;
+            if (b0[0] != 0.0f) {
+                float *bb = ldr_alloc(L, sizeof(float) * d);
+                if (!bb)
+                    return ENG_ERR_NOMEM;
+                for (int k = 0; k < d; k++)
+                    bb[k] = b0[0];
+                p->b = bb;
+            }
+        } else if ((st = ldr_tensor_numel(L, j, "b", true, d, &p->b)) != ENG_OK) {
+            return st;
+        }
+    }
+    b->priv = p;
+    return ENG_OK;
+}
+
+static void fixedlinear_forward(const struct blk *b, struct blk_io *io)
+{
+    const struct fixedlinear *p = b->priv;
+    const int d = b->d, n = io->n;
+    /* scratch (n × d) = x (n × d) · m (d × d); x = scratch + b */
+    blas_matmul(n, d, d, io->x, d, p->m, d, 0.0f, io->scratch, d);
+    copy_add_bias(n, d, io->scratch, p->b, io->x);
+    for (int i = 0; i < n; i++)
+        io->log_det[i] += p->logdet;
+}
+
+static enum eng_status fixedlinear_inverse(const struct blk *b, struct blk_io *io)
+{
+    const struct fixedlinear *p = b->priv;
+    const int d = b->d, n = io->n;
+    /* scratch = y − b; x (n × d) = scratch · m_inv (d × d) */
+    float *u = io->scratch;
+    if (p->b) {
+        for (int i = 0; i < n; i++) {
+            const float *y = io->x + (size_t)i * d;
+            float *o = u + (size_t)i * d;
+            for (int k = 0; k < d; k++)
+                o[k] = y[k] - p->b[k];
+        }
+    } else {
+        memcpy(u, io->x, sizeof(float) * (size_t)n * d);
+    }
+    blas_matmul(n, d, d, u, d, p->m_inv, d, 0.0f, io->x, d);
+    for (int i = 0; i < n; i++)
+        io->log_det[i] -= p->logdet;
+    return ENG_OK;
+}
+
+const struct blk_ops blk_fixedlinear_ops = {
+    .type = "FixedLinearTransform",
+    .load = fixedlinear_load,
+    .scratch = scratch_nd,
+    .forward = fixedlinear_forward,
+    .inverse = fixedlinear_inverse,
+};
+
+/* ==== OrthogonalTransform =============================================================== */
+
+struct orthogonal {
+    const float *w;     /* d × d: y = (x·w + b) ⊙ e^{ls} */
+    const float *bias;  /* d */
+    float *e_pos;       /* d: e^{ls} */
+    float *e_neg;       /* d: e^{−ls} */
+    double logdet;      /* Σ ls */
+};
+
+static enum eng_status orthogonal_load(struct blk *b, struct ldr *L, const cJSON *j)
+{
+    const int d = b->d;
+    struct orthogonal *p = ldr_alloc(L, sizeof(*p));
+    if (!p)
+        return ENG_ERR_NOMEM;
+    const int64_t shape[2] = {d, d};
+    const float *scaling;
+    double clamp;
+    enum eng_status st;
+    if ((st = ldr_tensor(L, j, "weights", true, 2, shape, &p->w)) != ENG_OK ||
+        (st = ldr_tensor_numel(L, j, "bias", true, d, &p->bias)) != ENG_OK ||
+        (st = ldr_tensor_numel(L, j, "scaling", true, d, &scaling)) != ENG_OK ||
+        (st = ldr_num(L, j, "clamp", false, 5.0, &clamp)) != ENG_OK)
+        return st;
+    if (!(clamp > 0.0) || !isfinite(clamp))
+        return ldr_fail(L, ENG_ERR_MANIFEST, "field 'clamp' must be a finite number > 0, got %g",
+                        clamp);
+    p->e_pos = ldr_alloc(L, sizeof(float) * d);
+    p->e_neg = ldr_alloc(L, sizeof(float) * d);
+    if (!p->e_pos || !p->e_neg)
+        return ENG_ERR_NOMEM;
+    /* FrEIA evaluates ls in float32: clamp * 0.636 * atan(scaling / clamp). */
+    const float fc = (float)clamp;
+    double sum = 0.0;
+    for (int k = 0; k < d; k++) {
+        float ls = fc * 0.636f * atanf(scaling[k] / fc);
+        p->e_pos[k] = expf(ls);
+        p->e_neg[k] = expf(-ls);
+        sum += (double)ls;
+    }
+    p->logdet = sum;
+    b->priv = p;
+    return ENG_OK;
+}
+
+static void orthogonal_forward(const struct blk *b, struct blk_io *io)
+{
+    const struct orthogonal *p = b->priv;
+    const int d = b->d, n = io->n;
+    /* scratch (n × d) = x · w; x = (scratch + bias) ⊙ e^{ls} */
+    blas_matmul(n, d, d, io->x, d, p->w, d, 0.0f, io->scratch, d);
+    for (int i = 0; i < n; i++) {
+        const float *s = io->scratch + (size_t)i * d;
+        float *x = io->x + (size_t)i * d;
+        for (int k = 0; k < d; k++)
+            x[k] = (s[k] + p->bias[k]) * p->e_pos[k];
+        io->log_det[i] += p->logdet;
+    }
+}
+
+static enum eng_status orthogonal_inverse(const struct blk *b, struct blk_io *io)
+{
+    const struct orthogonal *p = b->priv;
+    const int d = b->d, n = io->n;
+    /* scratch = y ⊙ e^{−ls} − bias; x (n × d) = scratch · wᵀ */
+    for (int i = 0; i < n; i++) {
+        const float *y = io->x + (size_t)i * d;
+        float *u = io->scratch + (size_t)i * d;
+        for (int k = 0; k < d; k++)
+            u[k] = y[k] * p->e_neg[k] - p->bias[k];
+        io->log_det[i] -= p->logdet;
+    }
+    blas_linear(n, d, d, io->scratch, d, p->w, d, 0.0f, io->x, d);
+    return ENG_OK;
+}
+
+const struct blk_ops blk_orthogonal_ops = {
+    .type = "OrthogonalTransform",
+    .load = orthogonal_load,
+    .scratch = scratch_nd,
+    .forward = orthogonal_forward,
+    .inverse = orthogonal_inverse,
+};
+
+/* ==== HouseholderPerm =================================================================== */
+
+struct householder {
+    const float *w; /* d × d: W = H(v_0)·…·H(v_{n−1}); y = x·W, x = y·Wᵀ */
+};
+
+static enum eng_status householder_load(struct blk *b, struct ldr *L, const cJSON *j)
+{
+    const int d = b->d;
+    struct householder *p = ldr_alloc(L, sizeof(*p));
+    if (!p)
+        return ENG_ERR_NOMEM;
+    /* Vs is (n, d) with any n >= 1: the loader checks the shape, the raw view gives n. */
+    const int64_t shape[2] = {-1, d};
+    const double *vs;
+    const struct st_tensor *raw;
+    enum eng_status st;
+    if ((st = ldr_tensor_f64(L, j, "Vs", true, 2, shape, &vs)) != ENG_OK ||
+        (st = ldr_raw(L, j, "Vs", &raw)) != ENG_OK)
+        return st;
+    if (raw->shape[0] < 1 || raw->shape[0] > 65536)
+        return ldr_fail(L, ENG_ERR_TENSOR,
+                        "tensor '%s' (field 'Vs') has %lld reflections, expected 1 to 65536",
+                        tensor_name(j, "Vs"), (long long)raw->shape[0]);
+    const int nr = (int)raw->shape[0];
+
+    /* W ← I; for each k: W ← W·H(v_k) = W − (2/‖v‖²)(W v) vᵀ.  In double. */
+    size_t dd = (size_t)d * d;
+    double *w = malloc(sizeof(double) * (dd + (size_t)d));
+    if (!w)
+        return ldr_fail(L, ENG_ERR_NOMEM, "out of memory building W from tensor '%s'",
+                        tensor_name(j, "Vs"));
+    double *wv = w + dd;
+    memset(w, 0, sizeof(double) * dd);
+    for (int i = 0; i < d; i++)
+        w[(size_t)i * d + i] = 1.0;
+    for (int r = 0; r < nr; r++) {
+        const double *v = vs + (size_t)r * d;
+        double vv = 0.0;
+        for (int k = 0; k < d; k++)
+            vv += v[k] * v[k];
+        if (!(vv > 0.0) || !isfinite(vv)) {
+            free(w);
+            return ldr_fail(L, ENG_ERR_TENSOR,
+                            "tensor '%s' (field 'Vs'): reflection vector %d has zero norm",
+                            tensor_name(j, "Vs"), r);
+        }
+        for (int i = 0; i < d; i++) {
+            double s = 0.0;
+            for (int k = 0; k < d; k++)
+                s += w[(size_t)i * d + k] * v[k];
+            wv[i] = 2.0 * s / vv;
+        }
+        for (int i = 0; i < d; i++)
+            for (int k = 0; k < d; k++)
+                w[(size_t)i * d + k] -= wv[i] * v[k];
+    }
+    p->w = to_f32(L, w, dd);
+    free(w);
+    if (!p->w)
+        return ENG_ERR_NOMEM;
+    b->priv = p;
+    return ENG_OK;
+}
+
+static void householder_forward(const struct blk *b, struct blk_io *io)
+{
+    const struct householder *p = b->priv;
+    const int d = b->d, n = io->n;
+    /* scratch = x; x (n × d) = scratch · W (d × d); log-det 0 */
+    memcpy(io->scratch, io->x, sizeof(float) * (size_t)n * d);
+    blas_matmul(n, d, d, io->scratch, d, p->w, d, 0.0f, io->x, d);
+}
+
+static enum eng_status householder_inverse(const struct blk *b, struct blk_io *io)
+{
+    const struct householder *p = b->priv;
+    const int d = b->d, n = io->n;
+    /* scratch = y; x (n × d) = scratch · Wᵀ */
+    memcpy(io->scratch, io->x, sizeof(float) * (size_t)n * d);
+    blas_linear(n, d, d, io->scratch, d, p->w, d, 0.0f, io->x, d);
+    return ENG_OK;
+}
+
+const struct blk_ops blk_householder_ops = {
+    .type = "HouseholderPerm",
+    .load = householder_load,
+    .scratch = scratch_nd,
+    .forward = householder_forward,
+    .inverse = householder_inverse,
+};

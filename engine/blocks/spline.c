@@ -1,0 +1,394 @@
+/*
+ * spline.c — FrEIA's RationalQuadraticSpline coupling block (reference: freia-modules.md
+ * section 4; Durkan et al. 2019, "Neural Spline Flows").
+ *
+ * Coupling structure as GLOWCouplingBlock, x1 = x[0, l1), x2 = x[l1, d):
+ *     forward:  y1 = S(x1; subnet1([x2, c])),  y2 = S(x2; subnet2([y1, c]))
+ *     inverse:  x2 = S^-1(y2; subnet2([y1, c])), x1 = S^-1(y1; subnet1([x2, c]))
+ * subnet1: l2 + cw -> l1 * P, subnet2: l1 + cw -> l2 * P, channel-major (channel j owns
+ * entries j*P .. j*P + P - 1), with K bins and per channel
+ *     affine tails   (P = 3K+1): widths K | heights K | bottom 1 | left 1 | deltas K-1
+ *     identity tails (P = 3K):   widths K | heights K | total_width 1 | deltas K-1
+ *
+ * Constraints (all per element, in double):
+ *   affine:   w_k = min_w + softplus(raw_w_k + log(e^(w0 - min_w) - 1)), w0 = (r - l)/K,
+ *             h_k likewise, left = raw_left + l, bottom = raw_bottom + b; with
+ *             domain_clamping D the widths and left scale by D tanh(W/D)/W (W = sum w),
+ *             heights and bottom by the same ratio of H = sum h.
+ *   identity: tw = (r - l) softplus(raw_tw + log(e - 1)) [-> D tanh(tw/D)],
+ *             left = bottom = -tw/2, w = tw softmax(raw_w), h = tw softmax(raw_h).
+ *   scale = sum h / sum w (the tail slope), shift = bottom - scale * left;
+ *   derivatives d_0 = d_K = scale, interior d_k = softplus(raw_delta + log(e - 1)).
+ *   knots x_0 = left, x_k = left + cumsum(w); y_k likewise.
+ *
+ * Inside (x_0, x_K] the rational-quadratic map of the bin k with x_k < x <= x_k+1; outside,
+ * the affine tail y = scale x + shift (log-det log scale).  The inverse solves the
+ * quadratic with the numerically stable root xi = 2C / (-B - sqrt(B^2 - 4AC)); a
+ * discriminant below 0 (rounding) is taken as 0 and xi is clamped to [0, 1], so bin
+ * edges never give NaN.
+ */
+#include <math.h>
+#include <string.h>
+#include "coupling.h"
+
+#define SPL_MAX_BINS 1024
+
+struct spl_priv {
+    int l1, l2, K, P;
+    bool identity;              /* identity tails */
+    double dom[4];              /* default_domain: left, right, bottom, top */
+    double min_w, min_h;
+    double clampD;              /* domain_clamping, 0 = none */
+    double xshift, yshift;      /* log(e^(w0 - min_w) - 1), same for heights */
+    double dwidth;              /* right - left */
+    const struct subnet *net1;  /* [x2, c] -> l1 * P: parameters of x1 */
+    const struct subnet *net2;  /* [x1, c] -> l2 * P: parameters of x2 */
+};
+
+static const double LOG_E_M1 = 0.54132485461291810; /* log(e - 1) */
+
+/* torch.nn.functional.softplus (beta 1, threshold 20), in double. */
+static inline double softplus(double u)
+{
+    return u > 20.0 ? u : log1p(exp(u));
+}
+
+/* Per-element knots: widths and heights (K each, in `work`), left, bottom, scale. */
+struct knots {
+    const double *w, *h;
+    double left, bottom, scale, shift;
+    const float *rd;            /* raw interior derivatives (K - 1) */
+};
+
+static void constrain(const struct spl_priv *p, const float *raw, double *work, struct knots *kn)
+{
+    int K = p->K;
+    double *w = work, *h = work + K;
+    double W = 0.0, H = 0.0;
+    if (!p->identity) {
+        for (int k = 0; k < K; k++) {
+            w[k] = p->min_w + softplus((double)raw[k] + p->xshift);
+            h[k] = p->min_h + softplus((double)raw[K + k] + p->yshift);
+            W += w[k];
+            H += h[k];
+        }
+        double left = (double)raw[2 * K + 1] + p->dom[0];
+        double bottom = (double)raw[2 * K] + p->dom[2];
+        if (p->clampD > 0.0) {
+            double wr = p->clampD * tanh(W / p->clampD) / W;
+            double hr = p->clampD * tanh(H / p->clampD) / H;
+            W = H = 0.0;
+            for (int k = 0; k < K; k++) {
+                w[k] *= wr;
+                h[k] *= hr;
+                W += w[k];
+                H += h[k];
+            }
+            left *= wr;
+            bottom *= hr;
+        }
+        kn->left = left;
+        kn->bottom = bottom;
+        kn->rd = raw + 2 * K + 2;
+    } else {
+        double tw = p->dwidth * softplus((double)raw[2 * K] + LOG_E_M1);
+        if (p->clampD > 0.0)
+            tw = p->clampD * tanh(tw / p->clampD);
+        /* softmax with the max subtracted */
+        double mw = raw[0], mh = raw[K];
+        for (int k = 1; k < K; k++) {
+            if (raw[k] > mw)
+                mw = raw[k];
+            if (raw[K + k] > mh)
+                mh = raw[K + k];
+        }
+        double sw = 0.0, sh = 0.0;
+        for (int k = 0; k < K; k++) {
+            w[k] = exp((double)raw[k] - mw);
+            h[k] = exp((double)raw[K + k] - mh);
+            sw += w[k];
+            sh += h[k];
+        }
+        for (int k = 0; k < K; k++) {
+            w[k] = tw * (w[k] / sw);
+            h[k] = tw * (h[k] / sh);
+            W += w[k];
+            H += h[k];
+        }
+        kn->left = kn->bottom = -tw / 2.0;
+        kn->rd = raw + 2 * K + 1;
+    }
+    kn->w = w;
+    kn->h = h;
+    kn->scale = H / W;
+    kn->shift = kn->bottom - kn->scale * kn->left;
+}
+
+/* Derivative at knot k (0..K). */
+static inline double knot_deriv(const struct spl_priv *p, const struct knots *kn, int k)
+{
+    if (k == 0 || k == p->K)
+        return kn->scale;
+    return softplus((double)kn->rd[k - 1] + LOG_E_M1);
+}
+
+/* log dy/dx of the rational quadratic at xi in bin (s, dk, dk1). */
+static inline double rq_logdet(double s, double dk, double dk1, double xi)
+{
+    double om = 1.0 - xi, xo = xi * om;
+    double num = s * s * (dk1 * xi * xi + 2.0 * s * xo + dk * om * om);
+    double den = s + (dk1 + dk - 2.0 * s) * xo;
+    return log(num) - 2.0 * log(den);
+}
+
+/* Locate bin k (0..K-1) with e_k < v <= e_{k+1}, where e_0 = base and e_{k+1} = base +
+ * cumsum(sz)[k]; fills the bin's lower edge and size.  Requires e_0 < v <= e_K. */
+static int find_bin(const double *sz, int K, double base, double v, double *lo, double *len)
+{
+    double acc = 0.0;
+    int k = 0;
+    for (; k < K - 1; k++) {
+        double next = acc + sz[k];
+        if (v <= base + next)
+            break;
+        acc = next;
+    }
+    *lo = base + acc;
+    *len = (base + (acc + sz[k])) - *lo;
+    return k;
+}
+
+/* y (or x when inv) and the log-det contribution of one element. */
+static double spline_elem(const struct spl_priv *p, const float *raw, double *work, double v,
+                          bool inv, double *ld)
+{
+    struct knots kn;
+    constrain(p, raw, work, &kn);
+    int K = p->K;
+    double xK = kn.left, yK = kn.bottom;
+    {
+        double sw = 0.0, sh = 0.0;
+        for (int k = 0; k < K; k++) {
+            sw += kn.w[k];
+            sh += kn.h[k];
+        }
+        xK += sw;
+        yK += sh;
+    }
+    if (!inv) {
+        if (!(v > kn.left && v <= xK)) {
+            *ld = log(kn.scale);
+            return kn.scale * v + kn.shift;
+        }
+        double xk, dx;
+        int k = find_bin(kn.w, K, kn.left, v, &xk, &dx);
+        /* y_k from the same cumulative sum. */
+        double acc = 0.0;
+        for (int i = 0; i < k; i++)
+            acc += kn.h[i];
+        double yk = kn.bottom + acc;
+        double dy = (kn.bottom + (acc + kn.h[k])) - yk;
+        double s = dy / dx;
+        double dk = knot_deriv(p, &kn, k), dk1 = knot_deriv(p, &kn, k + 1);
+        double xi = (v - xk) / dx;
+        if (xi < 0.0)
+            xi = 0.0;
+        if (xi > 1.0)
+            xi = 1.0;
+        double xo = xi * (1.0 - xi);
+        double numer = dy * (s * xi * xi + dk * xo);
+        double denom = s + (dk1 + dk - 2.0 * s) * xo;
+        *ld = rq_logdet(s, dk, dk1, xi);
+        return yk + numer / denom;
+    }
+    if (!(v > kn.bottom && v <= yK)) {
+        *ld = -log(kn.scale);
+        return (v - kn.shift) / kn.scale;
+    }
+    double yk, dy;
+    int k = find_bin(kn.h, K, kn.bottom, v, &yk, &dy);
+    double acc = 0.0;
+    for (int i = 0; i < k; i++)
+        acc += kn.w[i];
+    double xk = kn.left + acc;
+    double dx = (kn.left + (acc + kn.w[k])) - xk;
+    double s = dy / dx;
+    double dk = knot_deriv(p, &kn, k), dk1 = knot_deriv(p, &kn, k + 1);
+    double delta = v - yk, e = dk1 + dk - 2.0 * s;
+    double A = dy * (s - dk) + delta * e;
+    double B = dy * dk - delta * e;
+    double C = -s * delta;
+    double disc = B * B - 4.0 * A * C;
+    if (!(disc > 0.0))
+        disc = 0.0;
+    double den = -B - sqrt(disc);
+    double xi = den != 0.0 ? 2.0 * C / den : 0.0;
+    if (!(xi >= 0.0))
+        xi = 0.0;
+    if (xi > 1.0)
+        xi = 1.0;
+    *ld = -rq_logdet(s, dk, dk1, xi);
+    return xk + xi * dx;
+}
+
+/* Transform columns [off, off + l) of the tile with parameters a (n x l*P). */
+static void spline_cols(const struct spl_priv *p, struct blk_io *io, int d, int off, int l,
+                        const float *a, double *work, bool inv)
+{
+    int P = p->P;
+    for (int i = 0; i < io->n; i++) {
+        float *xi = io->x + (size_t)i * d + off;
+        const float *ai = a + (size_t)i * l * P;
+        double sum = 0.0;
+        for (int j = 0; j < l; j++) {
+            double ld = 0.0;
+            xi[j] = (float)spline_elem(p, ai + (size_t)j * P, work, (double)xi[j], inv, &ld);
+            sum += ld;
+        }
+        io->log_det[i] += sum;
+    }
+}
+
+/* ---- scratch: params (rows x max(l1, l2) * P) | work (2K doubles) | subnet ------------ */
+
+static size_t spl_scratch(const struct blk *b, int rows)
+{
+    const struct spl_priv *p = b->priv;
+    int lm = p->l1 > p->l2 ? p->l1 : p->l2;
+    size_t s1 = subnet_scratch(p->net1, rows), s2 = subnet_scratch(p->net2, rows);
+    return cpl_round((size_t)rows * lm * p->P) + cpl_round(2 * 2 * (size_t)p->K) +
+           cpl_round(s1 > s2 ? s1 : s2);
+}
+
+static void spl_forward(const struct blk *b, struct blk_io *io)
+{
+    const struct spl_priv *p = b->priv;
+    int n = io->n, d = b->d, lm = p->l1 > p->l2 ? p->l1 : p->l2;
+    float *a = io->scratch;
+    double *work = (double *)(void *)(a + cpl_round((size_t)n * lm * p->P));
+    float *sub = (float *)(void *)work + cpl_round(4 * (size_t)p->K);
+
+    subnet_forward(p->net1, n, io->x + p->l1, d, io->c, io->c_ld, a, p->l1 * p->P, sub);
+    spline_cols(p, io, d, 0, p->l1, a, work, false);
+    subnet_forward(p->net2, n, io->x, d, io->c, io->c_ld, a, p->l2 * p->P, sub);
+    spline_cols(p, io, d, p->l1, p->l2, a, work, false);
+}
+
+static enum eng_status spl_inverse(const struct blk *b, struct blk_io *io)
+{
+    const struct spl_priv *p = b->priv;
+    int n = io->n, d = b->d, lm = p->l1 > p->l2 ? p->l1 : p->l2;
+    float *a = io->scratch;
+    double *work = (double *)(void *)(a + cpl_round((size_t)n * lm * p->P));
+    float *sub = (float *)(void *)work + cpl_round(4 * (size_t)p->K);
+
+    subnet_forward(p->net2, n, io->x, d, io->c, io->c_ld, a, p->l2 * p->P, sub);
+    spline_cols(p, io, d, p->l1, p->l2, a, work, true);
+    subnet_forward(p->net1, n, io->x + p->l1, d, io->c, io->c_ld, a, p->l1 * p->P, sub);
+    spline_cols(p, io, d, 0, p->l1, a, work, true);
+    return ENG_OK;
+}
+
+/* ---- load ------------------------------------------------------------------------------ */
+
+/* A list of n finite numbers in j[field], default def when absent or null. */
+static enum eng_status num_list(struct ldr *L, const cJSON *j, const char *field, int n,
+                                const double *def, double *out)
+{
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(j, field);
+    if (!f || cJSON_IsNull(f)) {
+        memcpy(out, def, sizeof(double) * (size_t)n);
+        return ENG_OK;
+    }
+    if (!cJSON_IsArray(f) || cJSON_GetArraySize(f) != n)
+        return ldr_fail(L, ENG_ERR_MANIFEST, "%s: must be a list of %d numbers", field, n);
+    for (int i = 0; i < n; i++) {
+        const cJSON *e = cJSON_GetArrayItem(f, i);
+        if (!cJSON_IsNumber(e) || !isfinite(e->valuedouble))
+            return ldr_fail(L, ENG_ERR_MANIFEST, "%s[%d]: must be a finite number", field, i);
+        out[i] = e->valuedouble;
+    }
+    return ENG_OK;
+}
+
+static enum eng_status spl_load(struct blk *b, struct ldr *L, const cJSON *j)
+{
+    static const char *const tails[] = {"affine", "identity"};
+    static const double def_dom[4] = {-3.0, 3.0, -3.0, 3.0};
+    static const double def_min[2] = {0.1, 0.1};
+    int d = b->d, cw = b->cw;
+    enum eng_status st;
+    struct spl_priv *p = ldr_alloc(L, sizeof(*p));
+    if (!p)
+        return ENG_ERR_NOMEM;
+    b->priv = p;
+
+    if ((st = cpl_load_split(L, j, d, 1, d - 1, &p->l1)) != ENG_OK)
+        return st;
+    p->l2 = d - p->l1;
+    long K = 10;
+    if ((st = ldr_int(L, j, "bins", false, 10, 1, SPL_MAX_BINS, &K)) != ENG_OK)
+        return st;
+    p->K = (int)K;
+    int tl = 0;
+    if ((st = ldr_enum(L, j, "tails", false, 0, tails, 2, &tl)) != ENG_OK)
+        return st;
+    p->identity = tl == 1;
+    p->P = p->identity ? 3 * p->K : 3 * p->K + 1;
+
+    double mins[2];
+    if ((st = num_list(L, j, "default_domain", 4, def_dom, p->dom)) != ENG_OK ||
+        (st = num_list(L, j, "min_bin_sizes", 2, def_min, mins)) != ENG_OK)
+        return st;
+    p->min_w = mins[0];
+    p->min_h = mins[1];
+    if (p->min_w < 0.0 || p->min_h < 0.0)
+        return ldr_fail(L, ENG_ERR_MANIFEST, "min_bin_sizes: sizes must be >= 0 (got [%g, %g])",
+                        p->min_w, p->min_h);
+    if (!(p->dom[1] > p->dom[0]) || !(p->dom[3] > p->dom[2]))
+        return ldr_fail(L, ENG_ERR_MANIFEST,
+                        "default_domain: needs left < right and bottom < top (got [%g, %g, %g, %g])",
+                        p->dom[0], p->dom[1], p->dom[2], p->dom[3]);
+    /* FrEIA asserts this for both kinds of tails. */
+    if (p->dom[1] - p->dom[0] < p->min_w * p->K || p->dom[3] - p->dom[2] < p->min_h * p->K)
+        return ldr_fail(L, ENG_ERR_MANIFEST,
+                        "min_bin_sizes: %ld bins of size [%g, %g] do not fit default_domain "
+                        "[%g, %g, %g, %g]", K, p->min_w, p->min_h, p->dom[0], p->dom[1],
+                        p->dom[2], p->dom[3]);
+    p->dwidth = p->dom[1] - p->dom[0];
+    /* log(e^(w0 - min) - 1); -inf when the bins are exactly at their minimum size, which
+     * makes softplus 0 as in torch. */
+    double gw = (p->dom[1] - p->dom[0]) / p->K - p->min_w;
+    double gh = (p->dom[3] - p->dom[2]) / p->K - p->min_h;
+    p->xshift = gw > 0.0 ? log(expm1(gw)) : -INFINITY;
+    p->yshift = gh > 0.0 ? log(expm1(gh)) : -INFINITY;
+
+    const cJSON *dc = cJSON_GetObjectItemCaseSensitive(j, "domain_clamping");
+    p->clampD = 0.0;
+    if (dc && !cJSON_IsNull(dc)) {
+        double D = 0.0;
+        if ((st = ldr_num(L, j, "domain_clamping", true, 0.0, &D)) != ENG_OK)
+            return st;
+        if (!(D > 0.0) || !isfinite(D))
+            return ldr_fail(L, ENG_ERR_MANIFEST,
+                            "domain_clamping: must be null or a positive number (got %g)", D);
+        p->clampD = D;
+    }
+
+    if ((st = ldr_subnet(L, j, "subnet1", p->l2, cw, p->l1 * p->P, &p->net1)) !=
+            ENG_OK ||
+        (st = ldr_subnet(L, j, "subnet2", p->l1, cw, p->l2 * p->P, &p->net2)) !=
+            ENG_OK)
+        return st;
+    return ENG_OK;
+}
+
+const struct blk_ops blk_spline_ops = {
+    .type = "RationalQuadraticSpline",
+    .takes_cond = true,
+    .needs_cond = false,
+    .load = spl_load,
+    .scratch = spl_scratch,
+    .forward = spl_forward,
+    .inverse = spl_inverse,
+};

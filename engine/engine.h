@@ -1,0 +1,177 @@
+/*
+ * engine.h — the public contract of innserve's numerical engine.
+ *
+ * The engine loads an INN checkpoint (a .safetensors file whose __metadata__ holds the
+ * architecture manifest, see docs/checkpoint-format.md) and runs it in batches: forward,
+ * inverse, log-density, posterior sampling, MLP forward.  It knows nothing of HTTP or of
+ * JSON requests; proto/ validates untrusted input before it gets here, and the engine
+ * validates again (shapes, finiteness) so a bad call returns a status, never crashes.
+ *
+ * Data layout: every matrix is row-major, batch first, contiguous (row i of an n x d
+ * matrix starts at p + i*d).  All values are in the user's physical units: the
+ * standardization stored in the checkpoint is applied inside the engine, its log-det
+ * included.  log-dets and log-densities are double.
+ *
+ * Threads: a loaded model is immutable and may be used by any number of threads at
+ * once, each with its own workspace (struct eng_ws).  A workspace is not thread safe.
+ *
+ * Errors: every fallible call returns enum eng_status and, where it helps, writes one
+ * line into a caller-provided char err[ENG_ERR_LEN] naming the file, tensor or field.
+ */
+#ifndef INNSERVE_ENGINE_H
+#define INNSERVE_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+#define ENG_ERR_LEN 512
+#define ENG_WARN_UNUSED __attribute__((warn_unused_result))
+
+enum eng_status {
+    ENG_OK = 0,
+    ENG_ERR_NOMEM,       /* allocation failed */
+    ENG_ERR_IO,          /* file cannot be opened, read or mapped */
+    ENG_ERR_FORMAT,      /* safetensors container is malformed (header, offsets, dtypes) */
+    ENG_ERR_MANIFEST,    /* manifest missing, not JSON, a field missing or mistyped */
+    ENG_ERR_TENSOR,      /* a tensor is missing, mis-shaped, non-finite or not a permutation */
+    ENG_ERR_TESTVEC,     /* the embedded test vectors disagree with the engine */
+    ENG_ERR_SHAPE,       /* a call's sizes do not match the model */
+    ENG_ERR_NONFINITE,   /* an input value is NaN or Inf */
+    ENG_ERR_UNSUPPORTED, /* operation not defined for this model kind */
+    ENG_ERR_NUMERIC,     /* the computation produced a non-finite value or did not converge */
+    ENG_ERR_ARG,         /* an argument is out of range (temperature, counts, ...) */
+    ENG_STATUS_COUNT
+};
+
+/* Static string for a status ("shape mismatch", ...).  Never NULL. */
+const char *eng_status_str(enum eng_status st);
+
+enum eng_kind { ENG_KIND_FLOW = 0, ENG_KIND_CINN, ENG_KIND_INN, ENG_KIND_MLP };
+/* "flow", "cinn", "inn", "mlp". */
+const char *eng_kind_str(enum eng_kind k);
+
+/* Rows processed per tile by every operation; workspaces are sized for it. */
+#define ENG_TILE_ROWS 256
+
+struct eng_model; /* opaque, immutable after load, reference counted */
+struct eng_ws;    /* opaque per-thread scratch */
+
+/* Sizes of a model.  For flow: x = z, y = 0.  For cinn: y is the condition width.
+ * For inn: x + pad_x == z + pad_y + y (the Ardizzone layout [x,pad] <-> [z,pad,y]).
+ * For mlp: x -> y, z = 0. */
+struct eng_dims {
+    int x, y, z, pad_x, pad_y;
+};
+
+/* Read-only description of a loaded model; borrowed, valid while the model lives. */
+struct eng_info {
+    enum eng_kind kind;
+    struct eng_dims dims;
+    char sha256[65];           /* hex digest of the whole checkpoint file */
+    const char *description;   /* from the manifest, "" if none */
+    const char *const *x_names; /* dims.x names */
+    const char *const *y_names; /* dims.y names (NULL when dims.y == 0) */
+    int n_blocks;
+    long long n_params;        /* scalar parameters in all tensors the model uses */
+    bool numeric_inverse;      /* some block inverts by iteration (i-ResNet) */
+    const char *manifest_json; /* the manifest text exactly as stored */
+    const char *blocks_json;   /* the manifest's "blocks" array (or mlp network) as JSON text */
+};
+
+/* Load and fully validate a checkpoint, then run its embedded test vectors.
+ * On success *out is a new model with one reference (owned by caller: eng_model_unref).
+ * On failure *out is NULL and err names the file and the tensor or field at fault.
+ * Thread safe. */
+ENG_WARN_UNUSED enum eng_status eng_model_load(const char *path, struct eng_model **out,
+                                               char err[ENG_ERR_LEN]);
+/* Same with flags: ENG_LOAD_NO_SELFTEST skips the embedded test vectors and accepts a
+ * file without them (for unit tests and `innctl inspect`; the daemon never sets it). */
+#define ENG_LOAD_NO_SELFTEST 1u
+ENG_WARN_UNUSED enum eng_status eng_model_load_ex(const char *path, unsigned flags,
+                                                  struct eng_model **out,
+                                                  char err[ENG_ERR_LEN]);
+/* Reference counting (atomic).  unref(NULL) is a no-op; the last unref frees. */
+struct eng_model *eng_model_ref(struct eng_model *m);
+void eng_model_unref(struct eng_model *m);
+
+/* Borrowed; valid while the model lives. */
+const struct eng_info *eng_model_info(const struct eng_model *m);
+
+/* Workspace: scratch for one thread.  eng_ws_new() makes an empty one; eng_ws_reserve()
+ * grows it to fit model m (a no-op when it already fits), so a worker sizes it once per
+ * model and every call after that allocates nothing.  Every operation reserves itself,
+ * so calling reserve is only needed to move the allocation out of the request path. */
+struct eng_ws *eng_ws_new(void);
+void eng_ws_free(struct eng_ws *ws);
+ENG_WARN_UNUSED enum eng_status eng_ws_reserve(struct eng_ws *ws, const struct eng_model *m);
+
+/* ---- Operations --------------------------------------------------------------------
+ * n rows.  y is the observation: the condition of a cinn (n x dims.y, or one row
+ * broadcast when y_rows == 1), the measured output of an inn for inverse.  Pass NULL /
+ * y_rows 0 where the kind has no y.  Every output pointer may be NULL when not wanted,
+ * except the main result.  Inputs must be finite (ENG_ERR_NONFINITE names row and column).
+ */
+
+/* flow, cinn: x (n x x) [, y] -> z (n x z), log_det (n).
+ * inn: x (n x x) -> z (n x z), y_out (n x y), log_det (n)  (pad inputs are zero).
+ * mlp: x -> y_out (n x y); z and log_det unused. */
+ENG_WARN_UNUSED enum eng_status eng_forward(const struct eng_model *m, struct eng_ws *ws, int n,
+                                            const float *x, const float *y, int y_rows,
+                                            float *z, float *y_out, double *log_det,
+                                            char err[ENG_ERR_LEN]);
+
+/* Per-row statistics of a numerical inverse (i-ResNet blocks); each array has n entries
+ * and is filled only when the model has numeric_inverse.  Caller owns the arrays. */
+struct eng_solver_opts {
+    double tol;       /* end-to-end error target in x (default 1e-6 when <= 0) */
+    int max_iter;     /* per block (default 200 when <= 0) */
+    int method;       /* enum eng_solve_method; 0 = auto */
+};
+struct eng_solver_stats {
+    int *iterations;      /* g-evaluations summed over blocks */
+    double *residual;     /* largest block residual norm */
+    double *error_bound;  /* certified bound on ||x - x_true|| (inf when not certified) */
+    bool *converged;
+    bool certified;       /* every block's Lipschitz bound < 1 */
+};
+
+/* flow, cinn: z (n x z) [, y] -> x (n x x), log_det (n) of the inverse map.
+ * inn: z (n x z), y (n x y or 1 row) -> x (n x x), with pad outputs set to zero.
+ * mlp: ENG_ERR_UNSUPPORTED.  opts/stats may be NULL. */
+ENG_WARN_UNUSED enum eng_status eng_inverse(const struct eng_model *m, struct eng_ws *ws, int n,
+                                            const float *z, const float *y, int y_rows,
+                                            float *x, double *log_det,
+                                            const struct eng_solver_opts *opts,
+                                            struct eng_solver_stats *stats,
+                                            char err[ENG_ERR_LEN]);
+
+/* log-density of x in physical units: flow log p(x); cinn log q(x|y); inn the
+ * maximum-likelihood density of docs/checkpoint-format.md.  y may be one row broadcast.
+ * mlp: ENG_ERR_UNSUPPORTED. */
+ENG_WARN_UNUSED enum eng_status eng_log_prob(const struct eng_model *m, struct eng_ws *ws, int n,
+                                             const float *x, const float *y, int y_rows,
+                                             double *log_prob, char err[ENG_ERR_LEN]);
+
+/* Posterior samples for one observation y (1 x dims.y; NULL for flow):
+ * samples with indices [first, first + count) of observation `obs`, z ~ N(0, T^2 I) drawn
+ * by eng_rng_normal(seed, obs, sample, dim).  Rows are computed in tiles aligned to
+ * multiples of ENG_TILE_ROWS of the sample index, so splitting [0, N) into calls at
+ * multiples of ENG_TILE_ROWS (as the server does) gives bit-identical samples.
+ * x_out: count x dims.x.  log_prob (count, may be NULL): the model density log q(x|y) of
+ * each sample (untempered). */
+ENG_WARN_UNUSED enum eng_status eng_sample(const struct eng_model *m, struct eng_ws *ws,
+                                           const float *y, uint64_t seed, uint32_t obs,
+                                           uint64_t first, int count, float temperature,
+                                           float *x_out, double *log_prob,
+                                           const struct eng_solver_opts *opts,
+                                           struct eng_solver_stats *stats,
+                                           char err[ENG_ERR_LEN]);
+
+/* The Gaussian draw used by eng_sample: standard normal number `dim` of sample `sample`
+ * of observation `obs` under `seed` (Philox4x32-10 + Box-Muller).  Pure function. */
+float eng_rng_normal(uint64_t seed, uint32_t obs, uint64_t sample, uint32_t dim);
+/* Fill out[0..n) with eng_rng_normal(seed, obs, sample, 0..n-1), 4 draws per Philox call. */
+void eng_rng_normal_row(uint64_t seed, uint32_t obs, uint64_t sample, int n, float *out);
+
+#endif

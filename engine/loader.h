@@ -1,0 +1,26 @@
+/*
+ * loader.h — private to model.c and loader.c: the loading context behind the ldr_*
+ * functions of block.h, and the arena that owns everything a model allocates at load.
+ */
+#ifndef INNSERVE_LOADER_H
+#define INNSERVE_LOADER_H
+
+#include "block.h"
+
+struct arena_chunk;
+
+struct ldr {
+    const char *path;          /* for messages */
+    const struct st_file *f;
+    char *err;                 /* ENG_ERR_LEN */
+    char ctx[384];             /* "blocks[3] (GLOWCouplingBlock).subnet1" */
+    size_t ctx_len;
+    struct arena_chunk **arena;
+    unsigned char *used;       /* per tensor: counted in n_params already */
+    long long n_params;
+};
+
+/* Free every allocation of an arena (NULL-safe). */
+void arena_free(struct arena_chunk *a);
+
+#endif

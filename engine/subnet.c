@@ -1,0 +1,301 @@
+/*
+ * subnet.c — the small MLPs inside coupling blocks, conditioning networks and `mlp`
+ * models: a chain of Linear layers and activations, run on a whole tile with sgemm.
+ * The first Linear is split into an x part and a condition part (block.h) so a
+ * broadcast condition costs one gemv per tile, not one per row.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "blas.h"
+#include "block.h"
+
+/* ---- activations ----------------------------------------------------------------------- */
+
+static const char *const act_names[ACT_COUNT] = {
+    [ACT_RELU] = "relu",         [ACT_LEAKY_RELU] = "leaky_relu", [ACT_ELU] = "elu",
+    [ACT_TANH] = "tanh",         [ACT_SIGMOID] = "sigmoid",       [ACT_SOFTPLUS] = "softplus",
+    [ACT_GELU] = "gelu",         [ACT_GELU_TANH] = "gelu",        [ACT_SILU] = "silu",
+    [ACT_LIPSWISH] = "lipswish",
+};
+
+const char *act_name(enum act_type t) { return t < ACT_COUNT ? act_names[t] : "?"; }
+
+void act_apply(enum act_type t, float p1, float p2, float *v, size_t n)
+{
+    switch (t) {
+    case ACT_RELU:
+        for (size_t i = 0; i < n; i++)
+            v[i] = v[i] > 0.0f ? v[i] : 0.0f;
+        break;
+    case ACT_LEAKY_RELU:
+        for (size_t i = 0; i < n; i++)
+            v[i] = v[i] >= 0.0f ? v[i] : p1 * v[i];
+        break;
+    case ACT_ELU:
+        for (size_t i = 0; i < n; i++)
+            v[i] = v[i] > 0.0f ? v[i] : p1 * expm1f(v[i]);
+        break;
+    case ACT_TANH:
+        for (size_t i = 0; i < n; i++)
+            v[i] = tanhf(v[i]);
+        break;
+    case ACT_SIGMOID:
+        for (size_t i = 0; i < n; i++)
+            v[i] = 1.0f / (1.0f + expf(-v[i]));
+        break;
+    case ACT_SOFTPLUS: /* torch: u if beta*u > threshold else log1p(exp(beta*u))/beta */
+        for (size_t i = 0; i < n; i++) {
+            float bu = p1 * v[i];
+            v[i] = bu > p2 ? v[i] : log1pf(expf(bu)) / p1;
+        }
+        break;
+    case ACT_GELU:
+        for (size_t i = 0; i < n; i++)
+            v[i] = 0.5f * v[i] * (1.0f + erff(v[i] * 0.70710678118654752f));
+        break;
+    case ACT_GELU_TANH:
+        for (size_t i = 0; i < n; i++) {
+            float u = v[i];
+            v[i] = 0.5f * u * (1.0f + tanhf(0.79788456080286536f * (u + 0.044715f * u * u * u)));
+        }
+        break;
+    case ACT_SILU:
+        for (size_t i = 0; i < n; i++)
+            v[i] = v[i] / (1.0f + expf(-v[i]));
+        break;
+    case ACT_LIPSWISH:
+        for (size_t i = 0; i < n; i++)
+            v[i] = v[i] / (1.0f + expf(-v[i])) / 1.1f;
+        break;
+    case ACT_COUNT:
+        break;
+    }
+}
+
+double act_deriv(enum act_type t, float p1, float p2, double u)
+{
+    switch (t) {
+    case ACT_RELU: return u > 0 ? 1.0 : 0.0;
+    case ACT_LEAKY_RELU: return u >= 0 ? 1.0 : p1;
+    case ACT_ELU: return u > 0 ? 1.0 : p1 * exp(u);
+    case ACT_TANH: { double th = tanh(u); return 1.0 - th * th; }
+    case ACT_SIGMOID: { double s = 1.0 / (1.0 + exp(-u)); return s * (1.0 - s); }
+    case ACT_SOFTPLUS: return p1 * u > p2 ? 1.0 : 1.0 / (1.0 + exp(-p1 * u));
+    case ACT_GELU:
+        return 0.5 * (1.0 + erf(u / sqrt(2.0))) + u * exp(-0.5 * u * u) / sqrt(2.0 * M_PI);
+    case ACT_GELU_TANH: {
+        double k = 0.79788456080286536, a = k * (u + 0.044715 * u * u * u);
+        double th = tanh(a);
+        return 0.5 * (1.0 + th) + 0.5 * u * (1.0 - th * th) * k * (1.0 + 3 * 0.044715 * u * u);
+    }
+    case ACT_SILU: { double s = 1.0 / (1.0 + exp(-u)); return s * (1.0 + u * (1.0 - s)); }
+    case ACT_LIPSWISH: { double s = 1.0 / (1.0 + exp(-u)); return s * (1.0 + u * (1.0 - s)) / 1.1; }
+    case ACT_COUNT: break;
+    }
+    return 0.0;
+}
+
+double act_lipschitz(enum act_type t, float p1, float p2)
+{
+    switch (t) {
+    case ACT_RELU: case ACT_TANH: return 1.0;
+    case ACT_LEAKY_RELU: return fmax(1.0, fabs(p1));
+    case ACT_ELU: return fmax(1.0, p1);
+    case ACT_SIGMOID: return 0.25;
+    case ACT_SOFTPLUS: return 1.0;
+    case ACT_GELU: case ACT_GELU_TANH: return 1.1289; /* max of GELU' */
+    case ACT_SILU: return 1.0998;                     /* max of SiLU' */
+    case ACT_LIPSWISH: return 1.0;
+    case ACT_COUNT: break;
+    }
+    (void)p2;
+    return INFINITY;
+}
+
+/* ---- loading ------------------------------------------------------------------------------ */
+
+enum eng_status ldr_subnet(struct ldr *L, const cJSON *obj, const char *field, int dx, int dc,
+                           int dout, const struct subnet **out)
+{
+    *out = NULL;
+    const cJSON *sj;
+    enum eng_status st = ldr_obj(L, obj, field, true, &sj);
+    if (st != ENG_OK)
+        return st;
+    size_t mark = ldr_push(L, ".%s", field);
+    const cJSON *layers = cJSON_GetObjectItemCaseSensitive(sj, "layers");
+    int nl = cJSON_IsArray(layers) ? cJSON_GetArraySize(layers) : 0;
+    if (nl <= 0 || nl > 256) {
+        st = ldr_fail(L, ENG_ERR_MANIFEST, "field 'layers' must be a non-empty list (at most 256)");
+        goto out;
+    }
+    struct subnet *s = ldr_alloc(L, sizeof(*s));
+    struct subnet_layer *ls = ldr_alloc(L, sizeof(*ls) * (size_t)nl);
+    if (!s || !ls) {
+        st = ENG_ERR_NOMEM;
+        goto out;
+    }
+    s->dx = dx, s->dc = dc, s->dout = dout, s->n_layers = nl, s->layers = ls;
+    int width = dx + dc;
+    for (int i = 0; i < nl; i++) {
+        const cJSON *lj = cJSON_GetArrayItem(layers, i);
+        size_t m2 = ldr_push(L, ".layers[%d]", i);
+        static const char *const types[] = {"linear", "relu", "leaky_relu", "elu", "tanh",
+                                            "sigmoid", "softplus", "gelu", "silu", "lipswish"};
+        int ty;
+        st = ldr_enum(L, lj, "type", true, 0, types, (int)(sizeof(types) / sizeof(types[0])), &ty);
+        if (st != ENG_OK)
+            goto out;
+        struct subnet_layer *l = &ls[i];
+        if (ty == 0) {
+            const struct st_tensor *wt;
+            if ((st = ldr_raw(L, lj, "weight", &wt)) != ENG_OK)
+                goto out;
+            int outw = wt->ndim == 2 ? (int)wt->shape[0] : -1;
+            if (outw <= 0 || outw > (1 << 20)) {
+                st = ldr_fail(L, ENG_ERR_TENSOR, "tensor '%s' (field 'weight') must be a matrix "
+                              "(out, in) with out > 0", wt->name);
+                goto out;
+            }
+            int64_t shp[2] = {outw, width};
+            if ((st = ldr_tensor(L, lj, "weight", true, 2, shp, &l->w)) != ENG_OK)
+                goto out;
+            int64_t bs[1] = {outw};
+            if ((st = ldr_tensor(L, lj, "bias", false, 1, bs, &l->b)) != ENG_OK)
+                goto out;
+            l->is_linear = 1, l->in = width, l->out = outw;
+            s->n_params += (long long)outw * width + (l->b ? outw : 0);
+            width = outw;
+            if (width > s->max_width)
+                s->max_width = width;
+        } else {
+            if (i == 0) {
+                st = ldr_fail(L, ENG_ERR_MANIFEST, "the first layer must be 'linear'");
+                goto out;
+            }
+            static const enum act_type map[] = {0, ACT_RELU, ACT_LEAKY_RELU, ACT_ELU, ACT_TANH,
+                                                ACT_SIGMOID, ACT_SOFTPLUS, ACT_GELU, ACT_SILU,
+                                                ACT_LIPSWISH};
+            l->act = map[ty];
+            l->in = l->out = width;
+            double p1 = 0, p2 = 0;
+            if (l->act == ACT_LEAKY_RELU) {
+                st = ldr_num(L, lj, "negative_slope", false, 0.01, &p1);
+            } else if (l->act == ACT_ELU) {
+                st = ldr_num(L, lj, "alpha", false, 1.0, &p1);
+            } else if (l->act == ACT_SOFTPLUS) {
+                st = ldr_num(L, lj, "beta", false, 1.0, &p1);
+                if (st == ENG_OK)
+                    st = ldr_num(L, lj, "threshold", false, 20.0, &p2);
+                if (st == ENG_OK && !(p1 > 0))
+                    st = ldr_fail(L, ENG_ERR_MANIFEST, "field 'beta' must be > 0");
+            } else if (l->act == ACT_GELU) {
+                static const char *const approx[] = {"none", "tanh"};
+                int a;
+                st = ldr_enum(L, lj, "approximate", false, 0, approx, 2, &a);
+                if (a == 1)
+                    l->act = ACT_GELU_TANH;
+            }
+            if (st != ENG_OK)
+                goto out;
+            l->p1 = (float)p1, l->p2 = (float)p2;
+        }
+        ldr_pop(L, m2);
+    }
+    if (width != dout) {
+        st = ldr_fail(L, ENG_ERR_TENSOR, "subnet output width is %d, the block needs %d", width,
+                      dout);
+        goto out;
+    }
+    /* Split the first layer into the x part and the condition part. */
+    const struct subnet_layer *l0 = &ls[0];
+    float *wx = ldr_alloc(L, sizeof(float) * (size_t)(l0->out * (dx ? dx : 1)));
+    float *wc = ldr_alloc(L, sizeof(float) * (size_t)(l0->out * (dc ? dc : 1)));
+    if (!wx || !wc) {
+        st = ENG_ERR_NOMEM;
+        goto out;
+    }
+    for (int o = 0; o < l0->out; o++) {
+        memcpy(wx + (size_t)o * dx, l0->w + (size_t)o * l0->in, sizeof(float) * (size_t)dx);
+        memcpy(wc + (size_t)o * dc, l0->w + (size_t)o * l0->in + dx, sizeof(float) * (size_t)dc);
+    }
+    s->w1x = wx, s->w1c = wc;
+    *out = s;
+out:
+    ldr_pop(L, mark);
+    return st;
+}
+
+/* ---- evaluation ------------------------------------------------------------------------- */
+
+size_t subnet_scratch(const struct subnet *s, int rows)
+{
+    return 2 * (size_t)rows * (size_t)s->max_width + (size_t)s->max_width;
+}
+
+static void act_rows(const struct subnet_layer *l, int rows, float *p, int ld)
+{
+    if (ld == l->out)
+        act_apply(l->act, l->p1, l->p2, p, (size_t)rows * (size_t)l->out);
+    else
+        for (int i = 0; i < rows; i++)
+            act_apply(l->act, l->p1, l->p2, p + (size_t)i * ld, (size_t)l->out);
+}
+
+static void fill_rows(float *dst, int ld, int rows, const float *row, int w)
+{
+    for (int i = 0; i < rows; i++)
+        memcpy(dst + (size_t)i * ld, row, sizeof(float) * (size_t)w);
+}
+
+void subnet_forward(const struct subnet *s, int rows, const float *x, int ldx, const float *c,
+                    int ldc, float *out, int ldo, float *scratch)
+{
+    const int mw = s->max_width;
+    float *buf[2] = {scratch, scratch + (size_t)rows * mw};
+    float *crow = scratch + 2 * (size_t)rows * mw;
+    /* The last Linear writes straight into `out`; activations after it run there. */
+    int last_lin = 0;
+    for (int i = 0; i < s->n_layers; i++)
+        if (s->layers[i].is_linear)
+            last_lin = i;
+
+    const struct subnet_layer *l0 = &s->layers[0];
+    float *cur = last_lin == 0 ? out : buf[0];
+    int ldcur = last_lin == 0 ? ldo : l0->out;
+    /* Layer 0: bias (+ broadcast condition part) first, then += X W1x^T (+ C W1c^T). */
+    if (s->dc > 0 && ldc == 0) {
+        if (l0->b)
+            memcpy(crow, l0->b, sizeof(float) * (size_t)l0->out);
+        blas_linear(1, l0->out, s->dc, c, s->dc, s->w1c, s->dc, l0->b ? 1.0f : 0.0f, crow,
+                    l0->out);
+        fill_rows(cur, ldcur, rows, crow, l0->out);
+    } else if (l0->b) {
+        fill_rows(cur, ldcur, rows, l0->b, l0->out);
+    } else {
+        for (int i = 0; i < rows; i++)
+            memset(cur + (size_t)i * ldcur, 0, sizeof(float) * (size_t)l0->out);
+    }
+    if (s->dc > 0 && ldc > 0)
+        blas_linear(rows, l0->out, s->dc, c, ldc, s->w1c, s->dc, 1.0f, cur, ldcur);
+    if (s->dx > 0)
+        blas_linear(rows, l0->out, s->dx, x, ldx, s->w1x, s->dx, 1.0f, cur, ldcur);
+
+    int which = 0;
+    for (int i = 1; i < s->n_layers; i++) {
+        const struct subnet_layer *l = &s->layers[i];
+        if (!l->is_linear) {
+            act_rows(l, rows, cur, ldcur);
+            continue;
+        }
+        float *dst = i == last_lin ? out : buf[which ^ 1];
+        int lddst = i == last_lin ? ldo : l->out;
+        if (l->b)
+            fill_rows(dst, lddst, rows, l->b, l->out);
+        blas_linear(rows, l->out, l->in, cur, ldcur, l->w, l->in, l->b ? 1.0f : 0.0f, dst,
+                    lddst);
+        cur = dst, ldcur = lddst;
+        which ^= 1;
+    }
+}

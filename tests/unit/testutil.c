@@ -1,0 +1,354 @@
+/*
+ * testutil.c — see testutil.h: a tiny safetensors writer for building checkpoints in
+ * tests, and generic numerical checks (round trip, finite-difference log-det).
+ */
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct tu_tensor {
+    char name[128];
+    char dtype[8];
+    int ndim;
+    int64_t shape[8];
+    size_t nbytes;
+    unsigned char *data;
+};
+
+struct tu_ckpt {
+    int n, cap;
+    struct tu_tensor *t;
+};
+
+static size_t dsize(const char *d)
+{
+    if (!strcmp(d, "F64") || !strcmp(d, "I64"))
+        return 8;
+    if (!strcmp(d, "F32") || !strcmp(d, "I32"))
+        return 4;
+    if (!strcmp(d, "F16") || !strcmp(d, "BF16") || !strcmp(d, "I16"))
+        return 2;
+    return 1;
+}
+
+struct tu_ckpt *tu_ckpt_new(void) { return calloc(1, sizeof(struct tu_ckpt)); }
+
+void tu_ckpt_free(struct tu_ckpt *c)
+{
+    if (!c)
+        return;
+    for (int i = 0; i < c->n; i++)
+        free(c->t[i].data);
+    free(c->t);
+    free(c);
+}
+
+void tu_add(struct tu_ckpt *c, const char *name, const char *dtype, int ndim,
+            const int64_t *shape, const void *data)
+{
+    if (c->n == c->cap) {
+        c->cap = c->cap ? 2 * c->cap : 16;
+        c->t = realloc(c->t, sizeof(*c->t) * (size_t)c->cap);
+        ck_assert_ptr_nonnull(c->t);
+    }
+    struct tu_tensor *t = &c->t[c->n++];
+    memset(t, 0, sizeof(*t));
+    snprintf(t->name, sizeof(t->name), "%s", name);
+    snprintf(t->dtype, sizeof(t->dtype), "%s", dtype);
+    t->ndim = ndim;
+    size_t numel = 1;
+    for (int i = 0; i < ndim; i++) {
+        t->shape[i] = shape[i];
+        numel *= (size_t)shape[i];
+    }
+    t->nbytes = numel * dsize(dtype);
+    t->data = malloc(t->nbytes ? t->nbytes : 1);
+    ck_assert_ptr_nonnull(t->data);
+    memcpy(t->data, data, t->nbytes);
+}
+
+void tu_add_f32(struct tu_ckpt *c, const char *name, int ndim, const int64_t *shape,
+                const float *data)
+{
+    tu_add(c, name, "F32", ndim, shape, data);
+}
+
+static uint64_t splitmix(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+void tu_randn(float *v, int n, float scale, uint64_t seed)
+{
+    uint64_t s = seed * 7919 + 17;
+    for (int i = 0; i < n; i++) {
+        double u1 = ((double)(splitmix(&s) >> 11) + 1.0) / 9007199254740993.0;
+        double u2 = (double)(splitmix(&s) >> 11) / 9007199254740992.0;
+        v[i] = (float)(scale * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+    }
+}
+
+void tu_add_randn(struct tu_ckpt *c, const char *name, int ndim, const int64_t *shape,
+                  float scale, float offset, uint64_t seed)
+{
+    size_t numel = 1;
+    for (int i = 0; i < ndim; i++)
+        numel *= (size_t)shape[i];
+    float *v = malloc(sizeof(float) * (numel ? numel : 1));
+    ck_assert_ptr_nonnull(v);
+    tu_randn(v, (int)numel, scale, seed);
+    for (size_t i = 0; i < numel; i++)
+        v[i] += offset;
+    tu_add_f32(c, name, ndim, shape, v);
+    free(v);
+}
+
+void tu_add_perm(struct tu_ckpt *c, const char *name, int n, uint64_t seed)
+{
+    int64_t *p = malloc(sizeof(int64_t) * (size_t)n);
+    ck_assert_ptr_nonnull(p);
+    for (int i = 0; i < n; i++)
+        p[i] = i;
+    uint64_t s = seed + 1;
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)(splitmix(&s) % (uint64_t)(i + 1));
+        int64_t t = p[i];
+        p[i] = p[j];
+        p[j] = t;
+    }
+    int64_t shape[1] = {n};
+    tu_add(c, name, "I64", 1, shape, p);
+    free(p);
+}
+
+char *tu_add_subnet(struct tu_ckpt *c, const char *prefix, int in, int h, int n_hidden, int out,
+                    const char *act_json, float scale, uint64_t seed)
+{
+    size_t cap = 4096;
+    char *js = malloc(cap);
+    ck_assert_ptr_nonnull(js);
+    size_t k = (size_t)snprintf(js, cap, "{\"layers\":[");
+    int width = in;
+    for (int l = 0; l <= n_hidden; l++) {
+        int o = l == n_hidden ? out : h;
+        char wn[160], bn[160];
+        snprintf(wn, sizeof(wn), "%s.%d.weight", prefix, 2 * l);
+        snprintf(bn, sizeof(bn), "%s.%d.bias", prefix, 2 * l);
+        int64_t ws[2] = {o, width}, bs[1] = {o};
+        tu_add_randn(c, wn, 2, ws, scale / sqrtf((float)(width > 0 ? width : 1)), 0.0f,
+                     seed * 131 + (uint64_t)l * 2);
+        tu_add_randn(c, bn, 1, bs, 0.1f, 0.0f, seed * 131 + (uint64_t)l * 2 + 1);
+        k += (size_t)snprintf(js + k, cap - k,
+                              "%s{\"type\":\"linear\",\"weight\":\"%s\",\"bias\":\"%s\"}",
+                              l ? "," : "", wn, bn);
+        if (l < n_hidden)
+            k += (size_t)snprintf(js + k, cap - k, ",%s", act_json);
+        width = o;
+    }
+    snprintf(js + k, cap - k, "]}");
+    return js;
+}
+
+/* JSON-escape s into a malloc'd string. */
+static char *escape(const char *s)
+{
+    size_t n = strlen(s);
+    char *o = malloc(2 * n + 1), *p = o;
+    ck_assert_ptr_nonnull(o);
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            *p++ = '\\';
+        if (*s == '\n') {
+            *p++ = ' ';
+            continue;
+        }
+        *p++ = *s;
+    }
+    *p = 0;
+    return o;
+}
+
+char *tu_ckpt_write(struct tu_ckpt *c, const char *manifest)
+{
+    char *esc = escape(manifest);
+    size_t cap = strlen(esc) + 256 + (size_t)c->n * 256;
+    char *hdr = malloc(cap);
+    ck_assert_ptr_nonnull(hdr);
+    size_t k = (size_t)snprintf(hdr, cap,
+                                "{\"__metadata__\":{\"format\":\"innserve\",\"manifest\":\"%s\"}",
+                                esc);
+    size_t off = 0;
+    for (int i = 0; i < c->n; i++) {
+        struct tu_tensor *t = &c->t[i];
+        k += (size_t)snprintf(hdr + k, cap - k, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[", t->name,
+                              t->dtype);
+        for (int d = 0; d < t->ndim; d++)
+            k += (size_t)snprintf(hdr + k, cap - k, "%s%lld", d ? "," : "", (long long)t->shape[d]);
+        k += (size_t)snprintf(hdr + k, cap - k, "],\"data_offsets\":[%zu,%zu]}", off,
+                              off + t->nbytes);
+        off += t->nbytes;
+    }
+    k += (size_t)snprintf(hdr + k, cap - k, "}");
+    while (k % 8)
+        hdr[k++] = ' ';
+    char *path = strdup("/tmp/innserve-test-XXXXXX");
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    FILE *f = fdopen(fd, "wb");
+    uint64_t hl = k;
+    unsigned char le[8];
+    for (int i = 0; i < 8; i++)
+        le[i] = (unsigned char)(hl >> (8 * i));
+    fwrite(le, 1, 8, f);
+    fwrite(hdr, 1, k, f);
+    for (int i = 0; i < c->n; i++)
+        fwrite(c->t[i].data, 1, c->t[i].nbytes, f);
+    fclose(f);
+    free(hdr);
+    free(esc);
+    return path;
+}
+
+struct eng_model *tu_load(struct tu_ckpt *c, const char *manifest, unsigned flags)
+{
+    char *path = tu_ckpt_write(c, manifest);
+    char err[ENG_ERR_LEN];
+    struct eng_model *m = NULL;
+    enum eng_status st = eng_model_load_ex(path, flags, &m, err);
+    unlink(path);
+    free(path);
+    ck_assert_msg(st == ENG_OK, "load failed: %s", err);
+    return m;
+}
+
+enum eng_status tu_load_fail(struct tu_ckpt *c, const char *manifest, unsigned flags,
+                             char err[ENG_ERR_LEN])
+{
+    char *path = tu_ckpt_write(c, manifest);
+    struct eng_model *m = NULL;
+    enum eng_status st = eng_model_load_ex(path, flags, &m, err);
+    unlink(path);
+    free(path);
+    ck_assert_msg(st != ENG_OK, "load unexpectedly succeeded");
+    ck_assert_ptr_null(m);
+    return st;
+}
+
+char *tu_manifest_one_block(int d, int cw, const char *block_json)
+{
+    size_t cap = strlen(block_json) + 512;
+    char *s = malloc(cap);
+    ck_assert_ptr_nonnull(s);
+    if (cw == 0)
+        snprintf(s, cap,
+                 "{\"format\":\"innserve-manifest\",\"version\":1,\"kind\":\"flow\","
+                 "\"dims\":{\"x\":%d},\"blocks\":[%s]}",
+                 d, block_json);
+    else
+        snprintf(s, cap,
+                 "{\"format\":\"innserve-manifest\",\"version\":1,\"kind\":\"cinn\","
+                 "\"dims\":{\"x\":%d,\"y\":%d},\"conditions\":[{\"net\":null}],"
+                 "\"blocks\":[%s]}",
+                 d, cw, block_json);
+    return s;
+}
+
+void tu_check_roundtrip(const struct eng_model *m, int n, float xscale, double tol)
+{
+    const struct eng_info *in = eng_model_info(m);
+    int dx = in->dims.x, dy = in->dims.y, dz = in->dims.z;
+    ck_assert_msg(in->kind == ENG_KIND_FLOW || in->kind == ENG_KIND_CINN,
+                  "round trip helper handles flow and cinn");
+    float *x = malloc(sizeof(float) * (size_t)n * dx), *x2 = malloc(sizeof(float) * (size_t)n * dx);
+    float *z = malloc(sizeof(float) * (size_t)n * dz);
+    float *y = malloc(sizeof(float) * (size_t)n * (dy ? dy : 1));
+    double *ld = malloc(sizeof(double) * (size_t)n), *ld2 = malloc(sizeof(double) * (size_t)n);
+    tu_randn(x, n * dx, xscale, 11);
+    tu_randn(y, n * (dy ? dy : 1), 1.0f, 12);
+    struct eng_ws *ws = eng_ws_new();
+    char err[ENG_ERR_LEN];
+    enum eng_status st = eng_forward(m, ws, n, x, dy ? y : NULL, dy ? n : 0, z, NULL, ld, err);
+    ck_assert_msg(st == ENG_OK, "forward: %s", err);
+    st = eng_inverse(m, ws, n, z, dy ? y : NULL, dy ? n : 0, x2, ld2, NULL, NULL, err);
+    ck_assert_msg(st == ENG_OK, "inverse: %s", err);
+    for (int i = 0; i < n * dx; i++)
+        ck_assert_msg(fabs((double)x2[i] - x[i]) <= tol * (1.0 + fabs((double)x[i])),
+                      "round trip: row %d col %d: %.8g vs %.8g", i / dx, i % dx, x2[i], x[i]);
+    for (int i = 0; i < n; i++)
+        ck_assert_msg(fabs(ld[i] + ld2[i]) <= tol * (1.0 + fabs(ld[i])) * dx,
+                      "row %d: forward log-det %.8g, inverse %.8g", i, ld[i], ld2[i]);
+    /* forward and inverse actually did something unless the block is the identity */
+    eng_ws_free(ws);
+    free(x), free(x2), free(z), free(y), free(ld), free(ld2);
+}
+
+void tu_check_logdet_fd(const struct eng_model *m, int n, float xscale, double h, double tol)
+{
+    const struct eng_info *in = eng_model_info(m);
+    int d = in->dims.x, dy = in->dims.y;
+    ck_assert(in->kind == ENG_KIND_FLOW || in->kind == ENG_KIND_CINN);
+    float *x = malloc(sizeof(float) * (size_t)n * d);
+    float *y = malloc(sizeof(float) * (size_t)n * (dy ? dy : 1));
+    float *xp = malloc(sizeof(float) * (size_t)2 * d), *zp = malloc(sizeof(float) * (size_t)2 * d);
+    double *J = malloc(sizeof(double) * (size_t)d * d);
+    double ld[2];
+    tu_randn(x, n * d, xscale, 21);
+    tu_randn(y, n * (dy ? dy : 1), 1.0f, 22);
+    struct eng_ws *ws = eng_ws_new();
+    char err[ENG_ERR_LEN];
+    for (int r = 0; r < n; r++) {
+        const float *xr = x + (size_t)r * d;
+        const float *yr = y + (size_t)r * (dy ? dy : 1);
+        double ld0;
+        float *z0 = malloc(sizeof(float) * (size_t)d);
+        enum eng_status st = eng_forward(m, ws, 1, xr, dy ? yr : NULL, dy ? 1 : 0, z0, NULL, &ld0, err);
+        ck_assert_msg(st == ENG_OK, "forward: %s", err);
+        free(z0);
+        for (int j = 0; j < d; j++) {
+            memcpy(xp, xr, sizeof(float) * (size_t)d);
+            memcpy(xp + d, xr, sizeof(float) * (size_t)d);
+            /* use the exactly representable step actually taken */
+            float hp = (float)((double)xr[j] + h) - xr[j];
+            float hm = xr[j] - (float)((double)xr[j] - h);
+            xp[j] = xr[j] + hp;
+            xp[d + j] = xr[j] - hm;
+            st = eng_forward(m, ws, 2, xp, dy ? yr : NULL, dy ? 1 : 0, zp, NULL, ld, err);
+            ck_assert_msg(st == ENG_OK, "forward: %s", err);
+            for (int i = 0; i < d; i++)
+                J[(size_t)i * d + j] = ((double)zp[i] - zp[d + i]) / ((double)hp + hm);
+        }
+        /* log|det J| by LU in double */
+        double logdet = 0.0;
+        for (int k = 0; k < d; k++) {
+            int p = k;
+            for (int i = k + 1; i < d; i++)
+                if (fabs(J[(size_t)i * d + k]) > fabs(J[(size_t)p * d + k]))
+                    p = i;
+            if (p != k)
+                for (int jj = 0; jj < d; jj++) {
+                    double t = J[(size_t)k * d + jj];
+                    J[(size_t)k * d + jj] = J[(size_t)p * d + jj];
+                    J[(size_t)p * d + jj] = t;
+                }
+            double piv = J[(size_t)k * d + k];
+            ck_assert_msg(piv != 0.0, "singular finite-difference Jacobian");
+            logdet += log(fabs(piv));
+            for (int i = k + 1; i < d; i++) {
+                double f = J[(size_t)i * d + k] / piv;
+                for (int jj = k; jj < d; jj++)
+                    J[(size_t)i * d + jj] -= f * J[(size_t)k * d + jj];
+            }
+        }
+        ck_assert_msg(fabs(logdet - ld0) <= tol, "row %d: engine log-det %.8g, finite "
+                      "difference %.8g", r, ld0, logdet);
+    }
+    eng_ws_free(ws);
+    free(x), free(y), free(xp), free(zp), free(J);
+}

@@ -1,0 +1,74 @@
+/*
+ * testutil.h — helpers shared by the Check unit tests: build small checkpoints in C
+ * (tensors + a manifest string) and run generic numerical checks through the public
+ * engine API (round trip, finite-difference log-det).
+ *
+ * Each tests/unit/test_<x>.c defines `Suite *make_suite(void)` and ends with
+ * TU_MAIN, so every test file is its own runner binary (the Makefile runs them all).
+ */
+#ifndef INNSERVE_TESTUTIL_H
+#define INNSERVE_TESTUTIL_H
+
+#include <check.h>
+#include <stdint.h>
+#include "../../engine/engine.h"
+
+struct tu_ckpt; /* a checkpoint under construction */
+
+struct tu_ckpt *tu_ckpt_new(void);
+void tu_ckpt_free(struct tu_ckpt *c);
+/* Add tensors (data copied).  dtype strings as in safetensors ("F32", "I64", ...). */
+void tu_add(struct tu_ckpt *c, const char *name, const char *dtype, int ndim,
+            const int64_t *shape, const void *data);
+void tu_add_f32(struct tu_ckpt *c, const char *name, int ndim, const int64_t *shape,
+                const float *data);
+/* A float tensor of N(0,1)*scale + offset values from a fixed-seed generator. */
+void tu_add_randn(struct tu_ckpt *c, const char *name, int ndim, const int64_t *shape,
+                  float scale, float offset, uint64_t seed);
+/* int64 permutation of 0..n-1 (seeded shuffle). */
+void tu_add_perm(struct tu_ckpt *c, const char *name, int n, uint64_t seed);
+/* Add a Linear layer "<prefix>.weight" (out x in) and "<prefix>.bias" with the given
+ * scale, and return the JSON text of a subnet {"layers":[...]} with hidden layers of width
+ * h separated by activation `act` (e.g. "{\"type\":\"relu\"}"): in -> h -> ... -> out
+ * with n_hidden hidden layers.  Returned string is malloc'd (caller frees). */
+char *tu_add_subnet(struct tu_ckpt *c, const char *prefix, int in, int h, int n_hidden, int out,
+                    const char *act_json, float scale, uint64_t seed);
+/* Serialize to a temp file with `manifest` as __metadata__.manifest; returns the path
+ * (malloc'd; caller unlinks and frees). */
+char *tu_ckpt_write(struct tu_ckpt *c, const char *manifest);
+/* Write + eng_model_load_ex(flags); fails the test with the error message if loading
+ * fails.  The temp file is removed. */
+struct eng_model *tu_load(struct tu_ckpt *c, const char *manifest, unsigned flags);
+/* Write + load expecting failure: returns the status and copies the message into err. */
+enum eng_status tu_load_fail(struct tu_ckpt *c, const char *manifest, unsigned flags,
+                             char err[ENG_ERR_LEN]);
+
+/* Build a single-block flow/cinn manifest around `block_json` (which must set "cond": 0
+ * when cw > 0): kind flow when cw == 0, else cinn with dims.y = cw and one plain
+ * condition.  malloc'd. */
+char *tu_manifest_one_block(int d, int cw, const char *block_json);
+
+/* inverse(forward(x)) ~= x on n random rows (scale `xscale`), with y random when the
+ * kind has one; also checks inverse log-det == -forward log-det.  Max abs error on x
+ * must be <= tol * (1 + |x|). */
+void tu_check_roundtrip(const struct eng_model *m, int n, float xscale, double tol);
+/* forward log-det vs log|det| of a central finite-difference Jacobian (in double, step
+ * h) at n random rows; |diff| <= tol.  Only for flow/cinn (square). */
+void tu_check_logdet_fd(const struct eng_model *m, int n, float xscale, double h, double tol);
+
+/* Deterministic N(0,1) floats. */
+void tu_randn(float *v, int n, float scale, uint64_t seed);
+
+#define TU_MAIN                                                          \
+    int main(void)                                                       \
+    {                                                                    \
+        SRunner *sr = srunner_create(make_suite());                      \
+        srunner_run_all(sr, CK_NORMAL);                                  \
+        int nf = srunner_ntests_failed(sr);                              \
+        srunner_free(sr);                                                \
+        return nf == 0 ? 0 : 1;                                          \
+    }
+
+Suite *make_suite(void);
+
+#endif
