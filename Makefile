@@ -17,11 +17,11 @@ OPT     := -O1 -g
 else
 BUILD   := build
 SANFLAGS :=
-OPT     := -O2 -g
+OPT     := -O3 -g
 endif
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
-CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) $(SANFLAGS) -pthread -fPIC
+CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) -fno-trapping-math $(WARN) $(SANFLAGS) -pthread -fPIC
 BLAS_CFLAGS := $(shell pkg-config --cflags openblas 2>/dev/null)
 BLAS_LIBS   := $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
 LDLIBS  := -lcjson $(BLAS_LIBS) -lm -pthread
@@ -37,33 +37,66 @@ UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/%)
 TU_OBJ     := $(BUILD)/tests/unit/testutil.o
 
-.PHONY: all test test-unit test-san test-e2e bench run deps clean help fixtures lint
-all: $(BUILD)/libinnengine.a $(UNIT_BIN)
+E2E_SRC    := $(wildcard tests/e2e/test_*.c)
+E2E_BIN    := $(E2E_SRC:tests/e2e/test_%.c=$(BUILD)/e2e_%)
+E2E_UTIL   := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tests/e2e/e2eutil.c))
+CTL_SRC    := $(wildcard clients/c/*.c)
+CTL_OBJ    := $(CTL_SRC:%.c=$(BUILD)/%.o)
+MHD_LIBS   := $(shell pkg-config --libs libmicrohttpd 2>/dev/null || echo -lmicrohttpd)
+CURL_LIBS  := $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
+BINS       := $(BUILD)/innserve $(if $(CTL_SRC),$(BUILD)/innctl)
 
-$(BUILD)/%.o: %.c $(wildcard engine/*.h engine/blocks/*.h proto/*.h server/*.h tests/unit/*.h)
+.PHONY: all test test-unit test-e2e test-python test-san bench run deps clean help fixtures lint
+all: $(BUILD)/libinnengine.a $(BINS) $(UNIT_BIN) $(E2E_BIN)
+
+Q := @
+$(BUILD)/%.o: %.c $(wildcard engine/*.h engine/blocks/*.h proto/*.h server/*.h tests/unit/*.h tests/e2e/*.h clients/c/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(BLAS_CFLAGS) -c $< -o $@
+	@echo "  CC $<"
+	$(Q)$(CC) $(CFLAGS) $(BLAS_CFLAGS) -c $< -o $@
 
 $(BUILD)/libinnengine.a: $(ENGINE_OBJ)
 	@rm -f $@
-	ar rcs $@ $^
+	$(Q)ar rcs $@ $^
 
 $(BUILD)/libinnproto.a: $(PROTO_OBJ)
 	@rm -f $@
-	ar rcs $@ $^
+	$(Q)ar rcs $@ $^
+
+$(BUILD)/innserve: $(SERVER_OBJ) $(BUILD)/libinnproto.a $(BUILD)/libinnengine.a
+	@echo "  LD $@"
+	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(MHD_LIBS) $(LDLIBS)
+
+$(BUILD)/innctl: $(CTL_OBJ) $(BUILD)/libinnproto.a $(BUILD)/libinnengine.a
+	@echo "  LD $@"
+	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(CURL_LIBS) $(LDLIBS)
 
 $(BUILD)/test_%: $(BUILD)/tests/unit/test_%.o $(TU_OBJ) $(BUILD)/libinnproto.a $(BUILD)/libinnengine.a
-	$(CC) $(CFLAGS) $^ -o $@ $(CHECK_LIBS) $(LDLIBS)
+	@echo "  LD $@"
+	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(CHECK_LIBS) $(LDLIBS)
+
+$(BUILD)/e2e_%: $(BUILD)/tests/e2e/test_%.o $(E2E_UTIL) $(BUILD)/libinnproto.a $(BUILD)/libinnengine.a
+	@echo "  LD $@"
+	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(CHECK_LIBS) $(CURL_LIBS) $(LDLIBS)
 
 # Unit tests: every tests/unit/test_*.c is its own Check runner.
 test-unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
 
-test-san:
-	$(MAKE) SANITIZE=1 test-unit
+# End-to-end: the real daemon on a loopback port, driven by libcurl (tests/e2e/).
+test-e2e: $(BINS) $(E2E_BIN)
+	@set -e; for t in $(E2E_BIN); do echo "== $$t"; INNSERVE_BIN=$(BUILD)/innserve INNCTL_BIN=$(BUILD)/innctl $$t; done
 
-test: test-unit
-	$(MAKE) SANITIZE=1 test-unit
+# Python client and exporter tests (need Debian's python3-torch, numpy).
+test-python: $(BINS)
+	$(if $(wildcard clients/python/tests),cd clients/python && INNSERVE_BIN=$(CURDIR)/$(BUILD)/innserve INNCTL_BIN=$(CURDIR)/$(BUILD)/innctl /usr/bin/python3 -m unittest discover -s tests -v,@echo "no python tests yet")
+
+test-san:
+	$(MAKE) SANITIZE=1 test-unit test-e2e
+
+# The whole suite: release build, then the C suites again under ASan+UBSan.
+test: test-unit test-e2e test-python
+	$(MAKE) SANITIZE=1 test-unit test-e2e
 
 fixtures:
 	/usr/bin/python3 tests/fixtures/gen_fixtures.py
@@ -79,3 +112,12 @@ clean:
 
 help:
 	@sed -n '1,12p' Makefile
+
+# ---- benchmarks (docs/performance.md) ----
+$(BUILD)/bench_engine: $(BUILD)/bench/bench_engine.o $(BUILD)/libinnengine.a
+	@echo "  LD $@"
+	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+# Engine vs PyTorch vs sgemm peak, side by side in one run.
+bench: $(BUILD)/bench_engine
+	/usr/bin/python3 bench/run_bench.py --bin $(BUILD)/bench_engine

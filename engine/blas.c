@@ -4,6 +4,7 @@
  * See blas.h for the shape contracts.
  */
 #include "blas.h"
+#include "engine.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -225,4 +226,9 @@ double blas_sgemm_gflops(int size, double seconds)
     } while (el < seconds);
     free(a), free(b), free(c);
     return 2.0 * (double)size * size * size * (double)reps / el / 1e9;
+}
+
+void eng_blas_threads(int n)
+{
+    openblas_set_num_threads(n < 1 ? 1 : n);
 }

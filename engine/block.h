@@ -163,6 +163,9 @@ struct blk_ops {
     /* Analytic inverses always return ENG_OK; numeric ones may report non-convergence
      * per row through io->converged and still return ENG_OK. */
     enum eng_status (*inverse)(const struct blk *b, struct blk_io *io);
+    /* Fill the certificate of this block (invertible, guarantee, reason, bounds); called
+     * once at load, after load().  NULL means "analytic inverse, no bounds". */
+    void (*certify)(const struct blk *b, struct eng_block_cert *out);
 };
 
 /* Certificate of one block (engine/certificate.c fills these; see issue 4). */

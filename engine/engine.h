@@ -174,4 +174,79 @@ float eng_rng_normal(uint64_t seed, uint32_t obs, uint64_t sample, uint32_t dim)
 /* Fill out[0..n) with eng_rng_normal(seed, obs, sample, 0..n-1), 4 draws per Philox call. */
 void eng_rng_normal_row(uint64_t seed, uint32_t obs, uint64_t sample, int n, float *out);
 
+/* ---- Threads ------------------------------------------------------------------------ */
+
+/* Threads OpenBLAS may use inside one engine call (the server sets 1: it parallelizes
+ * across requests and tiles itself).  Process-wide; call once at start-up. */
+void eng_blas_threads(int n);
+
+/* ---- Numerical inversion (i-ResNet blocks, engine/solve.c) ---------------------------- */
+
+enum eng_solve_method {
+    ENG_SOLVE_AUTO = 0,    /* Newton for small widths, Anderson otherwise, fixed-point fallback */
+    ENG_SOLVE_NEWTON,
+    ENG_SOLVE_ANDERSON,
+    ENG_SOLVE_BROYDEN,
+    ENG_SOLVE_FIXED_POINT,
+    ENG_SOLVE_COUNT
+};
+/* "auto", "newton", "anderson", "broyden", "fixed_point"; NULL if out of range. */
+const char *eng_solve_method_str(int method);
+
+/* ---- Preimage search (engine/preimage.c) --------------------------------------------- */
+
+enum eng_preimage_method { ENG_PREIMAGE_GRADIENT = 0, ENG_PREIMAGE_EVOLUTIONARY };
+
+struct eng_preimage_opts {
+    int method;            /* enum eng_preimage_method */
+    int num_solutions;     /* distinct solutions wanted per target, >= 1 */
+    int max_steps;         /* optimizer steps / generations, >= 1 */
+    uint64_t seed;         /* starts and mutations derive from it: deterministic */
+    const float *low;      /* dims.x lower bounds of the search box, or NULL */
+    const float *high;     /* dims.x upper bounds, or NULL (default box: see preimage.c) */
+    double prior_weight;   /* gradient: weight of the Gaussian prior penalty 0.5*|x_s|^2 (0 = off) */
+    double time_limit_s;   /* wall-clock bound for one target (<= 0: no limit beyond max_steps) */
+};
+
+/* Find up to opts->num_solutions distinct x with f(x) ~= target, best first, for one
+ * target row.  f is the model's forward map to the quantity a user observes: y for mlp
+ * and inn (dims.y values), z for flow and cinn (dims.z values; cinn also takes its
+ * condition y, 1 row).  x_out: num_solutions x dims.x; residual_out: num_solutions
+ * (||f(x) - target||_2); *n_found <= num_solutions rows are filled.  Deterministic for a
+ * seed.  Thread-safe like every operation (own workspace). */
+ENG_WARN_UNUSED enum eng_status eng_preimage(const struct eng_model *m, struct eng_ws *ws,
+                                             const float *target, const float *y,
+                                             const struct eng_preimage_opts *opts,
+                                             float *x_out, double *residual_out, int *n_found,
+                                             char err[ENG_ERR_LEN]);
+
+/* ---- Invertibility certificate (engine/certificate.c) ------------------------------- */
+
+enum eng_guarantee { ENG_GUARANTEE_ANALYTIC = 0, ENG_GUARANTEE_CONTRACTION, ENG_GUARANTEE_NONE };
+/* "analytic", "contraction", "none". */
+const char *eng_guarantee_str(enum eng_guarantee g);
+
+struct eng_block_cert {
+    int index;
+    const char *type;          /* manifest type, or "mlp" layers for an mlp */
+    bool invertible;
+    enum eng_guarantee guarantee;
+    char reason[256];          /* one sentence: why invertible / why not */
+    double lipschitz;          /* i-ResNet: bound on Lip(g); coupling: bound on Lip(f); NAN if n/a */
+    double lipschitz_inverse;  /* bound on Lip(f^-1), NAN if n/a */
+    double condition;          /* invertible linear maps: condition number, NAN if n/a */
+    int iterations_for_1e6;    /* i-ResNet: fixed-point iterations to reach 1e-6; -1 if n/a */
+};
+
+struct eng_certificate {
+    bool invertible;
+    enum eng_guarantee guarantee;  /* the weakest over the blocks */
+    bool certified;                /* every numeric block has L < 1 */
+    int n_blocks;
+    const struct eng_block_cert *blocks;
+};
+
+/* Computed once at load; borrowed, valid while the model lives. */
+const struct eng_certificate *eng_model_certificate(const struct eng_model *m);
+
 #endif

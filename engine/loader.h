@@ -23,4 +23,10 @@ struct ldr {
 /* Free every allocation of an arena (NULL-safe). */
 void arena_free(struct arena_chunk *a);
 
+
+
+/* certificate.c: build the model's certificate from its blocks (certify ops) or, for an
+ * mlp, from its layers.  Arrays are allocated in the loader's arena. */
+enum eng_status cert_build(struct ldr *L, const struct blk *blocks, int n_blocks,
+                           const struct subnet *mlp, struct eng_certificate *out);
 #endif

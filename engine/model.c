@@ -60,6 +60,7 @@ struct eng_model {
     size_t ws_floats, ws_doubles; /* per workspace, for ENG_TILE_ROWS rows */
     size_t blk_scratch;           /* floats */
     int cond_total;               /* sum of condition widths */
+    struct eng_certificate cert;
 };
 
 struct eng_ws {
@@ -192,6 +193,11 @@ void eng_model_unref(struct eng_model *m)
 }
 
 const struct eng_info *eng_model_info(const struct eng_model *m) { return &m->info; }
+
+const struct eng_certificate *eng_model_certificate(const struct eng_model *m)
+{
+    return &m->cert;
+}
 
 static enum eng_status load_std(struct ldr *L, const cJSON *sj, const char *which, int n,
                                 struct stdz *out)
@@ -520,6 +526,8 @@ static enum eng_status build(struct ldr *L, struct eng_model *m, const cJSON *ro
     if (sub_scratch > m->blk_scratch)
         m->blk_scratch = sub_scratch;
 
+    if ((st = cert_build(L, m->blocks, m->n_blocks, m->mlp, &m->cert)) != ENG_OK)
+        return st;
     m->info.n_blocks = m->n_blocks;
     m->info.n_params = L->n_params;
     m->info.numeric_inverse = m->n_numeric > 0;

@@ -10,6 +10,7 @@
  * (rows × d floats).
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,6 +38,7 @@ struct invdense {
     float slope;        /* negative slope in (0, 1] */
     double logdet_w;    /* log|det W| */
     double log_slope;   /* log(slope) ≤ 0 */
+    double norm, norm_inv; /* ‖W‖₂, ‖W⁻¹‖₂ (for the certificate) */
 };
 
 static enum eng_status invdense_load(struct blk *b, struct ldr *L, const cJSON *j)
@@ -84,6 +86,14 @@ static enum eng_status invdense_load(struct blk *b, struct ldr *L, const cJSON *
                         tensor_name(j, "weight"), d, d);
     }
     p->logdet_w = logdet;
+    double *sv_work = malloc(sizeof(double) * 2 * (size_t)d);
+    if (sv_work) {
+        p->norm = la_spectral_norm(d, d, w64, sv_work);
+        p->norm_inv = la_spectral_norm(d, d, inv, sv_work);
+        free(sv_work);
+    } else {
+        p->norm = p->norm_inv = NAN;
+    }
     p->w_inv = ldr_alloc(L, sizeof(float) * dd);
     float *w32 = ldr_alloc(L, sizeof(float) * dd);
     if (!p->w_inv || !w32) {
@@ -154,10 +164,23 @@ static enum eng_status invdense_inverse(const struct blk *b, struct blk_io *io)
     return ENG_OK;
 }
 
+static void invdense_certify(const struct blk *b, struct eng_block_cert *out)
+{
+    const struct invdense *p = b->priv;
+    out->lipschitz = p->norm; /* leaky slope ≤ 1 */
+    out->lipschitz_inverse = p->norm_inv / (double)p->slope;
+    out->condition = p->norm * p->norm_inv;
+    snprintf(out->reason, sizeof(out->reason),
+             "full-rank W inverted at load (condition number %.3g) and leaky ReLU with slope "
+             "%g > 0",
+             out->condition, (double)p->slope);
+}
+
 const struct blk_ops blk_invdense_ops = {
     .type = "InvertibleDense",
     .load = invdense_load,
     .scratch = invdense_scratch,
     .forward = invdense_forward,
     .inverse = invdense_inverse,
+    .certify = invdense_certify,
 };

@@ -6,9 +6,10 @@
  *                              (reverse log-det −Σ s: FrEIA returns +Σ s, a bug not copied)
  *   InvertibleSigmoid          y = σ(x)                              log-det  Σ log σ'(x)
  * Per-coordinate factors are precomputed at load; forward/inverse are one pass over the
- * tile with no scratch.  Math: /work/shared/reference/freia-modules.md §5.
+ * tile with no scratch.  Math: the FrEIA reference (freia-modules.md §5).
  */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "../block.h"
@@ -45,6 +46,7 @@ struct actnorm {
     float *mul;         /* d: forward factor */
     float *div;         /* d: inverse factor (1/mul, computed as e^{−·}) */
     double logdet;      /* forward log-det */
+    double max_mul, max_div; /* for the certificate */
 };
 
 static enum eng_status actnorm_load(struct blk *b, struct ldr *L, const cJSON *j)
@@ -102,6 +104,8 @@ static enum eng_status actnorm_load(struct blk *b, struct ldr *L, const cJSON *j
         p->mul[k] = expf(sign * scale[k]);
         p->div[k] = expf(-sign * scale[k]);
         sum += (double)sign * (double)scale[k];
+        p->max_mul = fmax(p->max_mul, (double)p->mul[k]);
+        p->max_div = fmax(p->max_div, (double)p->div[k]);
     }
     p->logdet = sum;
     b->priv = p;
@@ -141,12 +145,23 @@ static enum eng_status actnorm_inverse(const struct blk *b, struct blk_io *io)
     return ENG_OK;
 }
 
+static void actnorm_certify(const struct blk *b, struct eng_block_cert *out)
+{
+    const struct actnorm *p = b->priv;
+    out->lipschitz = p->max_mul;
+    out->lipschitz_inverse = p->max_div;
+    out->condition = p->max_mul * p->max_div;
+    snprintf(out->reason, sizeof(out->reason), "elementwise affine map with positive scales "
+             "(%s format)", p->legacy ? "PyPI 0.2" : "HEAD");
+}
+
 const struct blk_ops blk_actnorm_ops = {
     .type = "ActNorm",
     .load = actnorm_load,
     .scratch = no_scratch,
     .forward = actnorm_forward,
     .inverse = actnorm_inverse,
+    .certify = actnorm_certify,
 };
 
 /* ==== LearnedElementwiseScaling ========================================================= */
@@ -155,6 +170,7 @@ struct elemscale {
     float *e_pos;  /* d: e^{s} */
     float *e_neg;  /* d: e^{−s} */
     double logdet; /* Σ s */
+    double max_pos, max_neg; /* max e^{s}, max e^{−s} */
 };
 
 static enum eng_status elemscale_load(struct blk *b, struct ldr *L, const cJSON *j)
@@ -176,6 +192,8 @@ static enum eng_status elemscale_load(struct blk *b, struct ldr *L, const cJSON 
         p->e_pos[k] = expf(s[k]);
         p->e_neg[k] = expf(-s[k]);
         sum += (double)s[k];
+        p->max_pos = fmax(p->max_pos, (double)p->e_pos[k]);
+        p->max_neg = fmax(p->max_neg, (double)p->e_neg[k]);
     }
     p->logdet = sum;
     b->priv = p;
@@ -207,12 +225,22 @@ static enum eng_status elemscale_inverse(const struct blk *b, struct blk_io *io)
     return ENG_OK;
 }
 
+static void elemscale_certify(const struct blk *b, struct eng_block_cert *out)
+{
+    const struct elemscale *p = b->priv;
+    out->lipschitz = p->max_pos;
+    out->lipschitz_inverse = p->max_neg;
+    out->condition = p->max_pos * p->max_neg;
+    snprintf(out->reason, sizeof(out->reason), "elementwise scaling by e^s > 0");
+}
+
 const struct blk_ops blk_elemscale_ops = {
     .type = "LearnedElementwiseScaling",
     .load = elemscale_load,
     .scratch = no_scratch,
     .forward = elemscale_forward,
     .inverse = elemscale_inverse,
+    .certify = elemscale_certify,
 };
 
 /* ==== InvertibleSigmoid ================================================================= */
@@ -260,10 +288,20 @@ static enum eng_status sigmoid_inverse(const struct blk *b, struct blk_io *io)
     return ENG_OK;
 }
 
+static void sigmoid_certify(const struct blk *b, struct eng_block_cert *out)
+{
+    (void)b;
+    out->lipschitz = 0.25; /* max σ' */
+    snprintf(out->reason, sizeof(out->reason),
+             "strictly increasing sigmoid: inverse log(y) - log1p(-y) on (0, 1) only, with "
+             "unbounded slope near 0 and 1");
+}
+
 const struct blk_ops blk_sigmoid_ops = {
     .type = "InvertibleSigmoid",
     .load = sigmoid_load,
     .scratch = no_scratch,
     .forward = sigmoid_forward,
     .inverse = sigmoid_inverse,
+    .certify = sigmoid_certify,
 };

@@ -8,9 +8,10 @@
  * Every matrix the inverse needs (M_buf⁻¹, W built from the reflections) is computed at load
  * in double and rounded to float once; forward/inverse are one gemm per tile plus an
  * elementwise pass, working in io->scratch (rows × d floats).
- * Math: /work/shared/reference/freia-modules.md §5; manifest fields: docs/checkpoint-format.md.
+ * Math: the FrEIA reference (freia-modules.md §5); manifest fields: docs/checkpoint-format.md.
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -55,6 +56,17 @@ static void copy_add_bias(int n, int d, const float *src, const float *b, float 
         for (int k = 0; k < d; k++)
             o[k] = s[k] + b[k];
     }
+}
+
+/* Largest singular value of a (rows × cols) double matrix; NAN if out of memory. */
+static double spectral_norm(int rows, int cols, const double *a)
+{
+    double *work = malloc(sizeof(double) * (size_t)(rows + cols));
+    if (!work)
+        return NAN;
+    double s = la_spectral_norm(rows, cols, a, work);
+    free(work);
+    return s;
 }
 
 static size_t scratch_nd(const struct blk *b, int rows)
@@ -113,12 +125,19 @@ static enum eng_status permute_inverse(const struct blk *b, struct blk_io *io)
     return ENG_OK;
 }
 
+static void permute_certify(const struct blk *b, struct eng_block_cert *out)
+{
+    out->lipschitz = out->lipschitz_inverse = out->condition = 1.0;
+    snprintf(out->reason, sizeof(out->reason), "permutation of the %d coordinates", b->d);
+}
+
 const struct blk_ops blk_permute_ops = {
     .type = "PermuteRandom",
     .load = permute_load,
     .scratch = permute_scratch,
     .forward = permute_forward,
     .inverse = permute_inverse,
+    .certify = permute_certify,
 };
 
 /* ==== FixedLinearTransform ============================================================= */
@@ -128,6 +147,7 @@ struct fixedlinear {
     const float *m_inv; /* d × d: m⁻¹, x = (y − b)·m_inv */
     const float *b;     /* d, or NULL */
     double logdet;      /* log|det m| */
+    double norm, norm_inv; /* spectral norms of m and m⁻¹ (for the certificate) */
 };
 
 static enum eng_status fixedlinear_load(struct blk *b, struct ldr *L, const cJSON *j)
@@ -164,6 +184,8 @@ static enum eng_status fixedlinear_load(struct blk *b, struct ldr *L, const cJSO
                         tensor_name(j, "M"), d, d);
     }
     p->logdet = logdet;
+    p->norm = spectral_norm(d, d, m64);
+    p->norm_inv = spectral_norm(d, d, inv);
     p->m = to_f32(L, m64, dd);
     p->m_inv = to_f32(L, inv, dd);
     free(lu), free(piv);
@@ -229,12 +251,24 @@ static enum eng_status fixedlinear_inverse(const struct blk *b, struct blk_io *i
     return ENG_OK;
 }
 
+static void fixedlinear_certify(const struct blk *b, struct eng_block_cert *out)
+{
+    const struct fixedlinear *p = b->priv;
+    out->lipschitz = p->norm;
+    out->lipschitz_inverse = p->norm_inv;
+    out->condition = p->norm * p->norm_inv;
+    snprintf(out->reason, sizeof(out->reason),
+             "full-rank M inverted at load in double (log|det M| = %.6g, condition number %.3g)",
+             p->logdet, out->condition);
+}
+
 const struct blk_ops blk_fixedlinear_ops = {
     .type = "FixedLinearTransform",
     .load = fixedlinear_load,
     .scratch = scratch_nd,
     .forward = fixedlinear_forward,
     .inverse = fixedlinear_inverse,
+    .certify = fixedlinear_certify,
 };
 
 /* ==== OrthogonalTransform =============================================================== */
@@ -245,6 +279,9 @@ struct orthogonal {
     float *e_pos;       /* d: e^{ls} */
     float *e_neg;       /* d: e^{−ls} */
     double logdet;      /* Σ ls */
+    double norm;        /* ‖W‖₂ (the inverse uses Wᵀ, same norm) */
+    double max_pos, max_neg; /* max e^{ls}, max e^{−ls} */
+    double defect;      /* max |WᵀW − I|: how far W is from orthogonal */
 };
 
 static enum eng_status orthogonal_load(struct blk *b, struct ldr *L, const cJSON *j)
@@ -269,16 +306,38 @@ static enum eng_status orthogonal_load(struct blk *b, struct ldr *L, const cJSON
     p->e_neg = ldr_alloc(L, sizeof(float) * d);
     if (!p->e_pos || !p->e_neg)
         return ENG_ERR_NOMEM;
-    /* FrEIA evaluates ls in float32: clamp * 0.636 * atan(scaling / clamp). */
-    const float fc = (float)clamp;
+    /* FrEIA: self.clamp * 0.636 * torch.atan(self.scaling / self.clamp), i.e. the Python
+     * double clamp·0.636 rounded to float times a float32 atan of a float32 quotient. */
+    const float fc = (float)clamp, k636 = (float)(clamp * 0.636);
     double sum = 0.0;
     for (int k = 0; k < d; k++) {
-        float ls = fc * 0.636f * atanf(scaling[k] / fc);
+        float ls = k636 * atanf(scaling[k] / fc);
         p->e_pos[k] = expf(ls);
         p->e_neg[k] = expf(-ls);
         sum += (double)ls;
+        p->max_pos = fmax(p->max_pos, (double)p->e_pos[k]);
+        p->max_neg = fmax(p->max_neg, (double)p->e_neg[k]);
     }
     p->logdet = sum;
+
+    /* For the certificate: ‖W‖₂ and the orthogonality defect max |WᵀW − I|, in double.
+     * FrEIA re-orthogonalizes W only every 256 training steps, so a saved W may drift. */
+    size_t dd = (size_t)d * d;
+    double *w64 = malloc(sizeof(double) * dd);
+    if (!w64)
+        return ldr_fail(L, ENG_ERR_NOMEM, "out of memory checking tensor '%s'",
+                        tensor_name(j, "weights"));
+    for (size_t i = 0; i < dd; i++)
+        w64[i] = p->w[i];
+    p->norm = spectral_norm(d, d, w64);
+    for (int a = 0; a < d; a++)
+        for (int c = a; c < d; c++) {
+            double g = 0.0;
+            for (int k = 0; k < d; k++)
+                g += w64[(size_t)k * d + a] * w64[(size_t)k * d + c];
+            p->defect = fmax(p->defect, fabs(g - (a == c ? 1.0 : 0.0)));
+        }
+    free(w64);
     b->priv = p;
     return ENG_OK;
 }
@@ -314,18 +373,37 @@ static enum eng_status orthogonal_inverse(const struct blk *b, struct blk_io *io
     return ENG_OK;
 }
 
+static void orthogonal_certify(const struct blk *b, struct eng_block_cert *out)
+{
+    const struct orthogonal *p = b->priv;
+    out->lipschitz = p->norm * p->max_pos;
+    out->lipschitz_inverse = p->norm * p->max_neg;
+    out->condition = out->lipschitz * out->lipschitz_inverse;
+    if (p->defect <= 1e-4)
+        snprintf(out->reason, sizeof(out->reason),
+                 "orthogonal W (max |W^T W - I| = %.1e) and positive scaling: inverse "
+                 "(y e^-ls - b) W^T", p->defect);
+    else
+        snprintf(out->reason, sizeof(out->reason),
+                 "W is not orthogonal (max |W^T W - I| = %.2g): the inverse through W^T and "
+                 "the log-det sum(ls), which assumes |det W| = 1, are approximate (as in FrEIA)",
+                 p->defect);
+}
+
 const struct blk_ops blk_orthogonal_ops = {
     .type = "OrthogonalTransform",
     .load = orthogonal_load,
     .scratch = scratch_nd,
     .forward = orthogonal_forward,
     .inverse = orthogonal_inverse,
+    .certify = orthogonal_certify,
 };
 
 /* ==== HouseholderPerm =================================================================== */
 
 struct householder {
     const float *w; /* d × d: W = H(v_0)·…·H(v_{n−1}); y = x·W, x = y·Wᵀ */
+    int n_refl;
 };
 
 static enum eng_status householder_load(struct blk *b, struct ldr *L, const cJSON *j)
@@ -380,6 +458,7 @@ static enum eng_status householder_load(struct blk *b, struct ldr *L, const cJSO
                 w[(size_t)i * d + k] -= wv[i] * v[k];
     }
     p->w = to_f32(L, w, dd);
+    p->n_refl = nr;
     free(w);
     if (!p->w)
         return ENG_ERR_NOMEM;
@@ -406,10 +485,20 @@ static enum eng_status householder_inverse(const struct blk *b, struct blk_io *i
     return ENG_OK;
 }
 
+static void householder_certify(const struct blk *b, struct eng_block_cert *out)
+{
+    const struct householder *p = b->priv;
+    out->lipschitz = out->lipschitz_inverse = out->condition = 1.0;
+    snprintf(out->reason, sizeof(out->reason),
+             "product of %d Householder reflection%s: orthogonal, inverse W^T", p->n_refl,
+             p->n_refl == 1 ? "" : "s");
+}
+
 const struct blk_ops blk_householder_ops = {
     .type = "HouseholderPerm",
     .load = householder_load,
     .scratch = scratch_nd,
     .forward = householder_forward,
     .inverse = householder_inverse,
+    .certify = householder_certify,
 };

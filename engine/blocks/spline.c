@@ -219,8 +219,7 @@ static double spline_elem(const struct spl_priv *p, const float *raw, double *wo
     double B = dy * dk - delta * e;
     double C = -s * delta;
     double disc = B * B - 4.0 * A * C;
-    if (!(disc > 0.0))
-        disc = 0.0;
+
     double den = -B - sqrt(disc);
     double xi = den != 0.0 ? 2.0 * C / den : 0.0;
     if (!(xi >= 0.0))

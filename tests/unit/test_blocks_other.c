@@ -5,12 +5,13 @@
  *
  * Every block and variant is loaded as a single-block flow at widths 3, 5 and 6 and checked
  * three ways: forward values and log-det against an independent double-precision reference
- * written here from /work/shared/reference/freia-modules.md §5 (catches transposes and
+ * written here from the FrEIA reference (freia-modules.md §5) (catches transposes and
  * sign conventions that a round trip cannot see), round trip, and the log-det against a
  * finite-difference Jacobian.  Then the special cases: the sigmoid's log-det at |x| up to
- * 1000, the reverse log-det of LearnedElementwiseScaling, and the load-time refusals
+ * 1e4, the reverse log-det of LearnedElementwiseScaling, and the load-time refusals
  * (non-permutations, singular matrices, uninitialized ActNorm, wrong shapes), each of
- * which must name the tensor or field.
+ * which must name the tensor or field; and the per-block certificates (norms, condition
+ * numbers, the OrthogonalTransform orthogonality warning).
  */
 #include <math.h>
 #include <stdio.h>
@@ -57,7 +58,7 @@ static void expect_refused(struct tu_ckpt *c, int d, const char *block_json,
 static void generic_checks(const struct eng_model *m, float xscale, double rt_tol, double fd_h,
                            double fd_tol)
 {
-    tu_check_roundtrip(m, 33, xscale, rt_tol);
+    tu_check_roundtrip(m, 600, xscale, rt_tol); /* 3 tiles, the last partial */
     tu_check_logdet_fd(m, 6, xscale, fd_h, fd_tol);
 }
 
@@ -715,7 +716,8 @@ START_TEST(test_reject_shapes)
         int64_t shape[2];
     } cases[] = {
         {"{\"type\":\"FixedLinearTransform\",\"M\":\"t.bad\"}", "t.bad", 2, {3, 4}},
-        {"{\"type\":\"FixedLinearTransform\",\"M\":\"t.ok33\",\"b\":\"t.bad\"}", "t.bad", 2, {1, 4}},
+        {"{\"type\":\"FixedLinearTransform\",\"M\":\"t.ok33\",\"b\":\"t.bad\"}", "t.bad", 2,
+         {1, 4}},
         {"{\"type\":\"OrthogonalTransform\",\"weights\":\"t.bad\",\"bias\":\"t.v3\","
          "\"scaling\":\"t.v3\"}", "t.bad", 2, {4, 4}},
         {"{\"type\":\"OrthogonalTransform\",\"weights\":\"t.ok33\",\"bias\":\"t.bad\","
@@ -778,6 +780,80 @@ START_TEST(test_reject_fields)
 }
 END_TEST
 
+/* ==== Certificates ==================================================================== */
+
+static const struct eng_block_cert *cert_of(const struct eng_model *m)
+{
+    const struct eng_certificate *c = eng_model_certificate(m);
+    ck_assert_ptr_nonnull(c);
+    ck_assert_int_eq(c->n_blocks, 1);
+    ck_assert(c->invertible);
+    ck_assert_int_eq(c->guarantee, ENG_GUARANTEE_ANALYTIC);
+    return &c->blocks[0];
+}
+
+START_TEST(test_certificates)
+{
+    /* FixedLinearTransform with M = diag(2, 1, 0.5): ‖M‖ = 2, ‖M⁻¹‖ = 2, condition 4. */
+    const float M[9] = {2, 0, 0, 0, 1, 0, 0, 0, 0.5f};
+    struct tu_ckpt *c = tu_ckpt_new();
+    tu_add_f32(c, "M", 2, (const int64_t[]){3, 3}, M);
+    struct eng_model *m = load_one(c, 3, "{\"type\":\"FixedLinearTransform\",\"M\":\"M\"}");
+    const struct eng_block_cert *bc = cert_of(m);
+    ck_assert_str_eq(bc->type, "FixedLinearTransform");
+    ck_assert_msg(fabs(bc->lipschitz - 2.0) < 1e-9 && fabs(bc->lipschitz_inverse - 2.0) < 1e-9 &&
+                      fabs(bc->condition - 4.0) < 1e-9,
+                  "lip %g, lip_inv %g, condition %g", bc->lipschitz, bc->lipschitz_inverse,
+                  bc->condition);
+    eng_model_unref(m);
+    tu_ckpt_free(c);
+
+    /* InvertibleDense with the same W and slope 0.25: Lip(f⁻¹) ≤ ‖W⁻¹‖/slope = 8. */
+    c = tu_ckpt_new();
+    tu_add_f32(c, "W", 2, (const int64_t[]){3, 3}, M);
+    m = load_one(c, 3, "{\"type\":\"InvertibleDense\",\"weight\":\"W\",\"negative_slope\":0.25}");
+    bc = cert_of(m);
+    ck_assert_msg(fabs(bc->lipschitz - 2.0) < 1e-9 && fabs(bc->lipschitz_inverse - 8.0) < 1e-9 &&
+                      fabs(bc->condition - 4.0) < 1e-9,
+                  "lip %g, lip_inv %g, condition %g", bc->lipschitz, bc->lipschitz_inverse,
+                  bc->condition);
+    eng_model_unref(m);
+    tu_ckpt_free(c);
+
+    /* HouseholderPerm: orthogonal, condition 1. */
+    c = tu_ckpt_new();
+    tu_add_randn(c, "Vs", 2, (const int64_t[]){3, 5}, 1.0f, 0.0f, 5);
+    m = load_one(c, 5, "{\"type\":\"HouseholderPerm\",\"Vs\":\"Vs\"}");
+    bc = cert_of(m);
+    ck_assert(bc->condition == 1.0);
+    ck_assert_ptr_nonnull(strstr(bc->reason, "3 Householder"));
+    eng_model_unref(m);
+    tu_ckpt_free(c);
+
+    /* OrthogonalTransform: an orthogonal W passes quietly, a drifted one is flagged (and
+     * still loads: FrEIA's own inverse and log-det have the same approximation). */
+    for (int drift = 0; drift < 2; drift++) {
+        float W[25], z5[5] = {0};
+        random_orthogonal(W, 5, 77);
+        if (drift)
+            W[7] += 0.01f;
+        c = tu_ckpt_new();
+        tu_add_f32(c, "W", 2, (const int64_t[]){5, 5}, W);
+        tu_add_f32(c, "z", 1, (const int64_t[]){5}, z5);
+        m = load_one(c, 5,
+                     "{\"type\":\"OrthogonalTransform\",\"weights\":\"W\",\"bias\":\"z\","
+                     "\"scaling\":\"z\"}");
+        bc = cert_of(m);
+        ck_assert_msg((strstr(bc->reason, "not orthogonal") != NULL) == (drift == 1), "%s",
+                      bc->reason);
+        if (!drift)
+            ck_assert_msg(fabs(bc->condition - 1.0) < 1e-5, "condition %g", bc->condition);
+        eng_model_unref(m);
+        tu_ckpt_free(c);
+    }
+}
+END_TEST
+
 /* ==== Suite =========================================================================== */
 
 Suite *make_suite(void)
@@ -797,6 +873,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_sigmoid_extreme_logdet);
     tcase_add_test(tc, test_sigmoid_inverse_domain);
     tcase_add_loop_test(tc, test_invdense, 0, N_WIDTHS);
+    tcase_add_test(tc, test_certificates);
     suite_add_tcase(s, tc);
 
     TCase *tr = tcase_create("refusals");

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# scripts/install-deps.sh — install the Debian packages innserve needs, only those missing.
+#
+#   scripts/install-deps.sh          build and run (compiler, OpenBLAS, cJSON, libmicrohttpd, curl)
+#   scripts/install-deps.sh test     + what `make test` needs (Check, PyTorch, NumPy for the
+#                                      exporter and parity tests, podman/debootstrap for the image)
+#   scripts/install-deps.sh bench    + wrk for the server benchmark
+#
+# Runs apt-get as root, or through sudo when not root.  Debian 12 (bookworm) package names.
+set -euo pipefail
+
+profile=${1:-run}
+pkgs=(gcc make pkg-config libc6-dev libopenblas-dev libcjson-dev libmicrohttpd-dev
+      libcurl4-openssl-dev check)
+case "$profile" in
+  run) ;;
+  test) pkgs+=(python3-torch python3-numpy wrk) ;;
+  bench) pkgs+=(python3-torch python3-numpy wrk linux-perf) ;;
+  deploy) pkgs+=(podman debootstrap) ;;
+  *) echo "usage: $0 [run|test|bench|deploy]" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "installing: ${missing[*]}" >&2
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
