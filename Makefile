@@ -71,7 +71,12 @@ $(BUILD)/innctl: $(CTL_OBJ) $(BUILD)/libinnproto.a $(BUILD)/libinnengine.a
 	@echo "  LD $@"
 	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(CURL_LIBS) $(LDLIBS)
 
-$(BUILD)/test_%: $(BUILD)/tests/unit/test_%.o $(TU_OBJ) $(BUILD)/libinnproto.a $(BUILD)/libinnengine.a
+# Engine unit tests link the engine only; test_proto* also link proto/.
+$(BUILD)/test_proto: $(BUILD)/tests/unit/test_proto.o $(TU_OBJ) $(BUILD)/libinnproto.a $(BUILD)/libinnengine.a
+	@echo "  LD $@"
+	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(CHECK_LIBS) $(LDLIBS)
+
+$(BUILD)/test_%: $(BUILD)/tests/unit/test_%.o $(TU_OBJ) $(BUILD)/libinnengine.a
 	@echo "  LD $@"
 	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(CHECK_LIBS) $(LDLIBS)
 

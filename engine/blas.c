@@ -7,7 +7,9 @@
 #include "engine.h"
 
 #include <cblas.h>
+#include <float.h>
 #include <math.h>
+#include <stdbool.h>
 #include <string.h>
 #include <time.h>
 #include <stdlib.h>
@@ -196,6 +198,165 @@ double la_spectral_norm(int rows, int cols, const double *A, double *work)
         sigma = next;
     }
     return sigma;
+}
+
+void blas_linear_f64(int n, int out, int in, const double *X, int ldx, const double *W, int ldw,
+                     double beta, double *Y, int ldy)
+{
+    if (n <= 0 || out <= 0)
+        return;
+    if (in <= 0) {
+        if (beta == 0.0)
+            for (int i = 0; i < n; i++)
+                memset(Y + (size_t)i * ldy, 0, sizeof(double) * out);
+        return;
+    }
+    if (n == 1) {
+        cblas_dgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0, W, ldw, X, 1, beta, Y, 1);
+        return;
+    }
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0, X, ldx, W, ldw, beta, Y,
+                ldy);
+}
+
+void blas_gemm_f64(int m, int n, int k, const double *A, int lda, const double *B, int ldb,
+                   double beta, double *C, int ldc)
+{
+    if (m <= 0 || n <= 0)
+        return;
+    if (k <= 0) {
+        if (beta == 0.0)
+            for (int i = 0; i < m; i++)
+                memset(C + (size_t)i * ldc, 0, sizeof(double) * n);
+        return;
+    }
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0, A, lda, B, ldb, beta, C,
+                ldc);
+}
+
+/* ---- singular values -------------------------------------------------------------------- */
+
+int la_singular_values(int rows, int cols, const double *A, double *sv, double *work)
+{
+    /* Work on B with n = min(rows, cols) columns of length m = max(rows, cols), stored
+     * column by column (B = A if rows >= cols, else A^T): its singular values are A's. */
+    const bool tr = rows < cols;
+    const int m = tr ? cols : rows, n = tr ? rows : cols;
+    for (int j = 0; j < n; j++)
+        for (int i = 0; i < m; i++)
+            work[(size_t)j * m + i] = tr ? A[(size_t)j * cols + i] : A[(size_t)i * cols + j];
+    int sweeps = -1;
+    for (int sweep = 1; sweep <= 60; sweep++) {
+        int rotated = 0;
+        for (int p = 0; p < n - 1; p++)
+            for (int q = p + 1; q < n; q++) {
+                double *bp = work + (size_t)p * m, *bq = work + (size_t)q * m;
+                double al = 0.0, be = 0.0, ga = 0.0;
+                for (int i = 0; i < m; i++) {
+                    al += bp[i] * bp[i];
+                    be += bq[i] * bq[i];
+                    ga += bp[i] * bq[i];
+                }
+                if (!isfinite(al + be + ga))
+                    goto done;
+                if (fabs(ga) <= 4.0 * DBL_EPSILON * sqrt(al * be) || ga == 0.0)
+                    continue;
+                rotated = 1;
+                double zeta = (be - al) / (2.0 * ga);
+                double t = (zeta >= 0 ? 1.0 : -1.0) / (fabs(zeta) + sqrt(1.0 + zeta * zeta));
+                double c = 1.0 / sqrt(1.0 + t * t), s = c * t;
+                for (int i = 0; i < m; i++) {
+                    double u = bp[i], v = bq[i];
+                    bp[i] = c * u - s * v;
+                    bq[i] = s * u + c * v;
+                }
+            }
+        if (!rotated) {
+            sweeps = sweep;
+            break;
+        }
+    }
+done:
+    for (int j = 0; j < n; j++) {
+        double s2 = 0.0;
+        for (int i = 0; i < m; i++)
+            s2 += work[(size_t)j * m + i] * work[(size_t)j * m + i];
+        sv[j] = sqrt(s2);
+    }
+    for (int i = 1; i < n; i++) /* insertion sort, descending */
+        for (int j = i; j > 0 && sv[j] > sv[j - 1]; j--) {
+            double t = sv[j];
+            sv[j] = sv[j - 1];
+            sv[j - 1] = t;
+        }
+    return sweeps;
+}
+
+size_t la_norm2_upper_work(int rows, int cols)
+{
+    size_t n = (size_t)(rows < cols ? rows : cols);
+    size_t jac = (size_t)rows * cols + n;
+    size_t gram = 2 * n * n;
+    return (jac > gram ? jac : gram) + 1;
+}
+
+static double frob(size_t n, const double *a)
+{
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++)
+        s += a[i] * a[i];
+    return sqrt(s);
+}
+
+double la_norm2_upper(int rows, int cols, const double *A, double *work)
+{
+    const int n = rows < cols ? rows : cols;
+    const double margin = 1.0 + 16.0 * (double)(rows > cols ? rows : cols) * DBL_EPSILON;
+    if (n <= 0)
+        return 0.0;
+    for (size_t i = 0; i < (size_t)rows * cols; i++)
+        if (!isfinite(A[i]))
+            return INFINITY;
+    if (n <= LA_JACOBI_MAX) {
+        double *sv = work + (size_t)rows * cols;
+        if (la_singular_values(rows, cols, A, sv, work) < 0)
+            return INFINITY;
+        return sv[0] * margin;
+    }
+    /* Gram iteration on the smaller side.  G_0 = A^T A (or A A^T), scaled to unit
+     * Frobenius norm with log-scale bookkeeping: ||A||_2^(2^(t+1)) <= ||G_t||_F. */
+    double *G = work, *H = work + (size_t)n * n;
+    if (rows >= cols)
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, n, rows, 1.0, A, cols, A, cols,
+                    0.0, G, n);
+    else
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, cols, 1.0, A, cols, A, cols,
+                    0.0, G, n);
+    double logscale = 0.0; /* log of the factor divided out of G_t so far, weighted */
+    double f = frob((size_t)n * n, G);
+    if (!(f > 0.0))
+        return 0.0;
+    /* log ||A||_2 <= (log ||G_t||_F + L_t) / 2^(t+1), with L_t the accumulated scales. */
+    double best = 0.5 * log(f);
+    for (int t = 1; t <= 40; t++) {
+        double fn = frob((size_t)n * n, G);
+        for (size_t i = 0; i < (size_t)n * n; i++)
+            G[i] /= fn;
+        logscale = 2.0 * (logscale + log(fn)); /* G_{t} = (G_{t-1}/fn)^2: scales square */
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0, G, n, G, n, 0.0, H,
+                    n);
+        double *tmp = G;
+        G = H, H = tmp;
+        double fnew = frob((size_t)n * n, G);
+        double bound = (log(fnew) + logscale) / ldexp(1.0, t + 1);
+        if (!isfinite(bound) || bound >= best - 1e-13) {
+            if (isfinite(bound) && bound < best)
+                best = bound;
+            break;
+        }
+        best = bound;
+    }
+    return exp(best) * margin;
 }
 
 double blas_sgemm_gflops(int size, double seconds)

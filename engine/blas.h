@@ -36,6 +36,29 @@ double la_spectral_norm(int rows, int cols, const double *A, double *work);
 /* Smallest singular value estimate is not needed; condition numbers use the inverse's
  * spectral norm. */
 
+/* Double-precision twin of blas_linear (cblas_dgemm / dgemv): Y = X W^T + beta Y. */
+void blas_linear_f64(int n, int out, int in, const double *X, int ldx, const double *W, int ldw,
+                     double beta, double *Y, int ldy);
+/* C (m x n, stride ldc) = A (m x k, stride lda) * B (k x n, stride ldb) + beta C, double. */
+void blas_gemm_f64(int m, int n, int k, const double *A, int lda, const double *B, int ldb,
+                   double beta, double *C, int ldc);
+
+/* All singular values of A (rows x cols, row-major) in double by one-sided Jacobi
+ * (Hestenes) rotations, in descending order into sv (min(rows, cols) entries).  High
+ * relative accuracy (a few ulps times the width), no LAPACK needed.  `work` holds
+ * rows * cols doubles.  Returns the number of sweeps, or -1 if 60 sweeps did not
+ * converge or A is not finite (sv then holds the current column norms). */
+int la_singular_values(int rows, int cols, const double *A, double *sv, double *work);
+/* Guaranteed upper bound on ||A||_2 (up to the stated rounding margin): Jacobi singular
+ * values when min(rows, cols) <= LA_JACOBI_MAX, otherwise the Gram iteration of
+ * Delattre et al. (ICML 2023), ||A||_2 <= ||G_t||_F^(1/2^(t+1)) with G_0 = A^T A (smaller
+ * side) and G_{t+1} = G_t^2 rescaled, run until the bound stops improving by 1e-13 (relative).  Both
+ * results are inflated by (1 + 16 max(rows, cols) DBL_EPSILON).  `work` holds
+ * la_norm2_upper_work(rows, cols) doubles. */
+#define LA_JACOBI_MAX 160
+size_t la_norm2_upper_work(int rows, int cols);
+double la_norm2_upper(int rows, int cols, const double *A, double *work);
+
 /* Peak single-thread sgemm GFLOP/s of this machine for an m=n=k=size product
  * (used by the benchmarks to report ratios). */
 double blas_sgemm_gflops(int size, double seconds);

@@ -212,8 +212,9 @@ static enum eng_status load_std(struct ldr *L, const cJSON *sj, const char *whic
         out->log_std_sum = 0.0;
         for (int i = 0; st == ENG_OK && i < n; i++) {
             if (!(out->std[i] > 0.0f))
-                st = ldr_fail(L, ENG_ERR_TENSOR, "std[%d] = %g must be > 0", i,
-                              (double)out->std[i]);
+                st = ldr_fail(L, ENG_ERR_TENSOR, "tensor '%s' (field 'std'): element %d is %g, "
+                              "must be > 0", cJSON_GetObjectItemCaseSensitive(o, "std")->valuestring,
+                              i, (double)out->std[i]);
             else
                 out->log_std_sum += log((double)out->std[i]);
         }
@@ -589,6 +590,11 @@ enum eng_status eng_model_load_ex(const char *path, unsigned flags, struct eng_m
 
     const char *fmt = st_metadata(f, "format");
     const char *man = st_metadata(f, "manifest");
+    if (!fmt && !man) {
+        st = ldr_fail(&L, ENG_ERR_MANIFEST, "__metadata__ has no 'format' and no 'manifest': "
+                      "not an innserve checkpoint (export it with innserve.export)");
+        goto done;
+    }
     if (!fmt || strcmp(fmt, "innserve") != 0) {
         st = ldr_fail(&L, ENG_ERR_MANIFEST, "__metadata__.format must be \"innserve\" (is this "
                       "an innserve checkpoint? export it with innserve.export)");

@@ -28,6 +28,7 @@
  * edges never give NaN.
  */
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 #include "coupling.h"
 
@@ -56,6 +57,7 @@ static inline double softplus(double u)
 /* Per-element knots: widths and heights (K each, in `work`), left, bottom, scale. */
 struct knots {
     const double *w, *h;
+    double W, H;                /* sum w, sum h (after any domain clamping) */
     double left, bottom, scale, shift;
     const float *rd;            /* raw interior derivatives (K - 1) */
 };
@@ -120,6 +122,8 @@ static void constrain(const struct spl_priv *p, const float *raw, double *work, 
     }
     kn->w = w;
     kn->h = h;
+    kn->W = W;
+    kn->H = H;
     kn->scale = H / W;
     kn->shift = kn->bottom - kn->scale * kn->left;
 }
@@ -165,16 +169,8 @@ static double spline_elem(const struct spl_priv *p, const float *raw, double *wo
     struct knots kn;
     constrain(p, raw, work, &kn);
     int K = p->K;
-    double xK = kn.left, yK = kn.bottom;
-    {
-        double sw = 0.0, sh = 0.0;
-        for (int k = 0; k < K; k++) {
-            sw += kn.w[k];
-            sh += kn.h[k];
-        }
-        xK += sw;
-        yK += sh;
-    }
+    /* Outer knots, as FrEIA's left + cumsum(widths)[-1] (the sums run in the same order). */
+    double xK = kn.left + kn.W, yK = kn.bottom + kn.H;
     if (!inv) {
         if (!(v > kn.left && v <= xK)) {
             *ld = log(kn.scale);
@@ -219,7 +215,8 @@ static double spline_elem(const struct spl_priv *p, const float *raw, double *wo
     double B = dy * dk - delta * e;
     double C = -s * delta;
     double disc = B * B - 4.0 * A * C;
-
+    if (!(disc > 0.0))
+        disc = 0.0;
     double den = -B - sqrt(disc);
     double xi = den != 0.0 ? 2.0 * C / den : 0.0;
     if (!(xi >= 0.0))
@@ -250,13 +247,27 @@ static void spline_cols(const struct spl_priv *p, struct blk_io *io, int d, int 
 
 /* ---- scratch: params (rows x max(l1, l2) * P) | work (2K doubles) | subnet ------------ */
 
+/* Floats reserved for the work area: 2K doubles plus slack to align them. */
+static size_t work_floats(const struct spl_priv *p)
+{
+    return cpl_round(4 * (size_t)p->K + 2);
+}
+
+/* The 8-byte-aligned start of the work area (the workspace is 64-byte aligned and the
+ * segments are multiples of 64 bytes, so this is normally `at` itself). */
+static double *work_at(float *at)
+{
+    uintptr_t u = (uintptr_t)at;
+    u = (u + 7u) & ~(uintptr_t)7u;
+    return (double *)(void *)u;
+}
+
 static size_t spl_scratch(const struct blk *b, int rows)
 {
     const struct spl_priv *p = b->priv;
     int lm = p->l1 > p->l2 ? p->l1 : p->l2;
     size_t s1 = subnet_scratch(p->net1, rows), s2 = subnet_scratch(p->net2, rows);
-    return cpl_round((size_t)rows * lm * p->P) + cpl_round(2 * 2 * (size_t)p->K) +
-           cpl_round(s1 > s2 ? s1 : s2);
+    return cpl_round((size_t)rows * lm * p->P) + work_floats(p) + cpl_round(s1 > s2 ? s1 : s2);
 }
 
 static void spl_forward(const struct blk *b, struct blk_io *io)
@@ -264,8 +275,9 @@ static void spl_forward(const struct blk *b, struct blk_io *io)
     const struct spl_priv *p = b->priv;
     int n = io->n, d = b->d, lm = p->l1 > p->l2 ? p->l1 : p->l2;
     float *a = io->scratch;
-    double *work = (double *)(void *)(a + cpl_round((size_t)n * lm * p->P));
-    float *sub = (float *)(void *)work + cpl_round(4 * (size_t)p->K);
+    float *wa = a + cpl_round((size_t)n * lm * p->P);
+    double *work = work_at(wa);
+    float *sub = wa + work_floats(p);
 
     subnet_forward(p->net1, n, io->x + p->l1, d, io->c, io->c_ld, a, p->l1 * p->P, sub);
     spline_cols(p, io, d, 0, p->l1, a, work, false);
@@ -278,8 +290,9 @@ static enum eng_status spl_inverse(const struct blk *b, struct blk_io *io)
     const struct spl_priv *p = b->priv;
     int n = io->n, d = b->d, lm = p->l1 > p->l2 ? p->l1 : p->l2;
     float *a = io->scratch;
-    double *work = (double *)(void *)(a + cpl_round((size_t)n * lm * p->P));
-    float *sub = (float *)(void *)work + cpl_round(4 * (size_t)p->K);
+    float *wa = a + cpl_round((size_t)n * lm * p->P);
+    double *work = work_at(wa);
+    float *sub = wa + work_floats(p);
 
     subnet_forward(p->net2, n, io->x, d, io->c, io->c_ld, a, p->l2 * p->P, sub);
     spline_cols(p, io, d, p->l1, p->l2, a, work, true);

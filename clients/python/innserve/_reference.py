@@ -1,0 +1,578 @@
+"""Reference evaluation of an innserve manifest in PyTorch (float64).
+
+The exporter writes test vectors computed here, from the tensors exactly as they are
+stored in the checkpoint (float32-rounded), so that what the engine checks at load is what
+the file says; it also compares these values with the user's own torch model to catch
+a module whose behaviour the manifest does not capture.  The math is that of
+docs/checkpoint-format.md (FrEIA's, see docs/blocks.md for the deviations).
+
+Everything works on (n, d) float64 tensors; `T(name)` returns a stored tensor as float64.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+F64 = torch.float64
+LOG2PI = math.log(2.0 * math.pi)
+
+
+class Store:
+    """name -> torch tensor (the stored values, any dtype)."""
+
+    def __init__(self, tensors):
+        self.t = tensors
+
+    def T(self, name):
+        return self.t[name].to(F64)
+
+    def I(self, name):
+        return self.t[name].to(torch.int64)
+
+
+# ---------------------------------------------------------------------------------------
+# subnets
+# ---------------------------------------------------------------------------------------
+
+def activation(u, L):
+    t = L["type"]
+    if t == "relu":
+        return F.relu(u)
+    if t == "leaky_relu":
+        return F.leaky_relu(u, L.get("negative_slope", 0.01))
+    if t == "elu":
+        return F.elu(u, L.get("alpha", 1.0))
+    if t == "tanh":
+        return torch.tanh(u)
+    if t == "sigmoid":
+        return torch.sigmoid(u)
+    if t == "softplus":
+        return F.softplus(u, L.get("beta", 1.0), L.get("threshold", 20.0))
+    if t == "gelu":
+        return F.gelu(u, approximate=L.get("approximate", "none"))
+    if t == "silu":
+        return F.silu(u)
+    if t == "lipswish":
+        return F.silu(u) / 1.1
+    raise ValueError("unknown activation %r" % t)
+
+
+def subnet(S, net, u):
+    for L in net["layers"]:
+        if L["type"] == "linear":
+            u = u @ S.T(L["weight"]).T
+            if L.get("bias"):
+                u = u + S.T(L["bias"]).reshape(-1)
+        else:
+            u = activation(u, L)
+    return u
+
+
+def _cat(u, c):
+    return u if c is None else torch.cat([u, c], 1)
+
+
+# ---------------------------------------------------------------------------------------
+# blocks: f(S, b, x, c, rev) -> (out, log_det of the map applied)
+# ---------------------------------------------------------------------------------------
+
+def _clamp_f(act, u):
+    if act == "ATAN":
+        return 0.636 * torch.atan(u)
+    if act == "TANH":
+        return torch.tanh(u)
+    if act == "SIGMOID":
+        return 2.0 * (torch.sigmoid(u) - 0.5)
+    raise ValueError(act)
+
+
+def _split(b, d):
+    return b.get("split", round(d * 0.5))
+
+
+def householder(vs, left=None):
+    """left @ H(v_0) @ H(v_1) @ ...,  H(v) = I - 2 v v^T / |v|^2."""
+    d = vs.shape[1]
+    W = torch.eye(d, dtype=vs.dtype) if left is None else left
+    for v in vs:
+        W = W @ (torch.eye(d, dtype=vs.dtype) - 2.0 * torch.outer(v, v) / torch.dot(v, v))
+    return W
+
+
+def _perm_vector(S, name):
+    t = S.t[name]
+    if t.is_floating_point():          # PyPI 0.2: one-hot matrix, row i has its 1 at perm[i]
+        return t.reshape(t.shape[0], -1).argmax(1)
+    return t.to(torch.int64).reshape(-1)
+
+
+def global_scale(gtype, a):
+    if gtype == "SOFTPLUS":
+        return 0.1 * F.softplus(a, beta=0.5, threshold=20.0)
+    if gtype == "SIGMOID":
+        return 10.0 * torch.sigmoid(a - 2.0)
+    if gtype == "EXP":
+        return torch.exp(a)
+    raise ValueError(gtype)
+
+
+def blk_allinone(S, b, x, c, rev):
+    n, d = x.shape
+    n1, n2 = d - d // 2, d // 2
+    alpha = b.get("affine_clamping", 2.0)
+    legacy = b.get("clamp_formula", "head") == "legacy"
+    gin = b.get("gin_block", False)
+    go = S.T(b["global_offset"]).reshape(d)
+    if gin:
+        g = torch.ones(d, dtype=F64)
+        logg = torch.zeros((), dtype=F64)
+    else:
+        g = global_scale(b.get("global_affine_type", "SOFTPLUS"), S.T(b["global_scale"]).reshape(d))
+        logg = torch.log(g).sum()
+    P = b["permutation"]
+    if P["type"] == "hard":
+        p = _perm_vector(S, P["perm"])
+        pinv = torch.argsort(p)
+        fwdP, invP = (lambda v: v[:, p]), (lambda y: y[:, pinv])
+    elif P["type"] == "soft":
+        W, Wi = S.T(P["w"]).reshape(d, d), S.T(P["w_inv"]).reshape(d, d)
+        fwdP, invP = (lambda v: v @ W.T), (lambda y: y @ Wi.T)
+    else:
+        W = householder(S.T(P["v"]), S.T(P["w0"]).reshape(d, d))
+        fwdP, invP = (lambda v: v @ W.T), (lambda y: y @ W)
+    rp = b.get("reverse_permutation", False)
+
+    def coeffs(x1):
+        a = 0.1 * subnet(S, b["subnet"], _cat(x1, c))
+        s = alpha * torch.tanh(a[:, :n2]) if legacy else alpha * torch.tanh(a[:, :n2] / alpha)
+        if gin:
+            s = s - s.mean(1, keepdim=True)
+        return s, a[:, n2:]
+
+    if not rev:
+        if rp:
+            x = invP(x)
+        x1, x2 = x[:, :n1], x[:, n1:]
+        s, t = coeffs(x1)
+        u = torch.cat([x1, x2 * torch.exp(s) + t], 1)
+        return fwdP(u * g + go), s.sum(1) + logg
+    u = (invP(x) - go) / g
+    u1, u2 = u[:, :n1], u[:, n1:]
+    s, t = coeffs(u1)
+    out = torch.cat([u1, (u2 - t) * torch.exp(-s)], 1)
+    if rp:
+        out = fwdP(out)
+    return out, -(s.sum(1) + logg)
+
+
+def blk_coupling(S, b, x, c, rev):
+    n, d = x.shape
+    ty = b["type"]
+    l1 = _split(b, d)
+    l2 = d - l1
+    clamp, act = b.get("clamp", 2.0), b.get("clamp_activation", "ATAN")
+    zero = torch.zeros(n, dtype=F64)
+
+    def coeff(which, u):
+        """s, t of the coupling that transforms half `which` ('1' acts on x2, '2' on x1)."""
+        if ty == "RNVPCouplingBlock":
+            s = clamp * _clamp_f(act, subnet(S, b["s" + which], _cat(u, c)))
+            return s, subnet(S, b["t" + which], _cat(u, c))
+        a = subnet(S, b["subnet" + which], _cat(u, c))
+        k = l2 if which == "1" else l1
+        s = clamp * _clamp_f(act, a[:, :k])
+        if ty == "GINCouplingBlock":
+            s = s - s.mean(1, keepdim=True)
+        return s, a[:, k:]
+
+    def step(which, xh, u, rev):
+        if ty == "NICECouplingBlock":
+            f = subnet(S, b["F" if which == "2" else "G"], _cat(u, c))
+            return (xh - f if rev else xh + f), zero
+        s, t = coeff(which, u)
+        ld = zero if ty == "GINCouplingBlock" else s.sum(1)
+        if rev:
+            return (xh - t) * torch.exp(-s), -ld
+        return xh * torch.exp(s) + t, ld
+
+    x1, x2 = x[:, :l1], x[:, l1:]
+    if not rev:
+        y1, j1 = step("2", x1, x2, False)
+        y2, j2 = step("1", x2, y1, False)
+    else:
+        y2, j2 = step("1", x2, x1, True)
+        y1, j1 = step("2", x1, y2, True)
+    return torch.cat([y1, y2], 1), j1 + j2
+
+
+def blk_onesided(S, b, x, c, rev):
+    n, d = x.shape
+    l1 = _split(b, d)
+    l2 = d - l1
+    x1, x2 = x[:, :l1], x[:, l1:]
+    a = subnet(S, b["subnet"], _cat(x1, c))
+    s = b.get("clamp", 2.0) * _clamp_f(b.get("clamp_activation", "ATAN"), a[:, :l2])
+    t = a[:, l2:]
+    if rev:
+        return torch.cat([x1, (x2 - t) * torch.exp(-s)], 1), -s.sum(1)
+    return torch.cat([x1, x2 * torch.exp(s) + t], 1), s.sum(1)
+
+
+def blk_condaffine(S, b, x, c, rev):
+    n, d = x.shape
+    a = subnet(S, b["subnet"], c)
+    s = b.get("clamp", 2.0) * _clamp_f(b.get("clamp_activation", "ATAN"), a[:, :d])
+    t = a[:, d:]
+    if rev:
+        return (x - t) * torch.exp(-s), -s.sum(1)
+    return x * torch.exp(s) + t, s.sum(1)
+
+
+def _rqs_knots(b, raw, l):
+    n = raw.shape[0]
+    K = b.get("bins", 10)
+    dom = b.get("default_domain", [-3.0, 3.0, -3.0, 3.0])
+    mins = b.get("min_bin_sizes", [0.1, 0.1])
+    D = b.get("domain_clamping")
+    affine = b.get("tails", "affine") == "affine"
+    raw = raw.reshape(n, l, 3 * K + 1 if affine else 3 * K)
+    rw, rh = raw[..., :K], raw[..., K:2 * K]
+    if affine:
+        bottom = raw[..., 2 * K:2 * K + 1] + dom[2]
+        left = raw[..., 2 * K + 1:2 * K + 2] + dom[0]
+        rd = raw[..., 2 * K + 2:]
+        xs = math.log(math.expm1((dom[1] - dom[0]) / K - mins[0]))
+        ys = math.log(math.expm1((dom[3] - dom[2]) / K - mins[1]))
+        widths = mins[0] + F.softplus(rw + xs)
+        heights = mins[1] + F.softplus(rh + ys)
+        if D is not None:
+            Wt, Ht = widths.sum(-1, keepdim=True), heights.sum(-1, keepdim=True)
+            rW, rH = D * torch.tanh(Wt / D) / Wt, D * torch.tanh(Ht / D) / Ht
+            widths, left = widths * rW, left * rW
+            heights, bottom = heights * rH, bottom * rH
+    else:
+        rd = raw[..., 2 * K + 1:]
+        tw = (dom[1] - dom[0]) * F.softplus(raw[..., 2 * K:2 * K + 1] + math.log(math.e - 1))
+        if D is not None:
+            tw = D * torch.tanh(tw / D)
+        left = bottom = -tw / 2
+        widths = tw * torch.softmax(rw, -1)
+        heights = tw * torch.softmax(rh, -1)
+    inner = F.softplus(rd + math.log(math.e - 1))
+    scale = heights.sum(-1, keepdim=True) / widths.sum(-1, keepdim=True)
+    deriv = torch.cat([scale, inner, scale], -1)
+    kx = torch.cat([left, left + torch.cumsum(widths, -1)], -1)
+    ky = torch.cat([bottom, bottom + torch.cumsum(heights, -1)], -1)
+    return kx, ky, deriv, scale[..., 0], (bottom - scale * left)[..., 0]
+
+
+def _rqs(b, x, raw, rev):
+    n, l = x.shape
+    K = b.get("bins", 10)
+    kx, ky, dv, scale, shift = _rqs_knots(b, raw, l)
+    knots = ky if rev else kx
+    inside = (x > knots[..., 0]) & (x <= knots[..., K])
+    v = torch.where(inside, x, 0.5 * (knots[..., 0] + knots[..., 1]))
+    upper = torch.searchsorted(knots.contiguous(), v.unsqueeze(-1).contiguous()).clamp(1, K)
+    lower = upper - 1
+    g = lambda t, i: torch.gather(t, -1, i).squeeze(-1)
+    xk, xk1, yk, yk1 = g(kx, lower), g(kx, upper), g(ky, lower), g(ky, upper)
+    dk, dk1 = g(dv, lower), g(dv, upper)
+    dx, dy = xk1 - xk, yk1 - yk
+    sk = dy / dx
+    e = dk1 + dk - 2 * sk
+    if not rev:
+        xi = (v - xk) / dx
+        vin = yk + dy * (sk * xi ** 2 + dk * xi * (1 - xi)) / (sk + e * xi * (1 - xi))
+    else:
+        delta = v - yk
+        A = dy * (sk - dk) + delta * e
+        B = dy * dk - delta * e
+        Q = -sk * delta
+        xi = 2 * Q / (-B - torch.sqrt((B ** 2 - 4 * A * Q).clamp(min=0)))
+        vin = xk + xi * dx
+    ldin = (torch.log(sk ** 2 * (dk1 * xi ** 2 + 2 * sk * xi * (1 - xi) + dk * (1 - xi) ** 2))
+            - 2 * torch.log(sk + e * xi * (1 - xi)))
+    ld = torch.where(inside, ldin, torch.log(scale)).sum(1)
+    if not rev:
+        return torch.where(inside, vin, scale * x + shift), ld
+    return torch.where(inside, vin, (x - shift) / scale), -ld
+
+
+def blk_spline(S, b, x, c, rev):
+    n, d = x.shape
+    l1 = _split(b, d)
+    x1, x2 = x[:, :l1], x[:, l1:]
+    if not rev:
+        y1, j1 = _rqs(b, x1, subnet(S, b["subnet1"], _cat(x2, c)), False)
+        y2, j2 = _rqs(b, x2, subnet(S, b["subnet2"], _cat(y1, c)), False)
+    else:
+        y2, j2 = _rqs(b, x2, subnet(S, b["subnet2"], _cat(x1, c)), True)
+        y1, j1 = _rqs(b, x1, subnet(S, b["subnet1"], _cat(y2, c)), True)
+    return torch.cat([y1, y2], 1), j1 + j2
+
+
+def blk_permute(S, b, x, c, rev):
+    p = S.I(b["perm"]).reshape(-1)
+    return (x[:, torch.argsort(p)] if rev else x[:, p]), torch.zeros(x.shape[0], dtype=F64)
+
+
+def blk_actnorm(S, b, x, c, rev):
+    n, d = x.shape
+    if "log_scale" in b:
+        ls, loc = S.T(b["log_scale"]).reshape(d), S.T(b["loc"]).reshape(d)
+        if rev:
+            return x * torch.exp(ls) + loc, ls.sum().expand(n)
+        return (x - loc) * torch.exp(-ls), -ls.sum().expand(n)
+    sc, bias = S.T(b["scale"]).reshape(d), S.T(b["bias"]).reshape(d)
+    if rev:
+        return (x - bias) * torch.exp(-sc), -sc.sum().expand(n)
+    return x * torch.exp(sc) + bias, sc.sum().expand(n)
+
+
+def blk_fixedlinear(S, b, x, c, rev):
+    n, d = x.shape
+    M = S.T(b["M"])
+    bias = S.T(b["b"]).reshape(d) if b.get("b") else torch.zeros(d, dtype=F64)
+    ld = torch.linalg.slogdet(M)[1]
+    if rev:
+        return (x - bias) @ torch.linalg.inv(M), -ld.expand(n)
+    return x @ M + bias, ld.expand(n)
+
+
+def blk_elementwise(S, b, x, c, rev):
+    n, d = x.shape
+    s = S.T(b["s"]).reshape(d)
+    if rev:
+        return x * torch.exp(-s), -s.sum().expand(n)
+    return x * torch.exp(s), s.sum().expand(n)
+
+
+def blk_orthogonal(S, b, x, c, rev):
+    n, d = x.shape
+    W, bias = S.T(b["weights"]), S.T(b["bias"]).reshape(d)
+    cl = b.get("clamp", 5.0)
+    ls = cl * 0.636 * torch.atan(S.T(b["scaling"]).reshape(d) / cl)
+    if rev:
+        return (x * torch.exp(-ls) - bias) @ W.T, -ls.sum().expand(n)
+    return (x @ W + bias) * torch.exp(ls), ls.sum().expand(n)
+
+
+def blk_householderperm(S, b, x, c, rev):
+    W = householder(S.T(b["Vs"]))
+    return (x @ W.T if rev else x @ W), torch.zeros(x.shape[0], dtype=F64)
+
+
+def blk_sigmoid(S, b, x, c, rev):
+    if rev:
+        out = torch.log(x / (1 - x))
+        return out, (F.softplus(out) + F.softplus(-out)).sum(1)
+    return torch.sigmoid(x), -(F.softplus(x) + F.softplus(-x)).sum(1)
+
+
+def blk_dense(S, b, x, c, rev):
+    n, d = x.shape
+    W = S.T(b["weight"])
+    bias = S.T(b["bias"]).reshape(d) if b.get("bias") else torch.zeros(d, dtype=F64)
+    a = b.get("negative_slope", 0.01)
+    ldW = torch.linalg.slogdet(W)[1]
+    if not rev:
+        u = x @ W.T + bias
+        return torch.where(u >= 0, u, a * u), ldW + ((u < 0).to(F64) * math.log(a)).sum(1)
+    u = torch.where(x >= 0, x, x / a)
+    return (u - bias) @ torch.linalg.inv(W).T, -(ldW + ((u < 0).to(F64) * math.log(a)).sum(1))
+
+
+def _residual_g(S, b):
+    net = b["g"] if "g" in b else b["subnet"]
+    pre = b.get("input_activation")
+
+    def g(u):
+        if pre:
+            u = activation(u, pre if isinstance(pre, dict) else {"type": pre})
+        return subnet(S, net, u)
+    return g
+
+
+def blk_iresnet(S, b, x, c, rev):
+    """x + g(x); exact log-det by the Jacobian (autograd), inverse by fixed point in f64."""
+    g = _residual_g(S, b)
+    n, d = x.shape
+    if not rev:
+        y = x + g(x)
+        return y, _logdet_residual(g, x)
+    xk = x.clone()
+    for _ in range(10000):
+        xn = x - g(xk)
+        if float((xn - xk).abs().max()) <= 1e-15 * (1.0 + float(x.abs().max())):
+            xk = xn
+            break
+        xk = xn
+    return xk, -_logdet_residual(g, xk)
+
+
+def _logdet_residual(g, x):
+    out = []
+    eye = torch.eye(x.shape[1], dtype=F64)
+    for i in range(x.shape[0]):
+        J = torch.autograd.functional.jacobian(g, x[i:i + 1].detach())
+        J = J.reshape(x.shape[1], x.shape[1])
+        out.append(torch.linalg.slogdet(eye + J)[1])
+    return torch.stack(out) if out else torch.zeros(0, dtype=F64)
+
+
+BLOCKS = {
+    "AllInOneBlock": blk_allinone,
+    "NICECouplingBlock": blk_coupling,
+    "RNVPCouplingBlock": blk_coupling,
+    "GLOWCouplingBlock": blk_coupling,
+    "GINCouplingBlock": blk_coupling,
+    "AffineCouplingOneSided": blk_onesided,
+    "ConditionalAffineTransform": blk_condaffine,
+    "RationalQuadraticSpline": blk_spline,
+    "PermuteRandom": blk_permute,
+    "ActNorm": blk_actnorm,
+    "FixedLinearTransform": blk_fixedlinear,
+    "LearnedElementwiseScaling": blk_elementwise,
+    "OrthogonalTransform": blk_orthogonal,
+    "HouseholderPerm": blk_householderperm,
+    "InvertibleSigmoid": blk_sigmoid,
+    "InvertibleDense": blk_dense,
+    "IResNetBlock": blk_iresnet,
+}
+
+
+def block(S, b, x, c, rev=False):
+    return BLOCKS[b["type"]](S, b, x, c, rev)
+
+
+# ---------------------------------------------------------------------------------------
+# whole models
+# ---------------------------------------------------------------------------------------
+
+class Model:
+    """Evaluate a manifest (dict) over stored tensors: forward, inverse, log_prob."""
+
+    def __init__(self, manifest, tensors):
+        self.m = manifest
+        self.S = Store(tensors)
+        d = manifest["dims"]
+        k = manifest["kind"]
+        self.kind = k
+        self.dx, self.dy = d["x"], d.get("y", 0)
+        if k == "inn":
+            self.dz, self.px, self.py = d["z"], d.get("pad_x", 0), d.get("pad_y", 0)
+        else:
+            self.dz, self.px, self.py = (0 if k == "mlp" else d["x"]), 0, 0
+
+    # standardization
+    def _std(self, which):
+        s = self.m.get("standardize", {}).get(which)
+        if not s:
+            return None
+        return self.S.T(s["mean"]).reshape(-1), self.S.T(s["std"]).reshape(-1)
+
+    def std_x(self, x):
+        s = self._std("x")
+        if s is None:
+            return x, torch.zeros(x.shape[0], dtype=F64)
+        return (x - s[0]) / s[1], -torch.log(s[1]).sum().expand(x.shape[0])
+
+    def unstd_x(self, xs):
+        s = self._std("x")
+        if s is None:
+            return xs, torch.zeros(xs.shape[0], dtype=F64)
+        return xs * s[1] + s[0], torch.log(s[1]).sum().expand(xs.shape[0])
+
+    def std_y(self, y):
+        s = self._std("y")
+        return y if s is None else (y - s[0]) / s[1]
+
+    def unstd_y(self, ys):
+        s = self._std("y")
+        return ys if s is None else ys * s[1] + s[0]
+
+    def conditions(self, y):
+        if self.kind != "cinn":
+            return []
+        ys = self.std_y(y)
+        return [ys if cd.get("net") is None else subnet(self.S, cd["net"], ys)
+                for cd in self.m.get("conditions", [])]
+
+    def blocks(self, x, conds, rev, upto=None):
+        ld = torch.zeros(x.shape[0], dtype=F64)
+        seq = list(enumerate(self.m["blocks"]))
+        if upto is not None:
+            seq = seq[:upto]
+        for i, b in (reversed(seq) if rev else seq):
+            c = conds[b["cond"]] if "cond" in b else None
+            x, l = block(self.S, b, x, c, rev)
+            ld = ld + l
+        return x, ld
+
+    # inn layout
+    def _widths(self, side):
+        if side == "input":
+            return {"x": self.dx, "pad": self.px}
+        return {"z": self.dz, "pad": self.py, "y": self.dy}
+
+    def _layout(self, side):
+        lay = self.m.get("layout", {})
+        default = ["x", "pad"] if side == "input" else ["z", "pad", "y"]
+        return lay.get(side, default)
+
+    def assemble(self, side, parts, n):
+        w = self._widths(side)
+        cols = []
+        for name in self._layout(side):
+            v = parts.get(name)
+            cols.append(torch.zeros(n, w[name], dtype=F64) if v is None else v)
+        return torch.cat(cols, 1)
+
+    def split(self, side, row):
+        w = self._widths(side)
+        out, i = {}, 0
+        for name in self._layout(side):
+            out[name] = row[:, i:i + w[name]]
+            i += w[name]
+        for name in w:
+            out.setdefault(name, row[:, :0])
+        return out
+
+    def forward(self, x, y=None):
+        """x physical (n, dx) -> dict with z, log_det (flow/cinn/inn), y_out (inn/mlp), pad, y_s."""
+        xs, ld0 = self.std_x(x)
+        if self.kind == "mlp":
+            return {"y_out": self.unstd_y(subnet(self.S, self.m["network"], xs))}
+        if self.kind in ("flow", "cinn"):
+            z, ld = self.blocks(xs, self.conditions(y), False)
+            return {"z": z, "log_det": ld + ld0}
+        row = self.assemble("input", {"x": xs}, x.shape[0])
+        out, ld = self.blocks(row, [], False)
+        p = self.split("output", out)
+        return {"z": p["z"], "pad": p["pad"], "y_s": p["y"], "y_out": self.unstd_y(p["y"]),
+                "log_det": ld + ld0}
+
+    def inverse(self, z, y=None, pad=None):
+        if self.kind in ("flow", "cinn"):
+            xs, ld = self.blocks(z, self.conditions(y), True)
+        else:
+            row = self.assemble("output", {"z": z, "pad": pad, "y": self.std_y(y)}, z.shape[0])
+            r, ld = self.blocks(row, [], True)
+            xs = self.split("input", r)["x"]
+        x, ld0 = self.unstd_x(xs)
+        return x, ld + ld0
+
+    def log_prob(self, x, y=None):
+        f = self.forward(x, y)
+        z = f["z"]
+        lp = -0.5 * (z ** 2).sum(1) - 0.5 * z.shape[1] * LOG2PI + f["log_det"]
+        if self.kind == "inn":
+            cfg = self.m.get("inn", {})
+            sy, sp = cfg.get("sigma_y", 0.1), cfg.get("sigma_pad", 0.05)
+
+            def lognorm(v, s):
+                return -0.5 * (v ** 2).sum(1) / s ** 2 - v.shape[1] * (0.5 * LOG2PI + math.log(s))
+            lp = lp + lognorm(f["pad"], sp) + lognorm(f["y_s"] - self.std_y(y), sy)
+        return lp

@@ -1,0 +1,52 @@
+/*
+ * limits.h — every bound innserve puts on untrusted input and on its answers, by name.
+ *
+ * The PROTO_DEF_* macros are the defaults; struct proto_limits carries the values in force
+ * (the daemon fills it from flags / INNSERVE_* variables, see server/config.c and
+ * docs/api.md "Limits").  proto/ enforces them while parsing, before anything is allocated
+ * for a tensor or handed to the engine; server/ enforces the body, response and queue ones.
+ */
+#ifndef INNSERVE_PROTO_LIMITS_H
+#define INNSERVE_PROTO_LIMITS_H
+
+#include <stddef.h>
+
+#define PROTO_DEF_MAX_BODY_BYTES     (8u << 20)   /* --max-body: request body bytes */
+#define PROTO_DEF_MAX_JSON_DEPTH     32           /* --max-depth: nesting of [ and { */
+#define PROTO_DEF_MAX_ELEMENTS       (4u << 20)   /* --max-elements: numbers in one tensor */
+#define PROTO_DEF_MAX_ROWS           65536        /* --max-rows: rows of x/z/y/target in one request */
+#define PROTO_DEF_MAX_OBS            4096         /* --max-obs: observations (rows of y) in one sample request */
+#define PROTO_DEF_MAX_SAMPLES        (1u << 20)   /* --max-samples: n_obs * num_samples per request */
+#define PROTO_DEF_MAX_RESPONSE_BYTES (64u << 20)  /* --max-response: bytes of one answer */
+#define PROTO_DEF_MAX_QUANTILES      32           /* quantiles in one summary */
+#define PROTO_DEF_MAX_SOLVER_ITER    10000        /* --max-solver-iter: max_iter of a numeric inverse */
+#define PROTO_DEF_MAX_PREIMAGE_TARGETS   64       /* --max-preimage-targets: target rows */
+#define PROTO_DEF_MAX_PREIMAGE_SOLUTIONS 256      /* --max-preimage-solutions: num_solutions */
+#define PROTO_DEF_MAX_PREIMAGE_STEPS     20000    /* --max-preimage-steps: max_steps */
+#define PROTO_DEF_MAX_TEMPERATURE    100.0        /* sample temperature upper bound */
+#define PROTO_DEF_NUM_SAMPLES        1000         /* num_samples when absent */
+#define PROTO_MAX_SEED               9007199254740991.0 /* 2^53 - 1: seeds survive JSON doubles */
+#define PROTO_MAX_FIELD_NAME         64           /* longest field name quoted in a message */
+
+/* Values in force.  A plain value struct: copy it freely. */
+struct proto_limits {
+    size_t max_body_bytes;
+    int max_json_depth;
+    long max_elements;
+    int max_rows;
+    int max_obs;
+    long max_samples;
+    size_t max_response_bytes;
+    int max_quantiles;
+    int max_solver_iter;
+    int max_preimage_targets;
+    int max_preimage_solutions;
+    int max_preimage_steps;
+    double max_temperature;
+    int default_num_samples;
+};
+
+/* The PROTO_DEF_* values. */
+struct proto_limits proto_limits_default(void);
+
+#endif

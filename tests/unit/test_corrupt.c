@@ -1,0 +1,141 @@
+/*
+ * test_corrupt.c — the corpus of broken checkpoints in tests/fixtures/corrupt/: each
+ * <name>.safetensors must be refused with a message containing the substring in
+ * <name>.expect and naming the file; none may crash or read out of bounds (this suite
+ * runs under ASan/UBSan in `make test`).  Also truncates a valid file at every length.
+ */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../../engine/safetensors.h"
+#include "testutil.h"
+
+#define CORRUPT_DIR "tests/fixtures/corrupt"
+
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = malloc((size_t)n + 1);
+    size_t got = fread(s, 1, (size_t)n, f);
+    s[got] = 0;
+    fclose(f);
+    if (len)
+        *len = got;
+    return s;
+}
+
+START_TEST(every_broken_file_is_refused_with_its_message)
+{
+    DIR *dir = opendir(CORRUPT_DIR);
+    ck_assert_msg(dir != NULL, "run from the repository root");
+    struct dirent *de;
+    int count = 0, bad = 0;
+    while ((de = readdir(dir))) {
+        size_t l = strlen(de->d_name);
+        const char *suf = ".safetensors";
+        if (l <= strlen(suf) || strcmp(de->d_name + l - strlen(suf), suf) != 0)
+            continue;
+        char path[512], epath[512];
+        snprintf(path, sizeof(path), CORRUPT_DIR "/%s", de->d_name);
+        snprintf(epath, sizeof(epath), CORRUPT_DIR "/%.*s.expect", (int)(l - strlen(suf)),
+                 de->d_name);
+        char err[ENG_ERR_LEN];
+        struct eng_model *m = NULL;
+        enum eng_status st = eng_model_load(path, &m, err);
+        if (strcmp(de->d_name, "valid_base.safetensors") == 0) {
+            ck_assert_msg(st == ENG_OK, "valid_base must load: %s", err);
+            eng_model_unref(m);
+            continue;
+        }
+        char *want = slurp(epath, NULL);
+        ck_assert_msg(want != NULL, "missing %s", epath);
+        want[strcspn(want, "\n")] = 0;
+        ck_assert_msg(st != ENG_OK && m == NULL, "%s was accepted", path);
+        if (strstr(err, want) == NULL || strncmp(err, path, strlen(path)) != 0) {
+            fprintf(stderr, "%s: message '%s' lacks '%s' or the file name\n", de->d_name, err,
+                    want);
+            bad++;
+        }
+        free(want);
+        count++;
+    }
+    closedir(dir);
+    ck_assert_int_ge(count, 20);
+    ck_assert_msg(bad == 0, "%d of %d messages lack their expected text (see stderr)", bad, count);
+}
+END_TEST
+
+START_TEST(every_truncation_of_a_valid_file_is_refused)
+{
+    size_t len;
+    char *buf = slurp(CORRUPT_DIR "/valid_base.safetensors", &len);
+    ck_assert_ptr_nonnull(buf);
+    char path[] = "/tmp/innserve-trunc-XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    for (size_t cut = 0; cut < len; cut += (cut < 64 ? 1 : 7)) {
+        ck_assert_int_eq(ftruncate(fd, 0), 0);
+        ck_assert_int_eq(pwrite(fd, buf, cut, 0), (ssize_t)cut);
+        char err[ENG_ERR_LEN];
+        struct eng_model *m = NULL;
+        ck_assert_msg(eng_model_load(path, &m, err) != ENG_OK, "accepted a file cut at %zu", cut);
+        ck_assert(err[0] != '\0');
+    }
+    close(fd);
+    unlink(path);
+    free(buf);
+}
+END_TEST
+
+START_TEST(flipped_bytes_never_crash)
+{
+    size_t len;
+    char *buf = slurp(CORRUPT_DIR "/valid_base.safetensors", &len);
+    ck_assert_ptr_nonnull(buf);
+    uint64_t s = 12345;
+    for (int trial = 0; trial < 3000; trial++) {
+        char *copy = malloc(len);
+        memcpy(copy, buf, len);
+        for (int k = 0; k < 1 + trial % 4; k++) {
+            s = s * 6364136223846793005ull + 1442695040888963407ull;
+            size_t pos = (size_t)(s >> 33) % len;
+            copy[pos] = (char)(s >> 17);
+        }
+        struct st_file *f = NULL;
+        char err[ENG_ERR_LEN];
+        if (st_open_mem((const uint8_t *)copy, len, "fuzz", &f, err) == ENG_OK) {
+            /* every tensor lies inside the buffer */
+            for (int i = 0; i < st_count(f); i++) {
+                const struct st_tensor *t = st_at(f, i);
+                ck_assert(t->data >= (const uint8_t *)copy);
+                ck_assert(t->data + t->nbytes <= (const uint8_t *)copy + len);
+            }
+            st_close(f);
+        }
+        free(copy);
+    }
+    free(buf);
+}
+END_TEST
+
+Suite *make_suite(void)
+{
+    Suite *s = suite_create("corrupt");
+    TCase *tc = tcase_create("corpus");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, every_broken_file_is_refused_with_its_message);
+    tcase_add_test(tc, every_truncation_of_a_valid_file_is_refused);
+    tcase_add_test(tc, flipped_bytes_never_crash);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+TU_MAIN
