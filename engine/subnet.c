@@ -138,6 +138,7 @@ enum eng_status ldr_subnet(struct ldr *L, const cJSON *obj, const char *field, i
     }
     s->dx = dx, s->dc = dc, s->dout = dout, s->n_layers = nl, s->layers = ls;
     int width = dx + dc;
+    const char *last_w = "?"; /* name of the last Linear weight, for messages */
     for (int i = 0; i < nl; i++) {
         const cJSON *lj = cJSON_GetArrayItem(layers, i);
         size_t m2 = ldr_push(L, ".layers[%d]", i);
@@ -165,6 +166,7 @@ enum eng_status ldr_subnet(struct ldr *L, const cJSON *obj, const char *field, i
             if ((st = ldr_tensor(L, lj, "bias", false, 1, bs, &l->b)) != ENG_OK)
                 goto out;
             l->is_linear = 1, l->in = width, l->out = outw;
+            last_w = wt->name;
             s->n_params += (long long)outw * width + (l->b ? outw : 0);
             width = outw;
             if (width > s->max_width)
@@ -192,7 +194,7 @@ enum eng_status ldr_subnet(struct ldr *L, const cJSON *obj, const char *field, i
                     st = ldr_fail(L, ENG_ERR_MANIFEST, "field 'beta' must be > 0");
             } else if (l->act == ACT_GELU) {
                 static const char *const approx[] = {"none", "tanh"};
-                int a;
+                int a = 0;
                 st = ldr_enum(L, lj, "approximate", false, 0, approx, 2, &a);
                 if (a == 1)
                     l->act = ACT_GELU_TANH;
@@ -204,8 +206,8 @@ enum eng_status ldr_subnet(struct ldr *L, const cJSON *obj, const char *field, i
         ldr_pop(L, m2);
     }
     if (width != dout) {
-        st = ldr_fail(L, ENG_ERR_TENSOR, "subnet output width is %d, the block needs %d", width,
-                      dout);
+        st = ldr_fail(L, ENG_ERR_TENSOR, "subnet output width is %d (tensor '%s'), the block "
+                      "needs %d", width, last_w, dout);
         goto out;
     }
     /* Split the first layer into the x part and the condition part. */

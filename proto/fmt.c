@@ -58,12 +58,10 @@ static size_t layout(char *out, bool neg, const char *digits, int n, int k)
         }
     } else {
         *p++ = digits[0];
-        *p++ = '.';
         if (n > 1) {
+            *p++ = '.';
             memcpy(p, digits + 1, (size_t)(n - 1));
             p += n - 1;
-        } else {
-            *p++ = '0';
         }
         *p++ = 'e';
         int e = sci;

@@ -5,7 +5,7 @@
  * (Ryu, Adams 2018: exact, verified exhaustively against strtof); proto_fmt_f64 writes a
  * decimal that reads back (strtod) as the same double (Grisu2, Loitsch 2010: always
  * round-trips, shortest in ~99.9% of cases).  Both produce valid JSON numbers: "0.0",
- * "-0.0", "1.5", "123.0", "0.000123", "1.0e-7", "3.4028235e38"; non-finite values print as
+ * "-0.0", "1.5", "123.0", "0.000123", "1e-7", "3.4028235e38"; non-finite values print as
  * "null".  Pure functions, no locale, no allocation; thread safe.
  */
 #ifndef INNSERVE_PROTO_FMT_H
