@@ -109,6 +109,12 @@ fixtures:
 deps:
 	bash scripts/install-deps.sh
 
+# Install what is missing, build, and serve the demo models on 127.0.0.1:8080 (Ctrl-C stops).
+run:
+	bash scripts/install-deps.sh run
+	$(MAKE) $(BUILD)/innserve
+	exec $(BUILD)/innserve --models models --host $${INNSERVE_HOST:-127.0.0.1} --port $${INNSERVE_PORT:-8080}
+
 lint:
 	@! grep -nE '\b(strcpy|strcat|sprintf|atoi|strtok|gets)\s*\(' $(ENGINE_SRC) $(PROTO_SRC) $(SERVER_SRC) || (echo "banned function used"; false)
 

@@ -126,6 +126,8 @@ void subnet_forward(const struct subnet *s, int rows, const float *x, int ldx, c
                     int ldc, float *out, int ldo, float *scratch);
 /* Elementwise activation in place on n values. */
 void act_apply(enum act_type t, float p1, float p2, float *v, size_t n);
+/* The same in double (numeric inverses, i-ResNet blocks). */
+void act_apply_f64(enum act_type t, float p1, float p2, double *v, size_t n);
 /* Derivative of the activation at pre-activation u (for backprop and Jacobians). */
 double act_deriv(enum act_type t, float p1, float p2, double u);
 /* Lipschitz constant of the activation (for certificates). */
@@ -148,6 +150,10 @@ struct blk_io {
     double *error_bound;    /* n, sum over blocks */
     bool *converged;        /* n, AND over blocks */
     double tol;             /* this block's share of the end-to-end tolerance */
+    double err_scale;       /* bound on how much an error in this block's output grows by the
+                               returned x (product of the inverse Lipschitz bounds of the
+                               blocks inverted after it, times the largest std_x); +inf when
+                               unknown; 0 (unset) is read as 1 */
 };
 
 struct blk;

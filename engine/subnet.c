@@ -73,6 +73,58 @@ void act_apply(enum act_type t, float p1, float p2, float *v, size_t n)
     }
 }
 
+void act_apply_f64(enum act_type t, float p1, float p2, double *v, size_t n)
+{
+    switch (t) {
+    case ACT_RELU:
+        for (size_t i = 0; i < n; i++)
+            v[i] = v[i] > 0.0 ? v[i] : 0.0;
+        break;
+    case ACT_LEAKY_RELU:
+        for (size_t i = 0; i < n; i++)
+            v[i] = v[i] >= 0.0 ? v[i] : p1 * v[i];
+        break;
+    case ACT_ELU:
+        for (size_t i = 0; i < n; i++)
+            v[i] = v[i] > 0.0 ? v[i] : p1 * expm1(v[i]);
+        break;
+    case ACT_TANH:
+        for (size_t i = 0; i < n; i++)
+            v[i] = tanh(v[i]);
+        break;
+    case ACT_SIGMOID:
+        for (size_t i = 0; i < n; i++)
+            v[i] = 1.0 / (1.0 + exp(-v[i]));
+        break;
+    case ACT_SOFTPLUS:
+        for (size_t i = 0; i < n; i++) {
+            double bu = (double)p1 * v[i];
+            v[i] = bu > p2 ? v[i] : log1p(exp(bu)) / p1;
+        }
+        break;
+    case ACT_GELU:
+        for (size_t i = 0; i < n; i++)
+            v[i] = 0.5 * v[i] * (1.0 + erf(v[i] * 0.70710678118654752));
+        break;
+    case ACT_GELU_TANH:
+        for (size_t i = 0; i < n; i++) {
+            double u = v[i];
+            v[i] = 0.5 * u * (1.0 + tanh(0.79788456080286536 * (u + 0.044715 * u * u * u)));
+        }
+        break;
+    case ACT_SILU:
+        for (size_t i = 0; i < n; i++)
+            v[i] = v[i] / (1.0 + exp(-v[i]));
+        break;
+    case ACT_LIPSWISH:
+        for (size_t i = 0; i < n; i++)
+            v[i] = v[i] / (1.0 + exp(-v[i])) / 1.1;
+        break;
+    case ACT_COUNT:
+        break;
+    }
+}
+
 double act_deriv(enum act_type t, float p1, float p2, double u)
 {
     switch (t) {

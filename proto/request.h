@@ -1,0 +1,96 @@
+/*
+ * request.h — typed, validated requests for the model operations of the API
+ * (docs/api.md): JSON body -> struct proto_request, checked against the model's kind and
+ * dims and against struct proto_limits before anything reaches the engine.
+ *
+ * What is checked: the body is a JSON object with only the fields the operation takes;
+ * tensors are arrays of rows of the model's widths (a flat vector is one row), finite and
+ * within float32; counts and options are in range; fields that only some kinds take are
+ * refused for the others (y for a flow).  An operation the kind does not define is
+ * PROTO_E_UNSUPPORTED (422) before the body is looked at.
+ */
+#ifndef INNSERVE_PROTO_REQUEST_H
+#define INNSERVE_PROTO_REQUEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../engine/engine.h"
+#include "errors.h"
+#include "json.h"
+#include "limits.h"
+
+enum proto_op {
+    PROTO_OP_FORWARD = 0,
+    PROTO_OP_INVERSE,
+    PROTO_OP_SAMPLE,
+    PROTO_OP_LOG_PROB,
+    PROTO_OP_PREIMAGE,
+    PROTO_OP_COUNT
+};
+/* "forward", "inverse", "sample", "log_prob", "preimage". */
+const char *proto_op_str(enum proto_op op);
+/* PROTO_OP_COUNT when s names none. */
+enum proto_op proto_op_parse(const char *s);
+
+/* sample outputs (bit set) */
+#define PROTO_OUT_SAMPLES      1u
+#define PROTO_OUT_LOG_PROB     2u
+#define PROTO_OUT_SUMMARY      4u
+#define PROTO_OUT_RESIMULATION 8u
+
+/* Output formats of sample answers (chosen by Accept). */
+enum proto_format { PROTO_FMT_JSON = 0, PROTO_FMT_CSV, PROTO_FMT_NPY };
+
+struct proto_request {
+    enum proto_op op;
+    /* tensors; rows 0 when absent.  x: forward/log_prob; z: inverse; y: condition or
+     * observation (cinn/inn), 1 row = broadcast; target: preimage. */
+    struct proto_matrix x, y, z, target;
+    /* inverse and sample: numeric-inverse options (only used when numeric_inverse) */
+    struct eng_solver_opts solver;
+    /* sample */
+    long num_samples;
+    uint64_t seed;
+    bool seed_given;      /* else the caller picks one and echoes it */
+    float temperature;
+    unsigned outputs;     /* PROTO_OUT_* */
+    int n_quantiles;
+    double *quantiles;    /* owned; ascending as given */
+    /* preimage */
+    struct eng_preimage_opts pre; /* low/high point into bounds_low/high */
+    float *bounds_low, *bounds_high; /* owned, dims.x each, or NULL */
+    /* V2 only: the request id to echo (owned), and which inputs/outputs were named */
+    char *v2_id;
+    unsigned v2_outputs;  /* bit per output name, 0 = all */
+};
+
+/* True when the kind defines the operation (forward and preimage: every kind; inverse,
+ * sample, log_prob: not mlp). */
+bool proto_op_supported(enum proto_op op, enum eng_kind kind);
+
+/* Parse body[0..len) for operation op of a model described by info.  On success *out is
+ * filled (release with proto_request_free); on failure *out holds nothing to free and e
+ * says why. */
+enum proto_code proto_request_parse(enum proto_op op, const char *body, size_t len,
+                                    const struct eng_info *info,
+                                    const struct proto_limits *lim, struct proto_request *out,
+                                    struct proto_error *e);
+
+/* Parse the fields of an already parsed JSON object (the V2 layer reuses the checks).
+ * Internal to proto/ but exposed for v2.c and tests. */
+enum proto_code proto_request_from_json(enum proto_op op, const cJSON *root,
+                                        const struct eng_info *info,
+                                        const struct proto_limits *lim,
+                                        struct proto_request *out, struct proto_error *e);
+
+void proto_request_free(struct proto_request *r);
+
+/* The format an Accept header asks for (NULL/empty/unknown -> JSON). */
+enum proto_format proto_format_from_accept(const char *accept);
+/* True when a Content-Type header value is acceptable for a JSON body (absent, or
+ * application/json or any type ending in +json, parameters allowed). */
+bool proto_content_type_ok(const char *ctype);
+
+#endif
