@@ -46,7 +46,7 @@ MHD_LIBS   := $(shell pkg-config --libs libmicrohttpd 2>/dev/null || echo -lmicr
 CURL_LIBS  := $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
 BINS       := $(BUILD)/innserve $(if $(CTL_SRC),$(BUILD)/innctl)
 
-.PHONY: all test test-unit test-e2e test-python test-san bench run deps clean help fixtures lint
+.PHONY: all test test-unit test-e2e test-python test-san bench run deps clean help fixtures lint bench-iresnet
 all: $(BUILD)/libinnengine.a $(BINS) $(UNIT_BIN) $(E2E_BIN)
 
 Q := @
@@ -128,6 +128,14 @@ help:
 $(BUILD)/bench_engine: $(BUILD)/bench/bench_engine.o $(BUILD)/libinnengine.a
 	@echo "  LD $@"
 	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/bench_iresnet: $(BUILD)/bench/bench_iresnet.o $(BUILD)/libinnengine.a
+	@echo "  LD $@"
+	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+# i-ResNet inversion: g-evaluations and time to tol 1e-6 per solver method vs fixed point.
+bench-iresnet: $(BUILD)/bench_iresnet
+	$(BUILD)/bench_iresnet
 
 # Engine vs PyTorch vs sgemm peak, side by side in one run.
 bench: $(BUILD)/bench_engine

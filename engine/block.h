@@ -124,6 +124,21 @@ size_t subnet_scratch(const struct subnet *s, int rows);
  * dc == 0.  Scratch from subnet_scratch.  No allocation. */
 void subnet_forward(const struct subnet *s, int rows, const float *x, int ldx, const float *c,
                     int ldc, float *out, int ldo, float *scratch);
+/* Back-propagation to the input (preimage search; subnets without a condition, dc == 0).
+ * subnet_forward_tape is subnet_forward that also records, in `tape` (subnet_tape floats),
+ * the input of every activation layer; subnet_backward_input then computes, for each row,
+ * gx = (d out / d x)^T gout (rows x dx, stride ldgx) from that tape.  Scratch as for
+ * subnet_forward.  No allocation. */
+size_t subnet_tape(const struct subnet *s, int rows);
+void subnet_forward_tape(const struct subnet *s, int rows, const float *x, int ldx, float *out,
+                         int ldo, float *tape, float *scratch);
+void subnet_backward_input(const struct subnet *s, int rows, const float *tape, const float *gout,
+                           int ldg, float *gx, int ldgx, float *scratch);
+/* Certified upper bound on the Lipschitz constant of x -> s([x, c]) for fixed c: the
+ * product of the exact spectral norms of the Linear layers (the x columns of the first)
+ * and of the activations' constants.  Load time only (allocates temporaries); +inf on
+ * OOM. */
+double subnet_lipschitz(const struct subnet *s);
 /* Elementwise activation in place on n values. */
 void act_apply(enum act_type t, float p1, float p2, float *v, size_t n);
 /* The same in double (numeric inverses, i-ResNet blocks). */

@@ -242,6 +242,7 @@ struct eng_certificate {
     bool invertible;
     enum eng_guarantee guarantee;  /* the weakest over the blocks */
     bool certified;                /* every numeric block has L < 1 */
+    char reason[256];              /* one sentence: the model's verdict and why */
     int n_blocks;
     const struct eng_block_cert *blocks;
 };

@@ -29,4 +29,12 @@ void arena_free(struct arena_chunk *a);
  * mlp, from its layers.  Arrays are allocated in the loader's arena. */
 enum eng_status cert_build(struct ldr *L, const struct blk *blocks, int n_blocks,
                            const struct subnet *mlp, struct eng_certificate *out);
+/* model.c: what preimage.c needs to see inside a model (borrowed, valid while it lives). */
+struct model_view {
+    const struct subnet *mlp;       /* mlp kind, else NULL */
+    const float *x_mean, *x_std;    /* dims.x standardization of x, or NULL */
+    const float *y_mean, *y_std;    /* dims.y standardization of y, or NULL */
+};
+void model_view(const struct eng_model *m, struct model_view *v);
+
 #endif

@@ -61,6 +61,9 @@ struct eng_model {
     size_t blk_scratch;           /* floats */
     int cond_total;               /* sum of condition widths */
     struct eng_certificate cert;
+    /* numeric inverses (issue 4): per block, the share of the end-to-end tolerance and the
+     * factor by which an error in its output grows by the returned x (+inf if unknown) */
+    double *tol_frac, *err_amp;
 };
 
 struct eng_ws {
@@ -197,6 +200,13 @@ const struct eng_info *eng_model_info(const struct eng_model *m) { return &m->in
 const struct eng_certificate *eng_model_certificate(const struct eng_model *m)
 {
     return &m->cert;
+}
+
+void model_view(const struct eng_model *m, struct model_view *v)
+{
+    v->mlp = m->mlp;
+    v->x_mean = m->sx.mean, v->x_std = m->sx.std;
+    v->y_mean = m->sy.mean, v->y_std = m->sy.std;
 }
 
 static enum eng_status load_std(struct ldr *L, const cJSON *sj, const char *which, int n,
@@ -348,6 +358,39 @@ static enum eng_status load_blocks(struct ldr *L, struct eng_model *m, const cJS
 
 static enum eng_status self_test(struct ldr *L, struct eng_model *m, const cJSON *tj,
                                  struct eng_ws *ws);
+
+/* Tolerance split and error propagation for numeric blocks (docs/inversion.md).  The
+ * inverse runs from the last block to the first, so an error e_b left in block b's output
+ * reaches x multiplied by at most A_b = prod_{j<b} Lip(f_j^-1) (from the certificates)
+ * times max std_x.  Block b gets tol / (n_numeric * A'_b), A'_b the product of the known
+ * factors (unknown ones, e.g. an affine coupling's, count as 1), and reports A_b e_b
+ * (+inf when a factor is unknown). */
+static enum eng_status numeric_budget(struct ldr *L, struct eng_model *m)
+{
+    m->tol_frac = ldr_alloc(L, sizeof(double) * (size_t)m->n_blocks);
+    m->err_amp = ldr_alloc(L, sizeof(double) * (size_t)m->n_blocks);
+    if (!m->tol_frac || !m->err_amp)
+        return ENG_ERR_NOMEM;
+    double smax = 1.0;
+    if (m->sx.std) {
+        smax = 0.0;
+        for (int k = 0; k < m->info.dims.x; k++)
+            smax = fmax(smax, (double)m->sx.std[k]);
+    }
+    double known = 1.0, amp = smax;
+    for (int b = 0; b < m->n_blocks; b++) {
+        m->tol_frac[b] = 1.0 / ((double)m->n_numeric * known);
+        m->err_amp[b] = amp;
+        double li = m->cert.blocks[b].lipschitz_inverse;
+        if (isfinite(li) && li > 0) {
+            known *= li;
+            amp *= li;
+        } else {
+            amp = INFINITY;
+        }
+    }
+    return ENG_OK;
+}
 
 static enum eng_status build(struct ldr *L, struct eng_model *m, const cJSON *root,
                              unsigned flags, struct eng_ws **ws_out)
@@ -528,6 +571,8 @@ static enum eng_status build(struct ldr *L, struct eng_model *m, const cJSON *ro
         m->blk_scratch = sub_scratch;
 
     if ((st = cert_build(L, m->blocks, m->n_blocks, m->mlp, &m->cert)) != ENG_OK)
+        return st;
+    if (m->n_numeric && (st = numeric_budget(L, m)) != ENG_OK)
         return st;
     m->info.n_blocks = m->n_blocks;
     m->info.n_params = L->n_params;
@@ -731,6 +776,10 @@ static void run_blocks(const struct eng_model *m, struct tile *t, int rows, cons
         io.c = b->cond >= 0 ? cp[b->cond] : NULL;
         io.c_ld = b->cond >= 0 ? cld[b->cond] : 0;
         io.scratch = t->scratch;
+        if (inverse && b->numeric && m->tol_frac) {
+            io.tol = proto->tol * m->tol_frac[b->index];
+            io.err_scale = m->err_amp[b->index];
+        }
         if (inverse)
             (void)b->ops->inverse(b, &io);
         else
@@ -810,7 +859,7 @@ static void inv_tile(const struct eng_model *m, struct tile *t, int rows, const 
     struct blk_io proto = {0};
     static const struct eng_solver_opts defaults = {1e-6, 200, 0};
     proto.opts = opts ? opts : &defaults;
-    proto.tol = (proto.opts->tol > 0 ? proto.opts->tol : 1e-6) / (m->n_numeric ? m->n_numeric : 1);
+    proto.tol = proto.opts->tol > 0 ? proto.opts->tol : 1e-6; /* split in run_blocks */
     if (stats && m->n_numeric) {
         proto.iterations = stats->iterations ? stats->iterations + row0 : NULL;
         proto.residual = stats->residual ? stats->residual + row0 : NULL;
@@ -930,7 +979,7 @@ enum eng_status eng_inverse(const struct eng_model *m, struct eng_ws *ws, int n,
     if ((st = eng_ws_reserve(ws, m)) != ENG_OK)
         return errf(err, st, "out of memory for the workspace");
     if (stats)
-        stats->certified = true; /* refined by numeric blocks (issue 4) */
+        stats->certified = m->cert.certified; /* every numeric block has L < 1 */
     struct tile t = carve(m, ws);
     bool bc = y_rows == 1;
     const int D = m->D;
@@ -1000,7 +1049,7 @@ enum eng_status eng_sample(const struct eng_model *m, struct eng_ws *ws, const f
     if (st != ENG_OK)
         return errf(err, st, "out of memory for the workspace");
     if (stats)
-        stats->certified = true;
+        stats->certified = m->cert.certified;
     struct tile t = carve(m, ws);
     const int D = m->D;
     const int dz = d->z;

@@ -38,7 +38,9 @@ int slv_resolve(int method, int d, bool has_jac)
     case ENG_SOLVE_FIXED_POINT:
         return method;
     default:
-        return has_jac && d <= SLV_NEWTON_MAX_D ? ENG_SOLVE_NEWTON : ENG_SOLVE_ANDERSON;
+        if (has_jac && d <= SLV_NEWTON_MAX_D)
+            return ENG_SOLVE_NEWTON;
+        return d <= SLV_BROYDEN_DENSE_MAX ? ENG_SOLVE_BROYDEN : ENG_SOLVE_ANDERSON;
     }
 }
 
@@ -68,8 +70,18 @@ static int mem_of(int method, int memory)
     return 0;
 }
 
-/* Doubles per row: state + 6 vectors + secant memory; plus the batch buffers. */
-static size_t per_row(int d, int mem) { return ROWST_DOUBLES + (size_t)(6 + 2 * mem) * d; }
+static bool broyden_dense(int method, int d)
+{
+    return method == ENG_SOLVE_BROYDEN && d <= SLV_BROYDEN_DENSE_MAX;
+}
+
+/* Doubles per row: state + 6 vectors + secant memory (a dense d x d inverse Jacobian for
+ * broyden at small d, else 2 * mem vectors). */
+static size_t per_row(int d, int method, int mem)
+{
+    size_t sec = broyden_dense(method, d) ? (size_t)d * d : 2 * (size_t)mem * d;
+    return ROWST_DOUBLES + 6 * (size_t)d + sec;
+}
 
 static size_t shared(int d, int mem)
 {
@@ -78,12 +90,16 @@ static size_t shared(int d, int mem)
 
 size_t slv_scratch(int d, int rows, int method, int memory)
 {
-    int m = mem_of(slv_resolve(method, d, true), memory);
-    int mb = mem_of(slv_resolve(method, d, false), memory); /* newton may become broyden */
-    if (mb > m)
-        m = mb;
-    /* rows of state, the batch x / g buffers, the ids and active lists (as doubles) */
-    return (size_t)rows * (per_row(d, m) + 2 * (size_t)d + 2) + shared(d, m);
+    size_t best = 0;
+    for (int j = 0; j < 2; j++) { /* newton becomes broyden without a Jacobian */
+        int meth = slv_resolve(method, d, j == 0);
+        int m = mem_of(meth, memory);
+        /* rows of state, the batch x / g buffers, the ids and active lists (as doubles) */
+        size_t sz = (size_t)rows * (per_row(d, meth, m) + 2 * (size_t)d + 2) + shared(d, m);
+        if (sz > best)
+            best = sz;
+    }
+    return best;
 }
 
 static double nrm(int d, const double *v)
@@ -104,6 +120,7 @@ static double dot(int d, const double *a, const double *b)
 
 struct ctx {
     int d, mem, method;
+    bool dense; /* broyden with a dense inverse Jacobian */
     double L, tol, round_rel;
     int max_iter;
     const double *y;
@@ -201,10 +218,16 @@ static int anderson_step(const struct ctx *c, struct rowv *v)
     return 0;
 }
 
-/* Broyden: H = I + sum_j u_j v_j^T (DX holds u, DF holds v).  h = H a. */
+/* Broyden: H dense (DX holds d x d) or H = I + sum_j u_j v_j^T (DX holds u, DF holds v).
+ * h = H a. */
 static void broyden_apply(const struct ctx *c, const struct rowv *v, const double *a, double *h)
 {
     const int d = c->d;
+    if (c->dense) {
+        for (int i = 0; i < d; i++)
+            h[i] = dot(d, v->DX + (size_t)i * d, a);
+        return;
+    }
     memcpy(h, a, sizeof(double) * (size_t)d);
     for (int j = 0; j < v->s->hn; j++) {
         const double *u = v->DX + (size_t)j * d, *w = v->DF + (size_t)j * d;
@@ -220,17 +243,35 @@ static void broyden_push(const struct ctx *c, struct rowv *v, const double *dx, 
     const int d = c->d;
     double *h = c->tmp, *w = c->tmp2;
     broyden_apply(c, v, dr, h); /* h = H dr */
-    /* w = H^T dx = dx + sum_j v_j (u_j . dx) */
-    memcpy(w, dx, sizeof(double) * (size_t)d);
-    for (int j = 0; j < v->s->hn; j++) {
-        const double *u = v->DX + (size_t)j * d, *vv = v->DF + (size_t)j * d;
-        double s = dot(d, u, dx);
-        for (int t = 0; t < d; t++)
-            w[t] += s * vv[t];
+    /* w = H^T dx */
+    if (c->dense) {
+        memset(w, 0, sizeof(double) * (size_t)d);
+        for (int i = 0; i < d; i++) {
+            const double *Hi = v->DX + (size_t)i * d;
+            for (int t = 0; t < d; t++)
+                w[t] += dx[i] * Hi[t];
+        }
+    } else {
+        memcpy(w, dx, sizeof(double) * (size_t)d); /* dx + sum_j v_j (u_j . dx) */
+        for (int j = 0; j < v->s->hn; j++) {
+            const double *u = v->DX + (size_t)j * d, *vv = v->DF + (size_t)j * d;
+            double s = dot(d, u, dx);
+            for (int t = 0; t < d; t++)
+                w[t] += s * vv[t];
+        }
     }
     double den = dot(d, dx, h);
     if (!(fabs(den) > 1e-300) || fabs(den) <= 1e-12 * nrm(d, dx) * nrm(d, h) || !isfinite(den))
         return;
+    if (c->dense) { /* H += (dx - h) w^T / den */
+        for (int i = 0; i < d; i++) {
+            double f = (dx[i] - h[i]) / den;
+            double *Hi = v->DX + (size_t)i * d;
+            for (int t = 0; t < d; t++)
+                Hi[t] += f * w[t];
+        }
+        return;
+    }
     if (v->s->hn == c->mem) /* memory full: restart from H = I */
         v->s->hn = 0;
     double *u = v->DX + (size_t)v->s->hn * d, *vv = v->DF + (size_t)v->s->hn * d;
@@ -333,12 +374,13 @@ void slv_solve(const struct slv_fn *fn, const struct slv_opts *opts, int n, cons
     c.d = d;
     c.method = slv_resolve(opts->method, d, fn->jac != NULL);
     c.mem = mem_of(c.method, opts->memory);
+    c.dense = broyden_dense(c.method, d);
     c.L = isfinite(fn->lipschitz) ? fn->lipschitz : INFINITY;
     c.tol = opts->tol;
     c.round_rel = fn->round_rel > 0 ? fn->round_rel : 8 * DBL_EPSILON;
     c.max_iter = opts->max_iter > 0 ? opts->max_iter : 1;
     c.y = y;
-    c.stride = per_row(d, c.mem);
+    c.stride = per_row(d, c.method, c.mem);
     c.rows_base = scratch;
     double *p = scratch + (size_t)n * c.stride;
     double *xbatch = p;
@@ -367,6 +409,11 @@ void slv_solve(const struct slv_fn *fn, const struct slv_opts *opts, int n, cons
         v.s->nb = v.s->nbest = INFINITY;
         v.s->ny = nrm(d, y + (size_t)i * d);
         memcpy(v.xc, x + (size_t)i * d, sizeof(double) * (size_t)d);
+        if (c.dense) { /* H = I */
+            memset(v.DX, 0, sizeof(double) * (size_t)d * d);
+            for (int t = 0; t < d; t++)
+                v.DX[(size_t)t * d + t] = 1.0;
+        }
         act[na++] = i;
     }
     while (na > 0) {
@@ -410,7 +457,12 @@ void slv_solve(const struct slv_fn *fn, const struct slv_opts *opts, int n, cons
                 memcpy(v.gbest, gc, sizeof(double) * (size_t)d);
                 s->nbest = nc;
             }
-            bool accepted = finite && (s->cand != CAND_STEP || nc < s->nb);
+            /* monotone for newton and anderson; broyden's residuals are not monotone on
+             * the way to its superlinear phase, so it keeps any step within a factor
+             * SLV_BROYDEN_SLACK of the best residual (design note 5) */
+            bool accepted = finite && (s->cand != CAND_STEP || nc < s->nb ||
+                                       (c.method == ENG_SOLVE_BROYDEN &&
+                                        nc < SLV_BROYDEN_SLACK * s->nbest));
             if (accepted) {
                 memcpy(v.xb, v.xc, sizeof(double) * (size_t)d);
                 memcpy(v.gb, gc, sizeof(double) * (size_t)d);

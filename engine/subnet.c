@@ -5,6 +5,7 @@
  * broadcast condition costs one gemv per tile, not one per row.
  */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "blas.h"
@@ -352,4 +353,118 @@ void subnet_forward(const struct subnet *s, int rows, const float *x, int ldx, c
         cur = dst, ldcur = lddst;
         which ^= 1;
     }
+}
+
+/* ---- back-propagation to the input (preimage search) -------------------------------------- */
+
+size_t subnet_tape(const struct subnet *s, int rows)
+{
+    size_t w = 0;
+    for (int i = 0; i < s->n_layers; i++)
+        if (!s->layers[i].is_linear)
+            w += (size_t)s->layers[i].out;
+    return (size_t)rows * (w ? w : 1);
+}
+
+void subnet_forward_tape(const struct subnet *s, int rows, const float *x, int ldx, float *out,
+                         int ldo, float *tape, float *scratch)
+{
+    const int mw = s->max_width;
+    float *buf[2] = {scratch, scratch + (size_t)rows * mw};
+    int last_lin = 0;
+    for (int i = 0; i < s->n_layers; i++)
+        if (s->layers[i].is_linear)
+            last_lin = i;
+    const struct subnet_layer *l0 = &s->layers[0];
+    float *cur = last_lin == 0 ? out : buf[0];
+    int ldcur = last_lin == 0 ? ldo : l0->out;
+    if (l0->b)
+        for (int i = 0; i < rows; i++)
+            memcpy(cur + (size_t)i * ldcur, l0->b, sizeof(float) * (size_t)l0->out);
+    blas_linear(rows, l0->out, s->dx, x, ldx, s->w1x, s->dx, l0->b ? 1.0f : 0.0f, cur, ldcur);
+    int which = 0;
+    float *t = tape;
+    for (int i = 1; i < s->n_layers; i++) {
+        const struct subnet_layer *l = &s->layers[i];
+        if (!l->is_linear) {
+            for (int r = 0; r < rows; r++)
+                memcpy(t + (size_t)r * l->out, cur + (size_t)r * ldcur,
+                       sizeof(float) * (size_t)l->out);
+            t += (size_t)rows * l->out;
+            act_rows(l, rows, cur, ldcur);
+            continue;
+        }
+        float *dst = i == last_lin ? out : buf[which ^ 1];
+        int lddst = i == last_lin ? ldo : l->out;
+        if (l->b)
+            fill_rows(dst, lddst, rows, l->b, l->out);
+        blas_linear(rows, l->out, l->in, cur, ldcur, l->w, l->in, l->b ? 1.0f : 0.0f, dst,
+                    lddst);
+        cur = dst, ldcur = lddst;
+        which ^= 1;
+    }
+}
+
+void subnet_backward_input(const struct subnet *s, int rows, const float *tape, const float *gout,
+                           int ldg, float *gx, int ldgx, float *scratch)
+{
+    const int mw = s->max_width;
+    float *buf[2] = {scratch, scratch + (size_t)rows * mw};
+    /* tape offsets run forward; walk them backward */
+    size_t off = 0;
+    for (int i = 0; i < s->n_layers; i++)
+        if (!s->layers[i].is_linear)
+            off += (size_t)rows * s->layers[i].out;
+    const float *g = gout;
+    int ldcur = ldg, which = 0;
+    for (int i = s->n_layers - 1; i >= 1; i--) {
+        const struct subnet_layer *l = &s->layers[i];
+        float *dst = buf[which];
+        if (!l->is_linear) {
+            off -= (size_t)rows * l->out;
+            const float *u = tape + off;
+            for (int r = 0; r < rows; r++)
+                for (int j = 0; j < l->out; j++)
+                    dst[(size_t)r * l->out + j] =
+                        g[(size_t)r * ldcur + j] *
+                        (float)act_deriv(l->act, l->p1, l->p2, u[(size_t)r * l->out + j]);
+        } else {
+            /* g_in (rows x in) = g (rows x out) * W (out x in) */
+            blas_matmul(rows, l->in, l->out, g, ldcur, l->w, l->in, 0.0f, dst, l->in);
+        }
+        g = dst;
+        ldcur = l->is_linear ? l->in : l->out;
+        which ^= 1;
+    }
+    const struct subnet_layer *l0 = &s->layers[0];
+    blas_matmul(rows, s->dx, l0->out, g, ldcur, s->w1x, s->dx, 0.0f, gx, ldgx);
+}
+
+/* ---- Lipschitz bound (certificates) ---------------------------------------------------------- */
+
+double subnet_lipschitz(const struct subnet *s)
+{
+    double L = 1.0;
+    for (int i = 0; i < s->n_layers; i++) {
+        const struct subnet_layer *l = &s->layers[i];
+        if (!l->is_linear) {
+            L *= act_lipschitz(l->act, l->p1, l->p2);
+            continue;
+        }
+        int in = i == 0 ? s->dx : l->in;
+        const float *w = i == 0 ? s->w1x : l->w;
+        if (in == 0) { /* the first layer reads only the condition: constant in x */
+            L = 0.0;
+            continue;
+        }
+        size_t n = (size_t)l->out * in;
+        double *a = malloc(sizeof(double) * (n + la_norm2_upper_work(l->out, in)));
+        if (!a)
+            return INFINITY;
+        for (size_t k = 0; k < n; k++)
+            a[k] = w[k];
+        L *= la_norm2_upper(l->out, in, a, a + n);
+        free(a);
+    }
+    return L;
 }

@@ -86,10 +86,10 @@ static enum eng_status invdense_load(struct blk *b, struct ldr *L, const cJSON *
                         tensor_name(j, "weight"), d, d);
     }
     p->logdet_w = logdet;
-    double *sv_work = malloc(sizeof(double) * 2 * (size_t)d);
-    if (sv_work) {
-        p->norm = la_spectral_norm(d, d, w64, sv_work);
-        p->norm_inv = la_spectral_norm(d, d, inv, sv_work);
+    double *sv_work = malloc(sizeof(double) * la_norm2_upper_work(d, d));
+    if (sv_work) { /* upper bounds (exact singular values), not estimates */
+        p->norm = la_norm2_upper(d, d, w64, sv_work);
+        p->norm_inv = la_norm2_upper(d, d, inv, sv_work);
         free(sv_work);
     } else {
         p->norm = p->norm_inv = NAN;

@@ -61,10 +61,10 @@ static void copy_add_bias(int n, int d, const float *src, const float *b, float 
 /* Largest singular value of a (rows × cols) double matrix; NAN if out of memory. */
 static double spectral_norm(int rows, int cols, const double *a)
 {
-    double *work = malloc(sizeof(double) * (size_t)(rows + cols));
+    double *work = malloc(sizeof(double) * la_norm2_upper_work(rows, cols));
     if (!work)
         return NAN;
-    double s = la_spectral_norm(rows, cols, a, work);
+    double s = la_norm2_upper(rows, cols, a, work); /* an upper bound, not an estimate */
     free(work);
     return s;
 }

@@ -384,41 +384,30 @@ def blk_dense(S, b, x, c, rev):
     return (u - bias) @ torch.linalg.inv(W).T, -(ldW + ((u < 0).to(F64) * math.log(a)).sum(1))
 
 
-def _residual_g(S, b):
-    net = b["g"] if "g" in b else b["subnet"]
-    pre = b.get("input_activation")
-
-    def g(u):
-        if pre:
-            u = activation(u, pre if isinstance(pre, dict) else {"type": pre})
-        return subnet(S, net, u)
-    return g
-
-
 def blk_iresnet(S, b, x, c, rev):
-    """x + g(x); exact log-det by the Jacobian (autograd), inverse by fixed point in f64."""
-    g = _residual_g(S, b)
-    n, d = x.shape
+    """x + g(x | c); exact log-det by the Jacobian (autograd), inverse by fixed point in f64."""
+    net = b["subnet"]
+    g = lambda u, cc: subnet(S, net, _cat(u, cc))
     if not rev:
-        y = x + g(x)
-        return y, _logdet_residual(g, x)
+        return x + g(x, c), _logdet_residual(g, x, c)
     xk = x.clone()
-    for _ in range(10000):
-        xn = x - g(xk)
-        if float((xn - xk).abs().max()) <= 1e-15 * (1.0 + float(x.abs().max())):
-            xk = xn
-            break
+    for _ in range(100000):
+        xn = x - g(xk, c)
+        done = float((xn - xk).abs().max()) <= 1e-15 * (1.0 + float(x.abs().max()))
         xk = xn
-    return xk, -_logdet_residual(g, xk)
+        if done:
+            break
+    return xk, -_logdet_residual(g, xk, c)
 
 
-def _logdet_residual(g, x):
+def _logdet_residual(g, x, c):
     out = []
-    eye = torch.eye(x.shape[1], dtype=F64)
+    d = x.shape[1]
+    eye = torch.eye(d, dtype=F64)
     for i in range(x.shape[0]):
-        J = torch.autograd.functional.jacobian(g, x[i:i + 1].detach())
-        J = J.reshape(x.shape[1], x.shape[1])
-        out.append(torch.linalg.slogdet(eye + J)[1])
+        ci = None if c is None else c[i:i + 1].detach()
+        J = torch.autograd.functional.jacobian(lambda u: g(u, ci), x[i:i + 1].detach())
+        out.append(torch.linalg.slogdet(eye + J.reshape(d, d))[1])
     return torch.stack(out) if out else torch.zeros(0, dtype=F64)
 
 

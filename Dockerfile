@@ -1,0 +1,51 @@
+# innserve container image: the daemon and the demo models, on debian:bookworm-slim.
+#
+#   podman build --format docker -t localhost/innserve:latest .      (or docker build)
+#   podman run --rm -p 8080:8080 localhost/innserve:latest
+#   podman run --rm -p 8080:8080 -v ./my-models:/models:ro localhost/innserve:latest
+#
+# Configuration is by INNSERVE_* variables (INNSERVE_HOST, INNSERVE_PORT, INNSERVE_MODELS,
+# and every other flag of `innserve --help`).  /models is a volume; the demo models are baked
+# in there, so a fresh named volume starts with them, and a bind mount replaces them.
+# `--format docker` keeps the HEALTHCHECK (the OCI image format has no field for it).
+# Without a registry, deploy/base-image.sh makes debian:bookworm-slim locally (debootstrap).
+
+ARG BASE=debian:bookworm-slim
+
+# ---- build: compiler and -dev packages, `make build/innserve` -------------------------
+FROM ${BASE} AS build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends \
+        gcc make pkg-config libc6-dev libopenblas-dev libcjson-dev libmicrohttpd-dev \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY Makefile ./
+COPY engine engine
+COPY proto proto
+COPY server server
+RUN make -j"$(nproc)" build/innserve \
+ && strip build/innserve \
+ && build/innserve --help >/dev/null
+
+# ---- runtime: the binary, its runtime libraries and the models ------------------------
+FROM ${BASE}
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libopenblas0-pthread libcjson1 libmicrohttpd12 \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt /var/log/dpkg.log \
+ && groupadd --system --gid 10001 innserve \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin innserve
+COPY --from=build /src/build/innserve /usr/local/bin/innserve
+COPY models/ /models/
+
+ENV INNSERVE_HOST=0.0.0.0 \
+    INNSERVE_PORT=8080 \
+    INNSERVE_MODELS=/models
+USER 10001:10001
+VOLUME ["/models"]
+EXPOSE 8080
+STOPSIGNAL SIGTERM
+# No curl in the image: bash's /dev/tcp speaks just enough HTTP to read the status line.
+HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${INNSERVE_PORT} && printf 'GET /healthz HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && read -r -t 3 proto code rest <&3 && [ \"$code\" = 200 ]"]
+ENTRYPOINT ["/usr/local/bin/innserve"]

@@ -1,0 +1,1138 @@
+/*
+ * innctl.c — the innserve command-line client.
+ *
+ * Online commands talk to a daemon over HTTP (libcurl; --url, INNSERVE_URL, default
+ * http://127.0.0.1:8080): models, info, sample, forward, inverse, log-prob, preimage,
+ * certificate, health, metrics.  Offline commands read a checkpoint through the engine:
+ * inspect, verify.  `innctl help COMMAND` / `innctl COMMAND --help` describe each one.
+ *
+ * Exit codes (stable; scripts may rely on them):
+ *   0  success
+ *   1  usage error: unknown command or option, bad or unreadable input
+ *   2  the daemon answered with an HTTP error (the message and code are printed)
+ *   3  no answer: cannot connect, DNS failure, timeout
+ *   4  checkpoint invalid or its embedded test vectors failed (inspect, verify)
+ *   5  internal error (out of memory, unparsable answer)
+ */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ctl_http.h"
+#include "ctl_input.h"
+#include "ctl_offline.h"
+
+enum { EX_OK = 0, EX_USAGE = 1, EX_HTTP = 2, EX_CONNECT = 3, EX_INVALID = 4, EX_INTERNAL = 5 };
+
+#define DEFAULT_URL "http://127.0.0.1:8080"
+#define MAX_POS 64
+
+/* ---- options ------------------------------------------------------------------------- */
+
+struct opts {
+    const char *cmd;
+    const char *url;
+    double timeout;
+    int retries;
+    const char *x, *y, *z, *target;
+    long n;
+    bool have_n;
+    unsigned long long seed;
+    bool have_seed;
+    double temperature;
+    bool have_temperature;
+    const char *format;
+    bool summary, log_prob, resim, json, quiet, help, live;
+    const char *quantiles;
+    const char *out;
+    double tol;
+    bool have_tol;
+    long max_iter;
+    const char *method;
+    long num_solutions, max_steps;
+    const char *low, *high;
+    const char *pos[MAX_POS];
+    int npos;
+};
+
+struct cmd {
+    const char *name;
+    const char *options; /* space-separated long options this command accepts */
+    int (*run)(struct opts *);
+    const char *usage;
+    const char *help;
+};
+
+static const char *prog = "innctl";
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "%s: ", prog);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return EX_USAGE;
+}
+
+static int internal_error(const char *what)
+{
+    fprintf(stderr, "%s: %s\n", prog, what);
+    return EX_INTERNAL;
+}
+
+/* ---- HTTP helpers ---------------------------------------------------------------------- */
+
+static struct ctl_http_opts http_opts(const struct opts *o)
+{
+    struct ctl_http_opts h = {o->url, o->timeout, o->retries, 30.0};
+    return h;
+}
+
+/* Report a non-2xx answer; returns EX_HTTP. */
+static int http_failure(const struct ctl_http_resp *r)
+{
+    cJSON *j = cJSON_Parse(r->body);
+    const cJSON *e = j ? cJSON_GetObjectItemCaseSensitive(j, "error") : NULL;
+    const cJSON *c = j ? cJSON_GetObjectItemCaseSensitive(j, "code") : NULL;
+    if (cJSON_IsString(e))
+        fprintf(stderr, "%s: HTTP %ld %s: %s\n", prog, r->status,
+                cJSON_IsString(c) ? c->valuestring : "error", e->valuestring);
+    else {
+        size_t n = r->len;
+        while (n > 0 && (r->body[n - 1] == '\n' || r->body[n - 1] == '\r'))
+            n--;
+        fprintf(stderr, "%s: HTTP %ld: %.*s\n", prog, r->status, (int)(n > 400 ? 400 : n),
+                r->body);
+    }
+    cJSON_Delete(j);
+    return EX_HTTP;
+}
+
+/* One request; on success *resp holds a 2xx answer.  Returns an exit code. */
+static int call(const struct opts *o, const char *method, const char *path, const char *body,
+                const char *accept, struct ctl_http_resp *resp)
+{
+    struct ctl_http_opts h = http_opts(o);
+    char err[CTL_HTTP_ERR_LEN];
+    enum ctl_http_rc rc = ctl_http_request(&h, method, path, body, accept, resp, err);
+    if (rc == CTL_HTTP_NOMEM)
+        return internal_error("out of memory");
+    if (rc != CTL_HTTP_OK) {
+        fprintf(stderr, "%s: cannot reach the daemon: %s\n", prog, err);
+        return EX_CONNECT;
+    }
+    if (resp->status < 200 || resp->status >= 300) {
+        int ex = http_failure(resp);
+        ctl_http_resp_free(resp);
+        return ex;
+    }
+    return EX_OK;
+}
+
+static int call_json(const struct opts *o, const char *method, const char *path, cJSON *body,
+                     cJSON **out)
+{
+    char *b = body ? cJSON_PrintUnformatted(body) : NULL;
+    if (body && !b)
+        return internal_error("out of memory");
+    struct ctl_http_resp r;
+    int ex = call(o, method, path, b, NULL, &r);
+    free(b);
+    if (ex)
+        return ex;
+    *out = cJSON_Parse(r.body);
+    ctl_http_resp_free(&r);
+    if (!*out)
+        return internal_error("the daemon's answer is not valid JSON");
+    return EX_OK;
+}
+
+static void model_path(char *out, size_t cap, const char *model, const char *op)
+{
+    char esc[1024];
+    ctl_http_escape(model, esc, sizeof(esc));
+    if (op)
+        snprintf(out, cap, "/v1/models/%s/%s", esc, op);
+    else
+        snprintf(out, cap, "/v1/models/%s", esc);
+}
+
+/* ---- output helpers -------------------------------------------------------------------- */
+
+static FILE *open_out(const struct opts *o, bool binary)
+{
+    if (!o->out || strcmp(o->out, "-") == 0) {
+        if (binary && isatty(STDOUT_FILENO)) {
+            usage_error("refusing to write binary NPY to a terminal: use -o FILE or a pipe");
+            return NULL;
+        }
+        return stdout;
+    }
+    FILE *f = fopen(o->out, binary ? "wb" : "w");
+    if (!f)
+        fprintf(stderr, "%s: cannot write %s: %s\n", prog, o->out, strerror(errno));
+    return f;
+}
+
+static int close_out(FILE *f)
+{
+    if (f == stdout)
+        return fflush(f) == 0 ? EX_OK : EX_INTERNAL;
+    return fclose(f) == 0 ? EX_OK : EX_INTERNAL;
+}
+
+static int print_json(const struct opts *o, const cJSON *j, bool pretty)
+{
+    FILE *f = open_out(o, false);
+    if (!f)
+        return o->out ? EX_USAGE : EX_USAGE;
+    char *s = pretty ? cJSON_Print(j) : cJSON_PrintUnformatted(j);
+    if (!s)
+        return internal_error("out of memory");
+    fprintf(f, "%s\n", s);
+    free(s);
+    return close_out(f);
+}
+
+static void print_num(FILE *f, double v)
+{
+    fprintf(f, "%.9g", v);
+}
+
+/* ---- request bodies -------------------------------------------------------------------- */
+
+static int add_matrix(cJSON *body, const char *key, const char *spec, bool required)
+{
+    if (!spec) {
+        if (required)
+            return usage_error("missing --%s (e.g. --%s 1.5,0, --%s @file.csv or --%s -)", key,
+                               key, key, key);
+        return EX_OK;
+    }
+    struct ctl_matrix m;
+    char err[CTL_ERR_LEN];
+    if (ctl_matrix_parse(spec, key, &m, err))
+        return usage_error("%s", err);
+    cJSON *rows = cJSON_AddArrayToObject(body, key);
+    for (int i = 0; rows && i < m.rows; i++)
+        cJSON_AddItemToArray(rows, cJSON_CreateDoubleArray(m.v + (size_t)i * m.cols, m.cols));
+    ctl_matrix_free(&m);
+    return rows ? EX_OK : internal_error("out of memory");
+}
+
+static int add_vector(cJSON *body, const char *key, const char *spec, const char *what)
+{
+    double *v = NULL;
+    char err[CTL_ERR_LEN];
+    int n = ctl_vector_parse(spec, what, &v, err);
+    if (n < 0)
+        return usage_error("%s", err);
+    cJSON_AddItemToObject(body, key, cJSON_CreateDoubleArray(v, n));
+    free(v);
+    return EX_OK;
+}
+
+/* Names of x from the metadata (NULL on any failure; caller frees with cJSON_Delete). */
+static cJSON *fetch_meta(const struct opts *o, const char *model)
+{
+    char path[1200];
+    model_path(path, sizeof(path), model, NULL);
+    cJSON *j = NULL;
+    struct opts q = *o;
+    q.retries = 0;
+    if (call_json(&q, "GET", path, NULL, &j))
+        return NULL;
+    return j;
+}
+
+static const char *meta_name(const cJSON *meta, const char *which, int i, char *buf, size_t cap)
+{
+    const cJSON *names = meta ? cJSON_GetObjectItemCaseSensitive(meta, "names") : NULL;
+    const cJSON *arr = names ? cJSON_GetObjectItemCaseSensitive(names, which) : NULL;
+    const cJSON *e = cJSON_IsArray(arr) ? cJSON_GetArrayItem(arr, i) : NULL;
+    if (cJSON_IsString(e))
+        return e->valuestring;
+    snprintf(buf, cap, "%s%d", which, i);
+    return buf;
+}
+
+/* Write matrices side by side as CSV: cols of each named key (2-D) or a vector (1-D). */
+static int write_csv(const struct opts *o, const cJSON *resp, const char *const *keys, int nkeys,
+                     const cJSON *meta)
+{
+    FILE *f = open_out(o, false);
+    if (!f)
+        return EX_USAGE;
+    int rows = -1;
+    bool first = true;
+    for (int k = 0; k < nkeys; k++) {
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(resp, keys[k]);
+        if (!cJSON_IsArray(a))
+            continue;
+        int n = cJSON_GetArraySize(a);
+        if (rows < 0)
+            rows = n;
+        const cJSON *r0 = cJSON_GetArrayItem(a, 0);
+        if (cJSON_IsArray(r0)) {
+            int c = cJSON_GetArraySize(r0);
+            for (int j = 0; j < c; j++) {
+                char buf[32];
+                const char *which = strcmp(keys[k], "x") == 0 ? "x" : strcmp(keys[k], "y") == 0
+                                                                           ? "y" : NULL;
+                const char *nm = which ? meta_name(meta, which, j, buf, sizeof(buf)) : NULL;
+                if (!nm) {
+                    snprintf(buf, sizeof(buf), "%s%d", keys[k], j);
+                    nm = buf;
+                }
+                fprintf(f, "%s%s", first ? "" : ",", nm);
+                first = false;
+            }
+        } else {
+            fprintf(f, "%s%s", first ? "" : ",", keys[k]);
+            first = false;
+        }
+    }
+    fputc('\n', f);
+    for (int i = 0; i < rows; i++) {
+        first = true;
+        for (int k = 0; k < nkeys; k++) {
+            const cJSON *a = cJSON_GetObjectItemCaseSensitive(resp, keys[k]);
+            if (!cJSON_IsArray(a))
+                continue;
+            const cJSON *r = cJSON_GetArrayItem(a, i);
+            if (cJSON_IsArray(r)) {
+                const cJSON *v;
+                cJSON_ArrayForEach(v, r) {
+                    if (!first)
+                        fputc(',', f);
+                    print_num(f, v->valuedouble);
+                    first = false;
+                }
+            } else {
+                if (!first)
+                    fputc(',', f);
+                if (cJSON_IsNumber(r))
+                    print_num(f, r->valuedouble);
+                first = false;
+            }
+        }
+        fputc('\n', f);
+    }
+    return close_out(f);
+}
+
+static bool format_is(const struct opts *o, const char *f)
+{
+    return o->format && strcmp(o->format, f) == 0;
+}
+
+static int check_format(const struct opts *o, const char *allowed)
+{
+    if (!o->format)
+        return EX_OK;
+    char buf[64];
+    snprintf(buf, sizeof(buf), " %s ", allowed);
+    char want[40];
+    snprintf(want, sizeof(want), " %s ", o->format);
+    if (!strstr(buf, want))
+        return usage_error("--format must be one of: %s", allowed);
+    return EX_OK;
+}
+
+static int need_model(const struct opts *o)
+{
+    if (o->npos != 1)
+        return usage_error("%s needs exactly one MODEL (see '%s %s --help')", o->cmd, prog, o->cmd);
+    return EX_OK;
+}
+
+/* ---- commands -------------------------------------------------------------------------- */
+
+static int cmd_models(struct opts *o)
+{
+    if (o->npos)
+        return usage_error("models takes no arguments");
+    cJSON *j;
+    int ex = call_json(o, "GET", "/v1/models", NULL, &j);
+    if (ex)
+        return ex;
+    if (o->json) {
+        ex = print_json(o, j, true);
+        cJSON_Delete(j);
+        return ex;
+    }
+    const cJSON *ms = cJSON_GetObjectItemCaseSensitive(j, "models");
+    printf("%-24s %-10s %-5s %-28s %s\n", "NAME", "VERSION", "KIND", "DIMS", "STATE");
+    const cJSON *m;
+    cJSON_ArrayForEach(m, ms) {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(m, "name");
+        const cJSON *ver = cJSON_GetObjectItemCaseSensitive(m, "version");
+        const cJSON *kind = cJSON_GetObjectItemCaseSensitive(m, "kind");
+        const cJSON *dims = cJSON_GetObjectItemCaseSensitive(m, "dims");
+        const cJSON *state = cJSON_GetObjectItemCaseSensitive(m, "state");
+        const cJSON *reason = cJSON_GetObjectItemCaseSensitive(m, "reason");
+        char vbuf[64] = "-", dbuf[128] = "";
+        if (cJSON_IsString(ver))
+            snprintf(vbuf, sizeof(vbuf), "%s", ver->valuestring);
+        else if (cJSON_IsNumber(ver))
+            snprintf(vbuf, sizeof(vbuf), "%.0f", ver->valuedouble);
+        const cJSON *d;
+        size_t off = 0;
+        cJSON_ArrayForEach(d, dims) {
+            if (cJSON_IsNumber(d) && d->valueint != 0 && off < sizeof(dbuf))
+                off += (size_t)snprintf(dbuf + off, sizeof(dbuf) - off, "%s%s=%d", off ? " " : "",
+                                        d->string, d->valueint);
+        }
+        printf("%-24s %-10s %-5s %-28s %s%s%s\n",
+               cJSON_IsString(name) ? name->valuestring : "?", vbuf,
+               cJSON_IsString(kind) ? kind->valuestring : "-", dbuf[0] ? dbuf : "-",
+               cJSON_IsString(state) ? state->valuestring : "?",
+               cJSON_IsString(reason) ? ": " : "", cJSON_IsString(reason) ? reason->valuestring : "");
+    }
+    cJSON_Delete(j);
+    return EX_OK;
+}
+
+static void print_str_list(const char *label, const cJSON *arr)
+{
+    if (!cJSON_IsArray(arr) || cJSON_GetArraySize(arr) == 0)
+        return;
+    printf("%-17s", label);
+    const cJSON *e;
+    int i = 0;
+    cJSON_ArrayForEach(e, arr) {
+        printf("%s%s", i++ ? ", " : "", cJSON_IsString(e) ? e->valuestring : "?");
+    }
+    putchar('\n');
+}
+
+static int cmd_info(struct opts *o)
+{
+    int ex = need_model(o);
+    if (ex)
+        return ex;
+    char path[1200];
+    model_path(path, sizeof(path), o->pos[0], NULL);
+    cJSON *j;
+    if ((ex = call_json(o, "GET", path, NULL, &j)) != 0)
+        return ex;
+    if (o->json) {
+        ex = print_json(o, j, true);
+        cJSON_Delete(j);
+        return ex;
+    }
+    static const char *const scalars[] = {"name", "version", "kind", "sha256", "description",
+                                          "parameters", "numeric_inverse"};
+    for (size_t i = 0; i < sizeof(scalars) / sizeof(scalars[0]); i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, scalars[i]);
+        if (!v)
+            continue;
+        char label[40];
+        snprintf(label, sizeof(label), "%s:", scalars[i]);
+        if (cJSON_IsString(v))
+            printf("%-17s%s\n", label, v->valuestring);
+        else if (cJSON_IsNumber(v))
+            printf("%-17s%.15g\n", label, v->valuedouble);
+        else if (cJSON_IsBool(v))
+            printf("%-17s%s\n", label, cJSON_IsTrue(v) ? "true" : "false");
+    }
+    const cJSON *dims = cJSON_GetObjectItemCaseSensitive(j, "dims");
+    if (cJSON_IsObject(dims)) {
+        printf("%-17s", "dims:");
+        const cJSON *d;
+        int k = 0;
+        cJSON_ArrayForEach(d, dims) {
+            printf("%s%s %d", k++ ? ", " : "", d->string, d->valueint);
+        }
+        putchar('\n');
+    }
+    const cJSON *names = cJSON_GetObjectItemCaseSensitive(j, "names");
+    if (names) {
+        print_str_list("x names:", cJSON_GetObjectItemCaseSensitive(names, "x"));
+        print_str_list("y names:", cJSON_GetObjectItemCaseSensitive(names, "y"));
+    }
+    const cJSON *blocks = cJSON_GetObjectItemCaseSensitive(j, "blocks");
+    if (cJSON_IsArray(blocks)) {
+        printf("%-17s%d\n", "blocks:", cJSON_GetArraySize(blocks));
+        const cJSON *b;
+        int i = 0;
+        cJSON_ArrayForEach(b, blocks) {
+            const cJSON *t = cJSON_GetObjectItemCaseSensitive(b, "type");
+            const cJSON *c = cJSON_GetObjectItemCaseSensitive(b, "cond");
+            printf("  %3d  %s", i++, cJSON_IsString(t) ? t->valuestring : "?");
+            if (cJSON_IsNumber(c))
+                printf("  (cond %d)", c->valueint);
+            putchar('\n');
+        }
+    }
+    cJSON_Delete(j);
+    return EX_OK;
+}
+
+static int summary_table(const struct opts *o, const cJSON *resp, const cJSON *meta)
+{
+    const cJSON *sum = cJSON_GetObjectItemCaseSensitive(resp, "summary");
+    const cJSON *mean = sum ? cJSON_GetObjectItemCaseSensitive(sum, "mean") : NULL;
+    const cJSON *sd = sum ? cJSON_GetObjectItemCaseSensitive(sum, "std") : NULL;
+    const cJSON *qs = sum ? cJSON_GetObjectItemCaseSensitive(sum, "quantiles") : NULL;
+    const cJSON *map = sum ? cJSON_GetObjectItemCaseSensitive(sum, "map") : NULL;
+    const cJSON *rmse = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(resp, "resimulation"), "rmse");
+    if (!cJSON_IsArray(mean))
+        return internal_error("the answer has no summary");
+    FILE *f = open_out(o, false);
+    if (!f)
+        return EX_USAGE;
+    const cJSON *seed = cJSON_GetObjectItemCaseSensitive(resp, "seed");
+    int nobs = cJSON_GetArraySize(mean);
+    for (int i = 0; i < nobs; i++) {
+        fprintf(f, "%sobservation %d", i ? "\n" : "", i);
+        if (cJSON_IsNumber(seed))
+            fprintf(f, " (seed %.0f)", seed->valuedouble);
+        if (cJSON_IsArray(rmse))
+            fprintf(f, "  resimulation rmse %.6g", cJSON_GetArrayItem(rmse, i)->valuedouble);
+        fprintf(f, "\n%-12s %12s %12s", "", "mean", "std");
+        const cJSON *q;
+        cJSON_ArrayForEach(q, qs) {
+            char qn[24];
+            snprintf(qn, sizeof(qn), "q%s", q->string);
+            fprintf(f, " %12s", qn);
+        }
+        if (cJSON_IsArray(map))
+            fprintf(f, " %12s", "map");
+        fputc('\n', f);
+        const cJSON *mr = cJSON_GetArrayItem(mean, i);
+        int dx = cJSON_GetArraySize(mr);
+        for (int k = 0; k < dx; k++) {
+            char buf[32];
+            fprintf(f, "%-12s %12.6g %12.6g", meta_name(meta, "x", k, buf, sizeof(buf)),
+                    cJSON_GetArrayItem(mr, k)->valuedouble,
+                    cJSON_IsArray(sd) ? cJSON_GetArrayItem(cJSON_GetArrayItem(sd, i), k)->valuedouble
+                                      : NAN);
+            cJSON_ArrayForEach(q, qs) {
+                fprintf(f, " %12.6g", cJSON_GetArrayItem(cJSON_GetArrayItem(q, i), k)->valuedouble);
+            }
+            if (cJSON_IsArray(map))
+                fprintf(f, " %12.6g", cJSON_GetArrayItem(cJSON_GetArrayItem(map, i), k)->valuedouble);
+            fputc('\n', f);
+        }
+    }
+    return close_out(f);
+}
+
+static int cmd_sample(struct opts *o)
+{
+    int ex = need_model(o);
+    if (ex || (ex = check_format(o, "json csv npy")) != 0)
+        return ex;
+    if (o->summary && o->format && !format_is(o, "json"))
+        return usage_error("--summary works with JSON output only");
+    cJSON *body = cJSON_CreateObject();
+    if ((ex = add_matrix(body, "y", o->y, false)) != 0) {
+        cJSON_Delete(body);
+        return ex;
+    }
+    cJSON_AddNumberToObject(body, "num_samples", o->have_n ? (double)o->n : 1000);
+    if (o->have_seed)
+        cJSON_AddNumberToObject(body, "seed", (double)o->seed);
+    if (o->have_temperature)
+        cJSON_AddNumberToObject(body, "temperature", o->temperature);
+    cJSON *outs = cJSON_AddArrayToObject(body, "outputs");
+    if (!o->summary || o->log_prob)
+        cJSON_AddItemToArray(outs, cJSON_CreateString(o->summary ? "log_prob" : "samples"));
+    if (o->summary)
+        cJSON_AddItemToArray(outs, cJSON_CreateString("summary"));
+    if (o->log_prob && !o->summary)
+        cJSON_AddItemToArray(outs, cJSON_CreateString("log_prob"));
+    if (o->resim)
+        cJSON_AddItemToArray(outs, cJSON_CreateString("resimulation"));
+    if (o->quantiles && (ex = add_vector(body, "quantiles", o->quantiles, "quantiles")) != 0) {
+        cJSON_Delete(body);
+        return ex;
+    }
+    char *b = cJSON_PrintUnformatted(body);
+    cJSON_Delete(body);
+    if (!b)
+        return internal_error("out of memory");
+    char path[1200];
+    model_path(path, sizeof(path), o->pos[0], "sample");
+    const char *accept = format_is(o, "csv") ? "text/csv"
+                         : format_is(o, "npy") ? "application/x-npy" : "application/json";
+    struct ctl_http_resp r;
+    ex = call(o, "POST", path, b, accept, &r);
+    free(b);
+    if (ex)
+        return ex;
+    if (o->summary && !o->json) {
+        cJSON *j = cJSON_Parse(r.body);
+        ctl_http_resp_free(&r);
+        if (!j)
+            return internal_error("the daemon's answer is not valid JSON");
+        cJSON *meta = fetch_meta(o, o->pos[0]);
+        ex = summary_table(o, j, meta);
+        cJSON_Delete(meta);
+        cJSON_Delete(j);
+        return ex;
+    }
+    FILE *f = open_out(o, format_is(o, "npy"));
+    if (!f) {
+        ctl_http_resp_free(&r);
+        return EX_USAGE;
+    }
+    fwrite(r.body, 1, r.len, f);
+    if (!format_is(o, "npy") && r.len && r.body[r.len - 1] != '\n')
+        fputc('\n', f);
+    ctl_http_resp_free(&r);
+    return close_out(f);
+}
+
+/* forward, inverse, log-prob: JSON answer printed, or CSV of its arrays. */
+static int simple_op(struct opts *o, const char *op, const char *in_key, const char *in_spec,
+                     const char *const *csv_keys, int ncsv, const char *csv_names_of)
+{
+    int ex = need_model(o);
+    if (ex || (ex = check_format(o, "json csv")) != 0)
+        return ex;
+    cJSON *body = cJSON_CreateObject();
+    if ((ex = add_matrix(body, in_key, in_spec, true)) != 0 ||
+        (ex = add_matrix(body, "y", o->y, false)) != 0) {
+        cJSON_Delete(body);
+        return ex;
+    }
+    if (strcmp(op, "inverse") == 0) {
+        if (o->have_tol)
+            cJSON_AddNumberToObject(body, "tol", o->tol);
+        if (o->max_iter > 0)
+            cJSON_AddNumberToObject(body, "max_iter", (double)o->max_iter);
+        if (o->method)
+            cJSON_AddStringToObject(body, "method", o->method);
+    }
+    char path[1200];
+    model_path(path, sizeof(path), o->pos[0], op);
+    cJSON *j;
+    ex = call_json(o, "POST", path, body, &j);
+    cJSON_Delete(body);
+    if (ex)
+        return ex;
+    if (format_is(o, "csv")) {
+        cJSON *meta = csv_names_of ? fetch_meta(o, o->pos[0]) : NULL;
+        ex = write_csv(o, j, csv_keys, ncsv, meta);
+        cJSON_Delete(meta);
+    } else {
+        ex = print_json(o, j, false);
+    }
+    cJSON_Delete(j);
+    return ex;
+}
+
+static int cmd_forward(struct opts *o)
+{
+    static const char *const keys[] = {"z", "y", "log_det"};
+    return simple_op(o, "forward", "x", o->x, keys, 3, "y");
+}
+
+static int cmd_inverse(struct opts *o)
+{
+    static const char *const keys[] = {"x", "log_det"};
+    return simple_op(o, "inverse", "z", o->z, keys, 2, "x");
+}
+
+static int cmd_log_prob(struct opts *o)
+{
+    static const char *const keys[] = {"log_prob"};
+    return simple_op(o, "log_prob", "x", o->x, keys, 1, NULL);
+}
+
+static int cmd_preimage(struct opts *o)
+{
+    int ex = need_model(o);
+    if (ex || (ex = check_format(o, "json csv")) != 0)
+        return ex;
+    cJSON *body = cJSON_CreateObject();
+    if ((ex = add_matrix(body, "target", o->target, true)) != 0 ||
+        (ex = add_matrix(body, "y", o->y, false)) != 0) {
+        cJSON_Delete(body);
+        return ex;
+    }
+    cJSON_AddStringToObject(body, "method", o->method ? o->method : "gradient");
+    cJSON_AddNumberToObject(body, "num_solutions", o->num_solutions > 0 ? (double)o->num_solutions : 32);
+    cJSON_AddNumberToObject(body, "max_steps", o->max_steps > 0 ? (double)o->max_steps : 500);
+    cJSON_AddNumberToObject(body, "seed", o->have_seed ? (double)o->seed : 1);
+    if (o->low || o->high) {
+        if (!o->low || !o->high) {
+            cJSON_Delete(body);
+            return usage_error("--low and --high go together");
+        }
+        cJSON *bounds = cJSON_AddObjectToObject(body, "bounds");
+        if ((ex = add_vector(bounds, "low", o->low, "low")) != 0 ||
+            (ex = add_vector(bounds, "high", o->high, "high")) != 0) {
+            cJSON_Delete(body);
+            return ex;
+        }
+    }
+    char path[1200];
+    model_path(path, sizeof(path), o->pos[0], "preimage");
+    cJSON *j;
+    ex = call_json(o, "POST", path, body, &j);
+    cJSON_Delete(body);
+    if (ex)
+        return ex;
+    if (!format_is(o, "csv")) {
+        ex = print_json(o, j, false);
+        cJSON_Delete(j);
+        return ex;
+    }
+    cJSON *meta = fetch_meta(o, o->pos[0]);
+    FILE *f = open_out(o, false);
+    if (!f) {
+        cJSON_Delete(meta);
+        cJSON_Delete(j);
+        return EX_USAGE;
+    }
+    const cJSON *sols = cJSON_GetObjectItemCaseSensitive(j, "solutions");
+    bool header = false;
+    const cJSON *per;
+    int t = 0;
+    cJSON_ArrayForEach(per, sols) {
+        const cJSON *s;
+        int rank = 0;
+        cJSON_ArrayForEach(s, per) {
+            const cJSON *x = cJSON_GetObjectItemCaseSensitive(s, "x");
+            const cJSON *res = cJSON_GetObjectItemCaseSensitive(s, "residual");
+            if (!header) {
+                fprintf(f, "target,rank");
+                for (int k = 0; k < cJSON_GetArraySize(x); k++) {
+                    char buf[32];
+                    fprintf(f, ",%s", meta_name(meta, "x", k, buf, sizeof(buf)));
+                }
+                fprintf(f, ",residual\n");
+                header = true;
+            }
+            fprintf(f, "%d,%d", t, rank++);
+            const cJSON *v;
+            cJSON_ArrayForEach(v, x) {
+                fputc(',', f);
+                print_num(f, v->valuedouble);
+            }
+            fputc(',', f);
+            print_num(f, cJSON_IsNumber(res) ? res->valuedouble : NAN);
+            fputc('\n', f);
+        }
+        t++;
+    }
+    cJSON_Delete(meta);
+    cJSON_Delete(j);
+    return close_out(f);
+}
+
+static int cmd_certificate(struct opts *o)
+{
+    int ex = need_model(o);
+    if (ex)
+        return ex;
+    char path[1200];
+    model_path(path, sizeof(path), o->pos[0], "certificate");
+    cJSON *j;
+    if ((ex = call_json(o, "GET", path, NULL, &j)) != 0)
+        return ex;
+    if (o->json) {
+        ex = print_json(o, j, true);
+        cJSON_Delete(j);
+        return ex;
+    }
+    const cJSON *inv = cJSON_GetObjectItemCaseSensitive(j, "invertible");
+    const cJSON *g = cJSON_GetObjectItemCaseSensitive(j, "guarantee");
+    printf("invertible: %s (guarantee: %s)\n", cJSON_IsTrue(inv) ? "yes" : "NO",
+           cJSON_IsString(g) ? g->valuestring : "?");
+    const cJSON *b;
+    cJSON_ArrayForEach(b, cJSON_GetObjectItemCaseSensitive(j, "blocks")) {
+        const cJSON *idx = cJSON_GetObjectItemCaseSensitive(b, "index");
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(b, "type");
+        const cJSON *r = cJSON_GetObjectItemCaseSensitive(b, "reason");
+        const cJSON *l = cJSON_GetObjectItemCaseSensitive(b, "lipschitz");
+        printf("  %3d  %-27s", cJSON_IsNumber(idx) ? idx->valueint : -1,
+               cJSON_IsString(t) ? t->valuestring : "?");
+        if (cJSON_IsNumber(l))
+            printf(" Lip %-9.4g", l->valuedouble);
+        printf(" %s\n", cJSON_IsString(r) ? r->valuestring : "");
+    }
+    cJSON_Delete(j);
+    return EX_OK;
+}
+
+static int cmd_health(struct opts *o)
+{
+    if (o->npos)
+        return usage_error("health takes no arguments");
+    struct ctl_http_resp r;
+    struct opts q = *o;
+    q.retries = 0;
+    int ex = call(&q, "GET", o->live ? "/healthz" : "/readyz", NULL, "*/*", &r);
+    if (ex)
+        return ex;
+    if (!o->quiet)
+        printf("%s\n", o->live ? "live" : "ready");
+    ctl_http_resp_free(&r);
+    return EX_OK;
+}
+
+static int cmd_metrics(struct opts *o)
+{
+    if (o->npos)
+        return usage_error("metrics takes no arguments");
+    struct ctl_http_resp r;
+    int ex = call(o, "GET", "/metrics", NULL, "text/plain", &r);
+    if (ex)
+        return ex;
+    FILE *f = open_out(o, false);
+    if (f) {
+        fwrite(r.body, 1, r.len, f);
+        ex = close_out(f);
+    } else {
+        ex = EX_USAGE;
+    }
+    ctl_http_resp_free(&r);
+    return ex;
+}
+
+static int cmd_inspect(struct opts *o)
+{
+    if (o->npos != 1)
+        return usage_error("inspect needs exactly one FILE");
+    return ctl_inspect(o->pos[0], o->json, stdout);
+}
+
+static int cmd_verify(struct opts *o)
+{
+    if (o->npos < 1)
+        return usage_error("verify needs at least one FILE");
+    return ctl_verify(o->pos, o->npos, o->quiet, o->json, stdout);
+}
+
+static int cmd_help(struct opts *o);
+
+/* ---- command table ----------------------------------------------------------------------- */
+
+static const struct cmd cmds[] = {
+    {"models", "json", cmd_models, "models [--json]",
+     "List the models the daemon serves: name, version, kind, dims, state.\n"
+     "  --json        print the daemon's JSON answer\n"},
+    {"info", "json", cmd_info, "info MODEL [--json]",
+     "Show a model's metadata: kind, sha256, dims, variable names, blocks, parameters.\n"
+     "  --json        print the daemon's JSON answer\n"},
+    {"sample", "y n seed temperature format summary log-prob resimulation quantiles out json",
+     cmd_sample,
+     "sample MODEL [--y ROWS] [-n N] [--seed S] [--temperature T] [--format json|csv|npy]\n"
+     "                [--summary] [--log-prob] [--resimulation] [--quantiles Q,..] [-o FILE]",
+     "Draw posterior samples x ~ p(x | y) (cinn, inn) or x ~ p(x) (flow).\n"
+     "  --y ROWS        observations, one row each (omit for a flow)\n"
+     "  -n N            samples per observation (default 1000)\n"
+     "  --seed S        seed; the same seed gives bit-identical samples\n"
+     "  --temperature T z ~ N(0, T^2 I) (default 1)\n"
+     "  --format F      json (default), csv (obs,sample,<x names>[,log_prob]) or npy\n"
+     "  --summary       print mean, std, quantiles and MAP per variable instead of samples\n"
+     "                  (with --json: the daemon's JSON)\n"
+     "  --log-prob      also return log q(x | y) of every sample\n"
+     "  --resimulation  inn: also return the re-simulation error per observation\n"
+     "  --quantiles Q   quantiles for --summary (default 0.05,0.5,0.95)\n"
+     "  -o FILE         write the answer to FILE (needed for npy on a terminal)\n"},
+    {"forward", "x y format out", cmd_forward,
+     "forward MODEL --x ROWS [--y ROWS] [--format json|csv] [-o FILE]",
+     "Run the model forward: x (and y for a cinn) -> z, log_det (inn, mlp: also y).\n"
+     "  --format csv  columns z0.., y names.., log_det\n"},
+    {"inverse", "z y tol max-iter method format out", cmd_inverse,
+     "inverse MODEL --z ROWS [--y ROWS] [--tol T] [--max-iter N] [--method M] [--format json|csv]",
+     "Invert the model: z (and y for cinn/inn) -> x, log_det.\n"
+     "  --tol, --max-iter, --method   numerical inverse of i-ResNet blocks\n"
+     "                                (method auto|newton|anderson|broyden|fixed_point)\n"
+     "  --format csv  columns <x names>, log_det\n"},
+    {"log-prob", "x y format out", cmd_log_prob,
+     "log-prob MODEL --x ROWS [--y ROWS] [--format json|csv]",
+     "Log-density log p(x) / log q(x | y) in the units of x; one y row is broadcast.\n"},
+    {"preimage", "target y method num-solutions max-steps seed low high format out", cmd_preimage,
+     "preimage MODEL --target ROWS [--method gradient|evolutionary] [--num-solutions N]\n"
+     "                [--max-steps N] [--seed S] [--low V,..] [--high V,..] [--format json|csv]",
+     "Find many x with f(x) ~= target (any model kind, above all mlp surrogates).\n"
+     "  --low, --high   search box (one value per x)\n"
+     "  --format csv    columns target,rank,<x names>,residual\n"},
+    {"certificate", "json", cmd_certificate, "certificate MODEL [--json]",
+     "Is the network invertible, and why: per-block reasons and Lipschitz bounds.\n"},
+    {"health", "live quiet", cmd_health, "health [--live] [--quiet]",
+     "Exit 0 when the daemon is ready (GET /readyz), 2 when it answers not ready (503),\n"
+     "3 when it cannot be reached.  --live checks liveness (GET /healthz) instead.\n"},
+    {"metrics", "out", cmd_metrics, "metrics [-o FILE]", "Print the Prometheus metrics text.\n"},
+    {"inspect", "json", cmd_inspect, "inspect FILE [--json]",
+     "Offline: describe a checkpoint file (manifest, dims, names, parameter count, blocks,\n"
+     "invertibility certificate, self-test).  Exit 4 when the file is invalid or its test\n"
+     "vectors fail.\n"},
+    {"verify", "quiet json", cmd_verify, "verify FILE... [--quiet] [--json]",
+     "Offline: load each checkpoint and run its embedded test vectors through the engine\n"
+     "(forward, inverse, log-det).  Prints PASS/FAIL per file; exit 0 when all pass, 4\n"
+     "otherwise.\n"},
+    {"help", "", cmd_help, "help [COMMAND]", "Show help.\n"},
+};
+
+#define NCMDS (sizeof(cmds) / sizeof(cmds[0]))
+
+static const struct cmd *find_cmd(const char *name)
+{
+    for (size_t i = 0; i < NCMDS; i++)
+        if (strcmp(cmds[i].name, name) == 0)
+            return &cmds[i];
+    return NULL;
+}
+
+static void general_help(FILE *f)
+{
+    fprintf(f,
+            "usage: innctl [--url URL] [--timeout S] [--retries N] COMMAND [ARGS]\n\n"
+            "Client for the innserve daemon (INN inference over HTTP).\n\n"
+            "Commands:\n");
+    for (size_t i = 0; i < NCMDS; i++) {
+        const char *nl = strchr(cmds[i].help, '\n');
+        fprintf(f, "  %-12s %.*s\n", cmds[i].name, (int)(nl ? nl - cmds[i].help : 60),
+                cmds[i].help);
+    }
+    fprintf(f,
+            "\nGlobal options:\n"
+            "  --url URL       daemon address (default $INNSERVE_URL or " DEFAULT_URL ")\n"
+            "  --timeout S     seconds per request (default 60)\n"
+            "  --retries N     retries of 429/503 answers, honouring Retry-After (default 2)\n"
+            "  -h, --help      help; 'innctl COMMAND --help' for a command\n\n"
+            "ROWS: '1.5,0' (one row), '1,2;3,4' (rows), '[[1,2],[3,4]]' (JSON), '@file'\n"
+            "(CSV or JSON file) or '-' (standard input).\n\n"
+            "Exit codes: 0 ok, 1 usage error, 2 HTTP error from the daemon, 3 cannot reach\n"
+            "the daemon, 4 checkpoint invalid / verification failed, 5 internal error.\n");
+}
+
+static void cmd_help_text(const struct cmd *c, FILE *f)
+{
+    fprintf(f, "usage: innctl %s\n\n%s", c->usage, c->help);
+    if (strcmp(c->name, "inspect") && strcmp(c->name, "verify") && strcmp(c->name, "help"))
+        fprintf(f, "\nGlobal options: --url URL, --timeout S, --retries N (see 'innctl --help').\n");
+}
+
+static int cmd_help(struct opts *o)
+{
+    if (o->npos == 0) {
+        general_help(stdout);
+        return EX_OK;
+    }
+    const struct cmd *c = find_cmd(o->pos[0]);
+    if (!c)
+        return usage_error("unknown command '%s' (see 'innctl --help')", o->pos[0]);
+    cmd_help_text(c, stdout);
+    return EX_OK;
+}
+
+/* ---- argument parsing ------------------------------------------------------------------- */
+
+static bool cmd_accepts(const struct cmd *c, const char *opt)
+{
+    size_t n = strlen(opt);
+    const char *p = c->options;
+    while ((p = strstr(p, opt)) != NULL) {
+        bool start = p == c->options || p[-1] == ' ';
+        bool end = p[n] == '\0' || p[n] == ' ';
+        if (start && end)
+            return true;
+        p += n;
+    }
+    return false;
+}
+
+static int parse_double(const char *s, const char *opt, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || *end || errno || !isfinite(v))
+        return usage_error("--%s: '%s' is not a number", opt, s);
+    *out = v;
+    return EX_OK;
+}
+
+static int parse_long(const char *s, const char *opt, long lo, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (end == s || *end || errno || v < lo)
+        return usage_error("--%s: '%s' is not an integer >= %ld", opt, s, lo);
+    *out = v;
+    return EX_OK;
+}
+
+static int parse_u64(const char *s, const char *opt, unsigned long long *out)
+{
+    char *end;
+    errno = 0;
+    if (*s == '-')
+        return usage_error("--%s: '%s' must be >= 0", opt, s);
+    unsigned long long v = strtoull(s, &end, 10);
+    if (end == s || *end || errno)
+        return usage_error("--%s: '%s' is not an integer >= 0", opt, s);
+    *out = v;
+    return EX_OK;
+}
+
+/* Options that take no value. */
+static bool is_flag(const char *name)
+{
+    static const char *const flags[] = {"summary", "log-prob", "resimulation", "json", "quiet",
+                                        "help", "live"};
+    for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
+        if (strcmp(flags[i], name) == 0)
+            return true;
+    return false;
+}
+
+static int set_opt(struct opts *o, const char *name, const char *val)
+{
+    long l = 0;
+    int ex;
+    if (!strcmp(name, "url"))
+        o->url = val;
+    else if (!strcmp(name, "timeout"))
+        return parse_double(val, name, &o->timeout);
+    else if (!strcmp(name, "retries")) {
+        if ((ex = parse_long(val, name, 0, &l)) != 0)
+            return ex;
+        o->retries = (int)(l > 100 ? 100 : l);
+    } else if (!strcmp(name, "x"))
+        o->x = val;
+    else if (!strcmp(name, "y"))
+        o->y = val;
+    else if (!strcmp(name, "z"))
+        o->z = val;
+    else if (!strcmp(name, "target"))
+        o->target = val;
+    else if (!strcmp(name, "n")) {
+        o->have_n = true;
+        return parse_long(val, "n", 1, &o->n);
+    } else if (!strcmp(name, "seed")) {
+        o->have_seed = true;
+        return parse_u64(val, name, &o->seed);
+    } else if (!strcmp(name, "temperature")) {
+        o->have_temperature = true;
+        return parse_double(val, name, &o->temperature);
+    } else if (!strcmp(name, "format"))
+        o->format = val;
+    else if (!strcmp(name, "quantiles"))
+        o->quantiles = val;
+    else if (!strcmp(name, "out"))
+        o->out = val;
+    else if (!strcmp(name, "tol")) {
+        o->have_tol = true;
+        return parse_double(val, name, &o->tol);
+    } else if (!strcmp(name, "max-iter"))
+        return parse_long(val, name, 1, &o->max_iter);
+    else if (!strcmp(name, "method"))
+        o->method = val;
+    else if (!strcmp(name, "num-solutions"))
+        return parse_long(val, name, 1, &o->num_solutions);
+    else if (!strcmp(name, "max-steps"))
+        return parse_long(val, name, 1, &o->max_steps);
+    else if (!strcmp(name, "low"))
+        o->low = val;
+    else if (!strcmp(name, "high"))
+        o->high = val;
+    else if (!strcmp(name, "summary"))
+        o->summary = true;
+    else if (!strcmp(name, "log-prob"))
+        o->log_prob = true;
+    else if (!strcmp(name, "resimulation"))
+        o->resim = true;
+    else if (!strcmp(name, "json"))
+        o->json = true;
+    else if (!strcmp(name, "quiet"))
+        o->quiet = true;
+    else if (!strcmp(name, "live"))
+        o->live = true;
+    else if (!strcmp(name, "help"))
+        o->help = true;
+    return EX_OK;
+}
+
+int main(int argc, char **argv)
+{
+    struct opts o = {0};
+    o.url = getenv("INNSERVE_URL");
+    if (!o.url || !*o.url)
+        o.url = DEFAULT_URL;
+    o.timeout = 60;
+    o.retries = 2;
+    const struct cmd *c = NULL;
+    int ex;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        char name[64];
+        const char *val = NULL;
+        if (!strcmp(a, "-h")) {
+            o.help = true;
+            continue;
+        }
+        if (!strcmp(a, "-n") || !strcmp(a, "-o")) {
+            snprintf(name, sizeof(name), "%s", a[1] == 'n' ? "n" : "out");
+        } else if (a[0] == '-' && a[1] == '-' && a[2]) {
+            const char *eq = strchr(a + 2, '=');
+            size_t len = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
+            if (len >= sizeof(name))
+                return usage_error("unknown option '%s'", a);
+            memcpy(name, a + 2, len);
+            name[len] = '\0';
+            if (eq)
+                val = eq + 1;
+        } else if (a[0] == '-' && a[1] && strcmp(a, "-") != 0 &&
+                   !(a[1] >= '0' && a[1] <= '9') && a[1] != '.') {
+            return usage_error("unknown option '%s' (see 'innctl --help')", a);
+        } else {
+            if (!c) {
+                c = find_cmd(a);
+                if (!c)
+                    return usage_error("unknown command '%s' (see 'innctl --help')", a);
+                o.cmd = c->name;
+            } else if (o.npos < MAX_POS) {
+                o.pos[o.npos++] = a;
+            } else {
+                return usage_error("too many arguments");
+            }
+            continue;
+        }
+        bool global = !strcmp(name, "url") || !strcmp(name, "timeout") ||
+                      !strcmp(name, "retries") || !strcmp(name, "help");
+        if (!global && (!c || !cmd_accepts(c, name)))
+            return usage_error("unknown option '--%s'%s%s%s", name, c ? " for " : "",
+                               c ? c->name : "", " (see 'innctl --help')");
+        if (!is_flag(name) && !val) {
+            if (i + 1 >= argc)
+                return usage_error("option '%s' needs a value", a);
+            val = argv[++i];
+        } else if (is_flag(name) && val) {
+            return usage_error("option '--%s' takes no value", name);
+        }
+        if ((ex = set_opt(&o, name, val)) != 0)
+            return ex;
+    }
+    if (!c) {
+        general_help(o.help ? stdout : stderr);
+        return o.help ? EX_OK : EX_USAGE;
+    }
+    if (o.help) {
+        cmd_help_text(c, stdout);
+        return EX_OK;
+    }
+    ctl_http_global_init();
+    ex = c->run(&o);
+    ctl_http_global_cleanup();
+    return ex;
+}

@@ -1,0 +1,401 @@
+"""HTTP client for the innserve daemon (the API of docs/api.md), standard library only.
+
+    from innserve import Client, ApiError
+    c = Client("http://127.0.0.1:8080", timeout=30, retries=3)
+    post = c.sample("ik", y=[1.5, 0.0], num_samples=1000, seed=1)
+    post["samples"].shape            # (1, 1000, 4) with numpy installed, nested lists otherwise
+
+Arrays may be given as numpy arrays, lists or tuples; a flat vector is taken as one row.
+With numpy installed, numeric arrays in responses come back as float64 ``numpy.ndarray``
+(pass ``numpy=False`` for plain lists).  Every non-2xx answer raises :class:`ApiError`
+carrying the HTTP status, the server's machine code and its message; 429 and 503 are
+retried up to ``retries`` times, waiting what ``Retry-After`` says (capped by
+``max_retry_wait``).  Connection failures and timeouts raise :class:`ConnectionFailed`
+(a subclass of ApiError with ``status`` None).
+"""
+
+import email.utils
+import http.client
+import io
+import json
+import socket
+import struct
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+try:  # numpy is optional
+    import numpy as _np
+except ImportError:  # pragma: no cover - exercised only without numpy
+    _np = None
+
+__all__ = ["Client", "ApiError", "ConnectionFailed", "parse_npy", "parse_csv"]
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+# response fields that hold numbers to turn into arrays
+_ARRAY_KEYS = {"z", "x", "y", "log_det", "samples", "log_prob", "mean", "std", "map", "rmse",
+               "iterations", "residual", "error_bound"}
+
+
+class ApiError(Exception):
+    """An error answer from the daemon (or a failed connection, see ConnectionFailed).
+
+    Attributes: ``status`` (HTTP status, None when no answer came), ``code`` (the
+    server's machine code, e.g. ``"not_found"``), ``message`` (the server's sentence),
+    ``body`` (raw response bytes) and ``headers``."""
+
+    def __init__(self, status, code, message, body=b"", headers=None):
+        super().__init__("%s%s: %s" % ("HTTP %d " % status if status else "", code, message))
+        self.status = status
+        self.code = code
+        self.message = message
+        self.body = body
+        self.headers = dict(headers or {})
+
+
+class ConnectionFailed(ApiError):
+    """No HTTP answer: connection refused, DNS failure, timeout (code "timeout")."""
+
+    def __init__(self, code, message):
+        super().__init__(None, code, message)
+
+
+def _rows(a, what):
+    """Array-like -> nested list of rows (a flat vector becomes one row)."""
+    if a is None:
+        return None
+    if hasattr(a, "tolist"):
+        a = a.tolist()
+    if isinstance(a, tuple):
+        a = list(a)
+    if not isinstance(a, list):
+        raise TypeError("%s must be an array or a list, not %s" % (what, type(a).__name__))
+    if a and not isinstance(a[0], (list, tuple)) and not hasattr(a[0], "tolist"):
+        return [a]
+    return [list(r.tolist() if hasattr(r, "tolist") else r) for r in a]
+
+
+def _vec(a):
+    if a is None:
+        return None
+    if hasattr(a, "tolist"):
+        a = a.tolist()
+    return list(a)
+
+
+def parse_npy(data):
+    """Parse NPY bytes: a numpy array when numpy is installed, else (nested list, shape)."""
+    if _np is not None:
+        return _np.load(io.BytesIO(data), allow_pickle=False)
+    if data[:6] != b"\x93NUMPY":
+        raise ValueError("not an NPY file")
+    major = data[6]
+    if major == 1:
+        hlen = struct.unpack("<H", data[8:10])[0]
+        off = 10
+    else:
+        hlen = struct.unpack("<I", data[8:12])[0]
+        off = 12
+    import ast
+    hdr = ast.literal_eval(data[off:off + hlen].decode("latin1"))
+    descr, shape = hdr["descr"], tuple(hdr["shape"])
+    if hdr.get("fortran_order"):
+        raise ValueError("fortran-order NPY is not supported without numpy")
+    code = {"<f4": "f", "<f8": "d", "<i4": "i", "<i8": "q"}[descr]
+    n = 1
+    for s in shape:
+        n *= s
+    flat = list(struct.unpack("<%d%s" % (n, code), data[off + hlen:off + hlen + n * struct.calcsize(code)]))
+
+    def nest(v, dims):
+        if len(dims) <= 1:
+            return v
+        step = len(v) // dims[0]
+        return [nest(v[i * step:(i + 1) * step], dims[1:]) for i in range(dims[0])]
+    return nest(flat, list(shape)), shape
+
+
+def parse_csv(text):
+    """CSV text from /sample -> (header list, rows of floats; obs and sample as ints)."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        return [], []
+    header = lines[0].split(",")
+    rows = []
+    for ln in lines[1:]:
+        cells = ln.split(",")
+        rows.append([int(c) if i < 2 else float(c) for i, c in enumerate(cells)])
+    return header, rows
+
+
+class Client:
+    """A connection to one innserve daemon.
+
+    url         base URL (default ``http://127.0.0.1:8080``)
+    timeout     seconds per HTTP request (connect + read)
+    retries     how many times a 429/503 answer is retried (0: never)
+    max_retry_wait  upper bound in seconds on one wait between retries
+    numpy       True/False to force arrays on/off (default: on when numpy is importable)
+    headers     extra HTTP headers sent with every request (e.g. authentication)
+    """
+
+    def __init__(self, url=DEFAULT_URL, timeout=30.0, retries=3, max_retry_wait=30.0,
+                 numpy=None, headers=None):
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.retries = int(retries)
+        self.max_retry_wait = float(max_retry_wait)
+        self.numpy = (_np is not None) if numpy is None else bool(numpy)
+        if self.numpy and _np is None:
+            raise ImportError("numpy=True but numpy is not installed")
+        self.headers = dict(headers or {})
+
+    def __repr__(self):
+        return "Client(%r)" % self.url
+
+    # ---- transport --------------------------------------------------------------------
+
+    def request(self, method, path, body=None, accept="application/json", raw=False):
+        """Send one request (retrying 429/503); returns parsed JSON, or bytes when raw."""
+        data = None
+        headers = {"Accept": accept, "User-Agent": "innserve-python"}
+        headers.update(self.headers)
+        if body is not None:
+            data = json.dumps(body, allow_nan=False).encode()
+            headers["Content-Type"] = "application/json"
+        attempt = 0
+        while True:
+            req = urllib.request.Request(self.url + path, data=data, headers=headers, method=method)
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                    payload = resp.read()
+                    ctype = resp.headers.get("Content-Type", "")
+                    if raw:
+                        return payload, ctype
+                    if not payload:
+                        return None
+                    if "json" not in ctype:
+                        return payload.decode("utf-8", "replace")
+                    return json.loads(payload)
+            except urllib.error.HTTPError as e:
+                payload = e.read() or b""
+                status = e.code
+                if status in (429, 503) and attempt < self.retries:
+                    attempt += 1
+                    time.sleep(self._retry_wait(e.headers.get("Retry-After"), attempt))
+                    continue
+                raise self._error(status, payload, e.headers) from None
+            except urllib.error.URLError as e:
+                reason = e.reason
+                if isinstance(reason, socket.timeout) or "timed out" in str(reason):
+                    raise ConnectionFailed("timeout", "no answer from %s within %gs"
+                                           % (self.url, self.timeout)) from None
+                raise ConnectionFailed("connection_error", "cannot reach %s: %s"
+                                       % (self.url, reason)) from None
+            except (socket.timeout, TimeoutError):
+                raise ConnectionFailed("timeout", "no answer from %s within %gs"
+                                       % (self.url, self.timeout)) from None
+            except (ConnectionError, http.client.HTTPException) as e:
+                raise ConnectionFailed("connection_error", "connection to %s failed: %s"
+                                       % (self.url, e)) from None
+
+    def _retry_wait(self, header, attempt):
+        wait = None
+        if header:
+            try:
+                wait = float(header)
+            except ValueError:
+                try:
+                    when = email.utils.parsedate_to_datetime(header)
+                    wait = when.timestamp() - time.time()
+                except (TypeError, ValueError):
+                    wait = None
+        if wait is None:
+            wait = 0.25 * (2 ** (attempt - 1))
+        return max(0.0, min(wait, self.max_retry_wait))
+
+    @staticmethod
+    def _error(status, payload, headers):
+        code, msg = "http_%d" % status, payload.decode("utf-8", "replace").strip()
+        try:
+            j = json.loads(payload)
+            if isinstance(j, dict):
+                code = str(j.get("code", code))
+                msg = str(j.get("error", msg))
+        except ValueError:
+            pass
+        return ApiError(status, code, msg or "HTTP %d" % status, payload, headers)
+
+    def _arrays(self, obj):
+        if not self.numpy:
+            return obj
+        if isinstance(obj, dict):
+            out = {}
+            for k, v in obj.items():
+                if k in _ARRAY_KEYS and isinstance(v, list) and _numeric(v):
+                    out[k] = _np.asarray(v, dtype=_np.float64)
+                elif k == "converged" and isinstance(v, list):
+                    out[k] = _np.asarray(v, dtype=bool)
+                elif k == "quantiles" and isinstance(v, dict):
+                    out[k] = {q: _np.asarray(a, dtype=_np.float64) if isinstance(a, list) else a
+                              for q, a in v.items()}
+                else:
+                    out[k] = self._arrays(v)
+            return out
+        if isinstance(obj, list):
+            return [self._arrays(v) for v in obj]
+        return obj
+
+    @staticmethod
+    def _m(model):
+        return urllib.parse.quote(str(model), safe="")
+
+    def _post(self, model, op, body, **kw):
+        return self.request("POST", "/v1/models/%s/%s" % (self._m(model), op), body, **kw)
+
+    # ---- endpoints --------------------------------------------------------------------
+
+    def models(self):
+        """GET /v1/models -> list of {name, version, kind, dims, state[, reason]}."""
+        return self.request("GET", "/v1/models")["models"]
+
+    def metadata(self, model):
+        """GET /v1/models/{m} -> dict (name, version, kind, sha256, dims, names, blocks, ...)."""
+        return self.request("GET", "/v1/models/%s" % self._m(model))
+
+    info = metadata
+
+    def forward(self, model, x, y=None):
+        """x (n x dim_x), y (cinn: n x dim_y or one row) -> {z, log_det[, y]}."""
+        body = {"x": _rows(x, "x")}
+        if y is not None:
+            body["y"] = _rows(y, "y")
+        return self._arrays(self._post(model, "forward", body))
+
+    def inverse(self, model, z, y=None, tol=None, max_iter=None, method=None):
+        """z (n x dim_z) [, y] -> {x, log_det[, solver]} (solver for i-ResNet blocks)."""
+        body = {"z": _rows(z, "z")}
+        if y is not None:
+            body["y"] = _rows(y, "y")
+        if tol is not None:
+            body["tol"] = float(tol)
+        if max_iter is not None:
+            body["max_iter"] = int(max_iter)
+        if method is not None:
+            body["method"] = str(method)
+        return self._arrays(self._post(model, "inverse", body))
+
+    def sample(self, model, y=None, num_samples=1000, seed=None, temperature=None,
+               outputs=None, quantiles=None, format="json"):
+        """Posterior (cinn, inn) or model (flow) samples.
+
+        y: observations (n_obs x dim_y, or one flat row); outputs: any of "samples",
+        "log_prob", "summary", "resimulation".  format "json" returns the response dict
+        (samples n_obs x num_samples x dim_x); "csv" returns the CSV text (columns
+        obs,sample,<x names>[,log_prob]); "npy" returns an array (numpy) or
+        (nested list, shape) without numpy.
+        """
+        body = {"num_samples": int(num_samples)}
+        if y is not None:
+            body["y"] = _rows(y, "y")
+        if seed is not None:
+            body["seed"] = int(seed)
+        if temperature is not None:
+            body["temperature"] = float(temperature)
+        if outputs is not None:
+            body["outputs"] = list(outputs)
+        if quantiles is not None:
+            body["quantiles"] = [float(q) for q in quantiles]
+        if format == "json":
+            return self._arrays(self._post(model, "sample", body))
+        if format == "csv":
+            data, _ = self._post(model, "sample", body, accept="text/csv", raw=True)
+            return data.decode("utf-8")
+        if format == "npy":
+            data, _ = self._post(model, "sample", body, accept="application/x-npy", raw=True)
+            return parse_npy(data)
+        raise ValueError("format must be json, csv or npy")
+
+    def log_prob(self, model, x, y=None):
+        """log density of x (in x's units) [given y]; one y row is broadcast."""
+        body = {"x": _rows(x, "x")}
+        if y is not None:
+            body["y"] = _rows(y, "y")
+        r = self._arrays(self._post(model, "log_prob", body))
+        return r["log_prob"]
+
+    def preimage(self, model, target, method="gradient", num_solutions=32, max_steps=500,
+                 seed=1, bounds=None, y=None):
+        """Many x with f(x) ~= target (any model, above all mlp surrogates).
+
+        bounds: (low, high) vectors or {"low": .., "high": ..}.  Returns the response:
+        {"solutions": [[{"x": [...], "residual": r}, ...] per target row], ...}."""
+        body = {"target": _rows(target, "target"), "method": method,
+                "num_solutions": int(num_solutions), "max_steps": int(max_steps),
+                "seed": int(seed)}
+        if bounds is not None:
+            if isinstance(bounds, dict):
+                body["bounds"] = {"low": _vec(bounds["low"]), "high": _vec(bounds["high"])}
+            else:
+                body["bounds"] = {"low": _vec(bounds[0]), "high": _vec(bounds[1])}
+        if y is not None:
+            body["y"] = _rows(y, "y")
+        r = self._post(model, "preimage", body)
+        if self.numpy and isinstance(r, dict):
+            for sols in r.get("solutions", []):
+                for s in sols:
+                    s["x"] = _np.asarray(s["x"], dtype=_np.float64)
+        return r
+
+    def certificate(self, model):
+        """GET /v1/models/{m}/certificate -> {invertible, guarantee, blocks: [...]}."""
+        return self.request("GET", "/v1/models/%s/certificate" % self._m(model))
+
+    def health(self):
+        """GET /healthz: True when the process serves."""
+        return self._ok("/healthz")
+
+    def ready(self):
+        """GET /readyz: True when the models are loaded and the daemon is not draining."""
+        return self._ok("/readyz")
+
+    def _ok(self, path):
+        saved = self.retries
+        self.retries = 0
+        try:
+            self.request("GET", path, raw=True)
+            return True
+        except ConnectionFailed:
+            raise
+        except ApiError:
+            return False
+        finally:
+            self.retries = saved
+
+    def metrics(self):
+        """GET /metrics: the Prometheus text."""
+        data, _ = self.request("GET", "/metrics", accept="text/plain", raw=True)
+        return data.decode("utf-8")
+
+    def wait_ready(self, timeout=30.0, interval=0.1):
+        """Poll /readyz until it answers 200 (True) or timeout passes (False)."""
+        end = time.time() + timeout
+        while time.time() < end:
+            try:
+                if self.ready():
+                    return True
+            except ConnectionFailed:
+                pass
+            time.sleep(interval)
+        return False
+
+
+def _numeric(v):
+    while isinstance(v, list):
+        if not v:
+            return True
+        v = v[0]
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+

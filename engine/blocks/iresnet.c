@@ -1,0 +1,552 @@
+/*
+ * iresnet.c — the invertible residual block of Behrmann et al. (2019):
+ *     y = x + g(x | c),   g = Linear -> act -> ... -> Linear  (d [+ cw] -> d)
+ * invertible when L = Lip(g) < 1 (Banach).  Manifest type "IResNetBlock"; fields in
+ * docs/checkpoint-format.md, the maths in docs/inversion.md and iresnet.md.
+ *
+ * What this file does
+ *  - Load: the subnet (ldr_subnet), a double copy of its weights, and the certified bound
+ *      L = prod_i ||W_i||_2 * prod_j Lip(act_j)
+ *    with every ||W_i||_2 an upper bound from la_norm2_upper (Jacobi SVD or Gram
+ *    iteration, never the power iteration, which only bounds from below; the exporter's
+ *    stored sigma is not trusted).  For a conditional block only the x columns of the
+ *    first Linear count: the condition is constant during an inversion.  L >= 1 loads,
+ *    but the block (and the model) is not certified.
+ *  - Forward, in double: y = x + g(x) and log det(I + J_g(x)) per row, exactly (the
+ *    Jacobian by the chain rule W_k D_{k-1} ... D_1 W_1 and an LU), or with manifest
+ *    "logdet": "series" the truncated series sum_{k<=n} (-1)^{k+1} tr(J_g^k)/k with exact
+ *    traces, whose error is at most d L^{n+1} / ((n+1)(1-L)).
+ *  - Inverse, in double: the solvers of solve.c on x + g(x) = y, batched over the rows
+ *    still iterating; then one forward pass at the returned point for its log-det and
+ *    its residual, so the reported bound is
+ *      min(L/(1-L) (||r(x_b)|| + rho), (||r(x)|| + rho)/(1-L)) + ||fl32(x) - x||,
+ *    the last term being the rounding of the returned float values.
+ *
+ * Memory: rows are processed in chunks of p->chunk rows whose double buffers (solver
+ * state, activations, tape of pre-activations for Jacobians) come from io->scratch;
+ * the scratch op reports the size for a chunk.  Nothing is allocated after load.
+ */
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../blas.h"
+#include "../block.h"
+#include "../solve.h"
+
+/* Rows per chunk are capped so that the chunk's doubles stay under this many. */
+#define IRES_CHUNK_DOUBLES (1u << 20)
+
+struct dlayer {
+    int lin;        /* Linear (else activation) */
+    int in, out;    /* layer 0: in = d (x part only) */
+    const double *w; /* out x in */
+    const double *b; /* out, or NULL */
+    enum act_type act;
+    float p1, p2;
+    size_t tape_off; /* activations: offset of its pre-activations in the tape, per row */
+};
+
+struct iresnet {
+    const struct subnet *net;
+    int nl;
+    struct dlayer *l;
+    const double *w1c;  /* H1 x cw: the condition columns of the first Linear */
+    int h1;             /* width of the first Linear's output */
+    int max_w;          /* widest of d and every layer */
+    size_t tape_w;      /* doubles of pre-activations per row */
+    int last_lin;
+    int n_lin;
+    double *norms;      /* n_lin certified upper bounds on ||W_i||_2 */
+    double act_lip;     /* product of the activations' Lipschitz constants */
+    double L;           /* certified bound on Lip(g) (x direction) */
+    double L_lower;     /* product of power-iteration norms (a lower bracket of the product) */
+    bool series;
+    int series_terms;
+    double series_bound; /* bound on |exact - series| per row */
+    double round_rel;
+    int chunk;
+};
+
+/* ---- scratch layout ---------------------------------------------------------------------- */
+
+struct bufs {
+    double *y, *x, *gx;       /* R x d */
+    double *cc;               /* R x cw: the condition rows in double */
+    double *cb;               /* R x h1: first-layer bias + condition contribution */
+    double *b0, *b1;          /* R x max_w */
+    double *tape;             /* R x tape_w (layer-major: tape_off * R) */
+    double *j0, *j1;          /* max_w x d */
+    double *A;                /* d x d (+ d x d for the series) */
+    double *A2;
+    int *piv;                 /* d */
+    struct slv_row *rows;     /* R */
+    double *solver;           /* slv scratch */
+};
+
+static size_t solver_doubles(int d, int R)
+{
+    size_t m = 0;
+    for (int meth = 0; meth < ENG_SOLVE_COUNT; meth++) {
+        size_t s = slv_scratch(d, R, meth, 0);
+        if (s > m)
+            m = s;
+    }
+    return m;
+}
+
+static size_t chunk_doubles(const struct blk *b, const struct iresnet *p, int R)
+{
+    const size_t d = (size_t)b->d;
+    size_t per_row = 3 * d + (size_t)b->cw + (size_t)p->h1 + 2 * (size_t)p->max_w + p->tape_w +
+                     (sizeof(struct slv_row) + 7) / 8;
+    size_t fixed = 2 * (size_t)p->max_w * d + 2 * d * d + d + 16;
+    return (size_t)R * per_row + fixed + solver_doubles(b->d, R);
+}
+
+static struct bufs carve(const struct blk *b, const struct iresnet *p, float *scratch, int R)
+{
+    /* align to 64 bytes */
+    uintptr_t a = ((uintptr_t)scratch + 63) & ~(uintptr_t)63;
+    double *q = (double *)a;
+    const size_t d = (size_t)b->d;
+    struct bufs s;
+    s.y = q, q += (size_t)R * d;
+    s.x = q, q += (size_t)R * d;
+    s.gx = q, q += (size_t)R * d;
+    s.cc = q, q += (size_t)R * b->cw;
+    s.cb = q, q += (size_t)R * p->h1;
+    s.b0 = q, q += (size_t)R * p->max_w;
+    s.b1 = q, q += (size_t)R * p->max_w;
+    s.tape = q, q += (size_t)R * p->tape_w;
+    s.rows = (struct slv_row *)(void *)q, q += (size_t)R * ((sizeof(struct slv_row) + 7) / 8);
+    s.j0 = q, q += (size_t)p->max_w * d;
+    s.j1 = q, q += (size_t)p->max_w * d;
+    s.A = q, q += d * d;
+    s.A2 = q, q += d * d;
+    s.piv = (int *)(void *)q, q += d;
+    s.solver = q;
+    return s;
+}
+
+static size_t iresnet_scratch(const struct blk *b, int rows)
+{
+    const struct iresnet *p = b->priv;
+    int R = rows < p->chunk ? rows : p->chunk;
+    if (R < 1)
+        R = 1;
+    return 2 * chunk_doubles(b, p, R) + 64; /* floats; + alignment slack */
+}
+
+/* ---- g in double ------------------------------------------------------------------------- */
+
+struct gctx {
+    const struct blk *b;
+    const struct iresnet *p;
+    struct bufs *s;
+    int R;        /* rows capacity of the chunk (tape stride) */
+    int cb_ld;    /* 0: one condition row for all; 1: per row; -1: no condition */
+};
+
+static void fill_rows(double *dst, int ld, int rows, const double *row, int w)
+{
+    for (int i = 0; i < rows; i++)
+        memcpy(dst + (size_t)i * ld, row, sizeof(double) * (size_t)w);
+}
+
+/* gx (rows x d) = g(x) for rows whose condition rows are ids[k] (NULL: k).  Records the
+ * pre-activations in the tape (row k of the call). */
+static void g_eval(const struct gctx *c, int rows, const int *ids, const double *x, double *gx)
+{
+    const struct iresnet *p = c->p;
+    const int d = c->b->d;
+    const struct dlayer *l0 = &p->l[0];
+    double *cur = p->last_lin == 0 ? gx : c->s->b0;
+    int ldcur = p->last_lin == 0 ? d : l0->out;
+    if (c->cb_ld < 0) {
+        if (l0->b)
+            fill_rows(cur, ldcur, rows, l0->b, l0->out);
+    } else if (c->cb_ld == 0) {
+        fill_rows(cur, ldcur, rows, c->s->cb, l0->out);
+    } else {
+        for (int k = 0; k < rows; k++)
+            memcpy(cur + (size_t)k * ldcur, c->s->cb + (size_t)(ids ? ids[k] : k) * p->h1,
+                   sizeof(double) * (size_t)l0->out);
+    }
+    bool have_bias = c->cb_ld >= 0 || l0->b;
+    blas_linear_f64(rows, l0->out, d, x, d, l0->w, d, have_bias ? 1.0 : 0.0, cur, ldcur);
+    int which = 0;
+    for (int i = 1; i < p->nl; i++) {
+        const struct dlayer *l = &p->l[i];
+        if (!l->lin) {
+            double *t = c->s->tape + l->tape_off * (size_t)c->R;
+            for (int k = 0; k < rows; k++)
+                memcpy(t + (size_t)k * l->out, cur + (size_t)k * ldcur,
+                       sizeof(double) * (size_t)l->out);
+            if (ldcur == l->out)
+                act_apply_f64(l->act, l->p1, l->p2, cur, (size_t)rows * l->out);
+            else
+                for (int k = 0; k < rows; k++)
+                    act_apply_f64(l->act, l->p1, l->p2, cur + (size_t)k * ldcur, (size_t)l->out);
+            continue;
+        }
+        double *dst = i == p->last_lin ? gx : (which ? c->s->b0 : c->s->b1);
+        int lddst = i == p->last_lin ? d : l->out;
+        if (l->b)
+            fill_rows(dst, lddst, rows, l->b, l->out);
+        blas_linear_f64(rows, l->out, l->in, cur, ldcur, l->w, l->in, l->b ? 1.0 : 0.0, dst,
+                        lddst);
+        cur = dst, ldcur = lddst;
+        which ^= 1;
+    }
+}
+
+/* J (d x d) = dg/dx at row `pos` of the last g_eval: W_k D_{k-1} ... D_1 W_1x by forward
+ * accumulation, one (out x in) * (in x d) product per Linear. */
+static void g_jac(const struct gctx *c, int pos, double *J)
+{
+    const struct iresnet *p = c->p;
+    const int d = c->b->d;
+    double *M = p->last_lin == 0 ? J : c->s->j0;
+    memcpy(M, p->l[0].w, sizeof(double) * (size_t)p->l[0].out * d);
+    int which = 0;
+    for (int i = 1; i < p->nl; i++) {
+        const struct dlayer *l = &p->l[i];
+        if (!l->lin) {
+            const double *u = c->s->tape + l->tape_off * (size_t)c->R + (size_t)pos * l->out;
+            for (int r = 0; r < l->out; r++) {
+                double dr = act_deriv(l->act, l->p1, l->p2, u[r]);
+                double *row = M + (size_t)r * d;
+                for (int j = 0; j < d; j++)
+                    row[j] *= dr;
+            }
+            continue;
+        }
+        double *dst = i == p->last_lin ? J : (which ? c->s->j0 : c->s->j1);
+        blas_gemm_f64(l->out, d, l->in, l->w, l->in, M, d, 0.0, dst, d);
+        M = dst;
+        which ^= 1;
+    }
+}
+
+static void cb_g(void *ctx, int rows, const int *ids, const double *x, double *gx)
+{
+    g_eval(ctx, rows, ids, x, gx);
+}
+
+static void cb_jac(void *ctx, int pos, double *J) { g_jac(ctx, pos, J); }
+
+/* log|det(I + J_g)| at row pos of the last g_eval (exact, or the series). */
+static double row_logdet(const struct gctx *c, int pos)
+{
+    const struct iresnet *p = c->p;
+    const int d = c->b->d;
+    double *J = c->s->A;
+    g_jac(c, pos, J);
+    if (p->series) {
+        /* sum_{k=1}^{n} (-1)^{k+1} tr(J^k) / k, with P = J^k formed exactly */
+        double *P = c->s->A2, *T = c->s->j0; /* j0 holds max_w x d >= d x d */
+        memcpy(P, J, sizeof(double) * (size_t)d * d);
+        double s = 0.0;
+        for (int k = 1; k <= p->series_terms; k++) {
+            double tr = 0.0;
+            for (int i = 0; i < d; i++)
+                tr += P[(size_t)i * d + i];
+            s += (k % 2 ? tr : -tr) / k;
+            if (k < p->series_terms) {
+                blas_gemm_f64(d, d, d, P, d, J, d, 0.0, T, d);
+                memcpy(P, T, sizeof(double) * (size_t)d * d);
+            }
+        }
+        return s;
+    }
+    for (int i = 0; i < d; i++)
+        J[(size_t)i * d + i] += 1.0;
+    if (la_lu(d, J, c->s->piv) != 0)
+        return -INFINITY; /* singular: only possible when L >= 1 */
+    return la_lu_logabsdet(d, J);
+}
+
+/* Condition contributions for rows [r0, r0 + R) of the tile: cb = b1 + W1c c. */
+static int prep_cond(const struct blk *b, const struct iresnet *p, const struct blk_io *io,
+                     struct bufs *s, int r0, int R)
+{
+    if (b->cw == 0 || !io->c)
+        return -1;
+    const struct dlayer *l0 = &p->l[0];
+    int rows = io->c_ld == 0 ? 1 : R;
+    for (int k = 0; k < rows; k++) {
+        const float *cr = io->c + (size_t)(io->c_ld == 0 ? 0 : r0 + k) * io->c_ld;
+        for (int j = 0; j < b->cw; j++)
+            s->cc[(size_t)k * b->cw + j] = cr[j];
+        if (l0->b)
+            memcpy(s->cb + (size_t)k * p->h1, l0->b, sizeof(double) * (size_t)p->h1);
+    }
+    blas_linear_f64(rows, p->h1, b->cw, s->cc, b->cw, p->w1c, b->cw, l0->b ? 1.0 : 0.0, s->cb,
+                    p->h1);
+    return io->c_ld == 0 ? 0 : 1;
+}
+
+/* ---- block ops ----------------------------------------------------------------------------- */
+
+static void iresnet_forward(const struct blk *b, struct blk_io *io)
+{
+    const struct iresnet *p = b->priv;
+    const int d = b->d;
+    int R = io->n < p->chunk ? io->n : p->chunk;
+    if (R < 1)
+        return;
+    struct bufs s = carve(b, p, io->scratch, R);
+    struct gctx c = {b, p, &s, R, -1};
+    for (int r0 = 0; r0 < io->n; r0 += R) {
+        int rows = io->n - r0 < R ? io->n - r0 : R;
+        c.cb_ld = prep_cond(b, p, io, &s, r0, rows);
+        float *xt = io->x + (size_t)r0 * d;
+        for (size_t i = 0; i < (size_t)rows * d; i++)
+            s.x[i] = xt[i];
+        g_eval(&c, rows, NULL, s.x, s.gx);
+        for (size_t i = 0; i < (size_t)rows * d; i++)
+            xt[i] = (float)(s.x[i] + s.gx[i]);
+        for (int k = 0; k < rows; k++)
+            io->log_det[r0 + k] += row_logdet(&c, k);
+    }
+}
+
+static enum eng_status iresnet_inverse(const struct blk *b, struct blk_io *io)
+{
+    const struct iresnet *p = b->priv;
+    const int d = b->d;
+    int R = io->n < p->chunk ? io->n : p->chunk;
+    if (R < 1)
+        return ENG_OK;
+    struct bufs s = carve(b, p, io->scratch, R);
+    struct gctx c = {b, p, &s, R, -1};
+    static const struct eng_solver_opts defaults = {1e-6, 200, ENG_SOLVE_AUTO};
+    const struct eng_solver_opts *o = io->opts ? io->opts : &defaults;
+    struct slv_opts so;
+    so.method = o->method >= 0 && o->method < ENG_SOLVE_COUNT ? o->method : ENG_SOLVE_AUTO;
+    so.max_iter = o->max_iter > 0 ? o->max_iter : 200;
+    so.tol = io->tol > 0 ? io->tol : (o->tol > 0 ? o->tol : 1e-6);
+    /* leave room for rounding the result to float (<= 2^-24 |x|), so the returned values
+     * meet the target too */
+    so.tol = so.tol > 0x1p-23 ? so.tol - 0x1p-24 : 0.5 * so.tol;
+    so.memory = 0;
+    struct slv_fn fn = {d, &c, cb_g, cb_jac, p->L, p->round_rel};
+    const bool cert = p->L < 1.0;
+    const double amp = io->err_scale > 0 ? io->err_scale : 1.0;
+    for (int r0 = 0; r0 < io->n; r0 += R) {
+        int rows = io->n - r0 < R ? io->n - r0 : R;
+        c.cb_ld = prep_cond(b, p, io, &s, r0, rows);
+        float *xt = io->x + (size_t)r0 * d;
+        for (size_t i = 0; i < (size_t)rows * d; i++)
+            s.y[i] = s.x[i] = xt[i];
+        slv_solve(&fn, &so, rows, s.y, s.x, s.rows, s.solver);
+        /* One more pass at the returned points: their log-det and residual. */
+        g_eval(&c, rows, NULL, s.x, s.gx);
+        for (int k = 0; k < rows; k++) {
+            const double *xr = s.x + (size_t)k * d, *gr = s.gx + (size_t)k * d;
+            const double *yr = s.y + (size_t)k * d;
+            double r2 = 0.0, nx = 0.0, ny = 0.0, ng = 0.0, e32 = 0.0;
+            float *out = xt + (size_t)k * d;
+            for (int t = 0; t < d; t++) {
+                double r = xr[t] + gr[t] - yr[t];
+                r2 += r * r, nx += xr[t] * xr[t], ny += yr[t] * yr[t], ng += gr[t] * gr[t];
+                out[t] = (float)xr[t];
+                double e = (double)out[t] - xr[t];
+                e32 += e * e;
+            }
+            double res = sqrt(r2), rho = p->round_rel * (sqrt(nx) + sqrt(ny) + sqrt(ng));
+            double bound = INFINITY;
+            if (cert && isfinite(res))
+                bound = fmin(s.rows[k].error_bound, (res + rho) / (1.0 - p->L)) + sqrt(e32);
+            io->log_det[r0 + k] -= row_logdet(&c, k);
+            int i = r0 + k;
+            if (io->iterations)
+                io->iterations[i] += s.rows[k].iterations;
+            if (io->residual && !(io->residual[i] >= res))
+                io->residual[i] = res; /* max; NaN propagates */
+            if (io->error_bound)
+                io->error_bound[i] += isfinite(bound) ? amp * bound : INFINITY;
+            if (io->converged)
+                io->converged[i] = io->converged[i] && s.rows[k].converged;
+        }
+    }
+    return ENG_OK;
+}
+
+/* ---- load ---------------------------------------------------------------------------------- */
+
+static double *to_f64(struct ldr *L, const float *w, size_t n)
+{
+    double *o = ldr_alloc(L, sizeof(double) * (n ? n : 1));
+    if (o)
+        for (size_t i = 0; i < n; i++)
+            o[i] = w[i];
+    return o;
+}
+
+static enum eng_status iresnet_load(struct blk *b, struct ldr *L, const cJSON *j)
+{
+    const int d = b->d, cw = b->cw;
+    struct iresnet *p = ldr_alloc(L, sizeof(*p));
+    if (!p)
+        return ENG_ERR_NOMEM;
+    enum eng_status st = ldr_subnet(L, j, "subnet", d, cw, d, &p->net);
+    if (st != ENG_OK)
+        return st;
+    const struct subnet *net = p->net;
+    p->nl = net->n_layers;
+    p->l = ldr_alloc(L, sizeof(*p->l) * (size_t)p->nl);
+    if (!p->l)
+        return ENG_ERR_NOMEM;
+    p->max_w = d;
+    p->act_lip = 1.0;
+    size_t tape = 0;
+    for (int i = 0; i < p->nl; i++) {
+        const struct subnet_layer *sl = &net->layers[i];
+        struct dlayer *l = &p->l[i];
+        l->lin = sl->is_linear;
+        l->out = sl->out;
+        if (sl->out > p->max_w)
+            p->max_w = sl->out;
+        if (l->lin) {
+            p->last_lin = i;
+            p->n_lin++;
+            l->in = i == 0 ? d : sl->in;
+            l->w = to_f64(L, i == 0 ? net->w1x : sl->w, (size_t)l->out * l->in);
+            l->b = sl->b ? to_f64(L, sl->b, (size_t)l->out) : NULL;
+            if (!l->w || (sl->b && !l->b))
+                return ENG_ERR_NOMEM;
+        } else {
+            l->in = sl->in;
+            l->act = sl->act;
+            l->p1 = sl->p1, l->p2 = sl->p2;
+            double k = act_lipschitz(sl->act, sl->p1, sl->p2);
+            if (!isfinite(k))
+                return ldr_fail(L, ENG_ERR_MANIFEST, "subnet.layers[%d]: activation '%s' has no "
+                                "Lipschitz bound; an IResNetBlock needs one", i,
+                                act_name(sl->act));
+            p->act_lip *= k;
+            l->tape_off = tape;
+            tape += (size_t)l->out;
+        }
+    }
+    p->tape_w = tape;
+    p->h1 = p->l[0].out;
+    if (cw > 0 && !(p->w1c = to_f64(L, net->w1c, (size_t)p->h1 * cw)))
+        return ENG_ERR_NOMEM;
+
+    /* Certified norms (upper bounds) and the power-iteration bracket (lower bounds). */
+    p->norms = ldr_alloc(L, sizeof(double) * (size_t)p->n_lin);
+    size_t wk = 0;
+    for (int i = 0; i < p->nl; i++)
+        if (p->l[i].lin) {
+            size_t w = la_norm2_upper_work(p->l[i].out, p->l[i].in);
+            size_t w2 = (size_t)p->l[i].out + (size_t)p->l[i].in;
+            wk = w > wk ? w : wk;
+            wk = w2 > wk ? w2 : wk;
+        }
+    double *work = ldr_alloc(L, sizeof(double) * wk);
+    if (!p->norms || !work)
+        return ENG_ERR_NOMEM;
+    p->L = p->act_lip;
+    p->L_lower = p->act_lip;
+    size_t sum_in = (size_t)d;
+    for (int i = 0, k = 0; i < p->nl; i++) {
+        const struct dlayer *l = &p->l[i];
+        if (!l->lin)
+            continue;
+        double up = la_norm2_upper(l->out, l->in, l->w, work);
+        double lo = la_spectral_norm(l->out, l->in, l->w, work);
+        /* The upper bound must dominate the lower one; if rounding ever says otherwise,
+         * keep the larger (the certificate stays conservative). */
+        p->norms[k++] = fmax(up, lo);
+        p->L *= fmax(up, lo);
+        p->L_lower *= lo;
+        sum_in += (size_t)l->in;
+    }
+    if (!isfinite(p->L))
+        p->L = INFINITY;
+    p->round_rel = 8.0 * DBL_EPSILON * (double)(sum_in + 1);
+
+    static const char *const modes[] = {"exact", "series"};
+    int mode;
+    long terms;
+    if ((st = ldr_enum(L, j, "logdet", false, 0, modes, 2, &mode)) != ENG_OK)
+        return st;
+    if ((st = ldr_int(L, j, "series_terms", false, 10, 1, 1000, &terms)) != ENG_OK)
+        return st;
+    p->series = mode == 1;
+    p->series_terms = (int)terms;
+    if (p->series) {
+        if (!(p->L < 1.0))
+            return ldr_fail(L, ENG_ERR_MANIFEST, "field 'logdet': \"series\" needs a "
+                            "contraction, but the certified Lipschitz bound of g is L = %.6g >= 1 "
+                            "(use \"exact\")", p->L);
+        p->series_bound = (double)d * pow(p->L, (double)terms + 1.0) /
+                          (((double)terms + 1.0) * (1.0 - p->L));
+    }
+    b->numeric = true;
+    b->priv = p;
+    /* chunk: as many rows as fit the budget, at most a tile */
+    size_t one = chunk_doubles(b, p, 1), two = chunk_doubles(b, p, 2);
+    size_t per = two - one, fixed = one - per;
+    size_t R = per ? (IRES_CHUNK_DOUBLES > fixed ? (IRES_CHUNK_DOUBLES - fixed) / per : 1) : 1;
+    if (R < 1)
+        R = 1;
+    if (R > ENG_TILE_ROWS)
+        R = ENG_TILE_ROWS;
+    p->chunk = (int)R;
+    return ENG_OK;
+}
+
+/* ---- certificate --------------------------------------------------------------------------- */
+
+static void iresnet_certify(const struct blk *b, struct eng_block_cert *out)
+{
+    const struct iresnet *p = b->priv;
+    const double Lb = p->L;
+    char ld[64];
+    if (p->series)
+        snprintf(ld, sizeof(ld), "%d-term series log-det, error <= %.2e", p->series_terms,
+                 p->series_bound);
+    else
+        snprintf(ld, sizeof(ld), "exact log-det");
+    out->lipschitz = Lb;
+    if (Lb < 1.0) {
+        out->invertible = true;
+        out->guarantee = ENG_GUARANTEE_CONTRACTION;
+        out->lipschitz_inverse = 1.0 / (1.0 - Lb);
+        out->condition = (1.0 + Lb) / (1.0 - Lb);
+        /* a-priori fixed-point iterations: L^n / (1 - L) <= 1e-6 */
+        out->iterations_for_1e6 = Lb <= 0.0 ? 1 : (int)ceil(log(1e-6 * (1.0 - Lb)) / log(Lb));
+        if (out->iterations_for_1e6 < 1)
+            out->iterations_for_1e6 = 1;
+        snprintf(out->reason, sizeof(out->reason),
+                 "contraction: Lip(g) <= L = %.6g < 1 (exact spectral norms of %d layers times "
+                 "activation bounds): x + g(x) is a bijection, Lip(inverse) <= %.4g; %.63s",
+                 Lb, p->n_lin, out->lipschitz_inverse, ld);
+    } else {
+        out->invertible = false;
+        out->guarantee = ENG_GUARANTEE_NONE;
+        out->lipschitz_inverse = NAN;
+        out->condition = NAN;
+        out->iterations_for_1e6 = -1;
+        snprintf(out->reason, sizeof(out->reason),
+                 "not certified: the Lipschitz bound of g is L = %.6g >= 1, invertibility is not "
+                 "guaranteed; inverses are iterated anyway and carry an infinite error bound; "
+                 "%.63s", Lb, ld);
+    }
+}
+
+const struct blk_ops blk_iresnet_ops = {
+    .type = "IResNetBlock",
+    .takes_cond = true,
+    .load = iresnet_load,
+    .scratch = iresnet_scratch,
+    .forward = iresnet_forward,
+    .inverse = iresnet_inverse,
+    .certify = iresnet_certify,
+};

@@ -1,0 +1,480 @@
+/*
+ * request.c — JSON body -> validated struct proto_request for forward, inverse, sample,
+ * log_prob and preimage (request.h), and the Accept / Content-Type checks.
+ */
+#include "request.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static const char *const OP_NAMES[PROTO_OP_COUNT] = {"forward", "inverse", "sample",
+                                                     "log_prob", "preimage"};
+
+const char *proto_op_str(enum proto_op op)
+{
+    return (unsigned)op < PROTO_OP_COUNT ? OP_NAMES[op] : "none";
+}
+
+enum proto_op proto_op_parse(const char *s)
+{
+    for (int i = 0; i < PROTO_OP_COUNT; i++)
+        if (s && strcmp(s, OP_NAMES[i]) == 0)
+            return (enum proto_op)i;
+    return PROTO_OP_COUNT;
+}
+
+bool proto_op_supported(enum proto_op op, enum eng_kind kind)
+{
+    if (op == PROTO_OP_FORWARD || op == PROTO_OP_PREIMAGE)
+        return true;
+    return kind != ENG_KIND_MLP;
+}
+
+/* Solver method names in enum eng_solve_method order. */
+static const char *const SOLVE_NAMES[] = {"auto", "newton", "anderson", "broyden",
+                                          "fixed_point"};
+_Static_assert(sizeof SOLVE_NAMES / sizeof SOLVE_NAMES[0] == ENG_SOLVE_COUNT,
+               "solver names out of step with enum eng_solve_method");
+
+static const char *const OUT_NAMES[] = {"samples", "log_prob", "summary", "resimulation"};
+
+void proto_request_free(struct proto_request *r)
+{
+    proto_matrix_free(&r->x);
+    proto_matrix_free(&r->y);
+    proto_matrix_free(&r->z);
+    proto_matrix_free(&r->target);
+    free(r->quantiles);
+    free(r->bounds_low);
+    free(r->bounds_high);
+    free(r->v2_id);
+    memset(r, 0, sizeof *r);
+}
+
+/* ---- y by kind --------------------------------------------------------------------------- */
+
+/* Reads y for op.  need: the kind takes y here.  rows_match: 0 = any row count (sample:
+ * observations), else y must have 1 or rows_match rows. */
+static enum proto_code read_y(const cJSON *root, const struct eng_info *info, bool need,
+                              int rows_match, const char *vs, int max_rows,
+                              const struct proto_limits *lim, struct proto_matrix *y,
+                              struct proto_error *e)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "y");
+    const char *kind = eng_kind_str(info->kind);
+    if (!need) {
+        if (v)
+            return proto_errorf(e, PROTO_E_UNKNOWN_FIELD, "field 'y' is not taken here by a "
+                                "%s model (it has no observation y for this operation)", kind);
+        return PROTO_OK;
+    }
+    if (!v)
+        return proto_errorf(e, PROTO_E_MISSING, "missing field 'y': a %s model needs the "
+                            "observation y (rows of %d values)", kind, info->dims.y);
+    enum proto_code rc = proto_json_matrix(v, "y", info->dims.y, "the model's dims.y", true,
+                                           max_rows, lim, y, e);
+    if (rc != PROTO_OK)
+        return rc;
+    if (rows_match > 0 && y->rows != 1 && y->rows != rows_match) {
+        int got = y->rows;
+        proto_matrix_free(y);
+        return proto_errorf(e, PROTO_E_SHAPE, "y has %d rows; it must have 1 row (used for "
+                            "every row of %s) or %d rows, one per row of %s", got, vs,
+                            rows_match, vs);
+    }
+    return PROTO_OK;
+}
+
+static enum proto_code read_solver(const cJSON *root, const struct proto_limits *lim,
+                                   struct eng_solver_opts *s, struct proto_error *e)
+{
+    s->tol = 1e-6;
+    s->max_iter = 200;
+    s->method = ENG_SOLVE_AUTO;
+    const cJSON *v;
+    enum proto_code rc;
+    if ((v = cJSON_GetObjectItemCaseSensitive(root, "tol"))) {
+        if ((rc = proto_json_num(v, "tol", 0.0, true, 1.0, false, &s->tol, e)) != PROTO_OK)
+            return rc;
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(root, "max_iter"))) {
+        long long it;
+        if ((rc = proto_json_int(v, "max_iter", 1, lim->max_solver_iter, &it, e)) != PROTO_OK)
+            return rc;
+        s->max_iter = (int)it;
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(root, "method"))) {
+        const char *m;
+        if ((rc = proto_json_str(v, "method", &m, e)) != PROTO_OK)
+            return rc;
+        int k = -1;
+        for (int i = 0; i < ENG_SOLVE_COUNT; i++)
+            if (strcmp(m, SOLVE_NAMES[i]) == 0)
+                k = i;
+        if (k < 0)
+            return proto_errorf(e, PROTO_E_FIELD, "method must be one of auto, newton, "
+                                "anderson, broyden, fixed_point; got \"%.32s\"", m);
+        s->method = k;
+    }
+    return PROTO_OK;
+}
+
+static enum proto_code read_seed(const cJSON *root, uint64_t *seed, bool *given,
+                                 struct proto_error *e)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "seed");
+    *given = false;
+    if (!v || cJSON_IsNull(v))
+        return PROTO_OK;
+    long long s;
+    enum proto_code rc = proto_json_int(v, "seed", 0, (long long)PROTO_MAX_SEED, &s, e);
+    if (rc != PROTO_OK)
+        return rc;
+    *seed = (uint64_t)s;
+    *given = true;
+    return PROTO_OK;
+}
+
+/* ---- per operation ------------------------------------------------------------------------ */
+
+static enum proto_code parse_forward_like(enum proto_op op, const cJSON *root,
+                                          const struct eng_info *info,
+                                          const struct proto_limits *lim,
+                                          struct proto_request *r, struct proto_error *e)
+{
+    static const char *const F[] = {"x", "y"};
+    enum proto_code rc = proto_json_fields(root, F, 2, "", e);
+    if (rc != PROTO_OK)
+        return rc;
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(root, "x");
+    if (!x)
+        return proto_errorf(e, PROTO_E_MISSING, "missing field 'x' (rows of %d values)",
+                            info->dims.x);
+    if ((rc = proto_json_matrix(x, "x", info->dims.x, "the model's dims.x", true,
+                                lim->max_rows, lim, &r->x, e)) != PROTO_OK)
+        return rc;
+    bool need_y = op == PROTO_OP_FORWARD ? info->kind == ENG_KIND_CINN
+                                         : (info->kind == ENG_KIND_CINN ||
+                                            info->kind == ENG_KIND_INN);
+    return read_y(root, info, need_y, r->x.rows, "x", lim->max_rows, lim, &r->y, e);
+}
+
+static enum proto_code parse_inverse(const cJSON *root, const struct eng_info *info,
+                                     const struct proto_limits *lim, struct proto_request *r,
+                                     struct proto_error *e)
+{
+    static const char *const F[] = {"z", "y", "tol", "max_iter", "method"};
+    enum proto_code rc = proto_json_fields(root, F, 5, "", e);
+    if (rc != PROTO_OK)
+        return rc;
+    const cJSON *z = cJSON_GetObjectItemCaseSensitive(root, "z");
+    if (!z)
+        return proto_errorf(e, PROTO_E_MISSING, "missing field 'z' (rows of %d values)",
+                            info->dims.z);
+    if ((rc = proto_json_matrix(z, "z", info->dims.z, "the model's dims.z", true,
+                                lim->max_rows, lim, &r->z, e)) != PROTO_OK)
+        return rc;
+    if ((rc = read_y(root, info, info->kind != ENG_KIND_FLOW, r->z.rows, "z", lim->max_rows,
+                     lim, &r->y, e)) != PROTO_OK)
+        return rc;
+    return read_solver(root, lim, &r->solver, e);
+}
+
+static enum proto_code parse_sample(const cJSON *root, const struct eng_info *info,
+                                    const struct proto_limits *lim, struct proto_request *r,
+                                    struct proto_error *e)
+{
+    static const char *const F[] = {"y", "num_samples", "seed", "temperature", "outputs",
+                                    "quantiles", "tol", "max_iter", "method"};
+    enum proto_code rc = proto_json_fields(root, F, 9, "", e);
+    if (rc != PROTO_OK)
+        return rc;
+    if ((rc = read_y(root, info, info->kind != ENG_KIND_FLOW, 0, "", lim->max_obs, lim, &r->y,
+                     e)) != PROTO_OK)
+        return rc;
+    long n_obs = info->kind == ENG_KIND_FLOW ? 1 : r->y.rows;
+    const cJSON *v;
+    r->num_samples = lim->default_num_samples;
+    if ((v = cJSON_GetObjectItemCaseSensitive(root, "num_samples"))) {
+        long long ns;
+        if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) ||
+            v->valuedouble != floor(v->valuedouble))
+            return proto_errorf(e, PROTO_E_FIELD, "num_samples must be a positive integer, "
+                                "got %s", cJSON_IsNumber(v) ? "a fraction" : proto_json_type(v));
+        if (v->valuedouble < 1)
+            return proto_errorf(e, PROTO_E_FIELD, "num_samples must be at least 1, got %.17g",
+                                v->valuedouble);
+        if (v->valuedouble > (double)lim->max_samples)
+            return proto_errorf(e, PROTO_E_TOO_LARGE, "num_samples = %.17g is more than the "
+                                "server allows per request (%ld, --max-samples); ask for "
+                                "fewer samples", v->valuedouble, lim->max_samples);
+        ns = (long long)v->valuedouble;
+        r->num_samples = (long)ns;
+    }
+    if (n_obs * r->num_samples > lim->max_samples)
+        return proto_errorf(e, PROTO_E_TOO_LARGE, "%ld observations x num_samples %ld = %ld "
+                            "samples, more than the server allows per request (%ld, "
+                            "--max-samples); ask for fewer samples or split the request",
+                            n_obs, r->num_samples, n_obs * r->num_samples, lim->max_samples);
+    if ((rc = read_seed(root, &r->seed, &r->seed_given, e)) != PROTO_OK)
+        return rc;
+    r->temperature = 1.0f;
+    if ((v = cJSON_GetObjectItemCaseSensitive(root, "temperature"))) {
+        double t;
+        if ((rc = proto_json_num(v, "temperature", 0.0, false, lim->max_temperature, false, &t,
+                                 e)) != PROTO_OK)
+            return rc;
+        r->temperature = (float)t;
+    }
+    r->outputs = PROTO_OUT_SAMPLES;
+    if ((v = cJSON_GetObjectItemCaseSensitive(root, "outputs"))) {
+        if (!cJSON_IsArray(v) || !v->child)
+            return proto_errorf(e, PROTO_E_FIELD, "outputs must be a non-empty array of "
+                                "strings from samples, log_prob, summary, resimulation; got %s",
+                                cJSON_IsArray(v) ? "an empty array" : proto_json_type(v));
+        r->outputs = 0;
+        int i = 0;
+        for (const cJSON *c = v->child; c; c = c->next, i++) {
+            if (!cJSON_IsString(c))
+                return proto_errorf(e, PROTO_E_FIELD, "outputs[%d] must be a string, got %s",
+                                    i, proto_json_type(c));
+            unsigned bit = 0;
+            for (unsigned k = 0; k < 4; k++)
+                if (strcmp(c->valuestring, OUT_NAMES[k]) == 0)
+                    bit = 1u << k;
+            if (!bit)
+                return proto_errorf(e, PROTO_E_FIELD, "outputs[%d] = \"%.32s\" is not one of "
+                                    "samples, log_prob, summary, resimulation", i,
+                                    c->valuestring);
+            if (r->outputs & bit)
+                return proto_errorf(e, PROTO_E_FIELD, "outputs[%d] = \"%s\" is listed twice",
+                                    i, c->valuestring);
+            r->outputs |= bit;
+        }
+        if ((r->outputs & PROTO_OUT_RESIMULATION) && info->kind != ENG_KIND_INN)
+            return proto_errorf(e, PROTO_E_UNSUPPORTED, "outputs: resimulation is only defined "
+                                "for inn models (this model is a %s)", eng_kind_str(info->kind));
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(root, "quantiles"))) {
+        if (!cJSON_IsArray(v) || !v->child)
+            return proto_errorf(e, PROTO_E_FIELD, "quantiles must be a non-empty array of "
+                                "numbers in [0, 1], got %s",
+                                cJSON_IsArray(v) ? "an empty array" : proto_json_type(v));
+        int n = cJSON_GetArraySize(v);
+        if (n > lim->max_quantiles)
+            return proto_errorf(e, PROTO_E_TOO_LARGE, "quantiles has %d entries, more than "
+                                "%d", n, lim->max_quantiles);
+        r->quantiles = malloc(sizeof(double) * (size_t)n);
+        if (!r->quantiles)
+            return proto_errorf(e, PROTO_E_NOMEM, "out of memory");
+        int i = 0;
+        for (const cJSON *c = v->child; c; c = c->next, i++) {
+            char name[32];
+            snprintf(name, sizeof name, "quantiles[%d]", i);
+            if ((rc = proto_json_num(c, name, 0.0, false, 1.0, false, &r->quantiles[i], e)) !=
+                PROTO_OK)
+                return rc;
+        }
+        r->n_quantiles = n;
+    } else if (r->outputs & PROTO_OUT_SUMMARY) {
+        static const double DEF_Q[] = {0.05, 0.5, 0.95};
+        r->quantiles = malloc(sizeof DEF_Q);
+        if (!r->quantiles)
+            return proto_errorf(e, PROTO_E_NOMEM, "out of memory");
+        memcpy(r->quantiles, DEF_Q, sizeof DEF_Q);
+        r->n_quantiles = 3;
+    }
+    return read_solver(root, lim, &r->solver, e);
+}
+
+static enum proto_code parse_preimage(const cJSON *root, const struct eng_info *info,
+                                      const struct proto_limits *lim, struct proto_request *r,
+                                      struct proto_error *e)
+{
+    static const char *const F[] = {"target", "y", "method", "num_solutions", "max_steps",
+                                    "seed", "bounds", "prior_weight"};
+    enum proto_code rc = proto_json_fields(root, F, 8, "", e);
+    if (rc != PROTO_OK)
+        return rc;
+    bool to_y = info->kind == ENG_KIND_MLP || info->kind == ENG_KIND_INN;
+    int tw = to_y ? info->dims.y : info->dims.z;
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(root, "target");
+    if (!t)
+        return proto_errorf(e, PROTO_E_MISSING, "missing field 'target' (rows of %d values: "
+                            "the model's %s)", tw, to_y ? "output y" : "latent z");
+    if ((rc = proto_json_matrix(t, "target", tw, to_y ? "the model's dims.y" : "the model's "
+                                "dims.z", true, lim->max_preimage_targets, lim, &r->target,
+                                e)) != PROTO_OK)
+        return rc;
+    if ((rc = read_y(root, info, info->kind == ENG_KIND_CINN, r->target.rows, "target",
+                     lim->max_preimage_targets, lim, &r->y, e)) != PROTO_OK)
+        return rc;
+    struct eng_preimage_opts *p = &r->pre;
+    p->method = ENG_PREIMAGE_GRADIENT;
+    p->num_solutions = 8;
+    p->max_steps = 500;
+    p->prior_weight = 0.0;
+    const cJSON *v;
+    if ((v = cJSON_GetObjectItemCaseSensitive(root, "method"))) {
+        const char *m;
+        if ((rc = proto_json_str(v, "method", &m, e)) != PROTO_OK)
+            return rc;
+        if (strcmp(m, "gradient") == 0)
+            p->method = ENG_PREIMAGE_GRADIENT;
+        else if (strcmp(m, "evolutionary") == 0)
+            p->method = ENG_PREIMAGE_EVOLUTIONARY;
+        else
+            return proto_errorf(e, PROTO_E_FIELD, "method must be \"gradient\" or "
+                                "\"evolutionary\", got \"%.32s\"", m);
+    }
+    long long k;
+    if ((v = cJSON_GetObjectItemCaseSensitive(root, "num_solutions"))) {
+        if ((rc = proto_json_int(v, "num_solutions", 1, lim->max_preimage_solutions, &k, e)) !=
+            PROTO_OK)
+            return rc;
+        p->num_solutions = (int)k;
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(root, "max_steps"))) {
+        if ((rc = proto_json_int(v, "max_steps", 1, lim->max_preimage_steps, &k, e)) != PROTO_OK)
+            return rc;
+        p->max_steps = (int)k;
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(root, "prior_weight"))) {
+        if ((rc = proto_json_num(v, "prior_weight", 0.0, false, 1e6, false, &p->prior_weight,
+                                 e)) != PROTO_OK)
+            return rc;
+    }
+    bool given;
+    if ((rc = read_seed(root, &r->seed, &given, e)) != PROTO_OK)
+        return rc;
+    r->seed_given = given;
+    if ((v = cJSON_GetObjectItemCaseSensitive(root, "bounds")) && !cJSON_IsNull(v)) {
+        static const char *const B[] = {"low", "high"};
+        if ((rc = proto_json_fields(v, B, 2, "bounds.", e)) != PROTO_OK)
+            return rc;
+        const cJSON *lo = cJSON_GetObjectItemCaseSensitive(v, "low");
+        const cJSON *hi = cJSON_GetObjectItemCaseSensitive(v, "high");
+        if (!lo || !hi)
+            return proto_errorf(e, PROTO_E_MISSING, "bounds needs both 'low' and 'high' (%d "
+                                "values each)", info->dims.x);
+        if ((rc = proto_json_vector(lo, "bounds.low", info->dims.x, &r->bounds_low, NULL, e)) !=
+            PROTO_OK)
+            return rc;
+        if ((rc = proto_json_vector(hi, "bounds.high", info->dims.x, &r->bounds_high, NULL,
+                                    e)) != PROTO_OK)
+            return rc;
+        for (int j = 0; j < info->dims.x; j++)
+            if (!(r->bounds_low[j] < r->bounds_high[j]))
+                return proto_errorf(e, PROTO_E_FIELD, "bounds.low[%d] must be below "
+                                    "bounds.high[%d]", j, j);
+        p->low = r->bounds_low;
+        p->high = r->bounds_high;
+    }
+    return PROTO_OK;
+}
+
+enum proto_code proto_request_from_json(enum proto_op op, const cJSON *root,
+                                        const struct eng_info *info,
+                                        const struct proto_limits *lim,
+                                        struct proto_request *out, struct proto_error *e)
+{
+    memset(out, 0, sizeof *out);
+    out->op = op;
+    if (!proto_op_supported(op, info->kind))
+        return proto_errorf(e, PROTO_E_UNSUPPORTED, "%s is not defined for a%s %s model%s",
+                            proto_op_str(op), info->kind == ENG_KIND_INN || info->kind == ENG_KIND_MLP ? "n" : "",
+                            eng_kind_str(info->kind),
+                            info->kind == ENG_KIND_MLP ? " (use preimage search)" : "");
+    enum proto_code rc;
+    switch (op) {
+    case PROTO_OP_FORWARD:
+    case PROTO_OP_LOG_PROB:
+        rc = parse_forward_like(op, root, info, lim, out, e);
+        break;
+    case PROTO_OP_INVERSE:
+        rc = parse_inverse(root, info, lim, out, e);
+        break;
+    case PROTO_OP_SAMPLE:
+        rc = parse_sample(root, info, lim, out, e);
+        break;
+    case PROTO_OP_PREIMAGE:
+        rc = parse_preimage(root, info, lim, out, e);
+        break;
+    default:
+        rc = proto_errorf(e, PROTO_E_INTERNAL, "unknown operation");
+    }
+    if (rc != PROTO_OK)
+        proto_request_free(out);
+    return rc;
+}
+
+enum proto_code proto_request_parse(enum proto_op op, const char *body, size_t len,
+                                    const struct eng_info *info,
+                                    const struct proto_limits *lim, struct proto_request *out,
+                                    struct proto_error *e)
+{
+    memset(out, 0, sizeof *out);
+    if (!proto_op_supported(op, info->kind))
+        return proto_request_from_json(op, NULL, info, lim, out, e);
+    cJSON *root;
+    enum proto_code rc = proto_json_parse(body, len, lim->max_json_depth, &root, e);
+    if (rc != PROTO_OK)
+        return rc;
+    rc = proto_request_from_json(op, root, info, lim, out, e);
+    cJSON_Delete(root);
+    return rc;
+}
+
+/* ---- media types ------------------------------------------------------------------------ */
+
+/* Copies the media range of one Accept/Content-Type item, lowercased, without params. */
+static size_t media_type(const char *s, size_t n, char *out, size_t cap)
+{
+    while (n && isspace((unsigned char)*s)) {
+        s++;
+        n--;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n && s[i] != ';' && k + 1 < cap; i++)
+        if (!isspace((unsigned char)s[i]))
+            out[k++] = (char)tolower((unsigned char)s[i]);
+    out[k] = 0;
+    return k;
+}
+
+enum proto_format proto_format_from_accept(const char *accept)
+{
+    if (!accept)
+        return PROTO_FMT_JSON;
+    const char *p = accept;
+    while (*p) {
+        const char *q = strchr(p, ',');
+        size_t n = q ? (size_t)(q - p) : strlen(p);
+        char mt[64];
+        media_type(p, n, mt, sizeof mt);
+        if (strcmp(mt, "application/json") == 0 || strcmp(mt, "*/*") == 0 ||
+            strcmp(mt, "application/*") == 0)
+            return PROTO_FMT_JSON;
+        if (strcmp(mt, "text/csv") == 0)
+            return PROTO_FMT_CSV;
+        if (strcmp(mt, "application/x-npy") == 0)
+            return PROTO_FMT_NPY;
+        p = q ? q + 1 : p + n;
+    }
+    return PROTO_FMT_JSON;
+}
+
+bool proto_content_type_ok(const char *ctype)
+{
+    if (!ctype || !*ctype)
+        return true;
+    char mt[128];
+    size_t n = media_type(ctype, strlen(ctype), mt, sizeof mt);
+    if (strcmp(mt, "application/json") == 0)
+        return true;
+    return n > 5 && strcmp(mt + n - 5, "+json") == 0 && strchr(mt, '/') != NULL;
+}

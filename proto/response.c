@@ -1,0 +1,428 @@
+/*
+ * response.c — JSON answers of the v1 API (response.h): results of model operations,
+ * metadata, certificate and model list.  Large arrays go through proto_buf_f32_list /
+ * proto_buf_f64_list; only small fixed strings are formatted with printf.
+ */
+#include "response.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void proto_result_free(struct proto_result *r)
+{
+    free(r->z);
+    free(r->y_out);
+    free(r->log_det);
+    free(r->x);
+    free(r->log_prob);
+    free(r->samples);
+    free(r->sample_lp);
+    if (r->has_summary)
+        proto_summary_free(&r->summary);
+    free(r->rmse);
+    free(r->iterations);
+    free(r->residual);
+    free(r->error_bound);
+    free(r->converged);
+    free(r->pre_x);
+    free(r->pre_res);
+    free(r->pre_found);
+    memset(r, 0, sizeof *r);
+}
+
+static void head(struct proto_buf *b, const struct proto_model_id *id)
+{
+    proto_buf_puts(b, "{\"model\":");
+    proto_buf_json_str(b, id->name);
+    proto_buf_puts(b, ",\"version\":");
+    proto_buf_json_str(b, id->version);
+    proto_buf_puts(b, ",\"sha256\":\"");
+    proto_buf_puts(b, id->sha256);
+    proto_buf_putc(b, '"');
+}
+
+void proto_write_f32_rows(struct proto_buf *b, const float *v, long n, int w)
+{
+    proto_buf_putc(b, '[');
+    for (long i = 0; i < n && !proto_buf_failed(b); i++) {
+        if (i)
+            proto_buf_putc(b, ',');
+        proto_buf_putc(b, '[');
+        proto_buf_f32_list(b, v + (size_t)i * w, (size_t)w);
+        proto_buf_putc(b, ']');
+    }
+    proto_buf_putc(b, ']');
+}
+
+static void f64_array(struct proto_buf *b, const double *v, long n)
+{
+    proto_buf_putc(b, '[');
+    proto_buf_f64_list(b, v, (size_t)n);
+    proto_buf_putc(b, ']');
+}
+
+/* n x w doubles as nested rows */
+static void f64_rows(struct proto_buf *b, const double *v, long n, long w)
+{
+    proto_buf_putc(b, '[');
+    for (long i = 0; i < n && !proto_buf_failed(b); i++) {
+        if (i)
+            proto_buf_putc(b, ',');
+        f64_array(b, v + (size_t)i * w, w);
+    }
+    proto_buf_putc(b, ']');
+}
+
+static const char *const SOLVE_NAMES[] = {"auto", "newton", "anderson", "broyden",
+                                          "fixed_point"};
+
+void proto_write_solver(struct proto_buf *b, const struct proto_result *r, int nest)
+{
+    long n = r->solver_rows;
+    long outer = nest > 0 ? nest : 1, inner = n / outer;
+    int m = r->solver_method >= 0 && r->solver_method < ENG_SOLVE_COUNT ? r->solver_method : 0;
+    proto_buf_puts(b, "{\"method\":\"");
+    proto_buf_puts(b, SOLVE_NAMES[m]);
+    proto_buf_puts(b, "\",\"iterations\":");
+    for (int k = 0; k < 4; k++) {
+        if (k == 1)
+            proto_buf_puts(b, ",\"residual\":");
+        else if (k == 2)
+            proto_buf_puts(b, ",\"error_bound\":");
+        else if (k == 3)
+            proto_buf_puts(b, ",\"converged\":");
+        if (nest > 0)
+            proto_buf_putc(b, '[');
+        for (long o = 0; o < outer && !proto_buf_failed(b); o++) {
+            if (o)
+                proto_buf_putc(b, ',');
+            proto_buf_putc(b, '[');
+            for (long i = o * inner; i < (o + 1) * inner; i++) {
+                if (i > o * inner)
+                    proto_buf_putc(b, ',');
+                if (k == 0)
+                    proto_buf_i64(b, r->iterations ? r->iterations[i] : 0);
+                else if (k == 1)
+                    proto_buf_f64(b, r->residual ? r->residual[i] : 0.0);
+                else if (k == 2)
+                    proto_buf_f64(b, r->error_bound ? r->error_bound[i] : INFINITY);
+                else
+                    proto_buf_puts(b, r->converged && !r->converged[i] ? "false" : "true");
+            }
+            proto_buf_putc(b, ']');
+        }
+        if (nest > 0)
+            proto_buf_putc(b, ']');
+    }
+    long bad = 0;
+    for (long i = 0; i < n; i++)
+        bad += r->converged && !r->converged[i];
+    proto_buf_puts(b, ",\"unconverged\":");
+    proto_buf_i64(b, bad);
+    proto_buf_puts(b, ",\"certified\":");
+    proto_buf_puts(b, r->certified ? "true}" : "false}");
+}
+
+static void write_sample(struct proto_buf *b, const struct eng_info *info,
+                         const struct proto_result *r)
+{
+    const int dx = info->dims.x;
+    const long N = r->num_samples;
+    proto_buf_puts(b, ",\"seed\":");
+    proto_buf_u64(b, r->seed);
+    proto_buf_puts(b, ",\"num_samples\":");
+    proto_buf_i64(b, N);
+    proto_buf_puts(b, ",\"temperature\":");
+    proto_buf_f32(b, r->temperature);
+    proto_buf_puts(b, ",\"shape\":[");
+    proto_buf_i64(b, r->n);
+    proto_buf_putc(b, ',');
+    proto_buf_i64(b, N);
+    proto_buf_putc(b, ',');
+    proto_buf_i64(b, dx);
+    proto_buf_putc(b, ']');
+    if (r->outputs & PROTO_OUT_SAMPLES) {
+        proto_buf_puts(b, ",\"samples\":[");
+        for (int o = 0; o < r->n && !proto_buf_failed(b); o++) {
+            if (o)
+                proto_buf_putc(b, ',');
+            proto_write_f32_rows(b, r->samples + (size_t)o * N * dx, N, dx);
+        }
+        proto_buf_putc(b, ']');
+    }
+    if ((r->outputs & PROTO_OUT_LOG_PROB) && r->sample_lp) {
+        proto_buf_puts(b, ",\"log_prob\":");
+        f64_rows(b, r->sample_lp, r->n, N);
+    }
+    if (r->has_summary) {
+        const struct proto_summary *s = &r->summary;
+        proto_buf_puts(b, ",\"summary\":{\"mean\":");
+        proto_write_f32_rows(b, s->mean, s->n_obs, s->dx);
+        proto_buf_puts(b, ",\"std\":");
+        proto_write_f32_rows(b, s->std, s->n_obs, s->dx);
+        proto_buf_puts(b, ",\"quantiles\":{");
+        for (int k = 0; k < s->nq; k++) {
+            if (k)
+                proto_buf_putc(b, ',');
+            proto_buf_putc(b, '"');
+            proto_buf_f64(b, s->q[k]);
+            proto_buf_puts(b, "\":");
+            proto_write_f32_rows(b, s->quant + (size_t)k * s->n_obs * s->dx, s->n_obs, s->dx);
+        }
+        proto_buf_putc(b, '}');
+        if (s->map) {
+            proto_buf_puts(b, ",\"map\":");
+            proto_write_f32_rows(b, s->map, s->n_obs, s->dx);
+            proto_buf_puts(b, ",\"map_index\":[");
+            for (int o = 0; o < s->n_obs; o++) {
+                if (o)
+                    proto_buf_putc(b, ',');
+                proto_buf_i64(b, s->map_index[o]);
+            }
+            proto_buf_putc(b, ']');
+        }
+        proto_buf_putc(b, '}');
+    }
+    if (r->rmse) {
+        proto_buf_puts(b, ",\"resimulation\":{\"rmse\":");
+        f64_array(b, r->rmse, r->n);
+        proto_buf_putc(b, '}');
+    }
+}
+
+static void write_preimage(struct proto_buf *b, const struct eng_info *info,
+                           const struct proto_result *r)
+{
+    const int dx = info->dims.x;
+    proto_buf_puts(b, ",\"method\":\"");
+    proto_buf_puts(b, r->pre_method == ENG_PREIMAGE_EVOLUTIONARY ? "evolutionary" : "gradient");
+    proto_buf_puts(b, "\",\"seed\":");
+    proto_buf_u64(b, r->seed);
+    proto_buf_puts(b, ",\"solutions\":[");
+    for (int t = 0; t < r->n && !proto_buf_failed(b); t++) {
+        if (t)
+            proto_buf_putc(b, ',');
+        proto_buf_putc(b, '[');
+        for (int s = 0; s < r->pre_found[t]; s++) {
+            size_t row = (size_t)t * r->num_solutions + s;
+            if (s)
+                proto_buf_putc(b, ',');
+            proto_buf_puts(b, "{\"x\":[");
+            proto_buf_f32_list(b, r->pre_x + row * dx, (size_t)dx);
+            proto_buf_puts(b, "],\"residual\":");
+            proto_buf_f64(b, r->pre_res[row]);
+            proto_buf_putc(b, '}');
+        }
+        proto_buf_putc(b, ']');
+    }
+    proto_buf_putc(b, ']');
+}
+
+void proto_write_result_json(struct proto_buf *b, const struct proto_model_id *id,
+                             const struct eng_info *info, const struct proto_result *r)
+{
+    const struct eng_dims *d = &info->dims;
+    head(b, id);
+    switch (r->op) {
+    case PROTO_OP_FORWARD:
+        if (r->z) {
+            proto_buf_puts(b, ",\"z\":");
+            proto_write_f32_rows(b, r->z, r->n, d->z);
+        }
+        if (r->y_out) {
+            proto_buf_puts(b, ",\"y\":");
+            proto_write_f32_rows(b, r->y_out, r->n, d->y);
+        }
+        if (r->log_det) {
+            proto_buf_puts(b, ",\"log_det\":");
+            f64_array(b, r->log_det, r->n);
+        }
+        break;
+    case PROTO_OP_INVERSE:
+        proto_buf_puts(b, ",\"x\":");
+        proto_write_f32_rows(b, r->x, r->n, d->x);
+        proto_buf_puts(b, ",\"log_det\":");
+        f64_array(b, r->log_det, r->n);
+        break;
+    case PROTO_OP_LOG_PROB:
+        proto_buf_puts(b, ",\"log_prob\":");
+        f64_array(b, r->log_prob, r->n);
+        break;
+    case PROTO_OP_SAMPLE:
+        write_sample(b, info, r);
+        break;
+    case PROTO_OP_PREIMAGE:
+        write_preimage(b, info, r);
+        break;
+    default:
+        break;
+    }
+    if (r->has_solver) {
+        proto_buf_puts(b, ",\"solver\":");
+        proto_write_solver(b, r, r->op == PROTO_OP_SAMPLE ? r->n : 0);
+    }
+    proto_buf_puts(b, "}\n");
+}
+
+/* ---- metadata ------------------------------------------------------------------------- */
+
+static void names(struct proto_buf *b, const char *const *v, int n)
+{
+    proto_buf_putc(b, '[');
+    for (int i = 0; v && i < n; i++) {
+        if (i)
+            proto_buf_putc(b, ',');
+        proto_buf_json_str(b, v[i]);
+    }
+    proto_buf_putc(b, ']');
+}
+
+static void dims(struct proto_buf *b, const struct eng_dims *d)
+{
+    proto_buf_printf(b, "{\"x\":%d,\"y\":%d,\"z\":%d,\"pad_x\":%d,\"pad_y\":%d}", d->x, d->y,
+                     d->z, d->pad_x, d->pad_y);
+}
+
+static void operations(struct proto_buf *b, enum eng_kind k)
+{
+    proto_buf_putc(b, '[');
+    int c = 0;
+    for (int op = 0; op < PROTO_OP_COUNT; op++) {
+        if (!proto_op_supported((enum proto_op)op, k))
+            continue;
+        if (c++)
+            proto_buf_putc(b, ',');
+        proto_buf_putc(b, '"');
+        proto_buf_puts(b, proto_op_str((enum proto_op)op));
+        proto_buf_putc(b, '"');
+    }
+    proto_buf_putc(b, ']');
+}
+
+void proto_write_metadata(struct proto_buf *b, const struct proto_model_id *id,
+                          const struct eng_info *info, const struct eng_certificate *cert,
+                          double load_ms)
+{
+    head(b, id);
+    proto_buf_puts(b, ",\"name\":");
+    proto_buf_json_str(b, id->name);
+    proto_buf_puts(b, ",\"kind\":\"");
+    proto_buf_puts(b, eng_kind_str(info->kind));
+    proto_buf_puts(b, "\",\"state\":\"READY\",\"dims\":");
+    dims(b, &info->dims);
+    proto_buf_puts(b, ",\"names\":{\"x\":");
+    names(b, info->x_names, info->dims.x);
+    proto_buf_puts(b, ",\"y\":");
+    names(b, info->y_names, info->dims.y);
+    proto_buf_puts(b, "},\"blocks\":");
+    proto_buf_puts(b, info->blocks_json && info->blocks_json[0] ? info->blocks_json : "[]");
+    proto_buf_puts(b, ",\"n_blocks\":");
+    proto_buf_i64(b, info->n_blocks);
+    proto_buf_puts(b, ",\"parameters\":");
+    proto_buf_i64(b, info->n_params);
+    proto_buf_puts(b, ",\"numeric_inverse\":");
+    proto_buf_puts(b, info->numeric_inverse ? "true" : "false");
+    proto_buf_puts(b, ",\"description\":");
+    proto_buf_json_str(b, info->description ? info->description : "");
+    proto_buf_puts(b, ",\"operations\":");
+    operations(b, info->kind);
+    if (cert) {
+        proto_buf_puts(b, ",\"certificate\":{\"invertible\":");
+        proto_buf_puts(b, cert->invertible ? "true" : "false");
+        proto_buf_puts(b, ",\"guarantee\":\"");
+        proto_buf_puts(b, eng_guarantee_str(cert->guarantee));
+        proto_buf_puts(b, "\",\"certified\":");
+        proto_buf_puts(b, cert->certified ? "true" : "false");
+        proto_buf_putc(b, '}');
+    }
+    proto_buf_puts(b, ",\"load_ms\":");
+    proto_buf_f64(b, round(load_ms * 1000.0) / 1000.0);
+    proto_buf_puts(b, "}\n");
+}
+
+static void num_or_null(struct proto_buf *b, double v)
+{
+    if (isfinite(v))
+        proto_buf_f64(b, v);
+    else
+        proto_buf_puts(b, "null");
+}
+
+void proto_write_certificate(struct proto_buf *b, const struct proto_model_id *id,
+                             const struct eng_certificate *cert)
+{
+    head(b, id);
+    proto_buf_puts(b, ",\"invertible\":");
+    proto_buf_puts(b, cert->invertible ? "true" : "false");
+    proto_buf_puts(b, ",\"guarantee\":\"");
+    proto_buf_puts(b, eng_guarantee_str(cert->guarantee));
+    proto_buf_puts(b, "\",\"certified\":");
+    proto_buf_puts(b, cert->certified ? "true" : "false");
+    proto_buf_puts(b, ",\"blocks\":[");
+    for (int i = 0; i < cert->n_blocks; i++) {
+        const struct eng_block_cert *c = &cert->blocks[i];
+        if (i)
+            proto_buf_putc(b, ',');
+        proto_buf_puts(b, "{\"index\":");
+        proto_buf_i64(b, c->index);
+        proto_buf_puts(b, ",\"type\":");
+        proto_buf_json_str(b, c->type ? c->type : "");
+        proto_buf_puts(b, ",\"invertible\":");
+        proto_buf_puts(b, c->invertible ? "true" : "false");
+        proto_buf_puts(b, ",\"guarantee\":\"");
+        proto_buf_puts(b, eng_guarantee_str(c->guarantee));
+        proto_buf_puts(b, "\",\"reason\":");
+        proto_buf_json_str(b, c->reason);
+        proto_buf_puts(b, ",\"lipschitz\":");
+        num_or_null(b, c->lipschitz);
+        proto_buf_puts(b, ",\"lipschitz_inverse\":");
+        num_or_null(b, c->lipschitz_inverse);
+        proto_buf_puts(b, ",\"condition\":");
+        num_or_null(b, c->condition);
+        proto_buf_puts(b, ",\"iterations_for_1e-6\":");
+        if (c->iterations_for_1e6 >= 0)
+            proto_buf_i64(b, c->iterations_for_1e6);
+        else
+            proto_buf_puts(b, "null");
+        proto_buf_putc(b, '}');
+    }
+    proto_buf_puts(b, "]}\n");
+}
+
+void proto_write_models(struct proto_buf *b, const struct proto_model_entry *m, int n)
+{
+    proto_buf_puts(b, "{\"models\":[");
+    for (int i = 0; i < n; i++) {
+        if (i)
+            proto_buf_putc(b, ',');
+        proto_buf_puts(b, "{\"name\":");
+        proto_buf_json_str(b, m[i].name);
+        proto_buf_puts(b, ",\"version\":");
+        proto_buf_json_str(b, m[i].version ? m[i].version : "");
+        if (m[i].info) {
+            proto_buf_puts(b, ",\"kind\":\"");
+            proto_buf_puts(b, eng_kind_str(m[i].info->kind));
+            proto_buf_puts(b, "\",\"dims\":");
+            dims(b, &m[i].info->dims);
+            proto_buf_puts(b, ",\"sha256\":\"");
+            proto_buf_puts(b, m[i].info->sha256);
+            proto_buf_putc(b, '"');
+        } else {
+            proto_buf_puts(b, ",\"kind\":null,\"dims\":null");
+        }
+        proto_buf_puts(b, ",\"state\":\"");
+        proto_buf_puts(b, m[i].state);
+        proto_buf_putc(b, '"');
+        if (m[i].reason) {
+            proto_buf_puts(b, ",\"reason\":");
+            proto_buf_json_str(b, m[i].reason);
+        }
+        if (m[i].reload_error) {
+            proto_buf_puts(b, ",\"reload_error\":");
+            proto_buf_json_str(b, m[i].reload_error);
+        }
+        proto_buf_putc(b, '}');
+    }
+    proto_buf_puts(b, "]}\n");
+}

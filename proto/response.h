@@ -1,0 +1,101 @@
+/*
+ * response.h — the results of model operations (struct proto_result, filled by the
+ * server's workers from engine calls) and the JSON writers that print them, with every
+ * large array printed straight into a struct proto_buf by the round-trip printers of
+ * fmt.h (no cJSON tree per number).  Also the metadata, model list and certificate
+ * answers.  CSV and NPY writers for samples are in csv.h and npy.h; V2 in v2.h.
+ *
+ * Writers append to b and never fail on their own: check proto_buf_failed(b) afterwards
+ * (PROTO_BUF_OVER: the answer would pass the buffer's cap -> 413 result_too_large).
+ */
+#ifndef INNSERVE_PROTO_RESPONSE_H
+#define INNSERVE_PROTO_RESPONSE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../engine/engine.h"
+#include "buf.h"
+#include "request.h"
+#include "summary.h"
+
+/* Which checkpoint answered: carried by every model response. Borrowed strings. */
+struct proto_model_id {
+    const char *name;
+    const char *version;
+    const char *sha256;
+};
+
+/* Result of one operation.  Every pointer member is owned: free with proto_result_free. */
+struct proto_result {
+    enum proto_op op;
+    int n;              /* rows: forward/inverse/log_prob; observations: sample; targets: preimage */
+    /* forward: z (n x dims.z; flow/cinn/inn), y_out (n x dims.y; inn/mlp), log_det (n) */
+    float *z, *y_out;
+    double *log_det;
+    /* inverse: x (n x dims.x) and log_det (n) */
+    float *x;
+    /* log_prob: n values */
+    double *log_prob;
+    /* sample: samples (n x num_samples x dims.x), sample_lp (n x num_samples) */
+    long num_samples;
+    uint64_t seed;
+    float temperature;
+    unsigned outputs;
+    float *samples;
+    double *sample_lp;
+    bool has_summary;
+    struct proto_summary summary;
+    double *rmse;       /* n: resimulation error per observation (inn) */
+    /* numeric inverse statistics (inverse, sample): solver_rows rows, nested as
+     * [n][solver_rows / n] for sample */
+    bool has_solver;
+    int solver_method;
+    long solver_rows;
+    int *iterations;
+    double *residual, *error_bound;
+    bool *converged;
+    bool certified;
+    /* preimage: n targets x num_solutions rows of dims.x; pre_found[n] rows valid */
+    int num_solutions;
+    int pre_method;
+    float *pre_x;
+    double *pre_res;
+    int *pre_found;
+};
+
+void proto_result_free(struct proto_result *r);
+
+/* The JSON answer of a model operation: {"model", "version", "sha256", ...fields of op}. */
+void proto_write_result_json(struct proto_buf *b, const struct proto_model_id *id,
+                             const struct eng_info *info, const struct proto_result *r);
+
+/* The solver object: {"method", "iterations", "residual", "error_bound", "converged",
+ * "unconverged", "certified"}; per-row arrays, nested [nest][rows/nest] when nest > 0
+ * (sample: one list per observation), flat when nest == 0. */
+void proto_write_solver(struct proto_buf *b, const struct proto_result *r, int nest);
+
+/* GET /v1/models/{m}: metadata (blocks from info->blocks_json, certificate summary). */
+void proto_write_metadata(struct proto_buf *b, const struct proto_model_id *id,
+                          const struct eng_info *info, const struct eng_certificate *cert,
+                          double load_ms);
+
+/* GET /v1/models/{m}/certificate */
+void proto_write_certificate(struct proto_buf *b, const struct proto_model_id *id,
+                             const struct eng_certificate *cert);
+
+/* One entry of GET /v1/models.  info NULL when no version is loaded. */
+struct proto_model_entry {
+    const char *name;
+    const char *version;       /* "" when none */
+    const char *state;         /* "READY", "LOADING", "UNAVAILABLE" */
+    const char *reason;        /* NULL or why not ready */
+    const char *reload_error;  /* NULL or why the last reload of this model failed */
+    const struct eng_info *info;
+};
+void proto_write_models(struct proto_buf *b, const struct proto_model_entry *m, int n);
+
+/* Writes a JSON array of n float32 rows of width w: [[..],[..]]. */
+void proto_write_f32_rows(struct proto_buf *b, const float *v, long n, int w);
+
+#endif

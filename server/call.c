@@ -1,0 +1,576 @@
+/*
+ * call.c — planning, running and answering one model operation (call.h).
+ */
+#include "call.h"
+#include "log.h"
+#include "../proto/csv.h"
+#include "../proto/npy.h"
+#include "../proto/v2.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static size_t f32s(long n) { return sizeof(float) * (size_t)(n > 0 ? n : 1); }
+static size_t f64s(long n) { return sizeof(double) * (size_t)(n > 0 ? n : 1); }
+
+static long round_up(long v, long m) { return (v + m - 1) / m * m; }
+
+/* ---- plan ------------------------------------------------------------------------------ */
+
+static bool plan_rows(struct srv_call *c, long n, int workers)
+{
+    long chunk = round_up((n + workers - 1) / workers, ENG_TILE_ROWS);
+    if (chunk < ENG_TILE_ROWS)
+        chunk = ENG_TILE_ROWS;
+    int nu = (int)((n + chunk - 1) / chunk);
+    c->units = calloc((size_t)(nu ? nu : 1), sizeof *c->units);
+    if (!c->units)
+        return false;
+    for (int i = 0; i < nu; i++) {
+        c->units[i].first = (long)i * chunk;
+        c->units[i].count = (int)(n - c->units[i].first < chunk ? n - c->units[i].first : chunk);
+    }
+    c->job.n_units = nu;
+    return true;
+}
+
+static bool plan_sample(struct srv_call *c, int n_obs, long N, int workers)
+{
+    long total = (long)n_obs * N;
+    long target = round_up((total + 2L * workers - 1) / (2L * workers), ENG_TILE_ROWS);
+    if (target < ENG_TILE_ROWS)
+        target = ENG_TILE_ROWS;
+    if (target > 64L * ENG_TILE_ROWS)
+        target = 64L * ENG_TILE_ROWS;
+    long per_obs = (N + target - 1) / target;
+    long nu = per_obs * n_obs;
+    c->units = calloc((size_t)nu, sizeof *c->units);
+    if (!c->units)
+        return false;
+    long k = 0;
+    for (int o = 0; o < n_obs; o++)
+        for (long f = 0; f < N; f += target, k++) {
+            c->units[k].obs = o;
+            c->units[k].first = f;
+            c->units[k].count = (int)(N - f < target ? N - f : target);
+        }
+    c->job.n_units = (int)nu;
+    return true;
+}
+
+static void unit_rows(struct srv_job *j, int idx, struct eng_ws *ws);
+static void unit_sample(struct srv_job *j, int idx, struct eng_ws *ws);
+static void unit_preimage(struct srv_job *j, int idx, struct eng_ws *ws);
+static void call_done(struct srv_job *j);
+static void call_expired(struct srv_job *j);
+
+struct srv_call *srv_call_new(struct srv_ctx *ctx, struct srv_version *ver,
+                              struct proto_request *req, enum proto_format fmt, bool v2,
+                              struct proto_error *e)
+{
+    struct srv_call *c = calloc(1, sizeof *c);
+    if (!c) {
+        proto_errorf(e, PROTO_E_NOMEM, "out of memory");
+        return NULL;
+    }
+    atomic_init(&c->refs, 1);
+    atomic_init(&c->state, SRV_CALL_PENDING);
+    atomic_init(&c->job.cancel, false);
+    pthread_mutex_init(&c->err_mu, NULL);
+    c->err_unit = -1;
+    c->ctx = ctx;
+    c->ver = srv_version_ref(ver);
+    c->req = *req;
+    memset(req, 0, sizeof *req);
+    c->fmt = fmt;
+    c->v2 = v2;
+    srv_response_init(&c->resp);
+    c->job.done = call_done;
+    c->job.expired = call_expired;
+
+    const struct eng_info *info = ver->info;
+    const struct eng_dims *d = &info->dims;
+    struct proto_result *r = &c->res;
+    struct proto_request *q = &c->req;
+    r->op = q->op;
+    int W = srv_pool_workers(ctx->pool);
+    bool ok = true;
+    bool numeric = info->numeric_inverse;
+    switch (q->op) {
+    case PROTO_OP_FORWARD: {
+        long n = q->x.rows;
+        r->n = (int)n;
+        if (info->kind != ENG_KIND_MLP)
+            ok &= (r->z = malloc(f32s(n * d->z))) && (r->log_det = malloc(f64s(n)));
+        if (info->kind == ENG_KIND_INN || info->kind == ENG_KIND_MLP)
+            ok &= (r->y_out = malloc(f32s(n * d->y))) != NULL;
+        ok = ok && plan_rows(c, n, W);
+        c->job.unit = unit_rows;
+        break;
+    }
+    case PROTO_OP_INVERSE:
+    case PROTO_OP_LOG_PROB: {
+        long n = q->op == PROTO_OP_INVERSE ? q->z.rows : q->x.rows;
+        r->n = (int)n;
+        if (q->op == PROTO_OP_INVERSE) {
+            ok &= (r->x = malloc(f32s(n * d->x))) && (r->log_det = malloc(f64s(n)));
+            if (numeric) {
+                r->has_solver = true;
+                r->solver_rows = n;
+            }
+        } else {
+            ok &= (r->log_prob = malloc(f64s(n))) != NULL;
+        }
+        ok = ok && plan_rows(c, n, W);
+        c->job.unit = unit_rows;
+        break;
+    }
+    case PROTO_OP_SAMPLE: {
+        int n_obs = info->kind == ENG_KIND_FLOW ? 1 : q->y.rows;
+        long N = q->num_samples;
+        r->n = n_obs;
+        r->num_samples = N;
+        r->seed = q->seed;
+        r->temperature = q->temperature;
+        r->outputs = q->outputs;
+        long tot = (long)n_obs * N;
+        ok &= (r->samples = malloc(f32s(tot * d->x))) != NULL;
+        if (q->outputs & (PROTO_OUT_LOG_PROB | PROTO_OUT_SUMMARY))
+            ok &= (r->sample_lp = malloc(f64s(tot))) != NULL;
+        if (q->outputs & PROTO_OUT_RESIMULATION)
+            ok &= (c->sq = malloc(f64s(tot))) && (r->rmse = malloc(f64s(n_obs)));
+        if (numeric) {
+            r->has_solver = true;
+            r->solver_rows = tot;
+        }
+        ok = ok && plan_sample(c, n_obs, N, W);
+        c->job.unit = unit_sample;
+        break;
+    }
+    case PROTO_OP_PREIMAGE: {
+        int nt = q->target.rows, ns = q->pre.num_solutions;
+        r->n = nt;
+        r->num_solutions = ns;
+        r->pre_method = q->pre.method;
+        r->seed = q->seed;
+        ok &= (r->pre_x = malloc(f32s((long)nt * ns * d->x))) &&
+              (r->pre_res = malloc(f64s((long)nt * ns))) &&
+              (r->pre_found = calloc((size_t)nt, sizeof(int)));
+        if (ok) {
+            c->units = calloc((size_t)nt, sizeof *c->units);
+            ok = c->units != NULL;
+            for (int t = 0; ok && t < nt; t++) {
+                c->units[t].first = t;
+                c->units[t].count = 1;
+            }
+            c->job.n_units = nt;
+        }
+        c->job.unit = unit_preimage;
+        break;
+    }
+    default:
+        ok = false;
+    }
+    if (ok && r->has_solver) {
+        long n = r->solver_rows;
+        r->solver_method = q->solver.method;
+        ok = (r->iterations = malloc(sizeof(int) * (size_t)(n ? n : 1))) &&
+             (r->residual = malloc(f64s(n))) && (r->error_bound = malloc(f64s(n))) &&
+             (r->converged = malloc(sizeof(bool) * (size_t)(n ? n : 1)));
+        if (ok) {
+            for (long i = 0; i < n; i++) {
+                r->iterations[i] = 0;
+                r->residual[i] = 0.0;
+                r->error_bound[i] = 0.0;
+                r->converged[i] = true;
+            }
+        }
+    }
+    if (ok)
+        ok = (c->unit_cert = calloc((size_t)(c->job.n_units ? c->job.n_units : 1),
+                                    sizeof(bool))) != NULL;
+    if (!ok) {
+        proto_errorf(e, PROTO_E_NOMEM, "out of memory for a result of this size; ask for "
+                     "fewer rows or samples");
+        srv_call_unref(c);
+        return NULL;
+    }
+    for (int i = 0; i < c->job.n_units; i++)
+        c->unit_cert[i] = true;
+    return c;
+}
+
+void srv_call_unref(struct srv_call *c)
+{
+    if (!c || atomic_fetch_sub(&c->refs, 1) != 1)
+        return;
+    srv_version_unref(c->ver);
+    proto_request_free(&c->req);
+    proto_result_free(&c->res);
+    free(c->units);
+    free(c->unit_cert);
+    free(c->sq);
+    srv_response_free(&c->resp);
+    pthread_mutex_destroy(&c->err_mu);
+    free(c);
+}
+
+/* ---- units ----------------------------------------------------------------------------- */
+
+static void fail(struct srv_call *c, int idx, enum eng_status st, const char *msg)
+{
+    pthread_mutex_lock(&c->err_mu);
+    if (c->err_unit < 0 || idx < c->err_unit) {
+        c->err_unit = idx;
+        proto_error_from_eng(&c->err, st, msg);
+    }
+    pthread_mutex_unlock(&c->err_mu);
+    atomic_store(&c->job.cancel, true);
+}
+
+/* y rows for rows [r0, r0+n): broadcast or the matching slice. */
+static const float *y_slice(const struct proto_matrix *y, long r0, int *yrows, int n)
+{
+    if (!y->rows) {
+        *yrows = 0;
+        return NULL;
+    }
+    if (y->rows == 1) {
+        *yrows = 1;
+        return y->data;
+    }
+    *yrows = n;
+    return y->data + (size_t)r0 * y->cols;
+}
+
+static void stats_at(struct srv_call *c, long off, struct eng_solver_stats *s)
+{
+    struct proto_result *r = &c->res;
+    s->iterations = r->iterations + off;
+    s->residual = r->residual + off;
+    s->error_bound = r->error_bound + off;
+    s->converged = r->converged + off;
+    s->certified = true;
+}
+
+static void unit_rows(struct srv_job *j, int idx, struct eng_ws *ws)
+{
+    struct srv_call *c = (struct srv_call *)j;
+    const struct eng_model *m = c->ver->model;
+    const struct eng_dims *d = &c->ver->info->dims;
+    struct proto_result *r = &c->res;
+    const struct srv_unit *u = &c->units[idx];
+    long r0 = u->first;
+    int n = u->count, yrows;
+    const float *y = y_slice(&c->req.y, r0, &yrows, n);
+    char err[ENG_ERR_LEN] = "";
+    enum eng_status st;
+    switch (c->req.op) {
+    case PROTO_OP_FORWARD:
+        st = eng_forward(m, ws, n, c->req.x.data + (size_t)r0 * d->x, y, yrows,
+                         r->z ? r->z + (size_t)r0 * d->z : NULL,
+                         r->y_out ? r->y_out + (size_t)r0 * d->y : NULL,
+                         r->log_det ? r->log_det + r0 : NULL, err);
+        break;
+    case PROTO_OP_INVERSE: {
+        struct eng_solver_stats s, *sp = NULL;
+        if (r->has_solver) {
+            stats_at(c, r0, &s);
+            sp = &s;
+        }
+        st = eng_inverse(m, ws, n, c->req.z.data + (size_t)r0 * d->z, y, yrows,
+                         r->x + (size_t)r0 * d->x, r->log_det + r0, &c->req.solver, sp, err);
+        if (sp)
+            c->unit_cert[idx] = s.certified;
+        break;
+    }
+    case PROTO_OP_LOG_PROB:
+        st = eng_log_prob(m, ws, n, c->req.x.data + (size_t)r0 * d->x, y, yrows,
+                          r->log_prob + r0, err);
+        break;
+    default:
+        st = ENG_ERR_ARG;
+    }
+    if (st != ENG_OK) {
+        /* row numbers in engine messages are relative to the unit */
+        char msg[ENG_ERR_LEN + 64];
+        if (r0)
+            snprintf(msg, sizeof msg, "%s (in rows %ld..%ld)", err, r0, r0 + n - 1);
+        else
+            snprintf(msg, sizeof msg, "%s", err);
+        fail(c, idx, st, msg);
+    }
+}
+
+static void unit_sample(struct srv_job *j, int idx, struct eng_ws *ws)
+{
+    struct srv_call *c = (struct srv_call *)j;
+    const struct eng_model *m = c->ver->model;
+    const struct eng_info *info = c->ver->info;
+    const struct eng_dims *d = &info->dims;
+    struct proto_result *r = &c->res;
+    const struct srv_unit *u = &c->units[idx];
+    long N = r->num_samples;
+    size_t off = (size_t)u->obs * N + u->first;
+    const float *y = info->kind == ENG_KIND_FLOW ? NULL : c->req.y.data + (size_t)u->obs * d->y;
+    float *x = r->samples + off * d->x;
+    char err[ENG_ERR_LEN] = "";
+    struct eng_solver_stats s, *sp = NULL;
+    if (r->has_solver) {
+        stats_at(c, (long)off, &s);
+        sp = &s;
+    }
+    enum eng_status st = eng_sample(m, ws, y, c->req.seed, (uint32_t)u->obs, (uint64_t)u->first,
+                                    u->count, c->req.temperature, x,
+                                    r->sample_lp ? r->sample_lp + off : NULL, &c->req.solver, sp,
+                                    err);
+    if (sp)
+        c->unit_cert[idx] = s.certified;
+    if (st == ENG_OK && c->sq) {
+        float *zt = malloc(f32s((long)u->count * d->z));
+        float *yt = malloc(f32s((long)u->count * d->y));
+        if (!zt || !yt) {
+            st = ENG_ERR_NOMEM;
+            snprintf(err, sizeof err, "out of memory for the resimulation");
+        } else {
+            st = eng_forward(m, ws, u->count, x, NULL, 0, zt, yt, NULL, err);
+            for (int i = 0; st == ENG_OK && i < u->count; i++) {
+                double e2 = 0.0;
+                for (int k = 0; k < d->y; k++) {
+                    double dv = (double)yt[(size_t)i * d->y + k] - y[k];
+                    e2 += dv * dv;
+                }
+                c->sq[off + i] = e2;
+            }
+        }
+        free(zt);
+        free(yt);
+    }
+    if (st != ENG_OK) {
+        char msg[ENG_ERR_LEN + 96];
+        snprintf(msg, sizeof msg, "observation %d, samples %ld..%ld: %s", u->obs, u->first,
+                 u->first + u->count - 1, err);
+        fail(c, idx, st, msg);
+    }
+}
+
+static void unit_preimage(struct srv_job *j, int idx, struct eng_ws *ws)
+{
+    struct srv_call *c = (struct srv_call *)j;
+    const struct eng_info *info = c->ver->info;
+    struct proto_result *r = &c->res;
+    int t = idx, ns = r->num_solutions, dx = info->dims.x;
+    char err[ENG_ERR_LEN] = "";
+    struct eng_preimage_opts o = c->req.pre;
+    o.seed = c->req.seed + (uint64_t)t;
+    if (j->deadline_ns) {
+        double left = (double)(j->deadline_ns - srv_now_ns()) * 1e-9;
+        o.time_limit_s = left > 0.001 ? left : 0.001;
+    }
+    const float *y = NULL;
+    if (c->req.y.rows)
+        y = c->req.y.data + (c->req.y.rows == 1 ? 0 : (size_t)t * c->req.y.cols);
+    const float *target = c->req.target.data + (size_t)t * c->req.target.cols;
+    enum eng_status st = eng_preimage(c->ver->model, ws, target, y, &o,
+                                      r->pre_x + (size_t)t * ns * dx,
+                                      r->pre_res + (size_t)t * ns, &r->pre_found[t], err);
+    if (st != ENG_OK) {
+        char msg[ENG_ERR_LEN + 32];
+        snprintf(msg, sizeof msg, "target[%d]: %s", t, err);
+        fail(c, idx, st, msg);
+    }
+}
+
+/* ---- answer ---------------------------------------------------------------------------- */
+
+enum proto_code srv_call_check_format(const struct srv_ctx *ctx, const struct eng_info *info,
+                                      const struct proto_request *req, enum proto_format fmt,
+                                      bool v2, struct proto_error *e)
+{
+    size_t cap = ctx->lim.max_response_bytes;
+    long n_obs = info->kind == ENG_KIND_FLOW ? 1 : req->y.rows;
+    if (req->op == PROTO_OP_SAMPLE && !v2) {
+        long vals = n_obs * req->num_samples * info->dims.x;
+        if (fmt == PROTO_FMT_NPY) {
+            if (req->outputs != PROTO_OUT_SAMPLES)
+                return proto_errorf(e, PROTO_E_FIELD, "outputs: application/x-npy carries only "
+                                    "the samples; ask for outputs [\"samples\"] or use JSON");
+            size_t sz = proto_npy_size(n_obs, req->num_samples, info->dims.x);
+            if (sz > cap)
+                return proto_errorf(e, PROTO_E_RESULT_TOO_LARGE, "the answer would be %zu bytes, "
+                                    "more than the server sends (%zu, --max-response); ask for "
+                                    "fewer samples", sz, cap);
+            return PROTO_OK;
+        }
+        if (fmt == PROTO_FMT_CSV && (req->outputs & ~(PROTO_OUT_SAMPLES | PROTO_OUT_LOG_PROB)))
+            return proto_errorf(e, PROTO_E_FIELD, "outputs: text/csv carries samples and "
+                                "log_prob only; use JSON for summary and resimulation");
+        if (fmt == PROTO_FMT_CSV && !(req->outputs & PROTO_OUT_SAMPLES))
+            return proto_errorf(e, PROTO_E_FIELD, "outputs: text/csv needs \"samples\"");
+        /* every value takes at least 2 bytes ("0," or "0\n"); refuse what cannot fit */
+        if ((req->outputs & PROTO_OUT_SAMPLES) && (size_t)vals * 2 > cap)
+            return proto_errorf(e, PROTO_E_RESULT_TOO_LARGE, "%ld sample values cannot fit in "
+                                "the %zu bytes the server sends (--max-response); ask for fewer "
+                                "samples, or Accept: application/x-npy (4 bytes a value)", vals,
+                                cap);
+    }
+    return PROTO_OK;
+}
+
+static void too_large(struct srv_call *c, struct srv_response *out, size_t cap)
+{
+    struct proto_error e;
+    proto_errorf(&e, PROTO_E_RESULT_TOO_LARGE, "the answer would be larger than %zu bytes "
+                 "(--max-response); ask for fewer samples or rows%s", cap,
+                 c->req.op == PROTO_OP_SAMPLE ? ", or Accept: application/x-npy (4 bytes a "
+                 "value)" : "");
+    srv_response_error(out, c->ctx, &e);
+}
+
+static void build(struct srv_call *c, struct srv_response *out)
+{
+    const struct eng_info *info = c->ver->info;
+    struct proto_result *r = &c->res;
+    snprintf(out->model, sizeof out->model, "%s", c->ver->name);
+    snprintf(out->version, sizeof out->version, "%s", c->ver->version);
+    snprintf(out->sha256, sizeof out->sha256, "%s", info->sha256);
+    if (c->err_unit >= 0) {
+        srv_response_error(out, c->ctx, &c->err);
+        return;
+    }
+    if (r->has_solver) {
+        r->certified = true;
+        for (int i = 0; i < c->job.n_units; i++)
+            r->certified &= c->unit_cert[i];
+        long bad = 0;
+        for (long i = 0; i < r->solver_rows; i++)
+            bad += !r->converged[i];
+        out->unconverged = bad;
+    }
+    if (r->op == PROTO_OP_SAMPLE) {
+        long N = r->num_samples;
+        if (c->req.outputs & PROTO_OUT_SUMMARY) {
+            if (!proto_summary_compute(&r->summary, r->samples, r->sample_lp, r->n, N,
+                                       info->dims.x, c->req.quantiles, c->req.n_quantiles)) {
+                struct proto_error e;
+                proto_errorf(&e, PROTO_E_NOMEM, "out of memory for the summary");
+                srv_response_error(out, c->ctx, &e);
+                return;
+            }
+            r->has_summary = true;
+        }
+        if (c->sq) {
+            for (int o = 0; o < r->n; o++) {
+                double s = 0.0;
+                for (long i = 0; i < N; i++)
+                    s += c->sq[(size_t)o * N + i];
+                r->rmse[o] = sqrt(s / ((double)N * (info->dims.y ? info->dims.y : 1)));
+            }
+        }
+        snprintf(out->seed, sizeof out->seed, "%llu", (unsigned long long)r->seed);
+    }
+    struct proto_model_id id = {c->ver->name, c->ver->version, info->sha256};
+    size_t cap = c->ctx->lim.max_response_bytes;
+    struct proto_buf b;
+    proto_buf_init(&b, cap);
+    const char *ctype = "application/json";
+    if (c->v2) {
+        proto_v2_write_result(&b, &id, info, &c->req, r);
+    } else if (r->op == PROTO_OP_SAMPLE && c->fmt == PROTO_FMT_CSV) {
+        proto_write_sample_csv(&b, info, r);
+        ctype = "text/csv; charset=utf-8";
+    } else if (r->op == PROTO_OP_SAMPLE && c->fmt == PROTO_FMT_NPY) {
+        proto_write_npy_f32(&b, r->samples, r->n, r->num_samples, info->dims.x);
+        ctype = "application/x-npy";
+    } else {
+        proto_write_result_json(&b, &id, info, r);
+    }
+    if (b.state == PROTO_BUF_OVER) {
+        proto_buf_free(&b);
+        too_large(c, out, cap);
+    } else if (b.state == PROTO_BUF_NOMEM) {
+        proto_buf_free(&b);
+        struct proto_error e;
+        proto_errorf(&e, PROTO_E_NOMEM, "out of memory writing the answer");
+        srv_response_error(out, c->ctx, &e);
+    } else {
+        srv_response_take(out, 200, ctype, &b);
+        if (r->op == PROTO_OP_SAMPLE)
+            srv_metrics_samples(c->ctx->metrics, c->ver->name, (uint64_t)r->n * r->num_samples);
+    }
+}
+
+static bool complete(struct srv_call *c)
+{
+    int expect = SRV_CALL_PENDING;
+    return atomic_compare_exchange_strong(&c->state, &expect, SRV_CALL_DONE);
+}
+
+static void call_done(struct srv_job *j)
+{
+    struct srv_call *c = (struct srv_call *)j;
+    if (atomic_load(&c->state) == SRV_CALL_PENDING) {
+        struct srv_response out;
+        srv_response_init(&out);
+        int64_t t0 = srv_now_ns();
+        build(c, &out);
+        c->format_ms = (double)(srv_now_ns() - t0) * 1e-6;
+        if (complete(c)) {
+            c->resp = out;
+            if (c->wake)
+                c->wake(c);
+        } else {
+            srv_response_free(&out);
+        }
+    }
+    srv_call_unref(c); /* the pool's reference */
+}
+
+static void call_expired(struct srv_job *j)
+{
+    struct srv_call *c = (struct srv_call *)j;
+    if (!complete(c))
+        return;
+    struct proto_error e;
+    if (atomic_load(&c->ctx->draining))
+        proto_errorf(&e, PROTO_E_DRAINING, "the server is shutting down and cancelled this "
+                     "request before it finished; retry elsewhere");
+    else
+        proto_errorf(&e, PROTO_E_DEADLINE, "the request did not finish within the deadline of "
+                     "%ld ms (--deadline-ms); ask for less work", c->ctx->cfg->deadline_ms);
+    srv_response_error(&c->resp, c->ctx, &e);
+    snprintf(c->resp.model, sizeof c->resp.model, "%s", c->ver->name);
+    snprintf(c->resp.version, sizeof c->resp.version, "%s", c->ver->version);
+    snprintf(c->resp.sha256, sizeof c->resp.sha256, "%s", c->ver->info->sha256);
+    if (c->wake)
+        c->wake(c);
+}
+
+bool srv_call_submit(struct srv_call *c, int64_t deadline_ns)
+{
+    c->job.deadline_ns = deadline_ns;
+    atomic_fetch_add(&c->refs, 1);
+    if (!srv_pool_submit(c->ctx->pool, &c->job)) {
+        atomic_fetch_sub(&c->refs, 1);
+        return false;
+    }
+    return true;
+}
+
+void srv_call_run_inline(struct srv_call *c, struct eng_ws *ws)
+{
+    c->job.t_submit = c->job.t_first = srv_now_ns();
+    for (int i = 0; i < c->job.n_units && !atomic_load(&c->job.cancel); i++)
+        c->job.unit(&c->job, i, ws);
+    c->job.t_last = srv_now_ns();
+    struct srv_response out;
+    srv_response_init(&out);
+    build(c, &out);
+    c->format_ms = (double)(srv_now_ns() - c->job.t_last) * 1e-6;
+    if (complete(c))
+        c->resp = out;
+    else
+        srv_response_free(&out);
+}

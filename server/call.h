@@ -1,0 +1,79 @@
+/*
+ * call.h — one model operation in flight: the parsed request, a reference to the model
+ * version it started on, its plan of units for the worker pool, its result buffers and,
+ * once finished, its response.
+ *
+ * Plan: forward / inverse / log_prob rows are cut into units of whole multiples of
+ * ENG_TILE_ROWS rows; a sample request into units of (observation, samples [first,
+ * first+count)) with `first` a multiple of ENG_TILE_ROWS, so every sample is computed in
+ * the same engine tile whatever the number of workers (bit-identical answers for a
+ * seed); preimage into one unit per target row.  Summaries and resimulation errors are
+ * reduced sequentially after the last unit, in sample order.
+ *
+ * Lifetime: reference counted.  srv_call_new returns one reference (the HTTP side's);
+ * srv_call_submit adds the pool's, dropped after `done`.  Exactly one of done / expired
+ * / queue-full completes the call (atomic state), writes c->resp and calls c->wake.
+ */
+#ifndef INNSERVE_SERVER_CALL_H
+#define INNSERVE_SERVER_CALL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "../proto/request.h"
+#include "../proto/response.h"
+#include "pool.h"
+#include "server.h"
+
+enum srv_call_state { SRV_CALL_PENDING = 0, SRV_CALL_DONE };
+
+struct srv_unit {
+    int obs;       /* sample: observation; rows/preimage: unused */
+    long first;    /* first row / sample index */
+    int count;     /* rows / samples in this unit */
+};
+
+struct srv_call {
+    struct srv_job job;            /* must stay first */
+    atomic_int refs;
+    atomic_int state;
+    struct srv_ctx *ctx;
+    struct srv_version *ver;       /* one reference */
+    struct proto_request req;      /* owned */
+    struct proto_result res;       /* owned */
+    enum proto_format fmt;
+    bool v2;
+    struct srv_unit *units;
+    bool *unit_cert;               /* per unit: solver certified */
+    double *sq;                    /* resimulation: squared error per sample */
+    pthread_mutex_t err_mu;
+    int err_unit;                  /* lowest failing unit, or -1 */
+    struct proto_error err;
+    struct srv_response resp;      /* written by whoever completes the call */
+    double format_ms;
+    /* set by the HTTP layer: called once when resp is ready (from any thread) */
+    void (*wake)(struct srv_call *c);
+    void *wake_arg;
+};
+
+/* Takes ownership of *req (left zeroed) and a new reference to ver.  Plans the units and
+ * allocates the result buffers.  NULL with e set (503 out_of_memory) on failure. */
+struct srv_call *srv_call_new(struct srv_ctx *ctx, struct srv_version *ver,
+                              struct proto_request *req, enum proto_format fmt, bool v2,
+                              struct proto_error *e);
+void srv_call_unref(struct srv_call *c);
+
+/* Checks the format against the outputs (CSV/NPY carry samples, NPY nothing else) and
+ * refuses, before any compute, answers that would certainly pass --max-response (413). */
+enum proto_code srv_call_check_format(const struct srv_ctx *ctx, const struct eng_info *info,
+                                      const struct proto_request *req, enum proto_format fmt,
+                                      bool v2, struct proto_error *e);
+
+/* Queues the call on the pool with deadline_ns.  false when the queue is full (then the
+ * call is untouched and the caller answers 503). */
+bool srv_call_submit(struct srv_call *c, int64_t deadline_ns);
+/* Runs every unit on this thread with ws and completes the call (wake is not called);
+ * c->resp holds the answer afterwards. */
+void srv_call_run_inline(struct srv_call *c, struct eng_ws *ws);
+
+#endif

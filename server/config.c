@@ -1,0 +1,350 @@
+/*
+ * config.c — flags, INNSERVE_* variables and --help (config.h).
+ *
+ * One table describes every option: its flag, its environment variable (derived:
+ * INNSERVE_ + upper-case name, '-' -> '_'), its kind, where it is stored and its help
+ * line.  Sizes take K/M/G suffixes (powers of 1024); durations in seconds take ms/s.
+ */
+#include "config.h"
+#include "log.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+enum kind { K_STR, K_INT, K_LONG, K_SIZE, K_SECS, K_BOOL, K_LEVEL, K_DOUBLE, K_UINT };
+
+struct opt {
+    const char *name;  /* flag without "--" */
+    enum kind kind;
+    size_t off;        /* offset in struct srv_config */
+    double lo, hi;     /* numeric range */
+    const char *help;
+};
+
+#define OFF(f) offsetof(struct srv_config, f)
+
+static const struct opt OPTS[] = {
+    {"models", K_STR, OFF(models), 0, 0, "model repository: NAME.safetensors or "
+     "NAME/<version>/model.safetensors (highest version served) [models]"},
+    {"host", K_STR, OFF(host), 0, 0, "address to bind; 0.0.0.0 or :: in containers [127.0.0.1]"},
+    {"port", K_INT, OFF(port), 0, 65535, "TCP port; 0 picks a free one and logs it in the "
+     "\"listening\" line [8080]"},
+    {"workers", K_INT, OFF(workers), 0, 1024, "compute threads; 0 = CPUs available (affinity "
+     "and cgroup quota) [0]"},
+    {"http-threads", K_INT, OFF(http_threads), 0, 256, "libmicrohttpd epoll threads; 0 = "
+     "min(CPUs, 4) [0]"},
+    {"queue", K_INT, OFF(queue), 1, 1000000, "jobs waiting for a worker before new ones get "
+     "503 + Retry-After [256]"},
+    {"deadline-ms", K_LONG, OFF(deadline_ms), 1, 86400000, "per-request deadline from arrival; "
+     "past it the answer is 504 [30000]"},
+    {"drain-timeout", K_SECS, OFF(drain_timeout_s), 0, 86400, "SIGTERM/SIGINT: how long "
+     "in-flight requests may take to finish before they are cancelled (seconds, or 500ms) [30]"},
+    {"conn-timeout", K_UINT, OFF(conn_timeout_s), 0, 86400, "close connections idle (or "
+     "sending a body) this long, in seconds; 0 = never [30]"},
+    {"max-connections", K_INT, OFF(max_connections), 1, 1000000, "concurrent connections [1024]"},
+    {"retry-after", K_INT, OFF(retry_after_s), 0, 3600, "Retry-After seconds on 503 [1]"},
+    {"inline-rows", K_LONG, OFF(inline_rows), 0, 1000000, "forward/log_prob requests with at most "
+     "this many rows run on the HTTP thread, skipping the queue; 0 = never [0]"},
+    {"log-level", K_LEVEL, OFF(log_level), 0, 0, "error, warn, info or debug [info]"},
+    {"access-log", K_BOOL, OFF(access_log), 0, 0, "one JSON line per request on stderr: on|off "
+     "[on]"},
+    {"max-body", K_SIZE, OFF(lim.max_body_bytes), 1, 1e12, "request body bytes (413 above) [8M]"},
+    {"max-depth", K_INT, OFF(lim.max_json_depth), 2, 1000, "JSON nesting depth [32]"},
+    {"max-elements", K_LONG, OFF(lim.max_elements), 1, 1e12, "numbers in one input tensor "
+     "[4194304]"},
+    {"max-rows", K_INT, OFF(lim.max_rows), 1, 1e9, "rows of x, z or y in one request [65536]"},
+    {"max-obs", K_INT, OFF(lim.max_obs), 1, 1e9, "observations (rows of y) in one sample "
+     "request [4096]"},
+    {"max-samples", K_LONG, OFF(lim.max_samples), 1, 1e12, "n_obs x num_samples in one "
+     "request (413 above) [1048576]"},
+    {"max-response", K_SIZE, OFF(lim.max_response_bytes), 1024, 1e13, "bytes of one answer; "
+     "larger ones are refused with 413 [64M]"},
+    {"max-quantiles", K_INT, OFF(lim.max_quantiles), 1, 1000, "quantiles in one summary [32]"},
+    {"max-solver-iter", K_INT, OFF(lim.max_solver_iter), 1, 1e9, "max_iter of a numeric "
+     "inverse [10000]"},
+    {"max-preimage-targets", K_INT, OFF(lim.max_preimage_targets), 1, 1e6, "target rows of "
+     "one preimage request [64]"},
+    {"max-preimage-solutions", K_INT, OFF(lim.max_preimage_solutions), 1, 1e6, "num_solutions "
+     "of a preimage request [256]"},
+    {"max-preimage-steps", K_INT, OFF(lim.max_preimage_steps), 1, 1e9, "max_steps of a "
+     "preimage request [20000]"},
+    {"max-temperature", K_DOUBLE, OFF(lim.max_temperature), 0, 1e6, "largest sample "
+     "temperature [100]"},
+    {"check", K_STR, OFF(check), 0, 0, "load one checkpoint offline, print its certificate and "
+     "test-vector verdict as JSON, exit 0 (ok) or 1"},
+};
+
+#define N_OPTS (sizeof OPTS / sizeof OPTS[0])
+
+static void defaults(struct srv_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->models = strdup("models");
+    c->host = strdup("127.0.0.1");
+    c->port = 8080;
+    c->queue = 256;
+    c->deadline_ms = 30000;
+    c->drain_timeout_s = 30.0;
+    c->conn_timeout_s = 30;
+    c->max_connections = 1024;
+    c->retry_after_s = 1;
+    c->log_level = SRV_LOG_INFO;
+    c->access_log = true;
+    c->lim = proto_limits_default();
+}
+
+void srv_config_free(struct srv_config *c)
+{
+    free(c->models);
+    free(c->host);
+    free(c->check);
+    c->models = c->host = c->check = NULL;
+}
+
+static bool parse_number(const char *s, double *out, double mult_k)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || errno || !isfinite(v))
+        return false;
+    if (mult_k > 0) {
+        if (*end == 'k' || *end == 'K')
+            v *= mult_k, end++;
+        else if (*end == 'm' || *end == 'M')
+            v *= mult_k * mult_k, end++;
+        else if (*end == 'g' || *end == 'G')
+            v *= mult_k * mult_k * mult_k, end++;
+        if (*end == 'i' || *end == 'B' || *end == 'b')
+            end++;
+        if (*end == 'B' || *end == 'b')
+            end++;
+    }
+    if (*end)
+        return false;
+    *out = v;
+    return true;
+}
+
+static bool set_opt(struct srv_config *c, const struct opt *o, const char *val, const char *src,
+                    char *err, size_t cap)
+{
+    char *base = (char *)c;
+    double v = 0;
+    switch (o->kind) {
+    case K_STR: {
+        char **dst = (char **)(base + o->off);
+        char *d = strdup(val);
+        if (!d) {
+            snprintf(err, cap, "out of memory");
+            return false;
+        }
+        free(*dst);
+        *dst = d;
+        return true;
+    }
+    case K_BOOL: {
+        bool *dst = (bool *)(base + o->off);
+        if (!strcasecmp(val, "on") || !strcasecmp(val, "true") || !strcmp(val, "1") ||
+            !strcasecmp(val, "yes"))
+            *dst = true;
+        else if (!strcasecmp(val, "off") || !strcasecmp(val, "false") || !strcmp(val, "0") ||
+                 !strcasecmp(val, "no"))
+            *dst = false;
+        else {
+            snprintf(err, cap, "%s: '%s' is not on/off", src, val);
+            return false;
+        }
+        return true;
+    }
+    case K_LEVEL: {
+        int l = srv_log_level_parse(val);
+        if (l < 0) {
+            snprintf(err, cap, "%s: '%s' is not one of error, warn, info, debug", src, val);
+            return false;
+        }
+        *(int *)(base + o->off) = l;
+        return true;
+    }
+    case K_SECS: {
+        size_t n = strlen(val);
+        char tmp[64];
+        double scale = 1.0;
+        if (n >= sizeof tmp) {
+            snprintf(err, cap, "%s: value too long", src);
+            return false;
+        }
+        memcpy(tmp, val, n + 1);
+        if (n > 2 && !strcmp(tmp + n - 2, "ms")) {
+            tmp[n - 2] = 0;
+            scale = 1e-3;
+        } else if (n > 1 && tmp[n - 1] == 's') {
+            tmp[n - 1] = 0;
+        }
+        if (!parse_number(tmp, &v, 0) || v * scale < o->lo || v * scale > o->hi) {
+            snprintf(err, cap, "%s: '%s' is not a duration between %g and %g seconds", src, val,
+                     o->lo, o->hi);
+            return false;
+        }
+        *(double *)(base + o->off) = v * scale;
+        return true;
+    }
+    default:
+        break;
+    }
+    if (!parse_number(val, &v, o->kind == K_SIZE ? 1024.0 : 0) || v < o->lo || v > o->hi ||
+        (o->kind != K_DOUBLE && v != floor(v))) {
+        snprintf(err, cap, "%s: '%s' is not %s between %g and %g", src, val,
+                 o->kind == K_DOUBLE ? "a number" : "an integer", o->lo, o->hi);
+        return false;
+    }
+    switch (o->kind) {
+    case K_INT: *(int *)(base + o->off) = (int)v; break;
+    case K_UINT: *(unsigned *)(base + o->off) = (unsigned)v; break;
+    case K_LONG: *(long *)(base + o->off) = (long)v; break;
+    case K_SIZE: *(size_t *)(base + o->off) = (size_t)v; break;
+    case K_DOUBLE: *(double *)(base + o->off) = v; break;
+    default: break;
+    }
+    return true;
+}
+
+static void env_name(const char *flag, char *out, size_t cap)
+{
+    size_t k = (size_t)snprintf(out, cap, "INNSERVE_");
+    for (const char *p = flag; *p && k + 1 < cap; p++)
+        out[k++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
+    out[k] = 0;
+}
+
+bool srv_config_parse(struct srv_config *c, int argc, char **argv, char *err, size_t cap)
+{
+    defaults(c);
+    if (!c->models || !c->host) {
+        snprintf(err, cap, "out of memory");
+        return false;
+    }
+    for (size_t i = 0; i < N_OPTS; i++) {
+        char env[64];
+        env_name(OPTS[i].name, env, sizeof env);
+        const char *v = getenv(env);
+        if (v && *v && !set_opt(c, &OPTS[i], v, env, err, cap))
+            return false;
+    }
+    for (int a = 1; a < argc; a++) {
+        const char *arg = argv[a];
+        if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
+            c->help = true;
+            continue;
+        }
+        if (!strcmp(arg, "--version")) {
+            c->version = true;
+            continue;
+        }
+        if (strncmp(arg, "--", 2) != 0) {
+            snprintf(err, cap, "unexpected argument '%s' (see --help)", arg);
+            return false;
+        }
+        const char *name = arg + 2;
+        const char *eq = strchr(name, '=');
+        size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
+        const struct opt *o = NULL;
+        for (size_t i = 0; i < N_OPTS; i++)
+            if (strlen(OPTS[i].name) == nlen && !strncmp(OPTS[i].name, name, nlen))
+                o = &OPTS[i];
+        if (!o) {
+            snprintf(err, cap, "unknown option '%.*s' (see --help)", (int)nlen + 2, arg);
+            return false;
+        }
+        const char *val = eq ? eq + 1 : NULL;
+        if (!val) {
+            if (a + 1 >= argc) {
+                snprintf(err, cap, "option --%s needs a value", o->name);
+                return false;
+            }
+            val = argv[++a];
+        }
+        char src[80];
+        snprintf(src, sizeof src, "--%s", o->name);
+        if (!set_opt(c, o, val, src, err, cap))
+            return false;
+    }
+    return true;
+}
+
+void srv_config_help(void *out_file)
+{
+    FILE *out = out_file;
+    fprintf(out,
+            "innserve %s — serves invertible neural networks over HTTP (docs/api.md)\n\n"
+            "usage: innserve [--models DIR] [--host H] [--port P] [options]\n"
+            "       innserve --check FILE\n\n"
+            "Every option can also be set by an environment variable INNSERVE_<NAME>\n"
+            "(upper case, '-' -> '_', e.g. INNSERVE_MAX_BODY=16M); flags win.\n"
+            "Sizes take K/M/G suffixes (x1024).  [default]\n\n",
+            SRV_VERSION);
+    for (size_t i = 0; i < N_OPTS; i++) {
+        char env[64], flag[64];
+        env_name(OPTS[i].name, env, sizeof env);
+        snprintf(flag, sizeof flag, "--%s", OPTS[i].name);
+        fprintf(out, "  %-26s %s\n  %-26s   env %s\n", flag, OPTS[i].help, "", env);
+    }
+    fprintf(out, "  %-26s this text\n  %-26s print the version\n\n", "--help", "--version");
+    fprintf(out,
+            "Signals: SIGHUP reloads the repository (a model whose new file fails keeps its old\n"
+            "version); SIGTERM/SIGINT drain: /readyz answers 503, new work 503 + Retry-After,\n"
+            "in-flight requests finish (up to --drain-timeout), then exit 0.\n"
+            "Logs: JSON lines on stderr (events and one access line per request).\n");
+}
+
+/* ---- CPUs ----------------------------------------------------------------------------- */
+
+static double cgroup_quota(void)
+{
+    FILE *f = fopen("/sys/fs/cgroup/cpu.max", "r");
+    if (f) {
+        char q[32] = "";
+        double period = 0;
+        int n = fscanf(f, "%31s %lf", q, &period);
+        fclose(f);
+        if (n == 2 && strcmp(q, "max") != 0 && period > 0) {
+            double quota = strtod(q, NULL);
+            if (quota > 0)
+                return quota / period;
+        }
+        return 0;
+    }
+    f = fopen("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "r");
+    if (!f)
+        return 0;
+    double quota = -1, period = 0;
+    if (fscanf(f, "%lf", &quota) != 1)
+        quota = -1;
+    fclose(f);
+    f = fopen("/sys/fs/cgroup/cpu/cpu.cfs_period_us", "r");
+    if (f) {
+        if (fscanf(f, "%lf", &period) != 1)
+            period = 0;
+        fclose(f);
+    }
+    return quota > 0 && period > 0 ? quota / period : 0;
+}
+
+int srv_cpu_count(void)
+{
+    int n = 1;
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0)
+        n = CPU_COUNT(&set);
+    double q = cgroup_quota();
+    if (q > 0 && ceil(q) < n)
+        n = (int)ceil(q);
+    return n < 1 ? 1 : n;
+}

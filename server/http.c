@@ -1,0 +1,627 @@
+/*
+ * http.c — libmicrohttpd glue, routing and the operational endpoints (http.h).
+ *
+ * Per request (struct req, in *req_cls):
+ *   first call      route, method, media type and declared length checks (errors are
+ *                   remembered, not queued), count in-flight
+ *   body calls      append to the body buffer up to --max-body; beyond it, discard (and
+ *                   drop the connection past PROTO_DISCARD_MAX_BYTES)
+ *   final call      answer: inline endpoints at once; model operations parse, validate,
+ *                   then run inline (tiny forward/log_prob with --inline-rows) or suspend
+ *                   the connection and submit a call to the pool
+ *   resumed call    queue the call's response
+ *   completed       access log, metrics, release the call and the request
+ */
+#include "http.h"
+#include "call.h"
+#include "log.h"
+#include "../proto/route.h"
+#include "../proto/v2.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+
+/* Bytes of an oversized body read and dropped before the connection is closed instead. */
+#define PROTO_DISCARD_MAX_BYTES (64u << 20)
+
+struct srv_http {
+    struct MHD_Daemon *d;
+    struct srv_ctx *ctx;
+    int port;
+};
+
+struct req {
+    struct srv_ctx *ctx;
+    struct MHD_Connection *conn;
+    int64_t t0;
+    char method[16];
+    char path[256];
+    struct proto_match match;
+    const char *operation;
+    bool have_route;
+    bool pending;               /* resp holds an answer decided before the body ended */
+    struct srv_response resp;
+    struct proto_buf body;
+    size_t seen;
+    bool too_large;
+    struct srv_call *call;
+    bool counted;               /* in ctx->calls_active */
+    int status;                 /* sent */
+    size_t bytes;
+    const char *code;
+};
+
+/* ---- workspaces for inline calls ------------------------------------------------------- */
+
+static pthread_key_t g_ws_key;
+static pthread_once_t g_ws_once = PTHREAD_ONCE_INIT;
+
+static void ws_destroy(void *p)
+{
+    eng_ws_free(p);
+}
+
+static void ws_key_init(void)
+{
+    pthread_key_create(&g_ws_key, ws_destroy);
+}
+
+static struct eng_ws *thread_ws(void)
+{
+    pthread_once(&g_ws_once, ws_key_init);
+    struct eng_ws *ws = pthread_getspecific(g_ws_key);
+    if (!ws) {
+        ws = eng_ws_new();
+        if (ws)
+            pthread_setspecific(g_ws_key, ws);
+    }
+    return ws;
+}
+
+/* ---- responses ------------------------------------------------------------------------- */
+
+static enum MHD_Result queue(struct req *r, struct srv_response *s)
+{
+    struct MHD_Response *mr = MHD_create_response_from_buffer(s->len, s->body ? s->body : "",
+                                                              s->body ? MHD_RESPMEM_MUST_FREE
+                                                                      : MHD_RESPMEM_PERSISTENT);
+    if (!mr)
+        return MHD_NO;
+    s->body = NULL; /* MHD frees it */
+    if (s->ctype)
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, s->ctype);
+    char tmp[32];
+    if (s->retry_after > 0) {
+        snprintf(tmp, sizeof tmp, "%d", s->retry_after);
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_RETRY_AFTER, tmp);
+    }
+    if (s->allow[0])
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_ALLOW, s->allow);
+    if (s->model[0]) {
+        MHD_add_response_header(mr, "X-Model", s->model);
+        MHD_add_response_header(mr, "X-Model-Version", s->version);
+        MHD_add_response_header(mr, "X-Model-Sha256", s->sha256);
+    }
+    if (s->seed[0])
+        MHD_add_response_header(mr, "X-Seed", s->seed);
+    if (s->unconverged >= 0) {
+        snprintf(tmp, sizeof tmp, "%ld", s->unconverged);
+        MHD_add_response_header(mr, "X-Solver-Unconverged", tmp);
+    }
+    r->status = s->status;
+    r->bytes = s->len;
+    r->code = s->code;
+    enum MHD_Result rc = MHD_queue_response(r->conn, (unsigned)s->status, mr);
+    MHD_destroy_response(mr);
+    return rc;
+}
+
+static enum MHD_Result answer_error(struct req *r, const struct proto_error *e)
+{
+    struct srv_response s;
+    srv_response_init(&s);
+    srv_response_error(&s, r->ctx, e);
+    if (e->code == PROTO_E_METHOD)
+        snprintf(s.allow, sizeof s.allow, "%s", r->match.allow);
+    return queue(r, &s);
+}
+
+static enum MHD_Result answer_buf(struct req *r, int status, const char *ctype,
+                                  struct proto_buf *b)
+{
+    if (proto_buf_failed(b)) {
+        proto_buf_free(b);
+        struct proto_error e;
+        proto_errorf(&e, PROTO_E_NOMEM, "out of memory writing the answer");
+        return answer_error(r, &e);
+    }
+    struct srv_response s;
+    srv_response_init(&s);
+    srv_response_take(&s, status, ctype, b);
+    return queue(r, &s);
+}
+
+static enum MHD_Result answer_text(struct req *r, int status, const char *json)
+{
+    struct proto_buf b;
+    proto_buf_init(&b, 0);
+    proto_buf_puts(&b, json);
+    return answer_buf(r, status, "application/json", &b);
+}
+
+/* ---- operational endpoints ------------------------------------------------------------- */
+
+static bool is_ready(struct srv_ctx *ctx, struct proto_error *e)
+{
+    if (atomic_load(&ctx->draining)) {
+        proto_errorf(e, PROTO_E_DRAINING, "the server is shutting down");
+        return false;
+    }
+    if (!srv_repo_loaded(ctx->repo)) {
+        proto_errorf(e, PROTO_E_UNAVAILABLE, "the model repository is still loading");
+        return false;
+    }
+    return true;
+}
+
+static enum MHD_Result do_readyz(struct req *r, bool v2)
+{
+    struct proto_error e;
+    if (!is_ready(r->ctx, &e))
+        return answer_error(r, &e);
+    int ready, loading, unav;
+    srv_repo_counts(r->ctx->repo, &ready, &loading, &unav);
+    struct proto_buf b;
+    proto_buf_init(&b, 0);
+    if (v2)
+        proto_buf_puts(&b, "{\"ready\":true}\n");
+    else
+        proto_buf_printf(&b, "{\"ready\":true,\"models\":{\"ready\":%d,\"loading\":%d,"
+                         "\"unavailable\":%d}}\n", ready, loading, unav);
+    return answer_buf(r, 200, "application/json", &b);
+}
+
+static enum MHD_Result do_metrics(struct req *r)
+{
+    struct srv_ctx *ctx = r->ctx;
+    struct proto_buf b;
+    proto_buf_init(&b, 0);
+    srv_metrics_render(ctx->metrics, &b);
+    srv_repo_write_metrics(ctx->repo, &b);
+    proto_buf_printf(&b, "# HELP innserve_queue_depth Jobs waiting for a worker.\n"
+                     "# TYPE innserve_queue_depth gauge\ninnserve_queue_depth %d\n"
+                     "# HELP innserve_jobs_active Jobs submitted and not yet done.\n"
+                     "# TYPE innserve_jobs_active gauge\ninnserve_jobs_active %d\n"
+                     "# HELP innserve_workers Compute threads.\n"
+                     "# TYPE innserve_workers gauge\ninnserve_workers %d\n"
+                     "# HELP innserve_draining 1 while shutting down.\n"
+                     "# TYPE innserve_draining gauge\ninnserve_draining %d\n",
+                     srv_pool_depth(ctx->pool), srv_pool_active(ctx->pool),
+                     srv_pool_workers(ctx->pool), atomic_load(&ctx->draining) ? 1 : 0);
+    return answer_buf(r, 200, "text/plain; version=0.0.4; charset=utf-8", &b);
+}
+
+static enum MHD_Result do_model_get(struct req *r, enum proto_route_id id)
+{
+    struct srv_version *v;
+    struct proto_error e;
+    const char *ver = r->match.version[0] ? r->match.version : NULL;
+    if (id == PROTO_R_V2_MODEL_READY || id == PROTO_R_V2_VMODEL_READY) {
+        enum proto_code rc = srv_repo_get(r->ctx->repo, r->match.model, ver, &v, &e);
+        if (rc == PROTO_E_MODEL)
+            return answer_error(r, &e);
+        struct proto_buf b;
+        proto_buf_init(&b, 0);
+        proto_buf_puts(&b, "{\"name\":");
+        proto_buf_json_str(&b, r->match.model);
+        if (rc == PROTO_OK) {
+            proto_buf_puts(&b, ",\"ready\":true}\n");
+            srv_version_unref(v);
+            return answer_buf(r, 200, "application/json", &b);
+        }
+        proto_buf_puts(&b, ",\"ready\":false,\"error\":");
+        proto_buf_json_str(&b, e.msg);
+        proto_buf_puts(&b, ",\"code\":\"model_unavailable\"}\n");
+        return answer_buf(r, 503, "application/json", &b);
+    }
+    if (srv_repo_get(r->ctx->repo, r->match.model, ver, &v, &e) != PROTO_OK)
+        return answer_error(r, &e);
+    struct proto_model_id mid = {v->name, v->version, v->info->sha256};
+    struct proto_buf b;
+    proto_buf_init(&b, 0);
+    if (id == PROTO_R_MODEL)
+        proto_write_metadata(&b, &mid, v->info, eng_model_certificate(v->model), v->load_ms);
+    else if (id == PROTO_R_CERTIFICATE)
+        proto_write_certificate(&b, &mid, eng_model_certificate(v->model));
+    else
+        proto_v2_write_metadata(&b, &mid, v->info);
+    srv_version_unref(v);
+    return answer_buf(r, 200, "application/json", &b);
+}
+
+/* ---- model operations ------------------------------------------------------------------ */
+
+static void wake(struct srv_call *c)
+{
+    struct req *r = c->wake_arg;
+    MHD_resume_connection(r->conn);
+}
+
+static uint64_t random_seed(void)
+{
+    uint64_t s = 0;
+    if (getrandom(&s, sizeof s, 0) != (ssize_t)sizeof s)
+        s = (uint64_t)srv_now_ns() * 0x9E3779B97F4A7C15ull;
+    return s & ((1ull << 53) - 1);
+}
+
+static enum MHD_Result do_model_op(struct req *r, enum proto_route_id id)
+{
+    struct srv_ctx *ctx = r->ctx;
+    struct proto_error e;
+    /* counted before the draining check: drain waits for every counted call */
+    atomic_fetch_add(&ctx->calls_active, 1);
+    r->counted = true;
+    if (atomic_load(&ctx->draining)) {
+        proto_errorf(&e, PROTO_E_DRAINING, "the server is shutting down and takes no new "
+                     "work; retry elsewhere");
+        return answer_error(r, &e);
+    }
+    bool v2 = id == PROTO_R_V2_INFER || id == PROTO_R_V2_VINFER;
+    struct srv_version *v;
+    if (srv_repo_get(ctx->repo, r->match.model, r->match.version, &v, &e) != PROTO_OK)
+        return answer_error(r, &e);
+    struct proto_request q;
+    enum proto_code rc;
+    enum proto_op op = PROTO_OP_COUNT;
+    switch (id) {
+    case PROTO_R_FORWARD: op = PROTO_OP_FORWARD; break;
+    case PROTO_R_INVERSE: op = PROTO_OP_INVERSE; break;
+    case PROTO_R_SAMPLE: op = PROTO_OP_SAMPLE; break;
+    case PROTO_R_LOG_PROB: op = PROTO_OP_LOG_PROB; break;
+    case PROTO_R_PREIMAGE: op = PROTO_OP_PREIMAGE; break;
+    default: break;
+    }
+    const char *body = r->body.p ? r->body.p : "";
+    if (v2)
+        rc = proto_v2_parse(body, r->body.len, v->info, &ctx->lim, &q, &e);
+    else
+        rc = proto_request_parse(op, body, r->body.len, v->info, &ctx->lim, &q, &e);
+    if (rc != PROTO_OK) {
+        srv_version_unref(v);
+        return answer_error(r, &e);
+    }
+    enum proto_format fmt = PROTO_FMT_JSON;
+    if (!v2 && q.op == PROTO_OP_SAMPLE)
+        fmt = proto_format_from_accept(MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                                   MHD_HTTP_HEADER_ACCEPT));
+    if (srv_call_check_format(ctx, v->info, &q, fmt, v2, &e) != PROTO_OK) {
+        proto_request_free(&q);
+        srv_version_unref(v);
+        return answer_error(r, &e);
+    }
+    if (!q.seed_given && (q.op == PROTO_OP_SAMPLE || q.op == PROTO_OP_PREIMAGE))
+        q.seed = random_seed();
+    struct srv_call *c = srv_call_new(ctx, v, &q, fmt, v2, &e);
+    srv_version_unref(v);
+    proto_request_free(&q);
+    if (!c)
+        return answer_error(r, &e);
+    r->call = c;
+    long rows = c->req.op == PROTO_OP_FORWARD || c->req.op == PROTO_OP_LOG_PROB
+                    ? c->req.x.rows : -1;
+    if (rows >= 0 && rows <= ctx->cfg->inline_rows) {
+        struct eng_ws *ws = thread_ws();
+        if (ws) {
+            srv_call_run_inline(c, ws);
+            return queue(r, &c->resp);
+        }
+    }
+    c->wake = wake;
+    c->wake_arg = r;
+    MHD_suspend_connection(r->conn);
+    int64_t deadline = r->t0 + (int64_t)ctx->cfg->deadline_ms * 1000000LL;
+    if (!srv_call_submit(c, deadline)) {
+        /* the queue is full: complete the call here and resume at once */
+        if (atomic_exchange(&c->state, SRV_CALL_DONE) == SRV_CALL_PENDING) {
+            proto_errorf(&e, PROTO_E_OVERLOADED, "the server is busy (%d jobs queued, "
+                         "--queue); retry after the Retry-After delay",
+                         srv_pool_depth(ctx->pool));
+            srv_response_error(&c->resp, ctx, &e);
+        }
+        MHD_resume_connection(r->conn);
+    }
+    return MHD_YES;
+}
+
+/* ---- the access handler ---------------------------------------------------------------- */
+
+static enum MHD_Result dispatch(struct req *r)
+{
+    enum proto_route_id id = r->match.route->id;
+    struct proto_buf b;
+    switch (id) {
+    case PROTO_R_HEALTHZ:
+        return answer_text(r, 200, "{\"status\":\"ok\"}\n");
+    case PROTO_R_V2_LIVE:
+        return answer_text(r, 200, "{\"live\":true}\n");
+    case PROTO_R_READYZ:
+        return do_readyz(r, false);
+    case PROTO_R_V2_READY:
+        return do_readyz(r, true);
+    case PROTO_R_METRICS:
+        return do_metrics(r);
+    case PROTO_R_MODELS:
+        proto_buf_init(&b, 0);
+        srv_repo_write_list(r->ctx->repo, &b);
+        return answer_buf(r, 200, "application/json", &b);
+    case PROTO_R_V2_SERVER:
+        proto_buf_init(&b, 0);
+        proto_v2_write_server(&b, SRV_VERSION);
+        return answer_buf(r, 200, "application/json", &b);
+    case PROTO_R_MODEL:
+    case PROTO_R_CERTIFICATE:
+    case PROTO_R_V2_MODEL:
+    case PROTO_R_V2_VMODEL:
+    case PROTO_R_V2_MODEL_READY:
+    case PROTO_R_V2_VMODEL_READY:
+        return do_model_get(r, id);
+    default:
+        return do_model_op(r, id);
+    }
+}
+
+static void remember(struct req *r, const struct proto_error *e)
+{
+    if (r->pending)
+        return;
+    r->pending = true;
+    srv_response_error(&r->resp, r->ctx, e);
+    if (e->code == PROTO_E_METHOD)
+        snprintf(r->resp.allow, sizeof r->resp.allow, "%s", r->match.allow);
+}
+
+static enum MHD_Result first_call(struct srv_ctx *ctx, struct MHD_Connection *conn,
+                                  const char *url, const char *method, void **req_cls)
+{
+    struct req *r = calloc(1, sizeof *r);
+    if (!r)
+        return MHD_NO;
+    r->ctx = ctx;
+    r->conn = conn;
+    r->t0 = srv_now_ns();
+    snprintf(r->method, sizeof r->method, "%s", method);
+    snprintf(r->path, sizeof r->path, "%s", url);
+    srv_response_init(&r->resp);
+    proto_buf_init(&r->body, ctx->lim.max_body_bytes);
+    r->operation = "none";
+    *req_cls = r;
+    srv_metrics_in_flight(ctx->metrics, 1);
+    struct proto_error e;
+    enum proto_code rc = proto_route_match(method, url, &r->match, &e);
+    if (r->match.route)
+        r->operation = r->match.route->operation;
+    if (rc != PROTO_OK) {
+        remember(r, &e);
+        return MHD_YES;
+    }
+    r->have_route = true;
+    if (!(r->match.route->methods & PROTO_M_POST))
+        return MHD_YES;
+    const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (!proto_content_type_ok(ct)) {
+        proto_errorf(&e, PROTO_E_MEDIA, "Content-Type '%.64s' is not supported; send the body "
+                     "as application/json", ct);
+        remember(r, &e);
+        return MHD_YES;
+    }
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl) {
+        char *end;
+        unsigned long long n = strtoull(cl, &end, 10);
+        if (*end == 0 && n > ctx->lim.max_body_bytes) {
+            proto_errorf(&e, PROTO_E_BODY_TOO_LARGE, "the body is %llu bytes, more than the "
+                         "server accepts (%zu, --max-body)", n, ctx->lim.max_body_bytes);
+            remember(r, &e);
+            r->too_large = true;
+            const char *ex = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                         MHD_HTTP_HEADER_EXPECT);
+            if (ex && !strcasecmp(ex, "100-continue")) {
+                /* the client waits for 100 Continue: refuse now, the body never comes */
+                r->pending = false;
+                return queue(r, &r->resp);
+            }
+        }
+    }
+    return MHD_YES;
+}
+
+static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const char *url,
+                               const char *method, const char *version,
+                               const char *upload_data, size_t *upload_data_size,
+                               void **req_cls)
+{
+    struct srv_ctx *ctx = cls;
+    struct req *r = *req_cls;
+    if (!r)
+        return first_call(ctx, conn, url, method, req_cls);
+    if (r->status)
+        return MHD_YES; /* answered early (413 before the body) */
+    if (*upload_data_size) {
+        size_t n = *upload_data_size;
+        r->seen += n;
+        *upload_data_size = 0;
+        if (r->pending && !r->too_large)
+            return MHD_YES; /* discard: an answer is already decided */
+        if (!r->too_large) {
+            proto_buf_put(&r->body, upload_data, n);
+            if (r->body.state == PROTO_BUF_OVER) {
+                struct proto_error e;
+                proto_errorf(&e, PROTO_E_BODY_TOO_LARGE, "the body is larger than the server "
+                             "accepts (%zu bytes, --max-body)", ctx->lim.max_body_bytes);
+                remember(r, &e);
+                r->too_large = true;
+                proto_buf_free(&r->body);
+            } else if (r->body.state == PROTO_BUF_NOMEM) {
+                struct proto_error e;
+                proto_errorf(&e, PROTO_E_NOMEM, "out of memory reading the body");
+                remember(r, &e);
+                proto_buf_free(&r->body);
+            }
+        }
+        if (r->too_large && r->seen > PROTO_DISCARD_MAX_BYTES)
+            return MHD_NO; /* stop reading an endless oversized body */
+        return MHD_YES;
+    }
+    /* final call */
+    if (r->call) {
+        if (atomic_load(&r->call->state) != SRV_CALL_DONE)
+            return MHD_YES;
+        if (r->status)
+            return MHD_YES;
+        return queue(r, &r->call->resp);
+    }
+    if (r->pending)
+        return queue(r, &r->resp);
+    return dispatch(r);
+}
+
+static void completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+                      enum MHD_RequestTerminationCode toe)
+{
+    struct srv_ctx *ctx = cls;
+    struct req *r = *req_cls;
+    if (!r)
+        return;
+    *req_cls = NULL;
+    int64_t end = srv_now_ns();
+    double dur = (double)(end - r->t0) * 1e-9;
+    double qw = -1, comp = -1;
+    const char *model = r->match.model;
+    if (r->call && r->call->job.t_first) {
+        qw = (double)(r->call->job.t_first - r->call->job.t_submit) * 1e-9;
+        comp = (double)(r->call->job.t_last - r->call->job.t_first) * 1e-9;
+    }
+    int status = r->status ? r->status : 499; /* 499: closed before an answer */
+    srv_metrics_request(ctx->metrics, model, r->operation, status, dur, qw, comp);
+    if (srv_log_access_enabled() && srv_log_enabled(SRV_LOG_INFO)) {
+        struct proto_buf b;
+        proto_buf_init(&b, 0);
+        proto_buf_puts(&b, "\"method\":");
+        proto_buf_json_str(&b, r->method);
+        proto_buf_puts(&b, ",\"path\":");
+        proto_buf_json_str(&b, r->path);
+        proto_buf_puts(&b, ",\"model\":");
+        proto_buf_json_str(&b, model);
+        if (r->call) {
+            proto_buf_puts(&b, ",\"version\":");
+            proto_buf_json_str(&b, r->call->ver->version);
+        }
+        proto_buf_puts(&b, ",\"operation\":");
+        proto_buf_json_str(&b, r->call ? proto_op_str(r->call->req.op) : r->operation);
+        proto_buf_printf(&b, ",\"status\":%d,\"duration_ms\":%.3f,\"bytes\":%zu", status,
+                         dur * 1e3, r->bytes);
+        if (qw >= 0)
+            proto_buf_printf(&b, ",\"queue_ms\":%.3f,\"compute_ms\":%.3f,\"format_ms\":%.3f",
+                             qw * 1e3, comp * 1e3, r->call->format_ms);
+        if (r->code)
+            proto_buf_printf(&b, ",\"code\":\"%s\"", r->code);
+        if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
+            proto_buf_printf(&b, ",\"terminated\":%d", (int)toe);
+        proto_buf_putc(&b, 0);
+        if (!proto_buf_failed(&b))
+            srv_log_line(SRV_LOG_INFO, "access", b.p);
+        proto_buf_free(&b);
+    }
+    if (r->call)
+        srv_call_unref(r->call);
+    if (r->counted)
+        atomic_fetch_sub(&ctx->calls_active, 1);
+    srv_response_free(&r->resp);
+    proto_buf_free(&r->body);
+    free(r);
+    srv_metrics_in_flight(ctx->metrics, -1);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = 0;
+    srv_logf(SRV_LOG_DEBUG, "mhd", "%s", msg);
+}
+
+struct srv_http *srv_http_start(struct srv_ctx *ctx, char *err, size_t cap)
+{
+    const struct srv_config *cfg = ctx->cfg;
+    struct addrinfo hints = {0}, *ai = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    char port[16];
+    snprintf(port, sizeof port, "%d", cfg->port);
+    int gai = getaddrinfo(cfg->host, port, &hints, &ai);
+    if (gai != 0 || !ai) {
+        snprintf(err, cap, "cannot resolve --host '%s': %s", cfg->host, gai_strerror(gai));
+        return NULL;
+    }
+    struct srv_http *h = calloc(1, sizeof *h);
+    if (!h) {
+        freeaddrinfo(ai);
+        snprintf(err, cap, "out of memory");
+        return NULL;
+    }
+    h->ctx = ctx;
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
+                     MHD_USE_ERROR_LOG;
+    if (ai->ai_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    unsigned threads = (unsigned)cfg->http_threads;
+    if (!threads) {
+        int c = srv_cpu_count();
+        threads = (unsigned)(c < 4 ? c : 4);
+    }
+    h->d = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, handler, ctx,
+                            MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+                            MHD_OPTION_THREAD_POOL_SIZE, threads,
+                            MHD_OPTION_CONNECTION_TIMEOUT, cfg->conn_timeout_s,
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
+                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
+                            MHD_OPTION_NOTIFY_COMPLETED, completed, ctx,
+                            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+                            MHD_OPTION_END);
+    freeaddrinfo(ai);
+    if (!h->d) {
+        snprintf(err, cap, "cannot listen on %s:%d (address in use, or not an address of "
+                 "this host?)", cfg->host, cfg->port);
+        free(h);
+        return NULL;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
+    h->port = di ? di->port : cfg->port;
+    return h;
+}
+
+int srv_http_port(const struct srv_http *h)
+{
+    return h->port;
+}
+
+void srv_http_stop(struct srv_http *h)
+{
+    if (!h)
+        return;
+    MHD_stop_daemon(h->d);
+    free(h);
+}

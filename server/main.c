@@ -1,0 +1,214 @@
+/*
+ * main.c — innserve: start-up, signals, reload and drain; and the offline `--check FILE`.
+ *
+ * The process-wide state is the one struct srv_ctx below.  Signals are blocked in every
+ * thread and taken synchronously by the main thread (sigwaitinfo), so reloads and
+ * shutdown run in ordinary code:
+ *   SIGHUP           srv_repo_load: rescan and load what changed, swap atomically
+ *   SIGTERM, SIGINT  drain: draining = true (readyz 503, new work 503 + Retry-After),
+ *                    wait for calls in flight (up to --drain-timeout), cancel the rest,
+ *                    stop the HTTP daemon, join the workers, exit 0
+ */
+#include "config.h"
+#include "http.h"
+#include "log.h"
+#include "metrics.h"
+#include "pool.h"
+#include "repo.h"
+#include "server.h"
+#include "../proto/response.h"
+
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* --check FILE: JSON verdict on stdout. */
+static int check_file(const char *path)
+{
+    char err[ENG_ERR_LEN] = "";
+    struct eng_model *m = NULL;
+    enum eng_status st = eng_model_load(path, &m, err);
+    struct proto_buf b;
+    proto_buf_init(&b, 0);
+    proto_buf_puts(&b, "{\"file\":");
+    proto_buf_json_str(&b, path);
+    bool ok = st == ENG_OK;
+    char verr[ENG_ERR_LEN] = "";
+    if (!ok) {
+        snprintf(verr, sizeof verr, "%s", err);
+        /* the file may still be readable without its test vectors: show what we can */
+        if (st == ENG_ERR_TESTVEC &&
+            eng_model_load_ex(path, ENG_LOAD_NO_SELFTEST, &m, err) != ENG_OK)
+            m = NULL;
+    }
+    proto_buf_printf(&b, ",\"ok\":%s,\"test_vectors\":", ok ? "true" : "false");
+    if (ok)
+        proto_buf_puts(&b, "\"pass\"");
+    else if (st == ENG_ERR_TESTVEC)
+        proto_buf_puts(&b, "\"fail\"");
+    else
+        proto_buf_puts(&b, "\"not run\"");
+    if (!ok) {
+        proto_buf_puts(&b, ",\"error\":");
+        proto_buf_json_str(&b, verr);
+        proto_buf_printf(&b, ",\"status\":\"%s\"", eng_status_str(st));
+    }
+    if (m) {
+        const struct eng_info *info = eng_model_info(m);
+        struct proto_model_id id = {path, "-", info->sha256};
+        proto_buf_puts(&b, ",\"model\":");
+        proto_write_metadata(&b, &id, info, eng_model_certificate(m), 0.0);
+        b.len--; /* drop the newline */
+        proto_buf_puts(&b, ",\"certificate\":");
+        proto_write_certificate(&b, &id, eng_model_certificate(m));
+        b.len--;
+        eng_model_unref(m);
+    }
+    proto_buf_puts(&b, "}\n");
+    if (!proto_buf_failed(&b))
+        fwrite(b.p, 1, b.len, stdout);
+    proto_buf_free(&b);
+    return ok ? 0 : 1;
+}
+
+static void log_listening(const struct srv_config *cfg, int port, int workers, int threads)
+{
+    struct proto_buf b;
+    proto_buf_init(&b, 0);
+    proto_buf_puts(&b, "\"host\":");
+    proto_buf_json_str(&b, cfg->host);
+    proto_buf_printf(&b, ",\"port\":%d,\"workers\":%d,\"http_threads\":%d,\"queue\":%d,"
+                     "\"deadline_ms\":%ld,\"models\":", port, workers, threads, cfg->queue,
+                     cfg->deadline_ms);
+    proto_buf_json_str(&b, cfg->models);
+    proto_buf_putc(&b, 0);
+    if (!proto_buf_failed(&b))
+        srv_log_line(SRV_LOG_INFO, "listening", b.p);
+    proto_buf_free(&b);
+}
+
+static void drain(struct srv_ctx *ctx, double timeout_s)
+{
+    atomic_store(&ctx->draining, true);
+    srv_logf(SRV_LOG_INFO, "draining", "waiting up to %.1f s for %d request(s) in flight",
+             timeout_s, atomic_load(&ctx->calls_active));
+    int64_t end = srv_now_ns() + (int64_t)(timeout_s * 1e9);
+    while (atomic_load(&ctx->calls_active) > 0 && srv_now_ns() < end)
+        usleep(2000);
+    if (atomic_load(&ctx->calls_active) > 0) {
+        srv_logf(SRV_LOG_WARN, "drain_timeout", "cancelling %d request(s) still in flight",
+                 atomic_load(&ctx->calls_active));
+        srv_pool_cancel_all(ctx->pool);
+        /* cancelled calls answer 503 at once; give their responses a moment to go out */
+        int64_t grace = srv_now_ns() + 2000000000LL;
+        while (atomic_load(&ctx->calls_active) > 0 && srv_now_ns() < grace)
+            usleep(2000);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    struct srv_config cfg;
+    char err[512];
+    if (!srv_config_parse(&cfg, argc, argv, err, sizeof err)) {
+        fprintf(stderr, "innserve: %s\n", err);
+        srv_config_free(&cfg);
+        return 2;
+    }
+    if (cfg.help) {
+        srv_config_help(stdout);
+        srv_config_free(&cfg);
+        return 0;
+    }
+    if (cfg.version) {
+        printf("innserve %s\n", SRV_VERSION);
+        srv_config_free(&cfg);
+        return 0;
+    }
+    eng_blas_threads(1);
+    if (cfg.check) {
+        int rc = check_file(cfg.check);
+        srv_config_free(&cfg);
+        return rc;
+    }
+    srv_log_init((enum srv_level)cfg.log_level, cfg.access_log);
+
+    /* all threads inherit this mask; the main thread takes the signals synchronously */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGHUP);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    struct srv_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.cfg = &cfg;
+    ctx.lim = cfg.lim;
+    atomic_init(&ctx.draining, false);
+    atomic_init(&ctx.calls_active, 0);
+    int workers = cfg.workers > 0 ? cfg.workers : srv_cpu_count();
+    int rc = 1;
+    struct srv_http *http = NULL;
+    ctx.metrics = srv_metrics_new();
+    ctx.pool = srv_pool_new(workers, cfg.queue);
+    ctx.repo = ctx.metrics ? srv_repo_new(cfg.models, ctx.metrics) : NULL;
+    if (!ctx.metrics || !ctx.pool || !ctx.repo) {
+        srv_logf(SRV_LOG_ERROR, "startup_failed", "out of memory or cannot start threads");
+        goto out;
+    }
+    http = srv_http_start(&ctx, err, sizeof err);
+    if (!http) {
+        srv_logf(SRV_LOG_ERROR, "startup_failed", "%s", err);
+        goto out;
+    }
+    int threads = cfg.http_threads ? cfg.http_threads
+                                   : (srv_cpu_count() < 4 ? srv_cpu_count() : 4);
+    log_listening(&cfg, srv_http_port(http), workers, threads);
+    int failed = srv_repo_load(ctx.repo);
+    {
+        int ready, loading, unav;
+        srv_repo_counts(ctx.repo, &ready, &loading, &unav);
+        char f[160];
+        snprintf(f, sizeof f, "\"models_ready\":%d,\"models_unavailable\":%d,\"failed\":%d",
+                 ready, unav, failed);
+        srv_log_line(SRV_LOG_INFO, "ready", f);
+    }
+    for (;;) {
+        siginfo_t si;
+        int s = sigwaitinfo(&sigs, &si);
+        if (s < 0)
+            continue;
+        if (s == SIGHUP) {
+            if (atomic_load(&ctx.draining))
+                continue;
+            srv_logf(SRV_LOG_INFO, "reload", "SIGHUP: rescanning %s", cfg.models);
+            int f = srv_repo_load(ctx.repo);
+            int ready, loading, unav;
+            srv_repo_counts(ctx.repo, &ready, &loading, &unav);
+            char fl[160];
+            snprintf(fl, sizeof fl, "\"models_ready\":%d,\"models_unavailable\":%d,"
+                     "\"failed\":%d", ready, unav, f);
+            srv_log_line(SRV_LOG_INFO, "reloaded", fl);
+            continue;
+        }
+        srv_logf(SRV_LOG_INFO, "shutdown", "%s received", s == SIGTERM ? "SIGTERM" : "SIGINT");
+        break;
+    }
+    drain(&ctx, cfg.drain_timeout_s);
+    rc = 0;
+out:
+    srv_http_stop(http);
+    srv_pool_free(ctx.pool);
+    srv_repo_free(ctx.repo);
+    srv_metrics_free(ctx.metrics);
+    if (rc == 0)
+        srv_logf(SRV_LOG_INFO, "exit", "bye");
+    srv_config_free(&cfg);
+    return rc;
+}

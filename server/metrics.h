@@ -1,0 +1,40 @@
+/*
+ * metrics.h — Prometheus counters, gauges and histograms of the daemon, rendered in the
+ * text exposition format (version 0.0.4) by GET /metrics.
+ *
+ *   innserve_requests_total{model,operation,status}      counter
+ *   innserve_request_duration_seconds{operation}         histogram (arrival -> response queued)
+ *   innserve_queue_wait_seconds{operation}               histogram (submitted -> first unit)
+ *   innserve_compute_seconds{operation}                  histogram (first unit -> last unit)
+ *   innserve_in_flight_requests, innserve_queue_depth    gauges
+ *   innserve_samples_total{model}                        counter (posterior samples drawn)
+ *   innserve_model_state{model,version,state}, innserve_model_load_seconds{model,version}
+ *   innserve_reloads_total{result}, innserve_workers, innserve_uptime_seconds
+ *
+ * Thread safe; counters are updated once per request.
+ */
+#ifndef INNSERVE_SERVER_METRICS_H
+#define INNSERVE_SERVER_METRICS_H
+
+#include <stdint.h>
+#include "../proto/buf.h"
+
+struct srv_metrics;
+
+/* Operations are the route table's labels (proto_routes().operation). */
+struct srv_metrics *srv_metrics_new(void);
+void srv_metrics_free(struct srv_metrics *m);
+
+/* One finished request.  Times in seconds; queue/compute < 0 when the request had no job. */
+void srv_metrics_request(struct srv_metrics *m, const char *model, const char *operation,
+                         int status, double duration, double queue, double compute);
+void srv_metrics_samples(struct srv_metrics *m, const char *model, uint64_t n);
+void srv_metrics_reload(struct srv_metrics *m, int ok);
+void srv_metrics_in_flight(struct srv_metrics *m, int delta);
+int srv_metrics_get_in_flight(struct srv_metrics *m);
+
+/* Appends everything the metrics object holds (not the model/queue gauges, which the
+ * caller appends from the repository and pool). */
+void srv_metrics_render(struct srv_metrics *m, struct proto_buf *b);
+
+#endif

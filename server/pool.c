@@ -1,0 +1,286 @@
+/*
+ * pool.c — worker threads, job FIFO, deadline monitor (pool.h).
+ *
+ * One mutex guards the FIFO and the list of active jobs.  Workers sleep on `work`;
+ * the monitor sleeps on `tick` until the earliest deadline (or a new submission).
+ * Each worker creates its eng_ws once and keeps it for its lifetime, so after the first
+ * request per model no allocation happens in the engine.
+ */
+#include "pool.h"
+#include "../engine/engine.h"
+#include "log.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <time.h>
+
+struct srv_pool {
+    pthread_mutex_t mu;
+    pthread_cond_t work, tick;
+    pthread_t *threads;
+    pthread_t monitor;
+    int n_workers, cap, depth, active;
+    struct srv_job *head, *tail;  /* FIFO */
+    struct srv_job *all;          /* active list */
+    bool stop;
+};
+
+int64_t srv_now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+static void active_remove(struct srv_pool *p, struct srv_job *j)
+{
+    if (j->aprev)
+        j->aprev->anext = j->anext;
+    else
+        p->all = j->anext;
+    if (j->anext)
+        j->anext->aprev = j->aprev;
+    j->anext = j->aprev = NULL;
+    p->active--;
+}
+
+/* Called with mu held when the last unit of j has been accounted for. */
+static void finish_locked(struct srv_pool *p, struct srv_job *j, bool *call_done)
+{
+    j->t_last = srv_now_ns();
+    j->finished = true;
+    active_remove(p, j);
+    if (j->in_expire) {
+        j->done_pending = true; /* the monitor calls done after expired returns */
+        *call_done = false;
+    } else {
+        *call_done = true;
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    struct srv_pool *p = arg;
+    struct eng_ws *ws = eng_ws_new();
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->head && !p->stop)
+            pthread_cond_wait(&p->work, &p->mu);
+        if (!p->head && p->stop)
+            break;
+        struct srv_job *j = p->head;
+        int idx = j->next_unit++;
+        if (j->next_unit >= j->n_units) {
+            p->head = j->qnext;
+            if (!p->head)
+                p->tail = NULL;
+            j->qnext = NULL;
+            p->depth--;
+        }
+        if (idx == 0)
+            j->t_first = srv_now_ns();
+        pthread_mutex_unlock(&p->mu);
+        if (!atomic_load_explicit(&j->cancel, memory_order_acquire) && ws)
+            j->unit(j, idx, ws);
+        else if (!ws)
+            atomic_store(&j->cancel, true);
+        pthread_mutex_lock(&p->mu);
+        bool call_done = false;
+        if (++j->units_done == j->n_units)
+            finish_locked(p, j, &call_done);
+        if (call_done) {
+            pthread_mutex_unlock(&p->mu);
+            j->done(j); /* j may be freed by done */
+            pthread_mutex_lock(&p->mu);
+        }
+    }
+    pthread_mutex_unlock(&p->mu);
+    eng_ws_free(ws);
+    return NULL;
+}
+
+static void expire(struct srv_pool *p, struct srv_job *j)
+{
+    /* mu held on entry and exit */
+    j->in_expire = true;
+    j->expired_called = true;
+    atomic_store_explicit(&j->cancel, true, memory_order_release);
+    pthread_mutex_unlock(&p->mu);
+    j->expired(j);
+    pthread_mutex_lock(&p->mu);
+    j->in_expire = false;
+    if (j->done_pending) {
+        j->done_pending = false;
+        pthread_mutex_unlock(&p->mu);
+        j->done(j);
+        pthread_mutex_lock(&p->mu);
+    }
+}
+
+static void *monitor_main(void *arg)
+{
+    struct srv_pool *p = arg;
+    pthread_mutex_lock(&p->mu);
+    while (!p->stop) {
+        int64_t now = srv_now_ns(), next = 0;
+        bool again;
+        do {
+            again = false;
+            for (struct srv_job *j = p->all; j; j = j->anext) {
+                if (!j->deadline_ns || j->expired_called || j->finished)
+                    continue;
+                if (j->deadline_ns <= now) {
+                    expire(p, j); /* drops the lock: restart the scan */
+                    again = true;
+                    break;
+                }
+                if (!next || j->deadline_ns < next)
+                    next = j->deadline_ns;
+            }
+            if (again) {
+                now = srv_now_ns();
+                next = 0;
+            }
+        } while (again);
+        if (p->stop)
+            break;
+        if (!next) {
+            pthread_cond_wait(&p->tick, &p->mu);
+        } else {
+            struct timespec ts = {(time_t)(next / 1000000000LL), (long)(next % 1000000000LL)};
+            pthread_cond_timedwait(&p->tick, &p->mu, &ts);
+        }
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+struct srv_pool *srv_pool_new(int workers, int queue)
+{
+    struct srv_pool *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->n_workers = workers < 1 ? 1 : workers;
+    p->cap = queue < 1 ? 1 : queue;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->work, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->tick, &ca);
+    pthread_condattr_destroy(&ca);
+    p->threads = calloc((size_t)p->n_workers, sizeof *p->threads);
+    if (!p->threads) {
+        free(p);
+        return NULL;
+    }
+    int started = 0;
+    for (; started < p->n_workers; started++)
+        if (pthread_create(&p->threads[started], NULL, worker_main, p) != 0)
+            break;
+    if (started < p->n_workers || pthread_create(&p->monitor, NULL, monitor_main, p) != 0) {
+        pthread_mutex_lock(&p->mu);
+        p->stop = true;
+        pthread_cond_broadcast(&p->work);
+        pthread_mutex_unlock(&p->mu);
+        for (int i = 0; i < started; i++)
+            pthread_join(p->threads[i], NULL);
+        free(p->threads);
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+void srv_pool_free(struct srv_pool *p)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->stop = true;
+    pthread_cond_broadcast(&p->work);
+    pthread_cond_broadcast(&p->tick);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < p->n_workers; i++)
+        pthread_join(p->threads[i], NULL);
+    pthread_join(p->monitor, NULL);
+    pthread_cond_destroy(&p->work);
+    pthread_cond_destroy(&p->tick);
+    pthread_mutex_destroy(&p->mu);
+    free(p->threads);
+    free(p);
+}
+
+bool srv_pool_submit(struct srv_pool *p, struct srv_job *j)
+{
+    j->next_unit = j->units_done = 0;
+    j->in_expire = j->done_pending = j->expired_called = j->finished = false;
+    j->qnext = j->anext = j->aprev = NULL;
+    j->t_first = j->t_last = 0;
+    j->t_submit = srv_now_ns();
+    pthread_mutex_lock(&p->mu);
+    if (p->depth >= p->cap || p->stop) {
+        pthread_mutex_unlock(&p->mu);
+        return false;
+    }
+    if (j->n_units < 1)
+        j->n_units = 1;
+    if (p->tail)
+        p->tail->qnext = j;
+    else
+        p->head = j;
+    p->tail = j;
+    p->depth++;
+    j->anext = p->all;
+    if (p->all)
+        p->all->aprev = j;
+    p->all = j;
+    p->active++;
+    if (j->n_units > 1)
+        pthread_cond_broadcast(&p->work);
+    else
+        pthread_cond_signal(&p->work);
+    if (j->deadline_ns)
+        pthread_cond_signal(&p->tick);
+    pthread_mutex_unlock(&p->mu);
+    return true;
+}
+
+void srv_pool_cancel_all(struct srv_pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    bool again;
+    do {
+        again = false;
+        for (struct srv_job *j = p->all; j; j = j->anext) {
+            if (j->expired_called || j->finished)
+                continue;
+            expire(p, j);
+            again = true;
+            break;
+        }
+    } while (again);
+    pthread_mutex_unlock(&p->mu);
+}
+
+int srv_pool_workers(const struct srv_pool *p)
+{
+    return p->n_workers;
+}
+
+int srv_pool_depth(struct srv_pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    int d = p->depth;
+    pthread_mutex_unlock(&p->mu);
+    return d;
+}
+
+int srv_pool_active(struct srv_pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    int d = p->active;
+    pthread_mutex_unlock(&p->mu);
+    return d;
+}

@@ -1,0 +1,100 @@
+/*
+ * e2eutil.h — helpers for the end-to-end tests: start the real innserve binary
+ * ($INNSERVE_BIN, default build/innserve) on an ephemeral loopback port with a temporary
+ * model directory built from tests/fixtures/golden, talk to it with libcurl, parse answers
+ * with cJSON, and compare numbers with fixture expectations.
+ *
+ * Each tests/e2e/test_*.c is its own Check runner ending with E2E_MAIN; daemons started by
+ * unchecked fixtures are stopped in their teardown, and a daemon that does not exit 0 on
+ * SIGTERM (crash, sanitizer report, leak) fails the run.
+ */
+#ifndef INNSERVE_E2EUTIL_H
+#define INNSERVE_E2EUTIL_H
+
+#include <check.h>
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+struct e2e_daemon {
+    pid_t pid;
+    int port;
+    char dir[256];   /* models directory */
+    char log[300];   /* stderr of the daemon */
+};
+
+/* A fresh temporary directory (mkdtemp under $TMPDIR or /tmp); static storage per call
+ * is not shared: the path is copied into out (>= 256 bytes). */
+void e2e_mkdtemp(char *out);
+/* Path of tests/fixtures/golden/NAME.safetensors (or .expect.json with ext). */
+const char *e2e_fixture(const char *name, const char *ext, char *buf, size_t cap);
+/* Copies fixture NAME into dir/rel (creating parent directories). */
+void e2e_copy_fixture(const char *dir, const char *name, const char *rel);
+/* Writes bytes to dir/rel (creating parents). */
+void e2e_write_file(const char *dir, const char *rel, const void *data, size_t n);
+/* Reads a whole file (malloc'd, NUL-terminated); NULL when missing. */
+char *e2e_read_file(const char *path, size_t *len);
+/* Every golden fixture name (from index.json or the directory), NULL-terminated array. */
+char **e2e_fixture_names(int *n);
+
+/* Starts innserve --models dir --host 127.0.0.1 --port 0 [args...] (NULL-terminated),
+ * reads the port from the "listening" log line and waits until /readyz is 200.
+ * Returns false (with the log printed) when it does not come up in 20 s. */
+bool e2e_start(struct e2e_daemon *d, const char *dir, const char *const *args);
+/* Sends sig and waits up to timeout_s; returns the exit status (0..255), 128+signal when
+ * killed, -1 when it did not exit (it is then killed). */
+int e2e_stop(struct e2e_daemon *d, int sig, double timeout_s);
+/* Counts lines of the daemon's log containing needle. */
+int e2e_log_count(const struct e2e_daemon *d, const char *needle);
+/* Global: daemons stopped in fixtures that failed to exit 0 (E2E_MAIN fails on it). */
+void e2e_note_failure(const char *what);
+int e2e_failures(void);
+
+struct e2e_resp {
+    long status;
+    char *body;
+    size_t len;
+    char *headers;   /* raw header block */
+    cJSON *json;     /* parsed body or NULL */
+    double seconds;
+};
+
+/* Any method; body may be NULL; headers NULL-terminated "Name: value" strings or NULL.
+ * Content-Type: application/json is added to bodies unless a Content-Type is given. */
+void e2e_request(const struct e2e_daemon *d, const char *method, const char *path,
+                 const char *body, size_t body_len, const char *const *headers,
+                 struct e2e_resp *out);
+void e2e_get(const struct e2e_daemon *d, const char *path, struct e2e_resp *out);
+void e2e_post(const struct e2e_daemon *d, const char *path, const char *body,
+              struct e2e_resp *out);
+void e2e_resp_free(struct e2e_resp *r);
+/* Header value (case-insensitive name) copied into buf; NULL when absent. */
+const char *e2e_header(const struct e2e_resp *r, const char *name, char *buf, size_t cap);
+
+/* ck_assert that r has this status and, when code != NULL, {"code": code} and an
+ * "error" string containing `needle` (may be NULL). */
+void e2e_expect_error(const struct e2e_resp *r, long status, const char *code,
+                      const char *needle);
+
+/* Element-wise comparison of nested JSON arrays of numbers: |a-b| <= atol + rtol*|b|. */
+void e2e_expect_close(const cJSON *got, const cJSON *want, double rtol, double atol,
+                      const char *what);
+/* cJSON item printed unformatted (malloc'd). */
+char *e2e_print(const cJSON *v);
+
+#define E2E_MAIN                                                            \
+    int main(void)                                                          \
+    {                                                                       \
+        e2e_global_init();                                                  \
+        SRunner *sr = srunner_create(make_suite());                         \
+        srunner_run_all(sr, CK_NORMAL);                                     \
+        int nf = srunner_ntests_failed(sr);                                 \
+        srunner_free(sr);                                                   \
+        return nf == 0 && e2e_failures() == 0 ? 0 : 1;                      \
+    }
+
+void e2e_global_init(void);
+Suite *make_suite(void);
+
+#endif

@@ -1,0 +1,710 @@
+/*
+ * test_proto.c — proto/: the float printers (round trip and shortest output on many random
+ * and edge-case values), the capped buffer, request validation (table of valid and
+ * malformed bodies -> code and exact message), the V2 mapping, the CSV / NPY writers,
+ * summaries, media types, the route table, and the route table against proto/openapi.yaml
+ * in both directions.
+ */
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../proto/buf.h"
+#include "../../proto/csv.h"
+#include "../../proto/errors.h"
+#include "../../proto/fmt.h"
+#include "../../proto/npy.h"
+#include "../../proto/request.h"
+#include "../../proto/response.h"
+#include "../../proto/route.h"
+#include "../../proto/summary.h"
+#include "../../proto/v2.h"
+#include "testutil.h"
+
+/* ---- a splitmix generator for random bit patterns ------------------------------------ */
+
+static uint64_t mix(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static const char *f32s(float v, char *buf)
+{
+    size_t n = proto_fmt_f32(buf, v);
+    buf[n] = 0;
+    return buf;
+}
+
+static const char *f64s(double v, char *buf)
+{
+    size_t n = proto_fmt_f64(buf, v);
+    buf[n] = 0;
+    return buf;
+}
+
+/* Significant digits of a printed number. */
+static int sig_digits(const char *s)
+{
+    int n = 0, trailing = 0;
+    bool started = false;
+    for (; *s && *s != 'e'; s++) {
+        if (*s < '0' || *s > '9')
+            continue;
+        if (*s != '0')
+            started = true;
+        if (!started)
+            continue;
+        n++;
+        trailing = *s == '0' ? trailing + 1 : 0;
+    }
+    return n - trailing;
+}
+
+/* ---- printers ------------------------------------------------------------------------------ */
+
+START_TEST(f32_edge_cases)
+{
+    char b[64];
+    ck_assert_str_eq(f32s(0.0f, b), "0.0");
+    ck_assert_str_eq(f32s(-0.0f, b), "-0.0");
+    ck_assert_str_eq(f32s(1.0f, b), "1.0");
+    ck_assert_str_eq(f32s(-2.5f, b), "-2.5");
+    ck_assert_str_eq(f32s(0.1f, b), "0.1");
+    ck_assert_str_eq(f32s(100.0f, b), "100.0");
+    ck_assert_str_eq(f32s(1e-45f, b), "1e-45");
+    ck_assert_str_eq(f32s(3.4028235e38f, b), "3.4028235e38");
+    ck_assert_str_eq(f32s(-3.4028235e38f, b), "-3.4028235e38");
+    ck_assert_str_eq(f32s(FLT_MIN, b), "1.1754944e-38");
+    ck_assert_str_eq(f32s(1e-5f, b), "0.00001");
+    ck_assert_str_eq(f32s(1e-7f, b), "1e-7");
+    ck_assert_str_eq(f32s(16777216.0f, b), "16777216.0");
+    ck_assert_str_eq(f32s(1e12f, b), "1e12");
+    ck_assert_str_eq(f32s(0.3f, b), "0.3");
+    ck_assert_str_eq(f32s(12345.678f, b), "12345.678");
+    ck_assert_str_eq(f32s(NAN, b), "null");
+    ck_assert_str_eq(f32s(INFINITY, b), "null");
+    ck_assert_str_eq(f32s(-INFINITY, b), "null");
+    /* the -0.0 sign survives the round trip */
+    float z = strtof(f32s(-0.0f, b), NULL);
+    ck_assert(signbit(z));
+}
+END_TEST
+
+START_TEST(f32_round_trip_random)
+{
+    uint64_t s = 12345;
+    char b[64], c[64];
+    for (int i = 0; i < 400000; i++) {
+        uint32_t u = (uint32_t)mix(&s);
+        float v;
+        memcpy(&v, &u, 4);
+        if (!isfinite(v))
+            continue;
+        f32s(v, b);
+        float w = strtof(b, NULL);
+        ck_assert_msg(memcmp(&v, &w, 4) == 0, "%08x printed %s reads back %.9g", u, b,
+                      (double)w);
+        if (i % 64 == 0 && v != 0) {
+            /* shortest: no printf precision with fewer digits reads back */
+            int k;
+            for (k = 1; k <= 9; k++) {
+                snprintf(c, sizeof c, "%.*e", k - 1, (double)v);
+                if (strtof(c, NULL) == v)
+                    break;
+            }
+            ck_assert_msg(sig_digits(b) <= k, "%s is longer than %s", b, c);
+        }
+    }
+    /* every power of two and its neighbours */
+    for (int e = -149; e <= 127; e++) {
+        float v = ldexpf(1.0f, e);
+        float n[3] = {v, nextafterf(v, 0), nextafterf(v, INFINITY)};
+        for (int k = 0; k < 3; k++) {
+            if (!isfinite(n[k]))
+                continue;
+            ck_assert(strtof(f32s(n[k], b), NULL) == n[k]);
+        }
+    }
+}
+END_TEST
+
+START_TEST(f64_round_trip_random)
+{
+    uint64_t s = 999;
+    char b[64];
+    for (int i = 0; i < 300000; i++) {
+        uint64_t u = mix(&s);
+        double v;
+        memcpy(&v, &u, 8);
+        if (!isfinite(v))
+            continue;
+        double w = strtod(f64s(v, b), NULL);
+        ck_assert_msg(memcmp(&v, &w, 8) == 0, "%.17g printed %s", v, b);
+    }
+    for (int i = 0; i < 100000; i++) {
+        double v = ((double)(mix(&s) >> 11) / 9007199254740992.0 - 0.5) * 2000.0;
+        ck_assert(strtod(f64s(v, b), NULL) == v);
+    }
+    ck_assert_str_eq(f64s(0.05, b), "0.05");
+    ck_assert_str_eq(f64s(-7.123456789, b), "-7.123456789");
+    ck_assert_str_eq(f64s(1.7976931348623157e308, b), "1.7976931348623157e308");
+    ck_assert_str_eq(f64s(5e-324, b), "5e-324");
+    ck_assert_str_eq(f64s(-0.0, b), "-0.0");
+    ck_assert_str_eq(f64s(NAN, b), "null");
+}
+END_TEST
+
+START_TEST(printed_numbers_are_json)
+{
+    uint64_t s = 7;
+    struct proto_buf b;
+    proto_buf_init(&b, 0);
+    float v[1000];
+    for (int i = 0; i < 1000; i++) {
+        uint32_t u = (uint32_t)mix(&s) & 0xbfffffffu; /* finite */
+        memcpy(&v[i], &u, 4);
+    }
+    proto_buf_putc(&b, '[');
+    proto_buf_f32_list(&b, v, 1000);
+    proto_buf_putc(&b, ']');
+    ck_assert(!proto_buf_failed(&b));
+    cJSON *j = cJSON_ParseWithLength(b.p, b.len);
+    ck_assert(j != NULL);
+    ck_assert_int_eq(cJSON_GetArraySize(j), 1000);
+    for (int i = 0; i < 1000; i++)
+        ck_assert((float)cJSON_GetArrayItem(j, i)->valuedouble == v[i]);
+    cJSON_Delete(j);
+    proto_buf_free(&b);
+}
+END_TEST
+
+START_TEST(buffer_cap)
+{
+    struct proto_buf b;
+    proto_buf_init(&b, 10);
+    proto_buf_puts(&b, "0123456789");
+    ck_assert(!proto_buf_failed(&b));
+    proto_buf_putc(&b, 'x');
+    ck_assert_int_eq(b.state, PROTO_BUF_OVER);
+    proto_buf_puts(&b, "more");
+    ck_assert_int_eq((int)b.len, 10);
+    proto_buf_free(&b);
+    /* lists near the cap stop exactly at it */
+    float v[100];
+    for (int i = 0; i < 100; i++)
+        v[i] = 1.0f; /* "1.0" + ',' = 4 bytes each, 399 in all */
+    proto_buf_init(&b, 399);
+    proto_buf_f32_list(&b, v, 100);
+    ck_assert(!proto_buf_failed(&b));
+    ck_assert_int_eq((int)b.len, 399);
+    proto_buf_free(&b);
+    proto_buf_init(&b, 398);
+    proto_buf_f32_list(&b, v, 100);
+    ck_assert_int_eq(b.state, PROTO_BUF_OVER);
+    proto_buf_free(&b);
+    /* take hands over a NUL-terminated string */
+    proto_buf_init(&b, 0);
+    proto_buf_json_str(&b, "a\"b\\c\n\x01");
+    size_t n;
+    char *s = proto_buf_take(&b, &n);
+    ck_assert_str_eq(s, "\"a\\\"b\\\\c\\n\\u0001\"");
+    ck_assert_int_eq((int)n, (int)strlen(s));
+    free(s);
+}
+END_TEST
+
+/* ---- requests ------------------------------------------------------------------------------ */
+
+static const char *const XN[] = {"a", "b", "c", "d"};
+static const char *const YN[] = {"p", "q"};
+
+static struct eng_info info_of(enum eng_kind k)
+{
+    struct eng_info i;
+    memset(&i, 0, sizeof i);
+    i.kind = k;
+    i.x_names = XN;
+    i.y_names = YN;
+    i.description = "";
+    i.blocks_json = "[]";
+    switch (k) {
+    case ENG_KIND_FLOW: i.dims = (struct eng_dims){4, 0, 4, 0, 0}; break;
+    case ENG_KIND_CINN: i.dims = (struct eng_dims){4, 2, 4, 0, 0}; break;
+    case ENG_KIND_INN: i.dims = (struct eng_dims){4, 2, 3, 1, 0}; break;
+    case ENG_KIND_MLP: i.dims = (struct eng_dims){4, 2, 0, 0, 0}; break;
+    }
+    memset(i.sha256, 'a', 64);
+    return i;
+}
+
+struct rcase {
+    enum proto_op op;
+    enum eng_kind kind;
+    const char *body;
+    enum proto_code code;
+    const char *msg; /* exact message (NULL: success) */
+};
+
+static const struct rcase CASES[] = {
+    /* valid */
+    {PROTO_OP_FORWARD, ENG_KIND_FLOW, "{\"x\":[[1,2,3,4]]}", PROTO_OK, NULL},
+    {PROTO_OP_FORWARD, ENG_KIND_FLOW, " {\"x\":[1,2,3,4]} \n", PROTO_OK, NULL},
+    {PROTO_OP_FORWARD, ENG_KIND_CINN, "{\"x\":[[1,2,3,4],[5,6,7,8]],\"y\":[[1,2]]}", PROTO_OK, NULL},
+    {PROTO_OP_INVERSE, ENG_KIND_INN, "{\"z\":[[1,2,3]],\"y\":[1,2],\"tol\":1e-8,"
+     "\"max_iter\":50,\"method\":\"anderson\"}", PROTO_OK, NULL},
+    {PROTO_OP_SAMPLE, ENG_KIND_FLOW, "{}", PROTO_OK, NULL},
+    {PROTO_OP_SAMPLE, ENG_KIND_CINN, "{\"y\":[[1,2],[3,4]],\"num_samples\":10,\"seed\":0,"
+     "\"temperature\":0.5,\"outputs\":[\"summary\",\"log_prob\"]}", PROTO_OK, NULL},
+    {PROTO_OP_LOG_PROB, ENG_KIND_INN, "{\"x\":[[1,2,3,4]],\"y\":[[1,2]]}", PROTO_OK, NULL},
+    {PROTO_OP_PREIMAGE, ENG_KIND_MLP, "{\"target\":[[1,2]],\"method\":\"evolutionary\","
+     "\"bounds\":{\"low\":[0,0,0,0],\"high\":[1,1,1,1]}}", PROTO_OK, NULL},
+    /* JSON */
+    {PROTO_OP_FORWARD, ENG_KIND_FLOW, "", PROTO_E_JSON,
+     "the request body is empty; a JSON object is required"},
+    {PROTO_OP_FORWARD, ENG_KIND_FLOW, "{\"x\":", PROTO_E_JSON,
+     "the body is not valid JSON (error near byte 4)"},
+    {PROTO_OP_FORWARD, ENG_KIND_FLOW, "{\"x\":[[1,2,3,4]]}x", PROTO_E_JSON,
+     "the body is not valid JSON (unexpected data after the value at byte 17)"},
+    {PROTO_OP_FORWARD, ENG_KIND_FLOW, "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]"
+     "]]]]]]]", PROTO_E_JSON, "the body nests arrays/objects deeper than 32 levels (at byte 32; "
+     "--max-depth)"},
+    {PROTO_OP_FORWARD, ENG_KIND_FLOW, "42", PROTO_E_JSON,
+     "the body must be a JSON object, got a number"},
+    /* fields */
+    {PROTO_OP_FORWARD, ENG_KIND_FLOW, "{\"x\":[[1,2,3,4]],\"z\":1}", PROTO_E_UNKNOWN_FIELD,
+     "unknown field 'z' (this endpoint takes: x, y)"},
+    {PROTO_OP_FORWARD, ENG_KIND_FLOW, "{}", PROTO_E_MISSING, "missing field 'x' (rows of 4 values)"},
+    {PROTO_OP_FORWARD, ENG_KIND_FLOW, "{\"x\":{}}", PROTO_E_FIELD,
+     "x must be an array of rows (arrays of numbers), got an object"},
+    {PROTO_OP_FORWARD, ENG_KIND_FLOW, "{\"x\":[[1,2,3]]}", PROTO_E_SHAPE,
+     "x[0] has 3 values, expected 4 (the model's dims.x)"},
+    {PROTO_OP_FORWARD, ENG_KIND_FLOW, "{\"x\":[[1,2,3,4],[1,2,3,4,5]]}", PROTO_E_SHAPE,
+     "x[1] has 5 values, expected 4 (rows must all have the same length: the model's dims.x)"},
+    {PROTO_OP_FORWARD, ENG_KIND_FLOW, "{\"x\":[[1,2,3,4],7]}", PROTO_E_FIELD,
+     "x[1] must be an array of numbers, got a number"},
+    {PROTO_OP_FORWARD, ENG_KIND_FLOW, "{\"x\":[[1,2,\"NaN\",4]]}", PROTO_E_FIELD,
+     "x[0][2] must be a number, got the string \"NaN\" (NaN and Infinity are not accepted)"},
+    {PROTO_OP_FORWARD, ENG_KIND_FLOW, "{\"x\":[[1,2,null,4]]}", PROTO_E_FIELD,
+     "x[0][2] must be a number, got null"},
+    {PROTO_OP_FORWARD, ENG_KIND_FLOW, "{\"x\":[[1,2,1e39,4]]}", PROTO_E_NONFINITE,
+     "x[0][2] = 1e+39 is outside the float32 range (|v| <= 3.4028235e38)"},
+    {PROTO_OP_FORWARD, ENG_KIND_FLOW, "{\"x\":[[1,2,3.4028235e38,-1e400]]}", PROTO_E_NONFINITE,
+     "x[0][3] is not a finite number"},
+    {PROTO_OP_FORWARD, ENG_KIND_FLOW, "{\"x\":[[1,2,3,4]],\"y\":[[1]]}", PROTO_E_UNKNOWN_FIELD,
+     "field 'y' is not taken here by a flow model (it has no observation y for this operation)"},
+    {PROTO_OP_FORWARD, ENG_KIND_CINN, "{\"x\":[[1,2,3,4]]}", PROTO_E_MISSING,
+     "missing field 'y': a cinn model needs the observation y (rows of 2 values)"},
+    {PROTO_OP_FORWARD, ENG_KIND_CINN, "{\"x\":[[1,2,3,4],[1,2,3,4],[1,2,3,4]],\"y\":[[1,2],[1,2]]}",
+     PROTO_E_SHAPE, "y has 2 rows; it must have 1 row (used for every row of x) or 3 rows, one "
+     "per row of x"},
+    {PROTO_OP_FORWARD, ENG_KIND_FLOW, "{\"x\":[[1,2,3,4]],\"x\":[[1,2,3,4]]}", PROTO_E_FIELD,
+     "field 'x' appears twice"},
+    {PROTO_OP_INVERSE, ENG_KIND_MLP, "{\"z\":[[1]]}", PROTO_E_UNSUPPORTED,
+     "inverse is not defined for an mlp model (use preimage search)"},
+    {PROTO_OP_SAMPLE, ENG_KIND_MLP, "not even json", PROTO_E_UNSUPPORTED,
+     "sample is not defined for an mlp model (use preimage search)"},
+    {PROTO_OP_INVERSE, ENG_KIND_FLOW, "{\"z\":[[1,2,3,4]],\"tol\":0}", PROTO_E_FIELD,
+     "tol must be in (0, 1], got 0"},
+    {PROTO_OP_INVERSE, ENG_KIND_FLOW, "{\"z\":[[1,2,3,4]],\"max_iter\":1.5}", PROTO_E_FIELD,
+     "max_iter must be an integer, got 1.5"},
+    {PROTO_OP_INVERSE, ENG_KIND_FLOW, "{\"z\":[[1,2,3,4]],\"method\":\"secant\"}", PROTO_E_FIELD,
+     "method must be one of auto, newton, anderson, broyden, fixed_point; got \"secant\""},
+    {PROTO_OP_SAMPLE, ENG_KIND_FLOW, "{\"num_samples\":-3}", PROTO_E_FIELD,
+     "num_samples must be at least 1, got -3"},
+    {PROTO_OP_SAMPLE, ENG_KIND_FLOW, "{\"num_samples\":1.5}", PROTO_E_FIELD,
+     "num_samples must be a positive integer, got a fraction"},
+    {PROTO_OP_SAMPLE, ENG_KIND_FLOW, "{\"num_samples\":true}", PROTO_E_FIELD,
+     "num_samples must be a positive integer, got a boolean"},
+    {PROTO_OP_SAMPLE, ENG_KIND_FLOW, "{\"num_samples\":2000000}", PROTO_E_TOO_LARGE,
+     "num_samples = 2000000 is more than the server allows per request (1048576, "
+     "--max-samples); ask for fewer samples"},
+    {PROTO_OP_SAMPLE, ENG_KIND_CINN, "{\"y\":[[1,2],[1,2],[1,2]],\"num_samples\":400000}",
+     PROTO_E_TOO_LARGE, "3 observations x num_samples 400000 = 1200000 samples, more than the "
+     "server allows per request (1048576, --max-samples); ask for fewer samples or split the "
+     "request"},
+    {PROTO_OP_SAMPLE, ENG_KIND_FLOW, "{\"seed\":-1}", PROTO_E_FIELD,
+     "seed must be between 0 and 9007199254740991, got -1"},
+    {PROTO_OP_SAMPLE, ENG_KIND_FLOW, "{\"temperature\":1000}", PROTO_E_FIELD,
+     "temperature must be in [0, 100], got 1000"},
+    {PROTO_OP_SAMPLE, ENG_KIND_FLOW, "{\"outputs\":\"samples\"}", PROTO_E_FIELD,
+     "outputs must be a non-empty array of strings from samples, log_prob, summary, "
+     "resimulation; got a string"},
+    {PROTO_OP_SAMPLE, ENG_KIND_FLOW, "{\"outputs\":[\"samples\",\"mode\"]}", PROTO_E_FIELD,
+     "outputs[1] = \"mode\" is not one of samples, log_prob, summary, resimulation"},
+    {PROTO_OP_SAMPLE, ENG_KIND_CINN, "{\"y\":[1,2],\"outputs\":[\"resimulation\"]}",
+     PROTO_E_UNSUPPORTED, "outputs: resimulation is only defined for inn models (this model is "
+     "a cinn)"},
+    {PROTO_OP_SAMPLE, ENG_KIND_FLOW, "{\"quantiles\":[0.5,-0.1]}", PROTO_E_FIELD,
+     "quantiles[1] must be in [0, 1], got -0.1"},
+    {PROTO_OP_PREIMAGE, ENG_KIND_MLP, "{\"target\":[[1,2]],\"bounds\":{\"low\":[0,0,0,0]}}",
+     PROTO_E_MISSING, "bounds needs both 'low' and 'high' (4 values each)"},
+    {PROTO_OP_PREIMAGE, ENG_KIND_MLP, "{\"target\":[[1,2]],\"bounds\":{\"low\":[0,0,0,0],"
+     "\"high\":[1,1,0,1]}}", PROTO_E_FIELD, "bounds.low[2] must be below bounds.high[2]"},
+    {PROTO_OP_PREIMAGE, ENG_KIND_MLP, "{\"target\":[[1,2]],\"bounds\":{\"lo\":[0]}}",
+     PROTO_E_UNKNOWN_FIELD, "unknown field 'bounds.lo' (this endpoint takes: low, high)"},
+    {PROTO_OP_PREIMAGE, ENG_KIND_MLP, "{\"target\":[[1,2]],\"num_solutions\":0}", PROTO_E_FIELD,
+     "num_solutions must be between 1 and 256, got 0"},
+    {PROTO_OP_PREIMAGE, ENG_KIND_FLOW, "{\"target\":[[1,2]]}", PROTO_E_SHAPE,
+     "target[0] has 2 values, expected 4 (the model's dims.z)"},
+};
+
+START_TEST(request_table)
+{
+    struct proto_limits lim = proto_limits_default();
+    for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; i++) {
+        const struct rcase *c = &CASES[i];
+        struct eng_info info = info_of(c->kind);
+        struct proto_request r;
+        struct proto_error e = {0};
+        enum proto_code rc = proto_request_parse(c->op, c->body, strlen(c->body), &info, &lim,
+                                                 &r, &e);
+        ck_assert_msg(rc == c->code, "case %zu (%s): code %s, want %s (%s)", i, c->body,
+                      proto_code_str(rc), proto_code_str(c->code), e.msg);
+        if (c->msg)
+            ck_assert_msg(strcmp(e.msg, c->msg) == 0, "case %zu: message\n  '%s'\nwant\n  '%s'",
+                          i, e.msg, c->msg);
+        if (rc == PROTO_OK)
+            proto_request_free(&r);
+    }
+}
+END_TEST
+
+START_TEST(request_values)
+{
+    struct proto_limits lim = proto_limits_default();
+    struct proto_error e;
+    struct proto_request r;
+    struct eng_info flow = info_of(ENG_KIND_FLOW), cinn = info_of(ENG_KIND_CINN);
+    const char *b = "{\"x\":[0.5,-1,2e-3,3]}";
+    ck_assert_int_eq(proto_request_parse(PROTO_OP_FORWARD, b, strlen(b), &flow, &lim, &r, &e),
+                     PROTO_OK);
+    ck_assert_int_eq(r.x.rows, 1);
+    ck_assert_int_eq(r.x.cols, 4);
+    ck_assert(r.x.data[0] == 0.5f && r.x.data[2] == 2e-3f);
+    ck_assert_int_eq(r.y.rows, 0);
+    proto_request_free(&r);
+    b = "{}";
+    ck_assert_int_eq(proto_request_parse(PROTO_OP_SAMPLE, b, 2, &flow, &lim, &r, &e), PROTO_OK);
+    ck_assert_int_eq(r.num_samples, 1000);
+    ck_assert(!r.seed_given);
+    ck_assert(r.temperature == 1.0f);
+    ck_assert_int_eq(r.outputs, PROTO_OUT_SAMPLES);
+    ck_assert_int_eq(r.n_quantiles, 0);
+    ck_assert_int_eq(r.solver.method, ENG_SOLVE_AUTO);
+    ck_assert(r.solver.tol == 1e-6 && r.solver.max_iter == 200);
+    proto_request_free(&r);
+    b = "{\"y\":[[1,2],[3,4]],\"seed\":9007199254740991,\"outputs\":[\"summary\"]}";
+    ck_assert_int_eq(proto_request_parse(PROTO_OP_SAMPLE, b, strlen(b), &cinn, &lim, &r, &e),
+                     PROTO_OK);
+    ck_assert(r.seed_given && r.seed == 9007199254740991ull);
+    ck_assert_int_eq(r.outputs, PROTO_OUT_SUMMARY);
+    ck_assert_int_eq(r.n_quantiles, 3);
+    ck_assert(r.quantiles[0] == 0.05 && r.quantiles[2] == 0.95);
+    ck_assert_int_eq(r.y.rows, 2);
+    proto_request_free(&r);
+    b = "{\"target\":[[1,2,3,4]],\"seed\":5}";
+    ck_assert_int_eq(proto_request_parse(PROTO_OP_PREIMAGE, b, strlen(b), &flow, &lim, &r, &e),
+                     PROTO_OK);
+    ck_assert_int_eq(r.pre.num_solutions, 8);
+    ck_assert_int_eq(r.pre.max_steps, 500);
+    ck_assert_int_eq(r.pre.method, ENG_PREIMAGE_GRADIENT);
+    ck_assert(r.seed == 5 && r.pre.low == NULL);
+    proto_request_free(&r);
+    /* limits are the configured ones */
+    lim.max_elements = 7;
+    b = "{\"x\":[[1,2,3,4],[1,2,3,4]]}";
+    ck_assert_int_eq(proto_request_parse(PROTO_OP_FORWARD, b, strlen(b), &flow, &lim, &r, &e),
+                     PROTO_E_TOO_LARGE);
+    ck_assert_str_eq(e.msg, "x has 8 values, more than the limit of 7 per tensor "
+                     "(--max-elements)");
+    lim = proto_limits_default();
+    lim.max_rows = 1;
+    ck_assert_int_eq(proto_request_parse(PROTO_OP_FORWARD, b, strlen(b), &flow, &lim, &r, &e),
+                     PROTO_E_TOO_LARGE);
+    ck_assert_str_eq(e.msg, "x has more than 1 rows (the limit for this field)");
+}
+END_TEST
+
+START_TEST(v2_requests)
+{
+    struct proto_limits lim = proto_limits_default();
+    struct proto_error e;
+    struct proto_request r;
+    struct eng_info cinn = info_of(ENG_KIND_CINN);
+    const char *b = "{\"id\":\"a\",\"inputs\":[{\"name\":\"x\",\"shape\":[2,4],\"datatype\":"
+                    "\"FP32\",\"data\":[1,2,3,4,5,6,7,8]},{\"name\":\"y\",\"shape\":[2],"
+                    "\"datatype\":\"FP64\",\"data\":[9,10]}],\"outputs\":[{\"name\":\"z\"}]}";
+    ck_assert_int_eq(proto_v2_parse(b, strlen(b), &cinn, &lim, &r, &e), PROTO_OK);
+    ck_assert_int_eq(r.op, PROTO_OP_FORWARD);
+    ck_assert_int_eq(r.x.rows, 2);
+    ck_assert(r.x.data[7] == 8.0f);
+    ck_assert_int_eq(r.y.rows, 1);
+    ck_assert(r.y.data[1] == 10.0f);
+    ck_assert_str_eq(r.v2_id, "a");
+    ck_assert_int_eq(r.v2_outputs, 1u);
+    proto_request_free(&r);
+    b = "{\"inputs\":[{\"name\":\"y\",\"shape\":[1,2],\"datatype\":\"FP32\",\"data\":[[1,2]]}],"
+        "\"parameters\":{\"operation\":\"sample\",\"num_samples\":7,\"seed\":3}}";
+    ck_assert_int_eq(proto_v2_parse(b, strlen(b), &cinn, &lim, &r, &e), PROTO_OK);
+    ck_assert_int_eq(r.op, PROTO_OP_SAMPLE);
+    ck_assert_int_eq(r.num_samples, 7);
+    ck_assert(r.seed_given && r.seed == 3);
+    ck_assert_int_eq(r.outputs, PROTO_OUT_SAMPLES | PROTO_OUT_LOG_PROB);
+    proto_request_free(&r);
+    b = "{\"inputs\":[{\"name\":\"x\",\"shape\":[2,4],\"datatype\":\"FP32\",\"data\":[1]}]}";
+    ck_assert_int_eq(proto_v2_parse(b, strlen(b), &cinn, &lim, &r, &e), PROTO_E_SHAPE);
+    ck_assert_str_eq(e.msg, "input 'x': data has 1 values, its shape [2, 4] needs 8");
+    b = "{\"inputs\":[],\"parameters\":{\"num_samples\":3}}";
+    ck_assert_int_eq(proto_v2_parse(b, strlen(b), &cinn, &lim, &r, &e), PROTO_E_UNKNOWN_FIELD);
+    ck_assert_str_eq(e.msg, "parameters.num_samples is not used by operation forward");
+    b = "{\"inputs\":[{\"name\":\"w\",\"shape\":[1],\"datatype\":\"FP32\",\"data\":[1]}]}";
+    ck_assert_int_eq(proto_v2_parse(b, strlen(b), &cinn, &lim, &r, &e), PROTO_E_FIELD);
+    ck_assert_str_eq(e.msg, "inputs[0].name \"w\" is not an input of this model (x, y or z, see "
+                     "GET /v2/models/{m})");
+}
+END_TEST
+
+/* ---- writers ------------------------------------------------------------------------------- */
+
+START_TEST(csv_and_npy_writers)
+{
+    struct eng_info info = info_of(ENG_KIND_FLOW);
+    static const char *const names[] = {"a", "b,c", "say \"hi\"", "d"};
+    info.x_names = names;
+    float x[2 * 4] = {1, 2, 3, 4, 0.5f, -0.25f, 1e-7f, 3e20f};
+    double lp[2] = {-1.5, -2.25};
+    struct proto_result r;
+    memset(&r, 0, sizeof r);
+    r.op = PROTO_OP_SAMPLE;
+    r.n = 1;
+    r.num_samples = 2;
+    r.samples = x;
+    r.sample_lp = lp;
+    r.outputs = PROTO_OUT_SAMPLES | PROTO_OUT_LOG_PROB;
+    struct proto_buf b;
+    proto_buf_init(&b, 0);
+    proto_write_sample_csv(&b, &info, &r);
+    char *s = proto_buf_take(&b, NULL);
+    ck_assert_str_eq(s, "obs,sample,a,\"b,c\",\"say \"\"hi\"\"\",d,log_prob\n"
+                        "0,0,1.0,2.0,3.0,4.0,-1.5\n"
+                        "0,1,0.5,-0.25,1e-7,3e20,-2.25\n");
+    free(s);
+    r.outputs = PROTO_OUT_SAMPLES;
+    proto_buf_init(&b, 0);
+    proto_write_sample_csv(&b, &info, &r);
+    s = proto_buf_take(&b, NULL);
+    ck_assert_str_eq(s, "obs,sample,a,\"b,c\",\"say \"\"hi\"\"\",d\n0,0,1.0,2.0,3.0,4.0\n"
+                        "0,1,0.5,-0.25,1e-7,3e20\n");
+    free(s);
+    /* npy */
+    proto_buf_init(&b, 0);
+    proto_write_npy_f32(&b, x, 1, 2, 4);
+    ck_assert(!proto_buf_failed(&b));
+    ck_assert_int_eq((int)b.len, 128 + 32);
+    ck_assert_int_eq((int)proto_npy_size(1, 2, 4), 160);
+    ck_assert(memcmp(b.p, "\x93NUMPY\x01\x00\x76\x00", 10) == 0);
+    ck_assert(memcmp(b.p + 10, "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2, 4), }",
+                     61) == 0);
+    ck_assert(b.p[127] == '\n' && b.p[126] == ' ');
+    ck_assert(memcmp(b.p + 128, x, 32) == 0);
+    proto_buf_free(&b);
+    /* a result over the cap fails as OVER */
+    proto_buf_init(&b, 50);
+    proto_write_sample_csv(&b, &info, &r);
+    ck_assert_int_eq(b.state, PROTO_BUF_OVER);
+    proto_buf_free(&b);
+}
+END_TEST
+
+START_TEST(json_result_writer)
+{
+    struct eng_info info = info_of(ENG_KIND_INN);
+    float z[3] = {1, 2, 3}, y[2] = {0.5f, 0.25f};
+    double ld[1] = {-0.125};
+    struct proto_result r;
+    memset(&r, 0, sizeof r);
+    r.op = PROTO_OP_FORWARD;
+    r.n = 1;
+    r.z = z;
+    r.y_out = y;
+    r.log_det = ld;
+    struct proto_model_id id = {"m", "2", "abc"};
+    struct proto_buf b;
+    proto_buf_init(&b, 0);
+    proto_write_result_json(&b, &id, &info, &r);
+    char *s = proto_buf_take(&b, NULL);
+    ck_assert_str_eq(s, "{\"model\":\"m\",\"version\":\"2\",\"sha256\":\"abc\",\"z\":[[1.0,2.0,"
+                        "3.0]],\"y\":[[0.5,0.25]],\"log_det\":[-0.125]}\n");
+    free(s);
+    struct proto_error e;
+    proto_errorf(&e, PROTO_E_SHAPE, "x[0] has \"3\" values");
+    size_t n;
+    s = proto_error_json(&e, &n);
+    ck_assert_str_eq(s, "{\"error\":\"x[0] has \\\"3\\\" values\",\"code\":\"bad_shape\"}\n");
+    free(s);
+    ck_assert_int_eq(proto_code_http(PROTO_E_SHAPE), 400);
+    ck_assert_int_eq(proto_code_http(PROTO_E_UNSUPPORTED), 422);
+    ck_assert_int_eq(proto_code_http(PROTO_E_OVERLOADED), 503);
+    ck_assert_int_eq(proto_code_http(PROTO_E_DEADLINE), 504);
+    ck_assert_int_eq(proto_code_http(PROTO_E_RESULT_TOO_LARGE), 413);
+    ck_assert_int_eq(proto_error_from_eng(&e, ENG_ERR_UNSUPPORTED, "no"), PROTO_E_UNSUPPORTED);
+    ck_assert_int_eq(proto_error_from_eng(&e, ENG_ERR_NONFINITE, "x"), PROTO_E_NONFINITE);
+    ck_assert_int_eq(proto_error_from_eng(&e, ENG_ERR_IO, ""), PROTO_E_INTERNAL);
+}
+END_TEST
+
+START_TEST(summary_statistics)
+{
+    /* one observation, 5 samples of 2 dims */
+    float x[10] = {1, 10, 2, 20, 3, 30, 4, 40, 5, 50};
+    double lp[5] = {-3, -1, -2, -5, -4};
+    double q[3] = {0.0, 0.5, 0.9};
+    struct proto_summary s;
+    ck_assert(proto_summary_compute(&s, x, lp, 1, 5, 2, q, 3));
+    ck_assert(s.mean[0] == 3.0f && s.mean[1] == 30.0f);
+    ck_assert(fabsf(s.std[0] - sqrtf(2.0f)) < 1e-6f);
+    ck_assert(s.quant[0] == 1.0f && s.quant[1] == 10.0f);  /* q = 0 */
+    ck_assert(s.quant[2] == 3.0f && s.quant[3] == 30.0f);  /* median */
+    ck_assert(fabsf(s.quant[4] - 4.6f) < 1e-6f);           /* 0.9: 4 + 0.6 */
+    ck_assert_int_eq((int)s.map_index[0], 1);
+    ck_assert(s.map[0] == 2.0f && s.map[1] == 20.0f);
+    proto_summary_free(&s);
+}
+END_TEST
+
+START_TEST(media_types)
+{
+    ck_assert_int_eq(proto_format_from_accept(NULL), PROTO_FMT_JSON);
+    ck_assert_int_eq(proto_format_from_accept("text/csv"), PROTO_FMT_CSV);
+    ck_assert_int_eq(proto_format_from_accept("application/x-npy"), PROTO_FMT_NPY);
+    ck_assert_int_eq(proto_format_from_accept("text/html, TEXT/CSV;q=0.9"), PROTO_FMT_CSV);
+    ck_assert_int_eq(proto_format_from_accept("application/json, text/csv"), PROTO_FMT_JSON);
+    ck_assert_int_eq(proto_format_from_accept("*/*"), PROTO_FMT_JSON);
+    ck_assert(proto_content_type_ok(NULL));
+    ck_assert(proto_content_type_ok("application/json"));
+    ck_assert(proto_content_type_ok("Application/JSON; charset=utf-8"));
+    ck_assert(proto_content_type_ok("application/vnd.api+json"));
+    ck_assert(!proto_content_type_ok("text/plain"));
+    ck_assert(!proto_content_type_ok("application/x-www-form-urlencoded"));
+}
+END_TEST
+
+/* ---- routes -------------------------------------------------------------------------------- */
+
+START_TEST(route_matching)
+{
+    struct proto_match m;
+    struct proto_error e;
+    ck_assert_int_eq(proto_route_match("GET", "/healthz", &m, &e), PROTO_OK);
+    ck_assert_int_eq(m.route->id, PROTO_R_HEALTHZ);
+    ck_assert_int_eq(proto_route_match("HEAD", "/v1/models", &m, &e), PROTO_OK);
+    ck_assert_int_eq(proto_route_match("POST", "/v1/models/a.b-c_1/sample", &m, &e), PROTO_OK);
+    ck_assert_int_eq(m.route->id, PROTO_R_SAMPLE);
+    ck_assert_str_eq(m.model, "a.b-c_1");
+    ck_assert_int_eq(proto_route_match("POST", "/v2/models/m/versions/7/infer", &m, &e), PROTO_OK);
+    ck_assert_str_eq(m.model, "m");
+    ck_assert_str_eq(m.version, "7");
+    ck_assert_int_eq(proto_route_match("GET", "/v1/models/m/sample", &m, &e), PROTO_E_METHOD);
+    ck_assert_str_eq(m.allow, "POST");
+    ck_assert_str_eq(e.msg, "method GET is not allowed on /v1/models/m/sample (allowed: POST)");
+    ck_assert_int_eq(proto_route_match("PUT", "/metrics", &m, &e), PROTO_E_METHOD);
+    ck_assert_str_eq(m.allow, "GET, HEAD");
+    ck_assert_int_eq(proto_route_match("GET", "/v1/models/", &m, &e), PROTO_E_ROUTE);
+    ck_assert_int_eq(proto_route_match("GET", "/v1/models//certificate", &m, &e), PROTO_E_ROUTE);
+    ck_assert_int_eq(proto_route_match("GET", "/v1/models/a/b/certificate", &m, &e),
+                     PROTO_E_ROUTE);
+    ck_assert_str_eq(e.msg, "no such endpoint: GET /v1/models/a/b/certificate");
+}
+END_TEST
+
+/* Reads "METHOD PATH" pairs from the paths: section of proto/openapi.yaml. */
+static int openapi_routes(char out[][96], int cap)
+{
+    FILE *f = fopen("proto/openapi.yaml", "r");
+    ck_assert_msg(f != NULL, "proto/openapi.yaml not found (run from the repository root)");
+    char line[512], path[256] = "";
+    int n = 0;
+    bool in_paths = false;
+    while (fgets(line, sizeof line, f)) {
+        size_t l = strlen(line);
+        while (l && (line[l - 1] == '\n' || line[l - 1] == '\r'))
+            line[--l] = 0;
+        if (!strcmp(line, "paths:")) {
+            in_paths = true;
+            continue;
+        }
+        if (!in_paths)
+            continue;
+        if (l && line[0] != ' ' && line[0] != '#')
+            break;
+        if (!strncmp(line, "  /", 3) && line[l - 1] == ':') {
+            snprintf(path, sizeof path, "%.*s", (int)(l - 3), line + 2);
+        } else if (!strncmp(line, "    get:", 8) || !strncmp(line, "    post:", 9)) {
+            ck_assert(n < cap);
+            snprintf(out[n++], 96, "%s %.80s", line[4] == 'g' ? "GET" : "POST", path);
+        }
+    }
+    fclose(f);
+    return n;
+}
+
+START_TEST(openapi_matches_route_table)
+{
+    char spec[64][96];
+    int ns = openapi_routes(spec, 64);
+    size_t nr;
+    const struct proto_route *r = proto_routes(&nr);
+    char table[64][96];
+    int nt = 0;
+    for (size_t i = 0; i < nr; i++) {
+        if (r[i].methods & PROTO_M_GET)
+            snprintf(table[nt++], 96, "GET %.80s", r[i].pattern);
+        if (r[i].methods & PROTO_M_POST)
+            snprintf(table[nt++], 96, "POST %.80s", r[i].pattern);
+    }
+    for (int i = 0; i < nt; i++) {
+        bool found = false;
+        for (int k = 0; k < ns; k++)
+            found |= !strcmp(table[i], spec[k]);
+        ck_assert_msg(found, "route '%s' is served but not in proto/openapi.yaml", table[i]);
+    }
+    for (int k = 0; k < ns; k++) {
+        bool found = false;
+        for (int i = 0; i < nt; i++)
+            found |= !strcmp(table[i], spec[k]);
+        ck_assert_msg(found, "'%s' is in proto/openapi.yaml but not served", spec[k]);
+    }
+    ck_assert_int_eq(ns, nt);
+}
+END_TEST
+
+Suite *make_suite(void)
+{
+    Suite *s = suite_create("proto");
+    TCase *t = tcase_create("proto");
+    tcase_set_timeout(t, 60);
+    tcase_add_test(t, f32_edge_cases);
+    tcase_add_test(t, f32_round_trip_random);
+    tcase_add_test(t, f64_round_trip_random);
+    tcase_add_test(t, printed_numbers_are_json);
+    tcase_add_test(t, buffer_cap);
+    tcase_add_test(t, request_table);
+    tcase_add_test(t, request_values);
+    tcase_add_test(t, v2_requests);
+    tcase_add_test(t, csv_and_npy_writers);
+    tcase_add_test(t, json_result_writer);
+    tcase_add_test(t, summary_statistics);
+    tcase_add_test(t, media_types);
+    tcase_add_test(t, route_matching);
+    tcase_add_test(t, openapi_matches_route_table);
+    suite_add_tcase(s, t);
+    return s;
+}
+
+TU_MAIN
