@@ -46,7 +46,7 @@ MHD_LIBS   := $(shell pkg-config --libs libmicrohttpd 2>/dev/null || echo -lmicr
 CURL_LIBS  := $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
 BINS       := $(BUILD)/innserve $(if $(CTL_SRC),$(BUILD)/innctl)
 
-.PHONY: all test test-unit test-e2e test-python test-san bench run deps clean help fixtures lint bench-iresnet
+.PHONY: all test test-unit test-e2e test-python test-san bench run deps clean help fixtures lint bench-iresnet bench-server
 all: $(BUILD)/libinnengine.a $(BINS) $(UNIT_BIN) $(E2E_BIN)
 
 Q := @
@@ -140,3 +140,41 @@ bench-iresnet: $(BUILD)/bench_iresnet
 # Engine vs PyTorch vs sgemm peak, side by side in one run.
 bench: $(BUILD)/bench_engine
 	/usr/bin/python3 bench/run_bench.py --bin $(BUILD)/bench_engine
+
+# Server: innserve under wrk vs the engine alone vs a bare libmicrohttpd answer (bench/server_bench.py).
+$(BUILD)/bench_server_engine: $(BUILD)/bench/server_engine.o $(BUILD)/libinnengine.a
+	@echo "  LD $@"
+	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/bench_server_bare: $(BUILD)/bench/server_bare.o
+	@echo "  LD $@"
+	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(MHD_LIBS) -pthread
+
+bench-server: $(BUILD)/innserve $(BUILD)/bench_server_engine $(BUILD)/bench_server_bare
+	/usr/bin/python3 bench/server_bench.py --build $(BUILD) $(BENCH_SERVER_ARGS)
+
+# ---- demo models and deployment (docs/models.md, deploy/) ----
+DEMO_MODELS := ik_cinn ik_inn ik_mlp iresnet_toy
+.PHONY: models evaluate-models test-deploy test-manifests test-image test-make-run
+
+# Retrain and re-export every demo model (minutes of CPU each; deterministic per --seed).
+models:
+	@set -e; for m in $(DEMO_MODELS); do /usr/bin/python3 models/train/train_$$m.py; done
+
+# The quality tables of docs/models.md, measured through the served API.
+evaluate-models: $(BUILD)/innserve
+	/usr/bin/python3 models/evaluate.py --bin $(BUILD)/innserve --update-docs
+
+# Deployment files checked against the image, routes, ports, flags (quick; no root).
+test-manifests: $(BUILD)/innserve
+	/usr/bin/python3 deploy/check_manifests.py --bin $(BUILD)/innserve
+
+# The container image built and run with podman (root; debootstrap base image, cached).
+test-image:
+	bash deploy/test-image.sh
+
+# The README's `make run` and curl calls from a fresh clone.
+test-make-run:
+	bash deploy/test-make-run.sh
+
+test-deploy: test-manifests test-image test-make-run

@@ -234,6 +234,21 @@ void blas_gemm_f64(int m, int n, int k, const double *A, int lda, const double *
                 ldc);
 }
 
+void blas_gemv_f64(bool trans, int m, int n, const double *A, int lda, const double *x, double *y)
+{
+    if (m <= 0 || n <= 0)
+        return;
+    cblas_dgemv(CblasRowMajor, trans ? CblasTrans : CblasNoTrans, m, n, 1.0, A, lda, x, 1, 0.0, y,
+                1);
+}
+
+void blas_ger_f64(int m, int n, double alpha, const double *x, const double *y, double *A, int lda)
+{
+    if (m <= 0 || n <= 0)
+        return;
+    cblas_dger(CblasRowMajor, m, n, alpha, x, 1, y, 1, A, lda);
+}
+
 /* ---- singular values -------------------------------------------------------------------- */
 
 int la_singular_values(int rows, int cols, const double *A, double *sv, double *work)

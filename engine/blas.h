@@ -9,6 +9,7 @@
 #ifndef INNSERVE_BLAS_H
 #define INNSERVE_BLAS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* Y (n x out, row stride ldy) = X (n x in, stride ldx) * W^T (W: out x in, stride ldw)
@@ -42,6 +43,11 @@ void blas_linear_f64(int n, int out, int in, const double *X, int ldx, const dou
 /* C (m x n, stride ldc) = A (m x k, stride lda) * B (k x n, stride ldb) + beta C, double. */
 void blas_gemm_f64(int m, int n, int k, const double *A, int lda, const double *B, int ldb,
                    double beta, double *C, int ldc);
+
+/* y = A x (trans false) or A^T x (trans true), A m x n (stride lda), double. */
+void blas_gemv_f64(bool trans, int m, int n, const double *A, int lda, const double *x, double *y);
+/* A (m x n, stride lda) += alpha x y^T, double. */
+void blas_ger_f64(int m, int n, double alpha, const double *x, const double *y, double *A, int lda);
 
 /* All singular values of A (rows x cols, row-major) in double by one-sided Jacobi
  * (Hestenes) rotations, in descending order into sv (min(rows, cols) entries).  High

@@ -121,19 +121,28 @@ ENG_WARN_UNUSED enum eng_status eng_forward(const struct eng_model *m, struct en
                                             float *z, float *y_out, double *log_det,
                                             char err[ENG_ERR_LEN]);
 
-/* Per-row statistics of a numerical inverse (i-ResNet blocks); each array has n entries
- * and is filled only when the model has numeric_inverse.  Caller owns the arrays. */
+/* Options and per-row statistics of a numerical inverse (i-ResNet blocks; the rules are
+ * in docs/inversion.md).  Each stats array has n entries and is filled only when the model
+ * has numeric_inverse; any array may be NULL.  Caller owns the arrays. */
 struct eng_solver_opts {
-    double tol;       /* end-to-end error target in x (default 1e-6 when <= 0) */
-    int max_iter;     /* per block (default 200 when <= 0) */
-    int method;       /* enum eng_solve_method; 0 = auto */
+    double tol;       /* error target (default 1e-6 when <= 0): each numeric block stops when
+                         its certified bound is <= its share of tol times max(|x|, 1) in
+                         standardized units (relative, absolute near 0); the shares divide
+                         tol by the number of numeric blocks and by the growth of errors
+                         through the blocks inverted after it */
+    int max_iter;     /* evaluations of g per row and block (default 200 when <= 0) */
+    int method;       /* enum eng_solve_method; 0 = auto; out of range = auto */
 };
 struct eng_solver_stats {
-    int *iterations;      /* g-evaluations summed over blocks */
-    double *residual;     /* largest block residual norm */
-    double *error_bound;  /* certified bound on ||x - x_true|| (inf when not certified) */
-    bool *converged;
-    bool certified;       /* every block's Lipschitz bound < 1 */
+    int *iterations;      /* evaluations of g, summed over the numeric blocks */
+    double *residual;     /* largest block residual |x + g(x) - y| at the returned point */
+    double *error_bound;  /* certified bound on |x - x_true| in physical units, summed over
+                             blocks and propagated to x; +inf when not certified (L >= 1, or
+                             a block without a global inverse Lipschitz bound, e.g. an affine
+                             coupling, is inverted after a numeric block) */
+    bool *converged;      /* every numeric block met its stopping rule; false when max_iter
+                             was used up or the rounding floor was reached first */
+    bool certified;       /* every numeric block's Lipschitz bound L < 1 (eng_certificate) */
 };
 
 /* flow, cinn: z (n x z) [, y] -> x (n x x), log_det (n) of the inverse map.
@@ -199,21 +208,28 @@ enum eng_preimage_method { ENG_PREIMAGE_GRADIENT = 0, ENG_PREIMAGE_EVOLUTIONARY 
 
 struct eng_preimage_opts {
     int method;            /* enum eng_preimage_method */
-    int num_solutions;     /* distinct solutions wanted per target, >= 1 */
-    int max_steps;         /* optimizer steps / generations, >= 1 */
+    int num_solutions;     /* distinct solutions wanted per target, 1 .. 1024 */
+    int max_steps;         /* optimizer steps / generations, 1 .. 1000000 (plus at most 30
+                              polishing steps) */
     uint64_t seed;         /* starts and mutations derive from it: deterministic */
     const float *low;      /* dims.x lower bounds of the search box, or NULL */
-    const float *high;     /* dims.x upper bounds, or NULL (default box: see preimage.c) */
-    double prior_weight;   /* gradient: weight of the Gaussian prior penalty 0.5*|x_s|^2 (0 = off) */
-    double time_limit_s;   /* wall-clock bound for one target (<= 0: no limit beyond max_steps) */
+    const float *high;     /* dims.x upper bounds, or NULL; default box: mean +- 3 std of the
+                              model's x standardization, else [-3, 3] */
+    double prior_weight;   /* weight of the Gaussian prior penalty 0.5*|x_s|^2 on
+                              standardized x (0 = off), >= 0 */
+    double time_limit_s;   /* wall-clock bound for one target (<= 0: no limit beyond max_steps);
+                              when it passes, the best solutions so far are returned */
 };
 
 /* Find up to opts->num_solutions distinct x with f(x) ~= target, best first, for one
  * target row.  f is the model's forward map to the quantity a user observes: y for mlp
  * and inn (dims.y values), z for flow and cinn (dims.z values; cinn also takes its
  * condition y, 1 row).  x_out: num_solutions x dims.x; residual_out: num_solutions
- * (||f(x) - target||_2); *n_found <= num_solutions rows are filled.  Deterministic for a
- * seed.  Thread-safe like every operation (own workspace). */
+ * (||f(x) - target||_2, physical units); *n_found <= num_solutions rows are filled
+ * (fewer when the candidates are not distinct; flow and cinn: exactly 1, the preimage of
+ * a bijection being unique).  Methods per kind: docs/inversion.md.  Deterministic for a
+ * seed; allocates its population per call.  Thread-safe like every operation (own
+ * workspace). */
 ENG_WARN_UNUSED enum eng_status eng_preimage(const struct eng_model *m, struct eng_ws *ws,
                                              const float *target, const float *y,
                                              const struct eng_preimage_opts *opts,

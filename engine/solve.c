@@ -51,7 +51,8 @@ struct rowst {
     int evals, jacs;
     int cand;     /* enum cand of the pending candidate */
     int hn, hpos; /* secant memory: pairs stored, next slot (ring) */
-    int done;
+    int newton_on; /* auto: newton steps enabled (after a slow fixed-point step) */
+    double alpha;  /* newton: length of the pending step as a fraction of the full step */
     double nb;    /* ||r(base)|| */
     double nbest; /* ||r(best)|| */
     double ny;    /* ||y|| */
@@ -120,7 +121,8 @@ static double dot(int d, const double *a, const double *b)
 
 struct ctx {
     int d, mem, method;
-    bool dense; /* broyden with a dense inverse Jacobian */
+    bool dense;    /* broyden with a dense inverse Jacobian */
+    bool adaptive; /* auto at small d: fixed point until it contracts slowly, then newton */
     double L, tol, round_rel;
     int max_iter;
     const double *y;
@@ -224,8 +226,7 @@ static void broyden_apply(const struct ctx *c, const struct rowv *v, const doubl
 {
     const int d = c->d;
     if (c->dense) {
-        for (int i = 0; i < d; i++)
-            h[i] = dot(d, v->DX + (size_t)i * d, a);
+        blas_gemv_f64(false, d, d, v->DX, d, a, h);
         return;
     }
     memcpy(h, a, sizeof(double) * (size_t)d);
@@ -245,12 +246,7 @@ static void broyden_push(const struct ctx *c, struct rowv *v, const double *dx, 
     broyden_apply(c, v, dr, h); /* h = H dr */
     /* w = H^T dx */
     if (c->dense) {
-        memset(w, 0, sizeof(double) * (size_t)d);
-        for (int i = 0; i < d; i++) {
-            const double *Hi = v->DX + (size_t)i * d;
-            for (int t = 0; t < d; t++)
-                w[t] += dx[i] * Hi[t];
-        }
+        blas_gemv_f64(true, d, d, v->DX, d, dx, w);
     } else {
         memcpy(w, dx, sizeof(double) * (size_t)d); /* dx + sum_j v_j (u_j . dx) */
         for (int j = 0; j < v->s->hn; j++) {
@@ -264,12 +260,9 @@ static void broyden_push(const struct ctx *c, struct rowv *v, const double *dx, 
     if (!(fabs(den) > 1e-300) || fabs(den) <= 1e-12 * nrm(d, dx) * nrm(d, h) || !isfinite(den))
         return;
     if (c->dense) { /* H += (dx - h) w^T / den */
-        for (int i = 0; i < d; i++) {
-            double f = (dx[i] - h[i]) / den;
-            double *Hi = v->DX + (size_t)i * d;
-            for (int t = 0; t < d; t++)
-                Hi[t] += f * w[t];
-        }
+        for (int i = 0; i < d; i++)
+            h[i] = dx[i] - h[i];
+        blas_ger_f64(d, d, 1.0 / den, h, w, v->DX, d);
         return;
     }
     if (v->s->hn == c->mem) /* memory full: restart from H = I */
@@ -333,7 +326,20 @@ static void propose(const struct ctx *c, const struct slv_fn *fn, struct rowv *v
     const int d = c->d;
     const double *y = c->y + (size_t)v->s->id * d;
     int m = c->method;
+    /* A rejected newton step is halved (backtracking along the same direction, x_c moves
+     * halfway back to x_b) down to 1/16 of the full step, then the row falls back to a
+     * fixed-point step: far from x* the full step can overshoot into a region where the
+     * linearization is wrong (measured: ELU blocks at L = 0.99, design note 6). */
+    if (!accepted && m == ENG_SOLVE_NEWTON && v->s->cand == CAND_STEP &&
+        v->s->alpha > SLV_NEWTON_MIN_STEP) {
+        v->s->alpha *= 0.5;
+        for (int t = 0; t < d; t++)
+            v->xc[t] = 0.5 * (v->xc[t] + v->xb[t]);
+        return; /* still CAND_STEP */
+    }
     if (!accepted || m == ENG_SOLVE_FIXED_POINT)
+        goto fp;
+    if (m == ENG_SOLVE_NEWTON && c->adaptive && !v->s->newton_on)
         goto fp;
     if (m == ENG_SOLVE_NEWTON) {
         fn->jac(fn->ctx, pos, c->J);
@@ -347,6 +353,7 @@ static void propose(const struct ctx *c, const struct slv_fn *fn, struct rowv *v
         la_lu_solve(d, c->J, c->piv, c->tmp);
         for (int t = 0; t < d; t++)
             v->xc[t] = v->xb[t] - c->tmp[t];
+        v->s->alpha = 1.0;
     } else if (m == ENG_SOLVE_ANDERSON) {
         if (anderson_step(c, v) != 0)
             goto fp;
@@ -375,6 +382,7 @@ void slv_solve(const struct slv_fn *fn, const struct slv_opts *opts, int n, cons
     c.method = slv_resolve(opts->method, d, fn->jac != NULL);
     c.mem = mem_of(c.method, opts->memory);
     c.dense = broyden_dense(c.method, d);
+    c.adaptive = opts->method == ENG_SOLVE_AUTO && c.method == ENG_SOLVE_NEWTON;
     c.L = isfinite(fn->lipschitz) ? fn->lipschitz : INFINITY;
     c.tol = opts->tol;
     c.round_rel = fn->round_rel > 0 ? fn->round_rel : 8 * DBL_EPSILON;
@@ -439,6 +447,10 @@ void slv_solve(const struct slv_fn *fn, const struct slv_opts *opts, int n, cons
             }
             nc = sqrt(nc);
             bool finite = isfinite(nc);
+            /* auto: a fixed-point step that shrank ||r|| by less than 1/SLV_AUTO_SWITCH
+             * turns newton on for this row */
+            if (c.adaptive && s->cand == CAND_FP && !(nc <= SLV_AUTO_SWITCH * s->nb))
+                s->newton_on = 1;
             /* secant pair relative to the base (accepted or not) */
             if (finite && s->cand != CAND_START && (c.method == ENG_SOLVE_ANDERSON ||
                                                     c.method == ENG_SOLVE_BROYDEN)) {

@@ -24,10 +24,14 @@
  *                residuals are not monotone before the superlinear phase, so its
  *                safeguard is looser: a step is kept while ||r|| stays below
  *                SLV_BROYDEN_SLACK times the best residual so far.
- *   auto         newton when d <= SLV_NEWTON_MAX_D and a Jacobian is available, else
- *                broyden (dense) up to SLV_BROYDEN_DENSE_MAX, else anderson.  Measured
+ *   auto         d <= SLV_NEWTON_MAX_D with a Jacobian: fixed-point steps while each
+ *                shrinks ||r|| at least 4x (SLV_AUTO_SWITCH; benign blocks converge in
+ *                a few cheap steps), newton from the first step that does not (a Jacobian
+ *                costs about d evaluations of g, so it pays only when the contraction is
+ *                slow).  Larger d: broyden (dense, its first step is a fixed-point step)
+ *                up to SLV_BROYDEN_DENSE_MAX, else anderson.  Measured
  *                on adversarial linear contractions (docs/inversion.md): dense broyden
- *                needs 2-15x fewer evaluations than anderson(5) wherever it fits, and
+ *                needs 1.4-14x fewer evaluations than anderson(5) wherever it fits, and
  *                anderson stalls on rotation spectra (m < d); above the dense limit the
  *                low-rank broyden loses its memory and anderson is the safer choice.
  * Every accepted or rejected evaluation also feeds the secant memory of anderson and
@@ -67,6 +71,8 @@
 #include "engine.h"
 
 #define SLV_NEWTON_MAX_D 64
+#define SLV_AUTO_SWITCH 0.25
+#define SLV_NEWTON_MIN_STEP (1.0 / 16)
 #define SLV_ANDERSON_M 5
 #define SLV_ANDERSON_MAX_M 32
 #define SLV_BROYDEN_MEM 64

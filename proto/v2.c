@@ -257,6 +257,12 @@ enum proto_code proto_v2_parse(const char *body, size_t len, const struct eng_in
             snprintf(where, sizeof where, "outputs[%d].", i);
             if ((rc = proto_json_fields(o, OF, 2, where, e)) != PROTO_OK)
                 goto done;
+            const cJSON *op_par = cJSON_GetObjectItemCaseSensitive(o, "parameters");
+            if (op_par && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(op_par, "binary_data"))) {
+                rc = proto_errorf(e, PROTO_E_FIELD, "outputs[%d]: binary tensor data is not "
+                                  "supported; answers carry \"data\" in JSON", i);
+                goto done;
+            }
             const cJSON *nm = cJSON_GetObjectItemCaseSensitive(o, "name");
             int k = -1;
             for (int j = 0; cJSON_IsString(nm) && j < nn; j++)

@@ -440,6 +440,13 @@ static void build(struct srv_call *c, struct srv_response *out)
         srv_response_error(out, c->ctx, &c->err);
         return;
     }
+    if (atomic_load(&c->job.cancel)) {
+        /* units were skipped without an error: a worker had no workspace */
+        struct proto_error e;
+        proto_errorf(&e, PROTO_E_NOMEM, "out of memory for a worker's workspace");
+        srv_response_error(out, c->ctx, &e);
+        return;
+    }
     if (r->has_solver) {
         r->certified = true;
         for (int i = 0; i < c->job.n_units; i++)

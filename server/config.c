@@ -65,7 +65,7 @@ static const struct opt OPTS[] = {
     {"max-samples", K_LONG, OFF(lim.max_samples), 1, 1e12, "n_obs x num_samples in one "
      "request (413 above) [1048576]"},
     {"max-response", K_SIZE, OFF(lim.max_response_bytes), 1024, 1e13, "bytes of one answer; "
-     "larger ones are refused with 413 [64M]"},
+     "larger ones are refused with 413 (ask for fewer samples or application/x-npy) [64M]"},
     {"max-quantiles", K_INT, OFF(lim.max_quantiles), 1, 1000, "quantiles in one summary [32]"},
     {"max-solver-iter", K_INT, OFF(lim.max_solver_iter), 1, 1e9, "max_iter of a numeric "
      "inverse [10000]"},
@@ -233,6 +233,8 @@ bool srv_config_parse(struct srv_config *c, int argc, char **argv, char *err, si
     }
     for (size_t i = 0; i < N_OPTS; i++) {
         char env[64];
+        if (OPTS[i].off == OFF(check))
+            continue; /* a mode, not a setting: flag only */
         env_name(OPTS[i].name, env, sizeof env);
         const char *v = getenv(env);
         if (v && *v && !set_opt(c, &OPTS[i], v, env, err, cap))
@@ -294,7 +296,10 @@ void srv_config_help(void *out_file)
         char env[64], flag[64];
         env_name(OPTS[i].name, env, sizeof env);
         snprintf(flag, sizeof flag, "--%s", OPTS[i].name);
-        fprintf(out, "  %-26s %s\n  %-26s   env %s\n", flag, OPTS[i].help, "", env);
+        if (OPTS[i].off == OFF(check))
+            fprintf(out, "  %-26s %s\n", flag, OPTS[i].help);
+        else
+            fprintf(out, "  %-26s %s\n  %-26s   env %s\n", flag, OPTS[i].help, "", env);
     }
     fprintf(out, "  %-26s this text\n  %-26s print the version\n\n", "--help", "--version");
     fprintf(out,

@@ -506,7 +506,9 @@ static void completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     int64_t end = srv_now_ns();
     double dur = (double)(end - r->t0) * 1e-9;
     double qw = -1, comp = -1;
-    const char *model = r->match.model;
+    /* unknown model names stay out of the metric labels (no unbounded label sets) */
+    const char *model = r->code && (!strcmp(r->code, "model_not_found") ||
+                                    !strcmp(r->code, "not_found")) ? "" : r->match.model;
     if (r->call && r->call->job.t_first) {
         qw = (double)(r->call->job.t_first - r->call->job.t_submit) * 1e-9;
         comp = (double)(r->call->job.t_last - r->call->job.t_first) * 1e-9;
@@ -521,7 +523,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **req_cls,
         proto_buf_puts(&b, ",\"path\":");
         proto_buf_json_str(&b, r->path);
         proto_buf_puts(&b, ",\"model\":");
-        proto_buf_json_str(&b, model);
+        proto_buf_json_str(&b, r->match.model);
         if (r->call) {
             proto_buf_puts(&b, ",\"version\":");
             proto_buf_json_str(&b, r->call->ver->version);

@@ -11,7 +11,8 @@
  *   IRM_SYM     g(x) = c Q diag(lambda) Q^T x + b, lambda spread over [-1, 1] (both ends
  *               included): Jacobian pinned at norm c with eigenvalue -c, the slow and
  *               oscillating direction for fixed-point iteration.  Built as
- *               Linear(d, d) leaky_relu(slope 1 = identity) Linear(d, d).
+ *               Linear(d, d) leaky_relu(slope 1 = identity) Linear(d, d), or with h > d
+ *               as Linear(d, h) ELU Linear(h, d), linear while |x| < 3.
  *   IRM_ROT     the same with an orthogonal rotation R instead of diag(lambda): eigenvalues
  *               c e^{+-i theta} spread over the circle (hard for Anderson with m < d).
  */
@@ -123,7 +124,8 @@ static inline void irm_lin_alloc(struct irm_lin *l, int in, int out)
     l->b = calloc((size_t)out, sizeof(double));
 }
 
-/* Build a block of the regime with certified bound c.  h is used by IRM_RANDOM only. */
+/* Build a block of the regime with certified bound c (h: hidden width; IRM_SYM / IRM_ROT
+ * with h <= d are exactly linear). */
 static inline void irm_build(struct irm_block *B, enum irm_regime reg, int d, int h, int cw, double c,
                       uint64_t seed)
 {
@@ -169,24 +171,55 @@ static inline void irm_build(struct irm_block *B, enum irm_regime reg, int d, in
         if (i < d)
             M[i * d + i] = -1.0;
     }
-    /* W1 = Q^T (+ condition columns), W2 = c Q M */
-    irm_lin_alloc(&B->lin[0], d + cw, d);
-    irm_lin_alloc(&B->lin[1], d, d);
-    for (int i = 0; i < d; i++) {
-        for (int j = 0; j < d; j++)
-            B->lin[0].w[i * (d + cw) + j] = Q[j * d + i];
+    /* W1 = U Q^T (+ condition columns), W2 = c Q M U^T with U (h x d) orthonormal
+     * columns (U = I when h <= d): W2 W1 = c Q M Q^T, |W1| = 1, |W2| = c.  With h > d the
+     * activation is ELU with the first bias at +3, so g is linear for |x| < 3 and bends
+     * (Jacobian norm below c) beyond: "nearly linear" at a realistic cost. */
+    int hh = h > d ? h : d;
+    double *U = calloc((size_t)hh * d, sizeof(double));
+    if (hh == d) {
+        for (int i = 0; i < d; i++)
+            U[i * d + i] = 1.0;
+    } else {
+        double *Z = malloc(sizeof(double) * (size_t)hh * hh);
+        irm_orth(hh, Z, &s);
+        for (int i = 0; i < hh; i++)
+            for (int j = 0; j < d; j++)
+                U[i * d + j] = Z[i * hh + j];
+        free(Z);
+        B->elu = 1;
+    }
+    irm_lin_alloc(&B->lin[0], d + cw, hh);
+    irm_lin_alloc(&B->lin[1], hh, d);
+    for (int i = 0; i < hh; i++) {
+        for (int j = 0; j < d; j++) {
+            double a = 0.0;
+            for (int k = 0; k < d; k++)
+                a += U[i * d + k] * Q[j * d + k];
+            B->lin[0].w[i * (d + cw) + j] = a;
+        }
         for (int j = 0; j < cw; j++)
             B->lin[0].w[i * (d + cw) + d + j] = 0.5 * irm_randn(&s);
-        B->lin[0].b[i] = 0.2 * irm_randn(&s);
-        B->lin[1].b[i] = 0.2 * irm_randn(&s);
+        B->lin[0].b[i] = hh > d ? 3.0 : 0.2 * irm_randn(&s);
     }
+    for (int i = 0; i < d; i++)
+        B->lin[1].b[i] = 0.2 * irm_randn(&s);
+    double *QM = malloc(sizeof(double) * (size_t)d * d);
     for (int i = 0; i < d; i++)
         for (int j = 0; j < d; j++) {
             double a = 0.0;
             for (int k = 0; k < d; k++)
                 a += Q[i * d + k] * M[k * d + j];
-            B->lin[1].w[i * d + j] = c * a;
+            QM[i * d + j] = a;
         }
+    for (int i = 0; i < d; i++)
+        for (int j = 0; j < hh; j++) {
+            double a = 0.0;
+            for (int k = 0; k < d; k++)
+                a += QM[i * d + k] * U[j * d + k];
+            B->lin[1].w[i * hh + j] = c * a;
+        }
+    free(U), free(QM);
     for (int k = 0; k < 2; k++) {
         irm_round(B->lin[k].w, (size_t)B->lin[k].in * B->lin[k].out);
         irm_round(B->lin[k].b, (size_t)B->lin[k].out);

@@ -344,14 +344,16 @@ START_TEST(every_method_inverts_adversarial_contractions_within_tol)
 {
     static const struct {
         enum irm_regime reg;
+        int h;
         double c;
         const char *name;
-    } regs[] = {{IRM_RANDOM, 0.9, "random L=0.9"},  {IRM_SYM, 0.9, "sym L=0.9"},
-                {IRM_SYM, 0.99, "sym L=0.99"},      {IRM_ROT, 0.9, "rotation L=0.9"},
-                {IRM_ROT, 0.99, "rotation L=0.99"}};
+    } regs[] = {{IRM_RANDOM, 32, 0.9, "random L=0.9"},     {IRM_SYM, 0, 0.9, "sym L=0.9"},
+                {IRM_SYM, 0, 0.99, "sym L=0.99"},         {IRM_ROT, 0, 0.9, "rotation L=0.9"},
+                {IRM_ROT, 0, 0.99, "rotation L=0.99"},    {IRM_SYM, 32, 0.99, "sym-elu L=0.99"},
+                {IRM_ROT, 32, 0.99, "rotation-elu L=0.99"}};
     for (size_t k = 0; k < sizeof(regs) / sizeof(regs[0]); k++) {
         struct irm_block B;
-        irm_build(&B, regs[k].reg, 8, 32, 0, regs[k].c, 10 + k);
+        irm_build(&B, regs[k].reg, 8, regs[k].h, 0, regs[k].c, 10 + k);
         struct eng_model *m = load_chain(&B, 1, false, NULL);
         long ev[ENG_SOLVE_COUNT];
         for (int meth = 0; meth < ENG_SOLVE_COUNT; meth++)

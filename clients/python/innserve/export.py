@@ -428,7 +428,7 @@ def _blk_allinone(ctx, m, link):
     d = int(m.in_channels)
     p = link.prefix
     b = {"type": "AllInOneBlock", "affine_clamping": float(m.clamp),
-         "clamp_formula": "auto", "gin_block": bool(m.GIN),
+         "clamp_formula": "auto", "gin_block": bool(getattr(m, "GIN", False)),
          "global_affine_type": _global_affine_type(m, link),
          "global_scale": ctx.add(p + "global_scale", m.global_scale),
          "global_offset": ctx.add(p + "global_offset", m.global_offset)}
