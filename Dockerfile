@@ -28,12 +28,15 @@ RUN make -j"$(nproc)" build/innserve \
  && build/innserve --help >/dev/null
 
 # ---- runtime: the binary, its runtime libraries and the models ------------------------
+# innserve links libopenblas.so.0 only: the package's reference-BLAS/LAPACK alternatives
+# (libblas.so.3, liblapack.so.3, 7.7 MB) are removed.
 FROM ${BASE}
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libopenblas0-pthread libcjson1 libmicrohttpd12 \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt /var/log/dpkg.log \
- && groupadd --system --gid 10001 innserve \
- && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+ && rm -f /usr/lib/*/openblas-pthread/libblas.so.3 /usr/lib/*/openblas-pthread/liblapack.so.3 \
+ && groupadd --gid 10001 innserve \
+ && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin innserve
 COPY --from=build /src/build/innserve /usr/local/bin/innserve
 COPY models/ /models/

@@ -72,8 +72,16 @@ def post(port, path, body):
         return r.read()
 
 
-def wrk(port, path, body, conns, seconds):
+def cpu_seconds(pid):
+    """utime + stime of a process, from /proc (clock ticks)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(port, path, body, conns, seconds, pid=None):
     env = dict(os.environ, BENCH_BODY=body)
+    c0 = cpu_seconds(pid) if pid else 0.0
     threads = 1 if conns == 1 else 2
     out = subprocess.run(["wrk", "-t", str(threads), "-c", str(conns), "-d", "%gs" % seconds,
                           "--timeout", "10s", "-s", os.path.join(HERE, "post.lua"),
@@ -82,7 +90,10 @@ def wrk(port, path, body, conns, seconds):
     m = re.search(r"RESULT (.*)", out)
     if not m:
         sys.exit("wrk printed no RESULT:\n" + out)
-    return {k: float(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
+    r = {k: float(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
+    if pid:
+        r["cpu_us_per_req"] = (cpu_seconds(pid) - c0) * 1e6 / max(r["requests"], 1)
+    return r
 
 
 def stop(p):
@@ -153,7 +164,7 @@ def main():
                     for _ in range(200):
                         post(port, path, body)   # warm up workspaces and connections
                     for c in conns:
-                        better((name, ep, c), wrk(port, path, body, c, a.seconds))
+                        better((name, ep, c), wrk(port, path, body, c, a.seconds, srv.pid))
             finally:
                 stop(srv)
         for ep, body in bodies.items():
@@ -161,7 +172,7 @@ def main():
                                     str(http_threads)])
             try:
                 for c in conns:
-                    better(("bare", ep, c), wrk(bport, "/", body, c, a.seconds))
+                    better(("bare", ep, c), wrk(bport, "/", body, c, a.seconds, bare.pid))
             finally:
                 stop(bare)
         out = subprocess.run([os.path.join(a.build, "bench_server_engine"), a.model,
@@ -176,6 +187,7 @@ def main():
                 old["p50_us"] = min(old["p50_us"], j["p50_us"])
                 old["p99_us"] = min(old["p99_us"], j["p99_us"])
                 old["calls_per_s"] = max(old["calls_per_s"], j["calls_per_s"])
+                old["cpu_us_per_call"] = min(old["cpu_us_per_call"], j["cpu_us_per_call"])
     shutil.rmtree(tmp, ignore_errors=True)
 
     lines = []
@@ -187,8 +199,8 @@ def main():
                                     a.seconds, a.rounds))
     lines.append("")
     lines.append("| endpoint | conns | innserve req/s | p50 ms | p99 ms | p99/p50 | errors "
-                 "| bare MHD req/s | bare p50 ms | response bytes |")
-    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+                 "| CPU us/req | bare MHD req/s | bare p50 ms | bare CPU us/req | response bytes |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     rows = [("innserve", ep) for ep in bodies]
     if a.inline_rows > 0:
         rows.append(("inline", "forward"))
@@ -199,23 +211,27 @@ def main():
             label = ("sample (1 x %d)" % a.samples) if ep == "sample" else "forward (batch 1)"
             if name == "inline":
                 label += ", --inline-rows %d" % a.inline_rows
-            lines.append("| %s | %d | %.0f | %.3f | %.3f | %.1f | %d | %.0f | %.3f | %d |"
+            lines.append("| %s | %d | %.0f | %.3f | %.3f | %.1f | %d | %.0f | %.0f | %.3f | %.0f | %d |"
                          % (label, c, r["rps"], r["p50_ms"], r["p99_ms"],
-                            r["p99_ms"] / max(r["p50_ms"], 1e-9), r["errors"], b["rps"],
-                            b["p50_ms"], sizes[ep]))
+                            r["p99_ms"] / max(r["p50_ms"], 1e-9), r["errors"],
+                            r["cpu_us_per_req"], b["rps"], b["p50_ms"], b["cpu_us_per_req"],
+                            sizes[ep]))
     lines.append("")
-    lines.append("| engine alone | p50 us (1 thread) | p99 us | calls/s (%d threads) "
-                 "| latency overhead at 1 conn | throughput overhead at 64 conns |" % workers)
-    lines.append("|---|---:|---:|---:|---:|---:|")
+    lines.append("| engine alone | p50 us (1 thread) | p99 us | calls/s (%d threads) | CPU us/call "
+                 "| latency overhead at 1 conn | CPU overhead at 64 conns "
+                 "| throughput overhead at 64 conns |" % workers)
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
     for ep in bodies:
         e = eng[ep]
         r1 = results[("innserve", ep, conns[0])]
         rN = results[("innserve", ep, conns[-1])]
         lat = (r1["p50_ms"] * 1000 - e["p50_us"]) / e["p50_us"]
         thr = e["calls_per_s"] / rN["rps"] - 1
+        cpu = rN["cpu_us_per_req"] / e["cpu_us_per_call"] - 1
         label = ("eng_sample (1 x %d)" % a.samples) if ep == "sample" else "eng_forward (batch 1)"
-        lines.append("| %s | %.1f | %.1f | %.0f | %+.0f%% | %+.0f%% |"
-                     % (label, e["p50_us"], e["p99_us"], e["calls_per_s"], 100 * lat, 100 * thr))
+        lines.append("| %s | %.1f | %.1f | %.0f | %.1f | %+.0f%% | %+.0f%% | %+.0f%% |"
+                     % (label, e["p50_us"], e["p99_us"], e["calls_per_s"], e["cpu_us_per_call"],
+                        100 * lat, 100 * cpu, 100 * thr))
     table = "\n".join(lines)
     print(table)
     if a.write:

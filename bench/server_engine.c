@@ -6,9 +6,10 @@
  *
  *   server_engine MODEL SAMPLES THREADS SECONDS
  *
- * Prints one JSON line per operation: per-call latency on one thread (p50, p99 in us)
- * and calls/s with THREADS threads each with its own workspace (the server's worker
- * layout), OpenBLAS single-threaded.
+ * Prints one JSON line per operation: per-call latency on one thread (p50, p99 in us),
+ * calls/s with THREADS threads each with its own workspace (the server's worker layout),
+ * and the process CPU time per call in that phase (robust on a shared machine), OpenBLAS
+ * single-threaded.
  */
 #include <math.h>
 #include <pthread.h>
@@ -23,6 +24,13 @@ static double now(void)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static double cpu_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
@@ -116,6 +124,7 @@ int main(int argc, char **argv)
         /* throughput with `threads` threads */
         pthread_t th[64];
         struct job j[64];
+        double c0 = cpu_now();
         for (int i = 0; i < threads && i < 64; i++) {
             j[i] = (struct job){m, op, rows, secs, 0};
             pthread_create(&th[i], NULL, loop, &j[i]);
@@ -125,9 +134,10 @@ int main(int argc, char **argv)
             pthread_join(th[i], NULL);
             calls += j[i].calls;
         }
+        double cpu = cpu_now() - c0;
         printf("{\"op\":\"%s\",\"rows\":%d,\"p50_us\":%.2f,\"p99_us\":%.2f,\"threads\":%d,"
-               "\"calls_per_s\":%.1f}\n", names[op], rows, p50, p99, threads,
-               (double)calls / secs);
+               "\"calls_per_s\":%.1f,\"cpu_us_per_call\":%.2f}\n", names[op], rows, p50, p99,
+               threads, (double)calls / secs, cpu * 1e6 / (double)(calls ? calls : 1));
         fflush(stdout);
     }
     eng_model_unref(m);

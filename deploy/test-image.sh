@@ -128,8 +128,11 @@ done
 # ---- 4. run, ready, sample ------------------------------------------------------------
 run_opts=(--runtime "$RUNTIME" --pull=never --read-only --cap-drop=ALL
           --security-opt no-new-privileges --health-interval=disable)
-podman run -d --name "$NAME" "${run_opts[@]}" -p "127.0.0.1:$PORT:8080" "$IMAGE" >/dev/null \
-    || die "podman run failed (port publishing needs iptables and the CNI plugins)"
+# (podman logs errors about systemd healthcheck timers where systemd is not PID 1: shown
+# only when something fails; the HEALTHCHECK itself is run below with podman healthcheck run)
+podman run -d --name "$NAME" "${run_opts[@]}" -p "127.0.0.1:$PORT:8080" "$IMAGE" \
+    >/dev/null 2>"$tmp/run.err" \
+    || { cat "$tmp/run.err" >&2; die "podman run failed (port publishing needs iptables and the CNI plugins)"; }
 url=http://127.0.0.1:$PORT
 ready=0
 for _ in $(seq 1 120); do
@@ -181,20 +184,39 @@ podman healthcheck run "$NAME" >/dev/null 2>&1 \
     || die "the image's HEALTHCHECK fails against a ready daemon"
 step "non-root (uid $uid), HEALTHCHECK healthy"
 
-# ---- 6. SIGTERM: drain and exit 0 -----------------------------------------------------
+# ---- 6. SIGTERM: drain (an in-flight request finishes) and exit 0 --------------------
+# A large request (1 observation x 1e6 samples, ~45 MB of JSON, seconds of CPU) is in
+# flight when SIGTERM arrives: it must still be answered in full, then the daemon exits 0.
+curl -sS -o "$tmp/big.json" -w '%{http_code}' -H 'Content-Type: application/json' \
+    -d '{"y": [[1.8, 0.2]], "num_samples": 1000000, "seed": 3}' \
+    "$url/v1/models/ik_cinn/sample" >"$tmp/big.code" 2>"$tmp/big.err" &
+curl_pid=$!
+inflight=0
+for _ in $(seq 1 100); do                # until it is in flight (the gauge counts /metrics too)
+    n=$(curl -fsS "$url/metrics" 2>/dev/null | awk '$1 == "innserve_in_flight_requests" {print $2}')
+    if [ "${n:-0}" -ge 2 ]; then inflight=1; break; fi
+    sleep 0.05
+done
+[ $inflight = 1 ] || die "the large request never showed up in innserve_in_flight_requests"
 t_stop=$(date +%s)
-podman stop -t 40 "$NAME" >/dev/null || die "podman stop failed"
+podman stop -t 40 "$NAME" >/dev/null 2>>"$tmp/run.err" || die "podman stop failed"
+wait "$curl_pid" || true
 code=$(podman inspect --format '{{.State.ExitCode}}' "$NAME")
+podman logs "$NAME" 2>&1 | grep -E '"event":"(shutdown|draining|exit)"' | sed 's/^/    /' >&2 || true
 [ "$code" = 0 ] || die "exit code after SIGTERM is $code, not 0"
-podman logs "$NAME" 2>&1 | tail -3 | sed 's/^/    /' >&2
-step "SIGTERM: exit code 0 after $(( $(date +%s) - t_stop ))s"
+[ "$(cat "$tmp/big.code")" = 200 ] \
+    || die "the request in flight at SIGTERM got HTTP $(cat "$tmp/big.code") $(head -c 300 "$tmp/big.json") $(cat "$tmp/big.err")"
+python3 -c 'import json,sys; a=json.load(open(sys.argv[1])); assert len(a["samples"][0]) == 1000000' \
+    "$tmp/big.json" || die "the request in flight at SIGTERM was not answered in full"
+step "SIGTERM: the in-flight request (1e6 samples) answered in full, exit code 0 after $(( $(date +%s) - t_stop ))s"
 
 # ---- 7. a bind-mounted /models replaces the demo models --------------------------------
 mkdir -p "$tmp/models"
 cp models/ik_mlp.safetensors "$tmp/models/"
 chmod 755 "$tmp" "$tmp/models"; chmod 644 "$tmp/models/ik_mlp.safetensors"
 podman run -d --name "$NAME2" "${run_opts[@]}" -p "127.0.0.1:$PORT:8080" \
-    -v "$tmp/models:/models:ro" "$IMAGE" >/dev/null || die "podman run with -v .../models failed"
+    -v "$tmp/models:/models:ro" "$IMAGE" >/dev/null 2>>"$tmp/run.err" \
+    || { cat "$tmp/run.err" >&2; die "podman run with -v .../models failed"; }
 ok=0
 for _ in $(seq 1 60); do
     if curl -fsS "$url/v1/models" >"$tmp/models2.json" 2>/dev/null \
@@ -204,7 +226,7 @@ done
 [ $ok = 1 ] || die "the container with a mounted /models did not become ready"
 python3 -c 'import json,sys; n=[m["name"] for m in json.load(open(sys.argv[1]))["models"]]; assert n == ["ik_mlp"], n' \
     "$tmp/models2.json" || die "a mounted /models did not replace the baked-in models"
-podman stop -t 40 "$NAME2" >/dev/null
+podman stop -t 40 "$NAME2" >/dev/null 2>>"$tmp/run.err"
 [ "$(podman inspect --format '{{.State.ExitCode}}' "$NAME2")" = 0 ] || die "second container: exit code not 0"
 step "a mounted /models replaces the demo models"
 

@@ -34,9 +34,11 @@
 #                         into the README) instead of comparing
 #   INNSERVE_TEST_PORT    port to serve on (default 8080, the README's; the commands'
 #                         :8080 is rewritten to it)
+#   INNSERVE_TEST_README  the README to read the block from (default: README.md)
 set -euo pipefail
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 PORT=${INNSERVE_TEST_PORT:-8080}
+README=${INNSERVE_TEST_README:-$SRC/README.md}
 WORKTREE=0
 PRINT=0
 for a in "$@"; do
@@ -71,8 +73,8 @@ trap cleanup EXIT
 
 command -v curl >/dev/null || die "curl is not installed (scripts/install-deps.sh installs it)"
 command -v python3 >/dev/null || die "python3 is not installed"
-grep -q '<!-- BEGIN readme-curl -->' "$SRC/README.md" 2>/dev/null \
-    || die "README.md has no <!-- BEGIN readme-curl --> block"
+grep -q '<!-- BEGIN readme-curl -->' "$README" 2>/dev/null \
+    || die "$README has no <!-- BEGIN readme-curl --> block"
 if curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz" 2>/dev/null; then
     die "something already serves on 127.0.0.1:$PORT; stop it or set INNSERVE_TEST_PORT"
 fi
@@ -106,7 +108,7 @@ daemon=$(pgrep -P "$make_pid" || true)
 log "make run: ready on 127.0.0.1:$PORT (daemon pid $daemon)"
 
 # ---- 4. the README's curl calls ---------------------------------------------------------
-python3 - "$SRC/README.md" "$PORT" "$PRINT" <<'EOF' || die "the README's curl calls do not give the README's answers"
+python3 - "$README" "$PORT" "$PRINT" <<'EOF' || die "the README's curl calls do not give the README's answers"
 import json, math, re, subprocess, sys
 
 readme, port, mode_print = sys.argv[1], sys.argv[2], sys.argv[3] == "1"

@@ -13,6 +13,12 @@
  *  3. A fixed-point candidate (or the starting point) is always accepted: with L < 1 it
  *     cannot raise ||r||, and with L >= 1 refusing it could stall the row forever.
  *  4. The scratch is carved in slv_solve; nothing is allocated.
+ *  5. Broyden keeps non-monotone steps (within SLV_BROYDEN_SLACK of the best residual):
+ *     with the strict rule its early steps were rejected so often that at L = 0.99 it
+ *     needed more evaluations than plain fixed point (2135 vs 1463 per row, d = 8,
+ *     rotation spectrum); with the slack, 15-17.
+ *  6. Newton backtracks (halves a rejected step) before falling back to a fixed-point
+ *     step; see propose().
  */
 #include <float.h>
 #include <math.h>

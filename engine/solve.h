@@ -14,7 +14,8 @@
  *   fixed_point  x <- y - g(x) (Behrmann et al. 2019).
  *   newton       x <- x - (I + J_g(x))^-1 r(x), exact Jacobian from the callback, LU in
  *                double.  I + J_g is well conditioned: its singular values lie in
- *                [1 - L, 1 + L].
+ *                [1 - L, 1 + L].  A rejected step is halved along its direction down to
+ *                SLV_NEWTON_MIN_STEP of the full step before the fixed-point fallback.
  *   anderson     type-II Anderson acceleration with memory m (default 5) on the map
  *                G(x) = y - g(x): least squares by modified Gram-Schmidt QR of the
  *                residual differences, dropping ill-conditioned columns.

@@ -278,6 +278,10 @@ static enum proto_code parse_sample(const cJSON *root, const struct eng_info *in
             if ((rc = proto_json_num(c, name, 0.0, false, 1.0, false, &r->quantiles[i], e)) !=
                 PROTO_OK)
                 return rc;
+            for (int k = 0; k < i; k++)
+                if (r->quantiles[k] == r->quantiles[i])
+                    return proto_errorf(e, PROTO_E_FIELD, "quantiles[%d] = %g is listed twice",
+                                        i, r->quantiles[i]);
         }
         r->n_quantiles = n;
     } else if (r->outputs & PROTO_OUT_SUMMARY) {

@@ -509,10 +509,18 @@ static void build(struct srv_call *c, struct srv_response *out)
     }
 }
 
-static bool complete(struct srv_call *c)
+/* Claims the right to complete the call; the winner writes c->resp, then publish(). */
+static bool claim(struct srv_call *c)
 {
     int expect = SRV_CALL_PENDING;
-    return atomic_compare_exchange_strong(&c->state, &expect, SRV_CALL_DONE);
+    return atomic_compare_exchange_strong(&c->state, &expect, SRV_CALL_CLAIMED);
+}
+
+static void publish(struct srv_call *c)
+{
+    atomic_store_explicit(&c->state, SRV_CALL_DONE, memory_order_release);
+    if (c->wake)
+        c->wake(c);
 }
 
 static void call_done(struct srv_job *j)
@@ -524,10 +532,10 @@ static void call_done(struct srv_job *j)
         int64_t t0 = srv_now_ns();
         build(c, &out);
         c->format_ms = (double)(srv_now_ns() - t0) * 1e-6;
-        if (complete(c)) {
+        if (claim(c)) {
             c->resp = out;
-            if (c->wake)
-                c->wake(c);
+            c->timed = true;
+            publish(c);
         } else {
             srv_response_free(&out);
         }
@@ -538,7 +546,7 @@ static void call_done(struct srv_job *j)
 static void call_expired(struct srv_job *j)
 {
     struct srv_call *c = (struct srv_call *)j;
-    if (!complete(c))
+    if (!claim(c))
         return;
     struct proto_error e;
     if (atomic_load(&c->ctx->draining))
@@ -551,8 +559,15 @@ static void call_expired(struct srv_job *j)
     snprintf(c->resp.model, sizeof c->resp.model, "%s", c->ver->name);
     snprintf(c->resp.version, sizeof c->resp.version, "%s", c->ver->version);
     snprintf(c->resp.sha256, sizeof c->resp.sha256, "%s", c->ver->info->sha256);
-    if (c->wake)
-        c->wake(c);
+    publish(c);
+}
+
+void srv_call_fail(struct srv_call *c, const struct proto_error *e)
+{
+    if (!claim(c))
+        return;
+    srv_response_error(&c->resp, c->ctx, e);
+    publish(c);
 }
 
 bool srv_call_submit(struct srv_call *c, int64_t deadline_ns)
@@ -576,8 +591,11 @@ void srv_call_run_inline(struct srv_call *c, struct eng_ws *ws)
     srv_response_init(&out);
     build(c, &out);
     c->format_ms = (double)(srv_now_ns() - c->job.t_last) * 1e-6;
-    if (complete(c))
+    if (claim(c)) {
         c->resp = out;
-    else
+        c->timed = true;
+        atomic_store_explicit(&c->state, SRV_CALL_DONE, memory_order_release);
+    } else {
         srv_response_free(&out);
+    }
 }

@@ -25,7 +25,8 @@
 #include "pool.h"
 #include "server.h"
 
-enum srv_call_state { SRV_CALL_PENDING = 0, SRV_CALL_DONE };
+/* PENDING -> CLAIMED (the one completer won the race) -> DONE (resp written; release). */
+enum srv_call_state { SRV_CALL_PENDING = 0, SRV_CALL_CLAIMED, SRV_CALL_DONE };
 
 struct srv_unit {
     int obs;       /* sample: observation; rows/preimage: unused */
@@ -51,6 +52,9 @@ struct srv_call {
     struct proto_error err;
     struct srv_response resp;      /* written by whoever completes the call */
     double format_ms;
+    /* true when the last unit completed the call (not a deadline or cancellation): only
+     * then may the HTTP side read job.t_* (a cancelled job may still be running) */
+    bool timed;
     /* set by the HTTP layer: called once when resp is ready (from any thread) */
     void (*wake)(struct srv_call *c);
     void *wake_arg;
@@ -70,8 +74,11 @@ enum proto_code srv_call_check_format(const struct srv_ctx *ctx, const struct en
                                       bool v2, struct proto_error *e);
 
 /* Queues the call on the pool with deadline_ns.  false when the queue is full (then the
- * call is untouched and the caller answers 503). */
+ * call is untouched and the caller answers 503 with srv_call_fail). */
 bool srv_call_submit(struct srv_call *c, int64_t deadline_ns);
+/* Completes a pending call with the error e (no-op if it is already completed) and calls
+ * wake.  Used for the queue-full answer. */
+void srv_call_fail(struct srv_call *c, const struct proto_error *e);
 /* Runs every unit on this thread with ws and completes the call (wake is not called);
  * c->resp holds the answer afterwards. */
 void srv_call_run_inline(struct srv_call *c, struct eng_ws *ws);

@@ -329,14 +329,10 @@ static enum MHD_Result do_model_op(struct req *r, enum proto_route_id id)
     MHD_suspend_connection(r->conn);
     int64_t deadline = r->t0 + (int64_t)ctx->cfg->deadline_ms * 1000000LL;
     if (!srv_call_submit(c, deadline)) {
-        /* the queue is full: complete the call here and resume at once */
-        if (atomic_exchange(&c->state, SRV_CALL_DONE) == SRV_CALL_PENDING) {
-            proto_errorf(&e, PROTO_E_OVERLOADED, "the server is busy (%d jobs queued, "
-                         "--queue); retry after the Retry-After delay",
-                         srv_pool_depth(ctx->pool));
-            srv_response_error(&c->resp, ctx, &e);
-        }
-        MHD_resume_connection(r->conn);
+        /* the queue is full: complete the call here (wake resumes the connection) */
+        proto_errorf(&e, PROTO_E_OVERLOADED, "the server is busy (%d jobs queued, --queue); "
+                     "retry after the Retry-After delay", srv_pool_depth(ctx->pool));
+        srv_call_fail(c, &e);
     }
     return MHD_YES;
 }
@@ -378,6 +374,16 @@ static enum MHD_Result dispatch(struct req *r)
     }
 }
 
+/* Bounded string copy (always NUL-terminated). */
+static void copy(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(dst, src, n);
+    dst[n] = 0;
+}
+
 static void remember(struct req *r, const struct proto_error *e)
 {
     if (r->pending)
@@ -397,8 +403,8 @@ static enum MHD_Result first_call(struct srv_ctx *ctx, struct MHD_Connection *co
     r->ctx = ctx;
     r->conn = conn;
     r->t0 = srv_now_ns();
-    snprintf(r->method, sizeof r->method, "%s", method);
-    snprintf(r->path, sizeof r->path, "%s", url);
+    copy(r->method, sizeof r->method, method);
+    copy(r->path, sizeof r->path, url);
     srv_response_init(&r->resp);
     proto_buf_init(&r->body, ctx->lim.max_body_bytes);
     r->operation = "none";
@@ -484,7 +490,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
     }
     /* final call */
     if (r->call) {
-        if (atomic_load(&r->call->state) != SRV_CALL_DONE)
+        if (atomic_load_explicit(&r->call->state, memory_order_acquire) != SRV_CALL_DONE)
             return MHD_YES;
         if (r->status)
             return MHD_YES;
@@ -509,7 +515,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     /* unknown model names stay out of the metric labels (no unbounded label sets) */
     const char *model = r->code && (!strcmp(r->code, "model_not_found") ||
                                     !strcmp(r->code, "not_found")) ? "" : r->match.model;
-    if (r->call && r->call->job.t_first) {
+    if (r->call && r->call->timed && r->call->job.t_first) {
         qw = (double)(r->call->job.t_first - r->call->job.t_submit) * 1e-9;
         comp = (double)(r->call->job.t_last - r->call->job.t_first) * 1e-9;
     }
@@ -599,7 +605,7 @@ struct srv_http *srv_http_start(struct srv_ctx *ctx, char *err, size_t cap)
                             MHD_OPTION_THREAD_POOL_SIZE, threads,
                             MHD_OPTION_CONNECTION_TIMEOUT, cfg->conn_timeout_s,
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
-                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
+                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(32 * 1024),
                             MHD_OPTION_NOTIFY_COMPLETED, completed, ctx,
                             MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                             MHD_OPTION_END);

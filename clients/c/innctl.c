@@ -229,6 +229,14 @@ static int add_matrix(cJSON *body, const char *key, const char *spec, bool requi
     return rows ? EX_OK : internal_error("out of memory");
 }
 
+/* 64-bit integers exactly (a JSON double would round seeds above 2^53). */
+static void add_u64(cJSON *body, const char *key, unsigned long long v)
+{
+    char buf[32];
+    snprintf(buf, sizeof(buf), "%llu", v);
+    cJSON_AddRawToObject(body, key, buf);
+}
+
 static int add_vector(cJSON *body, const char *key, const char *spec, const char *what)
 {
     double *v = NULL;
@@ -543,7 +551,7 @@ static int cmd_sample(struct opts *o)
     }
     cJSON_AddNumberToObject(body, "num_samples", o->have_n ? (double)o->n : 1000);
     if (o->have_seed)
-        cJSON_AddNumberToObject(body, "seed", (double)o->seed);
+        add_u64(body, "seed", o->seed);
     if (o->have_temperature)
         cJSON_AddNumberToObject(body, "temperature", o->temperature);
     cJSON *outs = cJSON_AddArrayToObject(body, "outputs");
@@ -666,7 +674,7 @@ static int cmd_preimage(struct opts *o)
     cJSON_AddStringToObject(body, "method", o->method ? o->method : "gradient");
     cJSON_AddNumberToObject(body, "num_solutions", o->num_solutions > 0 ? (double)o->num_solutions : 32);
     cJSON_AddNumberToObject(body, "max_steps", o->max_steps > 0 ? (double)o->max_steps : 500);
-    cJSON_AddNumberToObject(body, "seed", o->have_seed ? (double)o->seed : 1);
+    add_u64(body, "seed", o->have_seed ? o->seed : 1);
     if (o->low || o->high) {
         if (!o->low || !o->high) {
             cJSON_Delete(body);

@@ -107,9 +107,9 @@ static inline void ckw_linear(struct ckw *c, const char *prefix, int in, int out
 {
     char nm[96];
     int64_t w[2] = {out, in}, b[1] = {out};
-    snprintf(nm, sizeof nm, "%s.weight", prefix);
+    snprintf(nm, sizeof nm, "%.80s.weight", prefix);
     ckw_randn_t(c, nm, 2, w, gain / sqrt((double)in), 0.0);
-    snprintf(nm, sizeof nm, "%s.bias", prefix);
+    snprintf(nm, sizeof nm, "%.80s.bias", prefix);
     ckw_randn_t(c, nm, 1, b, 0.01, 0.0);
 }
 
@@ -301,7 +301,7 @@ static inline void ckw_reference_cinn(const char *path, int dx, int dy, int h, i
                             "\"dims\":{\"x\":%d,\"y\":%d},\"conditions\":[{\"net\":null}],"
                             "\"blocks\":[", blocks, dx, dy, n1 + dy, h, h, 2 * n2, dx, dy);
     for (int b = 0; b < blocks; b++) {
-        char p[64], nm[96];
+        char p[32], nm[96];
         snprintf(p, sizeof p, "module_list.%d", b);
         snprintf(nm, sizeof nm, "%s.subnet.0", p);
         ckw_linear(&c, nm, n1 + dy, h, 1.0);

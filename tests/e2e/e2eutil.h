@@ -42,6 +42,10 @@ char **e2e_fixture_names(int *n);
  * reads the port from the "listening" log line and waits until /readyz is 200.
  * Returns false (with the log printed) when it does not come up in 20 s. */
 bool e2e_start(struct e2e_daemon *d, const char *dir, const char *const *args);
+/* Same, but returns as soon as the port is known (wait_ready false), before the models
+ * are loaded. */
+bool e2e_start_ex(struct e2e_daemon *d, const char *dir, const char *const *args,
+                  bool wait_ready);
 /* Sends sig and waits up to timeout_s; returns the exit status (0..255), 128+signal when
  * killed, -1 when it did not exit (it is then killed). */
 int e2e_stop(struct e2e_daemon *d, int sig, double timeout_s);

@@ -271,6 +271,25 @@ START_TEST(invertible_kinds_are_handled)
     tu_ckpt_free(c);
     irm_free(&B);
 
+    /* cinn: the condition selects the bijection */
+    irm_build(&B, IRM_RANDOM, 3, 16, 2, 0.9, 5);
+    c = tu_ckpt_new();
+    irm_tensors(&B, "b0", put_tu, c);
+    js = irm_json(&B, "b0", ",\"cond\":0");
+    man = tu_manifest_one_block(3, 2, js);
+    m = tu_load(c, man, ENG_LOAD_NO_SELFTEST);
+    float yc[2] = {0.3f, -0.7f};
+    ck_assert_int_eq(eng_forward(m, ws, 1, x0, yc, 1, z, NULL, NULL, err), ENG_OK);
+    ck_assert_int_eq(eng_preimage(m, ws, z, NULL, &o, x, res, &nf, err), ENG_ERR_SHAPE);
+    ck_assert_int_eq(eng_preimage(m, ws, z, yc, &o, x, res, &nf, err), ENG_OK);
+    ck_assert_int_eq(nf, 1);
+    for (int j = 0; j < 3; j++)
+        ck_assert_float_eq_tol(x[j], x0[j], 1e-5f);
+    eng_model_unref(m);
+    free(js), free(man);
+    tu_ckpt_free(c);
+    irm_free(&B);
+
     /* inn: x (3) + pad (1) <-> z (2) + y (2): the preimages of y form curves */
     struct irm_block C[2];
     irm_build(&C[0], IRM_RANDOM, 4, 16, 0, 0.8, 3);

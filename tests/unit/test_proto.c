@@ -342,6 +342,8 @@ static const struct rcase CASES[] = {
      "a cinn)"},
     {PROTO_OP_SAMPLE, ENG_KIND_FLOW, "{\"quantiles\":[0.5,-0.1]}", PROTO_E_FIELD,
      "quantiles[1] must be in [0, 1], got -0.1"},
+    {PROTO_OP_SAMPLE, ENG_KIND_FLOW, "{\"quantiles\":[0.5,0.1,0.5]}", PROTO_E_FIELD,
+     "quantiles[2] = 0.5 is listed twice"},
     {PROTO_OP_PREIMAGE, ENG_KIND_MLP, "{\"target\":[[1,2]],\"bounds\":{\"low\":[0,0,0,0]}}",
      PROTO_E_MISSING, "bounds needs both 'low' and 'high' (4 values each)"},
     {PROTO_OP_PREIMAGE, ENG_KIND_MLP, "{\"target\":[[1,2]],\"bounds\":{\"low\":[0,0,0,0],"
@@ -372,6 +374,60 @@ START_TEST(request_table)
         if (rc == PROTO_OK)
             proto_request_free(&r);
     }
+}
+END_TEST
+
+/* Random byte mutations of valid bodies: every answer is a valid code, nothing crashes
+ * (run under ASan/UBSan by `make SANITIZE=1 test-unit`). */
+START_TEST(request_fuzz)
+{
+    struct proto_limits lim = proto_limits_default();
+    uint64_t s = 2024;
+    static const char ALPHABET[] = "{}[],:\"0123456789.-+eE \\ntrufalsx";
+    char buf[512];
+    int ok = 0;
+    for (int it = 0; it < 30000; it++) {
+        const struct rcase *c = &CASES[mix(&s) % 8]; /* the valid ones */
+        size_t n = strlen(c->body);
+        memcpy(buf, c->body, n);
+        int muts = 1 + (int)(mix(&s) % 4);
+        for (int k = 0; k < muts; k++) {
+            uint64_t r = mix(&s);
+            size_t at = (size_t)(r % (n ? n : 1));
+            switch ((r >> 32) % 3) {
+            case 0: /* replace */
+                buf[at] = ALPHABET[(r >> 40) % (sizeof ALPHABET - 1)];
+                break;
+            case 1: /* delete */
+                if (n > 1) {
+                    memmove(buf + at, buf + at + 1, n - at - 1);
+                    n--;
+                }
+                break;
+            default: /* insert */
+                if (n + 1 < sizeof buf) {
+                    memmove(buf + at + 1, buf + at, n - at);
+                    buf[at] = ALPHABET[(r >> 40) % (sizeof ALPHABET - 1)];
+                    n++;
+                }
+            }
+        }
+        struct eng_info info = info_of(c->kind);
+        struct proto_request r;
+        struct proto_error e = {0};
+        enum proto_code rc = proto_request_parse(c->op, buf, n, &info, &lim, &r, &e);
+        ck_assert((unsigned)rc < PROTO_CODE_COUNT);
+        if (rc == PROTO_OK) {
+            ok++;
+            proto_request_free(&r);
+        } else {
+            ck_assert(e.msg[0] != 0);
+        }
+        rc = proto_v2_parse(buf, n, &info, &lim, &r, &e);
+        if (rc == PROTO_OK)
+            proto_request_free(&r);
+    }
+    ck_assert(ok > 0);
 }
 END_TEST
 
@@ -695,6 +751,7 @@ Suite *make_suite(void)
     tcase_add_test(t, printed_numbers_are_json);
     tcase_add_test(t, buffer_cap);
     tcase_add_test(t, request_table);
+    tcase_add_test(t, request_fuzz);
     tcase_add_test(t, request_values);
     tcase_add_test(t, v2_requests);
     tcase_add_test(t, csv_and_npy_writers);

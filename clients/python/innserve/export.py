@@ -38,6 +38,7 @@ import copy
 import inspect
 import json
 import math
+import os
 import warnings
 
 import torch
@@ -776,7 +777,7 @@ def _is_residual(ctx, m):
 def _run_module(ctx, m, h, c):
     """Run one user module forward on float64 input; -> (out, log_det or None)."""
     try:
-        mm = copy.deepcopy(m).to(F64).eval()
+        mm = copy.deepcopy(m).to(device="cpu", dtype=F64).eval()
     except Exception:  # noqa: BLE001 - fall back on the module itself in float32
         mm = None
     hh = h if mm is not None else h.float()
@@ -919,7 +920,31 @@ def _freia_info(links):
             path = getattr(sys.modules.get("FrEIA"), "__file__", None)
             if path:
                 info["path"] = path
+                commit = _git_commit(os.path.dirname(os.path.dirname(os.path.abspath(path))))
+                if commit:
+                    info["commit"] = commit
             return info
+    return None
+
+
+def _git_commit(root):
+    """The commit of a git checkout at root (FrEIA installed from source), or None."""
+    def read(*p):
+        with open(os.path.join(root, ".git", *p)) as f:
+            return f.read()
+    try:
+        head = read("HEAD").strip()
+        if not head.startswith("ref: "):
+            return head
+        ref = head[5:]
+        try:
+            return read(ref).strip()
+        except OSError:
+            for line in read("packed-refs").splitlines():
+                if line.strip().endswith(" " + ref):
+                    return line.split()[0]
+    except OSError:
+        pass
     return None
 
 
@@ -993,6 +1018,9 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
         conditions = [cond_net]
     dims = dict(dims or {})
 
+    model = _on_cpu(model)
+    if conditions is not None:
+        conditions = [_on_cpu(c) for c in conditions]
     if kind is None and isinstance(model, (nn.Sequential, nn.Linear)) and _plain_mlp(model):
         kind = "mlp"
     if kind == "mlp":
@@ -1166,6 +1194,18 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
     res = ExportResult(path, json.loads(json.dumps(manifest)), dict(ctx.tensors), tests)
     res.notes = list(ctx.notes)
     return res
+
+
+def _on_cpu(model):
+    """A CPU copy of a model that lives on another device (the original is not touched)."""
+    if isinstance(model, (list, tuple)):
+        return type(model)(_on_cpu(m) if not isinstance(m, tuple) else (_on_cpu(m[0]), m[1])
+                           for m in model)
+    if isinstance(model, nn.Module):
+        tensors = list(model.parameters()) + list(model.buffers())
+        if any(t.device.type != "cpu" for t in tensors):
+            return copy.deepcopy(model).cpu()
+    return model
 
 
 def _net_out_width(ctx, net):
