@@ -46,7 +46,7 @@ MHD_LIBS   := $(shell pkg-config --libs libmicrohttpd 2>/dev/null || echo -lmicr
 CURL_LIBS  := $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
 BINS       := $(BUILD)/innserve $(if $(CTL_SRC),$(BUILD)/innctl)
 
-.PHONY: all test test-unit test-e2e test-python test-san bench run deps clean help fixtures lint bench-iresnet bench-server
+.PHONY: all test test-unit test-e2e test-python test-san bench run deps clean help fixtures lint bench-iresnet bench-server test-tsan
 all: $(BUILD)/libinnengine.a $(BINS) $(UNIT_BIN) $(E2E_BIN)
 
 Q := @
@@ -178,3 +178,11 @@ test-make-run:
 	bash deploy/test-make-run.sh
 
 test-deploy: test-manifests test-image test-make-run
+
+# ThreadSanitizer: the daemon built with -fsanitize=thread, driven by the server e2e suites
+# (a race makes the daemon exit 66, which the suites check).
+TSAN_E2E := $(addprefix $(BUILD)/e2e_,api concurrency lifecycle numeric)
+test-tsan: $(TSAN_E2E)
+	@mkdir -p $(BUILD)/tsan
+	$(CC) -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=thread -pthread $(BLAS_CFLAGS) $(ENGINE_SRC) $(PROTO_SRC) $(SERVER_SRC) -o $(BUILD)/tsan/innserve $(MHD_LIBS) $(LDLIBS)
+	@set -e; for t in $(TSAN_E2E); do echo "== $$t (tsan)"; INNSERVE_BIN=$(BUILD)/tsan/innserve $$t; done

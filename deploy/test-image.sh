@@ -52,7 +52,7 @@ cleanup() {
         done
     fi
     if command -v podman >/dev/null; then
-        podman rm -f -t 0 "$NAME" "$NAME2" >/dev/null 2>&1 || true
+        podman rm -f -v -t 0 "$NAME" "$NAME2" >/dev/null 2>&1 || true
         if [ "${INNSERVE_TEST_REMOVE_IMAGE:-0}" = 1 ]; then
             podman rmi -f "$IMAGE" >/dev/null 2>&1 || true
         fi

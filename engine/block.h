@@ -169,6 +169,12 @@ struct blk_io {
                                returned x (product of the inverse Lipschitz bounds of the
                                blocks inverted after it, times the largest std_x); +inf when
                                unknown; 0 (unset) is read as 1 */
+    double *xd;             /* numeric inverse: n x d double state shared by consecutive
+                               numeric blocks, or NULL.  When set, the block reads its input
+                               from xd (not x) and writes its result to xd and x, so a chain
+                               of residual blocks loses no precision to float32 between them */
+    bool rounds_out;        /* the float32 x this block writes is what the next step reads
+                               (so its rounding error counts in the error bound) */
 };
 
 struct blk;

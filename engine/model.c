@@ -154,6 +154,7 @@ struct tile {
     float *scratch;  /* block / subnet scratch */
     double *ld;      /* T log-dets */
     double *aux;     /* T doubles */
+    double *xd;      /* T x D doubles: the state between numeric blocks (NULL without them) */
 };
 
 static struct tile carve(const struct eng_model *m, struct eng_ws *ws)
@@ -166,6 +167,7 @@ static struct tile carve(const struct eng_model *m, struct eng_ws *ws)
     t.scratch = t.cond + T * (size_t)(m->cond_total ? m->cond_total : 1);
     t.ld = ws->d;
     t.aux = ws->d + T;
+    t.xd = m->n_numeric ? ws->d + 2 * T : NULL;
     return t;
 }
 
@@ -585,7 +587,7 @@ static enum eng_status build(struct ldr *L, struct eng_model *m, const cJSON *ro
     const size_t T = ENG_TILE_ROWS;
     m->ws_floats = T * (size_t)m->D + T * (size_t)(y ? y : 1) +
                    T * (size_t)(m->cond_total ? m->cond_total : 1) + m->blk_scratch + 64;
-    m->ws_doubles = 2 * T;
+    m->ws_doubles = 2 * T + (m->n_numeric ? T * (size_t)m->D : 0);
 
     /* tests */
     const cJSON *tj = cJSON_GetObjectItemCaseSensitive(root, "tests");
@@ -767,9 +769,23 @@ static void make_conds(const struct eng_model *m, struct tile *t, const float *y
 static void run_blocks(const struct eng_model *m, struct tile *t, int rows, const float **cp,
                        const int *cld, bool inverse, struct blk_io *proto)
 {
+    bool xd_fresh = false; /* t->xd holds the exact output of the previous (numeric) block */
     for (int bi = 0; bi < m->n_blocks; bi++) {
         const struct blk *b = &m->blocks[inverse ? m->n_blocks - 1 - bi : bi];
         struct blk_io io = *proto;
+        if (inverse && b->numeric) {
+            /* Chain consecutive numeric blocks in double: fill the double state from the
+             * float one only where the previous block was not numeric. */
+            if (!xd_fresh)
+                for (size_t i = 0; i < (size_t)rows * m->D; i++)
+                    t->xd[i] = t->state[i];
+            io.xd = t->xd;
+            const struct blk *next = bi + 1 < m->n_blocks ? &m->blocks[m->n_blocks - 2 - bi] : NULL;
+            io.rounds_out = !(next && next->numeric);
+            xd_fresh = true;
+        } else {
+            xd_fresh = false;
+        }
         io.n = rows;
         io.x = t->state;
         io.log_det = t->ld;
@@ -875,6 +891,26 @@ static void inv_tile(const struct eng_model *m, struct tile *t, int rows, const 
     run_blocks(m, t, rows, cp, cld, true, &proto);
     for (int i = 0; i < rows; i++)
         t->ld[i] += m->sx.log_std_sum;
+    /* The end-to-end verdict: a row has also converged when its certified error bound (already
+     * propagated through the later blocks and the standardization) meets the tolerance
+     * relative to max(1, |x|) in physical units, the same rule each block applies to its
+     * own share.  The per-block shares are conservative, so a block can stop at its
+     * rounding floor short of its share while the row as a whole is well within tol. */
+    if (proto.converged && proto.error_bound) {
+        const int D = m->D, off = m->info.kind == ENG_KIND_INN ? m->in_x : 0;
+        for (int i = 0; i < rows; i++) {
+            double eb = proto.error_bound[i], nx = 0.0;
+            if (!isfinite(eb))
+                continue; /* not certified: the blocks' own flags stand */
+            const float *r = t->state + (size_t)i * D + off;
+            for (int j = 0; j < m->info.dims.x; j++) {
+                double v = m->sx.std ? (double)r[j] * m->sx.std[j] + m->sx.mean[j] : r[j];
+                nx += v * v;
+            }
+            if (eb <= proto.tol * fmax(1.0, sqrt(nx)))
+                proto.converged[i] = true;
+        }
+    }
 }
 
 /* Place z (rows x dims.z, stride ldz) and standardized y into the output layout (inn) or

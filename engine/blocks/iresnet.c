@@ -340,8 +340,9 @@ static enum eng_status iresnet_inverse(const struct blk *b, struct blk_io *io)
         int rows = io->n - r0 < R ? io->n - r0 : R;
         c.cb_ld = prep_cond(b, p, io, &s, r0, rows);
         float *xt = io->x + (size_t)r0 * d;
+        double *xdt = io->xd ? io->xd + (size_t)r0 * d : NULL;
         for (size_t i = 0; i < (size_t)rows * d; i++)
-            s.y[i] = s.x[i] = xt[i];
+            s.y[i] = s.x[i] = xdt ? xdt[i] : (double)xt[i];
         slv_solve(&fn, &so, rows, s.y, s.x, s.rows, s.solver);
         /* One more pass at the returned points: their log-det and residual. */
         g_eval(&c, rows, NULL, s.x, s.gx);
@@ -354,9 +355,13 @@ static enum eng_status iresnet_inverse(const struct blk *b, struct blk_io *io)
                 double r = xr[t] + gr[t] - yr[t];
                 r2 += r * r, nx += xr[t] * xr[t], ny += yr[t] * yr[t], ng += gr[t] * gr[t];
                 out[t] = (float)xr[t];
+                if (xdt)
+                    xdt[(size_t)k * d + t] = xr[t];
                 double e = (double)out[t] - xr[t];
                 e32 += e * e;
             }
+            if (xdt && !io->rounds_out)
+                e32 = 0.0; /* the next block reads the exact double result */
             double res = sqrt(r2), rho = p->round_rel * (sqrt(nx) + sqrt(ny) + sqrt(ng));
             double bound = INFINITY;
             if (cert && isfinite(res))

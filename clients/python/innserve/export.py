@@ -610,7 +610,11 @@ def _blk_residual(ctx, m, link, attr):
         raise ExportError("%s: residual block without its residual branch %r" % (link.label, attr))
     net = _subnet(ctx, g, link.prefix + attr + ".", "%s.%s" % (link.label, attr),
                   allow_preact=True)
-    return {"type": "IResNetBlock", "subnet": net}
+    b = {"type": "IResNetBlock", "subnet": net}
+    if ctx.opts["iresnet_logdet"] == "series":
+        b["logdet"] = "series"
+        b["series_terms"] = int(ctx.opts["iresnet_series_terms"])
+    return b
 
 
 _CONVERTERS = collections.OrderedDict([
@@ -952,7 +956,8 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
            x_names=None, y_names=None, standardize=None, description="",
            freia_version="auto", test_inputs=None, n_tests=8, seed=0, rtol=1e-4, atol=1e-4,
            inn_sigma=None, spectral_sigma="stored", spectral_coeff=None, residual_blocks=None,
-           source=None, check=True, check_tol=1e-5):
+           iresnet_logdet="exact", iresnet_series_terms=10, source=None, check=True,
+           check_tol=1e-5):
     """Write ``model`` to ``path`` as an innserve checkpoint; returns an :class:`ExportResult`.
 
     model
@@ -1000,6 +1005,11 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
     residual_blocks
         ``{class name: attribute}`` for your own residual block classes computing
         x + getattr(block, attribute)(x).
+    iresnet_logdet, iresnet_series_terms
+        i-ResNet log-determinant the engine reports: ``"exact"`` (default; the true
+        log|det(I + J_g)|) or ``"series"`` (the truncated power series with
+        ``iresnet_series_terms`` terms and exact traces, to reproduce the densities of a
+        model trained with that estimator; needs Lip(g) < 1).
     check
         Run the model's own modules and refuse a file that does not reproduce them.
     """
@@ -1007,10 +1017,13 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
         raise ExportError("freia_version must be one of %s" % (FREIA_VERSIONS,))
     if spectral_sigma not in ("stored", "exact"):
         raise ExportError("spectral_sigma must be 'stored' or 'exact'")
+    if iresnet_logdet not in ("exact", "series") or not 1 <= int(iresnet_series_terms) <= 1000:
+        raise ExportError("iresnet_logdet must be 'exact' or 'series' with 1 to 1000 terms")
     if kind not in (None, "flow", "cinn", "inn", "mlp"):
         raise ExportError("kind must be flow, cinn, inn or mlp (got %r)" % (kind,))
     ctx = _Ctx({"freia_version": freia_version, "spectral_sigma": spectral_sigma,
                 "spectral_coeff": spectral_coeff, "residual_blocks": residual_blocks,
+                "iresnet_logdet": iresnet_logdet, "iresnet_series_terms": iresnet_series_terms,
                 "check_tol": check_tol})
     if cond_net is not None:
         if conditions is not None:

@@ -354,6 +354,16 @@ def build_torch_cases():
     cases.append(Case("iresnet_torch_spectral", [Residual(nn.Sequential(*[m for m in g])),
                                                  Residual(g2)], "flow", own=False,
                       own_inverse=False, kwargs=dict(check=True)))
+    # the truncated log-det series instead of the exact log-det
+    blocks = []
+    for k in range(2):
+        g = nn.Sequential(nn.Linear(3, 12), nn.Tanh(), nn.Linear(12, 3))
+        with torch.no_grad():
+            for lin in (g[0], g[2]):
+                lin.weight.mul_(0.75 / torch.linalg.matrix_norm(lin.weight, 2))
+        blocks.append(Residual(g))
+    cases.append(Case("iresnet_series", blocks, "flow", own=False, own_inverse=False,
+                      kwargs=dict(iresnet_logdet="series", iresnet_series_terms=6)))
     # Residual Flows: SequentialFlow(ActNorm1d, iResBlock(pre-activation LipSwish nnet), ...)
     def nnet():
         return nn.Sequential(IR.Swish(), IR.InducedNormLinear(2, 24, coeff=0.9), IR.Swish(),
@@ -544,7 +554,7 @@ class TestExportTorch(_ExportSuite, unittest.TestCase):
 
 
 _add_tests(TestExportTorch, ["mlp_surrogate", "iresnet_official_hook", "iresnet_torch_spectral",
-                             "residual_flows"])
+                             "iresnet_series", "residual_flows"])
 
 
 _real = util.real_freia()
