@@ -155,7 +155,7 @@ bench-server: $(BUILD)/innserve $(BUILD)/bench_server_engine $(BUILD)/bench_serv
 
 # ---- demo models and deployment (docs/models.md, deploy/) ----
 DEMO_MODELS := ik_cinn ik_inn ik_mlp iresnet_toy
-.PHONY: models evaluate-models test-deploy test-manifests test-image test-make-run
+.PHONY: models evaluate-models test-deploy test-manifests test-image test-compose test-make-run
 
 # Retrain and re-export every demo model (minutes of CPU each; deterministic per --seed).
 models:
@@ -173,11 +173,15 @@ test-manifests: $(BUILD)/innserve
 test-image:
 	bash deploy/test-image.sh
 
+# deploy/compose.yaml for real: innserve beside the example simulator (podman-compose).
+test-compose:
+	bash deploy/test-compose.sh
+
 # The README's `make run` and curl calls from a fresh clone.
 test-make-run:
 	bash deploy/test-make-run.sh
 
-test-deploy: test-manifests test-image test-make-run
+test-deploy: test-manifests test-image test-compose test-make-run
 
 # ThreadSanitizer: the daemon built with -fsanitize=thread, driven by the server e2e suites
 # (a race makes the daemon exit 66, which the suites check).

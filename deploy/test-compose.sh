@@ -42,13 +42,16 @@ cleanup() {
         done
     fi
     pc down -v >/dev/null 2>&1 || true
+    podman network rm -f "${PROJECT}_default" >/dev/null 2>&1 || true
     rm -rf "$tmp"
     exit $rc
 }
 trap cleanup EXIT
 
 bash deploy/base-image.sh >/dev/null || die "could not make the base image"
-pc build >"$tmp/build.log" 2>&1 || { tail -30 "$tmp/build.log" >&2; die "podman-compose build failed"; }
+# --format docker keeps the image's HEALTHCHECK (what deploy/test-image.sh builds too)
+podman-compose -p "$PROJECT" -f deploy/compose.yaml --podman-build-args "--format docker --pull=never" \
+    build >"$tmp/build.log" 2>&1 || { tail -30 "$tmp/build.log" >&2; die "podman-compose build failed"; }
 log "built the innserve and simulator images"
 pc up -d >"$tmp/up.log" 2>&1 || { tail -30 "$tmp/up.log" >&2; die "podman-compose up failed"; }
 sim=${PROJECT}_simulator_1

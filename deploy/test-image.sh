@@ -66,7 +66,7 @@ trap cleanup EXIT
 [ "$(id -u)" -eq 0 ] || die "must run as root: debootstrap and rootful podman builds " \
     "(--isolation=chroot) need it (CI runs as root; locally: sudo make test-deploy)"
 missing=()
-for p in podman runc debootstrap curl python3; do
+for p in podman runc debootstrap iptables curl python3; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -33,6 +33,7 @@ struct entry {
     char *reload_error;      /* last reload failure while an old version kept serving */
     /* candidate found by the scan */
     char *path, *version;
+    bool ignore;             /* a directory without numeric version subdirectories */
 };
 
 struct srv_repo {
@@ -190,10 +191,12 @@ static void scan_versions(const char *dir, const char *name, struct entry *e)
     }
     long long best = -1;
     char bestname[32] = "";
+    int numeric_dirs = 0;
     struct dirent *de;
     while ((de = readdir(d))) {
         if (!numeric(de->d_name))
             continue;
+        numeric_dirs++;
         char p[4096 + 300];
         snprintf(p, sizeof p, "%s/%s/model.safetensors", sub, de->d_name);
         struct stat st;
@@ -206,6 +209,10 @@ static void scan_versions(const char *dir, const char *name, struct entry *e)
         }
     }
     closedir(d);
+    if (best < 0 && numeric_dirs == 0) {
+        e->ignore = true; /* not a model directory (scripts, data, ...) */
+        return;
+    }
     if (best < 0) {
         e->reason = dupf("no version directory with a model file (expected %s/<version>/"
                          "model.safetensors)", sub);
@@ -254,7 +261,22 @@ static int scan(const char *dir, struct entry **out)
         char name[129];
         memcpy(name, fn, nlen);
         name[nlen] = 0;
-        /* a directory and a flat file of the same name: the directory wins */
+        struct entry cand;
+        memset(&cand, 0, sizeof cand);
+        cand.name = strdup(name);
+        if (is_dir) {
+            scan_versions(dir, name, &cand);
+            if (cand.ignore) {
+                srv_logf(SRV_LOG_DEBUG, "directory_ignored", "%s has no numeric version "
+                         "directories; not a model", full);
+                entry_free(&cand);
+                continue;
+            }
+        } else {
+            cand.version = strdup("1");
+            cand.path = strdup(full);
+        }
+        /* a model directory and a flat file of the same name: the directory wins */
         int dup = -1;
         for (int i = 0; i < n; i++)
             if (!strcmp(v[i].name, name))
@@ -262,27 +284,25 @@ static int scan(const char *dir, struct entry **out)
         if (dup >= 0) {
             srv_logf(SRV_LOG_WARN, "model_duplicate", "model '%s' exists both as %s.safetensors "
                      "and as a directory; the directory is used", name, name);
-            if (!is_dir)
+            if (!is_dir) {
+                entry_free(&cand);
                 continue;
+            }
             entry_free(&v[dup]);
-            v[dup] = v[--n];
+            v[dup] = cand;
+            continue;
         }
         if (n == cap) {
-            cap = cap ? cap * 2 : 16;
-            struct entry *p = realloc(v, sizeof *p * (size_t)cap);
-            if (!p)
+            int ncap = cap ? cap * 2 : 16;
+            struct entry *p = realloc(v, sizeof *p * (size_t)ncap);
+            if (!p) {
+                entry_free(&cand);
                 break;
+            }
             v = p;
+            cap = ncap;
         }
-        struct entry *e = &v[n++];
-        memset(e, 0, sizeof *e);
-        e->name = strdup(name);
-        if (is_dir) {
-            scan_versions(dir, name, e);
-        } else {
-            e->version = strdup("1");
-            e->path = strdup(full);
-        }
+        v[n++] = cand;
     }
     closedir(d);
     if (n)

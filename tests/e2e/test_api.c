@@ -38,7 +38,8 @@ static void setup(void)
     e2e_write_file(dir, "versioned/notanumber/model.safetensors", "x", 1);
     /* broken entries are reported, not fatal */
     e2e_write_file(dir, "broken.safetensors", "this is not a checkpoint", 24);
-    e2e_write_file(dir, "noversions/README", "empty", 5);
+    e2e_write_file(dir, "noversions/3/README", "empty", 5);
+    e2e_write_file(dir, "scripts/train.py", "print()", 7); /* not a model directory */
     e2e_write_file(dir, "notes.txt", "ignored", 7);
     static const char *const args[] = {"--max-body", "1M", "--max-response", "1M",
                                        "--max-samples", "500000", NULL};
@@ -149,6 +150,7 @@ START_TEST(model_list)
     ck_assert_str_eq(get(nv, "state")->valuestring, "UNAVAILABLE");
     ck_assert(strstr(get(nv, "reason")->valuestring, "version") != NULL);
     ck_assert(find_model(r.json, "notes") == NULL);
+    ck_assert(find_model(r.json, "scripts") == NULL);
     e2e_resp_free(&r);
     /* the log reports each bad file with its reason */
     ck_assert(e2e_log_count(&D, "\"event\":\"model_failed\"") >= 2);
