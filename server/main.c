@@ -2,8 +2,9 @@
  * main.c — innserve: start-up, signals, reload and drain; and the offline `--check FILE`.
  *
  * The process-wide state is the one struct srv_ctx below.  Signals are blocked in every
- * thread and taken synchronously by the main thread (sigwaitinfo), so reloads and
- * shutdown run in ordinary code:
+ * thread this program starts and taken synchronously by the main thread (sigtimedwait), so
+ * reloads and shutdown run in ordinary code; a handler catches the ones the kernel hands
+ * to a thread started before main (OpenBLAS) and the loop picks those up too:
  *   SIGHUP           srv_repo_load: rescan and load what changed, swap atomically
  *   SIGTERM, SIGINT  drain: draining = true (readyz 503, new work 503 + Retry-After),
  *                    wait for calls in flight (up to --drain-timeout), cancel the rest,
@@ -20,11 +21,43 @@
 
 #include <math.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+/* Signals that reach a thread which does not block them — OpenBLAS starts its threads in a
+ * library constructor, before main can block anything — land here instead of killing the
+ * process; the main loop picks them up within SIGNAL_POLL_NS. */
+static atomic_int g_sig_term, g_sig_hup; /* lock-free: safe in a handler, across threads */
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "signal flags need lock-free atomics");
+#define SIGNAL_POLL_NS 100000000L
+
+static void on_signal(int s)
+{
+    if (s == SIGHUP)
+        atomic_store(&g_sig_hup, 1);
+    else
+        atomic_store(&g_sig_term, s);
+}
+
+/* Next signal for the main loop: taken synchronously (sigtimedwait) or noted by on_signal. */
+static int next_signal(const sigset_t *sigs)
+{
+    for (;;) {
+        siginfo_t si;
+        struct timespec ts = {0, SIGNAL_POLL_NS};
+        int s = sigtimedwait(sigs, &si, &ts);
+        if (s > 0)
+            return s;
+        if ((s = atomic_exchange(&g_sig_term, 0)) != 0)
+            return s;
+        if (atomic_exchange(&g_sig_hup, 0))
+            return SIGHUP;
+    }
+}
 
 /* --check FILE: JSON verdict on stdout. */
 static int check_file(const char *path)
@@ -145,6 +178,14 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGINT);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGHUP, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
 
     struct srv_ctx ctx;
     memset(&ctx, 0, sizeof ctx);
@@ -180,10 +221,7 @@ int main(int argc, char **argv)
         srv_log_line(SRV_LOG_INFO, "ready", f);
     }
     for (;;) {
-        siginfo_t si;
-        int s = sigwaitinfo(&sigs, &si);
-        if (s < 0)
-            continue;
+        int s = next_signal(&sigs);
         if (s == SIGHUP) {
             if (atomic_load(&ctx.draining))
                 continue;

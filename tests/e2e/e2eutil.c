@@ -194,7 +194,12 @@ bool e2e_start_ex(struct e2e_daemon *d, const char *dir, const char *const *args
     for (int i = 0; args && args[i] && a < 62; i++)
         argv[a++] = args[i];
     argv[a] = NULL;
+    unlink(d->log); /* never read a previous daemon's "listening" line */
     pid_t pid = fork();
+    if (pid < 0) {
+        perror("fork");
+        return false;
+    }
     if (pid == 0) {
         int fd = open(d->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (fd >= 0) {
@@ -249,8 +254,8 @@ bool e2e_start_ex(struct e2e_daemon *d, const char *dir, const char *const *args
 
 int e2e_stop(struct e2e_daemon *d, int sig, double timeout_s)
 {
-    if (!d->pid)
-        return -1;
+    if (d->pid <= 0)
+        return -1; /* never kill(0, ...) or kill(-1, ...) */
     kill(d->pid, sig);
     double end = now_s() + timeout_s;
     int st = 0;
@@ -270,6 +275,12 @@ int e2e_stop(struct e2e_daemon *d, int sig, double timeout_s)
     if (WIFEXITED(st))
         return WEXITSTATUS(st);
     return 128 + WTERMSIG(st);
+}
+
+void e2e_signal(const struct e2e_daemon *d, int sig)
+{
+    ck_assert_msg(d->pid > 0, "no daemon to signal");
+    kill(d->pid, sig);
 }
 
 int e2e_log_count(const struct e2e_daemon *d, const char *needle)

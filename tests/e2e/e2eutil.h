@@ -49,6 +49,8 @@ bool e2e_start_ex(struct e2e_daemon *d, const char *dir, const char *const *args
 /* Sends sig and waits up to timeout_s; returns the exit status (0..255), 128+signal when
  * killed, -1 when it did not exit (it is then killed). */
 int e2e_stop(struct e2e_daemon *d, int sig, double timeout_s);
+/* Sends sig to the daemon (ck_assert that it has a pid: never kill(0) or kill(-1)). */
+void e2e_signal(const struct e2e_daemon *d, int sig);
 /* Counts lines of the daemon's log containing needle. */
 int e2e_log_count(const struct e2e_daemon *d, const char *needle);
 /* Global: daemons stopped in fixtures that failed to exit 0 (E2E_MAIN fails on it). */
