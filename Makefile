@@ -99,9 +99,12 @@ test-python: $(BINS)
 test-san:
 	$(MAKE) SANITIZE=1 test-unit test-e2e
 
-# The whole suite: release build, then the C suites again under ASan+UBSan.
+# The whole suite: release build; the C suites again under ASan+UBSan; then the
+# deployment: manifests, the container image (podman, root), compose, and the README's
+# `make run` from a fresh clone.
 test: test-unit test-e2e test-python
 	$(MAKE) SANITIZE=1 test-unit test-e2e
+	$(MAKE) test-deploy
 
 fixtures:
 	/usr/bin/python3 tests/fixtures/gen_fixtures.py

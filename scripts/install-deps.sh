@@ -2,8 +2,10 @@
 # scripts/install-deps.sh — install the Debian packages innserve needs, only those missing.
 #
 #   scripts/install-deps.sh          build and run (compiler, OpenBLAS, cJSON, libmicrohttpd, curl)
-#   scripts/install-deps.sh test     + what `make test` needs (Check, PyTorch, NumPy for the
-#                                      exporter and parity tests, podman/debootstrap for the image)
+#   scripts/install-deps.sh test     + what `make test` needs: PyTorch, NumPy, PyYAML for the
+#                                      exporter, parity and manifest tests; podman, runc,
+#                                      debootstrap and podman-compose for the container tests
+#   scripts/install-deps.sh deploy   only the container tooling
 #   scripts/install-deps.sh bench    + wrk for the server benchmark
 #
 # Runs apt-get as root, or through sudo when not root.  Debian 12 (bookworm) package names.
@@ -14,9 +16,11 @@ pkgs=(gcc make pkg-config libc6-dev libopenblas-dev libcjson-dev libmicrohttpd-d
       libcurl4-openssl-dev check)
 case "$profile" in
   run) ;;
-  test) pkgs+=(python3-torch python3-numpy wrk) ;;
+  test) pkgs+=(python3-torch python3-numpy python3-yaml curl podman runc debootstrap iptables
+              podman-compose golang-github-containernetworking-plugin-dnsname) ;;
   bench) pkgs+=(python3-torch python3-numpy wrk linux-perf) ;;
-  deploy) pkgs+=(podman debootstrap) ;;
+  deploy) pkgs+=(curl podman runc debootstrap iptables podman-compose
+                golang-github-containernetworking-plugin-dnsname) ;;
   *) echo "usage: $0 [run|test|bench|deploy]" >&2; exit 2 ;;
 esac
 
