@@ -14,8 +14,9 @@
 #include <time.h>
 #include <stdlib.h>
 
-void blas_linear(int n, int out, int in, const float *X, int ldx, const float *W, int ldw,
-                 float beta, float *Y, int ldy)
+/* Y = X op(B) + beta Y with op(B) = B^T (B is out x in, a torch weight) or B (in x out). */
+static void gemm_rows(int n, int out, int in, const float *X, int ldx, const float *B, int ldb,
+                      bool b_is_weight, float beta, float *Y, int ldy)
 {
     if (n <= 0 || out <= 0)
         return;
@@ -26,31 +27,27 @@ void blas_linear(int n, int out, int in, const float *X, int ldx, const float *W
         return;
     }
     if (n == 1) {
-        /* y = W x (+ beta y): a gemv avoids sgemm's packing overhead for one row. */
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, W, ldw, X, 1, beta, Y, 1);
+        /* one row: a gemv avoids sgemm's packing overhead */
+        if (b_is_weight)
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, B, ldb, X, 1, beta, Y, 1);
+        else
+            cblas_sgemv(CblasRowMajor, CblasTrans, in, out, 1.0f, B, ldb, X, 1, beta, Y, 1);
         return;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, X, ldx, W, ldw, beta,
-                Y, ldy);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, b_is_weight ? CblasTrans : CblasNoTrans, n, out, in,
+                1.0f, X, ldx, B, ldb, beta, Y, ldy);
+}
+
+void blas_linear(int n, int out, int in, const float *X, int ldx, const float *W, int ldw,
+                 float beta, float *Y, int ldy)
+{
+    gemm_rows(n, out, in, X, ldx, W, ldw, true, beta, Y, ldy);
 }
 
 void blas_matmul(int n, int out, int in, const float *X, int ldx, const float *M, int ldm,
                  float beta, float *Y, int ldy)
 {
-    if (n <= 0 || out <= 0)
-        return;
-    if (in <= 0) {
-        if (beta == 0.0f)
-            for (int i = 0; i < n; i++)
-                memset(Y + (size_t)i * ldy, 0, sizeof(float) * out);
-        return;
-    }
-    if (n == 1) {
-        cblas_sgemv(CblasRowMajor, CblasTrans, in, out, 1.0f, M, ldm, X, 1, beta, Y, 1);
-        return;
-    }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, out, in, 1.0f, X, ldx, M, ldm, beta,
-                Y, ldy);
+    gemm_rows(n, out, in, X, ldx, M, ldm, false, beta, Y, ldy);
 }
 
 void blas_ref_linear(int n, int out, int in, const float *X, int ldx, const float *W, int ldw,

@@ -77,6 +77,14 @@ enum eng_status ldr_tensor_f64(struct ldr *L, const cJSON *obj, const char *fiel
  * bijection.  *out: n int32 owned by the model. */
 enum eng_status ldr_perm(struct ldr *L, const cJSON *obj, const char *field, int n,
                          const int32_t **out);
+/* An invertible d x d matrix named by obj[field], read in double: *m (d x d), its inverse
+ * *inv and log|det| *logabsdet, all computed by LU with partial pivoting in double.  A
+ * singular matrix, or one whose inverse does not fit in float, is refused with a message
+ * naming the tensor.  *m and *inv are owned by the model. */
+enum eng_status ldr_invertible(struct ldr *L, const cJSON *obj, const char *field, int d,
+                               const double **m, const double **inv, double *logabsdet);
+/* The tensor name stored in obj[field], or the field name itself (for messages). */
+const char *ldr_tensor_name(const cJSON *obj, const char *field);
 /* The raw tensor (for blocks that need to look at dtype/shape first); NULL + error when
  * missing.  Borrowed, valid during load only. */
 enum eng_status ldr_raw(struct ldr *L, const cJSON *obj, const char *field,

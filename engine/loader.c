@@ -5,6 +5,8 @@
  */
 #include "loader.h"
 
+#include "blas.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -368,5 +370,43 @@ enum eng_status ldr_perm(struct ldr *L, const cJSON *obj, const char *field, int
         seen[p[i]] = 1;
     }
     *out = p;
+    return ENG_OK;
+}
+
+const char *ldr_tensor_name(const cJSON *obj, const char *field)
+{
+    const cJSON *f = cJSON_IsObject(obj) ? cJSON_GetObjectItemCaseSensitive(obj, field) : NULL;
+    return cJSON_IsString(f) && f->valuestring ? f->valuestring : field;
+}
+
+enum eng_status ldr_invertible(struct ldr *L, const cJSON *obj, const char *field, int d,
+                               const double **m, const double **inv, double *logabsdet)
+{
+    const int64_t shape[2] = {d, d};
+    enum eng_status st = ldr_tensor_f64(L, obj, field, true, 2, shape, m);
+    if (st != ENG_OK)
+        return st;
+    size_t dd = (size_t)d * d;
+    double *out = ldr_alloc(L, sizeof(double) * dd);
+    double *lu = malloc(sizeof(double) * dd * 2);
+    int *piv = malloc(sizeof(int) * (size_t)(d ? d : 1));
+    if (!out || !lu || !piv) {
+        free(lu), free(piv);
+        return ldr_fail(L, ENG_ERR_NOMEM, "out of memory inverting tensor '%s' (%d x %d)",
+                        ldr_tensor_name(obj, field), d, d);
+    }
+    double *work = lu + dd;
+    memcpy(lu, *m, sizeof(double) * dd);
+    int bad = la_lu(d, lu, piv) != 0;
+    double logdet = bad ? 0.0 : la_lu_logabsdet(d, lu);
+    bad = bad || !isfinite(logdet) || la_inverse(d, *m, out, work, piv) != 0;
+    for (size_t i = 0; !bad && i < dd; i++)
+        bad = !isfinite(out[i]) || fabs(out[i]) > 3e38;
+    free(lu), free(piv);
+    if (bad)
+        return ldr_fail(L, ENG_ERR_TENSOR, "tensor '%s' (field '%s', %d x %d) is singular",
+                        ldr_tensor_name(obj, field), field, d, d);
+    *inv = out;
+    *logabsdet = logdet;
     return ENG_OK;
 }

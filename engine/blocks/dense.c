@@ -18,12 +18,6 @@
 #include "../block.h"
 
 /* Name of the tensor stored in string field `field` of the block object (for messages). */
-static const char *tensor_name(const cJSON *j, const char *field)
-{
-    const cJSON *f = cJSON_GetObjectItemCaseSensitive(j, field);
-    return cJSON_IsString(f) && f->valuestring ? f->valuestring : field;
-}
-
 /* True when the optional field is absent or JSON null. */
 static bool field_absent(const cJSON *j, const char *field)
 {
@@ -59,32 +53,11 @@ static enum eng_status invdense_load(struct blk *b, struct ldr *L, const cJSON *
     p->slope = (float)slope;
     p->log_slope = log((double)p->slope);
 
-    const int64_t shape[2] = {d, d};
-    const double *w64;
-    if ((st = ldr_tensor_f64(L, j, "weight", true, 2, shape, &w64)) != ENG_OK)
+    const double *w64, *inv;
+    double logdet;
+    if ((st = ldr_invertible(L, j, "weight", d, &w64, &inv, &logdet)) != ENG_OK)
         return st;
-
-    /* log|det W| from an LU factorization, W⁻¹ by la_inverse; both in double. */
     size_t dd = (size_t)d * d;
-    double *lu = malloc(sizeof(double) * dd * 3);
-    int *piv = malloc(sizeof(int) * (size_t)d);
-    if (!lu || !piv) {
-        free(lu), free(piv);
-        return ldr_fail(L, ENG_ERR_NOMEM, "out of memory inverting tensor '%s' (%d x %d)",
-                        tensor_name(j, "weight"), d, d);
-    }
-    double *inv = lu + dd, *work = lu + 2 * dd;
-    memcpy(lu, w64, sizeof(double) * dd);
-    int bad = la_lu(d, lu, piv) != 0;
-    double logdet = bad ? 0.0 : la_lu_logabsdet(d, lu);
-    bad = bad || !isfinite(logdet) || la_inverse(d, w64, inv, work, piv) != 0;
-    for (size_t i = 0; !bad && i < dd; i++)
-        bad = !isfinite(inv[i]) || fabs(inv[i]) > 3e38;
-    if (bad) {
-        free(lu), free(piv);
-        return ldr_fail(L, ENG_ERR_TENSOR, "tensor '%s' (field 'weight', %d x %d) is singular",
-                        tensor_name(j, "weight"), d, d);
-    }
     p->logdet_w = logdet;
     double *sv_work = malloc(sizeof(double) * la_norm2_upper_work(d, d));
     if (sv_work) { /* upper bounds (exact singular values), not estimates */
@@ -96,16 +69,13 @@ static enum eng_status invdense_load(struct blk *b, struct ldr *L, const cJSON *
     }
     p->w_inv = ldr_alloc(L, sizeof(float) * dd);
     float *w32 = ldr_alloc(L, sizeof(float) * dd);
-    if (!p->w_inv || !w32) {
-        free(lu), free(piv);
+    if (!p->w_inv || !w32)
         return ENG_ERR_NOMEM;
-    }
     for (size_t i = 0; i < dd; i++) {
         p->w_inv[i] = (float)inv[i];
         w32[i] = (float)w64[i];
     }
     p->w = w32;
-    free(lu), free(piv);
 
     if (!field_absent(j, "bias") &&
         (st = ldr_tensor_numel(L, j, "bias", true, d, &p->b)) != ENG_OK)

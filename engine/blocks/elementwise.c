@@ -15,12 +15,6 @@
 #include "../block.h"
 
 /* Name of the tensor stored in string field `field` of the block object (for messages). */
-static const char *tensor_name(const cJSON *j, const char *field)
-{
-    const cJSON *f = cJSON_GetObjectItemCaseSensitive(j, field);
-    return cJSON_IsString(f) && f->valuestring ? f->valuestring : field;
-}
-
 /* True when the optional field is absent or JSON null. */
 static bool field_absent(const cJSON *j, const char *field)
 {
@@ -77,13 +71,13 @@ static enum eng_status actnorm_load(struct blk *b, struct ldr *L, const cJSON *j
         if (t->numel != 1)
             return ldr_fail(L, ENG_ERR_TENSOR,
                             "tensor '%s' (field 'is_initialized') has %lld elements, expected 1",
-                            tensor_name(j, "is_initialized"), (long long)t->numel);
+                            ldr_tensor_name(j, "is_initialized"), (long long)t->numel);
         if (st_get(t, 0) == 0.0)
             return ldr_fail(L, ENG_ERR_TENSOR,
                             "tensor '%s' (field 'is_initialized') is false: this ActNorm was "
                             "never initialized by data (run one batch through it in PyTorch "
                             "before exporting)",
-                            tensor_name(j, "is_initialized"));
+                            ldr_tensor_name(j, "is_initialized"));
     }
 
     const char *f_scale = legacy ? "scale" : "log_scale";

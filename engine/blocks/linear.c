@@ -19,12 +19,6 @@
 #include "../block.h"
 
 /* Name of the tensor stored in string field `field` of the block object (for messages). */
-static const char *tensor_name(const cJSON *j, const char *field)
-{
-    const cJSON *f = cJSON_GetObjectItemCaseSensitive(j, field);
-    return cJSON_IsString(f) && f->valuestring ? f->valuestring : field;
-}
-
 /* True when the optional field is absent or JSON null. */
 static bool field_absent(const cJSON *j, const char *field)
 {
@@ -156,39 +150,17 @@ static enum eng_status fixedlinear_load(struct blk *b, struct ldr *L, const cJSO
     struct fixedlinear *p = ldr_alloc(L, sizeof(*p));
     if (!p)
         return ENG_ERR_NOMEM;
-    const int64_t shape[2] = {d, d};
-    const double *m64;
-    enum eng_status st = ldr_tensor_f64(L, j, "M", true, 2, shape, &m64);
+    const double *m64, *inv;
+    double logdet;
+    enum eng_status st = ldr_invertible(L, j, "M", d, &m64, &inv, &logdet);
     if (st != ENG_OK)
         return st;
-
-    /* log|det| from an LU factorization and the inverse, both in double. */
     size_t dd = (size_t)d * d;
-    double *lu = malloc(sizeof(double) * dd * 3);
-    int *piv = malloc(sizeof(int) * (size_t)d);
-    if (!lu || !piv) {
-        free(lu), free(piv);
-        return ldr_fail(L, ENG_ERR_NOMEM, "out of memory inverting tensor '%s' (%d x %d)",
-                        tensor_name(j, "M"), d, d);
-    }
-    double *inv = lu + dd, *work = lu + 2 * dd;
-    memcpy(lu, m64, sizeof(double) * dd);
-    int bad = la_lu(d, lu, piv) != 0;
-    double logdet = bad ? 0.0 : la_lu_logabsdet(d, lu);
-    bad = bad || !isfinite(logdet) || la_inverse(d, m64, inv, work, piv) != 0;
-    for (size_t i = 0; !bad && i < dd; i++)
-        bad = !isfinite(inv[i]) || fabs(inv[i]) > 3e38;
-    if (bad) {
-        free(lu), free(piv);
-        return ldr_fail(L, ENG_ERR_TENSOR, "tensor '%s' (field 'M', %d x %d) is singular",
-                        tensor_name(j, "M"), d, d);
-    }
     p->logdet = logdet;
     p->norm = spectral_norm(d, d, m64);
     p->norm_inv = spectral_norm(d, d, inv);
     p->m = to_f32(L, m64, dd);
     p->m_inv = to_f32(L, inv, dd);
-    free(lu), free(piv);
     if (!p->m || !p->m_inv)
         return ENG_ERR_NOMEM;
 
@@ -326,7 +298,7 @@ static enum eng_status orthogonal_load(struct blk *b, struct ldr *L, const cJSON
     double *w64 = malloc(sizeof(double) * dd);
     if (!w64)
         return ldr_fail(L, ENG_ERR_NOMEM, "out of memory checking tensor '%s'",
-                        tensor_name(j, "weights"));
+                        ldr_tensor_name(j, "weights"));
     for (size_t i = 0; i < dd; i++)
         w64[i] = p->w[i];
     p->norm = spectral_norm(d, d, w64);
@@ -423,7 +395,7 @@ static enum eng_status householder_load(struct blk *b, struct ldr *L, const cJSO
     if (raw->shape[0] < 1 || raw->shape[0] > 65536)
         return ldr_fail(L, ENG_ERR_TENSOR,
                         "tensor '%s' (field 'Vs') has %lld reflections, expected 1 to 65536",
-                        tensor_name(j, "Vs"), (long long)raw->shape[0]);
+                        ldr_tensor_name(j, "Vs"), (long long)raw->shape[0]);
     const int nr = (int)raw->shape[0];
 
     /* W ← I; for each k: W ← W·H(v_k) = W − (2/‖v‖²)(W v) vᵀ.  In double. */
@@ -431,7 +403,7 @@ static enum eng_status householder_load(struct blk *b, struct ldr *L, const cJSO
     double *w = malloc(sizeof(double) * (dd + (size_t)d));
     if (!w)
         return ldr_fail(L, ENG_ERR_NOMEM, "out of memory building W from tensor '%s'",
-                        tensor_name(j, "Vs"));
+                        ldr_tensor_name(j, "Vs"));
     double *wv = w + dd;
     memset(w, 0, sizeof(double) * dd);
     for (int i = 0; i < d; i++)
@@ -445,7 +417,7 @@ static enum eng_status householder_load(struct blk *b, struct ldr *L, const cJSO
             free(w);
             return ldr_fail(L, ENG_ERR_TENSOR,
                             "tensor '%s' (field 'Vs'): reflection vector %d has zero norm",
-                            tensor_name(j, "Vs"), r);
+                            ldr_tensor_name(j, "Vs"), r);
         }
         for (int i = 0; i < d; i++) {
             double s = 0.0;

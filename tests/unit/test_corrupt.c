@@ -15,23 +15,6 @@
 
 #define CORRUPT_DIR "tests/fixtures/corrupt"
 
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    size_t got = fread(s, 1, (size_t)n, f);
-    s[got] = 0;
-    fclose(f);
-    if (len)
-        *len = got;
-    return s;
-}
-
 START_TEST(every_broken_file_is_refused_with_its_message)
 {
     DIR *dir = opendir(CORRUPT_DIR);
@@ -55,7 +38,7 @@ START_TEST(every_broken_file_is_refused_with_its_message)
             eng_model_unref(m);
             continue;
         }
-        char *want = slurp(epath, NULL);
+        char *want = tu_slurp(epath, NULL);
         ck_assert_msg(want != NULL, "missing %s", epath);
         want[strcspn(want, "\n")] = 0;
         ck_assert_msg(st != ENG_OK && m == NULL, "%s was accepted", path);
@@ -76,7 +59,7 @@ END_TEST
 START_TEST(every_truncation_of_a_valid_file_is_refused)
 {
     size_t len;
-    char *buf = slurp(CORRUPT_DIR "/valid_base.safetensors", &len);
+    char *buf = tu_slurp(CORRUPT_DIR "/valid_base.safetensors", &len);
     ck_assert_ptr_nonnull(buf);
     char path[] = "/tmp/innserve-trunc-XXXXXX";
     int fd = mkstemp(path);
@@ -98,7 +81,7 @@ END_TEST
 START_TEST(flipped_bytes_never_crash)
 {
     size_t len;
-    char *buf = slurp(CORRUPT_DIR "/valid_base.safetensors", &len);
+    char *buf = tu_slurp(CORRUPT_DIR "/valid_base.safetensors", &len);
     ck_assert_ptr_nonnull(buf);
     uint64_t s = 12345;
     for (int trial = 0; trial < 3000; trial++) {

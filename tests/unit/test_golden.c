@@ -18,22 +18,6 @@
 #define GOLDEN_DIR "tests/fixtures/golden"
 #define RTOL 1e-5
 
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    if (fread(s, 1, (size_t)n, f) != (size_t)n)
-        n = 0;
-    s[n] = 0;
-    fclose(f);
-    return s;
-}
-
 /* Flatten a JSON matrix (rows x cols) into floats; returns rows. */
 static int mat(const cJSON *j, int cols, float **out)
 {
@@ -76,7 +60,7 @@ static int check_one(const char *name)
     char path[512], epath[512];
     snprintf(path, sizeof(path), GOLDEN_DIR "/%s.safetensors", name);
     snprintf(epath, sizeof(epath), GOLDEN_DIR "/%s.expect.json", name);
-    char *txt = slurp(epath);
+    char *txt = tu_slurp(epath, NULL);
     ck_assert_msg(txt != NULL, "missing %s", epath);
     cJSON *e = cJSON_Parse(txt);
     ck_assert_ptr_nonnull(e);

@@ -352,3 +352,22 @@ void tu_check_logdet_fd(const struct eng_model *m, int n, float xscale, double h
     eng_ws_free(ws);
     free(x), free(y), free(xp), free(zp), free(J);
 }
+
+char *tu_slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    size_t got = s ? fread(s, 1, (size_t)n, f) : 0;
+    fclose(f);
+    if (!s)
+        return NULL;
+    s[got] = 0;
+    if (len)
+        *len = got;
+    return s;
+}

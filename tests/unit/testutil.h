@@ -56,6 +56,10 @@ void tu_check_roundtrip(const struct eng_model *m, int n, float xscale, double t
  * h) at n random rows; |diff| <= tol.  Only for flow/cinn (square). */
 void tu_check_logdet_fd(const struct eng_model *m, int n, float xscale, double h, double tol);
 
+/* Read a whole file into a NUL-terminated malloc'd buffer (NULL if it cannot be read);
+ * *len (may be NULL) gets its size. */
+char *tu_slurp(const char *path, size_t *len);
+
 /* Deterministic N(0,1) floats. */
 void tu_randn(float *v, int n, float scale, uint64_t seed);
 
