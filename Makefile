@@ -50,6 +50,8 @@ BINS       := $(BUILD)/innserve $(if $(CTL_SRC),$(BUILD)/innctl)
 all: $(BUILD)/libinnengine.a $(BINS) $(UNIT_BIN) $(E2E_BIN)
 
 Q := @
+# keep object files of the test binaries (they are intermediates of pattern rules)
+.SECONDARY:
 $(BUILD)/%.o: %.c $(wildcard engine/*.h engine/blocks/*.h proto/*.h server/*.h tests/unit/*.h tests/e2e/*.h clients/c/*.h)
 	@mkdir -p $(dir $@)
 	@echo "  CC $<"
