@@ -11,11 +11,16 @@
 /* Largest double that rounds to a finite float32: FLT_MAX + half an ulp (exclusive). */
 #define F32_OVERFLOW 0x1.ffffffp127
 
-/* Scan for the nesting depth outside strings; stops early past max. */
-static int depth_exceeds(const char *s, size_t len, int max, size_t *where)
+/* One pass outside strings: the nesting depth (stops early past max_depth, *where = its
+ * byte) and an upper bound on the JSON values the parser would allocate (every '[', '{',
+ * ',' and ':' starts at most one more value).  The parser costs ~64 bytes per value, so
+ * counting before parsing bounds a request's memory by PROTO_JSON_VALUES_PER_ELEMENT x
+ * --max-elements instead of by the body size. */
+static int scan(const char *s, size_t len, int max, size_t *where, size_t *values)
 {
     int d = 0;
     bool in_str = false;
+    size_t v = 1;
     for (size_t i = 0; i < len; i++) {
         char c = s[i];
         if (in_str) {
@@ -28,28 +33,37 @@ static int depth_exceeds(const char *s, size_t len, int max, size_t *where)
         if (c == '"') {
             in_str = true;
         } else if (c == '[' || c == '{') {
+            v++;
             if (++d > max) {
                 *where = i;
                 return 1;
             }
         } else if (c == ']' || c == '}') {
             d--;
+        } else if (c == ',' || c == ':') {
+            v++;
         }
     }
+    *values = v;
     return 0;
 }
 
-enum proto_code proto_json_parse(const char *body, size_t len, int max_depth, cJSON **out,
-                                 struct proto_error *e)
+enum proto_code proto_json_parse(const char *body, size_t len, int max_depth,
+                                 long max_elements, cJSON **out, struct proto_error *e)
 {
     *out = NULL;
-    size_t at = 0;
+    size_t at = 0, values = 0;
     if (len == 0)
         return proto_errorf(e, PROTO_E_JSON, "the request body is empty; a JSON object is "
                             "required");
-    if (depth_exceeds(body, len, max_depth, &at))
+    if (scan(body, len, max_depth, &at, &values))
         return proto_errorf(e, PROTO_E_JSON, "the body nests arrays/objects deeper than %d "
                             "levels (at byte %zu; --max-depth)", max_depth, at);
+    double cap = (double)PROTO_JSON_VALUES_PER_ELEMENT * (double)max_elements + 4096.0;
+    if ((double)values > cap)
+        return proto_errorf(e, PROTO_E_TOO_LARGE, "the body holds about %zu JSON values, more "
+                            "than the %.0f a request may carry (--max-elements %ld); send fewer "
+                            "rows per request", values, cap, max_elements);
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
     if (!root) {

@@ -24,10 +24,12 @@ struct proto_matrix {
 };
 
 /* Parse body[0..len) (need not be NUL-terminated) as one JSON value whose nesting depth
- * is at most max_depth; nothing but whitespace may follow it.  *out: owned by caller,
- * free with cJSON_Delete.  Errors: PROTO_E_JSON. */
-enum proto_code proto_json_parse(const char *body, size_t len, int max_depth, cJSON **out,
-                                 struct proto_error *e);
+ * is at most max_depth; nothing but whitespace may follow it.  A body with more than
+ * PROTO_JSON_VALUES_PER_ELEMENT x max_elements (+ 4096) values is refused before parsing
+ * (PROTO_E_TOO_LARGE), which bounds the parser's memory.  *out: owned by caller, free
+ * with cJSON_Delete.  Errors: PROTO_E_JSON, PROTO_E_TOO_LARGE. */
+enum proto_code proto_json_parse(const char *body, size_t len, int max_depth,
+                                 long max_elements, cJSON **out, struct proto_error *e);
 
 /* obj must be an object (else PROTO_E_JSON "the body must be a JSON object"); every key
  * must be in allowed[0..n) (else PROTO_E_UNKNOWN_FIELD naming it and the allowed ones) and

@@ -13,7 +13,11 @@
 
 #define PROTO_DEF_MAX_BODY_BYTES     (8u << 20)   /* --max-body: request body bytes */
 #define PROTO_DEF_MAX_JSON_DEPTH     32           /* --max-depth: nesting of [ and { */
-#define PROTO_DEF_MAX_ELEMENTS       (4u << 20)   /* --max-elements: numbers in one tensor */
+#define PROTO_DEF_MAX_ELEMENTS       (1u << 20)   /* --max-elements: numbers in one tensor */
+/* JSON values one request may hold, per --max-elements: two tensors (x and y) at full size
+ * plus their row arrays.  The parser takes ~64 bytes per value, so the default bounds a
+ * request's parse to ~128 MiB whatever the body looks like. */
+#define PROTO_JSON_VALUES_PER_ELEMENT 2
 #define PROTO_DEF_MAX_ROWS           65536        /* --max-rows: rows of x/z/y/target in one request */
 #define PROTO_DEF_MAX_OBS            4096         /* --max-obs: observations (rows of y) in one sample request */
 #define PROTO_DEF_MAX_SAMPLES        (1u << 20)   /* --max-samples: n_obs * num_samples per request */

@@ -425,7 +425,8 @@ enum proto_code proto_request_parse(enum proto_op op, const char *body, size_t l
     if (!proto_op_supported(op, info->kind))
         return proto_request_from_json(op, NULL, info, lim, out, e);
     cJSON *root;
-    enum proto_code rc = proto_json_parse(body, len, lim->max_json_depth, &root, e);
+    enum proto_code rc =
+        proto_json_parse(body, len, lim->max_json_depth, lim->max_elements, &root, e);
     if (rc != PROTO_OK)
         return rc;
     rc = proto_request_from_json(op, root, info, lim, out, e);

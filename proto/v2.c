@@ -167,7 +167,8 @@ enum proto_code proto_v2_parse(const char *body, size_t len, const struct eng_in
 {
     memset(out, 0, sizeof *out);
     cJSON *root;
-    enum proto_code rc = proto_json_parse(body, len, lim->max_json_depth, &root, e);
+    enum proto_code rc =
+        proto_json_parse(body, len, lim->max_json_depth, lim->max_elements, &root, e);
     if (rc != PROTO_OK)
         return rc;
     cJSON *v1 = NULL;

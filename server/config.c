@@ -57,8 +57,8 @@ static const struct opt OPTS[] = {
      "[on]"},
     {"max-body", K_SIZE, OFF(lim.max_body_bytes), 1, 1e12, "request body bytes (413 above) [8M]"},
     {"max-depth", K_INT, OFF(lim.max_json_depth), 2, 1000, "JSON nesting depth [32]"},
-    {"max-elements", K_LONG, OFF(lim.max_elements), 1, 1e12, "numbers in one input tensor "
-     "[4194304]"},
+    {"max-elements", K_LONG, OFF(lim.max_elements), 1, 1e12, "numbers in one input tensor; "
+     "a body may hold 2x as many JSON values [1048576]"},
     {"max-rows", K_INT, OFF(lim.max_rows), 1, 1e9, "rows of x, z or y in one request [65536]"},
     {"max-obs", K_INT, OFF(lim.max_obs), 1, 1e9, "observations (rows of y) in one sample "
      "request [4096]"},

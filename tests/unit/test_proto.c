@@ -431,6 +431,29 @@ START_TEST(request_fuzz)
 }
 END_TEST
 
+START_TEST(value_count_bounds_parser_memory)
+{
+    /* A body whose values outnumber 2 x --max-elements is refused before cJSON allocates a
+     * node for each of them (a byte-cheap "0," costs the parser ~64 bytes). */
+    struct proto_limits lim = proto_limits_default();
+    lim.max_elements = 1000;
+    struct proto_error e;
+    struct proto_request r;
+    struct eng_info flow = info_of(ENG_KIND_FLOW);
+    size_t n = 2 * 1000 + 4096 + 10, len = 0;
+    char *b = malloc(8 + 2 * n + 8);
+    len += (size_t)snprintf(b, 16, "{\"x\":[[");
+    for (size_t i = 0; i < n; i++)
+        b[len++] = '0', b[len++] = ',';
+    b[len - 1] = ']';
+    b[len++] = ']', b[len++] = '}';
+    ck_assert_int_eq(proto_request_parse(PROTO_OP_FORWARD, b, len, &flow, &lim, &r, &e),
+                     PROTO_E_TOO_LARGE);
+    ck_assert_msg(strstr(e.msg, "--max-elements 1000") != NULL, "%s", e.msg);
+    free(b);
+}
+END_TEST
+
 START_TEST(request_values)
 {
     struct proto_limits lim = proto_limits_default();
@@ -753,6 +776,7 @@ Suite *make_suite(void)
     tcase_add_test(t, request_table);
     tcase_add_test(t, request_fuzz);
     tcase_add_test(t, request_values);
+    tcase_add_test(t, value_count_bounds_parser_memory);
     tcase_add_test(t, v2_requests);
     tcase_add_test(t, csv_and_npy_writers);
     tcase_add_test(t, json_result_writer);
