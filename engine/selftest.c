@@ -1,0 +1,113 @@
+/*
+ * selftest.c — the load-time self test: run the checkpoint's embedded test vectors (what
+ * the exporting framework computed) through the engine and refuse a model that disagrees,
+ * naming the first row, column and both values.
+ */
+#include <math.h>
+
+#include "model_impl.h"
+
+/* ==== self test ============================================================================ */
+
+static enum eng_status test_tensor(struct ldr *L, const cJSON *tj, const char *field, bool req,
+                                   int rows, int cols, const double **out)
+{
+    int64_t shp[2] = {rows, cols};
+    return ldr_tensor_f64(L, tj, field, req, cols >= 0 ? 2 : 1, shp, out);
+}
+
+static enum eng_status compare(struct ldr *L, const char *what, const float *got32,
+                               const double *got64, const double *want, int rows, int cols,
+                               double rtol, double atol)
+{
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < cols; j++) {
+            size_t k = (size_t)i * cols + j;
+            double g = got32 ? got32[k] : got64[k];
+            if (!(fabs(g - want[k]) <= atol + rtol * fabs(want[k])))
+                return ldr_fail(L, ENG_ERR_TESTVEC, "test vector mismatch in %s at row %d, "
+                                "column %d: engine %.9g, exporter %.9g (rtol %g, atol %g)", what,
+                                i, j, g, want[k], rtol, atol);
+        }
+    return ENG_OK;
+}
+
+enum eng_status model_self_test(struct ldr *L, struct eng_model *m, const cJSON *tj,
+                                struct eng_ws *ws)
+{
+    const struct eng_dims *d = &m->info.dims;
+    enum eng_kind k = m->info.kind;
+    const struct st_tensor *tx;
+    enum eng_status st = ldr_raw(L, tj, "x", &tx);
+    if (st != ENG_OK)
+        return st;
+    if (tx->ndim != 2 || tx->shape[0] < 1 || tx->shape[0] > 4096)
+        return ldr_fail(L, ENG_ERR_TENSOR, "test input '%s' must be (rows, %d) with 1 to 4096 "
+                        "rows", tx->name, d->x);
+    int n = (int)tx->shape[0];
+    double rtol, atol;
+    if ((st = ldr_num(L, tj, "rtol", false, 1e-4, &rtol)) != ENG_OK ||
+        (st = ldr_num(L, tj, "atol", false, 1e-4, &atol)) != ENG_OK)
+        return st;
+    if (!(rtol >= 0 && rtol <= 1 && atol >= 0 && atol <= 1))
+        return ldr_fail(L, ENG_ERR_MANIFEST, "rtol and atol must be in [0, 1]");
+    const double *x, *y = NULL, *z = NULL, *yo = NULL, *ld = NULL, *xinv = NULL;
+    if ((st = test_tensor(L, tj, "x", true, n, d->x, &x)) != ENG_OK)
+        return st;
+    if (k == ENG_KIND_CINN && (st = test_tensor(L, tj, "y", true, n, d->y, &y)) != ENG_OK)
+        return st;
+    if (k != ENG_KIND_MLP) {
+        if ((st = test_tensor(L, tj, "z", true, n, d->z, &z)) != ENG_OK)
+            return st;
+        if ((st = test_tensor(L, tj, "log_det", true, n, -1, &ld)) != ENG_OK)
+            return st;
+    }
+    if ((k == ENG_KIND_INN || k == ENG_KIND_MLP) &&
+        (st = test_tensor(L, tj, "y_out", true, n, d->y, &yo)) != ENG_OK)
+        return st;
+    if (k == ENG_KIND_INN && (st = test_tensor(L, tj, "x_inv", false, n, d->x, &xinv)) != ENG_OK)
+        return st;
+
+    size_t nx = (size_t)n * d->x, ny = (size_t)n * (d->y ? d->y : 1), nz = (size_t)n * (d->z ? d->z : 1);
+    float *fx = ldr_alloc(L, sizeof(float) * (nx + 2 * ny + 2 * nz));
+    double *fld = ldr_alloc(L, sizeof(double) * (size_t)n);
+    if (!fx || !fld)
+        return ENG_ERR_NOMEM;
+    float *fy = fx + nx, *fz = fy + ny, *fyo = fz + nz, *fz_in = fyo + ny;
+    for (size_t i = 0; i < nx; i++)
+        fx[i] = (float)x[i];
+    if (y)
+        for (size_t i = 0; i < ny; i++)
+            fy[i] = (float)y[i];
+    char err[ENG_ERR_LEN];
+    st = eng_forward(m, ws, n, fx, y ? fy : NULL, y ? n : 0, fz, fyo, fld, err);
+    if (st != ENG_OK)
+        return ldr_fail(L, ENG_ERR_TESTVEC, "forward on the test inputs failed: %s", err);
+    if (z && (st = compare(L, "z", fz, NULL, z, n, d->z, rtol, atol)) != ENG_OK)
+        return st;
+    if (yo && (st = compare(L, "y_out", fyo, NULL, yo, n, d->y, rtol, atol)) != ENG_OK)
+        return st;
+    if (ld && (st = compare(L, "log_det", NULL, fld, ld, n, 1, rtol, atol * m->D)) != ENG_OK)
+        return st;
+    if (k == ENG_KIND_MLP)
+        return ENG_OK;
+    if (k == ENG_KIND_INN && !xinv)
+        return ENG_OK; /* [z, 0, y] inverts to x only when the pad outputs were 0 */
+    if (m->n_numeric && !m->cert.certified)
+        return ENG_OK; /* a residual block with L >= 1 may not converge: such a model loads,
+                          flagged not certified, and every inverse response says so */
+    for (size_t i = 0; i < nz; i++)
+        fz_in[i] = (float)z[i];
+    const float *yin = NULL;
+    if (k == ENG_KIND_CINN)
+        yin = fy;
+    if (k == ENG_KIND_INN) {
+        for (size_t i = 0; i < ny; i++)
+            fyo[i] = (float)yo[i];
+        yin = fyo;
+    }
+    st = eng_inverse(m, ws, n, fz_in, yin, yin ? n : 0, fx, NULL, NULL, NULL, err);
+    if (st != ENG_OK)
+        return ldr_fail(L, ENG_ERR_TESTVEC, "inverse on the test outputs failed: %s", err);
+    return compare(L, "inverse x", fx, NULL, xinv ? xinv : x, n, d->x, rtol, atol);
+}
