@@ -82,7 +82,7 @@ $(BUILD)/test_%: $(BUILD)/tests/unit/test_%.o $(TU_OBJ) $(BUILD)/libinnengine.a
 	@echo "  LD $@"
 	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(CHECK_LIBS) $(LDLIBS)
 
-$(BUILD)/e2e_%: $(BUILD)/tests/e2e/test_%.o $(E2E_UTIL) $(BUILD)/libinnproto.a $(BUILD)/libinnengine.a
+$(BUILD)/e2e_%: $(BUILD)/tests/e2e/test_%.o $(E2E_UTIL) $(TU_OBJ) $(BUILD)/libinnproto.a $(BUILD)/libinnengine.a
 	@echo "  LD $@"
 	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(CHECK_LIBS) $(CURL_LIBS) $(LDLIBS)
 

@@ -80,28 +80,6 @@ static void mkdirs(const char *path)
     }
 }
 
-char *e2e_read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    if (b) {
-        b[n] = 0;
-        if (len)
-            *len = (size_t)n;
-    }
-    return b;
-}
-
 void e2e_write_file(const char *dir, const char *rel, const void *data, size_t n)
 {
     char path[1024];
@@ -121,7 +99,7 @@ void e2e_copy_fixture(const char *dir, const char *name, const char *rel)
 {
     char src[512];
     size_t n;
-    char *b = e2e_read_file(e2e_fixture(name, NULL, src, sizeof src), &n);
+    char *b = tu_slurp(e2e_fixture(name, NULL, src, sizeof src), &n);
     ck_assert_msg(b != NULL, "fixture %s is missing", src);
     e2e_write_file(dir, rel, b, n);
     free(b);
@@ -219,7 +197,7 @@ bool e2e_start_ex(struct e2e_daemon *d, const char *dir, const char *const *args
     d->pid = pid;
     double end = now_s() + 20.0;
     while (now_s() < end) {
-        char *log = e2e_read_file(d->log, NULL);
+        char *log = tu_slurp(d->log, NULL);
         if (log) {
             d->port = parse_port(log);
             free(log);
@@ -244,7 +222,7 @@ bool e2e_start_ex(struct e2e_daemon *d, const char *dir, const char *const *args
             return true;
         usleep(5000);
     }
-    char *log = e2e_read_file(d->log, NULL);
+    char *log = tu_slurp(d->log, NULL);
     fprintf(stderr, "innserve did not come up; its log:\n%s\n", log ? log : "(none)");
     free(log);
     if (d->pid)
@@ -285,7 +263,7 @@ void e2e_signal(const struct e2e_daemon *d, int sig)
 
 int e2e_log_count(const struct e2e_daemon *d, const char *needle)
 {
-    char *log = e2e_read_file(d->log, NULL);
+    char *log = tu_slurp(d->log, NULL);
     int n = 0;
     for (const char *p = log; p && (p = strstr(p, needle)); p++)
         n++;

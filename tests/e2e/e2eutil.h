@@ -12,6 +12,8 @@
 #define INNSERVE_E2EUTIL_H
 
 #include <check.h>
+
+#include "../unit/testutil.h" /* tu_slurp and the other shared test helpers */
 #include <cjson/cJSON.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -33,8 +35,6 @@ const char *e2e_fixture(const char *name, const char *ext, char *buf, size_t cap
 void e2e_copy_fixture(const char *dir, const char *name, const char *rel);
 /* Writes bytes to dir/rel (creating parents). */
 void e2e_write_file(const char *dir, const char *rel, const void *data, size_t n);
-/* Reads a whole file (malloc'd, NUL-terminated); NULL when missing. */
-char *e2e_read_file(const char *path, size_t *len);
 /* Every golden fixture name (from index.json or the directory), NULL-terminated array. */
 char **e2e_fixture_names(int *n);
 

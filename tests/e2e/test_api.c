@@ -53,7 +53,7 @@ static void teardown(void)
         char msg[400];
         snprintf(msg, sizeof msg, "test_api daemon exit status %d (log %s)", st, D.log);
         e2e_note_failure(msg);
-        char *log = e2e_read_file(D.log, NULL);
+        char *log = tu_slurp(D.log, NULL);
         if (log && strlen(log) > 4000)
             fprintf(stderr, "...%s\n", log + strlen(log) - 4000);
         else if (log)
@@ -230,7 +230,7 @@ START_TEST(golden_forward_inverse_log_prob)
     char **names = e2e_fixture_names(&n);
     for (int i = 0; i < n; i++) {
         char path[512];
-        char *txt = e2e_read_file(e2e_fixture(names[i], ".expect.json", path, sizeof path), NULL);
+        char *txt = tu_slurp(e2e_fixture(names[i], ".expect.json", path, sizeof path), NULL);
         ck_assert(txt != NULL);
         cJSON *ex = cJSON_Parse(txt);
         free(txt);
@@ -957,7 +957,7 @@ START_TEST(metrics)
     e2e_resp_free(&r);
     /* one access-log line per request, with its fields */
     ck_assert(e2e_log_count(&D, "\"event\":\"access\"") >= 3);
-    char *log = e2e_read_file(D.log, NULL);
+    char *log = tu_slurp(D.log, NULL);
     const char *a = strstr(log, "\"path\":\"/v1/models/rnvp/sample\"");
     ck_assert(a != NULL);
     const char *ls = a;
@@ -981,7 +981,7 @@ END_TEST
 
 START_TEST(openapi_routes_served)
 {
-    char *y = e2e_read_file("proto/openapi.yaml", NULL);
+    char *y = tu_slurp("proto/openapi.yaml", NULL);
     ck_assert_msg(y != NULL, "proto/openapi.yaml missing");
     char *p = strstr(y, "\npaths:\n");
     ck_assert(p != NULL);

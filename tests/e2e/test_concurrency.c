@@ -31,7 +31,7 @@ static void stop_checked(struct e2e_daemon *d, const char *name)
         char msg[700];
         snprintf(msg, sizeof msg, "%s daemon exit status %d (log %s)", name, st, d->log);
         e2e_note_failure(msg);
-        char *log = e2e_read_file(d->log, NULL);
+        char *log = tu_slurp(d->log, NULL);
         if (log)
             fprintf(stderr, "%s\n", strlen(log) > 3000 ? log + strlen(log) - 3000 : log);
         free(log);

@@ -111,8 +111,8 @@ static struct run innctl_run(const char *in, bool url, const char *env_url, cons
     ck_assert(waitpid(pid, &st, 0) == pid);
     struct run r = {0};
     r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    r.out = e2e_read_file(pout, &r.out_len);
-    r.err = e2e_read_file(perr, NULL);
+    r.out = tu_slurp(pout, &r.out_len);
+    r.err = tu_slurp(perr, NULL);
     ck_assert(r.out && r.err);
     return r;
 }
@@ -242,7 +242,7 @@ START_TEST(sample_csv_npy_summary)
             "-o", npy);
     expect_status(&r, 0, "sample npy");
     size_t n = 0;
-    char *data = e2e_read_file(npy, &n);
+    char *data = tu_slurp(npy, &n);
     ck_assert(data && n > 10 && memcmp(data, "\x93NUMPY", 6) == 0);
     ck_assert(strstr(data + 10, "(1, 5, 6)"));
     free(data);
@@ -357,7 +357,7 @@ START_TEST(offline_inspect_verify)
     run_free(&r);
     /* a corrupted copy: its test vectors no longer hold */
     size_t n;
-    char *data = e2e_read_file(path, &n);
+    char *data = tu_slurp(path, &n);
     ck_assert(data);
     /* flip a byte late in the data section (test vectors are stored last by the generator
      * or, failing that, any weight): the file must fail verification or loading */

@@ -85,7 +85,7 @@ START_TEST(corrupt_corpus_is_reported_and_skipped)
         char src[600];
         snprintf(src, sizeof src, "%s/%s", cdir, de->d_name);
         size_t len;
-        char *b = e2e_read_file(src, &len);
+        char *b = tu_slurp(src, &len);
         e2e_write_file(dir, de->d_name, b ? b : "", b ? len : 0);
         free(b);
         n++;
@@ -111,7 +111,7 @@ START_TEST(corrupt_corpus_is_reported_and_skipped)
         /* the reason holds the engine's message, which names what is wrong */
         char exp[600];
         snprintf(exp, sizeof exp, "%s/%s.expect", cdir, name);
-        char *want = e2e_read_file(exp, NULL);
+        char *want = tu_slurp(exp, NULL);
         if (want) {
             size_t l = strlen(want);
             while (l && (want[l - 1] == '\n' || want[l - 1] == '\r'))
@@ -144,7 +144,7 @@ START_TEST(not_ready_while_loading)
     snprintf(one, sizeof one, "%s.ref", dir);
     ckw_reference_cinn(one, 16, 8, 256, 8, 5);
     size_t len;
-    char *m = e2e_read_file(one, &len);
+    char *m = tu_slurp(one, &len);
     ck_assert(m != NULL);
     unlink(one);
     for (int i = 0; i < 40; i++) {
@@ -236,7 +236,7 @@ START_TEST(sighup_reload)
     /* a corrupted replacement: the old version keeps serving, the list says why */
     char src[512];
     size_t len;
-    char *good = e2e_read_file(e2e_fixture("nice", NULL, src, sizeof src), &len);
+    char *good = tu_slurp(e2e_fixture("nice", NULL, src, sizeof src), &len);
     ck_assert(good != NULL);
     e2e_write_file(dir, "m.safetensors", good, len / 2);
     reload(&d, 1);
