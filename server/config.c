@@ -32,51 +32,51 @@ struct opt {
 
 static const struct opt OPTS[] = {
     {"models", K_STR, OFF(models), 0, 0, "model repository: NAME.safetensors or "
-     "NAME/<version>/model.safetensors (highest version served) [models]"},
-    {"host", K_STR, OFF(host), 0, 0, "address to bind; 0.0.0.0 or :: in containers [127.0.0.1]"},
+     "NAME/<version>/model.safetensors (highest version served)"},
+    {"host", K_STR, OFF(host), 0, 0, "address to bind; 0.0.0.0 or :: in containers"},
     {"port", K_INT, OFF(port), 0, 65535, "TCP port; 0 picks a free one and logs it in the "
-     "\"listening\" line [8080]"},
+     "\"listening\" line"},
     {"workers", K_INT, OFF(workers), 0, 1024, "compute threads; 0 = CPUs available (affinity "
-     "and cgroup quota) [0]"},
+     "and cgroup quota)"},
     {"http-threads", K_INT, OFF(http_threads), 0, 256, "libmicrohttpd epoll threads; 0 = "
-     "min(CPUs, 4) [0]"},
+     "min(CPUs, 4)"},
     {"queue", K_INT, OFF(queue), 1, 1000000, "jobs waiting for a worker before new ones get "
-     "503 + Retry-After [256]"},
+     "503 + Retry-After"},
     {"deadline-ms", K_LONG, OFF(deadline_ms), 1, 86400000, "per-request deadline from arrival; "
-     "past it the answer is 504 [30000]"},
+     "past it the answer is 504"},
     {"drain-timeout", K_SECS, OFF(drain_timeout_s), 0, 86400, "SIGTERM/SIGINT: how long "
-     "in-flight requests may take to finish before they are cancelled (seconds, or 500ms) [30]"},
+     "in-flight requests may take to finish before they are cancelled (seconds, or 500ms)"},
     {"conn-timeout", K_UINT, OFF(conn_timeout_s), 0, 86400, "close connections idle (or "
-     "sending a body) this long, in seconds; 0 = never [30]"},
-    {"max-connections", K_INT, OFF(max_connections), 1, 1000000, "concurrent connections [1024]"},
-    {"retry-after", K_INT, OFF(retry_after_s), 0, 3600, "Retry-After seconds on 503 [1]"},
+     "sending a body) this long, in seconds; 0 = never"},
+    {"max-connections", K_INT, OFF(max_connections), 1, 1000000, "concurrent connections"},
+    {"retry-after", K_INT, OFF(retry_after_s), 0, 3600, "Retry-After seconds on 503"},
     {"inline-rows", K_LONG, OFF(inline_rows), 0, 1000000, "forward/log_prob requests with at most "
-     "this many rows run on the HTTP thread, skipping the queue; 0 = never [0]"},
-    {"log-level", K_LEVEL, OFF(log_level), 0, 0, "error, warn, info or debug [info]"},
+     "this many rows run on the HTTP thread, skipping the queue; 0 = never"},
+    {"log-level", K_LEVEL, OFF(log_level), 0, 0, "error, warn, info or debug"},
     {"access-log", K_BOOL, OFF(access_log), 0, 0, "one JSON line per request on stderr: on|off "
      "[on]"},
-    {"max-body", K_SIZE, OFF(lim.max_body_bytes), 1, 1e12, "request body bytes (413 above) [8M]"},
-    {"max-depth", K_INT, OFF(lim.max_json_depth), 2, 1000, "JSON nesting depth [32]"},
+    {"max-body", K_SIZE, OFF(lim.max_body_bytes), 1, 1e12, "request body bytes (413 above)"},
+    {"max-depth", K_INT, OFF(lim.max_json_depth), 2, 1000, "JSON nesting depth"},
     {"max-elements", K_LONG, OFF(lim.max_elements), 1, 1e12, "numbers in one input tensor; "
-     "a body may hold 2x as many JSON values [1048576]"},
-    {"max-rows", K_INT, OFF(lim.max_rows), 1, 1e9, "rows of x, z or y in one request [65536]"},
+     "a body may hold 2x as many JSON values"},
+    {"max-rows", K_INT, OFF(lim.max_rows), 1, 1e9, "rows of x, z or y in one request"},
     {"max-obs", K_INT, OFF(lim.max_obs), 1, 1e9, "observations (rows of y) in one sample "
-     "request [4096]"},
+     "request"},
     {"max-samples", K_LONG, OFF(lim.max_samples), 1, 1e12, "n_obs x num_samples in one "
-     "request (413 above) [1048576]"},
+     "request (413 above)"},
     {"max-response", K_SIZE, OFF(lim.max_response_bytes), 1024, 1e13, "bytes of one answer; "
-     "larger ones are refused with 413 (ask for fewer samples or application/x-npy) [64M]"},
-    {"max-quantiles", K_INT, OFF(lim.max_quantiles), 1, 1000, "quantiles in one summary [32]"},
+     "larger ones are refused with 413 (ask for fewer samples or application/x-npy)"},
+    {"max-quantiles", K_INT, OFF(lim.max_quantiles), 1, 1000, "quantiles in one summary"},
     {"max-solver-iter", K_INT, OFF(lim.max_solver_iter), 1, 1e9, "max_iter of a numeric "
-     "inverse [10000]"},
+     "inverse"},
     {"max-preimage-targets", K_INT, OFF(lim.max_preimage_targets), 1, 1e6, "target rows of "
-     "one preimage request [64]"},
+     "one preimage request"},
     {"max-preimage-solutions", K_INT, OFF(lim.max_preimage_solutions), 1, 1e6, "num_solutions "
-     "of a preimage request [256]"},
+     "of a preimage request"},
     {"max-preimage-steps", K_INT, OFF(lim.max_preimage_steps), 1, 1e9, "max_steps of a "
-     "preimage request [20000]"},
+     "preimage request"},
     {"max-temperature", K_DOUBLE, OFF(lim.max_temperature), 0, 1e6, "largest sample "
-     "temperature [100]"},
+     "temperature"},
     {"check", K_STR, OFF(check), 0, 0, "load one checkpoint offline, print its certificate and "
      "test-vector verdict as JSON, exit 0 (ok) or 1"},
 };
@@ -281,9 +281,44 @@ bool srv_config_parse(struct srv_config *c, int argc, char **argv, char *err, si
     return true;
 }
 
+/* The default of option o, formatted as a user would type it, from the defaults themselves
+ * (so --help cannot drift from them). */
+static void default_str(const struct srv_config *d, const struct opt *o, char *buf, size_t cap)
+{
+    const char *base = (const char *)d;
+    static const char *const levels[] = {"error", "warn", "info", "debug"};
+    size_t z;
+    int lv;
+    switch (o->kind) {
+    case K_STR: snprintf(buf, cap, "%s", *(char *const *)(base + o->off)); break;
+    case K_INT: snprintf(buf, cap, "%d", *(const int *)(base + o->off)); break;
+    case K_UINT: snprintf(buf, cap, "%u", *(const unsigned *)(base + o->off)); break;
+    case K_LONG: snprintf(buf, cap, "%ld", *(const long *)(base + o->off)); break;
+    case K_DOUBLE: case K_SECS: snprintf(buf, cap, "%g", *(const double *)(base + o->off)); break;
+    case K_BOOL: snprintf(buf, cap, "%s", *(const bool *)(base + o->off) ? "on" : "off"); break;
+    case K_LEVEL:
+        lv = *(const int *)(base + o->off);
+        snprintf(buf, cap, "%s", lv >= 0 && lv < 4 ? levels[lv] : "?");
+        break;
+    case K_SIZE:
+        z = *(const size_t *)(base + o->off);
+        if (z && z % (1u << 30) == 0)
+            snprintf(buf, cap, "%zuG", z >> 30);
+        else if (z && z % (1u << 20) == 0)
+            snprintf(buf, cap, "%zuM", z >> 20);
+        else if (z && z % (1u << 10) == 0)
+            snprintf(buf, cap, "%zuK", z >> 10);
+        else
+            snprintf(buf, cap, "%zu", z);
+        break;
+    }
+}
+
 void srv_config_help(void *out_file)
 {
     FILE *out = out_file;
+    struct srv_config d;
+    defaults(&d);
     fprintf(out,
             "innserve %s — serves invertible neural networks over HTTP (docs/api.md)\n\n"
             "usage: innserve [--models DIR] [--host H] [--port P] [options]\n"
@@ -296,11 +331,15 @@ void srv_config_help(void *out_file)
         char env[64], flag[64];
         env_name(OPTS[i].name, env, sizeof env);
         snprintf(flag, sizeof flag, "--%s", OPTS[i].name);
-        if (OPTS[i].off == OFF(check))
+        if (OPTS[i].off == OFF(check)) {
             fprintf(out, "  %-26s %s\n", flag, OPTS[i].help);
-        else
-            fprintf(out, "  %-26s %s\n  %-26s   env %s\n", flag, OPTS[i].help, "", env);
+            continue;
+        }
+        char def[64];
+        default_str(&d, &OPTS[i], def, sizeof def);
+        fprintf(out, "  %-26s %s [%s]\n  %-26s   env %s\n", flag, OPTS[i].help, def, "", env);
     }
+    srv_config_free(&d);
     fprintf(out, "  %-26s this text\n  %-26s print the version\n\n", "--help", "--version");
     fprintf(out,
             "Signals: SIGHUP reloads the repository (a model whose new file fails keeps its old\n"
