@@ -2,6 +2,8 @@
  * buf.c — the capped growing buffer of buf.h and its typed writers.
  */
 #include "buf.h"
+
+#include <stdbool.h>
 #include "fmt.h"
 
 #include <stdarg.h>
@@ -128,7 +130,14 @@ void proto_buf_f64(struct proto_buf *b, double v)
  * cap is exact. */
 #define LIST_CHUNK 64
 
-void proto_buf_f32_list(struct proto_buf *b, const float *v, size_t n)
+/* Element j of a float32 (f64 false) or float64 list, printed at p; returns its length. */
+static size_t fmt_at(char *p, const void *v, size_t j, bool f64)
+{
+    return f64 ? proto_fmt_f64(p, ((const double *)v)[j])
+               : proto_fmt_f32(p, ((const float *)v)[j]);
+}
+
+static void put_list(struct proto_buf *b, const void *v, size_t n, bool f64)
 {
     for (size_t i = 0; i < n && b->state == PROTO_BUF_OK;) {
         size_t c = n - i < LIST_CHUNK ? n - i : LIST_CHUNK;
@@ -140,7 +149,7 @@ void proto_buf_f32_list(struct proto_buf *b, const float *v, size_t n)
             for (size_t j = i; j < i + c; j++) {
                 if (j)
                     *p++ = ',';
-                p += proto_fmt_f32(p, v[j]);
+                p += fmt_at(p, v, j, f64);
             }
             b->len = (size_t)(p - b->p);
         } else {
@@ -149,7 +158,7 @@ void proto_buf_f32_list(struct proto_buf *b, const float *v, size_t n)
                 size_t k = 0;
                 if (j)
                     t[k++] = ',';
-                k += proto_fmt_f32(t + k, v[j]);
+                k += fmt_at(t + k, v, j, f64);
                 proto_buf_put(b, t, k);
             }
         }
@@ -157,33 +166,14 @@ void proto_buf_f32_list(struct proto_buf *b, const float *v, size_t n)
     }
 }
 
+void proto_buf_f32_list(struct proto_buf *b, const float *v, size_t n)
+{
+    put_list(b, v, n, false);
+}
+
 void proto_buf_f64_list(struct proto_buf *b, const double *v, size_t n)
 {
-    for (size_t i = 0; i < n && b->state == PROTO_BUF_OK;) {
-        size_t c = n - i < LIST_CHUNK ? n - i : LIST_CHUNK;
-        size_t worst = c * (PROTO_FMT_MAX + 1);
-        if (!b->max || b->len + worst <= b->max) {
-            if (!proto_buf_reserve(b, worst))
-                return;
-            char *p = b->p + b->len;
-            for (size_t j = i; j < i + c; j++) {
-                if (j)
-                    *p++ = ',';
-                p += proto_fmt_f64(p, v[j]);
-            }
-            b->len = (size_t)(p - b->p);
-        } else {
-            for (size_t j = i; j < i + c; j++) {
-                char t[PROTO_FMT_MAX + 1];
-                size_t k = 0;
-                if (j)
-                    t[k++] = ',';
-                k += proto_fmt_f64(t + k, v[j]);
-                proto_buf_put(b, t, k);
-            }
-        }
-        i += c;
-    }
+    put_list(b, v, n, true);
 }
 
 void proto_buf_json_str(struct proto_buf *b, const char *s)
