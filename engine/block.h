@@ -121,7 +121,8 @@ struct subnet {
 };
 
 /* Parse a subnet description {"layers": [...]} from obj[field] (see
- * docs/checkpoint-format.md): first layer Linear with in = dx + dc, last output dout. */
+ * docs/checkpoint-format.md): first layer Linear with in = dx + dc, last output dout
+ * (dout < 0: any width, read back from (*out)->dout). */
 enum eng_status ldr_subnet(struct ldr *L, const cJSON *obj, const char *field, int dx, int dc,
                            int dout, const struct subnet **out);
 

@@ -326,26 +326,14 @@ static enum eng_status build(struct ldr *L, struct eng_model *m, const cJSON *ro
                 return ldr_fail(L, ENG_ERR_MANIFEST, "must be an object {\"net\": null | subnet}");
             const cJSON *net = cJSON_GetObjectItemCaseSensitive(e, "net");
             if (net && !cJSON_IsNull(net)) {
-                const cJSON *layers = cJSON_GetObjectItemCaseSensitive(net, "layers");
-                const cJSON *last = cJSON_IsArray(layers) ? cJSON_GetArrayItem(layers,
-                                        cJSON_GetArraySize(layers) - 1) : NULL;
-                /* The output width is that of the last Linear layer. */
-                int outw = -1;
-                const cJSON *lj;
-                cJSON_ArrayForEach(lj, layers)
-                {
-                    const cJSON *w = cJSON_GetObjectItemCaseSensitive(lj, "weight");
-                    const struct st_tensor *t = cJSON_IsString(w) ? st_find(L->f, w->valuestring) : NULL;
-                    if (t && t->ndim == 2)
-                        outw = (int)t->shape[0];
-                }
-                (void)last;
-                if (outw <= 0 || outw > MAXD)
-                    return ldr_fail(L, ENG_ERR_MANIFEST, "field 'net' must be a subnet whose "
-                                    "Linear layers name existing (out, in) weight tensors");
-                if ((st = ldr_subnet(L, e, "net", 0, (int)y, outw, &m->conds[k].net)) != ENG_OK)
+                const struct subnet *cn;
+                if ((st = ldr_subnet(L, e, "net", 0, (int)y, -1, &cn)) != ENG_OK)
                     return st;
-                m->conds[k].width = outw;
+                if (cn->dout > MAXD)
+                    return ldr_fail(L, ENG_ERR_MANIFEST, "field 'net': output width %d is over "
+                                    "%ld", cn->dout, MAXD);
+                m->conds[k].net = cn;
+                m->conds[k].width = cn->dout;
             } else {
                 m->conds[k].width = (int)y;
             }

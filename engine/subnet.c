@@ -258,11 +258,12 @@ enum eng_status ldr_subnet(struct ldr *L, const cJSON *obj, const char *field, i
         }
         ldr_pop(L, m2);
     }
-    if (width != dout) {
+    if (dout >= 0 && width != dout) {
         st = ldr_fail(L, ENG_ERR_TENSOR, "subnet output width is %d (tensor '%s'), the block "
                       "needs %d", width, last_w, dout);
         goto out;
     }
+    s->dout = width;
     /* Split the first layer into the x part and the condition part. */
     const struct subnet_layer *l0 = &ls[0];
     float *wx = ldr_alloc(L, sizeof(float) * (size_t)(l0->out * (dx ? dx : 1)));
