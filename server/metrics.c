@@ -188,11 +188,6 @@ void srv_metrics_in_flight(struct srv_metrics *m, int delta)
     atomic_fetch_add(&m->in_flight, delta);
 }
 
-int srv_metrics_get_in_flight(struct srv_metrics *m)
-{
-    return atomic_load(&m->in_flight);
-}
-
 /* A label value: backslash, quote and newline escaped. */
 static void label(struct proto_buf *b, const char *s)
 {

@@ -31,7 +31,6 @@ void srv_metrics_request(struct srv_metrics *m, const char *model, const char *o
 void srv_metrics_samples(struct srv_metrics *m, const char *model, uint64_t n);
 void srv_metrics_reload(struct srv_metrics *m, int ok);
 void srv_metrics_in_flight(struct srv_metrics *m, int delta);
-int srv_metrics_get_in_flight(struct srv_metrics *m);
 
 /* Appends everything the metrics object holds (not the model/queue gauges, which the
  * caller appends from the repository and pool). */
