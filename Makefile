@@ -7,15 +7,16 @@
 #   make deps       install the Debian packages the build and tests need
 #
 # SANITIZE=1 builds into build-san/ with -fsanitize=address,undefined.
+# BUILDDIR=dir builds into dir/ (and dir-san/) instead of build/.
 
 CC      ?= gcc
 SANITIZE ?= 0
 ifeq ($(SANITIZE),1)
-BUILD   := build-san
+BUILD   := $(or $(BUILDDIR),build)-san
 SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 OPT     := -O1 -g
 else
-BUILD   := build
+BUILD   := $(or $(BUILDDIR),build)
 SANFLAGS :=
 OPT     := -O3 -g
 endif
