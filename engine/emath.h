@@ -1,0 +1,251 @@
+/*
+ * emath.h — the engine's own deterministic elementary functions (exp, log, tanh, erf,
+ * atan, sin/cos of 2*pi*u, ...), header-only, `static inline`.
+ *
+ * Guarantee: given IEEE-754 binary32/binary64 arithmetic with round-to-nearest-even and a
+ * correctly rounded fused multiply-add, every function returns the SAME BITS on every
+ * machine, whatever the libm/glibc variant, and identical bits between scalar code and
+ * auto-vectorized (SSE2/AVX2/AVX-512) code.  To that end the code uses only + - * / ,
+ * comparisons and selects, conversions, integer bit manipulation (memcpy) and
+ * __builtin_fma (exact single rounding: vfmadd when compiled with -mfma, glibc's correctly
+ * rounded fma() otherwise), with a fixed evaluation order, no libm call, no long double and
+ * no table.  The compiler must not fuse a*b+c by itself: compile with -ffp-contract=off
+ * (the default for -std=c11; NOT the default for -std=gnu11 with -mfma/-march=native).
+ * -ffast-math / -Ofast / -freciprocal-math / -fassociative-math break the guarantee.
+ * Assumes the default rounding mode and no flush-to-zero/denormals-are-zero (MXCSR FTZ/DAZ).
+ *
+ * The float functions compute internally in double (one float->double conversion, a short
+ * double kernel, one rounding to float), so their error is a hair above 0.5 ulp; they are
+ * branch-free and GCC -O3 -mavx2 -mfma (or -mavx512f) vectorizes loops that call them.
+ * Subnormal inputs and outputs are handled (gradual underflow, not flushed).
+ *
+ * Accuracy (measured by tests/unit/test_emath.c, which prints it; see there):
+ * float functions <= 1 ulp, double functions <= 2 ulp, except em_pow (see its comment).
+ *
+ * Coefficients of em_log/em_log1p (Lg1..7), em_atan (aT) and em_erf (pp, qq, pa, qa, ra,
+ * sa, rb, sb) are fdlibm's: "Copyright (C) 1993 by Sun Microsystems, Inc. All rights
+ * reserved.  Developed at SunPro, a Sun Microsystems, Inc. business.  Permission to use,
+ * copy, modify, and distribute this software is freely granted, provided that this notice
+ * is preserved."  The exp/expm1/sin/cos polynomials are Taylor series on reduced ranges.
+ */
+#ifndef INNSERVE_EMATH_H
+#define INNSERVE_EMATH_H
+
+#include <stdint.h>
+#include <string.h>
+
+/* ---- bit casts and small helpers -------------------------------------------------- */
+
+static inline uint64_t em__bits(double x)
+{
+    uint64_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
+static inline double em__dbl(uint64_t u)
+{
+    double x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+static inline double em__fma(double a, double b, double c) { return __builtin_fma(a, b, c); }
+
+#define EM__INF (__builtin_inf())
+#define EM__NAN (__builtin_nan(""))
+#define EM__MAGIC 0x1.8p52              /* adding it rounds |v| < 2^51 to an integer */
+#define EM__MAGIC_BITS 0x4338000000000000ULL
+#define EM__LN2HI 0x1.62e42fefa39efp-1  /* double nearest ln 2 */
+#define EM__LN2LO 0x1.abc9e3b39803fp-56 /* ln 2 - EM__LN2HI */
+#define EM__LOG2E 0x1.71547652b82fep+0
+#define EM__SIGN 0x8000000000000000ULL
+
+/* |x| and copysign(y, x) by bits (sign of -0 and NaN kept). */
+static inline double em__fabs(double x) { return em__dbl(em__bits(x) & ~EM__SIGN); }
+static inline double em__copysign(double y, double x)
+{
+    return em__dbl((em__bits(y) & ~EM__SIGN) | (em__bits(x) & EM__SIGN));
+}
+
+/* 2^k as a double for an integer k in [-1022, 1023] (unsigned arithmetic: no UB). */
+static inline double em__pow2i(uint64_t k) { return em__dbl((k + 1023) << 52); }
+
+/* Reduction for exp: x = k*ln2 + r, |r| <= ~0.3466; returns r and k (two's complement in
+ * a uint64) and k as a double.  x must be finite and |x| < 2^40 (NaN gives garbage k and
+ * NaN r, which the callers propagate). */
+static inline double em__exp_reduce(double x, uint64_t *k, double *kd)
+{
+    double t = em__fma(x, EM__LOG2E, EM__MAGIC);
+    *k = em__bits(t) - EM__MAGIC_BITS;
+    *kd = t - EM__MAGIC;
+    double r = em__fma(-*kd, EM__LN2HI, x); /* exact */
+    return em__fma(-*kd, EM__LN2LO, r);
+}
+
+/* Taylor series of exp(r) - 1 - r divided by r^2, i.e. 1/2 + r/6 + ... + r^11/13!,
+ * on |r| <= 0.3466 (truncation error < 2^-57 relative to exp(r)). */
+static inline double em__expm1_q(double r)
+{
+    double q = 0x1.6124613a86d09p-33;
+    q = em__fma(q, r, 0x1.1eed8eff8d898p-29);
+    q = em__fma(q, r, 0x1.ae64567f544e4p-26);
+    q = em__fma(q, r, 0x1.27e4fb7789f5cp-22);
+    q = em__fma(q, r, 0x1.71de3a556c734p-19);
+    q = em__fma(q, r, 0x1.a01a01a01a01ap-16);
+    q = em__fma(q, r, 0x1.a01a01a01a01ap-13);
+    q = em__fma(q, r, 0x1.6c16c16c16c17p-10);
+    q = em__fma(q, r, 0x1.1111111111111p-7);
+    q = em__fma(q, r, 0x1.5555555555555p-5);
+    q = em__fma(q, r, 0x1.5555555555555p-3);
+    return em__fma(q, r, 0.5);
+}
+
+/* ---- double functions ------------------------------------------------------------- */
+
+/* e^x.  Overflow -> +inf (x > 709.78), gradual underflow to subnormals, -> 0 below
+ * -745.13; NaN -> NaN. */
+static inline double em_exp(double x)
+{
+    double xc = x > 709.8 ? 709.8 : x;
+    xc = xc < -745.2 ? -745.2 : xc;
+    uint64_t k;
+    double kd, r = em__exp_reduce(xc, &k, &kd);
+    double p = 1.0 + em__fma(r * r, em__expm1_q(r), r); /* 1 + expm1(r) */
+    /* 2^k in two factors (k in [-1075, 1024]), the second multiply rounds once. */
+    uint64_t e1 = (k + 2046) >> 1, e2 = k + 2046 - e1;
+    double s1 = em__dbl(e1 << 52), s2 = em__dbl(e2 << 52);
+    return p * s1 * s2;
+}
+
+/* e^x - 1, accurate near 0.  -> -1 for x < -37.4, +inf above 709.78, NaN -> NaN. */
+static inline double em_expm1(double x)
+{
+    double xc = x > 709.8 ? 709.8 : x;
+    xc = xc < -40.0 ? -40.0 : xc;
+    uint64_t k;
+    double kd, r = em__exp_reduce(xc, &k, &kd);
+    double p = em__fma(r * r, em__expm1_q(r), r); /* expm1(r) */
+    /* k in [-58, 1024]; 2^1024 is done as 2^1023 * 2. */
+    uint64_t big = k == 1024;
+    double t = em__pow2i(k - big);
+    double y = em__fma(t, p, t - 1.0);
+    return big ? y * 2.0 : y;
+}
+
+/* log(1 + f) - f + f^2/2 kernel of fdlibm: returns f - (hfsq - s*(hfsq + R)) parts.
+ * Given f in [sqrt(1/2) - 1, sqrt(2) - 1]: s = f/(2+f), R = z*(Lg1 + ... + z^6 Lg7). */
+static inline double em__log_R(double z)
+{
+    double R = 1.479819860511658591e-01;   /* Lg7 */
+    R = em__fma(R, z, 1.531383769920937332e-01);
+    R = em__fma(R, z, 1.818357216161805012e-01);
+    R = em__fma(R, z, 2.222219843214978396e-01);
+    R = em__fma(R, z, 2.857142874366239149e-01);
+    R = em__fma(R, z, 3.999999999940941908e-01);
+    R = em__fma(R, z, 6.666666666666735130e-01); /* Lg1 */
+    return z * R;
+}
+#define EM__LN2HI_F 0x1.62e42feep-1          /* fdlibm ln2_hi: k*ln2_hi exact, |k| < 2^11 */
+#define EM__LN2LO_F 0x1.a39ef35793c76p-33    /* fdlibm ln2_lo */
+#define EM__SQRTH_BITS 0x3fe6a09e667f3bcdULL /* sqrt(1/2) */
+
+/* Split a positive finite normal y as y = 2^k * m, m in [sqrt(1/2), sqrt(2)). */
+static inline double em__log_split(double y, uint64_t *k)
+{
+    uint64_t iy = em__bits(y);
+    uint64_t u = iy + (0x800ULL << 52) - EM__SQRTH_BITS; /* no wrap for y >= 0 */
+    *k = (u >> 52) - 2048;
+    return em__dbl(iy - (*k << 52));
+}
+/* An integer held in a uint64 (two's complement, |k| < 2^51) as a double. */
+static inline double em__i2d(uint64_t k) { return em__dbl(EM__MAGIC_BITS + k) - EM__MAGIC; }
+
+/* Natural logarithm.  log(0) = -inf, log(x < 0) = NaN, log(+inf) = +inf, NaN -> NaN;
+ * subnormal x handled. */
+static inline double em_log(double x)
+{
+    int sub = x < 0x1p-1022;
+    double xs = sub ? x * 0x1p54 : x;
+    uint64_t k;
+    double m = em__log_split(xs, &k);
+    double kd = em__i2d(k) - (sub ? 54.0 : 0.0);
+    double f = m - 1.0, hfsq = 0.5 * f * f, s = f / (2.0 + f);
+    double R = em__log_R(s * s);
+    double y = kd * EM__LN2HI_F - ((hfsq - (s * (hfsq + R) + kd * EM__LN2LO_F)) - f);
+    y = x > 0 ? y : (x == 0 ? -EM__INF : EM__NAN);
+    return x == EM__INF ? x : y;
+}
+
+/* log(1 + x), accurate near 0.  log1p(-1) = -inf, x < -1 -> NaN, +inf -> +inf. */
+static inline double em_log1p(double x)
+{
+    double u = 1.0 + x;
+    uint64_t k;
+    double m = em__log_split(u, &k);
+    int k0 = k == 0;
+    /* c = (1 + x) - u exactly (Fast2Sum), then the correction log(1+x) - log(u) ~ c/u. */
+    double c = x >= 1.0 ? 1.0 - (u - x) : x - (u - 1.0);
+    c = k0 ? 0.0 : c / u;
+    double f = k0 ? x : m - 1.0;
+    double kd = em__i2d(k);
+    double hfsq = 0.5 * f * f, s = f / (2.0 + f);
+    double R = em__log_R(s * s);
+    double y = kd * EM__LN2HI_F - ((hfsq - (s * (hfsq + R) + (kd * EM__LN2LO_F + c))) - f);
+    y = x > -1.0 ? y : (x == -1.0 ? -EM__INF : EM__NAN);
+    return x == EM__INF ? x : y;
+}
+
+/* tanh(x) = sign(x) * t / (t + 2), t = expm1(2|x|); exactly +-1 for |x| > 19.1. */
+static inline double em_tanh(double x)
+{
+    double a = em__fabs(x);
+    a = a > 20.0 ? 20.0 : a;
+    double t = em_expm1(2.0 * a);
+    return em__copysign(t / (t + 2.0), x);
+}
+
+/* sin(2*pi*u) and cos(2*pi*u), meant for u in (0, 1] (Box-Muller); valid for
+ * |u| < 2^49.  The reduction is exact: k = rint(4u), f = u - k/4, |f| <= 1/8; then
+ * Taylor polynomials in f (coefficients (2 pi)^n / n!) on |2 pi f| <= pi/4. */
+static inline void em_sincos_2pi(double u, double *s, double *c)
+{
+    double t = em__fma(u, 4.0, EM__MAGIC);
+    uint64_t q = em__bits(t);
+    double f = u - (t - EM__MAGIC) * 0.25; /* exact */
+    double z = f * f;
+    double ps = 0x1.aaec32af93359p-4;
+    ps = em__fma(ps, z, -0x1.6fadb9f155744p-1);
+    ps = em__fma(ps, z, 0x1.e8f434d018d63p+1);
+    ps = em__fma(ps, z, -0x1.e3074fde8871fp+3);
+    ps = em__fma(ps, z, 0x1.50783487ee782p+5);
+    ps = em__fma(ps, z, -0x1.32d2cce62bd86p+6);
+    ps = em__fma(ps, z, 0x1.466bc6775aae2p+6);
+    ps = em__fma(ps, z, -0x1.4abbce625be53p+5);
+    double sn = em__fma(0x1.921fb54442d18p+2, f, em__fma(0x1.1a62633145c07p-52, f, (f * z) * ps));
+    double pc = -0x1.2a0c591af8314p-5;
+    pc = em__fma(pc, z, 0x1.20c62c2f2d7f5p-2);
+    pc = em__fma(pc, z, -0x1.b6e24f44b128fp+0);
+    pc = em__fma(pc, z, 0x1.f9d38a3763cc3p+2);
+    pc = em__fma(pc, z, -0x1.a6d1f2a204a8cp+4);
+    pc = em__fma(pc, z, 0x1.e1f506891babbp+5);
+    pc = em__fma(pc, z, -0x1.55d3c7e3cbffap+6);
+    pc = em__fma(pc, z, 0x1.03c1f081b5ac4p+6);
+    pc = em__fma(pc, z, -0x1.3bd3cc9be45dep+4);
+    double cs = em__fma(pc, z, 1.0);
+    /* quadrant q = k mod 4: (s, c) -> (s, c), (c, -s), (-s, -c), (-c, s) */
+    uint64_t odd = q & 1;
+    double so = odd ? cs : sn, co = odd ? sn : cs;
+    *s = em__dbl(em__bits(so) ^ ((q & 2) << 62));
+    *c = em__dbl(em__bits(co) ^ (((q + 1) & 2) << 62));
+}
+
+/* ---- float functions (double kernels, one final rounding) ------------------------- */
+
+static inline float em_expf(float x) { return (float)em_exp((double)x); }
+static inline float em_expm1f(float x) { return (float)em_expm1((double)x); }
+static inline float em_logf(float x) { return (float)em_log((double)x); }
+static inline float em_log1pf(float x) { return (float)em_log1p((double)x); }
+static inline float em_tanhf(float x) { return (float)em_tanh((double)x); }
+/* 1 / (1 + e^-x): exactly 0 below -103.98, exactly 1 above 17.33. */
+static inline float em_sigmoidf(float x) { return (float)(1.0 / (1.0 + em_exp(-(double)x))); }
+
+#endif
