@@ -34,21 +34,24 @@
 #include <stdint.h>
 #include <string.h>
 
+/* Always inlined: a call left in a loop would stop its vectorization. */
+#define EM_INLINE static inline __attribute__((always_inline))
+
 /* ---- bit casts and small helpers -------------------------------------------------- */
 
-static inline uint64_t em__bits(double x)
+EM_INLINE uint64_t em__bits(double x)
 {
     uint64_t u;
     memcpy(&u, &x, sizeof u);
     return u;
 }
-static inline double em__dbl(uint64_t u)
+EM_INLINE double em__dbl(uint64_t u)
 {
     double x;
     memcpy(&x, &u, sizeof x);
     return x;
 }
-static inline double em__fma(double a, double b, double c) { return __builtin_fma(a, b, c); }
+EM_INLINE double em__fma(double a, double b, double c) { return __builtin_fma(a, b, c); }
 
 #define EM__INF (__builtin_inf())
 #define EM__NAN (__builtin_nan(""))
@@ -60,19 +63,27 @@ static inline double em__fma(double a, double b, double c) { return __builtin_fm
 #define EM__SIGN 0x8000000000000000ULL
 
 /* |x| and copysign(y, x) by bits (sign of -0 and NaN kept). */
-static inline double em__fabs(double x) { return em__dbl(em__bits(x) & ~EM__SIGN); }
-static inline double em__copysign(double y, double x)
+EM_INLINE double em__fabs(double x) { return em__dbl(em__bits(x) & ~EM__SIGN); }
+EM_INLINE double em__copysign(double y, double x)
 {
     return em__dbl((em__bits(y) & ~EM__SIGN) | (em__bits(x) & EM__SIGN));
 }
 
+/* c ? a : b through a bit mask (c is 0 or 1): never a branch, whatever the optimizer
+ * does with chains of selects. */
+EM_INLINE double em__sel(int c, double a, double b)
+{
+    uint64_t m = (uint64_t)0 - (uint64_t)c;
+    return em__dbl((em__bits(a) & m) | (em__bits(b) & ~m));
+}
+
 /* 2^k as a double for an integer k in [-1022, 1023] (unsigned arithmetic: no UB). */
-static inline double em__pow2i(uint64_t k) { return em__dbl((k + 1023) << 52); }
+EM_INLINE double em__pow2i(uint64_t k) { return em__dbl((k + 1023) << 52); }
 
 /* Reduction for exp: x = k*ln2 + r, |r| <= ~0.3466; returns r and k (two's complement in
  * a uint64) and k as a double.  x must be finite and |x| < 2^40 (NaN gives garbage k and
  * NaN r, which the callers propagate). */
-static inline double em__exp_reduce(double x, uint64_t *k, double *kd)
+EM_INLINE double em__exp_reduce(double x, uint64_t *k, double *kd)
 {
     double t = em__fma(x, EM__LOG2E, EM__MAGIC);
     *k = em__bits(t) - EM__MAGIC_BITS;
@@ -83,7 +94,7 @@ static inline double em__exp_reduce(double x, uint64_t *k, double *kd)
 
 /* Taylor series of exp(r) - 1 - r divided by r^2, i.e. 1/2 + r/6 + ... + r^11/13!,
  * on |r| <= 0.3466 (truncation error < 2^-57 relative to exp(r)). */
-static inline double em__expm1_q(double r)
+EM_INLINE double em__expm1_q(double r)
 {
     double q = 0x1.6124613a86d09p-33;
     q = em__fma(q, r, 0x1.1eed8eff8d898p-29);
@@ -103,13 +114,14 @@ static inline double em__expm1_q(double r)
 
 /* e^x.  Overflow -> +inf (x > 709.78), gradual underflow to subnormals, -> 0 below
  * -745.13; NaN -> NaN. */
-static inline double em_exp(double x)
+EM_INLINE double em_exp(double x)
 {
     double xc = x > 709.8 ? 709.8 : x;
     xc = xc < -745.2 ? -745.2 : xc;
     uint64_t k;
     double kd, r = em__exp_reduce(xc, &k, &kd);
-    double p = 1.0 + em__fma(r * r, em__expm1_q(r), r); /* 1 + expm1(r) */
+    double h = 1.0 + r, hl = (1.0 - h) + r;                 /* 1 + r = h + hl exactly */
+    double p = h + em__fma(r * r, em__expm1_q(r), hl);      /* 1 + r + r^2 q */
     /* 2^k in two factors (k in [-1075, 1024]), the second multiply rounds once. */
     uint64_t e1 = (k + 2046) >> 1, e2 = k + 2046 - e1;
     double s1 = em__dbl(e1 << 52), s2 = em__dbl(e2 << 52);
@@ -117,7 +129,7 @@ static inline double em_exp(double x)
 }
 
 /* e^x - 1, accurate near 0.  -> -1 for x < -37.4, +inf above 709.78, NaN -> NaN. */
-static inline double em_expm1(double x)
+EM_INLINE double em_expm1(double x)
 {
     double xc = x > 709.8 ? 709.8 : x;
     xc = xc < -40.0 ? -40.0 : xc;
@@ -133,7 +145,7 @@ static inline double em_expm1(double x)
 
 /* log(1 + f) - f + f^2/2 kernel of fdlibm: returns f - (hfsq - s*(hfsq + R)) parts.
  * Given f in [sqrt(1/2) - 1, sqrt(2) - 1]: s = f/(2+f), R = z*(Lg1 + ... + z^6 Lg7). */
-static inline double em__log_R(double z)
+EM_INLINE double em__log_R(double z)
 {
     double R = 1.479819860511658591e-01;   /* Lg7 */
     R = em__fma(R, z, 1.531383769920937332e-01);
@@ -149,7 +161,7 @@ static inline double em__log_R(double z)
 #define EM__SQRTH_BITS 0x3fe6a09e667f3bcdULL /* sqrt(1/2) */
 
 /* Split a positive finite normal y as y = 2^k * m, m in [sqrt(1/2), sqrt(2)). */
-static inline double em__log_split(double y, uint64_t *k)
+EM_INLINE double em__log_split(double y, uint64_t *k)
 {
     uint64_t iy = em__bits(y);
     uint64_t u = iy + (0x800ULL << 52) - EM__SQRTH_BITS; /* no wrap for y >= 0 */
@@ -157,11 +169,11 @@ static inline double em__log_split(double y, uint64_t *k)
     return em__dbl(iy - (*k << 52));
 }
 /* An integer held in a uint64 (two's complement, |k| < 2^51) as a double. */
-static inline double em__i2d(uint64_t k) { return em__dbl(EM__MAGIC_BITS + k) - EM__MAGIC; }
+EM_INLINE double em__i2d(uint64_t k) { return em__dbl(EM__MAGIC_BITS + k) - EM__MAGIC; }
 
 /* Natural logarithm.  log(0) = -inf, log(x < 0) = NaN, log(+inf) = +inf, NaN -> NaN;
  * subnormal x handled. */
-static inline double em_log(double x)
+EM_INLINE double em_log(double x)
 {
     int sub = x < 0x1p-1022;
     double xs = sub ? x * 0x1p54 : x;
@@ -176,7 +188,7 @@ static inline double em_log(double x)
 }
 
 /* log(1 + x), accurate near 0.  log1p(-1) = -inf, x < -1 -> NaN, +inf -> +inf. */
-static inline double em_log1p(double x)
+EM_INLINE double em_log1p(double x)
 {
     double u = 1.0 + x;
     uint64_t k;
@@ -195,18 +207,22 @@ static inline double em_log1p(double x)
 }
 
 /* tanh(x) = sign(x) * t / (t + 2), t = expm1(2|x|); exactly +-1 for |x| > 19.1. */
-static inline double em_tanh(double x)
+EM_INLINE double em_tanh(double x)
 {
     double a = em__fabs(x);
     a = a > 20.0 ? 20.0 : a;
     double t = em_expm1(2.0 * a);
-    return em__copysign(t / (t + 2.0), x);
+    double d = t + 2.0, dl = (2.0 - d) + t; /* t + 2 = d + dl exactly (Fast2Sum with */
+    dl = t > 2.0 ? (t - d) + 2.0 : dl;      /* the larger operand first) */
+    double q = t / d;
+    q = q + (em__fma(-q, d, t) - q * dl) / d; /* one correction step: t/(t+2) to ~0.5 ulp */
+    return em__copysign(q, x);
 }
 
 /* sin(2*pi*u) and cos(2*pi*u), meant for u in (0, 1] (Box-Muller); valid for
  * |u| < 2^49.  The reduction is exact: k = rint(4u), f = u - k/4, |f| <= 1/8; then
  * Taylor polynomials in f (coefficients (2 pi)^n / n!) on |2 pi f| <= pi/4. */
-static inline void em_sincos_2pi(double u, double *s, double *c)
+EM_INLINE void em_sincos_2pi(double u, double *s, double *c)
 {
     double t = em__fma(u, 4.0, EM__MAGIC);
     uint64_t q = em__bits(t);
@@ -238,14 +254,146 @@ static inline void em_sincos_2pi(double u, double *s, double *c)
     *c = em__dbl(em__bits(co) ^ (((q + 1) & 2) << 62));
 }
 
+/* atan(x) (fdlibm's reduction, made branch-free): |x| is mapped into |t| <= 7/16 by
+ * one of atan(1/2), atan(1), atan(3/2), atan(inf) offsets.  atan(+-inf) = +-pi/2. */
+EM_INLINE double em_atan(double x)
+{
+    double a = em__fabs(x);
+    int i0 = a < 0.4375, i1 = a < 0.6875, i2 = a < 1.1875, i3 = a < 2.4375;
+    /* t = num / den: a/1, (2a-1)/(2+a), (a-1)/(a+1), (a-1.5)/(1+1.5a), -1/a */
+    double num = em__sel(i3, a - 1.5, -1.0), den = em__sel(i3, 1.0 + 1.5 * a, a);
+    double hi = em__sel(i3, 9.82793723247329054082e-01, 1.57079632679489655800e+00);
+    double lo = em__sel(i3, 1.39033110312309984516e-17, 6.12323399573676603587e-17);
+    num = em__sel(i2, a - 1.0, num), den = em__sel(i2, a + 1.0, den);
+    hi = em__sel(i2, 7.85398163397448278999e-01, hi);
+    lo = em__sel(i2, 3.06161699786838301793e-17, lo);
+    num = em__sel(i1, 2.0 * a - 1.0, num), den = em__sel(i1, 2.0 + a, den);
+    hi = em__sel(i1, 4.63647609000806093515e-01, hi);
+    lo = em__sel(i1, 2.26987774529616870924e-17, lo);
+    num = em__sel(i0, a, num), den = em__sel(i0, 1.0, den);
+    hi = em__sel(i0, 0.0, hi), lo = em__sel(i0, 0.0, lo);
+    double t = num / den;
+    double z = t * t, w = z * z;
+    double s1 = 1.62858201153657823623e-02;
+    s1 = em__fma(s1, w, 4.97687799461593236017e-02);
+    s1 = em__fma(s1, w, 6.66107313738753120669e-02);
+    s1 = em__fma(s1, w, 9.09088713343650656196e-02);
+    s1 = em__fma(s1, w, 1.42857142725034663711e-01);
+    s1 = em__fma(s1, w, 3.33333333333329318027e-01);
+    s1 = z * s1;
+    double s2 = -3.65315727442169155270e-02;
+    s2 = em__fma(s2, w, -5.83357013379057348645e-02);
+    s2 = em__fma(s2, w, -7.69187620504482999495e-02);
+    s2 = em__fma(s2, w, -1.11111104054623557880e-01);
+    s2 = em__fma(s2, w, -1.99999999998764832476e-01);
+    s2 = w * s2;
+    double y = hi - ((t * (s1 + s2) - lo) - t);
+    return em__copysign(y, x);
+}
+
+/* erf(x) (fdlibm's four rational approximations, evaluated two at a time with selected
+ * coefficients, branch-free).  Exactly +-1 for |x| >= 6; NaN -> NaN. */
+EM_INLINE double em_erf(double x)
+{
+    double a = em__fabs(x);
+    int r1 = a < 0.84375, r3 = a < 2.857142857142857;
+    /* |x| < 1.25: r1 ? x + x*P(z)/Q(z), z = x^2 : erx + P(s)/Q(s), s = |x| - 1 */
+    double v = em__sel(r1, a * a, a - 1.0);
+    double P = em__sel(r1, 0.0, -2.16637559486879084300e-03);
+    P = em__fma(P, v, em__sel(r1, 0.0, 3.54783043256182359371e-02));
+    P = em__fma(P, v, em__sel(r1, -2.37630166566501626084e-05, -1.10894694282396677476e-01));
+    P = em__fma(P, v, em__sel(r1, -5.77027029648944159157e-03, 3.18346619901161753674e-01));
+    P = em__fma(P, v, em__sel(r1, -2.84817495755985104766e-02, -3.72207876035701323847e-01));
+    P = em__fma(P, v, em__sel(r1, -3.25042107247001499370e-01, 4.14856118683748331666e-01));
+    P = em__fma(P, v, em__sel(r1, 1.28379167095512558561e-01, -2.36211856075265944077e-03));
+    double Q = em__sel(r1, 0.0, 1.19844998467991074170e-02);
+    Q = em__fma(Q, v, em__sel(r1, -3.96022827877536812320e-06, 1.36370839120290507362e-02));
+    Q = em__fma(Q, v, em__sel(r1, 1.32494738004321644526e-04, 1.26171219808761642112e-01));
+    Q = em__fma(Q, v, em__sel(r1, 5.08130628187576562776e-03, 7.18286544141962662868e-02));
+    Q = em__fma(Q, v, em__sel(r1, 6.50222499887672944485e-02, 5.40397917702171048937e-01));
+    Q = em__fma(Q, v, em__sel(r1, 3.97917223959155352819e-01, 1.06420880400844228286e-01));
+    Q = em__fma(Q, v, 1.0);
+    double pq = P / Q;
+    double ylo = em__sel(r1, a + a * pq, 8.45062911510467529297e-01 + pq);
+    /* 1.25 <= |x| < 6: 1 - exp(-x^2 - 0.5625 + R(w)/S(w)) / |x|, w = 1/x^2 */
+    double x2 = a * a, x2l = em__fma(a, a, -x2); /* x^2 = x2 + x2l exactly */
+    double w = 1.0 / x2;
+    double R = em__sel(r3, -9.81432934416914548592e+00, 0.0);
+    R = em__fma(R, w, em__sel(r3, -8.12874355063065934246e+01, -4.83519191608651397019e+02));
+    R = em__fma(R, w, em__sel(r3, -1.84605092906711035994e+02, -1.02509513161107724954e+03));
+    R = em__fma(R, w, em__sel(r3, -1.62396669462573470355e+02, -6.37566443368389627722e+02));
+    R = em__fma(R, w, em__sel(r3, -6.23753324503260060396e+01, -1.60636384855821916062e+02));
+    R = em__fma(R, w, em__sel(r3, -1.05586262253232909814e+01, -1.77579549177547519889e+01));
+    R = em__fma(R, w, em__sel(r3, -6.93858572707181764372e-01, -7.99283237680523006574e-01));
+    R = em__fma(R, w, em__sel(r3, -9.86494403484714822705e-03, -9.86494292470009928597e-03));
+    double S = em__sel(r3, -6.04244152148580987438e-02, 0.0);
+    S = em__fma(S, w, em__sel(r3, 6.57024977031928170135e+00, -2.24409524465858183362e+01));
+    S = em__fma(S, w, em__sel(r3, 1.08635005541779435134e+02, 4.74528541206955367215e+02));
+    S = em__fma(S, w, em__sel(r3, 4.29008140027567833386e+02, 2.55305040643316442583e+03));
+    S = em__fma(S, w, em__sel(r3, 6.45387271733267880336e+02, 3.19985821950859553908e+03));
+    S = em__fma(S, w, em__sel(r3, 4.34565877475229228821e+02, 1.53672958608443695994e+03));
+    S = em__fma(S, w, em__sel(r3, 1.37657754143519042600e+02, 3.25792512996573918826e+02));
+    S = em__fma(S, w, em__sel(r3, 1.96512716674392571292e+01, 3.03380607434824582924e+01));
+    S = em__fma(S, w, 1.0);
+    double e = em_exp((-x2 - 0.5625) + (R / S - x2l));
+    double yhi = 1.0 - e / a;
+    double y = em__sel(a < 1.25, ylo, yhi);
+    y = em__sel(a >= 6.0, 1.0, y);
+    return em__copysign(y, x);
+}
+
+/* x^y for x > 0 (and the C special cases: x == 0, +inf, y == 0, x == 1; x < 0 -> NaN).
+ * log x is carried in double-double (~2^-58 relative), y*log x as an exact product, so
+ * the error is <= 1 ulp + |y log x| * 2^-58 relative: <= ~2 ulp while |y log x| < 64,
+ * growing to ~10 ulp for results near the overflow/underflow limits (|y log x| ~ 700). */
+EM_INLINE double em_pow(double x, double y)
+{
+    int sub = x < 0x1p-1022;
+    double xs = sub ? x * 0x1p54 : x;
+    uint64_t k;
+    double m = em__log_split(xs, &k);
+    double kd = em__i2d(k) - (sub ? 54.0 : 0.0);
+    double f = m - 1.0;
+    double dh = 2.0 + f, dl = f - (dh - 2.0); /* 2 + f = dh + dl exactly */
+    double sh = f / dh;
+    double sl = (em__fma(-sh, dh, f) - sh * dl) / dh; /* s = f/(2+f) = sh + sl */
+    double R = em__log_R(sh * sh);                     /* log1p(f) = 2s + s R(s^2) */
+    double ta = kd * EM__LN2HI_F, tb = 2.0 * sh;
+    double hi = ta + tb, bb = hi - ta;
+    double lo = ((ta - (hi - bb)) + (tb - bb)) + (2.0 * sl + (sh * R + kd * EM__LN2LO_F));
+    double L = hi + lo, Ll = lo - (L - hi); /* log x = L + Ll */
+    double ph = y * L;
+    double pl = em__fma(y, L, -ph) + y * Ll;
+    pl = pl - pl == 0.0 ? pl : 0.0; /* y = +-inf */
+    double e = em_exp(ph);
+    double r = e == EM__INF ? e : em__fma(e, pl, e);
+    r = x > 0 ? r : x == 0 ? (y < 0 ? EM__INF : 0.0) : EM__NAN;
+    r = x == EM__INF ? (y < 0 ? 0.0 : EM__INF) : r;
+    return (y == 0.0 || x == 1.0) ? 1.0 : r;
+}
+
 /* ---- float functions (double kernels, one final rounding) ------------------------- */
 
-static inline float em_expf(float x) { return (float)em_exp((double)x); }
-static inline float em_expm1f(float x) { return (float)em_expm1((double)x); }
-static inline float em_logf(float x) { return (float)em_log((double)x); }
-static inline float em_log1pf(float x) { return (float)em_log1p((double)x); }
-static inline float em_tanhf(float x) { return (float)em_tanh((double)x); }
+EM_INLINE float em_expf(float x) { return (float)em_exp((double)x); }
+EM_INLINE float em_expm1f(float x) { return (float)em_expm1((double)x); }
+EM_INLINE float em_logf(float x) { return (float)em_log((double)x); }
+EM_INLINE float em_log1pf(float x) { return (float)em_log1p((double)x); }
+EM_INLINE float em_tanhf(float x) { return (float)em_tanh((double)x); }
 /* 1 / (1 + e^-x): exactly 0 below -103.98, exactly 1 above 17.33. */
-static inline float em_sigmoidf(float x) { return (float)(1.0 / (1.0 + em_exp(-(double)x))); }
+EM_INLINE float em_sigmoidf(float x) { return (float)(1.0 / (1.0 + em_exp(-(double)x))); }
+
+EM_INLINE float em_atanf(float x) { return (float)em_atan((double)x); }
+EM_INLINE float em_erff(float x) { return (float)em_erf((double)x); }
+/* torch.nn.functional.softplus: x if beta*x > threshold, else log1p(exp(beta*x)) / beta
+ * (beta*x formed in float as torch does; the rest in double as
+ * max(t, 0) + log1p(exp(-|t|)), which cannot overflow). */
+EM_INLINE float em_softplusf(float x, float beta, float threshold)
+{
+    float bx = x * beta;
+    double t = (double)bx;
+    double sp = (t > 0 ? t : 0.0) + em_log1p(em_exp(-em__fabs(t)));
+    float r = (float)(sp / (double)beta);
+    return bx > threshold ? x : r;
+}
 
 #endif
