@@ -460,13 +460,13 @@ START_TEST(golden_bits)
     sm_state = 77;
     for (int i = 0; i < 100000; i++) {
         double u = (double)(int64_t)splitmix() * 0x1p-63;
-        float uf = (float)u * 30;
-        h = fnv(h, bits_d(em_pow(1.0 + fabs(u) * 10, u * 30)));
+        float uf = (float)u * 30; /* the inputs must not depend on fp-contract */
+        h = fnv(h, bits_d(em_pow((1.0 + fabs(u)) * 8, u * 30))); /* no a*b+c here: */
         h = fnv(h, bits_f(em_softplusf(uf, 1.5f, 20.0f)));
     }
     printf("emath: golden %-12s 0x%016llx\n", "pow,softplus", (unsigned long long)h);
     fflush(stdout);
-    ck_assert(h == 0x3e7d9f2fd9d5a759ULL);
+    ck_assert(h == 0x71c2f757252201f3ULL);
     ck_assert_int_eq(bad, 0);
 }
 END_TEST
