@@ -3,7 +3,7 @@
 #   make            build the daemon, the CLI and the engine library (release, -O2)
 #   make run        install missing packages, build, serve models/ on 127.0.0.1:8080
 #   make test       unit tests (engine, proto), end-to-end tests; then the same under ASan+UBSan
-#   make bench      engine benchmarks vs PyTorch and the sgemm peak (docs/performance.md)
+#   make bench      engine vs PyTorch(+FrEIA), ONNX Runtime and the sgemm/FMA peaks (docs/performance.md)
 #   make deps       install the Debian packages the build and tests need
 #
 # SANITIZE=1 builds into build-san/ with -fsanitize=address,undefined.
@@ -143,9 +143,26 @@ $(BUILD)/bench_iresnet: $(BUILD)/bench/bench_iresnet.o $(BUILD)/libinnengine.a
 bench-iresnet: $(BUILD)/bench_iresnet
 	$(BUILD)/bench_iresnet
 
-# Engine vs PyTorch vs sgemm peak, side by side in one run.
-bench: $(BUILD)/bench_engine
-	/usr/bin/python3 bench/run_bench.py --bin $(BUILD)/bench_engine
+# The machine's single-core peaks: sgemm of OpenBLAS and of the engine's own kernels (when
+# engine/kern.c exists), and the register-only FMA ceiling (its own -m flags per object).
+$(BUILD)/bench/bench_sgemm.o: CFLAGS += $(if $(wildcard engine/kern.c),-DHAVE_KERN)
+$(BUILD)/bench/bench_sgemm.o: bench/fma_peak.h
+ifneq ($(findstring x86_64,$(shell $(CC) -dumpmachine)),)
+BENCH_FMA := $(BUILD)/bench/fma_avx512.o $(BUILD)/bench/fma_avx2.o
+$(BUILD)/bench/fma_avx512.o: CFLAGS += -mavx512f
+$(BUILD)/bench/fma_avx2.o: CFLAGS += -mavx2 -mfma
+$(BENCH_FMA): bench/fma_peak.h
+endif
+$(BUILD)/bench_sgemm: $(BUILD)/bench/bench_sgemm.o $(BENCH_FMA) $(BUILD)/libinnengine.a
+	@echo "  LD $@"
+	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+# Engine vs PyTorch (FrEIA when on PYTHONPATH) vs ONNX Runtime (onnxruntime-node, installed
+# by npm under $(BUILD)/onnxruntime) vs the sgemm and FMA peaks, side by side in one run.
+# BENCH_ARGS=--write updates docs/performance.md.
+bench: $(BUILD)/bench_engine $(BUILD)/bench_sgemm
+	/usr/bin/python3 bench/run_bench.py --bin $(BUILD)/bench_engine $(BENCH_ARGS)
+
 
 # Server: innserve under wrk vs the engine alone vs a bare libmicrohttpd answer (bench/server_bench.py).
 $(BUILD)/bench_server_engine: $(BUILD)/bench/server_engine.o $(BUILD)/libinnengine.a

@@ -1,88 +1,262 @@
 #!/usr/bin/python3
-"""bench/run_bench.py — `make bench`: the engine against PyTorch and the sgemm peak.
+"""bench/run_bench.py — `make bench`: the engine against PyTorch (+FrEIA), ONNX Runtime and
+this machine's sgemm and FMA peaks, side by side in one run.
 
-Runs bench/torch_ref.py (PyTorch, 1 thread; it also writes the reference checkpoint) and
-build/bench_engine (innserve engine, 1 thread) alternately for --rounds rounds, keeps the
-best throughput of each (the machines are small and noisy; the best run is the least
-disturbed one), and prints a Markdown table of samples/s, effective GFLOP/s and the
-ratios the targets are stated in.  --write updates the generated table in
-docs/performance.md between its BEGIN/END markers.
+1. bench/torch_ref.py --export writes the reference checkpoint (PyTorch's outputs inside,
+   which the engine checks when it loads it) and exports the same module to ONNX.
+2. onnxruntime-node is installed with npm under BUILD/onnxruntime when missing; without
+   npm or the registry the ORT column is left out, and the run says so.
+3. --rounds alternating rounds of: torch_ref.py (PyTorch, 1 thread), bench_engine (the
+   engine, 1 thread, then 2 threads), bench/ort_bench.js (ORT, 1 intra-op thread),
+   bench_sgemm (OpenBLAS as configured, forced SkylakeX on AVX-512 CPUs, the engine's
+   kernels, the FMA ceiling).  The best of each point is kept: the machines are small and
+   noisy, and the best run is the least disturbed one.
+4. A Markdown table with the targets, pass or fail; --write puts it in docs/performance.md
+   between its engine-bench markers.
+
+FrEIA is used when importable (put a FrEIA tree on PYTHONPATH); else a line-for-line port.
 """
 import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+ORT_PACKAGE = "onnxruntime-node@1.31.1"
+BATCHES = ("1", "64", "4096")
+OPS = ("sample", "log_prob")
+# (batch, contender, minimum ratio): engine rows/s >= ratio x contender's; "peak" is the
+# fraction of the machine's best single-core sgemm (GFLOP/s).
+TARGETS = [("1", "ort", 5.0), ("1", "torch", 30.0), ("64", "ort", 1.2),
+           ("4096", "ort", 1.05), ("4096", "peak", 0.80)]
 
 
-def run_json(cmd, env=None):
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_json(cmd, env=None, timeout=300):
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env,
+                         timeout=timeout).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def ort_modules(build):
+    """node_modules holding onnxruntime-node (npm-installed when missing), or (None, why)."""
+    prefix = os.path.join(build, "onnxruntime")
+    mods = os.path.join(prefix, "node_modules")
+    if os.path.exists(os.path.join(mods, "onnxruntime-node", "package.json")):
+        return mods, None
+    if not shutil.which("node") or not shutil.which("npm"):
+        return None, "node or npm is not installed"
+    log(f"installing {ORT_PACKAGE} under {prefix} (npm) ...")
+    os.makedirs(prefix, exist_ok=True)
+    try:
+        r = subprocess.run(["npm", "install", "--ignore-scripts", "--no-audit", "--no-fund",
+                            "--prefix", prefix, ORT_PACKAGE],
+                           capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        return None, "npm install timed out (registry unreachable?)"
+    if r.returncode != 0:
+        errs = [l for l in r.stderr.splitlines() if "error" in l and "complete log" not in l]
+        return None, f"npm install {ORT_PACKAGE} failed (registry unreachable?): {(errs or ['?'])[0]}"
+    return mods, None
+
+
+def keep_best(best, new):
+    """Max of every number in nested dicts `new` into `best` (same shape)."""
+    for k, v in new.items():
+        if isinstance(v, dict):
+            keep_best(best.setdefault(k, {}), v)
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            best[k] = max(best.get(k, v), v)
+        else:
+            best[k] = v
+
+
+def sgemm_runs(sgemm_bin, env, secs):
+    """bench_sgemm as the environment configures OpenBLAS, and with SkylakeX forced on
+    AVX-512 CPUs; returns {(kernel, m, n, k): gflops}, fma peaks, OpenBLAS core names."""
+    first = run_json([sgemm_bin, str(secs)], env)
+    runs = [first]
+    if first["avx512"] and first["openblas_core"] != "SkylakeX":
+        runs.append(run_json([sgemm_bin, str(secs), "--openblas-only"],
+                             dict(env, OPENBLAS_CORETYPE="SkylakeX")))
+    rows = {}
+    for r in runs:
+        for s in r["sgemm"]:
+            key = (s["kernel"] + (" (forced)" if r is not first
+                                  and s["kernel"].startswith("OpenBLAS") else ""),
+                   s["m"], s["n"], s["k"])
+            rows[key] = s["gflops"]
+    return {"rows": rows, "fma": first["fma_peak"], "core": first["openblas_core"],
+            "engine_kernel": first.get("engine_kernel")}
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except Exception:
+        return platform.machine()
+
+
+def mark(ok):
+    return "✓" if ok else "✗"
+
+
+def table(a, t, e, o, peaks, ort_info, ort_note):
+    fl = e["flops_per_row"]
+    rows = peaks["rows"]
+    best_key = max(rows, key=rows.get)
+    peak = rows[best_key]
+    tname = "PyTorch+FrEIA" if t["impl"] == "FrEIA" else "PyTorch (port)"
+    env_core = os.environ.get("OPENBLAS_CORETYPE")
+    lines = [
+        f"Machine: {cpu_name()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; "
+        f"best of {a.rounds} alternating rounds of {a.seconds:g} s per point, 1 thread each "
+        f"unless stated; load average {a.load[0]:.1f} before the run, {a.load[1]:.1f} after "
+        "(other processes share the cores: ratios are only as good as the quietest round).",
+        "",
+        f"- **{tname}**: PyTorch {t['torch']}, {t['impl']}, 1 thread.",
+    ]
+    if o:
+        d = ort_info["max_abs_diff"]
+        lines.append(
+            f"- **ORT**: ONNX Runtime {o['ort']} (onnxruntime-node, CPU, 1 intra-op thread, "
+            f"sequential) on the same module exported by torch.onnx.export ({ort_info['onnx_impl']}"
+            f"{'; ' + ort_info['note'] if ort_info.get('note') else ''}); max abs diff vs PyTorch: "
+            f"sample {d['sample']:.1e}, log_prob {d['log_prob']:.1e}"
+            f"{' — NOT THE SAME MODEL' if max(d.values()) > 1e-3 else ''}. z and x are drawn once "
+            "outside its timing (the others draw inside theirs).")
+    else:
+        lines.append(f"- **ORT**: not measured: {ort_note}.")
+    lines += [
+        "- **innserve**: the engine on the checkpoint PyTorch wrote, verified against "
+        "PyTorch's outputs when loaded; " + (
+            f"its own kernels, path `{peaks['engine_kernel']}`." if peaks.get("engine_kernel")
+            else "this build has no engine kernels of its own (OpenBLAS inside)."),
+        "",
+        "Single-core peaks measured in this run (GFLOP/s; sgemm shapes m × n × k, "
+        f"Y = X Wᵀ; OpenBLAS core as configured: {peaks['core']}"
+        f"{', OPENBLAS_CORETYPE=' + env_core if env_core else ''}):",
+        "",
+    ]
+    shapes = sorted({k[1:] for k in rows}, key=lambda s: -s[0] * s[1] * s[2])
+    kernels = list(dict.fromkeys(k[0] for k in rows))
+    lines.append("| sgemm kernel | " + " | ".join(f"{m}×{n}×{k}" for m, n, k in shapes) + " |")
+    lines.append("|---|" + "---:|" * len(shapes))
+    for kn in kernels:
+        lines.append(f"| {kn} | " + " | ".join(
+            f"{rows[(kn,) + s]:.1f}" if (kn,) + s in rows else "—" for s in shapes) + " |")
+    fma = peaks["fma"]
+    lines += [
+        "",
+        f"The machine's peak (best sgemm above): **{peak:.1f} GFLOP/s** ({best_key[0]}, "
+        f"{best_key[1]}×{best_key[2]}×{best_key[3]}); FMA ceiling (register-only loop): "
+        + ", ".join(f"{v:.1f} ({k})" for k, v in fma.items()) +
+        f". Effective FLOPs: {fl / 1e6:.2f} MFLOP per row (2 per parameter, the work PyTorch "
+        "does).",
+        "",
+        f"| operation | batch | {tname} rows/s | ORT rows/s | innserve rows/s | × ORT | "
+        f"× PyTorch | innserve GFLOP/s | % of peak | targets |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    met = total = 0
+    for op in OPS:
+        for b in BATCHES:
+            ep = e["threads1"][op][b]["per_s"]
+            g = e["threads1"][op][b]["gflops"]
+            tp = t[op][b]
+            op_ = o[op][b] if o else None
+            have = {"torch": tp, "ort": op_, "peak": peak}
+            marks = []
+            for tb, who, ratio in TARGETS:
+                if tb != b:
+                    continue
+                name = {"torch": "PyTorch", "ort": "ORT", "peak": "peak"}[who]
+                want = f"≥ {ratio:g}× {name}" if who != "peak" else f"≥ {ratio:.0%} of peak"
+                if have[who] is None:
+                    marks.append(f"{want} n/a")
+                    continue
+                got = g / peak if who == "peak" else ep / have[who]
+                total += 1
+                met += got >= ratio
+                marks.append(f"{want} {mark(got >= ratio)}")
+            ort_s = f"{op_:,.0f}" if op_ else "—"
+            xo = f"{ep / op_:.2f}×" if op_ else "—"
+            lines.append(f"| {op} | {b} | {tp:,.0f} | {ort_s} | {ep:,.0f} | {xo} | {ep / tp:.1f}× "
+                         f"| {g:.1f} | {100 * g / peak:.0f}% | {'; '.join(marks)} |")
+    lines += ["", f"Targets met: **{met} of {total}**.", "",
+              "Two worker threads (each with its own workspace, both calling the engine at once "
+              "on independent batches; rows/s in total):", "",
+              "| operation | batch | innserve 1 thread | innserve 2 threads | scaling |",
+              "|---|---:|---:|---:|---:|"]
+    for op in OPS:
+        for b in BATCHES[1:]:
+            r1, r2 = e["threads1"][op][b]["per_s"], e["threads2"][op][b]["per_s"]
+            lines.append(f"| {op} | {b} | {r1:,.0f} | {r2:,.0f} | {r2 / r1:.2f}× |")
+    return "\n".join(lines)
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default=os.path.join(ROOT, "build", "bench_engine"))
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--seconds", type=float, default=1.0)
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--seconds", type=float, default=1.0, help="per point")
+    ap.add_argument("--no-ort", action="store_true", help="leave ONNX Runtime out")
     ap.add_argument("--write", action="store_true", help="update docs/performance.md")
     a = ap.parse_args()
+    a.load = [os.getloadavg()[0], 0.0]
+    build = os.path.dirname(os.path.abspath(a.bin))
+    sgemm_bin = os.path.join(build, "bench_sgemm")
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
                BENCH_SECONDS=str(a.seconds))
-    best_t, best_e = None, None
+    torch_ref = ["/usr/bin/python3", os.path.join(HERE, "torch_ref.py")]
+
+    onnx_dir = os.path.join(build, "onnx")
+    exp = run_json(torch_ref + ["--export", onnx_dir], env)
+    log(f"PyTorch: {exp['impl']}; checkpoint {exp['checkpoint']}; ONNX graphs of "
+        f"{exp['onnx_impl']} in {onnx_dir}" + (f" ({exp['note']})" if exp["note"] else ""))
+    mods, ort_note = (None, "--no-ort") if a.no_ort else ort_modules(build)
+    if ort_note:
+        log(f"ONNX Runtime left out: {ort_note}")
+    ort_cmd = ["node", os.path.join(HERE, "ort_bench.js"), onnx_dir, str(a.seconds)]
+
+    t, e, o, peaks = {}, {}, {}, {"rows": {}}
     for r in range(a.rounds):
-        t = run_json(["/usr/bin/python3", os.path.join(HERE, "torch_ref.py")], env)
-        e = run_json([a.bin, t["checkpoint"], str(a.seconds)], env)
-        if best_t is None:
-            best_t, best_e = t, e
-        else:
-            for op in ("sample", "log_prob"):
-                for b in best_t[op]:
-                    best_t[op][b] = max(best_t[op][b], t[op][b])
-                    if e[op][b]["per_s"] > best_e[op][b]["per_s"]:
-                        best_e[op][b] = e[op][b]
-            best_e["sgemm_peak_gflops"] = max(best_e["sgemm_peak_gflops"], e["sgemm_peak_gflops"])
-        print(f"round {r + 1}/{a.rounds} done", file=sys.stderr)
-    peak = best_e["sgemm_peak_gflops"]
-    fl = best_e["flops_per_row"]
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-    except Exception:
-        pass
-    lines = [
-        f"Machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; "
-        f"PyTorch {best_t['torch']} ({best_t['impl']}), 1 thread each; "
-        f"best of {a.rounds} alternating rounds of {a.seconds:g} s per point.",
-        "",
-        f"Single-thread sgemm peak measured in this run: **{peak:.1f} GFLOP/s** "
-        f"(1024³ OpenBLAS sgemm). Effective FLOPs: {fl / 1e6:.2f} MFLOP per row "
-        "(2 per parameter, the work PyTorch does).",
-        "",
-        "| operation | batch | PyTorch rows/s | innserve rows/s | × PyTorch | innserve GFLOP/s | % of sgemm peak |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for op in ("sample", "log_prob"):
-        for b in ("1", "64", "4096"):
-            tp = best_t[op][b]
-            ep = best_e[op][b]["per_s"]
-            g = best_e[op][b]["gflops"]
-            lines.append(f"| {op} | {b} | {tp:,.0f} | {ep:,.0f} | {ep / tp:.1f}× | {g:.1f} | "
-                         f"{100 * g / peak:.0f}% |")
-    table = "\n".join(lines)
-    print(table)
+        keep_best(t, run_json(torch_ref, env))
+        keep_best(e, run_json([a.bin, exp["checkpoint"], str(a.seconds)], env))
+        if mods:
+            try:
+                keep_best(o, run_json(ort_cmd, dict(env, NODE_PATH=mods)))
+            except (subprocess.SubprocessError, ValueError) as ex:
+                err = getattr(ex, "stderr", "") or str(ex)
+                ort_note = f"onnxruntime-node failed: {err.strip().splitlines()[-1:]}"
+                log(f"ONNX Runtime left out: {ort_note}")
+                mods, o = None, {}
+        s = sgemm_runs(sgemm_bin, env, a.seconds / 2)
+        for k, v in s["rows"].items():
+            peaks["rows"][k] = max(peaks["rows"].get(k, 0.0), v)
+        keep_best(peaks.setdefault("fma", {}), s["fma"])
+        peaks["core"], peaks["engine_kernel"] = s["core"], s["engine_kernel"]
+        log(f"round {r + 1}/{a.rounds} done")
+    ort_info = {"onnx_impl": exp["onnx_impl"], "note": exp["note"],
+                "max_abs_diff": o.get("max_abs_diff", {})}
+    a.load[1] = os.getloadavg()[0]
+    out = table(a, t, e, o or None, peaks, ort_info, ort_note)
+    print(out)
     if a.write:
         p = os.path.join(ROOT, "docs", "performance.md")
         doc = open(p).read()
         b0, b1 = "<!-- BEGIN engine-bench -->", "<!-- END engine-bench -->"
         i, j = doc.index(b0) + len(b0), doc.index(b1)
-        open(p, "w").write(doc[:i] + "\n" + table + "\n" + doc[j:])
-        print(f"updated {p}", file=sys.stderr)
+        open(p, "w").write(doc[:i] + "\n" + out + "\n" + doc[j:])
+        log(f"updated {p}")
 
 
 if __name__ == "__main__":

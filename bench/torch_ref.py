@@ -2,9 +2,16 @@
 """bench/torch_ref.py — the reference cINN of the engine benchmark, in PyTorch.
 
 Builds the documented reference model (8 AllInOneBlocks, x 16, y 8, subnets
-16 -> 256 -> 256 -> 16 with ReLU, hard permutations, SOFTPLUS global affine, HEAD clamp),
-writes it as an innserve checkpoint (bench/ref_cinn.safetensors), then times posterior
-sampling and log_prob in PyTorch, single-threaded, at batch 1, 64 and 4096.
+16 -> 256 -> 256 -> 16 with ReLU, hard permutations, SOFTPLUS global affine, HEAD clamp)
+and writes it as an innserve checkpoint (bench/ref_cinn.safetensors, with PyTorch's own
+outputs as test vectors, which the engine checks when it loads it).  Then either
+
+  torch_ref.py                 times posterior sampling and log_prob in PyTorch,
+                               single-threaded, at batch 1, 64 and 4096, or
+  torch_ref.py --export DIR    exports the same module to ONNX (DIR/sample.onnx: z, y -> x,
+                               the reverse pass; DIR/log_prob.onnx: x, y -> log density incl.
+                               log-det; dynamic batch axis) plus DIR/check.json, inputs and
+                               PyTorch's outputs for checking the ONNX graphs.
 
 Uses FrEIA when it is importable (the real thing, as users run it); otherwise a
 line-for-line PyTorch port of AllInOneBlock's math (same ops per call).  Prints one JSON
@@ -36,20 +43,27 @@ def make_subnet(c_in, c_out):
     return net
 
 
+def port_params(k):
+    """Block k's parameters for the port when FrEIA is absent (same seeds every run)."""
+    subnet = make_subnet(N1 + DY, 2 * N2)
+    g = torch.Generator().manual_seed(100 + k)
+    scale = torch.full((1, DX), 2 * math.log(math.exp(5 * 1.0) - 1)) + 0.1 * torch.randn(1, DX, generator=g)
+    offset = 0.1 * torch.randn(1, DX, generator=g)
+    return dict(subnet=subnet, global_scale=scale, global_offset=offset,
+                w_perm=torch.randperm(DX, generator=g))
+
+
 class PortBlock(torch.nn.Module):
     """AllInOneBlock (HEAD semantics, hard permutation, SOFTPLUS) from its math."""
 
-    def __init__(self, k):
+    def __init__(self, p):
         super().__init__()
-        g = torch.Generator().manual_seed(100 + k)
-        self.subnet = make_subnet(N1 + DY, 2 * N2)
+        self.subnet = p["subnet"]
         self.alpha = 2.0
-        self.global_scale = torch.nn.Parameter(
-            torch.full((1, DX), 2 * math.log(math.exp(5 * 1.0) - 1)) + 0.1 * torch.randn(1, DX, generator=g))
-        self.global_offset = torch.nn.Parameter(0.1 * torch.randn(1, DX, generator=g))
-        perm = torch.randperm(DX, generator=g)
-        self.register_buffer("w_perm", perm)
-        self.register_buffer("w_perm_inv", torch.argsort(perm))
+        self.global_scale = torch.nn.Parameter(p["global_scale"].clone())
+        self.global_offset = torch.nn.Parameter(p["global_offset"].clone())
+        self.register_buffer("w_perm", p["w_perm"].long().clone())
+        self.register_buffer("w_perm_inv", torch.argsort(self.w_perm))
 
     def scale(self):
         return 0.1 * torch.nn.functional.softplus(self.global_scale, beta=0.5)
@@ -77,9 +91,11 @@ class PortBlock(torch.nn.Module):
 
 
 class PortINN(torch.nn.Module):
-    def __init__(self):
+    """inn(x, c, rev) -> (out, logdet) over the given per-block parameter dicts."""
+
+    def __init__(self, blocks):
         super().__init__()
-        self.blocks = torch.nn.ModuleList([PortBlock(k) for k in range(NB)])
+        self.blocks = torch.nn.ModuleList([PortBlock(p) for p in blocks])
 
     def forward(self, x, c, rev=False):
         ld = torch.zeros(x.shape[0], dtype=x.dtype)
@@ -90,18 +106,25 @@ class PortINN(torch.nn.Module):
         return x, ld
 
 
+class FreiaINN(torch.nn.Module):
+    """FrEIA's SequenceINN behind the same inn(x, c, rev) -> (out, logdet) call."""
+
+    def __init__(self, seq):
+        super().__init__()
+        self.seq = seq
+
+    def forward(self, x, c, rev=False):
+        return self.seq(x, c=[c], rev=rev)
+
+
 def build():
-    """Returns (callable inn(x, c, rev) -> (out, logdet), list of per-block param dicts)."""
+    """Returns (module inn(x, c, rev) -> (out, logdet), per-block parameter dicts, name)."""
     try:
         import FrEIA.framework as Ff
         import FrEIA.modules as Fm
     except Exception:
-        inn = PortINN().eval()
-        blocks = []
-        for b in inn.blocks:
-            blocks.append(dict(subnet=b.subnet, global_scale=b.global_scale.detach(),
-                               global_offset=b.global_offset.detach(), w_perm=b.w_perm))
-        return (lambda x, c, rev: inn(x, c, rev)), blocks, "torch port of AllInOneBlock"
+        blocks = [port_params(k) for k in range(NB)]
+        return PortINN(blocks).eval(), blocks, "torch port of AllInOneBlock"
     seq = Ff.SequenceINN(DX)
     for _ in range(NB):
         seq.append(Fm.AllInOneBlock, cond=0, cond_shape=(DY,), subnet_constructor=make_subnet,
@@ -112,8 +135,67 @@ def build():
         with torch.no_grad():
             m.global_offset.add_(0.1 * torch.randn_like(m.global_offset))
         blocks.append(dict(subnet=m.subnet, global_scale=m.global_scale.detach(),
-                           global_offset=m.global_offset.detach(), w_perm=m.w_perm))
-    return (lambda x, c, rev: seq(x, c=[c], rev=rev)), blocks, "FrEIA"
+                           global_offset=m.global_offset.detach(), w_perm=m.w_perm.detach()))
+    return FreiaINN(seq).eval(), blocks, "FrEIA"
+
+
+def log_prob(inn, x, y):
+    z, ld = inn(x, y, False)
+    return -0.5 * (z * z).sum(1) - 0.5 * DX * math.log(2 * math.pi) + ld
+
+
+class SampleGraph(torch.nn.Module):
+    """(z, y) -> x: the reverse pass."""
+
+    def __init__(self, inn):
+        super().__init__()
+        self.inn = inn
+
+    def forward(self, z, y):
+        return self.inn(z, y, True)[0]
+
+
+class LogProbGraph(torch.nn.Module):
+    """(x, y) -> log p(x | y): the forward pass, Gaussian log-density plus log-det."""
+
+    def __init__(self, inn):
+        super().__init__()
+        self.inn = inn
+
+    def forward(self, x, y):
+        return log_prob(self.inn, x, y)
+
+
+def export_onnx(inn, blocks, impl, out_dir):
+    """Writes DIR/sample.onnx, DIR/log_prob.onnx and DIR/check.json; returns what ran."""
+    import warnings
+    os.makedirs(out_dir, exist_ok=True)
+    g = torch.Generator().manual_seed(11)
+    a, y = torch.randn(5, DX, generator=g), torch.randn(5, DY, generator=g)
+
+    def export(model):
+        for name, graph in (("sample", SampleGraph(model)), ("log_prob", LogProbGraph(model))):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # FrEIA's shape checks trace as constants
+                torch.onnx.export(graph, (a, y), os.path.join(out_dir, name + ".onnx"),
+                                  input_names=["in", "y"], output_names=["out"],
+                                  dynamic_axes={"in": {0: "batch"}, "y": {0: "batch"},
+                                                "out": {0: "batch"}},
+                                  opset_version=17, do_constant_folding=True)
+
+    onnx_impl, note = impl, ""
+    try:
+        export(inn)
+    except Exception as ex:  # export the port of the same weights instead
+        note = f"torch.onnx.export failed on {impl} ({type(ex).__name__}: {ex}); exported the port"
+        onnx_impl = "torch port of AllInOneBlock (same weights)"
+        export(PortINN(blocks).eval())
+    with torch.no_grad():  # the reference is the module that was timed, FrEIA's when it ran
+        check = {"in": a.tolist(), "y": y.tolist(), "sample": inn(a, y, True)[0].tolist(),
+                 "log_prob": log_prob(inn, a, y).tolist()}
+    with open(os.path.join(out_dir, "check.json"), "w") as f:
+        json.dump(check, f)
+    return {"onnx_impl": onnx_impl, "note": note, "dir": out_dir}
 
 
 def write_checkpoint(path, blocks, inn):
@@ -181,22 +263,23 @@ def main():
     inn, blocks, impl = build()
     path = os.path.join(HERE, "ref_cinn.safetensors")
     write_checkpoint(path, blocks, inn)
-    y = torch.randn(1, DY)
     out = {"impl": impl, "torch": torch.__version__, "threads": torch.get_num_threads(),
-           "checkpoint": path, "sample": {}, "log_prob": {}}
+           "checkpoint": path}
+    if len(sys.argv) > 2 and sys.argv[1] == "--export":
+        out.update(export_onnx(inn, blocks, impl, sys.argv[2]))
+        print(json.dumps(out))
+        return
+    out["sample"], out["log_prob"] = {}, {}
+    y = torch.randn(1, DY)
     with torch.no_grad():
         for b in (1, 64, 4096):
             yb = y.expand(b, DY)
 
             def sample():
-                z = torch.randn(b, DX)
-                x, ld = inn(z, yb, True)
-                return x
+                return inn(torch.randn(b, DX), yb, True)[0]
 
             def logp():
-                x = torch.randn(b, DX)
-                z, ld = inn(x, yb, False)
-                return -0.5 * (z * z).sum(1) - 0.5 * DX * math.log(2 * math.pi) + ld
+                return log_prob(inn, torch.randn(b, DX), yb)
 
             out["sample"][str(b)] = b / timeit(sample, min_time)
             out["log_prob"][str(b)] = b / timeit(logp, min_time)
