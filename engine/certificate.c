@@ -31,7 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "blas.h"
+#include "la.h"
 #include "loader.h"
 
 const char *eng_guarantee_str(enum eng_guarantee g)

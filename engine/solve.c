@@ -24,7 +24,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "blas.h"
+#include "la.h"
 #include "solve.h"
 
 const char *eng_solve_method_str(int method)
@@ -59,9 +59,10 @@ struct rowst {
     int hn, hpos; /* secant memory: pairs stored, next slot (ring) */
     int newton_on; /* auto: newton steps enabled (after a slow fixed-point step) */
     double alpha;  /* newton: length of the pending step as a fraction of the full step */
-    double nb;    /* ||r(base)|| */
-    double nbest; /* ||r(best)|| */
-    double ny;    /* ||y|| */
+    double nb;    /* ||r~(base)|| (computed residual, norm rounded up) */
+    double nbest; /* ||r~(best)|| */
+    double rho;   /* best: bound on ||r(best) - r~(best)|| (rounding of g and of r) */
+    double eG;    /* best: bound on ||fl(y - g~(best)) - (y - g(best))|| */
 };
 
 #define ROWST_DOUBLES ((sizeof(struct rowst) + sizeof(double) - 1) / sizeof(double))
@@ -101,8 +102,9 @@ size_t slv_scratch(int d, int rows, int method, int memory)
     for (int j = 0; j < 2; j++) { /* newton becomes broyden without a Jacobian */
         int meth = slv_resolve(method, d, j == 0);
         int m = mem_of(meth, memory);
-        /* rows of state, the batch x / g buffers, the ids and active lists (as doubles) */
-        size_t sz = (size_t)rows * (per_row(d, meth, m) + 2 * (size_t)d + 2) + shared(d, m);
+        /* rows of state, the batch x / g / g-error buffers, the ids and active lists (as
+         * doubles) */
+        size_t sz = (size_t)rows * (per_row(d, meth, m) + 3 * (size_t)d + 2) + shared(d, m);
         if (sz > best)
             best = sz;
     }
@@ -129,7 +131,7 @@ struct ctx {
     int d, mem, method;
     bool dense;    /* broyden with a dense inverse Jacobian */
     bool adaptive; /* auto at small d: fixed point until it contracts slowly, then newton */
-    double L, tol, round_rel;
+    double L, tol;
     int max_iter;
     const double *y;
     double *rows_base; /* per-row blocks */
@@ -290,8 +292,8 @@ static bool stop_test(const struct ctx *c, struct rowv v, struct slv_row *o, dou
     const int d = c->d;
     const double *y = c->y + (size_t)v.s->id * d;
     const bool cert = c->L < 1.0;
-    double nx = nrm(d, v.xbest), ng = nrm(d, v.gbest);
-    double rho = c->round_rel * (nx + v.s->ny + ng);
+    double nx = nrm(d, v.xbest);
+    double rho = v.s->rho;
     double res = v.s->nbest;
     bool conv, stop;
     double bound = INFINITY;
@@ -302,7 +304,8 @@ static bool stop_test(const struct ctx *c, struct rowv v, struct slv_row *o, dou
             nG += gt * gt;
         }
         nG = sqrt(nG);
-        bound = c->L / (1.0 - c->L) * (res + rho);
+        /* (1 + 16 u) covers the rounding of L / (1 - L) and of this expression */
+        bound = (c->L / (1.0 - c->L) * (res + rho) + v.s->eG) * (1.0 + 16.0 * LA_U);
         conv = bound <= c->tol * fmax(nG, 1.0) / (1.0 + c->tol);
     } else {
         conv = res + rho <= c->tol * fmax(nx, 1.0);
@@ -391,7 +394,6 @@ void slv_solve(const struct slv_fn *fn, const struct slv_opts *opts, int n, cons
     c.adaptive = opts->method == ENG_SOLVE_AUTO && c.method == ENG_SOLVE_NEWTON;
     c.L = isfinite(fn->lipschitz) ? fn->lipschitz : INFINITY;
     c.tol = opts->tol;
-    c.round_rel = fn->round_rel > 0 ? fn->round_rel : 8 * DBL_EPSILON;
     c.max_iter = opts->max_iter > 0 ? opts->max_iter : 1;
     c.y = y;
     c.stride = per_row(d, c.method, c.mem);
@@ -399,9 +401,10 @@ void slv_solve(const struct slv_fn *fn, const struct slv_opts *opts, int n, cons
     double *p = scratch + (size_t)n * c.stride;
     double *xbatch = p;
     double *gbatch = xbatch + (size_t)n * d;
-    int *ids = (int *)(void *)(gbatch + (size_t)n * d); /* n ints in n doubles */
+    double *ebatch = gbatch + (size_t)n * d;
+    int *ids = (int *)(void *)(ebatch + (size_t)n * d); /* n ints in n doubles */
     int *act = ids + n;                                  /* n ints (the other half) */
-    p = gbatch + (size_t)n * d + 2 * (size_t)n;
+    p = ebatch + (size_t)n * d + 2 * (size_t)n;
     c.J = p;
     p += (size_t)d * d;
     c.tmp = p, c.tmp2 = p + d, c.rc = p + 2 * d, c.dx = p + 3 * d, c.dr = p + 4 * d;
@@ -421,7 +424,6 @@ void slv_solve(const struct slv_fn *fn, const struct slv_opts *opts, int n, cons
         v.s->id = i;
         v.s->cand = CAND_START;
         v.s->nb = v.s->nbest = INFINITY;
-        v.s->ny = nrm(d, y + (size_t)i * d);
         memcpy(v.xc, x + (size_t)i * d, sizeof(double) * (size_t)d);
         if (c.dense) { /* H = I */
             memset(v.DX, 0, sizeof(double) * (size_t)d * d);
@@ -436,22 +438,24 @@ void slv_solve(const struct slv_fn *fn, const struct slv_opts *opts, int n, cons
             memcpy(xbatch + (size_t)k * d, v.xc, sizeof(double) * (size_t)d);
             ids[k] = act[k];
         }
-        fn->g(fn->ctx, na, ids, xbatch, gbatch);
+        fn->g(fn->ctx, na, ids, xbatch, gbatch, ebatch);
         int keep = 0;
         for (int k = 0; k < na; k++) {
             struct rowv v = rowv(&c, act[k]);
             struct rowst *s = v.s;
             const double *yr = y + (size_t)s->id * d;
-            const double *gc = gbatch + (size_t)k * d;
+            const double *gc = gbatch + (size_t)k * d, *ec = ebatch + (size_t)k * d;
             s->evals++;
-            /* residual of the candidate, into tmp2 */
-            double *rc = c.rc;
-            double nc = 0.0;
+            /* computed residual of the candidate (rc) and the bound on its rounding (tmp2):
+             * |r - rc| <= e + u |fl(x + g~)| + u |rc| per element, u (1 + 2u) taken for u
+             * to cover |exact| <= |computed| / (1 - u) */
+            double *rc = c.rc, *er = c.tmp2;
             for (int t = 0; t < d; t++) {
-                rc[t] = v.xc[t] + gc[t] - yr[t];
-                nc += rc[t] * rc[t];
+                double xg = v.xc[t] + gc[t];
+                rc[t] = xg - yr[t];
+                er[t] = ec[t] + LA_U * (1.0 + 2.0 * LA_U) * (fabs(xg) + fabs(rc[t]));
             }
-            nc = sqrt(nc);
+            double nc = la_norm_up(d, rc), rho_c = la_norm_up(d, er); /* tmp2 is reused below */
             bool finite = isfinite(nc);
             /* auto: a fixed-point step that shrank ||r|| by less than 1/SLV_AUTO_SWITCH
              * turns newton on for this row */
@@ -474,6 +478,11 @@ void slv_solve(const struct slv_fn *fn, const struct slv_opts *opts, int n, cons
                 memcpy(v.xbest, v.xc, sizeof(double) * (size_t)d);
                 memcpy(v.gbest, gc, sizeof(double) * (size_t)d);
                 s->nbest = nc;
+                s->rho = rho_c;
+                /* x_ret = fl(y - g~): |x_ret - (y - g)| <= e + u |x_ret| */
+                for (int t = 0; t < d; t++)
+                    er[t] = ec[t] + LA_U * (1.0 + 2.0 * LA_U) * fabs(yr[t] - gc[t]);
+                s->eG = la_norm_up(d, er);
             }
             /* monotone for newton and anderson; broyden's residuals are not monotone on
              * the way to its superlinear phase, so it keeps any step within a factor

@@ -39,20 +39,23 @@
  * broyden (a rejected point is still a valid secant pair).
  *
  * Stopping rule (Banach, a posteriori; iresnet.md §7).  With L < 1, x* the exact root
- * and x_b the evaluated point with the smallest residual:
- *     ||G(x_b) - x*|| <= L/(1-L) * (||r(x_b)|| + rho),   G(x_b) = y - g(x_b),
- * where rho = round_rel * (||x_b|| + ||y|| + ||g(x_b)||) covers rounding in the
- * computed residual.  A row stops, converged, when that bound is
- *     <= tol * max(||G(x_b)||, 1) / (1 + tol),
- * which guarantees ||G(x_b) - x*|| <= tol * max(||x*||, 1): relative to ||x*|| when it
+ * and x_b the evaluated point with the smallest computed residual r~ = fl(fl(x_b + g~) - y),
+ * g~ the computed g(x_b) with its elementwise rounding bound e from the callback:
+ *     ||x_ret - x*|| <= L/(1-L) * (||r~|| + rho) + eG,   x_ret = fl(y - g~),
+ * where rho = ||e + u (|fl(x_b + g~)| + |r~|)|| bounds ||r(x_b) - r~|| (so ||r~|| + rho
+ * bounds the exact residual of x_b) and eG = ||e + u |x_ret| || bounds ||x_ret - G(x_b)||,
+ * G(x_b) = y - g(x_b) exactly; u = 2^-53, norms rounded upward (la_norm_up), and the
+ * whole bound inflated by (1 + 16 u) for its own rounding.  A row stops, converged, when
+ *     bound <= tol * max(||x_ret||, 1) / (1 + tol),
+ * which guarantees ||x_ret - x*|| <= tol * max(||x*||, 1): relative to ||x*|| when it
  * is at least 1, absolute (tol) near the origin where a relative target is meaningless.
- * The returned point is G(x_b) (one free fixed-point step past the best point) and the
+ * The returned point is x_ret (one free fixed-point step past the best point) and the
  * returned bound is the left side above.
- * When L >= 1 (no certificate) a row stops when ||r|| <= tol * max(||x_b||, 1); it is
- * then "converged" in the residual sense only, the bound is +inf and x_b itself is
+ * When L >= 1 (no certificate) a row stops when ||r~|| + rho <= tol * max(||x_b||, 1); it
+ * is then "converged" in the residual sense only, the bound is +inf and x_b itself is
  * returned.
  * A row also stops, not converged, when it has used max_iter evaluations of g, when
- * ||r|| is down to the rounding floor 2 rho without meeting the rule ("accuracy floor"),
+ * ||r~|| is down to the rounding floor 2 rho without meeting the rule ("accuracy floor"),
  * or when g returns non-finite values at a fixed-point step.  Nothing loops: every pass
  * costs each active row one evaluation of g.
  *
@@ -83,15 +86,16 @@
 struct slv_fn {
     int d;
     void *ctx;
-    /* gx = g(x) for `rows` rows (x and gx: rows x d, contiguous).  ids[k] is the caller's
-     * index (0 .. n-1 of slv_solve) of row k, e.g. to pick its condition.  The callee may
-     * keep what jac needs about these rows until its next call. */
-    void (*g)(void *ctx, int rows, const int *ids, const double *x, double *gx);
+    /* gx = g(x) for `rows` rows (x, gx, gerr: rows x d, contiguous), and in gerr a bound
+     * on |gx - g(x)| for every element (the rounding of the callee's evaluation; the
+     * stopping rule and the returned bound are only as rigorous as this).  ids[k] is the
+     * caller's index (0 .. n-1 of slv_solve) of row k, e.g. to pick its condition.  The
+     * callee may keep what jac needs about these rows until its next call. */
+    void (*g)(void *ctx, int rows, const int *ids, const double *x, double *gx, double *gerr);
     /* J (d x d, row-major, J[i*d + j] = dg_i/dx_j) at row `pos` (0 .. rows-1) of the most
      * recent g call.  NULL: no Jacobian (newton is then replaced by broyden). */
     void (*jac)(void *ctx, int pos, double *J);
     double lipschitz; /* certified bound L on Lip(g); >= 1 or non-finite: uncertified */
-    double round_rel; /* relative rounding error of one computed residual (e.g. 1e-14) */
 };
 
 struct slv_opts {
@@ -105,7 +109,7 @@ struct slv_opts {
 struct slv_row {
     int iterations;     /* evaluations of g */
     int jacobians;      /* Jacobian evaluations (newton) */
-    double residual;    /* ||x_b + g(x_b) - y|| of the best evaluated point */
+    double residual;    /* ||r~||, the computed residual of the best evaluated point (rounded up) */
     double error_bound; /* certified bound on ||x_returned - x*||; +inf when uncertified */
     bool converged;
 };

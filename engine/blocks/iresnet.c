@@ -5,7 +5,8 @@
  * docs/checkpoint-format.md, the maths in docs/inversion.md and iresnet.md.
  *
  * What this file does
- *  - Load: the subnet (ldr_subnet), a double copy of its weights, and the certified bound
+ *  - Load: the subnet (ldr_subnet), double copies of its weights and of their absolute
+ *    values (for the rounding bounds), and the certified bound
  *      L = prod_i ||W_i||_2 * prod_j Lip(act_j)
  *    with every ||W_i||_2 an upper bound from la_norm2_upper (Jacobi SVD or Gram
  *    iteration, never the power iteration, which only bounds from below; the exporter's
@@ -17,23 +18,28 @@
  *    "logdet": "series" the truncated series sum_{k<=n} (-1)^{k+1} tr(J_g^k)/k with exact
  *    traces, whose error is at most d L^{n+1} / ((n+1)(1-L)).
  *  - Inverse, in double: the solvers of solve.c on x + g(x) = y, batched over the rows
- *    still iterating; then one forward pass at the returned point for its log-det and
+ *    still iterating; then one forward pass at the returned point x for its log-det and
  *    its residual, so the reported bound is
- *      min(L/(1-L) (||r(x_b)|| + rho), (||r(x)|| + rho)/(1-L)) + ||fl32(x) - x||,
- *    the last term being the rounding of the returned float values.
+ *      min(solver bound, (||r~(x)|| + rho(x))/(1-L)) + ||fl32(x) - x||,
+ *    the last term (the rounding of the returned float values) only where the float32
+ *    value is what is read next.  Every evaluation of g carries an elementwise bound on
+ *    its own rounding (g_eval), from which rho bounds the rounding of the residual, so
+ *    the bound holds for the computed values, not only in exact arithmetic
+ *    (docs/inversion.md, "what is certified").
+ *  - Determinism: the weights are widened to double once at load and g runs on the
+ *    fixed-order fma kernels of la.c, never OpenBLAS: bit-identical results everywhere.
  *
  * Memory: rows are processed in chunks of p->chunk rows whose double buffers (solver
  * state, activations, tape of pre-activations for Jacobians) come from io->scratch;
  * the scratch op reports the size for a chunk.  Nothing is allocated after load.
  */
-#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "../blas.h"
 #include "../block.h"
+#include "../la.h"
 #include "../solve.h"
 
 /* Rows per chunk are capped so that the chunk's doubles stay under this many. */
@@ -43,9 +49,11 @@ struct dlayer {
     int lin;        /* Linear (else activation) */
     int in, out;    /* layer 0: in = d (x part only) */
     const double *w; /* out x in */
+    const double *wabs; /* |w| (rounding bounds) */
     const double *b; /* out, or NULL */
     enum act_type act;
     float p1, p2;
+    double lip;     /* activations: Lipschitz constant (propagates input errors) */
     size_t tape_off; /* activations: offset of its pre-activations in the tape, per row */
 };
 
@@ -54,6 +62,7 @@ struct iresnet {
     int nl;
     struct dlayer *l;
     const double *w1c;  /* H1 x cw: the condition columns of the first Linear */
+    const double *w1c_abs; /* |w1c| */
     int h1;             /* width of the first Linear's output */
     int max_w;          /* widest of d and every layer */
     size_t tape_w;      /* doubles of pre-activations per row */
@@ -66,17 +75,17 @@ struct iresnet {
     bool series;
     int series_terms;
     double series_bound; /* bound on |exact - series| per row */
-    double round_rel;
     int chunk;
 };
 
 /* ---- scratch layout ---------------------------------------------------------------------- */
 
 struct bufs {
-    double *y, *x, *gx;       /* R x d */
+    double *y, *x, *gx, *ge;  /* R x d (ge: rounding bounds of gx) */
     double *cc;               /* R x cw: the condition rows in double */
-    double *cb;               /* R x h1: first-layer bias + condition contribution */
+    double *cb, *cbe;         /* R x h1: first-layer bias + condition contribution, its bound */
     double *b0, *b1;          /* R x max_w */
+    double *e0, *e1;          /* R x max_w: rounding bounds of b0, b1 */
     double *tape;             /* R x tape_w (layer-major: tape_off * R) */
     double *j0, *j1;          /* max_w x d */
     double *A;                /* d x d (+ d x d for the series) */
@@ -100,7 +109,7 @@ static size_t solver_doubles(int d, int R)
 static size_t chunk_doubles(const struct blk *b, const struct iresnet *p, int R)
 {
     const size_t d = (size_t)b->d;
-    size_t per_row = 3 * d + (size_t)b->cw + (size_t)p->h1 + 2 * (size_t)p->max_w + p->tape_w +
+    size_t per_row = 4 * d + (size_t)b->cw + 2 * (size_t)p->h1 + 4 * (size_t)p->max_w + p->tape_w +
                      (sizeof(struct slv_row) + 7) / 8;
     size_t fixed = 2 * (size_t)p->max_w * d + 2 * d * d + d + 16;
     return (size_t)R * per_row + fixed + solver_doubles(b->d, R);
@@ -116,10 +125,14 @@ static struct bufs carve(const struct blk *b, const struct iresnet *p, float *sc
     s.y = q, q += (size_t)R * d;
     s.x = q, q += (size_t)R * d;
     s.gx = q, q += (size_t)R * d;
+    s.ge = q, q += (size_t)R * d;
     s.cc = q, q += (size_t)R * b->cw;
     s.cb = q, q += (size_t)R * p->h1;
+    s.cbe = q, q += (size_t)R * p->h1;
     s.b0 = q, q += (size_t)R * p->max_w;
     s.b1 = q, q += (size_t)R * p->max_w;
+    s.e0 = q, q += (size_t)R * p->max_w;
+    s.e1 = q, q += (size_t)R * p->max_w;
     s.tape = q, q += (size_t)R * p->tape_w;
     s.rows = (struct slv_row *)(void *)q, q += (size_t)R * ((sizeof(struct slv_row) + 7) / 8);
     s.j0 = q, q += (size_t)p->max_w * d;
@@ -150,55 +163,107 @@ struct gctx {
     int cb_ld;    /* 0: one condition row for all; 1: per row; -1: no condition */
 };
 
-static void fill_rows(double *dst, int ld, int rows, const double *row, int w)
+/* Rounding of one computed activation value v = phi~(u) (docs/inversion.md): relu and
+ * the identity branches (u > 0 for elu, u >= 0 for leaky_relu) are exact, leaky_relu's
+ * slope is one multiplication; every other formula is bounded by IRES_ACT_ULPS u (|u| +
+ * |v|): its elementary functions (exp, expm1, log1p, tanh, erf) are accurate to within
+ * 2 ulps and each formula adds at most a handful of roundings, with cancellation only
+ * against |u| (gelu's 1 + erf, silu's u / (1 + e^-u)). */
+#define IRES_ACT_ULPS 16.0
+
+static double act_round(enum act_type t, double u, double v)
 {
-    for (int i = 0; i < rows; i++)
-        memcpy(dst + (size_t)i * ld, row, sizeof(double) * (size_t)w);
+    switch (t) {
+    case ACT_RELU:
+        return 0.0;
+    case ACT_LEAKY_RELU:
+        return u >= 0.0 ? 0.0 : LA_U * fabs(v);
+    case ACT_ELU:
+        return u > 0.0 ? 0.0 : IRES_ACT_ULPS * LA_U * fabs(v);
+    default:
+        return IRES_ACT_ULPS * LA_U * (fabs(u) + fabs(v));
+    }
 }
 
 /* gx (rows x d) = g(x) for rows whose condition rows are ids[k] (NULL: k).  Records the
- * pre-activations in the tape (row k of the call). */
-static void g_eval(const struct gctx *c, int rows, const int *ids, const double *x, double *gx)
+ * pre-activations in the tape (row k of the call).  With ge != NULL also a bound on
+ * |gx - g(x)| per element: la_linear_err_f64 for every Linear (its fma chain and the
+ * errors of its input), and for an activation |phi~(u~) - phi(u)| <= Lip(phi) |u~ - u| +
+ * act_round(u~, phi~(u~)).  The values are bit-identical with and without ge; every sum
+ * is a fixed-order fma chain (la.c). */
+static void g_eval(const struct gctx *c, int rows, const int *ids, const double *x, double *gx,
+                   double *ge)
 {
     const struct iresnet *p = c->p;
     const int d = c->b->d;
     const struct dlayer *l0 = &p->l[0];
     double *cur = p->last_lin == 0 ? gx : c->s->b0;
+    double *ecur = p->last_lin == 0 ? ge : c->s->e0;
     int ldcur = p->last_lin == 0 ? d : l0->out;
-    if (c->cb_ld < 0) {
-        if (l0->b)
-            fill_rows(cur, ldcur, rows, l0->b, l0->out);
-    } else if (c->cb_ld == 0) {
-        fill_rows(cur, ldcur, rows, c->s->cb, l0->out);
-    } else {
-        for (int k = 0; k < rows; k++)
-            memcpy(cur + (size_t)k * ldcur, c->s->cb + (size_t)(ids ? ids[k] : k) * p->h1,
-                   sizeof(double) * (size_t)l0->out);
+    for (int k = 0; k < rows; k++) {
+        double *row = cur + (size_t)k * ldcur, *erow = ge ? ecur + (size_t)k * ldcur : NULL;
+        const double *src = NULL, *esrc = NULL;
+        if (c->cb_ld == 0) {
+            src = c->s->cb, esrc = c->s->cbe;
+        } else if (c->cb_ld > 0) {
+            size_t r = (size_t)(ids ? ids[k] : k) * p->h1;
+            src = c->s->cb + r, esrc = c->s->cbe + r;
+        } else {
+            src = l0->b; /* exact (or NULL: zero) */
+        }
+        if (src)
+            memcpy(row, src, sizeof(double) * (size_t)l0->out);
+        else
+            memset(row, 0, sizeof(double) * (size_t)l0->out);
+        if (erow) {
+            if (esrc)
+                memcpy(erow, esrc, sizeof(double) * (size_t)l0->out);
+            else
+                memset(erow, 0, sizeof(double) * (size_t)l0->out);
+        }
     }
-    bool have_bias = c->cb_ld >= 0 || l0->b;
-    blas_linear_f64(rows, l0->out, d, x, d, l0->w, d, have_bias ? 1.0 : 0.0, cur, ldcur);
+    if (ge)
+        la_linear_err_f64(rows, l0->out, d, x, d, NULL, 0, l0->w, l0->wabs, d, cur, ldcur, ecur,
+                          ldcur);
+    else
+        blas_linear_f64(rows, l0->out, d, x, d, l0->w, d, 1.0, cur, ldcur);
     int which = 0;
     for (int i = 1; i < p->nl; i++) {
         const struct dlayer *l = &p->l[i];
         if (!l->lin) {
             double *t = c->s->tape + l->tape_off * (size_t)c->R;
-            for (int k = 0; k < rows; k++)
-                memcpy(t + (size_t)k * l->out, cur + (size_t)k * ldcur,
-                       sizeof(double) * (size_t)l->out);
-            if (ldcur == l->out)
-                act_apply_f64(l->act, l->p1, l->p2, cur, (size_t)rows * l->out);
-            else
-                for (int k = 0; k < rows; k++)
-                    act_apply_f64(l->act, l->p1, l->p2, cur + (size_t)k * ldcur, (size_t)l->out);
+            for (int k = 0; k < rows; k++) {
+                double *v = cur + (size_t)k * ldcur;
+                const double *u = t + (size_t)k * l->out;
+                memcpy(t + (size_t)k * l->out, v, sizeof(double) * (size_t)l->out);
+                act_apply_f64(l->act, l->p1, l->p2, v, (size_t)l->out);
+                if (ge) {
+                    double *e = ecur + (size_t)k * ldcur;
+                    for (int j = 0; j < l->out; j++)
+                        e[j] = (l->lip * e[j] + act_round(l->act, u[j], v[j])) *
+                                   (1.0 + 4.0 * LA_U) + 0x1p-1070;
+                }
+            }
             continue;
         }
         double *dst = i == p->last_lin ? gx : (which ? c->s->b0 : c->s->b1);
+        double *edst = i == p->last_lin ? ge : (which ? c->s->e0 : c->s->e1);
         int lddst = i == p->last_lin ? d : l->out;
-        if (l->b)
-            fill_rows(dst, lddst, rows, l->b, l->out);
-        blas_linear_f64(rows, l->out, l->in, cur, ldcur, l->w, l->in, l->b ? 1.0 : 0.0, dst,
-                        lddst);
-        cur = dst, ldcur = lddst;
+        for (int k = 0; k < rows; k++) {
+            double *row = dst + (size_t)k * lddst;
+            if (l->b)
+                memcpy(row, l->b, sizeof(double) * (size_t)l->out);
+            else
+                memset(row, 0, sizeof(double) * (size_t)l->out);
+            if (ge)
+                memset(edst + (size_t)k * lddst, 0, sizeof(double) * (size_t)l->out);
+        }
+        if (ge)
+            la_linear_err_f64(rows, l->out, l->in, cur, ldcur, ecur, ldcur, l->w, l->wabs, l->in,
+                              dst, lddst, edst, lddst);
+        else
+            blas_linear_f64(rows, l->out, l->in, cur, ldcur, l->w, l->in, 1.0, dst, lddst);
+        cur = dst, ecur = edst, ldcur = lddst;
         which ^= 1;
     }
 }
@@ -231,9 +296,9 @@ static void g_jac(const struct gctx *c, int pos, double *J)
     }
 }
 
-static void cb_g(void *ctx, int rows, const int *ids, const double *x, double *gx)
+static void cb_g(void *ctx, int rows, const int *ids, const double *x, double *gx, double *ge)
 {
-    g_eval(ctx, rows, ids, x, gx);
+    g_eval(ctx, rows, ids, x, gx, ge);
 }
 
 static void cb_jac(void *ctx, int pos, double *J) { g_jac(ctx, pos, J); }
@@ -283,9 +348,13 @@ static int prep_cond(const struct blk *b, const struct iresnet *p, const struct 
             s->cc[(size_t)k * b->cw + j] = cr[j];
         if (l0->b)
             memcpy(s->cb + (size_t)k * p->h1, l0->b, sizeof(double) * (size_t)p->h1);
+        else
+            memset(s->cb + (size_t)k * p->h1, 0, sizeof(double) * (size_t)p->h1);
+        memset(s->cbe + (size_t)k * p->h1, 0, sizeof(double) * (size_t)p->h1);
     }
-    blas_linear_f64(rows, p->h1, b->cw, s->cc, b->cw, p->w1c, b->cw, l0->b ? 1.0 : 0.0, s->cb,
-                    p->h1);
+    /* the condition rows are exact (float inputs); cbe bounds the rounding of cb */
+    la_linear_err_f64(rows, p->h1, b->cw, s->cc, b->cw, NULL, 0, p->w1c, p->w1c_abs, b->cw, s->cb,
+                      p->h1, s->cbe, p->h1);
     return io->c_ld == 0 ? 0 : 1;
 }
 
@@ -306,7 +375,7 @@ static void iresnet_forward(const struct blk *b, struct blk_io *io)
         float *xt = io->x + (size_t)r0 * d;
         for (size_t i = 0; i < (size_t)rows * d; i++)
             s.x[i] = xt[i];
-        g_eval(&c, rows, NULL, s.x, s.gx);
+        g_eval(&c, rows, NULL, s.x, s.gx, NULL);
         for (size_t i = 0; i < (size_t)rows * d; i++)
             xt[i] = (float)(s.x[i] + s.gx[i]);
         for (int k = 0; k < rows; k++)
@@ -329,11 +398,12 @@ static enum eng_status iresnet_inverse(const struct blk *b, struct blk_io *io)
     so.method = o->method >= 0 && o->method < ENG_SOLVE_COUNT ? o->method : ENG_SOLVE_AUTO;
     so.max_iter = o->max_iter > 0 ? o->max_iter : 200;
     so.tol = io->tol > 0 ? io->tol : (o->tol > 0 ? o->tol : 1e-6);
-    /* leave room for rounding the result to float (<= 2^-24 |x|), so the returned values
-     * meet the target too */
-    so.tol = so.tol > 0x1p-23 ? so.tol - 0x1p-24 : 0.5 * so.tol;
+    /* when the float32 values are what is read next, leave room for rounding the result
+     * to float (<= 2^-24 |x|), so the returned values meet the target too */
+    if (!io->xd || io->rounds_out)
+        so.tol = so.tol > 0x1p-23 ? so.tol - 0x1p-24 : 0.5 * so.tol;
     so.memory = 0;
-    struct slv_fn fn = {d, &c, cb_g, cb_jac, p->L, p->round_rel};
+    struct slv_fn fn = {d, &c, cb_g, cb_jac, p->L};
     const bool cert = p->L < 1.0;
     const double amp = io->err_scale > 0 ? io->err_scale : 1.0;
     for (int r0 = 0; r0 < io->n; r0 += R) {
@@ -344,36 +414,47 @@ static enum eng_status iresnet_inverse(const struct blk *b, struct blk_io *io)
         for (size_t i = 0; i < (size_t)rows * d; i++)
             s.y[i] = s.x[i] = xdt ? xdt[i] : (double)xt[i];
         slv_solve(&fn, &so, rows, s.y, s.x, s.rows, s.solver);
-        /* One more pass at the returned points: their log-det and residual. */
-        g_eval(&c, rows, NULL, s.x, s.gx);
+        /* One more pass at the returned points: their log-det, residual and a second
+         * bound, ||x - x*|| <= ||r(x)|| / (1 - L), with ||r(x)|| bounded as in the solver. */
+        g_eval(&c, rows, NULL, s.x, s.gx, s.ge);
         for (int k = 0; k < rows; k++) {
             const double *xr = s.x + (size_t)k * d, *gr = s.gx + (size_t)k * d;
-            const double *yr = s.y + (size_t)k * d;
-            double r2 = 0.0, nx = 0.0, ny = 0.0, ng = 0.0, e32 = 0.0;
+            const double *yr = s.y + (size_t)k * d, *er = s.ge + (size_t)k * d;
+            double *rv = s.b0, *ev = s.b1; /* d doubles each; free after g_eval */
             float *out = xt + (size_t)k * d;
+            double r2 = 0.0;
             for (int t = 0; t < d; t++) {
-                double r = xr[t] + gr[t] - yr[t];
-                r2 += r * r, nx += xr[t] * xr[t], ny += yr[t] * yr[t], ng += gr[t] * gr[t];
+                double xg = xr[t] + gr[t];
+                rv[t] = xg - yr[t];
+                ev[t] = er[t] + LA_U * (1.0 + 2.0 * LA_U) * (fabs(xg) + fabs(rv[t]));
+                r2 += rv[t] * rv[t];
+            }
+            double res = sqrt(r2), res_up = la_norm_up(d, rv), rho = la_norm_up(d, ev);
+            /* rounding to float32: out - x is exact (Sterbenz), its norm rounded up */
+            for (int t = 0; t < d; t++) {
                 out[t] = (float)xr[t];
                 if (xdt)
                     xdt[(size_t)k * d + t] = xr[t];
-                double e = (double)out[t] - xr[t];
-                e32 += e * e;
+                rv[t] = (double)out[t] - xr[t];
             }
+            double e32 = la_norm_up(d, rv);
             if (xdt && !io->rounds_out)
                 e32 = 0.0; /* the next block reads the exact double result */
-            double res = sqrt(r2), rho = p->round_rel * (sqrt(nx) + sqrt(ny) + sqrt(ng));
             double bound = INFINITY;
-            if (cert && isfinite(res))
-                bound = fmin(s.rows[k].error_bound, (res + rho) / (1.0 - p->L)) + sqrt(e32);
+            if (cert && isfinite(res_up) && isfinite(rho)) {
+                double at_x = (res_up + rho) / (1.0 - p->L) * (1.0 + 16.0 * LA_U);
+                bound = (fmin(s.rows[k].error_bound, at_x) + e32) * (1.0 + 4.0 * LA_U);
+            }
             io->log_det[r0 + k] -= row_logdet(&c, k);
             int i = r0 + k;
             if (io->iterations)
                 io->iterations[i] += s.rows[k].iterations;
             if (io->residual && !(io->residual[i] >= res))
                 io->residual[i] = res; /* max; NaN propagates */
+            /* 1 + 2^-44 covers the rounding of amp * bound and of the sum over the blocks
+             * (up to 2^9 of them) */
             if (io->error_bound)
-                io->error_bound[i] += isfinite(bound) ? amp * bound : INFINITY;
+                io->error_bound[i] += isfinite(bound) ? amp * bound * (1.0 + 0x1p-44) : INFINITY;
             if (io->converged)
                 io->converged[i] = io->converged[i] && s.rows[k].converged;
         }
@@ -383,12 +464,13 @@ static enum eng_status iresnet_inverse(const struct blk *b, struct blk_io *io)
 
 /* ---- load ---------------------------------------------------------------------------------- */
 
-static double *to_f64(struct ldr *L, const float *w, size_t n)
+/* The float weights widened to double (exactly), once at load; `absolute`: |w|. */
+static double *to_f64(struct ldr *L, const float *w, size_t n, bool absolute)
 {
     double *o = ldr_alloc(L, sizeof(double) * (n ? n : 1));
     if (o)
         for (size_t i = 0; i < n; i++)
-            o[i] = w[i];
+            o[i] = absolute ? fabs((double)w[i]) : (double)w[i];
     return o;
 }
 
@@ -420,9 +502,10 @@ static enum eng_status iresnet_load(struct blk *b, struct ldr *L, const cJSON *j
             p->last_lin = i;
             p->n_lin++;
             l->in = i == 0 ? d : sl->in;
-            l->w = to_f64(L, i == 0 ? net->w1x : sl->w, (size_t)l->out * l->in);
-            l->b = sl->b ? to_f64(L, sl->b, (size_t)l->out) : NULL;
-            if (!l->w || (sl->b && !l->b))
+            l->w = to_f64(L, i == 0 ? net->w1x : sl->w, (size_t)l->out * l->in, false);
+            l->wabs = to_f64(L, i == 0 ? net->w1x : sl->w, (size_t)l->out * l->in, true);
+            l->b = sl->b ? to_f64(L, sl->b, (size_t)l->out, false) : NULL;
+            if (!l->w || !l->wabs || (sl->b && !l->b))
                 return ENG_ERR_NOMEM;
         } else {
             l->in = sl->in;
@@ -434,13 +517,15 @@ static enum eng_status iresnet_load(struct blk *b, struct ldr *L, const cJSON *j
                                 "Lipschitz bound; an IResNetBlock needs one", i,
                                 act_name(sl->act));
             p->act_lip *= k;
+            l->lip = k;
             l->tape_off = tape;
             tape += (size_t)l->out;
         }
     }
     p->tape_w = tape;
     p->h1 = p->l[0].out;
-    if (cw > 0 && !(p->w1c = to_f64(L, net->w1c, (size_t)p->h1 * cw)))
+    if (cw > 0 && (!(p->w1c = to_f64(L, net->w1c, (size_t)p->h1 * cw, false)) ||
+                   !(p->w1c_abs = to_f64(L, net->w1c, (size_t)p->h1 * cw, true))))
         return ENG_ERR_NOMEM;
 
     /* Certified norms (upper bounds) and the power-iteration bracket (lower bounds). */
@@ -458,7 +543,6 @@ static enum eng_status iresnet_load(struct blk *b, struct ldr *L, const cJSON *j
         return ENG_ERR_NOMEM;
     p->L = p->act_lip;
     p->L_lower = p->act_lip;
-    size_t sum_in = (size_t)d;
     for (int i = 0, k = 0; i < p->nl; i++) {
         const struct dlayer *l = &p->l[i];
         if (!l->lin)
@@ -470,11 +554,11 @@ static enum eng_status iresnet_load(struct blk *b, struct ldr *L, const cJSON *j
         p->norms[k++] = fmax(up, lo);
         p->L *= fmax(up, lo);
         p->L_lower *= lo;
-        sum_in += (size_t)l->in;
     }
+    /* the product of upper bounds, rounded: inflate by one ulp per factor */
+    p->L *= 1.0 + 2.0 * (double)(p->nl + 1) * LA_U;
     if (!isfinite(p->L))
         p->L = INFINITY;
-    p->round_rel = 8.0 * DBL_EPSILON * (double)(sum_in + 1);
 
     static const char *const modes[] = {"exact", "series"};
     int mode;

@@ -1,0 +1,410 @@
+/*
+ * la.c — double-precision dense linear algebra in plain C, fixed evaluation order (see
+ * la.h): LU, inverse, power iteration, Jacobi singular values, the certified norm bound
+ * (Jacobi or Gram iteration), and the GEMM / GEMV / rank-1 kernels of the numerical
+ * inverses with fma() accumulation.  No BLAS call, no allocation.
+ */
+#include "la.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdbool.h>
+#include <string.h>
+
+double la_gamma(int n)
+{
+    double nu = (double)n * LA_U;
+    if (!(nu < 0.5))
+        return INFINITY;
+    return nu / (1.0 - nu) * (1.0 + 4.0 * LA_U);
+}
+
+double la_norm_up(int d, const double *v)
+{
+    double s = 0.0;
+    for (int i = 0; i < d; i++)
+        s = fma(v[i], v[i], s);
+    /* + d 2^-537: squares below 2^-1074 may flush to zero */
+    return sqrt(s) * (1.0 + (double)(d + 4) * LA_U) + (double)d * 0x1p-537;
+}
+
+/* ---- LU, inverse, power iteration -------------------------------------------------------- */
+
+int la_lu(int n, double *A, int *piv)
+{
+    double scale = 0.0;
+    for (int i = 0; i < n * n; i++)
+        scale = fmax(scale, fabs(A[i]));
+    if (!(scale > 0.0) || !isfinite(scale))
+        return -1;
+    for (int k = 0; k < n; k++) {
+        int p = k;
+        double best = fabs(A[(size_t)k * n + k]);
+        for (int i = k + 1; i < n; i++) {
+            double v = fabs(A[(size_t)i * n + k]);
+            if (v > best) {
+                best = v;
+                p = i;
+            }
+        }
+        piv[k] = p;
+        if (best <= scale * 1e-13)
+            return -1;
+        if (p != k)
+            for (int j = 0; j < n; j++) {
+                double t = A[(size_t)k * n + j];
+                A[(size_t)k * n + j] = A[(size_t)p * n + j];
+                A[(size_t)p * n + j] = t;
+            }
+        double inv = 1.0 / A[(size_t)k * n + k];
+        for (int i = k + 1; i < n; i++) {
+            double f = A[(size_t)i * n + k] * inv;
+            A[(size_t)i * n + k] = f;
+            if (f != 0.0)
+                for (int j = k + 1; j < n; j++)
+                    A[(size_t)i * n + j] -= f * A[(size_t)k * n + j];
+        }
+    }
+    return 0;
+}
+
+double la_lu_logabsdet(int n, const double *LU)
+{
+    double s = 0.0;
+    for (int k = 0; k < n; k++)
+        s += log(fabs(LU[(size_t)k * n + k]));
+    return s;
+}
+
+void la_lu_solve(int n, const double *LU, const int *piv, double *b)
+{
+    for (int k = 0; k < n; k++)
+        if (piv[k] != k) {
+            double t = b[k];
+            b[k] = b[piv[k]];
+            b[piv[k]] = t;
+        }
+    for (int i = 1; i < n; i++) {
+        double s = b[i];
+        for (int j = 0; j < i; j++)
+            s -= LU[(size_t)i * n + j] * b[j];
+        b[i] = s;
+    }
+    for (int i = n - 1; i >= 0; i--) {
+        double s = b[i];
+        for (int j = i + 1; j < n; j++)
+            s -= LU[(size_t)i * n + j] * b[j];
+        b[i] = s / LU[(size_t)i * n + i];
+    }
+}
+
+int la_inverse(int n, const double *A, double *Ainv, double *work, int *piv)
+{
+    memcpy(work, A, sizeof(double) * (size_t)n * n);
+    if (la_lu(n, work, piv) != 0)
+        return -1;
+    /* Solve column by column: column j of A^{-1} = A^{-1} e_j. */
+    for (int j = 0; j < n; j++) {
+        double *b = Ainv + (size_t)j * n; /* row j of Ainv temporarily holds column j */
+        for (int i = 0; i < n; i++)
+            b[i] = (i == j) ? 1.0 : 0.0;
+        la_lu_solve(n, work, piv, b);
+    }
+    /* Rows now hold columns: transpose in place. */
+    for (int i = 0; i < n; i++)
+        for (int j = i + 1; j < n; j++) {
+            double t = Ainv[(size_t)i * n + j];
+            Ainv[(size_t)i * n + j] = Ainv[(size_t)j * n + i];
+            Ainv[(size_t)j * n + i] = t;
+        }
+    return 0;
+}
+
+double la_spectral_norm(int rows, int cols, const double *A, double *work)
+{
+    double *v = work;          /* cols */
+    double *u = work + cols;   /* rows */
+    /* Deterministic start: all ones plus a small ramp so it is not orthogonal to the top
+     * singular vector by accident. */
+    for (int j = 0; j < cols; j++)
+        v[j] = 1.0 + 0.01 * j;
+    double sigma = 0.0;
+    for (int it = 0; it < 10000; it++) {
+        double nv = 0.0;
+        for (int j = 0; j < cols; j++)
+            nv += v[j] * v[j];
+        nv = sqrt(nv);
+        if (nv == 0.0)
+            return 0.0;
+        for (int j = 0; j < cols; j++)
+            v[j] /= nv;
+        for (int i = 0; i < rows; i++) {
+            double s = 0.0;
+            for (int j = 0; j < cols; j++)
+                s += A[(size_t)i * cols + j] * v[j];
+            u[i] = s;
+        }
+        for (int j = 0; j < cols; j++) {
+            double s = 0.0;
+            for (int i = 0; i < rows; i++)
+                s += A[(size_t)i * cols + j] * u[i];
+            v[j] = s;
+        }
+        double nu = 0.0;
+        for (int j = 0; j < cols; j++)
+            nu += v[j] * v[j];
+        double next = sqrt(sqrt(nu)); /* ||A^T A v|| = sigma^2 */
+        if (it > 2 && fabs(next - sigma) <= 1e-12 * next) {
+            sigma = next;
+            break;
+        }
+        sigma = next;
+    }
+    return sigma;
+}
+
+/* ---- fixed-order kernels ------------------------------------------------------------------ */
+
+void blas_linear_f64(int n, int out, int in, const double *X, int ldx, const double *W, int ldw,
+                     double beta, double *Y, int ldy)
+{
+    for (int i = 0; i < n; i++) {
+        const double *x = X + (size_t)i * ldx;
+        double *y = Y + (size_t)i * ldy;
+        for (int o = 0; o < out; o++) {
+            const double *w = W + (size_t)o * ldw;
+            double acc = beta != 0.0 ? y[o] : 0.0;
+            for (int k = 0; k < in; k++)
+                acc = fma(x[k], w[k], acc);
+            y[o] = acc;
+        }
+    }
+}
+
+void la_linear_err_f64(int n, int out, int in, const double *X, int ldx, const double *EX,
+                       int ldex, const double *W, const double *Wabs, int ldw, double *Y, int ldy,
+                       double *EY, int ldey)
+{
+    /* Running error bound: step k computes acc_k = fl(x_k w_k + acc_{k-1}) with one rounding,
+     * |acc_k - (x_k w_k + acc_{k-1})| <= u |acc_k| (+ 2^-1075 if it underflows), and in a
+     * sum the local errors add up: |fl(s) - s| <= u sum_k |acc_k| + in 2^-1074.  The
+     * inherited error is at most P = e_b + sum_k |w_k| e_x,k.  Both sums are of
+     * non-negative terms computed in double, so their exact values are at most
+     * (1 + 2 gamma_{in+2}) times the computed ones (factor f, which also covers the final
+     * combination). */
+    const double f = 1.0 + 2.0 * la_gamma(in + 2);
+    const double tiny = (double)(in + 1) * 0x1p-1074;
+    for (int i = 0; i < n; i++) {
+        const double *x = X + (size_t)i * ldx;
+        const double *ex = EX ? EX + (size_t)i * ldex : NULL;
+        double *y = Y + (size_t)i * ldy, *ey = EY + (size_t)i * ldey;
+        for (int o = 0; o < out; o++) {
+            const double *w = W + (size_t)o * ldw;
+            double acc = y[o], run = 0.0, p = ey[o];
+            for (int k = 0; k < in; k++) {
+                acc = fma(x[k], w[k], acc);
+                run += fabs(acc);
+            }
+            if (ex) {
+                const double *wa = Wabs + (size_t)o * ldw;
+                for (int k = 0; k < in; k++)
+                    p = fma(ex[k], wa[k], p);
+            }
+            y[o] = acc;
+            ey[o] = (LA_U * run + p) * f + tiny;
+        }
+    }
+}
+
+void blas_gemm_f64(int m, int n, int k, const double *A, int lda, const double *B, int ldb,
+                   double beta, double *C, int ldc)
+{
+    for (int i = 0; i < m; i++) {
+        double *c = C + (size_t)i * ldc;
+        const double *a = A + (size_t)i * lda;
+        if (beta == 0.0)
+            for (int j = 0; j < n; j++)
+                c[j] = 0.0;
+        /* element (i, j) still accumulates p = 0, 1, ... in order */
+        for (int p = 0; p < k; p++) {
+            const double ap = a[p], *b = B + (size_t)p * ldb;
+            for (int j = 0; j < n; j++)
+                c[j] = fma(ap, b[j], c[j]);
+        }
+    }
+}
+
+void blas_gemv_f64(bool trans, int m, int n, const double *A, int lda, const double *x, double *y)
+{
+    if (!trans) {
+        for (int i = 0; i < m; i++) {
+            const double *a = A + (size_t)i * lda;
+            double acc = 0.0;
+            for (int j = 0; j < n; j++)
+                acc = fma(a[j], x[j], acc);
+            y[i] = acc;
+        }
+        return;
+    }
+    for (int j = 0; j < n; j++)
+        y[j] = 0.0;
+    for (int i = 0; i < m; i++) { /* y[j] accumulates i = 0, 1, ... in order */
+        const double *a = A + (size_t)i * lda, xi = x[i];
+        for (int j = 0; j < n; j++)
+            y[j] = fma(a[j], xi, y[j]);
+    }
+}
+
+void blas_ger_f64(int m, int n, double alpha, const double *x, const double *y, double *A, int lda)
+{
+    for (int i = 0; i < m; i++) {
+        double *a = A + (size_t)i * lda;
+        const double t = alpha * x[i];
+        for (int j = 0; j < n; j++)
+            a[j] = fma(t, y[j], a[j]);
+    }
+}
+
+/* ---- singular values -------------------------------------------------------------------- */
+
+int la_singular_values(int rows, int cols, const double *A, double *sv, double *work)
+{
+    /* Work on B with n = min(rows, cols) columns of length m = max(rows, cols), stored
+     * column by column (B = A if rows >= cols, else A^T): its singular values are A's. */
+    const bool tr = rows < cols;
+    const int m = tr ? cols : rows, n = tr ? rows : cols;
+    for (int j = 0; j < n; j++)
+        for (int i = 0; i < m; i++)
+            work[(size_t)j * m + i] = tr ? A[(size_t)j * cols + i] : A[(size_t)i * cols + j];
+    int sweeps = -1;
+    for (int sweep = 1; sweep <= 60; sweep++) {
+        int rotated = 0;
+        for (int p = 0; p < n - 1; p++)
+            for (int q = p + 1; q < n; q++) {
+                double *bp = work + (size_t)p * m, *bq = work + (size_t)q * m;
+                double al = 0.0, be = 0.0, ga = 0.0;
+                for (int i = 0; i < m; i++) {
+                    al += bp[i] * bp[i];
+                    be += bq[i] * bq[i];
+                    ga += bp[i] * bq[i];
+                }
+                if (!isfinite(al + be + ga))
+                    goto done;
+                if (fabs(ga) <= 4.0 * DBL_EPSILON * sqrt(al * be) || ga == 0.0)
+                    continue;
+                rotated = 1;
+                double zeta = (be - al) / (2.0 * ga);
+                double t = (zeta >= 0 ? 1.0 : -1.0) / (fabs(zeta) + sqrt(1.0 + zeta * zeta));
+                double c = 1.0 / sqrt(1.0 + t * t), s = c * t;
+                for (int i = 0; i < m; i++) {
+                    double u = bp[i], v = bq[i];
+                    bp[i] = c * u - s * v;
+                    bq[i] = s * u + c * v;
+                }
+            }
+        if (!rotated) {
+            sweeps = sweep;
+            break;
+        }
+    }
+done:
+    for (int j = 0; j < n; j++) {
+        double s2 = 0.0;
+        for (int i = 0; i < m; i++)
+            s2 += work[(size_t)j * m + i] * work[(size_t)j * m + i];
+        sv[j] = sqrt(s2);
+    }
+    for (int i = 1; i < n; i++) /* insertion sort, descending */
+        for (int j = i; j > 0 && sv[j] > sv[j - 1]; j--) {
+            double t = sv[j];
+            sv[j] = sv[j - 1];
+            sv[j - 1] = t;
+        }
+    return sweeps;
+}
+
+size_t la_norm2_upper_work(int rows, int cols)
+{
+    size_t n = (size_t)(rows < cols ? rows : cols);
+    size_t jac = (size_t)rows * cols + n;
+    size_t gram = 2 * n * n;
+    return (jac > gram ? jac : gram) + 1;
+}
+
+/* G (n x n, n = min(rows, cols)) = A^T A when rows >= cols, else A A^T; each element
+ * accumulates its products in index order with fma. */
+static void gram0(int rows, int cols, const double *A, double *G)
+{
+    if (rows >= cols) {
+        const int n = cols;
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++) {
+                double acc = 0.0;
+                for (int r = 0; r < rows; r++)
+                    acc = fma(A[(size_t)r * cols + i], A[(size_t)r * cols + j], acc);
+                G[(size_t)i * n + j] = acc;
+            }
+    } else {
+        const int n = rows;
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++) {
+                double acc = 0.0;
+                for (int c = 0; c < cols; c++)
+                    acc = fma(A[(size_t)i * cols + c], A[(size_t)j * cols + c], acc);
+                G[(size_t)i * n + j] = acc;
+            }
+    }
+}
+
+static double frob(size_t n, const double *a)
+{
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++)
+        s += a[i] * a[i];
+    return sqrt(s);
+}
+
+double la_norm2_upper(int rows, int cols, const double *A, double *work)
+{
+    const int n = rows < cols ? rows : cols;
+    const double margin = 1.0 + 16.0 * (double)(rows > cols ? rows : cols) * DBL_EPSILON;
+    if (n <= 0)
+        return 0.0;
+    for (size_t i = 0; i < (size_t)rows * cols; i++)
+        if (!isfinite(A[i]))
+            return INFINITY;
+    if (n <= LA_JACOBI_MAX) {
+        double *sv = work + (size_t)rows * cols;
+        if (la_singular_values(rows, cols, A, sv, work) < 0)
+            return INFINITY;
+        return sv[0] * margin;
+    }
+    /* Gram iteration on the smaller side.  G_0 = A^T A (or A A^T), scaled to unit
+     * Frobenius norm with log-scale bookkeeping: ||A||_2^(2^(t+1)) <= ||G_t||_F. */
+    double *G = work, *H = work + (size_t)n * n;
+    gram0(rows, cols, A, G);
+    double logscale = 0.0; /* log of the factor divided out of G_t so far, weighted */
+    double f = frob((size_t)n * n, G);
+    if (!(f > 0.0))
+        return 0.0;
+    /* log ||A||_2 <= (log ||G_t||_F + L_t) / 2^(t+1), with L_t the accumulated scales. */
+    double best = 0.5 * log(f);
+    for (int t = 1; t <= 40; t++) {
+        double fn = frob((size_t)n * n, G);
+        for (size_t i = 0; i < (size_t)n * n; i++)
+            G[i] /= fn;
+        logscale = 2.0 * (logscale + log(fn)); /* G_{t} = (G_{t-1}/fn)^2: scales square */
+        blas_gemm_f64(n, n, n, G, n, G, n, 0.0, H, n);
+        double *tmp = G;
+        G = H, H = tmp;
+        double fnew = frob((size_t)n * n, G);
+        double bound = (log(fnew) + logscale) / ldexp(1.0, t + 1);
+        if (!isfinite(bound) || bound >= best - 1e-13) {
+            if (isfinite(bound) && bound < best)
+                best = bound;
+            break;
+        }
+        best = bound;
+    }
+    return exp(best) * margin;
+}
