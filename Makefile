@@ -22,7 +22,9 @@ OPT     := -O3 -g
 endif
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
-CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) -fno-trapping-math $(WARN) $(SANFLAGS) -pthread -fPIC
+# -ffp-contract=off: the compiler fuses no multiply-add by itself; the engine's results
+# depend only on the operations written (engine/kern.h), on every machine.
+CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) -fno-trapping-math -ffp-contract=off $(WARN) $(SANFLAGS) -pthread -fPIC
 BLAS_CFLAGS := $(shell pkg-config --cflags openblas 2>/dev/null)
 BLAS_LIBS   := $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
 LDLIBS  := -lcjson $(BLAS_LIBS) -lm -pthread
@@ -57,6 +59,13 @@ $(BUILD)/%.o: %.c $(wildcard engine/*.h engine/blocks/*.h proto/*.h server/*.h t
 	@mkdir -p $(dir $@)
 	@echo "  CC $<"
 	$(Q)$(CC) $(CFLAGS) $(BLAS_CFLAGS) -c $< -o $@
+
+# The vector kernel paths are compiled for their instruction sets; engine/kern.c runs
+# them only on CPUs that have them (cpuid).  Elsewhere they compile to nothing.
+ifneq ($(findstring x86_64,$(shell $(CC) -dumpmachine)),)
+$(BUILD)/engine/kern_avx2.o: CFLAGS += -mavx2 -mfma
+$(BUILD)/engine/kern_avx512.o: CFLAGS += -mavx512f -mavx2 -mfma
+endif
 
 $(BUILD)/libinnengine.a: $(ENGINE_OBJ)
 	@rm -f $@

@@ -1,7 +1,6 @@
 /*
- * blas.c — the only file that calls OpenBLAS; also the small double-precision linear
- * algebra used at load time (LU, inverse, log|det|, spectral norm).
- * See blas.h for the shape contracts.
+ * blas.c — the only file that calls OpenBLAS.  The engine computes with its own kernels
+ * (kern.h) and la.c; OpenBLAS is here as the benchmarks' reference sgemm.
  */
 #include "blas.h"
 #include "engine.h"
@@ -13,54 +12,6 @@
 #include <string.h>
 #include <time.h>
 #include <stdlib.h>
-
-/* Y = X op(B) + beta Y with op(B) = B^T (B is out x in, a torch weight) or B (in x out). */
-static void gemm_rows(int n, int out, int in, const float *X, int ldx, const float *B, int ldb,
-                      bool b_is_weight, float beta, float *Y, int ldy)
-{
-    if (n <= 0 || out <= 0)
-        return;
-    if (in <= 0) {
-        if (beta == 0.0f)
-            for (int i = 0; i < n; i++)
-                memset(Y + (size_t)i * ldy, 0, sizeof(float) * out);
-        return;
-    }
-    if (n == 1) {
-        /* one row: a gemv avoids sgemm's packing overhead */
-        if (b_is_weight)
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, B, ldb, X, 1, beta, Y, 1);
-        else
-            cblas_sgemv(CblasRowMajor, CblasTrans, in, out, 1.0f, B, ldb, X, 1, beta, Y, 1);
-        return;
-    }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, b_is_weight ? CblasTrans : CblasNoTrans, n, out, in,
-                1.0f, X, ldx, B, ldb, beta, Y, ldy);
-}
-
-void blas_linear(int n, int out, int in, const float *X, int ldx, const float *W, int ldw,
-                 float beta, float *Y, int ldy)
-{
-    gemm_rows(n, out, in, X, ldx, W, ldw, true, beta, Y, ldy);
-}
-
-void blas_matmul(int n, int out, int in, const float *X, int ldx, const float *M, int ldm,
-                 float beta, float *Y, int ldy)
-{
-    gemm_rows(n, out, in, X, ldx, M, ldm, false, beta, Y, ldy);
-}
-
-void blas_ref_linear(int n, int out, int in, const float *X, int ldx, const float *W, int ldw,
-                     float beta, float *Y, int ldy)
-{
-    for (int i = 0; i < n; i++)
-        for (int o = 0; o < out; o++) {
-            double acc = beta != 0.0f ? (double)Y[(size_t)i * ldy + o] : 0.0;
-            for (int k = 0; k < in; k++)
-                acc += (double)X[(size_t)i * ldx + k] * (double)W[(size_t)o * ldw + k];
-            Y[(size_t)i * ldy + o] = (float)acc;
-        }
-}
 
 double blas_sgemm_gflops(int size, double seconds)
 {

@@ -26,12 +26,15 @@
 #include <stdint.h>
 #include <cjson/cJSON.h>
 #include "engine.h"
+#include "kern.h"
 #include "safetensors.h"
 
 /* ---- Loader: manifest fields and tensors, validated, with messages ------------------- */
 
 struct ldr; /* defined in loader.c; lives only during eng_model_load */
 
+/* The kernel path of the model being loaded (subnets pack their weights for it). */
+const struct kern *ldr_kern(const struct ldr *L);
 /* Allocate zeroed memory owned by the model being loaded (freed with it).  NULL on OOM
  * (the loader has then already written the error). */
 void *ldr_alloc(struct ldr *L, size_t bytes);
@@ -92,16 +95,12 @@ enum eng_status ldr_raw(struct ldr *L, const cJSON *obj, const char *field,
 
 /* ---- Subnets: Linear layers and activations ------------------------------------------- */
 
-enum act_type {
-    ACT_RELU, ACT_LEAKY_RELU, ACT_ELU, ACT_TANH, ACT_SIGMOID, ACT_SOFTPLUS, ACT_GELU,
-    ACT_GELU_TANH, ACT_SILU, ACT_LIPSWISH, ACT_COUNT
-};
-
 struct subnet_layer {
     int is_linear;
     /* linear: out x in weight (row-major), bias (out) or NULL */
     int in, out;
     const float *w;
+    const float *wp;    /* w packed for the kernels (kern_pack_weight) */
     const float *b;
     /* activation */
     enum act_type act;
@@ -116,6 +115,8 @@ struct subnet {
     int n_layers;
     struct subnet_layer *layers;
     const float *w1x, *w1c;    /* first layer split: H x dx and H x dc (row-major) */
+    const float *w1xp, *w1cp;  /* the same packed for the kernels */
+    const struct kern *k;      /* the model's kernel path */
     int max_width;             /* widest layer output */
     long long n_params;
 };
@@ -148,8 +149,6 @@ void subnet_backward_input(const struct subnet *s, int rows, const float *tape, 
  * and of the activations' constants.  Load time only (allocates temporaries); +inf on
  * OOM. */
 double subnet_lipschitz(const struct subnet *s);
-/* Elementwise activation in place on n values. */
-void act_apply(enum act_type t, float p1, float p2, float *v, size_t n);
 /* The same in double (numeric inverses, i-ResNet blocks). */
 void act_apply_f64(enum act_type t, float p1, float p2, double *v, size_t n);
 /* Derivative of the activation at pre-activation u (for backprop and Jacobians). */
@@ -161,6 +160,7 @@ const char *act_name(enum act_type t);
 /* ---- Blocks ------------------------------------------------------------------------- */
 
 struct blk_io {
+    const struct kern *k;   /* the model's kernel path */
     int n;                  /* rows in this tile */
     float *x;               /* n x d, row stride d; transformed in place */
     double *log_det;        /* n; accumulate */
@@ -224,20 +224,7 @@ const char *blk_known_types(void);
 /* ---- Helpers shared by the coupling blocks (blocks/coupling_util.c) ------------------ */
 
 enum clamp_act { CLAMP_ATAN = 0, CLAMP_TANH, CLAMP_SIGMOID };
-/* FrEIA coupling clamp: clamp * f(u); f = 0.636*atan(u) | tanh(u) | 2*(sigmoid(u)-0.5). */
-static inline float clamp_apply(enum clamp_act a, float clamp, float u);
 /* Python round-half-to-even of 0.5 * d: FrEIA's default split_len. */
 int coupling_default_split(int d);
-
-#include <math.h>
-static inline float clamp_apply(enum clamp_act a, float clamp, float u)
-{
-    switch (a) {
-    case CLAMP_TANH: return clamp * tanhf(u);
-    case CLAMP_SIGMOID: return clamp * 2.0f * (1.0f / (1.0f + expf(-u)) - 0.5f);
-    case CLAMP_ATAN:
-    default: return clamp * 0.636f * atanf(u);
-    }
-}
 
 #endif

@@ -73,6 +73,7 @@ struct eng_info {
     const char *const *x_names; /* dims.x names */
     const char *const *y_names; /* dims.y names (NULL when dims.y == 0) */
     int n_blocks;
+    const char *kernels;       /* the kernel path that runs it: "avx512", "avx2", "portable" */
     long long n_params;        /* scalar parameters in all tensors the model uses */
     bool numeric_inverse;      /* some block inverts by iteration (i-ResNet) */
     const char *manifest_json; /* the manifest text exactly as stored */
@@ -188,6 +189,11 @@ void eng_rng_normal_row(uint64_t seed, uint32_t obs, uint64_t sample, int n, flo
 /* Threads OpenBLAS may use inside one engine call (the server sets 1: it parallelizes
  * across requests and tiles itself).  Process-wide; call once at start-up. */
 void eng_blas_threads(int n);
+/* The compute-kernel path models loaded now will run on: INNSERVE_KERNELS ("avx512",
+ * "avx2", "portable"; unset or "auto": the best this CPU supports, from cpuid).  NULL,
+ * with a message in err (may be NULL), when the variable names an unknown path or one
+ * this CPU cannot run.  Every path gives the same bits (docs/performance.md). */
+const char *eng_kernels(char *err);
 
 /* ---- Numerical inversion (i-ResNet blocks, engine/solve.c) ---------------------------- */
 

@@ -27,6 +27,8 @@ void arena_free(struct arena_chunk *a)
     }
 }
 
+const struct kern *ldr_kern(const struct ldr *L) { return L->k; }
+
 void *ldr_alloc(struct ldr *L, size_t bytes)
 {
     struct arena_chunk *c = calloc(1, sizeof(*c) + (bytes ? bytes : 1) + 64);

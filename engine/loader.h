@@ -18,6 +18,7 @@ struct ldr {
     struct arena_chunk **arena;
     unsigned char *used;       /* per tensor: counted in n_params already */
     long long n_params;
+    const struct kern *k;      /* the kernel path the model will run on */
 };
 
 /* Free every allocation of an arena (NULL-safe). */

@@ -13,6 +13,7 @@
 
 #include "model_impl.h"
 #include "sha256.h"
+#include "emath.h"
 
 /* ==== loading ============================================================================== */
 
@@ -71,7 +72,7 @@ static enum eng_status load_std(struct ldr *L, const cJSON *sj, const char *whic
                               "must be > 0", cJSON_GetObjectItemCaseSensitive(o, "std")->valuestring,
                               i, (double)out->std[i]);
             else
-                out->log_std_sum += log((double)out->std[i]);
+                out->log_std_sum += em_log((double)out->std[i]);
         }
     }
     ldr_pop(L, mark);
@@ -459,6 +460,14 @@ enum eng_status eng_model_load_ex(const char *path, unsigned flags, struct eng_m
     L.ctx[0] = '\0';
     cJSON *root = NULL;
     struct eng_ws *ws = NULL;
+
+    char kerr[ENG_ERR_LEN];
+    m->kern = L.k = kern_select(getenv("INNSERVE_KERNELS"), kerr);
+    if (!m->kern) {
+        st = ldr_fail(&L, ENG_ERR_ARG, "%s", kerr);
+        goto done;
+    }
+    m->info.kernels = m->kern->name;
 
     size_t flen;
     const uint8_t *bytes = st_bytes(f, &flen);

@@ -21,6 +21,7 @@
 
 #include "blas.h"
 #include "model_impl.h"
+#include "emath.h"
 
 #define LOG_2PI 1.8378770664093453
 
@@ -223,6 +224,7 @@ static void run_blocks(const struct eng_model *m, struct tile *t, int rows, cons
         } else {
             xd_fresh = false;
         }
+        io.k = m->kern;
         io.n = rows;
         io.x = t->state;
         io.log_det = t->ld;
@@ -285,7 +287,7 @@ static void density_tile(const struct eng_model *m, struct tile *t, int rows, co
         const float *r = t->state + (size_t)i * D;
         double l = -0.5 * log_normal_sq(r + m->out_z, d->z) - 0.5 * d->z * LOG_2PI;
         l += -0.5 * log_normal_sq(r + m->out_pad, d->pad_y) / sp2 -
-             0.5 * d->pad_y * (LOG_2PI + log(sp2));
+             0.5 * d->pad_y * (LOG_2PI + em_log(sp2));
         const float *yo = y + (ybcast ? 0 : (size_t)i * d->y);
         double e = 0.0;
         for (int j = 0; j < d->y; j++) {
@@ -293,7 +295,7 @@ static void density_tile(const struct eng_model *m, struct tile *t, int rows, co
             double diff = (double)r[m->out_y + j] - ys;
             e += diff * diff;
         }
-        l += -0.5 * e / sy2 - 0.5 * d->y * (LOG_2PI + log(sy2));
+        l += -0.5 * e / sy2 - 0.5 * d->y * (LOG_2PI + em_log(sy2));
         lp[i] = l + t->ld[i];
     }
 }
@@ -369,14 +371,17 @@ static void load_latent(const struct eng_model *m, struct tile *t, int rows, con
     }
 }
 
-static enum eng_status check_out(const float *v, int rows, int cols, int ld, int row0,
-                                 const char *what, char *err)
+/* Messages name the row ("row 3") or, when sampling, the absolute sample index
+ * ("sample 515"), so they do not depend on how a request was split. */
+static enum eng_status check_out(const float *v, int rows, int cols, int ld, const char *unit,
+                                 uint64_t index0, const char *what, char *err)
 {
     for (int i = 0; i < rows; i++)
         for (int j = 0; j < cols; j++)
             if (!isfinite(v[(size_t)i * ld + j]))
-                return eng_errf(err, ENG_ERR_NUMERIC, "row %d: %s[%d] is not finite (the input is "
-                            "outside the range the model can map)", row0 + i, what, j);
+                return eng_errf(err, ENG_ERR_NUMERIC, "%s %llu: %s[%d] is not finite (the input "
+                                "is outside the range the model can map)", unit,
+                                (unsigned long long)(index0 + (uint64_t)i), what, j);
     return ENG_OK;
 }
 
@@ -407,7 +412,7 @@ enum eng_status eng_forward(const struct eng_model *m, struct eng_ws *ws, int n,
             std_rows(&m->sx, xt, rows, d->x, t.state, d->x);
             subnet_forward(m->mlp, rows, t.state, d->x, NULL, 0, t.ys, d->y, t.scratch);
             const float *res = t.ys;
-            if ((st = check_out(res, rows, d->y, d->y, r0, "y", err)) != ENG_OK)
+            if ((st = check_out(res, rows, d->y, d->y, "row", (uint64_t)r0, "y", err)) != ENG_OK)
                 return st;
             unstd_rows(&m->sy, res, d->y, rows, d->y, y_out + (size_t)r0 * d->y);
             continue;
@@ -415,7 +420,7 @@ enum eng_status eng_forward(const struct eng_model *m, struct eng_ws *ws, int n,
         fwd_tile(m, &t, rows, xt, yt, bc);
         const int D = m->D;
         if (k == ENG_KIND_INN) {
-            if ((st = check_out(t.state, rows, D, D, r0, "output", err)) != ENG_OK)
+            if ((st = check_out(t.state, rows, D, D, "row", (uint64_t)r0, "output", err)) != ENG_OK)
                 return st;
             for (int i = 0; i < rows; i++) {
                 const float *r = t.state + (size_t)i * D;
@@ -424,7 +429,7 @@ enum eng_status eng_forward(const struct eng_model *m, struct eng_ws *ws, int n,
                 unstd_rows(&m->sy, r + m->out_y, d->y, 1, d->y, y_out + (size_t)(r0 + i) * d->y);
             }
         } else {
-            if ((st = check_out(t.state, rows, D, D, r0, "z", err)) != ENG_OK)
+            if ((st = check_out(t.state, rows, D, D, "row", (uint64_t)r0, "z", err)) != ENG_OK)
                 return st;
             memcpy(z + (size_t)r0 * D, t.state, sizeof(float) * (size_t)rows * D);
         }
@@ -462,7 +467,7 @@ enum eng_status eng_inverse(const struct eng_model *m, struct eng_ws *ws, int n,
         load_latent(m, &t, rows, z + (size_t)r0 * d->z, yt, bc);
         inv_tile(m, &t, rows, yt, bc, opts, stats, r0);
         int off = k == ENG_KIND_INN ? m->in_x : 0;
-        if ((st = check_out(t.state + off, rows, d->x, D, r0, "x", err)) != ENG_OK)
+        if ((st = check_out(t.state + off, rows, d->x, D, "row", (uint64_t)r0, "x", err)) != ENG_OK)
             return st;
         unstd_rows(&m->sx, t.state + off, D, rows, d->x, x + (size_t)r0 * d->x);
         if (log_det)
@@ -526,9 +531,9 @@ enum eng_status eng_sample(const struct eng_model *m, struct eng_ws *ws, const f
     struct tile t = carve(m, ws);
     const int D = m->D;
     const int dz = d->z;
-    /* Tiles are aligned to multiples of ENG_TILE_ROWS in the absolute sample index, so a
-     * sample is always computed in the same tile shape, whichever calls the range is
-     * split into (BLAS kernels may round differently for different row counts). */
+    /* Tiles are aligned to multiples of ENG_TILE_ROWS in the absolute sample index, so
+     * they stay full whichever calls the range is split into.  (Results do not depend on
+     * the tile shape: every element is computed in a fixed order, engine/kern.h.) */
     for (int r0 = 0, rows; r0 < count; r0 += rows) {
         uint64_t abs0 = first + (uint64_t)r0;
         uint64_t room = ENG_TILE_ROWS - abs0 % ENG_TILE_ROWS;
@@ -548,7 +553,7 @@ enum eng_status eng_sample(const struct eng_model *m, struct eng_ws *ws, const f
         }
         inv_tile(m, &t, rows, y, true, opts, stats, r0);
         int off = k == ENG_KIND_INN ? m->in_x : 0;
-        if ((st = check_out(t.state + off, rows, d->x, D, r0, "x", err)) != ENG_OK)
+        if ((st = check_out(t.state + off, rows, d->x, D, "sample", abs0, "x", err)) != ENG_OK)
             return st;
         float *xo = x_out + (size_t)r0 * d->x;
         unstd_rows(&m->sx, t.state + off, D, rows, d->x, xo);

@@ -31,6 +31,7 @@ struct eng_model {
     char *description;
     const char **x_names, **y_names;
 
+    const struct kern *kern; /* kernel path (INNSERVE_KERNELS or the CPU's best) */
     int D;                   /* block width */
     int n_blocks;
     struct blk *blocks;

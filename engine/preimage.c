@@ -52,6 +52,7 @@
 
 #include "blas.h"
 #include "loader.h"
+#include "emath.h"
 
 #define PRE_MAX_SOLUTIONS 1024
 #define PRE_MAX_POP 512
@@ -367,7 +368,9 @@ static enum eng_status run_adam(struct pre *p)
         if ((st = eval(p, p->P, p->U, p->R)) != ENG_OK)
             return st;
         grad_mlp(p, p->P, p->R, p->G);
-        double lr = lr0 * 0.5 * (1.0 + cos(M_PI * t / T));
+        double sn, cs;
+        em_sincos_2pi(0.5 * (double)t / (double)T, &sn, &cs); /* cos(pi t / T) */
+        double lr = lr0 * 0.5 * (1.0 + cs);
         b1t *= b1, b2t *= b2;
         for (int r = 0; r < p->P; r++) {
             double *u = p->U + (size_t)r * n;
@@ -447,7 +450,7 @@ static enum eng_status run_evolution(struct pre *p, struct keyed *ord, struct ke
         }
         qsort(crowd, (size_t)S, sizeof(*crowd), by_key);
         double frac = G > 1 ? (double)g / (G - 1) : 1.0;
-        double sig = 0.1 * pow(0.05, frac); /* 0.1 -> 0.005 of the box width */
+        double sig = 0.1 * em_exp(frac * em_log(0.05)); /* 0.1 -> 0.005 of the box width */
         for (int q = 0; q < M; q++) {
             int dead = ord[S + q].idx;
             uint64_t id = (uint64_t)g * (uint64_t)N + (uint64_t)q;

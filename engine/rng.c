@@ -1,13 +1,16 @@
 /*
  * rng.c — counter-based Gaussian draws.  Philox4x32-10 (Salmon et al., SC'11) keyed by
  * the 64-bit seed, with the counter (dim / 4, sample low, sample high, obs); each call
- * yields four uniforms, turned into four normals by Box-Muller in double.  A draw
+ * yields four uniforms, turned into four normals by Box-Muller in double (with emath.h's
+ * log and sin/cos of 2 pi u, so the draws are the same bits on every machine).  A draw
  * depends only on (seed, obs, sample, dim), so samples are identical whatever the
  * batching, tiling or thread count.
  */
 #include <math.h>
 
+#include "emath.h"
 #include "engine.h"
+#include "kern.h"
 
 #define PHILOX_M0 0xD2511F53u
 #define PHILOX_M1 0xCD9E8D57u
@@ -30,26 +33,26 @@ static void philox4x32_10(uint32_t ctr[4], uint32_t k0, uint32_t k1)
 /* Uniform in (0, 1]: never 0, so log() is finite. */
 static double u01(uint32_t v) { return ((double)v + 1.0) * (1.0 / 4294967296.0); }
 
-static void block4(uint64_t seed, uint32_t obs, uint64_t sample, uint32_t blk, float out[4])
+static inline void block4(uint64_t seed, uint32_t obs, uint64_t sample, uint32_t blk, float out[4])
 {
     uint32_t c[4] = {blk, (uint32_t)sample, (uint32_t)(sample >> 32), obs};
     philox4x32_10(c, (uint32_t)seed, (uint32_t)(seed >> 32));
     for (int k = 0; k < 4; k += 2) {
-        double r = sqrt(-2.0 * log(u01(c[k])));
-        double th = 6.283185307179586 * u01(c[k + 1]);
-        out[k] = (float)(r * cos(th));
-        out[k + 1] = (float)(r * sin(th));
+        double r = sqrt(-2.0 * em_log(u01(c[k]))), sn, cs;
+        em_sincos_2pi(u01(c[k + 1]), &sn, &cs);
+        out[k] = (float)(r * cs);
+        out[k + 1] = (float)(r * sn);
     }
 }
 
-float eng_rng_normal(uint64_t seed, uint32_t obs, uint64_t sample, uint32_t dim)
+KERN_FMA_CLONES float eng_rng_normal(uint64_t seed, uint32_t obs, uint64_t sample, uint32_t dim)
 {
     float v[4];
     block4(seed, obs, sample, dim / 4, v);
     return v[dim % 4];
 }
 
-void eng_rng_normal_row(uint64_t seed, uint32_t obs, uint64_t sample, int n, float *out)
+KERN_FMA_CLONES void eng_rng_normal_row(uint64_t seed, uint32_t obs, uint64_t sample, int n, float *out)
 {
     int d = 0;
     for (; d + 4 <= n; d += 4)

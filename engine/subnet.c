@@ -9,70 +9,20 @@
 #include <string.h>
 
 #include "blas.h"
+#include "emath.h"
+#include "kern.h"
 #include "block.h"
 
 /* ---- activations ----------------------------------------------------------------------- */
 
 static const char *const act_names[ACT_COUNT] = {
-    [ACT_RELU] = "relu",         [ACT_LEAKY_RELU] = "leaky_relu", [ACT_ELU] = "elu",
+    [ACT_NONE] = "none",         [ACT_RELU] = "relu",         [ACT_LEAKY_RELU] = "leaky_relu", [ACT_ELU] = "elu",
     [ACT_TANH] = "tanh",         [ACT_SIGMOID] = "sigmoid",       [ACT_SOFTPLUS] = "softplus",
     [ACT_GELU] = "gelu",         [ACT_GELU_TANH] = "gelu",        [ACT_SILU] = "silu",
     [ACT_LIPSWISH] = "lipswish",
 };
 
 const char *act_name(enum act_type t) { return t < ACT_COUNT ? act_names[t] : "?"; }
-
-void act_apply(enum act_type t, float p1, float p2, float *v, size_t n)
-{
-    switch (t) {
-    case ACT_RELU:
-        for (size_t i = 0; i < n; i++)
-            v[i] = v[i] > 0.0f ? v[i] : 0.0f;
-        break;
-    case ACT_LEAKY_RELU:
-        for (size_t i = 0; i < n; i++)
-            v[i] = v[i] >= 0.0f ? v[i] : p1 * v[i];
-        break;
-    case ACT_ELU:
-        for (size_t i = 0; i < n; i++)
-            v[i] = v[i] > 0.0f ? v[i] : p1 * expm1f(v[i]);
-        break;
-    case ACT_TANH:
-        for (size_t i = 0; i < n; i++)
-            v[i] = tanhf(v[i]);
-        break;
-    case ACT_SIGMOID:
-        for (size_t i = 0; i < n; i++)
-            v[i] = 1.0f / (1.0f + expf(-v[i]));
-        break;
-    case ACT_SOFTPLUS: /* torch: u if beta*u > threshold else log1p(exp(beta*u))/beta */
-        for (size_t i = 0; i < n; i++) {
-            float bu = p1 * v[i];
-            v[i] = bu > p2 ? v[i] : log1pf(expf(bu)) / p1;
-        }
-        break;
-    case ACT_GELU:
-        for (size_t i = 0; i < n; i++)
-            v[i] = 0.5f * v[i] * (1.0f + erff(v[i] * 0.70710678118654752f));
-        break;
-    case ACT_GELU_TANH:
-        for (size_t i = 0; i < n; i++) {
-            float u = v[i];
-            v[i] = 0.5f * u * (1.0f + tanhf(0.79788456080286536f * (u + 0.044715f * u * u * u)));
-        }
-        break;
-    case ACT_SILU:
-        for (size_t i = 0; i < n; i++)
-            v[i] = v[i] / (1.0f + expf(-v[i]));
-        break;
-    case ACT_LIPSWISH:
-        for (size_t i = 0; i < n; i++)
-            v[i] = v[i] / (1.0f + expf(-v[i])) / 1.1f;
-        break;
-    case ACT_COUNT:
-        break;
-    }
-}
 
 void act_apply_f64(enum act_type t, float p1, float p2, double *v, size_t n)
 {
@@ -87,40 +37,41 @@ void act_apply_f64(enum act_type t, float p1, float p2, double *v, size_t n)
         break;
     case ACT_ELU:
         for (size_t i = 0; i < n; i++)
-            v[i] = v[i] > 0.0 ? v[i] : p1 * expm1(v[i]);
+            v[i] = v[i] > 0.0 ? v[i] : p1 * em_expm1(v[i]);
         break;
     case ACT_TANH:
         for (size_t i = 0; i < n; i++)
-            v[i] = tanh(v[i]);
+            v[i] = em_tanh(v[i]);
         break;
     case ACT_SIGMOID:
         for (size_t i = 0; i < n; i++)
-            v[i] = 1.0 / (1.0 + exp(-v[i]));
+            v[i] = 1.0 / (1.0 + em_exp(-v[i]));
         break;
     case ACT_SOFTPLUS:
         for (size_t i = 0; i < n; i++) {
             double bu = (double)p1 * v[i];
-            v[i] = bu > p2 ? v[i] : log1p(exp(bu)) / p1;
+            v[i] = bu > p2 ? v[i] : em_log1p(em_exp(bu)) / p1;
         }
         break;
     case ACT_GELU:
         for (size_t i = 0; i < n; i++)
-            v[i] = 0.5 * v[i] * (1.0 + erf(v[i] * 0.70710678118654752));
+            v[i] = 0.5 * v[i] * (1.0 + em_erf(v[i] * 0.70710678118654752));
         break;
     case ACT_GELU_TANH:
         for (size_t i = 0; i < n; i++) {
             double u = v[i];
-            v[i] = 0.5 * u * (1.0 + tanh(0.79788456080286536 * (u + 0.044715 * u * u * u)));
+            v[i] = 0.5 * u * (1.0 + em_tanh(0.79788456080286536 * (u + 0.044715 * u * u * u)));
         }
         break;
     case ACT_SILU:
         for (size_t i = 0; i < n; i++)
-            v[i] = v[i] / (1.0 + exp(-v[i]));
+            v[i] = v[i] / (1.0 + em_exp(-v[i]));
         break;
     case ACT_LIPSWISH:
         for (size_t i = 0; i < n; i++)
-            v[i] = v[i] / (1.0 + exp(-v[i])) / 1.1;
+            v[i] = v[i] / (1.0 + em_exp(-v[i])) / 1.1;
         break;
+    case ACT_NONE:
     case ACT_COUNT:
         break;
     }
@@ -131,19 +82,20 @@ double act_deriv(enum act_type t, float p1, float p2, double u)
     switch (t) {
     case ACT_RELU: return u > 0 ? 1.0 : 0.0;
     case ACT_LEAKY_RELU: return u >= 0 ? 1.0 : p1;
-    case ACT_ELU: return u > 0 ? 1.0 : p1 * exp(u);
-    case ACT_TANH: { double th = tanh(u); return 1.0 - th * th; }
-    case ACT_SIGMOID: { double s = 1.0 / (1.0 + exp(-u)); return s * (1.0 - s); }
-    case ACT_SOFTPLUS: return p1 * u > p2 ? 1.0 : 1.0 / (1.0 + exp(-p1 * u));
+    case ACT_ELU: return u > 0 ? 1.0 : p1 * em_exp(u);
+    case ACT_TANH: { double th = em_tanh(u); return 1.0 - th * th; }
+    case ACT_SIGMOID: { double s = 1.0 / (1.0 + em_exp(-u)); return s * (1.0 - s); }
+    case ACT_SOFTPLUS: return p1 * u > p2 ? 1.0 : 1.0 / (1.0 + em_exp(-p1 * u));
     case ACT_GELU:
-        return 0.5 * (1.0 + erf(u / sqrt(2.0))) + u * exp(-0.5 * u * u) / sqrt(2.0 * M_PI);
+        return 0.5 * (1.0 + em_erf(u / sqrt(2.0))) + u * em_exp(-0.5 * u * u) / sqrt(2.0 * M_PI);
     case ACT_GELU_TANH: {
         double k = 0.79788456080286536, a = k * (u + 0.044715 * u * u * u);
-        double th = tanh(a);
+        double th = em_tanh(a);
         return 0.5 * (1.0 + th) + 0.5 * u * (1.0 - th * th) * k * (1.0 + 3 * 0.044715 * u * u);
     }
-    case ACT_SILU: { double s = 1.0 / (1.0 + exp(-u)); return s * (1.0 + u * (1.0 - s)); }
-    case ACT_LIPSWISH: { double s = 1.0 / (1.0 + exp(-u)); return s * (1.0 + u * (1.0 - s)) / 1.1; }
+    case ACT_SILU: { double s = 1.0 / (1.0 + em_exp(-u)); return s * (1.0 + u * (1.0 - s)); }
+    case ACT_LIPSWISH: { double s = 1.0 / (1.0 + em_exp(-u)); return s * (1.0 + u * (1.0 - s)) / 1.1; }
+    case ACT_NONE: return 1.0;
     case ACT_COUNT: break;
     }
     return 0.0;
@@ -152,7 +104,7 @@ double act_deriv(enum act_type t, float p1, float p2, double u)
 double act_lipschitz(enum act_type t, float p1, float p2)
 {
     switch (t) {
-    case ACT_RELU: case ACT_TANH: return 1.0;
+    case ACT_NONE: case ACT_RELU: case ACT_TANH: return 1.0;
     case ACT_LEAKY_RELU: return fmax(1.0, fabs(p1));
     case ACT_ELU: return fmax(1.0, p1);
     case ACT_SIGMOID: return 0.25;
@@ -219,6 +171,13 @@ enum eng_status ldr_subnet(struct ldr *L, const cJSON *obj, const char *field, i
             if ((st = ldr_tensor(L, lj, "bias", false, 1, bs, &l->b)) != ENG_OK)
                 goto out;
             l->is_linear = 1, l->in = width, l->out = outw;
+            float *wp = ldr_alloc(L, sizeof(float) * (kern_packed_size(outw, width) + 1));
+            if (!wp) {
+                st = ENG_ERR_NOMEM;
+                goto out;
+            }
+            kern_pack_weight(outw, width, l->w, width, wp);
+            l->wp = wp;
             last_w = wt->name;
             s->n_params += (long long)outw * width + (l->b ? outw : 0);
             width = outw;
@@ -277,6 +236,16 @@ enum eng_status ldr_subnet(struct ldr *L, const cJSON *obj, const char *field, i
         memcpy(wc + (size_t)o * dc, l0->w + (size_t)o * l0->in + dx, sizeof(float) * (size_t)dc);
     }
     s->w1x = wx, s->w1c = wc;
+    float *wxp = ldr_alloc(L, sizeof(float) * (kern_packed_size(l0->out, dx) + 1));
+    float *wcp = ldr_alloc(L, sizeof(float) * (kern_packed_size(l0->out, dc) + 1));
+    if (!wxp || !wcp) {
+        st = ENG_ERR_NOMEM;
+        goto out;
+    }
+    kern_pack_weight(l0->out, dx, wx, dx, wxp);
+    kern_pack_weight(l0->out, dc, wc, dc, wcp);
+    s->w1xp = wxp, s->w1cp = wcp;
+    s->k = ldr_kern(L);
     *out = s;
 out:
     ldr_pop(L, mark);
@@ -290,21 +259,40 @@ size_t subnet_scratch(const struct subnet *s, int rows)
     return 2 * (size_t)rows * (size_t)s->max_width + (size_t)s->max_width;
 }
 
-static void act_rows(const struct subnet_layer *l, int rows, float *p, int ld)
+/* Y = act(init + X W^T) through the model's kernels; W packed (kern.h). */
+static void lin(const struct subnet *s, int rows, int out, int in, const float *X, int ldx,
+                const float *wp, const float *init, bool acc, float *Y, int ldy,
+                const struct subnet_layer *act)
+{
+    struct kern_gemm g = {.m = rows, .n = out, .k = in, .a = X, .lda = ldx, .b = wp,
+                          .bmode = KERN_B_PACKED, .init = init, .accumulate = acc, .y = Y,
+                          .ldy = ldy};
+    if (act) {
+        g.act = act->act;
+        g.p1 = act->p1, g.p2 = act->p2;
+    }
+    s->k->gemm(&g);
+}
+
+static void act_rows(const struct kern *k, const struct subnet_layer *l, int rows, float *p,
+                     int ld)
 {
     if (ld == l->out)
-        act_apply(l->act, l->p1, l->p2, p, (size_t)rows * (size_t)l->out);
+        k->act(l->act, l->p1, l->p2, p, (size_t)rows * (size_t)l->out);
     else
         for (int i = 0; i < rows; i++)
-            act_apply(l->act, l->p1, l->p2, p + (size_t)i * ld, (size_t)l->out);
+            k->act(l->act, l->p1, l->p2, p + (size_t)i * ld, (size_t)l->out);
 }
 
-static void fill_rows(float *dst, int ld, int rows, const float *row, int w)
+/* The activation right after Linear layer i, fused into its product (NULL if none). */
+static const struct subnet_layer *fused_act(const struct subnet *s, int i)
 {
-    for (int i = 0; i < rows; i++)
-        memcpy(dst + (size_t)i * ld, row, sizeof(float) * (size_t)w);
+    return i + 1 < s->n_layers && !s->layers[i + 1].is_linear ? &s->layers[i + 1] : NULL;
 }
 
+/* Every output element is bias, then the condition columns, then the x columns, each
+ * accumulated in order (kern.h): a broadcast condition row gives the same bits as the
+ * same row repeated. */
 void subnet_forward(const struct subnet *s, int rows, const float *x, int ldx, const float *c,
                     int ldc, float *out, int ldo, float *scratch)
 {
@@ -320,37 +308,29 @@ void subnet_forward(const struct subnet *s, int rows, const float *x, int ldx, c
     const struct subnet_layer *l0 = &s->layers[0];
     float *cur = last_lin == 0 ? out : buf[0];
     int ldcur = last_lin == 0 ? ldo : l0->out;
-    /* Layer 0: bias (+ broadcast condition part) first, then += X W1x^T (+ C W1c^T). */
+    const float *init = l0->b;
+    bool cont = false; /* continue from the condition part already in cur */
     if (s->dc > 0 && ldc == 0) {
-        if (l0->b)
-            memcpy(crow, l0->b, sizeof(float) * (size_t)l0->out);
-        blas_linear(1, l0->out, s->dc, c, s->dc, s->w1c, s->dc, l0->b ? 1.0f : 0.0f, crow,
-                    l0->out);
-        fill_rows(cur, ldcur, rows, crow, l0->out);
-    } else if (l0->b) {
-        fill_rows(cur, ldcur, rows, l0->b, l0->out);
-    } else {
-        for (int i = 0; i < rows; i++)
-            memset(cur + (size_t)i * ldcur, 0, sizeof(float) * (size_t)l0->out);
+        lin(s, 1, l0->out, s->dc, c, s->dc, s->w1cp, l0->b, false, crow, l0->out, NULL);
+        init = crow;
+    } else if (s->dc > 0) {
+        lin(s, rows, l0->out, s->dc, c, ldc, s->w1cp, l0->b, false, cur, ldcur, NULL);
+        init = NULL, cont = true;
     }
-    if (s->dc > 0 && ldc > 0)
-        blas_linear(rows, l0->out, s->dc, c, ldc, s->w1c, s->dc, 1.0f, cur, ldcur);
-    if (s->dx > 0)
-        blas_linear(rows, l0->out, s->dx, x, ldx, s->w1x, s->dx, 1.0f, cur, ldcur);
+    lin(s, rows, l0->out, s->dx, x, ldx, s->w1xp, init, cont, cur, ldcur, fused_act(s, 0));
 
     int which = 0;
     for (int i = 1; i < s->n_layers; i++) {
         const struct subnet_layer *l = &s->layers[i];
         if (!l->is_linear) {
-            act_rows(l, rows, cur, ldcur);
+            if (!s->layers[i - 1].is_linear) /* a second activation in a row */
+                act_rows(s->k, l, rows, cur, ldcur);
             continue;
         }
         float *dst = i == last_lin ? out : buf[which ^ 1];
         int lddst = i == last_lin ? ldo : l->out;
-        if (l->b)
-            fill_rows(dst, lddst, rows, l->b, l->out);
-        blas_linear(rows, l->out, l->in, cur, ldcur, l->w, l->in, l->b ? 1.0f : 0.0f, dst,
-                    lddst);
+        lin(s, rows, l->out, l->in, cur, ldcur, l->wp, l->b, false, dst, lddst,
+            fused_act(s, i));
         cur = dst, ldcur = lddst;
         which ^= 1;
     }
@@ -379,10 +359,7 @@ void subnet_forward_tape(const struct subnet *s, int rows, const float *x, int l
     const struct subnet_layer *l0 = &s->layers[0];
     float *cur = last_lin == 0 ? out : buf[0];
     int ldcur = last_lin == 0 ? ldo : l0->out;
-    if (l0->b)
-        for (int i = 0; i < rows; i++)
-            memcpy(cur + (size_t)i * ldcur, l0->b, sizeof(float) * (size_t)l0->out);
-    blas_linear(rows, l0->out, s->dx, x, ldx, s->w1x, s->dx, l0->b ? 1.0f : 0.0f, cur, ldcur);
+    lin(s, rows, l0->out, s->dx, x, ldx, s->w1xp, l0->b, false, cur, ldcur, NULL);
     int which = 0;
     float *t = tape;
     for (int i = 1; i < s->n_layers; i++) {
@@ -392,18 +369,24 @@ void subnet_forward_tape(const struct subnet *s, int rows, const float *x, int l
                 memcpy(t + (size_t)r * l->out, cur + (size_t)r * ldcur,
                        sizeof(float) * (size_t)l->out);
             t += (size_t)rows * l->out;
-            act_rows(l, rows, cur, ldcur);
+            act_rows(s->k, l, rows, cur, ldcur);
             continue;
         }
         float *dst = i == last_lin ? out : buf[which ^ 1];
         int lddst = i == last_lin ? ldo : l->out;
-        if (l->b)
-            fill_rows(dst, lddst, rows, l->b, l->out);
-        blas_linear(rows, l->out, l->in, cur, ldcur, l->w, l->in, l->b ? 1.0f : 0.0f, dst,
-                    lddst);
+        lin(s, rows, l->out, l->in, cur, ldcur, l->wp, l->b, false, dst, lddst, NULL);
         cur = dst, ldcur = lddst;
         which ^= 1;
     }
+}
+
+/* g_in (rows x in) = g (rows x out) W, W the torch weight (out x in) read row-major. */
+static void back_lin(const struct subnet *s, int rows, int in, int out, const float *g, int ldg,
+                     const float *w, float *dst, int ldd)
+{
+    struct kern_gemm gm = {.m = rows, .n = in, .k = out, .a = g, .lda = ldg, .b = w, .ldb = in,
+                           .bmode = KERN_B_ROWMAJOR, .y = dst, .ldy = ldd};
+    s->k->gemm(&gm);
 }
 
 void subnet_backward_input(const struct subnet *s, int rows, const float *tape, const float *gout,
@@ -430,15 +413,14 @@ void subnet_backward_input(const struct subnet *s, int rows, const float *tape, 
                         g[(size_t)r * ldcur + j] *
                         (float)act_deriv(l->act, l->p1, l->p2, u[(size_t)r * l->out + j]);
         } else {
-            /* g_in (rows x in) = g (rows x out) * W (out x in) */
-            blas_matmul(rows, l->in, l->out, g, ldcur, l->w, l->in, 0.0f, dst, l->in);
+            back_lin(s, rows, l->in, l->out, g, ldcur, l->w, dst, l->in);
         }
         g = dst;
         ldcur = l->is_linear ? l->in : l->out;
         which ^= 1;
     }
     const struct subnet_layer *l0 = &s->layers[0];
-    blas_matmul(rows, s->dx, l0->out, g, ldcur, s->w1x, s->dx, 0.0f, gx, ldgx);
+    back_lin(s, rows, s->dx, l0->out, g, ldcur, s->w1x, gx, ldgx);
 }
 
 /* ---- Lipschitz bound (certificates) ---------------------------------------------------------- */

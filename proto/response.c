@@ -321,7 +321,9 @@ void proto_write_metadata(struct proto_buf *b, const struct proto_model_id *id,
     proto_buf_i64(b, info->n_blocks);
     proto_buf_puts(b, ",\"parameters\":");
     proto_buf_i64(b, info->n_params);
-    proto_buf_puts(b, ",\"numeric_inverse\":");
+    proto_buf_puts(b, ",\"kernels\":\"");
+    proto_buf_puts(b, info->kernels ? info->kernels : "");
+    proto_buf_puts(b, "\",\"numeric_inverse\":");
     proto_buf_puts(b, info->numeric_inverse ? "true" : "false");
     proto_buf_puts(b, ",\"description\":");
     proto_buf_json_str(b, info->description ? info->description : "");

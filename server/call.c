@@ -296,7 +296,11 @@ static void unit_rows(struct srv_job *j, int idx, struct eng_ws *ws)
     if (st != ENG_OK) {
         /* row numbers in engine messages are relative to the unit */
         char msg[ENG_ERR_LEN + 64];
-        if (r0)
+        long row;
+        int used = 0;
+        if (sscanf(err, "row %ld: %n", &row, &used) == 1 && used > 0)
+            snprintf(msg, sizeof msg, "row %ld: %s", r0 + row, err + used);
+        else if (r0)
             snprintf(msg, sizeof msg, "%s (in rows %ld..%ld)", err, r0, r0 + n - 1);
         else
             snprintf(msg, sizeof msg, "%s", err);
@@ -350,8 +354,7 @@ static void unit_sample(struct srv_job *j, int idx, struct eng_ws *ws)
     }
     if (st != ENG_OK) {
         char msg[ENG_ERR_LEN + 96];
-        snprintf(msg, sizeof msg, "observation %d, samples %ld..%ld: %s", u->obs, u->first,
-                 u->first + u->count - 1, err);
+        snprintf(msg, sizeof msg, "observation %d: %s", u->obs, err);
         fail(c, idx, st, msg);
     }
 }

@@ -77,6 +77,8 @@ static const struct opt OPTS[] = {
      "preimage request"},
     {"max-temperature", K_DOUBLE, OFF(lim.max_temperature), 0, 1e6, "largest sample "
      "temperature"},
+    {"kernels", K_STR, OFF(kernels), 0, 0, "compute kernels: auto (the best this CPU runs), "
+     "avx512, avx2 or portable; every path gives the same bits"},
     {"check", K_STR, OFF(check), 0, 0, "load one checkpoint offline, print its certificate and "
      "test-vector verdict as JSON, exit 0 (ok) or 1"},
 };
@@ -105,7 +107,8 @@ void srv_config_free(struct srv_config *c)
     free(c->models);
     free(c->host);
     free(c->check);
-    c->models = c->host = c->check = NULL;
+    free(c->kernels);
+    c->models = c->host = c->check = c->kernels = NULL;
 }
 
 static bool parse_number(const char *s, double *out, double mult_k)

@@ -30,6 +30,7 @@ struct srv_config {
     bool access_log;       /* --access-log on|off */
     struct proto_limits lim; /* --max-* */
     char *check;           /* --check FILE: offline verdict, then exit */
+    char *kernels;         /* --kernels auto|avx512|avx2|portable (INNSERVE_KERNELS) */
     bool help, version;
 };
 

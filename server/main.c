@@ -115,8 +115,8 @@ static void log_listening(const struct srv_config *cfg, int port, int workers, i
     proto_buf_puts(&b, "\"host\":");
     proto_buf_json_str(&b, cfg->host);
     proto_buf_printf(&b, ",\"port\":%d,\"workers\":%d,\"http_threads\":%d,\"queue\":%d,"
-                     "\"deadline_ms\":%ld,\"models\":", port, workers, threads, cfg->queue,
-                     cfg->deadline_ms);
+                     "\"deadline_ms\":%ld,\"kernels\":\"%s\",\"models\":", port, workers, threads,
+                     cfg->queue, cfg->deadline_ms, eng_kernels(NULL));
     proto_buf_json_str(&b, cfg->models);
     proto_buf_putc(&b, 0);
     if (!proto_buf_failed(&b))
@@ -163,6 +163,20 @@ int main(int argc, char **argv)
         return 0;
     }
     eng_blas_threads(1);
+    {
+        /* the engine reads INNSERVE_KERNELS when it loads a model: the flag sets it */
+        if (cfg.kernels && setenv("INNSERVE_KERNELS", cfg.kernels, 1) != 0) {
+            fprintf(stderr, "innserve: cannot set INNSERVE_KERNELS\n");
+            srv_config_free(&cfg);
+            return 2;
+        }
+        char kerr[ENG_ERR_LEN];
+        if (!eng_kernels(kerr)) {
+            fprintf(stderr, "innserve: %s\n", kerr);
+            srv_config_free(&cfg);
+            return 2;
+        }
+    }
     if (cfg.check) {
         int rc = check_file(cfg.check);
         srv_config_free(&cfg);

@@ -21,7 +21,7 @@
  * P is a hard permutation (y_i = v_perm[i], P^-1: v_i = y_perm_inv[i]) or a matrix
  * (soft: y = W v with FrEIA's w_perm, P^-1 applied with the stored w_perm_inv ~ W^T;
  * householder: W = w_0 * prod_k (I - 2 v_k v_k^T / |v_k|^2), built at load in double,
- * P^-1 = W^T).  In row-major tiles "y = W v per sample" is Y = V W^T: blas_linear.
+ * P^-1 = W^T).  In row-major tiles "y = W v per sample" is Y = V W^T: kern_linear_w.
  *
  * Psi: SOFTPLUS 0.1 * softplus_{beta 0.5}(a) with torch's threshold (0.5 a > 20 -> the
  * softplus returns a, so Psi = 0.1 a exactly); SIGMOID 10 sigmoid(a - 2); EXP e^a.
@@ -33,6 +33,7 @@
 #include <string.h>
 #include "coupling.h"
 #include "../blas.h"
+#include "../emath.h"
 
 enum aio_perm { PERM_HARD = 0, PERM_SOFT, PERM_HOUSEHOLDER };
 enum aio_gtype { G_SOFTPLUS = 0, G_SIGMOID, G_EXP };
@@ -75,7 +76,10 @@ static void coefficients(const struct aio_priv *p, int d, struct blk_io *io, flo
         float *s = a + (size_t)i * lda;
         float *t = s + n2;
         for (int j = 0; j < n2; j++)
-            s[j] = alpha * tanhf((s[j] * 0.1f) / a_div);
+            s[j] = (s[j] * 0.1f) / a_div;
+        io->k->map(KF_TANH, s, (size_t)n2);
+        for (int j = 0; j < n2; j++)
+            s[j] = alpha * s[j];
         for (int j = 0; j < n2; j++)
             t[j] = t[j] * 0.1f;
     }
@@ -84,10 +88,11 @@ static void coefficients(const struct aio_priv *p, int d, struct blk_io *io, flo
 }
 
 /* x (n x d) <- P x  (y = W v, or y_i = v_perm[i]); tmp: n x d. */
-static void perm_apply(const struct aio_priv *p, int n, int d, float *x, float *tmp)
+static void perm_apply(const struct kern *kn, const struct aio_priv *p, int n, int d, float *x,
+                       float *tmp)
 {
     if (p->matrix) {
-        blas_linear(n, d, d, x, d, p->wf, d, 0.0f, tmp, d);
+        kern_linear_w(kn, n, d, d, x, d, p->wf, d, tmp, d);
     } else {
         const int32_t *pm = p->perm;
         for (int i = 0; i < n; i++) {
@@ -101,10 +106,11 @@ static void perm_apply(const struct aio_priv *p, int n, int d, float *x, float *
 }
 
 /* x (n x d) <- P^-1 x  (v = Wi y, or v_i = y_perm_inv[i]); tmp: n x d. */
-static void perm_apply_inv(const struct aio_priv *p, int n, int d, float *x, float *tmp)
+static void perm_apply_inv(const struct kern *kn, const struct aio_priv *p, int n, int d, float *x,
+                           float *tmp)
 {
     if (p->matrix) {
-        blas_linear(n, d, d, x, d, p->wi, d, 0.0f, tmp, d);
+        kern_linear_w(kn, n, d, d, x, d, p->wi, d, tmp, d);
     } else {
         const int32_t *pi = p->perm_inv;
         for (int i = 0; i < n; i++) {
@@ -127,10 +133,10 @@ static void aio_forward(const struct blk *b, struct blk_io *io)
     float *x = io->x;
 
     if (p->rev_pre)
-        perm_apply_inv(p, n, d, x, tmp);
+        perm_apply_inv(io->k, p, n, d, x, tmp);
 
     coefficients(p, d, io, a, sub);
-    cpl_affine_fwd(x + n1, d, a, 2 * n2, n, n2, io->log_det);
+    cpl_affine_fwd(io->k, x + n1, d, a, 2 * n2, n, n2, io->log_det);
 
     if (p->matrix) {
         /* v = u * g + offset, then y = W v. */
@@ -140,7 +146,7 @@ static void aio_forward(const struct blk *b, struct blk_io *io)
             for (int k = 0; k < d; k++)
                 xi[k] = xi[k] * g[k] + off[k];
         }
-        perm_apply(p, n, d, x, tmp);
+        perm_apply(io->k, p, n, d, x, tmp);
     } else {
         /* Fused: y_k = u[perm[k]] * g[perm[k]] + off[perm[k]]. */
         const int32_t *pm = p->perm;
@@ -170,7 +176,7 @@ static enum eng_status aio_inverse(const struct blk *b, struct blk_io *io)
 
     if (p->matrix) {
         /* v = Wi y, then u = (v - offset) / g. */
-        blas_linear(n, d, d, x, d, p->wi, d, 0.0f, tmp, d);
+        kern_linear_w(io->k, n, d, d, x, d, p->wi, d, tmp, d);
         for (int i = 0; i < n; i++) {
             const float *ti = tmp + (size_t)i * d;
             float *xi = x + (size_t)i * d;
@@ -190,10 +196,10 @@ static enum eng_status aio_inverse(const struct blk *b, struct blk_io *io)
     }
 
     coefficients(p, d, io, a, sub);
-    cpl_affine_inv(x + n1, d, a, 2 * n2, n, n2, io->log_det);
+    cpl_affine_inv(io->k, x + n1, d, a, 2 * n2, n, n2, io->log_det);
 
     if (p->rev_pre)
-        perm_apply(p, n, d, x, tmp);
+        perm_apply(io->k, p, n, d, x, tmp);
     if (p->log_g != 0.0)
         for (int i = 0; i < n; i++)
             io->log_det[i] -= p->log_g;
@@ -207,14 +213,14 @@ static float psi(enum aio_gtype t, float a)
 {
     switch (t) {
     case G_SIGMOID:
-        return 10.0f * (1.0f / (1.0f + expf(-(a - 2.0f))));
+        return 10.0f * (1.0f / (1.0f + em_expf(-(a - 2.0f))));
     case G_EXP:
-        return expf(a);
+        return em_expf(a);
     case G_SOFTPLUS:
     default: {
         /* torch.nn.Softplus(beta=0.5, threshold=20): beta*a > 20 returns a itself. */
         float ba = 0.5f * a;
-        float sp = ba > 20.0f ? a : log1pf(expf(ba)) / 0.5f;
+        float sp = ba > 20.0f ? a : em_log1pf(em_expf(ba)) / 0.5f;
         return 0.1f * sp;
     }
     }
@@ -401,7 +407,7 @@ static enum eng_status aio_load(struct blk *b, struct ldr *L, const cJSON *j)
                             "must be positive and finite", k, (double)gs[k], (double)g,
                             gtypes[gt]);
         p->g[k] = g;
-        p->log_g += log((double)g);
+        p->log_g += em_log((double)g);
     }
 
     /* Permutation. */

@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "coupling.h"
+#include "../emath.h"
 
 enum cpl_kind { K_NICE, K_RNVP, K_GLOW, K_GIN, K_ONESIDED, K_CONDAFFINE };
 
@@ -93,7 +94,7 @@ static void run_half(const struct cpl_priv *p, const struct half *h, int d, stru
     subnet_forward(h->na, rows, u, d, io->c, io->c_ld, a, lda, sub);
     if (h->nb)  /* RNVP: t from its own subnet, next to s */
         subnet_forward(h->nb, rows, u, d, io->c, io->c_ld, a + la, lda, sub);
-    cpl_clamp_cols(p->act, p->clamp, a, rows, la, lda);
+    cpl_clamp_cols(io->k, p->act, p->clamp, a, rows, la, lda);
     double *ld = io->log_det;
     if (p->kind == K_GIN) {
         cpl_center_cols(a, rows, la, lda);
@@ -101,9 +102,9 @@ static void run_half(const struct cpl_priv *p, const struct half *h, int d, stru
     }
     int ldc = rows == 1 && n > 1 ? 0 : lda;
     if (inv)
-        cpl_affine_inv(x, d, a, ldc, n, la, ld);
+        cpl_affine_inv(io->k, x, d, a, ldc, n, la, ld);
     else
-        cpl_affine_fwd(x, d, a, ldc, n, la, ld);
+        cpl_affine_fwd(io->k, x, d, a, ldc, n, la, ld);
 }
 
 static void cpl_forward(const struct blk *b, struct blk_io *io)
@@ -255,7 +256,7 @@ static void cpl_certify(const struct blk *b, struct eng_block_cert *out)
         break;
     }
     case K_CONDAFFINE:
-        out->lipschitz = out->lipschitz_inverse = exp(smax);
+        out->lipschitz = out->lipschitz_inverse = em_exp(smax);
         snprintf(out->reason, sizeof(out->reason),
                  "affine map of x with scale and shift from the condition only: closed-form "
                  "inverse; every scale e^s lies in [e^-%.4g, e^%.4g] (clamp %g, %s)", smax, smax,

@@ -33,7 +33,8 @@ enum eng_status cpl_load_clamp(struct ldr *L, const cJSON *j, float *clamp, enum
 
 /* s <- clamp * f(s) in place on the first l columns of n rows of a (stride lda): FrEIA's
  * `self.clamp * self.f_clamp(s)`.  The activation switch is outside the loops. */
-void cpl_clamp_cols(enum clamp_act act, float clamp, float *a, int n, int l, int lda);
+void cpl_clamp_cols(const struct kern *k, enum clamp_act act, float clamp, float *a, int n,
+                    int l, int lda);
 /* GIN: s <- s - mean(s) over the l columns of each row (mean in double). */
 void cpl_center_cols(float *a, int n, int l, int lda);
 
@@ -42,8 +43,10 @@ void cpl_center_cols(float *a, int n, int l, int lda);
  * coefficient row is broadcast to all rows.
  *   forward:  x <- x * exp(s) + t,     log_det[i] += sum_j s  (when log_det != NULL)
  *   inverse:  x <- (x - t) * exp(-s),  log_det[i] -= sum_j s  (when log_det != NULL) */
-void cpl_affine_fwd(float *x, int ldx, const float *a, int lda, int n, int l, double *log_det);
-void cpl_affine_inv(float *x, int ldx, const float *a, int lda, int n, int l, double *log_det);
+void cpl_affine_fwd(const struct kern *k, float *x, int ldx, const float *a, int lda, int n,
+                    int l, double *log_det);
+void cpl_affine_inv(const struct kern *k, float *x, int ldx, const float *a, int lda, int n,
+                    int l, double *log_det);
 
 /* Additive coupling (NICE): x <- x + sign * a (a: n x l, stride lda). */
 void cpl_add(float *x, int ldx, const float *a, int lda, int n, int l, float sign);

@@ -68,32 +68,20 @@ enum eng_status cpl_load_clamp(struct ldr *L, const cJSON *j, float *clamp, enum
 
 /* ---- elementwise kernels ---------------------------------------------------------------- */
 
-void cpl_clamp_cols(enum clamp_act act, float clamp, float *a, int n, int l, int lda)
+void cpl_clamp_cols(const struct kern *k, enum clamp_act act, float clamp, float *a, int n,
+                    int l, int lda)
 {
-    /* The switch is outside; inside each case clamp_apply's switch folds to one branch. */
-    switch (act) {
-    case CLAMP_TANH:
-        for (int i = 0; i < n; i++) {
-            float *s = a + (size_t)i * lda;
+    const enum kern_fn f = act == CLAMP_TANH ? KF_TANH : act == CLAMP_SIGMOID ? KF_SIGMOID : KF_ATAN;
+    const float c = act == CLAMP_TANH ? clamp : act == CLAMP_SIGMOID ? clamp * 2.0f : clamp * 0.636f;
+    for (int i = 0; i < n; i++) {
+        float *s = a + (size_t)i * lda;
+        k->map(f, s, (size_t)l);
+        if (act == CLAMP_SIGMOID)
             for (int j = 0; j < l; j++)
-                s[j] = clamp_apply(CLAMP_TANH, clamp, s[j]);
-        }
-        break;
-    case CLAMP_SIGMOID:
-        for (int i = 0; i < n; i++) {
-            float *s = a + (size_t)i * lda;
+                s[j] = c * (s[j] - 0.5f);
+        else
             for (int j = 0; j < l; j++)
-                s[j] = clamp_apply(CLAMP_SIGMOID, clamp, s[j]);
-        }
-        break;
-    case CLAMP_ATAN:
-    default:
-        for (int i = 0; i < n; i++) {
-            float *s = a + (size_t)i * lda;
-            for (int j = 0; j < l; j++)
-                s[j] = clamp_apply(CLAMP_ATAN, clamp, s[j]);
-        }
-        break;
+                s[j] = c * s[j];
     }
 }
 
@@ -112,32 +100,50 @@ void cpl_center_cols(float *a, int n, int l, int lda)
     }
 }
 
-void cpl_affine_fwd(float *x, int ldx, const float *a, int lda, int n, int l, double *log_det)
+/* exp(sign * s[j]) for j < l into e, CPL_CHUNK at a time */
+#define CPL_CHUNK 64
+
+void cpl_affine_fwd(const struct kern *k, float *x, int ldx, const float *a, int lda, int n,
+                    int l, double *log_det)
 {
+    float e[CPL_CHUNK];
     for (int i = 0; i < n; i++) {
         float *xi = x + (size_t)i * ldx;
         const float *s = a + (size_t)i * lda;
         const float *t = s + l;
         double sum = 0.0;
-        for (int j = 0; j < l; j++) {
-            xi[j] = xi[j] * expf(s[j]) + t[j];
-            sum += s[j];
+        for (int j0 = 0; j0 < l; j0 += CPL_CHUNK) {
+            int m = l - j0 < CPL_CHUNK ? l - j0 : CPL_CHUNK;
+            memcpy(e, s + j0, sizeof(float) * (size_t)m);
+            k->map(KF_EXP, e, (size_t)m);
+            for (int j = 0; j < m; j++) {
+                xi[j0 + j] = xi[j0 + j] * e[j] + t[j0 + j];
+                sum += s[j0 + j];
+            }
         }
         if (log_det)
             log_det[i] += sum;
     }
 }
 
-void cpl_affine_inv(float *x, int ldx, const float *a, int lda, int n, int l, double *log_det)
+void cpl_affine_inv(const struct kern *k, float *x, int ldx, const float *a, int lda, int n,
+                    int l, double *log_det)
 {
+    float e[CPL_CHUNK];
     for (int i = 0; i < n; i++) {
         float *xi = x + (size_t)i * ldx;
         const float *s = a + (size_t)i * lda;
         const float *t = s + l;
         double sum = 0.0;
-        for (int j = 0; j < l; j++) {
-            xi[j] = (xi[j] - t[j]) * expf(-s[j]);
-            sum += s[j];
+        for (int j0 = 0; j0 < l; j0 += CPL_CHUNK) {
+            int m = l - j0 < CPL_CHUNK ? l - j0 : CPL_CHUNK;
+            for (int j = 0; j < m; j++)
+                e[j] = -s[j0 + j];
+            k->map(KF_EXP, e, (size_t)m);
+            for (int j = 0; j < m; j++) {
+                xi[j0 + j] = (xi[j0 + j] - t[j0 + j]) * e[j];
+                sum += s[j0 + j];
+            }
         }
         if (log_det)
             log_det[i] -= sum;

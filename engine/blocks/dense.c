@@ -16,6 +16,7 @@
 
 #include "../blas.h"
 #include "../block.h"
+#include "../emath.h"
 
 /* Name of the tensor stored in string field `field` of the block object (for messages). */
 /* True when the optional field is absent or JSON null. */
@@ -51,7 +52,7 @@ static enum eng_status invdense_load(struct blk *b, struct ldr *L, const cJSON *
                         "invertible, got %g",
                         slope);
     p->slope = (float)slope;
-    p->log_slope = log((double)p->slope);
+    p->log_slope = em_log((double)p->slope);
 
     const double *w64, *inv;
     double logdet;
@@ -94,7 +95,7 @@ static void invdense_forward(const struct blk *b, struct blk_io *io)
     const struct invdense *p = b->priv;
     const int d = b->d, n = io->n;
     /* scratch (n × d) = x · Wᵀ; u = scratch + b; x = leaky(u) */
-    blas_linear(n, d, d, io->x, d, p->w, d, 0.0f, io->scratch, d);
+    kern_linear_w(io->k, n, d, d, io->x, d, p->w, d, io->scratch, d);
     for (int i = 0; i < n; i++) {
         const float *s = io->scratch + (size_t)i * d;
         float *x = io->x + (size_t)i * d;
@@ -130,7 +131,7 @@ static enum eng_status invdense_inverse(const struct blk *b, struct blk_io *io)
         }
         io->log_det[i] -= p->logdet_w + (double)neg * p->log_slope;
     }
-    blas_linear(n, d, d, io->scratch, d, p->w_inv, d, 0.0f, io->x, d);
+    kern_linear_w(io->k, n, d, d, io->scratch, d, p->w_inv, d, io->x, d);
     return ENG_OK;
 }
 

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "../block.h"
+#include "../emath.h"
 
 /* Name of the tensor stored in string field `field` of the block object (for messages). */
 /* True when the optional field is absent or JSON null. */
@@ -95,8 +96,8 @@ static enum eng_status actnorm_load(struct blk *b, struct ldr *L, const cJSON *j
     const float sign = legacy ? 1.0f : -1.0f; /* forward factor e^{sign·scale} */
     double sum = 0.0;
     for (int k = 0; k < d; k++) {
-        p->mul[k] = expf(sign * scale[k]);
-        p->div[k] = expf(-sign * scale[k]);
+        p->mul[k] = em_expf(sign * scale[k]);
+        p->div[k] = em_expf(-sign * scale[k]);
         sum += (double)sign * (double)scale[k];
         p->max_mul = fmax(p->max_mul, (double)p->mul[k]);
         p->max_div = fmax(p->max_div, (double)p->div[k]);
@@ -183,8 +184,8 @@ static enum eng_status elemscale_load(struct blk *b, struct ldr *L, const cJSON 
         return ENG_ERR_NOMEM;
     double sum = 0.0;
     for (int k = 0; k < d; k++) {
-        p->e_pos[k] = expf(s[k]);
-        p->e_neg[k] = expf(-s[k]);
+        p->e_pos[k] = em_expf(s[k]);
+        p->e_neg[k] = em_expf(-s[k]);
         sum += (double)s[k];
         p->max_pos = fmax(p->max_pos, (double)p->e_pos[k]);
         p->max_neg = fmax(p->max_neg, (double)p->e_neg[k]);
@@ -247,7 +248,7 @@ static enum eng_status sigmoid_load(struct blk *b, struct ldr *L, const cJSON *j
 
 /* y = σ(x); log σ'(x) = log σ(x) + log σ(−x) = −|x| − 2·log1p(e^{−|x|}), which stays finite
  * for any finite x (FrEIA's form reaches −inf at |x| ≈ 100 in float32).  In double. */
-static void sigmoid_forward(const struct blk *b, struct blk_io *io)
+KERN_FMA_CLONES static void sigmoid_forward(const struct blk *b, struct blk_io *io)
 {
     const int d = b->d;
     for (int i = 0; i < io->n; i++) {
@@ -255,8 +256,8 @@ static void sigmoid_forward(const struct blk *b, struct blk_io *io)
         double ld = 0.0;
         for (int k = 0; k < d; k++) {
             double v = x[k], a = fabs(v);
-            double t = exp(-a); /* in (0, 1] */
-            ld -= a + 2.0 * log1p(t);
+            double t = em_exp(-a); /* in (0, 1] */
+            ld -= a + 2.0 * em_log1p(t);
             x[k] = (float)(v >= 0.0 ? 1.0 / (1.0 + t) : t / (1.0 + t));
         }
         io->log_det[i] += ld;
@@ -265,7 +266,7 @@ static void sigmoid_forward(const struct blk *b, struct blk_io *io)
 
 /* x = log(y) − log1p(−y); log-det of the inverse = −log σ'(x) = −(log y + log1p(−y)).
  * y outside (0, 1) gives NaN/Inf, which the model layer reports as ENG_ERR_NUMERIC. */
-static enum eng_status sigmoid_inverse(const struct blk *b, struct blk_io *io)
+KERN_FMA_CLONES static enum eng_status sigmoid_inverse(const struct blk *b, struct blk_io *io)
 {
     const int d = b->d;
     for (int i = 0; i < io->n; i++) {
@@ -273,7 +274,7 @@ static enum eng_status sigmoid_inverse(const struct blk *b, struct blk_io *io)
         double ld = 0.0;
         for (int k = 0; k < d; k++) {
             double y = x[k];
-            double ly = log(y), l1y = log1p(-y);
+            double ly = em_log(y), l1y = em_log1p(-y);
             x[k] = (float)(ly - l1y);
             ld -= ly + l1y;
         }

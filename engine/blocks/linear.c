@@ -17,6 +17,7 @@
 
 #include "../blas.h"
 #include "../block.h"
+#include "../emath.h"
 
 /* Name of the tensor stored in string field `field` of the block object (for messages). */
 /* True when the optional field is absent or JSON null. */
@@ -195,7 +196,7 @@ static void fixedlinear_forward(const struct blk *b, struct blk_io *io)
     const struct fixedlinear *p = b->priv;
     const int d = b->d, n = io->n;
     /* scratch (n × d) = x (n × d) · m (d × d); x = scratch + b */
-    blas_matmul(n, d, d, io->x, d, p->m, d, 0.0f, io->scratch, d);
+    kern_matmul(io->k, n, d, d, io->x, d, p->m, d, io->scratch, d);
     copy_add_bias(n, d, io->scratch, p->b, io->x);
     for (int i = 0; i < n; i++)
         io->log_det[i] += p->logdet;
@@ -217,7 +218,7 @@ static enum eng_status fixedlinear_inverse(const struct blk *b, struct blk_io *i
     } else {
         memcpy(u, io->x, sizeof(float) * (size_t)n * d);
     }
-    blas_matmul(n, d, d, u, d, p->m_inv, d, 0.0f, io->x, d);
+    kern_matmul(io->k, n, d, d, u, d, p->m_inv, d, io->x, d);
     for (int i = 0; i < n; i++)
         io->log_det[i] -= p->logdet;
     return ENG_OK;
@@ -283,9 +284,9 @@ static enum eng_status orthogonal_load(struct blk *b, struct ldr *L, const cJSON
     const float fc = (float)clamp, k636 = (float)(clamp * 0.636);
     double sum = 0.0;
     for (int k = 0; k < d; k++) {
-        float ls = k636 * atanf(scaling[k] / fc);
-        p->e_pos[k] = expf(ls);
-        p->e_neg[k] = expf(-ls);
+        float ls = k636 * em_atanf(scaling[k] / fc);
+        p->e_pos[k] = em_expf(ls);
+        p->e_neg[k] = em_expf(-ls);
         sum += (double)ls;
         p->max_pos = fmax(p->max_pos, (double)p->e_pos[k]);
         p->max_neg = fmax(p->max_neg, (double)p->e_neg[k]);
@@ -319,7 +320,7 @@ static void orthogonal_forward(const struct blk *b, struct blk_io *io)
     const struct orthogonal *p = b->priv;
     const int d = b->d, n = io->n;
     /* scratch (n × d) = x · w; x = (scratch + bias) ⊙ e^{ls} */
-    blas_matmul(n, d, d, io->x, d, p->w, d, 0.0f, io->scratch, d);
+    kern_matmul(io->k, n, d, d, io->x, d, p->w, d, io->scratch, d);
     for (int i = 0; i < n; i++) {
         const float *s = io->scratch + (size_t)i * d;
         float *x = io->x + (size_t)i * d;
@@ -341,7 +342,7 @@ static enum eng_status orthogonal_inverse(const struct blk *b, struct blk_io *io
             u[k] = y[k] * p->e_neg[k] - p->bias[k];
         io->log_det[i] -= p->logdet;
     }
-    blas_linear(n, d, d, io->scratch, d, p->w, d, 0.0f, io->x, d);
+    kern_linear_w(io->k, n, d, d, io->scratch, d, p->w, d, io->x, d);
     return ENG_OK;
 }
 
@@ -444,7 +445,7 @@ static void householder_forward(const struct blk *b, struct blk_io *io)
     const int d = b->d, n = io->n;
     /* scratch = x; x (n × d) = scratch · W (d × d); log-det 0 */
     memcpy(io->scratch, io->x, sizeof(float) * (size_t)n * d);
-    blas_matmul(n, d, d, io->scratch, d, p->w, d, 0.0f, io->x, d);
+    kern_matmul(io->k, n, d, d, io->scratch, d, p->w, d, io->x, d);
 }
 
 static enum eng_status householder_inverse(const struct blk *b, struct blk_io *io)
@@ -453,7 +454,7 @@ static enum eng_status householder_inverse(const struct blk *b, struct blk_io *i
     const int d = b->d, n = io->n;
     /* scratch = y; x (n × d) = scratch · Wᵀ */
     memcpy(io->scratch, io->x, sizeof(float) * (size_t)n * d);
-    blas_linear(n, d, d, io->scratch, d, p->w, d, 0.0f, io->x, d);
+    kern_linear_w(io->k, n, d, d, io->scratch, d, p->w, d, io->x, d);
     return ENG_OK;
 }
 

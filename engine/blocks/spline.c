@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "coupling.h"
+#include "../emath.h"
 
 #define SPL_MAX_BINS 1024
 
@@ -52,7 +53,7 @@ static const double LOG_E_M1 = 0.54132485461291810; /* log(e - 1) */
 /* torch.nn.functional.softplus (beta 1, threshold 20), in double. */
 static inline double softplus(double u)
 {
-    return u > 20.0 ? u : log1p(exp(u));
+    return u > 20.0 ? u : em_log1p(em_exp(u));
 }
 
 /* Per-element knots: widths and heights (K each, in `work`), left, bottom, scale. */
@@ -78,8 +79,8 @@ static void constrain(const struct spl_priv *p, const float *raw, double *work, 
         double left = (double)raw[2 * K + 1] + p->dom[0];
         double bottom = (double)raw[2 * K] + p->dom[2];
         if (p->clampD > 0.0) {
-            double wr = p->clampD * tanh(W / p->clampD) / W;
-            double hr = p->clampD * tanh(H / p->clampD) / H;
+            double wr = p->clampD * em_tanh(W / p->clampD) / W;
+            double hr = p->clampD * em_tanh(H / p->clampD) / H;
             W = H = 0.0;
             for (int k = 0; k < K; k++) {
                 w[k] *= wr;
@@ -96,7 +97,7 @@ static void constrain(const struct spl_priv *p, const float *raw, double *work, 
     } else {
         double tw = p->dwidth * softplus((double)raw[2 * K] + LOG_E_M1);
         if (p->clampD > 0.0)
-            tw = p->clampD * tanh(tw / p->clampD);
+            tw = p->clampD * em_tanh(tw / p->clampD);
         /* softmax with the max subtracted */
         double mw = raw[0], mh = raw[K];
         for (int k = 1; k < K; k++) {
@@ -107,8 +108,8 @@ static void constrain(const struct spl_priv *p, const float *raw, double *work, 
         }
         double sw = 0.0, sh = 0.0;
         for (int k = 0; k < K; k++) {
-            w[k] = exp((double)raw[k] - mw);
-            h[k] = exp((double)raw[K + k] - mh);
+            w[k] = em_exp((double)raw[k] - mw);
+            h[k] = em_exp((double)raw[K + k] - mh);
             sw += w[k];
             sh += h[k];
         }
@@ -143,7 +144,7 @@ static inline double rq_logdet(double s, double dk, double dk1, double xi)
     double om = 1.0 - xi, xo = xi * om;
     double num = s * s * (dk1 * xi * xi + 2.0 * s * xo + dk * om * om);
     double den = s + (dk1 + dk - 2.0 * s) * xo;
-    return log(num) - 2.0 * log(den);
+    return em_log(num) - 2.0 * em_log(den);
 }
 
 /* Locate bin k (0..K-1) with e_k < v <= e_{k+1}, where e_0 = base and e_{k+1} = base +
@@ -229,7 +230,7 @@ static double spline_elem(const struct spl_priv *p, const float *raw, double *wo
 }
 
 /* Transform columns [off, off + l) of the tile with parameters a (n x l*P). */
-static void spline_cols(const struct spl_priv *p, struct blk_io *io, int d, int off, int l,
+KERN_FMA_CLONES static void spline_cols(const struct spl_priv *p, struct blk_io *io, int d, int off, int l,
                         const float *a, double *work, bool inv)
 {
     int P = p->P;
@@ -373,8 +374,8 @@ static enum eng_status spl_load(struct blk *b, struct ldr *L, const cJSON *j)
      * makes softplus 0 as in torch. */
     double gw = (p->dom[1] - p->dom[0]) / p->K - p->min_w;
     double gh = (p->dom[3] - p->dom[2]) / p->K - p->min_h;
-    p->xshift = gw > 0.0 ? log(expm1(gw)) : -INFINITY;
-    p->yshift = gh > 0.0 ? log(expm1(gh)) : -INFINITY;
+    p->xshift = gw > 0.0 ? em_log(em_expm1(gw)) : -INFINITY;
+    p->yshift = gh > 0.0 ? em_log(em_expm1(gh)) : -INFINITY;
 
     const cJSON *dc = cJSON_GetObjectItemCaseSensitive(j, "domain_clamping");
     p->clampD = 0.0;
