@@ -46,7 +46,8 @@ enum { INIT_ZERO, INIT_ROW, INIT_Y };
 #if KERN_ISA == 2
 
 INLINE void ukr(const int mr, const int np, int kc, const float *A, int lda, const float *B,
-                size_t pstride, float *Y, int ldy, int ncols, int imode, const float *init)
+                size_t pstride, float *Y, int ldy, int ncols, int imode, const float *init,
+                bool relu)
 {
     __m512 c[MR][NP1];
     __mmask16 mk[NP1];
@@ -75,6 +76,13 @@ INLINE void ukr(const int mr, const int np, int kc, const float *A, int lda, con
                 c[r][p] = _mm512_fmadd_ps(a, b[p], c[r][p]);
         }
     }
+    /* ReLU in registers: max(v, 0) returns 0 for v <= 0, -0 and NaN, as v > 0 ? v : 0 */
+    if (relu)
+#pragma GCC unroll 8
+        for (int r = 0; r < mr; r++)
+#pragma GCC unroll 8
+            for (int p = 0; p < np; p++)
+                c[r][p] = _mm512_max_ps(c[r][p], _mm512_setzero_ps());
 #pragma GCC unroll 8
     for (int r = 0; r < mr; r++)
 #pragma GCC unroll 8
@@ -92,7 +100,8 @@ INLINE __m256i half_mask(int cols)
 }
 
 INLINE void ukr(const int mr, const int np, int kc, const float *A, int lda, const float *B,
-                size_t pstride, float *Y, int ldy, int ncols, int imode, const float *init)
+                size_t pstride, float *Y, int ldy, int ncols, int imode, const float *init,
+                bool relu)
 {
     __m256 c[MR][2 * NP1];
     __m256i mk[2 * NP1];
@@ -123,6 +132,12 @@ INLINE void ukr(const int mr, const int np, int kc, const float *A, int lda, con
                 c[r][h] = _mm256_fmadd_ps(a, b[h], c[r][h]);
         }
     }
+    if (relu)
+#pragma GCC unroll 8
+        for (int r = 0; r < mr; r++)
+#pragma GCC unroll 8
+            for (int h = 0; h < 2 * np; h++)
+                c[r][h] = _mm256_max_ps(c[r][h], _mm256_setzero_ps());
 #pragma GCC unroll 8
     for (int r = 0; r < mr; r++)
 #pragma GCC unroll 8
@@ -137,7 +152,8 @@ INLINE void ukr(const int mr, const int np, int kc, const float *A, int lda, con
 #else
 
 INLINE void ukr(const int mr, const int np, int kc, const float *A, int lda, const float *B,
-                size_t pstride, float *Y, int ldy, int ncols, int imode, const float *init)
+                size_t pstride, float *Y, int ldy, int ncols, int imode, const float *init,
+                bool relu)
 {
     (void)np;
     const int nc = ncols < 16 ? ncols : 16;
@@ -154,7 +170,7 @@ INLINE void ukr(const int mr, const int np, int kc, const float *A, int lda, con
                 c[j] = __builtin_fmaf(av, b[j], c[j]);
         }
         for (int j = 0; j < nc; j++)
-            y[j] = c[j];
+            y[j] = relu ? (c[j] > 0.0f ? c[j] : 0.0f) : c[j];
     }
     (void)pstride;
 }
@@ -264,7 +280,7 @@ static void pack_group(const struct kern_gemm *g, int j0, int np, int k0, int kc
 /* One microkernel call with compile-time (mr, np) so it unrolls into registers. */
 #define UKR(MRC, NPC)                                                                             \
     ukr(MRC, NPC, kc, A + (size_t)i0 * g->lda, g->lda, B, pstride, Y + (size_t)i0 * g->ldy,       \
-        g->ldy, ncols, imode, init)
+        g->ldy, ncols, imode, init, relu)
 
 #if NP1 >= 8
 #define UKR_NP(MRC)                                                                               \
@@ -293,7 +309,7 @@ static void pack_group(const struct kern_gemm *g, int j0, int np, int k0, int kc
 /* All rows of one column group of np panels (np <= NP, or any np <= NP1 when m == 1). */
 static void group_rows(const struct kern_gemm *g, int np, int kc, const float *A,
                        const float *B, size_t pstride, float *Y, int ncols, int imode,
-                       const float *init)
+                       const float *init, bool relu)
 {
     int i0 = 0;
     if (g->m == 1) {
@@ -356,8 +372,9 @@ static void k_gemm(const struct kern_gemm *g)
             const float *init = g->init ? g->init + j0 : NULL;
             float *Y = g->y + j0;
             /* np < NP only in the last group: the row loop uses 1-row microkernels then */
-            group_rows(g, np, kc, g->a + k0, B, pstride, Y, ncols, imode, init);
-            if (last && g->act != ACT_NONE)
+            const bool relu = last && g->act == ACT_RELU; /* fused in the microkernel */
+            group_rows(g, np, kc, g->a + k0, B, pstride, Y, ncols, imode, init, relu);
+            if (last && g->act != ACT_NONE && !relu)
                 for (int i = 0; i < g->m; i++)
                     k_act(g->act, g->p1, g->p2, Y + (size_t)i * g->ldy, (size_t)ncols);
         }

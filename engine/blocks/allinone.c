@@ -77,11 +77,14 @@ static void coefficients(const struct aio_priv *p, int d, struct blk_io *io, flo
         float *t = s + n2;
         for (int j = 0; j < n2; j++)
             s[j] = (s[j] * 0.1f) / a_div;
-        io->k->map(KF_TANH, s, (size_t)n2);
-        for (int j = 0; j < n2; j++)
-            s[j] = alpha * s[j];
         for (int j = 0; j < n2; j++)
             t[j] = t[j] * 0.1f;
+    }
+    cpl_map_cols(io->k, KF_TANH, a, n, n2, lda);
+    for (int i = 0; i < n; i++) {
+        float *s = a + (size_t)i * lda;
+        for (int j = 0; j < n2; j++)
+            s[j] = alpha * s[j];
     }
     if (p->gin)
         cpl_center_cols(a, n, n2, lda);

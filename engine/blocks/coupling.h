@@ -35,6 +35,8 @@ enum eng_status cpl_load_clamp(struct ldr *L, const cJSON *j, float *clamp, enum
  * `self.clamp * self.f_clamp(s)`.  The activation switch is outside the loops. */
 void cpl_clamp_cols(const struct kern *k, enum clamp_act act, float clamp, float *a, int n,
                     int l, int lda);
+/* a[i*lda + j] <- f(a[i*lda + j]) for j < l, through the kernels in large calls. */
+void cpl_map_cols(const struct kern *k, enum kern_fn f, float *a, int n, int l, int lda);
 /* GIN: s <- s - mean(s) over the l columns of each row (mean in double). */
 void cpl_center_cols(float *a, int n, int l, int lda);
 

@@ -68,14 +68,39 @@ enum eng_status cpl_load_clamp(struct ldr *L, const cJSON *j, float *clamp, enum
 
 /* ---- elementwise kernels ---------------------------------------------------------------- */
 
+/* Elementwise functions run on CPL_CHUNK values per kernel call: columns of several rows
+ * are gathered into one buffer so a call is not made per row of a few values. */
+#define CPL_CHUNK 256
+
+void cpl_map_cols(const struct kern *k, enum kern_fn f, float *a, int n, int l, int lda)
+{
+    float buf[CPL_CHUNK];
+    if (l <= 0)
+        return;
+    if (l > CPL_CHUNK) {
+        for (int i = 0; i < n; i++)
+            k->map(f, a + (size_t)i * lda, (size_t)l);
+        return;
+    }
+    const int per = CPL_CHUNK / l;
+    for (int i0 = 0; i0 < n; i0 += per) {
+        int rows = n - i0 < per ? n - i0 : per;
+        for (int i = 0; i < rows; i++)
+            memcpy(buf + (size_t)i * l, a + (size_t)(i0 + i) * lda, sizeof(float) * (size_t)l);
+        k->map(f, buf, (size_t)rows * l);
+        for (int i = 0; i < rows; i++)
+            memcpy(a + (size_t)(i0 + i) * lda, buf + (size_t)i * l, sizeof(float) * (size_t)l);
+    }
+}
+
 void cpl_clamp_cols(const struct kern *k, enum clamp_act act, float clamp, float *a, int n,
                     int l, int lda)
 {
     const enum kern_fn f = act == CLAMP_TANH ? KF_TANH : act == CLAMP_SIGMOID ? KF_SIGMOID : KF_ATAN;
     const float c = act == CLAMP_TANH ? clamp : act == CLAMP_SIGMOID ? clamp * 2.0f : clamp * 0.636f;
+    cpl_map_cols(k, f, a, n, l, lda);
     for (int i = 0; i < n; i++) {
         float *s = a + (size_t)i * lda;
-        k->map(f, s, (size_t)l);
         if (act == CLAMP_SIGMOID)
             for (int j = 0; j < l; j++)
                 s[j] = c * (s[j] - 0.5f);
@@ -100,54 +125,74 @@ void cpl_center_cols(float *a, int n, int l, int lda)
     }
 }
 
-/* exp(sign * s[j]) for j < l into e, CPL_CHUNK at a time */
-#define CPL_CHUNK 64
+/* e (rows x l) = exp(sign * s) for the rows i0 .. i0+rows of a */
+static void exp_rows(const struct kern *k, const float *a, int lda, int i0, int rows, int l,
+                     float sign, float *e)
+{
+    for (int i = 0; i < rows; i++) {
+        const float *s = a + (size_t)(i0 + i) * lda;
+        for (int j = 0; j < l; j++)
+            e[(size_t)i * l + j] = sign * s[j];
+    }
+    k->map(KF_EXP, e, (size_t)rows * l);
+}
 
-void cpl_affine_fwd(const struct kern *k, float *x, int ldx, const float *a, int lda, int n,
-                    int l, double *log_det)
+/* Rows per chunk (l <= CPL_CHUNK) or columns per chunk (l > CPL_CHUNK, one row). */
+static void affine(const struct kern *k, float *x, int ldx, const float *a, int lda, int n,
+                   int l, double *log_det, bool inv)
 {
     float e[CPL_CHUNK];
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n && l > CPL_CHUNK; i++) { /* wide rows: one row, CPL_CHUNK at a time */
         float *xi = x + (size_t)i * ldx;
-        const float *s = a + (size_t)i * lda;
-        const float *t = s + l;
+        const float *s = a + (size_t)i * lda, *t = s + l;
         double sum = 0.0;
         for (int j0 = 0; j0 < l; j0 += CPL_CHUNK) {
             int m = l - j0 < CPL_CHUNK ? l - j0 : CPL_CHUNK;
-            memcpy(e, s + j0, sizeof(float) * (size_t)m);
-            k->map(KF_EXP, e, (size_t)m);
+            exp_rows(k, s + j0, 0, 0, 1, m, inv ? -1.0f : 1.0f, e);
             for (int j = 0; j < m; j++) {
-                xi[j0 + j] = xi[j0 + j] * e[j] + t[j0 + j];
+                xi[j0 + j] = inv ? (xi[j0 + j] - t[j0 + j]) * e[j] : xi[j0 + j] * e[j] + t[j0 + j];
                 sum += s[j0 + j];
             }
         }
         if (log_det)
-            log_det[i] += sum;
+            log_det[i] += inv ? -sum : sum;
     }
+    if (l > CPL_CHUNK || l <= 0)
+        return;
+    const int per = CPL_CHUNK / l;
+    for (int i0 = 0; i0 < n; i0 += per) {
+        int rows = n - i0 < per ? n - i0 : per;
+        exp_rows(k, a, lda, i0, rows, l, inv ? -1.0f : 1.0f, e);
+        for (int i = 0; i < rows; i++) {
+            float *xi = x + (size_t)(i0 + i) * ldx;
+            const float *s = a + (size_t)(i0 + i) * lda, *t = s + l, *ei = e + (size_t)i * l;
+            double sum = 0.0;
+            if (inv)
+                for (int j = 0; j < l; j++) {
+                    xi[j] = (xi[j] - t[j]) * ei[j];
+                    sum += s[j];
+                }
+            else
+                for (int j = 0; j < l; j++) {
+                    xi[j] = xi[j] * ei[j] + t[j];
+                    sum += s[j];
+                }
+            if (log_det)
+                log_det[i0 + i] += inv ? -sum : sum;
+        }
+    }
+}
+
+void cpl_affine_fwd(const struct kern *k, float *x, int ldx, const float *a, int lda, int n,
+                    int l, double *log_det)
+{
+    affine(k, x, ldx, a, lda, n, l, log_det, false);
 }
 
 void cpl_affine_inv(const struct kern *k, float *x, int ldx, const float *a, int lda, int n,
                     int l, double *log_det)
 {
-    float e[CPL_CHUNK];
-    for (int i = 0; i < n; i++) {
-        float *xi = x + (size_t)i * ldx;
-        const float *s = a + (size_t)i * lda;
-        const float *t = s + l;
-        double sum = 0.0;
-        for (int j0 = 0; j0 < l; j0 += CPL_CHUNK) {
-            int m = l - j0 < CPL_CHUNK ? l - j0 : CPL_CHUNK;
-            for (int j = 0; j < m; j++)
-                e[j] = -s[j0 + j];
-            k->map(KF_EXP, e, (size_t)m);
-            for (int j = 0; j < m; j++) {
-                xi[j0 + j] = (xi[j0 + j] - t[j0 + j]) * e[j];
-                sum += s[j0 + j];
-            }
-        }
-        if (log_det)
-            log_det[i] -= sum;
-    }
+    affine(k, x, ldx, a, lda, n, l, log_det, true);
 }
 
 void cpl_add(float *x, int ldx, const float *a, int lda, int n, int l, float sign)
