@@ -2,12 +2,18 @@
 #
 #   make            build the daemon, the CLI and the engine library (release, -O2)
 #   make run        install missing packages, build, serve models/ on 127.0.0.1:8080
-#   make test       unit tests (engine, proto), end-to-end tests; then the same under ASan+UBSan
+#   make check      the fast tier, no root, installs nothing: release build, unit, end-to-end
+#                   (determinism and the README's curl block included) and Python tests
+#                   (skipped with a message without python3-torch/numpy); C suites under ASan+UBSan
+#   make test       installs what it needs (scripts/install-deps.sh test), then everything in
+#                   check, then the deployment tests (container image, compose, `make run`)
 #   make bench      engine vs PyTorch(+FrEIA), ONNX Runtime and the sgemm/FMA peaks (docs/performance.md)
 #   make deps       install the Debian packages the build and tests need
 #
 # SANITIZE=1 builds into build-san/ with -fsanitize=address,undefined.
 # BUILDDIR=dir builds into dir/ (and dir-san/) instead of build/.
+# Tests leave OPENBLAS_* as the environment sets them and must pass under any value (only
+# test_determinism varies OPENBLAS_CORETYPE, in its own daemons' environments).
 
 CC      ?= gcc
 SANITIZE ?= 0
@@ -49,7 +55,7 @@ MHD_LIBS   := $(shell pkg-config --libs libmicrohttpd 2>/dev/null || echo -lmicr
 CURL_LIBS  := $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
 BINS       := $(BUILD)/innserve $(if $(CTL_SRC),$(BUILD)/innctl)
 
-.PHONY: all test test-unit test-e2e test-python test-san bench run deps clean help fixtures lint bench-iresnet bench-server test-tsan
+.PHONY: all check test test-unit test-e2e test-python test-readme test-san bench run deps clean help fixtures lint bench-iresnet bench-server test-tsan
 all: $(BUILD)/libinnengine.a $(BINS) $(UNIT_BIN) $(E2E_BIN)
 
 Q := @
@@ -96,33 +102,65 @@ $(BUILD)/e2e_%: $(BUILD)/tests/e2e/test_%.o $(E2E_UTIL) $(TU_OBJ) $(BUILD)/libin
 	@echo "  LD $@"
 	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(CHECK_LIBS) $(CURL_LIBS) $(LDLIBS)
 
-# Unit tests: every tests/unit/test_*.c is its own Check runner.
+# MISSING=skip (make check): a test tier whose packages are missing is skipped with a
+# message; MISSING=fail (make test, the default): it fails.  $(call need,test,package) ends
+# the recipe line's shell; the tier's command follows it on the same line.
+MISSING ?= fail
+need = if ! $(1) >/dev/null 2>&1; then \
+	  echo "$(if $(filter skip,$(MISSING)),SKIP,FAIL) $@: $(2) is not installed (scripts/install-deps.sh test installs it)"; \
+	  exit $(if $(filter skip,$(MISSING)),0,1); fi
+
+# Unit tests: every tests/unit/test_*.c is its own Check runner (all run; failures listed).
 test-unit: $(UNIT_BIN)
-	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+	@fail=; for t in $(UNIT_BIN); do echo "== $$t"; $$t || fail="$$fail $$t"; done; \
+	[ -z "$$fail" ] || { echo "FAILED:$$fail"; exit 1; }
 
-# End-to-end: the real daemon on a loopback port, driven by libcurl (tests/e2e/).
+# End-to-end: the real daemon on a loopback port, driven by libcurl (tests/e2e/), among them
+# test_determinism (the same bytes under every kernel path, OpenBLAS core type, worker count,
+# batch size and y broadcast).
 test-e2e: $(BINS) $(E2E_BIN)
-	@set -e; for t in $(E2E_BIN); do echo "== $$t"; INNSERVE_BIN=$(BUILD)/innserve INNCTL_BIN=$(BUILD)/innctl $$t; done
+	@fail=; for t in $(E2E_BIN); do echo "== $$t"; \
+	  INNSERVE_BIN=$(BUILD)/innserve INNCTL_BIN=$(BUILD)/innctl $$t || fail="$$fail $$t"; done; \
+	[ -z "$$fail" ] || { echo "FAILED:$$fail"; exit 1; }
 
-# Python client and exporter tests (need Debian's python3-torch, numpy).
+# The README's curl block against $(BUILD)/innserve, answers compared exactly (no clone;
+# test-make-run does the same from a fresh clone with `make run`).
+test-readme: $(BUILD)/innserve
+	@$(call need,command -v curl,curl); $(call need,command -v python3,python3); \
+	bash deploy/test-make-run.sh --bin $(BUILD)/innserve
+
+# Python client and exporter tests (need Debian's python3-torch, python3-numpy).
 test-python: $(BINS)
-	$(if $(wildcard clients/python/tests),cd clients/python && INNSERVE_BIN=$(CURDIR)/$(BUILD)/innserve INNCTL_BIN=$(CURDIR)/$(BUILD)/innctl /usr/bin/python3 -m unittest discover -s tests -v,@echo "no python tests yet")
+	@$(call need,/usr/bin/python3 -c 'import torch; import numpy',python3-torch or python3-numpy); \
+	cd clients/python && INNSERVE_BIN=$(CURDIR)/$(BUILD)/innserve INNCTL_BIN=$(CURDIR)/$(BUILD)/innctl /usr/bin/python3 -m unittest discover -s tests -v
 
+# The C suites again under ASan+UBSan (built in parallel, run one after the other).
 test-san:
-	$(MAKE) SANITIZE=1 test-unit test-e2e
+	$(MAKE) SANITIZE=1 all
+	$(MAKE) -j1 -k SANITIZE=1 test-unit test-e2e
 
-# The whole suite: release build; the C suites again under ASan+UBSan; then the
-# deployment: manifests, the container image (podman, root), compose, and the README's
-# `make run` from a fresh clone.
-test: test-unit test-e2e test-python
-	$(MAKE) SANITIZE=1 test-unit test-e2e
+# The fast tier: no root, installs nothing.  Every step runs; the failed ones are listed.
+# CHECK_MISSING=fail (make test) fails a step whose packages are missing instead of skipping it.
+CHECK_STEPS := test-unit test-e2e test-readme test-python test-san
+CHECK_MISSING ?= skip
+check: all
+	@fail=; for s in $(CHECK_STEPS); do echo "==== make $$s"; \
+	  $(MAKE) --no-print-directory MISSING=$(CHECK_MISSING) $$s || fail="$$fail $$s"; done; \
+	if [ -n "$$fail" ]; then echo "make check: FAILED:$$fail"; exit 1; fi; echo "make check: all passed"
+
+# The whole suite, as CI runs it (.ci/run): install what is missing, everything in check
+# (nothing skipped), then the deployment: manifests, the container image (podman, root),
+# compose, and the README's `make run` from a fresh clone.
+test:
+	bash scripts/install-deps.sh test
+	$(MAKE) check CHECK_MISSING=fail
 	$(MAKE) test-deploy
 
 fixtures:
 	/usr/bin/python3 tests/fixtures/gen_fixtures.py
 
 deps:
-	bash scripts/install-deps.sh
+	bash scripts/install-deps.sh test
 
 # Install what is missing, build, and serve the demo models on 127.0.0.1:8080 (Ctrl-C stops).
 run:
@@ -137,7 +175,7 @@ clean:
 	rm -rf build build-san
 
 help:
-	@sed -n '1,12p' Makefile
+	@sed -n '1,16p' Makefile
 
 # ---- benchmarks (docs/performance.md) ----
 $(BUILD)/bench_engine: $(BUILD)/bench/bench_engine.o $(BUILD)/libinnengine.a

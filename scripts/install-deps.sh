@@ -2,9 +2,11 @@
 # scripts/install-deps.sh — install the Debian packages innserve needs, only those missing.
 #
 #   scripts/install-deps.sh          build and run (compiler, OpenBLAS, cJSON, libmicrohttpd, curl)
-#   scripts/install-deps.sh test     + what `make test` needs: PyTorch, NumPy, PyYAML for the
-#                                      exporter, parity and manifest tests; podman, runc,
-#                                      debootstrap and podman-compose for the container tests
+#   scripts/install-deps.sh test     + what `make test` needs (it runs this first; `make check`
+#                                      skips what is missing): PyTorch, NumPy, PyYAML for the
+#                                      exporter, parity and manifest tests; curl for the README's
+#                                      curl calls; podman, runc, debootstrap and podman-compose
+#                                      for the container tests
 #   scripts/install-deps.sh deploy   only the container tooling
 #   scripts/install-deps.sh bench    + wrk for the server benchmark
 #

@@ -151,8 +151,23 @@ bool e2e_start(struct e2e_daemon *d, const char *dir, const char *const *args)
     return e2e_start_ex(d, dir, args, true);
 }
 
+static bool start(struct e2e_daemon *d, const char *dir, const char *const *args,
+                  const char *const *env, bool wait_ready);
+
 bool e2e_start_ex(struct e2e_daemon *d, const char *dir, const char *const *args,
                   bool wait_ready)
+{
+    return start(d, dir, args, NULL, wait_ready);
+}
+
+bool e2e_start_env(struct e2e_daemon *d, const char *dir, const char *const *args,
+                   const char *const *env)
+{
+    return start(d, dir, args, env, true);
+}
+
+static bool start(struct e2e_daemon *d, const char *dir, const char *const *args,
+                  const char *const *env, bool wait_ready)
 {
     memset(d, 0, sizeof *d);
     snprintf(d->dir, sizeof d->dir, "%s", dir);
@@ -189,6 +204,16 @@ bool e2e_start_ex(struct e2e_daemon *d, const char *dir, const char *const *args
             dup2(nul, 0);
             dup2(nul, 1);
             close(nul);
+        }
+        for (int i = 0; env && env[i]; i++) {
+            const char *eq = strchr(env[i], '=');
+            if (eq) {
+                char name[128];
+                snprintf(name, sizeof name, "%.*s", (int)(eq - env[i]), env[i]);
+                setenv(name, eq + 1, 1);
+            } else {
+                unsetenv(env[i]);
+            }
         }
         execv(bin, (char *const *)argv);
         fprintf(stderr, "exec %s: %s\n", bin, strerror(errno));

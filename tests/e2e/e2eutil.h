@@ -46,6 +46,10 @@ bool e2e_start(struct e2e_daemon *d, const char *dir, const char *const *args);
  * are loaded. */
 bool e2e_start_ex(struct e2e_daemon *d, const char *dir, const char *const *args,
                   bool wait_ready);
+/* e2e_start with the daemon's environment changed: env is NULL-terminated, "NAME=value"
+ * sets NAME and "NAME" unsets it, in the daemon only (this process keeps its own). */
+bool e2e_start_env(struct e2e_daemon *d, const char *dir, const char *const *args,
+                   const char *const *env);
 /* Sends sig and waits up to timeout_s; returns the exit status (0..255), 128+signal when
  * killed, -1 when it did not exit (it is then killed). */
 int e2e_stop(struct e2e_daemon *d, int sig, double timeout_s);
