@@ -31,8 +31,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block.h"
 #include "la.h"
-#include "loader.h"
+#include "model_impl.h"
+#include "subnet.h"
 
 const char *eng_guarantee_str(enum eng_guarantee g)
 {

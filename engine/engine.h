@@ -53,6 +53,8 @@ const char *eng_kind_str(enum eng_kind k);
 
 /* Rows processed per tile by every operation; workspaces are sized for it. */
 #define ENG_TILE_ROWS 256
+/* Most conditions (manifest "conditions" entries) a cinn may have. */
+#define ENG_MAX_CONDITIONS 64
 
 struct eng_model; /* opaque, immutable after load, reference counted */
 struct eng_ws;    /* opaque per-thread scratch */
@@ -122,16 +124,22 @@ ENG_WARN_UNUSED enum eng_status eng_forward(const struct eng_model *m, struct en
                                             float *z, float *y_out, double *log_det,
                                             char err[ENG_ERR_LEN]);
 
+/* The solver defaults: what the engine uses for a tol or max_iter <= 0 (or NULL opts), and
+ * what the HTTP API (proto/request.c) uses when a request does not give them. */
+#define ENG_SOLVER_DEFAULT_TOL 1e-6
+#define ENG_SOLVER_DEFAULT_MAX_ITER 200
+
 /* Options and per-row statistics of a numerical inverse (i-ResNet blocks; the rules are
  * in docs/inversion.md).  Each stats array has n entries and is filled only when the model
  * has numeric_inverse; any array may be NULL.  Caller owns the arrays. */
 struct eng_solver_opts {
-    double tol;       /* error target (default 1e-6 when <= 0): each numeric block stops when
-                         its certified bound is <= its share of tol times max(|x|, 1) in
-                         standardized units (relative, absolute near 0); the shares divide
-                         tol by the number of numeric blocks and by the growth of errors
-                         through the blocks inverted after it */
-    int max_iter;     /* evaluations of g per row and block (default 200 when <= 0) */
+    double tol;       /* error target (default ENG_SOLVER_DEFAULT_TOL when <= 0): each numeric
+                         block stops when its certified bound is <= its share of tol times
+                         max(|x|, 1) in standardized units (relative, absolute near 0); the
+                         shares divide tol by the number of numeric blocks and by the growth
+                         of errors through the blocks inverted after it */
+    int max_iter;     /* evaluations of g per row and block (default ENG_SOLVER_DEFAULT_MAX_ITER
+                         when <= 0) */
     int method;       /* enum eng_solve_method; 0 = auto; out of range = auto */
 };
 struct eng_solver_stats {
@@ -205,8 +213,12 @@ enum eng_solve_method {
     ENG_SOLVE_FIXED_POINT,
     ENG_SOLVE_COUNT
 };
-/* "auto", "newton", "anderson", "broyden", "fixed_point"; NULL if out of range. */
+/* "auto", "newton", "anderson", "broyden", "fixed_point"; NULL if out of range.  The one
+ * table of the method names (the HTTP API's "method" field uses it too). */
 const char *eng_solve_method_str(int method);
+/* The method named `name` (exact, case-sensitive match of eng_solve_method_str) into *out;
+ * false, *out untouched, when name is NULL or no method has that name. */
+bool eng_solve_method_parse(const char *name, enum eng_solve_method *out);
 
 /* ---- Preimage search (engine/preimage.c) --------------------------------------------- */
 

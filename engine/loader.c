@@ -1,11 +1,13 @@
 /*
- * loader.c — the ldr_* functions of block.h: read manifest fields and tensors with full
+ * loader.c — the ldr_* functions of loader.h: read manifest fields and tensors with full
  * validation, converting tensors to f32 (or f64) copies owned by the model's arena, and
  * write one message per failure naming the file, the manifest path and the tensor.
  */
 #include "loader.h"
 
 #include "blas.h"
+#include "model_impl.h"
+#include "safetensors.h"
 
 #include <math.h>
 #include <stdarg.h>

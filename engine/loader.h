@@ -1,41 +1,92 @@
 /*
- * loader.h — private to model.c and loader.c: the loading context behind the ldr_*
- * functions of block.h, and the arena that owns everything a model allocates at load.
+ * loader.h — the loading API the blocks and subnets use: manifest fields and tensors of
+ * the checkpoint being loaded, validated, with one message per failure naming the file,
+ * the manifest path and the tensor.  Implemented in loader.c.  Not part of the public API.
+ *
+ * struct ldr is opaque here: it is created by eng_model_load (manifest.c) for the
+ * duration of one load and its layout is private to the engine (model_impl.h).  A block
+ * never keeps a pointer to it past its load().
+ *
+ * Ownership: everything an ldr_* function returns through a pointer (converted tensors,
+ * permutations, inverses, ldr_alloc memory) is owned by the model being loaded (its
+ * arena) and freed with it, so callers never free it.  The exception is ldr_raw, whose
+ * tensor is borrowed from the mapped file and valid during the load only.
+ *
+ * Errors: a failing call has already written the error message (the first, innermost
+ * one is kept) and returns its status; callers just propagate it.
  */
 #ifndef INNSERVE_LOADER_H
 #define INNSERVE_LOADER_H
 
-#include "block.h"
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cjson/cJSON.h>
+#include "engine.h"
 
-struct arena_chunk;
+struct ldr;       /* the loading context; lives only during eng_model_load (model_impl.h) */
+struct kern;      /* kern.h */
+struct st_tensor; /* safetensors.h */
 
-struct ldr {
-    const char *path;          /* for messages */
-    const struct st_file *f;
-    char *err;                 /* ENG_ERR_LEN */
-    char ctx[384];             /* "blocks[3] (GLOWCouplingBlock).subnet1" */
-    size_t ctx_len;
-    struct arena_chunk **arena;
-    unsigned char *used;       /* per tensor: counted in n_params already */
-    long long n_params;
-    const struct kern *k;      /* the kernel path the model will run on */
-};
+/* The kernel path of the model being loaded (subnets pack their weights for it). */
+const struct kern *ldr_kern(const struct ldr *L);
+/* Allocate zeroed memory owned by the model being loaded (freed with it).  NULL on OOM
+ * (the loader has then already written the error). */
+void *ldr_alloc(struct ldr *L, size_t bytes);
+/* Write the error: "<file>: <context>: <message>"; returns ENG_ERR_MANIFEST or the given
+ * status so callers can `return ldr_fail(L, ENG_ERR_TENSOR, "...")`. */
+enum eng_status ldr_fail(struct ldr *L, enum eng_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Push/pop a context segment for messages, e.g. "blocks[3] (GLOWCouplingBlock)" then
+ * ".subnet1".  The stack is a string; push appends, pop restores the previous length. */
+size_t ldr_push(struct ldr *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void ldr_pop(struct ldr *L, size_t mark);
 
-/* Free every allocation of an arena (NULL-safe). */
-void arena_free(struct arena_chunk *a);
+/* Manifest scalars.  A missing optional field gives `def`; a present field of the wrong
+ * type or out of range is an error naming the field. */
+enum eng_status ldr_num(struct ldr *L, const cJSON *obj, const char *field, bool required,
+                        double def, double *out);
+enum eng_status ldr_int(struct ldr *L, const cJSON *obj, const char *field, bool required,
+                        long def, long lo, long hi, long *out);
+enum eng_status ldr_bool(struct ldr *L, const cJSON *obj, const char *field, bool required,
+                         bool def, bool *out);
+/* String field that must be one of choices[0..n); *out gets the index. */
+enum eng_status ldr_enum(struct ldr *L, const cJSON *obj, const char *field, bool required,
+                         int def, const char *const *choices, int n, int *out);
+/* Object-valued field (NULL when absent and not required).  Borrowed from the manifest,
+ * valid during load only. */
+enum eng_status ldr_obj(struct ldr *L, const cJSON *obj, const char *field, bool required,
+                        const cJSON **out);
 
-
-
-/* certificate.c: build the model's certificate from its blocks (certify ops) or, for an
- * mlp, from its layers.  Arrays are allocated in the loader's arena. */
-enum eng_status cert_build(struct ldr *L, const struct blk *blocks, int n_blocks,
-                           const struct subnet *mlp, struct eng_certificate *out);
-/* model.c: what preimage.c needs to see inside a model (borrowed, valid while it lives). */
-struct model_view {
-    const struct subnet *mlp;       /* mlp kind, else NULL */
-    const float *x_mean, *x_std;    /* dims.x standardization of x, or NULL */
-    const float *y_mean, *y_std;    /* dims.y standardization of y, or NULL */
-};
-void model_view(const struct eng_model *m, struct model_view *v);
+/* Tensor named by the string field `field` of obj, converted to f32 (owned by the model).
+ * shape: ndim expected dims; a dim of -1 accepts any size.  The tensor must be finite.
+ * Leading/trailing size-1 dims are NOT squeezed: FrEIA's (1, C) stays (1, C).  Use
+ * ldr_tensor_numel to accept any shape with a given number of elements. */
+enum eng_status ldr_tensor(struct ldr *L, const cJSON *obj, const char *field, bool required,
+                           int ndim, const int64_t *shape, const float **out);
+/* Any shape whose element count is `numel` (e.g. (1,C) or (C,)). */
+enum eng_status ldr_tensor_numel(struct ldr *L, const cJSON *obj, const char *field,
+                                 bool required, int64_t numel, const float **out);
+/* Same in double (for tensors the engine inverts or factorizes at load). */
+enum eng_status ldr_tensor_f64(struct ldr *L, const cJSON *obj, const char *field,
+                               bool required, int ndim, const int64_t *shape,
+                               const double **out);
+/* A permutation of 0..n-1: an integer vector (n) or a one-hot float matrix (n x n, the
+ * PyPI-0.2 AllInOneBlock storage, row i has its 1 at column perm[i]).  Checked to be a
+ * bijection.  *out: n int32 owned by the model. */
+enum eng_status ldr_perm(struct ldr *L, const cJSON *obj, const char *field, int n,
+                         const int32_t **out);
+/* An invertible d x d matrix named by obj[field], read in double: *m (d x d), its inverse
+ * *inv and log|det| *logabsdet, all computed by LU with partial pivoting in double.  A
+ * singular matrix, or one whose inverse does not fit in float, is refused with a message
+ * naming the tensor.  *m and *inv are owned by the model. */
+enum eng_status ldr_invertible(struct ldr *L, const cJSON *obj, const char *field, int d,
+                               const double **m, const double **inv, double *logabsdet);
+/* The tensor name stored in obj[field], or the field name itself (for messages). */
+const char *ldr_tensor_name(const cJSON *obj, const char *field);
+/* The raw tensor (for blocks that need to look at dtype/shape first); NULL + error when
+ * missing.  Borrowed, valid during load only. */
+enum eng_status ldr_raw(struct ldr *L, const cJSON *obj, const char *field,
+                        const struct st_tensor **out);
 
 #endif

@@ -11,9 +11,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model_impl.h"
-#include "sha256.h"
+#include "block.h"
 #include "emath.h"
+#include "kern.h"
+#include "loader.h"
+#include "model_impl.h"
+#include "safetensors.h"
+#include "sha256.h"
+#include "subnet.h"
 
 /* ==== loading ============================================================================== */
 
@@ -313,9 +318,10 @@ static enum eng_status build(struct ldr *L, struct eng_model *m, const cJSON *ro
     /* conditions (cinn) */
     const cJSON *cj = cJSON_GetObjectItemCaseSensitive(root, "conditions");
     if (kind == ENG_KIND_CINN) {
-        if (!cJSON_IsArray(cj) || cJSON_GetArraySize(cj) < 1 || cJSON_GetArraySize(cj) > 64)
-            return ldr_fail(L, ENG_ERR_MANIFEST, "field 'conditions' must be a list of 1 to 64 "
-                            "entries for a cinn");
+        if (!cJSON_IsArray(cj) || cJSON_GetArraySize(cj) < 1 ||
+            cJSON_GetArraySize(cj) > ENG_MAX_CONDITIONS)
+            return ldr_fail(L, ENG_ERR_MANIFEST, "field 'conditions' must be a list of 1 to %d "
+                            "entries for a cinn", ENG_MAX_CONDITIONS);
         m->n_conds = cJSON_GetArraySize(cj);
         m->conds = ldr_alloc(L, sizeof(*m->conds) * (size_t)m->n_conds);
         if (!m->conds)

@@ -20,8 +20,10 @@
 #include <string.h>
 
 #include "blas.h"
-#include "model_impl.h"
+#include "block.h"
 #include "emath.h"
+#include "model_impl.h"
+#include "subnet.h"
 
 #define LOG_2PI 1.8378770664093453
 
@@ -236,7 +238,7 @@ static void run_blocks(const struct eng_model *m, struct tile *t, int rows, cons
             io.err_scale = m->err_amp[b->index];
         }
         if (inverse)
-            (void)b->ops->inverse(b, &io);
+            b->ops->inverse(b, &io);
         else
             b->ops->forward(b, &io);
     }
@@ -248,8 +250,8 @@ static void fwd_tile(const struct eng_model *m, struct tile *t, int rows, const 
                      const float *y, bool ybcast)
 {
     const int D = m->D, dx = m->info.dims.x;
-    const float *cp[64];
-    int cld[64];
+    const float *cp[ENG_MAX_CONDITIONS]; /* n_conds <= ENG_MAX_CONDITIONS (manifest.c) */
+    int cld[ENG_MAX_CONDITIONS];
     if (m->info.kind == ENG_KIND_CINN)
         make_conds(m, t, y, rows, ybcast, cp, cld);
     int off = m->info.kind == ENG_KIND_INN ? m->in_x : 0;
@@ -305,16 +307,18 @@ static void inv_tile(const struct eng_model *m, struct tile *t, int rows, const 
                      bool ybcast, const struct eng_solver_opts *opts,
                      struct eng_solver_stats *stats, int row0)
 {
-    const float *cp[64];
-    int cld[64];
+    const float *cp[ENG_MAX_CONDITIONS];
+    int cld[ENG_MAX_CONDITIONS];
     if (m->info.kind == ENG_KIND_CINN)
         make_conds(m, t, y, rows, ybcast, cp, cld);
     for (int i = 0; i < rows; i++)
         t->ld[i] = 0.0;
     struct blk_io proto = {0};
-    static const struct eng_solver_opts defaults = {1e-6, 200, 0};
+    static const struct eng_solver_opts defaults = {ENG_SOLVER_DEFAULT_TOL,
+                                                    ENG_SOLVER_DEFAULT_MAX_ITER, ENG_SOLVE_AUTO};
     proto.opts = opts ? opts : &defaults;
-    proto.tol = proto.opts->tol > 0 ? proto.opts->tol : 1e-6; /* split in run_blocks */
+    /* split in run_blocks */
+    proto.tol = proto.opts->tol > 0 ? proto.opts->tol : ENG_SOLVER_DEFAULT_TOL;
     if (stats && m->n_numeric) {
         proto.iterations = stats->iterations ? stats->iterations + row0 : NULL;
         proto.residual = stats->residual ? stats->residual + row0 : NULL;

@@ -1,6 +1,9 @@
 /*
  * model_impl.h — private to the engine: the layout of a loaded model and of a workspace,
- * shared by manifest.c (which builds a model), model.c (which runs it) and selftest.c.
+ * the loading context behind the ldr_* functions of loader.h, and the few functions the
+ * engine's files call across each other.  Shared by manifest.c (which builds a model),
+ * loader.c (the loading context and the arena), model.c (which runs it), selftest.c,
+ * certificate.c and preimage.c.  Blocks and subnets never include it.
  *
  * Invariants: everything a model owns lives in its arena and is never written after
  * eng_model_load returns; a workspace is owned by one thread.
@@ -9,8 +12,38 @@
 #define INNSERVE_MODEL_IMPL_H
 
 #include <stdatomic.h>
+#include <stddef.h>
+#include <cjson/cJSON.h>
 
+#include "engine.h"
 #include "loader.h"
+
+struct arena_chunk; /* loader.c */
+struct blk;         /* block.h */
+struct subnet;      /* subnet.h */
+struct kern;        /* kern.h */
+struct st_file;     /* safetensors.h */
+
+/* ---- Loading context (the struct ldr of loader.h) ----------------------------------- */
+
+/* Built by eng_model_load (manifest.c) on its stack for one load; every pointer in it is
+ * borrowed from that call (file, error buffer, the model's arena) and dead after it. */
+struct ldr {
+    const char *path;          /* for messages */
+    const struct st_file *f;
+    char *err;                 /* ENG_ERR_LEN */
+    char ctx[384];             /* "blocks[3] (GLOWCouplingBlock).subnet1" */
+    size_t ctx_len;
+    struct arena_chunk **arena;
+    unsigned char *used;       /* per tensor: counted in n_params already */
+    long long n_params;
+    const struct kern *k;      /* the kernel path the model will run on */
+};
+
+/* loader.c: free every allocation of an arena (NULL-safe). */
+void arena_free(struct arena_chunk *a);
+
+/* ---- Loaded model and workspace ----------------------------------------------------- */
 
 struct stdz {
     const float *mean, *std; /* NULL when absent */
@@ -67,5 +100,18 @@ enum eng_status eng_errf(char *err, enum eng_status st, const char *fmt, ...)
 /* selftest.c: run the manifest's "tests" object tj through the loaded model m. */
 enum eng_status model_self_test(struct ldr *L, struct eng_model *m, const cJSON *tj,
                                 struct eng_ws *ws);
+
+/* certificate.c: build the model's certificate from its blocks (certify ops) or, for an
+ * mlp, from its layers.  Arrays are allocated in the loader's arena. */
+enum eng_status cert_build(struct ldr *L, const struct blk *blocks, int n_blocks,
+                           const struct subnet *mlp, struct eng_certificate *out);
+
+/* model.c: what preimage.c needs to see inside a model (borrowed, valid while it lives). */
+struct model_view {
+    const struct subnet *mlp;       /* mlp kind, else NULL */
+    const float *x_mean, *x_std;    /* dims.x standardization of x, or NULL */
+    const float *y_mean, *y_std;    /* dims.y standardization of y, or NULL */
+};
+void model_view(const struct eng_model *m, struct model_view *v);
 
 #endif

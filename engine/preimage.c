@@ -51,8 +51,9 @@
 #include <time.h>
 
 #include "blas.h"
-#include "loader.h"
 #include "emath.h"
+#include "model_impl.h"
+#include "subnet.h"
 
 #define PRE_MAX_SOLUTIONS 1024
 #define PRE_MAX_POP 512

@@ -5,7 +5,9 @@
  */
 #include <math.h>
 
+#include "loader.h"
 #include "model_impl.h"
+#include "safetensors.h"
 
 /* ==== self test ============================================================================ */
 

@@ -24,14 +24,32 @@
 #include <math.h>
 #include <string.h>
 
+#include "engine.h"
 #include "la.h"
 #include "solve.h"
 
+/* The method names, in enum eng_solve_method order: the only copy (proto/ uses these two
+ * functions). */
+static const char *const SOLVE_NAMES[] = {"auto", "newton", "anderson", "broyden",
+                                          "fixed_point"};
+_Static_assert(sizeof SOLVE_NAMES / sizeof SOLVE_NAMES[0] == ENG_SOLVE_COUNT,
+               "solver names out of step with enum eng_solve_method");
+
 const char *eng_solve_method_str(int method)
 {
-    static const char *const n[ENG_SOLVE_COUNT] = {"auto", "newton", "anderson", "broyden",
-                                                   "fixed_point"};
-    return method >= 0 && method < ENG_SOLVE_COUNT ? n[method] : NULL;
+    return method >= 0 && method < ENG_SOLVE_COUNT ? SOLVE_NAMES[method] : NULL;
+}
+
+bool eng_solve_method_parse(const char *name, enum eng_solve_method *out)
+{
+    if (!name)
+        return false;
+    for (int i = 0; i < ENG_SOLVE_COUNT; i++)
+        if (strcmp(name, SOLVE_NAMES[i]) == 0) {
+            *out = (enum eng_solve_method)i;
+            return true;
+        }
+    return false;
 }
 
 int slv_resolve(int method, int d, bool has_jac)

@@ -1,17 +1,20 @@
 /*
  * subnet.c — the small MLPs inside coupling blocks, conditioning networks and `mlp`
  * models: a chain of Linear layers and activations, run on a whole tile with sgemm.
- * The first Linear is split into an x part and a condition part (block.h) so a
+ * The first Linear is split into an x part and a condition part (subnet.h) so a
  * broadcast condition costs one gemv per tile, not one per row.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "subnet.h"
+
 #include "blas.h"
 #include "emath.h"
 #include "kern.h"
-#include "block.h"
+#include "loader.h"
+#include "safetensors.h"
 
 /* ---- activations ----------------------------------------------------------------------- */
 

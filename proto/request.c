@@ -34,12 +34,6 @@ bool proto_op_supported(enum proto_op op, enum eng_kind kind)
     return kind != ENG_KIND_MLP;
 }
 
-/* Solver method names in enum eng_solve_method order. */
-static const char *const SOLVE_NAMES[] = {"auto", "newton", "anderson", "broyden",
-                                          "fixed_point"};
-_Static_assert(sizeof SOLVE_NAMES / sizeof SOLVE_NAMES[0] == ENG_SOLVE_COUNT,
-               "solver names out of step with enum eng_solve_method");
-
 static const char *const OUT_NAMES[] = {"samples", "log_prob", "summary", "resimulation"};
 
 void proto_request_free(struct proto_request *r)
@@ -89,11 +83,24 @@ static enum proto_code read_y(const cJSON *root, const struct eng_info *info, bo
     return PROTO_OK;
 }
 
+/* "auto, newton, ..." from the engine's table of method names (for messages). */
+static void solve_method_list(char *buf, size_t n)
+{
+    size_t len = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < ENG_SOLVE_COUNT && len < n; i++) {
+        int k = snprintf(buf + len, n - len, "%s%s", i ? ", " : "", eng_solve_method_str(i));
+        if (k < 0)
+            break;
+        len += (size_t)k;
+    }
+}
+
 static enum proto_code read_solver(const cJSON *root, const struct proto_limits *lim,
                                    struct eng_solver_opts *s, struct proto_error *e)
 {
-    s->tol = 1e-6;
-    s->max_iter = 200;
+    s->tol = ENG_SOLVER_DEFAULT_TOL;
+    s->max_iter = ENG_SOLVER_DEFAULT_MAX_ITER;
     s->method = ENG_SOLVE_AUTO;
     const cJSON *v;
     enum proto_code rc;
@@ -111,14 +118,14 @@ static enum proto_code read_solver(const cJSON *root, const struct proto_limits 
         const char *m;
         if ((rc = proto_json_str(v, "method", &m, e)) != PROTO_OK)
             return rc;
-        int k = -1;
-        for (int i = 0; i < ENG_SOLVE_COUNT; i++)
-            if (strcmp(m, SOLVE_NAMES[i]) == 0)
-                k = i;
-        if (k < 0)
-            return proto_errorf(e, PROTO_E_FIELD, "method must be one of auto, newton, "
-                                "anderson, broyden, fixed_point; got \"%.32s\"", m);
-        s->method = k;
+        enum eng_solve_method k;
+        if (!eng_solve_method_parse(m, &k)) {
+            char names[128];
+            solve_method_list(names, sizeof names);
+            return proto_errorf(e, PROTO_E_FIELD, "method must be one of %s; got \"%.32s\"",
+                                names, m);
+        }
+        s->method = (int)k;
     }
     return PROTO_OK;
 }

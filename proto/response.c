@@ -74,16 +74,13 @@ static void f64_rows(struct proto_buf *b, const double *v, long n, long w)
     proto_buf_putc(b, ']');
 }
 
-static const char *const SOLVE_NAMES[] = {"auto", "newton", "anderson", "broyden",
-                                          "fixed_point"};
-
 void proto_write_solver(struct proto_buf *b, const struct proto_result *r, int nest)
 {
     long n = r->solver_rows;
     long outer = nest > 0 ? nest : 1, inner = n / outer;
-    int m = r->solver_method >= 0 && r->solver_method < ENG_SOLVE_COUNT ? r->solver_method : 0;
+    const char *m = eng_solve_method_str(r->solver_method);
     proto_buf_puts(b, "{\"method\":\"");
-    proto_buf_puts(b, SOLVE_NAMES[m]);
+    proto_buf_puts(b, m ? m : eng_solve_method_str(ENG_SOLVE_AUTO));
     proto_buf_puts(b, "\",\"iterations\":");
     for (int k = 0; k < 4; k++) {
         if (k == 1)

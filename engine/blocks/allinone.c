@@ -33,7 +33,12 @@
 #include <string.h>
 #include "coupling.h"
 #include "../blas.h"
+#include "../block.h"
 #include "../emath.h"
+#include "../kern.h"
+#include "../loader.h"
+#include "../safetensors.h"
+#include "../subnet.h"
 
 enum aio_perm { PERM_HARD = 0, PERM_SOFT, PERM_HOUSEHOLDER };
 enum aio_gtype { G_SOFTPLUS = 0, G_SIGMOID, G_EXP };
@@ -167,7 +172,7 @@ static void aio_forward(const struct blk *b, struct blk_io *io)
             io->log_det[i] += p->log_g;
 }
 
-static enum eng_status aio_inverse(const struct blk *b, struct blk_io *io)
+static void aio_inverse(const struct blk *b, struct blk_io *io)
 {
     const struct aio_priv *p = b->priv;
     int n = io->n, d = b->d, n1 = p->n1, n2 = p->n2;
@@ -206,7 +211,6 @@ static enum eng_status aio_inverse(const struct blk *b, struct blk_io *io)
     if (p->log_g != 0.0)
         for (int i = 0; i < n; i++)
             io->log_det[i] -= p->log_g;
-    return ENG_OK;
 }
 
 /* ---- load ------------------------------------------------------------------------------ */

@@ -28,7 +28,10 @@
 #include <stdio.h>
 #include <string.h>
 #include "coupling.h"
+#include "../block.h"
 #include "../emath.h"
+#include "../loader.h"
+#include "../subnet.h"
 
 enum cpl_kind { K_NICE, K_RNVP, K_GLOW, K_GIN, K_ONESIDED, K_CONDAFFINE };
 
@@ -115,13 +118,12 @@ static void cpl_forward(const struct blk *b, struct blk_io *io)
     run_half(p, &p->h2, b->d, io, false);
 }
 
-static enum eng_status cpl_inverse(const struct blk *b, struct blk_io *io)
+static void cpl_inverse(const struct blk *b, struct blk_io *io)
 {
     const struct cpl_priv *p = b->priv;
     run_half(p, &p->h2, b->d, io, true);
     if (p->has_h1)
         run_half(p, &p->h1, b->d, io, true);
-    return ENG_OK;
 }
 
 /* ---- load ------------------------------------------------------------------------------ */

@@ -13,7 +13,11 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <cjson/cJSON.h>
 #include "../block.h"
+#include "../engine.h"
+#include "../kern.h"
+#include "../loader.h"
 
 /* Floats per scratch segment are rounded up to this (64 bytes) so every segment stays
  * aligned for vector loads and can hold doubles. */

@@ -11,6 +11,9 @@
 #include <math.h>
 #include <string.h>
 #include "coupling.h"
+#include "../block.h"
+#include "../kern.h"
+#include "../loader.h"
 
 /* Python's round(0.5 * d) (round half to even), as FrEIA computes the default split_len:
  * even d -> d/2; odd d = 2k+1 -> k if k is even, else k+1.  d = 1, 3, 5, 7 -> 0, 2, 2, 4. */

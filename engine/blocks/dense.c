@@ -17,6 +17,8 @@
 #include "../blas.h"
 #include "../block.h"
 #include "../emath.h"
+#include "../kern.h"
+#include "../loader.h"
 
 /* Name of the tensor stored in string field `field` of the block object (for messages). */
 /* True when the optional field is absent or JSON null. */
@@ -112,7 +114,7 @@ static void invdense_forward(const struct blk *b, struct blk_io *io)
     }
 }
 
-static enum eng_status invdense_inverse(const struct blk *b, struct blk_io *io)
+static void invdense_inverse(const struct blk *b, struct blk_io *io)
 {
     const struct invdense *p = b->priv;
     const int d = b->d, n = io->n;
@@ -132,7 +134,6 @@ static enum eng_status invdense_inverse(const struct blk *b, struct blk_io *io)
         io->log_det[i] -= p->logdet_w + (double)neg * p->log_slope;
     }
     kern_linear_w(io->k, n, d, d, io->scratch, d, p->w_inv, d, io->x, d);
-    return ENG_OK;
 }
 
 static void invdense_certify(const struct blk *b, struct eng_block_cert *out)

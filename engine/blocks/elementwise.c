@@ -14,6 +14,9 @@
 
 #include "../block.h"
 #include "../emath.h"
+#include "../kern.h"
+#include "../loader.h"
+#include "../safetensors.h"
 
 /* Name of the tensor stored in string field `field` of the block object (for messages). */
 /* True when the optional field is absent or JSON null. */
@@ -123,7 +126,7 @@ static void actnorm_forward(const struct blk *b, struct blk_io *io)
     }
 }
 
-static enum eng_status actnorm_inverse(const struct blk *b, struct blk_io *io)
+static void actnorm_inverse(const struct blk *b, struct blk_io *io)
 {
     const struct actnorm *p = b->priv;
     const int d = b->d;
@@ -137,7 +140,6 @@ static enum eng_status actnorm_inverse(const struct blk *b, struct blk_io *io)
                 x[k] = x[k] * p->div[k] + p->shift[k];
         io->log_det[i] -= p->logdet;
     }
-    return ENG_OK;
 }
 
 static void actnorm_certify(const struct blk *b, struct eng_block_cert *out)
@@ -207,7 +209,7 @@ static void elemscale_forward(const struct blk *b, struct blk_io *io)
     }
 }
 
-static enum eng_status elemscale_inverse(const struct blk *b, struct blk_io *io)
+static void elemscale_inverse(const struct blk *b, struct blk_io *io)
 {
     const struct elemscale *p = b->priv;
     const int d = b->d;
@@ -217,7 +219,6 @@ static enum eng_status elemscale_inverse(const struct blk *b, struct blk_io *io)
             x[k] *= p->e_neg[k];
         io->log_det[i] -= p->logdet; /* −Σ s (FrEIA: +Σ s) */
     }
-    return ENG_OK;
 }
 
 static void elemscale_certify(const struct blk *b, struct eng_block_cert *out)
@@ -266,7 +267,7 @@ KERN_FMA_CLONES static void sigmoid_forward(const struct blk *b, struct blk_io *
 
 /* x = log(y) − log1p(−y); log-det of the inverse = −log σ'(x) = −(log y + log1p(−y)).
  * y outside (0, 1) gives NaN/Inf, which the model layer reports as ENG_ERR_NUMERIC. */
-KERN_FMA_CLONES static enum eng_status sigmoid_inverse(const struct blk *b, struct blk_io *io)
+KERN_FMA_CLONES static void sigmoid_inverse(const struct blk *b, struct blk_io *io)
 {
     const int d = b->d;
     for (int i = 0; i < io->n; i++) {
@@ -280,7 +281,6 @@ KERN_FMA_CLONES static enum eng_status sigmoid_inverse(const struct blk *b, stru
         }
         io->log_det[i] += ld;
     }
-    return ENG_OK;
 }
 
 static void sigmoid_certify(const struct blk *b, struct eng_block_cert *out)

@@ -40,7 +40,9 @@
 
 #include "../block.h"
 #include "../la.h"
+#include "../loader.h"
 #include "../solve.h"
+#include "../subnet.h"
 
 /* Rows per chunk are capped so that the chunk's doubles stay under this many. */
 #define IRES_CHUNK_DOUBLES (1u << 20)
@@ -383,21 +385,22 @@ static void iresnet_forward(const struct blk *b, struct blk_io *io)
     }
 }
 
-static enum eng_status iresnet_inverse(const struct blk *b, struct blk_io *io)
+static void iresnet_inverse(const struct blk *b, struct blk_io *io)
 {
     const struct iresnet *p = b->priv;
     const int d = b->d;
     int R = io->n < p->chunk ? io->n : p->chunk;
     if (R < 1)
-        return ENG_OK;
+        return;
     struct bufs s = carve(b, p, io->scratch, R);
     struct gctx c = {b, p, &s, R, -1};
-    static const struct eng_solver_opts defaults = {1e-6, 200, ENG_SOLVE_AUTO};
+    static const struct eng_solver_opts defaults = {ENG_SOLVER_DEFAULT_TOL,
+                                                    ENG_SOLVER_DEFAULT_MAX_ITER, ENG_SOLVE_AUTO};
     const struct eng_solver_opts *o = io->opts ? io->opts : &defaults;
     struct slv_opts so;
     so.method = o->method >= 0 && o->method < ENG_SOLVE_COUNT ? o->method : ENG_SOLVE_AUTO;
-    so.max_iter = o->max_iter > 0 ? o->max_iter : 200;
-    so.tol = io->tol > 0 ? io->tol : (o->tol > 0 ? o->tol : 1e-6);
+    so.max_iter = o->max_iter > 0 ? o->max_iter : ENG_SOLVER_DEFAULT_MAX_ITER;
+    so.tol = io->tol > 0 ? io->tol : (o->tol > 0 ? o->tol : ENG_SOLVER_DEFAULT_TOL);
     /* when the float32 values are what is read next, leave room for rounding the result
      * to float (<= 2^-24 |x|), so the returned values meet the target too */
     if (!io->xd || io->rounds_out)
@@ -459,7 +462,6 @@ static enum eng_status iresnet_inverse(const struct blk *b, struct blk_io *io)
                 io->converged[i] = io->converged[i] && s.rows[k].converged;
         }
     }
-    return ENG_OK;
 }
 
 /* ---- load ---------------------------------------------------------------------------------- */

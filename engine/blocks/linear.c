@@ -18,6 +18,9 @@
 #include "../blas.h"
 #include "../block.h"
 #include "../emath.h"
+#include "../kern.h"
+#include "../loader.h"
+#include "../safetensors.h"
 
 /* Name of the tensor stored in string field `field` of the block object (for messages). */
 /* True when the optional field is absent or JSON null. */
@@ -106,7 +109,7 @@ static void permute_forward(const struct blk *b, struct blk_io *io)
     }
 }
 
-static enum eng_status permute_inverse(const struct blk *b, struct blk_io *io)
+static void permute_inverse(const struct blk *b, struct blk_io *io)
 {
     const struct permute *p = b->priv;
     const int d = b->d;
@@ -117,7 +120,6 @@ static enum eng_status permute_inverse(const struct blk *b, struct blk_io *io)
         for (int k = 0; k < d; k++)
             x[p->perm[k]] = row[k];
     }
-    return ENG_OK;
 }
 
 static void permute_certify(const struct blk *b, struct eng_block_cert *out)
@@ -202,7 +204,7 @@ static void fixedlinear_forward(const struct blk *b, struct blk_io *io)
         io->log_det[i] += p->logdet;
 }
 
-static enum eng_status fixedlinear_inverse(const struct blk *b, struct blk_io *io)
+static void fixedlinear_inverse(const struct blk *b, struct blk_io *io)
 {
     const struct fixedlinear *p = b->priv;
     const int d = b->d, n = io->n;
@@ -221,7 +223,6 @@ static enum eng_status fixedlinear_inverse(const struct blk *b, struct blk_io *i
     kern_matmul(io->k, n, d, d, u, d, p->m_inv, d, io->x, d);
     for (int i = 0; i < n; i++)
         io->log_det[i] -= p->logdet;
-    return ENG_OK;
 }
 
 static void fixedlinear_certify(const struct blk *b, struct eng_block_cert *out)
@@ -330,7 +331,7 @@ static void orthogonal_forward(const struct blk *b, struct blk_io *io)
     }
 }
 
-static enum eng_status orthogonal_inverse(const struct blk *b, struct blk_io *io)
+static void orthogonal_inverse(const struct blk *b, struct blk_io *io)
 {
     const struct orthogonal *p = b->priv;
     const int d = b->d, n = io->n;
@@ -343,7 +344,6 @@ static enum eng_status orthogonal_inverse(const struct blk *b, struct blk_io *io
         io->log_det[i] -= p->logdet;
     }
     kern_linear_w(io->k, n, d, d, io->scratch, d, p->w, d, io->x, d);
-    return ENG_OK;
 }
 
 static void orthogonal_certify(const struct blk *b, struct eng_block_cert *out)
@@ -448,14 +448,13 @@ static void householder_forward(const struct blk *b, struct blk_io *io)
     kern_matmul(io->k, n, d, d, io->scratch, d, p->w, d, io->x, d);
 }
 
-static enum eng_status householder_inverse(const struct blk *b, struct blk_io *io)
+static void householder_inverse(const struct blk *b, struct blk_io *io)
 {
     const struct householder *p = b->priv;
     const int d = b->d, n = io->n;
     /* scratch = y; x (n × d) = scratch · Wᵀ */
     memcpy(io->scratch, io->x, sizeof(float) * (size_t)n * d);
     kern_linear_w(io->k, n, d, d, io->scratch, d, p->w, d, io->x, d);
-    return ENG_OK;
 }
 
 static void householder_certify(const struct blk *b, struct eng_block_cert *out)

@@ -32,7 +32,11 @@
 #include <stdio.h>
 #include <string.h>
 #include "coupling.h"
+#include "../block.h"
 #include "../emath.h"
+#include "../kern.h"
+#include "../loader.h"
+#include "../subnet.h"
 
 #define SPL_MAX_BINS 1024
 
@@ -287,7 +291,7 @@ static void spl_forward(const struct blk *b, struct blk_io *io)
     spline_cols(p, io, d, p->l1, p->l2, a, work, false);
 }
 
-static enum eng_status spl_inverse(const struct blk *b, struct blk_io *io)
+static void spl_inverse(const struct blk *b, struct blk_io *io)
 {
     const struct spl_priv *p = b->priv;
     int n = io->n, d = b->d, lm = p->l1 > p->l2 ? p->l1 : p->l2;
@@ -300,7 +304,6 @@ static enum eng_status spl_inverse(const struct blk *b, struct blk_io *io)
     spline_cols(p, io, d, p->l1, p->l2, a, work, true);
     subnet_forward(p->net1, n, io->x + p->l1, d, io->c, io->c_ld, a, p->l1 * p->P, sub);
     spline_cols(p, io, d, 0, p->l1, a, work, true);
-    return ENG_OK;
 }
 
 /* ---- load ------------------------------------------------------------------------------ */

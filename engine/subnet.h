@@ -1,0 +1,91 @@
+/*
+ * subnet.h — the small MLPs inside coupling blocks, conditioning networks and `mlp`
+ * models (a chain of Linear layers and activations, run on whole tiles through the
+ * kernels), and the activations' scalar helpers.  Implemented in subnet.c.  Not part of
+ * the public API.
+ *
+ * Ownership: a subnet is built by ldr_subnet while a model loads; it and every array it
+ * points to (layers, weights, packed weights) live in the model's arena, are immutable
+ * after load and are freed with the model.  Running a subnet allocates nothing: the caller
+ * passes scratch sized by subnet_scratch / subnet_tape.
+ *
+ * enum act_type (the activations) is defined in kern.h, where the kernels apply them.
+ */
+#ifndef INNSERVE_SUBNET_H
+#define INNSERVE_SUBNET_H
+
+#include <stddef.h>
+#include <cjson/cJSON.h>
+#include "engine.h"
+#include "kern.h"
+#include "loader.h"
+
+struct subnet_layer {
+    int is_linear;
+    /* linear: out x in weight (row-major), bias (out) or NULL */
+    int in, out;
+    const float *w;
+    const float *wp;    /* w packed for the kernels (kern_pack_weight) */
+    const float *b;
+    /* activation */
+    enum act_type act;
+    float p1, p2;       /* leaky slope | elu alpha | softplus beta, threshold */
+};
+
+/* A subnet maps [x_part (dx), c (dc)] -> out.  The first layer is Linear; its weight is
+ * split at load into w_x (H x dx) and w_c (H x dc) so the condition's contribution can be
+ * computed once per tile when the condition is one broadcast row. */
+struct subnet {
+    int dx, dc, dout;
+    int n_layers;
+    struct subnet_layer *layers;
+    const float *w1x, *w1c;    /* first layer split: H x dx and H x dc (row-major) */
+    const float *w1xp, *w1cp;  /* the same packed for the kernels */
+    const struct kern *k;      /* the model's kernel path */
+    int max_width;             /* widest layer output */
+    long long n_params;
+};
+
+/* Parse a subnet description {"layers": [...]} from obj[field] (see
+ * docs/checkpoint-format.md): first layer Linear with in = dx + dc, last output dout
+ * (dout < 0: any width, read back from (*out)->dout).  *out is owned by the model being
+ * loaded. */
+enum eng_status ldr_subnet(struct ldr *L, const cJSON *obj, const char *field, int dx, int dc,
+                           int dout, const struct subnet **out);
+
+/* Floats of scratch subnet_forward needs for `rows` rows. */
+size_t subnet_scratch(const struct subnet *s, int rows);
+/* out (rows x dout, stride ldo) = s([x, c]).  x: rows x dx (stride ldx; may be NULL when
+ * dx == 0).  c: rows x dc with stride ldc, or one row broadcast when ldc == 0, or NULL when
+ * dc == 0.  Scratch from subnet_scratch.  No allocation. */
+void subnet_forward(const struct subnet *s, int rows, const float *x, int ldx, const float *c,
+                    int ldc, float *out, int ldo, float *scratch);
+/* Back-propagation to the input (preimage search; subnets without a condition, dc == 0).
+ * subnet_forward_tape is subnet_forward that also records, in `tape` (subnet_tape floats),
+ * the input of every activation layer; subnet_backward_input then computes, for each row,
+ * gx = (d out / d x)^T gout (rows x dx, stride ldgx) from that tape.  Scratch as for
+ * subnet_forward.  No allocation. */
+size_t subnet_tape(const struct subnet *s, int rows);
+void subnet_forward_tape(const struct subnet *s, int rows, const float *x, int ldx, float *out,
+                         int ldo, float *tape, float *scratch);
+void subnet_backward_input(const struct subnet *s, int rows, const float *tape, const float *gout,
+                           int ldg, float *gx, int ldgx, float *scratch);
+/* Certified upper bound on the Lipschitz constant of x -> s([x, c]) for fixed c: the
+ * product of the exact spectral norms of the Linear layers (the x columns of the first)
+ * and of the activations' constants.  Load time only (allocates temporaries); +inf on
+ * OOM. */
+double subnet_lipschitz(const struct subnet *s);
+
+/* ---- Activations (scalar, double) --------------------------------------------------- */
+
+/* The activation applied in double to v[0..n) in place (numeric inverses, i-ResNet
+ * blocks). */
+void act_apply_f64(enum act_type t, float p1, float p2, double *v, size_t n);
+/* Derivative of the activation at pre-activation u (for backprop and Jacobians). */
+double act_deriv(enum act_type t, float p1, float p2, double u);
+/* Lipschitz constant of the activation (for certificates). */
+double act_lipschitz(enum act_type t, float p1, float p2);
+/* Static name ("relu", ...); "?" when out of range. */
+const char *act_name(enum act_type t);
+
+#endif
