@@ -190,9 +190,8 @@ $(BUILD)/bench_iresnet: $(BUILD)/bench/bench_iresnet.o $(BUILD)/libinnengine.a
 bench-iresnet: $(BUILD)/bench_iresnet
 	$(BUILD)/bench_iresnet
 
-# The machine's single-core peaks: sgemm of OpenBLAS and of the engine's own kernels (when
-# engine/kern.c exists), and the register-only FMA ceiling (its own -m flags per object).
-$(BUILD)/bench/bench_sgemm.o: CFLAGS += $(if $(wildcard engine/kern.c),-DHAVE_KERN)
+# The machine's single-core peaks: sgemm of OpenBLAS and of the engine's own kernels, and
+# the register-only FMA ceiling (its own -m flags per object).
 $(BUILD)/bench/bench_sgemm.o: bench/fma_peak.h
 ifneq ($(findstring x86_64,$(shell $(CC) -dumpmachine)),)
 BENCH_FMA := $(BUILD)/bench/fma_avx512.o $(BUILD)/bench/fma_avx2.o

@@ -17,10 +17,8 @@
 #include <string.h>
 
 #include "fma_peak.h"
-#ifdef HAVE_KERN /* set by the Makefile when engine/kern.c exists */
 #include "../engine/engine.h"
 #include "../engine/kern.h"
-#endif
 
 volatile float fma_sink;
 
@@ -89,15 +87,12 @@ int main(int argc, char **argv)
     const char *cfg = openblas_get_config();
     printf("{\"openblas_core\": \"%s\", \"openblas_config\": \"%s\", \"avx512\": %s",
            openblas_get_corename(), cfg ? cfg : "", avx512 ? "true" : "false");
-#ifdef HAVE_KERN
     const struct kern *used = kern_select(getenv("INNSERVE_KERNELS"), NULL); /* as the engine */
     printf(", \"engine_kernel\": \"%s\"", used ? used->name : "?");
-#endif
     printf(", \"sgemm\": [");
     int first = 1;
     for (int i = 0; i < NSHAPES; i++)
         row(&first, ob, shapes[i], openblas_gflops(shapes[i][0], shapes[i][1], shapes[i][2], secs));
-#ifdef HAVE_KERN
     /* The engine's own GEMM kernels: every path this CPU can run. */
     for (const char *const *p = kern_available(); !openblas_only && p && *p; p++) {
         char err[ENG_ERR_LEN], name[64];
@@ -109,7 +104,6 @@ int main(int argc, char **argv)
             row(&first, name, shapes[i], kern_sgemm_gflops(kt, shapes[i][0], shapes[i][1], shapes[i][2], secs));
         }
     }
-#endif
     printf("], \"fma_peak\": {");
 #if defined(__x86_64__)
     const char *sep = "";
