@@ -7,6 +7,7 @@
 #include "../proto/npy.h"
 #include "../proto/v2.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,6 +79,7 @@ struct srv_call *srv_call_new(struct srv_ctx *ctx, struct srv_version *ver,
     atomic_init(&c->refs, 1);
     atomic_init(&c->state, SRV_CALL_PENDING);
     atomic_init(&c->job.cancel, false);
+    atomic_init(&c->job.skip_after, INT_MAX);
     pthread_mutex_init(&c->err_mu, NULL);
     c->err_unit = -1;
     c->ctx = ctx;
@@ -226,8 +228,11 @@ static void fail(struct srv_call *c, int idx, enum eng_status st, const char *ms
         c->err_unit = idx;
         proto_error_from_eng(&c->err, st, msg);
     }
+    /* skip the units after this one; the ones before it still run (one of them may fail
+     * too, and the lowest unit's error is the answer) */
+    if (idx < atomic_load(&c->job.skip_after))
+        atomic_store(&c->job.skip_after, idx);
     pthread_mutex_unlock(&c->err_mu);
-    atomic_store(&c->job.cancel, true);
 }
 
 /* y rows for rows [r0, r0+n): broadcast or the matching slice. */
@@ -587,7 +592,8 @@ bool srv_call_submit(struct srv_call *c, int64_t deadline_ns)
 void srv_call_run_inline(struct srv_call *c, struct eng_ws *ws)
 {
     c->job.t_submit = c->job.t_first = srv_now_ns();
-    for (int i = 0; i < c->job.n_units && !atomic_load(&c->job.cancel); i++)
+    for (int i = 0; i < c->job.n_units && !atomic_load(&c->job.cancel) &&
+                    i <= atomic_load(&c->job.skip_after); i++)
         c->job.unit(&c->job, i, ws);
     c->job.t_last = srv_now_ns();
     struct srv_response out;

@@ -81,7 +81,8 @@ static void *worker_main(void *arg)
         if (idx == 0)
             j->t_first = srv_now_ns();
         pthread_mutex_unlock(&p->mu);
-        if (!atomic_load_explicit(&j->cancel, memory_order_acquire) && ws)
+        if (!atomic_load_explicit(&j->cancel, memory_order_acquire) &&
+            idx <= atomic_load_explicit(&j->skip_after, memory_order_acquire) && ws)
             j->unit(j, idx, ws);
         else if (!ws)
             atomic_store(&j->cancel, true);

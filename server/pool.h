@@ -31,6 +31,10 @@ struct srv_job {
     int n_units;
     int64_t deadline_ns;      /* CLOCK_MONOTONIC; 0 = none */
     atomic_bool cancel;       /* set to skip units not yet started */
+    atomic_int skip_after;    /* units with a larger index not yet started are skipped (a
+                                 failed unit sets its own index: the units before it still
+                                 run, so the error reported is the first one's, whatever
+                                 the timing); INT_MAX = none */
     /* timing, filled by the pool (CLOCK_MONOTONIC ns) */
     int64_t t_submit, t_first, t_last;
     /* pool-private */
