@@ -91,20 +91,22 @@ const char *eng_kernels(char *err)
 
 size_t kern_packed_size(int n, int k)
 {
-    size_t panels = (size_t)(n + KERN_PANEL - 1) / KERN_PANEL;
-    return panels * KERN_PANEL * (size_t)(k > 0 ? k : 0);
+    size_t full = (size_t)(n / KERN_SUPER), rem = (size_t)(n % KERN_SUPER);
+    size_t cols = full * KERN_SUPER + (rem > KERN_PANEL ? KERN_SUPER : rem > 0 ? KERN_PANEL : 0);
+    return cols * (size_t)(k > 0 ? k : 0);
 }
 
 void kern_pack_weight(int n, int k, const float *w, int ldw, float *dst)
 {
-    int panels = (n + KERN_PANEL - 1) / KERN_PANEL;
-    for (int p = 0; p < panels; p++)
+    for (int j0 = 0; j0 < n; j0 += KERN_PANEL) {
+        size_t ks;
+        float *d = (float *)kern_packed_at(dst, n, k, j0, &ks);
         for (int kk = 0; kk < k; kk++)
             for (int jj = 0; jj < KERN_PANEL; jj++) {
-                int j = p * KERN_PANEL + jj;
-                dst[((size_t)p * k + kk) * KERN_PANEL + jj] =
-                    j < n ? w[(size_t)j * ldw + kk] : 0.0f;
+                int j = j0 + jj;
+                d[(size_t)kk * ks + jj] = j < n ? w[(size_t)j * ldw + kk] : 0.0f;
             }
+    }
 }
 
 double kern_sgemm_gflops(const struct kern *k, int m, int n, int kk, double seconds)

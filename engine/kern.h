@@ -36,12 +36,15 @@ enum act_type {
 /* Elementwise functions of kern.map. */
 enum kern_fn { KF_EXP, KF_TANH, KF_ATAN, KF_SIGMOID };
 
-/* Columns per packed weight panel (every path reads the same packed layout). */
+/* The packed layout every path reads: columns in superpanels of KERN_SUPER (32), each k
+ * rows of 32 floats (so one superpanel is one contiguous stream of weights); when the last
+ * one would hold 16 columns or fewer it is 16 wide.  Zero padded. */
 #define KERN_PANEL 16
+#define KERN_SUPER 32
 
 /* How B (k x n) is stored. */
 enum kern_bmode {
-    KERN_B_PACKED,   /* kern_pack_weight's panels: B[kk][j] = b[(j/16)*16*k + kk*16 + j%16] */
+    KERN_B_PACKED,   /* kern_pack_weight's layout (KERN_SUPER above; kern_packed_at) */
     KERN_B_WEIGHT,   /* a torch weight (n x k, row stride ldb): B[kk][j] = b[j*ldb + kk] */
     KERN_B_ROWMAJOR, /* k x n, row stride ldb: B[kk][j] = b[kk*ldb + j] */
 };
@@ -83,6 +86,15 @@ const char *const *kern_available(void);
  * padding the last panel).  Load time only. */
 size_t kern_packed_size(int n, int k);
 void kern_pack_weight(int n, int k, const float *w, int ldw, float *dst);
+
+/* Start of column j0 (a multiple of 16) of a packed n x k weight, and the distance in floats
+ * from one k row to the next there (32, or 16 in a 16-wide last superpanel). */
+static inline const float *kern_packed_at(const float *b, int n, int k, int j0, size_t *kstride)
+{
+    int s = j0 / KERN_SUPER;
+    *kstride = n - s * KERN_SUPER <= KERN_PANEL ? KERN_PANEL : KERN_SUPER;
+    return b + (size_t)s * KERN_SUPER * (size_t)k + (size_t)(j0 % KERN_SUPER);
+}
 
 /* Y (n x out) = X W^T with W a torch weight (out x in, row stride ldw), not packed. */
 static inline void kern_linear_w(const struct kern *k, int n, int out, int in, const float *X,

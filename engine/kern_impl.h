@@ -26,11 +26,11 @@
 #if KERN_ISA == 2
 #define MR 8   /* rows per microkernel */
 #define NP 2   /* panels (of 16 columns) per microkernel */
-#define NP1 8  /* panels per microkernel when m == 1 (matrix-vector) */
+#define NP1 2  /* panels per microkernel when m == 1 (matrix-vector): one superpanel */
 #elif KERN_ISA == 1
 #define MR 6
 #define NP 1
-#define NP1 4
+#define NP1 2
 #else
 #define MR 4
 #define NP 1
@@ -46,7 +46,7 @@ enum { INIT_ZERO, INIT_ROW, INIT_Y };
 #if KERN_ISA == 2
 
 INLINE void ukr(const int mr, const int np, int kc, const float *A, int lda, const float *B,
-                size_t pstride, float *Y, int ldy, int ncols, int imode, const float *init,
+                size_t kstride, float *Y, int ldy, int ncols, int imode, const float *init,
                 bool relu)
 {
     __m512 c[MR][NP1];
@@ -67,7 +67,7 @@ INLINE void ukr(const int mr, const int np, int kc, const float *A, int lda, con
         __m512 b[NP1];
 #pragma GCC unroll 8
         for (int p = 0; p < np; p++)
-            b[p] = _mm512_loadu_ps(B + p * pstride + (size_t)kk * 16);
+            b[p] = _mm512_loadu_ps(B + 16 * p + (size_t)kk * kstride);
 #pragma GCC unroll 8
         for (int r = 0; r < mr; r++) {
             __m512 a = _mm512_set1_ps(A[(size_t)r * lda + kk]);
@@ -100,7 +100,7 @@ INLINE __m256i half_mask(int cols)
 }
 
 INLINE void ukr(const int mr, const int np, int kc, const float *A, int lda, const float *B,
-                size_t pstride, float *Y, int ldy, int ncols, int imode, const float *init,
+                size_t kstride, float *Y, int ldy, int ncols, int imode, const float *init,
                 bool relu)
 {
     __m256 c[MR][2 * NP1];
@@ -123,7 +123,7 @@ INLINE void ukr(const int mr, const int np, int kc, const float *A, int lda, con
         __m256 b[2 * NP1];
 #pragma GCC unroll 8
         for (int h = 0; h < 2 * np; h++)
-            b[h] = _mm256_loadu_ps(B + (h / 2) * pstride + (size_t)kk * 16 + 8 * (h % 2));
+            b[h] = _mm256_loadu_ps(B + 8 * h + (size_t)kk * kstride);
 #pragma GCC unroll 8
         for (int r = 0; r < mr; r++) {
             __m256 a = _mm256_broadcast_ss(A + (size_t)r * lda + kk);
@@ -152,7 +152,7 @@ INLINE void ukr(const int mr, const int np, int kc, const float *A, int lda, con
 #else
 
 INLINE void ukr(const int mr, const int np, int kc, const float *A, int lda, const float *B,
-                size_t pstride, float *Y, int ldy, int ncols, int imode, const float *init,
+                size_t kstride, float *Y, int ldy, int ncols, int imode, const float *init,
                 bool relu)
 {
     (void)np;
@@ -165,14 +165,13 @@ INLINE void ukr(const int mr, const int np, int kc, const float *A, int lda, con
             c[j] = j >= nc || imode == INIT_ZERO ? 0.0f : imode == INIT_ROW ? init[j] : y[j];
         for (int kk = 0; kk < kc; kk++) {
             const float av = a[kk];
-            const float *b = B + (size_t)kk * 16;
+            const float *b = B + (size_t)kk * kstride;
             for (int j = 0; j < 16; j++)
                 c[j] = __builtin_fmaf(av, b[j], c[j]);
         }
         for (int j = 0; j < nc; j++)
             y[j] = relu ? (c[j] > 0.0f ? c[j] : 0.0f) : c[j];
     }
-    (void)pstride;
 }
 
 #endif
@@ -254,24 +253,26 @@ static void k_map(enum kern_fn f, float *v, size_t n)
 
 /* ---- driver --------------------------------------------------------------------------------- */
 
-/* Copy columns j0 .. j0+np*16 of B, rows k0 .. k0+kc, into panels of 16 (zero padded). */
+/* Copy columns j0 .. j0+np*16 of B, rows k0 .. k0+kc, into kc rows of np*16 (zero
+ * padded): the packed layout of one group. */
 static void pack_group(const struct kern_gemm *g, int j0, int np, int k0, int kc, float *dst)
 {
+    const int w = np * 16;
     for (int p = 0; p < np; p++) {
-        float *d = dst + (size_t)p * 16 * kc;
+        float *d = dst + (size_t)p * 16;
         for (int jj = 0; jj < 16; jj++) {
             int j = j0 + 16 * p + jj;
             if (j >= g->n) {
                 for (int kk = 0; kk < kc; kk++)
-                    d[(size_t)kk * 16 + jj] = 0.0f;
+                    d[(size_t)kk * w + jj] = 0.0f;
             } else if (g->bmode == KERN_B_WEIGHT) {
-                const float *w = g->b + (size_t)j * g->ldb + k0;
+                const float *wr = g->b + (size_t)j * g->ldb + k0;
                 for (int kk = 0; kk < kc; kk++)
-                    d[(size_t)kk * 16 + jj] = w[kk];
+                    d[(size_t)kk * w + jj] = wr[kk];
             } else {
-                const float *w = g->b + (size_t)k0 * g->ldb + j;
+                const float *wr = g->b + (size_t)k0 * g->ldb + j;
                 for (int kk = 0; kk < kc; kk++)
-                    d[(size_t)kk * 16 + jj] = w[(size_t)kk * g->ldb];
+                    d[(size_t)kk * w + jj] = wr[(size_t)kk * g->ldb];
             }
         }
     }
@@ -279,7 +280,7 @@ static void pack_group(const struct kern_gemm *g, int j0, int np, int k0, int kc
 
 /* One microkernel call with compile-time (mr, np) so it unrolls into registers. */
 #define UKR(MRC, NPC)                                                                             \
-    ukr(MRC, NPC, kc, A + (size_t)i0 * g->lda, g->lda, B, pstride, Y + (size_t)i0 * g->ldy,       \
+    ukr(MRC, NPC, kc, A + (size_t)i0 * g->lda, g->lda, B, kstride, Y + (size_t)i0 * g->ldy,       \
         g->ldy, ncols, imode, init, relu)
 
 #if NP1 >= 8
@@ -302,13 +303,19 @@ static void pack_group(const struct kern_gemm *g, int j0, int np, int k0, int kc
     case 2: UKR(MRC, 2); break;                                                                   \
     default: UKR(MRC, 1); break;                                                                  \
     }
+#elif NP1 >= 2
+#define UKR_NP(MRC)                                                                               \
+    switch (np) {                                                                                 \
+    case 2: UKR(MRC, 2); break;                                                                   \
+    default: UKR(MRC, 1); break;                                                                  \
+    }
 #else
 #define UKR_NP(MRC) UKR(MRC, 1)
 #endif
 
-/* All rows of one column group of np panels (np <= NP, or any np <= NP1 when m == 1). */
+/* All rows of one column group of np panels (np <= NP, or np <= NP1 when m == 1). */
 static void group_rows(const struct kern_gemm *g, int np, int kc, const float *A,
-                       const float *B, size_t pstride, float *Y, int ncols, int imode,
+                       const float *B, size_t kstride, float *Y, int ncols, int imode,
                        const float *init, bool relu)
 {
     int i0 = 0;
@@ -349,6 +356,8 @@ static void k_gemm(const struct kern_gemm *g)
     /* matrix-vector products take wide groups when B is packed (no copy to amortize) */
     const int npg = g->m == 1 && packed ? NP1 : NP;
     float buf[NP * 16 * KC];
+    /* groups of a packed B never straddle a superpanel: 16 or 32 columns from a multiple of
+     * their width */
     int k0 = 0;
     do {
         const int kc = K - k0 < KC ? K - k0 : KC;
@@ -360,20 +369,18 @@ static void k_gemm(const struct kern_gemm *g)
             const int ncols = g->n - j0 < npg * 16 ? g->n - j0 : npg * 16;
             const int np = (ncols + 15) / 16;
             const float *B;
-            size_t pstride;
+            size_t kstride;
             if (packed) {
-                B = g->b + (size_t)(j0 / 16) * 16 * K + (size_t)k0 * 16;
-                pstride = (size_t)16 * K;
+                B = kern_packed_at(g->b, g->n, K, j0, &kstride) + (size_t)k0 * kstride;
             } else {
                 pack_group(g, j0, np, k0, kc, buf);
                 B = buf;
-                pstride = (size_t)16 * kc;
+                kstride = (size_t)np * 16;
             }
             const float *init = g->init ? g->init + j0 : NULL;
             float *Y = g->y + j0;
-            /* np < NP only in the last group: the row loop uses 1-row microkernels then */
             const bool relu = last && g->act == ACT_RELU; /* fused in the microkernel */
-            group_rows(g, np, kc, g->a + k0, B, pstride, Y, ncols, imode, init, relu);
+            group_rows(g, np, kc, g->a + k0, B, kstride, Y, ncols, imode, init, relu);
             if (last && g->act != ACT_NONE && !relu)
                 for (int i = 0; i < g->m; i++)
                     k_act(g->act, g->p1, g->p2, Y + (size_t)i * g->ldy, (size_t)ncols);

@@ -12,6 +12,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,7 +41,10 @@ void *ldr_alloc(struct ldr *L, size_t bytes)
     }
     c->next = *L->arena;
     *L->arena = c;
-    return c->data;
+    /* 64-byte aligned (the slack above): a vector load of packed weights never spans two
+     * cache lines */
+    uintptr_t p = ((uintptr_t)c->data + 63) & ~(uintptr_t)63;
+    return (void *)p;
 }
 
 enum eng_status ldr_fail(struct ldr *L, enum eng_status st, const char *fmt, ...)
