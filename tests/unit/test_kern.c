@@ -45,6 +45,10 @@ START_TEST(every_path_matches_the_scalar_fma_reference)
         /* sizes around the microkernel and chunk edges: rows 1..40, cols 1..80, k 0..600 */
         int m = 1 + (int)((frand(&seed) + 0.5f) * 40), n = 1 + (int)((frand(&seed) + 0.5f) * 80);
         int k = t % 7 == 0 ? 0 : (int)((frand(&seed) + 0.5f) * (t % 3 ? 70 : 600));
+        if (t % 5 == 0) /* one row: the matrix-vector microkernels */
+            m = 1;
+        if (t % 10 == 0) /* one panel, or the 16-wide last superpanel */
+            n = 1 + n % 16;
         int mode = t % 3, start = (t / 3) % 3;
         enum act_type act = acts[t % 8];
         int lda = k + 1, ldy = n + 3;
