@@ -500,6 +500,14 @@ enum eng_status eng_model_load_ex(const char *path, unsigned flags, struct eng_m
         st = ldr_fail(&L, ENG_ERR_MANIFEST, "__metadata__.manifest is not a JSON object");
         goto done;
     }
+    {
+        const char *where = NULL, *dup = st_json_duplicate_key(root, "the manifest", &where);
+        if (dup) {
+            st = ldr_fail(&L, ENG_ERR_MANIFEST, "__metadata__.manifest: duplicate key \"%.64s\" "
+                          "in %.80s: a key may appear once", dup, where);
+            goto done;
+        }
+    }
     m->manifest_text = strdup(man);
     if (!m->manifest_text) {
         st = ldr_fail(&L, ENG_ERR_NOMEM, "out of memory");

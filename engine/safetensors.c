@@ -119,6 +119,47 @@ static int json_uint(const cJSON *j, double max, uint64_t *out)
     return 0;
 }
 
+static int cmp_key(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+const char *st_json_duplicate_key(const cJSON *obj, const char *name, const char **where)
+{
+    int n = cJSON_GetArraySize(obj);
+    if (cJSON_IsObject(obj) && n > 1) {
+        const char **keys = malloc(sizeof(*keys) * (size_t)n);
+        if (!keys) {
+            *where = "the header (out of memory checking its keys)";
+            return "?";
+        }
+        int k = 0;
+        const cJSON *c;
+        cJSON_ArrayForEach(c, obj)
+            keys[k++] = c->string ? c->string : "";
+        qsort(keys, (size_t)n, sizeof(*keys), cmp_key);
+        const char *dup = NULL;
+        for (int i = 1; i < n && !dup; i++)
+            if (strcmp(keys[i - 1], keys[i]) == 0)
+                dup = keys[i];
+        free(keys);
+        if (dup) {
+            *where = name;
+            return dup;
+        }
+    }
+    const cJSON *c;
+    cJSON_ArrayForEach(c, obj)
+    {
+        if (!cJSON_IsObject(c) && !cJSON_IsArray(c))
+            continue;
+        const char *d = st_json_duplicate_key(c, c->string ? c->string : name, where);
+        if (d)
+            return d;
+    }
+    return NULL;
+}
+
 static enum eng_status parse_header(struct st_file *f, char err[ENG_ERR_LEN])
 {
     const char *L = f->label;
@@ -148,6 +189,12 @@ static enum eng_status parse_header(struct st_file *f, char err[ENG_ERR_LEN])
     enum eng_status st = ENG_OK;
     if (!cJSON_IsObject(root)) {
         st = fail(err, ENG_ERR_FORMAT, L, "header is not a JSON object");
+        goto out;
+    }
+    const char *dup_in = NULL, *dup = st_json_duplicate_key(root, "the header", &dup_in);
+    if (dup) {
+        st = fail(err, ENG_ERR_FORMAT, L, "duplicate key \"%.64s\" in %.80s: a key may appear once",
+                  dup, dup_in);
         goto out;
     }
     int n = 0;

@@ -57,4 +57,11 @@ const char *st_dtype_str(enum st_dtype t);
 /* Value i of a tensor converted to double (any dtype).  i < numel. */
 double st_get(const struct st_tensor *t, int64_t i);
 
+/* The first key that appears twice in one object anywhere in a parsed JSON tree (cJSON
+ * keeps both copies), or NULL; *where then names the object: `name` for obj itself, else
+ * the key holding it.  st_open refuses headers with one; the manifest is checked the same
+ * way.  Borrowed pointers into the tree. */
+struct cJSON;
+const char *st_json_duplicate_key(const struct cJSON *obj, const char *name, const char **where);
+
 #endif

@@ -56,6 +56,53 @@ START_TEST(every_broken_file_is_refused_with_its_message)
 }
 END_TEST
 
+/* Load a file made of the 8-byte length and `header` (then `data`); returns the status. */
+static enum eng_status load_header(const char *header, const char *data, char err[ENG_ERR_LEN])
+{
+    char path[] = "/tmp/innserve-dup-XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    uint64_t hl = strlen(header);
+    unsigned char len8[8];
+    for (int i = 0; i < 8; i++)
+        len8[i] = (unsigned char)(hl >> (8 * i));
+    ck_assert_int_eq(write(fd, len8, 8), 8);
+    ck_assert_int_eq(write(fd, header, hl), (ssize_t)hl);
+    ck_assert_int_eq(write(fd, data, strlen(data)), (ssize_t)strlen(data));
+    close(fd);
+    struct eng_model *m = NULL;
+    enum eng_status st = eng_model_load_ex(path, ENG_LOAD_NO_SELFTEST, &m, err);
+    eng_model_unref(m);
+    unlink(path);
+    return st;
+}
+
+/* A key twice in one object: cJSON keeps both, and the second __metadata__ used to be
+ * written past the first one's array (a heap overflow).  Every such file is refused. */
+START_TEST(duplicate_keys_are_refused)
+{
+    char err[ENG_ERR_LEN];
+    ck_assert_int_eq(load_header("{\"__metadata__\":{\"a\":\"1\",\"b\":\"2\",\"c\":\"3\"},"
+                                 "\"__metadata__\":{\"d\":\"4\"}}", "", err), ENG_ERR_FORMAT);
+    ck_assert_msg(strstr(err, "duplicate key \"__metadata__\" in the header") != NULL, "%s", err);
+    ck_assert_int_eq(load_header("{\"__metadata__\":{\"format\":\"innserve\",\"format\":\"x\"}}",
+                                 "", err), ENG_ERR_FORMAT);
+    ck_assert_msg(strstr(err, "duplicate key \"format\" in __metadata__") != NULL, "%s", err);
+    ck_assert_int_eq(load_header("{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+                                 "\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",
+                                 "abcd", err), ENG_ERR_FORMAT);
+    ck_assert_msg(strstr(err, "duplicate key \"w\" in the header") != NULL, "%s", err);
+    ck_assert_int_eq(load_header("{\"w\":{\"dtype\":\"F32\",\"dtype\":\"F64\",\"shape\":[1],"
+                                 "\"data_offsets\":[0,4]}}", "abcd", err), ENG_ERR_FORMAT);
+    ck_assert_msg(strstr(err, "duplicate key \"dtype\" in w") != NULL, "%s", err);
+    /* the manifest inside __metadata__ is checked too */
+    ck_assert_int_eq(load_header("{\"__metadata__\":{\"format\":\"innserve\",\"manifest\":"
+                                 "\"{\\\"kind\\\":\\\"flow\\\",\\\"kind\\\":\\\"mlp\\\"}\"}}",
+                                 "", err), ENG_ERR_MANIFEST);
+    ck_assert_msg(strstr(err, "duplicate key \"kind\" in the manifest") != NULL, "%s", err);
+}
+END_TEST
+
 START_TEST(every_truncation_of_a_valid_file_is_refused)
 {
     size_t len;
@@ -168,6 +215,7 @@ Suite *make_suite(void)
     TCase *tc = tcase_create("corpus");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, every_broken_file_is_refused_with_its_message);
+    tcase_add_test(tc, duplicate_keys_are_refused);
     tcase_add_test(tc, every_truncation_of_a_valid_file_is_refused);
     tcase_add_test(tc, flipped_bytes_never_crash);
     tcase_add_test(tc, mutated_manifests_never_crash);
