@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -25,7 +24,7 @@ struct st_file {
     char *label;
     const uint8_t *base; /* whole file */
     size_t len;
-    int mapped;          /* munmap on close */
+    int owned;           /* base was read by st_open: freed on close */
     int n;
     struct st_tensor *t;
     char *names;         /* storage for tensor names */
@@ -80,8 +79,8 @@ void st_close(struct st_file *f)
 {
     if (!f)
         return;
-    if (f->mapped && f->base)
-        munmap((void *)f->base, f->len);
+    if (f->owned)
+        free((void *)f->base);
     for (int i = 0; i < f->n_meta; i++) {
         free(f->meta[i].key);
         free(f->meta[i].value);
@@ -374,10 +373,13 @@ enum eng_status st_open_mem(const uint8_t *buf, size_t len, const char *label,
     return ENG_OK;
 }
 
+/* The file is read into memory, not mapped: a file truncated or rewritten while it loads
+ * then gives a short read or bytes that fail validation, never SIGBUS.  O_NONBLOCK: opening
+ * a FIFO (or other special file) returns at once and is refused as not a regular file. */
 enum eng_status st_open(const char *path, struct st_file **out, char err[ENG_ERR_LEN])
 {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return fail(err, ENG_ERR_IO, path, "cannot open: %s", strerror(errno));
     struct stat sb;
@@ -391,17 +393,39 @@ enum eng_status st_open(const char *path, struct st_file **out, char err[ENG_ERR
         return fail(err, ENG_ERR_FORMAT, path, "file is truncated: %zu bytes, shorter than "
                     "the 8-byte header length", len);
     }
-    void *p = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+    uint8_t *buf = malloc(len);
+    if (!buf) {
+        close(fd);
+        return fail(err, ENG_ERR_NOMEM, path, "out of memory reading %zu bytes", len);
+    }
+    size_t got = 0;
+    while (got < len) {
+        ssize_t r = read(fd, buf + got, len - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            int e = errno;
+            close(fd);
+            free(buf);
+            return fail(err, ENG_ERR_IO, path, "cannot read: %s", strerror(e));
+        }
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
     close(fd);
-    if (p == MAP_FAILED)
-        return fail(err, ENG_ERR_IO, path, "cannot map: %s", strerror(errno));
+    if (got != len) {
+        free(buf);
+        return fail(err, ENG_ERR_IO, path, "the file changed while it was read (%zu of %zu "
+                    "bytes: truncated or being written?)", got, len);
+    }
     struct st_file *f = NULL;
-    enum eng_status st = st_open_mem(p, len, path, &f, err);
+    enum eng_status st = st_open_mem(buf, len, path, &f, err);
     if (st != ENG_OK) {
-        munmap(p, len);
+        free(buf);
         return st;
     }
-    f->mapped = 1;
+    f->owned = 1;
     *out = f;
     return ENG_OK;
 }

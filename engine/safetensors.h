@@ -4,11 +4,13 @@
  * Layout: 8-byte little-endian header length N, N bytes of JSON
  * {"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, ...,
  *  "__metadata__": {"key": "string", ...}}, then the raw little-endian data.
- * st_open maps the file and validates everything before returning: N against the file
- * size, the JSON, every dtype, shape and offset (in bounds, size = prod(shape) * dtype
- * size, no two tensors overlapping), metadata values being strings.  After st_open,
- * every tensor's bytes lie inside the mapping.  A hostile file gets an error, never a
- * read out of bounds.  This module does not interpret tensors; loader.c does.
+ * st_open reads the whole file into memory (a file changed while it loads cannot fault
+ * the process, as a mapping could) and validates everything before returning: N against
+ * the file size, the JSON (no key twice in an object), every dtype, shape and offset (in
+ * bounds, size = prod(shape) * dtype size, no two tensors overlapping), metadata values
+ * being strings.  After st_open, every tensor's bytes lie inside that buffer.  A hostile
+ * file gets an error, never a read out of bounds.  This module does not interpret
+ * tensors; loader.c does.
  */
 #ifndef INNSERVE_SAFETENSORS_H
 #define INNSERVE_SAFETENSORS_H
@@ -29,7 +31,7 @@ struct st_tensor {
     int ndim;
     int64_t shape[ST_MAX_DIMS];
     int64_t numel;
-    const uint8_t *data;       /* inside the mapping, numel * st_dtype_size(dtype) bytes */
+    const uint8_t *data;       /* inside the file's bytes, numel * st_dtype_size(dtype) bytes */
     size_t nbytes;
 };
 

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../../engine/safetensors.h"
@@ -100,6 +101,27 @@ START_TEST(duplicate_keys_are_refused)
                                  "\"{\\\"kind\\\":\\\"flow\\\",\\\"kind\\\":\\\"mlp\\\"}\"}}",
                                  "", err), ENG_ERR_MANIFEST);
     ck_assert_msg(strstr(err, "duplicate key \"kind\" in the manifest") != NULL, "%s", err);
+}
+END_TEST
+
+/* A FIFO (or any special file) in place of a checkpoint is refused at once: opening it
+ * must not wait for a writer. */
+START_TEST(a_fifo_is_refused_without_blocking)
+{
+    char dir[] = "/tmp/innserve-fifo-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char path[600];
+    snprintf(path, sizeof(path), "%s/model.safetensors", dir);
+    ck_assert_int_eq(mkfifo(path, 0600), 0);
+    char err[ENG_ERR_LEN];
+    struct eng_model *m = NULL;
+    alarm(5); /* a blocking open would hang here: SIGALRM fails the test */
+    enum eng_status st = eng_model_load(path, &m, err);
+    alarm(0);
+    ck_assert_int_eq(st, ENG_ERR_IO);
+    ck_assert_msg(strstr(err, "not a regular file") && strstr(err, path), "%s", err);
+    unlink(path);
+    rmdir(dir);
 }
 END_TEST
 
@@ -216,6 +238,7 @@ Suite *make_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, every_broken_file_is_refused_with_its_message);
     tcase_add_test(tc, duplicate_keys_are_refused);
+    tcase_add_test(tc, a_fifo_is_refused_without_blocking);
     tcase_add_test(tc, every_truncation_of_a_valid_file_is_refused);
     tcase_add_test(tc, flipped_bytes_never_crash);
     tcase_add_test(tc, mutated_manifests_never_crash);
