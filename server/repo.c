@@ -240,15 +240,29 @@ static int scan(const char *dir, struct entry **out)
             continue;
         char full[4096 + 256];
         snprintf(full, sizeof full, "%s/%s", dir, fn);
-        struct stat st;
-        if (stat(full, &st) != 0)
-            continue;
         size_t len = strlen(fn);
+        const bool suffix = len > 12 && !strcmp(fn + len - 12, ".safetensors");
+        struct stat st;
+        const bool found = stat(full, &st) == 0;
+        if (!found) {
+            /* a dangling symlink or a symlink loop: a *.safetensors name is a model that
+             * fails to load (the loader says why); anything else is named in the log */
+            int e = errno;
+            struct stat lst;
+            if (!suffix) {
+                if (lstat(full, &lst) == 0 && S_ISLNK(lst.st_mode))
+                    srv_logf(SRV_LOG_WARN, "model_skipped", "%s: %s (a symbolic link that "
+                             "leads to no file)", full, strerror(e));
+                continue;
+            }
+        }
         size_t nlen;
-        bool is_dir = S_ISDIR(st.st_mode);
+        bool is_dir = found && S_ISDIR(st.st_mode);
         if (is_dir) {
             nlen = len;
-        } else if (S_ISREG(st.st_mode) && len > 12 && !strcmp(fn + len - 12, ".safetensors")) {
+        } else if (suffix) {
+            /* regular or not (a FIFO, a device, a broken link): the loader refuses what is
+             * not a regular file, and the model is listed UNAVAILABLE with its reason */
             nlen = len - 12;
         } else {
             continue;

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -68,6 +69,50 @@ static char *sha_of(struct e2e_daemon *d, const char *model, char *ver, size_t c
     e2e_resp_free(&r);
     return s;
 }
+
+/* Dangling symlinks, symlink loops and FIFOs named *.safetensors are models that fail to
+ * load, listed UNAVAILABLE with the reason; a FIFO does not block the daemon. */
+START_TEST(links_and_fifos_are_reported)
+{
+    char dir[256], p[400];
+    e2e_mkdtemp(dir);
+    e2e_copy_fixture(dir, "rnvp", "good.safetensors");
+    snprintf(p, sizeof p, "%s/ghost.safetensors", dir);
+    ck_assert_int_eq(symlink("/nonexistent/model.safetensors", p), 0);
+    snprintf(p, sizeof p, "%s/loop.safetensors", dir);
+    ck_assert_int_eq(symlink("loop.safetensors", p), 0);
+    snprintf(p, sizeof p, "%s/pipe.safetensors", dir);
+    ck_assert_int_eq(mkfifo(p, 0600), 0);
+    struct e2e_daemon d;
+    ck_assert(e2e_start(&d, dir, NULL));
+    struct e2e_resp r;
+    e2e_get(&d, "/v1/models", &r);
+    ck_assert_int_eq(r.status, 200);
+    static const char *const want[][2] = {{"ghost", "No such file or directory"},
+                                          {"loop", "Too many levels of symbolic links"},
+                                          {"pipe", "not a regular file"}};
+    int seen = 0;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, get(r.json, "models")) {
+        const char *name = get(m, "name")->valuestring;
+        if (!strcmp(name, "good")) {
+            ck_assert_str_eq(get(m, "state")->valuestring, "READY");
+            continue;
+        }
+        for (int i = 0; i < 3; i++)
+            if (!strcmp(name, want[i][0])) {
+                ck_assert_str_eq(get(m, "state")->valuestring, "UNAVAILABLE");
+                ck_assert_msg(strstr(get(m, "reason")->valuestring, want[i][1]) != NULL,
+                              "%s: reason '%s' lacks '%s'", name, get(m, "reason")->valuestring,
+                              want[i][1]);
+                seen++;
+            }
+    }
+    ck_assert_int_eq(seen, 3);
+    e2e_resp_free(&r);
+    ck_assert_int_eq(e2e_stop(&d, SIGTERM, 30), 0);
+}
+END_TEST
 
 START_TEST(corrupt_corpus_is_reported_and_skipped)
 {
@@ -546,6 +591,7 @@ Suite *make_suite(void)
     TCase *t = tcase_create("lifecycle");
     tcase_set_timeout(t, 120);
     tcase_add_test(t, corrupt_corpus_is_reported_and_skipped);
+    tcase_add_test(t, links_and_fifos_are_reported);
     tcase_add_test(t, not_ready_while_loading);
     tcase_add_test(t, sighup_reload);
     tcase_add_test(t, sigterm_drains);
