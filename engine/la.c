@@ -5,6 +5,7 @@
  * inverses with fma() accumulation.  No BLAS call, no allocation.
  */
 #include "la.h"
+#include "emath.h"
 
 #include <float.h>
 #include <math.h>
@@ -72,7 +73,7 @@ double la_lu_logabsdet(int n, const double *LU)
 {
     double s = 0.0;
     for (int k = 0; k < n; k++)
-        s += log(fabs(LU[(size_t)k * n + k]));
+        s += em_log(fabs(LU[(size_t)k * n + k]));
     return s;
 }
 
@@ -388,17 +389,17 @@ double la_norm2_upper(int rows, int cols, const double *A, double *work)
     if (!(f > 0.0))
         return 0.0;
     /* log ||A||_2 <= (log ||G_t||_F + L_t) / 2^(t+1), with L_t the accumulated scales. */
-    double best = 0.5 * log(f);
+    double best = 0.5 * em_log(f);
     for (int t = 1; t <= 40; t++) {
         double fn = frob((size_t)n * n, G);
         for (size_t i = 0; i < (size_t)n * n; i++)
             G[i] /= fn;
-        logscale = 2.0 * (logscale + log(fn)); /* G_{t} = (G_{t-1}/fn)^2: scales square */
+        logscale = 2.0 * (logscale + em_log(fn)); /* G_{t} = (G_{t-1}/fn)^2: scales square */
         blas_gemm_f64(n, n, n, G, n, G, n, 0.0, H, n);
         double *tmp = G;
         G = H, H = tmp;
         double fnew = frob((size_t)n * n, G);
-        double bound = (log(fnew) + logscale) / ldexp(1.0, t + 1);
+        double bound = (em_log(fnew) + logscale) / ldexp(1.0, t + 1);
         if (!isfinite(bound) || bound >= best - 1e-13) {
             if (isfinite(bound) && bound < best)
                 best = bound;
@@ -406,5 +407,5 @@ double la_norm2_upper(int rows, int cols, const double *A, double *work)
         }
         best = bound;
     }
-    return exp(best) * margin;
+    return em_exp(best) * margin;
 }
