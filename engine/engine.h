@@ -194,8 +194,8 @@ void eng_rng_normal_row(uint64_t seed, uint32_t obs, uint64_t sample, int n, flo
 
 /* ---- Threads ------------------------------------------------------------------------ */
 
-/* Threads OpenBLAS may use inside one engine call (the server sets 1: it parallelizes
- * across requests and tiles itself).  Process-wide; call once at start-up. */
+/* Threads of the linked OpenBLAS's pool (the engine calls no BLAS routine; callers set 1
+ * so the library keeps no idle threads).  Process-wide; call once at start-up. */
 void eng_blas_threads(int n);
 /* The compute-kernel path models loaded now will run on: INNSERVE_KERNELS ("avx512",
  * "avx2", "portable"; unset or "auto": the best this CPU supports, from cpuid).  NULL,

@@ -166,7 +166,7 @@ double la_spectral_norm(int rows, int cols, const double *A, double *work)
 
 /* ---- fixed-order kernels ------------------------------------------------------------------ */
 
-void blas_linear_f64(int n, int out, int in, const double *X, int ldx, const double *W, int ldw,
+void la_linear_f64(int n, int out, int in, const double *X, int ldx, const double *W, int ldw,
                      double beta, double *Y, int ldy)
 {
     for (int i = 0; i < n; i++) {
@@ -217,7 +217,7 @@ void la_linear_err_f64(int n, int out, int in, const double *X, int ldx, const d
     }
 }
 
-void blas_gemm_f64(int m, int n, int k, const double *A, int lda, const double *B, int ldb,
+void la_gemm_f64(int m, int n, int k, const double *A, int lda, const double *B, int ldb,
                    double beta, double *C, int ldc)
 {
     for (int i = 0; i < m; i++) {
@@ -235,7 +235,7 @@ void blas_gemm_f64(int m, int n, int k, const double *A, int lda, const double *
     }
 }
 
-void blas_gemv_f64(bool trans, int m, int n, const double *A, int lda, const double *x, double *y)
+void la_gemv_f64(bool trans, int m, int n, const double *A, int lda, const double *x, double *y)
 {
     if (!trans) {
         for (int i = 0; i < m; i++) {
@@ -256,7 +256,7 @@ void blas_gemv_f64(bool trans, int m, int n, const double *A, int lda, const dou
     }
 }
 
-void blas_ger_f64(int m, int n, double alpha, const double *x, const double *y, double *A, int lda)
+void la_ger_f64(int m, int n, double alpha, const double *x, const double *y, double *A, int lda)
 {
     for (int i = 0; i < m; i++) {
         double *a = A + (size_t)i * lda;
@@ -395,7 +395,7 @@ double la_norm2_upper(int rows, int cols, const double *A, double *work)
         for (size_t i = 0; i < (size_t)n * n; i++)
             G[i] /= fn;
         logscale = 2.0 * (logscale + em_log(fn)); /* G_{t} = (G_{t-1}/fn)^2: scales square */
-        blas_gemm_f64(n, n, n, G, n, G, n, 0.0, H, n);
+        la_gemm_f64(n, n, n, G, n, G, n, 0.0, H, n);
         double *tmp = G;
         G = H, H = tmp;
         double fnew = frob((size_t)n * n, G);

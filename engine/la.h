@@ -50,24 +50,24 @@ double la_spectral_norm(int rows, int cols, const double *A, double *work);
  * + beta * Y; beta is 0 or 1.  Y[i][o] starts from beta * Y[i][o] (so a caller that
  * prefills Y with the bias gets bias + X W^T) and takes fma(X[i][k], W[o][k], .) for
  * k = 0 .. in-1. */
-void blas_linear_f64(int n, int out, int in, const double *X, int ldx, const double *W, int ldw,
+void la_linear_f64(int n, int out, int in, const double *X, int ldx, const double *W, int ldw,
                      double beta, double *Y, int ldy);
 /* The same with beta = 1 (Y holds the bias rows on entry) and a rounding bound: EY (n x out,
  * stride ldey) holds on entry a bound on the error of the bias in Y and on return a bound
  * on |Y_computed - Y_exact| for every element, where Y_exact is the exact bias + X_true W^T
  * and X_true differs from X by at most EX elementwise (EX: n x in, stride ldex; NULL when X
- * is exact).  Wabs holds |W| (same layout as W).  Y is bit-identical to blas_linear_f64. */
+ * is exact).  Wabs holds |W| (same layout as W).  Y is bit-identical to la_linear_f64. */
 void la_linear_err_f64(int n, int out, int in, const double *X, int ldx, const double *EX,
                        int ldex, const double *W, const double *Wabs, int ldw, double *Y, int ldy,
                        double *EY, int ldey);
 /* C (m x n, stride ldc) = A (m x k, stride lda) * B (k x n, stride ldb) + beta C (beta 0
  * or 1); C[i][j] takes fma(A[i][p], B[p][j], .) for p = 0 .. k-1. */
-void blas_gemm_f64(int m, int n, int k, const double *A, int lda, const double *B, int ldb,
+void la_gemm_f64(int m, int n, int k, const double *A, int lda, const double *B, int ldb,
                    double beta, double *C, int ldc);
 /* y = A x (trans false) or A^T x (trans true), A m x n (stride lda); y must not alias x. */
-void blas_gemv_f64(bool trans, int m, int n, const double *A, int lda, const double *x, double *y);
+void la_gemv_f64(bool trans, int m, int n, const double *A, int lda, const double *x, double *y);
 /* A (m x n, stride lda) += alpha x y^T: A[i][j] = fma(alpha * x[i], y[j], A[i][j]). */
-void blas_ger_f64(int m, int n, double alpha, const double *x, const double *y, double *A, int lda);
+void la_ger_f64(int m, int n, double alpha, const double *x, const double *y, double *A, int lda);
 
 /* All singular values of A (rows x cols, row-major) by one-sided Jacobi (Hestenes)
  * rotations, in descending order into sv (min(rows, cols) entries).  High relative

@@ -5,7 +5,7 @@
  */
 #include "loader.h"
 
-#include "blas.h"
+#include "la.h"
 #include "model_impl.h"
 #include "safetensors.h"
 

@@ -19,7 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "blas.h"
 #include "block.h"
 #include "emath.h"
 #include "model_impl.h"

@@ -50,7 +50,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "blas.h"
+#include "la.h"
 #include "emath.h"
 #include "model_impl.h"
 #include "subnet.h"

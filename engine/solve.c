@@ -252,7 +252,7 @@ static void broyden_apply(const struct ctx *c, const struct rowv *v, const doubl
 {
     const int d = c->d;
     if (c->dense) {
-        blas_gemv_f64(false, d, d, v->DX, d, a, h);
+        la_gemv_f64(false, d, d, v->DX, d, a, h);
         return;
     }
     memcpy(h, a, sizeof(double) * (size_t)d);
@@ -272,7 +272,7 @@ static void broyden_push(const struct ctx *c, struct rowv *v, const double *dx, 
     broyden_apply(c, v, dr, h); /* h = H dr */
     /* w = H^T dx */
     if (c->dense) {
-        blas_gemv_f64(true, d, d, v->DX, d, dx, w);
+        la_gemv_f64(true, d, d, v->DX, d, dx, w);
     } else {
         memcpy(w, dx, sizeof(double) * (size_t)d); /* dx + sum_j v_j (u_j . dx) */
         for (int j = 0; j < v->s->hn; j++) {
@@ -288,7 +288,7 @@ static void broyden_push(const struct ctx *c, struct rowv *v, const double *dx, 
     if (c->dense) { /* H += (dx - h) w^T / den */
         for (int i = 0; i < d; i++)
             h[i] = dx[i] - h[i];
-        blas_ger_f64(d, d, 1.0 / den, h, w, v->DX, d);
+        la_ger_f64(d, d, 1.0 / den, h, w, v->DX, d);
         return;
     }
     if (v->s->hn == c->mem) /* memory full: restart from H = I */

@@ -1,8 +1,9 @@
 /*
  * subnet.c — the small MLPs inside coupling blocks, conditioning networks and `mlp`
- * models: a chain of Linear layers and activations, run on a whole tile with sgemm.
- * The first Linear is split into an x part and a condition part (subnet.h) so a
- * broadcast condition costs one gemv per tile, not one per row.
+ * models: a chain of Linear layers and activations, run on a whole tile through the
+ * engine's kernels (kern.h; weights packed at load).  The first Linear is split into an x
+ * part and a condition part (subnet.h) so a broadcast condition costs one one-row product
+ * per tile, not one per row.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -10,7 +11,7 @@
 
 #include "subnet.h"
 
-#include "blas.h"
+#include "la.h"
 #include "emath.h"
 #include "kern.h"
 #include "loader.h"

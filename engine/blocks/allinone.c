@@ -32,7 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "coupling.h"
-#include "../blas.h"
+#include "../la.h"
 #include "../block.h"
 #include "../emath.h"
 #include "../kern.h"

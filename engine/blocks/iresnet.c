@@ -228,7 +228,7 @@ static void g_eval(const struct gctx *c, int rows, const int *ids, const double 
         la_linear_err_f64(rows, l0->out, d, x, d, NULL, 0, l0->w, l0->wabs, d, cur, ldcur, ecur,
                           ldcur);
     else
-        blas_linear_f64(rows, l0->out, d, x, d, l0->w, d, 1.0, cur, ldcur);
+        la_linear_f64(rows, l0->out, d, x, d, l0->w, d, 1.0, cur, ldcur);
     int which = 0;
     for (int i = 1; i < p->nl; i++) {
         const struct dlayer *l = &p->l[i];
@@ -264,7 +264,7 @@ static void g_eval(const struct gctx *c, int rows, const int *ids, const double 
             la_linear_err_f64(rows, l->out, l->in, cur, ldcur, ecur, ldcur, l->w, l->wabs, l->in,
                               dst, lddst, edst, lddst);
         else
-            blas_linear_f64(rows, l->out, l->in, cur, ldcur, l->w, l->in, 1.0, dst, lddst);
+            la_linear_f64(rows, l->out, l->in, cur, ldcur, l->w, l->in, 1.0, dst, lddst);
         cur = dst, ecur = edst, ldcur = lddst;
         which ^= 1;
     }
@@ -292,7 +292,7 @@ static void g_jac(const struct gctx *c, int pos, double *J)
             continue;
         }
         double *dst = i == p->last_lin ? J : (which ? c->s->j0 : c->s->j1);
-        blas_gemm_f64(l->out, d, l->in, l->w, l->in, M, d, 0.0, dst, d);
+        la_gemm_f64(l->out, d, l->in, l->w, l->in, M, d, 0.0, dst, d);
         M = dst;
         which ^= 1;
     }
@@ -323,7 +323,7 @@ static double row_logdet(const struct gctx *c, int pos)
                 tr += P[(size_t)i * d + i];
             s += (k % 2 ? tr : -tr) / k;
             if (k < p->series_terms) {
-                blas_gemm_f64(d, d, d, P, d, J, d, 0.0, T, d);
+                la_gemm_f64(d, d, d, P, d, J, d, 0.0, T, d);
                 memcpy(P, T, sizeof(double) * (size_t)d * d);
             }
         }

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../engine/blas.h"
+#include "../../engine/la.h"
 #include "../../engine/sha256.h"
 #include "testutil.h"
 
