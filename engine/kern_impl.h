@@ -283,27 +283,8 @@ static void pack_group(const struct kern_gemm *g, int j0, int np, int k0, int kc
     ukr(MRC, NPC, kc, A + (size_t)i0 * g->lda, g->lda, B, kstride, Y + (size_t)i0 * g->ldy,       \
         g->ldy, ncols, imode, init, relu)
 
-#if NP1 >= 8
-#define UKR_NP(MRC)                                                                               \
-    switch (np) {                                                                                 \
-    case 8: UKR(MRC, 8); break;                                                                   \
-    case 7: UKR(MRC, 7); break;                                                                   \
-    case 6: UKR(MRC, 6); break;                                                                   \
-    case 5: UKR(MRC, 5); break;                                                                   \
-    case 4: UKR(MRC, 4); break;                                                                   \
-    case 3: UKR(MRC, 3); break;                                                                   \
-    case 2: UKR(MRC, 2); break;                                                                   \
-    default: UKR(MRC, 1); break;                                                                  \
-    }
-#elif NP1 >= 4
-#define UKR_NP(MRC)                                                                               \
-    switch (np) {                                                                                 \
-    case 4: UKR(MRC, 4); break;                                                                   \
-    case 3: UKR(MRC, 3); break;                                                                   \
-    case 2: UKR(MRC, 2); break;                                                                   \
-    default: UKR(MRC, 1); break;                                                                  \
-    }
-#elif NP1 >= 2
+/* NP1 is at most 2 (one superpanel) */
+#if NP1 >= 2
 #define UKR_NP(MRC)                                                                               \
     switch (np) {                                                                                 \
     case 2: UKR(MRC, 2); break;                                                                   \
@@ -353,7 +334,7 @@ static void k_gemm(const struct kern_gemm *g)
         return;
     const int K = g->k > 0 ? g->k : 0;
     const bool packed = g->bmode == KERN_B_PACKED;
-    /* matrix-vector products take wide groups when B is packed (no copy to amortize) */
+    /* one-row products on packed B take a whole superpanel per group (one weight stream) */
     const int npg = g->m == 1 && packed ? NP1 : NP;
     float buf[NP * 16 * KC];
     /* groups of a packed B never straddle a superpanel: 16 or 32 columns from a multiple of
