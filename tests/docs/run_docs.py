@@ -1,0 +1,342 @@
+#!/usr/bin/python3
+"""tests/docs/run_docs.py — the documentation's examples, run against the real daemon.
+
+Every example in README.md and the documents under docs/ (and the other Markdown files given)
+is executed and its output compared with what the document shows, exactly.  A document whose
+example no longer holds fails `make test-docs` (part of `make check` and `make test`).
+
+What runs
+  ```console   lines starting with "$ " are shell commands (bash; a trailing backslash
+               continues a command on the next line; a here-document continues it up to its
+               terminator); the lines after a command, up to the next command or the fence,
+               are its output (stdout and stderr together).  A command must exit 0 unless its
+               output ends with the line "[exit N]", which then must be its exit status.
+  ```pycon     Python sessions: ">>> " and "... " lines are statements, the lines after them
+               their output, as the interactive interpreter prints it (expression values
+               with repr, tracebacks in full).
+Within one document all blocks share one working directory (a fresh temporary directory
+where every top-level entry of the repository is visible through a symbolic link, so
+`models/ik_cinn.safetensors` and `build/innctl` resolve; files a command writes stay there)
+and one Python namespace, in document order.  The environment has build/ first on PATH
+(`innctl` and `innserve` are the built ones), INNSERVE_URL set to the daemon, and the
+Python package importable (`import innserve`).  "127.0.0.1:8080" and "localhost:8080" in
+commands are rewritten to the test daemon's address (it listens on a free port).
+
+How output compares
+  Line by line, exactly, after removing trailing whitespace and the final empty lines.  A line
+  that is exactly "..." in the document matches any number of lines (also none): use it, and
+  say so in the text, only where an output may legitimately differ (a timing, a temporary
+  path).  Nothing else is tolerated: the daemon's answers are the same bytes on every machine.
+
+What may not hide
+  A fenced block that is not console/pycon but calls curl or innctl against the daemon, or
+  a ```python block, fails the check unless the line before its fence is
+  `<!-- doc-test: not run: REASON -->` (say why: it needs a container, a trained model that
+  is not shipped, root...).
+
+The daemon is `--bin` serving the repository's models/ (exactly what `make run` serves),
+started once for all documents.
+
+Usage: run_docs.py --bin build/innserve [--update] [FILE.md ...]
+  --update    rewrite each failing example's output in the document with what it printed
+              (then read the diff before you commit it)
+"""
+import argparse
+import code
+import contextlib
+import io
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEFAULT_FILES = ["README.md"] + sorted(
+    os.path.join("docs", f) for f in os.listdir(os.path.join(ROOT, "docs")) if f.endswith(".md")) + [
+    "deploy/README.md", "clients/python/README.md"]
+FENCE = re.compile(r"^(\s*)```([A-Za-z0-9_+-]*)\s*$")
+SKIP = re.compile(r"<!--\s*doc-test:\s*not run:\s*(\S.*?)\s*-->")
+CALLS = re.compile(r"(^|[\s;&|(])(curl|innctl)\s")
+ADDR = re.compile(r"(127\.0\.0\.1|localhost):8080")
+EXIT = re.compile(r"^\[exit (\d+)\]$")
+
+
+class Block:
+    def __init__(self, path, lang, start, lines, skip):
+        self.path, self.lang, self.start, self.lines, self.skip = path, lang, start, lines, skip
+
+
+def blocks_of(path, text):
+    """Fenced blocks of a Markdown text: (lang, first content line number, lines, skip reason)."""
+    out, lines, i = [], text.split("\n"), 0
+    while i < len(lines):
+        m = FENCE.match(lines[i])
+        if not m:
+            i += 1
+            continue
+        indent, lang, j = m.group(1), m.group(2), i + 1
+        while j < len(lines) and lines[j].strip() != "```":
+            j += 1
+        prev = lines[i - 1] if i > 0 else ""
+        sk = SKIP.search(prev)
+        body = [l[len(indent):] if l.startswith(indent) else l for l in lines[i + 1:j]]
+        out.append(Block(path, lang, i + 1, body, sk.group(1) if sk else None))
+        i = j + 1
+    return out
+
+
+# ---- parsing the examples -------------------------------------------------------------------
+
+def console_steps(lines):
+    """[(command, [expected lines], index of first output line, index after output)]"""
+    steps, i = [], 0
+    while i < len(lines):
+        if not lines[i].startswith("$ "):
+            if steps:
+                raise ValueError("line %d: output before any command" % (i + 1))
+            raise ValueError("line %d: a console block starts with \"$ \"" % (i + 1))
+        cmd = [lines[i][2:]]
+        i += 1
+        heredoc = re.search(r"<<-?\s*'?\"?([A-Za-z_]+)'?\"?", cmd[0])
+        while cmd[-1].endswith("\\") and i < len(lines):
+            cmd.append(lines[i])
+            i += 1
+        if heredoc:
+            end = heredoc.group(1)
+            while i < len(lines) and lines[i] != end:
+                cmd.append(lines[i])
+                i += 1
+            if i < len(lines):
+                cmd.append(lines[i])
+                i += 1
+        o0 = i
+        while i < len(lines) and not lines[i].startswith("$ "):
+            i += 1
+        steps.append(("\n".join(cmd), lines[o0:i], o0, i))
+    return steps
+
+
+def pycon_steps(lines):
+    steps, i = [], 0
+    while i < len(lines):
+        if not lines[i].startswith(">>> "):
+            raise ValueError("line %d: expected a \">>> \" statement" % (i + 1))
+        src = [lines[i][4:]]
+        i += 1
+        while i < len(lines) and (lines[i].startswith("... ") or lines[i] == "..."
+                                  and src[-1].endswith(":")):
+            src.append(lines[i][4:])
+            i += 1
+        o0 = i
+        while i < len(lines) and not lines[i].startswith(">>> "):
+            i += 1
+        steps.append(("\n".join(src), lines[o0:i], o0, i))
+    return steps
+
+
+# ---- comparing ------------------------------------------------------------------------------
+
+def trim(lines):
+    lines = [l.rstrip() for l in lines]
+    while lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def matches(want, got):
+    """want may hold "..." lines (any number of lines)."""
+    want, got = trim(want), trim(got)
+
+    def rec(i, j):
+        if i == len(want):
+            return j == len(got)
+        if want[i] == "...":
+            return any(rec(i + 1, k) for k in range(j, len(got) + 1))
+        return j < len(got) and want[i] == got[j] and rec(i + 1, j + 1)
+    return rec(0, 0)
+
+
+def first_difference(want, got):
+    want, got = trim(want), trim(got)
+    for k in range(max(len(want), len(got))):
+        w = want[k] if k < len(want) else "<end>"
+        g = got[k] if k < len(got) else "<end>"
+        if w != g:
+            return "line %d:\n      document: %.300s\n      real:     %.300s" % (k + 1, w, g)
+    return "(differs only around a \"...\" line)"
+
+
+# ---- running --------------------------------------------------------------------------------
+
+class Session:
+    """One document's working directory, environment and Python namespace."""
+
+    def __init__(self, port, build):
+        self.dir = tempfile.mkdtemp(prefix="innserve-docs-")
+        for e in os.listdir(ROOT):
+            if not e.startswith(".git"):
+                os.symlink(os.path.join(ROOT, e), os.path.join(self.dir, e))
+        self.port = port
+        self.env = dict(os.environ)
+        self.env["PATH"] = build + os.pathsep + self.env.get("PATH", "")
+        self.env["INNSERVE_URL"] = "http://127.0.0.1:%d" % port
+        self.env["PYTHONPATH"] = os.path.join(ROOT, "clients", "python")
+        self.env["PYTHONHASHSEED"] = "0"
+        self.ns = {"__name__": "__doc__"}
+        if self.env["PYTHONPATH"] not in sys.path:
+            sys.path.insert(0, self.env["PYTHONPATH"])
+
+    def close(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def addr(self, s):
+        return ADDR.sub("127.0.0.1:%d" % self.port, s)
+
+    def shell(self, cmd):
+        r = subprocess.run(["bash", "-c", "exec 2>&1\n" + self.addr(cmd)], cwd=self.dir,
+                           env=self.env, stdout=subprocess.PIPE, timeout=300)
+        out = r.stdout.decode("utf-8", "replace").replace("127.0.0.1:%d" % self.port,
+                                                           "127.0.0.1:8080")
+        return out.split("\n"), r.returncode
+
+    def python(self, src):
+        buf = io.StringIO()
+        cwd = os.getcwd()
+        os.chdir(self.dir)
+        try:
+            with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+                try:
+                    c = compile(self.addr(src) + "\n", "<doc>", "single")
+                    exec(c, self.ns)
+                except SystemExit:
+                    raise
+                except BaseException:
+                    et, ev, tb = sys.exc_info()
+                    print("Traceback (most recent call last):")
+                    print("".join(traceback.format_exception_only(et, ev)).rstrip())
+        finally:
+            os.chdir(cwd)
+        out = buf.getvalue().replace("127.0.0.1:%d" % self.port, "127.0.0.1:8080")
+        return out.split("\n")
+
+
+def run_block(s, b):
+    """[(expected, got, o0, o1, problem)] for the block's steps."""
+    res = []
+    steps = console_steps(b.lines) if b.lang == "console" else pycon_steps(b.lines)
+    for cmd, want, o0, o1 in steps:
+        if b.lang == "console":
+            got, rc = s.shell(cmd)
+            got = trim(got)
+            want_rc = 0
+            if want and EXIT.match(want[-1].strip()):
+                want_rc = int(EXIT.match(want[-1].strip()).group(1))
+            if rc != 0 or want_rc != 0:
+                got = got + ["[exit %d]" % rc]
+        else:
+            got = trim(s.python(cmd))
+        ok = matches(want, got)
+        res.append((cmd, want, got, o0, o1, None if ok else first_difference(want, got)))
+    return res
+
+
+def start_daemon(binary):
+    log = tempfile.NamedTemporaryFile(prefix="innserve-docs-log-", delete=False)
+    p = subprocess.Popen([binary, "--models", os.path.join(ROOT, "models"), "--host",
+                          "127.0.0.1", "--port", "0"], stdout=subprocess.DEVNULL, stderr=log)
+    port = None
+    for _ in range(300):
+        if p.poll() is not None:
+            sys.exit("run_docs: %s exited before it was ready:\n%s" % (binary, open(log.name).read()))
+        m = re.search(r'"event":"listening".*?"port":(\d+)', open(log.name).read())
+        if m:
+            port = int(m.group(1))
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:%d/readyz" % port, timeout=2) as r:
+                    if r.status == 200:
+                        return p, port, log.name
+            except Exception:
+                pass
+        time.sleep(0.1)
+    p.kill()
+    sys.exit("run_docs: %s did not become ready in 30 s" % binary)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bin", required=True, help="the daemon to run the examples against")
+    ap.add_argument("--update", action="store_true", help="write real outputs into the documents")
+    ap.add_argument("files", nargs="*")
+    a = ap.parse_args()
+    files = a.files or DEFAULT_FILES
+    binary = os.path.abspath(a.bin)
+    daemon, port, logname = start_daemon(binary)
+    failures = examples = 0
+    try:
+        for rel in files:
+            path = os.path.join(ROOT, rel)
+            text = open(path, encoding="utf-8").read()
+            s = Session(port, os.path.dirname(binary))
+            edits = []
+            try:
+                for b in blocks_of(rel, text):
+                    where = "%s:%d" % (rel, b.start)
+                    if b.lang not in ("console", "pycon"):
+                        body = "\n".join(b.lines)
+                        hides = b.lang == "python" or (CALLS.search(body) and b.lang != "json")
+                        if hides and not b.skip:
+                            print("FAIL %s: a ```%s block with %s is not executed: write it as "
+                                  "```console / ```pycon with its real output, or mark it "
+                                  "<!-- doc-test: not run: REASON -->"
+                                  % (where, b.lang or "", "Python" if b.lang == "python"
+                                     else "curl/innctl calls"))
+                            failures += 1
+                        continue
+                    if b.skip:
+                        continue
+                    try:
+                        results = run_block(s, b)
+                    except ValueError as e:
+                        print("FAIL %s: %s" % (where, e))
+                        failures += 1
+                        continue
+                    for cmd, want, got, o0, o1, problem in results:
+                        examples += 1
+                        first = cmd.split("\n")[0][:100]
+                        if problem:
+                            failures += 1
+                            print("FAIL %s: %s\n    %s" % (where, first, problem))
+                            edits.append((b.start + o0, b.start + o1, got))
+                        else:
+                            print("ok   %s: %s" % (where, first))
+            finally:
+                s.close()
+            if a.update and edits:
+                lines = text.split("\n")
+                for l0, l1, got in sorted(edits, reverse=True):
+                    lines[l0:l1] = got
+                open(path, "w", encoding="utf-8").write("\n".join(lines))
+                print("updated %s (%d examples)" % (rel, len(edits)))
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            rc = daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            rc = "killed"
+        if rc != 0:
+            print("FAIL the daemon exited %s after SIGTERM:\n%s" % (rc, open(logname).read()[-3000:]))
+            failures += 1
+        os.unlink(logname)
+    print("run_docs: %d examples, %d failures" % (examples, failures))
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
