@@ -24,9 +24,10 @@ commands are rewritten to the test daemon's address (it listens on a free port).
 
 How output compares
   Line by line, exactly, after removing trailing whitespace and the final empty lines.  A line
-  that is exactly "..." in the document matches any number of lines (also none): use it, and
-  say so in the text, only where an output may legitimately differ (a timing, a temporary
-  path).  Nothing else is tolerated: the daemon's answers are the same bytes on every machine.
+  that is exactly "..." in the document matches any number of lines (also none), and "..."
+  within a line matches any text there: use them, and say so in the text, only where an output
+  may legitimately differ (a timing such as load_ms, a temporary path) or to shorten a long
+  answer.  Nothing else is tolerated: the daemon's answers are the same bytes on every machine.
 
 What may not hide
   A fenced block that is not console/pycon but calls curl or innctl against the daemon, or
@@ -35,7 +36,7 @@ What may not hide
   is not shipped, root...).
 
 The daemon is `--bin` serving the repository's models/ (exactly what `make run` serves),
-started once for all documents.
+started afresh for each document (so counters such as /metrics start from zero).
 
 Usage: run_docs.py --bin build/innserve [--update] [FILE.md ...]
   --update    rewrite each failing example's output in the document with what it printed
@@ -149,8 +150,17 @@ def trim(lines):
     return lines
 
 
+def line_matches(w, g):
+    """Equal, or w holds "..." that stand for any text within the line (as doctest's ELLIPSIS)."""
+    if w == g:
+        return True
+    if "..." not in w:
+        return False
+    return re.fullmatch(".*?".join(re.escape(p) for p in w.split("...")), g, re.S) is not None
+
+
 def matches(want, got):
-    """want may hold "..." lines (any number of lines)."""
+    """want may hold "..." lines (any number of lines) and "..." within a line (any text)."""
     want, got = trim(want), trim(got)
 
     def rec(i, j):
@@ -158,7 +168,7 @@ def matches(want, got):
             return j == len(got)
         if want[i] == "...":
             return any(rec(i + 1, k) for k in range(j, len(got) + 1))
-        return j < len(got) and want[i] == got[j] and rec(i + 1, j + 1)
+        return j < len(got) and line_matches(want[i], got[j]) and rec(i + 1, j + 1)
     return rec(0, 0)
 
 
@@ -167,7 +177,7 @@ def first_difference(want, got):
     for k in range(max(len(want), len(got))):
         w = want[k] if k < len(want) else "<end>"
         g = got[k] if k < len(got) else "<end>"
-        if w != g:
+        if not line_matches(w, g):
             return "line %d:\n      document: %.300s\n      real:     %.300s" % (k + 1, w, g)
     return "(differs only around a \"...\" line)"
 
@@ -276,10 +286,10 @@ def main():
     a = ap.parse_args()
     files = a.files or DEFAULT_FILES
     binary = os.path.abspath(a.bin)
-    daemon, port, logname = start_daemon(binary)
     failures = examples = 0
-    try:
-        for rel in files:
+    for rel in files:
+        daemon, port, logname = start_daemon(binary)
+        try:
             path = os.path.join(ROOT, rel)
             text = open(path, encoding="utf-8").read()
             s = Session(port, os.path.dirname(binary))
@@ -312,7 +322,8 @@ def main():
                         if problem:
                             failures += 1
                             print("FAIL %s: %s\n    %s" % (where, first, problem))
-                            edits.append((b.start + o0, b.start + o1, got))
+                            blank = len(want) - len(trim(want))
+                            edits.append((b.start + o0, b.start + o1, got + [""] * blank))
                         else:
                             print("ok   %s: %s" % (where, first))
             finally:
@@ -323,17 +334,18 @@ def main():
                     lines[l0:l1] = got
                 open(path, "w", encoding="utf-8").write("\n".join(lines))
                 print("updated %s (%d examples)" % (rel, len(edits)))
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            rc = daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            rc = "killed"
-        if rc != 0:
-            print("FAIL the daemon exited %s after SIGTERM:\n%s" % (rc, open(logname).read()[-3000:]))
-            failures += 1
-        os.unlink(logname)
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            try:
+                rc = daemon.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                rc = "killed"
+            if rc != 0:
+                print("FAIL %s: the daemon exited %s after SIGTERM:\n%s"
+                      % (rel, rc, open(logname).read()[-3000:]))
+                failures += 1
+            os.unlink(logname)
     print("run_docs: %d examples, %d failures" % (examples, failures))
     sys.exit(1 if failures else 0)
 
