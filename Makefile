@@ -55,7 +55,7 @@ MHD_LIBS   := $(shell pkg-config --libs libmicrohttpd 2>/dev/null || echo -lmicr
 CURL_LIBS  := $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
 BINS       := $(BUILD)/innserve $(if $(CTL_SRC),$(BUILD)/innctl)
 
-.PHONY: all check test test-unit test-e2e test-python test-readme test-san bench run deps clean help fixtures lint bench-iresnet bench-server test-tsan
+.PHONY: all check test test-unit test-e2e test-python test-docs test-san bench run deps clean help fixtures lint bench-iresnet bench-server test-tsan
 all: $(BUILD)/libinnengine.a $(BINS) $(UNIT_BIN) $(E2E_BIN)
 
 Q := @
@@ -123,11 +123,13 @@ test-e2e: $(BINS) $(E2E_BIN)
 	  INNSERVE_BIN=$(BUILD)/innserve INNCTL_BIN=$(BUILD)/innctl $$t || fail="$$fail $$t"; done; \
 	[ -z "$$fail" ] || { echo "FAILED:$$fail"; exit 1; }
 
-# The README's curl block against $(BUILD)/innserve, answers compared exactly (no clone;
-# test-make-run does the same from a fresh clone with `make run`).
-test-readme: $(BUILD)/innserve
-	@$(call need,command -v curl,curl); $(call need,command -v python3,python3); \
-	bash deploy/test-make-run.sh --bin $(BUILD)/innserve
+# Every example of README.md and docs/*.md (curl, innctl, Python), run against the built daemon
+# serving models/ (what `make run` serves), outputs compared exactly (tests/docs/run_docs.py;
+# a few seconds; `--update` writes real outputs into the documents).  The Python examples need python3-torch and python3-numpy.
+test-docs: $(BINS)
+	@$(call need,command -v curl,curl); \
+	$(call need,/usr/bin/python3 -c 'import torch; import numpy',python3-torch or python3-numpy); \
+	/usr/bin/python3 tests/docs/run_docs.py --bin $(BUILD)/innserve
 
 # Python client and exporter tests (need Debian's python3-torch, python3-numpy).
 test-python: $(BINS)
@@ -141,7 +143,7 @@ test-san:
 
 # The fast tier: no root, installs nothing.  Every step runs; the failed ones are listed.
 # CHECK_MISSING=fail (make test) fails a step whose packages are missing instead of skipping it.
-CHECK_STEPS := test-unit test-e2e test-readme test-python test-san
+CHECK_STEPS := test-unit test-e2e test-python test-san
 CHECK_MISSING ?= skip
 check: all
 	@fail=; for s in $(CHECK_STEPS); do echo "==== make $$s"; \

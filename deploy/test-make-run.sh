@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # deploy/test-make-run.sh — the README's first screen, from a fresh clone (CI: make test-deploy),
-# or quickly against a built daemon (--bin; make check / make test: make test-readme).
+# or quickly against a built daemon (--bin).  `make test-docs` runs every example of every
+# document the same way; this script adds the fresh clone and `make run`.
 #
 #   1. git clone this repository into a temporary directory;
 #   2. run `make run` there in the background (installs what is missing, builds, serves
@@ -29,7 +30,7 @@
 # line); the lines after a command, up to the next command or the closing fence, are its
 # output as the README shows it: the complete JSON answer.  Answers must be the README's
 # exactly: the same JSON tokens in the same order, numbers compared as their text (0.5 is
-# not 0.50); only whitespace between tokens may differ (the README wraps the model list).
+# not 0.50); only whitespace between tokens may differ.
 # The engine's answers are bit-reproducible on every CPU, so there is no tolerance.  At least
 # three commands are required.
 #
@@ -194,14 +195,8 @@ def diff(a, b, path="$"):
     return "%s: %s, README %s" % (path, show(a), show(b))
 
 def readme_format(out):
-    """The answer as the README shows it: the model list one model a line."""
-    out = out.rstrip("\n")
-    m = re.fullmatch(r'\{"models":\[(\{"name".*)\]\}', out, re.S)
-    if not m:
-        return out
-    parts = m.group(1).split(',{"name"')
-    models = [parts[0]] + ['{"name"' + p for p in parts[1:]]
-    return '{"models": [\n  ' + ',\n  '.join(models) + '\n]}'
+    """The answer as the README shows it: as the daemon prints it."""
+    return out.rstrip("\n")
 
 bad = 0
 for i, c in enumerate(cmds, 1):
