@@ -29,6 +29,10 @@ How output compares
   may legitimately differ (a timing such as load_ms, a temporary path) or to shorten a long
   answer.  Nothing else is tolerated: the daemon's answers are the same bytes on every machine.
 
+Links
+  Every relative Markdown link must name a file or directory of the repository, and no document
+  may point outside it (an absolute path such as /work/..., or ../shared).
+
 What may not hide
   A fenced block that is not console/pycon but calls curl or innctl against the daemon, or
   a ```python block, fails the check unless the line before its fence is
@@ -63,9 +67,30 @@ DEFAULT_FILES = ["README.md"] + sorted(
     "deploy/README.md", "clients/python/README.md"]
 FENCE = re.compile(r"^(\s*)```([A-Za-z0-9_+-]*)\s*$")
 SKIP = re.compile(r"<!--\s*doc-test:\s*not run:\s*(\S.*?)\s*-->")
-CALLS = re.compile(r"(^|[\s;&|(])(curl|innctl)\s")
+CALLS = re.compile(r"(^\s*|^\$\s+|[;&|(]\s*)(sudo\s+)?(\S*/)?(curl|innctl)\b")
 ADDR = re.compile(r"(127\.0\.0\.1|localhost):8080")
 EXIT = re.compile(r"^\[exit (\d+)\]$")
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+OUTSIDE = re.compile(r"(?<![\w.])(/work/|\.\./shared\b|/home/|/root/)")
+
+
+def link_problems(rel, text):
+    """Relative links that do not resolve inside the repository, and paths outside it."""
+    out = []
+    base = os.path.dirname(os.path.join(ROOT, rel))
+    for n, line in enumerate(text.split("\n"), 1):
+        for m in LINK.finditer(line):
+            target = m.group(1).split("#")[0]
+            if not target or re.match(r"^[a-z]+:", target):
+                continue
+            full = os.path.normpath(os.path.join(base, target))
+            if not full.startswith(ROOT + os.sep) or not os.path.exists(full):
+                out.append("%s:%d: the link %s does not name a file of the repository"
+                           % (rel, n, m.group(1)))
+        m = OUTSIDE.search(line)
+        if m:
+            out.append("%s:%d: %s points outside the repository" % (rel, n, m.group(1)))
+    return out
 
 
 class Block:
@@ -292,14 +317,17 @@ def main():
         try:
             path = os.path.join(ROOT, rel)
             text = open(path, encoding="utf-8").read()
+            for problem in link_problems(rel, text):
+                print("FAIL " + problem)
+                failures += 1
             s = Session(port, os.path.dirname(binary))
             edits = []
             try:
                 for b in blocks_of(rel, text):
                     where = "%s:%d" % (rel, b.start)
                     if b.lang not in ("console", "pycon"):
-                        body = "\n".join(b.lines)
-                        hides = b.lang == "python" or (CALLS.search(body) and b.lang != "json")
+                        hides = b.lang == "python" or (b.lang != "json" and any(
+                            CALLS.search(l.split(" #")[0]) for l in b.lines))
                         if hides and not b.skip:
                             print("FAIL %s: a ```%s block with %s is not executed: write it as "
                                   "```console / ```pycon with its real output, or mark it "
