@@ -18,7 +18,9 @@
 #include <string.h>
 #include <strings.h>
 
-enum kind { K_STR, K_INT, K_LONG, K_SIZE, K_SECS, K_BOOL, K_LEVEL, K_DOUBLE, K_UINT };
+/* K_FLAG: a switch; on the command line it takes no value (--flag, or --flag=on|off), its
+ * variable takes on|off. */
+enum kind { K_STR, K_INT, K_LONG, K_SIZE, K_SECS, K_BOOL, K_FLAG, K_LEVEL, K_DOUBLE, K_UINT };
 
 struct opt {
     const char *name;  /* flag without "--" */
@@ -33,6 +35,8 @@ struct opt {
 static const struct opt OPTS[] = {
     {"models", K_STR, OFF(models), 0, 0, "model repository: NAME.safetensors or "
      "NAME/<version>/model.safetensors (highest version served)"},
+    {"allow-empty", K_FLAG, OFF(allow_empty), 0, 0, "an empty model repository is intended: "
+     "/readyz answers 200 with no models (without it, not ready until a model is READY)"},
     {"host", K_STR, OFF(host), 0, 0, "address to bind; 0.0.0.0 or :: in containers"},
     {"port", K_INT, OFF(port), 0, 65535, "TCP port; 0 picks a free one and logs it in the "
      "\"listening\" line"},
@@ -153,7 +157,8 @@ static bool set_opt(struct srv_config *c, const struct opt *o, const char *val, 
         *dst = d;
         return true;
     }
-    case K_BOOL: {
+    case K_BOOL:
+    case K_FLAG: {
         bool *dst = (bool *)(base + o->off);
         if (!strcasecmp(val, "on") || !strcasecmp(val, "true") || !strcmp(val, "1") ||
             !strcasecmp(val, "yes"))
@@ -269,6 +274,8 @@ bool srv_config_parse(struct srv_config *c, int argc, char **argv, char *err, si
             return false;
         }
         const char *val = eq ? eq + 1 : NULL;
+        if (!val && o->kind == K_FLAG)
+            val = "on";
         if (!val) {
             if (a + 1 >= argc) {
                 snprintf(err, cap, "option --%s needs a value", o->name);
@@ -298,7 +305,9 @@ static void default_str(const struct srv_config *d, const struct opt *o, char *b
     case K_UINT: snprintf(buf, cap, "%u", *(const unsigned *)(base + o->off)); break;
     case K_LONG: snprintf(buf, cap, "%ld", *(const long *)(base + o->off)); break;
     case K_DOUBLE: case K_SECS: snprintf(buf, cap, "%g", *(const double *)(base + o->off)); break;
-    case K_BOOL: snprintf(buf, cap, "%s", *(const bool *)(base + o->off) ? "on" : "off"); break;
+    case K_BOOL: case K_FLAG:
+        snprintf(buf, cap, "%s", *(const bool *)(base + o->off) ? "on" : "off");
+        break;
     case K_LEVEL:
         lv = *(const int *)(base + o->off);
         snprintf(buf, cap, "%s", lv >= 0 && lv < 4 ? levels[lv] : "?");
