@@ -542,7 +542,8 @@ static void completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     int64_t end = srv_now_ns();
     double dur = (double)(end - r->t0) * 1e-9;
     double qw = -1, comp = -1;
-    /* unknown model names stay out of the metric labels (no unbounded label sets) */
+    /* the metrics label only names the repository registered; a 404 for a model it has
+     * dropped counts under model="" too */
     const char *model = r->code && (!strcmp(r->code, "model_not_found") ||
                                     !strcmp(r->code, "not_found")) ? "" : r->match.model;
     if (r->call && r->call->timed && r->call->job.t_first) {

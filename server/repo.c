@@ -175,6 +175,32 @@ static char *dupf(const char *fmt, ...)
     return strdup(tmp);
 }
 
+/* msg (owned, consumed) with every path under the models directory written relative to
+ * it: "DIR/x" -> "x" where DIR starts the message or follows a space, '(' or a quote.
+ * Returns the new string (msg itself if out of memory). */
+static char *relative(const struct srv_repo *r, char *msg)
+{
+    if (!msg)
+        return NULL;
+    char *out = malloc(strlen(msg) + 1);
+    if (!out)
+        return msg;
+    size_t dl = strlen(r->dir);
+    char *w = out;
+    for (const char *p = msg; *p;) {
+        bool boundary = p == msg || p[-1] == ' ' || p[-1] == '(' || p[-1] == '\'' ||
+                        p[-1] == '"';
+        if (boundary && !strncmp(p, r->dir, dl) && p[dl] == '/' && p[dl + 1]) {
+            p += dl + 1;
+            continue;
+        }
+        *w++ = *p++;
+    }
+    *w = 0;
+    free(msg);
+    return out;
+}
+
 static int cmp_entry(const void *a, const void *b)
 {
     return strcmp(((const struct entry *)a)->name, ((const struct entry *)b)->name);
@@ -345,6 +371,8 @@ struct srv_repo *srv_repo_new(const char *dir, struct srv_metrics *metrics)
         free(r);
         return NULL;
     }
+    for (size_t n = strlen(r->dir); n > 1 && r->dir[n - 1] == '/'; n--)
+        r->dir[n - 1] = 0; /* "models/" names its files "models/x", not "models//x" */
     return r;
 }
 
@@ -385,12 +413,30 @@ static struct entry *find(struct entry *v, int n, const char *name)
     return NULL;
 }
 
+/* First pass: the published LOADING entry of e's model takes e's outcome right away. */
+static void fill_published(struct srv_repo *r, const struct entry *e)
+{
+    pthread_mutex_lock(&r->mu);
+    struct entry *p = find(r->e, r->n, e->name);
+    if (p) {
+        p->state = e->state;
+        srv_version_unref(p->cur);
+        p->cur = srv_version_ref(e->cur);
+        free(p->reason);
+        p->reason = e->reason ? strdup(e->reason) : NULL;
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
 int srv_repo_load(struct srv_repo *r)
 {
     struct entry *nv;
     char *dir_err;
     int n = scan(r->dir, &nv, &dir_err);
     int failed = 0;
+    /* the metrics label these models by name (any other name a URL holds gets model="") */
+    for (int i = 0; r->metrics && i < n; i++)
+        srv_metrics_model(r->metrics, nv[i].name);
     /* carry over the serving versions of models that still exist */
     pthread_mutex_lock(&r->mu);
     bool first = !r->loaded;
@@ -435,6 +481,10 @@ int srv_repo_load(struct srv_repo *r)
             }
             srv_logf(SRV_LOG_ERROR, "model_failed", "model '%s': %s", e->name,
                      e->reload_error ? e->reload_error : e->reason ? e->reason : "?");
+            e->reason = relative(r, e->reason);
+            e->reload_error = relative(r, e->reload_error);
+            if (first)
+                fill_published(r, e);
             continue;
         }
         if (e->cur && same_file(e->cur, e->path))
@@ -463,19 +513,10 @@ int srv_repo_load(struct srv_repo *r)
                          e->version, err);
             }
         }
-        if (first) {
-            /* fill in the published entry right away */
-            pthread_mutex_lock(&r->mu);
-            struct entry *p = find(r->e, r->n, e->name);
-            if (p) {
-                p->state = e->state;
-                srv_version_unref(p->cur);
-                p->cur = srv_version_ref(e->cur);
-                free(p->reason);
-                p->reason = e->reason ? strdup(e->reason) : NULL;
-            }
-            pthread_mutex_unlock(&r->mu);
-        }
+        e->reason = relative(r, e->reason);
+        e->reload_error = relative(r, e->reload_error);
+        if (first)
+            fill_published(r, e);
     }
     pthread_mutex_lock(&r->mu);
     for (int i = 0; i < r->n; i++) {
