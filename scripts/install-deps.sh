@@ -7,7 +7,8 @@
 #                                      exporter, parity and manifest tests; curl for the README's
 #                                      curl calls; podman, runc, debootstrap and podman-compose
 #                                      for the container tests; clang (libFuzzer) for
-#                                      make test-fuzz
+#                                      make test-fuzz; groff-base to render the man pages
+#                                      (make test-install)
 #   scripts/install-deps.sh deploy   only the container tooling
 #   scripts/install-deps.sh bench    + wrk for the server benchmark
 #
@@ -19,7 +20,7 @@ pkgs=(gcc make pkg-config libc6-dev libopenblas-dev libcjson-dev libmicrohttpd-d
       libcurl4-openssl-dev check)
 case "$profile" in
   run) ;;
-  test) pkgs+=(python3-torch python3-numpy python3-yaml curl clang libclang-rt-14-dev podman runc debootstrap iptables
+  test) pkgs+=(python3-torch python3-numpy python3-yaml curl clang libclang-rt-14-dev groff-base podman runc debootstrap iptables
               podman-compose golang-github-containernetworking-plugin-dnsname) ;;
   bench) pkgs+=(python3-torch python3-numpy wrk linux-perf) ;;
   deploy) pkgs+=(curl podman runc debootstrap iptables podman-compose
