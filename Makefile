@@ -11,6 +11,7 @@
 #   make deps       install the Debian packages the build and tests need
 #   make install    innserve, innctl, their man pages and the systemd unit under PREFIX
 #                   (/usr/local; also DESTDIR, BINDIR, MANDIR, UNITDIR); make uninstall
+#   make python-venv  .venv with the Python package (offline, sees Debian's torch/numpy)
 #   make fuzz       libFuzzer targets (clang) and their seed corpora in build-fuzz/; make test-fuzz
 #                   runs each briefly (part of check; docs/fuzzing.md runs them for hours)
 #
@@ -147,7 +148,7 @@ test-san:
 
 # The fast tier: no root, installs nothing.  Every step runs; the failed ones are listed.
 # CHECK_MISSING=fail (make test) fails a step whose packages are missing instead of skipping it.
-CHECK_STEPS := test-unit test-e2e test-python test-install test-san test-fuzz
+CHECK_STEPS := test-unit test-e2e test-python test-install test-python-venv test-san test-fuzz
 CHECK_MISSING ?= skip
 check: all
 	@fail=; for s in $(CHECK_STEPS); do echo "==== make $$s"; \
@@ -181,7 +182,7 @@ clean:
 	rm -rf build build-san build-fuzz
 
 help:
-	@sed -n '1,18p' Makefile
+	@sed -n '1,22p' Makefile
 
 # ---- installing ----
 # make && sudo make install: the two binaries, their man pages and the systemd unit (with
@@ -214,6 +215,29 @@ uninstall:
 test-install: $(BUILD)/innserve $(BUILD)/innctl
 	@$(call need,command -v groff,groff-base); \
 	bash tests/install/test_install.sh "$(MAKE)" "$(BUILD)"
+
+# ---- the Python package in a virtual environment ----
+# Debian 12's python3 refuses `pip install` outside a venv (PEP 668), and a plain venv sees
+# neither Debian's python3-torch nor, offline, setuptools.  This venv sees the system's
+# packages and installs clients/python (editable) with the system's setuptools, no network:
+#   make python-venv && . .venv/bin/activate
+VENV ?= .venv
+.PHONY: python-venv python-venv-only test-python-venv
+python-venv:
+	bash scripts/install-deps.sh python
+	$(MAKE) --no-print-directory python-venv-only VENV=$(VENV)
+
+# the venv alone (no apt-get): what python-venv does after installing the packages
+python-venv-only:
+	/usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --no-index --no-build-isolation -e clients/python
+	@echo "$(VENV) is ready: . $(VENV)/bin/activate, then python3 -c 'import innserve'"
+
+# python-venv-only into a temporary directory, then innserve and innserve.export imported
+# from it (outside the source tree), and a plain (non-editable) install built offline.
+test-python-venv:
+	@$(call need,/usr/bin/python3 -c 'import ensurepip; import setuptools; import wheel',python3-venv or python3-setuptools or python3-wheel); \
+	bash tests/install/test_python_venv.sh "$(MAKE)"
 
 # ---- benchmarks (docs/performance.md) ----
 $(BUILD)/bench_engine: $(BUILD)/bench/bench_engine.o $(BUILD)/libinnengine.a
