@@ -96,6 +96,14 @@ ENG_WARN_UNUSED enum eng_status eng_model_load(const char *path, struct eng_mode
 ENG_WARN_UNUSED enum eng_status eng_model_load_ex(const char *path, unsigned flags,
                                                   struct eng_model **out,
                                                   char err[ENG_ERR_LEN]);
+/* Same from a checkpoint's bytes in memory (bytes[0..len): what a .safetensors file
+ * holds); label names it in messages and may be NULL ("<memory>").  The bytes are borrowed
+ * for the call only: the model keeps copies of what it uses.  The file-based loads go
+ * through the same code after reading the file.  Thread safe. */
+ENG_WARN_UNUSED enum eng_status eng_model_load_mem(const void *bytes, size_t len,
+                                                   const char *label, unsigned flags,
+                                                   struct eng_model **out,
+                                                   char err[ENG_ERR_LEN]);
 /* Reference counting (atomic).  unref(NULL) is a no-op; the last unref frees. */
 struct eng_model *eng_model_ref(struct eng_model *m);
 void eng_model_unref(struct eng_model *m);
