@@ -296,6 +296,9 @@ static enum MHD_Result do_metrics(struct req *r)
     proto_buf_init(&b, 0);
     srv_metrics_render(ctx->metrics, &b);
     srv_repo_write_metrics(ctx->repo, &b);
+    struct srv_batch_stats bs;
+    srv_pool_batch_stats(ctx->pool, &bs);
+    srv_metrics_render_batches(&b, &bs);
     proto_buf_printf(&b, "# HELP innserve_queue_depth Jobs waiting for a worker.\n"
                      "# TYPE innserve_queue_depth gauge\ninnserve_queue_depth %d\n"
                      "# HELP innserve_jobs_active Jobs submitted and not yet done.\n"
