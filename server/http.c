@@ -13,8 +13,9 @@
  *   body calls      append to the body buffer up to --max-body; beyond it, discard (and
  *                   drop the connection past PROTO_DISCARD_MAX_BYTES)
  *   final call      answer: inline endpoints at once; model operations parse, validate,
- *                   then run inline (tiny forward/log_prob with --inline-rows) or suspend
- *                   the connection and submit a call to the pool
+ *                   then run inline (tiny forward/log_prob with --inline-rows) or submit a
+ *                   call to the pool
+ *   next final call the call's answer if ready, else suspend until wake (await_call)
  *   resumed call    queue the call's response
  *   completed       access log, metrics, release the call and the request
  *
@@ -352,10 +353,35 @@ static enum MHD_Result do_model_get(struct req *r, enum proto_route_id id)
 
 /* ---- model operations ------------------------------------------------------------------ */
 
+/* Waiting for the pool.  The call is submitted at the first final call, and the connection
+ * suspended at the next one (libmicrohttpd calls the handler again at once while no answer
+ * is queued), not in the same pass: libmicrohttpd 0.9.75 does not update a connection's
+ * poll interest while it is suspended, and a connection suspended in the pass that read its
+ * request still wants to read when resumed.  It then reads before calling the handler, and
+ * an EOF there (a client that sent its pipelined requests and shut down its sending side)
+ * aborts the request unanswered, with the requests behind it.  Suspended one pass later,
+ * the connection waits for nothing but the answer.  wake_state settles who resumes:
+ * the HTTP thread moves it NONE -> SUSPENDED after suspending, wake NONE -> WOKEN (then the
+ * HTTP thread, not yet suspended, finds the call done) or resumes a SUSPENDED connection;
+ * completed() sets GONE (the connection is closing: wake leaves it alone). */
+enum { WAKE_NONE, WAKE_SUSPENDED, WAKE_WOKEN, WAKE_GONE };
+
 static void wake(struct srv_call *c)
 {
-    struct req *r = c->wake_arg;
-    MHD_resume_connection(r->conn);
+    int exp = WAKE_NONE;
+    if (!atomic_compare_exchange_strong(&c->wake_state, &exp, WAKE_WOKEN) &&
+        exp == WAKE_SUSPENDED)
+        MHD_resume_connection(c->wake_arg);
+}
+
+/* The final call of a submitted call whose answer is not ready: suspend until wake. */
+static enum MHD_Result await_call(struct req *r)
+{
+    MHD_suspend_connection(r->conn);
+    int exp = WAKE_NONE;
+    if (!atomic_compare_exchange_strong(&r->call->wake_state, &exp, WAKE_SUSPENDED))
+        MHD_resume_connection(r->conn); /* done meanwhile: the resumed call answers */
+    return MHD_YES;
 }
 
 static uint64_t random_seed(void)
@@ -429,11 +455,10 @@ static enum MHD_Result do_model_op(struct req *r, enum proto_route_id id)
         }
     }
     c->wake = wake;
-    c->wake_arg = r;
-    MHD_suspend_connection(r->conn);
+    c->wake_arg = r->conn;
     int64_t deadline = r->t0 + (int64_t)ctx->cfg->deadline_ms * 1000000LL;
     if (!srv_call_submit(c, deadline)) {
-        /* the queue is full: complete the call here (wake resumes the connection) */
+        /* the queue is full: complete the call here (the next final call answers) */
         proto_errorf(&e, PROTO_E_OVERLOADED, "the server is busy (%d jobs queued, --queue); "
                      "retry after the Retry-After delay", srv_pool_depth(ctx->pool));
         srv_call_fail(c, &e);
@@ -764,7 +789,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
     }
     if (r->call) {
         if (atomic_load_explicit(&r->call->state, memory_order_acquire) != SRV_CALL_DONE)
-            return MHD_YES;
+            return await_call(r);
         if (r->status)
             return MHD_YES;
         return queue(r, &r->call->resp);
@@ -827,8 +852,10 @@ static void completed(void *cls, struct MHD_Connection *conn, void **req_cls,
             srv_log_line(SRV_LOG_INFO, "access", b.p);
         proto_buf_free(&b);
     }
-    if (r->call)
+    if (r->call) {
+        atomic_store(&r->call->wake_state, WAKE_GONE);
         srv_call_unref(r->call);
+    }
     if (r->counted)
         atomic_fetch_sub(&ctx->calls_active, 1);
     srv_response_free(&r->resp);

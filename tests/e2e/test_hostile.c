@@ -537,6 +537,105 @@ START_TEST(connections_past_the_limit_are_refused)
 }
 END_TEST
 
+/* ---- pipelining ------------------------------------------------------------------------ */
+
+static const char *const PIPE_REQS[4] = {
+    POST_HEAD "Content-Length: 19\r\n\r\n{\"x\":[[1,2,3,4,5]]}",
+    "GET /v1/models HTTP/1.1\r\nHost: t\r\n\r\n",
+    "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n",
+    "POST /v1/models/m/sample HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+    "Content-Length: 33\r\n\r\n{\"num_samples\": 2000, \"seed\": 7} ",
+};
+static const char *const PIPE_STARTS[4] = {"{\"model\":\"m\"", "{\"models\":[",
+                                           "{\"status\":\"ok\"}", "{\"model\":\"m\""};
+
+struct piper {
+    const struct e2e_daemon *d;
+    int id;
+    int failed;          /* pipelines not fully answered */
+    char first_fail[512];
+};
+
+/* 16 pipelines of the four requests in rotating order, every other one followed by
+ * shutdown(SHUT_WR); each must get its four answers, 200, in order. */
+static void *piper_main(void *arg)
+{
+    struct piper *pp = arg;
+    enum { CAP = 1 << 17 };
+    char *buf = malloc(CAP), all[2048];
+    if (!buf) {
+        pp->failed = -1;
+        return NULL;
+    }
+    for (int it = 0; it < 16; it++) {
+        int order[4];
+        size_t n = 0;
+        for (int k = 0; k < 4; k++) {
+            order[k] = (k + it + pp->id) % 4;
+            n += (size_t)snprintf(all + n, sizeof all - n, "%s", PIPE_REQS[order[k]]);
+        }
+        bool half_close = (it / 4) % 2 == 0;
+        int fd = dial(pp->d, NULL);
+        bool ok = fd >= 0;
+        size_t len = 0;
+        if (ok) {
+            ok = send(fd, all, n, MSG_NOSIGNAL) == (ssize_t)n;
+            if (half_close)
+                shutdown(fd, SHUT_WR);
+            bool closed;
+            len = read_until(fd, buf, CAP, 4, 30, &closed);
+            close(fd);
+        }
+        const char *p = buf;
+        size_t left = len;
+        for (int k = 0; k < 4 && ok; k++) {
+            struct raw r;
+            ok = parse_one(p, left, &r) && r.status == 200 &&
+                 !strncmp(r.body, PIPE_STARTS[order[k]], strlen(PIPE_STARTS[order[k]]));
+            p += r.total;
+            left -= r.total;
+        }
+        if (!ok && !pp->failed++)
+            snprintf(pp->first_fail, sizeof pp->first_fail, "order %d%d%d%d%s: %d of 4 answers "
+                     "(%.200s)", order[0], order[1], order[2], order[3],
+                     half_close ? ", then SHUT_WR" : "", count_responses(buf, len), buf);
+    }
+    free(buf);
+    return NULL;
+}
+
+/* Four requests in one write on a kept-alive connection — a forward and a sample of 2000
+ * (both computed by the pool while the connection waits), the model list and /healthz, in
+ * rotating order — are all answered, in order, also when the client shuts down its
+ * sending side right after the write (as `printf ... | nc` does).  Eight clients at once,
+ * 16 pipelines each: how the client's EOF and the pool's answer interleave varies with
+ * the load, and this one makes the EOF come first often. */
+START_TEST(pipelined_requests_are_all_answered)
+{
+    struct e2e_daemon d;
+    start_m(&d, NULL);
+    enum { N = 8 };
+    struct piper pp[N];
+    pthread_t th[N];
+    for (int i = 0; i < N; i++) {
+        pp[i] = (struct piper){.d = &d, .id = i};
+        ck_assert(pthread_create(&th[i], NULL, piper_main, &pp[i]) == 0);
+    }
+    int failed = 0;
+    const char *first = NULL;
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_msg(pp[i].failed >= 0, "out of memory");
+        failed += pp[i].failed;
+        if (pp[i].failed && !first)
+            first = pp[i].first_fail;
+    }
+    ck_assert_msg(failed == 0, "%d of %d pipelines not fully answered; the first: %s", failed,
+                  N * 16, first);
+    ck_assert_int_eq(e2e_stop(&d, SIGTERM, 30), 0);
+}
+END_TEST
+
 Suite *make_suite(void)
 {
     Suite *s = suite_create("hostile");
@@ -549,6 +648,7 @@ Suite *make_suite(void)
     tcase_add_test(t, trickled_requests_are_cut_at_their_deadlines);
     tcase_add_test(t, slowloris_does_not_starve_probes);
     tcase_add_test(t, connections_past_the_limit_are_refused);
+    tcase_add_test(t, pipelined_requests_are_all_answered);
     suite_add_tcase(s, t);
     return s;
 }
