@@ -36,8 +36,10 @@ How output compares
   answer.  Nothing else is tolerated: the daemon's answers are the same bytes on every machine.
 
 Links
-  Every relative Markdown link must name a file or directory of the repository, and no document
-  may point outside it (an absolute path such as /work/..., or ../shared).
+  Every relative Markdown link must name a file or directory of the repository (and its
+  #anchor a heading of that document, as GitHub makes anchors of headings), every
+  document named in the text (`name.md`) must exist in it, and no document may point outside
+  it (an absolute path such as /work/..., or ../shared).
 
 What may not hide
   A fenced block that is not console/pycon but calls curl or innctl against the daemon, or
@@ -81,6 +83,24 @@ ADDR = re.compile(r"(127\.0\.0\.1|localhost):8080")
 EXIT = re.compile(r"^\[exit (\d+)\]$")
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 OUTSIDE = re.compile(r"(?<![\w.])(/work/|\.\./shared\b|/home/|/root/)")
+MDNAME = re.compile(r"(?<![\w./:-])([\w][\w./-]*\.md)\b")
+
+
+def anchors(path):
+    """The anchors GitHub gives the headings of a Markdown file (duplicates get -1, -2...)."""
+    out, seen, fence = set(), {}, False
+    for line in open(path, encoding="utf-8").read().split("\n"):
+        if FENCE.match(line) or line.strip() == "```":
+            fence = not fence
+            continue
+        m = re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if fence or not m:
+            continue
+        slug = re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        out.add(slug if n == 0 else "%s-%d" % (slug, n))
+    return out
 
 
 def link_problems(rel, text):
@@ -89,16 +109,24 @@ def link_problems(rel, text):
     base = os.path.dirname(os.path.join(ROOT, rel))
     for n, line in enumerate(text.split("\n"), 1):
         for m in LINK.finditer(line):
-            target = m.group(1).split("#")[0]
-            if not target or re.match(r"^[a-z]+:", target):
+            target, _, anchor = m.group(1).partition("#")
+            if re.match(r"^[a-z]+:", target):
                 continue
-            full = os.path.normpath(os.path.join(base, target))
+            full = os.path.normpath(os.path.join(base, target)) if target else os.path.join(ROOT, rel)
             if not full.startswith(ROOT + os.sep) or not os.path.exists(full):
                 out.append("%s:%d: the link %s does not name a file of the repository"
                            % (rel, n, m.group(1)))
+            elif anchor and full.endswith(".md") and anchor not in anchors(full):
+                out.append("%s:%d: the link %s names no heading of %s"
+                           % (rel, n, m.group(1), os.path.relpath(full, ROOT)))
         m = OUTSIDE.search(line)
         if m:
             out.append("%s:%d: %s points outside the repository" % (rel, n, m.group(1)))
+        for m in MDNAME.finditer(LINK.sub("", line)):
+            name = m.group(1)
+            if not any(os.path.exists(os.path.join(d, name)) for d in (base, ROOT, os.path.join(ROOT, "docs"))):
+                out.append("%s:%d: %s names a document that is not in the repository"
+                           % (rel, n, name))
     return out
 
 
