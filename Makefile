@@ -3,7 +3,7 @@
 #   make            build the daemon, the CLI and the engine library (release, -O2)
 #   make run        install missing packages, build, serve models/ on 127.0.0.1:8080
 #   make check      the fast tier, no root, installs nothing: release build, unit, end-to-end
-#                   (determinism and the README's curl block included) and Python tests
+#                   (determinism included), Python tests and every example of the documents
 #                   (skipped with a message without python3-torch/numpy); C suites under ASan+UBSan
 #   make test       installs what it needs (scripts/install-deps.sh test), then everything in
 #                   check, then the deployment tests (container image, compose, `make run`)
@@ -123,13 +123,17 @@ test-e2e: $(BINS) $(E2E_BIN)
 	  INNSERVE_BIN=$(BUILD)/innserve INNCTL_BIN=$(BUILD)/innctl $$t || fail="$$fail $$t"; done; \
 	[ -z "$$fail" ] || { echo "FAILED:$$fail"; exit 1; }
 
-# Every example of README.md and docs/*.md (curl, innctl, Python), run against the built daemon
-# serving models/ (what `make run` serves), outputs compared exactly (tests/docs/run_docs.py;
-# a few seconds; `--update` writes real outputs into the documents).  The Python examples need python3-torch and python3-numpy.
+# Every example of README.md, docs/*.md, deploy/README.md and clients/python/README.md (curl,
+# innctl, Python), run against the built daemon serving models/ (what `make run` serves),
+# outputs compared exactly (tests/docs/run_docs.py, docs/architecture.md "The documents are
+# tests"; under a minute; DOCS_ARGS="--only docs/clients.md" runs one document, "--update"
+# writes the real outputs into the documents).  The examples use curl, jq, python3-torch and
+# python3-numpy.
 test-docs: $(BINS)
 	@$(call need,command -v curl,curl); \
+	$(call need,command -v jq,jq); \
 	$(call need,/usr/bin/python3 -c 'import torch; import numpy',python3-torch or python3-numpy); \
-	/usr/bin/python3 tests/docs/run_docs.py --bin $(BUILD)/innserve
+	/usr/bin/python3 tests/docs/run_docs.py --bin $(BUILD)/innserve $(DOCS_ARGS)
 
 # Python client and exporter tests (need Debian's python3-torch, python3-numpy).
 test-python: $(BINS)
@@ -143,7 +147,7 @@ test-san:
 
 # The fast tier: no root, installs nothing.  Every step runs; the failed ones are listed.
 # CHECK_MISSING=fail (make test) fails a step whose packages are missing instead of skipping it.
-CHECK_STEPS := test-unit test-e2e test-python test-san
+CHECK_STEPS := test-unit test-e2e test-python test-docs test-san
 CHECK_MISSING ?= skip
 check: all
 	@fail=; for s in $(CHECK_STEPS); do echo "==== make $$s"; \

@@ -42,10 +42,10 @@ Links
   it (an absolute path such as /work/..., or ../shared).
 
 What may not hide
-  A fenced block that is not console/pycon but calls curl or innctl against the daemon, or
-  a ```python block, fails the check unless the line before its fence is
-  `<!-- doc-test: not run: REASON -->` (say why: it needs a container, a trained model that
-  is not shipped, root...).
+  A fenced block of commands or code that is not console/pycon (```sh, ```bash, ```shell,
+  ```python, or any other block that calls curl or innctl) fails the check unless the line
+  before its fence is `<!-- doc-test: not run: REASON -->` (say why: it needs podman or a
+  cluster, root, the network, a trained model that is not shipped, minutes of CPU...).
 
 The daemon is `--bin` serving the document's copy of models/ (exactly what `make run`
 serves), started afresh for each document (so counters such as /metrics start from zero).
@@ -80,6 +80,7 @@ FENCE = re.compile(r"^(\s*)```([A-Za-z0-9_+-]*)\s*$")
 SKIP = re.compile(r"<!--\s*doc-test:\s*not run:\s*(\S.*?)\s*-->")
 CALLS = re.compile(r"(^\s*|^\$\s+|[;&|(]\s*)(sudo\s+)?(\S*/)?(curl|innctl)\b")
 ADDR = re.compile(r"(127\.0\.0\.1|localhost):8080")
+CODE = ("python", "sh", "bash", "shell", "zsh")
 EXIT = re.compile(r"^\[exit (\d+)\]$")
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 OUTSIDE = re.compile(r"(?<![\w.])(/work/|\.\./shared\b|/home/|/root/)")
@@ -418,14 +419,14 @@ def run_document(rel, binary, update):
         for b in blocks_of(rel, text):
             where = "%s:%d" % (rel, b.start)
             if b.lang not in ("console", "pycon"):
-                hides = b.lang == "python" or (b.lang != "json" and any(
+                hides = b.lang in CODE or (b.lang != "json" and any(
                     CALLS.search(l.split(" #")[0]) for l in b.lines))
                 if hides and not b.skip:
                     print("FAIL %s: a ```%s block with %s is not executed: write it as "
                           "```console / ```pycon with its real output, or mark it "
                           "<!-- doc-test: not run: REASON -->"
                           % (where, b.lang or "", "Python" if b.lang == "python"
-                             else "curl/innctl calls"))
+                             else "commands" if b.lang in CODE else "curl/innctl calls"))
                     failures += 1
                 continue
             if b.skip:
