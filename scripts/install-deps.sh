@@ -5,8 +5,9 @@
 #   scripts/install-deps.sh test     + what `make test` needs (it runs this first; `make check`
 #                                      skips what is missing): PyTorch, NumPy, PyYAML for the
 #                                      exporter, parity and manifest tests; curl and jq for
-#                                      the documents' examples (make test-docs); podman, runc, debootstrap and podman-compose
-#                                      for the container tests
+#                                      the documents' examples (make test-docs); podman, runc,
+#                                      debootstrap and podman-compose for the container tests;
+#                                      clang (libFuzzer) for make test-fuzz
 #   scripts/install-deps.sh deploy   only the container tooling
 #   scripts/install-deps.sh bench    + wrk for the server benchmark
 #
@@ -18,7 +19,7 @@ pkgs=(gcc make pkg-config libc6-dev libopenblas-dev libcjson-dev libmicrohttpd-d
       libcurl4-openssl-dev check)
 case "$profile" in
   run) ;;
-  test) pkgs+=(python3-torch python3-numpy python3-yaml curl jq podman runc debootstrap iptables
+  test) pkgs+=(python3-torch python3-numpy python3-yaml curl jq clang libclang-rt-14-dev podman runc debootstrap iptables
               podman-compose golang-github-containernetworking-plugin-dnsname) ;;
   bench) pkgs+=(python3-torch python3-numpy wrk linux-perf) ;;
   deploy) pkgs+=(curl podman runc debootstrap iptables podman-compose
