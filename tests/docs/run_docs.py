@@ -43,7 +43,7 @@ Links
 
 What may not hide
   A fenced block of commands or code that is not console/pycon (```sh, ```bash, ```shell,
-  ```python, or any other block that calls curl or innctl) fails the check unless the line
+  ```python, or any other block that calls curl, innctl or innserve) fails the check unless the line
   before its fence is `<!-- doc-test: not run: REASON -->` (say why: it needs podman or a
   cluster, root, the network, a trained model that is not shipped, minutes of CPU...).
 
@@ -78,7 +78,7 @@ DEFAULT_FILES = ["README.md"] + sorted(
     "deploy/README.md", "clients/python/README.md"]
 FENCE = re.compile(r"^(\s*)```([A-Za-z0-9_+-]*)\s*$")
 SKIP = re.compile(r"<!--\s*doc-test:\s*not run:\s*(\S.*?)\s*-->")
-CALLS = re.compile(r"(^\s*|^\$\s+|[;&|(]\s*)(sudo\s+)?(\S*/)?(curl|innctl)\b")
+CALLS = re.compile(r"(^\s*|^\$\s+|[;&|(]\s*)(sudo\s+)?(\S*/)?(curl|innctl|innserve)\b")
 ADDR = re.compile(r"(127\.0\.0\.1|localhost):8080")
 CODE = ("python", "sh", "bash", "shell", "zsh")
 EXIT = re.compile(r"^\[exit (\d+)\]$")
@@ -426,7 +426,7 @@ def run_document(rel, binary, update):
                           "```console / ```pycon with its real output, or mark it "
                           "<!-- doc-test: not run: REASON -->"
                           % (where, b.lang or "", "Python" if b.lang == "python"
-                             else "commands" if b.lang in CODE else "curl/innctl calls"))
+                             else "commands" if b.lang in CODE else "curl/innctl/innserve calls"))
                     failures += 1
                 continue
             if b.skip:
