@@ -128,13 +128,15 @@ test-e2e: $(BINS) $(E2E_BIN)
 # Every example of README.md, docs/*.md, deploy/README.md and clients/python/README.md (curl,
 # innctl, Python), run against the built daemon serving models/ (what `make run` serves),
 # outputs compared exactly (tests/docs/run_docs.py, docs/architecture.md "The documents are
-# tests"; under a minute; DOCS_ARGS="--only docs/clients.md" runs one document, "--update"
+# tests"; tests/docs/test_run_docs.py first checks that the runner fails on wrong documents;
+# under a minute; DOCS_ARGS="--only docs/clients.md" runs one document, "--update"
 # writes the real outputs into the documents).  The examples use curl, jq, python3-torch and
 # python3-numpy.
 test-docs: $(BINS)
 	@$(call need,command -v curl,curl); \
 	$(call need,command -v jq,jq); \
 	$(call need,/usr/bin/python3 -c 'import torch; import numpy',python3-torch or python3-numpy); \
+	/usr/bin/python3 tests/docs/test_run_docs.py --bin $(BUILD)/innserve && \
 	/usr/bin/python3 tests/docs/run_docs.py --bin $(BUILD)/innserve $(DOCS_ARGS)
 
 # Python client and exporter tests (need Debian's python3-torch, python3-numpy).

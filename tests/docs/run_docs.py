@@ -64,6 +64,7 @@ import difflib
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -80,6 +81,7 @@ FENCE = re.compile(r"^(\s*)```([A-Za-z0-9_+-]*)\s*$")
 SKIP = re.compile(r"<!--\s*doc-test:\s*not run:\s*(\S.*?)\s*-->")
 CALLS = re.compile(r"(^\s*|^\$\s+|[;&|(]\s*)(sudo\s+)?(\S*/)?(curl|innctl|innserve)\b")
 ADDR = re.compile(r"(127\.0\.0\.1|localhost):8080")
+STEP_TIMEOUT = 300     # seconds one command or statement may take
 CODE = ("python", "sh", "bash", "shell", "zsh")
 EXIT = re.compile(r"^\[exit (\d+)\]$")
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
@@ -308,15 +310,25 @@ class Session:
         self.port = port
         self.env["INNSERVE_URL"] = "http://127.0.0.1:%d" % port
 
-    def close(self):
+    def end_python(self, kill=False):
+        """Ends the document's interpreter (a later statement starts a new one)."""
         if self.py:
-            self.py.stdin.close()
+            if kill:
+                self.py.kill()
+            try:
+                self.py.stdin.close()
+            except OSError:
+                pass
             try:
                 self.py.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.py.kill()
                 self.py.wait()
             self.answers.close()
+            self.py = None
+
+    def close(self):
+        self.end_python()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def addr(self, s):
@@ -328,7 +340,7 @@ class Session:
     def shell(self, cmd):
         r = subprocess.run(["bash", "-c", "exec 2>&1\n" + self.addr(cmd)], cwd=self.dir,
                            env=self.env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                           timeout=300)
+                           timeout=STEP_TIMEOUT)
         return self.unaddr(r.stdout.decode("utf-8", "replace")).split("\n"), r.returncode
 
     def python(self, src):
@@ -342,8 +354,12 @@ class Session:
             self.answers = os.fdopen(rfd, "r")
         self.py.stdin.write(json.dumps({"src": self.addr(src)}) + "\n")
         self.py.stdin.flush()
+        if not select.select([self.answers], [], [], STEP_TIMEOUT)[0]:
+            self.end_python(kill=True)
+            raise RuntimeError("a Python statement ran longer than %d s" % STEP_TIMEOUT)
         line = self.answers.readline()
         if not line:
+            self.end_python()
             raise RuntimeError("the Python interpreter of the document exited")
         return self.unaddr(json.loads(line)["out"]).split("\n")
 
@@ -433,7 +449,7 @@ def run_document(rel, binary, update):
                 continue
             try:
                 results = run_block(s, b)
-            except ValueError as e:
+            except (ValueError, RuntimeError, subprocess.TimeoutExpired) as e:
                 print("FAIL %s: %s" % (where, e))
                 failures += 1
                 continue
@@ -484,9 +500,11 @@ def main():
     failures = examples = 0
     failed = []
     for f in files:
-        rel = os.path.relpath(os.path.abspath(f), ROOT) if os.path.exists(f) else f
-        if not os.path.isfile(os.path.join(ROOT, rel)):
-            sys.exit("run_docs: %s is not a document of the repository" % f)
+        full = os.path.abspath(f) if os.path.exists(f) else os.path.join(ROOT, f)
+        if not os.path.isfile(full):
+            sys.exit("run_docs: %s: no such document" % f)
+        # a document outside the repository (tests/docs/test_run_docs.py) keeps its path
+        rel = os.path.relpath(full, ROOT) if full.startswith(ROOT + os.sep) else full
         e, n = run_document(rel, binary, a.update)
         examples += e
         failures += n
