@@ -171,12 +171,15 @@ static enum eng_status parse_header(struct st_file *f, char err[ENG_ERR_LEN])
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--)
         hlen = (hlen << 8) | f->base[i];
+    /* The value itself is not quoted: a file that is not a checkpoint (a symbolic link in
+     * the models directory may lead anywhere) would have its first bytes shown to every
+     * client of GET /v1/models. */
     if (hlen > ST_MAX_HEADER)
-        return fail(err, ENG_ERR_FORMAT, L, "header length %llu exceeds the limit of %u bytes",
-                    (unsigned long long)hlen, ST_MAX_HEADER);
+        return fail(err, ENG_ERR_FORMAT, L, "header length (the first 8 bytes) is over the "
+                    "limit of %u bytes: not a safetensors file?", ST_MAX_HEADER);
     if (hlen > f->len - 8)
-        return fail(err, ENG_ERR_FORMAT, L, "file is truncated: header length %llu but only "
-                    "%zu bytes follow", (unsigned long long)hlen, f->len - 8);
+        return fail(err, ENG_ERR_FORMAT, L, "file is truncated: its header length is larger "
+                    "than the %zu bytes that follow", f->len - 8);
     if (hlen < 2)
         return fail(err, ENG_ERR_FORMAT, L, "header of %llu bytes cannot hold a JSON object",
                     (unsigned long long)hlen);

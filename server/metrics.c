@@ -1,15 +1,20 @@
 /*
  * metrics.c — counters and histograms behind GET /metrics (metrics.h).
  *
- * Labelled counters live in small arrays under one mutex (one update per request);
- * histograms are per operation label, also under the mutex.  Label values are
- * escaped on output.
+ * Everything sits under one mutex, held for O(1) work per request: the model label is
+ * found in a hash index of the names the repository registered (srv_metrics_model), the
+ * (model, operation, status) counter in a second hash index over an insertion-ordered
+ * array (so /metrics lists series in the order they first occurred).  A name the
+ * repository never registered is counted under model="" and never stored, so what a
+ * client writes in a URL cannot grow the label set.  Histograms are per operation
+ * label.  Label values are escaped on output.
  */
 #include "metrics.h"
 #include "../proto/route.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -26,15 +31,17 @@ struct hist {
 };
 
 struct req_key {
-    char *model;
-    const char *op; /* static route label */
-    int status;
+    uint32_t model;     /* model id: 0 = no model or one the repository does not know */
+    uint16_t op;        /* index in ops[] */
+    uint16_t status;
     uint64_t count;
 };
 
-struct samp {
-    char *model;
-    uint64_t count;
+/* Open-addressing index: slot -> position in an insertion-ordered array, -1 = empty.
+ * Capacity is a power of two, kept at most half full. */
+struct index {
+    int32_t *slot;
+    uint32_t cap;
 };
 
 struct srv_metrics {
@@ -42,14 +49,82 @@ struct srv_metrics {
     const char *ops[MAX_OPS];
     int n_ops;
     struct hist dur[MAX_OPS], queue[MAX_OPS], compute[MAX_OPS];
-    struct req_key *reqs;
+    /* models the repository knows, in registration order; id = position + 1 */
+    char **models;
+    uint64_t *samples;          /* per model, by position */
+    int32_t *sample_order;      /* positions of models with samples, in order of first sample */
+    int n_models, cap_models, n_sample_order;
+    struct index model_ix;
+    struct req_key *reqs;       /* in order of first occurrence */
     int n_reqs, cap_reqs;
-    struct samp *samples;
-    int n_samples, cap_samples;
+    struct index req_ix;
     uint64_t reload_ok, reload_fail;
     atomic_int in_flight;
     struct timespec start;
 };
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static uint64_t hash_key(uint32_t model, uint16_t op, uint16_t status)
+{
+    uint64_t h = ((uint64_t)model << 32) | ((uint64_t)op << 16) | status;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    return h;
+}
+
+/* Rebuilds ix with room for n + 1 entries whose hashes hash_at(i) gives.  False on OOM. */
+static bool index_fit(struct index *ix, int n, uint64_t (*hash_at)(struct srv_metrics *, int),
+                      struct srv_metrics *m)
+{
+    if (ix->cap && (uint32_t)(n + 1) * 2 <= ix->cap)
+        return true;
+    uint32_t cap = ix->cap ? ix->cap * 2 : 64;
+    int32_t *slot = malloc(sizeof *slot * cap);
+    if (!slot)
+        return false;
+    for (uint32_t i = 0; i < cap; i++)
+        slot[i] = -1;
+    for (int i = 0; i < n; i++) {
+        uint32_t s = (uint32_t)hash_at(m, i) & (cap - 1);
+        while (slot[s] >= 0)
+            s = (s + 1) & (cap - 1);
+        slot[s] = i;
+    }
+    free(ix->slot);
+    ix->slot = slot;
+    ix->cap = cap;
+    return true;
+}
+
+static uint64_t model_hash_at(struct srv_metrics *m, int i)
+{
+    return hash_str(m->models[i]);
+}
+
+static uint64_t req_hash_at(struct srv_metrics *m, int i)
+{
+    return hash_key(m->reqs[i].model, m->reqs[i].op, m->reqs[i].status);
+}
+
+/* Position of a registered model, -1 if unknown.  Caller holds mu. */
+static int model_pos(struct srv_metrics *m, const char *name)
+{
+    if (!name || !name[0] || !m->model_ix.cap)
+        return -1;
+    uint32_t s = (uint32_t)hash_str(name) & (m->model_ix.cap - 1);
+    for (; m->model_ix.slot[s] >= 0; s = (s + 1) & (m->model_ix.cap - 1))
+        if (!strcmp(m->models[m->model_ix.slot[s]], name))
+            return m->model_ix.slot[s];
+    return -1;
+}
 
 struct srv_metrics *srv_metrics_new(void)
 {
@@ -76,20 +151,65 @@ void srv_metrics_free(struct srv_metrics *m)
 {
     if (!m)
         return;
-    for (int i = 0; i < m->n_reqs; i++)
-        free(m->reqs[i].model);
-    for (int i = 0; i < m->n_samples; i++)
-        free(m->samples[i].model);
-    free(m->reqs);
+    for (int i = 0; i < m->n_models; i++)
+        free(m->models[i]);
+    free(m->models);
     free(m->samples);
+    free(m->sample_order);
+    free(m->model_ix.slot);
+    free(m->reqs);
+    free(m->req_ix.slot);
     pthread_mutex_destroy(&m->mu);
     free(m);
+}
+
+bool srv_metrics_model(struct srv_metrics *m, const char *name)
+{
+    if (!m || !name || !name[0])
+        return false;
+    bool ok = true;
+    pthread_mutex_lock(&m->mu);
+    if (model_pos(m, name) >= 0)
+        goto out;
+    ok = false;
+    if (m->n_models == m->cap_models) {
+        int cap = m->cap_models ? m->cap_models * 2 : 16;
+        char **nm = realloc(m->models, sizeof *nm * (size_t)cap);
+        if (!nm)
+            goto out;
+        m->models = nm;
+        uint64_t *ns = realloc(m->samples, sizeof *ns * (size_t)cap);
+        if (!ns)
+            goto out;
+        m->samples = ns;
+        int32_t *no = realloc(m->sample_order, sizeof *no * (size_t)cap);
+        if (!no)
+            goto out;
+        m->sample_order = no;
+        m->cap_models = cap;
+    }
+    if (!index_fit(&m->model_ix, m->n_models, model_hash_at, m))
+        goto out;
+    char *d = strdup(name);
+    if (!d)
+        goto out;
+    int pos = m->n_models++;
+    m->models[pos] = d;
+    m->samples[pos] = 0;
+    uint32_t s = (uint32_t)hash_str(d) & (m->model_ix.cap - 1);
+    while (m->model_ix.slot[s] >= 0)
+        s = (s + 1) & (m->model_ix.cap - 1);
+    m->model_ix.slot[s] = pos;
+    ok = true;
+out:
+    pthread_mutex_unlock(&m->mu);
+    return ok;
 }
 
 static int op_index(struct srv_metrics *m, const char *op)
 {
     for (int i = 0; i < m->n_ops; i++)
-        if (strcmp(m->ops[i], op) == 0)
+        if (m->ops[i] == op || strcmp(m->ops[i], op) == 0)
             return i;
     return m->n_ops - 1;
 }
@@ -104,43 +224,56 @@ static void observe(struct hist *h, double v)
     h->n++;
 }
 
+/* The counter of (model id, op, status), created on first use; NULL on OOM.  Caller holds
+ * mu.  The keys are bounded: registered models x route labels x the statuses answered. */
+static struct req_key *req_counter(struct srv_metrics *m, uint32_t model, int op, int status)
+{
+    uint16_t o = (uint16_t)op, st = (uint16_t)status;
+    if (m->req_ix.cap) {
+        uint32_t s = (uint32_t)hash_key(model, o, st) & (m->req_ix.cap - 1);
+        for (; m->req_ix.slot[s] >= 0; s = (s + 1) & (m->req_ix.cap - 1)) {
+            struct req_key *k = &m->reqs[m->req_ix.slot[s]];
+            if (k->model == model && k->op == o && k->status == st)
+                return k;
+        }
+    }
+    if (m->n_reqs == m->cap_reqs) {
+        int cap = m->cap_reqs ? m->cap_reqs * 2 : 64;
+        struct req_key *p = realloc(m->reqs, sizeof *p * (size_t)cap);
+        if (!p)
+            return NULL;
+        m->reqs = p;
+        m->cap_reqs = cap;
+    }
+    if (!index_fit(&m->req_ix, m->n_reqs, req_hash_at, m))
+        return NULL;
+    int pos = m->n_reqs++;
+    m->reqs[pos] = (struct req_key){model, o, st, 0};
+    uint32_t s = (uint32_t)hash_key(model, o, st) & (m->req_ix.cap - 1);
+    while (m->req_ix.slot[s] >= 0)
+        s = (s + 1) & (m->req_ix.cap - 1);
+    m->req_ix.slot[s] = pos;
+    return &m->reqs[pos];
+}
+
 void srv_metrics_request(struct srv_metrics *m, const char *model, const char *operation,
                          int status, double duration, double queue, double compute)
 {
     if (!m)
         return;
-    model = model ? model : "";
+    if (status < 0 || status > 999)
+        status = 0;
     pthread_mutex_lock(&m->mu);
     int oi = op_index(m, operation ? operation : "none");
-    const char *op = m->ops[oi];
     observe(&m->dur[oi], duration);
     if (queue >= 0)
         observe(&m->queue[oi], queue);
     if (compute >= 0)
         observe(&m->compute[oi], compute);
-    int i;
-    for (i = 0; i < m->n_reqs; i++)
-        if (m->reqs[i].op == op && m->reqs[i].status == status &&
-            strcmp(m->reqs[i].model, model) == 0)
-            break;
-    if (i == m->n_reqs && m->n_reqs < 100000) {
-        if (m->n_reqs == m->cap_reqs) {
-            int cap = m->cap_reqs ? m->cap_reqs * 2 : 64;
-            struct req_key *p = realloc(m->reqs, sizeof *p * (size_t)cap);
-            if (!p)
-                goto out;
-            m->reqs = p;
-            m->cap_reqs = cap;
-        }
-        char *dm = strdup(model);
-        if (!dm)
-            goto out;
-        m->reqs[i] = (struct req_key){dm, op, status, 0};
-        m->n_reqs++;
-    }
-    if (i < m->n_reqs)
-        m->reqs[i].count++;
-out:
+    int pos = model_pos(m, model);
+    struct req_key *k = req_counter(m, (uint32_t)(pos + 1), oi, status);
+    if (k)
+        k->count++;
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -149,27 +282,12 @@ void srv_metrics_samples(struct srv_metrics *m, const char *model, uint64_t n)
     if (!m)
         return;
     pthread_mutex_lock(&m->mu);
-    int i;
-    for (i = 0; i < m->n_samples; i++)
-        if (strcmp(m->samples[i].model, model) == 0)
-            break;
-    if (i == m->n_samples) {
-        if (m->n_samples == m->cap_samples) {
-            int cap = m->cap_samples ? m->cap_samples * 2 : 16;
-            struct samp *p = realloc(m->samples, sizeof *p * (size_t)cap);
-            if (!p)
-                goto out;
-            m->samples = p;
-            m->cap_samples = cap;
-        }
-        char *dm = strdup(model);
-        if (!dm)
-            goto out;
-        m->samples[i] = (struct samp){dm, 0};
-        m->n_samples++;
+    int pos = model_pos(m, model);
+    if (pos >= 0) {
+        if (!m->samples[pos])
+            m->sample_order[m->n_sample_order++] = pos;
+        m->samples[pos] += n;
     }
-    m->samples[i].count += n;
-out:
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -234,10 +352,11 @@ void srv_metrics_render(struct srv_metrics *m, struct proto_buf *b)
     proto_buf_puts(b, "# HELP innserve_requests_total Requests answered, by model, operation "
                    "and HTTP status.\n# TYPE innserve_requests_total counter\n");
     for (int i = 0; i < m->n_reqs; i++) {
+        const struct req_key *k = &m->reqs[i];
         proto_buf_puts(b, "innserve_requests_total{model=");
-        label(b, m->reqs[i].model);
-        proto_buf_printf(b, ",operation=\"%s\",status=\"%d\"} %llu\n", m->reqs[i].op,
-                         m->reqs[i].status, (unsigned long long)m->reqs[i].count);
+        label(b, k->model ? m->models[k->model - 1] : "");
+        proto_buf_printf(b, ",operation=\"%s\",status=\"%d\"} %llu\n", m->ops[k->op],
+                         (int)k->status, (unsigned long long)k->count);
     }
     render_hist(b, "innserve_request_duration_seconds", "Time from request arrival to the "
                 "response being queued.", m, m->dur);
@@ -247,10 +366,11 @@ void srv_metrics_render(struct srv_metrics *m, struct proto_buf *b)
                 "last unit ending (engine + formatting).", m, m->compute);
     proto_buf_puts(b, "# HELP innserve_samples_total Posterior samples drawn.\n"
                    "# TYPE innserve_samples_total counter\n");
-    for (int i = 0; i < m->n_samples; i++) {
+    for (int i = 0; i < m->n_sample_order; i++) {
+        int pos = m->sample_order[i];
         proto_buf_puts(b, "innserve_samples_total{model=");
-        label(b, m->samples[i].model);
-        proto_buf_printf(b, "} %llu\n", (unsigned long long)m->samples[i].count);
+        label(b, m->models[pos]);
+        proto_buf_printf(b, "} %llu\n", (unsigned long long)m->samples[pos]);
     }
     proto_buf_printf(b, "# HELP innserve_reloads_total Repository reloads (SIGHUP) by result.\n"
                      "# TYPE innserve_reloads_total counter\n"

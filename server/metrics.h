@@ -2,7 +2,8 @@
  * metrics.h — Prometheus counters, gauges and histograms of the daemon, rendered in the
  * text exposition format (version 0.0.4) by GET /metrics.
  *
- *   innserve_requests_total{model,operation,status}      counter
+ *   innserve_requests_total{model,operation,status}      counter (model "" unless the
+ *                                                        repository knows the model)
  *   innserve_request_duration_seconds{operation}         histogram (arrival -> response queued)
  *   innserve_queue_wait_seconds{operation}               histogram (submitted -> first unit)
  *   innserve_compute_seconds{operation}                  histogram (first unit -> last unit)
@@ -16,6 +17,7 @@
 #ifndef INNSERVE_SERVER_METRICS_H
 #define INNSERVE_SERVER_METRICS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include "../proto/buf.h"
 
@@ -25,9 +27,17 @@ struct srv_metrics;
 struct srv_metrics *srv_metrics_new(void);
 void srv_metrics_free(struct srv_metrics *m);
 
-/* One finished request.  Times in seconds; queue/compute < 0 when the request had no job. */
+/* Registers a model name the repository holds (copied): from then on requests naming it
+ * are counted under their own model label.  Names are never unregistered (counters do
+ * not go backwards), so the label set is bounded by the names the repository has held.
+ * False when out of memory (the model's requests then count under model=""). */
+bool srv_metrics_model(struct srv_metrics *m, const char *name);
+
+/* One finished request.  model: the name the request addressed (NULL or "" for none);
+ * an unregistered name is counted under model="".  Times in seconds; queue/compute < 0 when the request had no job. */
 void srv_metrics_request(struct srv_metrics *m, const char *model, const char *operation,
                          int status, double duration, double queue, double compute);
+/* Posterior samples drawn for a registered model (others are not counted). */
 void srv_metrics_samples(struct srv_metrics *m, const char *model, uint64_t n);
 void srv_metrics_reload(struct srv_metrics *m, int ok);
 void srv_metrics_in_flight(struct srv_metrics *m, int delta);

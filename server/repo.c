@@ -43,6 +43,7 @@ struct srv_repo {
     struct entry *e;
     int n;
     bool loaded;
+    char *dir_error;         /* why the last scan could not read the directory, or NULL */
 };
 
 /* ---- versions ------------------------------------------------------------------------ */
@@ -174,6 +175,32 @@ static char *dupf(const char *fmt, ...)
     return strdup(tmp);
 }
 
+/* msg (owned, consumed) with every path under the models directory written relative to
+ * it: "DIR/x" -> "x" where DIR starts the message or follows a space, '(' or a quote.
+ * Returns the new string (msg itself if out of memory). */
+static char *relative(const struct srv_repo *r, char *msg)
+{
+    if (!msg)
+        return NULL;
+    char *out = malloc(strlen(msg) + 1);
+    if (!out)
+        return msg;
+    size_t dl = strlen(r->dir);
+    char *w = out;
+    for (const char *p = msg; *p;) {
+        bool boundary = p == msg || p[-1] == ' ' || p[-1] == '(' || p[-1] == '\'' ||
+                        p[-1] == '"';
+        if (boundary && !strncmp(p, r->dir, dl) && p[dl] == '/' && p[dl + 1]) {
+            p += dl + 1;
+            continue;
+        }
+        *w++ = *p++;
+    }
+    *w = 0;
+    free(msg);
+    return out;
+}
+
 static int cmp_entry(const void *a, const void *b)
 {
     return strcmp(((const struct entry *)a)->name, ((const struct entry *)b)->name);
@@ -222,13 +249,18 @@ static void scan_versions(const char *dir, const char *name, struct entry *e)
     e->path = dupf("%s/%s/model.safetensors", sub, bestname);
 }
 
-/* Scan into a fresh array of entries (name, path/version or reason). */
-static int scan(const char *dir, struct entry **out)
+/* Scan into a fresh array of entries (name, path/version or reason).  When the directory
+ * cannot be opened, *dir_err (owned by the caller) says why and no entries are returned. */
+static int scan(const char *dir, struct entry **out, char **dir_err)
 {
     *out = NULL;
+    *dir_err = NULL;
     DIR *d = opendir(dir);
     if (!d) {
-        srv_logf(SRV_LOG_ERROR, "repository_unreadable", "%s: %s", dir, strerror(errno));
+        *dir_err = dupf("the models directory '%s' cannot be read: %s (--models, "
+                        "INNSERVE_MODELS)", dir, strerror(errno));
+        srv_logf(SRV_LOG_ERROR, "repository_unreadable", "%s",
+                 *dir_err ? *dir_err : "the models directory cannot be read");
         return 0;
     }
     struct entry *v = NULL;
@@ -339,6 +371,8 @@ struct srv_repo *srv_repo_new(const char *dir, struct srv_metrics *metrics)
         free(r);
         return NULL;
     }
+    for (size_t n = strlen(r->dir); n > 1 && r->dir[n - 1] == '/'; n--)
+        r->dir[n - 1] = 0; /* "models/" names its files "models/x", not "models//x" */
     return r;
 }
 
@@ -350,6 +384,7 @@ void srv_repo_free(struct srv_repo *r)
         entry_free(&r->e[i]);
     free(r->e);
     free(r->dir);
+    free(r->dir_error);
     pthread_mutex_destroy(&r->mu);
     free(r);
 }
@@ -378,11 +413,30 @@ static struct entry *find(struct entry *v, int n, const char *name)
     return NULL;
 }
 
+/* First pass: the published LOADING entry of e's model takes e's outcome right away. */
+static void fill_published(struct srv_repo *r, const struct entry *e)
+{
+    pthread_mutex_lock(&r->mu);
+    struct entry *p = find(r->e, r->n, e->name);
+    if (p) {
+        p->state = e->state;
+        srv_version_unref(p->cur);
+        p->cur = srv_version_ref(e->cur);
+        free(p->reason);
+        p->reason = e->reason ? strdup(e->reason) : NULL;
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
 int srv_repo_load(struct srv_repo *r)
 {
     struct entry *nv;
-    int n = scan(r->dir, &nv);
+    char *dir_err;
+    int n = scan(r->dir, &nv, &dir_err);
     int failed = 0;
+    /* the metrics label these models by name (any other name a URL holds gets model="") */
+    for (int i = 0; r->metrics && i < n; i++)
+        srv_metrics_model(r->metrics, nv[i].name);
     /* carry over the serving versions of models that still exist */
     pthread_mutex_lock(&r->mu);
     bool first = !r->loaded;
@@ -427,6 +481,10 @@ int srv_repo_load(struct srv_repo *r)
             }
             srv_logf(SRV_LOG_ERROR, "model_failed", "model '%s': %s", e->name,
                      e->reload_error ? e->reload_error : e->reason ? e->reason : "?");
+            e->reason = relative(r, e->reason);
+            e->reload_error = relative(r, e->reload_error);
+            if (first)
+                fill_published(r, e);
             continue;
         }
         if (e->cur && same_file(e->cur, e->path))
@@ -455,19 +513,10 @@ int srv_repo_load(struct srv_repo *r)
                          e->version, err);
             }
         }
-        if (first) {
-            /* fill in the published entry right away */
-            pthread_mutex_lock(&r->mu);
-            struct entry *p = find(r->e, r->n, e->name);
-            if (p) {
-                p->state = e->state;
-                srv_version_unref(p->cur);
-                p->cur = srv_version_ref(e->cur);
-                free(p->reason);
-                p->reason = e->reason ? strdup(e->reason) : NULL;
-            }
-            pthread_mutex_unlock(&r->mu);
-        }
+        e->reason = relative(r, e->reason);
+        e->reload_error = relative(r, e->reload_error);
+        if (first)
+            fill_published(r, e);
     }
     pthread_mutex_lock(&r->mu);
     for (int i = 0; i < r->n; i++) {
@@ -479,6 +528,8 @@ int srv_repo_load(struct srv_repo *r)
     free(r->e);
     r->e = nv;
     r->n = n;
+    free(r->dir_error);
+    r->dir_error = dir_err;
     r->loaded = true;
     pthread_mutex_unlock(&r->mu);
     if (!first && r->metrics)
@@ -577,6 +628,60 @@ void srv_repo_write_metrics(struct srv_repo *r, struct proto_buf *b)
         proto_buf_putc(b, '\n');
     }
     pthread_mutex_unlock(&r->mu);
+}
+
+bool srv_repo_ready(struct srv_repo *r, bool allow_empty, char *msg, size_t cap,
+                    struct proto_buf *reasons)
+{
+    int ready = 0, not_ready = 0;
+    pthread_mutex_lock(&r->mu);
+    for (int i = 0; i < r->n; i++) {
+        if (r->e[i].cur)
+            ready++;
+        else
+            not_ready++;
+    }
+    bool ok = r->loaded && (ready > 0 || (allow_empty && r->n == 0 && !r->dir_error));
+    if (ok) {
+        pthread_mutex_unlock(&r->mu);
+        return true;
+    }
+    if (!r->loaded)
+        snprintf(msg, cap, "the model repository is still loading");
+    else if (r->dir_error)
+        snprintf(msg, cap, "%s", r->dir_error);
+    else if (r->n == 0)
+        snprintf(msg, cap, "the models directory '%s' holds no models (NAME.safetensors or "
+                 "NAME/<version>/model.safetensors); --allow-empty says an empty repository "
+                 "is intended", r->dir);
+    else
+        snprintf(msg, cap, "no model is READY: %d %s unavailable (reasons names each with "
+                 "its cause)", not_ready, not_ready == 1 ? "model is" : "models are");
+    if (reasons) {
+        proto_buf_puts(reasons, "[");
+        if (!r->loaded || r->dir_error || r->n == 0) {
+            proto_buf_json_str(reasons, msg);
+        } else {
+            bool sep = false;
+            for (int i = 0; i < r->n; i++) {
+                const struct entry *e = &r->e[i];
+                if (e->cur)
+                    continue;
+                char line[700];
+                snprintf(line, sizeof line, "model '%s'%s%s: %.500s", e->name,
+                         e->version ? " version " : "", e->version ? e->version : "",
+                         e->state == ST_LOADING ? "still loading"
+                                                : e->reason ? e->reason : "unavailable");
+                if (sep)
+                    proto_buf_puts(reasons, ",");
+                sep = true;
+                proto_buf_json_str(reasons, line);
+            }
+        }
+        proto_buf_puts(reasons, "]");
+    }
+    pthread_mutex_unlock(&r->mu);
+    return false;
 }
 
 void srv_repo_counts(struct srv_repo *r, int *ready, int *loading, int *unavailable)
