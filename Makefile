@@ -99,6 +99,13 @@ $(BUILD)/test_proto: $(BUILD)/tests/unit/test_proto.o $(TU_OBJ) $(BUILD)/libinnp
 	@echo "  LD $@"
 	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(CHECK_LIBS) $(LDLIBS)
 
+# test_allocfail routes every allocation of engine/ and proto/ through its own counting,
+# failing wrappers (tests/unit/test_allocfail.c).
+ALLOC_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=free,--wrap=strdup,--wrap=aligned_alloc
+$(BUILD)/test_allocfail: $(BUILD)/tests/unit/test_allocfail.o $(TU_OBJ) $(BUILD)/libinnproto.a $(BUILD)/libinnengine.a
+	@echo "  LD $@"
+	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(ALLOC_WRAP) $(CHECK_LIBS) $(LDLIBS)
+
 $(BUILD)/test_%: $(BUILD)/tests/unit/test_%.o $(TU_OBJ) $(BUILD)/libinnengine.a
 	@echo "  LD $@"
 	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(CHECK_LIBS) $(LDLIBS)
@@ -350,13 +357,14 @@ fuzz:
 	@$(call need,$(FUZZ_PROBE),clang with libFuzzer (clang libclang-rt-14-dev)); \
 	$(MAKE) --no-print-directory $(FUZZ_BINS) && python3 tests/fuzz/seeds.py $(FUZZ_BUILD)/corpus
 
-# Each target for FUZZ_SECONDS (3 targets: ~75 s in all) on a scratch copy of its seeds;
-# new inputs stay in build-fuzz/corpus-run/<target>, crashes in build-fuzz/crash-*.
+# Each target for FUZZ_SECONDS (3 targets: ~90 s in all with the seed passes) on its seeds;
+# new inputs go to build-fuzz/corpus-run/<target>, emptied first so every run has the same
+# bounded length; crashes to build-fuzz/crash-*.
 test-fuzz:
 	@$(call need,$(FUZZ_PROBE),clang with libFuzzer (clang libclang-rt-14-dev)); \
 	$(MAKE) --no-print-directory fuzz || exit 1; \
 	fail=; for t in $(FUZZ_TARGETS); do echo "== fuzz_$$t ($(FUZZ_SECONDS) s)"; \
-	  mkdir -p $(FUZZ_BUILD)/corpus-run/$$t; \
+	  rm -rf $(FUZZ_BUILD)/corpus-run/$$t; mkdir -p $(FUZZ_BUILD)/corpus-run/$$t; \
 	  $(FUZZ_BUILD)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
 	    -max_len=$$(cat $(FUZZ_BUILD)/corpus/$$t.max_len) \
 	    $$( [ -f tests/fuzz/$$t.dict ] && echo -dict=tests/fuzz/$$t.dict ) \
