@@ -9,6 +9,9 @@
 #                   check, then the deployment tests (container image, compose, `make run`)
 #   make bench      engine vs PyTorch(+FrEIA), ONNX Runtime and the sgemm/FMA peaks (docs/performance.md)
 #   make deps       install the Debian packages the build and tests need
+#   make install    innserve, innctl, their man pages and the systemd unit under PREFIX
+#                   (/usr/local; also DESTDIR, BINDIR, MANDIR, UNITDIR); make uninstall
+#   make python-venv  .venv with the Python package (offline, sees Debian's torch/numpy)
 #   make fuzz       libFuzzer targets (clang) and their seed corpora in build-fuzz/; make test-fuzz
 #                   runs each briefly (part of check; docs/fuzzing.md runs them for hours)
 #
@@ -96,6 +99,13 @@ $(BUILD)/test_proto: $(BUILD)/tests/unit/test_proto.o $(TU_OBJ) $(BUILD)/libinnp
 	@echo "  LD $@"
 	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(CHECK_LIBS) $(LDLIBS)
 
+# test_allocfail routes every allocation of engine/ and proto/ through its own counting,
+# failing wrappers (tests/unit/test_allocfail.c).
+ALLOC_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=free,--wrap=strdup,--wrap=aligned_alloc
+$(BUILD)/test_allocfail: $(BUILD)/tests/unit/test_allocfail.o $(TU_OBJ) $(BUILD)/libinnproto.a $(BUILD)/libinnengine.a
+	@echo "  LD $@"
+	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(ALLOC_WRAP) $(CHECK_LIBS) $(LDLIBS)
+
 $(BUILD)/test_%: $(BUILD)/tests/unit/test_%.o $(TU_OBJ) $(BUILD)/libinnengine.a
 	@echo "  LD $@"
 	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(CHECK_LIBS) $(LDLIBS)
@@ -151,7 +161,7 @@ test-san:
 
 # The fast tier: no root, installs nothing.  Every step runs; the failed ones are listed.
 # CHECK_MISSING=fail (make test) fails a step whose packages are missing instead of skipping it.
-CHECK_STEPS := test-unit test-e2e test-python test-docs test-san test-fuzz
+CHECK_STEPS := test-unit test-e2e test-python test-docs test-install test-python-venv test-san test-fuzz
 CHECK_MISSING ?= skip
 check: all
 	@fail=; for s in $(CHECK_STEPS); do echo "==== make $$s"; \
@@ -185,7 +195,62 @@ clean:
 	rm -rf build build-san build-fuzz
 
 help:
-	@sed -n '1,18p' Makefile
+	@sed -n '1,22p' Makefile
+
+# ---- installing ----
+# make && sudo make install: the two binaries, their man pages and the systemd unit (with
+# the installed path of innserve in ExecStart).  DESTDIR stages the files under a root
+# (packaging); make uninstall removes exactly what install put there.
+PREFIX  ?= /usr/local
+BINDIR  ?= $(PREFIX)/bin
+MANDIR  ?= $(PREFIX)/share/man
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+INSTALL ?= install
+MAN_PAGES := docs/man/innserve.1 docs/man/innctl.1
+.PHONY: install uninstall test-install
+
+install: $(BUILD)/innserve $(BUILD)/innctl
+	$(INSTALL) -d "$(DESTDIR)$(BINDIR)" "$(DESTDIR)$(MANDIR)/man1" "$(DESTDIR)$(UNITDIR)"
+	$(INSTALL) -m 755 $(BUILD)/innserve $(BUILD)/innctl "$(DESTDIR)$(BINDIR)/"
+	$(INSTALL) -m 644 $(MAN_PAGES) "$(DESTDIR)$(MANDIR)/man1/"
+	sed 's|/usr/local/bin/innserve|$(BINDIR)/innserve|g' deploy/innserve.service \
+	  > "$(DESTDIR)$(UNITDIR)/innserve.service.tmp"
+	chmod 644 "$(DESTDIR)$(UNITDIR)/innserve.service.tmp"
+	mv "$(DESTDIR)$(UNITDIR)/innserve.service.tmp" "$(DESTDIR)$(UNITDIR)/innserve.service"
+
+uninstall:
+	rm -f "$(DESTDIR)$(BINDIR)/innserve" "$(DESTDIR)$(BINDIR)/innctl" \
+	  "$(DESTDIR)$(MANDIR)/man1/innserve.1" "$(DESTDIR)$(MANDIR)/man1/innctl.1" \
+	  "$(DESTDIR)$(UNITDIR)/innserve.service"
+
+# install into a temporary DESTDIR (default paths, then custom ones), check every file, run
+# the installed binaries, compare the man pages with --help, uninstall, check nothing is left.
+test-install: $(BUILD)/innserve $(BUILD)/innctl
+	@$(call need,command -v groff,groff-base); \
+	bash tests/install/test_install.sh "$(MAKE)" "$(BUILD)"
+
+# ---- the Python package in a virtual environment ----
+# Debian 12's python3 refuses `pip install` outside a venv (PEP 668), and a plain venv sees
+# neither Debian's python3-torch nor, offline, setuptools.  This venv sees the system's
+# packages and installs clients/python (editable) with the system's setuptools, no network:
+#   make python-venv && . .venv/bin/activate
+VENV ?= .venv
+.PHONY: python-venv python-venv-only test-python-venv
+python-venv:
+	bash scripts/install-deps.sh python
+	$(MAKE) --no-print-directory python-venv-only VENV=$(VENV)
+
+# the venv alone (no apt-get): what python-venv does after installing the packages
+python-venv-only:
+	/usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --no-index --no-build-isolation -e clients/python
+	@echo "$(VENV) is ready: . $(VENV)/bin/activate, then python3 -c 'import innserve'"
+
+# python-venv-only into a temporary directory, then innserve and innserve.export imported
+# from it (outside the source tree), and a plain (non-editable) install built offline.
+test-python-venv:
+	@$(call need,/usr/bin/python3 -c 'import ensurepip; import setuptools; import wheel',python3-venv or python3-setuptools or python3-wheel); \
+	bash tests/install/test_python_venv.sh "$(MAKE)"
 
 # ---- benchmarks (docs/performance.md) ----
 $(BUILD)/bench_engine: $(BUILD)/bench/bench_engine.o $(BUILD)/libinnengine.a
@@ -298,13 +363,14 @@ fuzz:
 	@$(call need,$(FUZZ_PROBE),clang with libFuzzer (clang libclang-rt-14-dev)); \
 	$(MAKE) --no-print-directory $(FUZZ_BINS) && python3 tests/fuzz/seeds.py $(FUZZ_BUILD)/corpus
 
-# Each target for FUZZ_SECONDS (3 targets: ~75 s in all) on a scratch copy of its seeds;
-# new inputs stay in build-fuzz/corpus-run/<target>, crashes in build-fuzz/crash-*.
+# Each target for FUZZ_SECONDS (3 targets: ~90 s in all with the seed passes) on its seeds;
+# new inputs go to build-fuzz/corpus-run/<target>, emptied first so every run has the same
+# bounded length; crashes to build-fuzz/crash-*.
 test-fuzz:
 	@$(call need,$(FUZZ_PROBE),clang with libFuzzer (clang libclang-rt-14-dev)); \
 	$(MAKE) --no-print-directory fuzz || exit 1; \
 	fail=; for t in $(FUZZ_TARGETS); do echo "== fuzz_$$t ($(FUZZ_SECONDS) s)"; \
-	  mkdir -p $(FUZZ_BUILD)/corpus-run/$$t; \
+	  rm -rf $(FUZZ_BUILD)/corpus-run/$$t; mkdir -p $(FUZZ_BUILD)/corpus-run/$$t; \
 	  $(FUZZ_BUILD)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
 	    -max_len=$$(cat $(FUZZ_BUILD)/corpus/$$t.max_len) \
 	    $$( [ -f tests/fuzz/$$t.dict ] && echo -dict=tests/fuzz/$$t.dict ) \

@@ -2,8 +2,14 @@
  * http.c — libmicrohttpd glue, routing and the operational endpoints (http.h).
  *
  * Per request (struct req, in *req_cls):
- *   first call      route, method, media type and declared length checks (errors are
- *                   remembered, not queued), count in-flight
+ *   request line    (uri_log) the request is allocated and counted in-flight; the raw
+ *                   target is checked (length, NUL and control bytes) before libmicrohttpd
+ *                   decodes it (unescape: %2F stays literal)
+ *   first call      the HTTP message: header size, header names, framing (one
+ *                   Content-Length, no Transfer-Encoding beside it, only chunked) — a
+ *                   failure is answered at once with Connection: close; then route, method,
+ *                   media type and declared length checks (errors are remembered, not
+ *                   queued)
  *   body calls      append to the body buffer up to --max-body; beyond it, discard (and
  *                   drop the connection past PROTO_DISCARD_MAX_BYTES)
  *   final call      answer: inline endpoints at once; model operations parse, validate,
@@ -11,6 +17,15 @@
  *                   the connection and submit a call to the pool
  *   resumed call    queue the call's response
  *   completed       access log, metrics, release the call and the request
+ *
+ * Per connection (struct conn, libmicrohttpd's socket context): the phase the connection
+ * is in and since when — HEAD (waiting for a request line and headers), BODY (reading a
+ * body), BUSY (answering).  A sweeper thread walks the connections every SWEEP_NS and cuts
+ * those past --header-timeout (a 408 is written first: nothing else is writing then) or
+ * --body-timeout, with shutdown(2); libmicrohttpd then reads EOF and closes the connection
+ * itself.  Trickling a byte at a time resets --conn-timeout but not these deadlines.  The
+ * accept policy closes connections past --max-connections at once, so they are refused
+ * rather than queued in the listen backlog behind slow ones.
  */
 #include "http.h"
 #include "call.h"
@@ -19,28 +34,71 @@
 #include "../proto/v2.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <time.h>
 
 /* Bytes of an oversized body read and dropped before the connection is closed instead. */
 #define PROTO_DISCARD_MAX_BYTES (64u << 20)
+/* libmicrohttpd's memory per connection (request line, headers, read buffer, response
+ * headers).  Requests larger than this get libmicrohttpd's own 414/431 page; the JSON
+ * limits PROTO_MAX_URI_BYTES and PROTO_MAX_HEADER_BYTES sit well below it. */
+#define SRV_CONN_MEMORY ((size_t)32 * 1024)
+
+/* The sweeper's period: deadlines are enforced to within this much. */
+#define SWEEP_NS (100 * 1000000LL)
+/* Connections libmicrohttpd may hold beyond --max-connections, so that it keeps accepting
+ * (and the accept policy refuses) instead of leaving new connections in the backlog. */
+#define CONN_HEADROOM(max) ((max) / 4 + 64)
+/* Listen backlog: connections are accepted (or refused) at once, so a short one suffices. */
+#define LISTEN_BACKLOG 256u
+
+enum conn_phase { CONN_HEAD, CONN_BODY, CONN_BUSY, CONN_CUT };
+
+/* One TCP connection, on the list the sweeper walks (under srv_http.mu). */
+struct conn {
+    struct conn *prev, *next;
+    int fd;
+    atomic_int phase;        /* enum conn_phase; CONN_CUT is final */
+    _Atomic int64_t since;   /* the phase's deadline counts from here (srv_now_ns) */
+};
 
 struct srv_http {
     struct MHD_Daemon *d;
     struct srv_ctx *ctx;
     int port;
+    int max_conns;
+    int64_t header_ns, body_ns; /* 0: no deadline */
+    atomic_int open;            /* connections open */
+    pthread_mutex_t mu;         /* guards conns */
+    struct conn *conns;
+    char *timeout_resp;         /* the raw 408 answer written before a header cut */
+    size_t timeout_len;
+    pthread_t sweeper;
+    bool sweeper_on;
+    pthread_mutex_t stop_mu;
+    pthread_cond_t stop_cv;
+    bool stop;
 };
 
 struct req {
     struct srv_ctx *ctx;
     struct MHD_Connection *conn;
+    struct conn *cn;            /* its connection's deadlines (NULL: none) */
+    bool busy;                  /* cn is in CONN_BUSY */
     int64_t t0;
+    bool started;               /* the access handler has seen it (first_call ran) */
+    bool early;                 /* `early_e` is answered at the first call, then close */
+    struct proto_error early_e;
     char method[16];
     char path[256];
     struct proto_match match;
@@ -115,6 +173,8 @@ static enum MHD_Result queue(struct req *r, struct srv_response *s)
         snprintf(tmp, sizeof tmp, "%ld", s->unconverged);
         MHD_add_response_header(mr, "X-Solver-Unconverged", tmp);
     }
+    if (s->close)
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_CONNECTION, "close");
     r->status = s->status;
     r->bytes = s->len;
     r->code = s->code;
@@ -130,6 +190,17 @@ static enum MHD_Result answer_error(struct req *r, const struct proto_error *e)
     srv_response_error(&s, r->ctx, e);
     if (e->code == PROTO_E_METHOD)
         snprintf(s.allow, sizeof s.allow, "%s", r->match.allow);
+    return queue(r, &s);
+}
+
+/* An error about the HTTP message itself: answered now, before any body is read, and the
+ * connection closed after it (what follows cannot be trusted to be a request). */
+static enum MHD_Result answer_close(struct req *r, const struct proto_error *e)
+{
+    struct srv_response s;
+    srv_response_init(&s);
+    srv_response_error(&s, r->ctx, e);
+    s.close = true;
     return queue(r, &s);
 }
 
@@ -225,6 +296,9 @@ static enum MHD_Result do_metrics(struct req *r)
     proto_buf_init(&b, 0);
     srv_metrics_render(ctx->metrics, &b);
     srv_repo_write_metrics(ctx->repo, &b);
+    struct srv_batch_stats bs;
+    srv_pool_batch_stats(ctx->pool, &bs);
+    srv_metrics_render_batches(&b, &bs);
     proto_buf_printf(&b, "# HELP innserve_queue_depth Jobs waiting for a worker.\n"
                      "# TYPE innserve_queue_depth gauge\ninnserve_queue_depth %d\n"
                      "# HELP innserve_jobs_active Jobs submitted and not yet done.\n"
@@ -424,22 +498,186 @@ static void remember(struct req *r, const struct proto_error *e)
         snprintf(r->resp.allow, sizeof r->resp.allow, "%s", r->match.allow);
 }
 
-static enum MHD_Result first_call(struct srv_ctx *ctx, struct MHD_Connection *conn,
-                                  const char *url, const char *method, void **req_cls)
+/* Moves c into phase p counting from `since`; false when the sweeper has cut it. */
+static bool conn_enter(struct conn *c, int p, int64_t since)
+{
+    if (!c)
+        return true;
+    int cur = atomic_load(&c->phase);
+    atomic_store(&c->since, since);
+    do {
+        if (cur == CONN_CUT)
+            return false;
+    } while (!atomic_compare_exchange_weak(&c->phase, &cur, p));
+    return true;
+}
+
+/* A request, counted in flight; NULL when out of memory. */
+static struct req *req_new(struct srv_ctx *ctx, struct MHD_Connection *conn)
 {
     struct req *r = calloc(1, sizeof *r);
     if (!r)
-        return MHD_NO;
+        return NULL;
     r->ctx = ctx;
     r->conn = conn;
     r->t0 = srv_now_ns();
-    copy(r->method, sizeof r->method, method);
-    copy(r->path, sizeof r->path, url);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    r->cn = ci ? ci->socket_context : NULL;
     srv_response_init(&r->resp);
     proto_buf_init(&r->body, ctx->lim.max_body_bytes);
     r->operation = "none";
-    *req_cls = r;
     srv_metrics_in_flight(ctx->metrics, 1);
+    return r;
+}
+
+/* ---- the HTTP message ------------------------------------------------------------------ */
+
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : (tolower((unsigned char)c) - 'a' + 10);
+}
+
+/* URL decoding for libmicrohttpd (path and query): %XX becomes its byte, except %2F, which
+ * stays literal (an encoded slash belongs to its path segment and never separates
+ * segments), and %00, which stays literal (uri_log refuses such a path first).  Malformed
+ * escapes stay as they are. */
+static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+    char *w = s;
+    const char *p = s;
+    while (*p) {
+        if (p[0] == '%' && isxdigit((unsigned char)p[1]) && isxdigit((unsigned char)p[2])) {
+            int v = hexval(p[1]) * 16 + hexval(p[2]);
+            if (v != '/' && v != 0) {
+                *w++ = (char)v;
+                p += 3;
+                continue;
+            }
+        }
+        *w++ = *p++;
+    }
+    *w = 0;
+    return (size_t)(w - s);
+}
+
+/* Called with the raw request target as soon as the request line is read: allocates the
+ * request (libmicrohttpd hands it to every later callback) and checks the target before
+ * it is decoded.  A failure is answered at the first call of the access handler. */
+static void *uri_log(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    struct req *r = req_new(cls, conn);
+    if (!r || !uri)
+        return r;
+    size_t n = strlen(uri);
+    if (n > PROTO_MAX_URI_BYTES) {
+        r->early = true;
+        proto_errorf(&r->early_e, PROTO_E_URI_TOO_LONG, "the request target is %zu bytes, "
+                     "more than the server accepts (%d)", n, PROTO_MAX_URI_BYTES);
+        return r;
+    }
+    for (const char *p = uri; *p && *p != '?'; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c < 0x20 || c == 0x7f) {
+            r->early = true;
+            proto_errorf(&r->early_e, PROTO_E_BAD_REQUEST, "the path contains the control "
+                         "byte 0x%02x", c);
+            return r;
+        }
+        if (c == '%' && p[1] == '0' && p[2] == '0') {
+            r->early = true;
+            proto_errorf(&r->early_e, PROTO_E_BAD_REQUEST, "the path contains %%00 (an "
+                         "encoded NUL byte), which no resource name holds");
+            return r;
+        }
+    }
+    return r;
+}
+
+/* RFC 9110 token characters (header field names). */
+static bool is_token(const char *s)
+{
+    if (!*s)
+        return false;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (!(isalnum(c) || strchr("!#$%&'*+-.^_`|~", c)))
+            return false;
+    }
+    return true;
+}
+
+struct header_scan {
+    int n_length, n_te;
+    const char *te;
+    const char *bad_name;
+};
+
+static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    struct header_scan *h = cls;
+    if (!key)
+        return MHD_YES;
+    if (!h->bad_name && !is_token(key))
+        h->bad_name = key;
+    if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH))
+        h->n_length++;
+    else if (!strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
+        h->n_te++;
+        h->te = value ? value : "";
+    }
+    return MHD_YES;
+}
+
+/* The message's size, header names and body framing (RFC 9112 section 6): PROTO_OK, or
+ * the error to answer before reading a body whose extent is ambiguous.  A server behind a
+ * proxy must not guess here: the proxy may have framed the body differently. */
+static enum proto_code check_message(struct MHD_Connection *conn, struct proto_error *e)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    if (ci && ci->header_size > PROTO_MAX_HEADER_BYTES)
+        return proto_errorf(e, PROTO_E_HEADERS_TOO_LARGE, "the request line and headers are "
+                            "%zu bytes, more than the server accepts (%d)", ci->header_size,
+                            PROTO_MAX_HEADER_BYTES);
+    struct header_scan h = {0};
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, scan_header, &h);
+    if (h.bad_name)
+        return proto_errorf(e, PROTO_E_BAD_REQUEST, "the header name '%.64s' is not a valid "
+                            "token (no whitespace before the colon)", h.bad_name);
+    if (h.n_te && h.n_length)
+        return proto_errorf(e, PROTO_E_BAD_REQUEST, "the request has both Transfer-Encoding "
+                            "and Content-Length; send one of them");
+    if (h.n_length > 1)
+        return proto_errorf(e, PROTO_E_BAD_REQUEST, "Content-Length appears %d times; send "
+                            "it once", h.n_length);
+    if (h.n_te > 1 || (h.n_te && strcasecmp(h.te, "chunked") != 0))
+        return proto_errorf(e, PROTO_E_BAD_REQUEST, "Transfer-Encoding '%.64s' is not "
+                            "supported; send Content-Length, or Transfer-Encoding: chunked "
+                            "once", h.n_te > 1 ? "(given twice)" : h.te);
+    return PROTO_OK;
+}
+
+static enum MHD_Result first_call(struct srv_ctx *ctx, struct MHD_Connection *conn,
+                                  const char *url, const char *method, void **req_cls)
+{
+    struct req *r = *req_cls;
+    if (!r) {
+        r = req_new(ctx, conn);
+        if (!r)
+            return MHD_NO;
+        *req_cls = r;
+    }
+    r->started = true;
+    if (!conn_enter(r->cn, CONN_BODY, srv_now_ns()))
+        return MHD_NO; /* cut at the header deadline meanwhile */
+    copy(r->method, sizeof r->method, method);
+    copy(r->path, sizeof r->path, url);
+    if (r->early)
+        return answer_close(r, &r->early_e);
+    if (check_message(conn, &r->early_e) != PROTO_OK)
+        return answer_close(r, &r->early_e);
     struct proto_error e;
     enum proto_code rc = proto_route_match(method, url, &r->match, &e);
     if (r->match.route)
@@ -488,7 +726,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
 {
     struct srv_ctx *ctx = cls;
     struct req *r = *req_cls;
-    if (!r)
+    if (!r || !r->started)
         return first_call(ctx, conn, url, method, req_cls);
     if (r->status)
         return MHD_YES; /* answered early (413 before the body) */
@@ -519,6 +757,11 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
         return MHD_YES;
     }
     /* final call */
+    if (!r->busy) {
+        r->busy = true;
+        if (!conn_enter(r->cn, CONN_BUSY, 0))
+            return MHD_NO; /* cut at the body deadline meanwhile */
+    }
     if (r->call) {
         if (atomic_load_explicit(&r->call->state, memory_order_acquire) != SRV_CALL_DONE)
             return MHD_YES;
@@ -540,6 +783,9 @@ static void completed(void *cls, struct MHD_Connection *conn, void **req_cls,
         return;
     *req_cls = NULL;
     int64_t end = srv_now_ns();
+    /* a kept-alive connection waits for its next request: idle up to --conn-timeout, then
+     * --header-timeout for the request line and headers */
+    conn_enter(r->cn, CONN_HEAD, end + (int64_t)ctx->cfg->conn_timeout_s * 1000000000LL);
     double dur = (double)(end - r->t0) * 1e-9;
     double qw = -1, comp = -1;
     /* the metrics label only names the repository registered; a 404 for a model it has
@@ -601,6 +847,165 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     srv_logf(SRV_LOG_DEBUG, "mhd", "%s", msg);
 }
 
+/* ---- connections ----------------------------------------------------------------------- */
+
+static void notify_conn(void *cls, struct MHD_Connection *mc, void **socket_context,
+                        enum MHD_ConnectionNotificationCode toe)
+{
+    struct srv_http *h = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        atomic_fetch_add(&h->open, 1);
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
+        struct conn *c = ci ? calloc(1, sizeof *c) : NULL;
+        *socket_context = c;
+        if (!c)
+            return; /* no deadlines for this one; --conn-timeout still applies */
+        c->fd = ci->connect_fd;
+        atomic_init(&c->phase, CONN_HEAD);
+        atomic_init(&c->since, srv_now_ns());
+        pthread_mutex_lock(&h->mu);
+        c->next = h->conns;
+        if (h->conns)
+            h->conns->prev = c;
+        h->conns = c;
+        pthread_mutex_unlock(&h->mu);
+        return;
+    }
+    /* closed: called before libmicrohttpd closes the socket, so while the sweeper holds mu
+     * every fd on the list is still this connection's */
+    atomic_fetch_sub(&h->open, 1);
+    struct conn *c = *socket_context;
+    *socket_context = NULL;
+    if (!c)
+        return;
+    pthread_mutex_lock(&h->mu);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        h->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    pthread_mutex_unlock(&h->mu);
+    free(c);
+}
+
+/* Connections past --max-connections are closed as soon as they are accepted. */
+static enum MHD_Result accept_policy(void *cls, const struct sockaddr *addr, socklen_t len)
+{
+    struct srv_http *h = cls;
+    return atomic_load(&h->open) >= h->max_conns ? MHD_NO : MHD_YES;
+}
+
+/* One pass: cut the connections past their phase's deadline.  Returns how many. */
+static int sweep(struct srv_http *h, int *n_head)
+{
+    int64_t now = srv_now_ns();
+    int cut = 0;
+    *n_head = 0;
+    pthread_mutex_lock(&h->mu);
+    for (struct conn *c = h->conns; c; c = c->next) {
+        int ph = atomic_load(&c->phase);
+        int64_t lim = ph == CONN_HEAD ? h->header_ns : ph == CONN_BODY ? h->body_ns : 0;
+        if (!lim || now - atomic_load(&c->since) <= lim)
+            continue;
+        if (!atomic_compare_exchange_strong(&c->phase, &ph, CONN_CUT))
+            continue; /* the connection moved on meanwhile */
+        if (ph == CONN_HEAD && h->timeout_resp) {
+            /* waiting for headers: nothing is being written to this connection */
+            ssize_t w = send(c->fd, h->timeout_resp, h->timeout_len,
+                             MSG_NOSIGNAL | MSG_DONTWAIT);
+            (void)w;
+            (*n_head)++;
+        }
+        shutdown(c->fd, SHUT_RDWR);
+        cut++;
+    }
+    pthread_mutex_unlock(&h->mu);
+    return cut;
+}
+
+static void *sweeper_main(void *arg)
+{
+    struct srv_http *h = arg;
+    pthread_mutex_lock(&h->stop_mu);
+    while (!h->stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += SWEEP_NS;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&h->stop_cv, &h->stop_mu, &ts);
+        if (h->stop)
+            break;
+        pthread_mutex_unlock(&h->stop_mu);
+        int n_head;
+        int cut = sweep(h, &n_head);
+        if (cut)
+            srv_logf(SRV_LOG_INFO, "connections_cut", "%d connection(s) past their deadline "
+                     "closed: %d still sending headers (--header-timeout %g s), %d a body "
+                     "(--body-timeout %g s)", cut, n_head, (double)h->header_ns * 1e-9,
+                     cut - n_head, (double)h->body_ns * 1e-9);
+        pthread_mutex_lock(&h->stop_mu);
+    }
+    pthread_mutex_unlock(&h->stop_mu);
+    return NULL;
+}
+
+/* The 408 written to a connection cut while its headers trickle in. */
+static bool build_timeout_resp(struct srv_http *h)
+{
+    struct proto_error e;
+    proto_errorf(&e, PROTO_E_TIMEOUT, "the request line and headers did not arrive within %g "
+                 "s (--header-timeout)", (double)h->header_ns * 1e-9);
+    size_t blen;
+    char *body = proto_error_json(&e, &blen);
+    if (!body)
+        return false;
+    struct proto_buf b;
+    proto_buf_init(&b, 0);
+    proto_buf_printf(&b, "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: "
+                     "application/json\r\nContent-Length: %zu\r\n\r\n", blen);
+    proto_buf_put(&b, body, blen);
+    free(body);
+    if (proto_buf_failed(&b)) {
+        proto_buf_free(&b);
+        return false;
+    }
+    h->timeout_resp = proto_buf_take(&b, &h->timeout_len);
+    return true;
+}
+
+static bool sweeper_start(struct srv_http *h)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&h->stop_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&h->stop_mu, NULL);
+    if (!h->header_ns && !h->body_ns)
+        return true;
+    if (h->header_ns && !build_timeout_resp(h))
+        return false;
+    h->sweeper_on = pthread_create(&h->sweeper, NULL, sweeper_main, h) == 0;
+    return h->sweeper_on;
+}
+
+static void sweeper_stop(struct srv_http *h)
+{
+    if (h->sweeper_on) {
+        pthread_mutex_lock(&h->stop_mu);
+        h->stop = true;
+        pthread_cond_signal(&h->stop_cv);
+        pthread_mutex_unlock(&h->stop_mu);
+        pthread_join(h->sweeper, NULL);
+        h->sweeper_on = false;
+    }
+}
+
 struct srv_http *srv_http_start(struct srv_ctx *ctx, char *err, size_t cap)
 {
     const struct srv_config *cfg = ctx->cfg;
@@ -622,6 +1027,18 @@ struct srv_http *srv_http_start(struct srv_ctx *ctx, char *err, size_t cap)
         return NULL;
     }
     h->ctx = ctx;
+    h->max_conns = cfg->max_connections;
+    h->header_ns = (int64_t)(cfg->header_timeout_s * 1e9);
+    h->body_ns = (int64_t)(cfg->body_timeout_s * 1e9);
+    atomic_init(&h->open, 0);
+    pthread_mutex_init(&h->mu, NULL);
+    if (!sweeper_start(h)) {
+        freeaddrinfo(ai);
+        free(h->timeout_resp);
+        free(h);
+        snprintf(err, cap, "cannot start the connection deadline thread");
+        return NULL;
+    }
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6)
@@ -631,19 +1048,28 @@ struct srv_http *srv_http_start(struct srv_ctx *ctx, char *err, size_t cap)
         int c = srv_cpu_count();
         threads = (unsigned)(c < 4 ? c : 4);
     }
-    h->d = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, handler, ctx,
+    unsigned limit = (unsigned)cfg->max_connections +
+                     (unsigned)CONN_HEADROOM(cfg->max_connections);
+    h->d = MHD_start_daemon(flags, (uint16_t)cfg->port, accept_policy, h, handler, ctx,
                             MHD_OPTION_SOCK_ADDR, ai->ai_addr,
                             MHD_OPTION_THREAD_POOL_SIZE, threads,
                             MHD_OPTION_CONNECTION_TIMEOUT, cfg->conn_timeout_s,
-                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
-                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(32 * 1024),
+                            MHD_OPTION_CONNECTION_LIMIT, limit,
+                            MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->max_conn_per_ip,
+                            MHD_OPTION_LISTEN_BACKLOG_SIZE, LISTEN_BACKLOG,
+                            MHD_OPTION_NOTIFY_CONNECTION, notify_conn, h,
+                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, SRV_CONN_MEMORY,
                             MHD_OPTION_NOTIFY_COMPLETED, completed, ctx,
+                            MHD_OPTION_URI_LOG_CALLBACK, uri_log, ctx,
+                            MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
                             MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                             MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!h->d) {
         snprintf(err, cap, "cannot listen on %s:%d (address in use, or not an address of "
                  "this host?)", cfg->host, cfg->port);
+        sweeper_stop(h);
+        free(h->timeout_resp);
         free(h);
         return NULL;
     }
@@ -661,6 +1087,8 @@ void srv_http_stop(struct srv_http *h)
 {
     if (!h)
         return;
+    sweeper_stop(h);
     MHD_stop_daemon(h->d);
+    free(h->timeout_resp);
     free(h);
 }

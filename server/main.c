@@ -152,8 +152,9 @@ static void log_listening(const struct srv_config *cfg, int port, int workers, i
     proto_buf_puts(&b, "\"host\":");
     proto_buf_json_str(&b, cfg->host);
     proto_buf_printf(&b, ",\"port\":%d,\"workers\":%d,\"http_threads\":%d,\"queue\":%d,"
-                     "\"deadline_ms\":%ld,\"kernels\":\"%s\",\"models\":", port, workers, threads,
-                     cfg->queue, cfg->deadline_ms, eng_kernels(NULL));
+                     "\"deadline_ms\":%ld,\"batch_delay_us\":%ld,\"kernels\":\"%s\",\"models\":",
+                     port, workers, threads, cfg->queue, cfg->deadline_ms, cfg->batch_delay_us,
+                     eng_kernels(NULL));
     proto_buf_json_str(&b, cfg->models);
     proto_buf_putc(&b, 0);
     if (!proto_buf_failed(&b))
@@ -248,7 +249,7 @@ int main(int argc, char **argv)
     int rc = 1;
     struct srv_http *http = NULL;
     ctx.metrics = srv_metrics_new();
-    ctx.pool = srv_pool_new(workers, cfg.queue);
+    ctx.pool = srv_pool_new(workers, cfg.queue, (int64_t)cfg.batch_delay_us * 1000, ENG_TILE_ROWS);
     ctx.repo = ctx.metrics ? srv_repo_new(cfg.models, ctx.metrics) : NULL;
     if (!ctx.metrics || !ctx.pool || !ctx.repo) {
         srv_logf(SRV_LOG_ERROR, "startup_failed", "out of memory or cannot start threads");

@@ -1,6 +1,7 @@
 /*
  * ctl_http.h — innctl's HTTP client: one request to the daemon over libcurl, with
- * timeouts and retries of 429/503 answers that honour Retry-After.
+ * timeouts and retries of transient 429/503 answers that honour Retry-After (a 503
+ * model_unavailable for a model that failed to load is permanent: not retried).
  */
 #ifndef INNSERVE_CTL_HTTP_H
 #define INNSERVE_CTL_HTTP_H
@@ -12,7 +13,7 @@
 struct ctl_http_opts {
     const char *base_url; /* e.g. "http://127.0.0.1:8080" (no trailing slash needed) */
     double timeout_s;     /* whole request; <= 0: none */
-    int retries;          /* how often a 429/503 is retried */
+    int retries;          /* how often a transient 429/503 is retried */
     double max_wait_s;    /* cap on one Retry-After wait */
 };
 
