@@ -135,8 +135,8 @@ test-e2e: $(BINS) $(E2E_BIN)
 	  INNSERVE_BIN=$(BUILD)/innserve INNCTL_BIN=$(BUILD)/innctl $$t || fail="$$fail $$t"; done; \
 	[ -z "$$fail" ] || { echo "FAILED:$$fail"; exit 1; }
 
-# Every example of README.md, docs/*.md, deploy/README.md and clients/python/README.md (curl,
-# innctl, Python), run against the built daemon serving models/ (what `make run` serves),
+# Every example of the repository's Markdown files (README.md, docs/, deploy/, clients/python/,
+# tests/fixtures/: curl, innctl, Python), run against the built daemon serving models/ (what `make run` serves),
 # outputs compared exactly (tests/docs/run_docs.py, docs/architecture.md "The documents are
 # tests"; tests/docs/test_run_docs.py first checks that the runner fails on wrong documents;
 # under a minute; DOCS_ARGS="--only docs/clients.md" runs one document, "--update"

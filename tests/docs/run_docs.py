@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """tests/docs/run_docs.py — the documentation's examples, run against the real daemon.
 
-Every example in README.md and the documents under docs/ (and the other Markdown files given)
-is executed and its output compared with what the document shows, exactly.  A document whose
+Every example of the repository's Markdown files (README.md, docs/, deploy/README.md,
+clients/python/README.md, tests/fixtures/README.md...; or only the files given) is executed
+and its output compared with what the document shows, exactly.  A document whose
 example no longer holds fails `make test-docs` (part of `make check` and `make test`).
 
 What runs
@@ -74,9 +75,20 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEFAULT_FILES = ["README.md"] + sorted(
-    os.path.join("docs", f) for f in os.listdir(os.path.join(ROOT, "docs")) if f.endswith(".md")) + [
-    "deploy/README.md", "clients/python/README.md"]
+
+
+def markdown_files():
+    """Every Markdown file of the repository (README.md first, then by path), build outputs
+    and hidden directories left out."""
+    out = []
+    for d, dirs, files in os.walk(ROOT):
+        dirs[:] = sorted(x for x in dirs if not x.startswith((".", "build")) and x != "node_modules"
+                         and x != "__pycache__")
+        out += [os.path.relpath(os.path.join(d, f), ROOT) for f in files if f.endswith(".md")]
+    return sorted(out, key=lambda p: (p != "README.md", p))
+
+
+DEFAULT_FILES = markdown_files()
 FENCE = re.compile(r"^(\s*)```([A-Za-z0-9_+-]*)\s*$")
 SKIP = re.compile(r"<!--\s*doc-test:\s*not run:\s*(\S.*?)\s*-->")
 CALLS = re.compile(r"(^\s*|^\$\s+|[;&|(]\s*)(sudo\s+)?(\S*/)?(curl|innctl|innserve)\b")
