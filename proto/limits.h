@@ -31,6 +31,7 @@
 #define PROTO_DEF_NUM_SAMPLES        1000         /* num_samples when absent */
 #define PROTO_MAX_SEED               9007199254740991.0 /* 2^53 - 1: seeds survive JSON doubles */
 #define PROTO_MAX_FIELD_NAME         64           /* longest field name quoted in a message */
+#define PROTO_AUTH_TOKEN_MAX_BYTES   4096         /* longest bearer token (--auth-token-file) */
 
 /* Values in force.  A plain value struct: copy it freely. */
 struct proto_limits {

@@ -79,6 +79,15 @@ static const struct opt OPTS[] = {
      "temperature"},
     {"kernels", K_STR, OFF(kernels), 0, 0, "compute kernels: auto (the best this CPU runs), "
      "avx512, avx2 or portable; every path gives the same bits"},
+    {"auth-token-file", K_STR, OFF(auth_token_file), 0, 0, "require 'Authorization: Bearer "
+     "TOKEN' on every request; FILE holds the token on one line (SIGHUP re-reads it); "
+     "answers without it are 401"},
+    {"auth-probes", K_STR, OFF(auth_probes), 0, 0, "with --auth-token-file: open (the "
+     "health probes /healthz, /readyz, /v2/health/live and /v2/health/ready answer without "
+     "the token) or protected (they need it too)"},
+    {"tls-cert", K_STR, OFF(tls_cert), 0, 0, "serve HTTPS only, with this PEM certificate "
+     "(chain); needs --tls-key"},
+    {"tls-key", K_STR, OFF(tls_key), 0, 0, "PEM private key of --tls-cert (unencrypted)"},
     {"check", K_STR, OFF(check), 0, 0, "load one checkpoint offline, print its certificate and "
      "test-vector verdict as JSON, exit 0 (ok) or 1"},
 };
@@ -99,6 +108,8 @@ static void defaults(struct srv_config *c)
     c->retry_after_s = 1;
     c->log_level = SRV_LOG_INFO;
     c->access_log = true;
+    c->auth_probes = strdup("open");
+    c->auth_probes_open = true;
     c->lim = proto_limits_default();
 }
 
@@ -108,7 +119,12 @@ void srv_config_free(struct srv_config *c)
     free(c->host);
     free(c->check);
     free(c->kernels);
+    free(c->auth_token_file);
+    free(c->auth_probes);
+    free(c->tls_cert);
+    free(c->tls_key);
     c->models = c->host = c->check = c->kernels = NULL;
+    c->auth_token_file = c->auth_probes = c->tls_cert = c->tls_key = NULL;
 }
 
 static bool parse_number(const char *s, double *out, double mult_k)
@@ -227,10 +243,35 @@ static void env_name(const char *flag, char *out, size_t cap)
     out[k] = 0;
 }
 
+/* The authentication and TLS options, once all are read: values and pairs that belong
+ * together.  Empty strings (INNSERVE_TLS_CERT= in a unit file) count as unset. */
+static bool check_security(struct srv_config *c, char *err, size_t cap)
+{
+    char **strs[] = {&c->auth_token_file, &c->tls_cert, &c->tls_key};
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
+        if (*strs[i] && !**strs[i]) {
+            free(*strs[i]);
+            *strs[i] = NULL;
+        }
+    if (!strcmp(c->auth_probes, "open") || !strcmp(c->auth_probes, "protected")) {
+        c->auth_probes_open = !strcmp(c->auth_probes, "open");
+    } else {
+        snprintf(err, cap, "--auth-probes: '%s' is not open or protected", c->auth_probes);
+        return false;
+    }
+    if (!c->tls_cert != !c->tls_key) {
+        snprintf(err, cap, "%s is given without %s: HTTPS needs both the certificate and its "
+                 "key", c->tls_cert ? "--tls-cert" : "--tls-key",
+                 c->tls_cert ? "--tls-key" : "--tls-cert");
+        return false;
+    }
+    return true;
+}
+
 bool srv_config_parse(struct srv_config *c, int argc, char **argv, char *err, size_t cap)
 {
     defaults(c);
-    if (!c->models || !c->host) {
+    if (!c->models || !c->host || !c->auth_probes) {
         snprintf(err, cap, "out of memory");
         return false;
     }
@@ -281,7 +322,7 @@ bool srv_config_parse(struct srv_config *c, int argc, char **argv, char *err, si
         if (!set_opt(c, o, val, src, err, cap))
             return false;
     }
-    return true;
+    return check_security(c, err, cap);
 }
 
 /* The default of option o, formatted as a user would type it, from the defaults themselves
@@ -293,7 +334,11 @@ static void default_str(const struct srv_config *d, const struct opt *o, char *b
     size_t z;
     int lv;
     switch (o->kind) {
-    case K_STR: snprintf(buf, cap, "%s", *(char *const *)(base + o->off)); break;
+    case K_STR: {
+        const char *s = *(char *const *)(base + o->off);
+        snprintf(buf, cap, "%s", s ? s : "none");
+        break;
+    }
     case K_INT: snprintf(buf, cap, "%d", *(const int *)(base + o->off)); break;
     case K_UINT: snprintf(buf, cap, "%u", *(const unsigned *)(base + o->off)); break;
     case K_LONG: snprintf(buf, cap, "%ld", *(const long *)(base + o->off)); break;
@@ -346,7 +391,8 @@ void srv_config_help(void *out_file)
     fprintf(out, "  %-26s this text\n  %-26s print the version\n\n", "--help", "--version");
     fprintf(out,
             "Signals: SIGHUP reloads the repository (a model whose new file fails keeps its old\n"
-            "version); SIGTERM/SIGINT drain: /readyz answers 503, new work 503 + Retry-After,\n"
+            "version) and re-reads --auth-token-file (a bad file keeps the old token);\n"
+            "SIGTERM/SIGINT drain: /readyz answers 503, new work 503 + Retry-After,\n"
             "in-flight requests finish (up to --drain-timeout), then exit 0.\n"
             "Logs: JSON lines on stderr (events and one access line per request).\n");
 }

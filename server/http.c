@@ -2,7 +2,9 @@
  * http.c — libmicrohttpd glue, routing and the operational endpoints (http.h).
  *
  * Per request (struct req, in *req_cls):
- *   first call      route, method, media type and declared length checks (errors are
+ *   first call      the bearer token (--auth-token-file: a request without it is answered
+ *                   401 at once, before any body is read, and the connection closes); then
+ *                   route, method, media type and declared length checks (errors are
  *                   remembered, not queued), count in-flight
  *   body calls      append to the body buffer up to --max-body; beyond it, discard (and
  *                   drop the connection past PROTO_DISCARD_MAX_BYTES)
@@ -19,6 +21,7 @@
 #include "../proto/v2.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <pthread.h>
@@ -27,6 +30,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 /* Bytes of an oversized body read and dropped before the connection is closed instead. */
 #define PROTO_DISCARD_MAX_BYTES (64u << 20)
@@ -35,6 +39,9 @@ struct srv_http {
     struct MHD_Daemon *d;
     struct srv_ctx *ctx;
     int port;
+    char *cert, *key;           /* --tls-cert / --tls-key contents (PEM), NULL without TLS */
+    atomic_bool starting;       /* MHD_start_daemon running: keep its first error message */
+    char start_err[256];
 };
 
 struct req {
@@ -104,6 +111,8 @@ static enum MHD_Result queue(struct req *r, struct srv_response *s)
     }
     if (s->allow[0])
         MHD_add_response_header(mr, MHD_HTTP_HEADER_ALLOW, s->allow);
+    if (s->www_authenticate)
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_WWW_AUTHENTICATE, s->www_authenticate);
     if (s->model[0]) {
         MHD_add_response_header(mr, "X-Model", s->model);
         MHD_add_response_header(mr, "X-Model-Version", s->version);
@@ -394,6 +403,48 @@ static void remember(struct req *r, const struct proto_error *e)
         snprintf(r->resp.allow, sizeof r->resp.allow, "%s", r->match.allow);
 }
 
+/* Routes that answer without the bearer token while --auth-probes is open: the health
+ * probes, so an orchestrator's liveness and readiness checks need no secret. */
+static bool is_probe(const struct proto_match *m)
+{
+    if (!m->route)
+        return false;
+    switch (m->route->id) {
+    case PROTO_R_HEALTHZ:
+    case PROTO_R_READYZ:
+    case PROTO_R_V2_LIVE:
+    case PROTO_R_V2_READY:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* --auth-token-file: true when the request may go on; otherwise r->resp is the 401. */
+static bool authorized(struct req *r)
+{
+    struct srv_ctx *ctx = r->ctx;
+    if (!ctx->auth || (ctx->cfg->auth_probes_open && is_probe(&r->match)))
+        return true;
+    const char *h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                MHD_HTTP_HEADER_AUTHORIZATION);
+    enum srv_auth_result a = srv_auth_check(ctx->auth, h);
+    if (a == SRV_AUTH_OK)
+        return true;
+    struct proto_error e;
+    if (a == SRV_AUTH_MISSING)
+        proto_errorf(&e, PROTO_E_UNAUTHORIZED, "this server requires a bearer token: send "
+                     "the header 'Authorization: Bearer <token>'");
+    else
+        proto_errorf(&e, PROTO_E_UNAUTHORIZED, "the bearer token is not valid (send "
+                     "'Authorization: Bearer <token>' with the server's current token)");
+    srv_response_error(&r->resp, ctx, &e);
+    r->resp.www_authenticate = a == SRV_AUTH_MISSING
+                                   ? "Bearer realm=\"innserve\""
+                                   : "Bearer realm=\"innserve\", error=\"invalid_token\"";
+    return false;
+}
+
 static enum MHD_Result first_call(struct srv_ctx *ctx, struct MHD_Connection *conn,
                                   const char *url, const char *method, void **req_cls)
 {
@@ -414,6 +465,8 @@ static enum MHD_Result first_call(struct srv_ctx *ctx, struct MHD_Connection *co
     enum proto_code rc = proto_route_match(method, url, &r->match, &e);
     if (r->match.route)
         r->operation = r->match.route->operation;
+    if (!authorized(r))
+        return queue(r, &r->resp); /* nothing else is said; the body is never read */
     if (rc != PROTO_OK) {
         remember(r, &e);
         return MHD_YES;
@@ -563,12 +616,72 @@ static void completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
+    struct srv_http *h = cls;
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
     size_t n = strlen(msg);
     while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
         msg[--n] = 0;
+    if (h && atomic_load(&h->starting) && !h->start_err[0])
+        snprintf(h->start_err, sizeof h->start_err, "%s", msg);
     srv_logf(SRV_LOG_DEBUG, "mhd", "%s", msg);
+}
+
+/* Bytes of a PEM file for --tls-cert / --tls-key (NUL-terminated, malloc'd), checked to
+ * hold a `-----BEGIN ...` block of the expected kind.  NULL with err naming the file. */
+#define TLS_PEM_MAX_BYTES (1u << 20)
+static char *read_pem(const char *path, const char *flag, bool key, char *err, size_t cap)
+{
+    FILE *f = fopen(path, "rbe");
+    if (!f) {
+        snprintf(err, cap, "%s %s: cannot open: %s", flag, path, strerror(errno));
+        return NULL;
+    }
+    char *buf = malloc(TLS_PEM_MAX_BYTES + 1);
+    size_t n = buf ? fread(buf, 1, TLS_PEM_MAX_BYTES + 1, f) : 0;
+    bool rd_err = ferror(f);
+    struct stat st;
+    bool world = fstat(fileno(f), &st) == 0 && (st.st_mode & S_IROTH);
+    fclose(f);
+    const char *why = NULL;
+    if (!buf)
+        why = "out of memory";
+    else if (rd_err)
+        why = "cannot read it";
+    else if (n > TLS_PEM_MAX_BYTES)
+        why = "larger than 1 MiB: not a PEM file";
+    if (!why) {
+        buf[n] = 0;
+        if (memchr(buf, 0, n))
+            why = "it holds NUL bytes: not a PEM file (DER certificates and keys must be "
+                  "converted to PEM)";
+        else if (!key && !strstr(buf, "-----BEGIN CERTIFICATE-----"))
+            why = "no '-----BEGIN CERTIFICATE-----' block: not a PEM certificate";
+        else if (key && strstr(buf, "-----BEGIN ENCRYPTED PRIVATE KEY-----"))
+            why = "the key is encrypted; innserve needs it unencrypted (protect the file "
+                  "instead)";
+        else if (key && !strstr(buf, "PRIVATE KEY-----"))
+            why = "no '-----BEGIN ... PRIVATE KEY-----' block: not a PEM private key";
+    }
+    if (why) {
+        snprintf(err, cap, "%s %s: %s", flag, path, why);
+        if (buf)
+            explicit_bzero(buf, n < TLS_PEM_MAX_BYTES ? n : TLS_PEM_MAX_BYTES);
+        free(buf);
+        return NULL;
+    }
+    if (key && world)
+        srv_logf(SRV_LOG_WARN, "tls_key_readable", "%s is readable by every user of this "
+                 "machine; make it readable only by innserve (chmod 600)", path);
+    return buf;
+}
+
+static void free_secret(char *s)
+{
+    if (s) {
+        explicit_bzero(s, strlen(s));
+        free(s);
+    }
 }
 
 struct srv_http *srv_http_start(struct srv_ctx *ctx, char *err, size_t cap)
@@ -594,6 +707,24 @@ struct srv_http *srv_http_start(struct srv_ctx *ctx, char *err, size_t cap)
     h->ctx = ctx;
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_ERROR_LOG;
+    if (cfg->tls_cert) {
+        if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+            snprintf(err, cap, "--tls-cert: this libmicrohttpd was built without TLS support "
+                     "(GnuTLS)");
+            freeaddrinfo(ai);
+            free(h);
+            return NULL;
+        }
+        h->cert = read_pem(cfg->tls_cert, "--tls-cert", false, err, cap);
+        h->key = h->cert ? read_pem(cfg->tls_key, "--tls-key", true, err, cap) : NULL;
+        if (!h->key) {
+            free_secret(h->cert);
+            freeaddrinfo(ai);
+            free(h);
+            return NULL;
+        }
+        flags |= MHD_USE_TLS;
+    }
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     unsigned threads = (unsigned)cfg->http_threads;
@@ -601,19 +732,32 @@ struct srv_http *srv_http_start(struct srv_ctx *ctx, char *err, size_t cap)
         int c = srv_cpu_count();
         threads = (unsigned)(c < 4 ? c : 4);
     }
+    atomic_store(&h->starting, true);
+    /* without TLS the certificate options are NULL and end the option list early */
     h->d = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, handler, ctx,
+                            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, /* first: sees everything */
                             MHD_OPTION_SOCK_ADDR, ai->ai_addr,
                             MHD_OPTION_THREAD_POOL_SIZE, threads,
                             MHD_OPTION_CONNECTION_TIMEOUT, cfg->conn_timeout_s,
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(32 * 1024),
                             MHD_OPTION_NOTIFY_COMPLETED, completed, ctx,
-                            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+                            h->cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, h->cert,
+                            MHD_OPTION_HTTPS_MEM_KEY, h->key,
                             MHD_OPTION_END);
+    atomic_store(&h->starting, false);
     freeaddrinfo(ai);
     if (!h->d) {
-        snprintf(err, cap, "cannot listen on %s:%d (address in use, or not an address of "
-                 "this host?)", cfg->host, cfg->port);
+        if (h->cert)
+            snprintf(err, cap, "cannot start HTTPS on %s:%d with --tls-cert %s and --tls-key "
+                     "%s: %s", cfg->host, cfg->port, cfg->tls_cert, cfg->tls_key,
+                     h->start_err[0] ? h->start_err : "libmicrohttpd refused them (does the "
+                     "key belong to the certificate? is the address in use?)");
+        else
+            snprintf(err, cap, "cannot listen on %s:%d (address in use, or not an address "
+                     "of this host?)", cfg->host, cfg->port);
+        free_secret(h->cert);
+        free_secret(h->key);
         free(h);
         return NULL;
     }
@@ -632,5 +776,7 @@ void srv_http_stop(struct srv_http *h)
     if (!h)
         return;
     MHD_stop_daemon(h->d);
+    free_secret(h->cert);
+    free_secret(h->key);
     free(h);
 }
