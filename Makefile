@@ -9,6 +9,8 @@
 #                   check, then the deployment tests (container image, compose, `make run`)
 #   make bench      engine vs PyTorch(+FrEIA), ONNX Runtime and the sgemm/FMA peaks (docs/performance.md)
 #   make deps       install the Debian packages the build and tests need
+#   make fuzz       libFuzzer targets (clang) and their seed corpora in build-fuzz/; make test-fuzz
+#                   runs each briefly (part of check; docs/fuzzing.md runs them for hours)
 #
 # SANITIZE=1 builds into build-san/ with -fsanitize=address,undefined.
 # BUILDDIR=dir builds into dir/ (and dir-san/) instead of build/.
@@ -55,7 +57,7 @@ MHD_LIBS   := $(shell pkg-config --libs libmicrohttpd 2>/dev/null || echo -lmicr
 CURL_LIBS  := $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
 BINS       := $(BUILD)/innserve $(if $(CTL_SRC),$(BUILD)/innctl)
 
-.PHONY: all check test test-unit test-e2e test-python test-docs test-san bench run deps clean help fixtures lint bench-iresnet bench-server test-tsan
+.PHONY: all check test test-unit test-e2e test-python test-docs test-san bench run deps clean help fixtures lint bench-iresnet bench-server test-tsan fuzz test-fuzz
 all: $(BUILD)/libinnengine.a $(BINS) $(UNIT_BIN) $(E2E_BIN)
 
 Q := @
@@ -143,7 +145,7 @@ test-san:
 
 # The fast tier: no root, installs nothing.  Every step runs; the failed ones are listed.
 # CHECK_MISSING=fail (make test) fails a step whose packages are missing instead of skipping it.
-CHECK_STEPS := test-unit test-e2e test-python test-san
+CHECK_STEPS := test-unit test-e2e test-python test-san test-fuzz
 CHECK_MISSING ?= skip
 check: all
 	@fail=; for s in $(CHECK_STEPS); do echo "==== make $$s"; \
@@ -174,10 +176,10 @@ lint:
 	@! grep -nE '\b(strcpy|strcat|sprintf|atoi|strtok|gets)\s*\(' $(ENGINE_SRC) $(PROTO_SRC) $(SERVER_SRC) || (echo "banned function used"; false)
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz
 
 help:
-	@sed -n '1,16p' Makefile
+	@sed -n '1,18p' Makefile
 
 # ---- benchmarks (docs/performance.md) ----
 $(BUILD)/bench_engine: $(BUILD)/bench/bench_engine.o $(BUILD)/libinnengine.a
@@ -253,6 +255,58 @@ test-make-run:
 	bash deploy/test-make-run.sh
 
 test-deploy: test-manifests test-image test-compose test-make-run
+
+# ---- fuzzing (docs/fuzzing.md) ----
+# libFuzzer targets built with clang under ASan+UBSan into build-fuzz/: the request parsers
+# (JSON and V2) against the shipped models, the checkpoint loader (bytes -> model -> every
+# operation) and the HTTP helpers (routes, negotiation, escaping, number printers, CSV/NPY).
+# `make test-fuzz` runs each for FUZZ_SECONDS on its seed corpus (tests/fuzz/corpus/<target>
+# and the fixtures, gathered by tests/fuzz/seeds.py); any crash, leak or UB fails it.
+FUZZ_CC      ?= clang
+FUZZ_BUILD   := build-fuzz
+FUZZ_TARGETS := request loader http
+FUZZ_SECONDS ?= 25
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -O1 -g -fno-trapping-math -ffp-contract=off $(WARN) \
+                $(FUZZ_SAN) -pthread -DFUZZ_MODELS_DIR='"$(CURDIR)/models"'
+FUZZ_LIB_OBJ := $(patsubst %.c,$(FUZZ_BUILD)/obj/%.o,$(ENGINE_SRC) $(PROTO_SRC))
+FUZZ_BINS    := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
+# clang and its libFuzzer runtime (Debian: clang, libclang-rt-14-dev) link a trivial target
+FUZZ_PROBE   := echo 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return 0; }' \
+                | $(FUZZ_CC) -fsanitize=fuzzer,address,undefined -x c - -o /dev/null
+
+$(FUZZ_BUILD)/obj/%.o: %.c $(wildcard engine/*.h engine/blocks/*.h proto/*.h)
+	@mkdir -p $(dir $@)
+	@echo "  CC(fuzz) $<"
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link $(BLAS_CFLAGS) -c $< -o $@
+ifneq ($(findstring x86_64,$(shell $(CC) -dumpmachine)),)
+$(FUZZ_BUILD)/obj/engine/kern_avx2.o: FUZZ_CFLAGS += -mavx2 -mfma
+$(FUZZ_BUILD)/obj/engine/kern_avx512.o: FUZZ_CFLAGS += -mavx512f -mavx2 -mfma
+endif
+
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LIB_OBJ)
+	@echo "  LD $@"
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $< $(FUZZ_LIB_OBJ) -o $@ $(LDLIBS)
+
+fuzz:
+	@$(call need,$(FUZZ_PROBE),clang with libFuzzer (clang libclang-rt-14-dev)); \
+	$(MAKE) --no-print-directory $(FUZZ_BINS) && python3 tests/fuzz/seeds.py $(FUZZ_BUILD)/corpus
+
+# Each target for FUZZ_SECONDS (3 targets: ~75 s in all) on a scratch copy of its seeds;
+# new inputs stay in build-fuzz/corpus-run/<target>, crashes in build-fuzz/crash-*.
+test-fuzz:
+	@$(call need,$(FUZZ_PROBE),clang with libFuzzer (clang libclang-rt-14-dev)); \
+	$(MAKE) --no-print-directory fuzz || exit 1; \
+	fail=; for t in $(FUZZ_TARGETS); do echo "== fuzz_$$t ($(FUZZ_SECONDS) s)"; \
+	  mkdir -p $(FUZZ_BUILD)/corpus-run/$$t; \
+	  $(FUZZ_BUILD)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+	    -max_len=$$(cat $(FUZZ_BUILD)/corpus/$$t.max_len) \
+	    $$( [ -f tests/fuzz/$$t.dict ] && echo -dict=tests/fuzz/$$t.dict ) \
+	    -artifact_prefix=$(FUZZ_BUILD)/crash-$$t- -print_final_stats=1 \
+	    $(FUZZ_BUILD)/corpus-run/$$t $(FUZZ_BUILD)/corpus/$$t 2>$(FUZZ_BUILD)/fuzz_$$t.log \
+	    || { tail -40 $(FUZZ_BUILD)/fuzz_$$t.log; fail="$$fail fuzz_$$t"; }; \
+	  grep -E '^stat::number_of_executed_units|^Done' $(FUZZ_BUILD)/fuzz_$$t.log; done; \
+	[ -z "$$fail" ] || { echo "FAILED:$$fail (inputs in $(FUZZ_BUILD)/crash-*)"; exit 1; }
 
 # ThreadSanitizer: the daemon built with -fsanitize=thread, driven by the server e2e suites
 # (a race makes the daemon exit 66, which the suites check).

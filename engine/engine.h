@@ -21,9 +21,10 @@
 #ifndef INNSERVE_ENGINE_H
 #define INNSERVE_ENGINE_H
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <stdbool.h>
 
 #define ENG_ERR_LEN 512
 #define ENG_WARN_UNUSED __attribute__((warn_unused_result))
@@ -41,6 +42,7 @@ enum eng_status {
     ENG_ERR_UNSUPPORTED, /* operation not defined for this model kind */
     ENG_ERR_NUMERIC,     /* the computation produced a non-finite value or did not converge */
     ENG_ERR_ARG,         /* an argument is out of range (temperature, counts, ...) */
+    ENG_ERR_CANCELLED,   /* the workspace's cancel flag was set (eng_ws_set_cancel) */
     ENG_STATUS_COUNT
 };
 
@@ -94,6 +96,14 @@ ENG_WARN_UNUSED enum eng_status eng_model_load(const char *path, struct eng_mode
 ENG_WARN_UNUSED enum eng_status eng_model_load_ex(const char *path, unsigned flags,
                                                   struct eng_model **out,
                                                   char err[ENG_ERR_LEN]);
+/* Same from a checkpoint's bytes in memory (bytes[0..len): what a .safetensors file
+ * holds); label names it in messages and may be NULL ("<memory>").  The bytes are borrowed
+ * for the call only: the model keeps copies of what it uses.  The file-based loads go
+ * through the same code after reading the file.  Thread safe. */
+ENG_WARN_UNUSED enum eng_status eng_model_load_mem(const void *bytes, size_t len,
+                                                   const char *label, unsigned flags,
+                                                   struct eng_model **out,
+                                                   char err[ENG_ERR_LEN]);
 /* Reference counting (atomic).  unref(NULL) is a no-op; the last unref frees. */
 struct eng_model *eng_model_ref(struct eng_model *m);
 void eng_model_unref(struct eng_model *m);
@@ -108,6 +118,15 @@ const struct eng_info *eng_model_info(const struct eng_model *m);
 struct eng_ws *eng_ws_new(void);
 void eng_ws_free(struct eng_ws *ws);
 ENG_WARN_UNUSED enum eng_status eng_ws_reserve(struct eng_ws *ws, const struct eng_model *m);
+
+/* Cooperative cancellation.  While a workspace carries a cancel flag (borrowed: it must
+ * stay valid until it is replaced or cleared with NULL), every operation run with it reads
+ * the flag before each tile of rows or samples (and eng_preimage before each step): once
+ * another thread has set it, forward / inverse / log_prob / sample stop there and return
+ * ENG_ERR_CANCELLED with their outputs partly written, and eng_preimage returns the best
+ * solutions found so far, as when its time limit passes.  So the work left after a cancel
+ * is at most one tile.  Reading the flag allocates nothing and takes no lock. */
+void eng_ws_set_cancel(struct eng_ws *ws, const atomic_bool *flag);
 
 /* ---- Operations --------------------------------------------------------------------
  * n rows.  y is the observation: the condition of a cinn (n x dims.y, or one row

@@ -280,7 +280,8 @@ static void pack_group(const struct kern_gemm *g, int j0, int np, int k0, int kc
 
 /* One microkernel call with compile-time (mr, np) so it unrolls into registers. */
 #define UKR(MRC, NPC)                                                                             \
-    ukr(MRC, NPC, kc, A + (size_t)i0 * g->lda, g->lda, B, kstride, Y + (size_t)i0 * g->ldy,       \
+    ukr(MRC, NPC, kc, kc ? A + (size_t)i0 * g->lda : A, g->lda, B, kstride,                      \
+        Y + (size_t)i0 * g->ldy,                                                                  \
         g->ldy, ncols, imode, init, relu)
 
 /* NP1 is at most 2 (one superpanel) */
@@ -351,7 +352,12 @@ static void k_gemm(const struct kern_gemm *g)
             const int np = (ncols + 15) / 16;
             const float *B;
             size_t kstride;
-            if (packed) {
+            if (kc == 0) {
+                /* K == 0 (a layer without inputs, e.g. a subnet that reads only the
+                 * condition): y = init and the activation; A and B may be NULL */
+                B = NULL;
+                kstride = 0;
+            } else if (packed) {
                 B = kern_packed_at(g->b, g->n, K, j0, &kstride) + (size_t)k0 * kstride;
             } else {
                 pack_group(g, j0, np, k0, kc, buf);
@@ -361,7 +367,8 @@ static void k_gemm(const struct kern_gemm *g)
             const float *init = g->init ? g->init + j0 : NULL;
             float *Y = g->y + j0;
             const bool relu = last && g->act == ACT_RELU; /* fused in the microkernel */
-            group_rows(g, np, kc, g->a + k0, B, kstride, Y, ncols, imode, init, relu);
+            group_rows(g, np, kc, kc ? g->a + k0 : NULL, B, kstride, Y, ncols, imode, init,
+                       relu);
             if (last && g->act != ACT_NONE && !relu)
                 for (int i = 0; i < g->m; i++)
                     k_act(g->act, g->p1, g->p2, Y + (size_t)i * g->ldy, (size_t)ncols);

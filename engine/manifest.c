@@ -444,15 +444,12 @@ static enum eng_status build(struct ldr *L, struct eng_model *m, const cJSON *ro
     return st;
 }
 
-enum eng_status eng_model_load_ex(const char *path, unsigned flags, struct eng_model **out,
-                                  char err[ENG_ERR_LEN])
+/* The load from an opened container f (closed here, whatever happens); path names it in
+ * messages.  eng_model_load_ex and eng_model_load_mem differ only in how f is opened. */
+static enum eng_status load_file(struct st_file *f, const char *path, unsigned flags,
+                                 struct eng_model **out, char err[ENG_ERR_LEN])
 {
-    *out = NULL;
-    err[0] = '\0';
-    struct st_file *f = NULL;
-    enum eng_status st = st_open(path, &f, err);
-    if (st != ENG_OK)
-        return st;
+    enum eng_status st;
     struct eng_model *m = calloc(1, sizeof(*m));
     unsigned char *used = calloc((size_t)st_count(f) + 1, 1);
     if (!m || !used) {
@@ -528,6 +525,33 @@ done:
     }
     *out = m;
     return ENG_OK;
+}
+
+enum eng_status eng_model_load_ex(const char *path, unsigned flags, struct eng_model **out,
+                                  char err[ENG_ERR_LEN])
+{
+    *out = NULL;
+    err[0] = '\0';
+    struct st_file *f = NULL;
+    enum eng_status st = st_open(path, &f, err);
+    if (st != ENG_OK)
+        return st;
+    return load_file(f, path, flags, out, err);
+}
+
+enum eng_status eng_model_load_mem(const void *bytes, size_t len, const char *label,
+                                   unsigned flags, struct eng_model **out,
+                                   char err[ENG_ERR_LEN])
+{
+    *out = NULL;
+    err[0] = '\0';
+    if (!label)
+        label = "<memory>";
+    struct st_file *f = NULL;
+    enum eng_status st = st_open_mem(bytes, len, label, &f, err);
+    if (st != ENG_OK)
+        return st;
+    return load_file(f, label, flags, out, err);
 }
 
 enum eng_status eng_model_load(const char *path, struct eng_model **out, char err[ENG_ERR_LEN])

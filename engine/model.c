@@ -39,6 +39,7 @@ static const char *const status_str[ENG_STATUS_COUNT] = {
     [ENG_ERR_UNSUPPORTED] = "operation not defined for this model kind",
     [ENG_ERR_NUMERIC] = "numerical failure",
     [ENG_ERR_ARG] = "argument out of range",
+    [ENG_ERR_CANCELLED] = "cancelled",
 };
 
 const char *eng_status_str(enum eng_status st)
@@ -74,6 +75,11 @@ void eng_ws_free(struct eng_ws *ws)
     free(ws->f);
     free(ws->d);
     free(ws);
+}
+
+void eng_ws_set_cancel(struct eng_ws *ws, const atomic_bool *flag)
+{
+    ws->cancel = flag;
 }
 
 enum eng_status eng_ws_reserve(struct eng_ws *ws, const struct eng_model *m)
@@ -390,6 +396,11 @@ static enum eng_status check_out(const float *v, int rows, int cols, int ld, con
 
 /* ==== operations =========================================================================== */
 
+static enum eng_status cancelled(char *err, int done, int total, const char *what)
+{
+    return eng_errf(err, ENG_ERR_CANCELLED, "cancelled after %d of %d %s", done, total, what);
+}
+
 enum eng_status eng_forward(const struct eng_model *m, struct eng_ws *ws, int n, const float *x,
                             const float *y, int y_rows, float *z, float *y_out, double *log_det,
                             char err[ENG_ERR_LEN])
@@ -408,6 +419,8 @@ enum eng_status eng_forward(const struct eng_model *m, struct eng_ws *ws, int n,
     struct tile t = carve(m, ws);
     bool bc = y_rows == 1;
     for (int r0 = 0; r0 < n; r0 += ENG_TILE_ROWS) {
+        if (ws_cancelled(ws))
+            return cancelled(err, r0, n, "rows");
         int rows = n - r0 < ENG_TILE_ROWS ? n - r0 : ENG_TILE_ROWS;
         const float *xt = x + (size_t)r0 * d->x;
         const float *yt = y ? y + (bc ? 0 : (size_t)r0 * d->y) : NULL;
@@ -465,6 +478,8 @@ enum eng_status eng_inverse(const struct eng_model *m, struct eng_ws *ws, int n,
     bool bc = y_rows == 1;
     const int D = m->D;
     for (int r0 = 0; r0 < n; r0 += ENG_TILE_ROWS) {
+        if (ws_cancelled(ws))
+            return cancelled(err, r0, n, "rows");
         int rows = n - r0 < ENG_TILE_ROWS ? n - r0 : ENG_TILE_ROWS;
         const float *yt = y ? y + (bc ? 0 : (size_t)r0 * d->y) : NULL;
         load_latent(m, &t, rows, z + (size_t)r0 * d->z, yt, bc);
@@ -494,6 +509,8 @@ enum eng_status eng_log_prob(const struct eng_model *m, struct eng_ws *ws, int n
     struct tile t = carve(m, ws);
     bool bc = y_rows == 1;
     for (int r0 = 0; r0 < n; r0 += ENG_TILE_ROWS) {
+        if (ws_cancelled(ws))
+            return cancelled(err, r0, n, "rows");
         int rows = n - r0 < ENG_TILE_ROWS ? n - r0 : ENG_TILE_ROWS;
         const float *yt = y ? y + (bc ? 0 : (size_t)r0 * d->y) : NULL;
         fwd_tile(m, &t, rows, x + (size_t)r0 * d->x, yt, bc);
@@ -538,6 +555,8 @@ enum eng_status eng_sample(const struct eng_model *m, struct eng_ws *ws, const f
      * they stay full whichever calls the range is split into.  (Results do not depend on
      * the tile shape: every element is computed in a fixed order, engine/kern.h.) */
     for (int r0 = 0, rows; r0 < count; r0 += rows) {
+        if (ws_cancelled(ws))
+            return cancelled(err, r0, count, "samples");
         uint64_t abs0 = first + (uint64_t)r0;
         uint64_t room = ENG_TILE_ROWS - abs0 % ENG_TILE_ROWS;
         rows = (uint64_t)(count - r0) < room ? count - r0 : (int)room;

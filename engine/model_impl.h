@@ -91,7 +91,14 @@ struct eng_ws {
     size_t nf;
     double *d;
     size_t nd;
+    const atomic_bool *cancel; /* borrowed (eng_ws_set_cancel), NULL = none */
 };
+
+/* The workspace's cancel flag is set (eng_ws_set_cancel). */
+static inline bool ws_cancelled(const struct eng_ws *ws)
+{
+    return ws && ws->cancel && atomic_load_explicit(ws->cancel, memory_order_relaxed);
+}
 
 /* Write a message into err (may be NULL) and return st. */
 enum eng_status eng_errf(char *err, enum eng_status st, const char *fmt, ...)

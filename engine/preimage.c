@@ -40,8 +40,8 @@
  *
  * Determinism: every draw is eng_rng_normal(seed, PRE_STREAM + purpose, index, dim); no
  * global state, no threads of its own.  Bounded time: max_steps, PRE_POLISH_STEPS and
- * time_limit_s (checked every step; when it passes, the search stops and returns what it
- * has).  Memory: one allocation per call, freed before returning.
+ * time_limit_s and the workspace's cancel flag (checked every step; when the time passes or
+ * the flag is set, the search stops and returns what it has).  Memory: one allocation per call, freed before returning.
  */
 #include <float.h>
 #include <math.h>
@@ -99,7 +99,8 @@ static double now_s(void)
 
 static bool out_of_time(const struct pre *p)
 {
-    return p->o->time_limit_s > 0 && now_s() - p->t0 > p->o->time_limit_s;
+    return (p->o->time_limit_s > 0 && now_s() - p->t0 > p->o->time_limit_s) ||
+           ws_cancelled(p->ws);
 }
 
 static double gauss(const struct pre *p, enum stream s, uint64_t i, uint32_t j)

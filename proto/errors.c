@@ -71,6 +71,7 @@ enum proto_code proto_error_from_eng(struct proto_error *e, enum eng_status st,
     case ENG_ERR_UNSUPPORTED: c = PROTO_E_UNSUPPORTED; break;
     case ENG_ERR_NUMERIC: c = PROTO_E_NUMERIC; break;
     case ENG_ERR_NOMEM: c = PROTO_E_NOMEM; break;
+    case ENG_ERR_CANCELLED: c = PROTO_E_DEADLINE; break;
     default: c = PROTO_E_INTERNAL; break;
     }
     const char *m = eng_msg && eng_msg[0] ? eng_msg : eng_status_str(st);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* Largest double that rounds to a finite float32: FLT_MAX + half an ulp (exclusive). */
 #define F32_OVERFLOW 0x1.ffffffp127
@@ -48,6 +49,34 @@ static int scan(const char *s, size_t len, int max, size_t *where, size_t *value
     return 0;
 }
 
+/* Whether the parser stopped (at byte pos) on a NaN or Infinity literal, which JavaScript
+ * and Python's json module write but JSON does not have: NaN, nan, Infinity, inf, -Infinity,
+ * +inf, ... (letters in any case).  Then *at and *n give the literal as written. */
+static bool non_finite_literal(const char *s, size_t len, size_t pos, size_t *at, size_t *n)
+{
+    if (pos >= len)
+        return false;
+    size_t i = pos;
+    if (i > 0 && (s[i - 1] == '-' || s[i - 1] == '+') && s[i] != '-' && s[i] != '+')
+        i--; /* the parser may stop after the sign */
+    size_t start = i;
+    if (s[i] == '-' || s[i] == '+')
+        i++;
+    size_t w = i;
+    while (w < len && w - i < 16 && ((s[w] >= 'a' && s[w] <= 'z') || (s[w] >= 'A' && s[w] <= 'Z')))
+        w++;
+    static const char *const words[] = {"nan", "inf", "infinity"};
+    for (size_t k = 0; k < sizeof words / sizeof words[0]; k++) {
+        size_t wl = strlen(words[k]);
+        if (w - i == wl && !strncasecmp(s + i, words[k], wl)) {
+            *at = start;
+            *n = w - start;
+            return true;
+        }
+    }
+    return false;
+}
+
 enum proto_code proto_json_parse(const char *body, size_t len, int max_depth,
                                  long max_elements, cJSON **out, struct proto_error *e)
 {
@@ -68,6 +97,11 @@ enum proto_code proto_json_parse(const char *body, size_t len, int max_depth,
     cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
     if (!root) {
         size_t pos = end && end >= body && end <= body + len ? (size_t)(end - body) : 0;
+        size_t lit, n;
+        if (non_finite_literal(body, len, pos, &lit, &n))
+            return proto_errorf(e, PROTO_E_JSON, "%.*s is not a JSON number (JSON has no NaN or "
+                                "Infinity); send finite numbers (the body is not valid JSON: "
+                                "error near byte %zu)", (int)n, body + lit, lit);
         return proto_errorf(e, PROTO_E_JSON, "the body is not valid JSON (error near byte "
                             "%zu)", pos);
     }

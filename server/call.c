@@ -444,15 +444,16 @@ static void build(struct srv_call *c, struct srv_response *out)
     snprintf(out->model, sizeof out->model, "%s", c->ver->name);
     snprintf(out->version, sizeof out->version, "%s", c->ver->version);
     snprintf(out->sha256, sizeof out->sha256, "%s", info->sha256);
-    if (c->err_unit >= 0) {
-        srv_response_error(out, c->ctx, &c->err);
-        return;
-    }
     if (atomic_load(&c->job.cancel)) {
-        /* units were skipped without an error: a worker had no workspace */
+        /* cancelled while no deadline or drain claimed the call: a worker had no
+         * workspace (units were skipped; running ones stopped with ENG_ERR_CANCELLED) */
         struct proto_error e;
         proto_errorf(&e, PROTO_E_NOMEM, "out of memory for a worker's workspace");
         srv_response_error(out, c->ctx, &e);
+        return;
+    }
+    if (c->err_unit >= 0) {
+        srv_response_error(out, c->ctx, &c->err);
         return;
     }
     if (r->has_solver) {

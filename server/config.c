@@ -18,7 +18,9 @@
 #include <string.h>
 #include <strings.h>
 
-enum kind { K_STR, K_INT, K_LONG, K_SIZE, K_SECS, K_BOOL, K_LEVEL, K_DOUBLE, K_UINT };
+/* K_FLAG: a switch; on the command line it takes no value (--flag, or --flag=on|off), its
+ * variable takes on|off. */
+enum kind { K_STR, K_INT, K_LONG, K_SIZE, K_SECS, K_BOOL, K_FLAG, K_LEVEL, K_DOUBLE, K_UINT };
 
 struct opt {
     const char *name;  /* flag without "--" */
@@ -26,70 +28,73 @@ struct opt {
     size_t off;        /* offset in struct srv_config */
     double lo, hi;     /* numeric range */
     const char *help;
+    const char *arg;   /* the value's name in --help; NULL: from the kind (N, SIZE, ...) */
 };
 
 #define OFF(f) offsetof(struct srv_config, f)
 
 static const struct opt OPTS[] = {
     {"models", K_STR, OFF(models), 0, 0, "model repository: NAME.safetensors or "
-     "NAME/<version>/model.safetensors (highest version served)"},
-    {"host", K_STR, OFF(host), 0, 0, "address to bind; 0.0.0.0 or :: in containers"},
+     "NAME/<version>/model.safetensors (highest version served)", "DIR"},
+    {"allow-empty", K_FLAG, OFF(allow_empty), 0, 0, "an empty model repository is intended: "
+     "/readyz answers 200 with no models (without it, not ready until a model is READY)", NULL},
+    {"host", K_STR, OFF(host), 0, 0, "address to bind; 0.0.0.0 or :: in containers", "ADDR"},
     {"port", K_INT, OFF(port), 0, 65535, "TCP port; 0 picks a free one and logs it in the "
-     "\"listening\" line"},
+     "\"listening\" line", NULL},
     {"workers", K_INT, OFF(workers), 0, 1024, "compute threads; 0 = CPUs available (affinity "
-     "and cgroup quota)"},
+     "and cgroup quota)", NULL},
     {"http-threads", K_INT, OFF(http_threads), 0, 256, "libmicrohttpd epoll threads; 0 = "
-     "min(CPUs, 4)"},
+     "min(CPUs, 4)", NULL},
     {"queue", K_INT, OFF(queue), 1, 1000000, "jobs waiting for a worker before new ones get "
-     "503 + Retry-After"},
+     "503 + Retry-After", NULL},
     {"deadline-ms", K_LONG, OFF(deadline_ms), 1, 86400000, "per-request deadline from arrival; "
-     "past it the answer is 504"},
+     "past it the answer is 504", NULL},
     {"drain-timeout", K_SECS, OFF(drain_timeout_s), 0, 86400, "SIGTERM/SIGINT: how long "
-     "in-flight requests may take to finish before they are cancelled (seconds, or 500ms)"},
+     "in-flight requests may take to finish before they are cancelled (seconds, or 500ms)", NULL},
     {"conn-timeout", K_UINT, OFF(conn_timeout_s), 0, 86400, "close connections idle (or "
-     "sending a body) this long, in seconds; 0 = never"},
-    {"max-connections", K_INT, OFF(max_connections), 1, 1000000, "concurrent connections"},
-    {"retry-after", K_INT, OFF(retry_after_s), 0, 3600, "Retry-After seconds on 503"},
+     "sending a body) this long, in seconds; 0 = never", NULL},
+    {"max-connections", K_INT, OFF(max_connections), 1, 1000000, "concurrent connections", NULL},
+    {"retry-after", K_INT, OFF(retry_after_s), 0, 3600, "Retry-After seconds on 503", NULL},
     {"inline-rows", K_LONG, OFF(inline_rows), 0, 1000000, "forward/log_prob requests with at most "
-     "this many rows run on the HTTP thread, skipping the queue; 0 = never"},
-    {"log-level", K_LEVEL, OFF(log_level), 0, 0, "error, warn, info or debug"},
-    {"access-log", K_BOOL, OFF(access_log), 0, 0, "one JSON line per request on stderr: on|off "
-     "[on]"},
-    {"max-body", K_SIZE, OFF(lim.max_body_bytes), 1, 1e12, "request body bytes (413 above)"},
-    {"max-depth", K_INT, OFF(lim.max_json_depth), 2, 1000, "JSON nesting depth"},
+     "this many rows run on the HTTP thread, skipping the queue; 0 turns it off", NULL},
+    {"log-level", K_LEVEL, OFF(log_level), 0, 0, "error, warn, info or debug", NULL},
+    {"access-log", K_BOOL, OFF(access_log), 0, 0, "one JSON line per request on stderr", NULL},
+    {"max-body", K_SIZE, OFF(lim.max_body_bytes), 1, 1e12, "request body bytes (413 above)", NULL},
+    {"max-depth", K_INT, OFF(lim.max_json_depth), 2, 1000, "JSON nesting depth", NULL},
     {"max-elements", K_LONG, OFF(lim.max_elements), 1, 1e12, "numbers in one input tensor; "
-     "a body may hold 2x as many JSON values"},
-    {"max-rows", K_INT, OFF(lim.max_rows), 1, 1e9, "rows of x, z or y in one request"},
+     "a body may hold 2x as many JSON values", NULL},
+    {"max-rows", K_INT, OFF(lim.max_rows), 1, 1e9, "rows of x, z or y in one request", NULL},
     {"max-obs", K_INT, OFF(lim.max_obs), 1, 1e9, "observations (rows of y) in one sample "
-     "request"},
+     "request", NULL},
     {"max-samples", K_LONG, OFF(lim.max_samples), 1, 1e12, "n_obs x num_samples in one "
-     "request (413 above)"},
+     "request (413 above)", NULL},
     {"max-response", K_SIZE, OFF(lim.max_response_bytes), 1024, 1e13, "bytes of one answer; "
-     "larger ones are refused with 413 (ask for fewer samples or application/x-npy)"},
-    {"max-quantiles", K_INT, OFF(lim.max_quantiles), 1, 1000, "quantiles in one summary"},
+     "larger ones are refused with 413 (ask for fewer samples or application/x-npy)", NULL},
+    {"max-quantiles", K_INT, OFF(lim.max_quantiles), 1, 1000, "quantiles in one summary", NULL},
     {"max-solver-iter", K_INT, OFF(lim.max_solver_iter), 1, 1e9, "max_iter of a numeric "
-     "inverse"},
+     "inverse", NULL},
     {"max-preimage-targets", K_INT, OFF(lim.max_preimage_targets), 1, 1e6, "target rows of "
-     "one preimage request"},
+     "one preimage request", NULL},
     {"max-preimage-solutions", K_INT, OFF(lim.max_preimage_solutions), 1, 1e6, "num_solutions "
-     "of a preimage request"},
+     "of a preimage request", NULL},
     {"max-preimage-steps", K_INT, OFF(lim.max_preimage_steps), 1, 1e9, "max_steps of a "
-     "preimage request"},
+     "preimage request", NULL},
     {"max-temperature", K_DOUBLE, OFF(lim.max_temperature), 0, 1e6, "largest sample "
-     "temperature"},
+     "temperature", NULL},
     {"kernels", K_STR, OFF(kernels), 0, 0, "compute kernels: auto (the best this CPU runs), "
-     "avx512, avx2 or portable; every path gives the same bits"},
+     "avx512, avx2 or portable; every path gives the same bits", "NAME"},
     {"auth-token-file", K_STR, OFF(auth_token_file), 0, 0, "require 'Authorization: Bearer "
      "TOKEN' on every request; FILE holds the token on one line (SIGHUP re-reads it); "
-     "answers without it are 401"},
+     "answers without it are 401", "FILE"},
     {"auth-probes", K_STR, OFF(auth_probes), 0, 0, "with --auth-token-file: open (the "
      "health probes /healthz, /readyz, /v2/health/live and /v2/health/ready answer without "
-     "the token) or protected (they need it too)"},
+     "the token) or protected (they need it too)", "MODE"},
     {"tls-cert", K_STR, OFF(tls_cert), 0, 0, "serve HTTPS only, with this PEM certificate "
-     "(chain); needs --tls-key"},
-    {"tls-key", K_STR, OFF(tls_key), 0, 0, "PEM private key of --tls-cert (unencrypted)"},
+     "(chain); needs --tls-key", "FILE"},
+    {"tls-key", K_STR, OFF(tls_key), 0, 0, "PEM private key of --tls-cert (unencrypted)",
+     "FILE"},
     {"check", K_STR, OFF(check), 0, 0, "load one checkpoint offline, print its certificate and "
-     "test-vector verdict as JSON, exit 0 (ok) or 1"},
+     "test-vector verdict as JSON, exit 0 (ok) or 1", "FILE"},
 };
 
 #define N_OPTS (sizeof OPTS / sizeof OPTS[0])
@@ -169,7 +174,8 @@ static bool set_opt(struct srv_config *c, const struct opt *o, const char *val, 
         *dst = d;
         return true;
     }
-    case K_BOOL: {
+    case K_BOOL:
+    case K_FLAG: {
         bool *dst = (bool *)(base + o->off);
         if (!strcasecmp(val, "on") || !strcasecmp(val, "true") || !strcmp(val, "1") ||
             !strcasecmp(val, "yes"))
@@ -310,6 +316,8 @@ bool srv_config_parse(struct srv_config *c, int argc, char **argv, char *err, si
             return false;
         }
         const char *val = eq ? eq + 1 : NULL;
+        if (!val && o->kind == K_FLAG)
+            val = "on";
         if (!val) {
             if (a + 1 >= argc) {
                 snprintf(err, cap, "option --%s needs a value", o->name);
@@ -335,15 +343,17 @@ static void default_str(const struct srv_config *d, const struct opt *o, char *b
     int lv;
     switch (o->kind) {
     case K_STR: {
-        const char *s = *(char *const *)(base + o->off);
-        snprintf(buf, cap, "%s", s ? s : "none");
+        const char *v = *(char *const *)(base + o->off);
+        snprintf(buf, cap, "%s", v ? v : o->off == OFF(kernels) ? "auto" : "");
         break;
     }
     case K_INT: snprintf(buf, cap, "%d", *(const int *)(base + o->off)); break;
     case K_UINT: snprintf(buf, cap, "%u", *(const unsigned *)(base + o->off)); break;
     case K_LONG: snprintf(buf, cap, "%ld", *(const long *)(base + o->off)); break;
     case K_DOUBLE: case K_SECS: snprintf(buf, cap, "%g", *(const double *)(base + o->off)); break;
-    case K_BOOL: snprintf(buf, cap, "%s", *(const bool *)(base + o->off) ? "on" : "off"); break;
+    case K_BOOL: case K_FLAG:
+        snprintf(buf, cap, "%s", *(const bool *)(base + o->off) ? "on" : "off");
+        break;
     case K_LEVEL:
         lv = *(const int *)(base + o->off);
         snprintf(buf, cap, "%s", lv >= 0 && lv < 4 ? levels[lv] : "?");
@@ -362,6 +372,57 @@ static void default_str(const struct srv_config *d, const struct opt *o, char *b
     }
 }
 
+/* The value's name of option o in --help ("" for a switch). */
+static const char *arg_name(const struct opt *o)
+{
+    if (o->arg)
+        return o->arg;
+    switch (o->kind) {
+    case K_INT: case K_UINT: case K_LONG: return "N";
+    case K_SIZE: return "SIZE";
+    case K_SECS: return "SECONDS";
+    case K_BOOL: return "on|off";
+    case K_LEVEL: return "LEVEL";
+    case K_DOUBLE: return "X";
+    case K_STR: return "VALUE";
+    case K_FLAG: return "";
+    }
+    return "";
+}
+
+#define HELP_WIDTH 79   /* columns of --help */
+#define HELP_INDENT 29  /* where descriptions start */
+
+/* Prints text from column `col` (the cursor is there), wrapped at word boundaries so that
+ * no line passes HELP_WIDTH; continuation lines start at HELP_INDENT.  A word longer than
+ * a whole line gets a line of its own.  Ends with a newline. */
+static void put_wrapped(FILE *out, int col, const char *text)
+{
+    const char *p = text;
+    bool first = true;
+    while (*p) {
+        while (*p == ' ')
+            p++;
+        if (!*p)
+            break;
+        size_t w = strcspn(p, " ");
+        if (!first && col + 1 + (int)w > HELP_WIDTH) {
+            fprintf(out, "\n%*s", HELP_INDENT, "");
+            col = HELP_INDENT;
+            first = true;
+        }
+        if (!first) {
+            fputc(' ', out);
+            col++;
+        }
+        fprintf(out, "%.*s", (int)w, p);
+        col += (int)w;
+        first = false;
+        p += w;
+    }
+    fputc('\n', out);
+}
+
 void srv_config_help(void *out_file)
 {
     FILE *out = out_file;
@@ -369,31 +430,44 @@ void srv_config_help(void *out_file)
     defaults(&d);
     fprintf(out,
             "innserve %s — serves invertible neural networks over HTTP (docs/api.md)\n\n"
-            "usage: innserve [--models DIR] [--host H] [--port P] [options]\n"
-            "       innserve --check FILE\n\n"
+            "usage: innserve [--models DIR] [--host ADDR] [--port N] [options]\n"
+            "       innserve --check FILE\n"
+            "       innserve --help | --version\n\n"
             "Every option can also be set by an environment variable INNSERVE_<NAME>\n"
             "(upper case, '-' -> '_', e.g. INNSERVE_MAX_BODY=16M); flags win.\n"
             "Sizes take K/M/G suffixes (x1024).  [default]\n\n",
             SRV_VERSION);
     for (size_t i = 0; i < N_OPTS; i++) {
-        char env[64], flag[64];
-        env_name(OPTS[i].name, env, sizeof env);
-        snprintf(flag, sizeof flag, "--%s", OPTS[i].name);
-        if (OPTS[i].off == OFF(check)) {
-            fprintf(out, "  %-26s %s\n", flag, OPTS[i].help);
-            continue;
+        const struct opt *o = &OPTS[i];
+        char env[64], flag[64], text[512];
+        env_name(o->name, env, sizeof env);
+        const char *a = arg_name(o);
+        snprintf(flag, sizeof flag, "--%s%s%s", o->name, a[0] ? " " : "", a);
+        if (o->off == OFF(check)) {
+            snprintf(text, sizeof text, "%s", o->help);
+        } else {
+            char def[64];
+            default_str(&d, o, def, sizeof def);
+            snprintf(text, sizeof text, "%s [%s]", o->help, def[0] ? def : "unset");
         }
-        char def[64];
-        default_str(&d, &OPTS[i], def, sizeof def);
-        fprintf(out, "  %-26s %s [%s]\n  %-26s   env %s\n", flag, OPTS[i].help, def, "", env);
+        int col = fprintf(out, "  %-26s ", flag);
+        if (col > HELP_INDENT) {
+            fprintf(out, "\n%*s", HELP_INDENT, "");
+            col = HELP_INDENT;
+        }
+        put_wrapped(out, col, text);
+        if (o->off != OFF(check))
+            fprintf(out, "%*senv %s\n", HELP_INDENT + 2, "", env);
     }
     srv_config_free(&d);
     fprintf(out, "  %-26s this text\n  %-26s print the version\n\n", "--help", "--version");
     fprintf(out,
-            "Signals: SIGHUP reloads the repository (a model whose new file fails keeps its old\n"
-            "version) and re-reads --auth-token-file (a bad file keeps the old token);\n"
-            "SIGTERM/SIGINT drain: /readyz answers 503, new work 503 + Retry-After,\n"
-            "in-flight requests finish (up to --drain-timeout), then exit 0.\n"
+            "Signals: SIGHUP reloads the repository (a model whose new file fails keeps\n"
+            "its old version) and re-reads --auth-token-file (a bad file keeps the token in\n"
+            "force); SIGTERM/SIGINT drain: /readyz answers 503, new work 503 +\n"
+            "Retry-After, in-flight requests finish (up to --drain-timeout), then exit 0.\n"
+            "Readiness: /readyz answers 503 until a model is READY (with --allow-empty, an\n"
+            "empty repository is ready too).\n"
             "Logs: JSON lines on stderr (events and one access line per request).\n");
 }
 

@@ -15,6 +15,7 @@
 
 struct srv_config {
     char *models;          /* --models DIR */
+    bool allow_empty;      /* --allow-empty: ready with no models when the directory is empty */
     char *host;            /* --host */
     int port;              /* --port (0: ephemeral) */
     int workers;           /* --workers (0: CPUs, cgroup quota aware) */

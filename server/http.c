@@ -167,34 +167,64 @@ static enum MHD_Result answer_text(struct req *r, int status, const char *json)
 
 /* ---- operational endpoints ------------------------------------------------------------- */
 
-static bool is_ready(struct srv_ctx *ctx, struct proto_error *e)
-{
-    if (atomic_load(&ctx->draining)) {
-        proto_errorf(e, PROTO_E_DRAINING, "the server is shutting down");
-        return false;
-    }
-    if (!srv_repo_loaded(ctx->repo)) {
-        proto_errorf(e, PROTO_E_UNAVAILABLE, "the model repository is still loading");
-        return false;
-    }
-    return true;
-}
-
+/* GET /readyz and /v2/health/ready: 200 while not draining, once the first repository pass
+ * has completed, with at least one model READY (or, with --allow-empty, a readable
+ * repository that holds no models).  Otherwise 503 with the error envelope plus
+ * "ready": false, the model counts and "reasons" (srv_repo_ready). */
 static enum MHD_Result do_readyz(struct req *r, bool v2)
 {
-    struct proto_error e;
-    if (!is_ready(r->ctx, &e))
-        return answer_error(r, &e);
+    struct srv_ctx *ctx = r->ctx;
     int ready, loading, unav;
-    srv_repo_counts(r->ctx->repo, &ready, &loading, &unav);
+    srv_repo_counts(ctx->repo, &ready, &loading, &unav);
+    struct proto_buf reasons;
+    proto_buf_init(&reasons, 0);
+    char msg[1024];
+    enum proto_code code = PROTO_E_UNAVAILABLE;
+    bool ok;
+    if (atomic_load(&ctx->draining)) {
+        ok = false;
+        code = PROTO_E_DRAINING;
+        snprintf(msg, sizeof msg, "the server is shutting down");
+        proto_buf_puts(&reasons, "[\"the server is shutting down (SIGTERM or SIGINT): "
+                                 "draining\"]");
+    } else {
+        ok = srv_repo_ready(ctx->repo, ctx->cfg && ctx->cfg->allow_empty, msg, sizeof msg,
+                            &reasons);
+    }
     struct proto_buf b;
     proto_buf_init(&b, 0);
-    if (v2)
-        proto_buf_puts(&b, "{\"ready\":true}\n");
-    else
-        proto_buf_printf(&b, "{\"ready\":true,\"models\":{\"ready\":%d,\"loading\":%d,"
-                         "\"unavailable\":%d}}\n", ready, loading, unav);
-    return answer_buf(r, 200, "application/json", &b);
+    if (ok) {
+        proto_buf_free(&reasons);
+        if (v2)
+            proto_buf_puts(&b, "{\"ready\":true}\n");
+        else
+            proto_buf_printf(&b, "{\"ready\":true,\"models\":{\"ready\":%d,\"loading\":%d,"
+                             "\"unavailable\":%d}}\n", ready, loading, unav);
+        return answer_buf(r, 200, "application/json", &b);
+    }
+    proto_buf_puts(&b, "{\"error\":");
+    proto_buf_json_str(&b, msg);
+    proto_buf_printf(&b, ",\"code\":\"%s\",\"ready\":false,\"models\":{\"ready\":%d,"
+                     "\"loading\":%d,\"unavailable\":%d},\"reasons\":", proto_code_str(code),
+                     ready, loading, unav);
+    if (proto_buf_failed(&reasons))
+        b.state = PROTO_BUF_NOMEM;
+    else if (reasons.len)
+        proto_buf_put(&b, reasons.p, reasons.len);
+    proto_buf_puts(&b, "}\n");
+    proto_buf_free(&reasons);
+    if (proto_buf_failed(&b)) {
+        proto_buf_free(&b);
+        struct proto_error e;
+        proto_errorf(&e, code, "%s", msg);
+        return answer_error(r, &e);
+    }
+    struct srv_response s;
+    srv_response_init(&s);
+    srv_response_take(&s, 503, "application/json", &b);
+    s.code = proto_code_str(code);
+    s.retry_after = ctx->cfg && ctx->cfg->retry_after_s > 0 ? ctx->cfg->retry_after_s : 1;
+    return queue(r, &s);
 }
 
 static enum MHD_Result do_metrics(struct req *r)

@@ -109,6 +109,43 @@ static int check_file(const char *path)
     return ok ? 0 : 1;
 }
 
+/* After a repository pass (the first, or a SIGHUP reload that `failed` models failed): the
+ * first pass logs "ready" when the daemon is ready, a reload logs "reloaded"; a pass after
+ * which /readyz answers 503 (no model READY, an unreadable or empty directory) logs
+ * "not_ready" (warn) with the message and reasons /readyz gives. */
+static void log_pass(struct srv_ctx *ctx, bool first, int failed)
+{
+    int ready, loading, unav;
+    srv_repo_counts(ctx->repo, &ready, &loading, &unav);
+    struct proto_buf reasons;
+    proto_buf_init(&reasons, 0);
+    char msg[1024];
+    bool ok = srv_repo_ready(ctx->repo, ctx->cfg->allow_empty, msg, sizeof msg, &reasons);
+    char counts[160];
+    snprintf(counts, sizeof counts, "\"models_ready\":%d,\"models_unavailable\":%d,"
+             "\"failed\":%d", ready, unav, failed);
+    if (!first)
+        srv_log_line(SRV_LOG_INFO, "reloaded", counts);
+    else if (ok)
+        srv_log_line(SRV_LOG_INFO, "ready", counts);
+    if (!ok) {
+        struct proto_buf f;
+        proto_buf_init(&f, 0);
+        proto_buf_puts(&f, counts);
+        proto_buf_puts(&f, ",\"msg\":");
+        proto_buf_json_str(&f, msg);
+        proto_buf_puts(&f, ",\"reasons\":");
+        if (!proto_buf_failed(&reasons) && reasons.len)
+            proto_buf_put(&f, reasons.p, reasons.len);
+        else
+            proto_buf_puts(&f, "[]");
+        proto_buf_putc(&f, 0);
+        srv_log_line(SRV_LOG_WARN, "not_ready", proto_buf_failed(&f) ? counts : f.p);
+        proto_buf_free(&f);
+    }
+    proto_buf_free(&reasons);
+}
+
 static void log_listening(const struct srv_config *cfg, int port, int workers, int threads)
 {
     struct proto_buf b;
@@ -234,15 +271,7 @@ int main(int argc, char **argv)
     int threads = cfg.http_threads ? cfg.http_threads
                                    : (srv_cpu_count() < 4 ? srv_cpu_count() : 4);
     log_listening(&cfg, srv_http_port(http), workers, threads);
-    int failed = srv_repo_load(ctx.repo);
-    {
-        int ready, loading, unav;
-        srv_repo_counts(ctx.repo, &ready, &loading, &unav);
-        char f[160];
-        snprintf(f, sizeof f, "\"models_ready\":%d,\"models_unavailable\":%d,\"failed\":%d",
-                 ready, unav, failed);
-        srv_log_line(SRV_LOG_INFO, "ready", f);
-    }
+    log_pass(&ctx, true, srv_repo_load(ctx.repo));
     for (;;) {
         int s = next_signal(&sigs);
         if (s == SIGHUP) {
@@ -257,13 +286,7 @@ int main(int argc, char **argv)
                              "token stays in force", err);
             }
             srv_logf(SRV_LOG_INFO, "reload", "SIGHUP: rescanning %s", cfg.models);
-            int f = srv_repo_load(ctx.repo);
-            int ready, loading, unav;
-            srv_repo_counts(ctx.repo, &ready, &loading, &unav);
-            char fl[160];
-            snprintf(fl, sizeof fl, "\"models_ready\":%d,\"models_unavailable\":%d,"
-                     "\"failed\":%d", ready, unav, f);
-            srv_log_line(SRV_LOG_INFO, "reloaded", fl);
+            log_pass(&ctx, false, srv_repo_load(ctx.repo));
             continue;
         }
         srv_logf(SRV_LOG_INFO, "shutdown", "%s received", s == SIGTERM ? "SIGTERM" : "SIGINT");

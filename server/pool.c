@@ -4,7 +4,9 @@
  * One mutex guards the FIFO and the list of active jobs.  Workers sleep on `work`;
  * the monitor sleeps on `tick` until the earliest deadline (or a new submission).
  * Each worker creates its eng_ws once and keeps it for its lifetime, so after the first
- * request per model no allocation happens in the engine.
+ * request per model no allocation happens in the engine.  While a unit runs, the worker's
+ * workspace carries the job's cancel flag (eng_ws_set_cancel), so a cancelled job stops
+ * between engine tiles instead of at the end of its running units.
  */
 #include "pool.h"
 #include "../engine/engine.h"
@@ -82,9 +84,13 @@ static void *worker_main(void *arg)
             j->t_first = srv_now_ns();
         pthread_mutex_unlock(&p->mu);
         if (!atomic_load_explicit(&j->cancel, memory_order_acquire) &&
-            idx <= atomic_load_explicit(&j->skip_after, memory_order_acquire) && ws)
+            idx <= atomic_load_explicit(&j->skip_after, memory_order_acquire) && ws) {
+            /* the engine reads the job's cancel flag between tiles: a deadline or a drain
+             * stops a running unit after at most one tile */
+            eng_ws_set_cancel(ws, &j->cancel);
             j->unit(j, idx, ws);
-        else if (!ws)
+            eng_ws_set_cancel(ws, NULL);
+        } else if (!ws)
             atomic_store(&j->cancel, true);
         pthread_mutex_lock(&p->mu);
         bool call_done = false;

@@ -8,7 +8,8 @@
  * `done` is called exactly once on the worker that finished last.  A monitor thread
  * watches deadlines: when a job's deadline passes before it is done, `expired` is called
  * once (from the monitor thread), the job is cancelled (units not yet started are
- * skipped), and `done` still follows when the running units return.  `expired` and
+ * skipped, running ones stop at their next engine tile: the worker's workspace carries
+ * the job's cancel flag), and `done` still follows when the running units return.  `expired` and
  * `done` never run at the same time for a job, and `expired` never runs after `done`.
  *
  * The job struct is the caller's (embed it); it must stay valid until `done` returns.
@@ -30,7 +31,8 @@ struct srv_job {
     void (*expired)(struct srv_job *j);
     int n_units;
     int64_t deadline_ns;      /* CLOCK_MONOTONIC; 0 = none */
-    atomic_bool cancel;       /* set to skip units not yet started */
+    atomic_bool cancel;       /* set to skip units not yet started and stop running ones
+                                 between engine tiles (eng_ws_set_cancel) */
     atomic_int skip_after;    /* units with a larger index not yet started are skipped (a
                                  failed unit sets its own index: the units before it still
                                  run, so the error reported is the first one's, whatever

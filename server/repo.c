@@ -43,6 +43,7 @@ struct srv_repo {
     struct entry *e;
     int n;
     bool loaded;
+    char *dir_error;         /* why the last scan could not read the directory, or NULL */
 };
 
 /* ---- versions ------------------------------------------------------------------------ */
@@ -248,13 +249,18 @@ static void scan_versions(const char *dir, const char *name, struct entry *e)
     e->path = dupf("%s/%s/model.safetensors", sub, bestname);
 }
 
-/* Scan into a fresh array of entries (name, path/version or reason). */
-static int scan(const char *dir, struct entry **out)
+/* Scan into a fresh array of entries (name, path/version or reason).  When the directory
+ * cannot be opened, *dir_err (owned by the caller) says why and no entries are returned. */
+static int scan(const char *dir, struct entry **out, char **dir_err)
 {
     *out = NULL;
+    *dir_err = NULL;
     DIR *d = opendir(dir);
     if (!d) {
-        srv_logf(SRV_LOG_ERROR, "repository_unreadable", "%s: %s", dir, strerror(errno));
+        *dir_err = dupf("the models directory '%s' cannot be read: %s (--models, "
+                        "INNSERVE_MODELS)", dir, strerror(errno));
+        srv_logf(SRV_LOG_ERROR, "repository_unreadable", "%s",
+                 *dir_err ? *dir_err : "the models directory cannot be read");
         return 0;
     }
     struct entry *v = NULL;
@@ -378,6 +384,7 @@ void srv_repo_free(struct srv_repo *r)
         entry_free(&r->e[i]);
     free(r->e);
     free(r->dir);
+    free(r->dir_error);
     pthread_mutex_destroy(&r->mu);
     free(r);
 }
@@ -424,7 +431,8 @@ static void fill_published(struct srv_repo *r, const struct entry *e)
 int srv_repo_load(struct srv_repo *r)
 {
     struct entry *nv;
-    int n = scan(r->dir, &nv);
+    char *dir_err;
+    int n = scan(r->dir, &nv, &dir_err);
     int failed = 0;
     /* the metrics label these models by name (any other name a URL holds gets model="") */
     for (int i = 0; r->metrics && i < n; i++)
@@ -520,6 +528,8 @@ int srv_repo_load(struct srv_repo *r)
     free(r->e);
     r->e = nv;
     r->n = n;
+    free(r->dir_error);
+    r->dir_error = dir_err;
     r->loaded = true;
     pthread_mutex_unlock(&r->mu);
     if (!first && r->metrics)
@@ -618,6 +628,60 @@ void srv_repo_write_metrics(struct srv_repo *r, struct proto_buf *b)
         proto_buf_putc(b, '\n');
     }
     pthread_mutex_unlock(&r->mu);
+}
+
+bool srv_repo_ready(struct srv_repo *r, bool allow_empty, char *msg, size_t cap,
+                    struct proto_buf *reasons)
+{
+    int ready = 0, not_ready = 0;
+    pthread_mutex_lock(&r->mu);
+    for (int i = 0; i < r->n; i++) {
+        if (r->e[i].cur)
+            ready++;
+        else
+            not_ready++;
+    }
+    bool ok = r->loaded && (ready > 0 || (allow_empty && r->n == 0 && !r->dir_error));
+    if (ok) {
+        pthread_mutex_unlock(&r->mu);
+        return true;
+    }
+    if (!r->loaded)
+        snprintf(msg, cap, "the model repository is still loading");
+    else if (r->dir_error)
+        snprintf(msg, cap, "%s", r->dir_error);
+    else if (r->n == 0)
+        snprintf(msg, cap, "the models directory '%s' holds no models (NAME.safetensors or "
+                 "NAME/<version>/model.safetensors); --allow-empty says an empty repository "
+                 "is intended", r->dir);
+    else
+        snprintf(msg, cap, "no model is READY: %d %s unavailable (reasons names each with "
+                 "its cause)", not_ready, not_ready == 1 ? "model is" : "models are");
+    if (reasons) {
+        proto_buf_puts(reasons, "[");
+        if (!r->loaded || r->dir_error || r->n == 0) {
+            proto_buf_json_str(reasons, msg);
+        } else {
+            bool sep = false;
+            for (int i = 0; i < r->n; i++) {
+                const struct entry *e = &r->e[i];
+                if (e->cur)
+                    continue;
+                char line[700];
+                snprintf(line, sizeof line, "model '%s'%s%s: %.500s", e->name,
+                         e->version ? " version " : "", e->version ? e->version : "",
+                         e->state == ST_LOADING ? "still loading"
+                                                : e->reason ? e->reason : "unavailable");
+                if (sep)
+                    proto_buf_puts(reasons, ",");
+                sep = true;
+                proto_buf_json_str(reasons, line);
+            }
+        }
+        proto_buf_puts(reasons, "]");
+    }
+    pthread_mutex_unlock(&r->mu);
+    return false;
 }
 
 void srv_repo_counts(struct srv_repo *r, int *ready, int *loading, int *unavailable)

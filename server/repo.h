@@ -63,6 +63,14 @@ enum proto_code srv_repo_get(struct srv_repo *r, const char *name, const char *v
 /* GET /v1/models body; and the model gauges for /metrics. */
 void srv_repo_write_list(struct srv_repo *r, struct proto_buf *b);
 void srv_repo_write_metrics(struct srv_repo *r, struct proto_buf *b);
+/* Readiness of the repository (for /readyz): true once the first pass has completed and
+ * at least one model is READY, or, with allow_empty, when the directory was read and holds
+ * no models at all.  Otherwise false, with a one-line summary in msg (cap bytes) and, when
+ * reasons is not NULL, a JSON array of strings appended to it: why the directory gives no
+ * models (unreadable, empty, still loading), or each model that is not READY with its
+ * reason ("model 'NAME' version V: ..."). */
+bool srv_repo_ready(struct srv_repo *r, bool allow_empty, char *msg, size_t cap,
+                    struct proto_buf *reasons);
 /* Counts of models by state (any pointer may be NULL). */
 void srv_repo_counts(struct srv_repo *r, int *ready, int *loading, int *unavailable);
 

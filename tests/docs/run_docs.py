@@ -14,13 +14,19 @@ What runs
   ```pycon     Python sessions: ">>> " and "... " lines are statements, the lines after them
                their output, as the interactive interpreter prints it (expression values
                with repr, tracebacks in full).
-Within one document all blocks share one working directory (a fresh temporary directory
-where every top-level entry of the repository is visible through a symbolic link, so
-`models/ik_cinn.safetensors` and `build/innctl` resolve; files a command writes stay there)
-and one Python namespace, in document order.  The environment has build/ first on PATH
-(`innctl` and `innserve` are the built ones), INNSERVE_URL set to the daemon, and the
-Python package importable (`import innserve`).  "127.0.0.1:8080" and "localhost:8080" in
-commands are rewritten to the test daemon's address (it listens on a free port).
+Within one document all blocks share one working directory and one Python interpreter, in
+document order; the next document starts afresh.  The working directory is a new temporary
+directory holding a copy of the repository's models/ (the directory the daemon serves, so a
+recipe may add a checkpoint there and send SIGHUP) and a symbolic link to every other
+top-level entry of the repository (`build/innctl`, `clients/`, `docs/` resolve); files a
+command writes stay there, and the directory is removed afterwards.  The environment has
+build/ first on PATH (`innctl` and `innserve` are the built ones, as after `make install`),
+INNSERVE_URL set to the daemon, and the Python package importable (`import innserve`).
+The Python sessions run in a child interpreter of their own (the Python running this
+script, /usr/bin/python3 under make: Debian's python3-torch and python3-numpy), one per
+document, so no document sees another's imports or variables.  "127.0.0.1:8080" and
+"localhost:8080" in commands are rewritten to the test daemon's address (it listens on a
+free port), and back in what they print.
 
 How output compares
   Line by line, exactly, after removing trailing whitespace and the final empty lines.  A line
@@ -39,17 +45,21 @@ What may not hide
   `<!-- doc-test: not run: REASON -->` (say why: it needs a container, a trained model that
   is not shipped, root...).
 
-The daemon is `--bin` serving the repository's models/ (exactly what `make run` serves),
-started afresh for each document (so counters such as /metrics start from zero).
+The daemon is `--bin` serving the document's copy of models/ (exactly what `make run`
+serves), started afresh for each document (so counters such as /metrics start from zero).
 
-Usage: run_docs.py --bin build/innserve [--update] [FILE.md ...]
-  --update    rewrite each failing example's output in the document with what it printed
-              (then read the diff before you commit it)
+A failure names the document and the line of the command, the command, and the difference
+between the document's output and the real one (a unified diff).
+
+Usage: run_docs.py --bin build/innserve [--update] [--only FILE.md]... [FILE.md ...]
+  --only FILE  run this document only (repeatable; the same as naming it as an argument)
+  --update     rewrite each failing example's output in the document with what it printed
+               (then read the diff before you commit it: an update must only record a real
+               change of behaviour)
 """
 import argparse
-import code
-import contextlib
-import io
+import difflib
+import json
 import os
 import re
 import shutil
@@ -58,7 +68,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -209,63 +218,113 @@ def first_difference(want, got):
 
 # ---- running --------------------------------------------------------------------------------
 
-class Session:
-    """One document's working directory, environment and Python namespace."""
+# The child interpreter of a document's Python sessions.  It reads one JSON line per
+# statement on stdin and answers one JSON line {"out": text} on the descriptor it was given;
+# the statement's output (print, expression values, tracebacks, and what subprocesses write
+# to descriptors 1 and 2) is collected in between.
+PY_CHILD = r"""
+import builtins, io, json, os, sys, tempfile, traceback
+answer = os.fdopen(int(sys.argv[1]), "w")
+cap = tempfile.TemporaryFile()
+os.dup2(cap.fileno(), 1)
+os.dup2(cap.fileno(), 2)
+ns = {"__name__": "__main__", "__builtins__": builtins}
+for line in sys.stdin:
+    src = json.loads(line)["src"]
+    buf = io.StringIO()
+    sys.stdout = sys.stderr = buf
+    try:
+        exec(compile(src + "\n", "<doc>", "single"), ns)
+    except SystemExit as e:
+        print("SystemExit: %s" % (e.code,))
+    except BaseException:
+        et, ev, tb = sys.exc_info()
+        print("Traceback (most recent call last):")
+        print("".join(traceback.format_exception_only(et, ev)).rstrip())
+    finally:
+        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+    sys.__stdout__.flush()
+    cap.seek(0)
+    raw = cap.read().decode("utf-8", "replace")
+    cap.seek(0)
+    cap.truncate()
+    answer.write(json.dumps({"out": raw + buf.getvalue()}) + "\n")
+    answer.flush()
+"""
 
-    def __init__(self, port, build):
+
+class Session:
+    """One document's working directory, environment and Python interpreter."""
+
+    def __init__(self, build):
         self.dir = tempfile.mkdtemp(prefix="innserve-docs-")
         for e in os.listdir(ROOT):
-            if not e.startswith(".git"):
+            if e.startswith(".git"):
+                continue
+            if e == "models":
+                shutil.copytree(os.path.join(ROOT, e), os.path.join(self.dir, e), symlinks=True,
+                                ignore=shutil.ignore_patterns("__pycache__"))
+            else:
                 os.symlink(os.path.join(ROOT, e), os.path.join(self.dir, e))
-        self.port = port
+        self.models = os.path.join(self.dir, "models")
+        self.port = None
         self.env = dict(os.environ)
         self.env["PATH"] = build + os.pathsep + self.env.get("PATH", "")
-        self.env["INNSERVE_URL"] = "http://127.0.0.1:%d" % port
         self.env["PYTHONPATH"] = os.path.join(ROOT, "clients", "python")
         self.env["PYTHONHASHSEED"] = "0"
-        self.ns = {"__name__": "__doc__"}
-        if self.env["PYTHONPATH"] not in sys.path:
-            sys.path.insert(0, self.env["PYTHONPATH"])
+        self.env["PYTHONDONTWRITEBYTECODE"] = "1"
+        self.py = None
+
+    def set_port(self, port):
+        self.port = port
+        self.env["INNSERVE_URL"] = "http://127.0.0.1:%d" % port
 
     def close(self):
+        if self.py:
+            self.py.stdin.close()
+            try:
+                self.py.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.py.kill()
+                self.py.wait()
+            self.answers.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def addr(self, s):
         return ADDR.sub("127.0.0.1:%d" % self.port, s)
 
+    def unaddr(self, s):
+        return s.replace("127.0.0.1:%d" % self.port, "127.0.0.1:8080")
+
     def shell(self, cmd):
         r = subprocess.run(["bash", "-c", "exec 2>&1\n" + self.addr(cmd)], cwd=self.dir,
-                           env=self.env, stdout=subprocess.PIPE, timeout=300)
-        out = r.stdout.decode("utf-8", "replace").replace("127.0.0.1:%d" % self.port,
-                                                           "127.0.0.1:8080")
-        return out.split("\n"), r.returncode
+                           env=self.env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                           timeout=300)
+        return self.unaddr(r.stdout.decode("utf-8", "replace")).split("\n"), r.returncode
 
     def python(self, src):
-        buf = io.StringIO()
-        cwd = os.getcwd()
-        os.chdir(self.dir)
-        try:
-            with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
-                try:
-                    c = compile(self.addr(src) + "\n", "<doc>", "single")
-                    exec(c, self.ns)
-                except SystemExit:
-                    raise
-                except BaseException:
-                    et, ev, tb = sys.exc_info()
-                    print("Traceback (most recent call last):")
-                    print("".join(traceback.format_exception_only(et, ev)).rstrip())
-        finally:
-            os.chdir(cwd)
-        out = buf.getvalue().replace("127.0.0.1:%d" % self.port, "127.0.0.1:8080")
-        return out.split("\n")
+        if self.py is None:
+            rfd, wfd = os.pipe()
+            self.py = subprocess.Popen([sys.executable, "-c", PY_CHILD, str(wfd)], cwd=self.dir,
+                                       env=self.env, stdin=subprocess.PIPE, pass_fds=(wfd,),
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                       text=True)
+            os.close(wfd)
+            self.answers = os.fdopen(rfd, "r")
+        self.py.stdin.write(json.dumps({"src": self.addr(src)}) + "\n")
+        self.py.stdin.flush()
+        line = self.answers.readline()
+        if not line:
+            raise RuntimeError("the Python interpreter of the document exited")
+        return self.unaddr(json.loads(line)["out"]).split("\n")
 
 
 def run_block(s, b):
-    """[(expected, got, o0, o1, problem)] for the block's steps."""
+    """[(command, expected, got, o0, o1, problem, command's line index)] for the block's steps."""
     res = []
     steps = console_steps(b.lines) if b.lang == "console" else pycon_steps(b.lines)
     for cmd, want, o0, o1 in steps:
+        c0 = o0 - len(cmd.split("\n"))
         if b.lang == "console":
             got, rc = s.shell(cmd)
             got = trim(got)
@@ -277,15 +336,26 @@ def run_block(s, b):
         else:
             got = trim(s.python(cmd))
         ok = matches(want, got)
-        res.append((cmd, want, got, o0, o1, None if ok else first_difference(want, got)))
+        res.append((cmd, want, got, o0, o1, None if ok else first_difference(want, got), c0))
     return res
 
 
-def start_daemon(binary):
+def report(where, cmd, want, got, problem):
+    """The failure of one example: where, the command, the first difference, a unified diff."""
+    out = ["FAIL %s: the output differs from the document's" % where]
+    out += ["    command:  " + l for l in cmd.split("\n")[:6]]
+    out.append("    first difference at output " + problem.replace("\n", "\n  "))
+    diff = list(difflib.unified_diff(trim(want), got, "document", "real", lineterm="", n=1))
+    if len(diff) > 60:
+        diff = diff[:60] + ["... (%d more diff lines)" % (len(diff) - 60)]
+    out += ["    " + l[:300] for l in diff]
+    return "\n".join(out)
+
+
+def start_daemon(binary, models):
     log = tempfile.NamedTemporaryFile(prefix="innserve-docs-log-", delete=False)
-    p = subprocess.Popen([binary, "--models", os.path.join(ROOT, "models"), "--host",
-                          "127.0.0.1", "--port", "0"], stdout=subprocess.DEVNULL, stderr=log)
-    port = None
+    p = subprocess.Popen([binary, "--models", models, "--host", "127.0.0.1", "--port", "0"],
+                         stdout=subprocess.DEVNULL, stderr=log)
     for _ in range(300):
         if p.poll() is not None:
             sys.exit("run_docs: %s exited before it was ready:\n%s" % (binary, open(log.name).read()))
@@ -303,78 +373,98 @@ def start_daemon(binary):
     sys.exit("run_docs: %s did not become ready in 30 s" % binary)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--bin", required=True, help="the daemon to run the examples against")
-    ap.add_argument("--update", action="store_true", help="write real outputs into the documents")
-    ap.add_argument("files", nargs="*")
-    a = ap.parse_args()
-    files = a.files or DEFAULT_FILES
-    binary = os.path.abspath(a.bin)
+def run_document(rel, binary, update):
+    """Runs one document's examples; returns (examples, failures)."""
     failures = examples = 0
-    for rel in files:
-        daemon, port, logname = start_daemon(binary)
-        try:
-            path = os.path.join(ROOT, rel)
-            text = open(path, encoding="utf-8").read()
-            for problem in link_problems(rel, text):
-                print("FAIL " + problem)
-                failures += 1
-            s = Session(port, os.path.dirname(binary))
-            edits = []
+    path = os.path.join(ROOT, rel)
+    text = open(path, encoding="utf-8").read()
+    for problem in link_problems(rel, text):
+        print("FAIL " + problem)
+        failures += 1
+    s = Session(os.path.dirname(binary))
+    daemon = None
+    edits = []
+    try:
+        daemon, port, logname = start_daemon(binary, s.models)
+        s.set_port(port)
+        for b in blocks_of(rel, text):
+            where = "%s:%d" % (rel, b.start)
+            if b.lang not in ("console", "pycon"):
+                hides = b.lang == "python" or (b.lang != "json" and any(
+                    CALLS.search(l.split(" #")[0]) for l in b.lines))
+                if hides and not b.skip:
+                    print("FAIL %s: a ```%s block with %s is not executed: write it as "
+                          "```console / ```pycon with its real output, or mark it "
+                          "<!-- doc-test: not run: REASON -->"
+                          % (where, b.lang or "", "Python" if b.lang == "python"
+                             else "curl/innctl calls"))
+                    failures += 1
+                continue
+            if b.skip:
+                continue
             try:
-                for b in blocks_of(rel, text):
-                    where = "%s:%d" % (rel, b.start)
-                    if b.lang not in ("console", "pycon"):
-                        hides = b.lang == "python" or (b.lang != "json" and any(
-                            CALLS.search(l.split(" #")[0]) for l in b.lines))
-                        if hides and not b.skip:
-                            print("FAIL %s: a ```%s block with %s is not executed: write it as "
-                                  "```console / ```pycon with its real output, or mark it "
-                                  "<!-- doc-test: not run: REASON -->"
-                                  % (where, b.lang or "", "Python" if b.lang == "python"
-                                     else "curl/innctl calls"))
-                            failures += 1
-                        continue
-                    if b.skip:
-                        continue
-                    try:
-                        results = run_block(s, b)
-                    except ValueError as e:
-                        print("FAIL %s: %s" % (where, e))
-                        failures += 1
-                        continue
-                    for cmd, want, got, o0, o1, problem in results:
-                        examples += 1
-                        first = cmd.split("\n")[0][:100]
-                        if problem:
-                            failures += 1
-                            print("FAIL %s: %s\n    %s" % (where, first, problem))
-                            blank = len(want) - len(trim(want))
-                            edits.append((b.start + o0, b.start + o1, got + [""] * blank))
-                        else:
-                            print("ok   %s: %s" % (where, first))
-            finally:
-                s.close()
-            if a.update and edits:
-                lines = text.split("\n")
-                for l0, l1, got in sorted(edits, reverse=True):
-                    lines[l0:l1] = got
-                open(path, "w", encoding="utf-8").write("\n".join(lines))
-                print("updated %s (%d examples)" % (rel, len(edits)))
-        finally:
+                results = run_block(s, b)
+            except ValueError as e:
+                print("FAIL %s: %s" % (where, e))
+                failures += 1
+                continue
+            for cmd, want, got, o0, o1, problem, c0 in results:
+                examples += 1
+                where = "%s:%d" % (rel, b.start + 1 + c0)
+                if problem:
+                    failures += 1
+                    print(report(where, cmd, want, got, problem))
+                    blank = len(want) - len(trim(want))
+                    edits.append((b.start + o0, b.start + o1, got + [""] * blank))
+                else:
+                    print("ok   %s: %s" % (where, cmd.split("\n")[0][:100]))
+    finally:
+        s.close()
+        if daemon is not None:
             daemon.send_signal(signal.SIGTERM)
             try:
                 rc = daemon.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 daemon.kill()
+                daemon.wait()
                 rc = "killed"
             if rc != 0:
                 print("FAIL %s: the daemon exited %s after SIGTERM:\n%s"
                       % (rel, rc, open(logname).read()[-3000:]))
                 failures += 1
             os.unlink(logname)
-    print("run_docs: %d examples, %d failures" % (examples, failures))
+    if update and edits:
+        lines = text.split("\n")
+        for l0, l1, got in sorted(edits, reverse=True):
+            lines[l0:l1] = got
+        open(path, "w", encoding="utf-8").write("\n".join(lines))
+        print("updated %s (%d examples)" % (rel, len(edits)))
+    return examples, failures
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bin", required=True, help="the daemon to run the examples against")
+    ap.add_argument("--update", action="store_true", help="write real outputs into the documents")
+    ap.add_argument("--only", action="append", default=[], metavar="FILE",
+                    help="run this document only (repeatable)")
+    ap.add_argument("files", nargs="*")
+    a = ap.parse_args()
+    files = a.only + a.files or DEFAULT_FILES
+    binary = os.path.abspath(a.bin)
+    failures = examples = 0
+    failed = []
+    for f in files:
+        rel = os.path.relpath(os.path.abspath(f), ROOT) if os.path.exists(f) else f
+        if not os.path.isfile(os.path.join(ROOT, rel)):
+            sys.exit("run_docs: %s is not a document of the repository" % f)
+        e, n = run_document(rel, binary, a.update)
+        examples += e
+        failures += n
+        if n:
+            failed.append("%s (%d)" % (rel, n))
+    print("run_docs: %d examples, %d failures%s"
+          % (examples, failures, (": " + ", ".join(failed)) if failed else ""))
     sys.exit(1 if failures else 0)
 
 

@@ -39,7 +39,8 @@ void e2e_write_file(const char *dir, const char *rel, const void *data, size_t n
 char **e2e_fixture_names(int *n);
 
 /* Starts innserve --models dir --host 127.0.0.1 --port 0 [args...] (NULL-terminated),
- * reads the port from the "listening" log line and waits until /readyz is 200.
+ * reads the port from the "listening" log line and waits until /readyz is 200 or the
+ * first repository pass has ended not ready (a "not_ready" log line: no model READY).
  * Returns false (with the log printed) when it does not come up in 20 s. */
 bool e2e_start(struct e2e_daemon *d, const char *dir, const char *const *args);
 /* Same, but returns as soon as the port is known (wait_ready false), before the models

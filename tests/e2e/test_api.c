@@ -757,7 +757,8 @@ static const struct bad BAD[] = {
     {"/v1/models/rnvp/forward", "{\"x\":[[1,2,3,4,5],[1,2,3,4]]}", 400, "bad_shape", "x[1]"},
     {"/v1/models/rnvp/forward", "{\"x\":[[1,2,3,4]]}", 400, "bad_shape", "dims.x"},
     {"/v1/models/rnvp/forward", "{\"x\":[[1,2,\"NaN\",4,5]]}", 400, "invalid_field", "x[0][2]"},
-    {"/v1/models/rnvp/forward", "{\"x\":[[1,2,NaN,4,5]]}", 400, "invalid_json", NULL},
+    {"/v1/models/rnvp/forward", "{\"x\":[[1,2,NaN,4,5]]}", 400, "invalid_json",
+     "NaN is not a JSON number"},
     {"/v1/models/rnvp/forward", "{\"x\":[[1,2,1e39,4,5]]}", 400, "non_finite", "float32"},
     {"/v1/models/rnvp/forward", "{\"x\":[[1,2,-1e400,4,5]]}", 400, "non_finite", "x[0][2]"},
     {"/v1/models/rnvp/forward", "{\"x\":[[1,2,true,4,5]]}", 400, "invalid_field", "boolean"},
@@ -817,6 +818,43 @@ START_TEST(bad_requests)
     e2e_get(&D, "/healthz", &r);
     ck_assert_int_eq(r.status, 200);
     e2e_resp_free(&r);
+}
+END_TEST
+
+/* NaN / Infinity literals (what JavaScript and Python's json.dumps write): 400 invalid_json,
+ * saying that JSON has no such numbers, with the byte where the literal starts; the same on
+ * the V2 route. */
+START_TEST(nan_and_infinity_literals)
+{
+    static const struct {
+        const char *path, *body, *want;
+    } C[] = {
+        {"/v1/models/rnvp/forward", "{\"x\": [[1, 2, NaN, 4, 5]]}",
+         "{\"error\":\"NaN is not a JSON number (JSON has no NaN or Infinity); send finite "
+         "numbers (the body is not valid JSON: error near byte 14)\",\"code\":\"invalid_json\"}\n"},
+        {"/v1/models/rnvp/forward", "{\"x\":[[1,2,3,4,-Infinity]]}",
+         "{\"error\":\"-Infinity is not a JSON number (JSON has no NaN or Infinity); send finite "
+         "numbers (the body is not valid JSON: error near byte 15)\",\"code\":\"invalid_json\"}\n"},
+        {"/v1/models/rnvp/inverse", "{\"z\":[[Infinity,1,2,3,4]]}",
+         "{\"error\":\"Infinity is not a JSON number (JSON has no NaN or Infinity); send finite "
+         "numbers (the body is not valid JSON: error near byte 7)\",\"code\":\"invalid_json\"}\n"},
+        {"/v1/models/rnvp/sample", "{\"temperature\": nan}",
+         "{\"error\":\"nan is not a JSON number (JSON has no NaN or Infinity); send finite "
+         "numbers (the body is not valid JSON: error near byte 16)\",\"code\":\"invalid_json\"}\n"},
+        {"/v2/models/rnvp/infer", "{\"inputs\":[{\"name\":\"x\",\"shape\":[1,5],"
+         "\"datatype\":\"FP32\",\"data\":[1,2,3,4,NaN]}]}",
+         "{\"error\":\"NaN is not a JSON number (JSON has no NaN or Infinity); send finite "
+         "numbers (the body is not valid JSON: error near byte 71)\",\"code\":\"invalid_json\"}\n"},
+    };
+    for (size_t i = 0; i < sizeof C / sizeof C[0]; i++) {
+        struct e2e_resp r;
+        e2e_post(&D, C[i].path, C[i].body, &r);
+        ck_assert_msg(r.status == 400, "%s %s: status %ld: %s", C[i].path, C[i].body, r.status,
+                      r.body);
+        ck_assert_msg(r.body && !strcmp(r.body, C[i].want), "%s %s:\n got  %s want %s",
+                      C[i].path, C[i].body, r.body, C[i].want);
+        e2e_resp_free(&r);
+    }
 }
 END_TEST
 
@@ -1053,6 +1091,7 @@ Suite *make_suite(void)
     tcase_add_test(t, preimage);
     tcase_add_test(t, v2_protocol);
     tcase_add_test(t, bad_requests);
+    tcase_add_test(t, nan_and_infinity_literals);
     tcase_add_test(t, http_errors);
     tcase_add_test(t, keep_alive);
     tcase_add_test(t, metrics);

@@ -2,8 +2,10 @@
  * test_concurrency.c — the worker pool seen from outside: identical bytes for a seed
  * whatever the number of workers (tiles split at multiples of ENG_TILE_ROWS), concurrent
  * clients get the answers a lone client gets, a full queue answers 503 with Retry-After,
- * and a request past its deadline answers 504 while the daemon keeps serving.
+ * a request past its deadline answers 504 while the daemon keeps serving, and the work of
+ * a request that passed its deadline stops (the next request is not delayed by it).
  */
+#include "ckptw.h"
 #include "e2eutil.h"
 
 #include <pthread.h>
@@ -247,6 +249,34 @@ START_TEST(deadline_is_504)
 }
 END_TEST
 
+/* A 504 stops the work: the sample request below needs more than 20 s of compute (an
+ * i-ResNet flow inverted to tol 1e-12: about 0.2 s per 256-sample tile here, 256 tiles, in
+ * 4 units of 64 tiles with one worker), its deadline is 3 s.  Once it has answered 504, the
+ * one worker must be free again after at most one tile, so a small request sent right
+ * after it gets 200 within its own 3 s.  Were the running unit finished (64 tiles, >10 s),
+ * the small request would wait for it and get 504 too. */
+START_TEST(deadline_stops_the_running_work)
+{
+    char dir[256], path[320];
+    e2e_mkdtemp(dir);
+    snprintf(path, sizeof path, "%s/slow.safetensors", dir);
+    ckw_iresnet_flow(path, 16, 64, 0.99, 7);
+    struct e2e_daemon d;
+    static const char *const args[] = {"--workers", "1", "--deadline-ms", "3000", NULL};
+    ck_assert(e2e_start(&d, dir, args));
+    struct e2e_resp r;
+    e2e_post(&d, "/v1/models/slow/sample",
+             "{\"num_samples\":65536,\"seed\":1,\"tol\":1e-12}", &r);
+    e2e_expect_error(&r, 504, "deadline_exceeded", "--deadline-ms");
+    e2e_resp_free(&r);
+    e2e_post(&d, "/v1/models/slow/forward",
+             "{\"x\":[[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]]}", &r);
+    ck_assert_msg(r.status == 200, "the request after a 504 got %ld: %s", r.status, r.body);
+    e2e_resp_free(&r);
+    ck_assert_int_eq(e2e_stop(&d, SIGTERM, 30), 0);
+}
+END_TEST
+
 Suite *make_suite(void)
 {
     Suite *s = suite_create("concurrency");
@@ -260,6 +290,7 @@ Suite *make_suite(void)
     tcase_set_timeout(u, 120);
     tcase_add_test(u, queue_full_is_503_with_retry_after);
     tcase_add_test(u, deadline_is_504);
+    tcase_add_test(u, deadline_stops_the_running_work);
     suite_add_tcase(s, u);
     return s;
 }

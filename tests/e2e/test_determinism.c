@@ -14,7 +14,8 @@
  *   (e) one y row broadcast over every x/z row gives the same bytes as y given per row.
  *
  * Requests: forward, inverse, log_prob and sample for every model of models/ (the demo
- * models) and tests/fixtures/golden, and an i-ResNet flow written by ckptw.h. Bodies are
+ * models) and tests/fixtures/golden, and an i-ResNet flow written by ckptw.h; preimage
+ * (gradient and evolutionary) for the mlp models. Bodies are
  * compared byte for byte (nothing is stripped). The reference is the daemon with
  * INNSERVE_KERNELS and OPENBLAS_CORETYPE unset and 2 workers; each daemon of (a)-(c) gets
  * its variables in its own environment (this process's environment is left alone), and
@@ -155,8 +156,18 @@ static void add_model(const cJSON *m)
         dz = cJSON_GetObjectItem(d, "z")->valueint;
     bool cinn = !strcmp(kind, "cinn"), inn = !strcmp(kind, "inn");
     add_rows_op(name, "forward", "x", dx, cinn ? dy : 0);
-    if (!strcmp(kind, "mlp"))
+    if (!strcmp(kind, "mlp")) {
+        static const char *const method[] = {"gradient", "evolutionary"};
+        for (int k = 0; k < 2; k++) {
+            struct sb s = {0};
+            sb_printf(&s, "{\"method\":\"%s\",\"num_solutions\":4,\"max_steps\":200,"
+                          "\"seed\":3,", method[k]);
+            sb_rows(&s, "target", 3, 2, dy, -1);
+            sb_printf(&s, "}");
+            add(name, "preimage", method[k], s.p);
+        }
         return;
+    }
     add_rows_op(name, "inverse", "z", dz, cinn || inn ? dy : 0);
     add_rows_op(name, "log_prob", "x", dx, cinn || inn ? dy : 0);
     static const int ns[] = {1000, 300, 3, 1};

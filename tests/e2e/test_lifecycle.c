@@ -536,6 +536,40 @@ static int run(const char *const *argv, char **out)
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
+/* The description of option `flag` in --help text, its wrapped lines joined by single
+ * spaces (without the "env" line); "" when the option is not there. */
+static void help_entry(const char *help, const char *flag, char *out, size_t cap)
+{
+    out[0] = 0;
+    char key[64];
+    snprintf(key, sizeof key, "\n  %s ", flag);
+    const char *p = strstr(help, key);
+    if (!p)
+        return;
+    p += 1; /* the line; its description starts at column 29 */
+    if (strlen(p) < 29 || strchr(p, '\n') < p + 29)
+        return;
+    p += 29;
+    size_t n = 0;
+    for (;;) {
+        while (*p == ' ')
+            p++;
+        const char *e = strchr(p, '\n');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (n && n + 1 < cap)
+            out[n++] = ' ';
+        for (size_t i = 0; i < len && n + 1 < cap; i++)
+            out[n++] = p[i];
+        out[n] = 0;
+        if (!e)
+            return;
+        p = e + 1;
+        /* a continuation line: 29 spaces then text that is not the env line */
+        if (strncmp(p, "                             ", 29) != 0 || p[29] == ' ')
+            return;
+    }
+}
+
 START_TEST(help_and_check)
 {
     const char *bin = getenv("INNSERVE_BIN") ? getenv("INNSERVE_BIN") : "build/innserve";
@@ -550,6 +584,49 @@ START_TEST(help_and_check)
                                         "SIGHUP", NULL};
     for (int i = 0; flags[i]; i++)
         ck_assert_msg(strstr(out, flags[i]) != NULL, "--help does not mention %s", flags[i]);
+    /* no line wider than 79 columns (UTF-8 continuation bytes take no column) */
+    int col = 0, line = 1;
+    for (const char *c = out; *c; c++) {
+        if (*c == '\n') {
+            col = 0;
+            line++;
+            continue;
+        }
+        if (((unsigned char)*c & 0xC0) != 0x80)
+            col++;
+        ck_assert_msg(col <= 79, "--help line %d is wider than 79 columns", line);
+    }
+    /* each option once, its default once */
+    ck_assert_msg(strstr(out, "[on] [on]") == NULL, "--help repeats a default: %s", out);
+    ck_assert_msg(strstr(out, "\n  --access-log on|off        one JSON line per request on "
+                              "stderr [on]\n                               env "
+                              "INNSERVE_ACCESS_LOG\n") != NULL, "--access-log entry: %s", out);
+    ck_assert_msg(strstr(out, "\n  --allow-empty              an empty model repository is") !=
+                  NULL, "--allow-empty takes no value: %s", out);
+    /* long descriptions are wrapped whole, never cut: the joined lines are the sentence */
+    static const char *const whole[][2] = {
+        {"--drain-timeout", "SIGTERM/SIGINT: how long in-flight requests may take to finish "
+                            "before they are cancelled (seconds, or 500ms) [30]"},
+        {"--max-response", "bytes of one answer; larger ones are refused with 413 (ask for "
+                           "fewer samples or application/x-npy) [64M]"},
+        {"--kernels", "compute kernels: auto (the best this CPU runs), avx512, avx2 or "
+                      "portable; every path gives the same bits [auto]"},
+        {"--models", "model repository: NAME.safetensors or NAME/<version>/model.safetensors "
+                     "(highest version served) [models]"},
+        {"--allow-empty", "an empty model repository is intended: /readyz answers 200 with no "
+                          "models (without it, not ready until a model is READY) [off]"},
+        {"--inline-rows", "forward/log_prob requests with at most this many rows run on the "
+                          "HTTP thread, skipping the queue; 0 turns it off [0]"},
+        {"--access-log", "one JSON line per request on stderr [on]"},
+        {"--check", "load one checkpoint offline, print its certificate and test-vector "
+                    "verdict as JSON, exit 0 (ok) or 1"},
+    };
+    for (size_t i = 0; i < sizeof whole / sizeof whole[0]; i++) {
+        char got[1024];
+        help_entry(out, whole[i][0], got, sizeof got);
+        ck_assert_msg(!strcmp(got, whole[i][1]), "%s in --help:\n got  '%s'\n want '%s'",
+                      whole[i][0], got, whole[i][1]);
+    }
     free(out);
     const char *bad[] = {bin, "--no-such-flag", NULL};
     ck_assert_int_eq(run(bad, &out), 2);

@@ -129,6 +129,41 @@ START_TEST(sampling_is_identical_whatever_the_split)
 }
 END_TEST
 
+START_TEST(a_set_cancel_flag_stops_every_operation)
+{
+    char *man;
+    struct tu_ckpt *c = small_cinn(&man, "");
+    struct eng_model *m = tu_load(c, man, ENG_LOAD_NO_SELFTEST);
+    struct eng_ws *ws = eng_ws_new();
+    char err[ENG_ERR_LEN];
+    enum { N = 600 };
+    float *x = calloc(N * 5, sizeof(float)), *z = calloc(N * 5, sizeof(float));
+    double *ld = calloc(N, sizeof(double));
+    float y[2] = {0.5f, -0.5f};
+    atomic_bool flag;
+    atomic_init(&flag, true);
+    eng_ws_set_cancel(ws, &flag);
+    ck_assert_int_eq(eng_forward(m, ws, N, x, y, 1, z, NULL, ld, err), ENG_ERR_CANCELLED);
+    ck_assert_str_eq(err, "cancelled after 0 of 600 rows");
+    ck_assert_int_eq(eng_inverse(m, ws, N, z, y, 1, x, ld, NULL, NULL, err), ENG_ERR_CANCELLED);
+    ck_assert_int_eq(eng_log_prob(m, ws, N, x, y, 1, ld, err), ENG_ERR_CANCELLED);
+    ck_assert_int_eq(eng_sample(m, ws, y, 1, 0, 0, N, 1.0f, x, ld, NULL, NULL, err),
+                     ENG_ERR_CANCELLED);
+    ck_assert_str_eq(err, "cancelled after 0 of 600 samples");
+    ck_assert_str_eq(eng_status_str(ENG_ERR_CANCELLED), "cancelled");
+    /* a cleared flag, and a workspace without one, run to the end */
+    atomic_store(&flag, false);
+    ck_assert_int_eq(eng_sample(m, ws, y, 1, 0, 0, N, 1.0f, x, ld, NULL, NULL, err), ENG_OK);
+    eng_ws_set_cancel(ws, NULL);
+    atomic_store(&flag, true);
+    ck_assert_int_eq(eng_forward(m, ws, N, x, y, 1, z, NULL, ld, err), ENG_OK);
+    eng_ws_free(ws);
+    eng_model_unref(m);
+    tu_ckpt_free(c);
+    free(man), free(x), free(z), free(ld);
+}
+END_TEST
+
 START_TEST(bad_calls_return_status)
 {
     char *man;
@@ -253,6 +288,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, lu_inverse_and_logdet);
     tcase_add_test(tc, sampling_is_identical_whatever_the_split);
     tcase_add_test(tc, bad_calls_return_status);
+    tcase_add_test(tc, a_set_cancel_flag_stops_every_operation);
     tcase_add_test(tc, manifest_errors_name_the_field);
     tcase_add_test(tc, standardization_is_applied_with_its_log_det);
     suite_add_tcase(s, tc);

@@ -3,9 +3,11 @@
  * test vectors pass), and the i-ResNet demo, a chain of 8 residual blocks whose inverse
  * Lipschitz bounds multiply to ~1e5, still inverts every row to the default tolerance with
  * a certified bound (the residual blocks pass their state to each other in double).
+ * eng_model_load_mem on a file's bytes gives the model the file gives.
  */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "testutil.h"
 
@@ -18,6 +20,52 @@ START_TEST(every_demo_model_loads)
     struct eng_model *m = NULL;
     ck_assert_msg(eng_model_load(demo[_i], &m, err) == ENG_OK, "%s", err);
     eng_model_unref(m);
+}
+END_TEST
+
+START_TEST(load_mem_is_the_file_load)
+{
+    char err[ENG_ERR_LEN];
+    size_t len = 0;
+    char *bytes = tu_slurp(demo[_i], &len);
+    ck_assert_ptr_nonnull(bytes);
+    struct eng_model *a = NULL, *b = NULL;
+    ck_assert_msg(eng_model_load(demo[_i], &a, err) == ENG_OK, "%s", err);
+    ck_assert_msg(eng_model_load_mem(bytes, len, "mem", 0, &b, err) == ENG_OK, "%s", err);
+    const struct eng_info *ia = eng_model_info(a), *ib = eng_model_info(b);
+    ck_assert_str_eq(ia->sha256, ib->sha256);
+    ck_assert_str_eq(ia->manifest_json, ib->manifest_json);
+    ck_assert_int_eq(ia->kind, ib->kind);
+    ck_assert_int_eq(ia->n_params, ib->n_params);
+    /* the model keeps no pointer into the caller's bytes */
+    memset(bytes, 0, len);
+    free(bytes);
+    float x[2 * 4], za[2 * 4], zb[2 * 4], ya[2 * 4], yb[2 * 4];
+    for (int i = 0; i < 8; i++)
+        x[i] = 0.1f * (float)(i + 1);
+    float y[2] = {1.0f, 0.5f};
+    const float *yp = ia->kind == ENG_KIND_CINN ? y : NULL;
+    struct eng_ws *ws = eng_ws_new();
+    ck_assert_int_eq(eng_forward(a, ws, 2, x, yp, yp ? 1 : 0, za, ya, NULL, err), ENG_OK);
+    ck_assert_int_eq(eng_forward(b, ws, 2, x, yp, yp ? 1 : 0, zb, yb, NULL, err), ENG_OK);
+    ck_assert_mem_eq(za, zb, sizeof(float) * 2 * (size_t)ia->dims.z);
+    ck_assert_mem_eq(ya, yb, sizeof(float) * 2 * (size_t)ia->dims.y);
+    eng_ws_free(ws);
+    eng_model_unref(a);
+    eng_model_unref(b);
+}
+END_TEST
+
+START_TEST(load_mem_names_the_label)
+{
+    char err[ENG_ERR_LEN];
+    struct eng_model *m = (struct eng_model *)1;
+    ck_assert_int_eq(eng_model_load_mem("\x02\0\0\0\0\0\0\0{}", 10, "upload", 0, &m, err),
+                     ENG_ERR_MANIFEST);
+    ck_assert_ptr_null(m);
+    ck_assert_msg(strncmp(err, "upload: ", 8) == 0, "%s", err);
+    ck_assert_int_eq(eng_model_load_mem("abc", 3, NULL, 0, &m, err), ENG_ERR_FORMAT);
+    ck_assert_msg(strstr(err, "<memory>: file is truncated") == err, "%s", err);
 }
 END_TEST
 
@@ -59,6 +107,8 @@ Suite *make_suite(void)
     TCase *tc = tcase_create("demo");
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, every_demo_model_loads, 0, 4);
+    tcase_add_loop_test(tc, load_mem_is_the_file_load, 0, 4);
+    tcase_add_test(tc, load_mem_names_the_label);
     tcase_add_test(tc, iresnet_demo_inverts_to_the_default_tolerance);
     suite_add_tcase(s, tc);
     return s;

@@ -276,6 +276,35 @@ static const struct rcase CASES[] = {
      "--max-depth)"},
     {PROTO_OP_FORWARD, ENG_KIND_FLOW, "42", PROTO_E_JSON,
      "the body must be a JSON object, got a number"},
+    /* NaN and Infinity literals (JavaScript, Python's json.dumps) are named as such */
+    {PROTO_OP_FORWARD, ENG_KIND_FLOW, "{\"x\": [[1, 2, NaN, 4]]}", PROTO_E_JSON,
+     "NaN is not a JSON number (JSON has no NaN or Infinity); send finite numbers (the body "
+     "is not valid JSON: error near byte 14)"},
+    {PROTO_OP_FORWARD, ENG_KIND_FLOW, "{\"x\":[[nan,2,3,4]]}", PROTO_E_JSON,
+     "nan is not a JSON number (JSON has no NaN or Infinity); send finite numbers (the body "
+     "is not valid JSON: error near byte 7)"},
+    {PROTO_OP_FORWARD, ENG_KIND_FLOW, "{\"x\":[[1,Infinity,3,4]]}", PROTO_E_JSON,
+     "Infinity is not a JSON number (JSON has no NaN or Infinity); send finite numbers (the "
+     "body is not valid JSON: error near byte 9)"},
+    {PROTO_OP_FORWARD, ENG_KIND_FLOW, "{\"x\":[[1,2,-Infinity,4]]}", PROTO_E_JSON,
+     "-Infinity is not a JSON number (JSON has no NaN or Infinity); send finite numbers (the "
+     "body is not valid JSON: error near byte 11)"},
+    {PROTO_OP_FORWARD, ENG_KIND_FLOW, "{\"x\":[[1,2,3,-inf]]}", PROTO_E_JSON,
+     "-inf is not a JSON number (JSON has no NaN or Infinity); send finite numbers (the body "
+     "is not valid JSON: error near byte 13)"},
+    {PROTO_OP_FORWARD, ENG_KIND_FLOW, "{\"x\":[[1,2,3,+INF]]}", PROTO_E_JSON,
+     "+INF is not a JSON number (JSON has no NaN or Infinity); send finite numbers (the body "
+     "is not valid JSON: error near byte 13)"},
+    {PROTO_OP_FORWARD, ENG_KIND_FLOW, "NaN", PROTO_E_JSON,
+     "NaN is not a JSON number (JSON has no NaN or Infinity); send finite numbers (the body "
+     "is not valid JSON: error near byte 0)"},
+    /* other words stay plain syntax errors */
+    {PROTO_OP_FORWARD, ENG_KIND_FLOW, "{\"x\":[[1,2,3,NaNa]]}", PROTO_E_JSON,
+     "the body is not valid JSON (error near byte 13)"},
+    {PROTO_OP_FORWARD, ENG_KIND_FLOW, "{\"x\":[[1,2,3,infinite]]}", PROTO_E_JSON,
+     "the body is not valid JSON (error near byte 13)"},
+    {PROTO_OP_FORWARD, ENG_KIND_FLOW, "{\"x\":[[1,2,3,-]]}", PROTO_E_JSON,
+     "the body is not valid JSON (error near byte 13)"},
     /* fields */
     {PROTO_OP_FORWARD, ENG_KIND_FLOW, "{\"x\":[[1,2,3,4]],\"z\":1}", PROTO_E_UNKNOWN_FIELD,
      "unknown field 'z' (this endpoint takes: x, y)"},
