@@ -5,7 +5,8 @@
 #   scripts/install-deps.sh test     + what `make test` needs (it runs this first; `make check`
 #                                      skips what is missing): PyTorch, NumPy, PyYAML for the
 #                                      exporter, parity and manifest tests; curl for the README's
-#                                      curl calls; podman, runc, debootstrap and podman-compose
+#                                      curl calls; openssl for the TLS tests' certificates
+#                                      (tests/e2e/make-cert.sh); podman, runc, debootstrap and podman-compose
 #                                      for the container tests; clang (libFuzzer) for
 #                                      make test-fuzz
 #   scripts/install-deps.sh deploy   only the container tooling
@@ -19,7 +20,7 @@ pkgs=(gcc make pkg-config libc6-dev libopenblas-dev libcjson-dev libmicrohttpd-d
       libcurl4-openssl-dev check)
 case "$profile" in
   run) ;;
-  test) pkgs+=(python3-torch python3-numpy python3-yaml curl clang libclang-rt-14-dev podman runc debootstrap iptables
+  test) pkgs+=(python3-torch python3-numpy python3-yaml curl openssl clang libclang-rt-14-dev podman runc debootstrap iptables
               podman-compose golang-github-containernetworking-plugin-dnsname) ;;
   bench) pkgs+=(python3-torch python3-numpy wrk linux-perf) ;;
   deploy) pkgs+=(curl podman runc debootstrap iptables podman-compose
