@@ -41,7 +41,7 @@ struct srv_http {
     int port;
     char *cert, *key;           /* --tls-cert / --tls-key contents (PEM), NULL without TLS */
     atomic_bool starting;       /* MHD_start_daemon running: keep its first error message */
-    char start_err[256];
+    char start_err[512];
 };
 
 struct req {
