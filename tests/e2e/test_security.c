@@ -533,7 +533,7 @@ START_TEST(protected_probes)
 END_TEST
 
 /* Start-up refuses a missing or empty token file, a token with a space, a bad
- * --auth-probes, naming the file or flag. */
+ * --auth-probes, naming the file or flag; --help documents the options. */
 START_TEST(auth_config_errors)
 {
     char dir[256], sec[256], tok[300];
@@ -555,6 +555,16 @@ START_TEST(auth_config_errors)
     write_token(sec, "two words\n", 0600);
     ck_assert_int_eq(run(argv, NULL, &out), 1);
     ck_assert_msg(strstr(out, "byte 4 of the token is a space"), "%s", out);
+    free(out);
+    const char *help[] = {innserve_bin(), "--help", NULL};
+    ck_assert_int_eq(run(help, NULL, &out), 0);
+    static const char *const flags[] = {"--auth-token-file FILE", "--auth-probes MODE",
+                                        "--tls-cert FILE", "--tls-key FILE",
+                                        "INNSERVE_AUTH_TOKEN_FILE", "INNSERVE_AUTH_PROBES",
+                                        "INNSERVE_TLS_CERT", "INNSERVE_TLS_KEY",
+                                        "re-reads --auth-token-file", NULL};
+    for (int i = 0; flags[i]; i++)
+        ck_assert_msg(strstr(out, flags[i]), "--help does not mention %s", flags[i]);
     free(out);
     const char *bad[] = {innserve_bin(), "--models", dir, "--auth-probes", "closed", NULL};
     ck_assert_int_eq(run(bad, NULL, &out), 2);
