@@ -700,6 +700,13 @@ static char *read_pem(const char *path, const char *flag, bool key, char *err, s
         free(buf);
         return NULL;
     }
+    char *fit = malloc(n + 1); /* keep n bytes, not 1 MiB; wipe the large buffer */
+    if (fit) {
+        memcpy(fit, buf, n + 1);
+        explicit_bzero(buf, n);
+        free(buf);
+        buf = fit;
+    }
     if (key && world)
         srv_logf(SRV_LOG_WARN, "tls_key_readable", "%s is readable by every user of this "
                  "machine; make it readable only by innserve (chmod 600)", path);
