@@ -9,6 +9,9 @@
 #                   check, then the deployment tests (container image, compose, `make run`)
 #   make bench      engine vs PyTorch(+FrEIA), ONNX Runtime and the sgemm/FMA peaks (docs/performance.md)
 #   make deps       install the Debian packages the build and tests need
+#   make install    innserve, innctl, their man pages and the systemd unit under PREFIX
+#                   (/usr/local; also DESTDIR, BINDIR, MANDIR, UNITDIR); make uninstall
+#   make python-venv  .venv with the Python package (offline, sees Debian's torch/numpy)
 #   make fuzz       libFuzzer targets (clang) and their seed corpora in build-fuzz/; make test-fuzz
 #                   runs each briefly (part of check; docs/fuzzing.md runs them for hours)
 #
@@ -145,7 +148,7 @@ test-san:
 
 # The fast tier: no root, installs nothing.  Every step runs; the failed ones are listed.
 # CHECK_MISSING=fail (make test) fails a step whose packages are missing instead of skipping it.
-CHECK_STEPS := test-unit test-e2e test-python test-san test-fuzz
+CHECK_STEPS := test-unit test-e2e test-python test-install test-python-venv test-san test-fuzz
 CHECK_MISSING ?= skip
 check: all
 	@fail=; for s in $(CHECK_STEPS); do echo "==== make $$s"; \
@@ -179,7 +182,62 @@ clean:
 	rm -rf build build-san build-fuzz
 
 help:
-	@sed -n '1,18p' Makefile
+	@sed -n '1,22p' Makefile
+
+# ---- installing ----
+# make && sudo make install: the two binaries, their man pages and the systemd unit (with
+# the installed path of innserve in ExecStart).  DESTDIR stages the files under a root
+# (packaging); make uninstall removes exactly what install put there.
+PREFIX  ?= /usr/local
+BINDIR  ?= $(PREFIX)/bin
+MANDIR  ?= $(PREFIX)/share/man
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+INSTALL ?= install
+MAN_PAGES := docs/man/innserve.1 docs/man/innctl.1
+.PHONY: install uninstall test-install
+
+install: $(BUILD)/innserve $(BUILD)/innctl
+	$(INSTALL) -d "$(DESTDIR)$(BINDIR)" "$(DESTDIR)$(MANDIR)/man1" "$(DESTDIR)$(UNITDIR)"
+	$(INSTALL) -m 755 $(BUILD)/innserve $(BUILD)/innctl "$(DESTDIR)$(BINDIR)/"
+	$(INSTALL) -m 644 $(MAN_PAGES) "$(DESTDIR)$(MANDIR)/man1/"
+	sed 's|/usr/local/bin/innserve|$(BINDIR)/innserve|g' deploy/innserve.service \
+	  > "$(DESTDIR)$(UNITDIR)/innserve.service.tmp"
+	chmod 644 "$(DESTDIR)$(UNITDIR)/innserve.service.tmp"
+	mv "$(DESTDIR)$(UNITDIR)/innserve.service.tmp" "$(DESTDIR)$(UNITDIR)/innserve.service"
+
+uninstall:
+	rm -f "$(DESTDIR)$(BINDIR)/innserve" "$(DESTDIR)$(BINDIR)/innctl" \
+	  "$(DESTDIR)$(MANDIR)/man1/innserve.1" "$(DESTDIR)$(MANDIR)/man1/innctl.1" \
+	  "$(DESTDIR)$(UNITDIR)/innserve.service"
+
+# install into a temporary DESTDIR (default paths, then custom ones), check every file, run
+# the installed binaries, compare the man pages with --help, uninstall, check nothing is left.
+test-install: $(BUILD)/innserve $(BUILD)/innctl
+	@$(call need,command -v groff,groff-base); \
+	bash tests/install/test_install.sh "$(MAKE)" "$(BUILD)"
+
+# ---- the Python package in a virtual environment ----
+# Debian 12's python3 refuses `pip install` outside a venv (PEP 668), and a plain venv sees
+# neither Debian's python3-torch nor, offline, setuptools.  This venv sees the system's
+# packages and installs clients/python (editable) with the system's setuptools, no network:
+#   make python-venv && . .venv/bin/activate
+VENV ?= .venv
+.PHONY: python-venv python-venv-only test-python-venv
+python-venv:
+	bash scripts/install-deps.sh python
+	$(MAKE) --no-print-directory python-venv-only VENV=$(VENV)
+
+# the venv alone (no apt-get): what python-venv does after installing the packages
+python-venv-only:
+	/usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --no-index --no-build-isolation -e clients/python
+	@echo "$(VENV) is ready: . $(VENV)/bin/activate, then python3 -c 'import innserve'"
+
+# python-venv-only into a temporary directory, then innserve and innserve.export imported
+# from it (outside the source tree), and a plain (non-editable) install built offline.
+test-python-venv:
+	@$(call need,/usr/bin/python3 -c 'import ensurepip; import setuptools; import wheel',python3-venv or python3-setuptools or python3-wheel); \
+	bash tests/install/test_python_venv.sh "$(MAKE)"
 
 # ---- benchmarks (docs/performance.md) ----
 $(BUILD)/bench_engine: $(BUILD)/bench/bench_engine.o $(BUILD)/libinnengine.a

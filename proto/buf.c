@@ -176,17 +176,63 @@ void proto_buf_f64_list(struct proto_buf *b, const double *v, size_t n)
     put_list(b, v, n, true);
 }
 
+size_t proto_utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    size_t len;
+    unsigned char lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
+    if (c >= 0xC2 && c <= 0xDF)
+        len = 2;
+    else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        if (c == 0xE0)
+            lo = 0xA0; /* no overlong forms */
+        else if (c == 0xED)
+            hi = 0x9F; /* no UTF-16 surrogates */
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        if (c == 0xF0)
+            lo = 0x90;
+        else if (c == 0xF4)
+            hi = 0x8F; /* nothing above U+10FFFF */
+    } else
+        return 0;
+    if (n < len || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < len; i++)
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+    return len;
+}
+
 void proto_buf_json_str(struct proto_buf *b, const char *s)
 {
     static const char HEX[] = "0123456789abcdef";
     proto_buf_putc(b, '"');
     const char *run = s;
-    for (; *s; s++) {
+    while (*s) {
         unsigned char c = (unsigned char)*s;
-        if (c >= 0x20 && c != '"' && c != '\\')
+        if (c >= 0x80) {
+            /* continuation bytes are never NUL, so this stops at the terminator */
+            size_t k = 1;
+            while (k < 4 && s[k] && ((unsigned char)s[k] & 0xC0) == 0x80)
+                k++;
+            size_t n = proto_utf8_seq((const unsigned char *)s, k);
+            if (n) {
+                s += n;
+                continue;
+            }
+            proto_buf_put(b, run, (size_t)(s - run));
+            proto_buf_puts(b, "\xEF\xBF\xBD"); /* U+FFFD */
+            run = ++s;
             continue;
+        }
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            s++;
+            continue;
+        }
         proto_buf_put(b, run, (size_t)(s - run));
-        run = s + 1;
+        run = ++s;
         char esc[7] = {'\\', 0};
         size_t n = 2;
         switch (c) {

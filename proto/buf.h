@@ -38,9 +38,14 @@ void proto_buf_i64(struct proto_buf *b, long long v);
 void proto_buf_u64(struct proto_buf *b, unsigned long long v);
 void proto_buf_f32(struct proto_buf *b, float v);
 void proto_buf_f64(struct proto_buf *b, double v);
-/* s as a JSON string literal with quotes (control characters escaped; bytes >= 0x80 are
- * copied, the caller supplies UTF-8). */
+/* s as a JSON string literal with quotes: control characters escaped, valid UTF-8 copied,
+ * every byte that is not part of a valid UTF-8 sequence replaced by U+FFFD, so the output
+ * is valid JSON and UTF-8 whatever s holds (a client's path, a cut message). */
 void proto_buf_json_str(struct proto_buf *b, const char *s);
+/* Length (2..4) of the well-formed UTF-8 sequence (RFC 3629: no overlong forms, no
+ * surrogates, nothing above U+10FFFF) starting at s[0] >= 0x80 within s[0..n), or 0 when
+ * s[0] does not start one. */
+size_t proto_utf8_seq(const unsigned char *s, size_t n);
 /* Comma-separated float32 values "a,b,c" (no brackets). */
 void proto_buf_f32_list(struct proto_buf *b, const float *v, size_t n);
 /* Same for double values. */

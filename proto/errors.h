@@ -23,15 +23,20 @@ enum proto_code {
     PROTO_E_UNKNOWN_FIELD,  /* 400 unknown_field: a field this endpoint does not take */
     PROTO_E_SHAPE,          /* 400 bad_shape: ragged rows, wrong widths, row counts */
     PROTO_E_NONFINITE,      /* 400 non_finite: NaN / Inf / out of float32 range */
+    PROTO_E_BAD_REQUEST,    /* 400 bad_request: the HTTP message itself is malformed or
+                               ambiguous (framing headers, header names, NUL in the path) */
     PROTO_E_UNAUTHORIZED,   /* 401 unauthorized: no or a wrong bearer token (WWW-Authenticate) */
     PROTO_E_ROUTE,          /* 404 not_found: no such path */
     PROTO_E_MODEL,          /* 404 model_not_found: no such model (or version) */
     PROTO_E_METHOD,         /* 405 method_not_allowed (the answer carries Allow) */
+    PROTO_E_TIMEOUT,        /* 408 request_timeout: headers or body not received in time */
     PROTO_E_LENGTH,         /* 411 length_required */
     PROTO_E_BODY_TOO_LARGE, /* 413 body_too_large: request body over --max-body */
     PROTO_E_TOO_LARGE,      /* 413 too_large: a request limit (samples, elements, rows) */
     PROTO_E_RESULT_TOO_LARGE, /* 413 result_too_large: answer over --max-response */
+    PROTO_E_URI_TOO_LONG,   /* 414 uri_too_long: request target over PROTO_MAX_URI_BYTES */
     PROTO_E_MEDIA,          /* 415 unsupported_media_type */
+    PROTO_E_HEADERS_TOO_LARGE, /* 431 headers_too_large: over PROTO_MAX_HEADER_BYTES */
     PROTO_E_UNSUPPORTED,    /* 422 unsupported_operation: not defined for this model kind */
     PROTO_E_NUMERIC,        /* 422 numeric_error: the model cannot map this input */
     PROTO_E_OVERLOADED,     /* 503 overloaded: the work queue is full (Retry-After) */

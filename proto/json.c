@@ -2,6 +2,7 @@
  * json.c — depth-limited parsing and typed field readers for request bodies (json.h).
  */
 #include "json.h"
+#include "buf.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -47,6 +48,81 @@ static int scan(const char *s, size_t len, int max, size_t *where, size_t *value
     }
     *values = v;
     return 0;
+}
+
+/* What the parser tolerates and RFC 8259 does not, checked on a body the parser accepted
+ * (so its structure is known to be sound): bytes other than space, tab, LF and CR between
+ * tokens (NUL and other control bytes), numbers with leading zeros or without digits after
+ * '.' ("01", "-01", "1.", "-.5"), unescaped control characters and invalid UTF-8 inside
+ * strings, and the escape \u0000 (a NUL would cut the string short).  Returns PROTO_OK
+ * or PROTO_E_JSON naming the byte. */
+static enum proto_code strict(const char *body, size_t len, struct proto_error *e)
+{
+    const unsigned char *s = (const unsigned char *)body;
+    size_t i = 0;
+    while (i < len) {
+        unsigned char c = s[i];
+        if (c == '"') {
+            for (i++; i < len && s[i] != '"'; i++) {
+                unsigned char d = s[i];
+                if (d == '\\') {
+                    if (i + 5 < len && s[i + 1] == 'u' && !memcmp(s + i + 2, "0000", 4))
+                        return proto_errorf(e, PROTO_E_JSON, "the body is not valid JSON "
+                                            "(\\u0000 in a string at byte %zu: strings may "
+                                            "not contain NUL)", i);
+                    i++;
+                } else if (d < 0x20) {
+                    return proto_errorf(e, PROTO_E_JSON, "the body is not valid JSON "
+                                        "(unescaped control character 0x%02x in a string at "
+                                        "byte %zu)", d, i);
+                } else if (d >= 0x80) {
+                    size_t n = proto_utf8_seq(s + i, len - i);
+                    if (!n)
+                        return proto_errorf(e, PROTO_E_JSON, "the body is not valid JSON "
+                                            "(invalid UTF-8 in a string at byte %zu)", i);
+                    i += n - 1;
+                }
+            }
+            i++;
+        } else if (c == '-' || (c >= '0' && c <= '9')) {
+            size_t at = i;
+            if (c == '-')
+                i++;
+            size_t int_start = i;
+            while (i < len && s[i] >= '0' && s[i] <= '9')
+                i++;
+            bool ok = i > int_start && !(s[int_start] == '0' && i - int_start > 1);
+            if (ok && i < len && s[i] == '.') {
+                size_t f = ++i;
+                while (i < len && s[i] >= '0' && s[i] <= '9')
+                    i++;
+                ok = i > f;
+            }
+            if (ok && i < len && (s[i] == 'e' || s[i] == 'E')) {
+                i++;
+                if (i < len && (s[i] == '+' || s[i] == '-'))
+                    i++;
+                size_t x = i;
+                while (i < len && s[i] >= '0' && s[i] <= '9')
+                    i++;
+                ok = i > x;
+            }
+            if (!ok)
+                return proto_errorf(e, PROTO_E_JSON, "the body is not valid JSON (malformed "
+                                    "number at byte %zu: %s)", at,
+                                    i > int_start && s[int_start] == '0' &&
+                                            i - int_start > 1
+                                        ? "leading zeros are not allowed"
+                                        : "digits must follow '-', '.' and the exponent");
+        } else if (c <= 0x20 && c != ' ' && c != '\t' && c != '\n' && c != '\r') {
+            return proto_errorf(e, PROTO_E_JSON, "the body is not valid JSON (byte 0x%02x at "
+                                "byte %zu: only space, tab, LF and CR may separate JSON "
+                                "tokens)", c, i);
+        } else {
+            i++;
+        }
+    }
+    return PROTO_OK;
 }
 
 /* Whether the parser stopped (at byte pos) on a NaN or Infinity literal, which JavaScript
@@ -113,6 +189,10 @@ enum proto_code proto_json_parse(const char *body, size_t len, int max_depth,
         cJSON_Delete(root);
         return proto_errorf(e, PROTO_E_JSON, "the body is not valid JSON (unexpected data "
                             "after the value at byte %zu)", pos);
+    }
+    if (strict(body, len, e) != PROTO_OK) {
+        cJSON_Delete(root);
+        return e->code;
     }
     *out = root;
     return PROTO_OK;

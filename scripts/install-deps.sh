@@ -6,9 +6,13 @@
 #                                      skips what is missing): PyTorch, NumPy, PyYAML for the
 #                                      exporter, parity and manifest tests; curl for the README's
 #                                      curl calls; openssl for the TLS tests' certificates
-#                                      (tests/e2e/make-cert.sh); podman, runc, debootstrap and podman-compose
-#                                      for the container tests; clang (libFuzzer) for
-#                                      make test-fuzz
+#                                      (tests/e2e/make-cert.sh); podman, runc, debootstrap and
+#                                      podman-compose for the container tests; clang (libFuzzer) for
+#                                      make test-fuzz; groff-base to render the man pages
+#                                      (make test-install); python3-venv, -setuptools and
+#                                      -wheel for make test-python-venv
+#   scripts/install-deps.sh python   + what `make python-venv` needs: venv, setuptools and
+#                                      wheel (an offline editable install), NumPy, PyTorch
 #   scripts/install-deps.sh deploy   only the container tooling
 #   scripts/install-deps.sh bench    + wrk for the server benchmark
 #
@@ -20,12 +24,14 @@ pkgs=(gcc make pkg-config libc6-dev libopenblas-dev libcjson-dev libmicrohttpd-d
       libcurl4-openssl-dev check)
 case "$profile" in
   run) ;;
-  test) pkgs+=(python3-torch python3-numpy python3-yaml curl openssl clang libclang-rt-14-dev podman runc debootstrap iptables
+  test) pkgs+=(python3-torch python3-numpy python3-yaml python3-venv python3-setuptools python3-wheel
+              curl openssl clang libclang-rt-14-dev groff-base podman runc debootstrap iptables
               podman-compose golang-github-containernetworking-plugin-dnsname) ;;
+  python) pkgs+=(python3-venv python3-setuptools python3-wheel python3-numpy python3-torch) ;;
   bench) pkgs+=(python3-torch python3-numpy wrk linux-perf) ;;
   deploy) pkgs+=(curl podman runc debootstrap iptables podman-compose
                 golang-github-containernetworking-plugin-dnsname) ;;
-  *) echo "usage: $0 [run|test|bench|deploy]" >&2; exit 2 ;;
+  *) echo "usage: $0 [run|test|python|bench|deploy]" >&2; exit 2 ;;
 esac
 
 missing=()

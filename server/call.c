@@ -62,6 +62,7 @@ static bool plan_sample(struct srv_call *c, int n_obs, long N, int workers)
 }
 
 static void unit_rows(struct srv_job *j, int idx, struct eng_ws *ws);
+static void run_batch(struct srv_job *first, struct eng_ws *ws);
 static void unit_sample(struct srv_job *j, int idx, struct eng_ws *ws);
 static void unit_preimage(struct srv_job *j, int idx, struct eng_ws *ws);
 static void call_done(struct srv_job *j);
@@ -201,6 +202,15 @@ struct srv_call *srv_call_new(struct srv_ctx *ctx, struct srv_version *ver,
     }
     for (int i = 0; i < c->job.n_units; i++)
         c->unit_cert[i] = true;
+    /* forward / log_prob of at most one tile: the pool may compute it together with
+     * other such requests for the same model (run_batch) */
+    if ((q->op == PROTO_OP_FORWARD || q->op == PROTO_OP_LOG_PROB) && c->job.n_units == 1 &&
+        r->n >= 1 && r->n <= ENG_TILE_ROWS) {
+        c->job.batch_key = ver->model;
+        c->job.batch_op = (int)q->op;
+        c->job.batch_rows = r->n;
+        c->job.batch_run = run_batch;
+    }
     return c;
 }
 
@@ -311,6 +321,144 @@ static void unit_rows(struct srv_job *j, int idx, struct eng_ws *ws)
             snprintf(msg, sizeof msg, "%s", err);
         fail(c, idx, st, msg);
     }
+}
+
+/* ---- batches --------------------------------------------------------------------------- */
+
+/* A worker's buffers for batched rows, grown to the largest batch it has run, freed when
+ * the thread exits. */
+struct batch_buf {
+    float *f;
+    size_t nf;
+    double *d;
+    size_t nd;
+};
+
+static pthread_key_t g_batch_key;
+static pthread_once_t g_batch_once = PTHREAD_ONCE_INIT;
+
+static void batch_buf_free(void *p)
+{
+    struct batch_buf *b = p;
+    free(b->f);
+    free(b->d);
+    free(b);
+}
+
+static void batch_key_init(void)
+{
+    pthread_key_create(&g_batch_key, batch_buf_free);
+}
+
+static struct batch_buf *batch_buf(size_t nf, size_t nd)
+{
+    pthread_once(&g_batch_once, batch_key_init);
+    struct batch_buf *b = pthread_getspecific(g_batch_key);
+    if (!b) {
+        if (!(b = calloc(1, sizeof *b)))
+            return NULL;
+        pthread_setspecific(g_batch_key, b);
+    }
+    if (b->nf < nf) {
+        float *f = malloc(sizeof(float) * nf);
+        if (!f)
+            return NULL;
+        free(b->f);
+        b->f = f;
+        b->nf = nf;
+    }
+    if (b->nd < nd) {
+        double *d = malloc(sizeof(double) * nd);
+        if (!d)
+            return NULL;
+        free(b->d);
+        b->d = d;
+        b->nd = nd;
+    }
+    return b;
+}
+
+/* Computes the forward / log_prob calls of a batch (same model, same operation, at most
+ * ENG_TILE_ROWS rows in all) with one engine call on their rows side by side, and copies
+ * each call's rows into its own result.  A row's result does not depend on the rows
+ * beside it in a tile nor on whether y is broadcast (engine invariant 6), so each call
+ * gets the bytes it would get alone; tests/e2e/test_batching.c checks it.  When the
+ * batched call fails (a non-finite result names a row of the batch), every call runs
+ * alone instead, so errors are exactly those of unbatched requests. */
+static void run_batch(struct srv_job *first, struct eng_ws *ws)
+{
+    struct srv_call *live[ENG_TILE_ROWS];
+    int k = 0;
+    long n = 0;
+    for (struct srv_job *j = first; j && k < ENG_TILE_ROWS; j = j->batch_next) {
+        struct srv_call *c = (struct srv_call *)j;
+        if (atomic_load(&c->state) != SRV_CALL_PENDING)
+            continue; /* answered already (deadline, drain): nothing to compute */
+        live[k++] = c;
+        n += c->req.x.rows;
+    }
+    if (k == 0)
+        return;
+    struct srv_call *c0 = live[0];
+    const struct eng_model *m = c0->ver->model;
+    const struct eng_dims *d = &c0->ver->info->dims;
+    bool has_y = c0->req.y.rows > 0, bcast = has_y;
+    for (int i = 0; i < k; i++) {
+        const struct proto_matrix *y = &live[i]->req.y;
+        if ((y->rows > 0) != has_y)
+            goto alone;
+        if (bcast && (y->rows != 1 ||
+                      memcmp(y->data, c0->req.y.data, sizeof(float) * (size_t)d->y) != 0))
+            bcast = false;
+    }
+    struct batch_buf *b = k > 1 ? batch_buf((size_t)n * (size_t)(d->x + 2 * d->y + d->z) + 1,
+                                            (size_t)n) : NULL;
+    if (!b)
+        goto alone;
+    float *x = b->f, *y = x + (size_t)n * d->x, *z = y + (size_t)n * d->y,
+          *yo = z + (size_t)n * d->z;
+    double *v = b->d;
+    for (long off = 0, i = 0; i < k; i++) {
+        const struct proto_request *q = &live[i]->req;
+        long rows = q->x.rows;
+        memcpy(x + (size_t)off * d->x, q->x.data, sizeof(float) * (size_t)rows * d->x);
+        if (has_y && !bcast) {
+            for (long r = 0; r < rows; r++)
+                memcpy(y + (size_t)(off + r) * d->y,
+                       q->y.data + (q->y.rows == 1 ? 0 : (size_t)r * d->y),
+                       sizeof(float) * (size_t)d->y);
+        }
+        off += rows;
+    }
+    const float *yin = !has_y ? NULL : bcast ? c0->req.y.data : y;
+    int yrows = !has_y ? 0 : bcast ? 1 : (int)n;
+    const struct proto_result *r0 = &c0->res;
+    char err[ENG_ERR_LEN] = "";
+    enum eng_status st;
+    if (c0->req.op == PROTO_OP_FORWARD)
+        st = eng_forward(m, ws, (int)n, x, yin, yrows, r0->z ? z : NULL, r0->y_out ? yo : NULL,
+                         r0->log_det ? v : NULL, err);
+    else
+        st = eng_log_prob(m, ws, (int)n, x, yin, yrows, v, err);
+    if (st != ENG_OK)
+        goto alone;
+    for (long off = 0, i = 0; i < k; i++) {
+        struct proto_result *r = &live[i]->res;
+        long rows = live[i]->req.x.rows;
+        if (r->z)
+            memcpy(r->z, z + (size_t)off * d->z, sizeof(float) * (size_t)rows * d->z);
+        if (r->y_out)
+            memcpy(r->y_out, yo + (size_t)off * d->y, sizeof(float) * (size_t)rows * d->y);
+        if (r->log_det)
+            memcpy(r->log_det, v + off, sizeof(double) * (size_t)rows);
+        if (r->log_prob)
+            memcpy(r->log_prob, v + off, sizeof(double) * (size_t)rows);
+        off += rows;
+    }
+    return;
+alone:
+    for (int i = 0; i < k; i++)
+        live[i]->job.unit(&live[i]->job, 0, ws);
 }
 
 static void unit_sample(struct srv_job *j, int idx, struct eng_ws *ws)

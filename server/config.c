@@ -57,6 +57,9 @@ static const struct opt OPTS[] = {
     {"retry-after", K_INT, OFF(retry_after_s), 0, 3600, "Retry-After seconds on 503", NULL},
     {"inline-rows", K_LONG, OFF(inline_rows), 0, 1000000, "forward/log_prob requests with at most "
      "this many rows run on the HTTP thread, skipping the queue; 0 turns it off", NULL},
+    {"batch-delay-us", K_LONG, OFF(batch_delay_us), 0, 1000000, "dynamic batching: concurrent "
+     "forward/log_prob requests of one model wait up to this many microseconds to be computed "
+     "as one tile (each answer is the bytes it gets alone); 0 turns it off", NULL},
     {"log-level", K_LEVEL, OFF(log_level), 0, 0, "error, warn, info or debug", NULL},
     {"access-log", K_BOOL, OFF(access_log), 0, 0, "one JSON line per request on stderr", NULL},
     {"max-body", K_SIZE, OFF(lim.max_body_bytes), 1, 1e12, "request body bytes (413 above)", NULL},
@@ -111,6 +114,7 @@ static void defaults(struct srv_config *c)
     c->conn_timeout_s = 30;
     c->max_connections = 1024;
     c->retry_after_s = 1;
+    c->batch_delay_us = 100;
     c->log_level = SRV_LOG_INFO;
     c->access_log = true;
     c->auth_probes = strdup("open");

@@ -27,6 +27,7 @@ struct srv_config {
     int max_connections;   /* --max-connections */
     int retry_after_s;     /* --retry-after: Retry-After on 503 */
     long inline_rows;      /* --inline-rows: run tiny jobs on the HTTP thread */
+    long batch_delay_us;   /* --batch-delay-us: dynamic batching window (0: off) */
     int log_level;         /* --log-level */
     bool access_log;       /* --access-log on|off */
     struct proto_limits lim; /* --max-* */

@@ -2,10 +2,16 @@
  * http.c — libmicrohttpd glue, routing and the operational endpoints (http.h).
  *
  * Per request (struct req, in *req_cls):
- *   first call      the bearer token (--auth-token-file: a request without it is answered
- *                   401 at once, before any body is read, and the connection closes); then
- *                   route, method, media type and declared length checks (errors are
- *                   remembered, not queued), count in-flight
+ *   request line    (uri_log) the request is allocated and counted in-flight; the raw
+ *                   target is checked (length, NUL and control bytes) before libmicrohttpd
+ *                   decodes it (unescape: %2F stays literal)
+ *   first call      the HTTP message: header size, header names, framing (one
+ *                   Content-Length, no Transfer-Encoding beside it, only chunked) — a
+ *                   failure is answered at once with Connection: close; then the bearer
+ *                   token (--auth-token-file: a request without it is answered 401 at once,
+ *                   before any body is read, with Connection: close); then route, method,
+ *                   media type and declared length checks (errors are remembered, not
+ *                   queued)
  *   body calls      append to the body buffer up to --max-body; beyond it, discard (and
  *                   drop the connection past PROTO_DISCARD_MAX_BYTES)
  *   final call      answer: inline endpoints at once; model operations parse, validate,
@@ -21,6 +27,7 @@
 #include "../proto/v2.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
@@ -34,6 +41,10 @@
 
 /* Bytes of an oversized body read and dropped before the connection is closed instead. */
 #define PROTO_DISCARD_MAX_BYTES (64u << 20)
+/* libmicrohttpd's memory per connection (request line, headers, read buffer, response
+ * headers).  Requests larger than this get libmicrohttpd's own 414/431 page; the JSON
+ * limits PROTO_MAX_URI_BYTES and PROTO_MAX_HEADER_BYTES sit well below it. */
+#define SRV_CONN_MEMORY ((size_t)32 * 1024)
 
 struct srv_http {
     struct MHD_Daemon *d;
@@ -48,6 +59,9 @@ struct req {
     struct srv_ctx *ctx;
     struct MHD_Connection *conn;
     int64_t t0;
+    bool started;               /* the access handler has seen it (first_call ran) */
+    bool early;                 /* `early_e` is answered at the first call, then close */
+    struct proto_error early_e;
     char method[16];
     char path[256];
     struct proto_match match;
@@ -124,6 +138,8 @@ static enum MHD_Result queue(struct req *r, struct srv_response *s)
         snprintf(tmp, sizeof tmp, "%ld", s->unconverged);
         MHD_add_response_header(mr, "X-Solver-Unconverged", tmp);
     }
+    if (s->close)
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_CONNECTION, "close");
     r->status = s->status;
     r->bytes = s->len;
     r->code = s->code;
@@ -139,6 +155,17 @@ static enum MHD_Result answer_error(struct req *r, const struct proto_error *e)
     srv_response_error(&s, r->ctx, e);
     if (e->code == PROTO_E_METHOD)
         snprintf(s.allow, sizeof s.allow, "%s", r->match.allow);
+    return queue(r, &s);
+}
+
+/* An error about the HTTP message itself: answered now, before any body is read, and the
+ * connection closed after it (what follows cannot be trusted to be a request). */
+static enum MHD_Result answer_close(struct req *r, const struct proto_error *e)
+{
+    struct srv_response s;
+    srv_response_init(&s);
+    srv_response_error(&s, r->ctx, e);
+    s.close = true;
     return queue(r, &s);
 }
 
@@ -234,6 +261,9 @@ static enum MHD_Result do_metrics(struct req *r)
     proto_buf_init(&b, 0);
     srv_metrics_render(ctx->metrics, &b);
     srv_repo_write_metrics(ctx->repo, &b);
+    struct srv_batch_stats bs;
+    srv_pool_batch_stats(ctx->pool, &bs);
+    srv_metrics_render_batches(&b, &bs);
     proto_buf_printf(&b, "# HELP innserve_queue_depth Jobs waiting for a worker.\n"
                      "# TYPE innserve_queue_depth gauge\ninnserve_queue_depth %d\n"
                      "# HELP innserve_jobs_active Jobs submitted and not yet done.\n"
@@ -433,6 +463,150 @@ static void remember(struct req *r, const struct proto_error *e)
         snprintf(r->resp.allow, sizeof r->resp.allow, "%s", r->match.allow);
 }
 
+/* A request, counted in flight; NULL when out of memory. */
+static struct req *req_new(struct srv_ctx *ctx, struct MHD_Connection *conn)
+{
+    struct req *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->ctx = ctx;
+    r->conn = conn;
+    r->t0 = srv_now_ns();
+    srv_response_init(&r->resp);
+    proto_buf_init(&r->body, ctx->lim.max_body_bytes);
+    r->operation = "none";
+    srv_metrics_in_flight(ctx->metrics, 1);
+    return r;
+}
+
+/* ---- the HTTP message ------------------------------------------------------------------ */
+
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : (tolower((unsigned char)c) - 'a' + 10);
+}
+
+/* URL decoding for libmicrohttpd (path and query): %XX becomes its byte, except %2F, which
+ * stays literal (an encoded slash belongs to its path segment and never separates
+ * segments), and %00, which stays literal (uri_log refuses such a path first).  Malformed
+ * escapes stay as they are. */
+static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+    char *w = s;
+    const char *p = s;
+    while (*p) {
+        if (p[0] == '%' && isxdigit((unsigned char)p[1]) && isxdigit((unsigned char)p[2])) {
+            int v = hexval(p[1]) * 16 + hexval(p[2]);
+            if (v != '/' && v != 0) {
+                *w++ = (char)v;
+                p += 3;
+                continue;
+            }
+        }
+        *w++ = *p++;
+    }
+    *w = 0;
+    return (size_t)(w - s);
+}
+
+/* Called with the raw request target as soon as the request line is read: allocates the
+ * request (libmicrohttpd hands it to every later callback) and checks the target before
+ * it is decoded.  A failure is answered at the first call of the access handler. */
+static void *uri_log(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    struct req *r = req_new(cls, conn);
+    if (!r || !uri)
+        return r;
+    size_t n = strlen(uri);
+    if (n > PROTO_MAX_URI_BYTES) {
+        r->early = true;
+        proto_errorf(&r->early_e, PROTO_E_URI_TOO_LONG, "the request target is %zu bytes, "
+                     "more than the server accepts (%d)", n, PROTO_MAX_URI_BYTES);
+        return r;
+    }
+    for (const char *p = uri; *p && *p != '?'; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c < 0x20 || c == 0x7f) {
+            r->early = true;
+            proto_errorf(&r->early_e, PROTO_E_BAD_REQUEST, "the path contains the control "
+                         "byte 0x%02x", c);
+            return r;
+        }
+        if (c == '%' && p[1] == '0' && p[2] == '0') {
+            r->early = true;
+            proto_errorf(&r->early_e, PROTO_E_BAD_REQUEST, "the path contains %%00 (an "
+                         "encoded NUL byte), which no resource name holds");
+            return r;
+        }
+    }
+    return r;
+}
+
+/* RFC 9110 token characters (header field names). */
+static bool is_token(const char *s)
+{
+    if (!*s)
+        return false;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (!(isalnum(c) || strchr("!#$%&'*+-.^_`|~", c)))
+            return false;
+    }
+    return true;
+}
+
+struct header_scan {
+    int n_length, n_te;
+    const char *te;
+    const char *bad_name;
+};
+
+static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    struct header_scan *h = cls;
+    if (!key)
+        return MHD_YES;
+    if (!h->bad_name && !is_token(key))
+        h->bad_name = key;
+    if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH))
+        h->n_length++;
+    else if (!strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
+        h->n_te++;
+        h->te = value ? value : "";
+    }
+    return MHD_YES;
+}
+
+/* The message's size, header names and body framing (RFC 9112 section 6): PROTO_OK, or
+ * the error to answer before reading a body whose extent is ambiguous.  A server behind a
+ * proxy must not guess here: the proxy may have framed the body differently. */
+static enum proto_code check_message(struct MHD_Connection *conn, struct proto_error *e)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    if (ci && ci->header_size > PROTO_MAX_HEADER_BYTES)
+        return proto_errorf(e, PROTO_E_HEADERS_TOO_LARGE, "the request line and headers are "
+                            "%zu bytes, more than the server accepts (%d)", ci->header_size,
+                            PROTO_MAX_HEADER_BYTES);
+    struct header_scan h = {0};
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, scan_header, &h);
+    if (h.bad_name)
+        return proto_errorf(e, PROTO_E_BAD_REQUEST, "the header name '%.64s' is not a valid "
+                            "token (no whitespace before the colon)", h.bad_name);
+    if (h.n_te && h.n_length)
+        return proto_errorf(e, PROTO_E_BAD_REQUEST, "the request has both Transfer-Encoding "
+                            "and Content-Length; send one of them");
+    if (h.n_length > 1)
+        return proto_errorf(e, PROTO_E_BAD_REQUEST, "Content-Length appears %d times; send "
+                            "it once", h.n_length);
+    if (h.n_te > 1 || (h.n_te && strcasecmp(h.te, "chunked") != 0))
+        return proto_errorf(e, PROTO_E_BAD_REQUEST, "Transfer-Encoding '%.64s' is not "
+                            "supported; send Content-Length, or Transfer-Encoding: chunked "
+                            "once", h.n_te > 1 ? "(given twice)" : h.te);
+    return PROTO_OK;
+}
+
 /* Routes that answer without the bearer token while --auth-probes is open: the health
  * probes, so an orchestrator's liveness and readiness checks need no secret. */
 static bool is_probe(const struct proto_match *m)
@@ -450,7 +624,8 @@ static bool is_probe(const struct proto_match *m)
     }
 }
 
-/* --auth-token-file: true when the request may go on; otherwise r->resp is the 401. */
+/* --auth-token-file: true when the request may go on; otherwise r->resp is the 401, to be
+ * answered at once with Connection: close. */
 static bool authorized(struct req *r)
 {
     struct srv_ctx *ctx = r->ctx;
@@ -472,25 +647,27 @@ static bool authorized(struct req *r)
     r->resp.www_authenticate = a == SRV_AUTH_MISSING
                                    ? "Bearer realm=\"innserve\""
                                    : "Bearer realm=\"innserve\", error=\"invalid_token\"";
+    r->resp.close = true;
     return false;
 }
 
 static enum MHD_Result first_call(struct srv_ctx *ctx, struct MHD_Connection *conn,
                                   const char *url, const char *method, void **req_cls)
 {
-    struct req *r = calloc(1, sizeof *r);
-    if (!r)
-        return MHD_NO;
-    r->ctx = ctx;
-    r->conn = conn;
-    r->t0 = srv_now_ns();
+    struct req *r = *req_cls;
+    if (!r) {
+        r = req_new(ctx, conn);
+        if (!r)
+            return MHD_NO;
+        *req_cls = r;
+    }
+    r->started = true;
     copy(r->method, sizeof r->method, method);
     copy(r->path, sizeof r->path, url);
-    srv_response_init(&r->resp);
-    proto_buf_init(&r->body, ctx->lim.max_body_bytes);
-    r->operation = "none";
-    *req_cls = r;
-    srv_metrics_in_flight(ctx->metrics, 1);
+    if (r->early)
+        return answer_close(r, &r->early_e);
+    if (check_message(conn, &r->early_e) != PROTO_OK)
+        return answer_close(r, &r->early_e);
     struct proto_error e;
     enum proto_code rc = proto_route_match(method, url, &r->match, &e);
     if (r->match.route)
@@ -541,7 +718,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
 {
     struct srv_ctx *ctx = cls;
     struct req *r = *req_cls;
-    if (!r)
+    if (!r || !r->started)
         return first_call(ctx, conn, url, method, req_cls);
     if (r->status)
         return MHD_YES; /* answered early (413 before the body) */
@@ -777,8 +954,10 @@ struct srv_http *srv_http_start(struct srv_ctx *ctx, char *err, size_t cap)
                             MHD_OPTION_THREAD_POOL_SIZE, threads,
                             MHD_OPTION_CONNECTION_TIMEOUT, cfg->conn_timeout_s,
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
-                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(32 * 1024),
+                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, SRV_CONN_MEMORY,
                             MHD_OPTION_NOTIFY_COMPLETED, completed, ctx,
+                            MHD_OPTION_URI_LOG_CALLBACK, uri_log, ctx,
+                            MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
                             h->cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, h->cert,
                             MHD_OPTION_HTTPS_MEM_KEY, h->key,
                             MHD_OPTION_END);

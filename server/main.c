@@ -153,9 +153,10 @@ static void log_listening(const struct srv_config *cfg, int port, int workers, i
     proto_buf_puts(&b, "\"host\":");
     proto_buf_json_str(&b, cfg->host);
     proto_buf_printf(&b, ",\"port\":%d,\"workers\":%d,\"http_threads\":%d,\"queue\":%d,"
-                     "\"deadline_ms\":%ld,\"kernels\":\"%s\",\"tls\":%s,\"auth\":\"%s\","
-                     "\"models\":", port, workers, threads, cfg->queue, cfg->deadline_ms,
-                     eng_kernels(NULL), cfg->tls_cert ? "true" : "false",
+                     "\"deadline_ms\":%ld,\"batch_delay_us\":%ld,\"kernels\":\"%s\",\"tls\":%s,"
+                     "\"auth\":\"%s\",\"models\":", port, workers, threads, cfg->queue,
+                     cfg->deadline_ms, cfg->batch_delay_us, eng_kernels(NULL),
+                     cfg->tls_cert ? "true" : "false",
                      !cfg->auth_token_file ? "off" : cfg->auth_probes_open ? "probes open"
                      : "everything");
     proto_buf_json_str(&b, cfg->models);
@@ -252,7 +253,7 @@ int main(int argc, char **argv)
     int rc = 1;
     struct srv_http *http = NULL;
     ctx.metrics = srv_metrics_new();
-    ctx.pool = srv_pool_new(workers, cfg.queue);
+    ctx.pool = srv_pool_new(workers, cfg.queue, (int64_t)cfg.batch_delay_us * 1000, ENG_TILE_ROWS);
     ctx.repo = ctx.metrics ? srv_repo_new(cfg.models, ctx.metrics) : NULL;
     if (!ctx.metrics || !ctx.pool || !ctx.repo) {
         srv_logf(SRV_LOG_ERROR, "startup_failed", "out of memory or cannot start threads");

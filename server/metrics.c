@@ -10,6 +10,7 @@
  * label.  Label values are escaped on output.
  */
 #include "metrics.h"
+#include "pool.h"
 #include "../proto/route.h"
 
 #include <pthread.h>
@@ -389,4 +390,35 @@ void srv_metrics_render(struct srv_metrics *m, struct proto_buf *b)
                    "# TYPE innserve_uptime_seconds gauge\ninnserve_uptime_seconds ");
     proto_buf_f64(b, up);
     proto_buf_putc(b, '\n');
+}
+
+/* ---- dynamic batching (the pool's counts) --------------------------------------------- */
+
+static void render_batch_hist(struct proto_buf *b, const char *name, const char *help,
+                              const uint64_t *counts, uint64_t sum, uint64_t n)
+{
+    proto_buf_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    uint64_t cum = 0;
+    for (int k = 0; k <= SRV_BATCH_BUCKETS; k++) {
+        cum += counts[k];
+        if (k < SRV_BATCH_BUCKETS)
+            proto_buf_printf(b, "%s_bucket{le=\"%d\"} %llu\n", name, 1 << k,
+                             (unsigned long long)cum);
+        else
+            proto_buf_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cum);
+    }
+    proto_buf_printf(b, "%s_sum %llu\n%s_count %llu\n", name, (unsigned long long)sum, name,
+                     (unsigned long long)n);
+}
+
+void srv_metrics_render_batches(struct proto_buf *b, const struct srv_batch_stats *s)
+{
+    proto_buf_printf(b, "# HELP innserve_batches_total Batches computed by dynamic batching "
+                     "(--batch-delay-us), each one engine call.\n"
+                     "# TYPE innserve_batches_total counter\ninnserve_batches_total %llu\n",
+                     (unsigned long long)s->batches);
+    render_batch_hist(b, "innserve_batch_requests", "Requests per batch.", s->jobs, s->jobs_sum,
+                      s->batches);
+    render_batch_hist(b, "innserve_batch_rows", "Rows per batch.", s->rows, s->rows_sum,
+                      s->batches);
 }

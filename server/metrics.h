@@ -11,6 +11,7 @@
  *   innserve_samples_total{model}                        counter (posterior samples drawn)
  *   innserve_model_state{model,version,state}, innserve_model_load_seconds{model,version}
  *   innserve_reloads_total{result}, innserve_workers, innserve_uptime_seconds
+ *   innserve_batches_total, innserve_batch_requests, innserve_batch_rows (dynamic batching)
  *
  * Thread safe; counters are updated once per request.
  */
@@ -41,6 +42,11 @@ void srv_metrics_request(struct srv_metrics *m, const char *model, const char *o
 void srv_metrics_samples(struct srv_metrics *m, const char *model, uint64_t n);
 void srv_metrics_reload(struct srv_metrics *m, int ok);
 void srv_metrics_in_flight(struct srv_metrics *m, int delta);
+
+/* Appends the dynamic batching counters of the pool (srv_pool_batch_stats):
+ *   innserve_batches_total, innserve_batch_requests (histogram), innserve_batch_rows (histogram) */
+struct srv_batch_stats;
+void srv_metrics_render_batches(struct proto_buf *b, const struct srv_batch_stats *s);
 
 /* Appends everything the metrics object holds (not the model/queue gauges, which the
  * caller appends from the repository and pool). */

@@ -26,6 +26,9 @@ struct srv_pool {
     struct srv_job *head, *tail;  /* FIFO */
     struct srv_job *all;          /* active list */
     bool stop;
+    int64_t batch_delay_ns;       /* 0: no batching */
+    int batch_rows;
+    struct srv_batch_stats bstats;
 };
 
 int64_t srv_now_ns(void)
@@ -61,6 +64,72 @@ static void finish_locked(struct srv_pool *p, struct srv_job *j, bool *call_done
     }
 }
 
+static int bucket(int v)
+{
+    int b = 0;
+    while (b < SRV_BATCH_BUCKETS && v > (1 << b))
+        b++;
+    return b;
+}
+
+/* The batch opened by j waits for more jobs: not full, its delay not over, and some other
+ * job in flight that could still send a request to join it. */
+static bool batch_waits(const struct srv_pool *p, const struct srv_job *j, int64_t now)
+{
+    return !p->stop && now < j->batch_ready_ns && j->batch_sum < p->batch_rows &&
+           p->active > j->batch_n;
+}
+
+/* Runs the batch opened by j (mu held on entry and exit; j is the FIFO head). */
+static void run_batch(struct srv_pool *p, struct srv_job *j, struct eng_ws *ws)
+{
+    p->head = j->qnext;
+    if (!p->head)
+        p->tail = NULL;
+    j->qnext = NULL;
+    j->next_unit = j->n_units;
+    j->batch_open = false;
+    p->depth -= j->batch_n;
+    int64_t now = srv_now_ns();
+    for (struct srv_job *m = j; m; m = m->batch_next)
+        m->t_first = now;
+    p->bstats.batches++;
+    p->bstats.jobs[bucket(j->batch_n)]++;
+    p->bstats.rows[bucket(j->batch_sum)]++;
+    p->bstats.jobs_sum += (uint64_t)j->batch_n;
+    p->bstats.rows_sum += (uint64_t)j->batch_sum;
+    if (p->head)
+        pthread_cond_signal(&p->work); /* the next job need not wait for this batch */
+    pthread_mutex_unlock(&p->mu);
+    if (ws) {
+        j->batch_run(j, ws);
+    } else {
+        for (struct srv_job *m = j; m; m = m->batch_next)
+            atomic_store(&m->cancel, true);
+    }
+    pthread_mutex_lock(&p->mu);
+    /* every job of the batch is finished; `done` in batch order, without the lock (done
+     * may free the job, so the list is read first) */
+    struct srv_job *todo = NULL, **tail = &todo;
+    for (struct srv_job *m = j, *next; m; m = next) {
+        next = m->batch_next;
+        bool call_done = false;
+        m->units_done = m->n_units;
+        finish_locked(p, m, &call_done);
+        if (call_done) {
+            *tail = m;
+            tail = &m->qnext;
+        }
+    }
+    *tail = NULL;
+    pthread_mutex_unlock(&p->mu);
+    for (struct srv_job *m = todo, *next; m; m = next) {
+        next = m->qnext;
+        m->done(m);
+    }
+    pthread_mutex_lock(&p->mu);
+}
+
 static void *worker_main(void *arg)
 {
     struct srv_pool *p = arg;
@@ -72,6 +141,16 @@ static void *worker_main(void *arg)
         if (!p->head && p->stop)
             break;
         struct srv_job *j = p->head;
+        if (j->batch_open) {
+            if (batch_waits(p, j, srv_now_ns())) {
+                struct timespec ts = {(time_t)(j->batch_ready_ns / 1000000000LL),
+                                      (long)(j->batch_ready_ns % 1000000000LL)};
+                pthread_cond_timedwait(&p->work, &p->mu, &ts);
+                continue;
+            }
+            run_batch(p, j, ws);
+            continue;
+        }
         int idx = j->next_unit++;
         if (j->next_unit >= j->n_units) {
             p->head = j->qnext;
@@ -163,18 +242,20 @@ static void *monitor_main(void *arg)
     return NULL;
 }
 
-struct srv_pool *srv_pool_new(int workers, int queue)
+struct srv_pool *srv_pool_new(int workers, int queue, int64_t batch_delay_ns, int batch_rows)
 {
     struct srv_pool *p = calloc(1, sizeof *p);
     if (!p)
         return NULL;
     p->n_workers = workers < 1 ? 1 : workers;
     p->cap = queue < 1 ? 1 : queue;
+    p->batch_delay_ns = batch_delay_ns > 0 && batch_rows > 0 ? batch_delay_ns : 0;
+    p->batch_rows = batch_rows;
     pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->work, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->work, &ca);
     pthread_cond_init(&p->tick, &ca);
     pthread_condattr_destroy(&ca);
     p->threads = calloc((size_t)p->n_workers, sizeof *p->threads);
@@ -224,6 +305,11 @@ bool srv_pool_submit(struct srv_pool *p, struct srv_job *j)
     j->next_unit = j->units_done = 0;
     j->in_expire = j->done_pending = j->expired_called = j->finished = false;
     j->qnext = j->anext = j->aprev = NULL;
+    j->batch_next = NULL;
+    j->batch_tail = j;
+    j->batch_open = false;
+    j->batch_n = 1;
+    j->batch_sum = j->batch_rows;
     j->t_first = j->t_last = 0;
     j->t_submit = srv_now_ns();
     pthread_mutex_lock(&p->mu);
@@ -233,21 +319,47 @@ bool srv_pool_submit(struct srv_pool *p, struct srv_job *j)
     }
     if (j->n_units < 1)
         j->n_units = 1;
-    if (p->tail)
-        p->tail->qnext = j;
-    else
-        p->head = j;
-    p->tail = j;
+    bool batchable = p->batch_delay_ns && j->batch_key && j->batch_run && j->n_units == 1 &&
+                     j->batch_rows >= 1 && j->batch_rows <= p->batch_rows;
+    struct srv_job *lead = NULL;
+    if (batchable)
+        for (struct srv_job *q = p->head; q && !lead; q = q->qnext)
+            if (q->batch_open && q->batch_key == j->batch_key && q->batch_op == j->batch_op &&
+                q->batch_sum + j->batch_rows <= p->batch_rows)
+                lead = q;
+    if (lead) {
+        /* join the queued batch: no new FIFO entry, no worker to wake (unless it is full
+         * now: a worker may be waiting for it) */
+        lead->batch_tail->batch_next = j;
+        lead->batch_tail = j;
+        lead->batch_n++;
+        lead->batch_sum += j->batch_rows;
+    } else {
+        if (batchable) {
+            j->batch_open = true;
+            j->batch_ready_ns = j->t_submit + p->batch_delay_ns;
+        }
+        if (p->tail)
+            p->tail->qnext = j;
+        else
+            p->head = j;
+        p->tail = j;
+    }
     p->depth++;
     j->anext = p->all;
     if (p->all)
         p->all->aprev = j;
     p->all = j;
     p->active++;
-    if (j->n_units > 1)
+    if (lead) {
+        if (lead->batch_sum >= p->batch_rows)
+            pthread_cond_broadcast(&p->work);
+    } else if (j->n_units > 1 || p->batch_delay_ns) {
+        /* with batching, a worker may be waiting for the batch at the head: wake them all */
         pthread_cond_broadcast(&p->work);
-    else
+    } else {
         pthread_cond_signal(&p->work);
+    }
     if (j->deadline_ns)
         pthread_cond_signal(&p->tick);
     pthread_mutex_unlock(&p->mu);
@@ -268,6 +380,13 @@ void srv_pool_cancel_all(struct srv_pool *p)
             break;
         }
     } while (again);
+    pthread_mutex_unlock(&p->mu);
+}
+
+void srv_pool_batch_stats(struct srv_pool *p, struct srv_batch_stats *out)
+{
+    pthread_mutex_lock(&p->mu);
+    *out = p->bstats;
     pthread_mutex_unlock(&p->mu);
 }
 

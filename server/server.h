@@ -43,6 +43,7 @@ struct srv_response {
     char model[130], version[40], sha256[65];
     char seed[24];         /* X-Seed, "" if none */
     long unconverged;      /* X-Solver-Unconverged when >= 0 */
+    bool close;            /* Connection: close (the request's framing cannot be trusted) */
 };
 
 void srv_response_init(struct srv_response *r);

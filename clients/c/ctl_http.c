@@ -4,6 +4,7 @@
 #include "ctl_http.h"
 
 #include <ctype.h>
+#include <cjson/cJSON.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <math.h>
@@ -162,6 +163,29 @@ static void sleep_s(double s)
     }
 }
 
+/* Whether an error answer may go away when the request is sent again: 429, and 503 except
+ * model_unavailable for a model that failed to load (the daemon says "still loading" while
+ * the model may yet come).  A 503 whose body is not the daemon's JSON (a proxy's) is
+ * transient. */
+static bool transient(long status, const char *body, size_t n)
+{
+    if (status == 429)
+        return true;
+    if (status != 503)
+        return false;
+    if (!body)
+        return true;
+    cJSON *j = cJSON_ParseWithLength(body, n);
+    if (!j)
+        return true;
+    const cJSON *code = cJSON_GetObjectItemCaseSensitive(j, "code");
+    const cJSON *msg = cJSON_GetObjectItemCaseSensitive(j, "error");
+    bool t = !cJSON_IsString(code) || strcmp(code->valuestring, "model_unavailable") != 0 ||
+             (cJSON_IsString(msg) && strstr(msg->valuestring, "still loading"));
+    cJSON_Delete(j);
+    return t;
+}
+
 enum ctl_http_rc ctl_http_request(const struct ctl_http_opts *o, const char *method,
                                   const char *path, const char *body, const char *accept,
                                   struct ctl_http_resp *resp, char err[CTL_HTTP_ERR_LEN])
@@ -250,7 +274,7 @@ enum ctl_http_rc ctl_http_request(const struct ctl_http_opts *o, const char *met
             rc = CTL_HTTP_CONNECT;
             break;
         }
-        if ((status == 429 || status == 503) && attempt < o->retries) {
+        if (attempt < o->retries && transient(status, s.p, s.n)) {
             free(s.p);
             double wait = h.retry_after >= 0 ? h.retry_after : 0.25 * (double)(1 << attempt);
             if (o->max_wait_s > 0 && wait > o->max_wait_s)

@@ -1,7 +1,8 @@
 /*
  * ctl_http.h — innctl's HTTP client: one request to the daemon over libcurl (http or
- * https, with an optional bearer token), with timeouts and retries of 429/503 answers
- * that honour Retry-After.
+ * https, with an optional bearer token), with timeouts and retries of transient 429/503
+ * answers that honour Retry-After (a 503 model_unavailable for a model that failed to
+ * load is permanent: not retried).
  */
 #ifndef INNSERVE_CTL_HTTP_H
 #define INNSERVE_CTL_HTTP_H
@@ -13,7 +14,7 @@
 struct ctl_http_opts {
     const char *base_url; /* e.g. "http://127.0.0.1:8080" (no trailing slash needed) */
     double timeout_s;     /* whole request; <= 0: none */
-    int retries;          /* how often a 429/503 is retried */
+    int retries;          /* how often a transient 429/503 is retried */
     double max_wait_s;    /* cap on one Retry-After wait */
     const char *token;    /* sent as "Authorization: Bearer <token>"; NULL: none */
     const char *cacert;   /* PEM file of the CA(s) that sign an https daemon's certificate;

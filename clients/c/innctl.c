@@ -32,6 +32,7 @@
 enum { EX_OK = 0, EX_USAGE = 1, EX_HTTP = 2, EX_CONNECT = 3, EX_INVALID = 4, EX_INTERNAL = 5 };
 
 #define DEFAULT_URL "http://127.0.0.1:8080"
+#define CTL_VERSION "0.1.0" /* the release: the same as innserve's (server/config.h) */
 #define MAX_POS 64
 
 /* ---- options ------------------------------------------------------------------------- */
@@ -843,7 +844,8 @@ static const struct cmd cmds[] = {
     {"sample", "y n seed temperature format summary log-prob resimulation quantiles out json",
      cmd_sample,
      "sample MODEL [--y ROWS] [-n N] [--seed S] [--temperature T] [--format json|csv|npy]\n"
-     "                [--summary] [--log-prob] [--resimulation] [--quantiles Q,..] [-o FILE]",
+     "                [--summary [--json]] [--log-prob] [--resimulation] [--quantiles Q,..]\n"
+     "                [-o FILE]",
      "Draw posterior samples x ~ p(x | y) (cinn, inn) or x ~ p(x) (flow).\n"
      "  --y ROWS        observations, one row each (omit for a flow)\n"
      "  -n N            samples per observation (default 1000)\n"
@@ -861,17 +863,19 @@ static const struct cmd cmds[] = {
      "Run the model forward: x (and y for a cinn) -> z, log_det (inn, mlp: also y).\n"
      "  --format csv  columns z0.., y names.., log_det\n"},
     {"inverse", "z y tol max-iter method format out", cmd_inverse,
-     "inverse MODEL --z ROWS [--y ROWS] [--tol T] [--max-iter N] [--method M] [--format json|csv]",
+     "inverse MODEL --z ROWS [--y ROWS] [--tol T] [--max-iter N] [--method M]\n"
+     "                [--format json|csv] [-o FILE]",
      "Invert the model: z (and y for cinn/inn) -> x, log_det.\n"
      "  --tol, --max-iter, --method   numerical inverse of i-ResNet blocks\n"
      "                                (method auto|newton|anderson|broyden|fixed_point)\n"
      "  --format csv  columns <x names>, log_det\n"},
     {"log-prob", "x y format out", cmd_log_prob,
-     "log-prob MODEL --x ROWS [--y ROWS] [--format json|csv]",
+     "log-prob MODEL --x ROWS [--y ROWS] [--format json|csv] [-o FILE]",
      "Log-density log p(x) / log q(x | y) in the units of x; one y row is broadcast.\n"},
     {"preimage", "target y method num-solutions max-steps seed low high format out", cmd_preimage,
-     "preimage MODEL --target ROWS [--method gradient|evolutionary] [--num-solutions N]\n"
-     "                [--max-steps N] [--seed S] [--low V,..] [--high V,..] [--format json|csv]",
+     "preimage MODEL --target ROWS [--y ROWS] [--method gradient|evolutionary]\n"
+     "                [--num-solutions N] [--max-steps N] [--seed S] [--low V,..] [--high V,..]\n"
+     "                [--format json|csv] [-o FILE]",
      "Find many x with f(x) ~= target (any model kind, above all mlp surrogates).\n"
      "  --low, --high   search box (one value per x)\n"
      "  --format csv    columns target,rank,<x names>,residual\n"},
@@ -902,17 +906,54 @@ static const struct cmd *find_cmd(const char *name)
     return NULL;
 }
 
+/* The first sentence of a command's help (up to ". " or the end; line breaks read as
+ * spaces), wrapped at 79 columns with continuation lines indented to column 15. */
+static void put_summary(FILE *f, const char *help)
+{
+    size_t end = 0;
+    while (help[end] && !(help[end] == '.' && (help[end + 1] == ' ' || help[end + 1] == '\n' ||
+                                               !help[end + 1])))
+        end++;
+    if (help[end])
+        end++; /* the full stop */
+    int col = 15;
+    bool first = true;
+    for (size_t i = 0; i < end;) {
+        while (i < end && (help[i] == ' ' || help[i] == '\n'))
+            i++;
+        size_t w = 0;
+        while (i + w < end && help[i + w] != ' ' && help[i + w] != '\n')
+            w++;
+        if (!w)
+            break;
+        if (!first && col + 1 + (int)w > 79) {
+            fprintf(f, "\n%15s", "");
+            col = 15;
+            first = true;
+        }
+        if (!first) {
+            fputc(' ', f);
+            col++;
+        }
+        fprintf(f, "%.*s", (int)w, help + i);
+        col += (int)w;
+        first = false;
+        i += w;
+    }
+    fputc('\n', f);
+}
+
 static void general_help(FILE *f)
 {
     fprintf(f,
             "usage: innctl [--url URL] [--token-file FILE] [--cacert FILE] [--timeout S]\n"
-            "              [--retries N] COMMAND [ARGS]\n\n"
+            "              [--retries N] COMMAND [ARGS]\n"
+            "       innctl --help | --version | COMMAND --help\n\n"
             "Client for the innserve daemon (INN inference over HTTP).\n\n"
             "Commands:\n");
     for (size_t i = 0; i < NCMDS; i++) {
-        const char *nl = strchr(cmds[i].help, '\n');
-        fprintf(f, "  %-12s %.*s\n", cmds[i].name, (int)(nl ? nl - cmds[i].help : 60),
-                cmds[i].help);
+        fprintf(f, "  %-12s ", cmds[i].name);
+        put_summary(f, cmds[i].help);
     }
     fprintf(f,
             "\nGlobal options:\n"
@@ -923,8 +964,11 @@ static void general_help(FILE *f)
             "  --cacert F      trust the CA certificate(s) in PEM file F for https (default\n"
             "                  $INNSERVE_CACERT, else the system's CA store)\n"
             "  --timeout S     seconds per request (default 60)\n"
-            "  --retries N     retries of 429/503 answers, honouring Retry-After (default 2)\n"
-            "  -h, --help      help; 'innctl COMMAND --help' for a command\n\n"
+            "  --retries N     retries of transient 429/503 answers (overloaded, draining,\n"
+            "                  still loading; not a model that failed to load), honouring\n"
+            "                  Retry-After (default 2)\n"
+            "  -h, --help      help; 'innctl COMMAND --help' for a command\n"
+            "  --version       print the version\n\n"
             "ROWS: '1.5,0' (one row), '1,2;3,4' (rows), '[[1,2],[3,4]]' (JSON), '@file'\n"
             "(CSV or JSON file) or '-' (standard input).\n\n"
             "Exit codes: 0 ok, 1 usage error, 2 HTTP error from the daemon, 3 cannot reach\n"
@@ -935,8 +979,8 @@ static void cmd_help_text(const struct cmd *c, FILE *f)
 {
     fprintf(f, "usage: innctl %s\n\n%s", c->usage, c->help);
     if (strcmp(c->name, "inspect") && strcmp(c->name, "verify") && strcmp(c->name, "help"))
-        fprintf(f, "\nGlobal options: --url URL, --token-file FILE, --cacert FILE, --timeout S, "
-                "--retries N\n(see 'innctl --help').\n");
+        fprintf(f, "\nGlobal options: --url, --token-file, --cacert, --timeout, --retries "
+                "(see 'innctl --help').\n");
 }
 
 static int cmd_help(struct opts *o)
@@ -1108,6 +1152,10 @@ int main(int argc, char **argv)
         if (!strcmp(a, "-h")) {
             o.help = true;
             continue;
+        }
+        if (!strcmp(a, "--version")) {
+            printf("innctl %s\n", CTL_VERSION);
+            return EX_OK;
         }
         if (!strcmp(a, "-n") || !strcmp(a, "-o")) {
             snprintf(name, sizeof(name), "%s", a[1] == 'n' ? "n" : "out");

@@ -313,6 +313,29 @@ START_TEST(http_errors_exit_2)
 }
 END_TEST
 
+/* A model that failed to load answers a permanent 503 model_unavailable: innctl (3 retries)
+ * reports it at once (exit 2) instead of waiting out Retry-After three times. */
+START_TEST(permanent_503_is_not_retried)
+{
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s/unavail", TMP);
+    e2e_write_file(dir, "bad.safetensors", "junk\n", 5);
+    e2e_copy_fixture(dir, "rnvp", "rnvp.safetensors");
+    struct e2e_daemon d;
+    ck_assert(e2e_start(&d, dir, NULL));
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", d.port);
+    struct run r = innctl_run(NULL, false, url, (const char *const[]){"--retries", "3",
+                              "forward", "bad", "--x", "1,2,3,4,5", NULL});
+    expect_status(&r, 2, "forward on a model that failed to load");
+    ck_assert_msg(strstr(r.err, "HTTP 503") && strstr(r.err, "model_unavailable") &&
+                  strstr(r.err, "truncated"), "stderr: %s", r.err);
+    run_free(&r);
+    ck_assert_int_eq(e2e_stop(&d, SIGTERM, 20), 0);
+    ck_assert_int_eq(e2e_log_count(&d, "\"path\":\"/v1/models/bad/forward\""), 1);
+}
+END_TEST
+
 START_TEST(connection_errors_exit_3)
 {
     int s = socket(AF_INET, SOCK_STREAM, 0);
@@ -388,6 +411,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, sample_csv_npy_summary);
     tcase_add_test(tc, forward_inverse_files);
     tcase_add_test(tc, http_errors_exit_2);
+    tcase_add_test(tc, permanent_503_is_not_retried);
     tcase_add_test(tc, connection_errors_exit_3);
     tcase_add_test(tc, offline_inspect_verify);
     suite_add_tcase(s, tc);

@@ -792,6 +792,119 @@ START_TEST(openapi_matches_route_table)
 }
 END_TEST
 
+/* RFC 8259 strictness on top of the parser: only space, tab, LF and CR separate tokens,
+ * numbers have no leading zeros and digits after '.', strings hold no raw control bytes,
+ * no invalid UTF-8 and no \u0000; each refusal names the byte. */
+START_TEST(json_strictness)
+{
+    static const struct {
+        const char *body;
+        size_t len; /* 0: strlen */
+        const char *msg;
+    } bad[] = {
+        {"{\"x\":\0[1]}", 10, "the body is not valid JSON (byte 0x00 at byte 5: only space, tab, "
+         "LF and CR may separate JSON tokens)"},
+        {"{\"x\":\x01[1]}", 0, "the body is not valid JSON (byte 0x01 at byte 5: only space, tab, "
+         "LF and CR may separate JSON tokens)"},
+        {"\x0b{\"x\":[1]}", 0, "the body is not valid JSON (byte 0x0b at byte 0: only space, tab, "
+         "LF and CR may separate JSON tokens)"},
+        {"{\"x\":[1]\x0c}", 0, "the body is not valid JSON (byte 0x0c at byte 8: only space, tab, "
+         "LF and CR may separate JSON tokens)"},
+        {"{\"x\":[01]}", 0, "the body is not valid JSON (malformed number at byte 6: leading "
+         "zeros are not allowed)"},
+        {"{\"x\":[-01]}", 0, "the body is not valid JSON (malformed number at byte 6: leading "
+         "zeros are not allowed)"},
+        {"{\"x\":[00.5]}", 0, "the body is not valid JSON (malformed number at byte 6: leading "
+         "zeros are not allowed)"},
+        {"{\"x\":[1.]}", 0, "the body is not valid JSON (malformed number at byte 6: digits must "
+         "follow '-', '.' and the exponent)"},
+        {"{\"x\":[-.5]}", 0, "the body is not valid JSON (malformed number at byte 6: digits "
+         "must follow '-', '.' and the exponent)"},
+        {"{\"x\":[1],\"m\":\"a\tb\"}", 0, "the body is not valid JSON (unescaped control "
+         "character 0x09 in a string at byte 15)"},
+        {"{\"x\\u0000y\":[1]}", 0, "the body is not valid JSON (\\u0000 in a string at byte 3: "
+         "strings may not contain NUL)"},
+        {"{\"x\xff\":[1]}", 0, "the body is not valid JSON (invalid UTF-8 in a string at byte 3)"},
+        {"{\"x\":\"\xc3\"}", 0, "the body is not valid JSON (invalid UTF-8 in a string at byte 6)"},
+        {"{\"x\":\"\xc0\xaf\"}", 0, "the body is not valid JSON (invalid UTF-8 in a string at "
+         "byte 6)"}, /* overlong '/' */
+        {"{\"x\":\"\xed\xa0\x80\"}", 0, "the body is not valid JSON (invalid UTF-8 in a string "
+         "at byte 6)"}, /* a UTF-16 surrogate */
+        {"{\"x\":\"\xf4\x90\x80\x80\"}", 0, "the body is not valid JSON (invalid UTF-8 in a "
+         "string at byte 6)"}, /* above U+10FFFF */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cJSON *root = NULL;
+        struct proto_error e = {0};
+        size_t len = bad[i].len ? bad[i].len : strlen(bad[i].body);
+        enum proto_code rc = proto_json_parse(bad[i].body, len, 32, 1000, &root, &e);
+        ck_assert_msg(rc == PROTO_E_JSON, "case %zu: %s", i, proto_code_str(rc));
+        ck_assert_msg(!root, "case %zu: a tree was returned", i);
+        ck_assert_msg(!strcmp(e.msg, bad[i].msg), "case %zu:\n  '%s'\nwant\n  '%s'", i, e.msg,
+                      bad[i].msg);
+    }
+    static const char *const good[] = {
+        " \t\r\n{\"x\":[0, -0, 0.5, -0.5e-3, 10, 1E+2, 0e0]} \n",
+        "{\"n\":\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \\u00e9 \\ud83d\\ude00 \\\"\\\\\"}",
+        "{\"a\":[],\"b\":{},\"c\":true,\"d\":false,\"e\":null}",
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        cJSON *root = NULL;
+        struct proto_error e = {0};
+        enum proto_code rc = proto_json_parse(good[i], strlen(good[i]), 32, 1000, &root, &e);
+        ck_assert_msg(rc == PROTO_OK && root, "good case %zu: %s", i, e.msg);
+        cJSON_Delete(root);
+    }
+    /* through the request parser: the same refusal, not a silently different value */
+    struct proto_limits lim = proto_limits_default();
+    struct eng_info info = info_of(ENG_KIND_FLOW);
+    struct proto_request r;
+    struct proto_error e = {0};
+    const char *body = "{\"x\":[[1,2,3,04]]}";
+    ck_assert_int_eq(proto_request_parse(PROTO_OP_FORWARD, body, strlen(body), &info, &lim, &r,
+                                         &e), PROTO_E_JSON);
+    ck_assert_str_eq(e.msg, "the body is not valid JSON (malformed number at byte 13: leading "
+                     "zeros are not allowed)");
+}
+END_TEST
+
+/* Strings written into answers are valid JSON and UTF-8 whatever they hold: invalid bytes
+ * become U+FFFD, valid multi-byte sequences pass, control bytes are escaped. */
+START_TEST(json_writer_utf8)
+{
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        {"caf\xc3\xa9", "\"caf\xc3\xa9\""},
+        {"\xf0\x9f\x98\x80!", "\"\xf0\x9f\x98\x80!\""},
+        {"a\xff" "b", "\"a\xef\xbf\xbd" "b\""},
+        {"\xc3", "\"\xef\xbf\xbd\""},                          /* cut sequence at the end */
+        {"\xe2\x82", "\"\xef\xbf\xbd\xef\xbf\xbd\""},         /* two bytes of a 3-byte one */
+        {"\xc0\xaf", "\"\xef\xbf\xbd\xef\xbf\xbd\""},         /* overlong */
+        {"\xed\xa0\x80", "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\""}, /* surrogate */
+        {"\x01\x7f\"", "\"\\u0001\x7f\\\"\""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct proto_buf b;
+        proto_buf_init(&b, 0);
+        proto_buf_json_str(&b, cases[i].in);
+        char *s = proto_buf_take(&b, NULL);
+        ck_assert_msg(!strcmp(s, cases[i].out), "case %zu: got '%s'", i, s);
+        cJSON *j = cJSON_Parse(s);
+        ck_assert_msg(cJSON_IsString(j), "case %zu is not a JSON string", i);
+        cJSON_Delete(j);
+        free(s);
+    }
+    /* the error body of a message holding a client's invalid bytes */
+    struct proto_error e;
+    proto_errorf(&e, PROTO_E_MODEL, "model '%s' is not in the repository", "m\xfe\xff");
+    char *s = proto_error_json(&e, NULL);
+    ck_assert_str_eq(s, "{\"error\":\"model 'm\xef\xbf\xbd\xef\xbf\xbd' is not in the "
+                     "repository\",\"code\":\"model_not_found\"}\n");
+    free(s);
+}
+END_TEST
+
 Suite *make_suite(void)
 {
     Suite *s = suite_create("proto");
@@ -803,6 +916,8 @@ Suite *make_suite(void)
     tcase_add_test(t, printed_numbers_are_json);
     tcase_add_test(t, buffer_cap);
     tcase_add_test(t, request_table);
+    tcase_add_test(t, json_strictness);
+    tcase_add_test(t, json_writer_utf8);
     tcase_add_test(t, request_fuzz);
     tcase_add_test(t, request_values);
     tcase_add_test(t, value_count_bounds_parser_memory);

@@ -8,10 +8,13 @@
 Arrays may be given as numpy arrays, lists or tuples; a flat vector is taken as one row.
 With numpy installed, numeric arrays in responses come back as float64 ``numpy.ndarray``
 (pass ``numpy=False`` for plain lists).  Every non-2xx answer raises :class:`ApiError`
-carrying the HTTP status, the server's machine code and its message; 429 and 503 are
+carrying the HTTP status, the server's machine code and its message.  Transient answers
+(429, and 503 ``overloaded``, ``draining``, ``out_of_memory`` or a model still loading) are
 retried up to ``retries`` times, waiting what ``Retry-After`` says (capped by
-``max_retry_wait``).  Connection failures and timeouts raise :class:`ConnectionFailed`
-(a subclass of ApiError with ``status`` None).
+``max_retry_wait``); a permanent 503 ``model_unavailable`` (the model failed to load) is
+raised at once.  Connection failures and timeouts raise :class:`ConnectionFailed` (a
+subclass of ApiError with ``status`` None).  NaN and infinite inputs raise ValueError
+naming the field, row and column before anything is sent (JSON has no such numbers).
 
 A daemon started with ``--auth-token-file`` wants a bearer token (``token="..."`` or
 ``token_file="path"``; a wrong or missing one raises ApiError 401 ``unauthorized``); one
@@ -158,7 +161,7 @@ class Client:
 
     url         base URL (default ``http://127.0.0.1:8080``)
     timeout     seconds per HTTP request (connect + read)
-    retries     how many times a 429/503 answer is retried (0: never)
+    retries     how many times a transient 429/503 answer is retried (0: never)
     max_retry_wait  upper bound in seconds on one wait between retries
     numpy       True/False to force arrays on/off (default: on when numpy is importable)
     headers     extra HTTP headers sent with every request
@@ -204,7 +207,14 @@ class Client:
         headers = {"Accept": accept, "User-Agent": "innserve-python"}
         headers.update(self.headers)
         if body is not None:
-            data = json.dumps(body, allow_nan=False).encode()
+            try:
+                data = json.dumps(body, allow_nan=False).encode()
+            except ValueError:
+                where = _non_finite(body, "")
+                if where is None:
+                    raise
+                raise ValueError("%s is %s: JSON has no NaN or Infinity, so the server cannot "
+                                 "be sent it; send finite numbers" % where) from None
             headers["Content-Type"] = "application/json"
         attempt = 0
         while True:
@@ -224,7 +234,7 @@ class Client:
             except urllib.error.HTTPError as e:
                 payload = e.read() or b""
                 status = e.code
-                if status in (429, 503) and attempt < self.retries:
+                if attempt < self.retries and _transient(status, payload):
                     attempt += 1
                     time.sleep(self._retry_wait(e.headers.get("Retry-After"), attempt))
                     continue
@@ -400,7 +410,8 @@ class Client:
         return self._ok("/healthz")
 
     def ready(self):
-        """GET /readyz: True when the models are loaded and the daemon is not draining."""
+        """GET /readyz: True when a model is READY (or the daemon runs with --allow-empty
+        on an empty repository) and the daemon is not draining."""
         return self._ok("/readyz")
 
     def _ok(self, path):
@@ -432,6 +443,45 @@ class Client:
                 pass
             time.sleep(interval)
         return False
+
+
+def _non_finite(v, path):
+    """(path, "NaN"/"Infinity"/"-Infinity") of the first non-finite float in a request body
+    (dicts, lists, numbers), e.g. ("y[3][1]", "NaN"); None when there is none."""
+    if isinstance(v, float):
+        if v != v:
+            return path or "the value", "NaN"
+        if v in (float("inf"), float("-inf")):
+            return path or "the value", "Infinity" if v > 0 else "-Infinity"
+        return None
+    if isinstance(v, dict):
+        for k, x in v.items():
+            w = _non_finite(x, "%s.%s" % (path, k) if path else str(k))
+            if w:
+                return w
+    elif isinstance(v, (list, tuple)):
+        for i, x in enumerate(v):
+            w = _non_finite(x, "%s[%d]" % (path, i))
+            if w:
+                return w
+    return None
+
+
+def _transient(status, payload):
+    """Whether an error answer may go away when the request is sent again: 429, and 503
+    except model_unavailable for a model that failed to load (the daemon says "still
+    loading" while it may yet come)."""
+    if status == 429:
+        return True
+    if status != 503:
+        return False
+    try:
+        j = json.loads(payload)
+    except ValueError:
+        return True  # a 503 from a proxy in front: transient
+    if not isinstance(j, dict) or j.get("code") != "model_unavailable":
+        return True
+    return "still loading" in str(j.get("error", ""))
 
 
 def _numeric(v):

@@ -23,8 +23,9 @@ F64 = torch.float64
 
 
 def setUpModule():
-    global D, RES, C
+    global D, RES, C, D_DIR
     d, RES = served.repository()
+    D_DIR = d
     D = util.Daemon(d)
     if not D.wait_ready(30):
         raise RuntimeError("daemon not ready:\n" + "\n".join(D.log[-20:]))
@@ -264,6 +265,52 @@ class TestErrors(unittest.TestCase):
         with self.assertRaises(ValueError):          # NaN never leaves the client
             C.forward("flow", [[float("nan"), 0, 0]])
 
+    def test_non_finite_inputs_name_field_row_and_column(self):
+        nan, inf = float("nan"), float("inf")
+        tail = ": JSON has no NaN or Infinity, so the server cannot be sent it; send finite numbers"
+        y = np.zeros((5, 2))
+        y[3, 1] = nan
+        cases = [
+            (lambda: C.forward("ik", [[0.1, 0.2, 0.3, 0.4]] * 5, y=y), "y[3][1] is NaN"),
+            (lambda: C.forward("flow", [[0, 0, 0], [0, inf, 0]]), "x[1][1] is Infinity"),
+            (lambda: C.inverse("flow", np.array([0.0, 0.0, -inf])), "z[0][2] is -Infinity"),
+            (lambda: C.sample("flow", num_samples=2, temperature=nan), "temperature is NaN"),
+            (lambda: C.preimage("surr", [[0.1, 0.2]], bounds=([0, 0, -inf], [1, 1, 1])),
+             "bounds.low[2] is -Infinity"),
+            (lambda: C.log_prob("ik", [[0.1, 0.2, 0.3, 0.4]], y=[nan, 0.0]), "y[0][0] is NaN"),
+        ]
+        for fn, head in cases:
+            with self.assertRaises(ValueError) as cm:
+                fn()
+            self.assertEqual(str(cm.exception), head + tail)
+
+    def test_permanent_model_unavailable_is_not_retried(self):
+        # a real daemon serving a model that fails to load beside one that works: the client
+        # (3 retries) raises the 503 at once, the daemon sees one request
+        tmp = util.TmpDir("innserve-unavail-")
+        try:
+            with open(os.path.join(tmp.path, "bad.safetensors"), "wb") as f:
+                f.write(b"junk\n")
+            with open(os.path.join(D_DIR, "flow.safetensors"), "rb") as f, \
+                    open(os.path.join(tmp.path, "flow.safetensors"), "wb") as g:
+                g.write(f.read())
+            d = util.Daemon(tmp.path)
+            try:
+                self.assertTrue(d.wait_ready(30), "\n".join(d.log[-20:]))
+                c = Client(d.url, retries=3, max_retry_wait=5)
+                t0 = time.time()
+                e = self.assertApiError(lambda: c.forward("bad", [[0.0, 0.0, 0.0]]), 503,
+                                        "model_unavailable", "truncated")
+                self.assertLess(time.time() - t0, 0.9)    # no Retry-After wait (1 s) happened
+                self.assertEqual(e.headers.get("Retry-After"), "1")
+                d.stop()                                  # its log is complete
+                hits = [ln for ln in d.log if '"path":"/v1/models/bad/forward"' in ln]
+                self.assertEqual(len(hits), 1, hits)
+            finally:
+                d.stop()
+        finally:
+            tmp.cleanup()
+
     def test_operation_not_defined(self):
         self.assertApiError(lambda: C.inverse("surr", [[0.1, 0.2]]), 422)
         self.assertApiError(lambda: C.sample("surr", num_samples=3), 422)
@@ -320,8 +367,9 @@ class _Flaky(http.server.BaseHTTPRequestHandler):
     def _answer(self):
         self.seen.append(time.time())
         if self.plan:
-            status, retry = self.plan.pop(0)
-            body = json.dumps({"error": "queue full", "code": "overloaded"}).encode()
+            status, retry, *err = self.plan.pop(0)
+            code, msg = err if err else ("overloaded", "queue full")
+            body = json.dumps({"error": msg, "code": code}).encode()
             self.send_response(status)
             if retry is not None:
                 self.send_header("Retry-After", retry)
@@ -386,6 +434,34 @@ class TestRetries(unittest.TestCase):
             Client(self.url, retries=3).models()
         self.assertEqual(cm.exception.status, 500)
         self.assertEqual(len(_Flaky.seen), 2)
+
+    def test_permanent_503_is_not_retried(self):
+        _Flaky.plan = [(503, "0", "model_unavailable",
+                        "model 'm' is unavailable: m.safetensors: file is truncated")]
+        with self.assertRaises(ApiError) as cm:
+            Client(self.url, retries=3).models()
+        self.assertEqual((cm.exception.status, cm.exception.code), (503, "model_unavailable"))
+        self.assertEqual(len(_Flaky.seen), 1)
+
+    def test_transient_503s_are_retried(self):
+        _Flaky.plan = [(503, "0", "model_unavailable", "model 'm' is still loading"),
+                       (503, "0", "draining", "the server is shutting down"),
+                       (503, "0", "out_of_memory", "out of memory"),
+                       (503, "0", "overloaded", "the queue is full")]
+        self.assertEqual(Client(self.url, retries=4).models(), [])
+        self.assertEqual(len(_Flaky.seen), 5)
+
+    def test_transient_decision(self):
+        t = client_mod._transient
+        self.assertTrue(t(429, b""))
+        self.assertTrue(t(503, b"<html>bad gateway</html>"))      # a proxy's 503
+        self.assertTrue(t(503, b'{"code":"overloaded","error":"queue full"}'))
+        self.assertFalse(t(503, b'{"code":"model_unavailable","error":"model \'m\' is '
+                                b'unavailable: bad file"}'))
+        self.assertTrue(t(503, b'{"code":"model_unavailable","error":"model \'m\' is still '
+                               b'loading"}'))
+        self.assertFalse(t(500, b""))
+        self.assertFalse(t(400, b'{"code":"invalid_json"}'))
 
     def test_retry_without_header_backs_off(self):
         _Flaky.plan = [(503, None)]

@@ -2,10 +2,12 @@
 arguments, files and stdin, JSON/CSV/NPY output, error paths and exit codes
 (0 ok, 1 usage, 2 HTTP error, 3 no connection, 4 invalid checkpoint)."""
 
+import http.server
 import io
 import json
 import os
 import socket
+import threading
 import unittest
 
 import util
@@ -244,6 +246,69 @@ class TestErrorExitCodes(unittest.TestCase):
             self.assertIn(b"timeout", p.stderr)
         finally:
             srv.close()
+
+
+class _Plan(http.server.BaseHTTPRequestHandler):
+    """Answers the planned (status, code, message) errors in turn, then 200 {"models": []}."""
+    plan = []
+    seen = 0
+
+    def log_message(self, *a):
+        pass
+
+    def do_GET(self):
+        type(self).seen += 1
+        if self.plan:
+            status, code, msg = self.plan.pop(0)
+            body = json.dumps({"error": msg, "code": code}).encode()
+            self.send_response(status)
+            self.send_header("Retry-After", "0")
+        else:
+            body = json.dumps({"models": []}).encode()
+            self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class TestRetries(unittest.TestCase):
+    """innctl retries transient 429/503 answers and reports a permanent one at once."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Plan)
+        threading.Thread(target=cls.srv.serve_forever, daemon=True).start()
+        cls.url = "http://127.0.0.1:%d" % cls.srv.server_address[1]
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.srv.shutdown()
+        cls.srv.server_close()
+
+    def run_models(self, plan):
+        _Plan.plan, _Plan.seen = list(plan), 0
+        return util.innctl("--url", self.url, "--retries", "4", "models")
+
+    def test_transient_answers_are_retried(self):
+        p = self.run_models([(503, "model_unavailable", "model 'm' is still loading"),
+                             (503, "draining", "the server is shutting down"),
+                             (503, "overloaded", "the queue is full"),
+                             (429, "overloaded", "slow down")])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(_Plan.seen, 5)
+
+    def test_model_that_failed_to_load_is_not_retried(self):
+        p = self.run_models([(503, "model_unavailable",
+                              "model 'm' is unavailable: m.safetensors: file is truncated")])
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn(b"model_unavailable", p.stderr)
+        self.assertEqual(_Plan.seen, 1)
+
+    def test_retries_run_out(self):
+        p = self.run_models([(503, "overloaded", "the queue is full")] * 5)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertEqual(_Plan.seen, 5)
 
 
 class TestOffline(unittest.TestCase):

@@ -124,6 +124,9 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        self._t.join(5)              # the log is complete once stderr reached its end
+        if self.proc.stderr:
+            self.proc.stderr.close()
         return self.proc.returncode
 
 

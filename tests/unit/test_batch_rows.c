@@ -1,0 +1,166 @@
+/*
+ * test_batch_rows.c — what the daemon's dynamic batching relies on: a row's forward and
+ * log_prob results, bit for bit, do not depend on the other rows computed in the same call
+ * (alone, among 40 others, in reverse order) nor on whether its y is broadcast or given per
+ * row.  Checked on every checkpoint of tests/fixtures/golden/ and models/.
+ */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+
+enum { N = 41 };
+
+static uint64_t lcg(uint64_t *s)
+{
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return *s >> 11;
+}
+
+/* Uniform in [-1, 1). */
+static float unif(uint64_t *s)
+{
+    return (float)((double)lcg(s) / 4503599627370496.0 - 1.0);
+}
+
+struct out {
+    float *z, *yo;
+    double *ld, *lp;
+    enum eng_status fst, lst;
+};
+
+static void run(const struct eng_model *m, struct eng_ws *ws, int n, const float *x,
+                const float *y, int yrows, struct out *o)
+{
+    const struct eng_info *info = eng_model_info(m);
+    const struct eng_dims *d = &info->dims;
+    char err[ENG_ERR_LEN];
+    bool ycond = info->kind == ENG_KIND_CINN;
+    o->fst = eng_forward(m, ws, n, x, ycond ? y : NULL, ycond ? yrows : 0,
+                         d->z ? o->z : NULL, (info->kind == ENG_KIND_INN ||
+                                              info->kind == ENG_KIND_MLP) ? o->yo : NULL,
+                         info->kind == ENG_KIND_MLP ? NULL : o->ld, err);
+    bool ylp = info->kind != ENG_KIND_FLOW;
+    o->lst = eng_log_prob(m, ws, n, x, ylp ? y : NULL, ylp ? yrows : 0, o->lp, err);
+}
+
+static void alloc_out(struct out *o, const struct eng_dims *d)
+{
+    o->z = calloc((size_t)N * (size_t)(d->z + 1), sizeof(float));
+    o->yo = calloc((size_t)N * (size_t)(d->y + 1), sizeof(float));
+    o->ld = calloc(N, sizeof(double));
+    o->lp = calloc(N, sizeof(double));
+}
+
+static void free_out(struct out *o)
+{
+    free(o->z), free(o->yo), free(o->ld), free(o->lp);
+}
+
+/* Row i of a equals row j of b, bit for bit, for every output that succeeded in both. */
+static void same_row(const char *name, const char *how, const struct eng_model *m,
+                     const struct out *a, int i, const struct out *b, int j)
+{
+    const struct eng_info *info = eng_model_info(m);
+    const struct eng_dims *d = &info->dims;
+    ck_assert_msg(a->fst == b->fst && a->lst == b->lst, "%s (%s): statuses differ", name, how);
+    if (a->fst == ENG_OK) {
+        if (d->z)
+            ck_assert_msg(!memcmp(a->z + (size_t)i * d->z, b->z + (size_t)j * d->z,
+                                  sizeof(float) * (size_t)d->z),
+                          "%s (%s): z of row %d differs", name, how, i);
+        if (info->kind == ENG_KIND_INN || info->kind == ENG_KIND_MLP)
+            ck_assert_msg(!memcmp(a->yo + (size_t)i * d->y, b->yo + (size_t)j * d->y,
+                                  sizeof(float) * (size_t)d->y),
+                          "%s (%s): y of row %d differs", name, how, i);
+        if (info->kind != ENG_KIND_MLP)
+            ck_assert_msg(!memcmp(&a->ld[i], &b->ld[j], sizeof(double)),
+                          "%s (%s): log_det of row %d differs", name, how, i);
+    }
+    if (a->lst == ENG_OK)
+        ck_assert_msg(!memcmp(&a->lp[i], &b->lp[j], sizeof(double)),
+                      "%s (%s): log_prob of row %d differs", name, how, i);
+}
+
+static int check_model(const char *path, const char *name, uint64_t seed)
+{
+    struct eng_model *m;
+    char err[ENG_ERR_LEN];
+    if (eng_model_load(path, &m, err) != ENG_OK)
+        return 0; /* broken on purpose (the corrupt corpus lives elsewhere) or not ours */
+    const struct eng_dims *d = &eng_model_info(m)->dims;
+    int dy = d->y ? d->y : 1;
+    float *x = malloc(sizeof(float) * N * (size_t)d->x), *y = malloc(sizeof(float) * N * dy);
+    float *xr = malloc(sizeof(float) * N * (size_t)d->x), *yr = malloc(sizeof(float) * N * dy);
+    float *yb = malloc(sizeof(float) * N * dy);
+    for (int i = 0; i < N * d->x; i++)
+        x[i] = 0.5f * unif(&seed);
+    for (int i = 0; i < N * dy; i++)
+        y[i] = 0.5f * unif(&seed);
+    for (int i = 0; i < N; i++) {
+        memcpy(xr + (size_t)i * d->x, x + (size_t)(N - 1 - i) * d->x, sizeof(float) * d->x);
+        memcpy(yr + (size_t)i * dy, y + (size_t)(N - 1 - i) * dy, sizeof(float) * dy);
+        memcpy(yb + (size_t)i * dy, y, sizeof(float) * dy);
+    }
+    struct eng_ws *ws = eng_ws_new();
+    struct out all, rev, one, bc, per;
+    alloc_out(&all, d), alloc_out(&rev, d), alloc_out(&one, d), alloc_out(&bc, d),
+        alloc_out(&per, d);
+    run(m, ws, N, x, y, N, &all);
+    run(m, ws, N, xr, yr, N, &rev);
+    run(m, ws, N, x, y, 1, &bc);   /* y row 0 broadcast */
+    run(m, ws, N, x, yb, N, &per); /* the same y given per row */
+    for (int i = 0; i < N; i++) {
+        run(m, ws, 1, x + (size_t)i * d->x, y + (size_t)i * dy, 1, &one);
+        if (all.fst == ENG_OK && all.lst == ENG_OK) {
+            same_row(name, "alone vs among 41", m, &one, 0, &all, i);
+            same_row(name, "reversed order", m, &all, i, &rev, N - 1 - i);
+            same_row(name, "y broadcast vs per row", m, &bc, i, &per, i);
+        }
+    }
+    eng_ws_free(ws);
+    free_out(&all), free_out(&rev), free_out(&one), free_out(&bc), free_out(&per);
+    free(x), free(y), free(xr), free(yr), free(yb);
+    eng_model_unref(m);
+    return 1;
+}
+
+static int check_dir(const char *dir)
+{
+    DIR *dh = opendir(dir);
+    ck_assert_msg(dh != NULL, "cannot open %s", dir);
+    struct dirent *e;
+    int n = 0;
+    uint64_t seed = 1;
+    while ((e = readdir(dh))) {
+        size_t l = strlen(e->d_name);
+        if (l < 12 || strcmp(e->d_name + l - 12, ".safetensors") != 0)
+            continue;
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        n += check_model(path, e->d_name, seed++);
+    }
+    closedir(dh);
+    return n;
+}
+
+START_TEST(a_rows_result_does_not_depend_on_the_rows_beside_it)
+{
+    int n = check_dir("tests/fixtures/golden") + check_dir("models");
+    ck_assert_msg(n >= 20, "only %d models checked", n);
+}
+END_TEST
+
+Suite *make_suite(void)
+{
+    Suite *s = suite_create("batch_rows");
+    TCase *tc = tcase_create("rows");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, a_rows_result_does_not_depend_on_the_rows_beside_it);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+TU_MAIN
