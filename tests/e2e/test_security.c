@@ -404,6 +404,9 @@ static void expect_401(const struct e2e_resp *r, bool missing)
     ck_assert(e2e_header(r, "WWW-Authenticate", h, sizeof h));
     ck_assert_str_eq(h, missing ? "Bearer realm=\"innserve\""
                                 : "Bearer realm=\"innserve\", error=\"invalid_token\"");
+    /* answered before the body is read: the connection cannot be used again */
+    ck_assert(e2e_header(r, "Connection", h, sizeof h));
+    ck_assert_str_eq(h, "close");
 }
 
 /* No token, a wrong one, another scheme: 401 with WWW-Authenticate and the documented
