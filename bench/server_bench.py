@@ -4,7 +4,9 @@ bare libmicrohttpd server, in one run (docs/performance.md, section "Server").
 
 For each endpoint — POST /v1/models/{m}/sample (1 observation x 100 samples, JSON) and
 POST /v1/models/{m}/forward (batch 1) — and each connection count (1, 16, 64) it runs wrk
-(bench/post.lua) against build/innserve serving the model, then a bare libmicrohttpd server
+(bench/post.lua) against build/innserve serving the model (with its defaults, dynamic
+batching on; forward again with --batch-delay-us 0, batching off, in the same rounds),
+then a bare libmicrohttpd server
 (build/bench_server_bare) answering a body of the same size with the same threading, then
 build/bench_server_engine doing the same engine work with no HTTP (one thread for latency,
 as many threads as the server has workers for throughput).  Prints a Markdown table; with
@@ -79,8 +81,19 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def batch_counts(port):
+    """(requests, batches) computed by dynamic batching so far, from /metrics; None when the
+    server has no such metrics (the bare libmicrohttpd server)."""
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port) as r:
+        text = r.read().decode(errors="replace")
+    m = [re.search(r"^%s (\S+)$" % n, text, re.M)
+         for n in ("innserve_batch_requests_sum", "innserve_batch_requests_count")]
+    return (float(m[0].group(1)), float(m[1].group(1))) if m[0] and m[1] else None
+
+
 def wrk(port, path, body, conns, seconds, pid=None):
     env = dict(os.environ, BENCH_BODY=body)
+    b0 = batch_counts(port) if pid else None
     c0 = cpu_seconds(pid) if pid else 0.0
     threads = 1 if conns == 1 else 2
     out = subprocess.run(["wrk", "-t", str(threads), "-c", str(conns), "-d", "%gs" % seconds,
@@ -93,6 +106,9 @@ def wrk(port, path, body, conns, seconds, pid=None):
     r = {k: float(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
     if pid:
         r["cpu_us_per_req"] = (cpu_seconds(pid) - c0) * 1e6 / max(r["requests"], 1)
+        b1 = batch_counts(port)
+        r["per_batch"] = ((b1[0] - b0[0]) / (b1[1] - b0[1])
+                          if b0 and b1 and b1[1] > b0[1] else 0.0)
     return r
 
 
@@ -145,7 +161,7 @@ def main():
         if old is None or r["rps"] > old["rps"]:
             results[key] = r
 
-    variants = [("innserve", [], list(bodies))]
+    variants = [("innserve", [], list(bodies)), ("nobatch", ["--batch-delay-us", "0"], ["forward"])]
     if a.inline_rows > 0:
         variants.append(("inline", ["--inline-rows", str(a.inline_rows)], ["forward"]))
     for rnd in range(a.rounds):
@@ -199,9 +215,10 @@ def main():
                                     a.seconds, a.rounds))
     lines.append("")
     lines.append("| endpoint | conns | innserve req/s | p50 ms | p99 ms | p99/p50 | errors "
-                 "| CPU us/req | bare MHD req/s | bare p50 ms | bare CPU us/req | response bytes |")
-    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    rows = [("innserve", ep) for ep in bodies]
+                 "| CPU us/req | requests/batch | bare MHD req/s | bare p50 ms | bare CPU us/req "
+                 "| response bytes |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    rows = [("innserve", ep) for ep in bodies] + [("nobatch", "forward")]
     if a.inline_rows > 0:
         rows.append(("inline", "forward"))
     for name, ep in rows:
@@ -211,11 +228,14 @@ def main():
             label = ("sample (1 x %d)" % a.samples) if ep == "sample" else "forward (batch 1)"
             if name == "inline":
                 label += ", --inline-rows %d" % a.inline_rows
-            lines.append("| %s | %d | %.0f | %.3f | %.3f | %.1f | %d | %.0f | %.0f | %.3f | %.0f | %d |"
+            elif name == "nobatch":
+                label += ", --batch-delay-us 0"
+            lines.append("| %s | %d | %.0f | %.3f | %.3f | %.1f | %d | %.0f | %s | %.0f | %.3f | %.0f | %d |"
                          % (label, c, r["rps"], r["p50_ms"], r["p99_ms"],
                             r["p99_ms"] / max(r["p50_ms"], 1e-9), r["errors"],
-                            r["cpu_us_per_req"], b["rps"], b["p50_ms"], b["cpu_us_per_req"],
-                            sizes[ep]))
+                            r["cpu_us_per_req"],
+                            "%.1f" % r["per_batch"] if r["per_batch"] else "–",
+                            b["rps"], b["p50_ms"], b["cpu_us_per_req"], sizes[ep]))
     lines.append("")
     lines.append("| engine alone | p50 us (1 thread) | p99 us | calls/s (%d threads) | CPU us/call "
                  "| latency overhead at 1 conn | CPU overhead at 64 conns "
@@ -232,7 +252,17 @@ def main():
         lines.append("| %s | %.1f | %.1f | %.0f | %.1f | %+.0f%% | %+.0f%% | %+.0f%% |"
                      % (label, e["p50_us"], e["p99_us"], e["calls_per_s"], e["cpu_us_per_call"],
                         100 * lat, 100 * cpu, 100 * thr))
-    table = "\n".join(lines)
+    lines.append("")
+    for c in conns:
+        on, off = results[("innserve", "forward", c)], results[("nobatch", "forward", c)]
+        lines.append("Dynamic batching, forward (batch 1) at %d connection%s: %.2fx the requests/s "
+                     "of --batch-delay-us 0 (%.0f vs %.0f), p99 %.3f vs %.3f ms, %.0f vs %.0f us "
+                     "of daemon CPU per request, %.1f requests per batch."
+                     % (c, "s" if c > 1 else "", on["rps"] / off["rps"], on["rps"], off["rps"],
+                        on["p99_ms"], off["p99_ms"], on["cpu_us_per_req"], off["cpu_us_per_req"],
+                        on["per_batch"]))
+        lines.append("")
+    table = "\n".join(lines).rstrip("\n")
     print(table)
     if a.write:
         path = os.path.join(ROOT, "docs", "performance.md")

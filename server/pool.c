@@ -352,12 +352,14 @@ bool srv_pool_submit(struct srv_pool *p, struct srv_job *j)
     p->all = j;
     p->active++;
     if (lead) {
+        /* a worker may be waiting for this batch to fill */
         if (lead->batch_sum >= p->batch_rows)
             pthread_cond_broadcast(&p->work);
-    } else if (j->n_units > 1 || p->batch_delay_ns) {
-        /* with batching, a worker may be waiting for the batch at the head: wake them all */
+    } else if (j->n_units > 1) {
         pthread_cond_broadcast(&p->work);
     } else {
+        /* one worker is enough: one waiting for a batch at the head wakes at its ready
+         * time anyway, and a worker that takes a batch wakes the next one (run_batch) */
         pthread_cond_signal(&p->work);
     }
     if (j->deadline_ns)

@@ -10,12 +10,16 @@
  */
 #include "e2eutil.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -588,7 +592,8 @@ static void make_cert(const char *dir)
 
 /* HTTPS with a bearer token: a real handshake verified against the test's CA, no answer
  * over plain HTTP on the same port (and the daemon keeps serving), curl refusing an
- * unknown CA; innctl with --cacert and --token-file (or INNSERVE_TOKEN_FILE). */
+ * unknown CA, a silent connection cut at --header-timeout with nothing written to it;
+ * innctl with --cacert and --token-file (or INNSERVE_TOKEN_FILE). */
 START_TEST(tls_with_token)
 {
     char dir[256], sec[256], tok[300], cert[300], key[300], u[512];
@@ -601,7 +606,8 @@ START_TEST(tls_with_token)
     snprintf(cert, sizeof cert, "%s/cert.pem", sec);
     snprintf(key, sizeof key, "%s/key.pem", sec);
     struct e2e_daemon d;
-    const char *args[] = {"--tls-cert", cert, "--tls-key", key, "--auth-token-file", tok, NULL};
+    const char *args[] = {"--tls-cert", cert, "--tls-key", key, "--auth-token-file", tok,
+                          "--header-timeout", "1", NULL};
     ck_assert(e2e_start_ex(&d, dir, args, false));
     ck_assert_int_eq(e2e_log_count(&d, "\"tls\":true"), 1);
     url_of(u, sizeof u, "https", "localhost", d.port, "/readyz");
@@ -634,6 +640,19 @@ START_TEST(tls_with_token)
     call(u, NULL, cert, NULL, &r);
     ck_assert_int_eq(r.status, 200);
     e2e_resp_free(&r);
+
+    /* a connection that never starts its handshake is cut at --header-timeout without the
+     * plain-HTTP 408 (it would be garbage inside TLS): nothing is written to it */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)d.port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert(fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
+    struct timeval tv = {10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char buf[64];
+    ssize_t got = recv(fd, buf, sizeof buf, 0);
+    close(fd);
+    ck_assert_msg(got == 0, "the cut TLS connection got %zd bytes (or timed out)", got);
 
     /* innctl */
     char base[128], *out;
