@@ -3,7 +3,7 @@
 #   make            build the daemon, the CLI and the engine library (release, -O2)
 #   make run        install missing packages, build, serve models/ on 127.0.0.1:8080
 #   make check      the fast tier, no root, installs nothing: release build, unit, end-to-end
-#                   (determinism and the README's curl block included) and Python tests
+#                   (determinism included), Python tests and every example of the documents
 #                   (skipped with a message without python3-torch/numpy); C suites under ASan+UBSan
 #   make test       installs what it needs (scripts/install-deps.sh test), then everything in
 #                   check, then the deployment tests (container image, compose, `make run`)
@@ -110,6 +110,13 @@ $(BUILD)/test_proto: $(BUILD)/tests/unit/test_proto.o $(TU_OBJ) $(BUILD)/libinnp
 	@echo "  LD $@"
 	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(CHECK_LIBS) $(LDLIBS)
 
+# test_allocfail routes every allocation of engine/ and proto/ through its own counting,
+# failing wrappers (tests/unit/test_allocfail.c).
+ALLOC_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=free,--wrap=strdup,--wrap=aligned_alloc
+$(BUILD)/test_allocfail: $(BUILD)/tests/unit/test_allocfail.o $(TU_OBJ) $(BUILD)/libinnproto.a $(BUILD)/libinnengine.a
+	@echo "  LD $@"
+	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(ALLOC_WRAP) $(CHECK_LIBS) $(LDLIBS)
+
 $(BUILD)/test_%: $(BUILD)/tests/unit/test_%.o $(TU_OBJ) $(BUILD)/libinnengine.a
 	@echo "  LD $@"
 	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(CHECK_LIBS) $(LDLIBS)
@@ -144,13 +151,19 @@ test-e2e: $(BINS) $(E2E_BIN)
 	  INNSERVE_BIN=$(BUILD)/innserve INNCTL_BIN=$(BUILD)/innctl $$t || fail="$$fail $$t"; done; \
 	[ -z "$$fail" ] || { echo "FAILED:$$fail"; exit 1; }
 
-# Every example of README.md and docs/*.md (curl, innctl, Python), run against the built daemon
-# serving models/ (what `make run` serves), outputs compared exactly (tests/docs/run_docs.py;
-# a few seconds; `--update` writes real outputs into the documents).  The Python examples need python3-torch and python3-numpy.
+# Every example of the repository's Markdown files (README.md, docs/, deploy/, clients/python/,
+# tests/fixtures/: curl, innctl, Python), run against the built daemon serving models/ (what `make run` serves),
+# outputs compared exactly (tests/docs/run_docs.py, docs/architecture.md "The documents are
+# tests"; tests/docs/test_run_docs.py first checks that the runner fails on wrong documents;
+# under a minute; DOCS_ARGS="--only docs/clients.md" runs one document, "--update"
+# writes the real outputs into the documents).  The examples use curl, jq, python3-torch and
+# python3-numpy.
 test-docs: $(BINS)
 	@$(call need,command -v curl,curl); \
+	$(call need,command -v jq,jq); \
 	$(call need,/usr/bin/python3 -c 'import torch; import numpy',python3-torch or python3-numpy); \
-	/usr/bin/python3 tests/docs/run_docs.py --bin $(BUILD)/innserve
+	/usr/bin/python3 tests/docs/test_run_docs.py --bin $(BUILD)/innserve && \
+	/usr/bin/python3 tests/docs/run_docs.py --bin $(BUILD)/innserve $(DOCS_ARGS)
 
 # Python client and exporter tests (need Debian's python3-torch, python3-numpy).
 test-python: $(BINS)
@@ -164,7 +177,7 @@ test-san:
 
 # The fast tier: no root, installs nothing.  Every step runs; the failed ones are listed.
 # CHECK_MISSING=fail (make test) fails a step whose packages are missing instead of skipping it.
-CHECK_STEPS := test-unit test-e2e test-python test-install test-python-venv test-san test-fuzz
+CHECK_STEPS := test-unit test-e2e test-python test-docs test-install test-python-venv test-san test-fuzz
 CHECK_MISSING ?= skip
 check: all
 	@fail=; for s in $(CHECK_STEPS); do echo "==== make $$s"; \
@@ -366,13 +379,14 @@ fuzz:
 	@$(call need,$(FUZZ_PROBE),clang with libFuzzer (clang libclang-rt-14-dev)); \
 	$(MAKE) --no-print-directory $(FUZZ_BINS) && python3 tests/fuzz/seeds.py $(FUZZ_BUILD)/corpus
 
-# Each target for FUZZ_SECONDS (3 targets: ~75 s in all) on a scratch copy of its seeds;
-# new inputs stay in build-fuzz/corpus-run/<target>, crashes in build-fuzz/crash-*.
+# Each target for FUZZ_SECONDS (3 targets: ~90 s in all with the seed passes) on its seeds;
+# new inputs go to build-fuzz/corpus-run/<target>, emptied first so every run has the same
+# bounded length; crashes to build-fuzz/crash-*.
 test-fuzz:
 	@$(call need,$(FUZZ_PROBE),clang with libFuzzer (clang libclang-rt-14-dev)); \
 	$(MAKE) --no-print-directory fuzz || exit 1; \
 	fail=; for t in $(FUZZ_TARGETS); do echo "== fuzz_$$t ($(FUZZ_SECONDS) s)"; \
-	  mkdir -p $(FUZZ_BUILD)/corpus-run/$$t; \
+	  rm -rf $(FUZZ_BUILD)/corpus-run/$$t; mkdir -p $(FUZZ_BUILD)/corpus-run/$$t; \
 	  $(FUZZ_BUILD)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
 	    -max_len=$$(cat $(FUZZ_BUILD)/corpus/$$t.max_len) \
 	    $$( [ -f tests/fuzz/$$t.dict ] && echo -dict=tests/fuzz/$$t.dict ) \

@@ -13,6 +13,7 @@
 
 #include "block.h"
 #include "emath.h"
+#include "json_syntax.h"
 #include "kern.h"
 #include "loader.h"
 #include "model_impl.h"
@@ -493,12 +494,22 @@ static enum eng_status load_file(struct st_file *f, const char *path, unsigned f
         goto done;
     }
     root = cJSON_Parse(man);
+    if (!root && jsyn_valid(man, strlen(man), -1, NULL)) {
+        st = ldr_fail(&L, ENG_ERR_NOMEM, "out of memory parsing __metadata__.manifest");
+        goto done;
+    }
     if (!cJSON_IsObject(root)) {
         st = ldr_fail(&L, ENG_ERR_MANIFEST, "__metadata__.manifest is not a JSON object");
         goto done;
     }
     {
-        const char *where = NULL, *dup = st_json_duplicate_key(root, "the manifest", &where);
+        bool nomem;
+        const char *where = NULL,
+                   *dup = st_json_duplicate_key(root, "the manifest", &where, &nomem);
+        if (nomem) {
+            st = ldr_fail(&L, ENG_ERR_NOMEM, "out of memory checking the manifest's keys");
+            goto done;
+        }
         if (dup) {
             st = ldr_fail(&L, ENG_ERR_MANIFEST, "__metadata__.manifest: duplicate key \"%.64s\" "
                           "in %.80s: a key may appear once", dup, where);

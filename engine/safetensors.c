@@ -4,6 +4,7 @@
  * shape, non-overlapping), unique names, string metadata.  See safetensors.h.
  */
 #include "safetensors.h"
+#include "json_syntax.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -123,14 +124,16 @@ static int cmp_key(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-const char *st_json_duplicate_key(const cJSON *obj, const char *name, const char **where)
+const char *st_json_duplicate_key(const cJSON *obj, const char *name, const char **where,
+                                  bool *nomem)
 {
+    *nomem = false;
     int n = cJSON_GetArraySize(obj);
     if (cJSON_IsObject(obj) && n > 1) {
         const char **keys = malloc(sizeof(*keys) * (size_t)n);
         if (!keys) {
-            *where = "the header (out of memory checking its keys)";
-            return "?";
+            *nomem = true;
+            return NULL;
         }
         int k = 0;
         const cJSON *c;
@@ -152,8 +155,8 @@ const char *st_json_duplicate_key(const cJSON *obj, const char *name, const char
     {
         if (!cJSON_IsObject(c) && !cJSON_IsArray(c))
             continue;
-        const char *d = st_json_duplicate_key(c, c->string ? c->string : name, where);
-        if (d)
+        const char *d = st_json_duplicate_key(c, c->string ? c->string : name, where, nomem);
+        if (d || *nomem)
             return d;
     }
     return NULL;
@@ -185,6 +188,9 @@ static enum eng_status parse_header(struct st_file *f, char err[ENG_ERR_LEN])
     size_t data_len = f->len - 8 - (size_t)hlen;
 
     cJSON *root = cJSON_ParseWithLength(hdr, (size_t)hlen);
+    if (!root && jsyn_valid(hdr, (size_t)hlen, -1, NULL))
+        return fail(err, ENG_ERR_NOMEM, L, "out of memory parsing the %llu-byte header",
+                    (unsigned long long)hlen);
     if (!root)
         return fail(err, ENG_ERR_FORMAT, L, "header is not valid JSON (or nested deeper "
                     "than the parser's limit)");
@@ -193,7 +199,12 @@ static enum eng_status parse_header(struct st_file *f, char err[ENG_ERR_LEN])
         st = fail(err, ENG_ERR_FORMAT, L, "header is not a JSON object");
         goto out;
     }
-    const char *dup_in = NULL, *dup = st_json_duplicate_key(root, "the header", &dup_in);
+    bool nomem;
+    const char *dup_in = NULL, *dup = st_json_duplicate_key(root, "the header", &dup_in, &nomem);
+    if (nomem) {
+        st = fail(err, ENG_ERR_NOMEM, L, "out of memory checking the header's keys");
+        goto out;
+    }
     if (dup) {
         st = fail(err, ENG_ERR_FORMAT, L, "duplicate key \"%.64s\" in %.80s: a key may appear once",
                   dup, dup_in);

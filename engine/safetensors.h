@@ -15,6 +15,7 @@
 #ifndef INNSERVE_SAFETENSORS_H
 #define INNSERVE_SAFETENSORS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "engine.h"
@@ -62,8 +63,10 @@ double st_get(const struct st_tensor *t, int64_t i);
 /* The first key that appears twice in one object anywhere in a parsed JSON tree (cJSON
  * keeps both copies), or NULL; *where then names the object: `name` for obj itself, else
  * the key holding it.  st_open refuses headers with one; the manifest is checked the same
- * way.  Borrowed pointers into the tree. */
+ * way.  Borrowed pointers into the tree.  NULL with *nomem set when memory for the check
+ * ran out (*nomem is false otherwise). */
 struct cJSON;
-const char *st_json_duplicate_key(const struct cJSON *obj, const char *name, const char **where);
+const char *st_json_duplicate_key(const struct cJSON *obj, const char *name, const char **where,
+                                  bool *nomem);
 
 #endif

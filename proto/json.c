@@ -3,6 +3,7 @@
  */
 #include "json.h"
 #include "buf.h"
+#include "../engine/json_syntax.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -171,6 +172,8 @@ enum proto_code proto_json_parse(const char *body, size_t len, int max_depth,
                             "rows per request", values, cap, max_elements);
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
+    if (!root && jsyn_valid(body, len, -1, NULL))
+        return proto_errorf(e, PROTO_E_NOMEM, "out of memory parsing the %zu-byte body", len);
     if (!root) {
         size_t pos = end && end >= body && end <= body + len ? (size_t)(end - body) : 0;
         size_t lit, n;

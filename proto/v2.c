@@ -154,7 +154,10 @@ static enum proto_code tensor_to_rows(const cJSON *in, int idx, const struct pro
         cJSON_Delete(rows);
         return rc;
     }
-    cJSON_AddItemToObject(v1, name, rows);
+    if (!cJSON_AddItemToObject(v1, name, rows)) {
+        cJSON_Delete(rows);
+        return proto_errorf(e, PROTO_E_NOMEM, "out of memory");
+    }
     return PROTO_OK;
 }
 
@@ -225,7 +228,11 @@ enum proto_code proto_v2_parse(const char *body, size_t len, const struct eng_in
                 rc = proto_errorf(e, PROTO_E_NOMEM, "out of memory");
                 goto done;
             }
-            cJSON_AddItemToObject(v1, c->string, dup);
+            if (!cJSON_AddItemToObject(v1, c->string, dup)) {
+                cJSON_Delete(dup);
+                rc = proto_errorf(e, PROTO_E_NOMEM, "out of memory");
+                goto done;
+            }
         }
     }
     if (!proto_op_supported(op, info->kind)) {
@@ -286,10 +293,14 @@ enum proto_code proto_v2_parse(const char *body, size_t len, const struct eng_in
             rc = proto_errorf(e, PROTO_E_NOMEM, "out of memory");
             goto done;
         }
-        cJSON_AddItemToArray(o, cJSON_CreateString("samples"));
-        if (wanted & 2u)
-            cJSON_AddItemToArray(o, cJSON_CreateString("log_prob"));
-        cJSON_AddItemToObject(v1, "outputs", o);
+        bool ok = cJSON_AddItemToArray(o, cJSON_CreateString("samples"));
+        if (ok && (wanted & 2u))
+            ok = cJSON_AddItemToArray(o, cJSON_CreateString("log_prob"));
+        if (!ok || !cJSON_AddItemToObject(v1, "outputs", o)) {
+            cJSON_Delete(o);
+            rc = proto_errorf(e, PROTO_E_NOMEM, "out of memory");
+            goto done;
+        }
     }
     rc = proto_request_from_json(op, v1, info, lim, out, e);
     if (rc == PROTO_OK) {

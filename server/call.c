@@ -35,6 +35,7 @@ struct srv_call *srv_call_new(struct srv_ctx *ctx, struct srv_version *ver,
     }
     atomic_init(&c->refs, 1);
     atomic_init(&c->state, SRV_CALL_PENDING);
+    atomic_init(&c->wake_state, 0);
     atomic_init(&c->job.cancel, false);
     atomic_init(&c->job.skip_after, INT_MAX);
     pthread_mutex_init(&c->err_mu, NULL);

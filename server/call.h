@@ -50,6 +50,7 @@ struct srv_call {
     /* set by the HTTP layer: called once when resp is ready (from any thread) */
     void (*wake)(struct srv_call *c);
     void *wake_arg;
+    atomic_int wake_state;         /* the HTTP layer's handshake with wake (http.c) */
 };
 
 /* Takes ownership of *req (left zeroed) and a new reference to ver.  Plans the units and

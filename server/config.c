@@ -53,7 +53,18 @@ static const struct opt OPTS[] = {
      "in-flight requests may take to finish before they are cancelled (seconds, or 500ms)", NULL},
     {"conn-timeout", K_UINT, OFF(conn_timeout_s), 0, 86400, "close connections idle (or "
      "sending a body) this long, in seconds; 0 = never", NULL},
-    {"max-connections", K_INT, OFF(max_connections), 1, 1000000, "concurrent connections", NULL},
+    {"max-connections", K_INT, OFF(max_connections), 1, 1000000, "concurrent connections; "
+     "more are accepted and closed at once, not left waiting in the listen backlog", NULL},
+    {"max-connections-per-ip", K_INT, OFF(max_conn_per_ip), 0, 1000000, "concurrent "
+     "connections from one client address, more are closed at once; 0 = no limit (behind a "
+     "proxy every connection has the proxy's address)", NULL},
+    {"header-timeout", K_SECS, OFF(header_timeout_s), 0, 86400, "a request line and headers "
+     "must arrive within this many seconds of the connection's start (on a kept-alive "
+     "connection: of the previous answer, plus --conn-timeout), however steadily they "
+     "trickle; past it 408 and close; 0 = no deadline", NULL},
+    {"body-timeout", K_SECS, OFF(body_timeout_s), 0, 86400, "a request body must arrive "
+     "within this many seconds of its headers, however steadily it trickles; past it the "
+     "connection is closed; 0 = no deadline", NULL},
     {"retry-after", K_INT, OFF(retry_after_s), 0, 3600, "Retry-After seconds on 503", NULL},
     {"inline-rows", K_LONG, OFF(inline_rows), 0, 1000000, "forward/log_prob requests with at most "
      "this many rows run on the HTTP thread, skipping the queue; 0 turns it off", NULL},
@@ -103,6 +114,8 @@ static void defaults(struct srv_config *c)
     c->drain_timeout_s = 30.0;
     c->conn_timeout_s = 30;
     c->max_connections = 1024;
+    c->header_timeout_s = 10;
+    c->body_timeout_s = 60;
     c->retry_after_s = 1;
     c->batch_delay_us = 100;
     c->log_level = SRV_LOG_INFO;

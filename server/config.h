@@ -24,7 +24,10 @@ struct srv_config {
     long deadline_ms;      /* --deadline-ms: per-request deadline (504) */
     double drain_timeout_s;/* --drain-timeout */
     unsigned conn_timeout_s; /* --conn-timeout: idle / slow-body connection timeout */
-    int max_connections;   /* --max-connections */
+    int max_connections;   /* --max-connections: more are refused (accepted, closed) */
+    int max_conn_per_ip;   /* --max-connections-per-ip (0: no limit) */
+    double header_timeout_s; /* --header-timeout: request line + headers deadline (0: none) */
+    double body_timeout_s; /* --body-timeout: whole-body deadline (0: none) */
     int retry_after_s;     /* --retry-after: Retry-After on 503 */
     long inline_rows;      /* --inline-rows: run tiny jobs on the HTTP thread */
     long batch_delay_us;   /* --batch-delay-us: dynamic batching window (0: off) */

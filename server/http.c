@@ -13,10 +13,20 @@
  *   body calls      append to the body buffer up to --max-body; beyond it, discard (and
  *                   drop the connection past PROTO_DISCARD_MAX_BYTES)
  *   final call      answer: inline endpoints at once; model operations parse, validate,
- *                   then run inline (tiny forward/log_prob with --inline-rows) or suspend
- *                   the connection and submit a call to the pool
+ *                   then run inline (tiny forward/log_prob with --inline-rows) or submit a
+ *                   call to the pool
+ *   next final call the call's answer if ready, else suspend until wake (await_call)
  *   resumed call    queue the call's response
  *   completed       access log, metrics, release the call and the request
+ *
+ * Per connection (struct conn, libmicrohttpd's socket context): the phase the connection
+ * is in and since when — HEAD (waiting for a request line and headers), BODY (reading a
+ * body), BUSY (answering).  A sweeper thread walks the connections every SWEEP_NS and cuts
+ * those past --header-timeout (a 408 is written first: nothing else is writing then) or
+ * --body-timeout, with shutdown(2); libmicrohttpd then reads EOF and closes the connection
+ * itself.  Trickling a byte at a time resets --conn-timeout but not these deadlines.  The
+ * accept policy closes connections past --max-connections at once, so they are refused
+ * rather than queued in the listen backlog behind slow ones.
  */
 #include "http.h"
 #include "call.h"
@@ -26,14 +36,17 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <time.h>
 
 /* Bytes of an oversized body read and dropped before the connection is closed instead. */
 #define PROTO_DISCARD_MAX_BYTES (64u << 20)
@@ -42,15 +55,47 @@
  * limits PROTO_MAX_URI_BYTES and PROTO_MAX_HEADER_BYTES sit well below it. */
 #define SRV_CONN_MEMORY ((size_t)32 * 1024)
 
+/* The sweeper's period: deadlines are enforced to within this much. */
+#define SWEEP_NS (100 * 1000000LL)
+/* Connections libmicrohttpd may hold beyond --max-connections, so that it keeps accepting
+ * (and the accept policy refuses) instead of leaving new connections in the backlog. */
+#define CONN_HEADROOM(max) ((max) / 4 + 64)
+/* Listen backlog: connections are accepted (or refused) at once, so a short one suffices. */
+#define LISTEN_BACKLOG 256u
+
+enum conn_phase { CONN_HEAD, CONN_BODY, CONN_BUSY, CONN_CUT };
+
+/* One TCP connection, on the list the sweeper walks (under srv_http.mu). */
+struct conn {
+    struct conn *prev, *next;
+    int fd;
+    atomic_int phase;        /* enum conn_phase; CONN_CUT is final */
+    _Atomic int64_t since;   /* the phase's deadline counts from here (srv_now_ns) */
+};
+
 struct srv_http {
     struct MHD_Daemon *d;
     struct srv_ctx *ctx;
     int port;
+    int max_conns;
+    int64_t header_ns, body_ns; /* 0: no deadline */
+    atomic_int open;            /* connections open */
+    pthread_mutex_t mu;         /* guards conns */
+    struct conn *conns;
+    char *timeout_resp;         /* the raw 408 answer written before a header cut */
+    size_t timeout_len;
+    pthread_t sweeper;
+    bool sweeper_on;
+    pthread_mutex_t stop_mu;
+    pthread_cond_t stop_cv;
+    bool stop;
 };
 
 struct req {
     struct srv_ctx *ctx;
     struct MHD_Connection *conn;
+    struct conn *cn;            /* its connection's deadlines (NULL: none) */
+    bool busy;                  /* cn is in CONN_BUSY */
     int64_t t0;
     bool started;               /* the access handler has seen it (first_call ran) */
     bool early;                 /* `early_e` is answered at the first call, then close */
@@ -308,10 +353,35 @@ static enum MHD_Result do_model_get(struct req *r, enum proto_route_id id)
 
 /* ---- model operations ------------------------------------------------------------------ */
 
+/* Waiting for the pool.  The call is submitted at the first final call, and the connection
+ * suspended at the next one (libmicrohttpd calls the handler again at once while no answer
+ * is queued), not in the same pass: libmicrohttpd 0.9.75 does not update a connection's
+ * poll interest while it is suspended, and a connection suspended in the pass that read its
+ * request still wants to read when resumed.  It then reads before calling the handler, and
+ * an EOF there (a client that sent its pipelined requests and shut down its sending side)
+ * aborts the request unanswered, with the requests behind it.  Suspended one pass later,
+ * the connection waits for nothing but the answer.  wake_state settles who resumes:
+ * the HTTP thread moves it NONE -> SUSPENDED after suspending, wake NONE -> WOKEN (then the
+ * HTTP thread, not yet suspended, finds the call done) or resumes a SUSPENDED connection;
+ * completed() sets GONE (the connection is closing: wake leaves it alone). */
+enum { WAKE_NONE, WAKE_SUSPENDED, WAKE_WOKEN, WAKE_GONE };
+
 static void wake(struct srv_call *c)
 {
-    struct req *r = c->wake_arg;
-    MHD_resume_connection(r->conn);
+    int exp = WAKE_NONE;
+    if (!atomic_compare_exchange_strong(&c->wake_state, &exp, WAKE_WOKEN) &&
+        exp == WAKE_SUSPENDED)
+        MHD_resume_connection(c->wake_arg);
+}
+
+/* The final call of a submitted call whose answer is not ready: suspend until wake. */
+static enum MHD_Result await_call(struct req *r)
+{
+    MHD_suspend_connection(r->conn);
+    int exp = WAKE_NONE;
+    if (!atomic_compare_exchange_strong(&r->call->wake_state, &exp, WAKE_SUSPENDED))
+        MHD_resume_connection(r->conn); /* done meanwhile: the resumed call answers */
+    return MHD_YES;
 }
 
 static uint64_t random_seed(void)
@@ -385,11 +455,10 @@ static enum MHD_Result do_model_op(struct req *r, enum proto_route_id id)
         }
     }
     c->wake = wake;
-    c->wake_arg = r;
-    MHD_suspend_connection(r->conn);
+    c->wake_arg = r->conn;
     int64_t deadline = r->t0 + (int64_t)ctx->cfg->deadline_ms * 1000000LL;
     if (!srv_call_submit(c, deadline)) {
-        /* the queue is full: complete the call here (wake resumes the connection) */
+        /* the queue is full: complete the call here (the next final call answers) */
         proto_errorf(&e, PROTO_E_OVERLOADED, "the server is busy (%d jobs queued, --queue); "
                      "retry after the Retry-After delay", srv_pool_depth(ctx->pool));
         srv_call_fail(c, &e);
@@ -454,6 +523,20 @@ static void remember(struct req *r, const struct proto_error *e)
         snprintf(r->resp.allow, sizeof r->resp.allow, "%s", r->match.allow);
 }
 
+/* Moves c into phase p counting from `since`; false when the sweeper has cut it. */
+static bool conn_enter(struct conn *c, int p, int64_t since)
+{
+    if (!c)
+        return true;
+    int cur = atomic_load(&c->phase);
+    atomic_store(&c->since, since);
+    do {
+        if (cur == CONN_CUT)
+            return false;
+    } while (!atomic_compare_exchange_weak(&c->phase, &cur, p));
+    return true;
+}
+
 /* A request, counted in flight; NULL when out of memory. */
 static struct req *req_new(struct srv_ctx *ctx, struct MHD_Connection *conn)
 {
@@ -463,6 +546,9 @@ static struct req *req_new(struct srv_ctx *ctx, struct MHD_Connection *conn)
     r->ctx = ctx;
     r->conn = conn;
     r->t0 = srv_now_ns();
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    r->cn = ci ? ci->socket_context : NULL;
     srv_response_init(&r->resp);
     proto_buf_init(&r->body, ctx->lim.max_body_bytes);
     r->operation = "none";
@@ -609,6 +695,8 @@ static enum MHD_Result first_call(struct srv_ctx *ctx, struct MHD_Connection *co
         *req_cls = r;
     }
     r->started = true;
+    if (!conn_enter(r->cn, CONN_BODY, srv_now_ns()))
+        return MHD_NO; /* cut at the header deadline meanwhile */
     copy(r->method, sizeof r->method, method);
     copy(r->path, sizeof r->path, url);
     if (r->early)
@@ -694,9 +782,14 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
         return MHD_YES;
     }
     /* final call */
+    if (!r->busy) {
+        r->busy = true;
+        if (!conn_enter(r->cn, CONN_BUSY, 0))
+            return MHD_NO; /* cut at the body deadline meanwhile */
+    }
     if (r->call) {
         if (atomic_load_explicit(&r->call->state, memory_order_acquire) != SRV_CALL_DONE)
-            return MHD_YES;
+            return await_call(r);
         if (r->status)
             return MHD_YES;
         return queue(r, &r->call->resp);
@@ -715,6 +808,9 @@ static void completed(void *cls, struct MHD_Connection *conn, void **req_cls,
         return;
     *req_cls = NULL;
     int64_t end = srv_now_ns();
+    /* a kept-alive connection waits for its next request: idle up to --conn-timeout, then
+     * --header-timeout for the request line and headers */
+    conn_enter(r->cn, CONN_HEAD, end + (int64_t)ctx->cfg->conn_timeout_s * 1000000000LL);
     double dur = (double)(end - r->t0) * 1e-9;
     double qw = -1, comp = -1;
     /* the metrics label only names the repository registered; a 404 for a model it has
@@ -756,8 +852,10 @@ static void completed(void *cls, struct MHD_Connection *conn, void **req_cls,
             srv_log_line(SRV_LOG_INFO, "access", b.p);
         proto_buf_free(&b);
     }
-    if (r->call)
+    if (r->call) {
+        atomic_store(&r->call->wake_state, WAKE_GONE);
         srv_call_unref(r->call);
+    }
     if (r->counted)
         atomic_fetch_sub(&ctx->calls_active, 1);
     srv_response_free(&r->resp);
@@ -774,6 +872,165 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
         msg[--n] = 0;
     srv_logf(SRV_LOG_DEBUG, "mhd", "%s", msg);
+}
+
+/* ---- connections ----------------------------------------------------------------------- */
+
+static void notify_conn(void *cls, struct MHD_Connection *mc, void **socket_context,
+                        enum MHD_ConnectionNotificationCode toe)
+{
+    struct srv_http *h = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        atomic_fetch_add(&h->open, 1);
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
+        struct conn *c = ci ? calloc(1, sizeof *c) : NULL;
+        *socket_context = c;
+        if (!c)
+            return; /* no deadlines for this one; --conn-timeout still applies */
+        c->fd = ci->connect_fd;
+        atomic_init(&c->phase, CONN_HEAD);
+        atomic_init(&c->since, srv_now_ns());
+        pthread_mutex_lock(&h->mu);
+        c->next = h->conns;
+        if (h->conns)
+            h->conns->prev = c;
+        h->conns = c;
+        pthread_mutex_unlock(&h->mu);
+        return;
+    }
+    /* closed: called before libmicrohttpd closes the socket, so while the sweeper holds mu
+     * every fd on the list is still this connection's */
+    atomic_fetch_sub(&h->open, 1);
+    struct conn *c = *socket_context;
+    *socket_context = NULL;
+    if (!c)
+        return;
+    pthread_mutex_lock(&h->mu);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        h->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    pthread_mutex_unlock(&h->mu);
+    free(c);
+}
+
+/* Connections past --max-connections are closed as soon as they are accepted. */
+static enum MHD_Result accept_policy(void *cls, const struct sockaddr *addr, socklen_t len)
+{
+    struct srv_http *h = cls;
+    return atomic_load(&h->open) >= h->max_conns ? MHD_NO : MHD_YES;
+}
+
+/* One pass: cut the connections past their phase's deadline.  Returns how many. */
+static int sweep(struct srv_http *h, int *n_head)
+{
+    int64_t now = srv_now_ns();
+    int cut = 0;
+    *n_head = 0;
+    pthread_mutex_lock(&h->mu);
+    for (struct conn *c = h->conns; c; c = c->next) {
+        int ph = atomic_load(&c->phase);
+        int64_t lim = ph == CONN_HEAD ? h->header_ns : ph == CONN_BODY ? h->body_ns : 0;
+        if (!lim || now - atomic_load(&c->since) <= lim)
+            continue;
+        if (!atomic_compare_exchange_strong(&c->phase, &ph, CONN_CUT))
+            continue; /* the connection moved on meanwhile */
+        if (ph == CONN_HEAD && h->timeout_resp) {
+            /* waiting for headers: nothing is being written to this connection */
+            ssize_t w = send(c->fd, h->timeout_resp, h->timeout_len,
+                             MSG_NOSIGNAL | MSG_DONTWAIT);
+            (void)w;
+            (*n_head)++;
+        }
+        shutdown(c->fd, SHUT_RDWR);
+        cut++;
+    }
+    pthread_mutex_unlock(&h->mu);
+    return cut;
+}
+
+static void *sweeper_main(void *arg)
+{
+    struct srv_http *h = arg;
+    pthread_mutex_lock(&h->stop_mu);
+    while (!h->stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += SWEEP_NS;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&h->stop_cv, &h->stop_mu, &ts);
+        if (h->stop)
+            break;
+        pthread_mutex_unlock(&h->stop_mu);
+        int n_head;
+        int cut = sweep(h, &n_head);
+        if (cut)
+            srv_logf(SRV_LOG_INFO, "connections_cut", "%d connection(s) past their deadline "
+                     "closed: %d still sending headers (--header-timeout %g s), %d a body "
+                     "(--body-timeout %g s)", cut, n_head, (double)h->header_ns * 1e-9,
+                     cut - n_head, (double)h->body_ns * 1e-9);
+        pthread_mutex_lock(&h->stop_mu);
+    }
+    pthread_mutex_unlock(&h->stop_mu);
+    return NULL;
+}
+
+/* The 408 written to a connection cut while its headers trickle in. */
+static bool build_timeout_resp(struct srv_http *h)
+{
+    struct proto_error e;
+    proto_errorf(&e, PROTO_E_TIMEOUT, "the request line and headers did not arrive within %g "
+                 "s (--header-timeout)", (double)h->header_ns * 1e-9);
+    size_t blen;
+    char *body = proto_error_json(&e, &blen);
+    if (!body)
+        return false;
+    struct proto_buf b;
+    proto_buf_init(&b, 0);
+    proto_buf_printf(&b, "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: "
+                     "application/json\r\nContent-Length: %zu\r\n\r\n", blen);
+    proto_buf_put(&b, body, blen);
+    free(body);
+    if (proto_buf_failed(&b)) {
+        proto_buf_free(&b);
+        return false;
+    }
+    h->timeout_resp = proto_buf_take(&b, &h->timeout_len);
+    return true;
+}
+
+static bool sweeper_start(struct srv_http *h)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&h->stop_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&h->stop_mu, NULL);
+    if (!h->header_ns && !h->body_ns)
+        return true;
+    if (h->header_ns && !build_timeout_resp(h))
+        return false;
+    h->sweeper_on = pthread_create(&h->sweeper, NULL, sweeper_main, h) == 0;
+    return h->sweeper_on;
+}
+
+static void sweeper_stop(struct srv_http *h)
+{
+    if (h->sweeper_on) {
+        pthread_mutex_lock(&h->stop_mu);
+        h->stop = true;
+        pthread_cond_signal(&h->stop_cv);
+        pthread_mutex_unlock(&h->stop_mu);
+        pthread_join(h->sweeper, NULL);
+        h->sweeper_on = false;
+    }
 }
 
 struct srv_http *srv_http_start(struct srv_ctx *ctx, char *err, size_t cap)
@@ -797,6 +1054,18 @@ struct srv_http *srv_http_start(struct srv_ctx *ctx, char *err, size_t cap)
         return NULL;
     }
     h->ctx = ctx;
+    h->max_conns = cfg->max_connections;
+    h->header_ns = (int64_t)(cfg->header_timeout_s * 1e9);
+    h->body_ns = (int64_t)(cfg->body_timeout_s * 1e9);
+    atomic_init(&h->open, 0);
+    pthread_mutex_init(&h->mu, NULL);
+    if (!sweeper_start(h)) {
+        freeaddrinfo(ai);
+        free(h->timeout_resp);
+        free(h);
+        snprintf(err, cap, "cannot start the connection deadline thread");
+        return NULL;
+    }
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6)
@@ -806,11 +1075,16 @@ struct srv_http *srv_http_start(struct srv_ctx *ctx, char *err, size_t cap)
         int c = srv_cpu_count();
         threads = (unsigned)(c < 4 ? c : 4);
     }
-    h->d = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, handler, ctx,
+    unsigned limit = (unsigned)cfg->max_connections +
+                     (unsigned)CONN_HEADROOM(cfg->max_connections);
+    h->d = MHD_start_daemon(flags, (uint16_t)cfg->port, accept_policy, h, handler, ctx,
                             MHD_OPTION_SOCK_ADDR, ai->ai_addr,
                             MHD_OPTION_THREAD_POOL_SIZE, threads,
                             MHD_OPTION_CONNECTION_TIMEOUT, cfg->conn_timeout_s,
-                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
+                            MHD_OPTION_CONNECTION_LIMIT, limit,
+                            MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->max_conn_per_ip,
+                            MHD_OPTION_LISTEN_BACKLOG_SIZE, LISTEN_BACKLOG,
+                            MHD_OPTION_NOTIFY_CONNECTION, notify_conn, h,
                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, SRV_CONN_MEMORY,
                             MHD_OPTION_NOTIFY_COMPLETED, completed, ctx,
                             MHD_OPTION_URI_LOG_CALLBACK, uri_log, ctx,
@@ -821,6 +1095,8 @@ struct srv_http *srv_http_start(struct srv_ctx *ctx, char *err, size_t cap)
     if (!h->d) {
         snprintf(err, cap, "cannot listen on %s:%d (address in use, or not an address of "
                  "this host?)", cfg->host, cfg->port);
+        sweeper_stop(h);
+        free(h->timeout_resp);
         free(h);
         return NULL;
     }
@@ -838,6 +1114,8 @@ void srv_http_stop(struct srv_http *h)
 {
     if (!h)
         return;
+    sweeper_stop(h);
     MHD_stop_daemon(h->d);
+    free(h->timeout_resp);
     free(h);
 }

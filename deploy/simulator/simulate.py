@@ -2,7 +2,8 @@
 """An example simulation service beside innserve: the inverse-kinematics simulator.
 
 What a user's simulation does with innserve: it produces observations (here: the end point
-of a planar arm, ../../../shared/reference/inverse-kinematics.md §1), asks the daemon for
+of a planar arm, Kruse et al. 2021, "Benchmarking Invertible Architectures on Inverse
+Problems"), asks the daemon for
 posterior samples of the parameters that could have produced them
 (POST /v1/models/{model}/sample), runs its own forward process on those samples, and checks
 that they reproduce the observation (the re-simulation error).

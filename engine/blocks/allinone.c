@@ -57,6 +57,7 @@ struct aio_priv {
     const float *off;           /* d: global offset */
     float *g_perm, *off_perm;   /* d: g[perm[i]], off[perm[i]] (hard, fused gather) */
     double log_g;               /* sum log g (0 with gin) */
+    double cond;                /* condition number of wf (matrix P), for the certificate */
     const struct subnet *net;   /* [x1 (n1), c (cw)] -> 2 n2 */
 };
 
@@ -449,6 +450,21 @@ static enum eng_status aio_load(struct blk *b, struct ldr *L, const cJSON *j)
         }
     }
 
+    if (p->matrix) {
+        /* the certificate's condition number: exact singular values in double */
+        size_t dd = (size_t)d * d;
+        double *a = malloc(sizeof(double) * (2 * dd + (size_t)d));
+        if (!a)
+            return ldr_fail(L, ENG_ERR_NOMEM, "out of memory for the singular values of the "
+                            "permutation matrix");
+        for (size_t i = 0; i < dd; i++)
+            a[i] = p->wf[i];
+        double *sv = a + 2 * dd;
+        int ok = la_singular_values(d, d, a, sv, a + dd);
+        p->cond = ok >= 0 && sv[d - 1] > 0 ? sv[0] / sv[d - 1] : INFINITY;
+        free(a);
+    }
+
     if ((st = ldr_subnet(L, j, "subnet", p->n1, cw, 2 * p->n2, &p->net)) != ENG_OK)
         return st;
     return ENG_OK;
@@ -473,16 +489,7 @@ static void aio_certify(const struct blk *b, struct eng_block_cert *out)
     if (!p->matrix) {
         snprintf(perm, sizeof(perm), "hard permutation");
     } else {
-        size_t dd = (size_t)d * d;
-        double *a = malloc(sizeof(double) * (2 * dd + (size_t)d));
-        if (a) {
-            for (size_t i = 0; i < dd; i++)
-                a[i] = p->wf[i];
-            double *sv = a + 2 * dd;
-            int ok = la_singular_values(d, d, a, sv, a + dd);
-            out->condition = ok >= 0 && sv[d - 1] > 0 ? sv[0] / sv[d - 1] : INFINITY;
-            free(a);
-        }
+        out->condition = p->cond;
         snprintf(perm, sizeof(perm), "permutation matrix with condition number %.4g",
                  out->condition);
     }

@@ -63,13 +63,13 @@ static enum eng_status invdense_load(struct blk *b, struct ldr *L, const cJSON *
     size_t dd = (size_t)d * d;
     p->logdet_w = logdet;
     double *sv_work = malloc(sizeof(double) * la_norm2_upper_work(d, d));
-    if (sv_work) { /* upper bounds (exact singular values), not estimates */
-        p->norm = la_norm2_upper(d, d, w64, sv_work);
-        p->norm_inv = la_norm2_upper(d, d, inv, sv_work);
-        free(sv_work);
-    } else {
-        p->norm = p->norm_inv = NAN;
-    }
+    if (!sv_work)
+        return ldr_fail(L, ENG_ERR_NOMEM, "out of memory for the norms of tensor '%s'",
+                        ldr_tensor_name(j, "weight"));
+    /* upper bounds (exact singular values), not estimates */
+    p->norm = la_norm2_upper(d, d, w64, sv_work);
+    p->norm_inv = la_norm2_upper(d, d, inv, sv_work);
+    free(sv_work);
     p->w_inv = ldr_alloc(L, sizeof(float) * dd);
     float *w32 = ldr_alloc(L, sizeof(float) * dd);
     if (!p->w_inv || !w32)

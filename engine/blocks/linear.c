@@ -56,15 +56,17 @@ static void copy_add_bias(int n, int d, const float *src, const float *b, float 
     }
 }
 
-/* Largest singular value of a (rows × cols) double matrix; NAN if out of memory. */
-static double spectral_norm(int rows, int cols, const double *a)
+/* Largest singular value of a (rows × cols) double matrix into *out (an upper bound, not
+ * an estimate); ENG_ERR_NOMEM with a message when its scratch cannot be allocated. */
+static enum eng_status spectral_norm(struct ldr *L, int rows, int cols, const double *a,
+                                     double *out)
 {
     double *work = malloc(sizeof(double) * la_norm2_upper_work(rows, cols));
     if (!work)
-        return NAN;
-    double s = la_norm2_upper(rows, cols, a, work); /* an upper bound, not an estimate */
+        return ldr_fail(L, ENG_ERR_NOMEM, "out of memory computing a spectral norm");
+    *out = la_norm2_upper(rows, cols, a, work);
     free(work);
-    return s;
+    return ENG_OK;
 }
 
 static size_t scratch_nd(const struct blk *b, int rows)
@@ -160,8 +162,9 @@ static enum eng_status fixedlinear_load(struct blk *b, struct ldr *L, const cJSO
         return st;
     size_t dd = (size_t)d * d;
     p->logdet = logdet;
-    p->norm = spectral_norm(d, d, m64);
-    p->norm_inv = spectral_norm(d, d, inv);
+    if ((st = spectral_norm(L, d, d, m64, &p->norm)) != ENG_OK ||
+        (st = spectral_norm(L, d, d, inv, &p->norm_inv)) != ENG_OK)
+        return st;
     p->m = to_f32(L, m64, dd);
     p->m_inv = to_f32(L, inv, dd);
     if (!p->m || !p->m_inv)
@@ -303,7 +306,10 @@ static enum eng_status orthogonal_load(struct blk *b, struct ldr *L, const cJSON
                         ldr_tensor_name(j, "weights"));
     for (size_t i = 0; i < dd; i++)
         w64[i] = p->w[i];
-    p->norm = spectral_norm(d, d, w64);
+    if (spectral_norm(L, d, d, w64, &p->norm) != ENG_OK) {
+        free(w64);
+        return ENG_ERR_NOMEM;
+    }
     for (int a = 0; a < d; a++)
         for (int c = a; c < d; c++) {
             double g = 0.0;

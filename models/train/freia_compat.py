@@ -2,7 +2,7 @@
 without FrEIA: SequenceINN, AllInOneBlock (SOFTPLUS global affine, hard permutation),
 GLOWCouplingBlock (ATAN clamp) and PermuteRandom.
 
-They follow FrEIA's math (../shared/reference/freia-modules.md §2, §3, §5, §6.1), its class
+They follow FrEIA's math (its AllInOneBlock, coupling blocks, ActNorm and permutations), its class
 and attribute names, state_dict keys and calling convention module([x], c=[...], rev, jac)
 -> ((out,), log_det), so the training scripts run unchanged on the real FrEIA
 (`import FrEIA.framework as Ff, FrEIA.modules as Fm`) and innserve.export reads both.

@@ -1,7 +1,7 @@
 """The inverse-kinematics benchmark (Kruse et al., arXiv 2101.10763), shared by the training
 scripts and models/evaluate.py.
 
-Task (../shared/reference/inverse-kinematics.md §1): a planar arm whose base slides on a
+Task (the paper above, section "Inverse kinematics"): a planar arm whose base slides on a
 vertical rail, then three rotating segments.  x = (rail height, angle 1, angle 2, angle 3),
 prior x ~ N(0, diag(0.25, 0.5, 0.5, 0.5)^2), segment lengths (0.5, 0.5, 1.0); the
 observation y is the end point, deterministic (no noise).

@@ -3,7 +3,7 @@
 
     /usr/bin/python3 models/train/train_ik_cinn.py [--out models/ik_cinn.safetensors]
 
-Task: kinematics.py (Kruse et al.; ../shared/reference/inverse-kinematics.md).  Model:
+Task: kinematics.py (Kruse et al. 2021, inverse kinematics).  Model:
 FrEIA SequenceINN(4) of BLOCKS AllInOneBlocks (SOFTPLUS global affine, hard permutations,
 clamp 2), each conditioned on the standardized end point y; subnets
 Linear(2 + 2, H) -> ReLU -> Linear(H, 4).  x is standardized by the prior (mean 0, std

@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """tests/docs/run_docs.py — the documentation's examples, run against the real daemon.
 
-Every example in README.md and the documents under docs/ (and the other Markdown files given)
-is executed and its output compared with what the document shows, exactly.  A document whose
+Every example of the repository's Markdown files (README.md, docs/, deploy/README.md,
+clients/python/README.md, tests/fixtures/README.md...; or only the files given) is executed
+and its output compared with what the document shows, exactly.  A document whose
 example no longer holds fails `make test-docs` (part of `make check` and `make test`).
 
 What runs
@@ -36,14 +37,16 @@ How output compares
   answer.  Nothing else is tolerated: the daemon's answers are the same bytes on every machine.
 
 Links
-  Every relative Markdown link must name a file or directory of the repository, and no document
-  may point outside it (an absolute path such as /work/..., or ../shared).
+  Every relative Markdown link must name a file or directory of the repository (and its
+  #anchor a heading of that document, as GitHub makes anchors of headings), every
+  document named in the text (`name.md`) must exist in it, and no document may point outside
+  it (an absolute path such as /work/..., or ../shared).
 
 What may not hide
-  A fenced block that is not console/pycon but calls curl or innctl against the daemon, or
-  a ```python block, fails the check unless the line before its fence is
-  `<!-- doc-test: not run: REASON -->` (say why: it needs a container, a trained model that
-  is not shipped, root...).
+  A fenced block of commands or code that is not console/pycon (```sh, ```bash, ```shell,
+  ```python, or any other block that calls curl, innctl or innserve) fails the check unless the line
+  before its fence is `<!-- doc-test: not run: REASON -->` (say why: it needs podman or a
+  cluster, root, the network, a trained model that is not shipped, minutes of CPU...).
 
 The daemon is `--bin` serving the document's copy of models/ (exactly what `make run`
 serves), started afresh for each document (so counters such as /metrics start from zero).
@@ -62,6 +65,7 @@ import difflib
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -71,16 +75,47 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEFAULT_FILES = ["README.md"] + sorted(
-    os.path.join("docs", f) for f in os.listdir(os.path.join(ROOT, "docs")) if f.endswith(".md")) + [
-    "deploy/README.md", "clients/python/README.md"]
+
+
+def markdown_files():
+    """Every Markdown file of the repository (README.md first, then by path), build outputs
+    and hidden directories left out."""
+    out = []
+    for d, dirs, files in os.walk(ROOT):
+        dirs[:] = sorted(x for x in dirs if not x.startswith((".", "build")) and x != "node_modules"
+                         and x != "__pycache__")
+        out += [os.path.relpath(os.path.join(d, f), ROOT) for f in files if f.endswith(".md")]
+    return sorted(out, key=lambda p: (p != "README.md", p))
+
+
+DEFAULT_FILES = markdown_files()
 FENCE = re.compile(r"^(\s*)```([A-Za-z0-9_+-]*)\s*$")
 SKIP = re.compile(r"<!--\s*doc-test:\s*not run:\s*(\S.*?)\s*-->")
-CALLS = re.compile(r"(^\s*|^\$\s+|[;&|(]\s*)(sudo\s+)?(\S*/)?(curl|innctl)\b")
+CALLS = re.compile(r"(^\s*|^\$\s+|[;&|(]\s*)(sudo\s+)?(\S*/)?(curl|innctl|innserve)\b")
 ADDR = re.compile(r"(127\.0\.0\.1|localhost):8080")
+STEP_TIMEOUT = 300     # seconds one command or statement may take
+CODE = ("python", "sh", "bash", "shell", "zsh")
 EXIT = re.compile(r"^\[exit (\d+)\]$")
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 OUTSIDE = re.compile(r"(?<![\w.])(/work/|\.\./shared\b|/home/|/root/)")
+MDNAME = re.compile(r"(?<![\w./:-])([\w][\w./-]*\.md)\b")
+
+
+def anchors(path):
+    """The anchors GitHub gives the headings of a Markdown file (duplicates get -1, -2...)."""
+    out, seen, fence = set(), {}, False
+    for line in open(path, encoding="utf-8").read().split("\n"):
+        if FENCE.match(line) or line.strip() == "```":
+            fence = not fence
+            continue
+        m = re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if fence or not m:
+            continue
+        slug = re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        out.add(slug if n == 0 else "%s-%d" % (slug, n))
+    return out
 
 
 def link_problems(rel, text):
@@ -89,16 +124,24 @@ def link_problems(rel, text):
     base = os.path.dirname(os.path.join(ROOT, rel))
     for n, line in enumerate(text.split("\n"), 1):
         for m in LINK.finditer(line):
-            target = m.group(1).split("#")[0]
-            if not target or re.match(r"^[a-z]+:", target):
+            target, _, anchor = m.group(1).partition("#")
+            if re.match(r"^[a-z]+:", target):
                 continue
-            full = os.path.normpath(os.path.join(base, target))
+            full = os.path.normpath(os.path.join(base, target)) if target else os.path.join(ROOT, rel)
             if not full.startswith(ROOT + os.sep) or not os.path.exists(full):
                 out.append("%s:%d: the link %s does not name a file of the repository"
                            % (rel, n, m.group(1)))
+            elif anchor and full.endswith(".md") and anchor not in anchors(full):
+                out.append("%s:%d: the link %s names no heading of %s"
+                           % (rel, n, m.group(1), os.path.relpath(full, ROOT)))
         m = OUTSIDE.search(line)
         if m:
             out.append("%s:%d: %s points outside the repository" % (rel, n, m.group(1)))
+        for m in MDNAME.finditer(LINK.sub("", line)):
+            name = m.group(1)
+            if not any(os.path.exists(os.path.join(d, name)) for d in (base, ROOT, os.path.join(ROOT, "docs"))):
+                out.append("%s:%d: %s names a document that is not in the repository"
+                           % (rel, n, name))
     return out
 
 
@@ -279,15 +322,25 @@ class Session:
         self.port = port
         self.env["INNSERVE_URL"] = "http://127.0.0.1:%d" % port
 
-    def close(self):
+    def end_python(self, kill=False):
+        """Ends the document's interpreter (a later statement starts a new one)."""
         if self.py:
-            self.py.stdin.close()
+            if kill:
+                self.py.kill()
+            try:
+                self.py.stdin.close()
+            except OSError:
+                pass
             try:
                 self.py.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.py.kill()
                 self.py.wait()
             self.answers.close()
+            self.py = None
+
+    def close(self):
+        self.end_python()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def addr(self, s):
@@ -299,7 +352,7 @@ class Session:
     def shell(self, cmd):
         r = subprocess.run(["bash", "-c", "exec 2>&1\n" + self.addr(cmd)], cwd=self.dir,
                            env=self.env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                           timeout=300)
+                           timeout=STEP_TIMEOUT)
         return self.unaddr(r.stdout.decode("utf-8", "replace")).split("\n"), r.returncode
 
     def python(self, src):
@@ -313,8 +366,12 @@ class Session:
             self.answers = os.fdopen(rfd, "r")
         self.py.stdin.write(json.dumps({"src": self.addr(src)}) + "\n")
         self.py.stdin.flush()
+        if not select.select([self.answers], [], [], STEP_TIMEOUT)[0]:
+            self.end_python(kill=True)
+            raise RuntimeError("a Python statement ran longer than %d s" % STEP_TIMEOUT)
         line = self.answers.readline()
         if not line:
+            self.end_python()
             raise RuntimeError("the Python interpreter of the document exited")
         return self.unaddr(json.loads(line)["out"]).split("\n")
 
@@ -390,21 +447,21 @@ def run_document(rel, binary, update):
         for b in blocks_of(rel, text):
             where = "%s:%d" % (rel, b.start)
             if b.lang not in ("console", "pycon"):
-                hides = b.lang == "python" or (b.lang != "json" and any(
+                hides = b.lang in CODE or (b.lang != "json" and any(
                     CALLS.search(l.split(" #")[0]) for l in b.lines))
                 if hides and not b.skip:
                     print("FAIL %s: a ```%s block with %s is not executed: write it as "
                           "```console / ```pycon with its real output, or mark it "
                           "<!-- doc-test: not run: REASON -->"
                           % (where, b.lang or "", "Python" if b.lang == "python"
-                             else "curl/innctl calls"))
+                             else "commands" if b.lang in CODE else "curl/innctl/innserve calls"))
                     failures += 1
                 continue
             if b.skip:
                 continue
             try:
                 results = run_block(s, b)
-            except ValueError as e:
+            except (ValueError, RuntimeError, subprocess.TimeoutExpired) as e:
                 print("FAIL %s: %s" % (where, e))
                 failures += 1
                 continue
@@ -455,9 +512,11 @@ def main():
     failures = examples = 0
     failed = []
     for f in files:
-        rel = os.path.relpath(os.path.abspath(f), ROOT) if os.path.exists(f) else f
-        if not os.path.isfile(os.path.join(ROOT, rel)):
-            sys.exit("run_docs: %s is not a document of the repository" % f)
+        full = os.path.abspath(f) if os.path.exists(f) else os.path.join(ROOT, f)
+        if not os.path.isfile(full):
+            sys.exit("run_docs: %s: no such document" % f)
+        # a document outside the repository (tests/docs/test_run_docs.py) keeps its path
+        rel = os.path.relpath(full, ROOT) if full.startswith(ROOT + os.sep) else full
         e, n = run_document(rel, binary, a.update)
         examples += e
         failures += n

@@ -16,7 +16,9 @@
  *    (strtof / strtod) to the same bits (any NaN / Inf prints "null");
  *  - the CSV answer parses back (RFC 4180) to the header names and the same numbers;
  *  - the .npy answer has exactly proto_npy_size bytes, a 64-byte aligned header and the
- *    samples' bytes after it.
+ *    samples' bytes after it;
+ *  - jsyn_valid (engine/json_syntax.h) never accepts a text cJSON refuses, and where both
+ *    accept they end the value at the same byte.
  */
 #include <math.h>
 #include <stdint.h>
@@ -24,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../engine/json_syntax.h"
 #include "../../proto/csv.h"
 #include "../../proto/fmt.h"
 #include "../../proto/npy.h"
@@ -37,6 +40,21 @@
         fputc('\n', stderr);                                                              \
         abort();                                                                          \
     } while (0)
+
+static void check_jsyn(const uint8_t *data, size_t size)
+{
+    size_t end = 0;
+    if (!jsyn_valid((const char *)data, size, -1, &end))
+        return;
+    const char *cend = NULL;
+    cJSON *j = cJSON_ParseWithLengthOpts((const char *)data, size, &cend, 0);
+    if (!j)
+        FAIL("jsyn_valid accepts %zu bytes cJSON refuses", size);
+    if ((size_t)(cend - (const char *)data) != end)
+        FAIL("jsyn_valid ends the value at %zu, cJSON at %zu", end,
+             (size_t)(cend - (const char *)data));
+    cJSON_Delete(j);
+}
 
 static void check_route(const char *method, const char *path)
 {
@@ -286,6 +304,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t rest_off = (size_t)(rest - buf), nbits = rest_off < size ? size - rest_off : 0;
     const uint8_t *bits = data + (rest_off < size ? rest_off : size);
 
+    check_jsyn(data, size);
+    check_jsyn(bits, nbits);
     check_route(method, path);
     enum proto_format f = proto_format_from_accept(accept);
     if (f != PROTO_FMT_JSON && f != PROTO_FMT_CSV && f != PROTO_FMT_NPY)

@@ -14,7 +14,8 @@
  * Besides crashes, leaks and undefined behaviour, the target aborts when a request the
  * parser accepted is refused by the engine for a reason the parser should have caught
  * (shape, argument, non-finite input, unsupported operation): proto/ validates every
- * input before the engine sees it.  To keep an execution short, the engine runs only on
+ * input before the engine sees it; and when a refusal says out of memory (nothing runs out
+ * here, so the syntax check of engine/json_syntax.h accepted a body cJSON refused).  To keep an execution short, the engine runs only on
  * requests of a bounded size (rows x samples, preimage steps, solver iterations); the
  * parse and the refusal checks run on every input.
  *
@@ -303,6 +304,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                             : proto_request_parse((enum proto_op)entry, body, len, info, &lim,
                                                   &q, &e);
     if (rc != PROTO_OK) {
+        if (rc == PROTO_E_NOMEM) {
+            /* nothing runs out of memory here: the parser's syntax check and cJSON disagree */
+            fprintf(stderr, "fuzz_request: out of memory reported: %s\n", e.msg);
+            abort();
+        }
         if (e.code != rc || !e.msg[0] || proto_code_http(rc) < 400) {
             fprintf(stderr, "fuzz_request: refusal without a message or code (%d)\n", rc);
             abort();

@@ -13,7 +13,7 @@
     /usr/bin/python3 clients/python/examples/ik_cinn.py                 # ~1-2 min of CPU
     /usr/bin/python3 clients/python/examples/ik_cinn.py --steps 300     # quick smoke run
 
-The task (../../../shared/reference/inverse-kinematics.md): x = (rail height, three
+The task (Kruse et al. 2021, inverse kinematics): x = (rail height, three
 angles) ~ N(0, diag(0.25, 0.5, 0.5, 0.5)^2), segment lengths (0.5, 0.5, 1.0), y = the end
 point of the arm.
 """

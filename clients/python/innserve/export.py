@@ -600,6 +600,58 @@ def _blk_sigmoid(ctx, m, link):
     return {"type": "InvertibleSigmoid"}
 
 
+# Lipschitz constants of the activations (the engine's act_lipschitz, engine/subnet.c)
+_ACT_LIPSCHITZ = {"relu": lambda a: 1.0, "tanh": lambda a: 1.0, "softplus": lambda a: 1.0,
+                  "lipswish": lambda a: 1.0, "sigmoid": lambda a: 0.25,
+                  "leaky_relu": lambda a: max(1.0, abs(a["negative_slope"])),
+                  "elu": lambda a: max(1.0, a["alpha"]),
+                  "gelu": lambda a: 1.1289, "silu": lambda a: 1.0998}
+
+
+def _lipschitz_bound(ctx, net):
+    """Upper bound of Lip(g) for an exported subnet: the product of the exact spectral norms
+    of its stored (float32) weights and of its activations' Lipschitz constants."""
+    L = 1.0
+    for layer in net["layers"]:
+        if layer["type"] == "linear":
+            W = ctx.tensors[layer["weight"]].to(F64)
+            L *= float(torch.linalg.matrix_norm(W, 2))
+        else:
+            L *= _ACT_LIPSCHITZ.get(layer["type"], lambda a: math.inf)(layer)
+    return L
+
+
+def _caller_stacklevel():
+    """The warnings.warn stacklevel, for its caller in this module, that names the first
+    frame outside this module (the user's export() call)."""
+    f, level = inspect.currentframe().f_back, 1
+    while f is not None and f.f_code.co_filename == __file__:
+        f, level = f.f_back, level + 1
+    return level
+
+
+def _check_contraction(ctx, net, link):
+    """FrEIA IResNetLayer: refuse (or, with allow_non_contractive, warn about) a residual
+    branch that is not a contraction."""
+    L = _lipschitz_bound(ctx, net)
+    if L < 1.0:
+        return
+    norms = ", ".join("%.3g" % float(torch.linalg.matrix_norm(ctx.tensors[l["weight"]].to(F64), 2))
+                      for l in net["layers"] if l["type"] == "linear")
+    what = ("%s: the residual branch is not a contraction: its Lipschitz bound is %.4g >= 1 "
+            "(spectral norms of its Linear layers %s), so x + g(x) is not certified invertible "
+            "and the daemon's certificate says \"invertible: NO\"" % (link.label, L, norms))
+    if ctx.opts["allow_non_contractive"]:
+        warnings.warn(what + " (exported anyway: allow_non_contractive=True)",
+                      stacklevel=_caller_stacklevel())
+        ctx.notes.append(what)
+        return
+    raise ExportError(what + ". FrEIA's IResNetLayer rescales its weights only when "
+                      "lipschitz_correction() is called: call it on every IResNetLayer after "
+                      "each optimizer step (and before exporting), or pass "
+                      "allow_non_contractive=True to export the block anyway")
+
+
 def _blk_residual(ctx, m, link, attr):
     if _cls(m) == "IResNetLayer" or "IResNetLayer" in _mro(m):
         dims = getattr(m, "dims_in", None)
@@ -610,6 +662,8 @@ def _blk_residual(ctx, m, link, attr):
         raise ExportError("%s: residual block without its residual branch %r" % (link.label, attr))
     net = _subnet(ctx, g, link.prefix + attr + ".", "%s.%s" % (link.label, attr),
                   allow_preact=True)
+    if _cls(m) == "IResNetLayer" or "IResNetLayer" in _mro(m):
+        _check_contraction(ctx, net, link)
     b = {"type": "IResNetBlock", "subnet": net}
     if ctx.opts["iresnet_logdet"] == "series":
         b["logdet"] = "series"
@@ -957,7 +1011,7 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
            freia_version="auto", test_inputs=None, n_tests=8, seed=0, rtol=1e-4, atol=1e-4,
            inn_sigma=None, spectral_sigma="stored", spectral_coeff=None, residual_blocks=None,
            iresnet_logdet="exact", iresnet_series_terms=10, source=None, check=True,
-           check_tol=1e-5):
+           check_tol=1e-5, allow_non_contractive=False):
     """Write ``model`` to ``path`` as an innserve checkpoint; returns an :class:`ExportResult`.
 
     model
@@ -1012,6 +1066,14 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
         model trained with that estimator; needs Lip(g) < 1).
     check
         Run the model's own modules and refuse a file that does not reproduce them.
+    allow_non_contractive
+        A FrEIA ``IResNetLayer`` is invertible only while its residual branch g is a
+        contraction (Lip(g) < 1), which FrEIA enforces only when ``lipschitz_correction()``
+        is called.  By default a block whose Lipschitz bound (the product of its layers'
+        exact spectral norms and its activations' bounds, as the daemon's certificate
+        computes it) is not below 1 is refused, naming the block and the bound; with
+        ``True`` it is exported with a warning (``warnings.warn``) and the daemon certifies
+        it "invertible: NO".
     """
     if freia_version not in FREIA_VERSIONS:
         raise ExportError("freia_version must be one of %s" % (FREIA_VERSIONS,))
@@ -1024,7 +1086,7 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
     ctx = _Ctx({"freia_version": freia_version, "spectral_sigma": spectral_sigma,
                 "spectral_coeff": spectral_coeff, "residual_blocks": residual_blocks,
                 "iresnet_logdet": iresnet_logdet, "iresnet_series_terms": iresnet_series_terms,
-                "check_tol": check_tol})
+                "check_tol": check_tol, "allow_non_contractive": bool(allow_non_contractive)})
     if cond_net is not None:
         if conditions is not None:
             raise ExportError("give either conditions or cond_net, not both")

@@ -1,5 +1,5 @@
 """Test-only look-alikes of FrEIA (HEAD) modules, written from the math in
-/work/shared/reference/freia-modules.md, so that the exporter tests run without FrEIA.
+FrEIA's source and docs/blocks.md, so that the exporter tests run without FrEIA.
 
 They copy what the exporter looks at: class names, constructor arguments and attributes,
 state_dict layout, and the calling convention module([x], c=[...], rev=..., jac=...) ->
