@@ -410,15 +410,7 @@ static enum MHD_Result do_model_op(struct req *r, enum proto_route_id id)
         return answer_error(r, &e);
     struct proto_request q;
     enum proto_code rc;
-    enum proto_op op = PROTO_OP_COUNT;
-    switch (id) {
-    case PROTO_R_FORWARD: op = PROTO_OP_FORWARD; break;
-    case PROTO_R_INVERSE: op = PROTO_OP_INVERSE; break;
-    case PROTO_R_SAMPLE: op = PROTO_OP_SAMPLE; break;
-    case PROTO_R_LOG_PROB: op = PROTO_OP_LOG_PROB; break;
-    case PROTO_R_PREIMAGE: op = PROTO_OP_PREIMAGE; break;
-    default: break;
-    }
+    enum proto_op op = r->match.route->op;
     const char *body = r->body.p ? r->body.p : "";
     if (v2)
         rc = proto_v2_parse(body, r->body.len, v->info, &ctx->lim, &q, &e);

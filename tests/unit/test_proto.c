@@ -762,6 +762,27 @@ static int openapi_routes(char out[][96], int cap)
     return n;
 }
 
+/* A v1 POST route runs the operation its label names; every other route runs none (a V2
+ * infer body names its own). */
+START_TEST(routes_carry_their_operation)
+{
+    size_t nr;
+    const struct proto_route *r = proto_routes(&nr);
+    int ops = 0;
+    for (size_t i = 0; i < nr; i++) {
+        if (r[i].op == PROTO_OP_COUNT) {
+            ck_assert_msg(proto_op_parse(r[i].operation) == PROTO_OP_COUNT ||
+                          !(r[i].methods & PROTO_M_POST), "%s runs no operation", r[i].pattern);
+            continue;
+        }
+        ops++;
+        ck_assert(r[i].methods == PROTO_M_POST);
+        ck_assert_str_eq(proto_op_str(r[i].op), r[i].operation);
+    }
+    ck_assert_int_eq(ops, PROTO_OP_COUNT);
+}
+END_TEST
+
 START_TEST(openapi_matches_route_table)
 {
     char spec[64][96];
@@ -928,6 +949,7 @@ Suite *make_suite(void)
     tcase_add_test(t, media_types);
     tcase_add_test(t, route_matching);
     tcase_add_test(t, openapi_matches_route_table);
+    tcase_add_test(t, routes_carry_their_operation);
     suite_add_tcase(s, t);
     return s;
 }
