@@ -4,9 +4,7 @@
  */
 #include "call.h"
 #include "log.h"
-#include "../proto/csv.h"
-#include "../proto/npy.h"
-#include "../proto/v2.h"
+#include "../proto/answer.h"
 
 #include <limits.h>
 #include <math.h>
@@ -462,40 +460,6 @@ static void unit_preimage(struct srv_job *j, int idx, struct eng_ws *ws)
 
 /* ---- answer ---------------------------------------------------------------------------- */
 
-enum proto_code srv_call_check_format(const struct srv_ctx *ctx, const struct eng_info *info,
-                                      const struct proto_request *req, enum proto_format fmt,
-                                      bool v2, struct proto_error *e)
-{
-    size_t cap = ctx->lim.max_response_bytes;
-    long n_obs = info->kind == ENG_KIND_FLOW ? 1 : req->y.rows;
-    if (req->op == PROTO_OP_SAMPLE && !v2) {
-        long vals = n_obs * req->num_samples * info->dims.x;
-        if (fmt == PROTO_FMT_NPY) {
-            if (req->outputs != PROTO_OUT_SAMPLES)
-                return proto_errorf(e, PROTO_E_FIELD, "outputs: application/x-npy carries only "
-                                    "the samples; ask for outputs [\"samples\"] or use JSON");
-            size_t sz = proto_npy_size(n_obs, req->num_samples, info->dims.x);
-            if (sz > cap)
-                return proto_errorf(e, PROTO_E_RESULT_TOO_LARGE, "the answer would be %zu bytes, "
-                                    "more than the server sends (%zu, --max-response); ask for "
-                                    "fewer samples", sz, cap);
-            return PROTO_OK;
-        }
-        if (fmt == PROTO_FMT_CSV && (req->outputs & ~(PROTO_OUT_SAMPLES | PROTO_OUT_LOG_PROB)))
-            return proto_errorf(e, PROTO_E_FIELD, "outputs: text/csv carries samples and "
-                                "log_prob only; use JSON for summary and resimulation");
-        if (fmt == PROTO_FMT_CSV && !(req->outputs & PROTO_OUT_SAMPLES))
-            return proto_errorf(e, PROTO_E_FIELD, "outputs: text/csv needs \"samples\"");
-        /* every value takes at least 2 bytes ("0," or "0\n"); refuse what cannot fit */
-        if ((req->outputs & PROTO_OUT_SAMPLES) && (size_t)vals * 2 > cap)
-            return proto_errorf(e, PROTO_E_RESULT_TOO_LARGE, "%ld sample values cannot fit in "
-                                "the %zu bytes the server sends (--max-response); ask for fewer "
-                                "samples, or Accept: application/x-npy (4 bytes a value)", vals,
-                                cap);
-    }
-    return PROTO_OK;
-}
-
 static void too_large(struct srv_call *c, struct srv_response *out, size_t cap)
 {
     struct proto_error e;
@@ -559,18 +523,7 @@ static void build(struct srv_call *c, struct srv_response *out)
     size_t cap = c->ctx->lim.max_response_bytes;
     struct proto_buf b;
     proto_buf_init(&b, cap);
-    const char *ctype = "application/json";
-    if (c->v2) {
-        proto_v2_write_result(&b, &id, info, &c->req, r);
-    } else if (r->op == PROTO_OP_SAMPLE && c->fmt == PROTO_FMT_CSV) {
-        proto_write_sample_csv(&b, info, r);
-        ctype = "text/csv; charset=utf-8";
-    } else if (r->op == PROTO_OP_SAMPLE && c->fmt == PROTO_FMT_NPY) {
-        proto_write_npy_f32(&b, r->samples, r->n, r->num_samples, info->dims.x);
-        ctype = "application/x-npy";
-    } else {
-        proto_write_result_json(&b, &id, info, r);
-    }
+    const char *ctype = proto_answer_write(&b, &id, info, &c->req, r, c->fmt, c->v2);
     if (b.state == PROTO_BUF_OVER) {
         proto_buf_free(&b);
         too_large(c, out, cap);

@@ -60,12 +60,6 @@ struct srv_call *srv_call_new(struct srv_ctx *ctx, struct srv_version *ver,
                               struct proto_error *e);
 void srv_call_unref(struct srv_call *c);
 
-/* Checks the format against the outputs (CSV/NPY carry samples, NPY nothing else) and
- * refuses, before any compute, answers that would certainly pass --max-response (413). */
-enum proto_code srv_call_check_format(const struct srv_ctx *ctx, const struct eng_info *info,
-                                      const struct proto_request *req, enum proto_format fmt,
-                                      bool v2, struct proto_error *e);
-
 /* Queues the call on the pool with deadline_ns.  false when the queue is full (then the
  * call is untouched and the caller answers 503 with srv_call_fail). */
 bool srv_call_submit(struct srv_call *c, int64_t deadline_ns);

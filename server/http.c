@@ -31,6 +31,7 @@
 #include "http.h"
 #include "call.h"
 #include "log.h"
+#include "../proto/answer.h"
 #include "../proto/route.h"
 #include "../proto/v2.h"
 
@@ -424,7 +425,7 @@ static enum MHD_Result do_model_op(struct req *r, enum proto_route_id id)
     if (!v2 && q.op == PROTO_OP_SAMPLE)
         fmt = proto_format_from_accept(MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
                                                                    MHD_HTTP_HEADER_ACCEPT));
-    if (srv_call_check_format(ctx, v->info, &q, fmt, v2, &e) != PROTO_OK) {
+    if (proto_answer_check(&ctx->lim, v->info, &q, fmt, v2, &e) != PROTO_OK) {
         proto_request_free(&q);
         srv_version_unref(v);
         return answer_error(r, &e);
