@@ -33,6 +33,7 @@
 #include "http.h"
 #include "call.h"
 #include "log.h"
+#include "../proto/answer.h"
 #include "../proto/route.h"
 #include "../proto/v2.h"
 
@@ -418,15 +419,7 @@ static enum MHD_Result do_model_op(struct req *r, enum proto_route_id id)
         return answer_error(r, &e);
     struct proto_request q;
     enum proto_code rc;
-    enum proto_op op = PROTO_OP_COUNT;
-    switch (id) {
-    case PROTO_R_FORWARD: op = PROTO_OP_FORWARD; break;
-    case PROTO_R_INVERSE: op = PROTO_OP_INVERSE; break;
-    case PROTO_R_SAMPLE: op = PROTO_OP_SAMPLE; break;
-    case PROTO_R_LOG_PROB: op = PROTO_OP_LOG_PROB; break;
-    case PROTO_R_PREIMAGE: op = PROTO_OP_PREIMAGE; break;
-    default: break;
-    }
+    enum proto_op op = r->match.route->op;
     const char *body = r->body.p ? r->body.p : "";
     if (v2)
         rc = proto_v2_parse(body, r->body.len, v->info, &ctx->lim, &q, &e);
@@ -440,7 +433,7 @@ static enum MHD_Result do_model_op(struct req *r, enum proto_route_id id)
     if (!v2 && q.op == PROTO_OP_SAMPLE)
         fmt = proto_format_from_accept(MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
                                                                    MHD_HTTP_HEADER_ACCEPT));
-    if (srv_call_check_format(ctx, v->info, &q, fmt, v2, &e) != PROTO_OK) {
+    if (proto_answer_check(&ctx->lim, v->info, &q, fmt, v2, &e) != PROTO_OK) {
         proto_request_free(&q);
         srv_version_unref(v);
         return answer_error(r, &e);
