@@ -350,7 +350,7 @@ void e2e_request(const struct e2e_daemon *d, const char *method, const char *pat
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_data);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, &h);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, (long)E2E_CLIENT_TIMEOUT_S);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     double t0 = now_s();
     CURLcode rc = curl_easy_perform(c);

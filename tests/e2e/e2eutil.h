@@ -19,6 +19,17 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+/* How long a request may take before the client gives up (seconds).  Sanitizer builds run
+ * the engine 10-20x slower, and the largest requests of the suites (1000 i-ResNet samples,
+ * each a fixed-point solve) take about 1.5 s in a release build, so those builds wait longer. */
+#if defined(__SANITIZE_ADDRESS__)
+#define E2E_CLIENT_TIMEOUT_S 300
+#else
+#define E2E_CLIENT_TIMEOUT_S 60
+#endif
+#define E2E_STR_(x) #x
+#define E2E_STR(x) E2E_STR_(x)
+
 struct e2e_daemon {
     pid_t pid;
     int port;

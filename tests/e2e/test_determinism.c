@@ -299,9 +299,9 @@ static bool start_cfg(struct e2e_daemon *d, const struct cfg *c)
              c->coretype);
     snprintf(w, sizeof w, "%d", c->workers);
     const char *const env[] = {k, o, NULL};
-    /* the deadline is the client's timeout (60 s): sanitizer builds on a loaded machine are
-     * slow, and this test is about bytes, not time */
-    const char *const args[] = {"--workers", w, "--deadline-ms", "60000", NULL};
+    /* the deadline is the client's timeout: sanitizer builds on a loaded machine are slow,
+     * and this test is about bytes, not time */
+    const char *const args[] = {"--workers", w, "--deadline-ms", E2E_STR(E2E_CLIENT_TIMEOUT_S) "000", NULL};
     return e2e_start_env(d, DIR_, args, env);
 }
 
