@@ -10,8 +10,9 @@
  * Oracles beyond crashes and undefined behaviour:
  *  - a matched route rebuilds the path from its pattern and the captured {m} / {v};
  *    a 405 carries an Allow value, a 404 does not match any pattern;
- *  - proto_buf_json_str output parses (cJSON) back to the same string, and an error body
- *    ({"error","code"}) is JSON whatever the message holds;
+ *  - proto_buf_json_str output is valid UTF-8 and parses (cJSON) back to the same string
+ *    when that is valid UTF-8 (else to it with U+FFFD for the invalid bytes, still valid
+ *    UTF-8), and an error body ({"error","code"}) is JSON whatever the message holds;
  *  - proto_fmt_f32 / proto_fmt_f64 output is at most PROTO_FMT_MAX bytes, reads back
  *    (strtof / strtod) to the same bits (any NaN / Inf prints "null");
  *  - the CSV answer parses back (RFC 4180) to the header names and the same numbers;
@@ -94,6 +95,22 @@ static void check_route(const char *method, const char *path)
         FAIL("route error without a message");
 }
 
+static bool valid_utf8(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        if (p[i] < 0x80) {
+            i++;
+            continue;
+        }
+        size_t k = proto_utf8_seq(p + i, n - i);
+        if (!k)
+            return false;
+        i += k;
+    }
+    return true;
+}
+
 static void check_json_str(const char *s)
 {
     struct proto_buf b;
@@ -103,8 +120,13 @@ static void check_json_str(const char *s)
     char *out = proto_buf_take(&b, &len);
     if (!out)
         FAIL("proto_buf_json_str: out of memory");
+    if (!valid_utf8(out, len))
+        FAIL("escaped string is not UTF-8: %s", out);
     cJSON *j = cJSON_ParseWithLength(out, len);
-    if (!cJSON_IsString(j) || strcmp(j->valuestring, s) != 0)
+    if (!cJSON_IsString(j))
+        FAIL("escaped string does not parse: %s", out);
+    if (valid_utf8(s, strlen(s)) ? strcmp(j->valuestring, s) != 0
+                                 : !valid_utf8(j->valuestring, strlen(j->valuestring)))
         FAIL("escaped string does not parse back: %s", out);
     cJSON_Delete(j);
     free(out);
