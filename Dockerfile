@@ -8,6 +8,14 @@
 # and every other flag of `innserve --help`).  /models is a volume; the demo models are baked
 # in there, so a fresh named volume starts with them, and a bind mount replaces them.
 # `--format docker` keeps the HEALTHCHECK (the OCI image format has no field for it).
+#
+# A bearer token (every request but the health probes then needs it) comes from a secret
+# mounted as a file, never from the image or a variable's value:
+#   podman secret create innserve-token ./token
+#   podman run --rm -p 8080:8080 --secret innserve-token,uid=10001,mode=0400 \
+#       -e INNSERVE_AUTH_TOKEN_FILE=/run/secrets/innserve-token localhost/innserve:latest
+# HTTPS: mount a certificate and key and set INNSERVE_TLS_CERT / INNSERVE_TLS_KEY; the
+# HEALTHCHECK then only checks that the port accepts connections (bash speaks no TLS).
 # Without a registry, deploy/base-image.sh makes debian:bookworm-slim locally (debootstrap).
 
 ARG BASE=debian:bookworm-slim
@@ -48,7 +56,8 @@ USER 10001:10001
 VOLUME ["/models"]
 EXPOSE 8080
 STOPSIGNAL SIGTERM
-# No curl in the image: bash's /dev/tcp speaks just enough HTTP to read the status line.
+# No curl in the image: bash's /dev/tcp speaks just enough HTTP to read the status line
+# (/healthz answers without a bearer token).  With TLS on, a connection accepted is enough.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
-    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${INNSERVE_PORT} && printf 'GET /healthz HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && read -r -t 3 proto code rest <&3 && [ \"$code\" = 200 ]"]
+    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${INNSERVE_PORT} && { [ -n \"${INNSERVE_TLS_CERT:-}\" ] || { printf 'GET /healthz HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && read -r -t 3 proto code rest <&3 && [ \"$code\" = 200 ]; }; }"]
 ENTRYPOINT ["/usr/local/bin/innserve"]

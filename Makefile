@@ -15,7 +15,8 @@
 #   make fuzz       libFuzzer targets (clang) and their seed corpora in build-fuzz/; make test-fuzz
 #                   runs each briefly (part of check; docs/fuzzing.md runs them for hours)
 #
-# SANITIZE=1 builds into build-san/ with -fsanitize=address,undefined.
+# SANITIZE=1 builds into build-san/ with -fsanitize=address,undefined; SANITIZE=thread into
+# build-tsan/ with -fsanitize=thread (make test-tsan).
 # BUILDDIR=dir builds into dir/ (and dir-san/) instead of build/.
 # Tests leave OPENBLAS_* as the environment sets them and must pass under any value (only
 # test_determinism varies OPENBLAS_CORETYPE, in its own daemons' environments).
@@ -25,6 +26,10 @@ SANITIZE ?= 0
 ifeq ($(SANITIZE),1)
 BUILD   := $(or $(BUILDDIR),build)-san
 SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+OPT     := -O1 -g
+else ifeq ($(SANITIZE),thread)
+BUILD   := $(or $(BUILDDIR),build)-tsan
+SANFLAGS := -fsanitize=thread -fno-omit-frame-pointer
 OPT     := -O1 -g
 else
 BUILD   := $(or $(BUILDDIR),build)
@@ -51,6 +56,12 @@ UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/%)
 TU_OBJ     := $(BUILD)/tests/unit/testutil.o
 
+# server/ unit tests (tests/server/test_*.c): the daemon's modules without HTTP (main.c and
+# http.c left out), one Check runner each, run by test-unit like tests/unit/.
+SRVT_SRC   := $(wildcard tests/server/test_*.c)
+SRVT_BIN   := $(SRVT_SRC:tests/server/test_%.c=$(BUILD)/server_test_%)
+SRV_LIB_OBJ := $(filter-out $(BUILD)/server/main.o $(BUILD)/server/http.o,$(SERVER_OBJ))
+
 E2E_SRC    := $(wildcard tests/e2e/test_*.c)
 E2E_BIN    := $(E2E_SRC:tests/e2e/test_%.c=$(BUILD)/e2e_%)
 E2E_UTIL   := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tests/e2e/e2eutil.c))
@@ -61,7 +72,7 @@ CURL_LIBS  := $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
 BINS       := $(BUILD)/innserve $(if $(CTL_SRC),$(BUILD)/innctl)
 
 .PHONY: all check test test-unit test-e2e test-python test-docs test-san bench run deps clean help fixtures lint bench-iresnet bench-server test-tsan fuzz test-fuzz
-all: $(BUILD)/libinnengine.a $(BINS) $(UNIT_BIN) $(E2E_BIN)
+all: $(BUILD)/libinnengine.a $(BINS) $(UNIT_BIN) $(SRVT_BIN) $(E2E_BIN)
 
 Q := @
 # keep object files of the test binaries (they are intermediates of pattern rules)
@@ -110,6 +121,10 @@ $(BUILD)/test_%: $(BUILD)/tests/unit/test_%.o $(TU_OBJ) $(BUILD)/libinnengine.a
 	@echo "  LD $@"
 	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(CHECK_LIBS) $(LDLIBS)
 
+$(BUILD)/server_test_%: $(BUILD)/tests/server/test_%.o $(TU_OBJ) $(SRV_LIB_OBJ) $(BUILD)/libinnproto.a $(BUILD)/libinnengine.a
+	@echo "  LD $@"
+	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(CHECK_LIBS) $(LDLIBS)
+
 $(BUILD)/e2e_%: $(BUILD)/tests/e2e/test_%.o $(E2E_UTIL) $(TU_OBJ) $(BUILD)/libinnproto.a $(BUILD)/libinnengine.a
 	@echo "  LD $@"
 	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(CHECK_LIBS) $(CURL_LIBS) $(LDLIBS)
@@ -122,9 +137,10 @@ need = if ! $(1) >/dev/null 2>&1; then \
 	  echo "$(if $(filter skip,$(MISSING)),SKIP,FAIL) $@: $(2) is not installed (scripts/install-deps.sh test installs it)"; \
 	  exit $(if $(filter skip,$(MISSING)),0,1); fi
 
-# Unit tests: every tests/unit/test_*.c is its own Check runner (all run; failures listed).
-test-unit: $(UNIT_BIN)
-	@fail=; for t in $(UNIT_BIN); do echo "== $$t"; $$t || fail="$$fail $$t"; done; \
+# Unit tests: every tests/unit/test_*.c and tests/server/test_*.c is its own Check runner
+# (all run; failures listed).
+test-unit: $(UNIT_BIN) $(SRVT_BIN)
+	@fail=; for t in $(UNIT_BIN) $(SRVT_BIN); do echo "== $$t"; $$t || fail="$$fail $$t"; done; \
 	[ -z "$$fail" ] || { echo "FAILED:$$fail"; exit 1; }
 
 # End-to-end: the real daemon on a loopback port, driven by libcurl (tests/e2e/), among them
@@ -192,7 +208,7 @@ lint:
 	@! grep -nE '\b(strcpy|strcat|sprintf|atoi|strtok|gets)\s*\(' $(ENGINE_SRC) $(PROTO_SRC) $(SERVER_SRC) || (echo "banned function used"; false)
 
 clean:
-	rm -rf build build-san build-fuzz
+	rm -rf build build-san build-tsan build-fuzz
 
 help:
 	@sed -n '1,22p' Makefile
@@ -382,8 +398,9 @@ test-fuzz:
 
 # ThreadSanitizer: the daemon built with -fsanitize=thread, driven by the server e2e suites
 # (a race makes the daemon exit 66, which the suites check).
-TSAN_E2E := $(addprefix $(BUILD)/e2e_,api concurrency lifecycle numeric)
+TSAN_E2E := $(addprefix $(BUILD)/e2e_,api batching concurrency lifecycle numeric)
+# (SANITIZE=thread builds into build-tsan/ with the same per-file flags as the release build.)
+TSAN_BIN := $(or $(BUILDDIR),build)-tsan/innserve
 test-tsan: $(TSAN_E2E)
-	@mkdir -p $(BUILD)/tsan
-	$(CC) -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=thread -pthread $(BLAS_CFLAGS) $(ENGINE_SRC) $(PROTO_SRC) $(SERVER_SRC) -o $(BUILD)/tsan/innserve $(MHD_LIBS) $(LDLIBS)
-	@set -e; for t in $(TSAN_E2E); do echo "== $$t (tsan)"; INNSERVE_BIN=$(BUILD)/tsan/innserve $$t; done
+	$(MAKE) SANITIZE=thread $(TSAN_BIN)
+	@set -e; for t in $(TSAN_E2E); do echo "== $$t (tsan)"; INNSERVE_BIN=$(TSAN_BIN) $$t; done

@@ -10,8 +10,12 @@ and the Dockerfile, and checks them against the sources of truth:
   * the daemon's options and INNSERVE_* variables (`innserve --help`; the drain timeout's
     default too);
   * the daemon's routes (the route table in proto/route.c, and, unless --no-live, the
-    daemon itself: every probe path is requested from a running build/innserve and must
-    answer 200);
+    daemon itself: started with a bearer token, every probe path must answer 200 without
+    the token and /v1/models 401 without it, 200 with it);
+  * the bearer token: innserve reads it from a secret mounted as a file (compose secret,
+    Kubernetes Secret volume, read-only) named by INNSERVE_AUTH_TOKEN_FILE; the probes stay
+    open (INNSERVE_AUTH_PROBES unset or open, every probe path one of the routes
+    server/http.c lets through without the token); no token in the Dockerfile;
   * the Dockerfile's port, user, volume and variables;
   * each other: container port = INNSERVE_PORT, probe ports and paths, volume mount path =
     INNSERVE_MODELS, Service/HPA/PDB selectors and targets, KServe runtime and model format,
@@ -116,6 +120,16 @@ def truth_routes():
     return set(re.findall(r'\{PROTO_R_\w+,\s*"(/[^"]*)"', src))
 
 
+def truth_open_probes(routes):
+    """Paths server/http.c answers without the token under --auth-probes open (is_probe)."""
+    http = open(os.path.join(ROOT, "server", "http.c")).read()
+    m = re.search(r"static bool is_probe\(.*?\n\}", http, re.S)
+    ids = re.findall(r"case (PROTO_R_\w+):", m.group(0)) if m else []
+    src = open(os.path.join(ROOT, "proto", "route.c")).read()
+    table = dict(re.findall(r'\{(PROTO_R_\w+),\s*"(/[^"]*)"', src))
+    return {table[i] for i in ids if i in table}
+
+
 def route_exists(path, routes):
     for r in routes:
         pat = "^" + re.sub(r"\\\{[a-z]+\\\}", "[^/]+", re.escape(r)) + "$"
@@ -145,13 +159,34 @@ def truth_dockerfile():
 
 # ---- live probe check ------------------------------------------------------------------
 
+LIVE_TOKEN = "check-manifests-token"
+
+
+def get_status(url, token=None):
+    req = urllib.request.Request(url, headers={"Authorization": "Bearer " + token} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except Exception as e:  # noqa: BLE001
+        return str(e)
+
+
 def live_probe(binary, paths):
-    """Start the daemon on a free port with the demo models; GET each path; -> {path: status}."""
+    """Start the daemon on a free port with the demo models and a bearer token (probes
+    open, as the manifests run it); GET each path without the token, and /v1/models
+    without and with it; -> {path: status, ("/v1/models", token): status}."""
     if not (binary and os.access(binary, os.X_OK)):
         return None
     tmp = tempfile.TemporaryFile()
+    tokdir = tempfile.TemporaryDirectory()
+    tok = os.path.join(tokdir.name, "token")
+    with open(os.open(tok, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+        f.write(LIVE_TOKEN + "\n")
     p = subprocess.Popen([binary, "--models", os.path.join(ROOT, "models"), "--host", "127.0.0.1",
-                          "--port", "0", "--access-log", "off"], stderr=tmp)
+                          "--port", "0", "--access-log", "off", "--auth-token-file", tok,
+                          "--auth-probes", "open"], stderr=tmp)
     port, out = None, {}
     try:
         for _ in range(200):
@@ -175,14 +210,11 @@ def live_probe(binary, paths):
             except Exception:  # noqa: BLE001
                 time.sleep(0.05)
         for path in sorted(paths):
-            try:
-                with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=5) as r:
-                    out[path] = r.status
-            except urllib.error.HTTPError as e:
-                out[path] = e.code
-            except Exception as e:  # noqa: BLE001
-                out[path] = str(e)
+            out[path] = get_status("http://127.0.0.1:%d%s" % (port, path))
+        for token in (None, LIVE_TOKEN):
+            out[("/v1/models", token)] = get_status("http://127.0.0.1:%d/v1/models" % port, token)
     finally:
+        tokdir.cleanup()
         p.terminate()
         try:
             p.wait(10)
@@ -201,6 +233,21 @@ def check_envs(names, envs, where):
     bad = sorted(n for n in names if n.startswith("INNSERVE_") and n not in envs)
     check(not bad, "%s: every INNSERVE_* variable is an option of the daemon" % where,
           "unknown %s" % bad)
+
+
+def check_auth_env(env, where, T):
+    """INNSERVE_AUTH_TOKEN_FILE set, the probes open.  -> the token file's path or None."""
+    tok = env.get("INNSERVE_AUTH_TOKEN_FILE")
+    check(bool(tok) and tok.startswith("/"), "%s: INNSERVE_AUTH_TOKEN_FILE names the token "
+          "file (an absolute path)" % where, "got %r" % tok)
+    check(env.get("INNSERVE_AUTH_PROBES", "open") == "open", "%s: INNSERVE_AUTH_PROBES is "
+          "open (the probes carry no token)" % where, "got %r" % env.get("INNSERVE_AUTH_PROBES"))
+    return tok
+
+
+def check_open_probe(path, where, T):
+    check(path in T["open_probes"], "%s: probe %s answers without the token (%s)"
+          % (where, path, ", ".join(sorted(T["open_probes"]))))
 
 
 def check_compose(T):
@@ -241,6 +288,32 @@ def check_compose(T):
     check(hport and all(p == port for p in hport), "compose: healthcheck port = INNSERVE_PORT",
           "%s" % hport)
     T["probe_paths"].update(hp)
+    for p_ in hp:
+        check_open_probe(p_, "compose healthcheck", T)
+    secrets = c.get("secrets", {}) or {}
+
+    def secret_path(svc, where):
+        """The /run/secrets path of the service's secret whose file is the token."""
+        paths = []
+        for s in svc.get("secrets", []) or []:
+            name = s if isinstance(s, str) else s.get("source")
+            target = name if isinstance(s, str) else s.get("target", name)
+            ok = check(name in secrets and "file" in (secrets.get(name) or {}),
+                       "%s: secret %s is declared with a file" % (where, name))
+            if ok:
+                paths.append(target if target.startswith("/") else "/run/secrets/" + target)
+        return paths
+
+    tok = check_auth_env(env, "compose innserve", T)
+    check(tok in secret_path(inn, "compose innserve"), "compose: innserve's "
+          "INNSERVE_AUTH_TOKEN_FILE is a compose secret it mounts", "%r" % tok)
+    for name, s in secrets.items():
+        f = (s or {}).get("file", "")
+        full = os.path.normpath(os.path.join(D, f))
+        check(os.path.relpath(full, ROOT).split(os.sep)[0] == "deploy"
+              and not subprocess.run(["git", "-C", ROOT, "ls-files", "--error-unmatch", full],
+                                     capture_output=True).returncode == 0,
+              "compose: secret %s's file (%s) is under deploy/ and not in git" % (name, f))
 
     sim = svcs.get("simulator")
     if not check(sim is not None, "compose: a 'simulator' service"):
@@ -250,6 +323,12 @@ def check_compose(T):
           and os.path.isfile(os.path.join(sctx, "simulate.py")),
           "compose: simulator build context holds Dockerfile and simulate.py", sctx)
     senv = {k: str(v) for k, v in (sim.get("environment") or {}).items()}
+    check(senv.get("INNSERVE_TOKEN_FILE") and senv.get("INNSERVE_TOKEN_FILE") == tok
+          and tok in secret_path(sim, "compose simulator"),
+          "compose: the simulator reads the same token secret (INNSERVE_TOKEN_FILE)",
+          "%r" % senv.get("INNSERVE_TOKEN_FILE"))
+    check("INNSERVE_TOKEN_FILE" in open(os.path.join(sctx, "simulate.py")).read(),
+          "compose: simulate.py sends the token of INNSERVE_TOKEN_FILE")
     u = urllib.parse.urlparse(senv.get("INNSERVE_URL", ""))
     check(u.hostname == "innserve" and str(u.port or 80) == port,
           "compose: simulator INNSERVE_URL points at service innserve port %s" % port,
@@ -304,7 +383,27 @@ def check_pod(spec, container, T, where, models_default):
               "%s: %s GET %s is a daemon route meant for it" % (where, kind, path))
         check(resolve_port(container, g.get("port")) == port,
               "%s: %s port resolves to INNSERVE_PORT" % (where, kind), "port %r" % g.get("port"))
+        check_open_probe(path, "%s %s" % (where, kind), T)
         T["probe_paths"].add(path)
+    tok = check_auth_env(env, where, T)
+    vols_all = {v["name"]: v for v in (spec.get("volumes", []) or [])}
+    secret_mounts = {}
+    for m in container.get("volumeMounts", []) or []:
+        v = vols_all.get(m["name"], {})
+        if "secret" in v:
+            secret_mounts[m["mountPath"].rstrip("/")] = (m, v["secret"])
+    d_, base = os.path.split(tok or "")
+    sm = secret_mounts.get(d_)
+    if check(sm is not None, "%s: the token file's directory (%s) is a Secret volume" % (where, d_),
+             "secret mounts %s" % list(secret_mounts)):
+        m, sec = sm
+        keys = [i.get("path") for i in sec.get("items", [])] or [base]
+        check(base in keys and sec.get("secretName"), "%s: the token is key %r of Secret %s"
+              % (where, base, sec.get("secretName")))
+        check(m.get("readOnly") is True, "%s: the Secret is mounted read-only" % where)
+        mode = sec.get("defaultMode", 0o644)
+        check(mode & 0o222 == 0, "%s: the token file is not writable (defaultMode %o)"
+              % (where, mode))
     models = env.get("INNSERVE_MODELS", models_default)
     mounts = {m["mountPath"]: m for m in container.get("volumeMounts", []) or []}
     vols = {v["name"]: v for v in spec.get("volumes", []) or []}
@@ -395,7 +494,7 @@ def check_kserve(T):
     check("v2" in rt["spec"].get("protocolVersions", []), "kserve: runtime speaks protocol v2")
     c = rt["spec"]["containers"][0]
     check(c.get("name") == "kserve-container", "kserve: the container is named kserve-container")
-    env = check_pod({}, c, T, "servingruntime", "/mnt/models")
+    env = check_pod(rt["spec"], c, T, "servingruntime", "/mnt/models")
     check(env.get("INNSERVE_MODELS") == "/mnt/models",
           "kserve: INNSERVE_MODELS = /mnt/models (where KServe's storage initializer puts models)")
     formats = {f["name"] for f in rt["spec"].get("supportedModelFormats", [])}
@@ -475,6 +574,10 @@ def check_dockerfile(T):
     check("${INNSERVE_PORT}" in d["healthcheck"], "Dockerfile: HEALTHCHECK uses INNSERVE_PORT")
     check_envs(d["env"], T["envs"], "Dockerfile")
     T["probe_paths"].update(hp)
+    for p_ in hp:
+        check_open_probe(p_, "Dockerfile HEALTHCHECK", T)
+    check(not any("TOKEN" in k for k in d["env"]), "Dockerfile: no token or token file baked "
+          "into the image (it comes from a secret at run time)", "%s" % sorted(d["env"]))
 
 
 def main():
@@ -483,12 +586,13 @@ def main():
     p.add_argument("--no-live", action="store_true", help="do not start the daemon")
     a = p.parse_args()
     flags, envs, drain, help_src = truth_help(a.bin)
+    routes = truth_routes()
     T = {"image": truth_image(), "flags": flags, "envs": envs, "drain": drain,
-         "help_src": help_src, "routes": truth_routes(), "docker": truth_dockerfile(),
-         "probe_paths": set()}
+         "help_src": help_src, "routes": routes, "docker": truth_dockerfile(),
+         "probe_paths": set(), "open_probes": truth_open_probes(routes)}
     print("truth: image %s; %d options from %s (drain timeout %ss); %d routes from "
           "proto/route.c" % (T["image"], len(flags), help_src, drain, len(T["routes"])))
-    if not T["routes"] or drain is None:
+    if not T["routes"] or drain is None or not T["open_probes"]:
         sys.exit("check_manifests.py: could not read the routes or the drain timeout")
     check_dockerfile(T)
     check_compose(T)
@@ -503,7 +607,12 @@ def main():
             failures.append("live probe check: %s is not built" % rel(a.bin))
         else:
             for path in sorted(T["probe_paths"]):
-                check(got.get(path) == 200, "live: GET %s answers 200" % path, str(got.get(path)))
+                check(got.get(path) == 200, "live: GET %s answers 200 without the token" % path,
+                      str(got.get(path)))
+            check(got.get(("/v1/models", None)) == 401, "live: GET /v1/models without the "
+                  "token answers 401", str(got.get(("/v1/models", None))))
+            check(got.get(("/v1/models", LIVE_TOKEN)) == 200, "live: GET /v1/models with the "
+                  "token answers 200", str(got.get(("/v1/models", LIVE_TOKEN))))
     print("%d checks passed, %d failed" % (passes, len(failures)))
     return 1 if failures else 0
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # deploy/test-compose.sh — run deploy/compose.yaml for real (CI: make test-compose):
 # innserve and the example simulator, which posts observations, receives posterior samples
-# and checks their re-simulation error; passes when the simulator exits 0 and innserve
-# then stops on SIGTERM with exit code 0.
+# and checks their re-simulation error, sending the bearer token of the compose secret;
+# passes when the simulator exits 0, the published port answers 401 without the token and
+# 200 with it (the healthcheck's /readyz without it), and innserve then stops on SIGTERM
+# with exit code 0.  Makes deploy/secrets/innserve-token (not in git) when it is missing.
 #
 # Uses podman-compose (Debian package) with rootful podman, as deploy/test-image.sh does;
 # installs podman-compose and the CNI dnsname plugin (service names as host names) when
@@ -48,6 +50,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# the token secret: group 10001 (both containers' group) may read it, no one else
+secret=deploy/secrets/innserve-token
+if [ ! -s "$secret" ]; then
+    mkdir -p deploy/secrets
+    od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$secret"
+    log "made $secret"
+fi
+chgrp 10001 "$secret" && chmod 640 "$secret"
+
 bash deploy/base-image.sh >/dev/null || die "could not make the base image"
 # --format docker keeps the image's HEALTHCHECK (what deploy/test-image.sh builds too)
 podman-compose -p "$PROJECT" -f deploy/compose.yaml --podman-build-args "--format docker --pull=never" \
@@ -66,6 +77,12 @@ podman logs "$sim" 2>&1 | sed 's/^/    /' >&2
 [ "$code" = 0 ] || die "the simulator exited with $code"
 curl -fsS "http://127.0.0.1:$INNSERVE_HOST_PORT/readyz" >/dev/null \
     || die "innserve is not ready on the published port $INNSERVE_HOST_PORT"
+models_url=http://127.0.0.1:$INNSERVE_HOST_PORT/v1/models
+[ "$(curl -s -o /dev/null -w '%{http_code}' "$models_url")" = 401 ] \
+    || die "GET /v1/models without the token is not 401"
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $(cat "$secret")" \
+      "$models_url")" = 200 ] || die "GET /v1/models with the token is not 200"
+log "the token is required, and the probes answer without it"
 log "the simulator's posterior samples re-simulate its observations"
 podman stop -t 40 "$inn" >/dev/null 2>&1 || die "podman stop failed"
 [ "$(podman inspect --format '{{.State.ExitCode}}' "$inn")" = 0 ] || die "innserve did not exit 0 on SIGTERM"

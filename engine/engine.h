@@ -205,6 +205,15 @@ ENG_WARN_UNUSED enum eng_status eng_sample(const struct eng_model *m, struct eng
                                            struct eng_solver_stats *stats,
                                            char err[ENG_ERR_LEN]);
 
+/* Re-simulation error of n points x (n x dims.x) against one observation y (dims.y values):
+ * sq_err[i] = sum_k (f(x_i)_k - y_k)^2 in double, where f(x_i) is the y that eng_forward
+ * returns for row i (float32, physical units).  inn and mlp (the kinds whose forward
+ * predicts y); ENG_ERR_UNSUPPORTED otherwise.  Runs in tiles through the workspace and
+ * allocates nothing; errors name rows as eng_forward does. */
+ENG_WARN_UNUSED enum eng_status eng_resimulate(const struct eng_model *m, struct eng_ws *ws,
+                                               int n, const float *x, const float *y,
+                                               double *sq_err, char err[ENG_ERR_LEN]);
+
 /* The Gaussian draw used by eng_sample: standard normal number `dim` of sample `sample`
  * of observation `obs` under `seed` (Philox4x32-10 + Box-Muller).  Pure function. */
 float eng_rng_normal(uint64_t seed, uint32_t obs, uint64_t sample, uint32_t dim);

@@ -120,8 +120,10 @@ double kern_sgemm_gflops(const struct kern *k, int m, int n, int kk, double seco
 /* Hot loops outside the kernel files (Gaussian draws, spline and sigmoid blocks) call
  * emath.h, whose fma is a libm call unless the compiler may emit FMA instructions.  They
  * are marked KERN_FMA_CLONES: GCC builds an x86-64-v3 (AVX2 + FMA) clone beside the
- * baseline one and the loader picks by cpuid.  Both give the same bits (fma is exact). */
-#if defined(__x86_64__) && !defined(__FMA__) && defined(__GNUC__) && !defined(__clang__)
+ * baseline one and the loader picks by cpuid.  Both give the same bits (fma is exact).
+ * Not under ThreadSanitizer: its instrumented ifunc resolvers crash at load time. */
+#if defined(__x86_64__) && !defined(__FMA__) && defined(__GNUC__) && !defined(__clang__) && \
+    !defined(__SANITIZE_THREAD__)
 #define KERN_FMA_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define KERN_FMA_CLONES

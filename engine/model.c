@@ -455,6 +455,62 @@ enum eng_status eng_forward(const struct eng_model *m, struct eng_ws *ws, int n,
     return ENG_OK;
 }
 
+/* sum_k (unstandardized y_k - y_obs_k)^2 of one row a of standardized y: the value
+ * eng_forward's unstd_rows would return, minus the observation, in double. */
+static double resim_row(const struct stdz *s, const float *a, const float *yobs, int cols)
+{
+    double e2 = 0.0;
+    for (int k = 0; k < cols; k++) {
+        float v = s->mean ? a[k] * s->std[k] + s->mean[k] : a[k];
+        double dv = (double)v - yobs[k];
+        e2 += dv * dv;
+    }
+    return e2;
+}
+
+enum eng_status eng_resimulate(const struct eng_model *m, struct eng_ws *ws, int n,
+                               const float *x, const float *y, double *sq_err,
+                               char err[ENG_ERR_LEN])
+{
+    const struct eng_dims *d = &m->info.dims;
+    enum eng_kind k = m->info.kind;
+    if (k != ENG_KIND_INN && k != ENG_KIND_MLP)
+        return eng_errf(err, ENG_ERR_UNSUPPORTED, "resimulation needs a model that predicts y "
+                        "(inn or mlp)");
+    enum eng_status st = check_args(m, n, x, d->x, "x", NULL, 0, false, err);
+    if (st != ENG_OK)
+        return st;
+    if (n > 0 && (!y || !sq_err))
+        return eng_errf(err, ENG_ERR_ARG, "y or the sq_err output is missing");
+    if ((st = check_finite(y, 1, d->y, "y", err)) != ENG_OK)
+        return st;
+    if ((st = eng_ws_reserve(ws, m)) != ENG_OK)
+        return eng_errf(err, st, "out of memory for the workspace");
+    struct tile t = carve(m, ws);
+    const int D = m->D;
+    for (int r0 = 0; r0 < n; r0 += ENG_TILE_ROWS) {
+        if (ws_cancelled(ws))
+            return cancelled(err, r0, n, "rows");
+        int rows = n - r0 < ENG_TILE_ROWS ? n - r0 : ENG_TILE_ROWS;
+        const float *xt = x + (size_t)r0 * d->x;
+        if (k == ENG_KIND_MLP) {
+            std_rows(&m->sx, xt, rows, d->x, t.state, d->x);
+            subnet_forward(m->mlp, rows, t.state, d->x, NULL, 0, t.ys, d->y, t.scratch);
+            if ((st = check_out(t.ys, rows, d->y, d->y, "row", (uint64_t)r0, "y", err)) != ENG_OK)
+                return st;
+            for (int i = 0; i < rows; i++)
+                sq_err[r0 + i] = resim_row(&m->sy, t.ys + (size_t)i * d->y, y, d->y);
+            continue;
+        }
+        fwd_tile(m, &t, rows, xt, NULL, false);
+        if ((st = check_out(t.state, rows, D, D, "row", (uint64_t)r0, "output", err)) != ENG_OK)
+            return st;
+        for (int i = 0; i < rows; i++)
+            sq_err[r0 + i] = resim_row(&m->sy, t.state + (size_t)i * D + m->out_y, y, d->y);
+    }
+    return ENG_OK;
+}
+
 enum eng_status eng_inverse(const struct eng_model *m, struct eng_ws *ws, int n, const float *z,
                             const float *y, int y_rows, float *x, double *log_det,
                             const struct eng_solver_opts *opts, struct eng_solver_stats *stats,

@@ -21,6 +21,7 @@ static const struct {
     [PROTO_E_SHAPE] = {400, "bad_shape"},
     [PROTO_E_NONFINITE] = {400, "non_finite"},
     [PROTO_E_BAD_REQUEST] = {400, "bad_request"},
+    [PROTO_E_UNAUTHORIZED] = {401, "unauthorized"},
     [PROTO_E_ROUTE] = {404, "not_found"},
     [PROTO_E_MODEL] = {404, "model_not_found"},
     [PROTO_E_METHOD] = {405, "method_not_allowed"},

@@ -25,6 +25,7 @@ enum proto_code {
     PROTO_E_NONFINITE,      /* 400 non_finite: NaN / Inf / out of float32 range */
     PROTO_E_BAD_REQUEST,    /* 400 bad_request: the HTTP message itself is malformed or
                                ambiguous (framing headers, header names, NUL in the path) */
+    PROTO_E_UNAUTHORIZED,   /* 401 unauthorized: no or a wrong bearer token (WWW-Authenticate) */
     PROTO_E_ROUTE,          /* 404 not_found: no such path */
     PROTO_E_MODEL,          /* 404 model_not_found: no such model (or version) */
     PROTO_E_METHOD,         /* 405 method_not_allowed (the answer carries Allow) */

@@ -31,6 +31,7 @@
 #define PROTO_DEF_NUM_SAMPLES        1000         /* num_samples when absent */
 #define PROTO_MAX_SEED               9007199254740991.0 /* 2^53 - 1: seeds survive JSON doubles */
 #define PROTO_MAX_FIELD_NAME         64           /* longest field name quoted in a message */
+#define PROTO_AUTH_TOKEN_MAX_BYTES   4096         /* longest bearer token (--auth-token-file) */
 /* HTTP message limits, checked by the daemon before anything else (414 / 431).  They sit
  * below what libmicrohttpd's per-connection memory (SRV_CONN_MEMORY, server/http.c) holds,
  * so a request over them gets the JSON error, not libmicrohttpd's own page. */

@@ -6,28 +6,31 @@
 #include <stdio.h>
 #include <string.h>
 
+/* Routes that run no model operation, and V2 infer, whose body names its operation. */
+#define NO_OP PROTO_OP_COUNT
+
 static const struct proto_route ROUTES[PROTO_R_COUNT] = {
-    {PROTO_R_HEALTHZ, "/healthz", PROTO_M_GET, "healthz"},
-    {PROTO_R_READYZ, "/readyz", PROTO_M_GET, "readyz"},
-    {PROTO_R_METRICS, "/metrics", PROTO_M_GET, "metrics"},
-    {PROTO_R_MODELS, "/v1/models", PROTO_M_GET, "models"},
-    {PROTO_R_MODEL, "/v1/models/{m}", PROTO_M_GET, "metadata"},
-    {PROTO_R_FORWARD, "/v1/models/{m}/forward", PROTO_M_POST, "forward"},
-    {PROTO_R_INVERSE, "/v1/models/{m}/inverse", PROTO_M_POST, "inverse"},
-    {PROTO_R_SAMPLE, "/v1/models/{m}/sample", PROTO_M_POST, "sample"},
-    {PROTO_R_LOG_PROB, "/v1/models/{m}/log_prob", PROTO_M_POST, "log_prob"},
-    {PROTO_R_PREIMAGE, "/v1/models/{m}/preimage", PROTO_M_POST, "preimage"},
-    {PROTO_R_CERTIFICATE, "/v1/models/{m}/certificate", PROTO_M_GET, "certificate"},
-    {PROTO_R_V2_SERVER, "/v2", PROTO_M_GET, "v2_server"},
-    {PROTO_R_V2_LIVE, "/v2/health/live", PROTO_M_GET, "v2_live"},
-    {PROTO_R_V2_READY, "/v2/health/ready", PROTO_M_GET, "v2_ready"},
-    {PROTO_R_V2_MODEL, "/v2/models/{m}", PROTO_M_GET, "v2_metadata"},
-    {PROTO_R_V2_MODEL_READY, "/v2/models/{m}/ready", PROTO_M_GET, "v2_model_ready"},
-    {PROTO_R_V2_INFER, "/v2/models/{m}/infer", PROTO_M_POST, "v2_infer"},
-    {PROTO_R_V2_VMODEL, "/v2/models/{m}/versions/{v}", PROTO_M_GET, "v2_metadata"},
+    {PROTO_R_HEALTHZ, "/healthz", PROTO_M_GET, "healthz", NO_OP},
+    {PROTO_R_READYZ, "/readyz", PROTO_M_GET, "readyz", NO_OP},
+    {PROTO_R_METRICS, "/metrics", PROTO_M_GET, "metrics", NO_OP},
+    {PROTO_R_MODELS, "/v1/models", PROTO_M_GET, "models", NO_OP},
+    {PROTO_R_MODEL, "/v1/models/{m}", PROTO_M_GET, "metadata", NO_OP},
+    {PROTO_R_FORWARD, "/v1/models/{m}/forward", PROTO_M_POST, "forward", PROTO_OP_FORWARD},
+    {PROTO_R_INVERSE, "/v1/models/{m}/inverse", PROTO_M_POST, "inverse", PROTO_OP_INVERSE},
+    {PROTO_R_SAMPLE, "/v1/models/{m}/sample", PROTO_M_POST, "sample", PROTO_OP_SAMPLE},
+    {PROTO_R_LOG_PROB, "/v1/models/{m}/log_prob", PROTO_M_POST, "log_prob", PROTO_OP_LOG_PROB},
+    {PROTO_R_PREIMAGE, "/v1/models/{m}/preimage", PROTO_M_POST, "preimage", PROTO_OP_PREIMAGE},
+    {PROTO_R_CERTIFICATE, "/v1/models/{m}/certificate", PROTO_M_GET, "certificate", NO_OP},
+    {PROTO_R_V2_SERVER, "/v2", PROTO_M_GET, "v2_server", NO_OP},
+    {PROTO_R_V2_LIVE, "/v2/health/live", PROTO_M_GET, "v2_live", NO_OP},
+    {PROTO_R_V2_READY, "/v2/health/ready", PROTO_M_GET, "v2_ready", NO_OP},
+    {PROTO_R_V2_MODEL, "/v2/models/{m}", PROTO_M_GET, "v2_metadata", NO_OP},
+    {PROTO_R_V2_MODEL_READY, "/v2/models/{m}/ready", PROTO_M_GET, "v2_model_ready", NO_OP},
+    {PROTO_R_V2_INFER, "/v2/models/{m}/infer", PROTO_M_POST, "v2_infer", NO_OP},
+    {PROTO_R_V2_VMODEL, "/v2/models/{m}/versions/{v}", PROTO_M_GET, "v2_metadata", NO_OP},
     {PROTO_R_V2_VMODEL_READY, "/v2/models/{m}/versions/{v}/ready", PROTO_M_GET,
-     "v2_model_ready"},
-    {PROTO_R_V2_VINFER, "/v2/models/{m}/versions/{v}/infer", PROTO_M_POST, "v2_infer"},
+     "v2_model_ready", NO_OP},
+    {PROTO_R_V2_VINFER, "/v2/models/{m}/versions/{v}/infer", PROTO_M_POST, "v2_infer", NO_OP},
 };
 
 const struct proto_route *proto_routes(size_t *n)

@@ -1,7 +1,8 @@
 /*
  * route.h — the route table of the HTTP API: every path the daemon serves, with its
- * methods and the operation label used in logs and metrics.  server/http.c dispatches on
- * it; tests compare it with proto/openapi.yaml so the two cannot drift apart.
+ * methods, the operation label used in logs and metrics, and the model operation it runs.
+ * server/http.c dispatches on it; tests compare it with proto/openapi.yaml so the two
+ * cannot drift apart.
  *
  * Patterns are literal segments and `{m}` (model name) / `{v}` (version) placeholders,
  * each matching one non-empty path segment.  HEAD is accepted wherever GET is.
@@ -11,6 +12,7 @@
 
 #include <stddef.h>
 #include "errors.h"
+#include "request.h"
 
 enum proto_route_id {
     PROTO_R_HEALTHZ = 0,
@@ -44,6 +46,8 @@ struct proto_route {
     const char *pattern;   /* "/v1/models/{m}/forward" */
     unsigned methods;      /* PROTO_M_* */
     const char *operation; /* label: "forward", "healthz", "v2_infer", ... */
+    enum proto_op op;      /* the model operation the route runs; PROTO_OP_COUNT for none
+                              and for V2 infer (its body says which) */
 };
 
 /* The table; *n gets its length.  Static. */

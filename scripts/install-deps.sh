@@ -5,9 +5,10 @@
 #   scripts/install-deps.sh test     + what `make test` needs (it runs this first; `make check`
 #                                      skips what is missing): PyTorch, NumPy, PyYAML for the
 #                                      exporter, parity and manifest tests; curl and jq for
-#                                      the documents' examples (make test-docs); podman, runc,
-#                                      debootstrap and podman-compose for the container tests;
-#                                      clang (libFuzzer) for make test-fuzz; groff-base to
+#                                      the documents' examples (make test-docs); openssl for the
+#                                      TLS tests' certificates (tests/e2e/make-cert.sh); podman,
+#                                      runc, debootstrap and podman-compose for the container
+#                                      tests; clang (libFuzzer) for make test-fuzz; groff-base to
 #                                      render the man pages (make test-install); python3-venv,
 #                                      -setuptools and -wheel for make test-python-venv
 #   scripts/install-deps.sh python   + what `make python-venv` needs: venv, setuptools and
@@ -24,7 +25,7 @@ pkgs=(gcc make pkg-config libc6-dev libopenblas-dev libcjson-dev libmicrohttpd-d
 case "$profile" in
   run) ;;
   test) pkgs+=(python3-torch python3-numpy python3-yaml python3-venv python3-setuptools python3-wheel
-              curl jq clang libclang-rt-14-dev groff-base podman runc debootstrap iptables
+              curl jq openssl clang libclang-rt-14-dev groff-base podman runc debootstrap iptables
               podman-compose golang-github-containernetworking-plugin-dnsname) ;;
   python) pkgs+=(python3-venv python3-setuptools python3-wheel python3-numpy python3-torch) ;;
   bench) pkgs+=(python3-torch python3-numpy wrk linux-perf) ;;

@@ -1,11 +1,10 @@
 /*
- * call.c — planning, running and answering one model operation (call.h).
+ * call.c — running and answering one model operation (call.h); the plan of units is
+ * plan.c's.
  */
 #include "call.h"
 #include "log.h"
-#include "../proto/csv.h"
-#include "../proto/npy.h"
-#include "../proto/v2.h"
+#include "../proto/answer.h"
 
 #include <limits.h>
 #include <math.h>
@@ -15,51 +14,6 @@
 
 static size_t f32s(long n) { return sizeof(float) * (size_t)(n > 0 ? n : 1); }
 static size_t f64s(long n) { return sizeof(double) * (size_t)(n > 0 ? n : 1); }
-
-static long round_up(long v, long m) { return (v + m - 1) / m * m; }
-
-/* ---- plan ------------------------------------------------------------------------------ */
-
-static bool plan_rows(struct srv_call *c, long n, int workers)
-{
-    long chunk = round_up((n + workers - 1) / workers, ENG_TILE_ROWS);
-    if (chunk < ENG_TILE_ROWS)
-        chunk = ENG_TILE_ROWS;
-    int nu = (int)((n + chunk - 1) / chunk);
-    c->units = calloc((size_t)(nu ? nu : 1), sizeof *c->units);
-    if (!c->units)
-        return false;
-    for (int i = 0; i < nu; i++) {
-        c->units[i].first = (long)i * chunk;
-        c->units[i].count = (int)(n - c->units[i].first < chunk ? n - c->units[i].first : chunk);
-    }
-    c->job.n_units = nu;
-    return true;
-}
-
-static bool plan_sample(struct srv_call *c, int n_obs, long N, int workers)
-{
-    long total = (long)n_obs * N;
-    long target = round_up((total + 2L * workers - 1) / (2L * workers), ENG_TILE_ROWS);
-    if (target < ENG_TILE_ROWS)
-        target = ENG_TILE_ROWS;
-    if (target > 64L * ENG_TILE_ROWS)
-        target = 64L * ENG_TILE_ROWS;
-    long per_obs = (N + target - 1) / target;
-    long nu = per_obs * n_obs;
-    c->units = calloc((size_t)nu, sizeof *c->units);
-    if (!c->units)
-        return false;
-    long k = 0;
-    for (int o = 0; o < n_obs; o++)
-        for (long f = 0; f < N; f += target, k++) {
-            c->units[k].obs = o;
-            c->units[k].first = f;
-            c->units[k].count = (int)(N - f < target ? N - f : target);
-        }
-    c->job.n_units = (int)nu;
-    return true;
-}
 
 static void unit_rows(struct srv_job *j, int idx, struct eng_ws *ws);
 static void run_batch(struct srv_job *first, struct eng_ws *ws);
@@ -110,7 +64,7 @@ struct srv_call *srv_call_new(struct srv_ctx *ctx, struct srv_version *ver,
             ok &= (r->z = malloc(f32s(n * d->z))) && (r->log_det = malloc(f64s(n)));
         if (info->kind == ENG_KIND_INN || info->kind == ENG_KIND_MLP)
             ok &= (r->y_out = malloc(f32s(n * d->y))) != NULL;
-        ok = ok && plan_rows(c, n, W);
+        ok = ok && (c->units = srv_plan_rows(n, W, &c->job.n_units)) != NULL;
         c->job.unit = unit_rows;
         break;
     }
@@ -127,7 +81,7 @@ struct srv_call *srv_call_new(struct srv_ctx *ctx, struct srv_version *ver,
         } else {
             ok &= (r->log_prob = malloc(f64s(n))) != NULL;
         }
-        ok = ok && plan_rows(c, n, W);
+        ok = ok && (c->units = srv_plan_rows(n, W, &c->job.n_units)) != NULL;
         c->job.unit = unit_rows;
         break;
     }
@@ -149,7 +103,7 @@ struct srv_call *srv_call_new(struct srv_ctx *ctx, struct srv_version *ver,
             r->has_solver = true;
             r->solver_rows = tot;
         }
-        ok = ok && plan_sample(c, n_obs, N, W);
+        ok = ok && (c->units = srv_plan_samples(n_obs, N, W, &c->job.n_units)) != NULL;
         c->job.unit = unit_sample;
         break;
     }
@@ -162,15 +116,7 @@ struct srv_call *srv_call_new(struct srv_ctx *ctx, struct srv_version *ver,
         ok &= (r->pre_x = malloc(f32s((long)nt * ns * d->x))) &&
               (r->pre_res = malloc(f64s((long)nt * ns))) &&
               (r->pre_found = calloc((size_t)nt, sizeof(int)));
-        if (ok) {
-            c->units = calloc((size_t)nt, sizeof *c->units);
-            ok = c->units != NULL;
-            for (int t = 0; ok && t < nt; t++) {
-                c->units[t].first = t;
-                c->units[t].count = 1;
-            }
-            c->job.n_units = nt;
-        }
+        ok = ok && (c->units = srv_plan_targets(nt, &c->job.n_units)) != NULL;
         c->job.unit = unit_preimage;
         break;
     }
@@ -192,17 +138,12 @@ struct srv_call *srv_call_new(struct srv_ctx *ctx, struct srv_version *ver,
             }
         }
     }
-    if (ok)
-        ok = (c->unit_cert = calloc((size_t)(c->job.n_units ? c->job.n_units : 1),
-                                    sizeof(bool))) != NULL;
     if (!ok) {
         proto_errorf(e, PROTO_E_NOMEM, "out of memory for a result of this size; ask for "
                      "fewer rows or samples");
         srv_call_unref(c);
         return NULL;
     }
-    for (int i = 0; i < c->job.n_units; i++)
-        c->unit_cert[i] = true;
     /* forward / log_prob of at most one tile: the pool may compute it together with
      * other such requests for the same model (run_batch) */
     if ((q->op == PROTO_OP_FORWARD || q->op == PROTO_OP_LOG_PROB) && c->job.n_units == 1 &&
@@ -223,7 +164,6 @@ void srv_call_unref(struct srv_call *c)
     proto_request_free(&c->req);
     proto_result_free(&c->res);
     free(c->units);
-    free(c->unit_cert);
     free(c->sq);
     srv_response_free(&c->resp);
     pthread_mutex_destroy(&c->err_mu);
@@ -298,8 +238,6 @@ static void unit_rows(struct srv_job *j, int idx, struct eng_ws *ws)
         }
         st = eng_inverse(m, ws, n, c->req.z.data + (size_t)r0 * d->z, y, yrows,
                          r->x + (size_t)r0 * d->x, r->log_det + r0, &c->req.solver, sp, err);
-        if (sp)
-            c->unit_cert[idx] = s.certified;
         break;
     }
     case PROTO_OP_LOG_PROB:
@@ -484,28 +422,8 @@ static void unit_sample(struct srv_job *j, int idx, struct eng_ws *ws)
                                     u->count, c->req.temperature, x,
                                     r->sample_lp ? r->sample_lp + off : NULL, &c->req.solver, sp,
                                     err);
-    if (sp)
-        c->unit_cert[idx] = s.certified;
-    if (st == ENG_OK && c->sq) {
-        float *zt = malloc(f32s((long)u->count * d->z));
-        float *yt = malloc(f32s((long)u->count * d->y));
-        if (!zt || !yt) {
-            st = ENG_ERR_NOMEM;
-            snprintf(err, sizeof err, "out of memory for the resimulation");
-        } else {
-            st = eng_forward(m, ws, u->count, x, NULL, 0, zt, yt, NULL, err);
-            for (int i = 0; st == ENG_OK && i < u->count; i++) {
-                double e2 = 0.0;
-                for (int k = 0; k < d->y; k++) {
-                    double dv = (double)yt[(size_t)i * d->y + k] - y[k];
-                    e2 += dv * dv;
-                }
-                c->sq[off + i] = e2;
-            }
-        }
-        free(zt);
-        free(yt);
-    }
+    if (st == ENG_OK && c->sq)
+        st = eng_resimulate(m, ws, u->count, x, y, c->sq + off, err);
     if (st != ENG_OK) {
         char msg[ENG_ERR_LEN + 96];
         snprintf(msg, sizeof msg, "observation %d: %s", u->obs, err);
@@ -542,40 +460,6 @@ static void unit_preimage(struct srv_job *j, int idx, struct eng_ws *ws)
 
 /* ---- answer ---------------------------------------------------------------------------- */
 
-enum proto_code srv_call_check_format(const struct srv_ctx *ctx, const struct eng_info *info,
-                                      const struct proto_request *req, enum proto_format fmt,
-                                      bool v2, struct proto_error *e)
-{
-    size_t cap = ctx->lim.max_response_bytes;
-    long n_obs = info->kind == ENG_KIND_FLOW ? 1 : req->y.rows;
-    if (req->op == PROTO_OP_SAMPLE && !v2) {
-        long vals = n_obs * req->num_samples * info->dims.x;
-        if (fmt == PROTO_FMT_NPY) {
-            if (req->outputs != PROTO_OUT_SAMPLES)
-                return proto_errorf(e, PROTO_E_FIELD, "outputs: application/x-npy carries only "
-                                    "the samples; ask for outputs [\"samples\"] or use JSON");
-            size_t sz = proto_npy_size(n_obs, req->num_samples, info->dims.x);
-            if (sz > cap)
-                return proto_errorf(e, PROTO_E_RESULT_TOO_LARGE, "the answer would be %zu bytes, "
-                                    "more than the server sends (%zu, --max-response); ask for "
-                                    "fewer samples", sz, cap);
-            return PROTO_OK;
-        }
-        if (fmt == PROTO_FMT_CSV && (req->outputs & ~(PROTO_OUT_SAMPLES | PROTO_OUT_LOG_PROB)))
-            return proto_errorf(e, PROTO_E_FIELD, "outputs: text/csv carries samples and "
-                                "log_prob only; use JSON for summary and resimulation");
-        if (fmt == PROTO_FMT_CSV && !(req->outputs & PROTO_OUT_SAMPLES))
-            return proto_errorf(e, PROTO_E_FIELD, "outputs: text/csv needs \"samples\"");
-        /* every value takes at least 2 bytes ("0," or "0\n"); refuse what cannot fit */
-        if ((req->outputs & PROTO_OUT_SAMPLES) && (size_t)vals * 2 > cap)
-            return proto_errorf(e, PROTO_E_RESULT_TOO_LARGE, "%ld sample values cannot fit in "
-                                "the %zu bytes the server sends (--max-response); ask for fewer "
-                                "samples, or Accept: application/x-npy (4 bytes a value)", vals,
-                                cap);
-    }
-    return PROTO_OK;
-}
-
 static void too_large(struct srv_call *c, struct srv_response *out, size_t cap)
 {
     struct proto_error e;
@@ -606,9 +490,8 @@ static void build(struct srv_call *c, struct srv_response *out)
         return;
     }
     if (r->has_solver) {
-        r->certified = true;
-        for (int i = 0; i < c->job.n_units; i++)
-            r->certified &= c->unit_cert[i];
+        /* every numeric block's Lipschitz bound < 1: a property of the model */
+        r->certified = eng_model_certificate(c->ver->model)->certified;
         long bad = 0;
         for (long i = 0; i < r->solver_rows; i++)
             bad += !r->converged[i];
@@ -640,18 +523,7 @@ static void build(struct srv_call *c, struct srv_response *out)
     size_t cap = c->ctx->lim.max_response_bytes;
     struct proto_buf b;
     proto_buf_init(&b, cap);
-    const char *ctype = "application/json";
-    if (c->v2) {
-        proto_v2_write_result(&b, &id, info, &c->req, r);
-    } else if (r->op == PROTO_OP_SAMPLE && c->fmt == PROTO_FMT_CSV) {
-        proto_write_sample_csv(&b, info, r);
-        ctype = "text/csv; charset=utf-8";
-    } else if (r->op == PROTO_OP_SAMPLE && c->fmt == PROTO_FMT_NPY) {
-        proto_write_npy_f32(&b, r->samples, r->n, r->num_samples, info->dims.x);
-        ctype = "application/x-npy";
-    } else {
-        proto_write_result_json(&b, &id, info, r);
-    }
+    const char *ctype = proto_answer_write(&b, &id, info, &c->req, r, c->fmt, c->v2);
     if (b.state == PROTO_BUF_OVER) {
         proto_buf_free(&b);
         too_large(c, out, cap);

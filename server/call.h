@@ -3,12 +3,10 @@
  * version it started on, its plan of units for the worker pool, its result buffers and,
  * once finished, its response.
  *
- * Plan: forward / inverse / log_prob rows are cut into units of whole multiples of
- * ENG_TILE_ROWS rows; a sample request into units of (observation, samples [first,
- * first+count)) with `first` a multiple of ENG_TILE_ROWS, so every sample is computed in
- * the same engine tile whatever the number of workers (bit-identical answers for a
- * seed); preimage into one unit per target row.  Summaries and resimulation errors are
- * reduced sequentially after the last unit, in sample order.
+ * Plan: the units of server/plan.h (rows, samples aligned to ENG_TILE_ROWS, targets).
+ * Summaries and resimulation errors are reduced sequentially after the last unit, in
+ * sample order.  A forward / log_prob call of at most one tile may be computed in a batch
+ * with others of the same model (pool.h, dynamic batching).
  *
  * Lifetime: reference counted.  srv_call_new returns one reference (the HTTP side's);
  * srv_call_submit adds the pool's, dropped after `done`.  Exactly one of done / expired
@@ -22,17 +20,12 @@
 
 #include "../proto/request.h"
 #include "../proto/response.h"
+#include "plan.h"
 #include "pool.h"
 #include "server.h"
 
 /* PENDING -> CLAIMED (the one completer won the race) -> DONE (resp written; release). */
 enum srv_call_state { SRV_CALL_PENDING = 0, SRV_CALL_CLAIMED, SRV_CALL_DONE };
-
-struct srv_unit {
-    int obs;       /* sample: observation; rows/preimage: unused */
-    long first;    /* first row / sample index */
-    int count;     /* rows / samples in this unit */
-};
 
 struct srv_call {
     struct srv_job job;            /* must stay first */
@@ -45,7 +38,6 @@ struct srv_call {
     enum proto_format fmt;
     bool v2;
     struct srv_unit *units;
-    bool *unit_cert;               /* per unit: solver certified */
     double *sq;                    /* resimulation: squared error per sample */
     pthread_mutex_t err_mu;
     int err_unit;                  /* lowest failing unit, or -1 */
@@ -67,12 +59,6 @@ struct srv_call *srv_call_new(struct srv_ctx *ctx, struct srv_version *ver,
                               struct proto_request *req, enum proto_format fmt, bool v2,
                               struct proto_error *e);
 void srv_call_unref(struct srv_call *c);
-
-/* Checks the format against the outputs (CSV/NPY carry samples, NPY nothing else) and
- * refuses, before any compute, answers that would certainly pass --max-response (413). */
-enum proto_code srv_call_check_format(const struct srv_ctx *ctx, const struct eng_info *info,
-                                      const struct proto_request *req, enum proto_format fmt,
-                                      bool v2, struct proto_error *e);
 
 /* Queues the call on the pool with deadline_ns.  false when the queue is full (then the
  * call is untouched and the caller answers 503 with srv_call_fail). */

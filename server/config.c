@@ -97,6 +97,16 @@ static const struct opt OPTS[] = {
      "temperature", NULL},
     {"kernels", K_STR, OFF(kernels), 0, 0, "compute kernels: auto (the best this CPU runs), "
      "avx512, avx2 or portable; every path gives the same bits", "NAME"},
+    {"auth-token-file", K_STR, OFF(auth_token_file), 0, 0, "require 'Authorization: Bearer "
+     "TOKEN' on every request; FILE holds the token on one line (SIGHUP re-reads it); "
+     "answers without it are 401", "FILE"},
+    {"auth-probes", K_STR, OFF(auth_probes), 0, 0, "with --auth-token-file: open (the "
+     "health probes /healthz, /readyz, /v2/health/live and /v2/health/ready answer without "
+     "the token) or protected (they need it too)", "MODE"},
+    {"tls-cert", K_STR, OFF(tls_cert), 0, 0, "serve HTTPS only, with this PEM certificate "
+     "(chain); needs --tls-key", "FILE"},
+    {"tls-key", K_STR, OFF(tls_key), 0, 0, "PEM private key of --tls-cert (unencrypted)",
+     "FILE"},
     {"check", K_STR, OFF(check), 0, 0, "load one checkpoint offline, print its certificate and "
      "test-vector verdict as JSON, exit 0 (ok) or 1", "FILE"},
 };
@@ -120,6 +130,8 @@ static void defaults(struct srv_config *c)
     c->batch_delay_us = 100;
     c->log_level = SRV_LOG_INFO;
     c->access_log = true;
+    c->auth_probes = strdup("open");
+    c->auth_probes_open = true;
     c->lim = proto_limits_default();
 }
 
@@ -129,7 +141,12 @@ void srv_config_free(struct srv_config *c)
     free(c->host);
     free(c->check);
     free(c->kernels);
+    free(c->auth_token_file);
+    free(c->auth_probes);
+    free(c->tls_cert);
+    free(c->tls_key);
     c->models = c->host = c->check = c->kernels = NULL;
+    c->auth_token_file = c->auth_probes = c->tls_cert = c->tls_key = NULL;
 }
 
 static bool parse_number(const char *s, double *out, double mult_k)
@@ -249,10 +266,35 @@ static void env_name(const char *flag, char *out, size_t cap)
     out[k] = 0;
 }
 
+/* The authentication and TLS options, once all are read: values and pairs that belong
+ * together.  Empty strings (INNSERVE_TLS_CERT= in a unit file) count as unset. */
+static bool check_security(struct srv_config *c, char *err, size_t cap)
+{
+    char **strs[] = {&c->auth_token_file, &c->tls_cert, &c->tls_key};
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
+        if (*strs[i] && !**strs[i]) {
+            free(*strs[i]);
+            *strs[i] = NULL;
+        }
+    if (!strcmp(c->auth_probes, "open") || !strcmp(c->auth_probes, "protected")) {
+        c->auth_probes_open = !strcmp(c->auth_probes, "open");
+    } else {
+        snprintf(err, cap, "--auth-probes: '%s' is not open or protected", c->auth_probes);
+        return false;
+    }
+    if (!c->tls_cert != !c->tls_key) {
+        snprintf(err, cap, "%s is given without %s: HTTPS needs both the certificate and its "
+                 "key", c->tls_cert ? "--tls-cert" : "--tls-key",
+                 c->tls_cert ? "--tls-key" : "--tls-cert");
+        return false;
+    }
+    return true;
+}
+
 bool srv_config_parse(struct srv_config *c, int argc, char **argv, char *err, size_t cap)
 {
     defaults(c);
-    if (!c->models || !c->host) {
+    if (!c->models || !c->host || !c->auth_probes) {
         snprintf(err, cap, "out of memory");
         return false;
     }
@@ -305,7 +347,7 @@ bool srv_config_parse(struct srv_config *c, int argc, char **argv, char *err, si
         if (!set_opt(c, o, val, src, err, cap))
             return false;
     }
-    return true;
+    return check_security(c, err, cap);
 }
 
 /* The default of option o, formatted as a user would type it, from the defaults themselves
@@ -423,7 +465,7 @@ void srv_config_help(void *out_file)
         } else {
             char def[64];
             default_str(&d, o, def, sizeof def);
-            snprintf(text, sizeof text, "%s [%s]", o->help, def);
+            snprintf(text, sizeof text, "%s [%s]", o->help, def[0] ? def : "unset");
         }
         int col = fprintf(out, "  %-26s ", flag);
         if (col > HELP_INDENT) {
@@ -438,7 +480,8 @@ void srv_config_help(void *out_file)
     fprintf(out, "  %-26s this text\n  %-26s print the version\n\n", "--help", "--version");
     fprintf(out,
             "Signals: SIGHUP reloads the repository (a model whose new file fails keeps\n"
-            "its old version); SIGTERM/SIGINT drain: /readyz answers 503, new work 503 +\n"
+            "its old version) and re-reads --auth-token-file (a bad file keeps the token in\n"
+            "force); SIGTERM/SIGINT drain: /readyz answers 503, new work 503 +\n"
             "Retry-After, in-flight requests finish (up to --drain-timeout), then exit 0.\n"
             "Readiness: /readyz answers 503 until a model is READY (with --allow-empty, an\n"
             "empty repository is ready too).\n"

@@ -36,6 +36,11 @@ struct srv_config {
     struct proto_limits lim; /* --max-* */
     char *check;           /* --check FILE: offline verdict, then exit */
     char *kernels;         /* --kernels auto|avx512|avx2|portable (INNSERVE_KERNELS) */
+    char *auth_token_file; /* --auth-token-file: bearer token required (NULL: no auth) */
+    char *auth_probes;     /* --auth-probes open|protected: health probes without the token */
+    bool auth_probes_open; /* auth_probes == "open" */
+    char *tls_cert;        /* --tls-cert PEM file (with --tls-key: HTTPS only) */
+    char *tls_key;         /* --tls-key PEM file */
     bool help, version;
 };
 

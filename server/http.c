@@ -7,7 +7,9 @@
  *                   decodes it (unescape: %2F stays literal)
  *   first call      the HTTP message: header size, header names, framing (one
  *                   Content-Length, no Transfer-Encoding beside it, only chunked) — a
- *                   failure is answered at once with Connection: close; then route, method,
+ *                   failure is answered at once with Connection: close; then the bearer
+ *                   token (--auth-token-file: a request without it is answered 401 at once,
+ *                   before any body is read, with Connection: close); then route, method,
  *                   media type and declared length checks (errors are remembered, not
  *                   queued)
  *   body calls      append to the body buffer up to --max-body; beyond it, discard (and
@@ -31,6 +33,7 @@
 #include "http.h"
 #include "call.h"
 #include "log.h"
+#include "../proto/answer.h"
 #include "../proto/route.h"
 #include "../proto/v2.h"
 
@@ -46,6 +49,7 @@
 #include <stdatomic.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 
 /* Bytes of an oversized body read and dropped before the connection is closed instead. */
@@ -89,6 +93,9 @@ struct srv_http {
     pthread_mutex_t stop_mu;
     pthread_cond_t stop_cv;
     bool stop;
+    char *cert, *key;           /* --tls-cert / --tls-key contents (PEM), NULL without TLS */
+    atomic_bool starting;       /* MHD_start_daemon running: keep its first error message */
+    char start_err[512];
 };
 
 struct req {
@@ -163,6 +170,8 @@ static enum MHD_Result queue(struct req *r, struct srv_response *s)
     }
     if (s->allow[0])
         MHD_add_response_header(mr, MHD_HTTP_HEADER_ALLOW, s->allow);
+    if (s->www_authenticate)
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_WWW_AUTHENTICATE, s->www_authenticate);
     if (s->model[0]) {
         MHD_add_response_header(mr, "X-Model", s->model);
         MHD_add_response_header(mr, "X-Model-Version", s->version);
@@ -410,15 +419,7 @@ static enum MHD_Result do_model_op(struct req *r, enum proto_route_id id)
         return answer_error(r, &e);
     struct proto_request q;
     enum proto_code rc;
-    enum proto_op op = PROTO_OP_COUNT;
-    switch (id) {
-    case PROTO_R_FORWARD: op = PROTO_OP_FORWARD; break;
-    case PROTO_R_INVERSE: op = PROTO_OP_INVERSE; break;
-    case PROTO_R_SAMPLE: op = PROTO_OP_SAMPLE; break;
-    case PROTO_R_LOG_PROB: op = PROTO_OP_LOG_PROB; break;
-    case PROTO_R_PREIMAGE: op = PROTO_OP_PREIMAGE; break;
-    default: break;
-    }
+    enum proto_op op = r->match.route->op;
     const char *body = r->body.p ? r->body.p : "";
     if (v2)
         rc = proto_v2_parse(body, r->body.len, v->info, &ctx->lim, &q, &e);
@@ -432,7 +433,7 @@ static enum MHD_Result do_model_op(struct req *r, enum proto_route_id id)
     if (!v2 && q.op == PROTO_OP_SAMPLE)
         fmt = proto_format_from_accept(MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
                                                                    MHD_HTTP_HEADER_ACCEPT));
-    if (srv_call_check_format(ctx, v->info, &q, fmt, v2, &e) != PROTO_OK) {
+    if (proto_answer_check(&ctx->lim, v->info, &q, fmt, v2, &e) != PROTO_OK) {
         proto_request_free(&q);
         srv_version_unref(v);
         return answer_error(r, &e);
@@ -684,6 +685,50 @@ static enum proto_code check_message(struct MHD_Connection *conn, struct proto_e
     return PROTO_OK;
 }
 
+/* Routes that answer without the bearer token while --auth-probes is open: the health
+ * probes, so an orchestrator's liveness and readiness checks need no secret. */
+static bool is_probe(const struct proto_match *m)
+{
+    if (!m->route)
+        return false;
+    switch (m->route->id) {
+    case PROTO_R_HEALTHZ:
+    case PROTO_R_READYZ:
+    case PROTO_R_V2_LIVE:
+    case PROTO_R_V2_READY:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* --auth-token-file: true when the request may go on; otherwise r->resp is the 401, to be
+ * answered at once with Connection: close. */
+static bool authorized(struct req *r)
+{
+    struct srv_ctx *ctx = r->ctx;
+    if (!ctx->auth || (ctx->cfg->auth_probes_open && is_probe(&r->match)))
+        return true;
+    const char *h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                MHD_HTTP_HEADER_AUTHORIZATION);
+    enum srv_auth_result a = srv_auth_check(ctx->auth, h);
+    if (a == SRV_AUTH_OK)
+        return true;
+    struct proto_error e;
+    if (a == SRV_AUTH_MISSING)
+        proto_errorf(&e, PROTO_E_UNAUTHORIZED, "this server requires a bearer token: send "
+                     "the header 'Authorization: Bearer <token>'");
+    else
+        proto_errorf(&e, PROTO_E_UNAUTHORIZED, "the bearer token is not valid (send "
+                     "'Authorization: Bearer <token>' with the server's current token)");
+    srv_response_error(&r->resp, ctx, &e);
+    r->resp.www_authenticate = a == SRV_AUTH_MISSING
+                                   ? "Bearer realm=\"innserve\""
+                                   : "Bearer realm=\"innserve\", error=\"invalid_token\"";
+    r->resp.close = true;
+    return false;
+}
+
 static enum MHD_Result first_call(struct srv_ctx *ctx, struct MHD_Connection *conn,
                                   const char *url, const char *method, void **req_cls)
 {
@@ -707,6 +752,8 @@ static enum MHD_Result first_call(struct srv_ctx *ctx, struct MHD_Connection *co
     enum proto_code rc = proto_route_match(method, url, &r->match, &e);
     if (r->match.route)
         r->operation = r->match.route->operation;
+    if (!authorized(r))
+        return queue(r, &r->resp); /* nothing else is said; the body is never read */
     if (rc != PROTO_OK) {
         remember(r, &e);
         return MHD_YES;
@@ -866,12 +913,79 @@ static void completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
+    struct srv_http *h = cls;
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
     size_t n = strlen(msg);
     while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
         msg[--n] = 0;
+    if (h && atomic_load(&h->starting) && !h->start_err[0])
+        snprintf(h->start_err, sizeof h->start_err, "%s", msg);
     srv_logf(SRV_LOG_DEBUG, "mhd", "%s", msg);
+}
+
+/* Bytes of a PEM file for --tls-cert / --tls-key (NUL-terminated, malloc'd), checked to
+ * hold a `-----BEGIN ...` block of the expected kind.  NULL with err naming the file. */
+#define TLS_PEM_MAX_BYTES (1u << 20)
+static char *read_pem(const char *path, const char *flag, bool key, char *err, size_t cap)
+{
+    FILE *f = fopen(path, "rbe");
+    if (!f) {
+        snprintf(err, cap, "%s %s: cannot open: %s", flag, path, strerror(errno));
+        return NULL;
+    }
+    char *buf = malloc(TLS_PEM_MAX_BYTES + 1);
+    size_t n = buf ? fread(buf, 1, TLS_PEM_MAX_BYTES + 1, f) : 0;
+    bool rd_err = ferror(f);
+    struct stat st;
+    bool world = fstat(fileno(f), &st) == 0 && (st.st_mode & S_IROTH);
+    fclose(f);
+    const char *why = NULL;
+    if (!buf)
+        why = "out of memory";
+    else if (rd_err)
+        why = "cannot read it";
+    else if (n > TLS_PEM_MAX_BYTES)
+        why = "larger than 1 MiB: not a PEM file";
+    if (!why) {
+        buf[n] = 0;
+        if (memchr(buf, 0, n))
+            why = "it holds NUL bytes: not a PEM file (DER certificates and keys must be "
+                  "converted to PEM)";
+        else if (!key && !strstr(buf, "-----BEGIN CERTIFICATE-----"))
+            why = "no '-----BEGIN CERTIFICATE-----' block: not a PEM certificate";
+        else if (key && strstr(buf, "-----BEGIN ENCRYPTED PRIVATE KEY-----"))
+            why = "the key is encrypted; innserve needs it unencrypted (protect the file "
+                  "instead)";
+        else if (key && !strstr(buf, "PRIVATE KEY-----"))
+            why = "no '-----BEGIN ... PRIVATE KEY-----' block: not a PEM private key";
+    }
+    if (why) {
+        snprintf(err, cap, "%s %s: %s", flag, path, why);
+        if (buf)
+            explicit_bzero(buf, n < TLS_PEM_MAX_BYTES ? n : TLS_PEM_MAX_BYTES);
+        free(buf);
+        return NULL;
+    }
+    char *fit = malloc(n + 1); /* keep n bytes, not 1 MiB; wipe the large buffer */
+    if (fit) {
+        memcpy(fit, buf, n + 1);
+        explicit_bzero(buf, n);
+        free(buf);
+        buf = fit;
+    }
+    if (key && world)
+        srv_logf(SRV_LOG_WARN, "tls_key_readable", "%s is readable by every user of this "
+                 "machine; make it readable only by innserve (chmod 600)", path);
+    return buf;
+}
+
+static void free_secret(char *s)
+{
+    if (s) {
+        explicit_bzero(s, strlen(s));
+        free(s);
+    }
 }
 
 /* ---- connections ----------------------------------------------------------------------- */
@@ -938,11 +1052,13 @@ static int sweep(struct srv_http *h, int *n_head)
             continue;
         if (!atomic_compare_exchange_strong(&c->phase, &ph, CONN_CUT))
             continue; /* the connection moved on meanwhile */
-        if (ph == CONN_HEAD && h->timeout_resp) {
-            /* waiting for headers: nothing is being written to this connection */
-            ssize_t w = send(c->fd, h->timeout_resp, h->timeout_len,
-                             MSG_NOSIGNAL | MSG_DONTWAIT);
-            (void)w;
+        if (ph == CONN_HEAD) {
+            if (h->timeout_resp) {
+                /* waiting for headers: nothing is being written to this connection */
+                ssize_t w = send(c->fd, h->timeout_resp, h->timeout_len,
+                                 MSG_NOSIGNAL | MSG_DONTWAIT);
+                (void)w;
+            }
             (*n_head)++;
         }
         shutdown(c->fd, SHUT_RDWR);
@@ -1015,7 +1131,8 @@ static bool sweeper_start(struct srv_http *h)
     pthread_mutex_init(&h->stop_mu, NULL);
     if (!h->header_ns && !h->body_ns)
         return true;
-    if (h->header_ns && !build_timeout_resp(h))
+    /* over TLS a raw 408 would be garbage in the encrypted stream: the cut just closes */
+    if (h->header_ns && !h->cert && !build_timeout_resp(h))
         return false;
     h->sweeper_on = pthread_create(&h->sweeper, NULL, sweeper_main, h) == 0;
     return h->sweeper_on;
@@ -1059,15 +1176,35 @@ struct srv_http *srv_http_start(struct srv_ctx *ctx, char *err, size_t cap)
     h->body_ns = (int64_t)(cfg->body_timeout_s * 1e9);
     atomic_init(&h->open, 0);
     pthread_mutex_init(&h->mu, NULL);
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
+                     MHD_USE_ERROR_LOG;
+    if (cfg->tls_cert) {
+        if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+            snprintf(err, cap, "--tls-cert: this libmicrohttpd was built without TLS support "
+                     "(GnuTLS)");
+            freeaddrinfo(ai);
+            free(h);
+            return NULL;
+        }
+        h->cert = read_pem(cfg->tls_cert, "--tls-cert", false, err, cap);
+        h->key = h->cert ? read_pem(cfg->tls_key, "--tls-key", true, err, cap) : NULL;
+        if (!h->key) {
+            free_secret(h->cert);
+            freeaddrinfo(ai);
+            free(h);
+            return NULL;
+        }
+        flags |= MHD_USE_TLS;
+    }
     if (!sweeper_start(h)) {
         freeaddrinfo(ai);
         free(h->timeout_resp);
+        free_secret(h->cert);
+        free_secret(h->key);
         free(h);
         snprintf(err, cap, "cannot start the connection deadline thread");
         return NULL;
     }
-    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
-                     MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     unsigned threads = (unsigned)cfg->http_threads;
@@ -1077,7 +1214,10 @@ struct srv_http *srv_http_start(struct srv_ctx *ctx, char *err, size_t cap)
     }
     unsigned limit = (unsigned)cfg->max_connections +
                      (unsigned)CONN_HEADROOM(cfg->max_connections);
+    atomic_store(&h->starting, true);
+    /* without TLS the certificate options are NULL and end the option list early */
     h->d = MHD_start_daemon(flags, (uint16_t)cfg->port, accept_policy, h, handler, ctx,
+                            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, /* first: sees everything */
                             MHD_OPTION_SOCK_ADDR, ai->ai_addr,
                             MHD_OPTION_THREAD_POOL_SIZE, threads,
                             MHD_OPTION_CONNECTION_TIMEOUT, cfg->conn_timeout_s,
@@ -1089,14 +1229,24 @@ struct srv_http *srv_http_start(struct srv_ctx *ctx, char *err, size_t cap)
                             MHD_OPTION_NOTIFY_COMPLETED, completed, ctx,
                             MHD_OPTION_URI_LOG_CALLBACK, uri_log, ctx,
                             MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
-                            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+                            h->cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, h->cert,
+                            MHD_OPTION_HTTPS_MEM_KEY, h->key,
                             MHD_OPTION_END);
+    atomic_store(&h->starting, false);
     freeaddrinfo(ai);
     if (!h->d) {
-        snprintf(err, cap, "cannot listen on %s:%d (address in use, or not an address of "
-                 "this host?)", cfg->host, cfg->port);
+        if (h->cert)
+            snprintf(err, cap, "cannot start HTTPS on %s:%d with --tls-cert %s and --tls-key "
+                     "%s: %s", cfg->host, cfg->port, cfg->tls_cert, cfg->tls_key,
+                     h->start_err[0] ? h->start_err : "libmicrohttpd refused them (does the "
+                     "key belong to the certificate? is the address in use?)");
+        else
+            snprintf(err, cap, "cannot listen on %s:%d (address in use, or not an address "
+                     "of this host?)", cfg->host, cfg->port);
         sweeper_stop(h);
         free(h->timeout_resp);
+        free_secret(h->cert);
+        free_secret(h->key);
         free(h);
         return NULL;
     }
@@ -1117,5 +1267,7 @@ void srv_http_stop(struct srv_http *h)
     sweeper_stop(h);
     MHD_stop_daemon(h->d);
     free(h->timeout_resp);
+    free_secret(h->cert);
+    free_secret(h->key);
     free(h);
 }

@@ -5,7 +5,8 @@
  * thread this program starts and taken synchronously by the main thread (sigtimedwait), so
  * reloads and shutdown run in ordinary code; a handler catches the ones the kernel hands
  * to a thread started before main (OpenBLAS) and the loop picks those up too:
- *   SIGHUP           srv_repo_load: rescan and load what changed, swap atomically
+ *   SIGHUP           srv_auth_reload (--auth-token-file), then srv_repo_load: rescan and
+ *                    load what changed, swap atomically
  *   SIGTERM, SIGINT  drain: draining = true (readyz 503, new work 503 + Retry-After),
  *                    wait for calls in flight (up to --drain-timeout), cancel the rest,
  *                    stop the HTTP daemon, join the workers, exit 0
@@ -152,9 +153,12 @@ static void log_listening(const struct srv_config *cfg, int port, int workers, i
     proto_buf_puts(&b, "\"host\":");
     proto_buf_json_str(&b, cfg->host);
     proto_buf_printf(&b, ",\"port\":%d,\"workers\":%d,\"http_threads\":%d,\"queue\":%d,"
-                     "\"deadline_ms\":%ld,\"batch_delay_us\":%ld,\"kernels\":\"%s\",\"models\":",
-                     port, workers, threads, cfg->queue, cfg->deadline_ms, cfg->batch_delay_us,
-                     eng_kernels(NULL));
+                     "\"deadline_ms\":%ld,\"batch_delay_us\":%ld,\"kernels\":\"%s\",\"tls\":%s,"
+                     "\"auth\":\"%s\",\"models\":", port, workers, threads, cfg->queue,
+                     cfg->deadline_ms, cfg->batch_delay_us, eng_kernels(NULL),
+                     cfg->tls_cert ? "true" : "false",
+                     !cfg->auth_token_file ? "off" : cfg->auth_probes_open ? "probes open"
+                     : "everything");
     proto_buf_json_str(&b, cfg->models);
     proto_buf_putc(&b, 0);
     if (!proto_buf_failed(&b))
@@ -255,6 +259,11 @@ int main(int argc, char **argv)
         srv_logf(SRV_LOG_ERROR, "startup_failed", "out of memory or cannot start threads");
         goto out;
     }
+    if (cfg.auth_token_file && !(ctx.auth = srv_auth_new(cfg.auth_token_file, err,
+                                                         sizeof err))) {
+        srv_logf(SRV_LOG_ERROR, "startup_failed", "%s", err);
+        goto out;
+    }
     http = srv_http_start(&ctx, err, sizeof err);
     if (!http) {
         srv_logf(SRV_LOG_ERROR, "startup_failed", "%s", err);
@@ -269,6 +278,14 @@ int main(int argc, char **argv)
         if (s == SIGHUP) {
             if (atomic_load(&ctx.draining))
                 continue;
+            if (ctx.auth) {
+                if (srv_auth_reload(ctx.auth, err, sizeof err))
+                    srv_logf(SRV_LOG_INFO, "auth_token_reloaded", "SIGHUP: re-read %s",
+                             cfg.auth_token_file);
+                else
+                    srv_logf(SRV_LOG_ERROR, "auth_token_reload_failed", "%s; the previous "
+                             "token stays in force", err);
+            }
             srv_logf(SRV_LOG_INFO, "reload", "SIGHUP: rescanning %s", cfg.models);
             log_pass(&ctx, false, srv_repo_load(ctx.repo));
             continue;
@@ -283,6 +300,7 @@ out:
     srv_pool_free(ctx.pool);
     srv_repo_free(ctx.repo);
     srv_metrics_free(ctx.metrics);
+    srv_auth_free(ctx.auth);
     if (rc == 0)
         srv_logf(SRV_LOG_INFO, "exit", "bye");
     srv_config_free(&cfg);

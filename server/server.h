@@ -12,6 +12,7 @@
 
 #include "../proto/errors.h"
 #include "../proto/limits.h"
+#include "auth.h"
 #include "config.h"
 #include "metrics.h"
 #include "pool.h"
@@ -23,6 +24,7 @@ struct srv_ctx {
     struct srv_repo *repo;
     struct srv_pool *pool;
     struct srv_metrics *metrics;
+    struct srv_auth *auth;    /* NULL: no --auth-token-file */
     atomic_bool draining;     /* SIGTERM seen: readyz 503, new work 503 */
     atomic_int calls_active;  /* requests holding a job, until their response completes */
 };
@@ -35,6 +37,7 @@ struct srv_response {
     const char *ctype;     /* static string */
     int retry_after;       /* > 0: Retry-After header */
     char allow[32];        /* 405: Allow header */
+    const char *www_authenticate; /* 401: WWW-Authenticate header (static string) */
     const char *code;      /* error code for the access log, or NULL */
     /* model identity for formats without a JSON envelope (X-Model-* headers) */
     char model[130], version[40], sha256[65];

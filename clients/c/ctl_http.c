@@ -6,6 +6,7 @@
 #include <ctype.h>
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
+#include <errno.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -114,6 +115,45 @@ char *ctl_http_escape(const char *s, char *out, size_t cap)
     return out;
 }
 
+#define TOKEN_MAX 4096
+
+char *ctl_http_read_token(const char *path, char err[CTL_HTTP_ERR_LEN])
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, CTL_HTTP_ERR_LEN, "--token-file %s: cannot open: %s", path,
+                 strerror(errno));
+        return NULL;
+    }
+    char *buf = malloc(TOKEN_MAX + 3);
+    size_t n = buf ? fread(buf, 1, TOKEN_MAX + 2, f) : 0;
+    bool bad_read = ferror(f);
+    fclose(f);
+    if (!buf) {
+        snprintf(err, CTL_HTTP_ERR_LEN, "out of memory");
+        return NULL;
+    }
+    buf[n] = '\0';
+    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        buf[--n] = '\0';
+    const char *why = NULL;
+    if (bad_read)
+        why = "cannot read it";
+    else if (n == 0)
+        why = "the file is empty; it must hold the token on one line";
+    else if (n > TOKEN_MAX)
+        why = "the token is longer than 4096 bytes";
+    for (size_t i = 0; !why && i < n; i++)
+        if ((unsigned char)buf[i] < 0x21 || (unsigned char)buf[i] > 0x7e)
+            why = "the token holds a space, a control character or a non-ASCII byte";
+    if (why) {
+        snprintf(err, CTL_HTTP_ERR_LEN, "--token-file %s: %s", path, why);
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
 static void sleep_s(double s)
 {
     if (s <= 0)
@@ -179,6 +219,21 @@ enum ctl_http_rc ctl_http_request(const struct ctl_http_opts *o, const char *met
         if (body)
             hl = curl_slist_append(hl, "Content-Type: application/json");
         hl = curl_slist_append(hl, "Expect:");
+        if (o->token) {
+            size_t al = strlen(o->token) + 32;
+            char *auth = malloc(al);
+            if (!auth) {
+                curl_slist_free_all(hl);
+                curl_easy_cleanup(c);
+                free(url);
+                return CTL_HTTP_NOMEM;
+            }
+            snprintf(auth, al, "Authorization: Bearer %s", o->token);
+            hl = curl_slist_append(hl, auth); /* copies */
+            free(auth);
+        }
+        if (o->cacert)
+            curl_easy_setopt(c, CURLOPT_CAINFO, o->cacert);
         curl_easy_setopt(c, CURLOPT_URL, url);
         curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
         curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);

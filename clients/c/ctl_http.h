@@ -1,7 +1,8 @@
 /*
- * ctl_http.h — innctl's HTTP client: one request to the daemon over libcurl, with
- * timeouts and retries of transient 429/503 answers that honour Retry-After (a 503
- * model_unavailable for a model that failed to load is permanent: not retried).
+ * ctl_http.h — innctl's HTTP client: one request to the daemon over libcurl (http or
+ * https, with an optional bearer token), with timeouts and retries of transient 429/503
+ * answers that honour Retry-After (a 503 model_unavailable for a model that failed to
+ * load is permanent: not retried).
  */
 #ifndef INNSERVE_CTL_HTTP_H
 #define INNSERVE_CTL_HTTP_H
@@ -15,6 +16,9 @@ struct ctl_http_opts {
     double timeout_s;     /* whole request; <= 0: none */
     int retries;          /* how often a transient 429/503 is retried */
     double max_wait_s;    /* cap on one Retry-After wait */
+    const char *token;    /* sent as "Authorization: Bearer <token>"; NULL: none */
+    const char *cacert;   /* PEM file of the CA(s) that sign an https daemon's certificate;
+                             NULL: the system's CA store */
 };
 
 struct ctl_http_resp {
@@ -39,6 +43,10 @@ void ctl_http_resp_free(struct ctl_http_resp *r);
 
 /* Percent-encode a path segment (model name) into out; returns out. */
 char *ctl_http_escape(const char *s, char *out, size_t cap);
+
+/* The bearer token in `path` (one line; trailing CR/LF stripped; visible ASCII, at most
+ * 4096 bytes) as a malloc'd string; NULL with err naming the file. */
+char *ctl_http_read_token(const char *path, char err[CTL_HTTP_ERR_LEN]);
 
 void ctl_http_global_init(void);
 void ctl_http_global_cleanup(void);

@@ -1,8 +1,9 @@
 /*
  * innctl.c — the innserve command-line client.
  *
- * Online commands talk to a daemon over HTTP (libcurl; --url, INNSERVE_URL, default
- * http://127.0.0.1:8080): models, info, sample, forward, inverse, log-prob, preimage,
+ * Online commands talk to a daemon over HTTP or HTTPS (libcurl; --url, INNSERVE_URL,
+ * default http://127.0.0.1:8080; --token-file / INNSERVE_TOKEN_FILE sends a bearer token,
+ * --cacert / INNSERVE_CACERT names the CA of an https daemon): models, info, sample, forward, inverse, log-prob, preimage,
  * certificate, health, metrics.  Offline commands read a checkpoint through the engine:
  * inspect, verify.  `innctl help COMMAND` / `innctl COMMAND --help` describe each one.
  *
@@ -39,6 +40,8 @@ enum { EX_OK = 0, EX_USAGE = 1, EX_HTTP = 2, EX_CONNECT = 3, EX_INVALID = 4, EX_
 struct opts {
     const char *cmd;
     const char *url;
+    const char *token_file, *cacert;
+    char *token;          /* read from token_file */
     double timeout;
     int retries;
     const char *x, *y, *z, *target;
@@ -94,7 +97,7 @@ static int internal_error(const char *what)
 
 static struct ctl_http_opts http_opts(const struct opts *o)
 {
-    struct ctl_http_opts h = {o->url, o->timeout, o->retries, 30.0};
+    struct ctl_http_opts h = {o->url, o->timeout, o->retries, 30.0, o->token, o->cacert};
     return h;
 }
 
@@ -943,7 +946,8 @@ static void put_summary(FILE *f, const char *help)
 static void general_help(FILE *f)
 {
     fprintf(f,
-            "usage: innctl [--url URL] [--timeout S] [--retries N] COMMAND [ARGS]\n"
+            "usage: innctl [--url URL] [--token-file FILE] [--cacert FILE] [--timeout S]\n"
+            "              [--retries N] COMMAND [ARGS]\n"
             "       innctl --help | --version | COMMAND --help\n\n"
             "Client for the innserve daemon (INN inference over HTTP).\n\n"
             "Commands:\n");
@@ -953,7 +957,12 @@ static void general_help(FILE *f)
     }
     fprintf(f,
             "\nGlobal options:\n"
-            "  --url URL       daemon address (default $INNSERVE_URL or " DEFAULT_URL ")\n"
+            "  --url URL       daemon address (default $INNSERVE_URL or " DEFAULT_URL ");\n"
+            "                  https://... for a daemon started with --tls-cert\n"
+            "  --token-file F  send the bearer token in F (one line) to a daemon started with\n"
+            "                  --auth-token-file (default $INNSERVE_TOKEN_FILE)\n"
+            "  --cacert F      trust the CA certificate(s) in PEM file F for https (default\n"
+            "                  $INNSERVE_CACERT, else the system's CA store)\n"
             "  --timeout S     seconds per request (default 60)\n"
             "  --retries N     retries of transient 429/503 answers (overloaded, draining,\n"
             "                  still loading; not a model that failed to load), honouring\n"
@@ -970,7 +979,8 @@ static void cmd_help_text(const struct cmd *c, FILE *f)
 {
     fprintf(f, "usage: innctl %s\n\n%s", c->usage, c->help);
     if (strcmp(c->name, "inspect") && strcmp(c->name, "verify") && strcmp(c->name, "help"))
-        fprintf(f, "\nGlobal options: --url URL, --timeout S, --retries N (see 'innctl --help').\n");
+        fprintf(f, "\nGlobal options: --url, --token-file, --cacert, --timeout, --retries "
+                "(see 'innctl --help').\n");
 }
 
 static int cmd_help(struct opts *o)
@@ -1054,6 +1064,10 @@ static int set_opt(struct opts *o, const char *name, const char *val)
     int ex;
     if (!strcmp(name, "url"))
         o->url = val;
+    else if (!strcmp(name, "token-file"))
+        o->token_file = val;
+    else if (!strcmp(name, "cacert"))
+        o->cacert = val;
     else if (!strcmp(name, "timeout"))
         return parse_double(val, name, &o->timeout);
     else if (!strcmp(name, "retries")) {
@@ -1121,6 +1135,12 @@ int main(int argc, char **argv)
     o.url = getenv("INNSERVE_URL");
     if (!o.url || !*o.url)
         o.url = DEFAULT_URL;
+    o.token_file = getenv("INNSERVE_TOKEN_FILE");
+    if (o.token_file && !*o.token_file)
+        o.token_file = NULL;
+    o.cacert = getenv("INNSERVE_CACERT");
+    if (o.cacert && !*o.cacert)
+        o.cacert = NULL;
     o.timeout = 60;
     o.retries = 2;
     const struct cmd *c = NULL;
@@ -1165,6 +1185,7 @@ int main(int argc, char **argv)
             continue;
         }
         bool global = !strcmp(name, "url") || !strcmp(name, "timeout") ||
+                      !strcmp(name, "token-file") || !strcmp(name, "cacert") ||
                       !strcmp(name, "retries") || !strcmp(name, "help");
         if (!global && (!c || !cmd_accepts(c, name)))
             return usage_error("unknown option '--%s'%s%s%s", name, c ? " for " : "",
@@ -1187,8 +1208,14 @@ int main(int argc, char **argv)
         cmd_help_text(c, stdout);
         return EX_OK;
     }
+    if (o.token_file) {
+        char err[CTL_HTTP_ERR_LEN];
+        if (!(o.token = ctl_http_read_token(o.token_file, err)))
+            return usage_error("%s", err);
+    }
     ctl_http_global_init();
     ex = c->run(&o);
     ctl_http_global_cleanup();
+    free(o.token);
     return ex;
 }

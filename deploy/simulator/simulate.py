@@ -11,6 +11,8 @@ that they reproduce the observation (the re-simulation error).
 Standard library only.  Configuration by flags or environment variables:
 
   --url          INNSERVE_URL        daemon address [http://innserve:8080]
+  --token-file   INNSERVE_TOKEN_FILE bearer token for a daemon with --auth-token-file
+                                     (one line; read at start) [none]
   --model        SIM_MODEL           model to ask [ik_cinn]
   --obs          SIM_OBS             observations per request [8]
   --samples      SIM_SAMPLES         posterior samples per observation [500]
@@ -53,11 +55,13 @@ def prior(rng):
     return [rng.gauss(0.0, s) for s in SIGMA]
 
 
+HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+
+
 def request(url, body=None, timeout=30.0):
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method="GET" if body is None else "POST",
-                                 headers={"Content-Type": "application/json",
-                                          "Accept": "application/json"})
+                                 headers=HEADERS)
     with urllib.request.urlopen(req, timeout=timeout) as r:
         return r.status, json.loads(r.read() or b"null")
 
@@ -112,8 +116,12 @@ def main():
     p.add_argument("--max-resim", type=float, default=float(env("SIM_MAX_RESIM", "0.01")))
     p.add_argument("--seed", type=int, default=int(env("SIM_SEED", "1")))
     p.add_argument("--wait", type=float, default=float(env("SIM_WAIT", "120")))
+    p.add_argument("--token-file", default=env("INNSERVE_TOKEN_FILE"))
     args = p.parse_args()
     args.url = args.url.rstrip("/")
+    if args.token_file:
+        with open(args.token_file) as f:
+            HEADERS["Authorization"] = "Bearer " + f.read().rstrip("\r\n")
 
     if not wait_ready(args.url, args.wait):
         return 2

@@ -10,9 +10,9 @@
  * Oracles beyond crashes and undefined behaviour:
  *  - a matched route rebuilds the path from its pattern and the captured {m} / {v};
  *    a 405 carries an Allow value, a 404 does not match any pattern;
- *  - proto_buf_json_str output is valid UTF-8 and parses (cJSON) back to the same string
- *    when that is valid UTF-8 (else to it with U+FFFD for the invalid bytes, still valid
- *    UTF-8), and an error body ({"error","code"}) is JSON whatever the message holds;
+ *  - proto_buf_json_str output is valid UTF-8 and JSON, and parses (cJSON) back to the
+ *    same string when that was valid UTF-8; an error body ({"error","code"}) is UTF-8 JSON
+ *    whatever the message holds;
  *  - proto_fmt_f32 / proto_fmt_f64 output is at most PROTO_FMT_MAX bytes, reads back
  *    (strtof / strtod) to the same bits (any NaN / Inf prints "null");
  *  - the CSV answer parses back (RFC 4180) to the header names and the same numbers;
@@ -22,6 +22,7 @@
  *    accept they end the value at the same byte.
  */
 #include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,18 +96,38 @@ static void check_route(const char *method, const char *path)
         FAIL("route error without a message");
 }
 
-static bool valid_utf8(const char *s, size_t n)
+/* RFC 3629 UTF-8 (no overlong forms, no surrogates, nothing above U+10FFFF); written here
+ * independently of proto/'s own check. */
+static bool utf8_ok(const unsigned char *s, size_t n)
 {
-    const unsigned char *p = (const unsigned char *)s;
-    for (size_t i = 0; i < n;) {
-        if (p[i] < 0x80) {
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        size_t k;
+        unsigned cp;
+        if (c < 0x80) {
             i++;
             continue;
-        }
-        size_t k = proto_utf8_seq(p + i, n - i);
-        if (!k)
+        } else if (c >= 0xC2 && c <= 0xDF) {
+            k = 1, cp = c & 0x1F;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            k = 2, cp = c & 0x0F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            k = 3, cp = c & 0x07;
+        } else {
             return false;
-        i += k;
+        }
+        if (n - i <= k)
+            return false;
+        for (size_t m = 1; m <= k; m++) {
+            if ((s[i + m] & 0xC0) != 0x80)
+                return false;
+            cp = cp << 6 | (s[i + m] & 0x3F);
+        }
+        if ((k == 2 && cp < 0x800) || (k == 3 && cp < 0x10000) || cp > 0x10FFFF ||
+            (cp >= 0xD800 && cp <= 0xDFFF))
+            return false;
+        i += k + 1;
     }
     return true;
 }
@@ -120,13 +141,13 @@ static void check_json_str(const char *s)
     char *out = proto_buf_take(&b, &len);
     if (!out)
         FAIL("proto_buf_json_str: out of memory");
-    if (!valid_utf8(out, len))
+    /* answers are always valid UTF-8 (invalid input bytes become U+FFFD); a valid string
+     * parses back to itself */
+    if (!utf8_ok((const unsigned char *)out, len))
         FAIL("escaped string is not UTF-8: %s", out);
     cJSON *j = cJSON_ParseWithLength(out, len);
-    if (!cJSON_IsString(j))
-        FAIL("escaped string does not parse: %s", out);
-    if (valid_utf8(s, strlen(s)) ? strcmp(j->valuestring, s) != 0
-                                 : !valid_utf8(j->valuestring, strlen(j->valuestring)))
+    if (!cJSON_IsString(j) ||
+        (utf8_ok((const unsigned char *)s, strlen(s)) && strcmp(j->valuestring, s) != 0))
         FAIL("escaped string does not parse back: %s", out);
     cJSON_Delete(j);
     free(out);
@@ -136,6 +157,8 @@ static void check_json_str(const char *s)
     char *body = proto_error_json(&e, &len);
     if (!body)
         FAIL("proto_error_json: out of memory");
+    if (!utf8_ok((const unsigned char *)body, len))
+        FAIL("error body is not UTF-8: %s", body);
     j = cJSON_ParseWithLength(body, len);
     if (!cJSON_IsObject(j) || !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, "error")) ||
         !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, "code")))

@@ -2,7 +2,8 @@
  * test_batch_rows.c — what the daemon's dynamic batching relies on: a row's forward and
  * log_prob results, bit for bit, do not depend on the other rows computed in the same call
  * (alone, among 40 others, in reverse order) nor on whether its y is broadcast or given per
- * row.  Checked on every checkpoint of tests/fixtures/golden/ and models/.
+ * row; and eng_resimulate returns the squared distance of eng_forward's y to the
+ * observation.  Checked on every checkpoint of tests/fixtures/golden/ and models/.
  */
 #include <dirent.h>
 #include <stdio.h>
@@ -119,6 +120,26 @@ static int check_model(const char *path, const char *name, uint64_t seed)
             same_row(name, "reversed order", m, &all, i, &rev, N - 1 - i);
             same_row(name, "y broadcast vs per row", m, &bc, i, &per, i);
         }
+    }
+    /* eng_resimulate: the squared distance of eng_forward's y to one observation */
+    const struct eng_info *info = eng_model_info(m);
+    double sq[N];
+    enum eng_status rs = eng_resimulate(m, ws, N, x, y, sq, err);
+    if (info->kind == ENG_KIND_INN || info->kind == ENG_KIND_MLP) {
+        if (all.fst == ENG_OK) {
+            ck_assert_msg(rs == ENG_OK, "%s: eng_resimulate: %s", name, err);
+            for (int i = 0; i < N; i++) {
+                double e2 = 0.0;
+                for (int k = 0; k < d->y; k++) {
+                    double dv = (double)all.yo[(size_t)i * d->y + k] - y[k];
+                    e2 += dv * dv;
+                }
+                ck_assert_msg(!memcmp(&e2, &sq[i], sizeof e2), "%s: resimulation of row %d",
+                              name, i);
+            }
+        }
+    } else {
+        ck_assert_int_eq(rs, ENG_ERR_UNSUPPORTED);
     }
     eng_ws_free(ws);
     free_out(&all), free_out(&rev), free_out(&one), free_out(&bc), free_out(&per);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../proto/answer.h"
 #include "../../proto/buf.h"
 #include "../../proto/csv.h"
 #include "../../proto/errors.h"
@@ -580,6 +581,64 @@ END_TEST
 
 /* ---- writers ------------------------------------------------------------------------------- */
 
+/* The answer policy: CSV and NPY carry samples (NPY nothing else), answers that cannot fit
+ * --max-response are refused before compute, and each format has its writer and type. */
+START_TEST(answer_formats_are_checked_and_written)
+{
+    struct eng_info info = info_of(ENG_KIND_FLOW);
+    static const char *const names[] = {"a", "b", "c", "d"};
+    info.x_names = names;
+    struct proto_limits lim = proto_limits_default();
+    struct proto_request q;
+    memset(&q, 0, sizeof q);
+    q.op = PROTO_OP_SAMPLE;
+    q.num_samples = 2;
+    q.outputs = PROTO_OUT_SAMPLES | PROTO_OUT_LOG_PROB;
+    struct proto_error e;
+    ck_assert_int_eq(proto_answer_check(&lim, &info, &q, PROTO_FMT_CSV, false, &e), PROTO_OK);
+    ck_assert_int_eq(proto_answer_check(&lim, &info, &q, PROTO_FMT_NPY, false, &e),
+                     PROTO_E_FIELD);
+    ck_assert_str_eq(e.msg, "outputs: application/x-npy carries only the samples; ask for "
+                     "outputs [\"samples\"] or use JSON");
+    ck_assert_int_eq(proto_answer_check(&lim, &info, &q, PROTO_FMT_NPY, true, &e), PROTO_OK);
+    q.outputs = PROTO_OUT_SAMPLES | PROTO_OUT_SUMMARY;
+    ck_assert_int_eq(proto_answer_check(&lim, &info, &q, PROTO_FMT_CSV, false, &e),
+                     PROTO_E_FIELD);
+    ck_assert_str_eq(e.msg, "outputs: text/csv carries samples and log_prob only; use JSON "
+                     "for summary and resimulation");
+    q.outputs = PROTO_OUT_SAMPLES;
+    q.num_samples = 1000000;
+    lim.max_response_bytes = 1024;
+    ck_assert_int_eq(proto_answer_check(&lim, &info, &q, PROTO_FMT_JSON, false, &e),
+                     PROTO_E_RESULT_TOO_LARGE);
+    ck_assert_int_eq(proto_answer_check(&lim, &info, &q, PROTO_FMT_NPY, false, &e),
+                     PROTO_E_RESULT_TOO_LARGE);
+    float x[4] = {1, 2, 3, 4};
+    struct proto_result r;
+    memset(&r, 0, sizeof r);
+    r.op = PROTO_OP_SAMPLE;
+    r.n = 1;
+    r.num_samples = 1;
+    r.samples = x;
+    r.outputs = PROTO_OUT_SAMPLES;
+    struct proto_model_id id = {"m", "1", "0"};
+    q.num_samples = 1;
+    const struct {
+        enum proto_format fmt;
+        const char *ctype;
+    } want[] = {{PROTO_FMT_CSV, "text/csv; charset=utf-8"}, {PROTO_FMT_NPY, "application/x-npy"},
+                {PROTO_FMT_JSON, "application/json"}};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        struct proto_buf b;
+        proto_buf_init(&b, 0);
+        ck_assert_str_eq(proto_answer_write(&b, &id, &info, &q, &r, want[i].fmt, false),
+                         want[i].ctype);
+        ck_assert(b.len > 0 && !proto_buf_failed(&b));
+        proto_buf_free(&b);
+    }
+}
+END_TEST
+
 START_TEST(csv_and_npy_writers)
 {
     struct eng_info info = info_of(ENG_KIND_FLOW);
@@ -762,6 +821,27 @@ static int openapi_routes(char out[][96], int cap)
     return n;
 }
 
+/* A v1 POST route runs the operation its label names; every other route runs none (a V2
+ * infer body names its own). */
+START_TEST(routes_carry_their_operation)
+{
+    size_t nr;
+    const struct proto_route *r = proto_routes(&nr);
+    int ops = 0;
+    for (size_t i = 0; i < nr; i++) {
+        if (r[i].op == PROTO_OP_COUNT) {
+            ck_assert_msg(proto_op_parse(r[i].operation) == PROTO_OP_COUNT ||
+                          !(r[i].methods & PROTO_M_POST), "%s runs no operation", r[i].pattern);
+            continue;
+        }
+        ops++;
+        ck_assert(r[i].methods == PROTO_M_POST);
+        ck_assert_str_eq(proto_op_str(r[i].op), r[i].operation);
+    }
+    ck_assert_int_eq(ops, PROTO_OP_COUNT);
+}
+END_TEST
+
 START_TEST(openapi_matches_route_table)
 {
     char spec[64][96];
@@ -923,11 +1003,13 @@ Suite *make_suite(void)
     tcase_add_test(t, value_count_bounds_parser_memory);
     tcase_add_test(t, v2_requests);
     tcase_add_test(t, csv_and_npy_writers);
+    tcase_add_test(t, answer_formats_are_checked_and_written);
     tcase_add_test(t, json_result_writer);
     tcase_add_test(t, summary_statistics);
     tcase_add_test(t, media_types);
     tcase_add_test(t, route_matching);
     tcase_add_test(t, openapi_matches_route_table);
+    tcase_add_test(t, routes_carry_their_operation);
     suite_add_tcase(s, t);
     return s;
 }

@@ -15,6 +15,13 @@ retried up to ``retries`` times, waiting what ``Retry-After`` says (capped by
 raised at once.  Connection failures and timeouts raise :class:`ConnectionFailed` (a
 subclass of ApiError with ``status`` None).  NaN and infinite inputs raise ValueError
 naming the field, row and column before anything is sent (JSON has no such numbers).
+
+A daemon started with ``--auth-token-file`` wants a bearer token (``token="..."`` or
+``token_file="path"``; a wrong or missing one raises ApiError 401 ``unauthorized``); one
+started with ``--tls-cert`` speaks https (``cafile="ca.pem"`` trusts a private CA):
+
+    c = Client("https://innserve.example:8443", token_file="/run/secrets/innserve-token",
+               cafile="/etc/innserve/ca.pem")
 """
 
 import email.utils
@@ -22,6 +29,7 @@ import http.client
 import io
 import json
 import socket
+import ssl
 import struct
 import time
 import urllib.error
@@ -63,6 +71,21 @@ class ConnectionFailed(ApiError):
 
     def __init__(self, code, message):
         super().__init__(None, code, message)
+
+
+def _read_token(path):
+    """The bearer token in path: its one line without the trailing newline."""
+    with open(path, "rb") as f:
+        data = f.read(4099)
+    token = data.rstrip(b"\r\n")
+    if not token:
+        raise ValueError("token_file %s is empty; it must hold the token on one line" % path)
+    if len(token) > 4096:
+        raise ValueError("token_file %s: the token is longer than 4096 bytes" % path)
+    try:
+        return token.decode("ascii")
+    except UnicodeDecodeError:
+        raise ValueError("token_file %s: the token is not ASCII" % path) from None
 
 
 def _rows(a, what):
@@ -141,11 +164,16 @@ class Client:
     retries     how many times a transient 429/503 answer is retried (0: never)
     max_retry_wait  upper bound in seconds on one wait between retries
     numpy       True/False to force arrays on/off (default: on when numpy is importable)
-    headers     extra HTTP headers sent with every request (e.g. authentication)
+    headers     extra HTTP headers sent with every request
+    token       bearer token for a daemon started with --auth-token-file
+    token_file  file holding that token on one line (read once, here; trailing newline
+                stripped); give token or token_file, not both
+    cafile      PEM file of the CA(s) that signed an https daemon's certificate (default:
+                the system's trust store)
     """
 
     def __init__(self, url=DEFAULT_URL, timeout=30.0, retries=3, max_retry_wait=30.0,
-                 numpy=None, headers=None):
+                 numpy=None, headers=None, token=None, token_file=None, cafile=None):
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.retries = int(retries)
@@ -154,6 +182,19 @@ class Client:
         if self.numpy and _np is None:
             raise ImportError("numpy=True but numpy is not installed")
         self.headers = dict(headers or {})
+        if token is not None and token_file is not None:
+            raise ValueError("give token or token_file, not both")
+        if token_file is not None:
+            token = _read_token(token_file)
+        if token is not None:
+            token = str(token)
+            if not token or any(not 0x21 <= ord(ch) <= 0x7e for ch in token):
+                raise ValueError("a bearer token is one or more visible ASCII characters "
+                                 "without spaces")
+            self.headers["Authorization"] = "Bearer " + token
+        self._ssl = None
+        if cafile is not None:
+            self._ssl = ssl.create_default_context(cafile=str(cafile))
 
     def __repr__(self):
         return "Client(%r)" % self.url
@@ -179,7 +220,8 @@ class Client:
         while True:
             req = urllib.request.Request(self.url + path, data=data, headers=headers, method=method)
             try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                with urllib.request.urlopen(req, timeout=self.timeout,
+                                            context=self._ssl) as resp:
                     payload = resp.read()
                     ctype = resp.headers.get("Content-Type", "")
                     if raw:
