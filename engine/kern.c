@@ -71,9 +71,10 @@ const struct kern *kern_select(const char *name, char *err)
         if (err) {
             const char *const *av = kern_available();
             char list[64] = "";
-            for (int i = 0; av[i]; i++) {
-                strcat(list, i ? ", " : "");
-                strcat(list, av[i]);
+            size_t used = 0;
+            for (int i = 0; av[i] && used < sizeof list; i++) {
+                int n = snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "", av[i]);
+                used += n > 0 ? (size_t)n : 0;
             }
             snprintf(err, ENG_ERR_LEN, "INNSERVE_KERNELS=%s: this CPU cannot run that kernel "
                      "path (it can run: %s)", name, list);
