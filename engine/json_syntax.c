@@ -122,6 +122,18 @@ static int literal(struct cur *c, const char *w)
     return 1;
 }
 
+/* An object member's key and its colon ("key" ws ':'), at c->i; 1 when they are there. */
+static int member_key(struct cur *c)
+{
+    if (c->i >= c->len || c->s[c->i] != '"' || !string(c))
+        return 0;
+    ws(c);
+    if (c->i >= c->len || c->s[c->i] != ':')
+        return 0;
+    c->i++;
+    return 1;
+}
+
 bool jsyn_valid(const char *s, size_t len, int max_depth, size_t *end)
 {
     if (max_depth > JSYN_MAX_DEPTH || max_depth < 0)
@@ -148,12 +160,8 @@ bool jsyn_valid(const char *s, size_t len, int max_depth, size_t *end)
                 goto after_value;
             }
             if (ch == '{') {
-                if (c.i >= c.len || c.s[c.i] != '"' || !string(&c))
+                if (!member_key(&c))
                     return false;
-                ws(&c);
-                if (c.i >= c.len || c.s[c.i] != ':')
-                    return false;
-                c.i++;
             }
             continue;
         }
@@ -180,12 +188,8 @@ bool jsyn_valid(const char *s, size_t len, int max_depth, size_t *end)
             if (ch == ',') {
                 if (stack[d - 1]) {
                     ws(&c);
-                    if (c.i >= c.len || c.s[c.i] != '"' || !string(&c))
+                    if (!member_key(&c))
                         return false;
-                    ws(&c);
-                    if (c.i >= c.len || c.s[c.i] != ':')
-                        return false;
-                    c.i++;
                 }
                 break; /* the next value */
             }
