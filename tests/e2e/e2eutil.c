@@ -160,6 +160,55 @@ bool e2e_start_ex(struct e2e_daemon *d, const char *dir, const char *const *args
     return start(d, dir, args, NULL, wait_ready);
 }
 
+/* In a child: "NAME=value" sets NAME, "NAME" unsets it (env NULL-terminated, may be NULL). */
+static void apply_env(const char *const *env)
+{
+    for (int i = 0; env && env[i]; i++) {
+        const char *eq = strchr(env[i], '=');
+        if (eq) {
+            char name[128];
+            snprintf(name, sizeof name, "%.*s", (int)(eq - env[i]), env[i]);
+            setenv(name, eq + 1, 1);
+        } else {
+            unsetenv(env[i]);
+        }
+    }
+}
+
+int e2e_run(const char *const *argv, const char *const *env, char **out)
+{
+    int pipefd[2];
+    ck_assert(pipe(pipefd) == 0);
+    pid_t pid = fork();
+    ck_assert(pid >= 0);
+    if (pid == 0) {
+        dup2(pipefd[1], 1);
+        dup2(pipefd[1], 2);
+        close(pipefd[0]);
+        apply_env(env);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    close(pipefd[1]);
+    size_t cap = 1 << 16, n = 0;
+    char *b = malloc(cap);
+    ck_assert_ptr_nonnull(b);
+    ssize_t k;
+    while ((k = read(pipefd[0], b + n, cap - n - 1)) > 0) {
+        n += (size_t)k;
+        if (n + 1 >= cap) {
+            b = realloc(b, cap *= 2);
+            ck_assert_ptr_nonnull(b);
+        }
+    }
+    b[n] = 0;
+    close(pipefd[0]);
+    int st;
+    waitpid(pid, &st, 0);
+    *out = b;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
 bool e2e_start_env(struct e2e_daemon *d, const char *dir, const char *const *args,
                    const char *const *env)
 {
@@ -205,16 +254,7 @@ static bool start(struct e2e_daemon *d, const char *dir, const char *const *args
             dup2(nul, 1);
             close(nul);
         }
-        for (int i = 0; env && env[i]; i++) {
-            const char *eq = strchr(env[i], '=');
-            if (eq) {
-                char name[128];
-                snprintf(name, sizeof name, "%.*s", (int)(eq - env[i]), env[i]);
-                setenv(name, eq + 1, 1);
-            } else {
-                unsetenv(env[i]);
-            }
-        }
+        apply_env(env);
         execv(bin, (char *const *)argv);
         fprintf(stderr, "exec %s: %s\n", bin, strerror(errno));
         _exit(127);

@@ -62,6 +62,10 @@ bool e2e_start_ex(struct e2e_daemon *d, const char *dir, const char *const *args
  * sets NAME and "NAME" unsets it, in the daemon only (this process keeps its own). */
 bool e2e_start_env(struct e2e_daemon *d, const char *dir, const char *const *args,
                    const char *const *env);
+/* Runs argv (NULL-terminated, argv[0] a path) to its end with env applied as e2e_start_env
+ * does (NULL: unchanged); *out (malloc'd, the caller frees) gets stdout and stderr together.
+ * Returns the exit status, 128 + signal when killed. */
+int e2e_run(const char *const *argv, const char *const *env, char **out);
 /* Sends sig and waits up to timeout_s; returns the exit status (0..255), 128+signal when
  * killed, -1 when it did not exit (it is then killed). */
 int e2e_stop(struct e2e_daemon *d, int sig, double timeout_s);

@@ -507,35 +507,6 @@ START_TEST(environment_configures)
 }
 END_TEST
 
-static int run(const char *const *argv, char **out)
-{
-    int pipefd[2];
-    ck_assert(pipe(pipefd) == 0);
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(pipefd[1], 1);
-        dup2(pipefd[1], 2);
-        close(pipefd[0]);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    close(pipefd[1]);
-    size_t cap = 1 << 16, n = 0;
-    char *b = malloc(cap);
-    ssize_t k;
-    while ((k = read(pipefd[0], b + n, cap - n - 1)) > 0) {
-        n += (size_t)k;
-        if (n + 1 >= cap)
-            b = realloc(b, cap *= 2);
-    }
-    b[n] = 0;
-    close(pipefd[0]);
-    int st;
-    waitpid(pid, &st, 0);
-    *out = b;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
 /* The description of option `flag` in --help text, its wrapped lines joined by single
  * spaces (without the "env" line); "" when the option is not there. */
 static void help_entry(const char *help, const char *flag, char *out, size_t cap)
@@ -575,7 +546,7 @@ START_TEST(help_and_check)
     const char *bin = getenv("INNSERVE_BIN") ? getenv("INNSERVE_BIN") : "build/innserve";
     char *out;
     const char *help[] = {bin, "--help", NULL};
-    ck_assert_int_eq(run(help, &out), 0);
+    ck_assert_int_eq(e2e_run(help, NULL, &out), 0);
     static const char *const flags[] = {"--models", "--host", "--port", "--workers", "--queue",
                                         "--deadline-ms", "--max-body", "--max-samples",
                                         "--max-response", "--drain-timeout", "--log-level",
@@ -629,15 +600,15 @@ START_TEST(help_and_check)
     }
     free(out);
     const char *bad[] = {bin, "--no-such-flag", NULL};
-    ck_assert_int_eq(run(bad, &out), 2);
+    ck_assert_int_eq(e2e_run(bad, NULL, &out), 2);
     ck_assert(strstr(out, "no-such-flag") != NULL);
     free(out);
     const char *badv[] = {bin, "--port", "99999", NULL};
-    ck_assert_int_eq(run(badv, &out), 2);
+    ck_assert_int_eq(e2e_run(badv, NULL, &out), 2);
     free(out);
     char p[512];
     const char *chk[] = {bin, "--check", e2e_fixture("inn_standardized", NULL, p, sizeof p), NULL};
-    ck_assert_int_eq(run(chk, &out), 0);
+    ck_assert_int_eq(e2e_run(chk, NULL, &out), 0);
     cJSON *j = cJSON_Parse(out);
     ck_assert_msg(j != NULL, "--check output is not JSON: %s", out);
     ck_assert(cJSON_IsTrue(get(j, "ok")));
@@ -648,7 +619,7 @@ START_TEST(help_and_check)
     free(out);
     const char *chk2[] = {bin, "--check", "tests/fixtures/corrupt/test_vector_mismatch.safetensors",
                           NULL};
-    ck_assert_int_eq(run(chk2, &out), 1);
+    ck_assert_int_eq(e2e_run(chk2, NULL, &out), 1);
     j = cJSON_Parse(out);
     ck_assert(j != NULL);
     ck_assert(cJSON_IsFalse(get(j, "ok")));
@@ -657,7 +628,7 @@ START_TEST(help_and_check)
     cJSON_Delete(j);
     free(out);
     const char *chk3[] = {bin, "--check", "/nonexistent.safetensors", NULL};
-    ck_assert_int_eq(run(chk3, &out), 1);
+    ck_assert_int_eq(e2e_run(chk3, NULL, &out), 1);
     free(out);
 }
 END_TEST

@@ -273,41 +273,18 @@ END_TEST
 
 /* ---- bearer tokens and TLS -------------------------------------------------------------- */
 
-/* Runs argv (NULL-terminated); *out gets stdout and stderr together.  Returns the exit
- * status (128 + signal when killed). */
+/* Runs argv (NULL-terminated) without the client variables of this environment, then with
+ * env applied; *out gets stdout and stderr together.  Returns the exit status. */
 static int run(const char *const *argv, const char *const *env, char **out)
 {
-    int pipefd[2];
-    ck_assert(pipe(pipefd) == 0);
-    pid_t pid = fork();
-    ck_assert(pid >= 0);
-    if (pid == 0) {
-        dup2(pipefd[1], 1);
-        dup2(pipefd[1], 2);
-        close(pipefd[0]);
-        unsetenv("INNSERVE_TOKEN_FILE");
-        unsetenv("INNSERVE_CACERT");
-        unsetenv("INNSERVE_URL");
-        for (int i = 0; env && env[i]; i++)
-            putenv((char *)env[i]);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
+    const char *all[16] = {"INNSERVE_TOKEN_FILE", "INNSERVE_CACERT", "INNSERVE_URL"};
+    size_t n = 3;
+    for (int i = 0; env && env[i]; i++) {
+        ck_assert_uint_lt(n, sizeof all / sizeof all[0] - 1);
+        all[n++] = env[i];
     }
-    close(pipefd[1]);
-    size_t cap = 1 << 16, n = 0;
-    char *b = malloc(cap);
-    ssize_t k;
-    while ((k = read(pipefd[0], b + n, cap - n - 1)) > 0) {
-        n += (size_t)k;
-        if (n + 1 >= cap)
-            b = realloc(b, cap *= 2);
-    }
-    b[n] = 0;
-    close(pipefd[0]);
-    int st;
-    waitpid(pid, &st, 0);
-    *out = b;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    all[n] = NULL;
+    return e2e_run(argv, all, out);
 }
 
 static const char *innserve_bin(void)
