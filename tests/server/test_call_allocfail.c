@@ -15,8 +15,10 @@
  * answers, and CSV and NPY answers for samples; forward also with more rows than one tile
  * (several units).  Inline (srv_call_run_inline, as the HTTP thread runs small calls) and
  * through the worker pool (srv_call_submit, with dynamic batching on; a pool of its own
- * per run, so the workers' workspaces start empty and are freed before the leak check).
- * srv_pool_submit itself allocates nothing.
+ * per run, so the workers' workspaces start empty and are freed before the leak check),
+ * and two forward or log_prob calls computed in one batch (run_batch): there a failed
+ * allocation of the batch may also end in both calls answered 200 with their own bytes
+ * (the calls then run alone).  srv_pool_submit itself allocates nothing.
  *
  * How: linked with the allocator wrappers of tests/unit/allocwrap.c (Makefile, like
  * test_allocfail): every allocation of engine/, proto/, server/ and this file is counted.
@@ -68,26 +70,50 @@ static struct srv_version *version_load(const char *path)
     return v;
 }
 
-/* A job that holds every worker of a new pool until all have started (and so made their
- * workspaces): afterwards the workers allocate only for the jobs they are given. */
-struct warm {
+/* Waits (10 s at most) until *v >= want; false if it did not happen. */
+static bool wait_ge(atomic_int *v, int want)
+{
+    for (int i = 0; i < 100000 && atomic_load(v) < want; i++) {
+        struct timespec d = {0, 100000};
+        nanosleep(&d, NULL);
+    }
+    return atomic_load(v) >= want;
+}
+
+/* A job of one unit per worker that holds every worker until all have started (and so
+ * made their workspaces) and `closed` is cleared. */
+struct hold {
     struct srv_job job; /* first */
     atomic_int started;
+    atomic_int closed;
     atomic_int done;
 };
 
-static void warm_unit(struct srv_job *j, int idx, struct eng_ws *ws)
+static void hold_unit(struct srv_job *j, int idx, struct eng_ws *ws)
 {
-    struct warm *w = (struct warm *)j;
-    atomic_fetch_add(&w->started, 1);
-    for (int i = 0; i < 10000 && atomic_load(&w->started) < j->n_units; i++) {
-        struct timespec d = {0, 1000000};
+    struct hold *h = (struct hold *)j;
+    atomic_fetch_add(&h->started, 1);
+    for (int i = 0; i < 100000 && (atomic_load(&h->started) < j->n_units ||
+                                   atomic_load(&h->closed)); i++) {
+        struct timespec d = {0, 100000};
         nanosleep(&d, NULL);
     }
 }
 
-static void warm_done(struct srv_job *j) { atomic_store(&((struct warm *)j)->done, 1); }
-static void warm_expired(struct srv_job *j) {}
+static void hold_done(struct srv_job *j) { atomic_store(&((struct hold *)j)->done, 1); }
+static void hold_expired(struct srv_job *j) {}
+
+static bool hold_submit(struct srv_pool *p, struct hold *h, bool closed)
+{
+    memset(h, 0, sizeof *h);
+    h->job.unit = hold_unit;
+    h->job.done = hold_done;
+    h->job.expired = hold_expired;
+    h->job.n_units = WORKERS;
+    atomic_init(&h->job.skip_after, 1 << 30);
+    atomic_init(&h->closed, closed);
+    return srv_pool_submit(p, &h->job) && wait_ge(&h->started, WORKERS);
+}
 
 /* A pool with every worker started; NULL when that did not happen within 10 s. */
 static struct srv_pool *pool_started(int64_t batch_delay_ns)
@@ -95,23 +121,10 @@ static struct srv_pool *pool_started(int64_t batch_delay_ns)
     struct srv_pool *p = srv_pool_new(WORKERS, 16, batch_delay_ns, ENG_TILE_ROWS);
     if (!p)
         return NULL;
-    struct warm w;
-    memset(&w, 0, sizeof w);
-    w.job.unit = warm_unit;
-    w.job.done = warm_done;
-    w.job.expired = warm_expired;
-    w.job.n_units = WORKERS;
-    atomic_init(&w.job.skip_after, 1 << 30);
-    if (!srv_pool_submit(p, &w.job)) {
-        srv_pool_free(p);
-        return NULL;
-    }
-    for (int i = 0; i < 10000 && !atomic_load(&w.done); i++) {
-        struct timespec d = {0, 1000000};
-        nanosleep(&d, NULL);
-    }
-    if (!atomic_load(&w.done) || atomic_load(&w.started) != WORKERS) {
-        srv_pool_free(p); /* waits for the job */
+    struct hold h;
+    bool ok = hold_submit(p, &h, false) && wait_ge(&h.done, 1);
+    if (!ok) {
+        srv_pool_free(p); /* runs the job to its end first */
         return NULL;
     }
     return p;
@@ -302,13 +315,10 @@ static void wake(struct srv_call *c)
     pthread_mutex_unlock(&wake_mu);
 }
 
-/* Submits c to the pool and waits (10 s at most) until it is answered and the pool has
- * dropped its reference.  false when that did not happen. */
-static bool run_pooled(struct srv_call *c)
+/* Waits (10 s at most) until the submitted call c is answered and the pool has dropped
+ * its reference.  false when that did not happen. */
+static bool wait_answer(struct srv_call *c)
 {
-    c->wake = wake;
-    if (!srv_call_submit(c, 0))
-        return false;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     ts.tv_sec += 10;
@@ -316,11 +326,32 @@ static bool run_pooled(struct srv_call *c)
     while (!atomic_load(&c->wake_state) && pthread_cond_timedwait(&wake_cv, &wake_mu, &ts) == 0)
         ;
     pthread_mutex_unlock(&wake_mu);
-    for (int i = 0; i < 10000 && atomic_load(&c->refs) > 1; i++) {
+    for (int i = 0; i < 100000 && atomic_load(&c->refs) > 1; i++) {
         struct timespec d = {0, 100000};
         nanosleep(&d, NULL);
     }
     return atomic_load(&c->wake_state) && atomic_load(&c->refs) == 1;
+}
+
+static bool run_pooled(struct srv_call *c)
+{
+    c->wake = wake;
+    return srv_call_submit(c, 0) && wait_answer(c);
+}
+
+/* 1: a 200 with the bytes of the run without failure; 0: the out-of-memory answer; -1:
+ * anything else (in why). */
+static int check_answer(const struct call_case *k, const struct srv_response *s, char why[512])
+{
+    if (s->status != 200)
+        return check_nomem(s, why);
+    if (s->len != k->want_len || !s->body || memcmp(s->body, k->want, s->len) != 0 ||
+        s->ctype != k->want_ctype) {
+        snprintf(why, 512, "200 with other bytes (%zu, want %zu): %.200s", s->len, k->want_len,
+                 s->body ? s->body : "(no body)");
+        return -1;
+    }
+    return 1;
 }
 
 static int op_call(void *p, char why[512])
@@ -362,19 +393,7 @@ static int op_call(void *p, char why[512])
     } else {
         if (!k->pooled)
             srv_call_run_inline(c, ws);
-        const struct srv_response *s = &c->resp;
-        if (s->status == 200) {
-            if (s->len != k->want_len || !s->body || memcmp(s->body, k->want, s->len) != 0 ||
-                s->ctype != k->want_ctype) {
-                snprintf(why, 512, "200 with other bytes (%zu, want %zu): %.200s", s->len,
-                         k->want_len, s->body ? s->body : "(no body)");
-                ret = -1;
-            } else {
-                ret = 1;
-            }
-        } else {
-            ret = check_nomem(s, why);
-        }
+        ret = check_answer(k, &c->resp, why);
     }
     srv_call_unref(c);
     eng_ws_free(ws);
@@ -387,10 +406,9 @@ static int op_call(void *p, char why[512])
     return ret;
 }
 
-/* The answer without failure (k->want), then the run with each allocation failing. */
-static void run_case(struct call_case *k, const char *what)
+/* The answer of k's call run inline without failure, into k->want. */
+static void reference(struct call_case *k, const char *what)
 {
-    k->want = NULL;
     struct srv_ctx *ctx = &k->fx->ctx;
     struct proto_request q;
     char why[512] = "";
@@ -410,9 +428,120 @@ static void run_case(struct call_case *k, const char *what)
     k->want_ctype = c->resp.ctype;
     c->resp.body = NULL;
     srv_call_unref(c);
+}
+
+/* The answer without failure, then the runs with each allocation failing. */
+static void run_case(struct call_case *k, const char *what)
+{
+    reference(k, what);
     long n = af_run_failing(what, op_call, k);
     ck_assert_msg(n >= 4, "%s: only %ld allocations: is the wrapper linked?", what, n);
     free(k->want);
+}
+
+/* ---- two calls in one batch ------------------------------------------------------------ */
+
+/* Two forward (or log_prob) calls that the pool computes in one batch (run_batch): both are
+ * queued while every worker is held, so the second joins the first's batch. */
+struct batch_case {
+    struct call_case k[2];
+};
+
+static int op_batch(void *p, char why[512])
+{
+    struct batch_case *b = p;
+    struct srv_ctx *ctx = &b->k[0].fx->ctx;
+    struct srv_pool *shared = ctx->pool;
+    struct proto_request q[2];
+    memset(q, 0, sizeof q);
+    struct hold h;
+    af_hold();
+    int ret = parse(&b->k[0], &q[0], why);
+    if (ret == 0 && (ret = parse(&b->k[1], &q[1], why)) < 0)
+        proto_request_free(&q[0]);
+    struct srv_pool *own = ret == 0 ? pool_started(1000000) : NULL;
+    bool held = own && hold_submit(own, &h, true);
+    af_release();
+    if (ret < 0)
+        return -1;
+    if (!held) {
+        snprintf(why, 512, "no pool with its workers held");
+        ret = -1;
+        goto out;
+    }
+    ctx->pool = own;
+    struct srv_call *c[2] = {NULL, NULL};
+    struct proto_error e;
+    memset(&e, 0, sizeof e);
+    for (int i = 0; i < 2 && ret == 0; i++) {
+        c[i] = srv_call_new(ctx, b->k[i].fx->ver, &q[i], PROTO_FMT_JSON, false, &e);
+        if (!c[i]) {
+            ret = e.code == PROTO_E_NOMEM && e.msg[0] ? 1 : -1;
+            snprintf(why, 512, "srv_call_new: %s: %.400s", proto_code_str(e.code), e.msg);
+        }
+    }
+    if (ret == 0) {
+        for (int i = 0; i < 2; i++) {
+            c[i]->wake = wake;
+            if (!srv_call_submit(c[i], 0)) {
+                snprintf(why, 512, "the pool refused call %d", i);
+                atomic_store(&h.closed, 0);
+                return -1; /* the other call is left behind: the pool may still use it */
+            }
+        }
+    }
+    atomic_store(&h.closed, 0);
+    if (ret == 0) {
+        bool answered = true;
+        for (int i = 0; i < 2; i++)
+            answered = answered && wait_answer(c[i]);
+        if (!answered) {
+            snprintf(why, 512, "the batched calls were not answered within 10 s");
+            return -1; /* the calls are left behind: the pool may still use them */
+        }
+        struct srv_batch_stats st;
+        srv_pool_batch_stats(own, &st);
+        if (st.batches != 1 || st.jobs_sum != 2) {
+            snprintf(why, 512, "%llu batches of %llu calls in all, not one of 2",
+                     (unsigned long long)st.batches, (unsigned long long)st.jobs_sum);
+            ret = -1;
+        }
+        int ok = 0;
+        for (int i = 0; i < 2 && ret == 0; i++) {
+            int r = check_answer(&b->k[i], &c[i]->resp, why);
+            if (r < 0)
+                ret = -1;
+            ok += r == 1;
+        }
+        /* both answers right after a failure: run_batch ran the calls alone instead */
+        if (ret == 0)
+            ret = ok == 2 ? 2 : 0;
+    } else {
+        ret = ret == 1 ? 0 : -1;
+    }
+    srv_call_unref(c[0]);
+    srv_call_unref(c[1]);
+out:
+    proto_request_free(&q[0]);
+    proto_request_free(&q[1]);
+    af_hold();
+    srv_pool_free(own);
+    af_release();
+    ctx->pool = shared;
+    return ret;
+}
+
+/* A second request for a batch with the first: other rows, and for a cinn y per row
+ * (the first broadcasts one). */
+static const char *second_body(enum eng_kind k, enum proto_op op)
+{
+    if (op == PROTO_OP_FORWARD)
+        return k == ENG_KIND_CINN ? "{\"x\": [[0.5, 0.1, -0.2, 0.3]], \"y\": [[0, 1]]}"
+               : k == ENG_KIND_FLOW ? "{\"x\": [[0.3, -0.4], [0.2, 0.2], [-1, 1]]}"
+                                    : "{\"x\": [[0.5, 0.1, -0.2, 0.3]]}";
+    return k == ENG_KIND_FLOW ? "{\"x\": [[0.3, -0.4]]}"
+                              : "{\"x\": [[0.5, 0.1, -0.2, 0.3], [1, 0, 0, 1]], \"y\": [[0, 1], "
+                                "[1, 1]]}";
 }
 
 static void run_model(int model, bool pooled)
@@ -454,6 +583,39 @@ static void run_model(int model, bool pooled)
     fixture_free(&fx);
 }
 
+static void run_batches(int model)
+{
+    af_hooks();
+    struct fixture fx;
+    fixture_init(&fx, MODELS[model]);
+    const struct eng_info *info = fx.ver->info;
+    char what[160];
+    for (int op = PROTO_OP_FORWARD; op < PROTO_OP_COUNT; op++) {
+        if ((op != PROTO_OP_FORWARD && op != PROTO_OP_LOG_PROB) ||
+            !proto_op_supported((enum proto_op)op, info->kind))
+            continue;
+        struct batch_case b;
+        memset(&b, 0, sizeof b);
+        for (int i = 0; i < 2; i++) {
+            b.k[i] = (struct call_case){.fx = &fx, .op = (enum proto_op)op, .pooled = true};
+            b.k[i].body = i ? second_body(info->kind, b.k[i].op) : v1_body(info->kind, b.k[i].op);
+            snprintf(what, sizeof what, "%s %s batched", MODELS[model], proto_op_str(b.k[i].op));
+            reference(&b.k[i], what);
+        }
+        long n = af_run_failing(what, op_batch, &b);
+        ck_assert_msg(n >= 4, "%s: only %ld allocations", what, n);
+        free(b.k[0].want);
+        free(b.k[1].want);
+    }
+    fixture_free(&fx);
+}
+
+START_TEST(batched_calls_survive_every_allocation_failing)
+{
+    run_batches(_i);
+}
+END_TEST
+
 START_TEST(inline_call_survives_every_allocation_failing)
 {
     run_model(_i, false);
@@ -476,6 +638,7 @@ Suite *make_suite(void)
     tc = tcase_create("pooled");
     tcase_set_timeout(tc, 300);
     tcase_add_loop_test(tc, pooled_call_survives_every_allocation_failing, 0, N_MODELS);
+    tcase_add_loop_test(tc, batched_calls_survive_every_allocation_failing, 0, N_MODELS);
     suite_add_tcase(s, tc);
     return s;
 }

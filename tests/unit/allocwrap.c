@@ -129,10 +129,10 @@ long af_run_failing(const char *what, af_op op, void *arg)
         ck_assert_msg(leaked == 0, "%s: allocation %ld failing leaks %ld blocks", what, n,
                       leaked);
         if (!atomic_load(&g_failed)) {
-            ck_assert_msg(rc == 1, "%s: fails without an allocation failure: %s", what, why);
+            ck_assert_msg(rc >= 1, "%s: fails without an allocation failure: %s", what, why);
             break;
         }
-        ck_assert_msg(rc == 0, "%s: allocation %ld failed but the operation says it succeeded",
+        ck_assert_msg(rc != 1, "%s: allocation %ld failed but the operation says it succeeded",
                       what, n);
     }
     return n - 1;

@@ -17,7 +17,9 @@ void af_hooks(void);
 long af_live(void);
 
 /* An operation under test: 1 = it succeeded, 0 = it failed cleanly (its out-of-memory
- * status and a message), -1 = anything else, described in why.  It must not call Check's
+ * status and a message), -1 = anything else, described in why; 2 = it succeeded with
+ * exactly the result of the run without failure, checked by the operation (a fallback
+ * that needs no allocation may absorb a failed one).  It must not call Check's
  * assertions: they allocate, and the wrappers would count and fail those too.  It may
  * call af_hold / af_release around set-up work that is not under test. */
 typedef int (*af_op)(void *arg, char why[512]);
@@ -28,7 +30,8 @@ void af_hold(void);
 void af_release(void);
 
 /* Runs op with allocation 1, 2, ... failing until a run reaches no failure.  Each failed
- * run must fail cleanly and leave no block allocated; the last run must succeed.  Returns
+ * run must fail cleanly (or return 2) and leave no block allocated; the last run must
+ * succeed.  Returns
  * the number of allocations the operation makes. */
 long af_run_failing(const char *what, af_op op, void *arg);
 
