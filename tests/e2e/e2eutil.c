@@ -38,7 +38,7 @@ void e2e_global_init(void)
     signal(SIGPIPE, SIG_IGN);
 }
 
-static double now_s(void)
+double e2e_now_s(void)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -105,7 +105,7 @@ void e2e_copy_fixture(const char *dir, const char *name, const char *rel)
     free(b);
 }
 
-static int cmp_str(const void *a, const void *b)
+int e2e_cmp_str(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
@@ -129,7 +129,7 @@ char **e2e_fixture_names(int *n)
     }
     if (d)
         closedir(d);
-    qsort(v, (size_t)k, sizeof *v, cmp_str);
+    qsort(v, (size_t)k, sizeof *v, e2e_cmp_str);
     v[k] = NULL;
     *n = k;
     return v;
@@ -260,8 +260,8 @@ static bool start(struct e2e_daemon *d, const char *dir, const char *const *args
         _exit(127);
     }
     d->pid = pid;
-    double end = now_s() + 20.0;
-    while (now_s() < end) {
+    double end = e2e_now_s() + 20.0;
+    while (e2e_now_s() < end) {
         char *log = tu_slurp(d->log, NULL);
         if (log) {
             d->port = parse_port(log);
@@ -280,7 +280,7 @@ static bool start(struct e2e_daemon *d, const char *dir, const char *const *args
         return true;
     /* up: /readyz answers 200, or the first repository pass ended not ready (a repository
      * with no READY model, which some tests serve on purpose: "not_ready" in the log) */
-    while (d->port && now_s() < end) {
+    while (d->port && e2e_now_s() < end) {
         struct e2e_resp r;
         e2e_get(d, "/readyz", &r);
         long s = r.status;
@@ -302,13 +302,13 @@ int e2e_stop(struct e2e_daemon *d, int sig, double timeout_s)
     if (d->pid <= 0)
         return -1; /* never kill(0, ...) or kill(-1, ...) */
     kill(d->pid, sig);
-    double end = now_s() + timeout_s;
+    double end = e2e_now_s() + timeout_s;
     int st = 0;
     for (;;) {
         pid_t w = waitpid(d->pid, &st, WNOHANG);
         if (w == d->pid)
             break;
-        if (now_s() > end) {
+        if (e2e_now_s() > end) {
             kill(d->pid, SIGKILL);
             waitpid(d->pid, &st, 0);
             d->pid = 0;
@@ -326,6 +326,36 @@ void e2e_signal(const struct e2e_daemon *d, int sig)
 {
     ck_assert_msg(d->pid > 0, "no daemon to signal");
     kill(d->pid, sig);
+}
+
+void e2e_stop_checked(struct e2e_daemon *d, const char *name, double timeout_s)
+{
+    int st = e2e_stop(d, SIGTERM, timeout_s);
+    if (st == 0)
+        return;
+    char msg[700];
+    snprintf(msg, sizeof msg, "%s daemon exit status %d (log %s)", name, st, d->log);
+    e2e_note_failure(msg);
+    char *log = tu_slurp(d->log, NULL);
+    if (log && strlen(log) > 4000)
+        fprintf(stderr, "...%s\n", log + strlen(log) - 4000);
+    else if (log)
+        fprintf(stderr, "%s\n", log);
+    free(log);
+}
+
+void e2e_reload(struct e2e_daemon *d, int n)
+{
+    static const char ev[] = "\"event\":\"reloaded\"";
+    int before = e2e_log_count(d, ev);
+    ck_assert_msg(before == n - 1, "reload %d asked for after %d reloads", n, before);
+    e2e_signal(d, SIGHUP);
+    double end = e2e_now_s() + E2E_RELOAD_TIMEOUT_S;
+    while (e2e_log_count(d, ev) < n && e2e_now_s() < end)
+        usleep(5000);
+    int after = e2e_log_count(d, ev);
+    ck_assert_msg(after == n, "reload %d: %d \"reloaded\" log lines after %d s (log %s)", n,
+                  after, E2E_RELOAD_TIMEOUT_S, d->log);
 }
 
 int e2e_log_count(const struct e2e_daemon *d, const char *needle)
@@ -392,9 +422,9 @@ void e2e_request(const struct e2e_daemon *d, const char *method, const char *pat
     curl_easy_setopt(c, CURLOPT_HEADERDATA, &h);
     curl_easy_setopt(c, CURLOPT_TIMEOUT, (long)E2E_CLIENT_TIMEOUT_S);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    double t0 = now_s();
+    double t0 = e2e_now_s();
     CURLcode rc = curl_easy_perform(c);
-    out->seconds = now_s() - t0;
+    out->seconds = e2e_now_s() - t0;
     if (rc == CURLE_OK)
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
     else
@@ -496,4 +526,15 @@ void e2e_expect_close(const cJSON *got, const cJSON *want, double rtol, double a
 char *e2e_print(const cJSON *v)
 {
     return cJSON_PrintUnformatted(v);
+}
+
+const cJSON *e2e_find_model(const cJSON *list, const char *name)
+{
+    const cJSON *m;
+    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(list, "models")) {
+        const cJSON *nm = cJSON_GetObjectItemCaseSensitive(m, "name");
+        if (cJSON_IsString(nm) && !strcmp(nm->valuestring, name))
+            return m;
+    }
+    return NULL;
 }

@@ -27,6 +27,8 @@
 #else
 #define E2E_CLIENT_TIMEOUT_S 60
 #endif
+/* How long e2e_reload waits for the daemon's "reloaded" log line (seconds). */
+#define E2E_RELOAD_TIMEOUT_S 20
 #define E2E_STR_(x) #x
 #define E2E_STR(x) E2E_STR_(x)
 
@@ -46,6 +48,10 @@ const char *e2e_fixture(const char *name, const char *ext, char *buf, size_t cap
 void e2e_copy_fixture(const char *dir, const char *name, const char *rel);
 /* Writes bytes to dir/rel (creating parents). */
 void e2e_write_file(const char *dir, const char *rel, const void *data, size_t n);
+/* Seconds on CLOCK_MONOTONIC (for deadlines and durations; the origin means nothing). */
+double e2e_now_s(void);
+/* qsort comparator for an array of char * (strcmp order). */
+int e2e_cmp_str(const void *a, const void *b);
 /* Every golden fixture name (from index.json or the directory), NULL-terminated array. */
 char **e2e_fixture_names(int *n);
 
@@ -71,6 +77,17 @@ int e2e_run(const char *const *argv, const char *const *env, char **out);
 int e2e_stop(struct e2e_daemon *d, int sig, double timeout_s);
 /* Sends sig to the daemon (ck_assert that it has a pid: never kill(0) or kill(-1)). */
 void e2e_signal(const struct e2e_daemon *d, int sig);
+/* For fixture teardowns: e2e_stop(d, SIGTERM, timeout_s); an exit status other than 0
+ * (crash, sanitizer report, leak, no exit in time) is recorded with e2e_note_failure as
+ * "NAME daemon exit status S (log PATH)" and the last 4000 bytes of the log go to stderr.
+ * Does not ck_assert (teardowns run outside a test). */
+void e2e_stop_checked(struct e2e_daemon *d, const char *name, double timeout_s);
+/* SIGHUP reload number n (1 for the first since e2e_start): ck_asserts that the log holds
+ * n - 1 "reloaded" lines before (the daemon reloads only on SIGHUP, so a wrong n fails
+ * instead of returning at once), sends SIGHUP, waits up to E2E_RELOAD_TIMEOUT_S for line n
+ * (the repository pass is over then: its models are swapped or marked unavailable) and
+ * ck_asserts that there are exactly n. */
+void e2e_reload(struct e2e_daemon *d, int n);
 /* Counts lines of the daemon's log containing needle. */
 int e2e_log_count(const struct e2e_daemon *d, const char *needle);
 /* Global: daemons stopped in fixtures that failed to exit 0 (E2E_MAIN fails on it). */
@@ -108,6 +125,9 @@ void e2e_expect_close(const cJSON *got, const cJSON *want, double rtol, double a
                       const char *what);
 /* cJSON item printed unformatted (malloc'd). */
 char *e2e_print(const cJSON *v);
+/* The member of list's "models" array (a /v1/models answer) whose "name" is name; NULL
+ * when there is none. Points into list. */
+const cJSON *e2e_find_model(const cJSON *list, const char *name);
 
 #define E2E_MAIN                                                            \
     int main(void)                                                          \

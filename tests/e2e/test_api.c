@@ -8,7 +8,6 @@
 #include "e2eutil.h"
 
 #include <curl/curl.h>
-#include <signal.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -48,18 +47,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-    int st = e2e_stop(&D, SIGTERM, 20);
-    if (st != 0) {
-        char msg[400];
-        snprintf(msg, sizeof msg, "test_api daemon exit status %d (log %s)", st, D.log);
-        e2e_note_failure(msg);
-        char *log = tu_slurp(D.log, NULL);
-        if (log && strlen(log) > 4000)
-            fprintf(stderr, "...%s\n", log + strlen(log) - 4000);
-        else if (log)
-            fprintf(stderr, "%s\n", log);
-        free(log);
-    }
+    e2e_stop_checked(&D, "test_api", 20);
 }
 
 static const cJSON *get(const cJSON *o, const char *k)
@@ -108,15 +96,6 @@ START_TEST(health_and_readiness)
 }
 END_TEST
 
-static const cJSON *find_model(const cJSON *list, const char *name)
-{
-    const cJSON *m;
-    cJSON_ArrayForEach(m, get(list, "models"))
-        if (!strcmp(get(m, "name")->valuestring, name))
-            return m;
-    return NULL;
-}
-
 START_TEST(model_list)
 {
     struct e2e_resp r;
@@ -125,7 +104,7 @@ START_TEST(model_list)
     int n;
     char **names = e2e_fixture_names(&n);
     for (int i = 0; i < n; i++) {
-        const cJSON *m = find_model(r.json, names[i]);
+        const cJSON *m = e2e_find_model(r.json, names[i]);
         ck_assert_msg(m != NULL, "%s not listed", names[i]);
         ck_assert_str_eq(get(m, "state")->valuestring, "READY");
         ck_assert_str_eq(get(m, "version")->valuestring, "1");
@@ -134,23 +113,23 @@ START_TEST(model_list)
         free(names[i]);
     }
     free(names);
-    const cJSON *v = find_model(r.json, "versioned");
+    const cJSON *v = e2e_find_model(r.json, "versioned");
     ck_assert(v != NULL);
     ck_assert_str_eq(get(v, "state")->valuestring, "READY");
     ck_assert_str_eq(get(v, "version")->valuestring, "12");
     ck_assert_str_eq(get(v, "kind")->valuestring, "inn");
-    const cJSON *b = find_model(r.json, "broken");
+    const cJSON *b = e2e_find_model(r.json, "broken");
     ck_assert(b != NULL);
     ck_assert_str_eq(get(b, "state")->valuestring, "UNAVAILABLE");
     ck_assert_msg(cJSON_IsString(get(b, "reason")) && strstr(get(b, "reason")->valuestring,
                                                               "broken.safetensors"),
                   "reason should name the file: %s", r.body);
-    const cJSON *nv = find_model(r.json, "noversions");
+    const cJSON *nv = e2e_find_model(r.json, "noversions");
     ck_assert(nv != NULL);
     ck_assert_str_eq(get(nv, "state")->valuestring, "UNAVAILABLE");
     ck_assert(strstr(get(nv, "reason")->valuestring, "version") != NULL);
-    ck_assert(find_model(r.json, "notes") == NULL);
-    ck_assert(find_model(r.json, "scripts") == NULL);
+    ck_assert(e2e_find_model(r.json, "notes") == NULL);
+    ck_assert(e2e_find_model(r.json, "scripts") == NULL);
     e2e_resp_free(&r);
     /* the log reports each bad file with its reason */
     ck_assert(e2e_log_count(&D, "\"event\":\"model_failed\"") >= 2);
@@ -183,7 +162,7 @@ START_TEST(metadata_and_certificate)
     ck_assert(cJSON_IsTrue(get(get(r.json, "certificate"), "invertible")));
     /* sha256 agrees with the list */
     e2e_get(&D, "/v1/models", &l);
-    ck_assert_str_eq(get(find_model(l.json, "cinn_standardized"), "sha256")->valuestring,
+    ck_assert_str_eq(get(e2e_find_model(l.json, "cinn_standardized"), "sha256")->valuestring,
                      get(r.json, "sha256")->valuestring);
     e2e_resp_free(&l);
     e2e_resp_free(&r);

@@ -8,7 +8,6 @@
 #include "e2eutil.h"
 
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,16 +29,6 @@ static void models(char *dir)
     ckw_reference_cinn(path, 16, 8, 512, 8, 11);
 }
 
-static void stop_checked(struct e2e_daemon *d, const char *name)
-{
-    int st = e2e_stop(d, SIGTERM, 30);
-    if (st != 0) {
-        char msg[700];
-        snprintf(msg, sizeof msg, "%s daemon exit status %d (log %s)", name, st, d->log);
-        e2e_note_failure(msg);
-    }
-}
-
 static void setup(void)
 {
     char a[256], b[256];
@@ -54,8 +43,8 @@ static void setup(void)
 
 static void teardown(void)
 {
-    stop_checked(&OFF, "batching off");
-    stop_checked(&ON, "batching on");
+    e2e_stop_checked(&OFF, "batching off", 30);
+    e2e_stop_checked(&ON, "batching on", 30);
 }
 
 /* ---- the requests ----------------------------------------------------------------------- */

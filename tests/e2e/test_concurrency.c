@@ -26,20 +26,6 @@ static void models(char *dir)
     e2e_copy_fixture(dir, "cinn_condnet", "condnet.safetensors");
 }
 
-static void stop_checked(struct e2e_daemon *d, const char *name)
-{
-    int st = e2e_stop(d, SIGTERM, 30);
-    if (st != 0) {
-        char msg[700];
-        snprintf(msg, sizeof msg, "%s daemon exit status %d (log %s)", name, st, d->log);
-        e2e_note_failure(msg);
-        char *log = tu_slurp(d->log, NULL);
-        if (log)
-            fprintf(stderr, "%s\n", strlen(log) > 3000 ? log + strlen(log) - 3000 : log);
-        free(log);
-    }
-}
-
 static void setup(void)
 {
     char a[256], b[256];
@@ -53,8 +39,8 @@ static void setup(void)
 
 static void teardown(void)
 {
-    stop_checked(&W1, "workers=1");
-    stop_checked(&W4, "workers=4");
+    e2e_stop_checked(&W1, "workers=1", 30);
+    e2e_stop_checked(&W4, "workers=4", 30);
 }
 
 /* Requests whose units are split differently with 1 and 4 workers. */

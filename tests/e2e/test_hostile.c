@@ -24,15 +24,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
 
 /* A daemon serving the rnvp fixture (a flow, dims.x = 5) as model "m". */
 static void start_m(struct e2e_daemon *d, const char *const *args)
@@ -88,13 +80,13 @@ static size_t read_until(int fd, char *buf, size_t cap, int want, double timeout
                          bool *closed)
 {
     size_t len = 0;
-    double end = now_s() + timeout_s;
+    double end = e2e_now_s() + timeout_s;
     *closed = false;
     buf[0] = 0;
     while (len + 1 < cap) {
         if (want && count_responses(buf, len) >= want)
             break;
-        double left = end - now_s();
+        double left = end - e2e_now_s();
         if (left <= 0)
             break;
         struct pollfd p = {fd, POLLIN, 0};
@@ -327,21 +319,21 @@ static double trickle(const struct e2e_daemon *d, const char *prefix, char *got,
 {
     int fd = dial(d, NULL);
     ck_assert(fd >= 0);
-    double t0 = now_s();
+    double t0 = e2e_now_s();
     send_all(fd, prefix, strlen(prefix));
     size_t len = 0;
     got[0] = 0;
     double result = -1;
-    while (now_s() - t0 < 30) {
+    while (e2e_now_s() - t0 < 30) {
         if (send(fd, "a", 1, MSG_NOSIGNAL) != 1) {
-            result = now_s() - t0;
+            result = e2e_now_s() - t0;
             break;
         }
         struct pollfd p = {fd, POLLIN, 0};
         if (poll(&p, 1, 100) > 0) {
             ssize_t k = recv(fd, got + len, cap - 1 - len, 0);
             if (k <= 0) {
-                result = now_s() - t0;
+                result = e2e_now_s() - t0;
                 break;
             }
             len += (size_t)k;

@@ -39,12 +39,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-    int st = e2e_stop(&D, SIGTERM, 20);
-    if (st != 0) {
-        char msg[400];
-        snprintf(msg, sizeof msg, "test_innctl daemon exit status %d (log %s)", st, D.log);
-        e2e_note_failure(msg);
-    }
+    e2e_stop_checked(&D, "test_innctl", 20);
 }
 
 /* ---- running innctl ------------------------------------------------------------------- */

@@ -22,38 +22,11 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 static const cJSON *get(const cJSON *o, const char *k)
 {
     return cJSON_GetObjectItemCaseSensitive(o, k);
-}
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static const cJSON *find_model(const cJSON *list, const char *name)
-{
-    const cJSON *m;
-    cJSON_ArrayForEach(m, get(list, "models"))
-        if (!strcmp(get(m, "name")->valuestring, name))
-            return m;
-    return NULL;
-}
-
-/* SIGHUP and wait for the "reloaded" log line number n. */
-static void reload(struct e2e_daemon *d, int n)
-{
-    e2e_signal(d, SIGHUP);
-    double end = now_s() + 20;
-    while (e2e_log_count(d, "\"event\":\"reloaded\"") < n && now_s() < end)
-        usleep(5000);
-    ck_assert_msg(e2e_log_count(d, "\"event\":\"reloaded\"") >= n, "no reload happened");
 }
 
 static char *sha_of(struct e2e_daemon *d, const char *model, char *ver, size_t cap)
@@ -222,9 +195,9 @@ START_TEST(not_ready_while_loading)
         fprintf(stderr, "NOTE: the repository loaded before the first probe\n");
     }
     ck_assert(first == 503 || first == 200);
-    double end = now_s() + 60;
+    double end = e2e_now_s() + 60;
     long s = 0;
-    while (now_s() < end) {
+    while (e2e_now_s() < end) {
         e2e_get(&d, "/readyz", &r);
         s = r.status;
         e2e_resp_free(&r);
@@ -284,7 +257,7 @@ START_TEST(sighup_reload)
     char *good = tu_slurp(e2e_fixture("nice", NULL, src, sizeof src), &len);
     ck_assert(good != NULL);
     e2e_write_file(dir, "m.safetensors", good, len / 2);
-    reload(&d, 1);
+    e2e_reload(&d, 1);
     char *sha = sha_of(&d, "m", NULL, 0);
     ck_assert_str_eq(sha, sha_a);
     free(sha);
@@ -294,7 +267,7 @@ START_TEST(sighup_reload)
     ck_assert_str_eq(get(r.json, "sha256")->valuestring, sha_a);
     e2e_resp_free(&r);
     e2e_get(&d, "/v1/models", &r);
-    const cJSON *m = find_model(r.json, "m");
+    const cJSON *m = e2e_find_model(r.json, "m");
     ck_assert_str_eq(get(m, "state")->valuestring, "READY");
     ck_assert_msg(cJSON_IsString(get(m, "reload_error")) &&
                       strstr(get(m, "reload_error")->valuestring, "still serving"),
@@ -309,7 +282,7 @@ START_TEST(sighup_reload)
     pthread_create(&th, NULL, bg_main, &b);
     usleep(30000);
     e2e_write_file(dir, "m.safetensors", good, len);
-    reload(&d, 2);
+    e2e_reload(&d, 2);
     pthread_join(th, NULL);
     ck_assert_msg(b.r.status == 200, "%ld %s", b.r.status, b.r.body);
     ck_assert_str_eq(get(b.r.json, "sha256")->valuestring, sha_a);
@@ -321,16 +294,16 @@ START_TEST(sighup_reload)
     ck_assert_str_eq(get(r.json, "sha256")->valuestring, sha_b);
     e2e_resp_free(&r);
     e2e_get(&d, "/v1/models", &r);
-    ck_assert(get(find_model(r.json, "m"), "reload_error") == NULL);
+    ck_assert(get(e2e_find_model(r.json, "m"), "reload_error") == NULL);
     e2e_resp_free(&r);
 
     /* a new version directory is served; a broken newer one is not */
     e2e_copy_fixture(dir, "glow_sigmoid", "v/2/model.safetensors");
-    reload(&d, 3);
+    e2e_reload(&d, 3);
     char *sha_v = sha_of(&d, "v", ver, sizeof ver);
     ck_assert_str_eq(ver, "2");
     e2e_write_file(dir, "v/10/model.safetensors", "garbage", 7);
-    reload(&d, 4);
+    e2e_reload(&d, 4);
     char *sha_v2 = sha_of(&d, "v", ver, sizeof ver);
     ck_assert_str_eq(ver, "2");
     ck_assert_str_eq(sha_v, sha_v2);
@@ -338,7 +311,7 @@ START_TEST(sighup_reload)
     char p[300];
     snprintf(p, sizeof p, "%s/m.safetensors", dir);
     unlink(p);
-    reload(&d, 5);
+    e2e_reload(&d, 5);
     e2e_get(&d, "/v1/models/m", &r);
     e2e_expect_error(&r, 404, "model_not_found", NULL);
     e2e_resp_free(&r);
@@ -368,23 +341,23 @@ START_TEST(sigterm_drains)
     pthread_t th;
     pthread_create(&th, NULL, bg_main, &b);
     /* wait until the request is being computed */
-    double end = now_s() + 10;
+    double end = e2e_now_s() + 10;
     for (;;) {
         struct e2e_resp m;
         e2e_get(&d, "/metrics", &m);
         bool busy = strstr(m.body, "innserve_jobs_active 1") != NULL;
         e2e_resp_free(&m);
-        if (busy || now_s() > end)
+        if (busy || e2e_now_s() > end)
             break;
         usleep(2000);
     }
     e2e_signal(&d, SIGTERM);
-    end = now_s() + 10;
+    end = e2e_now_s() + 10;
     struct e2e_resp r;
     for (;;) {
         e2e_get(&d, "/readyz", &r);
         long s = r.status;
-        if (s == 503 || now_s() > end)
+        if (s == 503 || e2e_now_s() > end)
             break;
         e2e_resp_free(&r);
         usleep(1000);
@@ -424,7 +397,7 @@ START_TEST(drain_timeout_cancels)
     pthread_t th;
     pthread_create(&th, NULL, bg_main, &b);
     usleep(50000);
-    double t0 = now_s();
+    double t0 = e2e_now_s();
     e2e_signal(&d, SIGTERM);
     pthread_join(th, NULL);
     if (b.r.status != 200) /* finished in time on a fast machine: nothing to cancel */
@@ -432,7 +405,7 @@ START_TEST(drain_timeout_cancels)
     e2e_resp_free(&b.r);
     int st = e2e_stop(&d, 0, 30);
     ck_assert_int_eq(st, 0);
-    ck_assert_msg(now_s() - t0 < 10, "drain took %.1f s", now_s() - t0);
+    ck_assert_msg(e2e_now_s() - t0 < 10, "drain took %.1f s", e2e_now_s() - t0);
 }
 END_TEST
 
@@ -455,10 +428,10 @@ START_TEST(slow_body_is_cut)
     ck_assert(write(fd, req, strlen(req)) == (ssize_t)strlen(req));
     struct timeval tv = {5, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    double t0 = now_s();
+    double t0 = e2e_now_s();
     char buf[256];
     ssize_t n = read(fd, buf, sizeof buf);
-    double dt = now_s() - t0;
+    double dt = e2e_now_s() - t0;
     ck_assert_msg(n <= 0, "expected the connection closed, got %zd bytes", n);
     ck_assert_msg(dt >= 0.5 && dt < 4.5, "closed after %.2f s", dt);
     close(fd);

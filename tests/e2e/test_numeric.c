@@ -9,7 +9,6 @@
 #include "e2eutil.h"
 
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,15 +32,8 @@ static void setup(void)
 
 static void teardown(void)
 {
-    struct e2e_daemon *d[2] = {&A, &B};
-    for (int i = 0; i < 2; i++) {
-        int st = e2e_stop(d[i], SIGTERM, 30);
-        if (st != 0) {
-            char msg[700];
-            snprintf(msg, sizeof msg, "numeric daemon exit status %d (log %s)", st, d[i]->log);
-            e2e_note_failure(msg);
-        }
-    }
+    e2e_stop_checked(&A, "numeric workers=1", 30);
+    e2e_stop_checked(&B, "numeric workers=3", 30);
 }
 
 static const cJSON *get(const cJSON *o, const char *k)

@@ -11,15 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
 
 /* GET path and compare status and the whole body (the body ends with one '\n'). */
 static void expect(const struct e2e_daemon *d, const char *path, long status, const char *body)
@@ -159,16 +151,6 @@ START_TEST(allow_empty_is_ready_with_no_models)
 }
 END_TEST
 
-/* SIGHUP and wait for the "reloaded" log line number n. */
-static void reload(struct e2e_daemon *d, int n)
-{
-    e2e_signal(d, SIGHUP);
-    double end = now_s() + 20;
-    while (e2e_log_count(d, "\"event\":\"reloaded\"") < n && now_s() < end)
-        usleep(5000);
-    ck_assert_msg(e2e_log_count(d, "\"event\":\"reloaded\"") >= n, "no reload happened");
-}
-
 START_TEST(ready_with_a_model_and_after_reloads)
 {
     char dir[256], path[400];
@@ -186,7 +168,7 @@ START_TEST(ready_with_a_model_and_after_reloads)
     /* the good model goes away: not ready after the reload, with the broken one's reason */
     snprintf(path, sizeof path, "%s/good.safetensors", dir);
     ck_assert_int_eq(unlink(path), 0);
-    reload(&d, 1);
+    e2e_reload(&d, 1);
     struct e2e_resp r;
     e2e_get(&d, "/readyz", &r);
     e2e_expect_error(&r, 503, "model_unavailable", "no model is READY");
@@ -200,7 +182,7 @@ START_TEST(ready_with_a_model_and_after_reloads)
     ck_assert_int_eq(e2e_log_count(&d, "\"event\":\"not_ready\""), 1);
     /* and a model put back makes it ready again */
     e2e_copy_fixture(dir, "rnvp", "again.safetensors");
-    reload(&d, 2);
+    e2e_reload(&d, 2);
     expect(&d, "/readyz", 200, "{\"ready\":true,\"models\":{\"ready\":1,\"loading\":0,"
            "\"unavailable\":1}}");
     ck_assert_int_eq(e2e_log_count(&d, "\"event\":\"not_ready\""), 1);

@@ -21,17 +21,9 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 /* ---- helpers --------------------------------------------------------------------------- */
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
 
 static size_t discard(char *p, size_t s, size_t n, void *ud)
 {
@@ -43,11 +35,6 @@ static size_t discard(char *p, size_t s, size_t n, void *ud)
 /* The label sets of every `metric{...}` line of a /metrics body but readyz's and
  * metrics', each
  * "{...} value", sorted, joined with '\n' (malloc'd). */
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 static char *series(const char *body, const char *metric)
 {
     char *lines[256];
@@ -66,7 +53,7 @@ static char *series(const char *body, const char *metric)
         }
         p = eol ? eol + 1 : NULL;
     }
-    qsort(lines, (size_t)n, sizeof *lines, cmp_str);
+    qsort(lines, (size_t)n, sizeof *lines, e2e_cmp_str);
     size_t total = 1;
     for (int i = 0; i < n; i++)
         total += strlen(lines[i]) + 1;
@@ -161,11 +148,11 @@ START_TEST(unknown_models_get_no_metric_labels)
     unknown_model_requests(&d, 2000, 2);
     /* a request is counted when its connection's answer has gone out: the last one may
      * not be yet when the client has it */
-    double end = now_s() + 20;
+    double end = e2e_now_s() + 20;
     for (;;) {
         e2e_get(&d, "/metrics", &r);
         ck_assert_int_eq(r.status, 200);
-        if (strstr(r.body, "status=\"415\"} 501\n") || now_s() > end)
+        if (strstr(r.body, "status=\"415\"} 501\n") || e2e_now_s() > end)
             break;
         e2e_resp_free(&r);
         usleep(10000);
@@ -188,16 +175,6 @@ START_TEST(unknown_models_get_no_metric_labels)
 END_TEST
 
 /* ---- what the repository shows ---------------------------------------------------------- */
-
-/* SIGHUP and wait for the n-th "reloaded" log line. */
-static void reload(struct e2e_daemon *d, int n)
-{
-    e2e_signal(d, SIGHUP);
-    double end = now_s() + 20;
-    while (e2e_log_count(d, "\"event\":\"reloaded\"") < n && now_s() < end)
-        usleep(5000);
-    ck_assert_msg(e2e_log_count(d, "\"event\":\"reloaded\"") >= n, "no reload happened");
-}
 
 static void expect_in(const char *body, const char *want)
 {
@@ -251,7 +228,7 @@ START_TEST(paths_are_relative_and_nothing_leaks)
 
     /* a failed new version: the reload error names both files relative to the directory */
     e2e_write_file(dir, "m/2/model.safetensors", "0123456789abcdef", 16);
-    reload(&d, 1);
+    e2e_reload(&d, 1);
     e2e_get(&d, "/v1/models", &r);
     expect_in(r.body, "\"state\":\"READY\",\"reload_error\":\"version 2 "
               "(m/2/model.safetensors) failed to load, still serving version 1: "
@@ -349,7 +326,7 @@ static void url_of(char *out, size_t cap, const char *scheme, const char *host, 
 /* Polls url (with auth and cacert) until it answers 200, for up to 20 s. */
 static void wait_200(const char *url, const char *auth, const char *cacert)
 {
-    double end = now_s() + 20;
+    double end = e2e_now_s() + 20;
     struct e2e_resp r;
     for (;;) {
         call(url, auth, cacert, NULL, &r);
@@ -357,7 +334,7 @@ static void wait_200(const char *url, const char *auth, const char *cacert)
         e2e_resp_free(&r);
         if (st == 200)
             return;
-        ck_assert_msg(now_s() < end, "%s never answered 200 (last: %ld)", url, st);
+        ck_assert_msg(e2e_now_s() < end, "%s never answered 200 (last: %ld)", url, st);
         usleep(10000);
     }
 }
@@ -460,7 +437,7 @@ START_TEST(bearer_token)
 
     /* rotation: the new token works after SIGHUP, the old one no longer does */
     write_token(sec, "tok-two\r\n", 0600);
-    reload(&d, 1);
+    e2e_reload(&d, 1);
     ck_assert_int_eq(e2e_log_count(&d, "\"event\":\"auth_token_reloaded\""), 1);
     url_of(u, sizeof u, "http", "127.0.0.1", d.port, "/v1/models");
     call(u, "Bearer tok-two", NULL, NULL, &r);
@@ -471,7 +448,7 @@ START_TEST(bearer_token)
     e2e_resp_free(&r);
     /* an empty file is refused: the token in force stays */
     write_token(sec, "\n", 0600);
-    reload(&d, 2);
+    e2e_reload(&d, 2);
     ck_assert_int_eq(e2e_log_count(&d, "\"event\":\"auth_token_reload_failed\""), 1);
     ck_assert_int_eq(e2e_log_count(&d, "the file is empty"), 1);
     call(u, "Bearer tok-two", NULL, NULL, &r);
