@@ -490,8 +490,8 @@ static bool same_solver(const struct eng_solver_opts *a, const struct eng_solver
 
 /* Computes the sample calls of a batch (same model, at most ENG_TILE_ROWS samples in all)
  * with one eng_sample_rows call: every sample of every call is a row with its own draw
- * (seed, observation, sample index, temperature) and y, so each call gets the bytes
- * eng_sample gives it alone (tests/unit/test_batch_rows.c checks the engine, and
+ * (seed, observation, sample index, temperature) and y (one row broadcast when every call
+ * has the same single observation), so each call gets the bytes eng_sample gives it alone (tests/unit/test_batch_rows.c checks the engine, and
  * tests/e2e/test_batching.c the daemon).  Calls whose solver options differ from the
  * first's, and every call when the batched engine call fails, run alone. */
 static void run_sample_batch(struct srv_job *first, struct eng_ws *ws)
@@ -518,8 +518,15 @@ static void run_sample_batch(struct srv_job *first, struct eng_ws *ws)
     const struct eng_model *m = c0->ver->model;
     const struct eng_dims *d = &c0->ver->info->dims;
     bool has_y = c0->ver->info->kind != ENG_KIND_FLOW, numeric = c0->res.has_solver, lp = false;
-    for (int i = 0; i < k; i++)
+    /* every call asks about the same one observation: y broadcast (cheaper: a block then
+     * computes the condition's share of its subnets once) */
+    bool bcast = has_y;
+    for (int i = 0; i < k; i++) {
         lp |= live[i]->res.sample_lp != NULL;
+        if (bcast && (live[i]->res.n != 1 ||
+                      memcmp(obs_y(live[i], 0), obs_y(c0, 0), sizeof(float) * (size_t)d->y)))
+            bcast = false;
+    }
     struct batch_buf *b = k > 1 ? batch_buf((size_t)n * (size_t)(d->x + d->y) + 1, 1) : NULL;
     if (!b)
         goto alone;
@@ -536,16 +543,17 @@ static void run_sample_batch(struct srv_job *first, struct eng_ws *ws)
             for (long s = 0; s < c->res.num_samples; s++, row++) {
                 dr[row] = (struct eng_sample_draw){c->req.seed, (uint64_t)s, (uint32_t)o,
                                                    c->req.temperature};
-                if (has_y)
+                if (has_y && !bcast)
                     memcpy(y + (size_t)row * d->y, yo, sizeof(float) * (size_t)d->y);
             }
         }
     }
     struct eng_solver_stats all = {iters, res, bound, conv, true};
     char err[ENG_ERR_LEN] = "";
-    enum eng_status st = eng_sample_rows(m, ws, (int)n, has_y ? y : NULL, has_y ? (int)n : 0,
-                                         dr, x, lp ? v : NULL, &c0->req.solver,
-                                         numeric ? &all : NULL, err);
+    const float *yin = !has_y ? NULL : bcast ? obs_y(c0, 0) : y;
+    int yrows = !has_y ? 0 : bcast ? 1 : (int)n;
+    enum eng_status st = eng_sample_rows(m, ws, (int)n, yin, yrows, dr, x, lp ? v : NULL,
+                                         &c0->req.solver, numeric ? &all : NULL, err);
     if (st != ENG_OK)
         goto alone;
     row = 0;
