@@ -110,10 +110,15 @@ $(BUILD)/test_proto: $(BUILD)/tests/unit/test_proto.o $(TU_OBJ) $(BUILD)/libinnp
 	@echo "  LD $@"
 	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(CHECK_LIBS) $(LDLIBS)
 
-# test_allocfail routes every allocation of engine/ and proto/ through its own counting,
-# failing wrappers (tests/unit/test_allocfail.c).
+# test_allocfail and server_test_call_allocfail route every allocation of engine/, proto/
+# (and server/) through counting, failing wrappers (tests/unit/allocwrap.c).
 ALLOC_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=free,--wrap=strdup,--wrap=aligned_alloc
-$(BUILD)/test_allocfail: $(BUILD)/tests/unit/test_allocfail.o $(TU_OBJ) $(BUILD)/libinnproto.a $(BUILD)/libinnengine.a
+AW_OBJ     := $(BUILD)/tests/unit/allocwrap.o
+$(BUILD)/test_allocfail: $(BUILD)/tests/unit/test_allocfail.o $(AW_OBJ) $(TU_OBJ) $(BUILD)/libinnproto.a $(BUILD)/libinnengine.a
+	@echo "  LD $@"
+	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(ALLOC_WRAP) $(CHECK_LIBS) $(LDLIBS)
+
+$(BUILD)/server_test_call_allocfail: $(BUILD)/tests/server/test_call_allocfail.o $(AW_OBJ) $(TU_OBJ) $(SRV_LIB_OBJ) $(BUILD)/libinnproto.a $(BUILD)/libinnengine.a
 	@echo "  LD $@"
 	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(ALLOC_WRAP) $(CHECK_LIBS) $(LDLIBS)
 

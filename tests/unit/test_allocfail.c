@@ -7,155 +7,31 @@
  *
  * How: this binary is linked with -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,
  * --wrap=free,--wrap=strdup,--wrap=aligned_alloc (Makefile), so every allocation of
- * engine/, proto/ and this file goes through the __wrap_ functions below, and cJSON's go
- * there too through cJSON_InitHooks.  The wrappers count live blocks (the leak check
- * here) and fail the allocation whose number is armed.  Under `make test-san` the same
+ * engine/, proto/ and this file goes through the wrappers of allocwrap.c, and cJSON's go
+ * there too (af_hooks).  The wrappers count live blocks (the leak check here) and fail
+ * the allocation whose number is armed.  Under `make test-san` the same
  * test runs under ASan+UBSan, whose leak checker checks again.
  *
  * Covered: eng_model_load_mem and eng_model_load (with the self test) on a checkpoint of
  * every kind and block family; the v1 and V2 request parsers on a body per operation; the
  * engine operations with a fresh workspace (forward, inverse, log_prob, sample,
  * preimage); the answer writers (JSON, V2, CSV, NPY, error bodies, the sample summary).
+ * The daemon's call path around them (server/call.c: srv_call_new, the units on a
+ * workspace, the answer and the response, inline and through the worker pool) is
+ * tests/server/test_call_allocfail.c's, with the same wrappers.
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <cjson/cJSON.h>
-
 #include "../../proto/csv.h"
 #include "../../proto/npy.h"
 #include "../../proto/request.h"
 #include "../../proto/response.h"
 #include "../../proto/v2.h"
+#include "allocwrap.h"
 #include "testutil.h"
-
-/* ---- the allocator wrappers ------------------------------------------------------------ */
-
-void *__real_malloc(size_t n);
-void *__real_calloc(size_t n, size_t s);
-void *__real_realloc(void *p, size_t n);
-void __real_free(void *p);
-void *__real_aligned_alloc(size_t a, size_t n);
-
-static long g_live;      /* blocks allocated through the wrappers and not freed */
-static long g_count;     /* allocations since af_arm */
-static long g_fail_at;   /* 1-based allocation number to fail; 0: none */
-static bool g_failed;    /* the armed allocation was reached (and failed) */
-
-static bool af_fail_now(void)
-{
-    if (g_fail_at <= 0)
-        return false;
-    if (++g_count == g_fail_at) {
-        g_failed = true;
-        return true;
-    }
-    return false;
-}
-
-void *__wrap_malloc(size_t n)
-{
-    if (af_fail_now())
-        return NULL;
-    void *p = __real_malloc(n);
-    if (p)
-        g_live++;
-    return p;
-}
-
-void *__wrap_calloc(size_t n, size_t s)
-{
-    if (af_fail_now())
-        return NULL;
-    void *p = __real_calloc(n, s);
-    if (p)
-        g_live++;
-    return p;
-}
-
-void *__wrap_realloc(void *p, size_t n)
-{
-    if (af_fail_now())
-        return NULL;
-    void *q = __real_realloc(p, n);
-    if (q && !p)
-        g_live++;
-    return q;
-}
-
-void *__wrap_aligned_alloc(size_t a, size_t n)
-{
-    if (af_fail_now())
-        return NULL;
-    void *p = __real_aligned_alloc(a, n);
-    if (p)
-        g_live++;
-    return p;
-}
-
-void __wrap_free(void *p)
-{
-    if (p)
-        g_live--;
-    __real_free(p);
-}
-
-char *__wrap_strdup(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *p = __wrap_malloc(n);
-    if (p)
-        memcpy(p, s, n);
-    return p;
-}
-
-static void af_arm(long n)
-{
-    g_count = 0;
-    g_failed = false;
-    g_fail_at = n;
-}
-
-static void af_disarm(void) { g_fail_at = 0; }
-
-static void hooks(void)
-{
-    cJSON_Hooks h = {__wrap_malloc, __wrap_free};
-    cJSON_InitHooks(&h);
-}
-
-/* An operation under test: 1 = it succeeded, 0 = it failed cleanly (its out-of-memory
- * status and a message), -1 = anything else, described in why.  It must not call Check's
- * assertions: they allocate, and the wrappers would count and fail those too. */
-typedef int (*af_op)(void *arg, char why[512]);
-
-/* Runs op with allocation 1, 2, ... failing until a run reaches no failure.  Each failed
- * run must fail cleanly and leave no block allocated; the last run must succeed.  Returns
- * the number of allocations the operation makes. */
-static long run_failing(const char *what, af_op op, void *arg)
-{
-    long n = 1;
-    for (;; n++) {
-        char why[512] = "";
-        long live0 = g_live;
-        af_arm(n);
-        int rc = op(arg, why);
-        af_disarm();
-        long leaked = g_live - live0;
-        ck_assert_msg(rc >= 0, "%s: allocation %ld failing: %s", what, n, why);
-        ck_assert_msg(leaked == 0, "%s: allocation %ld failing leaks %ld blocks", what, n,
-                      leaked);
-        if (!g_failed) {
-            ck_assert_msg(rc == 1, "%s: fails without an allocation failure: %s", what, why);
-            break;
-        }
-        ck_assert_msg(rc == 0, "%s: allocation %ld failed but the operation says it succeeded",
-                      what, n);
-    }
-    return n - 1;
-}
 
 /* ---- the loader ------------------------------------------------------------------------ */
 
@@ -208,11 +84,11 @@ static int op_load(void *p, char why[512])
 
 START_TEST(loader_survives_every_allocation_failing)
 {
-    hooks();
+    af_hooks();
     struct load_arg a = {.path = CKPTS[_i]};
     a.bytes = tu_slurp(a.path, &a.len);
     ck_assert_ptr_nonnull(a.bytes);
-    long n = run_failing(a.path, op_load, &a);
+    long n = af_run_failing(a.path, op_load, &a);
     ck_assert_msg(n > 10, "%s: only %ld allocations: is the wrapper linked?", a.path, n);
     free(a.bytes);
 }
@@ -220,9 +96,9 @@ END_TEST
 
 START_TEST(file_loader_survives_every_allocation_failing)
 {
-    hooks();
+    af_hooks();
     struct load_arg a = {.path = "tests/fixtures/golden/rnvp.safetensors", .from_file = true};
-    run_failing(a.path, op_load, &a);
+    af_run_failing(a.path, op_load, &a);
 }
 END_TEST
 
@@ -476,7 +352,7 @@ static struct eng_model *load_model(const char *path)
 
 START_TEST(request_parse_survives_every_allocation_failing)
 {
-    hooks();
+    af_hooks();
     struct eng_model *m = load_model(MODELS[_i]);
     const struct eng_info *info = eng_model_info(m);
     for (int op = 0; op <= PROTO_OP_COUNT; op++) {
@@ -484,7 +360,7 @@ START_TEST(request_parse_survives_every_allocation_failing)
         a.body = a.v2 ? v2_body(info->kind) : v1_body(info->kind, a.op);
         if (!a.v2 && !proto_op_supported(a.op, info->kind))
             continue;
-        run_failing(a.body, op_parse_free, &a);
+        af_run_failing(a.body, op_parse_free, &a);
     }
     eng_model_unref(m);
 }
@@ -492,7 +368,7 @@ END_TEST
 
 START_TEST(request_run_survives_every_allocation_failing)
 {
-    hooks();
+    af_hooks();
     struct eng_model *m = load_model(MODELS[_i]);
     const struct eng_info *info = eng_model_info(m);
     for (int op = 0; op <= PROTO_OP_COUNT; op++) {
@@ -502,7 +378,7 @@ START_TEST(request_run_survives_every_allocation_failing)
             continue;
         char why[512] = "";
         ck_assert_msg(op_parse(&a, why) == 1, "%s: %s", a.body, why);
-        long n = run_failing(a.body, op_run, &a);
+        long n = af_run_failing(a.body, op_run, &a);
         ck_assert_msg(n >= 2, "%s: %ld allocations", a.body, n);
         proto_request_free(&a.q);
     }
