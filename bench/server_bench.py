@@ -2,10 +2,10 @@
 """bench/server_bench.py — `make bench-server`: the daemon under wrk, the engine alone, and a
 bare libmicrohttpd server, in one run (docs/performance.md, section "Server").
 
-For each endpoint — POST /v1/models/{m}/sample (1 observation x 100 samples, JSON) and
-POST /v1/models/{m}/forward (batch 1) — and each connection count (1, 16, 64) it runs wrk
-(bench/post.lua) against build/innserve serving the model (with its defaults, dynamic
-batching on; forward again with --batch-delay-us 0, batching off, in the same rounds),
+For each endpoint — POST /v1/models/{m}/sample (1 observation x 100 samples, and 1 x 8,
+JSON) and POST /v1/models/{m}/forward (batch 1) — and each connection count (1, 16, 64) it
+runs wrk (bench/post.lua) against build/innserve serving the model (with its defaults,
+dynamic batching on; again with --batch-delay-us 0, batching off, in the same rounds),
 then a bare libmicrohttpd server
 (build/bench_server_bare) answering a body of the same size with the same threading, then
 build/bench_server_engine doing the same engine work with no HTTP (one thread for latency,
@@ -125,6 +125,8 @@ def main():
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--model", default=os.path.join(HERE, "ref_cinn.safetensors"))
     ap.add_argument("--samples", type=int, default=100)
+    ap.add_argument("--small-samples", type=int, default=8,
+                    help="samples per request of the small sample endpoint")
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--conns", default="1,16,64")
     ap.add_argument("--rounds", type=int, default=2,
@@ -144,11 +146,16 @@ def main():
     y = ",".join("%.3f" % (0.1 * (i % 5) - 0.2) for i in range(dims["y"]))
     x = ",".join("%.3f" % (0.05 * i - 0.3) for i in range(dims["x"]))
     ycond = ',"y":[[%s]]' % y if kind == "cinn" else ""
+    yobs = ('"y":[[%s]],' % y) if kind != "flow" else ""
     bodies = {
-        "sample": ('{%s"num_samples":%d,"seed":1}' % (('"y":[[%s]],' % y) if kind != "flow"
-                                                      else "", a.samples)),
+        "sample": '{%s"num_samples":%d,"seed":1}' % (yobs, a.samples),
+        "sample_small": '{%s"num_samples":%d,"seed":1}' % (yobs, a.small_samples),
         "forward": '{"x":[[%s]]%s}' % (x, ycond),
     }
+    paths = {"sample": "sample", "sample_small": "sample", "forward": "forward"}
+    labels = {"sample": "sample (1 x %d)" % a.samples,
+              "sample_small": "sample (1 x %d)" % a.small_samples,
+              "forward": "forward (batch 1)"}
     tmp = tempfile.mkdtemp(prefix="innserve-bench-")
     os.makedirs(os.path.join(tmp, "models"))
     shutil.copy(a.model, os.path.join(tmp, "models", "bench.safetensors"))
@@ -161,7 +168,8 @@ def main():
         if old is None or r["rps"] > old["rps"]:
             results[key] = r
 
-    variants = [("innserve", [], list(bodies)), ("nobatch", ["--batch-delay-us", "0"], ["forward"])]
+    variants = [("innserve", [], list(bodies)),
+                ("nobatch", ["--batch-delay-us", "0"], list(bodies))]
     if a.inline_rows > 0:
         variants.append(("inline", ["--inline-rows", str(a.inline_rows)], ["forward"]))
     for rnd in range(a.rounds):
@@ -175,7 +183,7 @@ def main():
             try:
                 for ep in eps:
                     body = bodies[ep]
-                    path = "/v1/models/bench/%s" % ep
+                    path = "/v1/models/bench/%s" % paths[ep]
                     sizes[ep] = len(post(port, path, body))
                     for _ in range(200):
                         post(port, path, body)   # warm up workspaces and connections
@@ -218,14 +226,14 @@ def main():
                  "| CPU us/req | requests/batch | bare MHD req/s | bare p50 ms | bare CPU us/req "
                  "| response bytes |")
     lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    rows = [("innserve", ep) for ep in bodies] + [("nobatch", "forward")]
+    rows = [(name, ep) for ep in bodies for name in ("innserve", "nobatch")]
     if a.inline_rows > 0:
         rows.append(("inline", "forward"))
     for name, ep in rows:
         for c in conns:
             r = results[(name, ep, c)]
             b = results[("bare", ep, c)]
-            label = ("sample (1 x %d)" % a.samples) if ep == "sample" else "forward (batch 1)"
+            label = labels[ep]
             if name == "inline":
                 label += ", --inline-rows %d" % a.inline_rows
             elif name == "nobatch":
@@ -241,7 +249,7 @@ def main():
                  "| latency overhead at 1 conn | CPU overhead at 64 conns "
                  "| throughput overhead at 64 conns |" % workers)
     lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for ep in bodies:
+    for ep in (ep for ep in bodies if ep in eng):
         e = eng[ep]
         r1 = results[("innserve", ep, conns[0])]
         rN = results[("innserve", ep, conns[-1])]
@@ -253,15 +261,16 @@ def main():
                      % (label, e["p50_us"], e["p99_us"], e["calls_per_s"], e["cpu_us_per_call"],
                         100 * lat, 100 * cpu, 100 * thr))
     lines.append("")
-    for c in conns:
-        on, off = results[("innserve", "forward", c)], results[("nobatch", "forward", c)]
-        lines.append("Dynamic batching, forward (batch 1) at %d connection%s: %.2fx the requests/s "
-                     "of --batch-delay-us 0 (%.0f vs %.0f), p99 %.3f vs %.3f ms, %.0f vs %.0f us "
-                     "of daemon CPU per request, %.1f requests per batch."
-                     % (c, "s" if c > 1 else "", on["rps"] / off["rps"], on["rps"], off["rps"],
-                        on["p99_ms"], off["p99_ms"], on["cpu_us_per_req"], off["cpu_us_per_req"],
-                        on["per_batch"]))
-        lines.append("")
+    for ep in bodies:
+        for c in conns:
+            on, off = results[("innserve", ep, c)], results[("nobatch", ep, c)]
+            lines.append("Dynamic batching, %s at %d connection%s: %.2fx the requests/s of "
+                         "--batch-delay-us 0 (%.0f vs %.0f), p99 %.3f vs %.3f ms, %.0f vs %.0f "
+                         "us of daemon CPU per request, %.1f requests per batch."
+                         % (labels[ep], c, "s" if c > 1 else "", on["rps"] / off["rps"],
+                            on["rps"], off["rps"], on["p99_ms"], off["p99_ms"],
+                            on["cpu_us_per_req"], off["cpu_us_per_req"], on["per_batch"]))
+            lines.append("")
     table = "\n".join(lines).rstrip("\n")
     print(table)
     if a.write:

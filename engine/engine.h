@@ -205,6 +205,28 @@ ENG_WARN_UNUSED enum eng_status eng_sample(const struct eng_model *m, struct eng
                                            struct eng_solver_stats *stats,
                                            char err[ENG_ERR_LEN]);
 
+/* One row of eng_sample_rows: the draw eng_sample makes for sample `sample` of
+ * observation `obs` under `seed`, at `temperature` (finite, >= 0). */
+struct eng_sample_draw {
+    uint64_t seed;
+    uint64_t sample;
+    uint32_t obs;
+    float temperature;
+};
+
+/* Samples of many requests in one call (the daemon's batching of sample requests): row i
+ * is the sample eng_sample would return for draws[i] under the observation y row i (n x
+ * dims.y, or one row broadcast when y_rows == 1; NULL / 0 for flow), bit for bit, whatever
+ * the other rows are.  x_out: n x dims.x; log_prob (n, may be NULL) as eng_sample's;
+ * stats rows as eng_inverse's.  Failures name the row ("row 3: ..."). */
+ENG_WARN_UNUSED enum eng_status eng_sample_rows(const struct eng_model *m, struct eng_ws *ws,
+                                                int n, const float *y, int y_rows,
+                                                const struct eng_sample_draw *draws,
+                                                float *x_out, double *log_prob,
+                                                const struct eng_solver_opts *opts,
+                                                struct eng_solver_stats *stats,
+                                                char err[ENG_ERR_LEN]);
+
 /* Re-simulation error of n points x (n x dims.x) against one observation y (dims.y values):
  * sq_err[i] = sum_k (f(x_i)_k - y_k)^2 in double, where f(x_i) is the y that eng_forward
  * returns for row i (float32, physical units).  inn and mlp (the kinds whose forward

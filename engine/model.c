@@ -578,6 +578,77 @@ enum eng_status eng_log_prob(const struct eng_model *m, struct eng_ws *ws, int n
     return ENG_OK;
 }
 
+/* Checks shared by eng_sample and eng_sample_rows (y: y_rows rows; y_rows 0 for flow). */
+static enum eng_status sample_args(const struct eng_model *m, int count, const float *x_out,
+                                   const float *y, int y_rows, char *err)
+{
+    const struct eng_dims *d = &m->info.dims;
+    if (m->info.kind == ENG_KIND_MLP)
+        return eng_errf(err, ENG_ERR_UNSUPPORTED, "sampling is not defined for an mlp model");
+    if (count < 0 || !x_out)
+        return eng_errf(err, ENG_ERR_ARG, "count must be >= 0 and x output given");
+    if (m->info.kind != ENG_KIND_FLOW) {
+        if (!y)
+            return eng_errf(err, ENG_ERR_SHAPE, "y (one observation of %d values) is missing", d->y);
+        return check_finite(y, y_rows, d->y, "y", err);
+    }
+    return ENG_OK;
+}
+
+static bool temperature_ok(float temperature)
+{
+    return temperature >= 0.0f && isfinite(temperature);
+}
+
+/* One tile of samples: row i is z = temperature_i * eng_rng_normal_row(seed_i, obs_i,
+ * sample_i) taken back through the model under the condition y (row i of y, or its one
+ * row when ybcast); x into xo (rows x dims.x), the density into lp (may be NULL), solver
+ * statistics at row0 of stats.  Failures name rows as `unit` index0 + i.  Every row is
+ * computed as it would be alone (engine invariant: no result depends on the rows beside
+ * it nor on y broadcast). */
+static enum eng_status sample_tile(const struct eng_model *m, struct tile *t, int rows,
+                                   const struct eng_sample_draw *dr, const float *y,
+                                   bool ybcast, float *xo, double *lp,
+                                   const struct eng_solver_opts *opts,
+                                   struct eng_solver_stats *stats, int row0, const char *unit,
+                                   uint64_t index0, char *err)
+{
+    const struct eng_dims *d = &m->info.dims;
+    enum eng_kind k = m->info.kind;
+    const int D = m->D, dz = d->z;
+    /* Draw z into the state rows (z segment for inn), keep ||z||^2 for the density. */
+    if (k == ENG_KIND_INN)
+        memset(t->state, 0, sizeof(float) * (size_t)rows * D);
+    int zoff = k == ENG_KIND_INN ? m->out_z : 0;
+    for (int i = 0; i < rows; i++) {
+        float *r = t->state + (size_t)i * D + zoff;
+        eng_rng_normal_row(dr[i].seed, dr[i].obs, dr[i].sample, dz, r);
+        for (int j = 0; j < dz; j++)
+            r[j] *= dr[i].temperature;
+        t->aux[i] = log_normal_sq(r, dz);
+        if (k == ENG_KIND_INN)
+            std_rows(&m->sy, y + (ybcast ? 0 : (size_t)i * d->y), 1, d->y,
+                     t->state + (size_t)i * D + m->out_y, d->y);
+    }
+    inv_tile(m, t, rows, y, ybcast, opts, stats, row0);
+    int off = k == ENG_KIND_INN ? m->in_x : 0;
+    enum eng_status st = check_out(t->state + off, rows, d->x, D, unit, index0, "x", err);
+    if (st != ENG_OK)
+        return st;
+    unstd_rows(&m->sx, t->state + off, D, rows, d->x, xo);
+    if (!lp)
+        return ENG_OK;
+    if (k != ENG_KIND_INN) {
+        for (int i = 0; i < rows; i++)
+            lp[i] = -0.5 * t->aux[i] - 0.5 * dz * LOG_2PI - t->ld[i];
+    } else {
+        /* inn: the density needs the forward pass of the produced x. */
+        fwd_tile(m, t, rows, xo, y, ybcast);
+        density_tile(m, t, rows, y, ybcast, lp);
+    }
+    return ENG_OK;
+}
+
 enum eng_status eng_sample(const struct eng_model *m, struct eng_ws *ws, const float *y,
                            uint64_t seed, uint32_t obs, uint64_t first, int count,
                            float temperature, float *x_out, double *log_prob,
@@ -585,28 +656,17 @@ enum eng_status eng_sample(const struct eng_model *m, struct eng_ws *ws, const f
                            char err[ENG_ERR_LEN])
 {
     const struct eng_dims *d = &m->info.dims;
-    enum eng_kind k = m->info.kind;
-    if (k == ENG_KIND_MLP)
-        return eng_errf(err, ENG_ERR_UNSUPPORTED, "sampling is not defined for an mlp model");
-    if (count < 0 || !x_out)
-        return eng_errf(err, ENG_ERR_ARG, "count must be >= 0 and x output given");
-    if (!(temperature >= 0.0f) || !isfinite(temperature))
-        return eng_errf(err, ENG_ERR_ARG, "temperature must be a finite number >= 0");
-    if (k != ENG_KIND_FLOW) {
-        if (!y)
-            return eng_errf(err, ENG_ERR_SHAPE, "y (one observation of %d values) is missing", d->y);
-        enum eng_status st = check_finite(y, 1, d->y, "y", err);
-        if (st != ENG_OK)
-            return st;
-    }
-    enum eng_status st = eng_ws_reserve(ws, m);
+    enum eng_status st = sample_args(m, count, x_out, y, 1, err);
     if (st != ENG_OK)
+        return st;
+    if (!temperature_ok(temperature))
+        return eng_errf(err, ENG_ERR_ARG, "temperature must be a finite number >= 0");
+    if ((st = eng_ws_reserve(ws, m)) != ENG_OK)
         return eng_errf(err, st, "out of memory for the workspace");
     if (stats)
         stats->certified = m->cert.certified;
     struct tile t = carve(m, ws);
-    const int D = m->D;
-    const int dz = d->z;
+    struct eng_sample_draw dr[ENG_TILE_ROWS];
     /* Tiles are aligned to multiples of ENG_TILE_ROWS in the absolute sample index, so
      * they stay full whichever calls the range is split into.  (Results do not depend on
      * the tile shape: every element is computed in a fixed order, engine/kern.h.) */
@@ -616,35 +676,52 @@ enum eng_status eng_sample(const struct eng_model *m, struct eng_ws *ws, const f
         uint64_t abs0 = first + (uint64_t)r0;
         uint64_t room = ENG_TILE_ROWS - abs0 % ENG_TILE_ROWS;
         rows = (uint64_t)(count - r0) < room ? count - r0 : (int)room;
-        /* Draw z into the state rows (z segment for inn), keep ||z||^2 for the density. */
-        if (k == ENG_KIND_INN)
-            memset(t.state, 0, sizeof(float) * (size_t)rows * D);
-        int zoff = k == ENG_KIND_INN ? m->out_z : 0;
-        for (int i = 0; i < rows; i++) {
-            float *r = t.state + (size_t)i * D + zoff;
-            eng_rng_normal_row(seed, obs, first + (uint64_t)(r0 + i), dz, r);
-            for (int j = 0; j < dz; j++)
-                r[j] *= temperature;
-            t.aux[i] = log_normal_sq(r, dz);
-            if (k == ENG_KIND_INN)
-                std_rows(&m->sy, y, 1, d->y, t.state + (size_t)i * D + m->out_y, d->y);
-        }
-        inv_tile(m, &t, rows, y, true, opts, stats, r0);
-        int off = k == ENG_KIND_INN ? m->in_x : 0;
-        if ((st = check_out(t.state + off, rows, d->x, D, "sample", abs0, "x", err)) != ENG_OK)
+        for (int i = 0; i < rows; i++)
+            dr[i] = (struct eng_sample_draw){seed, abs0 + (uint64_t)i, obs, temperature};
+        st = sample_tile(m, &t, rows, dr, y, true, x_out + (size_t)r0 * d->x,
+                         log_prob ? log_prob + r0 : NULL, opts, stats, r0, "sample", abs0, err);
+        if (st != ENG_OK)
             return st;
-        float *xo = x_out + (size_t)r0 * d->x;
-        unstd_rows(&m->sx, t.state + off, D, rows, d->x, xo);
-        if (!log_prob)
-            continue;
-        if (k != ENG_KIND_INN) {
-            for (int i = 0; i < rows; i++)
-                log_prob[r0 + i] = -0.5 * t.aux[i] - 0.5 * dz * LOG_2PI - t.ld[i];
-        } else {
-            /* inn: the density needs the forward pass of the produced x. */
-            fwd_tile(m, &t, rows, xo, y, true);
-            density_tile(m, &t, rows, y, true, log_prob + r0);
-        }
+    }
+    return ENG_OK;
+}
+
+enum eng_status eng_sample_rows(const struct eng_model *m, struct eng_ws *ws, int n,
+                                const float *y, int y_rows, const struct eng_sample_draw *draws,
+                                float *x_out, double *log_prob,
+                                const struct eng_solver_opts *opts,
+                                struct eng_solver_stats *stats, char err[ENG_ERR_LEN])
+{
+    const struct eng_dims *d = &m->info.dims;
+    bool need_y = m->info.kind != ENG_KIND_FLOW;
+    if (need_y && y && y_rows != 1 && y_rows != n)
+        return eng_errf(err, ENG_ERR_SHAPE, "y must have 1 or %d rows of %d values (got %d "
+                        "rows)", n, d->y, y_rows);
+    enum eng_status st = sample_args(m, n, x_out, y, need_y ? y_rows : 0, err);
+    if (st != ENG_OK)
+        return st;
+    if (n > 0 && !draws)
+        return eng_errf(err, ENG_ERR_ARG, "draws are missing");
+    for (int i = 0; i < n; i++)
+        if (!temperature_ok(draws[i].temperature))
+            return eng_errf(err, ENG_ERR_ARG, "row %d: temperature must be a finite number "
+                            ">= 0", i);
+    if ((st = eng_ws_reserve(ws, m)) != ENG_OK)
+        return eng_errf(err, st, "out of memory for the workspace");
+    if (stats)
+        stats->certified = m->cert.certified;
+    struct tile t = carve(m, ws);
+    bool bc = y_rows == 1;
+    for (int r0 = 0; r0 < n; r0 += ENG_TILE_ROWS) {
+        if (ws_cancelled(ws))
+            return cancelled(err, r0, n, "rows");
+        int rows = n - r0 < ENG_TILE_ROWS ? n - r0 : ENG_TILE_ROWS;
+        const float *yt = need_y ? y + (bc ? 0 : (size_t)r0 * d->y) : NULL;
+        st = sample_tile(m, &t, rows, draws + r0, yt, bc, x_out + (size_t)r0 * d->x,
+                         log_prob ? log_prob + r0 : NULL, opts, stats, r0, "row",
+                         (uint64_t)r0, err);
+        if (st != ENG_OK)
+            return st;
     }
     return ENG_OK;
 }

@@ -18,6 +18,8 @@ static size_t f64s(long n) { return sizeof(double) * (size_t)(n > 0 ? n : 1); }
 static void unit_rows(struct srv_job *j, int idx, struct eng_ws *ws);
 static void run_batch(struct srv_job *first, struct eng_ws *ws);
 static void unit_sample(struct srv_job *j, int idx, struct eng_ws *ws);
+static void unit_sample_all(struct srv_job *j, int idx, struct eng_ws *ws);
+static void run_sample_batch(struct srv_job *first, struct eng_ws *ws);
 static void unit_preimage(struct srv_job *j, int idx, struct eng_ws *ws);
 static void call_done(struct srv_job *j);
 static void call_expired(struct srv_job *j);
@@ -105,6 +107,17 @@ struct srv_call *srv_call_new(struct srv_ctx *ctx, struct srv_version *ver,
         }
         ok = ok && (c->units = srv_plan_samples(n_obs, N, W, &c->job.n_units)) != NULL;
         c->job.unit = unit_sample;
+        /* at most one tile of samples in all, with batching on: one unit that the pool
+         * may compute together with other such calls (run_sample_batch) */
+        if (ok && tot >= 1 && tot <= ENG_TILE_ROWS && srv_pool_batching(ctx->pool)) {
+            c->n_plan = c->job.n_units;
+            c->job.n_units = 1;
+            c->job.unit = unit_sample_all;
+            c->job.batch_key = ver->model;
+            c->job.batch_op = (int)q->op;
+            c->job.batch_rows = (int)tot;
+            c->job.batch_run = run_sample_batch;
+        }
         break;
     }
     case PROTO_OP_PREIMAGE: {
@@ -123,6 +136,8 @@ struct srv_call *srv_call_new(struct srv_ctx *ctx, struct srv_version *ver,
     default:
         ok = false;
     }
+    if (ok && !c->n_plan)
+        c->n_plan = c->job.n_units;
     if (ok && r->has_solver) {
         long n = r->solver_rows;
         r->solver_method = q->solver.method;
@@ -400,18 +415,41 @@ alone:
         live[i]->job.unit(&live[i]->job, 0, ws);
 }
 
-static void unit_sample(struct srv_job *j, int idx, struct eng_ws *ws)
+/* The y row of observation `obs` of a sample call (NULL for a flow). */
+static const float *obs_y(const struct srv_call *c, int obs)
 {
-    struct srv_call *c = (struct srv_call *)j;
-    const struct eng_model *m = c->ver->model;
     const struct eng_info *info = c->ver->info;
-    const struct eng_dims *d = &info->dims;
+    return info->kind == ENG_KIND_FLOW ? NULL
+                                       : c->req.y.data + (size_t)obs * info->dims.y;
+}
+
+/* Re-simulation errors of the samples of plan entry u (already in the result). */
+static enum eng_status resimulate(struct srv_call *c, const struct srv_unit *u,
+                                  struct eng_ws *ws, char *err)
+{
+    size_t off = (size_t)u->obs * c->res.num_samples + u->first;
+    return eng_resimulate(c->ver->model, ws, u->count,
+                          c->res.samples + off * c->ver->info->dims.x, obs_y(c, u->obs),
+                          c->sq + off, err);
+}
+
+static void fail_obs(struct srv_call *c, int idx, int obs, enum eng_status st, const char *err)
+{
+    char msg[ENG_ERR_LEN + 96];
+    snprintf(msg, sizeof msg, "observation %d: %s", obs, err);
+    fail(c, idx, st, msg);
+}
+
+/* Samples of plan entry units[idx]; false when it failed (the call's error is set, as
+ * unit idx's). */
+static bool sample_unit(struct srv_call *c, int idx, struct eng_ws *ws)
+{
+    const struct eng_model *m = c->ver->model;
     struct proto_result *r = &c->res;
     const struct srv_unit *u = &c->units[idx];
-    long N = r->num_samples;
-    size_t off = (size_t)u->obs * N + u->first;
-    const float *y = info->kind == ENG_KIND_FLOW ? NULL : c->req.y.data + (size_t)u->obs * d->y;
-    float *x = r->samples + off * d->x;
+    size_t off = (size_t)u->obs * r->num_samples + u->first;
+    const float *y = obs_y(c, u->obs);
+    float *x = r->samples + off * c->ver->info->dims.x;
     char err[ENG_ERR_LEN] = "";
     struct eng_solver_stats s, *sp = NULL;
     if (r->has_solver) {
@@ -423,12 +461,129 @@ static void unit_sample(struct srv_job *j, int idx, struct eng_ws *ws)
                                     r->sample_lp ? r->sample_lp + off : NULL, &c->req.solver, sp,
                                     err);
     if (st == ENG_OK && c->sq)
-        st = eng_resimulate(m, ws, u->count, x, y, c->sq + off, err);
-    if (st != ENG_OK) {
-        char msg[ENG_ERR_LEN + 96];
-        snprintf(msg, sizeof msg, "observation %d: %s", u->obs, err);
-        fail(c, idx, st, msg);
+        st = resimulate(c, u, ws, err);
+    if (st != ENG_OK)
+        fail_obs(c, idx, u->obs, st, err);
+    return st == ENG_OK;
+}
+
+static void unit_sample(struct srv_job *j, int idx, struct eng_ws *ws)
+{
+    sample_unit((struct srv_call *)j, idx, ws);
+}
+
+/* The one unit of a batchable sample call: its plan entries in turn, up to the first that
+ * fails (whose error is the one a call run as several units answers with). */
+static void unit_sample_all(struct srv_job *j, int idx, struct eng_ws *ws)
+{
+    (void)idx;
+    struct srv_call *c = (struct srv_call *)j;
+    for (int i = 0; i < c->n_plan && !atomic_load(&c->job.cancel); i++)
+        if (!sample_unit(c, i, ws))
+            return;
+}
+
+static bool same_solver(const struct eng_solver_opts *a, const struct eng_solver_opts *b)
+{
+    return a->tol == b->tol && a->max_iter == b->max_iter && a->method == b->method;
+}
+
+/* Computes the sample calls of a batch (same model, at most ENG_TILE_ROWS samples in all)
+ * with one eng_sample_rows call: every sample of every call is a row with its own draw
+ * (seed, observation, sample index, temperature) and y (one row broadcast when every call
+ * has the same single observation), so each call gets the bytes eng_sample gives it alone (tests/unit/test_batch_rows.c checks the engine, and
+ * tests/e2e/test_batching.c the daemon).  Calls whose solver options differ from the
+ * first's, and every call when the batched engine call fails, run alone. */
+static void run_sample_batch(struct srv_job *first, struct eng_ws *ws)
+{
+    struct srv_call *live[ENG_TILE_ROWS];
+    int k = 0;
+    long n = 0;
+    for (struct srv_job *j = first; j; j = j->batch_next) {
+        struct srv_call *c = (struct srv_call *)j;
+        if (atomic_load(&c->state) != SRV_CALL_PENDING)
+            continue; /* answered already (deadline, drain): nothing to compute */
+        long rows = (long)c->res.n * c->res.num_samples;
+        if (k == ENG_TILE_ROWS || n + rows > ENG_TILE_ROWS ||
+            (k > 0 && !same_solver(&c->req.solver, &live[0]->req.solver))) {
+            c->job.unit(&c->job, 0, ws);
+            continue;
+        }
+        live[k++] = c;
+        n += rows;
     }
+    if (k == 0)
+        return;
+    struct srv_call *c0 = live[0];
+    const struct eng_model *m = c0->ver->model;
+    const struct eng_dims *d = &c0->ver->info->dims;
+    bool has_y = c0->ver->info->kind != ENG_KIND_FLOW, numeric = c0->res.has_solver, lp = false;
+    /* every call asks about the same one observation: y broadcast (cheaper: a block then
+     * computes the condition's share of its subnets once) */
+    bool bcast = has_y;
+    for (int i = 0; i < k; i++) {
+        lp |= live[i]->res.sample_lp != NULL;
+        if (bcast && (live[i]->res.n != 1 ||
+                      memcmp(obs_y(live[i], 0), obs_y(c0, 0), sizeof(float) * (size_t)d->y)))
+            bcast = false;
+    }
+    struct batch_buf *b = k > 1 ? batch_buf((size_t)n * (size_t)(d->x + d->y) + 1, 1) : NULL;
+    if (!b)
+        goto alone;
+    float *x = b->f, *y = x + (size_t)n * d->x;
+    struct eng_sample_draw dr[ENG_TILE_ROWS];
+    double v[ENG_TILE_ROWS], res[ENG_TILE_ROWS], bound[ENG_TILE_ROWS];
+    int iters[ENG_TILE_ROWS];
+    bool conv[ENG_TILE_ROWS];
+    long row = 0;
+    for (int i = 0; i < k; i++) {
+        const struct srv_call *c = live[i];
+        for (int o = 0; o < c->res.n; o++) {
+            const float *yo = obs_y(c, o);
+            for (long s = 0; s < c->res.num_samples; s++, row++) {
+                dr[row] = (struct eng_sample_draw){c->req.seed, (uint64_t)s, (uint32_t)o,
+                                                   c->req.temperature};
+                if (has_y && !bcast)
+                    memcpy(y + (size_t)row * d->y, yo, sizeof(float) * (size_t)d->y);
+            }
+        }
+    }
+    struct eng_solver_stats all = {iters, res, bound, conv, true};
+    char err[ENG_ERR_LEN] = "";
+    const float *yin = !has_y ? NULL : bcast ? obs_y(c0, 0) : y;
+    int yrows = !has_y ? 0 : bcast ? 1 : (int)n;
+    enum eng_status st = eng_sample_rows(m, ws, (int)n, yin, yrows, dr, x, lp ? v : NULL,
+                                         &c0->req.solver, numeric ? &all : NULL, err);
+    if (st != ENG_OK)
+        goto alone;
+    row = 0;
+    for (int i = 0; i < k; i++) {
+        struct srv_call *c = live[i];
+        struct proto_result *r = &c->res;
+        long rows = (long)r->n * r->num_samples;
+        memcpy(r->samples, x + (size_t)row * d->x, sizeof(float) * (size_t)rows * d->x);
+        if (r->sample_lp)
+            memcpy(r->sample_lp, v + row, sizeof(double) * (size_t)rows);
+        if (r->has_solver) {
+            memcpy(r->iterations, iters + row, sizeof(int) * (size_t)rows);
+            memcpy(r->residual, res + row, sizeof(double) * (size_t)rows);
+            memcpy(r->error_bound, bound + row, sizeof(double) * (size_t)rows);
+            memcpy(r->converged, conv + row, sizeof(bool) * (size_t)rows);
+        }
+        row += rows;
+        for (int u = 0; c->sq && u < c->n_plan; u++) {
+            char e2[ENG_ERR_LEN] = "";
+            enum eng_status s2 = resimulate(c, &c->units[u], ws, e2);
+            if (s2 != ENG_OK) {
+                fail_obs(c, 0, c->units[u].obs, s2, e2);
+                break;
+            }
+        }
+    }
+    return;
+alone:
+    for (int i = 0; i < k; i++)
+        live[i]->job.unit(&live[i]->job, 0, ws);
 }
 
 static void unit_preimage(struct srv_job *j, int idx, struct eng_ws *ws)

@@ -5,8 +5,10 @@
  *
  * Plan: the units of server/plan.h (rows, samples aligned to ENG_TILE_ROWS, targets).
  * Summaries and resimulation errors are reduced sequentially after the last unit, in
- * sample order.  A forward / log_prob call of at most one tile may be computed in a batch
- * with others of the same model (pool.h, dynamic batching).
+ * sample order.  A forward / log_prob call of at most one tile, and (with batching on) a
+ * sample call of at most one tile of samples in all, may be computed in a batch with others
+ * of the same model and operation (pool.h, dynamic batching); such a sample call is one
+ * pool unit that runs its observations in turn when it is not batched.
  *
  * Lifetime: reference counted.  srv_call_new returns one reference (the HTTP side's);
  * srv_call_submit adds the pool's, dropped after `done`.  Exactly one of done / expired
@@ -38,6 +40,8 @@ struct srv_call {
     enum proto_format fmt;
     bool v2;
     struct srv_unit *units;
+    int n_plan;                    /* entries of units (job.n_units is 1 for a batchable
+                                      sample call, whose one unit runs them all) */
     double *sq;                    /* resimulation: squared error per sample */
     pthread_mutex_t err_mu;
     int err_unit;                  /* lowest failing unit, or -1 */

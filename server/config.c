@@ -69,8 +69,8 @@ static const struct opt OPTS[] = {
     {"inline-rows", K_LONG, OFF(inline_rows), 0, 1000000, "forward/log_prob requests with at most "
      "this many rows run on the HTTP thread, skipping the queue; 0 turns it off", NULL},
     {"batch-delay-us", K_LONG, OFF(batch_delay_us), 0, 1000000, "dynamic batching: concurrent "
-     "forward/log_prob requests of one model wait up to this many microseconds to be computed "
-     "as one tile (each answer is the bytes it gets alone); 0 turns it off", NULL},
+     "forward/log_prob/sample requests of one model wait up to this many microseconds to be "
+     "computed as one tile (each answer is the bytes it gets alone); 0 turns it off", NULL},
     {"log-level", K_LEVEL, OFF(log_level), 0, 0, "error, warn, info or debug", NULL},
     {"access-log", K_BOOL, OFF(access_log), 0, 0, "one JSON line per request on stderr", NULL},
     {"max-body", K_SIZE, OFF(lim.max_body_bytes), 1, 1e12, "request body bytes (413 above)", NULL},

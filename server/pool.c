@@ -397,6 +397,11 @@ int srv_pool_workers(const struct srv_pool *p)
     return p->n_workers;
 }
 
+bool srv_pool_batching(const struct srv_pool *p)
+{
+    return p->batch_delay_ns > 0;
+}
+
 int srv_pool_depth(struct srv_pool *p)
 {
     pthread_mutex_lock(&p->mu);

@@ -94,6 +94,8 @@ struct srv_batch_stats {
 void srv_pool_batch_stats(struct srv_pool *p, struct srv_batch_stats *out);
 
 int srv_pool_workers(const struct srv_pool *p);
+/* Whether dynamic batching is on (made with a batch delay > 0). */
+bool srv_pool_batching(const struct srv_pool *p);
 /* Jobs waiting for a worker (queue depth) and jobs submitted but not done. */
 int srv_pool_depth(struct srv_pool *p);
 int srv_pool_active(struct srv_pool *p);

@@ -1,8 +1,11 @@
 /*
  * test_batching.c — dynamic batching (--batch-delay-us) seen from outside: concurrent
- * forward / log_prob requests (v1 and V2, y broadcast and per row, every model kind) answered
- * by a daemon that batches them get exactly the bytes a daemon with batching off gives each
- * request alone, and /metrics shows batches of more than one request.
+ * forward / log_prob requests (v1 and V2, y broadcast and per row, every model kind) and
+ * sample requests (one or several observations, seeds, temperatures, outputs with log_prob,
+ * summary, re-simulation, an i-ResNet with and without its own solver options, some too
+ * large to batch) answered by a daemon that batches them get exactly the bytes a daemon
+ * with batching off gives each request alone, and /metrics shows batches of more than one
+ * request.
  */
 #include "ckptw.h"
 #include "e2eutil.h"
@@ -27,6 +30,11 @@ static void models(char *dir)
     /* the reference cINN with wider subnets: a forward row costs a few hundred µs, so
      * requests arriving during one computation queue up and are batched */
     ckw_reference_cinn(path, 16, 8, 512, 8, 11);
+    size_t n;
+    char *b = tu_slurp("models/iresnet_toy.safetensors", &n);
+    ck_assert_msg(b != NULL, "models/iresnet_toy.safetensors is missing");
+    e2e_write_file(dir, "iresnet.safetensors", b, n);
+    free(b);
 }
 
 static void setup(void)
@@ -65,7 +73,22 @@ static const struct model MODELS[] = {
     {"big", 16, 8, true, true, true},
 };
 #define N_MODELS (int)(sizeof MODELS / sizeof MODELS[0])
-#define NQ 48
+#define NQ_ROWS 48 /* forward / log_prob requests */
+#define NQ (NQ_ROWS + 30)
+
+/* The models that sample: y width (0 for a flow), whether re-simulation is defined, whether
+ * the inverse is numeric. */
+struct sampler {
+    const char *name;
+    int y;
+    bool resim, numeric;
+};
+
+static const struct sampler SAMPLERS[] = {
+    {"glow_cond", 3, false, false}, {"rnvp", 0, false, false}, {"inn", 2, true, false},
+    {"condnet", 3, false, false},   {"big", 8, false, false},  {"iresnet", 0, false, true},
+};
+#define N_SAMPLERS (int)(sizeof SAMPLERS / sizeof SAMPLERS[0])
 
 struct req {
     char path[96];
@@ -85,9 +108,56 @@ static void matrix(char *b, size_t cap, size_t *n, int rows, int cols, int q, in
     *n += (size_t)snprintf(b + *n, cap - *n, "]");
 }
 
-/* Request q: a model, forward or log_prob, 1-3 rows, y broadcast or per row, v1 or V2. */
+/* Sample request i: 1-3 observations of 1-64 samples (two requests of 400 samples, which
+ * are not batched), its own seed and temperature, outputs, v1 or V2; solver options on half
+ * the i-ResNet requests. */
+static void make_sample_req(int i, struct req *out)
+{
+    const struct sampler *m = &SAMPLERS[i % N_SAMPLERS];
+    static const int counts[] = {1, 5, 17, 40, 64, 3, 9};
+    static const char *const temps[] = {"1", "0.5", "0.8"};
+    static const char *const outs[] = {"[\"samples\"]", "[\"samples\",\"log_prob\"]",
+                                       "[\"samples\",\"summary\"]",
+                                       "[\"samples\",\"resimulation\"]"};
+    int n_obs = m->y ? 1 + (i / N_SAMPLERS) % 3 : 1;
+    int ns = i % 13 == 7 ? 400 : counts[i % 7];
+    bool v2 = i % 5 == 3;
+    int o = i % 4 == 3 && !m->resim ? 1 : i % 4;
+    size_t n = 0, cap = sizeof out->body;
+    if (v2) {
+        snprintf(out->path, sizeof out->path, "/v2/models/%s/infer", m->name);
+        n += (size_t)snprintf(out->body, cap, "{\"inputs\":[");
+        if (m->y) {
+            n += (size_t)snprintf(out->body + n, cap - n, "{\"name\":\"y\",\"shape\":[%d,%d],"
+                                  "\"datatype\":\"FP32\",\"data\":", n_obs, m->y);
+            matrix(out->body, cap, &n, n_obs, m->y, i, 2);
+            n += (size_t)snprintf(out->body + n, cap - n, "}");
+        }
+        snprintf(out->body + n, cap - n, "],\"parameters\":{\"operation\":\"sample\","
+                 "\"num_samples\":%d,\"seed\":%d,\"temperature\":%s%s}}", ns, 100 + i,
+                 temps[i % 3], m->numeric && i % 2 ? ",\"tol\":1e-5" : "");
+        return;
+    }
+    snprintf(out->path, sizeof out->path, "/v1/models/%s/sample", m->name);
+    n += (size_t)snprintf(out->body, cap, "{");
+    if (m->y) {
+        n += (size_t)snprintf(out->body + n, cap - n, "\"y\":");
+        matrix(out->body, cap, &n, n_obs, m->y, i, 2);
+        n += (size_t)snprintf(out->body + n, cap - n, ",");
+    }
+    snprintf(out->body + n, cap - n, "\"num_samples\":%d,\"seed\":%d,\"temperature\":%s,"
+             "\"outputs\":%s%s}", ns, 100 + i, temps[i % 3], outs[o],
+             m->numeric && i % 2 ? ",\"tol\":1e-5,\"method\":\"anderson\"" : "");
+}
+
+/* Request q: a model, forward or log_prob, 1-3 rows, y broadcast or per row, v1 or V2;
+ * past NQ_ROWS, sample requests. */
 static void make_req(int q, struct req *out)
 {
+    if (q >= NQ_ROWS) {
+        make_sample_req(q - NQ_ROWS, out);
+        return;
+    }
     const struct model *m = &MODELS[q % N_MODELS];
     bool lp = m->lp && (q / N_MODELS) % 2 == 1;
     bool v2 = !lp && q % 5 == 0;
@@ -140,8 +210,10 @@ static void references(void)
 struct client {
     int id, fails, first_bad;
     pthread_barrier_t *start;
-    bool burst;
+    int burst; /* 0: every request in turn; BURST_ROWS, BURST_SAMPLES: one request at once */
 };
+
+enum { BURST_ROWS = 1, BURST_SAMPLES };
 
 static void *client_main(void *arg)
 {
@@ -149,9 +221,13 @@ static void *client_main(void *arg)
     c->first_bad = -1;
     pthread_barrier_wait(c->start);
     for (int k = 0; k < (c->burst ? 1 : NQ); k++) {
-        /* burst: every client sends a request for the big model at once */
-        int q = c->burst ? (N_MODELS - 1) + N_MODELS * (c->id % (NQ / N_MODELS))
-                         : (c->id * 5 + k) % NQ;
+        /* burst: every client sends a request for the big model at once (forward /
+         * log_prob, or sample) */
+        int q = c->burst == BURST_ROWS
+                    ? (N_MODELS - 1) + N_MODELS * (c->id % (NQ_ROWS / N_MODELS))
+                : c->burst == BURST_SAMPLES
+                    ? NQ_ROWS + 4 + N_SAMPLERS * (c->id % ((NQ - NQ_ROWS) / N_SAMPLERS))
+                    : (c->id * 5 + k) % NQ;
         struct e2e_resp r;
         e2e_post(&ON, REQ[q].path, REQ[q].body, &r);
         if (r.status != 200 || strcmp(r.body, REF[q]) != 0) {
@@ -164,7 +240,7 @@ static void *client_main(void *arg)
     return NULL;
 }
 
-static int run_clients(int n, bool burst)
+static int run_clients(int n, int burst)
 {
     pthread_t th[32];
     struct client cl[32];
@@ -209,8 +285,18 @@ START_TEST(batched_answers_are_the_bytes_of_lone_ones)
     int fails = run_clients(16, false);
     ck_assert_msg(fails == 0, "%d of %d concurrent answers differ from the unbatched ones",
                   fails, 16 * NQ);
-    fails = run_clients(24, true);
+    fails = run_clients(24, BURST_ROWS);
     ck_assert_msg(fails == 0, "%d of 24 burst answers differ from the unbatched ones", fails);
+    /* sample requests are batched too */
+    double b0 = metric(&ON, "innserve_batch_requests_count");
+    double r0 = metric(&ON, "innserve_batch_requests_sum");
+    fails = run_clients(24, BURST_SAMPLES);
+    ck_assert_msg(fails == 0, "%d of 24 burst sample answers differ from the unbatched ones",
+                  fails);
+    double b1 = metric(&ON, "innserve_batch_requests_count");
+    double r1 = metric(&ON, "innserve_batch_requests_sum");
+    ck_assert_msg(r1 - r0 > b1 - b0, "sample burst: %g requests in %g batches", r1 - r0,
+                  b1 - b0);
     /* batches of more than one request were formed */
     double batches = metric(&ON, "innserve_batch_requests_count");
     double singles = metric(&ON, "innserve_batch_requests_bucket{le=\"1\"}");

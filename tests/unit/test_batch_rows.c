@@ -2,8 +2,11 @@
  * test_batch_rows.c — what the daemon's dynamic batching relies on: a row's forward and
  * log_prob results, bit for bit, do not depend on the other rows computed in the same call
  * (alone, among 40 others, in reverse order) nor on whether its y is broadcast or given per
- * row; and eng_resimulate returns the squared distance of eng_forward's y to the
- * observation.  Checked on every checkpoint of tests/fixtures/golden/ and models/.
+ * row; eng_sample_rows gives each row the bytes eng_sample gives that draw alone (samples,
+ * densities and solver statistics), in any order and mix of seeds, observations, sample
+ * indices and temperatures; and eng_resimulate returns the squared distance of
+ * eng_forward's y to the observation.  Checked on every checkpoint of
+ * tests/fixtures/golden/ and models/.
  */
 #include <dirent.h>
 #include <stdio.h>
@@ -85,7 +88,110 @@ static void same_row(const char *name, const char *how, const struct eng_model *
                       "%s (%s): log_prob of row %d differs", name, how, i);
 }
 
-static int check_model(const char *path, const char *name, uint64_t seed)
+/* ---- sampling: eng_sample_rows against eng_sample ----------------------------------------- */
+
+enum { NS = 37 };
+
+struct samples {
+    float *x;
+    double lp[NS], res[NS], bound[NS];
+    int it[NS];
+    bool conv[NS];
+    enum eng_status st[NS];
+};
+
+static struct eng_solver_stats stats_of(struct samples *s, int i)
+{
+    return (struct eng_solver_stats){s->it + i, s->res + i, s->bound + i, s->conv + i, false};
+}
+
+static void same_sample(const char *name, const char *how, int dx, const struct samples *a,
+                        int i, const struct samples *b, int j)
+{
+    ck_assert_msg(!memcmp(a->x + (size_t)i * dx, b->x + (size_t)j * dx, sizeof(float) * dx),
+                  "%s (%s): x of row %d differs", name, how, i);
+    ck_assert_msg(!memcmp(&a->lp[i], &b->lp[j], sizeof(double)) && a->it[i] == b->it[j] &&
+                  !memcmp(&a->res[i], &b->res[j], sizeof(double)) &&
+                  !memcmp(&a->bound[i], &b->bound[j], sizeof(double)) &&
+                  a->conv[i] == b->conv[j],
+                  "%s (%s): log_prob or solver statistics of row %d differ", name, how, i);
+}
+
+/* Returns whether the model inverts numerically and its solver statistics were compared
+ * (some row iterated). */
+static bool check_sampling(const struct eng_model *m, struct eng_ws *ws, const char *name,
+                           const float *y)
+{
+    const struct eng_info *info = eng_model_info(m);
+    const int dx = info->dims.x, dy = info->dims.y ? info->dims.y : 1;
+    const bool ycond = info->kind != ENG_KIND_FLOW;
+    static const float temps[] = {1.0f, 0.7f, 0.0f, 1.3f};
+    struct eng_sample_draw dr[NS], rdr[NS];
+    float yr[NS * 8], yrev[NS * 8];
+    ck_assert(dy <= 8 || !ycond);
+    for (int i = 0; i < NS; i++) {
+        /* sample indices on both sides of a tile boundary (256) */
+        dr[i] = (struct eng_sample_draw){7u + (uint64_t)(i % 3), (uint64_t)((i * 37) % 300),
+                                         (uint32_t)(i % 4), temps[i % 4]};
+        rdr[NS - 1 - i] = dr[i];
+    }
+    for (int i = 0; ycond && i < NS; i++) {
+        memcpy(yr + (size_t)i * dy, y + (size_t)(i % 4) * dy, sizeof(float) * dy);
+        memcpy(yrev + (size_t)(NS - 1 - i) * dy, y + (size_t)(i % 4) * dy, sizeof(float) * dy);
+    }
+    struct samples one = {0}, all = {0}, rev = {0};
+    one.x = calloc((size_t)NS * dx, sizeof(float));
+    all.x = calloc((size_t)NS * dx, sizeof(float));
+    rev.x = calloc((size_t)NS * dx, sizeof(float));
+    char err[ENG_ERR_LEN];
+    bool all_ok = true;
+    for (int i = 0; i < NS; i++) {
+        struct eng_solver_stats s = stats_of(&one, i);
+        one.st[i] = eng_sample(m, ws, ycond ? y + (size_t)(i % 4) * dy : NULL, dr[i].seed,
+                               dr[i].obs, dr[i].sample, 1, dr[i].temperature,
+                               one.x + (size_t)i * dx, &one.lp[i], NULL, &s, err);
+        all_ok &= one.st[i] == ENG_OK;
+    }
+    struct eng_solver_stats sa = stats_of(&all, 0), sr = stats_of(&rev, 0);
+    enum eng_status st = eng_sample_rows(m, ws, NS, ycond ? yr : NULL, ycond ? NS : 0, dr,
+                                         all.x, all.lp, NULL, &sa, err);
+    enum eng_status rst = eng_sample_rows(m, ws, NS, ycond ? yrev : NULL, ycond ? NS : 0, rdr,
+                                          rev.x, rev.lp, NULL, &sr, err);
+    ck_assert_msg((st == ENG_OK) == all_ok && (rst == ENG_OK) == all_ok,
+                  "%s: eng_sample_rows status %d/%d, eng_sample per row %s", name, st, rst,
+                  all_ok ? "ok" : "failed");
+    for (int i = 0; all_ok && i < NS; i++) {
+        same_sample(name, "eng_sample alone vs eng_sample_rows", dx, &one, i, &all, i);
+        same_sample(name, "eng_sample_rows in reverse order", dx, &all, i, &rev, NS - 1 - i);
+    }
+    /* one observation's samples 0..NS-1: one eng_sample call = rows with y broadcast */
+    struct samples seq = {0}, rows = {0};
+    seq.x = calloc((size_t)NS * dx, sizeof(float));
+    rows.x = calloc((size_t)NS * dx, sizeof(float));
+    struct eng_sample_draw sd[NS];
+    for (int i = 0; i < NS; i++)
+        sd[i] = (struct eng_sample_draw){11, (uint64_t)i, 2, 0.9f};
+    struct eng_solver_stats sq = stats_of(&seq, 0), sw = stats_of(&rows, 0);
+    st = eng_sample(m, ws, ycond ? y : NULL, 11, 2, 0, NS, 0.9f, seq.x, seq.lp, NULL, &sq, err);
+    rst = eng_sample_rows(m, ws, NS, ycond ? y : NULL, ycond ? 1 : 0, sd, rows.x, rows.lp, NULL,
+                          &sw, err);
+    ck_assert_msg(st == rst, "%s: eng_sample %d vs eng_sample_rows %d", name, st, rst);
+    for (int i = 0; st == ENG_OK && i < NS; i++)
+        same_sample(name, "one eng_sample call vs rows, y broadcast", dx, &seq, i, &rows, i);
+    /* a bad draw is named by its row */
+    sd[5].temperature = -1.0f;
+    st = eng_sample_rows(m, ws, NS, ycond ? y : NULL, ycond ? 1 : 0, sd, rows.x, NULL, NULL,
+                         NULL, err);
+    ck_assert_int_eq(st, ENG_ERR_ARG);
+    ck_assert_msg(strstr(err, "row 5: temperature") != NULL, "%s: %s", name, err);
+    bool iterated = false;
+    for (int i = 0; all_ok && i < NS; i++)
+        iterated |= all.it[i] > 0;
+    free(one.x), free(all.x), free(rev.x), free(seq.x), free(rows.x);
+    return info->numeric_inverse && iterated;
+}
+
+static int check_model(const char *path, const char *name, uint64_t seed, int *numeric)
 {
     struct eng_model *m;
     char err[ENG_ERR_LEN];
@@ -141,6 +247,8 @@ static int check_model(const char *path, const char *name, uint64_t seed)
     } else {
         ck_assert_int_eq(rs, ENG_ERR_UNSUPPORTED);
     }
+    if (info->kind != ENG_KIND_MLP)
+        *numeric += check_sampling(m, ws, name, y);
     eng_ws_free(ws);
     free_out(&all), free_out(&rev), free_out(&one), free_out(&bc), free_out(&per);
     free(x), free(y), free(xr), free(yr), free(yb);
@@ -148,7 +256,7 @@ static int check_model(const char *path, const char *name, uint64_t seed)
     return 1;
 }
 
-static int check_dir(const char *dir)
+static int check_dir(const char *dir, int *numeric)
 {
     DIR *dh = opendir(dir);
     ck_assert_msg(dh != NULL, "cannot open %s", dir);
@@ -161,7 +269,7 @@ static int check_dir(const char *dir)
             continue;
         char path[512];
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        n += check_model(path, e->d_name, seed++);
+        n += check_model(path, e->d_name, seed++, numeric);
     }
     closedir(dh);
     return n;
@@ -169,8 +277,10 @@ static int check_dir(const char *dir)
 
 START_TEST(a_rows_result_does_not_depend_on_the_rows_beside_it)
 {
-    int n = check_dir("tests/fixtures/golden") + check_dir("models");
+    int numeric = 0;
+    int n = check_dir("tests/fixtures/golden", &numeric) + check_dir("models", &numeric);
     ck_assert_msg(n >= 20, "only %d models checked", n);
+    ck_assert_msg(numeric >= 1, "no i-ResNet model's sampling statistics were compared");
 }
 END_TEST
 
