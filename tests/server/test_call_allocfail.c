@@ -17,11 +17,10 @@
  * through the worker pool (srv_call_submit, with dynamic batching on; a pool of its own
  * per run, so the workers' workspaces start empty and are freed before the leak check;
  * once also with a one-worker pool made under failure, so the worker may be without a
- * workspace: the call is answered 503 and the next call on that pool 200),
- * and two forward, log_prob or sample calls computed in one batch (run_batch,
- * run_sample_batch): there a failed
- * allocation of the batch may also end in both calls answered 200 with their own bytes
- * (the calls then run alone).  srv_pool_submit itself allocates nothing.
+ * workspace: the call is answered 503 and the next call on that pool 200), and two
+ * forward, log_prob or sample calls computed in one batch (run_batch, run_sample_batch):
+ * there a failed allocation of the batch may also end in both calls answered 200 with
+ * their own bytes (the calls then run alone).  srv_pool_submit itself allocates nothing.
  *
  * How: linked with the allocator wrappers of tests/unit/allocwrap.c (Makefile, like
  * test_allocfail): every allocation of engine/, proto/, server/ and this file is counted.
