@@ -305,9 +305,9 @@ class Client:
     # ---- transport --------------------------------------------------------------------
 
     def request(self, method, path, body=None, accept="application/json", raw=False,
-                headers=None, status=False):
+                headers=None, with_status=False):
         """Send one request (retrying 429/503); returns parsed JSON, or (bytes, content
-        type) when raw; with status=True, (HTTP status, that)."""
+        type) when raw; with with_status=True, (HTTP status, that)."""
         data = None
         extra = headers
         headers = {"Accept": accept, "User-Agent": "innserve-python"}
@@ -339,7 +339,7 @@ class Client:
                         out = payload.decode("utf-8", "replace")
                     else:
                         out = json.loads(payload)
-                    return (resp.status, out) if status else out
+                    return (resp.status, out) if with_status else out
             except urllib.error.HTTPError as e:
                 payload = e.read() or b""
                 status = e.code
@@ -576,8 +576,8 @@ class Client:
         """POST op with "async": true -> Job (or, from a daemon that answered at once, the
         answer itself)."""
         body = dict(body, **{"async": True})
-        code, r = self._post(model, op, body, accept=_ACCEPT[format], raw=True, status=True,
-                             headers={"Prefer": "respond-async"})
+        code, r = self._post(model, op, body, accept=_ACCEPT[format], raw=True,
+                             with_status=True, headers={"Prefer": "respond-async"})
         data, ctype = r
         if code == 202:
             return Job(json.loads(data), format)
