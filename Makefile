@@ -4,7 +4,8 @@
 #   make run        install missing packages, build, serve models/ on 127.0.0.1:8080
 #   make check      the fast tier, no root, installs nothing: release build, unit, end-to-end
 #                   (determinism included), Python tests and every example of the documents
-#                   (skipped with a message without python3-torch/numpy); C suites under ASan+UBSan
+#                   (skipped with a message without python3-torch/numpy); the web page in headless
+#                   Chromium (skipped without chromium, node, tests/ui/node_modules); C suites under ASan+UBSan
 #   make test       installs what it needs (scripts/install-deps.sh test), then everything in
 #                   check, then the deployment tests (container image, compose, `make run`)
 #   make bench      engine vs PyTorch(+FrEIA), ONNX Runtime and the sgemm/FMA peaks (docs/performance.md)
