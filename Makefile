@@ -13,6 +13,7 @@
 #   make install    innserve, innctl, their man pages and the systemd unit under PREFIX
 #                   (/usr/local; also DESTDIR, BINDIR, MANDIR, UNITDIR); make uninstall
 #   make python-venv  .venv with the Python package (offline, sees Debian's torch/numpy)
+#   make man        rewrite the generated part of docs/man/innctl.1 from innctl's option table
 #   make fuzz       libFuzzer targets (clang) and their seed corpora in build-fuzz/; make test-fuzz
 #                   runs each briefly (part of check; docs/fuzzing.md runs them for hours)
 #
@@ -259,7 +260,12 @@ MANDIR  ?= $(PREFIX)/share/man
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 INSTALL ?= install
 MAN_PAGES := docs/man/innserve.1 docs/man/innctl.1
-.PHONY: install uninstall test-install
+.PHONY: install uninstall test-install man
+
+# docs/man/innctl.1 between its BEGIN and END lines is `innctl help --roff` (innctl's option
+# table); test-install fails while it is stale.
+man: $(BUILD)/innctl
+	/usr/bin/python3 tests/install/check_man.py --update-innctl $(BUILD)/innctl docs/man/innctl.1
 
 install: $(BUILD)/innserve $(BUILD)/innctl
 	$(INSTALL) -d "$(DESTDIR)$(BINDIR)" "$(DESTDIR)$(MANDIR)/man1" "$(DESTDIR)$(UNITDIR)"
