@@ -34,6 +34,10 @@ static const struct proto_route ROUTES[PROTO_R_COUNT] = {
     {PROTO_R_JOBS, "/v1/jobs", PROTO_M_GET, "jobs", NO_OP},
     {PROTO_R_JOB, "/v1/jobs/{j}", PROTO_M_GET | PROTO_M_DELETE, "job", NO_OP},
     {PROTO_R_JOB_RESULT, "/v1/jobs/{j}/result", PROTO_M_GET, "job_result", NO_OP},
+    /* the web page (server/ui.h) */
+    {PROTO_R_UI_PAGE, "/", PROTO_M_GET, "ui", NO_OP},
+    {PROTO_R_UI_JS, "/ui/app.js", PROTO_M_GET, "ui", NO_OP},
+    {PROTO_R_UI_CSS, "/ui/style.css", PROTO_M_GET, "ui", NO_OP},
 };
 
 const struct proto_route *proto_routes(size_t *n)

@@ -38,6 +38,9 @@ enum proto_route_id {
     PROTO_R_JOBS,
     PROTO_R_JOB,
     PROTO_R_JOB_RESULT,
+    PROTO_R_UI_PAGE,
+    PROTO_R_UI_JS,
+    PROTO_R_UI_CSS,
     PROTO_R_COUNT
 };
 
