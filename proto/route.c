@@ -31,6 +31,10 @@ static const struct proto_route ROUTES[PROTO_R_COUNT] = {
     {PROTO_R_V2_VMODEL_READY, "/v2/models/{m}/versions/{v}/ready", PROTO_M_GET,
      "v2_model_ready", NO_OP},
     {PROTO_R_V2_VINFER, "/v2/models/{m}/versions/{v}/infer", PROTO_M_POST, "v2_infer", NO_OP},
+    /* the web page (server/ui.h) */
+    {PROTO_R_UI_PAGE, "/", PROTO_M_GET, "ui", NO_OP},
+    {PROTO_R_UI_JS, "/ui/app.js", PROTO_M_GET, "ui", NO_OP},
+    {PROTO_R_UI_CSS, "/ui/style.css", PROTO_M_GET, "ui", NO_OP},
 };
 
 const struct proto_route *proto_routes(size_t *n)

@@ -35,6 +35,9 @@ enum proto_route_id {
     PROTO_R_V2_VMODEL,
     PROTO_R_V2_VMODEL_READY,
     PROTO_R_V2_VINFER,
+    PROTO_R_UI_PAGE,
+    PROTO_R_UI_JS,
+    PROTO_R_UI_CSS,
     PROTO_R_COUNT
 };
 

@@ -33,6 +33,7 @@
 #include "http.h"
 #include "call.h"
 #include "log.h"
+#include "ui.h"
 #include "../proto/answer.h"
 #include "../proto/route.h"
 #include "../proto/v2.h"
@@ -360,6 +361,41 @@ static enum MHD_Result do_model_get(struct req *r, enum proto_route_id id)
     return answer_buf(r, 200, "application/json", &b);
 }
 
+/* ---- the web page ---------------------------------------------------------------------- */
+
+/* GET /, /ui/app.js, /ui/style.css: the embedded files (ui.h) with their type, ETag and a
+ * strict Content-Security-Policy; 304 when If-None-Match names the current ETag. */
+static enum MHD_Result do_ui(struct req *r)
+{
+    const struct srv_ui_asset *a = srv_ui_find(r->match.route->pattern);
+    if (!a) {
+        struct proto_error e;
+        proto_errorf(&e, PROTO_E_ROUTE, "no such endpoint: GET %.200s", r->path);
+        return answer_error(r, &e);
+    }
+    const char *inm = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                  MHD_HTTP_HEADER_IF_NONE_MATCH);
+    bool fresh = inm && strstr(inm, a->etag) != NULL;
+    struct MHD_Response *mr = MHD_create_response_from_buffer(
+        fresh ? 0 : a->len, fresh ? (void *)"" : (void *)a->data, MHD_RESPMEM_PERSISTENT);
+    if (!mr)
+        return MHD_NO;
+    if (!fresh)
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, a->ctype);
+    MHD_add_response_header(mr, MHD_HTTP_HEADER_ETAG, a->etag);
+    MHD_add_response_header(mr, MHD_HTTP_HEADER_CACHE_CONTROL, SRV_UI_CACHE);
+    MHD_add_response_header(mr, "Content-Security-Policy", SRV_UI_CSP);
+    MHD_add_response_header(mr, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(mr, "Referrer-Policy", "no-referrer");
+    MHD_add_response_header(mr, "X-Frame-Options", "DENY");
+    r->status = fresh ? 304 : 200;
+    r->bytes = fresh ? 0 : a->len;
+    r->code = NULL;
+    enum MHD_Result rc = MHD_queue_response(r->conn, (unsigned)r->status, mr);
+    MHD_destroy_response(mr);
+    return rc;
+}
+
 /* ---- model operations ------------------------------------------------------------------ */
 
 /* Waiting for the pool.  The call is submitted at the first final call, and the connection
@@ -499,6 +535,10 @@ static enum MHD_Result dispatch(struct req *r)
     case PROTO_R_V2_MODEL_READY:
     case PROTO_R_V2_VMODEL_READY:
         return do_model_get(r, id);
+    case PROTO_R_UI_PAGE:
+    case PROTO_R_UI_JS:
+    case PROTO_R_UI_CSS:
+        return do_ui(r);
     default:
         return do_model_op(r, id);
     }
@@ -702,12 +742,21 @@ static bool is_probe(const struct proto_match *m)
     }
 }
 
+/* The web page and its assets: open under --auth-token-file (they hold no data; the API
+ * calls the page makes carry the token). */
+static bool is_page(const struct proto_match *m)
+{
+    return m->route && (m->route->id == PROTO_R_UI_PAGE || m->route->id == PROTO_R_UI_JS ||
+                        m->route->id == PROTO_R_UI_CSS);
+}
+
 /* --auth-token-file: true when the request may go on; otherwise r->resp is the 401, to be
  * answered at once with Connection: close. */
 static bool authorized(struct req *r)
 {
     struct srv_ctx *ctx = r->ctx;
-    if (!ctx->auth || (ctx->cfg->auth_probes_open && is_probe(&r->match)))
+    if (!ctx->auth || (ctx->cfg->auth_probes_open && is_probe(&r->match)) ||
+        is_page(&r->match))
         return true;
     const char *h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
                                                 MHD_HTTP_HEADER_AUTHORIZATION);

@@ -3,8 +3,10 @@
  *
  * One mutex guards the FIFO and the list of active jobs.  Workers sleep on `work`;
  * the monitor sleeps on `tick` until the earliest deadline (or a new submission).
- * Each worker creates its eng_ws once and keeps it for its lifetime, so after the first
- * request per model no allocation happens in the engine.  While a unit runs, the worker's
+ * Each worker creates its eng_ws when it first has work and keeps it for its lifetime, so
+ * after the first request per model no allocation happens in the engine.  When that
+ * allocation fails, the jobs the worker takes are cancelled (answered out of memory) and
+ * it tries again when it next has work: one failed allocation does not disable a worker.  While a unit runs, the worker's
  * workspace carries the job's cancel flag (eng_ws_set_cancel), so a cancelled job stops
  * between engine tiles instead of at the end of its running units.
  */
@@ -133,13 +135,15 @@ static void run_batch(struct srv_pool *p, struct srv_job *j, struct eng_ws *ws)
 static void *worker_main(void *arg)
 {
     struct srv_pool *p = arg;
-    struct eng_ws *ws = eng_ws_new();
+    struct eng_ws *ws = NULL;
     pthread_mutex_lock(&p->mu);
     for (;;) {
         while (!p->head && !p->stop)
             pthread_cond_wait(&p->work, &p->mu);
         if (!p->head && p->stop)
             break;
+        if (!ws)
+            ws = eng_ws_new(); /* at the first work, and again after a failure */
         struct srv_job *j = p->head;
         if (j->batch_open) {
             if (batch_waits(p, j, srv_now_ns())) {

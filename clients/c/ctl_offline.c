@@ -4,11 +4,15 @@
 #include "ctl_offline.h"
 
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../../engine/engine.h"
+#include "../../proto/buf.h"
+#include "../../proto/response.h"
 
 #define EXIT_INVALID 4
 
@@ -28,61 +32,93 @@ static void print_names(FILE *out, const char *label, const char *const *names, 
     fputc('\n', out);
 }
 
-static cJSON *num_or_null(double v)
+static double now_ms(void)
 {
-    return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull();
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec * 1e-6;
 }
 
-static cJSON *cert_json(const struct eng_certificate *c)
+/* The name and version the daemon gives the file: DIR/NAME/VERSION/model.safetensors
+ * (a numeric VERSION) is NAME version VERSION; any other FILE.safetensors is FILE
+ * version 1. */
+static void model_id(const char *path, char *name, size_t ncap, char *version, size_t vcap)
 {
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddBoolToObject(o, "invertible", c->invertible);
-    cJSON_AddStringToObject(o, "guarantee", eng_guarantee_str(c->guarantee));
-    cJSON_AddBoolToObject(o, "certified", c->certified);
-    cJSON *bl = cJSON_AddArrayToObject(o, "blocks");
-    for (int i = 0; i < c->n_blocks; i++) {
-        const struct eng_block_cert *b = &c->blocks[i];
-        cJSON *e = cJSON_CreateObject();
-        cJSON_AddNumberToObject(e, "index", b->index);
-        cJSON_AddStringToObject(e, "type", b->type ? b->type : "");
-        cJSON_AddBoolToObject(e, "invertible", b->invertible);
-        cJSON_AddStringToObject(e, "guarantee", eng_guarantee_str(b->guarantee));
-        cJSON_AddStringToObject(e, "reason", b->reason);
-        cJSON_AddItemToObject(e, "lipschitz", num_or_null(b->lipschitz));
-        cJSON_AddItemToObject(e, "lipschitz_inverse", num_or_null(b->lipschitz_inverse));
-        cJSON_AddItemToObject(e, "condition", num_or_null(b->condition));
-        if (b->iterations_for_1e6 >= 0)
-            cJSON_AddNumberToObject(e, "iterations_for_1e-6", b->iterations_for_1e6);
-        cJSON_AddItemToArray(bl, e);
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    size_t blen = strlen(base);
+    static const char suffix[] = ".safetensors";
+    size_t slen = sizeof suffix - 1;
+    snprintf(version, vcap, "1");
+    if (strcmp(base, "model.safetensors") == 0 && base - path >= 4) {
+        /* .../NAME/VERSION/ */
+        const char *vend = base - 1, *vbeg = vend;
+        while (vbeg > path && vbeg[-1] != '/')
+            vbeg--;
+        bool numeric = vbeg < vend;
+        for (const char *p = vbeg; p < vend; p++)
+            numeric = numeric && isdigit((unsigned char)*p);
+        if (numeric && vbeg - path >= 2) {
+            const char *nend = vbeg - 1, *nbeg = nend;
+            while (nbeg > path && nbeg[-1] != '/')
+                nbeg--;
+            if (nbeg < nend) {
+                snprintf(name, ncap, "%.*s", (int)(nend - nbeg), nbeg);
+                snprintf(version, vcap, "%.*s", (int)(vend - vbeg), vbeg);
+                return;
+            }
+        }
     }
-    return o;
+    if (blen > slen && strcmp(base + blen - slen, suffix) == 0)
+        blen -= slen;
+    snprintf(name, ncap, "%.*s", (int)blen, base);
 }
 
-static cJSON *names_json(const char *const *names, int n)
+/* --json: the daemon's metadata answer for the file, written by proto's writer. */
+static int inspect_json(const char *path, FILE *out)
 {
-    cJSON *a = cJSON_CreateArray();
-    for (int i = 0; names && i < n; i++)
-        cJSON_AddItemToArray(a, cJSON_CreateString(names[i]));
-    return a;
+    char err[ENG_ERR_LEN] = "";
+    struct eng_model *m = NULL;
+    double t0 = now_ms();
+    enum eng_status st = eng_model_load(path, &m, err);
+    double load_ms = now_ms() - t0;
+    enum eng_status tst = st;
+    if (st == ENG_ERR_TESTVEC) {
+        fprintf(stderr, "innctl: %s: self-test FAILED: %s\n", path, err);
+        st = eng_model_load_ex(path, ENG_LOAD_NO_SELFTEST, &m, err);
+    }
+    if (st != ENG_OK) {
+        fprintf(stderr, "innctl: %s: invalid checkpoint (%s): %s\n", path, eng_status_str(st),
+                err);
+        return EXIT_INVALID;
+    }
+    const struct eng_info *in = eng_model_info(m);
+    char name[256], version[64];
+    model_id(path, name, sizeof name, version, sizeof version);
+    struct proto_model_id id = {name, version, in->sha256};
+    struct proto_buf b;
+    proto_buf_init(&b, 0);
+    proto_write_metadata(&b, &id, in, eng_model_certificate(m), load_ms);
+    int rc = tst == ENG_OK ? 0 : EXIT_INVALID;
+    if (proto_buf_failed(&b)) {
+        fprintf(stderr, "innctl: out of memory\n");
+        rc = 5;
+    } else {
+        fwrite(b.p, 1, b.len, out);
+    }
+    proto_buf_free(&b);
+    eng_model_unref(m);
+    return rc;
 }
 
 int ctl_inspect(const char *path, bool json, FILE *out)
 {
+    if (json)
+        return inspect_json(path, out);
     char err[ENG_ERR_LEN] = "";
     struct eng_model *m = NULL;
     enum eng_status st = eng_model_load_ex(path, ENG_LOAD_NO_SELFTEST, &m, err);
     if (st != ENG_OK) {
-        if (json) {
-            cJSON *o = cJSON_CreateObject();
-            cJSON_AddStringToObject(o, "file", path);
-            cJSON_AddBoolToObject(o, "valid", false);
-            cJSON_AddStringToObject(o, "error", err);
-            cJSON_AddStringToObject(o, "status", eng_status_str(st));
-            char *s = cJSON_Print(o);
-            fprintf(out, "%s\n", s);
-            free(s);
-            cJSON_Delete(o);
-        }
         fprintf(stderr, "innctl: %s: invalid checkpoint (%s): %s\n", path, eng_status_str(st), err);
         return EXIT_INVALID;
     }
@@ -96,84 +132,52 @@ int ctl_inspect(const char *path, bool json, FILE *out)
     const struct eng_certificate *cert = eng_model_certificate(m);
     cJSON *man = cJSON_Parse(in->manifest_json);
     const struct eng_dims *d = &in->dims;
-    if (json) {
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "file", path);
-        cJSON_AddBoolToObject(o, "valid", true);
-        cJSON_AddStringToObject(o, "sha256", in->sha256);
-        cJSON_AddStringToObject(o, "kind", eng_kind_str(in->kind));
-        cJSON_AddStringToObject(o, "description", in->description);
-        cJSON *dj = cJSON_AddObjectToObject(o, "dims");
-        cJSON_AddNumberToObject(dj, "x", d->x);
-        cJSON_AddNumberToObject(dj, "y", d->y);
-        cJSON_AddNumberToObject(dj, "z", d->z);
-        cJSON_AddNumberToObject(dj, "pad_x", d->pad_x);
-        cJSON_AddNumberToObject(dj, "pad_y", d->pad_y);
-        cJSON *nj = cJSON_AddObjectToObject(o, "names");
-        cJSON_AddItemToObject(nj, "x", names_json(in->x_names, d->x));
-        cJSON_AddItemToObject(nj, "y", names_json(in->y_names, d->y));
-        cJSON_AddNumberToObject(o, "parameters", (double)in->n_params);
-        cJSON_AddNumberToObject(o, "n_blocks", in->n_blocks);
-        cJSON_AddBoolToObject(o, "numeric_inverse", in->numeric_inverse);
-        cJSON *t = cJSON_AddObjectToObject(o, "self_test");
-        cJSON_AddBoolToObject(t, "passed", tst == ENG_OK);
-        if (tst != ENG_OK)
-            cJSON_AddStringToObject(t, "error", terr);
-        cJSON_AddItemToObject(o, "certificate", cert_json(cert));
-        if (man)
-            cJSON_AddItemToObject(o, "manifest", cJSON_Duplicate(man, true));
-        char *s = cJSON_Print(o);
-        fprintf(out, "%s\n", s);
-        free(s);
-        cJSON_Delete(o);
-    } else {
-        fprintf(out, "%-13s%s\n", "file:", path);
-        fprintf(out, "%-13s%s\n", "sha256:", in->sha256);
-        fprintf(out, "%-13s%s\n", "kind:", eng_kind_str(in->kind));
-        if (in->description && in->description[0])
-            fprintf(out, "%-13s%s\n", "description:", in->description);
-        const cJSON *src = man ? cJSON_GetObjectItemCaseSensitive(man, "source") : NULL;
-        if (cJSON_IsObject(src)) {
-            fprintf(out, "%-13s", "source:");
-            const cJSON *e;
-            int k = 0;
-            cJSON_ArrayForEach(e, src) {
-                if (cJSON_IsString(e))
-                    fprintf(out, "%s%s %s", k++ ? ", " : "", e->string, e->valuestring);
-            }
-            fputc('\n', out);
+    fprintf(out, "%-13s%s\n", "file:", path);
+    fprintf(out, "%-13s%s\n", "sha256:", in->sha256);
+    fprintf(out, "%-13s%s\n", "kind:", eng_kind_str(in->kind));
+    if (in->description && in->description[0])
+        fprintf(out, "%-13s%s\n", "description:", in->description);
+    const cJSON *src = man ? cJSON_GetObjectItemCaseSensitive(man, "source") : NULL;
+    if (cJSON_IsObject(src)) {
+        fprintf(out, "%-13s", "source:");
+        const cJSON *e;
+        int k = 0;
+        cJSON_ArrayForEach(e, src) {
+            if (cJSON_IsString(e))
+                fprintf(out, "%s%s %s", k++ ? ", " : "", e->string, e->valuestring);
         }
-        fprintf(out, "%-13sx %d, y %d, z %d, pad_x %d, pad_y %d\n", "dims:", d->x, d->y, d->z,
-                d->pad_x, d->pad_y);
-        print_names(out, "x names:", in->x_names, d->x);
-        print_names(out, "y names:", in->y_names, d->y);
-        fprintf(out, "%-13s%lld\n", "parameters:", in->n_params);
-        fprintf(out, "%-13s%s\n", "inverse:", in->numeric_inverse ? "numeric (i-ResNet blocks)"
-                                                                  : "analytic");
-        fprintf(out, "%-13s%s (%s%s)\n", "certificate:",
-                cert->invertible ? "invertible" : "NOT invertible",
-                eng_guarantee_str(cert->guarantee), cert->certified ? ", certified" : "");
-        const cJSON *blocks = man ? cJSON_GetObjectItemCaseSensitive(man, "blocks") : NULL;
-        fprintf(out, "%-13s%d\n", "blocks:", in->n_blocks);
-        for (int i = 0; i < cert->n_blocks; i++) {
-            const struct eng_block_cert *b = &cert->blocks[i];
-            const cJSON *bj = cJSON_IsArray(blocks) ? cJSON_GetArrayItem(blocks, i) : NULL;
-            const cJSON *cond = bj ? cJSON_GetObjectItemCaseSensitive(bj, "cond") : NULL;
-            char condbuf[24] = "";
-            if (cJSON_IsNumber(cond))
-                snprintf(condbuf, sizeof(condbuf), "cond %d", cond->valueint);
-            char lip[48] = "";
-            if (isfinite(b->lipschitz))
-                snprintf(lip, sizeof(lip), "  Lip %.4g", b->lipschitz);
-            fprintf(out, "  %3d  %-27s %-7s %-11s%s  %s\n", b->index,
-                    b->type ? b->type : str_or(bj, "type", "?"), condbuf,
-                    eng_guarantee_str(b->guarantee), lip, b->reason);
-        }
-        if (tst == ENG_OK)
-            fprintf(out, "%-13spassed\n", "self-test:");
-        else
-            fprintf(out, "%-13sFAILED: %s\n", "self-test:", terr);
+        fputc('\n', out);
     }
+    fprintf(out, "%-13sx %d, y %d, z %d, pad_x %d, pad_y %d\n", "dims:", d->x, d->y, d->z,
+            d->pad_x, d->pad_y);
+    print_names(out, "x names:", in->x_names, d->x);
+    print_names(out, "y names:", in->y_names, d->y);
+    fprintf(out, "%-13s%lld\n", "parameters:", in->n_params);
+    fprintf(out, "%-13s%s\n", "inverse:", in->numeric_inverse ? "numeric (i-ResNet blocks)"
+                                                              : "analytic");
+    fprintf(out, "%-13s%s (%s%s)\n", "certificate:",
+            cert->invertible ? "invertible" : "NOT invertible",
+            eng_guarantee_str(cert->guarantee), cert->certified ? ", certified" : "");
+    const cJSON *blocks = man ? cJSON_GetObjectItemCaseSensitive(man, "blocks") : NULL;
+    fprintf(out, "%-13s%d\n", "blocks:", in->n_blocks);
+    for (int i = 0; i < cert->n_blocks; i++) {
+        const struct eng_block_cert *b = &cert->blocks[i];
+        const cJSON *bj = cJSON_IsArray(blocks) ? cJSON_GetArrayItem(blocks, i) : NULL;
+        const cJSON *cond = bj ? cJSON_GetObjectItemCaseSensitive(bj, "cond") : NULL;
+        char condbuf[24] = "";
+        if (cJSON_IsNumber(cond))
+            snprintf(condbuf, sizeof(condbuf), "cond %d", cond->valueint);
+        char lip[48] = "";
+        if (isfinite(b->lipschitz))
+            snprintf(lip, sizeof(lip), "  Lip %.4g", b->lipschitz);
+        fprintf(out, "  %3d  %-27s %-7s %-11s%s  %s\n", b->index,
+                b->type ? b->type : str_or(bj, "type", "?"), condbuf,
+                eng_guarantee_str(b->guarantee), lip, b->reason);
+    }
+    if (tst == ENG_OK)
+        fprintf(out, "%-13spassed\n", "self-test:");
+    else
+        fprintf(out, "%-13sFAILED: %s\n", "self-test:", terr);
     cJSON_Delete(man);
     eng_model_unref(m);
     return tst == ENG_OK ? 0 : EXIT_INVALID;

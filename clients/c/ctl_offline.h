@@ -8,10 +8,13 @@
 #include <stdbool.h>
 #include <stdio.h>
 
-/* Print what a checkpoint holds (manifest summary, dims, names, parameter count, blocks,
- * certificate, self-test result) to out, as text or as one JSON document.  Returns the
- * exit code: 0 loaded and self-test passed, 4 the file is invalid or its self-test
- * failed. */
+/* Print what a checkpoint holds to out.  As text: manifest summary, dims, names, parameter
+ * count, blocks, certificate, self-test result.  As JSON: exactly the metadata document
+ * the daemon answers to GET /v1/models/{name} for the file (proto_write_metadata), named
+ * as the daemon's repository names it (NAME/VERSION/model.safetensors or NAME.safetensors,
+ * version 1), with load_ms this process's load; a failed self-test still prints it (the
+ * message goes to stderr).  Returns the exit code: 0 loaded and self-test passed, 4 the
+ * file is invalid or its self-test failed, 5 out of memory. */
 int ctl_inspect(const char *path, bool json, FILE *out);
 
 /* Load each file with its embedded test vectors; print one PASS/FAIL line per file

@@ -23,55 +23,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ctl_http.h"
 #include "ctl_input.h"
 #include "ctl_offline.h"
+#include "ctl_opts.h"
 
 enum { EX_OK = 0, EX_USAGE = 1, EX_HTTP = 2, EX_CONNECT = 3, EX_INVALID = 4, EX_INTERNAL = 5 };
 
-#define DEFAULT_URL "http://127.0.0.1:8080"
 #define CTL_VERSION "0.1.0" /* the release: the same as innserve's (server/config.h) */
-#define MAX_POS 64
-
-/* ---- options ------------------------------------------------------------------------- */
-
-struct opts {
-    const char *cmd;
-    const char *url;
-    const char *token_file, *cacert;
-    char *token;          /* read from token_file */
-    double timeout;
-    int retries;
-    const char *x, *y, *z, *target;
-    long n;
-    bool have_n;
-    unsigned long long seed;
-    bool have_seed;
-    double temperature;
-    bool have_temperature;
-    const char *format;
-    bool summary, log_prob, resim, json, quiet, help, live;
-    const char *quantiles;
-    const char *out;
-    double tol;
-    bool have_tol;
-    long max_iter;
-    const char *method;
-    long num_solutions, max_steps;
-    const char *low, *high;
-    const char *pos[MAX_POS];
-    int npos;
-};
-
-struct cmd {
-    const char *name;
-    const char *options; /* space-separated long options this command accepts */
-    int (*run)(struct opts *);
-    const char *usage;
-    const char *help;
-};
 
 static const char *prog = "innctl";
 
@@ -95,7 +57,7 @@ static int internal_error(const char *what)
 
 /* ---- HTTP helpers ---------------------------------------------------------------------- */
 
-static struct ctl_http_opts http_opts(const struct opts *o)
+static struct ctl_http_opts http_opts(const struct ctl_args *o)
 {
     struct ctl_http_opts h = {o->url, o->timeout, o->retries, 30.0, o->token, o->cacert};
     return h;
@@ -122,7 +84,7 @@ static int http_failure(const struct ctl_http_resp *r)
 }
 
 /* One request; on success *resp holds a 2xx answer.  Returns an exit code. */
-static int call(const struct opts *o, const char *method, const char *path, const char *body,
+static int call(const struct ctl_args *o, const char *method, const char *path, const char *body,
                 const char *accept, struct ctl_http_resp *resp)
 {
     struct ctl_http_opts h = http_opts(o);
@@ -142,7 +104,7 @@ static int call(const struct opts *o, const char *method, const char *path, cons
     return EX_OK;
 }
 
-static int call_json(const struct opts *o, const char *method, const char *path, cJSON *body,
+static int call_json(const struct ctl_args *o, const char *method, const char *path, cJSON *body,
                      cJSON **out)
 {
     char *b = body ? cJSON_PrintUnformatted(body) : NULL;
@@ -172,7 +134,7 @@ static void model_path(char *out, size_t cap, const char *model, const char *op)
 
 /* ---- output helpers -------------------------------------------------------------------- */
 
-static FILE *open_out(const struct opts *o, bool binary)
+static FILE *open_out(const struct ctl_args *o, bool binary)
 {
     if (!o->out || strcmp(o->out, "-") == 0) {
         if (binary && isatty(STDOUT_FILENO)) {
@@ -194,7 +156,7 @@ static int close_out(FILE *f)
     return fclose(f) == 0 ? EX_OK : EX_INTERNAL;
 }
 
-static int print_json(const struct opts *o, const cJSON *j, bool pretty)
+static int print_json(const struct ctl_args *o, const cJSON *j, bool pretty)
 {
     FILE *f = open_out(o, false);
     if (!f)
@@ -254,12 +216,12 @@ static int add_vector(cJSON *body, const char *key, const char *spec, const char
 }
 
 /* Names of x from the metadata (NULL on any failure; caller frees with cJSON_Delete). */
-static cJSON *fetch_meta(const struct opts *o, const char *model)
+static cJSON *fetch_meta(const struct ctl_args *o, const char *model)
 {
     char path[1200];
     model_path(path, sizeof(path), model, NULL);
     cJSON *j = NULL;
-    struct opts q = *o;
+    struct ctl_args q = *o;
     q.retries = 0;
     if (call_json(&q, "GET", path, NULL, &j))
         return NULL;
@@ -278,7 +240,7 @@ static const char *meta_name(const cJSON *meta, const char *which, int i, char *
 }
 
 /* Write matrices side by side as CSV: cols of each named key (2-D) or a vector (1-D). */
-static int write_csv(const struct opts *o, const cJSON *resp, const char *const *keys, int nkeys,
+static int write_csv(const struct ctl_args *o, const cJSON *resp, const char *const *keys, int nkeys,
                      const cJSON *meta)
 {
     FILE *f = open_out(o, false);
@@ -342,34 +304,25 @@ static int write_csv(const struct opts *o, const cJSON *resp, const char *const 
     return close_out(f);
 }
 
-static bool format_is(const struct opts *o, const char *f)
+static bool format_is(const struct ctl_args *o, const char *f)
 {
     return o->format && strcmp(o->format, f) == 0;
 }
 
-static int check_format(const struct opts *o, const char *allowed)
-{
-    if (!o->format)
-        return EX_OK;
-    char buf[64];
-    snprintf(buf, sizeof(buf), " %s ", allowed);
-    char want[40];
-    snprintf(want, sizeof(want), " %s ", o->format);
-    if (!strstr(buf, want))
-        return usage_error("--format must be one of: %s", allowed);
-    return EX_OK;
-}
-
-static int need_model(const struct opts *o)
+static int need_model(const struct ctl_args *o)
 {
     if (o->npos != 1)
         return usage_error("%s needs exactly one MODEL (see '%s %s --help')", o->cmd, prog, o->cmd);
     return EX_OK;
 }
 
+static int submit(const struct ctl_args *o, const char *op, cJSON *body, const char *accept,
+                  struct ctl_http_resp *r, bool *have);
+static int write_body(const struct ctl_args *o, const struct ctl_http_resp *r, bool binary);
+
 /* ---- commands -------------------------------------------------------------------------- */
 
-static int cmd_models(struct opts *o)
+static int cmd_models(struct ctl_args *o)
 {
     if (o->npos)
         return usage_error("models takes no arguments");
@@ -427,7 +380,7 @@ static void print_str_list(const char *label, const cJSON *arr)
     putchar('\n');
 }
 
-static int cmd_info(struct opts *o)
+static int cmd_info(struct ctl_args *o)
 {
     int ex = need_model(o);
     if (ex)
@@ -490,7 +443,7 @@ static int cmd_info(struct opts *o)
     return EX_OK;
 }
 
-static int summary_table(const struct opts *o, const cJSON *resp, const cJSON *meta)
+static int summary_table(const struct ctl_args *o, const cJSON *resp, const cJSON *meta)
 {
     const cJSON *sum = cJSON_GetObjectItemCaseSensitive(resp, "summary");
     const cJSON *mean = sum ? cJSON_GetObjectItemCaseSensitive(sum, "mean") : NULL;
@@ -541,10 +494,10 @@ static int summary_table(const struct opts *o, const cJSON *resp, const cJSON *m
     return close_out(f);
 }
 
-static int cmd_sample(struct opts *o)
+static int cmd_sample(struct ctl_args *o)
 {
     int ex = need_model(o);
-    if (ex || (ex = check_format(o, "json csv npy")) != 0)
+    if (ex)
         return ex;
     if (o->summary && o->format && !format_is(o, "json"))
         return usage_error("--summary works with JSON output only");
@@ -553,10 +506,10 @@ static int cmd_sample(struct opts *o)
         cJSON_Delete(body);
         return ex;
     }
-    cJSON_AddNumberToObject(body, "num_samples", o->have_n ? (double)o->n : 1000);
-    if (o->have_seed)
+    cJSON_AddNumberToObject(body, "num_samples", (double)o->n);
+    if (o->given[CTL_O_SEED])
         add_u64(body, "seed", o->seed);
-    if (o->have_temperature)
+    if (o->given[CTL_O_TEMPERATURE])
         cJSON_AddNumberToObject(body, "temperature", o->temperature);
     cJSON *outs = cJSON_AddArrayToObject(body, "outputs");
     if (!o->summary || o->log_prob)
@@ -571,15 +524,26 @@ static int cmd_sample(struct opts *o)
         cJSON_Delete(body);
         return ex;
     }
+    const char *accept = format_is(o, "csv") ? "text/csv"
+                         : format_is(o, "npy") ? "application/x-npy" : "application/json";
+    struct ctl_http_resp r;
+    if (o->async) {
+        /* the job is printed; `innctl job ID` with its wait option fetches the answer */
+        bool have;
+        ex = submit(o, "sample", body, accept, &r, &have);
+        cJSON_Delete(body);
+        if (!ex && have) {
+            ex = write_body(o, &r, format_is(o, "npy"));
+            ctl_http_resp_free(&r);
+        }
+        return ex;
+    }
     char *b = cJSON_PrintUnformatted(body);
     cJSON_Delete(body);
     if (!b)
         return internal_error("out of memory");
     char path[1200];
     model_path(path, sizeof(path), o->pos[0], "sample");
-    const char *accept = format_is(o, "csv") ? "text/csv"
-                         : format_is(o, "npy") ? "application/x-npy" : "application/json";
-    struct ctl_http_resp r;
     ex = call(o, "POST", path, b, accept, &r);
     free(b);
     if (ex)
@@ -608,11 +572,11 @@ static int cmd_sample(struct opts *o)
 }
 
 /* forward, inverse, log-prob: JSON answer printed, or CSV of its arrays. */
-static int simple_op(struct opts *o, const char *op, const char *in_key, const char *in_spec,
+static int simple_op(struct ctl_args *o, const char *op, const char *in_key, const char *in_spec,
                      const char *const *csv_keys, int ncsv, const char *csv_names_of)
 {
     int ex = need_model(o);
-    if (ex || (ex = check_format(o, "json csv")) != 0)
+    if (ex)
         return ex;
     cJSON *body = cJSON_CreateObject();
     if ((ex = add_matrix(body, in_key, in_spec, true)) != 0 ||
@@ -621,9 +585,9 @@ static int simple_op(struct opts *o, const char *op, const char *in_key, const c
         return ex;
     }
     if (strcmp(op, "inverse") == 0) {
-        if (o->have_tol)
+        if (o->given[CTL_O_TOL])
             cJSON_AddNumberToObject(body, "tol", o->tol);
-        if (o->max_iter > 0)
+        if (o->given[CTL_O_MAX_ITER])
             cJSON_AddNumberToObject(body, "max_iter", (double)o->max_iter);
         if (o->method)
             cJSON_AddStringToObject(body, "method", o->method);
@@ -646,28 +610,28 @@ static int simple_op(struct opts *o, const char *op, const char *in_key, const c
     return ex;
 }
 
-static int cmd_forward(struct opts *o)
+static int cmd_forward(struct ctl_args *o)
 {
     static const char *const keys[] = {"z", "y", "log_det"};
     return simple_op(o, "forward", "x", o->x, keys, 3, "y");
 }
 
-static int cmd_inverse(struct opts *o)
+static int cmd_inverse(struct ctl_args *o)
 {
     static const char *const keys[] = {"x", "log_det"};
     return simple_op(o, "inverse", "z", o->z, keys, 2, "x");
 }
 
-static int cmd_log_prob(struct opts *o)
+static int cmd_log_prob(struct ctl_args *o)
 {
     static const char *const keys[] = {"log_prob"};
     return simple_op(o, "log_prob", "x", o->x, keys, 1, NULL);
 }
 
-static int cmd_preimage(struct opts *o)
+static int cmd_preimage(struct ctl_args *o)
 {
     int ex = need_model(o);
-    if (ex || (ex = check_format(o, "json csv")) != 0)
+    if (ex)
         return ex;
     cJSON *body = cJSON_CreateObject();
     if ((ex = add_matrix(body, "target", o->target, true)) != 0 ||
@@ -678,7 +642,7 @@ static int cmd_preimage(struct opts *o)
     cJSON_AddStringToObject(body, "method", o->method ? o->method : "gradient");
     cJSON_AddNumberToObject(body, "num_solutions", o->num_solutions > 0 ? (double)o->num_solutions : 32);
     cJSON_AddNumberToObject(body, "max_steps", o->max_steps > 0 ? (double)o->max_steps : 500);
-    add_u64(body, "seed", o->have_seed ? o->seed : 1);
+    add_u64(body, "seed", o->given[CTL_O_SEED] ? o->seed : 1);
     if (o->low || o->high) {
         if (!o->low || !o->high) {
             cJSON_Delete(body);
@@ -746,7 +710,7 @@ static int cmd_preimage(struct opts *o)
     return close_out(f);
 }
 
-static int cmd_certificate(struct opts *o)
+static int cmd_certificate(struct ctl_args *o)
 {
     int ex = need_model(o);
     if (ex)
@@ -781,12 +745,12 @@ static int cmd_certificate(struct opts *o)
     return EX_OK;
 }
 
-static int cmd_health(struct opts *o)
+static int cmd_health(struct ctl_args *o)
 {
     if (o->npos)
         return usage_error("health takes no arguments");
     struct ctl_http_resp r;
-    struct opts q = *o;
+    struct ctl_args q = *o;
     q.retries = 0;
     int ex = call(&q, "GET", o->live ? "/healthz" : "/readyz", NULL, "*/*", &r);
     if (ex)
@@ -797,7 +761,7 @@ static int cmd_health(struct opts *o)
     return EX_OK;
 }
 
-static int cmd_metrics(struct opts *o)
+static int cmd_metrics(struct ctl_args *o)
 {
     if (o->npos)
         return usage_error("metrics takes no arguments");
@@ -816,405 +780,671 @@ static int cmd_metrics(struct opts *o)
     return ex;
 }
 
-static int cmd_inspect(struct opts *o)
+static int cmd_inspect(struct ctl_args *o)
 {
     if (o->npos != 1)
         return usage_error("inspect needs exactly one FILE");
     return ctl_inspect(o->pos[0], o->json, stdout);
 }
 
-static int cmd_verify(struct opts *o)
+static int cmd_verify(struct ctl_args *o)
 {
     if (o->npos < 1)
         return usage_error("verify needs at least one FILE");
     return ctl_verify(o->pos, o->npos, o->quiet, o->json, stdout);
 }
 
-static int cmd_help(struct opts *o);
+/* ---- jobs ------------------------------------------------------------------------------- */
+
+static const char *jstr(const cJSON *o, const char *k, const char *def)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : def;
+}
+
+static double jnum(const cJSON *o, const char *k, double def)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNumber(v) ? v->valuedouble : def;
+}
+
+static bool job_finished(const cJSON *job)
+{
+    const char *s = jstr(job, "state", "");
+    return !strcmp(s, "done") || !strcmp(s, "failed") || !strcmp(s, "cancelled");
+}
+
+static void job_path(char *out, size_t cap, const char *id, const char *tail)
+{
+    char esc[512];
+    ctl_http_escape(id, esc, sizeof esc);
+    snprintf(out, cap, "/v1/jobs/%s%s", esc, tail ? tail : "");
+}
+
+/* "4200/10000 samples, 1234/s, ETA 5 s" into buf from a job's progress object. */
+static void progress_text(const cJSON *job, char *buf, size_t cap)
+{
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(job, "progress");
+    double done = jnum(p, "done", -1), total = jnum(p, "total", -1), rate = jnum(p, "rate", -1);
+    double eta = jnum(p, "eta_s", -1);
+    size_t off = 0;
+    buf[0] = '\0';
+    if (done < 0)
+        return;
+    off += (size_t)snprintf(buf, cap, "%.0f", done);
+    if (total >= 0 && off < cap)
+        off += (size_t)snprintf(buf + off, cap - off, "/%.0f", total);
+    if (off < cap)
+        off += (size_t)snprintf(buf + off, cap - off, " %s", jstr(p, "unit", ""));
+    if (rate > 0 && off < cap)
+        off += (size_t)snprintf(buf + off, cap - off, ", %.4g/s", rate);
+    if (eta >= 0 && off < cap)
+        snprintf(buf + off, cap - off, ", ETA %.0f s", eta);
+}
+
+/* One progress line on stderr, rewritten in place: "job ID  running [####....]  42%  ...". */
+static void progress_draw(const cJSON *job)
+{
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(job, "progress");
+    double done = jnum(p, "done", 0), total = jnum(p, "total", 0);
+    double frac = total > 0 ? done / total : 0;
+    if (frac > 1)
+        frac = 1;
+    char bar[33];
+    int fill = (int)(frac * 30 + 0.5);
+    bar[0] = '[';
+    for (int i = 0; i < 30; i++)
+        bar[1 + i] = i < fill ? '#' : '.';
+    bar[31] = ']';
+    bar[32] = '\0';
+    char text[160];
+    progress_text(job, text, sizeof text);
+    fprintf(stderr, "\r%-9s %s %3.0f%%  %-50s", jstr(job, "state", "?"), bar, frac * 100, text);
+    fflush(stderr);
+}
+
+static void sleep_s(double s)
+{
+    struct timespec t = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    nanosleep(&t, NULL);
+}
+
+/* Polls GET /v1/jobs/{id} until the job has finished; *out is its last object (caller
+ * deletes).  A progress line on stderr when it is a terminal or with --progress. */
+static int job_wait(const struct ctl_args *o, const char *id, cJSON **out)
+{
+    bool draw = o->progress || isatty(STDERR_FILENO);
+    char path[700];
+    job_path(path, sizeof path, id, NULL);
+    double pause = 0.02;
+    cJSON *job = NULL;
+    int ex;
+    for (;;) {
+        if ((ex = call_json(o, "GET", path, NULL, &job)) != 0)
+            break;
+        if (draw)
+            progress_draw(job);
+        if (job_finished(job))
+            break;
+        cJSON_Delete(job);
+        job = NULL;
+        sleep_s(pause);
+        pause = pause * 2 > 0.5 ? 0.5 : pause * 2;
+    }
+    if (draw)
+        fputc('\n', stderr);
+    *out = job;
+    return ex;
+}
+
+/* The failure of a finished job that has no result: exit 2 with its error. */
+static int job_failure(const cJSON *job)
+{
+    const char *id = jstr(job, "id", "?"), *state = jstr(job, "state", "?");
+    if (!strcmp(state, "cancelled")) {
+        fprintf(stderr, "%s: job %s was cancelled\n", prog, id);
+        return EX_HTTP;
+    }
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(job, "error");
+    fprintf(stderr, "%s: job %s failed: HTTP %.0f %s: %s\n", prog, id, jnum(e, "status", 0),
+            jstr(e, "code", "error"), jstr(e, "error", "(no message)"));
+    return EX_HTTP;
+}
+
+/* GET /v1/jobs/{id}/result into *r (the bytes the synchronous request would have got). */
+static int job_result(const struct ctl_args *o, const char *id, const char *accept,
+                      struct ctl_http_resp *r)
+{
+    char path[700];
+    job_path(path, sizeof path, id, "/result");
+    return call(o, "GET", path, NULL, accept, r);
+}
+
+/* Writes an answer's bytes to -o FILE or stdout (binary: NPY, never to a terminal). */
+static int write_body(const struct ctl_args *o, const struct ctl_http_resp *r, bool binary)
+{
+    FILE *f = open_out(o, binary);
+    if (!f)
+        return EX_USAGE;
+    fwrite(r->body, 1, r->len, f);
+    if (!binary && r->len && r->body[r->len - 1] != '\n')
+        fputc('\n', f);
+    return close_out(f);
+}
+
+/* POSTs body with "async": true.  A 202 gives the job: with --async it is printed and
+ * *done stays false; else it is waited for and its result fetched into *r.  A daemon that
+ * answered at once (200) gives its answer in *r.  Returns an exit code. */
+static int submit(const struct ctl_args *o, const char *op, cJSON *body, const char *accept,
+                  struct ctl_http_resp *r, bool *have)
+{
+    *have = false;
+    cJSON_AddBoolToObject(body, "async", true);
+    char *b = cJSON_PrintUnformatted(body);
+    if (!b)
+        return internal_error("out of memory");
+    char path[1200];
+    model_path(path, sizeof path, o->pos[0], op);
+    int ex = call(o, "POST", path, b, accept, r);
+    free(b);
+    if (ex)
+        return ex;
+    if (r->status != 202) {
+        *have = true;
+        return EX_OK;
+    }
+    cJSON *job = cJSON_Parse(r->body);
+    ctl_http_resp_free(r);
+    if (!job || !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(job, "id"))) {
+        cJSON_Delete(job);
+        return internal_error("the daemon's 202 answer has no job id");
+    }
+    if (o->async) {
+        ex = print_json(o, job, false);
+        cJSON_Delete(job);
+        return ex;
+    }
+    char id[256];
+    snprintf(id, sizeof id, "%s", jstr(job, "id", ""));
+    cJSON_Delete(job);
+    if ((ex = job_wait(o, id, &job)) != 0)
+        return ex;
+    if (strcmp(jstr(job, "state", ""), "done") != 0) {
+        ex = job_failure(job);
+        cJSON_Delete(job);
+        return ex;
+    }
+    cJSON_Delete(job);
+    if ((ex = job_result(o, id, accept, r)) != 0)
+        return ex;
+    *have = true;
+    return EX_OK;
+}
+
+static int cmd_jobs(struct ctl_args *o)
+{
+    if (o->npos)
+        return usage_error("jobs takes no arguments");
+    cJSON *j;
+    int ex = call_json(o, "GET", "/v1/jobs", NULL, &j);
+    if (ex)
+        return ex;
+    if (o->json) {
+        ex = print_json(o, j, true);
+        cJSON_Delete(j);
+        return ex;
+    }
+    printf("%-24s %-10s %-12s %-20s %s\n", "ID", "STATE", "OPERATION", "MODEL", "PROGRESS");
+    const cJSON *job;
+    cJSON_ArrayForEach(job, cJSON_GetObjectItemCaseSensitive(j, "jobs")) {
+        char text[160];
+        progress_text(job, text, sizeof text);
+        printf("%-24s %-10s %-12s %-20s %s\n", jstr(job, "id", "?"), jstr(job, "state", "?"),
+               jstr(job, "operation", "?"), jstr(job, "model", "?"), text);
+    }
+    cJSON_Delete(j);
+    return EX_OK;
+}
+
+static void job_table(const cJSON *job)
+{
+    static const char *const keys[] = {"id", "state", "operation", "model", "version",
+                                       "created", "started", "finished", "result_url"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        const char *v = jstr(job, keys[i], NULL);
+        if (v)
+            printf("%-11s%s\n", keys[i], v);
+        if (i == 1) {
+            char text[160];
+            progress_text(job, text, sizeof text);
+            if (text[0])
+                printf("%-11s%s\n", "progress", text);
+        }
+    }
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(job, "error");
+    if (e)
+        printf("%-11sHTTP %.0f %s: %s\n", "error", jnum(e, "status", 0), jstr(e, "code", "?"),
+               jstr(e, "error", ""));
+}
+
+static int cmd_job(struct ctl_args *o)
+{
+    if (o->npos != 1)
+        return usage_error("job needs exactly one ID (see 'innctl jobs')");
+    if (o->wait && o->cancel)
+        return usage_error("--wait and --cancel exclude each other");
+    const char *id = o->pos[0];
+    char path[700];
+    job_path(path, sizeof path, id, NULL);
+    cJSON *job = NULL;
+    int ex;
+    if (o->wait) {
+        if ((ex = job_wait(o, id, &job)) != 0)
+            return ex;
+        if (strcmp(jstr(job, "state", ""), "done") != 0) {
+            ex = job_failure(job);
+            cJSON_Delete(job);
+            return ex;
+        }
+        cJSON_Delete(job);
+        struct ctl_http_resp r;
+        if ((ex = job_result(o, id, "*/*", &r)) != 0)
+            return ex;
+        bool npy = strstr(r.content_type, "npy") != NULL;
+        ex = write_body(o, &r, npy);
+        ctl_http_resp_free(&r);
+        return ex;
+    }
+    if ((ex = call_json(o, o->cancel ? "DELETE" : "GET", path, NULL, &job)) != 0)
+        return ex;
+    if (o->json)
+        ex = print_json(o, job, true);
+    else
+        job_table(job);
+    cJSON_Delete(job);
+    return ex;
+}
+
+/* ---- calibration and MMD ------------------------------------------------------------- */
+
+/* Adds the comma-separated words of spec as a JSON array of strings. */
+static void add_words(cJSON *body, const char *key, const char *spec)
+{
+    cJSON *a = cJSON_AddArrayToObject(body, key);
+    for (const char *p = spec; a && *p;) {
+        size_t n = strcspn(p, ",");
+        char w[64];
+        snprintf(w, sizeof w, "%.*s", (int)(n < sizeof w ? n : sizeof w - 1), p);
+        if (n)
+            cJSON_AddItemToArray(a, cJSON_CreateString(w));
+        p += n;
+        if (*p == ',')
+            p++;
+    }
+}
+
+static void add_solver(cJSON *body, const struct ctl_args *o)
+{
+    if (o->given[CTL_O_TOL])
+        cJSON_AddNumberToObject(body, "tol", o->tol);
+    if (o->given[CTL_O_MAX_ITER])
+        cJSON_AddNumberToObject(body, "max_iter", (double)o->max_iter);
+    if (o->method)
+        cJSON_AddStringToObject(body, "method", o->method);
+}
+
+static double arr_num(const cJSON *a, int i)
+{
+    const cJSON *v = cJSON_GetArrayItem(a, i);
+    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+}
+
+static const cJSON *jpath(const cJSON *o, const char *a, const char *b)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, a);
+    return b ? cJSON_GetObjectItemCaseSensitive(v, b) : v;
+}
+
+/* The readable calibration report: SBC per variable, the coverage curves, TARP. */
+static int calibration_report(const struct ctl_args *o, const cJSON *j, const cJSON *meta)
+{
+    FILE *f = open_out(o, false);
+    if (!f)
+        return EX_USAGE;
+    fprintf(f, "%s version %s: %.0f pairs x %.0f posterior samples (seed %.0f)\n",
+            jstr(j, "model", "?"), jstr(j, "version", "?"), jnum(j, "n", 0),
+            jnum(j, "num_samples", 0), jnum(j, "seed", 0));
+    const cJSON *sbc = cJSON_GetObjectItemCaseSensitive(j, "sbc");
+    if (sbc) {
+        const cJSON *ks = cJSON_GetObjectItemCaseSensitive(sbc, "ks_statistic");
+        const cJSON *pv = cJSON_GetObjectItemCaseSensitive(sbc, "ks_pvalue");
+        fprintf(f, "\nSBC: ranks of x* among the samples, KS test against uniform\n"
+                   "%-14s %12s %12s\n", "", "ks_statistic", "ks_pvalue");
+        for (int k = 0; k < cJSON_GetArraySize(pv); k++) {
+            char buf[32];
+            fprintf(f, "%-14s %12.4g %12.4g\n", meta_name(meta, "x", k, buf, sizeof buf),
+                    arr_num(ks, k), arr_num(pv, k));
+        }
+    }
+    const cJSON *cov = cJSON_GetObjectItemCaseSensitive(j, "coverage");
+    if (cov) {
+        const cJSON *lv = jpath(cov, "levels", NULL), *lo = jpath(cov, "lower", NULL),
+                    *hi = jpath(cov, "upper", NULL), *hpd = jpath(cov, "hpd", "empirical"),
+                    *cen = jpath(cov, "central", "empirical");
+        int d = cJSON_GetArraySize(cen);
+        fprintf(f, "\nexpected coverage: empirical against nominal level, with the binomial band"
+                   "\n%8s %8s %8s %8s", "level", "lower", "upper", "hpd");
+        for (int k = 0; k < d; k++) {
+            char buf[32];
+            fprintf(f, " %8.8s", meta_name(meta, "x", k, buf, sizeof buf));
+        }
+        fputc('\n', f);
+        for (int i = 0; i < cJSON_GetArraySize(lv); i++) {
+            fprintf(f, "%8.4g %8.4g %8.4g %8.4g", arr_num(lv, i), arr_num(lo, i),
+                    arr_num(hi, i), arr_num(hpd, i));
+            for (int k = 0; k < d; k++)
+                fprintf(f, " %8.4g", arr_num(cJSON_GetArrayItem(cen, k), i));
+            fputc('\n', f);
+        }
+    }
+    const cJSON *tarp = cJSON_GetObjectItemCaseSensitive(j, "tarp");
+    if (tarp)
+        fprintf(f, "\nTARP: ATC %.4g, KS p-value %.4g\n", jnum(tarp, "atc", NAN),
+                jnum(tarp, "ks_pvalue", NAN));
+    return close_out(f);
+}
+
+/* calibrate and mmd: run as a job (or --async), print the report or the JSON. */
+static int diag_op(struct ctl_args *o, const char *op, cJSON *body)
+{
+    struct ctl_http_resp r;
+    bool have;
+    int ex = submit(o, op, body, "application/json", &r, &have);
+    cJSON_Delete(body);
+    if (ex || !have)
+        return ex;
+    if (o->json) {
+        ex = write_body(o, &r, false);
+        ctl_http_resp_free(&r);
+        return ex;
+    }
+    cJSON *j = cJSON_Parse(r.body);
+    ctl_http_resp_free(&r);
+    if (!j)
+        return internal_error("the daemon's answer is not valid JSON");
+    if (!strcmp(op, "calibration")) {
+        cJSON *meta = fetch_meta(o, o->pos[0]);
+        ex = calibration_report(o, j, meta);
+        cJSON_Delete(meta);
+    } else {
+        FILE *f = open_out(o, false);
+        if (!f) {
+            cJSON_Delete(j);
+            return EX_USAGE;
+        }
+        const cJSON *pv = cJSON_GetObjectItemCaseSensitive(j, "p_value");
+        fprintf(f, "mmd2 %.6g", jnum(j, "mmd2", NAN));
+        if (cJSON_IsNumber(pv))
+            fprintf(f, "  p-value %.4g (%.0f permutations)", pv->valuedouble,
+                    jnum(j, "permutations", 0));
+        fprintf(f, "\n%s version %s: %.0f posterior samples (seed %.0f) against %.0f reference "
+                   "samples, %s estimator, %s kernel, scales",
+                jstr(j, "model", "?"), jstr(j, "version", "?"), jnum(j, "num_samples", 0),
+                jnum(j, "seed", 0), jnum(j, "m", 0), jstr(j, "estimator", "?"),
+                jstr(j, "kernel", "?"));
+        const cJSON *h;
+        int k = 0;
+        cJSON_ArrayForEach(h, cJSON_GetObjectItemCaseSensitive(j, "scales")) {
+            fprintf(f, "%s%g", k++ ? ", " : " ", h->valuedouble);
+        }
+        fputc('\n', f);
+        ex = close_out(f);
+    }
+    cJSON_Delete(j);
+    return ex;
+}
+
+static int cmd_calibrate(struct ctl_args *o)
+{
+    int ex = need_model(o);
+    if (ex)
+        return ex;
+    cJSON *body = cJSON_CreateObject();
+    if ((ex = add_matrix(body, "x", o->x, true)) != 0 ||
+        (ex = add_matrix(body, "y", o->y, false)) != 0 ||
+        (ex = add_matrix(body, "tarp_references", o->tarp_references, false)) != 0) {
+        cJSON_Delete(body);
+        return ex;
+    }
+    cJSON_AddNumberToObject(body, "num_samples", (double)o->n);
+    if (o->given[CTL_O_SEED])
+        add_u64(body, "seed", o->seed);
+    if (o->diagnostics)
+        add_words(body, "diagnostics", o->diagnostics);
+    if (o->given[CTL_O_BINS])
+        cJSON_AddNumberToObject(body, "bins", (double)o->bins);
+    if (o->given[CTL_O_COVERAGE_POINTS])
+        cJSON_AddNumberToObject(body, "coverage_points", (double)o->coverage_points);
+    if (o->given[CTL_O_CONFIDENCE])
+        cJSON_AddNumberToObject(body, "confidence", o->confidence);
+    if (o->given[CTL_O_TARP_BINS])
+        cJSON_AddNumberToObject(body, "tarp_bins", (double)o->tarp_bins);
+    if (o->no_z_score)
+        cJSON_AddBoolToObject(body, "z_score", false);
+    add_solver(body, o);
+    return diag_op(o, "calibration", body);
+}
+
+static int cmd_mmd(struct ctl_args *o)
+{
+    int ex = need_model(o);
+    if (ex)
+        return ex;
+    cJSON *body = cJSON_CreateObject();
+    if ((ex = add_matrix(body, "reference", o->reference, true)) != 0 ||
+        (ex = add_matrix(body, "y", o->y, false)) != 0 ||
+        (o->scales && (ex = add_vector(body, "scales", o->scales, "scales")) != 0)) {
+        cJSON_Delete(body);
+        return ex;
+    }
+    cJSON_AddNumberToObject(body, "num_samples", (double)o->n);
+    if (o->given[CTL_O_SEED])
+        add_u64(body, "seed", o->seed);
+    if (o->given[CTL_O_TEMPERATURE])
+        cJSON_AddNumberToObject(body, "temperature", o->temperature);
+    if (o->estimator)
+        cJSON_AddStringToObject(body, "estimator", o->estimator);
+    if (o->given[CTL_O_PERMUTATIONS])
+        cJSON_AddNumberToObject(body, "permutations", (double)o->permutations);
+    add_solver(body, o);
+    return diag_op(o, "mmd", body);
+}
+
+static int cmd_help(struct ctl_args *o);
 
 /* ---- command table ----------------------------------------------------------------------- */
 
-static const struct cmd cmds[] = {
-    {"models", "json", cmd_models, "models [--json]",
-     "List the models the daemon serves: name, version, kind, dims, state.\n"
-     "  --json        print the daemon's JSON answer\n"},
-    {"info", "json", cmd_info, "info MODEL [--json]",
-     "Show a model's metadata: kind, sha256, dims, variable names, blocks, parameters.\n"
-     "  --json        print the daemon's JSON answer\n"},
-    {"sample", "y n seed temperature format summary log-prob resimulation quantiles out json",
-     cmd_sample,
-     "sample MODEL [--y ROWS] [-n N] [--seed S] [--temperature T] [--format json|csv|npy]\n"
-     "                [--summary [--json]] [--log-prob] [--resimulation] [--quantiles Q,..]\n"
-     "                [-o FILE]",
-     "Draw posterior samples x ~ p(x | y) (cinn, inn) or x ~ p(x) (flow).\n"
-     "  --y ROWS        observations, one row each (omit for a flow)\n"
-     "  -n N            samples per observation (default 1000)\n"
-     "  --seed S        seed; the same seed gives bit-identical samples\n"
-     "  --temperature T z ~ N(0, T^2 I) (default 1)\n"
-     "  --format F      json (default), csv (obs,sample,<x names>[,log_prob]) or npy\n"
-     "  --summary       print mean, std, quantiles and MAP per variable instead of samples\n"
-     "                  (with --json: the daemon's JSON)\n"
-     "  --log-prob      also return log q(x | y) of every sample\n"
-     "  --resimulation  inn: also return the re-simulation error per observation\n"
-     "  --quantiles Q   quantiles for --summary (default 0.05,0.5,0.95)\n"
-     "  -o FILE         write the answer to FILE (needed for npy on a terminal)\n"},
-    {"forward", "x y format out", cmd_forward,
-     "forward MODEL --x ROWS [--y ROWS] [--format json|csv] [-o FILE]",
-     "Run the model forward: x (and y for a cinn) -> z, log_det (inn, mlp: also y).\n"
-     "  --format csv  columns z0.., y names.., log_det\n"},
-    {"inverse", "z y tol max-iter method format out", cmd_inverse,
-     "inverse MODEL --z ROWS [--y ROWS] [--tol T] [--max-iter N] [--method M]\n"
-     "                [--format json|csv] [-o FILE]",
-     "Invert the model: z (and y for cinn/inn) -> x, log_det.\n"
-     "  --tol, --max-iter, --method   numerical inverse of i-ResNet blocks\n"
-     "                                (method auto|newton|anderson|broyden|fixed_point)\n"
-     "  --format csv  columns <x names>, log_det\n"},
-    {"log-prob", "x y format out", cmd_log_prob,
-     "log-prob MODEL --x ROWS [--y ROWS] [--format json|csv] [-o FILE]",
-     "Log-density log p(x) / log q(x | y) in the units of x; one y row is broadcast.\n"},
-    {"preimage", "target y method num-solutions max-steps seed low high format out", cmd_preimage,
-     "preimage MODEL --target ROWS [--y ROWS] [--method gradient|evolutionary]\n"
-     "                [--num-solutions N] [--max-steps N] [--seed S] [--low V,..] [--high V,..]\n"
-     "                [--format json|csv] [-o FILE]",
-     "Find many x with f(x) ~= target (any model kind, above all mlp surrogates).\n"
-     "  --low, --high   search box (one value per x)\n"
-     "  --format csv    columns target,rank,<x names>,residual\n"},
-    {"certificate", "json", cmd_certificate, "certificate MODEL [--json]",
-     "Is the network invertible, and why: per-block reasons and Lipschitz bounds.\n"},
-    {"health", "live quiet", cmd_health, "health [--live] [--quiet]",
-     "Exit 0 when the daemon is ready (GET /readyz), 2 when it answers not ready (503),\n"
-     "3 when it cannot be reached.  --live checks liveness (GET /healthz) instead.\n"},
-    {"metrics", "out", cmd_metrics, "metrics [-o FILE]", "Print the Prometheus metrics text.\n"},
-    {"inspect", "json", cmd_inspect, "inspect FILE [--json]",
-     "Offline: describe a checkpoint file (manifest, dims, names, parameter count, blocks,\n"
-     "invertibility certificate, self-test).  Exit 4 when the file is invalid or its test\n"
-     "vectors fail.\n"},
-    {"verify", "quiet json", cmd_verify, "verify FILE... [--quiet] [--json]",
-     "Offline: load each checkpoint and run its embedded test vectors through the engine\n"
-     "(forward, inverse, log-det).  Prints PASS/FAIL per file; exit 0 when all pass, 4\n"
-     "otherwise.\n"},
-    {"help", "", cmd_help, "help [COMMAND]", "Show help.\n"},
+#define END {CTL_O_NONE, 0, NULL, NULL, NULL, NULL}
+#define USE(id) {id, 0, NULL, NULL, NULL, NULL}
+#define USE_H(id, help) {id, 0, NULL, help, NULL, NULL}
+#define JSON_H(help) {CTL_O_JSON, 0, NULL, help, NULL, NULL}
+#define FORMAT(choices, help) {CTL_O_FORMAT, 0, NULL, help, NULL, choices}
+#define REQ(id, help) {id, CTL_REQUIRED, NULL, help, NULL, NULL}
+
+static const struct ctl_cmd cmds[] = {
+    {"models", "", (const struct ctl_use[]){USE(CTL_O_JSON), END}, cmd_models, true,
+     "List the models the daemon serves: name, version, kind, dims, state."},
+    {"info", "MODEL", (const struct ctl_use[]){USE(CTL_O_JSON), END}, cmd_info, true,
+     "Show a model's metadata: kind, sha256, dims, variable names, blocks, parameters."},
+    {"sample", "MODEL",
+     (const struct ctl_use[]){
+         USE_H(CTL_O_Y, "observations, one row each (omit for a flow)"),
+         {CTL_O_N, 0, NULL, NULL, "1000", NULL}, USE(CTL_O_SEED), USE(CTL_O_TEMPERATURE),
+         FORMAT("json csv npy", "json (default), csv (columns obs, sample, the x names and "
+                "log_prob) or npy"),
+         USE(CTL_O_SUMMARY), JSON_H("with --summary: print the daemon's JSON"),
+         USE(CTL_O_LOG_PROB), USE(CTL_O_RESIMULATION), USE(CTL_O_QUANTILES),
+         USE_H(CTL_O_ASYNC, "submit as a job and print the job at once; the job command "
+               "waits for it and fetches the samples"),
+         USE_H(CTL_O_OUT, "write the answer to FILE (needed for npy on a terminal)"), END},
+     cmd_sample, true, "Draw posterior samples x ~ p(x | y) (cinn, inn) or x ~ p(x) (flow)."},
+    {"forward", "MODEL",
+     (const struct ctl_use[]){
+         REQ(CTL_O_X, "the inputs"),
+         USE_H(CTL_O_Y, "the observations of a cinn (one row is used for every row of x)"),
+         FORMAT("json csv", "json (default) or csv (columns z0.., the y names, log_det)"),
+         USE(CTL_O_OUT), END},
+     cmd_forward, true,
+     "Run the model forward: x (and y for a cinn) -> z, log_det (inn, mlp: also y)."},
+    {"inverse", "MODEL",
+     (const struct ctl_use[]){
+         REQ(CTL_O_Z, "the latent rows"), USE_H(CTL_O_Y, "the observations of a cinn or inn"),
+         USE(CTL_O_TOL), USE(CTL_O_MAX_ITER),
+         {CTL_O_METHOD, 0, "M", "auto, newton, anderson, broyden or fixed_point", NULL,
+          "auto newton anderson broyden fixed_point"},
+         FORMAT("json csv", "json (default) or csv (columns: the x names, log_det)"),
+         USE(CTL_O_OUT), END},
+     cmd_inverse, true, "Invert the model: z (and y for cinn/inn) -> x, log_det."},
+    {"log-prob", "MODEL",
+     (const struct ctl_use[]){REQ(CTL_O_X, "the points"),
+                              USE_H(CTL_O_Y, "the observations (cinn, inn)"),
+                              FORMAT("json csv", "json (default) or csv"), USE(CTL_O_OUT), END},
+     cmd_log_prob, true,
+     "Log-density log p(x) / log q(x | y) in the units of x; one y row is broadcast."},
+    {"preimage", "MODEL",
+     (const struct ctl_use[]){
+         REQ(CTL_O_TARGET, NULL), USE_H(CTL_O_Y, "the observation of a cinn"),
+         {CTL_O_METHOD, 0, NULL, "search method", "gradient", "gradient evolutionary"},
+         USE(CTL_O_NUM_SOLUTIONS), USE(CTL_O_MAX_STEPS),
+         {CTL_O_SEED, 0, NULL, "seed of the search (deterministic)", "1", NULL},
+         USE(CTL_O_LOW), USE(CTL_O_HIGH),
+         FORMAT("json csv", "json (default) or csv (columns target, rank, the x names, "
+                "residual)"),
+         USE(CTL_O_OUT), END},
+     cmd_preimage, true,
+     "Find many x with f(x) ~= target (any model kind, above all mlp surrogates)."},
+    {"certificate", "MODEL", (const struct ctl_use[]){USE(CTL_O_JSON), END}, cmd_certificate,
+     true, "Is the network invertible, and why: per-block reasons and Lipschitz bounds."},
+    {"health", "", (const struct ctl_use[]){USE(CTL_O_LIVE), USE(CTL_O_QUIET), END}, cmd_health,
+     true, "Exit 0 when the daemon is ready (GET /readyz), 2 when it answers not ready (503), "
+     "3 when it cannot be reached."},
+    {"metrics", "", (const struct ctl_use[]){USE(CTL_O_OUT), END}, cmd_metrics, true,
+     "Print the Prometheus metrics text."},
+    {"calibrate", "MODEL",
+     (const struct ctl_use[]){
+         REQ(CTL_O_X, "ground-truth parameters x*, one row per pair"),
+         USE_H(CTL_O_Y, "their simulated observations, one row per pair (omit for a flow)"),
+         {CTL_O_N, 0, "L", "posterior samples per pair", "100", NULL}, USE(CTL_O_SEED),
+         USE(CTL_O_DIAGNOSTICS), USE(CTL_O_BINS), USE(CTL_O_COVERAGE_POINTS),
+         USE(CTL_O_CONFIDENCE), USE(CTL_O_TARP_REFERENCES), USE(CTL_O_TARP_BINS),
+         USE(CTL_O_NO_Z_SCORE), USE(CTL_O_TOL), USE(CTL_O_MAX_ITER),
+         {CTL_O_METHOD, 0, "M", "auto, newton, anderson, broyden or fixed_point", NULL,
+          "auto newton anderson broyden fixed_point"},
+         USE(CTL_O_ASYNC), USE(CTL_O_PROGRESS),
+         JSON_H("print the daemon's JSON answer instead of the report"), USE(CTL_O_OUT), END},
+     cmd_calibrate, true,
+     "Check the calibration of a posterior on pairs (x*, y) from your simulator: SBC rank "
+     "statistics, expected coverage (HPD and central intervals) and TARP, as sbi defines "
+     "them. Runs as a job of the daemon and waits for it, with a progress bar on stderr when "
+     "that is a terminal."},
+    {"mmd", "MODEL",
+     (const struct ctl_use[]){
+         USE_H(CTL_O_Y, "the observation, one row (omit for a flow)"),
+         REQ(CTL_O_REFERENCE, NULL), {CTL_O_N, 0, NULL, "posterior samples", "1000", NULL},
+         USE(CTL_O_SEED), USE(CTL_O_TEMPERATURE), USE(CTL_O_SCALES),
+         {CTL_O_ESTIMATOR, 0, NULL, NULL, NULL, "unbiased biased"}, USE(CTL_O_PERMUTATIONS),
+         USE(CTL_O_TOL), USE(CTL_O_MAX_ITER),
+         {CTL_O_METHOD, 0, "M", "auto, newton, anderson, broyden or fixed_point", NULL,
+          "auto newton anderson broyden fixed_point"},
+         USE(CTL_O_ASYNC), USE(CTL_O_PROGRESS),
+         JSON_H("print the daemon's JSON answer instead of the report"), USE(CTL_O_OUT), END},
+     cmd_mmd, true,
+     "MMD^2 between the model's posterior for y and reference samples of the true posterior "
+     "(inverse multiquadric kernel), with its permutation p-value. Runs as a job of the "
+     "daemon and waits for it, with a progress bar on stderr when that is a terminal."},
+    {"jobs", "", (const struct ctl_use[]){USE(CTL_O_JSON), END}, cmd_jobs, true,
+     "List the daemon's jobs: id, state, operation, model, progress. Jobs live in the "
+     "daemon's memory only; finished ones are kept for the daemon's job TTL."},
+    {"job", "ID",
+     (const struct ctl_use[]){
+         USE(CTL_O_WAIT), USE(CTL_O_CANCEL),
+         USE_H(CTL_O_PROGRESS, "with --wait: draw the progress bar on standard error even "
+               "when it is not a terminal"),
+         JSON_H("print the daemon's JSON job object"),
+         USE_H(CTL_O_OUT, "write the result or the job to FILE (needed for npy on a "
+               "terminal)"), END},
+     cmd_job, true,
+     "Show a job: state, progress, times. --wait waits for it (a progress bar on stderr "
+     "when that is a terminal) and prints its result as the synchronous request would have "
+     "answered it (JSON, CSV or NPY); --cancel stops it, or forgets a finished one."},
+    {"inspect", "FILE",
+     (const struct ctl_use[]){
+         JSON_H("print the metadata JSON the daemon answers to GET /v1/models/MODEL for this "
+                "file (MODEL and version named as the daemon names them; load_ms is this "
+                "load's)"),
+         END},
+     cmd_inspect, false,
+     "Offline: describe a checkpoint file (manifest, dims, names, parameter count, blocks, "
+     "invertibility certificate, self-test). Exit 4 when the file is invalid or its test "
+     "vectors fail."},
+    {"verify", "FILE...",
+     (const struct ctl_use[]){USE_H(CTL_O_QUIET, "print only the failures"),
+                              JSON_H("print the verdicts as JSON"), END},
+     cmd_verify, false,
+     "Offline: load each checkpoint and run its embedded test vectors through the engine "
+     "(forward, inverse, log-det). Prints PASS or FAIL per file; exit 0 when all pass, 4 "
+     "otherwise."},
+    {"help", "[COMMAND]", (const struct ctl_use[]){USE(CTL_O_ROFF), END}, cmd_help, false,
+     "Show the general help, or a command's."},
 };
 
 #define NCMDS (sizeof(cmds) / sizeof(cmds[0]))
 
-static const struct cmd *find_cmd(const char *name)
+static int cmd_help(struct ctl_args *o)
 {
-    for (size_t i = 0; i < NCMDS; i++)
-        if (strcmp(cmds[i].name, name) == 0)
-            return &cmds[i];
-    return NULL;
-}
-
-/* The first sentence of a command's help (up to ". " or the end; line breaks read as
- * spaces), wrapped at 79 columns with continuation lines indented to column 15. */
-static void put_summary(FILE *f, const char *help)
-{
-    size_t end = 0;
-    while (help[end] && !(help[end] == '.' && (help[end + 1] == ' ' || help[end + 1] == '\n' ||
-                                               !help[end + 1])))
-        end++;
-    if (help[end])
-        end++; /* the full stop */
-    int col = 15;
-    bool first = true;
-    for (size_t i = 0; i < end;) {
-        while (i < end && (help[i] == ' ' || help[i] == '\n'))
-            i++;
-        size_t w = 0;
-        while (i + w < end && help[i + w] != ' ' && help[i + w] != '\n')
-            w++;
-        if (!w)
-            break;
-        if (!first && col + 1 + (int)w > 79) {
-            fprintf(f, "\n%15s", "");
-            col = 15;
-            first = true;
-        }
-        if (!first) {
-            fputc(' ', f);
-            col++;
-        }
-        fprintf(f, "%.*s", (int)w, help + i);
-        col += (int)w;
-        first = false;
-        i += w;
-    }
-    fputc('\n', f);
-}
-
-static void general_help(FILE *f)
-{
-    fprintf(f,
-            "usage: innctl [--url URL] [--token-file FILE] [--cacert FILE] [--timeout S]\n"
-            "              [--retries N] COMMAND [ARGS]\n"
-            "       innctl --help | --version | COMMAND --help\n\n"
-            "Client for the innserve daemon (INN inference over HTTP).\n\n"
-            "Commands:\n");
-    for (size_t i = 0; i < NCMDS; i++) {
-        fprintf(f, "  %-12s ", cmds[i].name);
-        put_summary(f, cmds[i].help);
-    }
-    fprintf(f,
-            "\nGlobal options:\n"
-            "  --url URL       daemon address (default $INNSERVE_URL or " DEFAULT_URL ");\n"
-            "                  https://... for a daemon started with --tls-cert\n"
-            "  --token-file F  send the bearer token in F (one line) to a daemon started with\n"
-            "                  --auth-token-file (default $INNSERVE_TOKEN_FILE)\n"
-            "  --cacert F      trust the CA certificate(s) in PEM file F for https (default\n"
-            "                  $INNSERVE_CACERT, else the system's CA store)\n"
-            "  --timeout S     seconds per request (default 60)\n"
-            "  --retries N     retries of transient 429/503 answers (overloaded, draining,\n"
-            "                  still loading; not a model that failed to load), honouring\n"
-            "                  Retry-After (default 2)\n"
-            "  -h, --help      help; 'innctl COMMAND --help' for a command\n"
-            "  --version       print the version\n\n"
-            "ROWS: '1.5,0' (one row), '1,2;3,4' (rows), '[[1,2],[3,4]]' (JSON), '@file'\n"
-            "(CSV or JSON file) or '-' (standard input).\n\n"
-            "Exit codes: 0 ok, 1 usage error, 2 HTTP error from the daemon, 3 cannot reach\n"
-            "the daemon, 4 checkpoint invalid / verification failed, 5 internal error.\n");
-}
-
-static void cmd_help_text(const struct cmd *c, FILE *f)
-{
-    fprintf(f, "usage: innctl %s\n\n%s", c->usage, c->help);
-    if (strcmp(c->name, "inspect") && strcmp(c->name, "verify") && strcmp(c->name, "help"))
-        fprintf(f, "\nGlobal options: --url, --token-file, --cacert, --timeout, --retries "
-                "(see 'innctl --help').\n");
-}
-
-static int cmd_help(struct opts *o)
-{
-    if (o->npos == 0) {
-        general_help(stdout);
+    if (o->roff) {
+        if (o->npos)
+            return usage_error("help --roff takes no COMMAND");
+        ctl_roff(stdout, cmds, NCMDS);
         return EX_OK;
     }
-    const struct cmd *c = find_cmd(o->pos[0]);
+    if (o->npos == 0) {
+        ctl_help_general(stdout, cmds, NCMDS);
+        return EX_OK;
+    }
+    const struct ctl_cmd *c = ctl_find_cmd(cmds, NCMDS, o->pos[0]);
     if (!c)
         return usage_error("unknown command '%s' (see 'innctl --help')", o->pos[0]);
-    cmd_help_text(c, stdout);
-    return EX_OK;
-}
-
-/* ---- argument parsing ------------------------------------------------------------------- */
-
-static bool cmd_accepts(const struct cmd *c, const char *opt)
-{
-    size_t n = strlen(opt);
-    const char *p = c->options;
-    while ((p = strstr(p, opt)) != NULL) {
-        bool start = p == c->options || p[-1] == ' ';
-        bool end = p[n] == '\0' || p[n] == ' ';
-        if (start && end)
-            return true;
-        p += n;
-    }
-    return false;
-}
-
-static int parse_double(const char *s, const char *opt, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (end == s || *end || errno || !isfinite(v))
-        return usage_error("--%s: '%s' is not a number", opt, s);
-    *out = v;
-    return EX_OK;
-}
-
-static int parse_long(const char *s, const char *opt, long lo, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end || errno || v < lo)
-        return usage_error("--%s: '%s' is not an integer >= %ld", opt, s, lo);
-    *out = v;
-    return EX_OK;
-}
-
-static int parse_u64(const char *s, const char *opt, unsigned long long *out)
-{
-    char *end;
-    errno = 0;
-    if (*s == '-')
-        return usage_error("--%s: '%s' must be >= 0", opt, s);
-    unsigned long long v = strtoull(s, &end, 10);
-    if (end == s || *end || errno)
-        return usage_error("--%s: '%s' is not an integer >= 0", opt, s);
-    *out = v;
-    return EX_OK;
-}
-
-/* Options that take no value. */
-static bool is_flag(const char *name)
-{
-    static const char *const flags[] = {"summary", "log-prob", "resimulation", "json", "quiet",
-                                        "help", "live"};
-    for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
-        if (strcmp(flags[i], name) == 0)
-            return true;
-    return false;
-}
-
-static int set_opt(struct opts *o, const char *name, const char *val)
-{
-    long l = 0;
-    int ex;
-    if (!strcmp(name, "url"))
-        o->url = val;
-    else if (!strcmp(name, "token-file"))
-        o->token_file = val;
-    else if (!strcmp(name, "cacert"))
-        o->cacert = val;
-    else if (!strcmp(name, "timeout"))
-        return parse_double(val, name, &o->timeout);
-    else if (!strcmp(name, "retries")) {
-        if ((ex = parse_long(val, name, 0, &l)) != 0)
-            return ex;
-        o->retries = (int)(l > 100 ? 100 : l);
-    } else if (!strcmp(name, "x"))
-        o->x = val;
-    else if (!strcmp(name, "y"))
-        o->y = val;
-    else if (!strcmp(name, "z"))
-        o->z = val;
-    else if (!strcmp(name, "target"))
-        o->target = val;
-    else if (!strcmp(name, "n")) {
-        o->have_n = true;
-        return parse_long(val, "n", 1, &o->n);
-    } else if (!strcmp(name, "seed")) {
-        o->have_seed = true;
-        return parse_u64(val, name, &o->seed);
-    } else if (!strcmp(name, "temperature")) {
-        o->have_temperature = true;
-        return parse_double(val, name, &o->temperature);
-    } else if (!strcmp(name, "format"))
-        o->format = val;
-    else if (!strcmp(name, "quantiles"))
-        o->quantiles = val;
-    else if (!strcmp(name, "out"))
-        o->out = val;
-    else if (!strcmp(name, "tol")) {
-        o->have_tol = true;
-        return parse_double(val, name, &o->tol);
-    } else if (!strcmp(name, "max-iter"))
-        return parse_long(val, name, 1, &o->max_iter);
-    else if (!strcmp(name, "method"))
-        o->method = val;
-    else if (!strcmp(name, "num-solutions"))
-        return parse_long(val, name, 1, &o->num_solutions);
-    else if (!strcmp(name, "max-steps"))
-        return parse_long(val, name, 1, &o->max_steps);
-    else if (!strcmp(name, "low"))
-        o->low = val;
-    else if (!strcmp(name, "high"))
-        o->high = val;
-    else if (!strcmp(name, "summary"))
-        o->summary = true;
-    else if (!strcmp(name, "log-prob"))
-        o->log_prob = true;
-    else if (!strcmp(name, "resimulation"))
-        o->resim = true;
-    else if (!strcmp(name, "json"))
-        o->json = true;
-    else if (!strcmp(name, "quiet"))
-        o->quiet = true;
-    else if (!strcmp(name, "live"))
-        o->live = true;
-    else if (!strcmp(name, "help"))
-        o->help = true;
+    ctl_help_cmd(stdout, c);
     return EX_OK;
 }
 
 int main(int argc, char **argv)
 {
-    struct opts o = {0};
-    o.url = getenv("INNSERVE_URL");
-    if (!o.url || !*o.url)
-        o.url = DEFAULT_URL;
-    o.token_file = getenv("INNSERVE_TOKEN_FILE");
-    if (o.token_file && !*o.token_file)
-        o.token_file = NULL;
-    o.cacert = getenv("INNSERVE_CACERT");
-    if (o.cacert && !*o.cacert)
-        o.cacert = NULL;
-    o.timeout = 60;
-    o.retries = 2;
-    const struct cmd *c = NULL;
-    int ex;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        char name[64];
-        const char *val = NULL;
-        if (!strcmp(a, "-h")) {
-            o.help = true;
-            continue;
-        }
-        if (!strcmp(a, "--version")) {
-            printf("innctl %s\n", CTL_VERSION);
-            return EX_OK;
-        }
-        if (!strcmp(a, "-n") || !strcmp(a, "-o")) {
-            snprintf(name, sizeof(name), "%s", a[1] == 'n' ? "n" : "out");
-        } else if (a[0] == '-' && a[1] == '-' && a[2]) {
-            const char *eq = strchr(a + 2, '=');
-            size_t len = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
-            if (len >= sizeof(name))
-                return usage_error("unknown option '%s'", a);
-            memcpy(name, a + 2, len);
-            name[len] = '\0';
-            if (eq)
-                val = eq + 1;
-        } else if (a[0] == '-' && a[1] && strcmp(a, "-") != 0 &&
-                   !(a[1] >= '0' && a[1] <= '9') && a[1] != '.') {
-            return usage_error("unknown option '%s' (see 'innctl --help')", a);
-        } else {
-            if (!c) {
-                c = find_cmd(a);
-                if (!c)
-                    return usage_error("unknown command '%s' (see 'innctl --help')", a);
-                o.cmd = c->name;
-            } else if (o.npos < MAX_POS) {
-                o.pos[o.npos++] = a;
-            } else {
-                return usage_error("too many arguments");
-            }
-            continue;
-        }
-        bool global = !strcmp(name, "url") || !strcmp(name, "timeout") ||
-                      !strcmp(name, "token-file") || !strcmp(name, "cacert") ||
-                      !strcmp(name, "retries") || !strcmp(name, "help");
-        if (!global && (!c || !cmd_accepts(c, name)))
-            return usage_error("unknown option '--%s'%s%s%s", name, c ? " for " : "",
-                               c ? c->name : "", " (see 'innctl --help')");
-        if (!is_flag(name) && !val) {
-            if (i + 1 >= argc)
-                return usage_error("option '%s' needs a value", a);
-            val = argv[++i];
-        } else if (is_flag(name) && val) {
-            return usage_error("option '--%s' takes no value", name);
-        }
-        if ((ex = set_opt(&o, name, val)) != 0)
-            return ex;
+    struct ctl_args o;
+    const struct ctl_cmd *c = NULL;
+    char err[512];
+    if (ctl_parse(argc, argv, cmds, NCMDS, &o, &c, err, sizeof err) != CTL_PARSE_OK)
+        return usage_error("%s", err);
+    if (o.version) {
+        printf("innctl %s\n", CTL_VERSION);
+        return EX_OK;
     }
     if (!c) {
-        general_help(o.help ? stdout : stderr);
+        ctl_help_general(o.help ? stdout : stderr, cmds, NCMDS);
         return o.help ? EX_OK : EX_USAGE;
     }
     if (o.help) {
-        cmd_help_text(c, stdout);
+        ctl_help_cmd(stdout, c);
         return EX_OK;
     }
     if (o.token_file) {
-        char err[CTL_HTTP_ERR_LEN];
-        if (!(o.token = ctl_http_read_token(o.token_file, err)))
-            return usage_error("%s", err);
+        char terr[CTL_HTTP_ERR_LEN];
+        if (!(o.token = ctl_http_read_token(o.token_file, terr)))
+            return usage_error("%s", terr);
     }
     ctl_http_global_init();
-    ex = c->run(&o);
+    int ex = c->run(&o);
     ctl_http_global_cleanup();
     free(o.token);
     return ex;

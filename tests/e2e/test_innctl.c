@@ -369,7 +369,8 @@ START_TEST(offline_inspect_verify)
     r = RUN_NOURL(NULL, "inspect", "--json", path);
     expect_status(&r, 0, "inspect --json");
     cJSON *j = cJSON_Parse(r.out);
-    ck_assert(j && cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "self_test"), "passed")));
+    ck_assert(j && strcmp(cJSON_GetObjectItem(j, "state")->valuestring, "READY") == 0);
+    ck_assert_str_eq(cJSON_GetObjectItem(j, "model")->valuestring, "cinn_standardized");
     ck_assert(cJSON_GetObjectItem(j, "parameters")->valuedouble > 0);
     cJSON_Delete(j);
     run_free(&r);
@@ -394,6 +395,99 @@ START_TEST(offline_inspect_verify)
 }
 END_TEST
 
+/* The bytes of a metadata answer with the value of "load_ms" (the time that process took
+ * to load the file, the one field that may differ) replaced by 0.  Returns a malloc'd copy. */
+static char *without_load_ms(const char *s, size_t len)
+{
+    char *c = malloc(len + 1);
+    ck_assert(c);
+    memcpy(c, s, len);
+    c[len] = '\0';
+    char *p = strstr(c, "\"load_ms\":");
+    ck_assert_msg(p, "no load_ms in %.200s", c);
+    p += strlen("\"load_ms\":");
+    size_t n = strspn(p, "0123456789.eE+-");
+    ck_assert(n > 0);
+    memmove(p + 1, p + n, strlen(p + n) + 1);
+    *p = '0';
+    return c;
+}
+
+/* `innctl inspect --json FILE` prints the bytes GET /v1/models/NAME answers for the file
+ * (proto's writer in both), for every model a daemon serving dir lists. */
+static void inspect_matches_daemon(const char *dir, const char *const *files, int n,
+                                   const char *const *names, const char *const *versions)
+{
+    struct e2e_daemon d;
+    ck_assert(e2e_start(&d, dir, NULL));
+    struct e2e_resp list;
+    e2e_get(&d, "/v1/models", &list);
+    ck_assert_int_eq(list.status, 200);
+    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(list.json, "models")), n);
+    for (int i = 0; i < n; i++) {
+        ck_assert_msg(e2e_find_model(list.json, names[i]), "%s is not served", names[i]);
+        char path[400];
+        snprintf(path, sizeof path, "/v1/models/%s", names[i]);
+        struct e2e_resp m;
+        e2e_get(&d, path, &m);
+        ck_assert_int_eq(m.status, 200);
+        struct run r = RUN_NOURL(NULL, "inspect", "--json", files[i]);
+        expect_status(&r, 0, files[i]);
+        char *got = without_load_ms(r.out, r.out_len);
+        char *want = without_load_ms(m.body, m.len);
+        ck_assert_msg(strcmp(got, want) == 0, "%s:\ninnctl: %.400s\ndaemon: %.400s", files[i],
+                      got, want);
+        /* the same document, not just equal text after the edit */
+        cJSON *j = cJSON_Parse(r.out);
+        ck_assert(j);
+        ck_assert_str_eq(cJSON_GetObjectItem(j, "model")->valuestring, names[i]);
+        ck_assert_str_eq(cJSON_GetObjectItem(j, "version")->valuestring, versions[i]);
+        ck_assert(cJSON_IsNumber(cJSON_GetObjectItem(j, "load_ms")));
+        cJSON_Delete(j);
+        free(got);
+        free(want);
+        run_free(&r);
+        e2e_resp_free(&m);
+    }
+    e2e_resp_free(&list);
+    ck_assert_int_eq(e2e_stop(&d, SIGTERM, 20), 0);
+}
+
+START_TEST(inspect_json_is_the_daemons_metadata)
+{
+    /* every demo model of the repository's models/ (what `make run` serves) */
+    static const char *const demo[] = {"ik_cinn", "ik_inn", "ik_mlp", "iresnet_toy"};
+    const char *files[8], *versions[8];
+    char buf[8][700], dir[300];
+    snprintf(dir, sizeof dir, "%s/demo", TMP);
+    for (int i = 0; i < 4; i++) {
+        char src[300];
+        snprintf(src, sizeof src, "models/%s.safetensors", demo[i]);
+        size_t n;
+        char *data = tu_slurp(src, &n);
+        ck_assert_msg(data, "%s is missing (run from the repository root)", src);
+        e2e_write_file(dir, src + strlen("models/"), data, n);
+        free(data);
+        snprintf(buf[i], sizeof buf[i], "%s/%s.safetensors", dir, demo[i]);
+        files[i] = buf[i];
+        versions[i] = "1";
+    }
+    inspect_matches_daemon(dir, files, 4, demo, versions);
+    /* the versioned layout: NAME/VERSION/model.safetensors is NAME version VERSION */
+    snprintf(dir, sizeof dir, "%s/versioned", TMP);
+    static const char *const fx[] = {"rnvp", "glow_cond", "inn_ardizzone", "mlp"};
+    static const char *const vers[] = {"3", "12", "1", "7"};
+    for (int i = 0; i < 4; i++) {
+        char rel[300];
+        snprintf(rel, sizeof rel, "%s/%s/model.safetensors", fx[i], vers[i]);
+        e2e_copy_fixture(dir, fx[i], rel);
+        snprintf(buf[i], sizeof buf[i], "%s/%s", dir, rel);
+        files[i] = buf[i];
+    }
+    inspect_matches_daemon(dir, files, 4, fx, vers);
+}
+END_TEST
+
 Suite *make_suite(void)
 {
     Suite *s = suite_create("innctl");
@@ -409,6 +503,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, permanent_503_is_not_retried);
     tcase_add_test(tc, connection_errors_exit_3);
     tcase_add_test(tc, offline_inspect_verify);
+    tcase_add_test(tc, inspect_json_is_the_daemons_metadata);
     suite_add_tcase(s, tc);
     return s;
 }

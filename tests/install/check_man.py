@@ -9,9 +9,12 @@ Reads the man pages innserve.1 and innctl.1 (as installed) and compares:
             the same set; every command of `innctl --help` has a subsection in COMMANDS
             (and no other), and each command's options in `innctl COMMAND --help` are the
             options that subsection describes.
+            The part of innctl.1 between its BEGIN and END lines must be exactly what
+            `innctl help --roff` prints today (both are made from innctl's option table).
 groff must render both pages without a warning.
 
 Usage: check_man.py INNSERVE INNCTL MAN1_DIR
+       check_man.py --update-innctl INNCTL PAGE   (rewrite PAGE's generated part: make man)
 """
 import os
 import re
@@ -148,7 +151,32 @@ def innctl(binary, page):
               % (c, sorted(m["tags"]), sorted(m["title"]), c, sorted(want)))
 
 
+BEGIN = '.\\" BEGIN innctl help --roff\n'
+END = '.\\" END innctl help --roff\n'
+
+
+def generated_part(path):
+    """(text before BEGIN, the generated text, text from END) of an innctl.1."""
+    s = open(path, encoding="ascii").read()
+    if BEGIN not in s or END not in s:
+        return None
+    a = s.index(BEGIN) + len(BEGIN)
+    b = s.index(END)
+    return s[:a], s[a:b], s[b:]
+
+
+def innctl_roff(binary):
+    return run(binary, "help", "--roff")
+
+
 def main():
+    if len(sys.argv) == 4 and sys.argv[1] == "--update-innctl":
+        parts = generated_part(sys.argv[3])
+        if parts is None:
+            sys.exit("%s has no BEGIN/END lines" % sys.argv[3])
+        with open(sys.argv[3], "w", encoding="ascii") as f:
+            f.write(parts[0] + innctl_roff(sys.argv[2]) + parts[2])
+        return
     if len(sys.argv) != 4:
         sys.exit(__doc__)
     serve, ctl, man1 = sys.argv[1:]
@@ -156,6 +184,9 @@ def main():
         render(os.path.join(man1, page))
     innserve(serve, parse(os.path.join(man1, "innserve.1")))
     innctl(ctl, parse(os.path.join(man1, "innctl.1")))
+    parts = generated_part(os.path.join(man1, "innctl.1"))
+    check(parts is not None and parts[1] == innctl_roff(ctl),
+          "innctl.1 between its BEGIN and END lines is `innctl help --roff` (else: make man)")
     print("check_man: %d failure(s)" % len(FAILS))
     sys.exit(1 if FAILS else 0)
 

@@ -15,10 +15,12 @@
  * answers, and CSV and NPY answers for samples; forward also with more rows than one tile
  * (several units).  Inline (srv_call_run_inline, as the HTTP thread runs small calls) and
  * through the worker pool (srv_call_submit, with dynamic batching on; a pool of its own
- * per run, so the workers' workspaces start empty and are freed before the leak check),
- * and two forward or log_prob calls computed in one batch (run_batch): there a failed
- * allocation of the batch may also end in both calls answered 200 with their own bytes
- * (the calls then run alone).  srv_pool_submit itself allocates nothing.
+ * per run, so the workers' workspaces start empty and are freed before the leak check;
+ * once also with a one-worker pool made under failure, so the worker may be without a
+ * workspace: the call is answered 503 and the next call on that pool 200), and two
+ * forward, log_prob or sample calls computed in one batch (run_batch, run_sample_batch):
+ * there a failed allocation of the batch may also end in both calls answered 200 with
+ * their own bytes (the calls then run alone).  srv_pool_submit itself allocates nothing.
  *
  * How: linked with the allocator wrappers of tests/unit/allocwrap.c (Makefile, like
  * test_allocfail): every allocation of engine/, proto/, server/ and this file is counted.
@@ -247,6 +249,8 @@ struct call_case {
     enum proto_format fmt;
     bool v2;
     bool pooled;              /* through a pool of its own instead of inline */
+    bool cold;                /* the pool made under failure too, its workers not awaited:
+                                 a worker may have no workspace */
     /* the answer of the run without failure */
     char *want;
     size_t want_len;
@@ -354,6 +358,29 @@ static int check_answer(const struct call_case *k, const struct srv_response *s,
     return 1;
 }
 
+/* After a failed allocation, the next call on the same pool (ctx->pool) without failure
+ * must be answered 200 with its bytes: no failure leaves the pool broken. */
+static bool next_call_answered(struct call_case *k, char why[512])
+{
+    struct proto_request q;
+    struct proto_error e;
+    if (parse(k, &q, why) < 0)
+        return false;
+    struct srv_call *c = srv_call_new(&k->fx->ctx, k->fx->ver, &q, k->fmt, k->v2, &e);
+    proto_request_free(&q);
+    if (!c || !run_pooled(c)) {
+        snprintf(why, 512, "the next call was not answered");
+        return false; /* a call left behind: the pool may still use it */
+    }
+    char why2[512] = "";
+    bool ok = check_answer(k, &c->resp, why2) == 1;
+    if (!ok)
+        snprintf(why, 512, "the next call on the pool, without failure, answered %d %s %.300s",
+                 c->resp.status, c->resp.code ? c->resp.code : "", why2);
+    srv_call_unref(c);
+    return ok;
+}
+
 static int op_call(void *p, char why[512])
 {
     struct call_case *k = p;
@@ -364,10 +391,15 @@ static int op_call(void *p, char why[512])
     af_hold();
     int ret = parse(k, &q, why);
     struct eng_ws *ws = k->pooled ? NULL : eng_ws_new();
-    struct srv_pool *own = k->pooled ? pool_started(1000000) : NULL;
+    struct srv_pool *own = k->pooled && !k->cold ? pool_started(1000000) : NULL;
     af_release();
     if (ret < 0)
         return -1;
+    if (k->cold && !(own = srv_pool_new(1, 16, 1000000, ENG_TILE_ROWS))) {
+        snprintf(why, 512, "srv_pool_new failed");
+        proto_request_free(&q);
+        return 0; /* the daemon does not start */
+    }
     if (k->pooled ? !own : !ws) {
         snprintf(why, 512, "no %s", k->pooled ? "pool" : "workspace");
         proto_request_free(&q);
@@ -397,6 +429,11 @@ static int op_call(void *p, char why[512])
     }
     srv_call_unref(c);
     eng_ws_free(ws);
+    if (own && k->cold && c && ret >= 0) {
+        af_hold();
+        ret = next_call_answered(k, why) ? ret : -1;
+        af_release();
+    }
     if (own) {
         af_hold();
         srv_pool_free(own);
@@ -441,8 +478,9 @@ static void run_case(struct call_case *k, const char *what)
 
 /* ---- two calls in one batch ------------------------------------------------------------ */
 
-/* Two forward (or log_prob) calls that the pool computes in one batch (run_batch): both are
- * queued while every worker is held, so the second joins the first's batch. */
+/* Two forward, log_prob or sample calls that the pool computes in one batch (run_batch,
+ * run_sample_batch): both are queued while every worker is held, so the second joins the
+ * first's batch. */
 struct batch_case {
     struct call_case k[2];
 };
@@ -532,9 +570,11 @@ out:
 }
 
 /* A second request for a batch with the first: other rows, and for a cinn y per row
- * (the first broadcasts one). */
+ * (the first broadcasts one); other samples (other seed, outputs). */
 static const char *second_body(enum eng_kind k, enum proto_op op)
 {
+    if (op == PROTO_OP_SAMPLE)
+        return sample_body_fmt(k, PROTO_FMT_CSV);
     if (op == PROTO_OP_FORWARD)
         return k == ENG_KIND_CINN ? "{\"x\": [[0.5, 0.1, -0.2, 0.3]], \"y\": [[0, 1]]}"
                : k == ENG_KIND_FLOW ? "{\"x\": [[0.3, -0.4], [0.2, 0.2], [-1, 1]]}"
@@ -574,6 +614,13 @@ static void run_model(int model, bool pooled)
             snprintf(what, sizeof what, "%s forward of %d rows%s", MODELS[model],
                      ENG_TILE_ROWS + 44, pooled ? " pooled" : "");
             run_case(&k, what);
+            if (pooled) {
+                k.cold = true;
+                snprintf(what, sizeof what, "%s forward of %d rows, pool made under failure",
+                         MODELS[model], ENG_TILE_ROWS + 44);
+                run_case(&k, what);
+                k.cold = false;
+            }
             free(big);
         }
     }
@@ -591,7 +638,7 @@ static void run_batches(int model)
     const struct eng_info *info = fx.ver->info;
     char what[160];
     for (int op = PROTO_OP_FORWARD; op < PROTO_OP_COUNT; op++) {
-        if ((op != PROTO_OP_FORWARD && op != PROTO_OP_LOG_PROB) ||
+        if (op == PROTO_OP_INVERSE || op == PROTO_OP_PREIMAGE ||
             !proto_op_supported((enum proto_op)op, info->kind))
             continue;
         struct batch_case b;
