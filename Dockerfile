@@ -31,6 +31,7 @@ COPY Makefile ./
 COPY engine engine
 COPY proto proto
 COPY server server
+COPY ui ui
 RUN make -j"$(nproc)" build/innserve \
  && strip build/innserve \
  && build/innserve --help >/dev/null

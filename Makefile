@@ -4,7 +4,8 @@
 #   make run        install missing packages, build, serve models/ on 127.0.0.1:8080
 #   make check      the fast tier, no root, installs nothing: release build, unit, end-to-end
 #                   (determinism included), Python tests and every example of the documents
-#                   (skipped with a message without python3-torch/numpy); C suites under ASan+UBSan
+#                   (skipped with a message without python3-torch/numpy); the web page in headless
+#                   Chromium (skipped without chromium, node, tests/ui/node_modules); C suites under ASan+UBSan
 #   make test       installs what it needs (scripts/install-deps.sh test), then everything in
 #                   check, then the deployment tests (container image, compose, `make run`)
 #   make bench      engine vs PyTorch(+FrEIA), ONNX Runtime and the sgemm/FMA peaks (docs/performance.md)
@@ -52,7 +53,10 @@ ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o)
 PROTO_SRC  := $(wildcard proto/*.c)
 PROTO_OBJ  := $(PROTO_SRC:%.c=$(BUILD)/%.o)
 SERVER_SRC := $(wildcard server/*.c)
-SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/%.o)
+# The web page (ui/, docs/ui.md): its files compiled into the daemon by ui/embed.c.
+UI_FILES   := ui/index.html ui/app.js ui/style.css
+UI_OBJ     := $(BUILD)/gen/ui_assets.o
+SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/%.o) $(UI_OBJ)
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/%)
 TU_OBJ     := $(BUILD)/tests/unit/testutil.o
@@ -72,7 +76,7 @@ MHD_LIBS   := $(shell pkg-config --libs libmicrohttpd 2>/dev/null || echo -lmicr
 CURL_LIBS  := $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
 BINS       := $(BUILD)/innserve $(if $(CTL_SRC),$(BUILD)/innctl)
 
-.PHONY: all check test test-unit test-e2e test-python test-docs test-san bench run deps clean help fixtures lint bench-iresnet bench-server test-tsan fuzz test-fuzz
+.PHONY: all check test test-unit test-e2e test-python test-docs test-ui test-san bench run deps clean help fixtures lint bench-iresnet bench-server test-tsan fuzz test-fuzz
 all: $(BUILD)/libinnengine.a $(BINS) $(UNIT_BIN) $(SRVT_BIN) $(E2E_BIN)
 
 Q := @
@@ -89,6 +93,23 @@ ifneq ($(findstring x86_64,$(shell $(CC) -dumpmachine)),)
 $(BUILD)/engine/kern_avx2.o: CFLAGS += -mavx2 -mfma
 $(BUILD)/engine/kern_avx512.o: CFLAGS += -mavx512f -mavx2 -mfma
 endif
+
+# ui/embed.c writes the page's bytes, URL paths, types and ETags as a C table (server/ui.h);
+# only the C compiler is needed.
+$(BUILD)/ui_embed: ui/embed.c
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) -std=c11 -O1 $(WARN) $< -o $@
+
+$(BUILD)/gen/ui_assets.c: $(BUILD)/ui_embed $(UI_FILES)
+	@mkdir -p $(dir $@)
+	@echo "  EMBED $(UI_FILES)"
+	$(Q)$(BUILD)/ui_embed $@ '/=ui/index.html=text/html; charset=utf-8' \
+	  '/ui/app.js=ui/app.js=text/javascript; charset=utf-8' \
+	  '/ui/style.css=ui/style.css=text/css; charset=utf-8'
+
+$(UI_OBJ): $(BUILD)/gen/ui_assets.c server/ui.h
+	@echo "  CC $<"
+	$(Q)$(CC) $(CFLAGS) -I. -c $< -o $@
 
 $(BUILD)/libinnengine.a: $(ENGINE_OBJ)
 	@rm -f $@
@@ -171,6 +192,16 @@ test-docs: $(BINS)
 	/usr/bin/python3 tests/docs/test_run_docs.py --bin $(BUILD)/innserve && \
 	/usr/bin/python3 tests/docs/run_docs.py --bin $(BUILD)/innserve $(DOCS_ARGS)
 
+# The web page end to end in headless Chromium against the real daemon (tests/ui/test_ui.mjs,
+# docs/ui.md): Debian's chromium and nodejs, and playwright-core as tests/ui/package-lock.json
+# pins it (scripts/install-deps.sh test runs npm ci there).  Screenshots go to $(BUILD)/ui/;
+# UI_ARGS=--update-docs also copies them to docs/img/.
+test-ui: $(BUILD)/innserve
+	@$(call need,command -v chromium,chromium); \
+	$(call need,command -v node,nodejs); \
+	$(call need,test -f tests/ui/node_modules/playwright-core/package.json,playwright-core (npm ci in tests/ui)); \
+	node tests/ui/test_ui.mjs --bin $(BUILD)/innserve --out $(BUILD)/ui $(UI_ARGS)
+
 # Python client and exporter tests (need Debian's python3-torch, python3-numpy).
 test-python: $(BINS)
 	@$(call need,/usr/bin/python3 -c 'import torch; import numpy',python3-torch or python3-numpy); \
@@ -183,7 +214,7 @@ test-san:
 
 # The fast tier: no root, installs nothing.  Every step runs; the failed ones are listed.
 # CHECK_MISSING=fail (make test) fails a step whose packages are missing instead of skipping it.
-CHECK_STEPS := test-unit test-e2e test-python test-docs test-install test-python-venv test-san test-fuzz
+CHECK_STEPS := test-unit test-e2e test-python test-docs test-ui test-install test-python-venv test-san test-fuzz
 CHECK_MISSING ?= skip
 check: all
 	@fail=; for s in $(CHECK_STEPS); do echo "==== make $$s"; \
