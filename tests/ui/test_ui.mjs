@@ -344,7 +344,9 @@ try {
     const jl = await (await fetch(base + '/v1/jobs')).json();
     check(jl.jobs.some((j) => j.state === 'cancelled'), 'Cancel job cancels the sample job on the server',
           JSON.stringify(jl.jobs.map((j) => j.state)));
-    check(!(await page.isDisabled('#sample-run')), 'the form is usable again after the cancel');
+    const usable = await page.waitForFunction(() => !document.getElementById('sample-run').disabled, null, { timeout: 5000 })
+      .then(() => true, () => false);
+    check(usable, 'the form is usable again within 5 s of the cancel');
     await page.uncheck('#sample-job');
     await page.fill('#num-samples', '2000');
   }
