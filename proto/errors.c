@@ -41,6 +41,10 @@ static const struct {
     [PROTO_E_NOMEM] = {503, "out_of_memory"},
     [PROTO_E_DEADLINE] = {504, "deadline_exceeded"},
     [PROTO_E_INTERNAL] = {500, "internal"},
+    [PROTO_E_JOB_NOT_FOUND] = {404, "job_not_found"},
+    [PROTO_E_JOB_NOT_DONE] = {409, "job_not_done"},
+    [PROTO_E_JOB_CANCELLED] = {409, "job_cancelled"},
+    [PROTO_E_TOO_MANY_JOBS] = {503, "too_many_jobs"},
 };
 
 int proto_code_http(enum proto_code c)

@@ -45,6 +45,11 @@ enum proto_code {
     PROTO_E_NOMEM,          /* 503 out_of_memory */
     PROTO_E_DEADLINE,       /* 504 deadline_exceeded */
     PROTO_E_INTERNAL,       /* 500 internal */
+    PROTO_E_JOB_NOT_FOUND,  /* 404 job_not_found: no such job (unknown, expired or removed) */
+    PROTO_E_JOB_NOT_DONE,   /* 409 job_not_done: the job's result is not there yet */
+    PROTO_E_JOB_CANCELLED,  /* 409 job_cancelled: the job was cancelled; it has no result */
+    PROTO_E_TOO_MANY_JOBS,  /* 503 too_many_jobs: --max-jobs or --max-job-bytes reached
+                               (Retry-After) */
     PROTO_CODE_COUNT
 };
 

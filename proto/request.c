@@ -34,6 +34,11 @@ bool proto_op_supported(enum proto_op op, enum eng_kind kind)
     return kind != ENG_KIND_MLP;
 }
 
+bool proto_op_async(enum proto_op op)
+{
+    return op == PROTO_OP_SAMPLE || op == PROTO_OP_PREIMAGE;
+}
+
 static const char *const OUT_NAMES[] = {"samples", "log_prob", "summary", "resimulation"};
 
 void proto_request_free(struct proto_request *r)
@@ -146,6 +151,20 @@ static enum proto_code read_seed(const cJSON *root, uint64_t *seed, bool *given,
     return PROTO_OK;
 }
 
+/* "async": a boolean (absent: false). */
+static enum proto_code read_async(const cJSON *root, bool *out, struct proto_error *e)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "async");
+    *out = false;
+    if (!v)
+        return PROTO_OK;
+    if (!cJSON_IsBool(v))
+        return proto_errorf(e, PROTO_E_FIELD, "async must be true or false, got %s",
+                            proto_json_type(v));
+    *out = cJSON_IsTrue(v);
+    return PROTO_OK;
+}
+
 /* ---- per operation ------------------------------------------------------------------------ */
 
 static enum proto_code parse_forward_like(enum proto_op op, const cJSON *root,
@@ -196,9 +215,11 @@ static enum proto_code parse_sample(const cJSON *root, const struct eng_info *in
                                     struct proto_error *e)
 {
     static const char *const F[] = {"y", "num_samples", "seed", "temperature", "outputs",
-                                    "quantiles", "tol", "max_iter", "method"};
-    enum proto_code rc = proto_json_fields(root, F, 9, "", e);
+                                    "quantiles", "tol", "max_iter", "method", "async"};
+    enum proto_code rc = proto_json_fields(root, F, 10, "", e);
     if (rc != PROTO_OK)
+        return rc;
+    if ((rc = read_async(root, &r->async, e)) != PROTO_OK)
         return rc;
     if ((rc = read_y(root, info, info->kind != ENG_KIND_FLOW, 0, "", lim->max_obs, lim, &r->y,
                      e)) != PROTO_OK)
@@ -307,9 +328,11 @@ static enum proto_code parse_preimage(const cJSON *root, const struct eng_info *
                                       struct proto_error *e)
 {
     static const char *const F[] = {"target", "y", "method", "num_solutions", "max_steps",
-                                    "seed", "bounds", "prior_weight"};
-    enum proto_code rc = proto_json_fields(root, F, 8, "", e);
+                                    "seed", "bounds", "prior_weight", "async"};
+    enum proto_code rc = proto_json_fields(root, F, 9, "", e);
     if (rc != PROTO_OK)
+        return rc;
+    if ((rc = read_async(root, &r->async, e)) != PROTO_OK)
         return rc;
     bool to_y = info->kind == ENG_KIND_MLP || info->kind == ENG_KIND_INN;
     int tw = to_y ? info->dims.y : info->dims.z;

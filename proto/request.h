@@ -61,10 +61,17 @@ struct proto_request {
     /* preimage */
     struct eng_preimage_opts pre; /* low/high point into bounds_low/high */
     float *bounds_low, *bounds_high; /* owned, dims.x each, or NULL */
+    /* "async": true asks for a job (202 + Location) instead of the answer; only the
+     * operations proto_op_async names take the field */
+    bool async;
     /* V2 only: the request id to echo (owned), and which inputs/outputs were named */
     char *v2_id;
     unsigned v2_outputs;  /* bit per output name, 0 = all */
 };
+
+/* True when the operation may run as a job ("async": true in its body, or the header
+ * Prefer: respond-async): sample and preimage. */
+bool proto_op_async(enum proto_op op);
 
 /* True when the kind defines the operation (forward and preimage: every kind; inverse,
  * sample, log_prob: not mlp). */

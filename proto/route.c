@@ -31,6 +31,9 @@ static const struct proto_route ROUTES[PROTO_R_COUNT] = {
     {PROTO_R_V2_VMODEL_READY, "/v2/models/{m}/versions/{v}/ready", PROTO_M_GET,
      "v2_model_ready", NO_OP},
     {PROTO_R_V2_VINFER, "/v2/models/{m}/versions/{v}/infer", PROTO_M_POST, "v2_infer", NO_OP},
+    {PROTO_R_JOBS, "/v1/jobs", PROTO_M_GET, "jobs", NO_OP},
+    {PROTO_R_JOB, "/v1/jobs/{j}", PROTO_M_GET | PROTO_M_DELETE, "job", NO_OP},
+    {PROTO_R_JOB_RESULT, "/v1/jobs/{j}/result", PROTO_M_GET, "job_result", NO_OP},
     /* the web page (server/ui.h) */
     {PROTO_R_UI_PAGE, "/", PROTO_M_GET, "ui", NO_OP},
     {PROTO_R_UI_JS, "/ui/app.js", PROTO_M_GET, "ui", NO_OP},
@@ -46,7 +49,8 @@ const struct proto_route *proto_routes(size_t *n)
 /* Matches pattern against path; placeholders captured into m.  Returns 1 on a match. */
 static int match_one(const char *pat, const char *path, struct proto_match *m)
 {
-    char model[PROTO_NAME_MAX + 1] = "", version[PROTO_NAME_MAX + 1] = "";
+    char model[PROTO_NAME_MAX + 1] = "", version[PROTO_NAME_MAX + 1] = "",
+         job[PROTO_NAME_MAX + 1] = "";
     while (*pat && *path) {
         if (*pat == '{') {
             const char *pe = strchr(pat, '}');
@@ -54,7 +58,7 @@ static int match_one(const char *pat, const char *path, struct proto_match *m)
             size_t n = se ? (size_t)(se - path) : strlen(path);
             if (n == 0 || n > PROTO_NAME_MAX)
                 return 0;
-            char *dst = pat[1] == 'm' ? model : version;
+            char *dst = pat[1] == 'm' ? model : pat[1] == 'j' ? job : version;
             memcpy(dst, path, n);
             dst[n] = 0;
             pat = pe + 1;
@@ -70,6 +74,7 @@ static int match_one(const char *pat, const char *path, struct proto_match *m)
         return 0;
     memcpy(m->model, model, sizeof model);
     memcpy(m->version, version, sizeof version);
+    memcpy(m->job, job, sizeof job);
     return 1;
 }
 
@@ -82,14 +87,20 @@ enum proto_code proto_route_match(const char *method, const char *path, struct p
         want = PROTO_M_GET;
     else if (strcmp(method, "POST") == 0)
         want = PROTO_M_POST;
+    else if (strcmp(method, "DELETE") == 0)
+        want = PROTO_M_DELETE;
     for (size_t i = 0; i < PROTO_R_COUNT; i++) {
         if (!match_one(ROUTES[i].pattern, path, m))
             continue;
         m->route = &ROUTES[i];
         if (ROUTES[i].methods & want)
             return PROTO_OK;
-        snprintf(m->allow, sizeof m->allow, "%s",
-                 ROUTES[i].methods & PROTO_M_GET ? "GET, HEAD" : "POST");
+        unsigned ms = ROUTES[i].methods;
+        snprintf(m->allow, sizeof m->allow, "%s%s%s%s",
+                 ms & PROTO_M_GET ? "GET, HEAD" : "",
+                 ms & PROTO_M_POST ? (ms & PROTO_M_GET ? ", POST" : "POST") : "",
+                 ms & PROTO_M_DELETE && ms != PROTO_M_DELETE ? ", " : "",
+                 ms & PROTO_M_DELETE ? "DELETE" : "");
         return proto_errorf(e, PROTO_E_METHOD, "method %.16s is not allowed on %.200s (allowed: "
                             "%s)", method, path, m->allow);
     }

@@ -4,8 +4,8 @@
  * server/http.c dispatches on it; tests compare it with proto/openapi.yaml so the two
  * cannot drift apart.
  *
- * Patterns are literal segments and `{m}` (model name) / `{v}` (version) placeholders,
- * each matching one non-empty path segment.  HEAD is accepted wherever GET is.
+ * Patterns are literal segments and `{m}` (model name) / `{v}` (version) / `{j}` (job id)
+ * placeholders, each matching one non-empty path segment.  HEAD is accepted wherever GET is.
  */
 #ifndef INNSERVE_PROTO_ROUTE_H
 #define INNSERVE_PROTO_ROUTE_H
@@ -35,6 +35,9 @@ enum proto_route_id {
     PROTO_R_V2_VMODEL,
     PROTO_R_V2_VMODEL_READY,
     PROTO_R_V2_VINFER,
+    PROTO_R_JOBS,
+    PROTO_R_JOB,
+    PROTO_R_JOB_RESULT,
     PROTO_R_UI_PAGE,
     PROTO_R_UI_JS,
     PROTO_R_UI_CSS,
@@ -43,6 +46,7 @@ enum proto_route_id {
 
 #define PROTO_M_GET  1u
 #define PROTO_M_POST 2u
+#define PROTO_M_DELETE 4u
 
 struct proto_route {
     enum proto_route_id id;
@@ -62,7 +66,8 @@ struct proto_match {
     const struct proto_route *route;
     char model[PROTO_NAME_MAX + 1];   /* {m}, "" if none */
     char version[PROTO_NAME_MAX + 1]; /* {v}, "" if none */
-    char allow[32];                   /* for 405: "GET" / "POST" / "GET, HEAD" */
+    char job[PROTO_NAME_MAX + 1];     /* {j}, "" if none */
+    char allow[32];                   /* for 405: "POST" / "GET, HEAD" / "GET, HEAD, DELETE" */
 };
 
 /* Matches method + path (no query string).  PROTO_OK with m filled; PROTO_E_ROUTE (404)

@@ -23,6 +23,7 @@ static void run_sample_batch(struct srv_job *first, struct eng_ws *ws);
 static void unit_preimage(struct srv_job *j, int idx, struct eng_ws *ws);
 static void call_done(struct srv_job *j);
 static void call_expired(struct srv_job *j);
+static void unit_counted(struct srv_job *j, int idx, struct eng_ws *ws);
 
 struct srv_call *srv_call_new(struct srv_ctx *ctx, struct srv_version *ver,
                               struct proto_request *req, enum proto_format fmt, bool v2,
@@ -36,6 +37,8 @@ struct srv_call *srv_call_new(struct srv_ctx *ctx, struct srv_version *ver,
     atomic_init(&c->refs, 1);
     atomic_init(&c->state, SRV_CALL_PENDING);
     atomic_init(&c->wake_state, 0);
+    atomic_init(&c->work_done, 0);
+    atomic_init(&c->t_started, 0);
     atomic_init(&c->job.cancel, false);
     atomic_init(&c->job.skip_after, INT_MAX);
     pthread_mutex_init(&c->err_mu, NULL);
@@ -105,11 +108,15 @@ struct srv_call *srv_call_new(struct srv_ctx *ctx, struct srv_version *ver,
             r->has_solver = true;
             r->solver_rows = tot;
         }
-        ok = ok && (c->units = srv_plan_samples(n_obs, N, W, &c->job.n_units)) != NULL;
+        ok = ok && (c->units = srv_plan_samples_tiles(n_obs, N, W, q->async
+                                                      ? SRV_PLAN_JOB_SAMPLE_TILES
+                                                      : SRV_PLAN_MAX_SAMPLE_TILES,
+                                                      &c->job.n_units)) != NULL;
         c->job.unit = unit_sample;
         /* at most one tile of samples in all, with batching on: one unit that the pool
-         * may compute together with other such calls (run_sample_batch) */
-        if (ok && tot >= 1 && tot <= ENG_TILE_ROWS && srv_pool_batching(ctx->pool)) {
+         * may compute together with other such calls (run_sample_batch); never a job's */
+        if (ok && tot >= 1 && tot <= ENG_TILE_ROWS && srv_pool_batching(ctx->pool) &&
+            !q->async) {
             c->n_plan = c->job.n_units;
             c->job.n_units = 1;
             c->job.unit = unit_sample_all;
@@ -138,6 +145,13 @@ struct srv_call *srv_call_new(struct srv_ctx *ctx, struct srv_version *ver,
     }
     if (ok && !c->n_plan)
         c->n_plan = c->job.n_units;
+    if (ok) {
+        /* progress: every unit goes through unit_counted */
+        for (int i = 0; i < c->n_plan; i++)
+            c->work_total += c->units[i].count;
+        c->unit_fn = c->job.unit;
+        c->job.unit = unit_counted;
+    }
     if (ok && r->has_solver) {
         long n = r->solver_rows;
         r->solver_method = q->solver.method;
@@ -161,6 +175,8 @@ struct srv_call *srv_call_new(struct srv_ctx *ctx, struct srv_version *ver,
     }
     /* forward / log_prob of at most one tile: the pool may compute it together with
      * other such requests for the same model (run_batch) */
+    /* a job runs behind the synchronous requests (pool.h, background) */
+    c->job.background = q->async;
     if ((q->op == PROTO_OP_FORWARD || q->op == PROTO_OP_LOG_PROB) && c->job.n_units == 1 &&
         r->n >= 1 && r->n <= ENG_TILE_ROWS) {
         c->job.batch_key = ver->model;
@@ -183,6 +199,23 @@ void srv_call_unref(struct srv_call *c)
     srv_response_free(&c->resp);
     pthread_mutex_destroy(&c->err_mu);
     free(c);
+}
+
+void srv_call_ref(struct srv_call *c)
+{
+    atomic_fetch_add(&c->refs, 1);
+}
+
+/* Runs the call's unit idx and adds its work to work_done: its plan entry's count, or the
+ * whole call for a call whose one unit runs its whole plan. */
+static void unit_counted(struct srv_job *j, int idx, struct eng_ws *ws)
+{
+    struct srv_call *c = (struct srv_call *)j;
+    int64_t zero = 0;
+    atomic_compare_exchange_strong(&c->t_started, &zero, srv_now_ns());
+    c->unit_fn(j, idx, ws);
+    long w = c->job.n_units == c->n_plan ? c->units[idx].count : c->work_total;
+    atomic_fetch_add(&c->work_done, w);
 }
 
 /* ---- units ----------------------------------------------------------------------------- */
@@ -734,7 +767,10 @@ static void call_expired(struct srv_job *j)
     if (!claim(c))
         return;
     struct proto_error e;
-    if (atomic_load(&c->ctx->draining))
+    if (c->is_job)
+        proto_errorf(&e, PROTO_E_DEADLINE, "the job did not finish within %g s of its "
+                     "submission (--job-timeout); ask for less work", c->ctx->cfg->job_timeout_s);
+    else if (atomic_load(&c->ctx->draining))
         proto_errorf(&e, PROTO_E_DRAINING, "the server is shutting down and cancelled this "
                      "request before it finished; retry elsewhere");
     else
@@ -745,6 +781,19 @@ static void call_expired(struct srv_job *j)
     snprintf(c->resp.version, sizeof c->resp.version, "%s", c->ver->version);
     snprintf(c->resp.sha256, sizeof c->resp.sha256, "%s", c->ver->info->sha256);
     publish(c);
+}
+
+bool srv_call_cancel(struct srv_call *c, const struct proto_error *e)
+{
+    if (!claim(c))
+        return false;
+    atomic_store_explicit(&c->job.cancel, true, memory_order_release);
+    srv_response_error(&c->resp, c->ctx, e);
+    snprintf(c->resp.model, sizeof c->resp.model, "%s", c->ver->name);
+    snprintf(c->resp.version, sizeof c->resp.version, "%s", c->ver->version);
+    snprintf(c->resp.sha256, sizeof c->resp.sha256, "%s", c->ver->info->sha256);
+    publish(c);
+    return true;
 }
 
 void srv_call_fail(struct srv_call *c, const struct proto_error *e)

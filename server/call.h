@@ -55,6 +55,15 @@ struct srv_call {
     void (*wake)(struct srv_call *c);
     void *wake_arg;
     atomic_int wake_state;         /* the HTTP layer's handshake with wake (http.c) */
+    /* progress, for jobs (jobs.h): work_total is the sum of the plan's unit counts
+     * (samples, rows or targets); work_done grows as units return; t_started is when the
+     * first unit began (CLOCK_MONOTONIC ns, 0 before) */
+    long work_total;
+    atomic_long work_done;
+    _Atomic int64_t t_started;
+    void (*unit_fn)(struct srv_job *j, int idx, struct eng_ws *ws); /* the real unit */
+    /* run as a job: a deadline answers with --job-timeout's message */
+    bool is_job;
 };
 
 /* Takes ownership of *req (left zeroed) and a new reference to ver.  Plans the units and
@@ -70,6 +79,13 @@ bool srv_call_submit(struct srv_call *c, int64_t deadline_ns);
 /* Completes a pending call with the error e (no-op if it is already completed) and calls
  * wake.  Used for the queue-full answer. */
 void srv_call_fail(struct srv_call *c, const struct proto_error *e);
+/* Completes a pending call with the error e and cancels its work: units not yet started
+ * are skipped and running ones stop at their next engine tile.  Calls wake.  false (and
+ * nothing happens) when the call was already completed. */
+bool srv_call_cancel(struct srv_call *c, const struct proto_error *e);
+/* Adds a reference (the one srv_call_new returns is the caller's). */
+void srv_call_ref(struct srv_call *c);
+
 /* Runs every unit on this thread with ws and completes the call (wake is not called);
  * c->resp holds the answer afterwards. */
 void srv_call_run_inline(struct srv_call *c, struct eng_ws *ws);

@@ -71,6 +71,16 @@ static const struct opt OPTS[] = {
     {"batch-delay-us", K_LONG, OFF(batch_delay_us), 0, 1000000, "dynamic batching: concurrent "
      "forward/log_prob/sample requests of one model wait up to this many microseconds to be "
      "computed as one tile (each answer is the bytes it gets alone); 0 turns it off", NULL},
+    {"max-jobs", K_INT, OFF(max_jobs), 1, 1000000, "jobs (async requests) unfinished or kept "
+     "at once; past it a new one gets 503 too_many_jobs + Retry-After", NULL},
+    {"job-ttl", K_SECS, OFF(job_ttl_s), 0.001, 2592000, "how long a finished job and its "
+     "result are kept (seconds, or 500ms); then GET /v1/jobs/ID answers 404", NULL},
+    {"job-timeout", K_SECS, OFF(job_timeout_s), 0, 2592000, "a job's deadline from its "
+     "submission (jobs are not bound by --deadline-ms); past it the job fails with 504; 0 = "
+     "none", NULL},
+    {"max-job-bytes", K_SIZE, OFF(max_job_bytes), 1024, 1e13, "bytes of kept job results in "
+     "all; a new job past it gets 503 too_many_jobs, a result that would not fit fails the "
+     "job with 413", NULL},
     {"log-level", K_LEVEL, OFF(log_level), 0, 0, "error, warn, info or debug", NULL},
     {"access-log", K_BOOL, OFF(access_log), 0, 0, "one JSON line per request on stderr", NULL},
     {"max-body", K_SIZE, OFF(lim.max_body_bytes), 1, 1e12, "request body bytes (413 above)", NULL},
@@ -128,6 +138,10 @@ static void defaults(struct srv_config *c)
     c->body_timeout_s = 60;
     c->retry_after_s = 1;
     c->batch_delay_us = 100;
+    c->max_jobs = 16;
+    c->job_ttl_s = 600;
+    c->job_timeout_s = 3600;
+    c->max_job_bytes = (size_t)256 << 20;
     c->log_level = SRV_LOG_INFO;
     c->access_log = true;
     c->auth_probes = strdup("open");

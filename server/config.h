@@ -31,6 +31,10 @@ struct srv_config {
     int retry_after_s;     /* --retry-after: Retry-After on 503 */
     long inline_rows;      /* --inline-rows: run tiny jobs on the HTTP thread */
     long batch_delay_us;   /* --batch-delay-us: dynamic batching window (0: off) */
+    int max_jobs;          /* --max-jobs: jobs unfinished or kept before new ones get 503 */
+    double job_ttl_s;      /* --job-ttl: how long a finished job is kept */
+    double job_timeout_s;  /* --job-timeout: a job's deadline from submission (0: none) */
+    size_t max_job_bytes;  /* --max-job-bytes: bytes of the results of kept jobs */
     int log_level;         /* --log-level */
     bool access_log;       /* --access-log on|off */
     struct proto_limits lim; /* --max-* */

@@ -32,6 +32,7 @@
  */
 #include "http.h"
 #include "call.h"
+#include "jobs.h"
 #include "log.h"
 #include "ui.h"
 #include "../proto/answer.h"
@@ -184,6 +185,10 @@ static enum MHD_Result queue(struct req *r, struct srv_response *s)
         snprintf(tmp, sizeof tmp, "%ld", s->unconverged);
         MHD_add_response_header(mr, "X-Solver-Unconverged", tmp);
     }
+    if (s->location[0])
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_LOCATION, s->location);
+    if (s->pref_applied)
+        MHD_add_response_header(mr, "Preference-Applied", "respond-async");
     if (s->close)
         MHD_add_response_header(mr, MHD_HTTP_HEADER_CONNECTION, "close");
     r->status = s->status;
@@ -310,6 +315,12 @@ static enum MHD_Result do_metrics(struct req *r)
     struct srv_batch_stats bs;
     srv_pool_batch_stats(ctx->pool, &bs);
     srv_metrics_render_batches(&b, &bs);
+    uint64_t by_state[SRV_TASK_NSTATES], jobs_total;
+    const char *names[SRV_TASK_NSTATES];
+    for (int i = 0; i < SRV_TASK_NSTATES; i++)
+        names[i] = srv_task_state_str((enum srv_task_state)i);
+    srv_jobs_counts(ctx->jobs, by_state, &jobs_total);
+    srv_metrics_render_jobs(&b, names, by_state, SRV_TASK_NSTATES, jobs_total);
     proto_buf_printf(&b, "# HELP innserve_queue_depth Jobs waiting for a worker.\n"
                      "# TYPE innserve_queue_depth gauge\ninnserve_queue_depth %d\n"
                      "# HELP innserve_jobs_active Jobs submitted and not yet done.\n"
@@ -437,6 +448,21 @@ static uint64_t random_seed(void)
     return s & ((1ull << 53) - 1);
 }
 
+/* The header Prefer (RFC 7240) names the preference respond-async. */
+static bool prefer_async(struct MHD_Connection *conn)
+{
+    const char *p = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Prefer");
+    while (p && *p) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        size_t n = strcspn(p, ",; \t");
+        if (n == 13 && !strncasecmp(p, "respond-async", 13))
+            return true;
+        p += strcspn(p, ",");
+    }
+    return false;
+}
+
 static enum MHD_Result do_model_op(struct req *r, enum proto_route_id id)
 {
     struct srv_ctx *ctx = r->ctx;
@@ -476,11 +502,23 @@ static enum MHD_Result do_model_op(struct req *r, enum proto_route_id id)
     }
     if (!q.seed_given && (q.op == PROTO_OP_SAMPLE || q.op == PROTO_OP_PREIMAGE))
         q.seed = random_seed();
+    /* a job: "async": true in the body or Prefer: respond-async (ignored by the operations
+     * that cannot run as jobs, and by V2) */
+    bool pref = !v2 && proto_op_async(q.op) && prefer_async(r->conn);
+    if (pref)
+        q.async = true;
     struct srv_call *c = srv_call_new(ctx, v, &q, fmt, v2, &e);
     srv_version_unref(v);
     proto_request_free(&q);
     if (!c)
         return answer_error(r, &e);
+    if (c->req.async) {
+        /* a job: 202 now, the work on the pool (jobs.h) */
+        struct srv_response s;
+        srv_response_init(&s);
+        srv_jobs_submit(ctx->jobs, c, pref, &s);
+        return queue(r, &s);
+    }
     r->call = c;
     long rows = c->req.op == PROTO_OP_FORWARD || c->req.op == PROTO_OP_LOG_PROB
                     ? c->req.x.rows : -1;
@@ -528,6 +566,21 @@ static enum MHD_Result dispatch(struct req *r)
         proto_buf_init(&b, 0);
         proto_v2_write_server(&b, SRV_VERSION);
         return answer_buf(r, 200, "application/json", &b);
+    case PROTO_R_JOBS:
+    case PROTO_R_JOB:
+    case PROTO_R_JOB_RESULT: {
+        struct srv_response s;
+        srv_response_init(&s);
+        if (id == PROTO_R_JOBS)
+            srv_jobs_list(r->ctx->jobs, &s);
+        else if (id == PROTO_R_JOB_RESULT)
+            srv_jobs_result(r->ctx->jobs, r->match.job, &s);
+        else if (!strcmp(r->method, "DELETE"))
+            srv_jobs_delete(r->ctx->jobs, r->match.job, &s);
+        else
+            srv_jobs_get(r->ctx->jobs, r->match.job, &s);
+        return queue(r, &s);
+    }
     case PROTO_R_MODEL:
     case PROTO_R_CERTIFICATE:
     case PROTO_R_V2_MODEL:

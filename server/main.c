@@ -8,11 +8,12 @@
  *   SIGHUP           srv_auth_reload (--auth-token-file), then srv_repo_load: rescan and
  *                    load what changed, swap atomically
  *   SIGTERM, SIGINT  drain: draining = true (readyz 503, new work 503 + Retry-After),
- *                    wait for calls in flight (up to --drain-timeout), cancel the rest,
+ *                    cancel the unfinished jobs (each logged), wait for calls in flight (up to --drain-timeout), cancel the rest,
  *                    stop the HTTP daemon, join the workers, exit 0
  */
 #include "config.h"
 #include "http.h"
+#include "jobs.h"
 #include "log.h"
 #include "metrics.h"
 #include "pool.h"
@@ -169,6 +170,12 @@ static void log_listening(const struct srv_config *cfg, int port, int workers, i
 static void drain(struct srv_ctx *ctx, double timeout_s)
 {
     atomic_store(&ctx->draining, true);
+    /* jobs do not outlive the process: each unfinished one is cancelled now and logged
+     * (job_cancelled), so no drain waits for hours of queued work */
+    int nj = srv_jobs_cancel_all(ctx->jobs);
+    if (nj)
+        srv_logf(SRV_LOG_WARN, "jobs_cancelled", "%d unfinished job(s) cancelled by the "
+                 "shutdown (jobs do not survive a restart)", nj);
     srv_logf(SRV_LOG_INFO, "draining", "waiting up to %.1f s for %d request(s) in flight",
              timeout_s, atomic_load(&ctx->calls_active));
     int64_t end = srv_now_ns() + (int64_t)(timeout_s * 1e9);
@@ -255,7 +262,8 @@ int main(int argc, char **argv)
     ctx.metrics = srv_metrics_new();
     ctx.pool = srv_pool_new(workers, cfg.queue, (int64_t)cfg.batch_delay_us * 1000, ENG_TILE_ROWS);
     ctx.repo = ctx.metrics ? srv_repo_new(cfg.models, ctx.metrics) : NULL;
-    if (!ctx.metrics || !ctx.pool || !ctx.repo) {
+    ctx.jobs = srv_jobs_new(&ctx);
+    if (!ctx.metrics || !ctx.pool || !ctx.repo || !ctx.jobs) {
         srv_logf(SRV_LOG_ERROR, "startup_failed", "out of memory or cannot start threads");
         goto out;
     }
@@ -298,6 +306,7 @@ int main(int argc, char **argv)
 out:
     srv_http_stop(http);
     srv_pool_free(ctx.pool);
+    srv_jobs_free(ctx.jobs); /* after the pool: no call completes any more */
     srv_repo_free(ctx.repo);
     srv_metrics_free(ctx.metrics);
     srv_auth_free(ctx.auth);

@@ -422,3 +422,16 @@ void srv_metrics_render_batches(struct proto_buf *b, const struct srv_batch_stat
     render_batch_hist(b, "innserve_batch_rows", "Rows per batch.", s->rows, s->rows_sum,
                       s->batches);
 }
+
+void srv_metrics_render_jobs(struct proto_buf *b, const char *const *names, const uint64_t *by_state,
+                             int n, uint64_t total)
+{
+    proto_buf_puts(b, "# HELP innserve_jobs Jobs (async requests) in the job table, by state.\n"
+                   "# TYPE innserve_jobs gauge\n");
+    for (int i = 0; i < n; i++)
+        proto_buf_printf(b, "innserve_jobs{state=\"%s\"} %llu\n", names[i],
+                         (unsigned long long)by_state[i]);
+    proto_buf_printf(b, "# HELP innserve_jobs_total Jobs submitted (async requests answered "
+                     "202).\n# TYPE innserve_jobs_total counter\ninnserve_jobs_total %llu\n",
+                     (unsigned long long)total);
+}

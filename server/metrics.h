@@ -12,6 +12,7 @@
  *   innserve_model_state{model,version,state}, innserve_model_load_seconds{model,version}
  *   innserve_reloads_total{result}, innserve_workers, innserve_uptime_seconds
  *   innserve_batches_total, innserve_batch_requests, innserve_batch_rows (dynamic batching)
+ *   innserve_jobs{state}, innserve_jobs_total (the job table, jobs.h)
  *
  * Thread safe; counters are updated once per request.
  */
@@ -47,6 +48,12 @@ void srv_metrics_in_flight(struct srv_metrics *m, int delta);
  *   innserve_batches_total, innserve_batch_requests (histogram), innserve_batch_rows (histogram) */
 struct srv_batch_stats;
 void srv_metrics_render_batches(struct proto_buf *b, const struct srv_batch_stats *s);
+
+/* Appends the job table's gauges and counter (srv_jobs_counts):
+ *   innserve_jobs{state} (gauge: jobs in the table by state), innserve_jobs_total (counter:
+ *   jobs submitted).  names: the n state names, by_state their counts. */
+void srv_metrics_render_jobs(struct proto_buf *b, const char *const *names, const uint64_t *by_state,
+                             int n, uint64_t total);
 
 /* Appends everything the metrics object holds (not the model/queue gauges, which the
  * caller appends from the repository and pool). */

@@ -29,6 +29,15 @@ struct srv_unit *srv_plan_rows(long n, int workers, int *n_units)
 
 struct srv_unit *srv_plan_samples(int n_obs, long num_samples, int workers, int *n_units)
 {
+    return srv_plan_samples_tiles(n_obs, num_samples, workers, SRV_PLAN_MAX_SAMPLE_TILES,
+                                  n_units);
+}
+
+struct srv_unit *srv_plan_samples_tiles(int n_obs, long num_samples, int workers, int max_tiles,
+                                        int *n_units)
+{
+    if (max_tiles < 1)
+        max_tiles = 1;
     if (workers < 1)
         workers = 1;
     long N = num_samples > 0 ? num_samples : 0;
@@ -36,8 +45,8 @@ struct srv_unit *srv_plan_samples(int n_obs, long num_samples, int workers, int 
     long target = round_up((total + 2L * workers - 1) / (2L * workers), ENG_TILE_ROWS);
     if (target < ENG_TILE_ROWS)
         target = ENG_TILE_ROWS;
-    if (target > (long)SRV_PLAN_MAX_SAMPLE_TILES * ENG_TILE_ROWS)
-        target = (long)SRV_PLAN_MAX_SAMPLE_TILES * ENG_TILE_ROWS;
+    if (target > (long)max_tiles * ENG_TILE_ROWS)
+        target = (long)max_tiles * ENG_TILE_ROWS;
     long per_obs = (N + target - 1) / target;
     long nu = total > 0 ? per_obs * n_obs : 0;
     struct srv_unit *u = calloc((size_t)(nu ? nu : 1), sizeof *u);

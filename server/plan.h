@@ -26,9 +26,15 @@ struct srv_unit {
 
 /* Most tiles of ENG_TILE_ROWS samples in one sample unit. */
 #define SRV_PLAN_MAX_SAMPLE_TILES 64
+/* The same for a job (jobs.h): smaller units report progress more often and let requests
+ * waiting ahead of the job in the pool's order in sooner. */
+#define SRV_PLAN_JOB_SAMPLE_TILES 4
 
 struct srv_unit *srv_plan_rows(long n, int workers, int *n_units);
 struct srv_unit *srv_plan_samples(int n_obs, long num_samples, int workers, int *n_units);
+/* srv_plan_samples with at most max_tiles tiles a unit (>= 1). */
+struct srv_unit *srv_plan_samples_tiles(int n_obs, long num_samples, int workers, int max_tiles,
+                                        int *n_units);
 struct srv_unit *srv_plan_targets(int n, int *n_units);
 
 #endif

@@ -26,6 +26,7 @@ struct srv_pool {
     pthread_t monitor;
     int n_workers, cap, depth, active;
     struct srv_job *head, *tail;  /* FIFO */
+    struct srv_job *bg_head, *bg_tail; /* FIFO of background jobs, served when head is NULL */
     struct srv_job *all;          /* active list */
     bool stop;
     int64_t batch_delay_ns;       /* 0: no batching */
@@ -100,7 +101,7 @@ static void run_batch(struct srv_pool *p, struct srv_job *j, struct eng_ws *ws)
     p->bstats.rows[bucket(j->batch_sum)]++;
     p->bstats.jobs_sum += (uint64_t)j->batch_n;
     p->bstats.rows_sum += (uint64_t)j->batch_sum;
-    if (p->head)
+    if (p->head || p->bg_head)
         pthread_cond_signal(&p->work); /* the next job need not wait for this batch */
     pthread_mutex_unlock(&p->mu);
     if (ws) {
@@ -138,13 +139,13 @@ static void *worker_main(void *arg)
     struct eng_ws *ws = NULL;
     pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (!p->head && !p->stop)
+        while (!p->head && !p->bg_head && !p->stop)
             pthread_cond_wait(&p->work, &p->mu);
-        if (!p->head && p->stop)
+        if (!p->head && !p->bg_head && p->stop)
             break;
         if (!ws)
             ws = eng_ws_new(); /* at the first work, and again after a failure */
-        struct srv_job *j = p->head;
+        struct srv_job *j = p->head ? p->head : p->bg_head;
         if (j->batch_open) {
             if (batch_waits(p, j, srv_now_ns())) {
                 struct timespec ts = {(time_t)(j->batch_ready_ns / 1000000000LL),
@@ -157,9 +158,15 @@ static void *worker_main(void *arg)
         }
         int idx = j->next_unit++;
         if (j->next_unit >= j->n_units) {
-            p->head = j->qnext;
-            if (!p->head)
-                p->tail = NULL;
+            if (j == p->head) {
+                p->head = j->qnext;
+                if (!p->head)
+                    p->tail = NULL;
+            } else {
+                p->bg_head = j->qnext;
+                if (!p->bg_head)
+                    p->bg_tail = NULL;
+            }
             j->qnext = NULL;
             p->depth--;
         }
@@ -324,7 +331,7 @@ bool srv_pool_submit(struct srv_pool *p, struct srv_job *j)
     if (j->n_units < 1)
         j->n_units = 1;
     bool batchable = p->batch_delay_ns && j->batch_key && j->batch_run && j->n_units == 1 &&
-                     j->batch_rows >= 1 && j->batch_rows <= p->batch_rows;
+                     j->batch_rows >= 1 && j->batch_rows <= p->batch_rows && !j->background;
     struct srv_job *lead = NULL;
     if (batchable)
         for (struct srv_job *q = p->head; q && !lead; q = q->qnext)
@@ -338,6 +345,12 @@ bool srv_pool_submit(struct srv_pool *p, struct srv_job *j)
         lead->batch_tail = j;
         lead->batch_n++;
         lead->batch_sum += j->batch_rows;
+    } else if (j->background) {
+        if (p->bg_tail)
+            p->bg_tail->qnext = j;
+        else
+            p->bg_head = j;
+        p->bg_tail = j;
     } else {
         if (batchable) {
             j->batch_open = true;

@@ -22,6 +22,10 @@
  * cancelled by one job's deadline: it is at most one engine tile.  While workers are busy,
  * requests queue up and join batches without any delay, so batches grow with the load.
  *
+ * Background jobs (background = true: the jobs of jobs.h) wait in a FIFO of their own that
+ * workers serve only while the main FIFO is empty, so a long job delays a synchronous
+ * request by at most the unit each worker is computing.  They are never batched.
+ *
  * The job struct is the caller's (embed it); it must stay valid until `done` returns.
  */
 #ifndef INNSERVE_SERVER_POOL_H
@@ -41,6 +45,7 @@ struct srv_job {
     void (*expired)(struct srv_job *j);
     int n_units;
     int64_t deadline_ns;      /* CLOCK_MONOTONIC; 0 = none */
+    bool background;          /* claimed only while no other job waits (a job of jobs.h) */
     atomic_bool cancel;       /* set to skip units not yet started and stop running ones
                                  between engine tiles (eng_ws_set_cancel) */
     atomic_int skip_after;    /* units with a larger index not yet started are skipped (a

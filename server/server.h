@@ -18,6 +18,8 @@
 #include "pool.h"
 #include "repo.h"
 
+struct srv_jobs;
+
 struct srv_ctx {
     const struct srv_config *cfg;
     struct proto_limits lim;
@@ -25,6 +27,7 @@ struct srv_ctx {
     struct srv_pool *pool;
     struct srv_metrics *metrics;
     struct srv_auth *auth;    /* NULL: no --auth-token-file */
+    struct srv_jobs *jobs;    /* the job table (jobs.h) */
     atomic_bool draining;     /* SIGTERM seen: readyz 503, new work 503 */
     atomic_int calls_active;  /* requests holding a job, until their response completes */
 };
@@ -44,6 +47,8 @@ struct srv_response {
     char seed[24];         /* X-Seed, "" if none */
     long unconverged;      /* X-Solver-Unconverged when >= 0 */
     bool close;            /* Connection: close (the request's framing cannot be trusted) */
+    char location[64];     /* Location header (a job's URL), "" if none */
+    bool pref_applied;     /* Preference-Applied: respond-async */
 };
 
 void srv_response_init(struct srv_response *r);

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ctl_http.h"
@@ -315,6 +316,10 @@ static int need_model(const struct ctl_args *o)
     return EX_OK;
 }
 
+static int submit(const struct ctl_args *o, const char *op, cJSON *body, const char *accept,
+                  struct ctl_http_resp *r, bool *have);
+static int write_body(const struct ctl_args *o, const struct ctl_http_resp *r, bool binary);
+
 /* ---- commands -------------------------------------------------------------------------- */
 
 static int cmd_models(struct ctl_args *o)
@@ -519,15 +524,26 @@ static int cmd_sample(struct ctl_args *o)
         cJSON_Delete(body);
         return ex;
     }
+    const char *accept = format_is(o, "csv") ? "text/csv"
+                         : format_is(o, "npy") ? "application/x-npy" : "application/json";
+    struct ctl_http_resp r;
+    if (o->async) {
+        /* the job is printed; `innctl job ID` with its wait option fetches the answer */
+        bool have;
+        ex = submit(o, "sample", body, accept, &r, &have);
+        cJSON_Delete(body);
+        if (!ex && have) {
+            ex = write_body(o, &r, format_is(o, "npy"));
+            ctl_http_resp_free(&r);
+        }
+        return ex;
+    }
     char *b = cJSON_PrintUnformatted(body);
     cJSON_Delete(body);
     if (!b)
         return internal_error("out of memory");
     char path[1200];
     model_path(path, sizeof(path), o->pos[0], "sample");
-    const char *accept = format_is(o, "csv") ? "text/csv"
-                         : format_is(o, "npy") ? "application/x-npy" : "application/json";
-    struct ctl_http_resp r;
     ex = call(o, "POST", path, b, accept, &r);
     free(b);
     if (ex)
@@ -778,6 +794,472 @@ static int cmd_verify(struct ctl_args *o)
     return ctl_verify(o->pos, o->npos, o->quiet, o->json, stdout);
 }
 
+/* ---- jobs ------------------------------------------------------------------------------- */
+
+static const char *jstr(const cJSON *o, const char *k, const char *def)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : def;
+}
+
+static double jnum(const cJSON *o, const char *k, double def)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNumber(v) ? v->valuedouble : def;
+}
+
+static bool job_finished(const cJSON *job)
+{
+    const char *s = jstr(job, "state", "");
+    return !strcmp(s, "done") || !strcmp(s, "failed") || !strcmp(s, "cancelled");
+}
+
+static void job_path(char *out, size_t cap, const char *id, const char *tail)
+{
+    char esc[512];
+    ctl_http_escape(id, esc, sizeof esc);
+    snprintf(out, cap, "/v1/jobs/%s%s", esc, tail ? tail : "");
+}
+
+/* "4200/10000 samples, 1234/s, ETA 5 s" into buf from a job's progress object. */
+static void progress_text(const cJSON *job, char *buf, size_t cap)
+{
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(job, "progress");
+    double done = jnum(p, "done", -1), total = jnum(p, "total", -1), rate = jnum(p, "rate", -1);
+    double eta = jnum(p, "eta_s", -1);
+    size_t off = 0;
+    buf[0] = '\0';
+    if (done < 0)
+        return;
+    off += (size_t)snprintf(buf, cap, "%.0f", done);
+    if (total >= 0 && off < cap)
+        off += (size_t)snprintf(buf + off, cap - off, "/%.0f", total);
+    if (off < cap)
+        off += (size_t)snprintf(buf + off, cap - off, " %s", jstr(p, "unit", ""));
+    if (rate > 0 && off < cap)
+        off += (size_t)snprintf(buf + off, cap - off, ", %.4g/s", rate);
+    if (eta >= 0 && off < cap)
+        snprintf(buf + off, cap - off, ", ETA %.0f s", eta);
+}
+
+/* One progress line on stderr, rewritten in place: "job ID  running [####....]  42%  ...". */
+static void progress_draw(const cJSON *job)
+{
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(job, "progress");
+    double done = jnum(p, "done", 0), total = jnum(p, "total", 0);
+    double frac = total > 0 ? done / total : 0;
+    if (frac > 1)
+        frac = 1;
+    char bar[33];
+    int fill = (int)(frac * 30 + 0.5);
+    bar[0] = '[';
+    for (int i = 0; i < 30; i++)
+        bar[1 + i] = i < fill ? '#' : '.';
+    bar[31] = ']';
+    bar[32] = '\0';
+    char text[160];
+    progress_text(job, text, sizeof text);
+    fprintf(stderr, "\r%-9s %s %3.0f%%  %-50s", jstr(job, "state", "?"), bar, frac * 100, text);
+    fflush(stderr);
+}
+
+static void sleep_s(double s)
+{
+    struct timespec t = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    nanosleep(&t, NULL);
+}
+
+/* Polls GET /v1/jobs/{id} until the job has finished; *out is its last object (caller
+ * deletes).  A progress line on stderr when it is a terminal or with --progress. */
+static int job_wait(const struct ctl_args *o, const char *id, cJSON **out)
+{
+    bool draw = o->progress || isatty(STDERR_FILENO);
+    char path[700];
+    job_path(path, sizeof path, id, NULL);
+    double pause = 0.02;
+    cJSON *job = NULL;
+    int ex;
+    for (;;) {
+        if ((ex = call_json(o, "GET", path, NULL, &job)) != 0)
+            break;
+        if (draw)
+            progress_draw(job);
+        if (job_finished(job))
+            break;
+        cJSON_Delete(job);
+        job = NULL;
+        sleep_s(pause);
+        pause = pause * 2 > 0.5 ? 0.5 : pause * 2;
+    }
+    if (draw)
+        fputc('\n', stderr);
+    *out = job;
+    return ex;
+}
+
+/* The failure of a finished job that has no result: exit 2 with its error. */
+static int job_failure(const cJSON *job)
+{
+    const char *id = jstr(job, "id", "?"), *state = jstr(job, "state", "?");
+    if (!strcmp(state, "cancelled")) {
+        fprintf(stderr, "%s: job %s was cancelled\n", prog, id);
+        return EX_HTTP;
+    }
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(job, "error");
+    fprintf(stderr, "%s: job %s failed: HTTP %.0f %s: %s\n", prog, id, jnum(e, "status", 0),
+            jstr(e, "code", "error"), jstr(e, "error", "(no message)"));
+    return EX_HTTP;
+}
+
+/* GET /v1/jobs/{id}/result into *r (the bytes the synchronous request would have got). */
+static int job_result(const struct ctl_args *o, const char *id, const char *accept,
+                      struct ctl_http_resp *r)
+{
+    char path[700];
+    job_path(path, sizeof path, id, "/result");
+    return call(o, "GET", path, NULL, accept, r);
+}
+
+/* Writes an answer's bytes to -o FILE or stdout (binary: NPY, never to a terminal). */
+static int write_body(const struct ctl_args *o, const struct ctl_http_resp *r, bool binary)
+{
+    FILE *f = open_out(o, binary);
+    if (!f)
+        return EX_USAGE;
+    fwrite(r->body, 1, r->len, f);
+    if (!binary && r->len && r->body[r->len - 1] != '\n')
+        fputc('\n', f);
+    return close_out(f);
+}
+
+/* POSTs body with "async": true.  A 202 gives the job: with --async it is printed and
+ * *done stays false; else it is waited for and its result fetched into *r.  A daemon that
+ * answered at once (200) gives its answer in *r.  Returns an exit code. */
+static int submit(const struct ctl_args *o, const char *op, cJSON *body, const char *accept,
+                  struct ctl_http_resp *r, bool *have)
+{
+    *have = false;
+    cJSON_AddBoolToObject(body, "async", true);
+    char *b = cJSON_PrintUnformatted(body);
+    if (!b)
+        return internal_error("out of memory");
+    char path[1200];
+    model_path(path, sizeof path, o->pos[0], op);
+    int ex = call(o, "POST", path, b, accept, r);
+    free(b);
+    if (ex)
+        return ex;
+    if (r->status != 202) {
+        *have = true;
+        return EX_OK;
+    }
+    cJSON *job = cJSON_Parse(r->body);
+    ctl_http_resp_free(r);
+    if (!job || !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(job, "id"))) {
+        cJSON_Delete(job);
+        return internal_error("the daemon's 202 answer has no job id");
+    }
+    if (o->async) {
+        ex = print_json(o, job, false);
+        cJSON_Delete(job);
+        return ex;
+    }
+    char id[256];
+    snprintf(id, sizeof id, "%s", jstr(job, "id", ""));
+    cJSON_Delete(job);
+    if ((ex = job_wait(o, id, &job)) != 0)
+        return ex;
+    if (strcmp(jstr(job, "state", ""), "done") != 0) {
+        ex = job_failure(job);
+        cJSON_Delete(job);
+        return ex;
+    }
+    cJSON_Delete(job);
+    if ((ex = job_result(o, id, accept, r)) != 0)
+        return ex;
+    *have = true;
+    return EX_OK;
+}
+
+static int cmd_jobs(struct ctl_args *o)
+{
+    if (o->npos)
+        return usage_error("jobs takes no arguments");
+    cJSON *j;
+    int ex = call_json(o, "GET", "/v1/jobs", NULL, &j);
+    if (ex)
+        return ex;
+    if (o->json) {
+        ex = print_json(o, j, true);
+        cJSON_Delete(j);
+        return ex;
+    }
+    printf("%-24s %-10s %-12s %-20s %s\n", "ID", "STATE", "OPERATION", "MODEL", "PROGRESS");
+    const cJSON *job;
+    cJSON_ArrayForEach(job, cJSON_GetObjectItemCaseSensitive(j, "jobs")) {
+        char text[160];
+        progress_text(job, text, sizeof text);
+        printf("%-24s %-10s %-12s %-20s %s\n", jstr(job, "id", "?"), jstr(job, "state", "?"),
+               jstr(job, "operation", "?"), jstr(job, "model", "?"), text);
+    }
+    cJSON_Delete(j);
+    return EX_OK;
+}
+
+static void job_table(const cJSON *job)
+{
+    static const char *const keys[] = {"id", "state", "operation", "model", "version",
+                                       "created", "started", "finished", "result_url"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        const char *v = jstr(job, keys[i], NULL);
+        if (v)
+            printf("%-11s%s\n", keys[i], v);
+        if (i == 1) {
+            char text[160];
+            progress_text(job, text, sizeof text);
+            if (text[0])
+                printf("%-11s%s\n", "progress", text);
+        }
+    }
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(job, "error");
+    if (e)
+        printf("%-11sHTTP %.0f %s: %s\n", "error", jnum(e, "status", 0), jstr(e, "code", "?"),
+               jstr(e, "error", ""));
+}
+
+static int cmd_job(struct ctl_args *o)
+{
+    if (o->npos != 1)
+        return usage_error("job needs exactly one ID (see 'innctl jobs')");
+    if (o->wait && o->cancel)
+        return usage_error("--wait and --cancel exclude each other");
+    const char *id = o->pos[0];
+    char path[700];
+    job_path(path, sizeof path, id, NULL);
+    cJSON *job = NULL;
+    int ex;
+    if (o->wait) {
+        if ((ex = job_wait(o, id, &job)) != 0)
+            return ex;
+        if (strcmp(jstr(job, "state", ""), "done") != 0) {
+            ex = job_failure(job);
+            cJSON_Delete(job);
+            return ex;
+        }
+        cJSON_Delete(job);
+        struct ctl_http_resp r;
+        if ((ex = job_result(o, id, "*/*", &r)) != 0)
+            return ex;
+        bool npy = strstr(r.content_type, "npy") != NULL;
+        ex = write_body(o, &r, npy);
+        ctl_http_resp_free(&r);
+        return ex;
+    }
+    if ((ex = call_json(o, o->cancel ? "DELETE" : "GET", path, NULL, &job)) != 0)
+        return ex;
+    if (o->json)
+        ex = print_json(o, job, true);
+    else
+        job_table(job);
+    cJSON_Delete(job);
+    return ex;
+}
+
+/* ---- calibration and MMD ------------------------------------------------------------- */
+
+/* Adds the comma-separated words of spec as a JSON array of strings. */
+static void add_words(cJSON *body, const char *key, const char *spec)
+{
+    cJSON *a = cJSON_AddArrayToObject(body, key);
+    for (const char *p = spec; a && *p;) {
+        size_t n = strcspn(p, ",");
+        char w[64];
+        snprintf(w, sizeof w, "%.*s", (int)(n < sizeof w ? n : sizeof w - 1), p);
+        if (n)
+            cJSON_AddItemToArray(a, cJSON_CreateString(w));
+        p += n;
+        if (*p == ',')
+            p++;
+    }
+}
+
+static void add_solver(cJSON *body, const struct ctl_args *o)
+{
+    if (o->given[CTL_O_TOL])
+        cJSON_AddNumberToObject(body, "tol", o->tol);
+    if (o->given[CTL_O_MAX_ITER])
+        cJSON_AddNumberToObject(body, "max_iter", (double)o->max_iter);
+    if (o->method)
+        cJSON_AddStringToObject(body, "method", o->method);
+}
+
+static double arr_num(const cJSON *a, int i)
+{
+    const cJSON *v = cJSON_GetArrayItem(a, i);
+    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+}
+
+static const cJSON *jpath(const cJSON *o, const char *a, const char *b)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, a);
+    return b ? cJSON_GetObjectItemCaseSensitive(v, b) : v;
+}
+
+/* The readable calibration report: SBC per variable, the coverage curves, TARP. */
+static int calibration_report(const struct ctl_args *o, const cJSON *j, const cJSON *meta)
+{
+    FILE *f = open_out(o, false);
+    if (!f)
+        return EX_USAGE;
+    fprintf(f, "%s version %s: %.0f pairs x %.0f posterior samples (seed %.0f)\n",
+            jstr(j, "model", "?"), jstr(j, "version", "?"), jnum(j, "n", 0),
+            jnum(j, "num_samples", 0), jnum(j, "seed", 0));
+    const cJSON *sbc = cJSON_GetObjectItemCaseSensitive(j, "sbc");
+    if (sbc) {
+        const cJSON *ks = cJSON_GetObjectItemCaseSensitive(sbc, "ks_statistic");
+        const cJSON *pv = cJSON_GetObjectItemCaseSensitive(sbc, "ks_pvalue");
+        fprintf(f, "\nSBC: ranks of x* among the samples, KS test against uniform\n"
+                   "%-14s %12s %12s\n", "", "ks_statistic", "ks_pvalue");
+        for (int k = 0; k < cJSON_GetArraySize(pv); k++) {
+            char buf[32];
+            fprintf(f, "%-14s %12.4g %12.4g\n", meta_name(meta, "x", k, buf, sizeof buf),
+                    arr_num(ks, k), arr_num(pv, k));
+        }
+    }
+    const cJSON *cov = cJSON_GetObjectItemCaseSensitive(j, "coverage");
+    if (cov) {
+        const cJSON *lv = jpath(cov, "levels", NULL), *lo = jpath(cov, "lower", NULL),
+                    *hi = jpath(cov, "upper", NULL), *hpd = jpath(cov, "hpd", "empirical"),
+                    *cen = jpath(cov, "central", "empirical");
+        int d = cJSON_GetArraySize(cen);
+        fprintf(f, "\nexpected coverage: empirical against nominal level, with the binomial band"
+                   "\n%8s %8s %8s %8s", "level", "lower", "upper", "hpd");
+        for (int k = 0; k < d; k++) {
+            char buf[32];
+            fprintf(f, " %8.8s", meta_name(meta, "x", k, buf, sizeof buf));
+        }
+        fputc('\n', f);
+        for (int i = 0; i < cJSON_GetArraySize(lv); i++) {
+            fprintf(f, "%8.4g %8.4g %8.4g %8.4g", arr_num(lv, i), arr_num(lo, i),
+                    arr_num(hi, i), arr_num(hpd, i));
+            for (int k = 0; k < d; k++)
+                fprintf(f, " %8.4g", arr_num(cJSON_GetArrayItem(cen, k), i));
+            fputc('\n', f);
+        }
+    }
+    const cJSON *tarp = cJSON_GetObjectItemCaseSensitive(j, "tarp");
+    if (tarp)
+        fprintf(f, "\nTARP: ATC %.4g, KS p-value %.4g\n", jnum(tarp, "atc", NAN),
+                jnum(tarp, "ks_pvalue", NAN));
+    return close_out(f);
+}
+
+/* calibrate and mmd: run as a job (or --async), print the report or the JSON. */
+static int diag_op(struct ctl_args *o, const char *op, cJSON *body)
+{
+    struct ctl_http_resp r;
+    bool have;
+    int ex = submit(o, op, body, "application/json", &r, &have);
+    cJSON_Delete(body);
+    if (ex || !have)
+        return ex;
+    if (o->json) {
+        ex = write_body(o, &r, false);
+        ctl_http_resp_free(&r);
+        return ex;
+    }
+    cJSON *j = cJSON_Parse(r.body);
+    ctl_http_resp_free(&r);
+    if (!j)
+        return internal_error("the daemon's answer is not valid JSON");
+    if (!strcmp(op, "calibration")) {
+        cJSON *meta = fetch_meta(o, o->pos[0]);
+        ex = calibration_report(o, j, meta);
+        cJSON_Delete(meta);
+    } else {
+        FILE *f = open_out(o, false);
+        if (!f) {
+            cJSON_Delete(j);
+            return EX_USAGE;
+        }
+        const cJSON *pv = cJSON_GetObjectItemCaseSensitive(j, "p_value");
+        fprintf(f, "mmd2 %.6g", jnum(j, "mmd2", NAN));
+        if (cJSON_IsNumber(pv))
+            fprintf(f, "  p-value %.4g (%.0f permutations)", pv->valuedouble,
+                    jnum(j, "permutations", 0));
+        fprintf(f, "\n%s version %s: %.0f posterior samples (seed %.0f) against %.0f reference "
+                   "samples, %s estimator, %s kernel, scales",
+                jstr(j, "model", "?"), jstr(j, "version", "?"), jnum(j, "num_samples", 0),
+                jnum(j, "seed", 0), jnum(j, "m", 0), jstr(j, "estimator", "?"),
+                jstr(j, "kernel", "?"));
+        const cJSON *h;
+        int k = 0;
+        cJSON_ArrayForEach(h, cJSON_GetObjectItemCaseSensitive(j, "scales")) {
+            fprintf(f, "%s%g", k++ ? ", " : " ", h->valuedouble);
+        }
+        fputc('\n', f);
+        ex = close_out(f);
+    }
+    cJSON_Delete(j);
+    return ex;
+}
+
+static int cmd_calibrate(struct ctl_args *o)
+{
+    int ex = need_model(o);
+    if (ex)
+        return ex;
+    cJSON *body = cJSON_CreateObject();
+    if ((ex = add_matrix(body, "x", o->x, true)) != 0 ||
+        (ex = add_matrix(body, "y", o->y, false)) != 0 ||
+        (ex = add_matrix(body, "tarp_references", o->tarp_references, false)) != 0) {
+        cJSON_Delete(body);
+        return ex;
+    }
+    cJSON_AddNumberToObject(body, "num_samples", (double)o->n);
+    if (o->given[CTL_O_SEED])
+        add_u64(body, "seed", o->seed);
+    if (o->diagnostics)
+        add_words(body, "diagnostics", o->diagnostics);
+    if (o->given[CTL_O_BINS])
+        cJSON_AddNumberToObject(body, "bins", (double)o->bins);
+    if (o->given[CTL_O_COVERAGE_POINTS])
+        cJSON_AddNumberToObject(body, "coverage_points", (double)o->coverage_points);
+    if (o->given[CTL_O_CONFIDENCE])
+        cJSON_AddNumberToObject(body, "confidence", o->confidence);
+    if (o->given[CTL_O_TARP_BINS])
+        cJSON_AddNumberToObject(body, "tarp_bins", (double)o->tarp_bins);
+    if (o->no_z_score)
+        cJSON_AddBoolToObject(body, "z_score", false);
+    add_solver(body, o);
+    return diag_op(o, "calibration", body);
+}
+
+static int cmd_mmd(struct ctl_args *o)
+{
+    int ex = need_model(o);
+    if (ex)
+        return ex;
+    cJSON *body = cJSON_CreateObject();
+    if ((ex = add_matrix(body, "reference", o->reference, true)) != 0 ||
+        (ex = add_matrix(body, "y", o->y, false)) != 0 ||
+        (o->scales && (ex = add_vector(body, "scales", o->scales, "scales")) != 0)) {
+        cJSON_Delete(body);
+        return ex;
+    }
+    cJSON_AddNumberToObject(body, "num_samples", (double)o->n);
+    if (o->given[CTL_O_SEED])
+        add_u64(body, "seed", o->seed);
+    if (o->given[CTL_O_TEMPERATURE])
+        cJSON_AddNumberToObject(body, "temperature", o->temperature);
+    if (o->estimator)
+        cJSON_AddStringToObject(body, "estimator", o->estimator);
+    if (o->given[CTL_O_PERMUTATIONS])
+        cJSON_AddNumberToObject(body, "permutations", (double)o->permutations);
+    add_solver(body, o);
+    return diag_op(o, "mmd", body);
+}
+
 static int cmd_help(struct ctl_args *o);
 
 /* ---- command table ----------------------------------------------------------------------- */
@@ -802,6 +1284,8 @@ static const struct ctl_cmd cmds[] = {
                 "log_prob) or npy"),
          USE(CTL_O_SUMMARY), JSON_H("with --summary: print the daemon's JSON"),
          USE(CTL_O_LOG_PROB), USE(CTL_O_RESIMULATION), USE(CTL_O_QUANTILES),
+         USE_H(CTL_O_ASYNC, "submit as a job and print the job at once; the job command "
+               "waits for it and fetches the samples"),
          USE_H(CTL_O_OUT, "write the answer to FILE (needed for npy on a terminal)"), END},
      cmd_sample, true, "Draw posterior samples x ~ p(x | y) (cinn, inn) or x ~ p(x) (flow)."},
     {"forward", "MODEL",
@@ -846,6 +1330,53 @@ static const struct ctl_cmd cmds[] = {
      "3 when it cannot be reached."},
     {"metrics", "", (const struct ctl_use[]){USE(CTL_O_OUT), END}, cmd_metrics, true,
      "Print the Prometheus metrics text."},
+    {"calibrate", "MODEL",
+     (const struct ctl_use[]){
+         REQ(CTL_O_X, "ground-truth parameters x*, one row per pair"),
+         USE_H(CTL_O_Y, "their simulated observations, one row per pair (omit for a flow)"),
+         {CTL_O_N, 0, "L", "posterior samples per pair", "100", NULL}, USE(CTL_O_SEED),
+         USE(CTL_O_DIAGNOSTICS), USE(CTL_O_BINS), USE(CTL_O_COVERAGE_POINTS),
+         USE(CTL_O_CONFIDENCE), USE(CTL_O_TARP_REFERENCES), USE(CTL_O_TARP_BINS),
+         USE(CTL_O_NO_Z_SCORE), USE(CTL_O_TOL), USE(CTL_O_MAX_ITER),
+         {CTL_O_METHOD, 0, "M", "auto, newton, anderson, broyden or fixed_point", NULL,
+          "auto newton anderson broyden fixed_point"},
+         USE(CTL_O_ASYNC), USE(CTL_O_PROGRESS),
+         JSON_H("print the daemon's JSON answer instead of the report"), USE(CTL_O_OUT), END},
+     cmd_calibrate, true,
+     "Check the calibration of a posterior on pairs (x*, y) from your simulator: SBC rank "
+     "statistics, expected coverage (HPD and central intervals) and TARP, as sbi defines "
+     "them. Runs as a job of the daemon and waits for it, with a progress bar on stderr when "
+     "that is a terminal."},
+    {"mmd", "MODEL",
+     (const struct ctl_use[]){
+         USE_H(CTL_O_Y, "the observation, one row (omit for a flow)"),
+         REQ(CTL_O_REFERENCE, NULL), {CTL_O_N, 0, NULL, "posterior samples", "1000", NULL},
+         USE(CTL_O_SEED), USE(CTL_O_TEMPERATURE), USE(CTL_O_SCALES),
+         {CTL_O_ESTIMATOR, 0, NULL, NULL, NULL, "unbiased biased"}, USE(CTL_O_PERMUTATIONS),
+         USE(CTL_O_TOL), USE(CTL_O_MAX_ITER),
+         {CTL_O_METHOD, 0, "M", "auto, newton, anderson, broyden or fixed_point", NULL,
+          "auto newton anderson broyden fixed_point"},
+         USE(CTL_O_ASYNC), USE(CTL_O_PROGRESS),
+         JSON_H("print the daemon's JSON answer instead of the report"), USE(CTL_O_OUT), END},
+     cmd_mmd, true,
+     "MMD^2 between the model's posterior for y and reference samples of the true posterior "
+     "(inverse multiquadric kernel), with its permutation p-value. Runs as a job of the "
+     "daemon and waits for it, with a progress bar on stderr when that is a terminal."},
+    {"jobs", "", (const struct ctl_use[]){USE(CTL_O_JSON), END}, cmd_jobs, true,
+     "List the daemon's jobs: id, state, operation, model, progress. Jobs live in the "
+     "daemon's memory only; finished ones are kept for the daemon's job TTL."},
+    {"job", "ID",
+     (const struct ctl_use[]){
+         USE(CTL_O_WAIT), USE(CTL_O_CANCEL),
+         USE_H(CTL_O_PROGRESS, "with --wait: draw the progress bar on standard error even "
+               "when it is not a terminal"),
+         JSON_H("print the daemon's JSON job object"),
+         USE_H(CTL_O_OUT, "write the result or the job to FILE (needed for npy on a "
+               "terminal)"), END},
+     cmd_job, true,
+     "Show a job: state, progress, times. --wait waits for it (a progress bar on stderr "
+     "when that is a terminal) and prints its result as the synchronous request would have "
+     "answered it (JSON, CSV or NPY); --cancel stops it, or forgets a finished one."},
     {"inspect", "FILE",
      (const struct ctl_use[]){
          JSON_H("print the metadata JSON the daemon answers to GET /v1/models/MODEL for this "

@@ -61,6 +61,13 @@ START_TEST(samples_start_on_tile_boundaries_whatever_the_workers)
     ck_assert_int_eq(u[0].count, SRV_PLAN_MAX_SAMPLE_TILES * ENG_TILE_ROWS);
     ck_assert_int_eq(nu, (1000000 + 16383) / 16384);
     free(u);
+    /* a job's units: at most SRV_PLAN_JOB_SAMPLE_TILES tiles, still on tile boundaries */
+    u = srv_plan_samples_tiles(2, 5000, 1, SRV_PLAN_JOB_SAMPLE_TILES, &nu);
+    ck_assert_int_eq(nu, 2 * ((5000 + 1023) / 1024));
+    ck_assert(u[0].obs == 0 && u[0].first == 0 && u[0].count == 1024);
+    ck_assert(u[4].obs == 0 && u[4].first == 4096 && u[4].count == 904);
+    ck_assert(u[5].obs == 1 && u[5].first == 0 && u[5].count == 1024);
+    free(u);
     const long Ns[] = {1, 100, 255, 256, 257, 1000, 5000, 70000};
     for (size_t a = 0; a < sizeof Ns / sizeof Ns[0]; a++)
         for (int obs = 1; obs <= 5; obs += 2)

@@ -3,7 +3,8 @@
  * and `done` follows once; a full queue refuses; a passed deadline calls `expired` once,
  * sets the cancel flag a running unit sees, and `done` still follows; with batching on,
  * batchable jobs queued behind a busy worker are computed in one batch_run call per key
- * (in submission order, within the row limit), each still getting its own `done`.
+ * (in submission order, within the row limit), each still getting its own `done`; a job
+ * submitted behind a background job's many units runs before the units left of it.
  * Waits are bounded (10 s) so a broken pool fails instead of hanging.
  */
 #include <pthread.h>
@@ -185,6 +186,51 @@ START_TEST(a_deadline_expires_and_cancels_the_running_unit)
 }
 END_TEST
 
+/* One worker busy with unit 0 of a background job of 4 units; a job submitted meanwhile
+ * runs next, before units 1..3. */
+static atomic_int g_order_pos;
+static int g_fg_at = -1;
+
+static void t_unit_ordered(struct srv_job *j, int idx, struct eng_ws *ws)
+{
+    struct tjob *t = (struct tjob *)j;
+    int pos = atomic_fetch_add(&g_order_pos, 1);
+    if (t->id == 2)
+        g_fg_at = pos;
+    t_unit(j, idx, ws);
+}
+
+START_TEST(a_job_runs_before_the_rest_of_a_background_job)
+{
+    struct srv_pool *p = srv_pool_new(1, 8, 0, 256);
+    static struct tjob bg, fg;
+    gate = false;
+    atomic_store(&g_order_pos, 0);
+    init(&bg, 1, 4);
+    bg.job.unit = t_unit_ordered;
+    bg.job.background = true;
+    bg.gate_wait = true;
+    init(&fg, 2, 1);
+    fg.job.unit = t_unit_ordered;
+    ck_assert(srv_pool_submit(p, &bg.job));
+    for (int i = 0; i < 10000 && atomic_load(&bg.seen) == 0; i++) {
+        struct timespec d = {0, 1000000};
+        nanosleep(&d, NULL);
+    }
+    ck_assert_uint_eq(atomic_load(&bg.seen), 1u); /* the worker holds unit 0 */
+    ck_assert(srv_pool_submit(p, &fg.job));
+    pthread_mutex_lock(&mu);
+    gate = true;
+    pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&mu);
+    ck_assert_int_eq(wait_ge(&bg.dones, 1), 1);
+    ck_assert_int_eq(wait_ge(&fg.dones, 1), 1);
+    ck_assert_int_eq(g_fg_at, 1); /* right after the unit that was running */
+    ck_assert_int_eq(atomic_load(&bg.units), 4);
+    srv_pool_free(p);
+}
+END_TEST
+
 START_TEST(batchable_jobs_behind_a_busy_worker_share_one_batch)
 {
     static int key1, key2;
@@ -272,6 +318,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, every_unit_runs_and_done_follows_once);
     tcase_add_test(tc, a_full_queue_refuses);
     tcase_add_test(tc, a_deadline_expires_and_cancels_the_running_unit);
+    tcase_add_test(tc, a_job_runs_before_the_rest_of_a_background_job);
     tcase_add_test(tc, batchable_jobs_behind_a_busy_worker_share_one_batch);
     tcase_add_test(tc, batch_statistics_count_jobs_and_rows);
     suite_add_tcase(s, tc);

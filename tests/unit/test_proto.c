@@ -374,6 +374,12 @@ static const struct rcase CASES[] = {
      "quantiles[1] must be in [0, 1], got -0.1"},
     {PROTO_OP_SAMPLE, ENG_KIND_FLOW, "{\"quantiles\":[0.5,0.1,0.5]}", PROTO_E_FIELD,
      "quantiles[2] = 0.5 is listed twice"},
+    {PROTO_OP_SAMPLE, ENG_KIND_FLOW, "{\"async\":\"yes\"}", PROTO_E_FIELD,
+     "async must be true or false, got a string"},
+    {PROTO_OP_PREIMAGE, ENG_KIND_FLOW, "{\"target\":[[1,2,3,4]],\"async\":null}", PROTO_E_FIELD,
+     "async must be true or false, got null"},
+    {PROTO_OP_LOG_PROB, ENG_KIND_FLOW, "{\"x\":[[1,2,3,4]],\"async\":true}",
+     PROTO_E_UNKNOWN_FIELD, "unknown field 'async' (this endpoint takes: x, y)"},
     {PROTO_OP_PREIMAGE, ENG_KIND_MLP, "{\"target\":[[1,2]],\"bounds\":{\"low\":[0,0,0,0]}}",
      PROTO_E_MISSING, "bounds needs both 'low' and 'high' (4 values each)"},
     {PROTO_OP_PREIMAGE, ENG_KIND_MLP, "{\"target\":[[1,2]],\"bounds\":{\"low\":[0,0,0,0],"
@@ -385,6 +391,35 @@ static const struct rcase CASES[] = {
     {PROTO_OP_PREIMAGE, ENG_KIND_FLOW, "{\"target\":[[1,2]]}", PROTO_E_SHAPE,
      "target[0] has 2 values, expected 4 (the model's dims.z)"},
 };
+
+/* "async" is read by the operations that run as jobs, and only by them. */
+START_TEST(async_field)
+{
+    struct proto_limits lim = proto_limits_default();
+    struct eng_info info = info_of(ENG_KIND_FLOW);
+    static const struct {
+        enum proto_op op;
+        const char *body;
+        bool async;
+    } C[] = {
+        {PROTO_OP_SAMPLE, "{\"async\":true}", true},
+        {PROTO_OP_SAMPLE, "{\"async\":false}", false},
+        {PROTO_OP_SAMPLE, "{}", false},
+        {PROTO_OP_PREIMAGE, "{\"target\":[[1,2,3,4]],\"async\":true}", true},
+    };
+    for (size_t i = 0; i < sizeof C / sizeof C[0]; i++) {
+        struct proto_request r;
+        struct proto_error e = {0};
+        ck_assert_int_eq(proto_request_parse(C[i].op, C[i].body, strlen(C[i].body), &info, &lim,
+                                             &r, &e), PROTO_OK);
+        ck_assert_msg(r.async == C[i].async, "case %zu", i);
+        proto_request_free(&r);
+    }
+    ck_assert(proto_op_async(PROTO_OP_SAMPLE) && proto_op_async(PROTO_OP_PREIMAGE));
+    ck_assert(!proto_op_async(PROTO_OP_FORWARD) && !proto_op_async(PROTO_OP_INVERSE) &&
+              !proto_op_async(PROTO_OP_LOG_PROB));
+}
+END_TEST
 
 START_TEST(request_table)
 {
@@ -783,6 +818,20 @@ START_TEST(route_matching)
     ck_assert_int_eq(proto_route_match("PUT", "/metrics", &m, &e), PROTO_E_METHOD);
     ck_assert_str_eq(m.allow, "GET, HEAD");
     ck_assert_int_eq(proto_route_match("GET", "/v1/models/", &m, &e), PROTO_E_ROUTE);
+    /* jobs: {j} captured; DELETE only where the table allows it */
+    ck_assert_int_eq(proto_route_match("DELETE", "/v1/jobs/abc", &m, &e), PROTO_OK);
+    ck_assert_int_eq(m.route->id, PROTO_R_JOB);
+    ck_assert_str_eq(m.job, "abc");
+    ck_assert_str_eq(m.model, "");
+    ck_assert_int_eq(proto_route_match("GET", "/v1/jobs/abc/result", &m, &e), PROTO_OK);
+    ck_assert_int_eq(m.route->id, PROTO_R_JOB_RESULT);
+    ck_assert_str_eq(m.job, "abc");
+    ck_assert_int_eq(proto_route_match("PUT", "/v1/jobs/abc", &m, &e), PROTO_E_METHOD);
+    ck_assert_str_eq(m.allow, "GET, HEAD, DELETE");
+    ck_assert_int_eq(proto_route_match("DELETE", "/v1/jobs", &m, &e), PROTO_E_METHOD);
+    ck_assert_str_eq(m.allow, "GET, HEAD");
+    ck_assert_int_eq(proto_route_match("DELETE", "/v1/models/m/sample", &m, &e), PROTO_E_METHOD);
+    ck_assert_str_eq(m.allow, "POST");
     ck_assert_int_eq(proto_route_match("GET", "/v1/models//certificate", &m, &e), PROTO_E_ROUTE);
     ck_assert_int_eq(proto_route_match("GET", "/v1/models/a/b/certificate", &m, &e),
                      PROTO_E_ROUTE);
@@ -812,9 +861,11 @@ static int openapi_routes(char out[][96], int cap)
             break;
         if (!strncmp(line, "  /", 3) && line[l - 1] == ':') {
             snprintf(path, sizeof path, "%.*s", (int)(l - 3), line + 2);
-        } else if (!strncmp(line, "    get:", 8) || !strncmp(line, "    post:", 9)) {
+        } else if (!strncmp(line, "    get:", 8) || !strncmp(line, "    post:", 9) ||
+                   !strncmp(line, "    delete:", 11)) {
             ck_assert(n < cap);
-            snprintf(out[n++], 96, "%s %.80s", line[4] == 'g' ? "GET" : "POST", path);
+            snprintf(out[n++], 96, "%s %.80s",
+                     line[4] == 'g' ? "GET" : line[4] == 'p' ? "POST" : "DELETE", path);
         }
     }
     fclose(f);
@@ -855,6 +906,8 @@ START_TEST(openapi_matches_route_table)
             snprintf(table[nt++], 96, "GET %.80s", r[i].pattern);
         if (r[i].methods & PROTO_M_POST)
             snprintf(table[nt++], 96, "POST %.80s", r[i].pattern);
+        if (r[i].methods & PROTO_M_DELETE)
+            snprintf(table[nt++], 96, "DELETE %.80s", r[i].pattern);
     }
     for (int i = 0; i < nt; i++) {
         bool found = false;
@@ -996,6 +1049,7 @@ Suite *make_suite(void)
     tcase_add_test(t, printed_numbers_are_json);
     tcase_add_test(t, buffer_cap);
     tcase_add_test(t, request_table);
+    tcase_add_test(t, async_field);
     tcase_add_test(t, json_strictness);
     tcase_add_test(t, json_writer_utf8);
     tcase_add_test(t, request_fuzz);

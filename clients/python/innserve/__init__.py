@@ -10,10 +10,10 @@ See docs/clients.md.
 """
 
 from ._version import __version__
-from .client import ApiError, Client, ConnectionFailed, parse_csv, parse_npy
+from .client import ApiError, Client, ConnectionFailed, Job, JobFailed, parse_csv, parse_npy
 
-__all__ = ["__version__", "Client", "ApiError", "ConnectionFailed", "parse_csv", "parse_npy",
-           "ExportError", "export"]
+__all__ = ["__version__", "Client", "ApiError", "ConnectionFailed", "Job", "JobFailed",
+           "parse_csv", "parse_npy", "ExportError", "export"]
 
 
 def __getattr__(name):

@@ -16,6 +16,13 @@ raised at once.  Connection failures and timeouts raise :class:`ConnectionFailed
 subclass of ApiError with ``status`` None).  NaN and infinite inputs raise ValueError
 naming the field, row and column before anything is sent (JSON has no such numbers).
 
+Long work runs as a job of the daemon: ``c.calibration(...)`` and ``c.mmd(...)`` submit
+theirs and wait for it (a tqdm progress bar when tqdm is importable, ``progress=False`` for
+none), ``wait=False`` returns the :class:`Job` at once; ``c.sample(..., async_=True)``
+returns a Job too.  ``c.wait(job)`` waits for one and returns its result, ``c.job(id)``
+reads one, ``c.jobs()`` lists them and ``c.cancel(id)`` stops one.  Jobs live in the
+daemon's memory only: a restart forgets them.
+
 A daemon started with ``--auth-token-file`` wants a bearer token (``token="..."`` or
 ``token_file="path"``; a wrong or missing one raises ApiError 401 ``unauthorized``); one
 started with ``--tls-cert`` speaks https (``cafile="ca.pem"`` trusts a private CA):
@@ -31,6 +38,7 @@ import json
 import socket
 import ssl
 import struct
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -41,13 +49,22 @@ try:  # numpy is optional
 except ImportError:  # pragma: no cover - exercised only without numpy
     _np = None
 
-__all__ = ["Client", "ApiError", "ConnectionFailed", "parse_npy", "parse_csv"]
+__all__ = ["Client", "ApiError", "ConnectionFailed", "Job", "JobFailed", "parse_npy",
+           "parse_csv"]
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
 # response fields that hold numbers to turn into arrays
 _ARRAY_KEYS = {"z", "x", "y", "log_det", "samples", "log_prob", "mean", "std", "map", "rmse",
-               "iterations", "residual", "error_bound"}
+               "iterations", "residual", "error_bound",
+               # calibration and mmd answers
+               "ks_statistic", "ks_pvalue", "edges", "levels", "lower", "upper", "empirical",
+               "alpha", "ecp", "scales"}
+# ... and those that hold counts (int64 arrays)
+_INT_KEYS = {"ranks", "counts"}
+
+# job states after which nothing changes
+_FINAL = ("done", "failed", "cancelled")
 
 
 class ApiError(Exception):
@@ -71,6 +88,92 @@ class ConnectionFailed(ApiError):
 
     def __init__(self, code, message):
         super().__init__(None, code, message)
+
+
+class JobFailed(ApiError):
+    """A job that ended without a result: it failed (``status`` and ``code`` are those the
+    synchronous request would have answered) or was cancelled (code ``"job_cancelled"``).
+    ``job`` is the :class:`Job` as last read."""
+
+    def __init__(self, job, status, code, message):
+        super().__init__(status, code, message)
+        self.job = job
+
+
+class Job:
+    """A job of the daemon as last read (``Client.job`` reads it again).
+
+    Attributes: ``id``, ``url``, ``state`` ("queued", "running", "done", "failed",
+    "cancelled"), ``operation`` ("sample", "calibration", ...), ``model``, ``progress``
+    (dict: done, total, unit, rate, eta_s), ``error`` (dict, when failed), ``raw`` (the
+    daemon's whole JSON object).  ``finished`` is True once the state can no longer
+    change."""
+
+    def __init__(self, raw, format="json"):
+        self.raw = dict(raw)
+        self.format = format  # what wait() and Client.result() decode the result as
+        self.id = str(raw.get("id"))
+        self.url = raw.get("url") or "/v1/jobs/%s" % self.id
+        self.state = raw.get("state")
+        self.operation = raw.get("operation")
+        self.model = raw.get("model")
+        self.progress = raw.get("progress") or {}
+        self.error = raw.get("error")
+
+    @property
+    def finished(self):
+        return self.state in _FINAL
+
+    def __repr__(self):
+        p = self.progress
+        prog = " %s/%s %s" % (p.get("done"), p.get("total"), p.get("unit", "")) if p else ""
+        return "Job(%r, %s %s of %r%s)" % (self.id, self.state, self.operation, self.model,
+                                          prog.rstrip())
+
+
+class _Progress:
+    """Shows a job's progress while Client.wait polls it: a tqdm bar (tqdm importable and
+    progress not False), else one rewritten line on stderr (progress True), else nothing."""
+
+    def __init__(self, progress, job):
+        self.bar = None
+        self.line = False
+        self.label = "%s %s" % (job.operation or "job", job.id)
+        if progress is False:
+            return
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            tqdm = None
+        if tqdm is not None:
+            self.bar = tqdm(total=None, desc=self.label, unit=job.progress.get("unit") or "it",
+                            leave=True, file=sys.stderr)
+        elif progress:
+            self.line = True
+
+    def update(self, job):
+        p = job.progress or {}
+        done, total = p.get("done"), p.get("total")
+        if self.bar is not None:
+            if total is not None and self.bar.total != total:
+                self.bar.total = total
+                self.bar.refresh()
+            if done is not None and done > self.bar.n:
+                self.bar.update(done - self.bar.n)
+        elif self.line:
+            pct = " %3.0f%%" % (100.0 * done / total) if done is not None and total else ""
+            eta = p.get("eta_s")
+            sys.stderr.write("\r%s: %s%s %s/%s %s%s   " % (
+                self.label, job.state, pct, done, total, p.get("unit", ""),
+                ", ETA %.0fs" % eta if eta is not None else ""))
+            sys.stderr.flush()
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+        elif self.line:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
 
 
 def _read_token(path):
@@ -201,11 +304,15 @@ class Client:
 
     # ---- transport --------------------------------------------------------------------
 
-    def request(self, method, path, body=None, accept="application/json", raw=False):
-        """Send one request (retrying 429/503); returns parsed JSON, or bytes when raw."""
+    def request(self, method, path, body=None, accept="application/json", raw=False,
+                headers=None, with_status=False):
+        """Send one request (retrying 429/503); returns parsed JSON, or (bytes, content
+        type) when raw; with with_status=True, (HTTP status, that)."""
         data = None
+        extra = headers
         headers = {"Accept": accept, "User-Agent": "innserve-python"}
         headers.update(self.headers)
+        headers.update(extra or {})
         if body is not None:
             try:
                 data = json.dumps(body, allow_nan=False).encode()
@@ -225,12 +332,14 @@ class Client:
                     payload = resp.read()
                     ctype = resp.headers.get("Content-Type", "")
                     if raw:
-                        return payload, ctype
-                    if not payload:
-                        return None
-                    if "json" not in ctype:
-                        return payload.decode("utf-8", "replace")
-                    return json.loads(payload)
+                        out = (payload, ctype)
+                    elif not payload:
+                        out = None
+                    elif "json" not in ctype:
+                        out = payload.decode("utf-8", "replace")
+                    else:
+                        out = json.loads(payload)
+                    return (resp.status, out) if with_status else out
             except urllib.error.HTTPError as e:
                 payload = e.read() or b""
                 status = e.code
@@ -288,6 +397,8 @@ class Client:
             for k, v in obj.items():
                 if k in _ARRAY_KEYS and isinstance(v, list) and _numeric(v):
                     out[k] = _np.asarray(v, dtype=_np.float64)
+                elif k in _INT_KEYS and isinstance(v, list) and _numeric(v):
+                    out[k] = _np.asarray(v, dtype=_np.int64)
                 elif k == "converged" and isinstance(v, list):
                     out[k] = _np.asarray(v, dtype=bool)
                 elif k == "quantiles" and isinstance(v, dict):
@@ -340,14 +451,15 @@ class Client:
         return self._arrays(self._post(model, "inverse", body))
 
     def sample(self, model, y=None, num_samples=1000, seed=None, temperature=None,
-               outputs=None, quantiles=None, format="json"):
+               outputs=None, quantiles=None, format="json", async_=False):
         """Posterior (cinn, inn) or model (flow) samples.
 
         y: observations (n_obs x dim_y, or one flat row); outputs: any of "samples",
         "log_prob", "summary", "resimulation".  format "json" returns the response dict
         (samples n_obs x num_samples x dim_x); "csv" returns the CSV text (columns
         obs,sample,<x names>[,log_prob]); "npy" returns an array (numpy) or
-        (nested list, shape) without numpy.
+        (nested list, shape) without numpy.  async_=True submits a job and returns its
+        :class:`Job` at once; ``wait(job)`` then returns what format asked for.
         """
         body = {"num_samples": int(num_samples)}
         if y is not None:
@@ -360,6 +472,10 @@ class Client:
             body["outputs"] = list(outputs)
         if quantiles is not None:
             body["quantiles"] = [float(q) for q in quantiles]
+        if format not in _ACCEPT:
+            raise ValueError("format must be json, csv or npy")
+        if async_:
+            return self._submit(model, "sample", body, format)
         if format == "json":
             return self._arrays(self._post(model, "sample", body))
         if format == "csv":
@@ -400,6 +516,150 @@ class Client:
                 for s in sols:
                     s["x"] = _np.asarray(s["x"], dtype=_np.float64)
         return r
+
+    # ---- diagnostics ------------------------------------------------------------------
+
+    def calibration(self, model, x, y=None, num_samples=100, seed=None, diagnostics=None,
+                    bins=None, coverage_points=None, confidence=None, tarp_references=None,
+                    tarp_bins=None, z_score=None, tol=None, max_iter=None, method=None,
+                    wait=True, progress=None):
+        """Calibration of the model's posterior on N pairs (x*, y) of the user's simulator:
+        SBC ranks with KS p-values and a rank histogram, expected coverage (HPD and central
+        intervals, with binomial bands) and TARP, as sbi defines them (docs/api.md).
+
+        x: N x dims.x ground-truth parameters; y: their N x dims.y observations (None for a
+        flow); num_samples: L posterior samples per pair; diagnostics: any of "sbc",
+        "coverage", "tarp" (default all).  Runs as a job of the daemon: waits for it (see
+        :meth:`wait` for progress) and returns the answer, or with wait=False returns the
+        :class:`Job` at once."""
+        body = {"x": _rows(x, "x"), "num_samples": int(num_samples)}
+        if y is not None:
+            body["y"] = _rows(y, "y")
+        _opt(body, "seed", seed, int)
+        if diagnostics is not None:
+            body["diagnostics"] = [diagnostics] if isinstance(diagnostics, str) else \
+                [str(d) for d in diagnostics]
+        _opt(body, "bins", bins, int)
+        _opt(body, "coverage_points", coverage_points, int)
+        _opt(body, "confidence", confidence, float)
+        if tarp_references is not None:
+            body["tarp_references"] = _rows(tarp_references, "tarp_references")
+        _opt(body, "tarp_bins", tarp_bins, int)
+        _opt(body, "z_score", z_score, bool)
+        _solver(body, tol, max_iter, method)
+        return self._run(model, "calibration", body, wait, progress)
+
+    def mmd(self, model, y=None, reference=None, num_samples=1000, seed=None,
+            temperature=None, scales=None, estimator=None, permutations=None, tol=None,
+            max_iter=None, method=None, wait=True, progress=None):
+        """MMD^2 between the model's posterior for one observation y (None for a flow) and
+        reference samples of the true posterior (M x dims.x), with the inverse multiquadric
+        kernel at several widths (scales) and a permutation p-value.  Runs as a job like
+        :meth:`calibration`; returns {"mmd2", "p_value", ...} or, wait=False, the Job."""
+        if reference is None:
+            raise TypeError("mmd needs reference samples (M x dims.x)")
+        body = {"reference": _rows(reference, "reference"), "num_samples": int(num_samples)}
+        if y is not None:
+            body["y"] = _rows(y, "y")
+        _opt(body, "seed", seed, int)
+        _opt(body, "temperature", temperature, float)
+        if scales is not None:
+            body["scales"] = [float(h) for h in _vec(scales)]
+        _opt(body, "estimator", estimator, str)
+        _opt(body, "permutations", permutations, int)
+        _solver(body, tol, max_iter, method)
+        return self._run(model, "mmd", body, wait, progress)
+
+    # ---- jobs -------------------------------------------------------------------------
+
+    def _submit(self, model, op, body, format="json"):
+        """POST op with "async": true -> Job (or, from a daemon that answered at once, the
+        answer itself)."""
+        body = dict(body, **{"async": True})
+        code, r = self._post(model, op, body, accept=_ACCEPT[format], raw=True,
+                             with_status=True, headers={"Prefer": "respond-async"})
+        data, ctype = r
+        if code == 202:
+            return Job(json.loads(data), format)
+        return self._decode(data, ctype, format)
+
+    def _run(self, model, op, body, wait, progress):
+        job = self._submit(model, op, body)
+        if not isinstance(job, Job) or not wait:
+            return job
+        return self.wait(job, progress=progress)
+
+    def job(self, job_id):
+        """GET /v1/jobs/{id} -> Job (raises ApiError 404 job_not_found once it is gone:
+        jobs live in the daemon's memory, finished ones for its --job-ttl)."""
+        return Job(self.request("GET", "/v1/jobs/%s" % self._id(job_id)))
+
+    def jobs(self):
+        """GET /v1/jobs -> list of Job (without their results)."""
+        return [Job(j) for j in self.request("GET", "/v1/jobs")["jobs"]]
+
+    def cancel(self, job_id):
+        """DELETE /v1/jobs/{id}: stops a queued or running job (its state becomes
+        "cancelled"), or forgets a finished one.  Returns the Job as the daemon answered."""
+        return Job(self.request("DELETE", "/v1/jobs/%s" % self._id(job_id)))
+
+    def result(self, job_id, format=None):
+        """GET /v1/jobs/{id}/result: the answer the synchronous request would have got,
+        decoded as for that request (format: json, csv or npy; default: the format the job
+        was submitted with by this client, else json)."""
+        if format is None:
+            format = job_id.format if isinstance(job_id, Job) else "json"
+        data, ctype = self.request("GET", "/v1/jobs/%s/result" % self._id(job_id),
+                                   accept=_ACCEPT[format], raw=True)
+        return self._decode(data, ctype, format)
+
+    def wait(self, job, progress=None, timeout=None, interval=0.5):
+        """Poll the job (a Job or an id) until it has finished and return its result (the
+        answer of the synchronous request).  A failed job raises JobFailed with the status,
+        code and message that request would have got; a cancelled one JobFailed
+        "job_cancelled"; past timeout seconds, TimeoutError (the job keeps running).
+
+        progress: None shows a tqdm bar on stderr when tqdm is importable; True also
+        without tqdm (one line on stderr, rewritten); False shows nothing."""
+        if not isinstance(job, Job):
+            job = self.job(job)
+        fmt = job.format
+        end = None if timeout is None else time.time() + timeout
+        bar = _Progress(progress, job)
+        pause = 0.02
+        try:
+            while not job.finished:
+                time.sleep(pause)
+                pause = min(interval, pause * 2)
+                job = self.job(job.id)
+                job.format = fmt
+                bar.update(job)
+                if not job.finished and end is not None and time.time() > end:
+                    raise TimeoutError("job %s is still %s after %gs" % (job.id, job.state,
+                                                                         timeout))
+        finally:
+            bar.close()
+        if job.state == "cancelled":
+            raise JobFailed(job, 409, "job_cancelled", "job %s was cancelled" % job.id)
+        if job.state == "failed":
+            e = job.error or {}
+            raise JobFailed(job, e.get("status"), e.get("code", "job_failed"),
+                            e.get("error", "job %s failed" % job.id))
+        if fmt == "json" and "result" in job.raw:
+            return self._arrays(job.raw["result"])
+        return self.result(job)
+
+    def _decode(self, data, ctype, format):
+        if format == "csv":
+            return data.decode("utf-8")
+        if format == "npy":
+            return parse_npy(data)
+        return self._arrays(json.loads(data)) if data else None
+
+    @staticmethod
+    def _id(job_id):
+        return urllib.parse.quote(str(job_id.id if isinstance(job_id, Job) else job_id),
+                                  safe="")
 
     def certificate(self, model):
         """GET /v1/models/{m}/certificate -> {invertible, guarantee, blocks: [...]}."""
@@ -443,6 +703,20 @@ class Client:
                 pass
             time.sleep(interval)
         return False
+
+
+_ACCEPT = {"json": "application/json", "csv": "text/csv", "npy": "application/x-npy"}
+
+
+def _opt(body, key, value, conv):
+    if value is not None:
+        body[key] = conv(value)
+
+
+def _solver(body, tol, max_iter, method):
+    _opt(body, "tol", tol, float)
+    _opt(body, "max_iter", max_iter, int)
+    _opt(body, "method", method, str)
 
 
 def _non_finite(v, path):
