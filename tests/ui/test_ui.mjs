@@ -207,9 +207,7 @@ try {
   await page.fill('#num-samples', '2000');
   await page.fill('#seed', '42');
   await page.focus('#seed');
-  await page.keyboard.press('Tab');
-  await page.keyboard.press('Tab');
-  await page.keyboard.press('Tab');
+  for (let i = 0; i < 4; i++) await page.keyboard.press('Tab');   // temperature, quantiles, job, Draw
   const focused = await page.evaluate(() => [document.activeElement.id, getComputedStyle(document.activeElement).outlineStyle]);
   check(focused[0] === 'sample-run' && focused[1] !== 'none', 'Tab reaches the Draw button, which shows a focus ring', focused);
   await page.keyboard.press('Enter');   // submits the form
@@ -316,6 +314,42 @@ try {
         ' ms: median ' + Math.round(med16) + ' ms (< 1000)');
   await (await page.$('#corner16')).screenshot({ path: path.join(OUT, 'ui-corner16.png') });
   await page.evaluate(() => document.getElementById('corner16').parentElement.remove());
+
+  // a sample request run as a job: progress, the same answer; a large one cancelled
+  const jobsServed = (await fetch(base + '/v1/jobs')).status === 200;
+  if (!jobsServed) {
+    check(true, 'jobs: this build serves no /v1/jobs (SKIPPED the sample job checks)');
+  } else {
+    await page.evaluate(() => {
+      window.__sampleTexts = [];
+      new MutationObserver(() => window.__sampleTexts.push(document.getElementById('sample-status').textContent))
+        .observe(document.getElementById('sample-status'), { childList: true, characterData: true, subtree: true });
+    });
+    await page.check('#sample-job');
+    await page.fill('#num-samples', '200000');
+    await page.click('#sample-run');
+    await page.waitForFunction(() => /200000 samples/.test(document.getElementById('corner-cap').textContent), null, { timeout: 120000 });
+    const texts = await page.evaluate(() => window.__sampleTexts);
+    check(texts.some((t) => /^Job [0-9a-f]+: (queued|running)/.test(t)), 'a sample job announces its progress', texts.slice(0, 4).join(' | '));
+    facts.sample_job_progress = texts.filter((t) => /^Job/.test(t));
+    const refJob = (await post(base, '/v1/models/ik_cinn/sample', { ...body, num_samples: 200000 })).json;
+    const meanJob = await page.getAttribute('#summary tbody tr[data-dim="2"] td[data-stat="mean"]', 'data-value');
+    check(Number(meanJob) === refJob.summary.mean[0][2], 'the job\'s summary equals the synchronous answer', meanJob);
+    check(await page.getAttribute('#sample-progress', 'value') === '200000', 'the progress bar ends full');
+    await page.fill('#num-samples', '1000000');
+    await page.click('#sample-run');
+    await page.waitForFunction(() => !document.getElementById('sample-cancel').disabled, null, { timeout: 30000 });
+    await page.click('#sample-cancel');
+    await page.waitForFunction(() => /cancelled/.test(document.getElementById('sample-status').textContent), null, { timeout: 30000 });
+    const jl = await (await fetch(base + '/v1/jobs')).json();
+    check(jl.jobs.some((j) => j.state === 'cancelled'), 'Cancel job cancels the sample job on the server',
+          JSON.stringify(jl.jobs.map((j) => j.state)));
+    const usable = await page.waitForFunction(() => !document.getElementById('sample-run').disabled, null, { timeout: 5000 })
+      .then(() => true, () => false);
+    check(usable, 'the form is usable again within 5 s of the cancel');
+    await page.uncheck('#sample-job');
+    await page.fill('#num-samples', '2000');
+  }
 
   // inn: re-simulation error
   await page.click('#models button[data-model="ik_inn"]');
