@@ -27,10 +27,29 @@
 
 static struct e2e_daemon DMN;
 
+/* A temporary copy of the demo models (each daemon its own: its log is DIR.log). */
+static void demo_models(char *dir)
+{
+    static const char *const NAMES[] = {"ik_cinn", "ik_inn", "ik_mlp", "iresnet_toy"};
+    e2e_mkdtemp(dir);
+    for (int i = 0; i < 4; i++) {
+        char src[128], rel[128];
+        size_t n;
+        snprintf(src, sizeof src, "models/%s.safetensors", NAMES[i]);
+        snprintf(rel, sizeof rel, "%s.safetensors", NAMES[i]);
+        char *bytes = tu_slurp(src, &n);
+        ck_assert_msg(bytes != NULL, "%s not found (run from the repository root)", src);
+        e2e_write_file(dir, rel, bytes, n);
+        free(bytes);
+    }
+}
+
 static void setup(void)
 {
     const char *args[] = {"--workers", "2", NULL};
-    ck_assert(e2e_start(&DMN, "models", args));
+    char dir[256];
+    demo_models(dir);
+    ck_assert(e2e_start(&DMN, dir, args));
 }
 
 static void teardown(void)
@@ -372,8 +391,11 @@ START_TEST(same_bytes_with_one_or_three_workers)
 {
     struct e2e_daemon one, three;
     const char *a1[] = {"--workers", "1", NULL}, *a3[] = {"--workers", "3", NULL};
-    ck_assert(e2e_start(&one, "models", a1));
-    ck_assert(e2e_start(&three, "models", a3));
+    char d1[256], d3[256];
+    demo_models(d1);
+    demo_models(d3);
+    ck_assert(e2e_start(&one, d1, a1));
+    ck_assert(e2e_start(&three, d3, a3));
     char *xs, *ys;
     make_pairs(150, 11, &xs, &ys, NULL, NULL);
     char *bodies[3] = {
