@@ -241,6 +241,9 @@ ENG_WARN_UNUSED enum eng_status eng_resimulate(const struct eng_model *m, struct
 float eng_rng_normal(uint64_t seed, uint32_t obs, uint64_t sample, uint32_t dim);
 /* Fill out[0..n) with eng_rng_normal(seed, obs, sample, 0..n-1), 4 draws per Philox call. */
 void eng_rng_normal_row(uint64_t seed, uint32_t obs, uint64_t sample, int n, float *out);
+/* The raw 32-bit Philox word `word` of the same stream (word / 4 is the block, word % 4 the
+ * output): uniform on 0 .. 2^32 - 1.  Pure function. */
+uint32_t eng_rng_u32(uint64_t seed, uint32_t obs, uint64_t sample, uint32_t word);
 
 /* ---- Threads ------------------------------------------------------------------------ */
 

@@ -64,3 +64,10 @@ KERN_FMA_CLONES void eng_rng_normal_row(uint64_t seed, uint32_t obs, uint64_t sa
             out[d + k] = v[k];
     }
 }
+
+uint32_t eng_rng_u32(uint64_t seed, uint32_t obs, uint64_t sample, uint32_t word)
+{
+    uint32_t c[4] = {word / 4, (uint32_t)sample, (uint32_t)(sample >> 32), obs};
+    philox4x32_10(c, (uint32_t)seed, (uint32_t)(seed >> 32));
+    return c[word % 4];
+}

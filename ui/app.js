@@ -354,11 +354,13 @@
       return;
     }
     var path = '/v1/models/' + encodeURIComponent(m.name) + '/sample';
+    var asJob = $('sample-job').checked;
     $('sample-run').disabled = true;
+    $('sample-progress').hidden = true;
     setStatus('sample-status', 'Sampling ' + body.num_samples + '…');
     var t0 = performance.now();
-    api(path, {method: 'POST', headers: {'Content-Type': 'application/json'}, body: JSON.stringify(body)})
-      .then(json).then(function (a) {
+    runMaybeJob(path, body, asJob, PANELS.sample)
+      .then(function (a) {
         var tNet = performance.now() - t0;
         if (state.model !== m.name) return;
         state.lastRequest = {path: path, body: body};
@@ -367,7 +369,7 @@
         showSamples(a, m, tNet);
         updateCurl();
       }).catch(function (e) {
-        if (e.status !== 401) setStatus('sample-status', e.message, true);
+        if (e.status !== 401 && !e.cancelled) setStatus('sample-status', e.message, true);
       }).then(function () { $('sample-run').disabled = false; });
   }
 
@@ -907,22 +909,30 @@
     return parts.join(' · ');
   }
 
-  function showProgress(j) {
+  // A panel of job progress: element ids of its <progress>, status line and cancel button.
+  var PANELS = {
+    sample: {bar: 'sample-progress', status: 'sample-status', cancel: 'sample-cancel', job: null},
+    cal: {bar: 'cal-progress', status: 'cal-status', cancel: 'cal-cancel', job: null},
+  };
+
+  function showProgress(j, P) {
     var p = j.progress || {};
-    var bar = $('cal-progress');
+    var bar = $(P.bar);
+    bar.hidden = false;
     if (p.total) { bar.max = p.total; bar.value = p.done || 0; }
-    setStatus('cal-status', 'Job ' + j.id + ': ' + progressText(j));
+    setStatus(P.status, 'Job ' + j.id + ': ' + progressText(j));
   }
 
   function sleep(ms) { return new Promise(function (res) { setTimeout(res, ms); }); }
 
-  // Polls the job until it ends; resolves with the calibration answer.
-  function pollJob(url, job) {
+  // Polls the job until it ends; resolves with its answer (the synchronous JSON).
+  function pollJob(url, job, P) {
     var delay = 200;
     function step() {
-      if (job.cancelled) return Promise.reject(new Error('cancelled'));
+      if (job.cancelled) return Promise.reject(cancelledError());
       return api(url).then(json).then(function (j) {
-        showProgress(j);
+        if (job.cancelled) throw cancelledError();
+        showProgress(j, P);
         if (j.state === 'done') {
           if (j.result) return j.result;
           return api(j.result_url || url + '/result').then(json);
@@ -931,7 +941,7 @@
           var e = j.error || {};
           throw new Error('the job failed: ' + (e.error || 'no reason given') + (e.code ? ' (' + e.code + ')' : ''));
         }
-        if (j.state === 'cancelled') throw new Error('the job was cancelled');
+        if (j.state === 'cancelled') throw cancelledError();
         delay = Math.min(1000, delay * 1.5);
         return sleep(delay).then(step);
       });
@@ -939,16 +949,66 @@
     return step();
   }
 
+  function cancelledError() {
+    var e = new Error('the job was cancelled');
+    e.cancelled = true;
+    return e;
+  }
+
+  // POST path with body, as a job when asJob ("async": true, then GET /v1/jobs/{id} until
+  // it ends, progress in panel P, its cancel button enabled): resolves with the answer.  A
+  // server that refuses "async" (no jobs for this operation) is asked again without it.
+  function runMaybeJob(path, body, asJob, P) {
+    var job = {cancelled: false, url: null};
+    P.job = job;
+    var submit = function (async) {
+      var b = async ? Object.assign({async: true}, body) : body;
+      return api(path, {method: 'POST', headers: {'Content-Type': 'application/json'}, body: JSON.stringify(b)});
+    };
+    var done = function () { $(P.cancel).disabled = true; if (P.job === job) P.job = null; };
+    if (!asJob) return submit(false).then(json).then(function (a) { done(); return a; }, function (e) { done(); throw e; });
+    return submit(true).then(function (r) {
+      if (r.status === 202) {
+        return r.json().then(function (j) {
+          job.url = r.headers.get('Location') || j.url;
+          $(P.cancel).disabled = false;
+          showProgress(j, P);
+          return pollJob(job.url, job, P);
+        });
+      }
+      if (r.status === 400) {
+        return json(r).catch(function (e) {
+          if (e.code === 'unknown_field' && /'async'/.test(e.message)) {
+            setStatus(P.status, 'This server runs no jobs for this operation: waiting for the answer…');
+            return submit(false).then(json);
+          }
+          throw e;
+        });
+      }
+      return json(r);
+    }).then(function (a) { done(); return a; }, function (e) { done(); throw e; });
+  }
+
+  function cancelJob(P) {
+    var job = P.job;
+    if (!job || !job.url) return;
+    job.cancelled = true;
+    $(P.cancel).disabled = true;
+    api(job.url, {method: 'DELETE'}).then(json).then(function (j) {
+      showProgress(j, P);
+      setStatus(P.status, 'Job ' + j.id + ' cancelled.');
+    }).catch(function (e) { if (e.status !== 401) setStatus(P.status, 'Cancel failed: ' + e.message, true); });
+  }
+
   function runCalibration(ev) {
     ev.preventDefault();
     clearInvalid();
     var m = state.meta;
+    var P = PANELS.cal;
     var f1 = $('cal-file').files[0], f2 = $('cal-file-y').files[0];
     if (!f1) { setStatus('cal-status', 'Choose a CSV or NPY file of (x*, y) pairs.', true); $('cal-file').focus(); return; }
     var files = f2 ? [f1, f2] : [f1];
     var path = '/v1/models/' + encodeURIComponent(m.name) + '/calibration';
-    var job = {cancelled: false, url: null};
-    state.job = job;
     $('cal-run').disabled = true;
     $('cal-out').hidden = true;
     $('cal-progress').value = 0;
@@ -956,57 +1016,21 @@
     Promise.all(files.map(readTable)).then(function (tabs) {
       var body = calBody(pairsFrom(tabs, m));
       setStatus('cal-status', 'Submitting ' + body.x.length + ' pairs × ' + body.num_samples + ' samples…');
-      var submit = function (async) {
-        var b = async ? Object.assign({async: true}, body) : body;
-        return api(path, {method: 'POST', headers: {'Content-Type': 'application/json'}, body: JSON.stringify(b)});
-      };
-      return submit(true).then(function (r) {
-        if (r.status === 202) {
-          return r.json().then(function (j) {
-            job.url = r.headers.get('Location') || j.url;
-            $('cal-cancel').disabled = false;
-            showProgress(j);
-            return pollJob(job.url, job);
-          });
-        }
-        if (r.status === 400) {
-          // a server without jobs refuses "async": run it synchronously instead
-          return json(r).catch(function (e) {
-            if (e.code === 'unknown_field' && /'async'/.test(e.message)) {
-              setStatus('cal-status', 'This server runs no jobs: waiting for the answer…');
-              return submit(false).then(json);
-            }
-            throw e;
-          });
-        }
-        return json(r);
-      }).then(function (res) {
+      return runMaybeJob(path, body, true, P).then(function (res) {
+        if (state.model !== m.name) return;
         showCalibration(res, m);
         setStatus('cal-status', 'Done: ' + res.n + ' pairs × ' + res.num_samples + ' samples (seed ' + res.seed + ').');
         $('cal-progress').value = $('cal-progress').max;
       });
     }).catch(function (e) {
-      if (e.status === 401) return;
+      if (e.status === 401 || e.cancelled) return;
       if (e.status === 404 && e.code === 'not_found')
         setStatus('cal-status', 'This server has no calibration endpoint (' + e.message + ').', true);
       else setStatus('cal-status', e.message, true);
       if (e.input) e.input.focus();
     }).then(function () {
       $('cal-run').disabled = false;
-      $('cal-cancel').disabled = true;
-      state.job = null;
     });
-  }
-
-  function cancelJob() {
-    var job = state.job;
-    if (!job || !job.url) return;
-    job.cancelled = true;
-    $('cal-cancel').disabled = true;
-    api(job.url, {method: 'DELETE'}).then(json).then(function (j) {
-      showProgress(j);
-      setStatus('cal-status', 'Job ' + j.id + ' cancelled.');
-    }).catch(function (e) { if (e.status !== 401) setStatus('cal-status', 'Cancel failed: ' + e.message, true); });
   }
 
   function showCalibration(res, m) {
@@ -1068,12 +1092,14 @@
     $('dl-npy').addEventListener('click', function () { download('npy'); });
     $('curl-copy').addEventListener('click', copyCurl);
     $('cal-form').addEventListener('submit', runCalibration);
-    $('cal-cancel').addEventListener('click', cancelJob);
+    $('cal-cancel').addEventListener('click', function () { cancelJob(PANELS.cal); });
+    $('sample-cancel').addEventListener('click', function () { cancelJob(PANELS.sample); });
     loadModels();
   }
 
   window.innserveUI = {drawCorner: drawCorner, drawRanks: drawRanks, drawCoverage: drawCoverage,
-                       drawTarp: drawTarp, parseCsv: parseCsv, fmt: fmt};
+                       drawTarp: drawTarp, parseCsv: parseCsv, parseNpy: parseNpy,
+                       pairsFrom: pairsFrom, fmt: fmt};
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init);
   else init();
 })();

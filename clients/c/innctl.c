@@ -837,7 +837,8 @@ static void progress_text(const cJSON *job, char *buf, size_t cap)
     if (off < cap)
         off += (size_t)snprintf(buf + off, cap - off, " %s", jstr(p, "unit", ""));
     if (rate > 0 && off < cap)
-        off += (size_t)snprintf(buf + off, cap - off, ", %.4g/s", rate);
+        off += (size_t)snprintf(buf + off, cap - off, rate >= 100 ? ", %.0f/s" : ", %.3g/s",
+                                rate);
     if (eta >= 0 && off < cap)
         snprintf(buf + off, cap - off, ", ETA %.0f s", eta);
 }
@@ -994,12 +995,12 @@ static int cmd_jobs(struct ctl_args *o)
         cJSON_Delete(j);
         return ex;
     }
-    printf("%-24s %-10s %-12s %-20s %s\n", "ID", "STATE", "OPERATION", "MODEL", "PROGRESS");
+    printf("%-32s %-9s %-11s %-16s %s\n", "ID", "STATE", "OPERATION", "MODEL", "PROGRESS");
     const cJSON *job;
     cJSON_ArrayForEach(job, cJSON_GetObjectItemCaseSensitive(j, "jobs")) {
         char text[160];
         progress_text(job, text, sizeof text);
-        printf("%-24s %-10s %-12s %-20s %s\n", jstr(job, "id", "?"), jstr(job, "state", "?"),
+        printf("%-32s %-9s %-11s %-16s %s\n", jstr(job, "id", "?"), jstr(job, "state", "?"),
                jstr(job, "operation", "?"), jstr(job, "model", "?"), text);
     }
     cJSON_Delete(j);

@@ -395,6 +395,57 @@ START_TEST(offline_inspect_verify)
 }
 END_TEST
 
+/* sample --async prints the job; job ID --wait prints the answer the synchronous request
+ * prints; job ID shows it done; jobs lists it; --cancel stops a long one. */
+START_TEST(sample_async_and_job)
+{
+    struct run sync = RUN(NULL, "sample", "cinn_standardized", "--y", "1.5,0,0.5", "-n", "100",
+                          "--seed", "9");
+    expect_status(&sync, 0, "sample");
+    struct run r = RUN(NULL, "sample", "cinn_standardized", "--y", "1.5,0,0.5", "-n", "100",
+                       "--seed", "9", "--async");
+    expect_status(&r, 0, "sample --async");
+    cJSON *job = cJSON_Parse(r.out);
+    ck_assert(job);
+    ck_assert_str_eq(cJSON_GetObjectItem(job, "operation")->valuestring, "sample");
+    char id[64];
+    snprintf(id, sizeof id, "%s", cJSON_GetObjectItem(job, "id")->valuestring);
+    cJSON_Delete(job);
+    run_free(&r);
+    r = RUN(NULL, "job", id, "--wait", "--progress");
+    expect_status(&r, 0, "job --wait");
+    ck_assert_str_eq(r.out, sync.out);
+    ck_assert_msg(strstr(r.err, "done      [##############################] 100%  100/100 samples"),
+                  "%s", r.err);
+    run_free(&r);
+    r = RUN(NULL, "job", id);
+    expect_status(&r, 0, "job");
+    ck_assert_msg(strstr(r.out, "state      done\n") && strstr(r.out, "progress   100/100 samples"),
+                  "%s", r.out);
+    run_free(&r);
+    r = RUN(NULL, "jobs");
+    expect_status(&r, 0, "jobs");
+    ck_assert(strstr(r.out, id) && strstr(r.out, "PROGRESS"));
+    run_free(&r);
+    r = RUN(NULL, "sample", "rnvp", "-n", "1000000", "--seed", "1", "--format", "npy", "--async");
+    expect_status(&r, 0, "long sample --async");
+    job = cJSON_Parse(r.out);
+    ck_assert(job);
+    snprintf(id, sizeof id, "%s", cJSON_GetObjectItem(job, "id")->valuestring);
+    cJSON_Delete(job);
+    run_free(&r);
+    r = RUN(NULL, "job", id, "--cancel");
+    expect_status(&r, 0, "job --cancel");
+    ck_assert_msg(strstr(r.out, "state      cancelled\n"), "%s", r.out);
+    run_free(&r);
+    r = RUN(NULL, "job", id, "--wait");
+    expect_status(&r, 2, "wait for a cancelled job");
+    ck_assert_msg(strstr(r.err, "was cancelled"), "%s", r.err);
+    run_free(&r);
+    run_free(&sync);
+}
+END_TEST
+
 /* The bytes of a metadata answer with the value of "load_ms" (the time that process took
  * to load the file, the one field that may differ) replaced by 0.  Returns a malloc'd copy. */
 static char *without_load_ms(const char *s, size_t len)
@@ -504,6 +555,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, connection_errors_exit_3);
     tcase_add_test(tc, offline_inspect_verify);
     tcase_add_test(tc, inspect_json_is_the_daemons_metadata);
+    tcase_add_test(tc, sample_async_and_job);
     suite_add_tcase(s, tc);
     return s;
 }

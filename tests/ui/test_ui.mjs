@@ -207,9 +207,7 @@ try {
   await page.fill('#num-samples', '2000');
   await page.fill('#seed', '42');
   await page.focus('#seed');
-  await page.keyboard.press('Tab');
-  await page.keyboard.press('Tab');
-  await page.keyboard.press('Tab');
+  for (let i = 0; i < 4; i++) await page.keyboard.press('Tab');   // temperature, quantiles, job, Draw
   const focused = await page.evaluate(() => [document.activeElement.id, getComputedStyle(document.activeElement).outlineStyle]);
   check(focused[0] === 'sample-run' && focused[1] !== 'none', 'Tab reaches the Draw button, which shows a focus ring', focused);
   await page.keyboard.press('Enter');   // submits the form
@@ -317,6 +315,42 @@ try {
   await (await page.$('#corner16')).screenshot({ path: path.join(OUT, 'ui-corner16.png') });
   await page.evaluate(() => document.getElementById('corner16').parentElement.remove());
 
+  // a sample request run as a job: progress, the same answer; a large one cancelled
+  const jobsServed = (await fetch(base + '/v1/jobs')).status === 200;
+  if (!jobsServed) {
+    check(true, 'jobs: this build serves no /v1/jobs (SKIPPED the sample job checks)');
+  } else {
+    await page.evaluate(() => {
+      window.__sampleTexts = [];
+      new MutationObserver(() => window.__sampleTexts.push(document.getElementById('sample-status').textContent))
+        .observe(document.getElementById('sample-status'), { childList: true, characterData: true, subtree: true });
+    });
+    await page.check('#sample-job');
+    await page.fill('#num-samples', '200000');
+    await page.click('#sample-run');
+    await page.waitForFunction(() => /200000 samples/.test(document.getElementById('corner-cap').textContent), null, { timeout: 120000 });
+    const texts = await page.evaluate(() => window.__sampleTexts);
+    check(texts.some((t) => /^Job [0-9a-f]+: (queued|running)/.test(t)), 'a sample job announces its progress', texts.slice(0, 4).join(' | '));
+    facts.sample_job_progress = texts.filter((t) => /^Job/.test(t));
+    const refJob = (await post(base, '/v1/models/ik_cinn/sample', { ...body, num_samples: 200000 })).json;
+    const meanJob = await page.getAttribute('#summary tbody tr[data-dim="2"] td[data-stat="mean"]', 'data-value');
+    check(Number(meanJob) === refJob.summary.mean[0][2], 'the job\'s summary equals the synchronous answer', meanJob);
+    check(await page.getAttribute('#sample-progress', 'value') === '200000', 'the progress bar ends full');
+    await page.fill('#num-samples', '1000000');
+    await page.click('#sample-run');
+    await page.waitForFunction(() => !document.getElementById('sample-cancel').disabled, null, { timeout: 30000 });
+    await page.click('#sample-cancel');
+    await page.waitForFunction(() => /cancelled/.test(document.getElementById('sample-status').textContent), null, { timeout: 30000 });
+    const jl = await (await fetch(base + '/v1/jobs')).json();
+    check(jl.jobs.some((j) => j.state === 'cancelled'), 'Cancel job cancels the sample job on the server',
+          JSON.stringify(jl.jobs.map((j) => j.state)));
+    const usable = await page.waitForFunction(() => !document.getElementById('sample-run').disabled, null, { timeout: 5000 })
+      .then(() => true, () => false);
+    check(usable, 'the form is usable again within 5 s of the cancel');
+    await page.uncheck('#sample-job');
+    await page.fill('#num-samples', '2000');
+  }
+
   // inn: re-simulation error
   await page.click('#models button[data-model="ik_inn"]');
   await page.waitForFunction(() => /ik_inn/.test(document.getElementById('model-h').textContent) &&
@@ -348,6 +382,37 @@ try {
   await page.click('#models button[data-model="ik_mlp"]');
   await page.waitForFunction(() => /ik_mlp/.test(document.getElementById('model-h').textContent));
   check(await page.isHidden('#posterior') && await page.isHidden('#calibration'), 'an mlp shows no posterior or calibration');
+
+  // -- the upload formats: NPY (float64 and float32), CSV with reordered named columns, two files
+  {
+    const pp = ikPairs(5, 3);
+    const npy = (descr, rows, cols, Arr) => {
+      let h = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': (" + rows + ', ' + cols + '), }';
+      h += ' '.repeat(63 - ((10 + h.length) % 64)) + '\n';
+      const data = new Arr(pp.flatMap((p) => cols === 6 ? p.x.concat(p.y) : cols === 4 ? p.x : p.y));
+      const b = Buffer.concat([Buffer.from([0x93]), Buffer.from('NUMPY'), Buffer.from([1, 0]),
+        Buffer.from(Uint16Array.of(h.length).buffer), Buffer.from(h, 'latin1'), Buffer.from(data.buffer)]);
+      return Array.from(b);
+    };
+    const got = await page.evaluate(async ([b64, b32x, b32y, csv]) => {
+      const U = window.innserveUI, meta = { dims: { x: 4, y: 2 }, names: { x: ['rail', 'angle1', 'angle2', 'angle3'], y: ['end_x', 'end_y'] } };
+      const buf = (a) => new Uint8Array(a).buffer;
+      return {
+        f8: U.pairsFrom([U.parseNpy(buf(b64))], meta),
+        two: U.pairsFrom([U.parseNpy(buf(b32x)), U.parseNpy(buf(b32y))], meta),
+        csv: U.pairsFrom([U.parseCsv(csv)], meta),
+        bad: (() => { try { U.pairsFrom([U.parseCsv('1,2,3\n')], meta); return null; } catch (e) { return e.message; } })(),
+      };
+    }, [npy('<f8', 5, 6, Float64Array), npy('<f4', 5, 4, Float32Array), npy('<f4', 5, 2, Float32Array),
+        'end_y,rail,angle1,end_x,angle2,angle3\n' + pp.map((p) => [p.y[1], p.x[0], p.x[1], p.y[0], p.x[2], p.x[3]].join(',')).join('\n')]);
+    const X = pp.map((p) => p.x), Y = pp.map((p) => p.y);
+    const f32 = (m) => m.map((r) => r.map((v) => Math.fround(v)));
+    check(JSON.stringify(got.f8) === JSON.stringify({ x: X, y: Y }), 'an NPY (N, 6) float64 upload splits into x* and y');
+    check(JSON.stringify(got.two) === JSON.stringify({ x: f32(X), y: f32(Y) }), 'x* and y in two float32 NPY files');
+    check(JSON.stringify(got.csv) === JSON.stringify({ x: X, y: Y }), 'a CSV whose header names the columns in another order');
+    check(/row 1 has 3 columns; want dims.x \+ dims.y = 6 \(rail, angle1, angle2, angle3, end_x, end_y\)/.test(got.bad || ''),
+          'a CSV of the wrong width is refused naming the columns', got.bad);
+  }
 
   // -- calibration from an uploaded CSV, as a job
   await page.click('#models button[data-model="ik_cinn"]');

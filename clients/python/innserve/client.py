@@ -146,8 +146,8 @@ class _Progress:
         except ImportError:
             tqdm = None
         if tqdm is not None:
-            self.bar = tqdm(total=None, desc=self.label, unit=job.progress.get("unit") or "it",
-                            leave=True, file=sys.stderr)
+            self.bar = tqdm(total=job.progress.get("total"), desc=self.label,
+                            unit=job.progress.get("unit") or "it", leave=True, file=sys.stderr)
         elif progress:
             self.line = True
 
@@ -155,6 +155,8 @@ class _Progress:
         p = job.progress or {}
         done, total = p.get("done"), p.get("total")
         if self.bar is not None:
+            if p.get("unit") and self.bar.unit != p["unit"]:
+                self.bar.unit = p["unit"]
             if total is not None and self.bar.total != total:
                 self.bar.total = total
                 self.bar.refresh()
@@ -625,10 +627,12 @@ class Client:
             job = self.job(job)
         fmt = job.format
         end = None if timeout is None else time.time() + timeout
-        bar = _Progress(progress, job)
+        bar = None   # shown from the first wait on: a job that has finished shows none
         pause = 0.02
         try:
             while not job.finished:
+                if bar is None:
+                    bar = _Progress(progress, job)
                 time.sleep(pause)
                 pause = min(interval, pause * 2)
                 job = self.job(job.id)
@@ -638,7 +642,8 @@ class Client:
                     raise TimeoutError("job %s is still %s after %gs" % (job.id, job.state,
                                                                          timeout))
         finally:
-            bar.close()
+            if bar is not None:
+                bar.close()
         if job.state == "cancelled":
             raise JobFailed(job, 409, "job_cancelled", "job %s was cancelled" % job.id)
         if job.state == "failed":
