@@ -805,11 +805,12 @@ static bool reduce_calibration(struct srv_call *c)
     /* sbi's advice (run_sbc, check_sbc, run_tarp) */
     cb->n_warnings = 0;
     if (N < 100)
-        snprintf(cb->warnings[cb->n_warnings++], sizeof cb->warnings[0], "only %d pairs: "
-                 "calibration checks should rest on at least 100 pairs (x*, y)", N);
+        snprintf(cb->warnings[cb->n_warnings++], sizeof cb->warnings[0], "only %d pair%s: "
+                 "calibration checks should rest on at least 100 pairs (x*, y)", N,
+                 N == 1 ? "" : "s");
     if (L < 100)
         snprintf(cb->warnings[cb->n_warnings++], sizeof cb->warnings[0], "only %d posterior "
-                 "samples per pair: ranks should rest on at least 100", L);
+                 "sample%s per pair: ranks should rest on at least 100", L, L == 1 ? "" : "s");
     free(scratch);
     free(cr);
     free(tl);
