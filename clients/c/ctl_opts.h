@@ -1,10 +1,11 @@
 /*
  * ctl_opts.h — innctl's one table of options: every option's name, type, field of struct
  * ctl_args, limits, default, environment variable and help sentence, and the command
- * descriptions (operands, the options each takes, per-command wording).  Parsing,
- * `innctl --help`, `innctl COMMAND --help` and the manual page's GLOBAL OPTIONS and
- * COMMANDS sections (`innctl help --roff`, from which docs/man/innctl.1 is made) are all
- * produced from these tables; no option is spelled anywhere else.
+ * descriptions (struct ctl_cmd: operands, the options each takes, per-command wording;
+ * innctl.c holds the command table).  Parsing,
+ * `innctl --help`, `innctl COMMAND --help` and the manual page from SYNOPSIS to ENVIRONMENT
+ * (`innctl help --roff`, from which docs/man/innctl.1 is made) are all produced from these
+ * tables; no option is spelled anywhere else.
  */
 #ifndef INNSERVE_CTL_OPTS_H
 #define INNSERVE_CTL_OPTS_H
