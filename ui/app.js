@@ -1098,7 +1098,8 @@
   }
 
   window.innserveUI = {drawCorner: drawCorner, drawRanks: drawRanks, drawCoverage: drawCoverage,
-                       drawTarp: drawTarp, parseCsv: parseCsv, fmt: fmt};
+                       drawTarp: drawTarp, parseCsv: parseCsv, parseNpy: parseNpy,
+                       pairsFrom: pairsFrom, fmt: fmt};
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init);
   else init();
 })();

@@ -383,6 +383,37 @@ try {
   await page.waitForFunction(() => /ik_mlp/.test(document.getElementById('model-h').textContent));
   check(await page.isHidden('#posterior') && await page.isHidden('#calibration'), 'an mlp shows no posterior or calibration');
 
+  // -- the upload formats: NPY (float64 and float32), CSV with reordered named columns, two files
+  {
+    const pp = ikPairs(5, 3);
+    const npy = (descr, rows, cols, Arr) => {
+      let h = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': (" + rows + ', ' + cols + '), }';
+      h += ' '.repeat(63 - ((10 + h.length) % 64)) + '\n';
+      const data = new Arr(pp.flatMap((p) => cols === 6 ? p.x.concat(p.y) : cols === 4 ? p.x : p.y));
+      const b = Buffer.concat([Buffer.from([0x93]), Buffer.from('NUMPY'), Buffer.from([1, 0]),
+        Buffer.from(Uint16Array.of(h.length).buffer), Buffer.from(h, 'latin1'), Buffer.from(data.buffer)]);
+      return Array.from(b);
+    };
+    const got = await page.evaluate(async ([b64, b32x, b32y, csv]) => {
+      const U = window.innserveUI, meta = { dims: { x: 4, y: 2 }, names: { x: ['rail', 'angle1', 'angle2', 'angle3'], y: ['end_x', 'end_y'] } };
+      const buf = (a) => new Uint8Array(a).buffer;
+      return {
+        f8: U.pairsFrom([U.parseNpy(buf(b64))], meta),
+        two: U.pairsFrom([U.parseNpy(buf(b32x)), U.parseNpy(buf(b32y))], meta),
+        csv: U.pairsFrom([U.parseCsv(csv)], meta),
+        bad: (() => { try { U.pairsFrom([U.parseCsv('1,2,3\n')], meta); return null; } catch (e) { return e.message; } })(),
+      };
+    }, [npy('<f8', 5, 6, Float64Array), npy('<f4', 5, 4, Float32Array), npy('<f4', 5, 2, Float32Array),
+        'end_y,rail,angle1,end_x,angle2,angle3\n' + pp.map((p) => [p.y[1], p.x[0], p.x[1], p.y[0], p.x[2], p.x[3]].join(',')).join('\n')]);
+    const X = pp.map((p) => p.x), Y = pp.map((p) => p.y);
+    const f32 = (m) => m.map((r) => r.map((v) => Math.fround(v)));
+    check(JSON.stringify(got.f8) === JSON.stringify({ x: X, y: Y }), 'an NPY (N, 6) float64 upload splits into x* and y');
+    check(JSON.stringify(got.two) === JSON.stringify({ x: f32(X), y: f32(Y) }), 'x* and y in two float32 NPY files');
+    check(JSON.stringify(got.csv) === JSON.stringify({ x: X, y: Y }), 'a CSV whose header names the columns in another order');
+    check(/row 1 has 3 columns; want dims.x \+ dims.y = 6 \(rail, angle1, angle2, angle3, end_x, end_y\)/.test(got.bad || ''),
+          'a CSV of the wrong width is refused naming the columns', got.bad);
+  }
+
   // -- calibration from an uploaded CSV, as a job
   await page.click('#models button[data-model="ik_cinn"]');
   await page.waitForFunction(() => /ik_cinn/.test(document.getElementById('model-h').textContent) &&
