@@ -23,7 +23,7 @@ enum ctl_opt_id {
     CTL_O_URL, CTL_O_TOKEN_FILE, CTL_O_CACERT, CTL_O_TIMEOUT, CTL_O_RETRIES, CTL_O_HELP,
     CTL_O_VERSION,
     /* inputs */
-    CTL_O_X, CTL_O_Y, CTL_O_Z, CTL_O_TARGET, CTL_O_REFERENCE, CTL_O_TARP_REFERENCES,
+    CTL_O_X, CTL_O_Y, CTL_O_Z, CTL_O_TARGET, CTL_O_REFERENCE, CTL_O_TARP_REFERENCES, CTL_O_PAIRS,
     /* sampling */
     CTL_O_N, CTL_O_SEED, CTL_O_TEMPERATURE, CTL_O_SUMMARY, CTL_O_LOG_PROB, CTL_O_RESIMULATION,
     CTL_O_QUANTILES,
@@ -50,7 +50,7 @@ struct ctl_args {
     double timeout;
     long retries;
     bool help, version;
-    const char *x, *y, *z, *target, *reference, *tarp_references;
+    const char *x, *y, *z, *target, *reference, *tarp_references, *pairs;
     long n;
     unsigned long long seed;
     double temperature;
