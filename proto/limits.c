@@ -20,6 +20,7 @@ struct proto_limits proto_limits_default(void)
         .max_preimage_steps = PROTO_DEF_MAX_PREIMAGE_STEPS,
         .max_temperature = PROTO_DEF_MAX_TEMPERATURE,
         .default_num_samples = PROTO_DEF_NUM_SAMPLES,
+        .max_mmd_points = PROTO_DEF_MAX_MMD_POINTS,
     };
     return l;
 }

@@ -29,6 +29,14 @@
 #define PROTO_DEF_MAX_PREIMAGE_STEPS     20000    /* --max-preimage-steps: max_steps */
 #define PROTO_DEF_MAX_TEMPERATURE    100.0        /* sample temperature upper bound */
 #define PROTO_DEF_NUM_SAMPLES        1000         /* num_samples when absent */
+#define PROTO_DEF_MAX_MMD_POINTS     4096         /* num_samples + reference rows of one mmd
+                                                     request: its kernel matrix is their
+                                                     square in doubles (128 MiB at 4096) */
+#define PROTO_MAX_MMD_SCALES         16           /* IMQ widths in one mmd request */
+#define PROTO_MAX_PERMUTATIONS       10000        /* permutations of one mmd test */
+#define PROTO_MAX_RANK_BINS          1000         /* calibration: rank-histogram bins */
+#define PROTO_MAX_COVERAGE_POINTS    1000         /* calibration: coverage levels K */
+#define PROTO_DEF_CALIB_SAMPLES      100          /* calibration: num_samples when absent */
 #define PROTO_MAX_SEED               9007199254740991.0 /* 2^53 - 1: seeds survive JSON doubles */
 #define PROTO_MAX_FIELD_NAME         64           /* longest field name quoted in a message */
 #define PROTO_AUTH_TOKEN_MAX_BYTES   4096         /* longest bearer token (--auth-token-file) */
@@ -54,6 +62,7 @@ struct proto_limits {
     int max_preimage_steps;
     double max_temperature;
     int default_num_samples;
+    int max_mmd_points;
 };
 
 /* The PROTO_DEF_* values. */

@@ -12,7 +12,8 @@
 #include <strings.h>
 
 static const char *const OP_NAMES[PROTO_OP_COUNT] = {"forward", "inverse", "sample",
-                                                     "log_prob", "preimage"};
+                                                     "log_prob", "preimage", "calibration",
+                                                     "mmd"};
 
 const char *proto_op_str(enum proto_op op)
 {
@@ -36,7 +37,8 @@ bool proto_op_supported(enum proto_op op, enum eng_kind kind)
 
 bool proto_op_async(enum proto_op op)
 {
-    return op == PROTO_OP_SAMPLE || op == PROTO_OP_PREIMAGE;
+    return op == PROTO_OP_SAMPLE || op == PROTO_OP_PREIMAGE || op == PROTO_OP_CALIBRATION ||
+           op == PROTO_OP_MMD;
 }
 
 static const char *const OUT_NAMES[] = {"samples", "log_prob", "summary", "resimulation"};
@@ -47,6 +49,7 @@ void proto_request_free(struct proto_request *r)
     proto_matrix_free(&r->y);
     proto_matrix_free(&r->z);
     proto_matrix_free(&r->target);
+    proto_matrix_free(&r->ref);
     free(r->quantiles);
     free(r->bounds_low);
     free(r->bounds_high);
@@ -411,6 +414,248 @@ static enum proto_code parse_preimage(const cJSON *root, const struct eng_info *
     return PROTO_OK;
 }
 
+/* ---- calibration and mmd ------------------------------------------------------------------ */
+
+/* num_samples: an integer in [lo, lim->max_samples], default def; n_obs of them in all must
+ * stay within --max-samples too. */
+static enum proto_code read_num_samples(const cJSON *root, const struct proto_limits *lim,
+                                        long def, long lo, long n_obs, const char *per,
+                                        long *out, struct proto_error *e)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "num_samples");
+    *out = def;
+    if (v) {
+        if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) ||
+            v->valuedouble != floor(v->valuedouble))
+            return proto_errorf(e, PROTO_E_FIELD, "num_samples must be an integer, got %s",
+                                cJSON_IsNumber(v) ? "a fraction" : proto_json_type(v));
+        if (v->valuedouble < (double)lo)
+            return proto_errorf(e, PROTO_E_FIELD, "num_samples must be at least %ld, got %.17g",
+                                lo, v->valuedouble);
+        if (v->valuedouble > (double)lim->max_samples)
+            return proto_errorf(e, PROTO_E_TOO_LARGE, "num_samples = %.17g is more than the "
+                                "server allows per request (%ld, --max-samples); ask for "
+                                "fewer samples", v->valuedouble, lim->max_samples);
+        *out = (long)v->valuedouble;
+    }
+    if (n_obs * *out > lim->max_samples)
+        return proto_errorf(e, PROTO_E_TOO_LARGE, "%ld %s x num_samples %ld = %ld samples, more "
+                            "than the server allows per request (%ld, --max-samples); ask for "
+                            "fewer samples or split the request", n_obs, per, *out,
+                            n_obs * *out, lim->max_samples);
+    return PROTO_OK;
+}
+
+/* An optional integer field in [lo, hi]; *out keeps its default when absent. */
+static enum proto_code opt_int(const cJSON *root, const char *name, long long lo, long long hi,
+                               int *out, struct proto_error *e)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, name);
+    if (!v)
+        return PROTO_OK;
+    long long k;
+    enum proto_code rc = proto_json_int(v, name, lo, hi, &k, e);
+    if (rc == PROTO_OK)
+        *out = (int)k;
+    return rc;
+}
+
+static enum proto_code opt_bool(const cJSON *root, const char *name, bool *out,
+                                struct proto_error *e)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, name);
+    if (!v)
+        return PROTO_OK;
+    if (!cJSON_IsBool(v))
+        return proto_errorf(e, PROTO_E_FIELD, "%s must be true or false, got %s", name,
+                            proto_json_type(v));
+    *out = cJSON_IsTrue(v);
+    return PROTO_OK;
+}
+
+static const char *const DIAG_NAMES[] = {"sbc", "coverage", "tarp"};
+
+static enum proto_code parse_calibration(const cJSON *root, const struct eng_info *info,
+                                         const struct proto_limits *lim,
+                                         struct proto_request *r, struct proto_error *e)
+{
+    static const char *const F[] = {"x", "y", "num_samples", "seed", "diagnostics", "bins",
+                                    "coverage_points", "confidence", "tarp_references",
+                                    "tarp_bins", "z_score", "tol", "max_iter", "method",
+                                    "async"};
+    enum proto_code rc = proto_json_fields(root, F, sizeof F / sizeof F[0], "", e);
+    if (rc != PROTO_OK)
+        return rc;
+    if ((rc = read_async(root, &r->async, e)) != PROTO_OK)
+        return rc;
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(root, "x");
+    if (!x)
+        return proto_errorf(e, PROTO_E_MISSING, "missing field 'x': the ground-truth parameters "
+                            "theta*, one row of %d values per pair", info->dims.x);
+    if ((rc = proto_json_matrix(x, "x", info->dims.x, "the model's dims.x", true, lim->max_rows,
+                                lim, &r->x, e)) != PROTO_OK)
+        return rc;
+    int N = r->x.rows;
+    if ((rc = read_y(root, info, info->kind != ENG_KIND_FLOW, 0, "", lim->max_rows, lim, &r->y,
+                     e)) != PROTO_OK)
+        return rc;
+    if (info->kind != ENG_KIND_FLOW && r->y.rows != N)
+        return proto_errorf(e, PROTO_E_SHAPE, "y has %d rows and x has %d: calibration needs "
+                            "one observation y per ground-truth row of x", r->y.rows, N);
+    if ((rc = read_num_samples(root, lim, PROTO_DEF_CALIB_SAMPLES, 1, N, "pairs",
+                               &r->num_samples, e)) != PROTO_OK)
+        return rc;
+    if ((rc = read_seed(root, &r->seed, &r->seed_given, e)) != PROTO_OK)
+        return rc;
+    r->temperature = 1.0f;
+    const cJSON *v;
+    r->diagnostics = PROTO_DIAG_ALL;
+    if ((v = cJSON_GetObjectItemCaseSensitive(root, "diagnostics"))) {
+        if (!cJSON_IsArray(v) || !v->child)
+            return proto_errorf(e, PROTO_E_FIELD, "diagnostics must be a non-empty array of "
+                                "strings from sbc, coverage, tarp; got %s",
+                                cJSON_IsArray(v) ? "an empty array" : proto_json_type(v));
+        r->diagnostics = 0;
+        int i = 0;
+        for (const cJSON *c = v->child; c; c = c->next, i++) {
+            if (!cJSON_IsString(c))
+                return proto_errorf(e, PROTO_E_FIELD, "diagnostics[%d] must be a string, got "
+                                    "%s", i, proto_json_type(c));
+            unsigned bit = 0;
+            for (unsigned k = 0; k < 3; k++)
+                if (strcmp(c->valuestring, DIAG_NAMES[k]) == 0)
+                    bit = 1u << k;
+            if (!bit)
+                return proto_errorf(e, PROTO_E_FIELD, "diagnostics[%d] = \"%.32s\" is not one "
+                                    "of sbc, coverage, tarp", i, c->valuestring);
+            if (r->diagnostics & bit)
+                return proto_errorf(e, PROTO_E_FIELD, "diagnostics[%d] = \"%s\" is listed "
+                                    "twice", i, c->valuestring);
+            r->diagnostics |= bit;
+        }
+    }
+    r->bins = 20;
+    if ((rc = opt_int(root, "bins", 1, PROTO_MAX_RANK_BINS, &r->bins, e)) != PROTO_OK)
+        return rc;
+    if (r->bins > r->num_samples + 1)
+        r->bins = (int)r->num_samples + 1;
+    r->coverage_points = 20;
+    if ((rc = opt_int(root, "coverage_points", 1, PROTO_MAX_COVERAGE_POINTS,
+                      &r->coverage_points, e)) != PROTO_OK)
+        return rc;
+    r->confidence = 0.95;
+    if ((v = cJSON_GetObjectItemCaseSensitive(root, "confidence")) &&
+        (rc = proto_json_num(v, "confidence", 0.0, true, 1.0, true, &r->confidence, e)) !=
+            PROTO_OK)
+        return rc;
+    r->tarp_bins = N / 10 > 0 ? N / 10 : 1;
+    if ((rc = opt_int(root, "tarp_bins", 1, N, &r->tarp_bins, e)) != PROTO_OK)
+        return rc;
+    r->z_score = true;
+    if ((rc = opt_bool(root, "z_score", &r->z_score, e)) != PROTO_OK)
+        return rc;
+    if ((v = cJSON_GetObjectItemCaseSensitive(root, "tarp_references"))) {
+        if ((rc = proto_json_matrix(v, "tarp_references", info->dims.x, "the model's dims.x",
+                                    true, lim->max_rows, lim, &r->ref, e)) != PROTO_OK)
+            return rc;
+        if (r->ref.rows != N)
+            return proto_errorf(e, PROTO_E_SHAPE, "tarp_references has %d rows; it needs one "
+                                "reference point per pair (%d rows, as x)", r->ref.rows, N);
+    }
+    return read_solver(root, lim, &r->solver, e);
+}
+
+static const double DEF_SCALES[] = {0.05, 0.2, 0.9};
+
+static enum proto_code parse_mmd(const cJSON *root, const struct eng_info *info,
+                                 const struct proto_limits *lim, struct proto_request *r,
+                                 struct proto_error *e)
+{
+    static const char *const F[] = {"y", "reference", "num_samples", "seed", "temperature",
+                                    "scales", "estimator", "permutations", "tol", "max_iter",
+                                    "method", "async"};
+    enum proto_code rc = proto_json_fields(root, F, sizeof F / sizeof F[0], "", e);
+    if (rc != PROTO_OK)
+        return rc;
+    if ((rc = read_async(root, &r->async, e)) != PROTO_OK)
+        return rc;
+    if ((rc = read_y(root, info, info->kind != ENG_KIND_FLOW, 0, "", lim->max_obs, lim, &r->y,
+                     e)) != PROTO_OK)
+        return rc;
+    if (info->kind != ENG_KIND_FLOW && r->y.rows != 1)
+        return proto_errorf(e, PROTO_E_SHAPE, "y has %d rows; mmd compares the posterior of "
+                            "one observation: give one row of %d values", r->y.rows,
+                            info->dims.y);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "reference");
+    if (!v)
+        return proto_errorf(e, PROTO_E_MISSING, "missing field 'reference': samples from the "
+                            "true posterior, rows of %d values", info->dims.x);
+    if ((rc = proto_json_matrix(v, "reference", info->dims.x, "the model's dims.x", false,
+                                lim->max_rows, lim, &r->ref, e)) != PROTO_OK)
+        return rc;
+    if (r->ref.rows < 2)
+        return proto_errorf(e, PROTO_E_SHAPE, "reference has %d row; MMD needs at least 2 "
+                            "reference samples", r->ref.rows);
+    if ((rc = read_num_samples(root, lim, PROTO_DEF_NUM_SAMPLES, 2, 1, "observation",
+                               &r->num_samples, e)) != PROTO_OK)
+        return rc;
+    if (r->num_samples + r->ref.rows > lim->max_mmd_points)
+        return proto_errorf(e, PROTO_E_TOO_LARGE, "num_samples %ld + %d reference rows = %ld "
+                            "points, more than one MMD test takes (%d: its kernel matrix is "
+                            "their square); ask for fewer samples or subsample the reference",
+                            r->num_samples, r->ref.rows, r->num_samples + r->ref.rows,
+                            lim->max_mmd_points);
+    if ((rc = read_seed(root, &r->seed, &r->seed_given, e)) != PROTO_OK)
+        return rc;
+    r->temperature = 1.0f;
+    if ((v = cJSON_GetObjectItemCaseSensitive(root, "temperature"))) {
+        double t;
+        if ((rc = proto_json_num(v, "temperature", 0.0, false, lim->max_temperature, false, &t,
+                                 e)) != PROTO_OK)
+            return rc;
+        r->temperature = (float)t;
+    }
+    r->n_scales = 3;
+    memcpy(r->scales, DEF_SCALES, sizeof DEF_SCALES);
+    if ((v = cJSON_GetObjectItemCaseSensitive(root, "scales"))) {
+        int n = cJSON_IsArray(v) ? cJSON_GetArraySize(v) : 0;
+        if (!cJSON_IsArray(v) || n < 1)
+            return proto_errorf(e, PROTO_E_FIELD, "scales must be a non-empty array of positive "
+                                "numbers (IMQ kernel widths), got %s",
+                                cJSON_IsArray(v) ? "an empty array" : proto_json_type(v));
+        if (n > PROTO_MAX_MMD_SCALES)
+            return proto_errorf(e, PROTO_E_TOO_LARGE, "scales has %d entries, more than %d", n,
+                                PROTO_MAX_MMD_SCALES);
+        int i = 0;
+        for (const cJSON *c = v->child; c; c = c->next, i++) {
+            char name[32];
+            snprintf(name, sizeof name, "scales[%d]", i);
+            if ((rc = proto_json_num(c, name, 0.0, true, 1e30, false, &r->scales[i], e)) !=
+                PROTO_OK)
+                return rc;
+        }
+        r->n_scales = n;
+    }
+    r->unbiased = true;
+    if ((v = cJSON_GetObjectItemCaseSensitive(root, "estimator"))) {
+        const char *s;
+        if ((rc = proto_json_str(v, "estimator", &s, e)) != PROTO_OK)
+            return rc;
+        if (strcmp(s, "unbiased") == 0)
+            r->unbiased = true;
+        else if (strcmp(s, "biased") == 0)
+            r->unbiased = false;
+        else
+            return proto_errorf(e, PROTO_E_FIELD, "estimator must be \"unbiased\" or "
+                                "\"biased\", got \"%.32s\"", s);
+    }
+    r->permutations = 200;
+    if ((rc = opt_int(root, "permutations", 0, PROTO_MAX_PERMUTATIONS, &r->permutations, e)) !=
+        PROTO_OK)
+        return rc;
+    return read_solver(root, lim, &r->solver, e);
+}
+
 enum proto_code proto_request_from_json(enum proto_op op, const cJSON *root,
                                         const struct eng_info *info,
                                         const struct proto_limits *lim,
@@ -437,6 +682,12 @@ enum proto_code proto_request_from_json(enum proto_op op, const cJSON *root,
         break;
     case PROTO_OP_PREIMAGE:
         rc = parse_preimage(root, info, lim, out, e);
+        break;
+    case PROTO_OP_CALIBRATION:
+        rc = parse_calibration(root, info, lim, out, e);
+        break;
+    case PROTO_OP_MMD:
+        rc = parse_mmd(root, info, lim, out, e);
         break;
     default:
         rc = proto_errorf(e, PROTO_E_INTERNAL, "unknown operation");

@@ -27,9 +27,11 @@ enum proto_op {
     PROTO_OP_SAMPLE,
     PROTO_OP_LOG_PROB,
     PROTO_OP_PREIMAGE,
+    PROTO_OP_CALIBRATION,
+    PROTO_OP_MMD,
     PROTO_OP_COUNT
 };
-/* "forward", "inverse", "sample", "log_prob", "preimage". */
+/* "forward", "inverse", "sample", "log_prob", "preimage", "calibration", "mmd". */
 const char *proto_op_str(enum proto_op op);
 /* PROTO_OP_COUNT when s names none. */
 enum proto_op proto_op_parse(const char *s);
@@ -39,6 +41,12 @@ enum proto_op proto_op_parse(const char *s);
 #define PROTO_OUT_LOG_PROB     2u
 #define PROTO_OUT_SUMMARY      4u
 #define PROTO_OUT_RESIMULATION 8u
+
+/* calibration diagnostics (bit set) */
+#define PROTO_DIAG_SBC      1u
+#define PROTO_DIAG_COVERAGE 2u
+#define PROTO_DIAG_TARP     4u
+#define PROTO_DIAG_ALL      7u
 
 /* Output formats of sample answers (chosen by Accept). */
 enum proto_format { PROTO_FMT_JSON = 0, PROTO_FMT_CSV, PROTO_FMT_NPY };
@@ -61,6 +69,22 @@ struct proto_request {
     /* preimage */
     struct eng_preimage_opts pre; /* low/high point into bounds_low/high */
     float *bounds_low, *bounds_high; /* owned, dims.x each, or NULL */
+    /* calibration (docs/api.md): x = theta* (N x dims.x), y their observations (N rows;
+     * none for a flow), num_samples = L per pair, seed, solver as sample; ref = the TARP
+     * references (N x dims.x; rows 0 = drawn from the seed).
+     * mmd: y one observation (1 row; none for a flow), ref = the reference samples
+     * (M x dims.x), num_samples, seed, temperature, solver as sample. */
+    struct proto_matrix ref;
+    unsigned diagnostics;  /* PROTO_DIAG_* */
+    int bins;              /* rank-histogram bins, already clamped to L + 1 */
+    int coverage_points;   /* K: levels k / K, k = 0..K */
+    double confidence;     /* of the binomial band, in (0, 1) */
+    int tarp_bins;
+    bool z_score;
+    int n_scales;
+    double scales[PROTO_MAX_MMD_SCALES]; /* IMQ widths, > 0 */
+    bool unbiased;
+    int permutations;
     /* "async": true asks for a job (202 + Location) instead of the answer; only the
      * operations proto_op_async names take the field */
     bool async;
@@ -70,11 +94,11 @@ struct proto_request {
 };
 
 /* True when the operation may run as a job ("async": true in its body, or the header
- * Prefer: respond-async): sample and preimage. */
+ * Prefer: respond-async): sample, preimage, calibration and mmd. */
 bool proto_op_async(enum proto_op op);
 
 /* True when the kind defines the operation (forward and preimage: every kind; inverse,
- * sample, log_prob: not mlp). */
+ * sample, log_prob, calibration, mmd: not mlp). */
 bool proto_op_supported(enum proto_op op, enum eng_kind kind);
 
 /* Parse body[0..len) for operation op of a model described by info.  On success *out is

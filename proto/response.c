@@ -28,7 +28,46 @@ void proto_result_free(struct proto_result *r)
     free(r->pre_x);
     free(r->pre_res);
     free(r->pre_found);
+    proto_calib_free(&r->calib);
     memset(r, 0, sizeof *r);
+}
+
+bool proto_calib_alloc(struct proto_calib *c, int N, int D, int bins, int K, int tarp_bins)
+{
+    size_t n = (size_t)(N > 0 ? N : 1), d = (size_t)(D > 0 ? D : 1);
+    size_t k1 = (size_t)K + 1, t1 = (size_t)tarp_bins + 1, b = (size_t)bins;
+    c->D = D;
+    c->bins = bins;
+    c->K = K;
+    c->tarp_bins = tarp_bins;
+    return (c->ranks = calloc(n * d, sizeof(int))) && (c->hpd_ranks = calloc(n, sizeof(int))) &&
+           (c->tarp_counts = calloc(n, sizeof(int))) &&
+           (c->ks_stat = calloc(d, sizeof(double))) && (c->ks_p = calloc(d, sizeof(double))) &&
+           (c->edges = calloc(b + 1, sizeof(double))) &&
+           (c->counts = calloc(d * (b ? b : 1), sizeof(long))) &&
+           (c->levels = calloc(k1, sizeof(double))) && (c->lower = calloc(k1, sizeof(double))) &&
+           (c->upper = calloc(k1, sizeof(double))) && (c->hpd_emp = calloc(k1, sizeof(double))) &&
+           (c->central_emp = calloc(d * k1, sizeof(double))) &&
+           (c->alpha = calloc(t1, sizeof(double))) && (c->ecp = calloc(t1, sizeof(double)));
+}
+
+void proto_calib_free(struct proto_calib *c)
+{
+    free(c->ranks);
+    free(c->hpd_ranks);
+    free(c->tarp_counts);
+    free(c->ks_stat);
+    free(c->ks_p);
+    free(c->edges);
+    free(c->counts);
+    free(c->levels);
+    free(c->lower);
+    free(c->upper);
+    free(c->hpd_emp);
+    free(c->central_emp);
+    free(c->alpha);
+    free(c->ecp);
+    memset(c, 0, sizeof *c);
 }
 
 static void head(struct proto_buf *b, const struct proto_model_id *id)
@@ -216,6 +255,129 @@ static void write_preimage(struct proto_buf *b, const struct eng_info *info,
     proto_buf_putc(b, ']');
 }
 
+/* n x w ints as nested rows */
+static void int_rows(struct proto_buf *b, const int *v, long n, int w)
+{
+    proto_buf_putc(b, '[');
+    for (long i = 0; i < n && !proto_buf_failed(b); i++) {
+        if (i)
+            proto_buf_putc(b, ',');
+        if (w > 0)
+            proto_buf_putc(b, '[');
+        for (int j = 0; j < (w > 0 ? w : 1); j++) {
+            if (j)
+                proto_buf_putc(b, ',');
+            proto_buf_i64(b, v[(size_t)i * (w > 0 ? w : 1) + j]);
+        }
+        if (w > 0)
+            proto_buf_putc(b, ']');
+    }
+    proto_buf_putc(b, ']');
+}
+
+/* A number, or null when it is not finite (JSON has no NaN). */
+static void f64_or_null(struct proto_buf *b, double v)
+{
+    if (isfinite(v))
+        proto_buf_f64(b, v);
+    else
+        proto_buf_puts(b, "null");
+}
+
+static void write_calibration(struct proto_buf *b, const struct proto_result *r)
+{
+    const struct proto_calib *c = &r->calib;
+    const int D = c->D;
+    proto_buf_puts(b, ",\"seed\":");
+    proto_buf_u64(b, r->seed);
+    proto_buf_puts(b, ",\"num_samples\":");
+    proto_buf_i64(b, r->num_samples);
+    proto_buf_puts(b, ",\"n\":");
+    proto_buf_i64(b, r->n);
+    if (c->diagnostics & PROTO_DIAG_SBC) {
+        proto_buf_puts(b, ",\"sbc\":{\"ranks\":");
+        int_rows(b, c->ranks, r->n, D);
+        proto_buf_puts(b, ",\"ks_statistic\":");
+        f64_array(b, c->ks_stat, D);
+        proto_buf_puts(b, ",\"ks_pvalue\":[");
+        for (int j = 0; j < D; j++) {
+            if (j)
+                proto_buf_putc(b, ',');
+            f64_or_null(b, c->ks_p[j]);
+        }
+        proto_buf_puts(b, "],\"histogram\":{\"edges\":");
+        f64_array(b, c->edges, c->bins + 1);
+        proto_buf_puts(b, ",\"counts\":[");
+        for (int j = 0; j < D && !proto_buf_failed(b); j++) {
+            if (j)
+                proto_buf_putc(b, ',');
+            proto_buf_putc(b, '[');
+            for (int k = 0; k < c->bins; k++) {
+                if (k)
+                    proto_buf_putc(b, ',');
+                proto_buf_i64(b, c->counts[(size_t)j * c->bins + k]);
+            }
+            proto_buf_putc(b, ']');
+        }
+        proto_buf_puts(b, "]}}");
+    }
+    if (c->diagnostics & PROTO_DIAG_COVERAGE) {
+        long k1 = c->K + 1;
+        proto_buf_puts(b, ",\"coverage\":{\"levels\":");
+        f64_array(b, c->levels, k1);
+        proto_buf_puts(b, ",\"confidence\":");
+        proto_buf_f64(b, c->confidence);
+        proto_buf_puts(b, ",\"lower\":");
+        f64_array(b, c->lower, k1);
+        proto_buf_puts(b, ",\"upper\":");
+        f64_array(b, c->upper, k1);
+        proto_buf_puts(b, ",\"hpd\":{\"ranks\":");
+        int_rows(b, c->hpd_ranks, r->n, 0);
+        proto_buf_puts(b, ",\"empirical\":");
+        f64_array(b, c->hpd_emp, k1);
+        proto_buf_puts(b, "},\"central\":{\"empirical\":");
+        f64_rows(b, c->central_emp, D, k1);
+        proto_buf_puts(b, "}}");
+    }
+    if (c->diagnostics & PROTO_DIAG_TARP) {
+        proto_buf_puts(b, ",\"tarp\":{\"alpha\":");
+        f64_array(b, c->alpha, c->tarp_bins + 1);
+        proto_buf_puts(b, ",\"ecp\":");
+        f64_array(b, c->ecp, c->tarp_bins + 1);
+        proto_buf_puts(b, ",\"atc\":");
+        f64_or_null(b, c->atc);
+        proto_buf_puts(b, ",\"ks_pvalue\":");
+        f64_or_null(b, c->tarp_p);
+        proto_buf_putc(b, '}');
+    }
+    proto_buf_puts(b, ",\"warnings\":[");
+    for (int i = 0; i < c->n_warnings; i++) {
+        if (i)
+            proto_buf_putc(b, ',');
+        proto_buf_json_str(b, c->warnings[i]);
+    }
+    proto_buf_putc(b, ']');
+}
+
+static void write_mmd(struct proto_buf *b, const struct proto_result *r)
+{
+    proto_buf_puts(b, ",\"seed\":");
+    proto_buf_u64(b, r->seed);
+    proto_buf_puts(b, ",\"num_samples\":");
+    proto_buf_i64(b, r->num_samples);
+    proto_buf_puts(b, ",\"m\":");
+    proto_buf_i64(b, r->mmd_m);
+    proto_buf_puts(b, ",\"kernel\":\"imq\",\"scales\":");
+    f64_array(b, r->scales, r->n_scales);
+    proto_buf_puts(b, r->unbiased ? ",\"estimator\":\"unbiased\"" : ",\"estimator\":\"biased\"");
+    proto_buf_puts(b, ",\"mmd2\":");
+    f64_or_null(b, r->mmd2);
+    proto_buf_puts(b, ",\"permutations\":");
+    proto_buf_i64(b, r->permutations);
+    proto_buf_puts(b, ",\"p_value\":");
+    f64_or_null(b, r->permutations > 0 ? r->mmd_p : NAN);
+}
+
 void proto_write_result_json(struct proto_buf *b, const struct proto_model_id *id,
                              const struct eng_info *info, const struct proto_result *r)
 {
@@ -252,6 +414,12 @@ void proto_write_result_json(struct proto_buf *b, const struct proto_model_id *i
     case PROTO_OP_PREIMAGE:
         write_preimage(b, info, r);
         break;
+    case PROTO_OP_CALIBRATION:
+        write_calibration(b, r);
+        break;
+    case PROTO_OP_MMD:
+        write_mmd(b, r);
+        break;
     default:
         break;
     }
@@ -285,7 +453,8 @@ static void operations(struct proto_buf *b, enum eng_kind k)
 {
     proto_buf_putc(b, '[');
     int c = 0;
-    for (int op = 0; op < PROTO_OP_COUNT; op++) {
+    /* the per-request operations (calibration and mmd are listed in docs/api.md) */
+    for (int op = 0; op <= PROTO_OP_PREIMAGE; op++) {
         if (!proto_op_supported((enum proto_op)op, k))
             continue;
         if (c++)

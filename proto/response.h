@@ -26,6 +26,34 @@ struct proto_model_id {
     const char *sha256;
 };
 
+/* The statistics of a calibration answer (docs/api.md), all arrays owned.  D = dims.x,
+ * N pairs, B = bins, K = coverage_points, T = tarp_bins. */
+struct proto_calib {
+    unsigned diagnostics;   /* PROTO_DIAG_* asked for */
+    int D;
+    int *ranks;             /* N x D SBC ranks */
+    int *hpd_ranks;         /* N */
+    int *tarp_counts;       /* N: #{l : d(ref, theta_l) < d(ref, theta*)} */
+    double *ks_stat, *ks_p; /* D each */
+    int bins;
+    double *edges;          /* B + 1 */
+    long *counts;           /* D x B */
+    int K;
+    double confidence;
+    double *levels, *lower, *upper, *hpd_emp; /* K + 1 each */
+    double *central_emp;    /* D x (K + 1) */
+    int tarp_bins;
+    double *alpha, *ecp;    /* T + 1 each */
+    double atc, tarp_p;
+    int n_warnings;
+    char warnings[2][160];  /* sbi's advice on small N or L */
+};
+
+/* Allocates every array of c for the sizes given (zeroed); false when out of memory (then
+ * proto_calib_free releases what was allocated). */
+bool proto_calib_alloc(struct proto_calib *c, int N, int D, int bins, int K, int tarp_bins);
+void proto_calib_free(struct proto_calib *c);
+
 /* Result of one operation.  Every pointer member is owned: free with proto_result_free. */
 struct proto_result {
     enum proto_op op;
@@ -62,6 +90,14 @@ struct proto_result {
     float *pre_x;
     double *pre_res;
     int *pre_found;
+    /* calibration: n pairs, num_samples samples each in samples / sample_lp (pair by pair),
+     * log_prob (n): log q(theta* | y) */
+    struct proto_calib calib;
+    /* mmd: m reference rows, the estimate and its permutation p-value (NAN: none) */
+    int mmd_m, permutations, n_scales;
+    double scales[PROTO_MAX_MMD_SCALES];
+    bool unbiased;
+    double mmd2, mmd_p;
 };
 
 void proto_result_free(struct proto_result *r);

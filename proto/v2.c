@@ -205,7 +205,7 @@ enum proto_code proto_v2_parse(const char *body, size_t len, const struct eng_in
         const cJSON *o = cJSON_GetObjectItemCaseSensitive(par, "operation");
         if (o) {
             if (!cJSON_IsString(o) || (op = proto_op_parse(o->valuestring)) == PROTO_OP_COUNT ||
-                op == PROTO_OP_PREIMAGE) {
+                op == PROTO_OP_PREIMAGE || op == PROTO_OP_CALIBRATION || op == PROTO_OP_MMD) {
                 rc = proto_errorf(e, PROTO_E_FIELD, "parameters.operation must be one of "
                                   "\"forward\", \"inverse\", \"sample\", \"log_prob\"");
                 goto done;

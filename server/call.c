@@ -4,6 +4,7 @@
  */
 #include "call.h"
 #include "log.h"
+#include "../engine/calib.h"
 #include "../proto/answer.h"
 
 #include <limits.h>
@@ -21,6 +22,7 @@ static void unit_sample(struct srv_job *j, int idx, struct eng_ws *ws);
 static void unit_sample_all(struct srv_job *j, int idx, struct eng_ws *ws);
 static void run_sample_batch(struct srv_job *first, struct eng_ws *ws);
 static void unit_preimage(struct srv_job *j, int idx, struct eng_ws *ws);
+static void unit_calibration(struct srv_job *j, int idx, struct eng_ws *ws);
 static void call_done(struct srv_job *j);
 static void call_expired(struct srv_job *j);
 static void unit_counted(struct srv_job *j, int idx, struct eng_ws *ws);
@@ -140,6 +142,60 @@ struct srv_call *srv_call_new(struct srv_ctx *ctx, struct srv_version *ver,
         c->job.unit = unit_preimage;
         break;
     }
+    case PROTO_OP_CALIBRATION: {
+        int N = q->x.rows, D = d->x;
+        long L = q->num_samples, tot = (long)N * L;
+        r->n = N;
+        r->num_samples = L;
+        r->seed = q->seed;
+        r->temperature = 1.0f;
+        ok &= (r->samples = malloc(f32s(tot * D))) && (r->sample_lp = malloc(f64s(tot))) &&
+              (r->log_prob = malloc(f64s(N))) && (c->tarp_ref = malloc(f64s((long)N * D)));
+        if (q->z_score)
+            ok &= (c->tarp_lo = malloc(f64s(D))) && (c->tarp_span = malloc(f64s(D)));
+        ok = ok && proto_calib_alloc(&r->calib, N, D, q->bins, q->coverage_points,
+                                     q->tarp_bins);
+        if (ok) {
+            r->calib.diagnostics = q->diagnostics;
+            r->calib.confidence = q->confidence;
+            if (q->ref.rows)
+                for (long i = 0; i < (long)N * D; i++)
+                    c->tarp_ref[i] = q->ref.data[i];
+            else
+                cal_tarp_references(q->seed, N, D, q->x.data, c->tarp_ref);
+            if (q->z_score)
+                cal_tarp_scale(N, D, q->x.data, c->tarp_lo, c->tarp_span);
+        }
+        ok = ok && (c->units = srv_plan_pairs(N, L, W, q->async ? SRV_PLAN_JOB_SAMPLE_TILES
+                                                                : SRV_PLAN_MAX_SAMPLE_TILES,
+                                              &c->job.n_units)) != NULL;
+        c->job.unit = unit_calibration;
+        break;
+    }
+    case PROTO_OP_MMD: {
+        long n = q->num_samples;
+        int M = q->ref.rows;
+        r->n = 1;
+        r->num_samples = n;
+        r->seed = q->seed;
+        r->temperature = q->temperature;
+        r->mmd_m = M;
+        r->n_scales = q->n_scales;
+        memcpy(r->scales, q->scales, sizeof r->scales);
+        r->unbiased = q->unbiased;
+        r->permutations = q->permutations;
+        /* the model's samples, then the reference rows: the pooled points of the test */
+        ok &= (r->samples = malloc(f32s((n + M) * d->x))) != NULL;
+        if (ok)
+            memcpy(r->samples + (size_t)n * d->x, q->ref.data,
+                   sizeof(float) * (size_t)M * d->x);
+        ok = ok && (c->units = srv_plan_samples_tiles(1, n, W, q->async
+                                                      ? SRV_PLAN_JOB_SAMPLE_TILES
+                                                      : SRV_PLAN_MAX_SAMPLE_TILES,
+                                                      &c->job.n_units)) != NULL;
+        c->job.unit = unit_sample;
+        break;
+    }
     default:
         ok = false;
     }
@@ -196,6 +252,9 @@ void srv_call_unref(struct srv_call *c)
     proto_result_free(&c->res);
     free(c->units);
     free(c->sq);
+    free(c->tarp_ref);
+    free(c->tarp_lo);
+    free(c->tarp_span);
     srv_response_free(&c->resp);
     pthread_mutex_destroy(&c->err_mu);
     free(c);
@@ -646,6 +705,56 @@ static void unit_preimage(struct srv_job *j, int idx, struct eng_ws *ws)
     }
 }
 
+/* The pairs of plan entry idx: for each, its L samples (observation = pair index, so
+ * they do not depend on how pairs are grouped into units) with their log-densities, then
+ * its SBC ranks, HPD rank and TARP count; log q(theta* | y) of the unit's pairs first. */
+static void unit_calibration(struct srv_job *j, int idx, struct eng_ws *ws)
+{
+    struct srv_call *c = (struct srv_call *)j;
+    const struct eng_model *m = c->ver->model;
+    const struct eng_dims *d = &c->ver->info->dims;
+    const struct proto_request *q = &c->req;
+    struct proto_result *r = &c->res;
+    struct proto_calib *cb = &r->calib;
+    const struct srv_unit *u = &c->units[idx];
+    long L = r->num_samples;
+    int D = d->x, p0 = (int)u->first, np = (int)(u->count / L);
+    bool has_y = q->y.rows > 0;
+    char err[ENG_ERR_LEN] = "", msg[ENG_ERR_LEN + 64];
+    enum eng_status st = eng_log_prob(m, ws, np, q->x.data + (size_t)p0 * D,
+                                      has_y ? q->y.data + (size_t)p0 * d->y : NULL,
+                                      has_y ? np : 0, r->log_prob + p0, err);
+    if (st != ENG_OK) {
+        long row;
+        int used = 0;
+        if (sscanf(err, "row %ld: %n", &row, &used) == 1 && used > 0)
+            snprintf(msg, sizeof msg, "x row %ld: %s", p0 + row, err + used);
+        else
+            snprintf(msg, sizeof msg, "x rows %d..%d: %s", p0, p0 + np - 1, err);
+        fail(c, idx, st, msg);
+        return;
+    }
+    for (int i = p0; i < p0 + np; i++) {
+        if (atomic_load(&c->job.cancel))
+            return;
+        size_t off = (size_t)i * L;
+        float *xs = r->samples + off * D;
+        const float *theta = q->x.data + (size_t)i * D;
+        st = eng_sample(m, ws, has_y ? q->y.data + (size_t)i * d->y : NULL, q->seed,
+                        (uint32_t)i, 0, (int)L, 1.0f, xs, r->sample_lp + off, &q->solver, NULL,
+                        err);
+        if (st != ENG_OK) {
+            snprintf(msg, sizeof msg, "pair %d: %s", i, err);
+            fail(c, idx, st, msg);
+            return;
+        }
+        cal_sbc_ranks((int)L, D, xs, theta, cb->ranks + (size_t)i * D);
+        cb->hpd_ranks[i] = cal_hpd_rank((int)L, r->sample_lp + off, r->log_prob[i]);
+        cb->tarp_counts[i] = cal_tarp_count((int)L, D, xs, theta, c->tarp_ref + (size_t)i * D,
+                                            c->tarp_lo, c->tarp_span);
+    }
+}
+
 /* ---- answer ---------------------------------------------------------------------------- */
 
 static void too_large(struct srv_call *c, struct srv_response *out, size_t cap)
@@ -656,6 +765,76 @@ static void too_large(struct srv_call *c, struct srv_response *out, size_t cap)
                  c->req.op == PROTO_OP_SAMPLE ? ", or Accept: application/x-npy (4 bytes a "
                  "value)" : "");
     srv_response_error(out, c->ctx, &e);
+}
+
+/* The statistics of a calibration over all pairs (after the last unit): KS tests and
+ * histograms of the SBC ranks, the coverage curves with their band, the TARP curve; only
+ * those of the diagnostics asked for.  false when out of memory. */
+static bool reduce_calibration(struct srv_call *c)
+{
+    struct proto_result *r = &c->res;
+    struct proto_calib *cb = &r->calib;
+    int N = r->n, D = cb->D, L = (int)r->num_samples, K = cb->K, T = cb->tarp_bins;
+    size_t nd = (size_t)(N > 2 * (T + 1) ? N : 2 * (T + 1));
+    double *scratch = malloc(sizeof(double) * nd);
+    int *cr = malloc(sizeof(int) * (size_t)N);
+    long *tl = malloc(sizeof(long) * (size_t)T);
+    bool ok = scratch && cr && tl;
+    if (ok && (cb->diagnostics & PROTO_DIAG_SBC)) {
+        for (int j = 0; j < D; j++) {
+            cal_rank_ks(N, D, cb->ranks, j, L, scratch, &cb->ks_stat[j], &cb->ks_p[j]);
+            /* NaN: the exact distribution's matrix could not be allocated */
+            ok &= !isnan(cb->ks_p[j]);
+            cal_rank_histogram(N, D, cb->ranks, j, L, cb->bins, cb->edges,
+                               cb->counts + (size_t)j * cb->bins);
+        }
+    }
+    if (ok && (cb->diagnostics & PROTO_DIAG_COVERAGE)) {
+        cal_band(N, L, K, cb->confidence, cb->levels, cb->lower, cb->upper);
+        cal_coverage(N, cb->hpd_ranks, 1, L, K, cb->hpd_emp);
+        for (int j = 0; j < D; j++) {
+            cal_central_ranks(N, D, cb->ranks, j, L, cr);
+            cal_coverage(N, cr, 1, L, K, cb->central_emp + (size_t)j * (K + 1));
+        }
+    }
+    if (ok && (cb->diagnostics & PROTO_DIAG_TARP)) {
+        cal_tarp_curve(N, cb->tarp_counts, L, T, cb->alpha, cb->ecp, tl);
+        cal_tarp_check(T, cb->alpha, cb->ecp, scratch, &cb->atc, &cb->tarp_p);
+        ok &= !isnan(cb->tarp_p);
+    }
+    /* sbi's advice (run_sbc, check_sbc, run_tarp) */
+    cb->n_warnings = 0;
+    if (N < 100)
+        snprintf(cb->warnings[cb->n_warnings++], sizeof cb->warnings[0], "only %d pairs: "
+                 "calibration checks should rest on at least 100 pairs (x*, y)", N);
+    if (L < 100)
+        snprintf(cb->warnings[cb->n_warnings++], sizeof cb->warnings[0], "only %d posterior "
+                 "samples per pair: ranks should rest on at least 100", L);
+    free(scratch);
+    free(cr);
+    free(tl);
+    return ok;
+}
+
+/* MMD^2 between the model's samples and the reference rows stored after them, and its
+ * permutation p-value (after the last unit).  false when out of memory. */
+static bool reduce_mmd(struct srv_call *c)
+{
+    struct proto_result *r = &c->res;
+    int n = (int)r->num_samples, nz = n + r->mmd_m, D = c->ver->info->dims.x;
+    double *K = malloc(sizeof(double) * (size_t)nz * (size_t)nz);
+    int *idx = malloc(sizeof(int) * (size_t)nz);
+    bool ok = K && idx;
+    if (ok) {
+        cal_imq_matrix(nz, D, r->samples, r->n_scales, r->scales, K);
+        r->mmd2 = cal_mmd2(nz, n, K, NULL, r->unbiased);
+        r->mmd_p = r->permutations > 0 ? cal_mmd_pvalue(nz, n, K, r->unbiased, r->mmd2,
+                                                        r->seed, r->permutations, idx)
+                                       : NAN;
+    }
+    free(K);
+    free(idx);
+    return ok;
 }
 
 static void build(struct srv_call *c, struct srv_response *out)
@@ -704,6 +883,16 @@ static void build(struct srv_call *c, struct srv_response *out)
                     s += c->sq[(size_t)o * N + i];
                 r->rmse[o] = sqrt(s / ((double)N * (info->dims.y ? info->dims.y : 1)));
             }
+        }
+        snprintf(out->seed, sizeof out->seed, "%llu", (unsigned long long)r->seed);
+    }
+    if (r->op == PROTO_OP_CALIBRATION || r->op == PROTO_OP_MMD) {
+        if (!(r->op == PROTO_OP_CALIBRATION ? reduce_calibration(c) : reduce_mmd(c))) {
+            struct proto_error e;
+            proto_errorf(&e, PROTO_E_NOMEM, "out of memory for the %s statistics",
+                         proto_op_str(r->op));
+            srv_response_error(out, c->ctx, &e);
+            return;
         }
         snprintf(out->seed, sizeof out->seed, "%llu", (unsigned long long)r->seed);
     }

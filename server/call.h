@@ -5,7 +5,11 @@
  *
  * Plan: the units of server/plan.h (rows, samples aligned to ENG_TILE_ROWS, targets).
  * Summaries and resimulation errors are reduced sequentially after the last unit, in
- * sample order.  A forward / log_prob call of at most one tile, and (with batching on) a
+ * sample order.  A calibration's units are runs of pairs (plan.h): each samples its pairs
+ * and computes their ranks and TARP counts; the statistics over all pairs (calib.h) follow
+ * the last unit.  An mmd call is a sample plan for its one observation, with the reference
+ * rows stored after the samples; the kernel matrix, MMD^2 and its permutation test follow
+ * the last unit.  A forward / log_prob call of at most one tile, and (with batching on) a
  * sample call of at most one tile of samples in all, may be computed in a batch with others
  * of the same model and operation (pool.h, dynamic batching); such a sample call is one
  * pool unit that runs its observations in turn when it is not batched.
@@ -43,6 +47,9 @@ struct srv_call {
     int n_plan;                    /* entries of units (job.n_units is 1 for a batchable
                                       sample call, whose one unit runs them all) */
     double *sq;                    /* resimulation: squared error per sample */
+    /* calibration: the TARP reference points (N x dims.x, from the request or drawn from
+     * the seed) and the z-scoring of theta* (dims.x each; NULL when z_score is false) */
+    double *tarp_ref, *tarp_lo, *tarp_span;
     pthread_mutex_t err_mu;
     int err_unit;                  /* lowest failing unit, or -1 */
     struct proto_error err;

@@ -500,7 +500,8 @@ static enum MHD_Result do_model_op(struct req *r, enum proto_route_id id)
         srv_version_unref(v);
         return answer_error(r, &e);
     }
-    if (!q.seed_given && (q.op == PROTO_OP_SAMPLE || q.op == PROTO_OP_PREIMAGE))
+    if (!q.seed_given && (q.op == PROTO_OP_SAMPLE || q.op == PROTO_OP_PREIMAGE ||
+                          q.op == PROTO_OP_CALIBRATION || q.op == PROTO_OP_MMD))
         q.seed = random_seed();
     /* a job: "async": true in the body or Prefer: respond-async (ignored by the operations
      * that cannot run as jobs, and by V2) */

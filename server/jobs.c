@@ -201,7 +201,10 @@ static void put_time(struct proto_buf *b, const struct srv_task *k, int64_t mono
 
 static const char *unit_of(enum proto_op op)
 {
-    return op == PROTO_OP_PREIMAGE ? "targets" : op == PROTO_OP_SAMPLE ? "samples" : "rows";
+    return op == PROTO_OP_PREIMAGE ? "targets"
+           : op == PROTO_OP_SAMPLE || op == PROTO_OP_CALIBRATION || op == PROTO_OP_MMD
+               ? "samples"
+               : "rows";
 }
 
 /* The job object; with_result adds "result" (done, JSON answer) and "error" (failed). */

@@ -76,3 +76,29 @@ struct srv_unit *srv_plan_targets(int n, int *n_units)
     *n_units = nu;
     return u;
 }
+
+struct srv_unit *srv_plan_pairs(int n_pairs, long num_samples, int workers, int max_tiles,
+                                int *n_units)
+{
+    if (max_tiles < 1)
+        max_tiles = 1;
+    if (workers < 1)
+        workers = 1;
+    long L = num_samples > 0 ? num_samples : 1;
+    long n = n_pairs > 0 ? n_pairs : 0;
+    long target = round_up((n * L + 2L * workers - 1) / (2L * workers), ENG_TILE_ROWS);
+    if (target > (long)max_tiles * ENG_TILE_ROWS)
+        target = (long)max_tiles * ENG_TILE_ROWS;
+    long per = target / L > 0 ? target / L : 1;
+    int nu = (int)((n + per - 1) / per);
+    struct srv_unit *u = calloc((size_t)(nu ? nu : 1), sizeof *u);
+    if (!u)
+        return NULL;
+    for (int i = 0; i < nu; i++) {
+        long first = (long)i * per, k = n - first < per ? n - first : per;
+        u[i].first = first;
+        u[i].count = (int)(k * L);
+    }
+    *n_units = nu;
+    return u;
+}

@@ -9,7 +9,12 @@
  *     ENG_TILE_ROWS, about 2 units per worker in all and at most 64 tiles a unit, so every
  *     sample is computed in the same engine tile whatever the number of workers (the
  *     engine's determinism contract: same seed, same bytes);
- *   targets (preimage): one unit per target row.
+ *   targets (preimage): one unit per target row;
+ *   pairs (calibration): runs of whole pairs, each pair num_samples samples: `first` is the
+ *     first pair, `count` the samples of the unit (pairs x num_samples, so the pool's
+ *     progress counts samples), about 2 units per worker and at most max_tiles tiles of
+ *     samples a unit, but at least one pair.  Every pair is sampled whole by one engine
+ *     call with observation = pair index, so its samples do not depend on the cut.
  *
  * Each returns a new array (owned by the caller: free) of *n_units units covering the
  * request exactly once, in order; NULL when out of memory.  An empty request gives one
@@ -36,5 +41,7 @@ struct srv_unit *srv_plan_samples(int n_obs, long num_samples, int workers, int 
 struct srv_unit *srv_plan_samples_tiles(int n_obs, long num_samples, int workers, int max_tiles,
                                         int *n_units);
 struct srv_unit *srv_plan_targets(int n, int *n_units);
+struct srv_unit *srv_plan_pairs(int n_pairs, long num_samples, int workers, int max_tiles,
+                                int *n_units);
 
 #endif

@@ -191,6 +191,19 @@ static const char *v1_body(enum eng_kind k, enum proto_op op)
                                       "\"high\": [3, 3]}}"
                                     : "{\"target\": [[1.5, 0.1], [0.2, 0.3]], \"num_solutions\": 2, "
                                       "\"max_steps\": 5, \"seed\": 2, \"method\": \"evolutionary\"}";
+    case PROTO_OP_CALIBRATION:
+        return k == ENG_KIND_FLOW
+                   ? "{\"x\": [[0.1, 0.2], [0.5, -1], [1, 0]], \"num_samples\": 4, \"seed\": 1, "
+                     "\"max_iter\": 30}"
+                   : "{\"x\": [[0.1, 0.2, 0.3, 0.4], [0, 0.1, -0.2, 0.3], [0.2, 0, 0, 0.1]], "
+                     "\"y\": [[1.5, 0], [0.5, 1], [1, 1]], \"num_samples\": 4, \"seed\": 1}";
+    case PROTO_OP_MMD:
+        return k == ENG_KIND_FLOW
+                   ? "{\"reference\": [[0.1, 0.2], [0.5, -1], [1, 0]], \"num_samples\": 5, "
+                     "\"seed\": 1, \"permutations\": 3}"
+                   : "{\"y\": [1.5, 0], \"reference\": [[0.1, 0.2, 0.3, 0.4], [0, 0.1, -0.2, "
+                     "0.3], [0.2, 0, 0, 0.1]], \"num_samples\": 5, \"seed\": 1, "
+                     "\"permutations\": 3, \"estimator\": \"biased\"}";
     default:
         return NULL;
     }
@@ -638,8 +651,8 @@ static void run_batches(int model)
     const struct eng_info *info = fx.ver->info;
     char what[160];
     for (int op = PROTO_OP_FORWARD; op < PROTO_OP_COUNT; op++) {
-        if (op == PROTO_OP_INVERSE || op == PROTO_OP_PREIMAGE ||
-            !proto_op_supported((enum proto_op)op, info->kind))
+        if (op == PROTO_OP_INVERSE || op == PROTO_OP_PREIMAGE || op == PROTO_OP_CALIBRATION ||
+            op == PROTO_OP_MMD || !proto_op_supported((enum proto_op)op, info->kind))
             continue;
         struct batch_case b;
         memset(&b, 0, sizeof b);

@@ -1,7 +1,8 @@
 /*
  * test_plan.c — server/plan.c: units cover every row, sample or target exactly once, in
  * order; row units are whole tiles but the last; sample units start at multiples of
- * ENG_TILE_ROWS and hold at most SRV_PLAN_MAX_SAMPLE_TILES tiles, whatever the workers.
+ * ENG_TILE_ROWS and hold at most SRV_PLAN_MAX_SAMPLE_TILES tiles, whatever the workers;
+ * calibration units are runs of whole pairs whose counts are their samples.
  */
 #include <stdlib.h>
 
@@ -103,6 +104,45 @@ START_TEST(one_unit_per_preimage_target)
 }
 END_TEST
 
+/* Calibration: runs of whole pairs covering every pair once, in order; each unit's count is
+ * its samples (pairs x L); about 2 units per worker, at most max_tiles tiles of samples a
+ * unit unless one pair alone is larger; a job's smaller cap gives more units. */
+START_TEST(pairs_are_cut_in_whole_pairs_counting_samples)
+{
+    static const struct {
+        int n;
+        long L;
+        int workers, tiles;
+    } C[] = {{1, 100, 4, 64}, {200, 100, 2, 64}, {1000, 1000, 8, 64}, {1000, 1000, 8, 4},
+             {3, 100000, 2, 64}, {65536, 1, 16, 64}, {0, 10, 2, 64}};
+    for (size_t c = 0; c < sizeof C / sizeof C[0]; c++) {
+        int nu = -1;
+        struct srv_unit *u = srv_plan_pairs(C[c].n, C[c].L, C[c].workers, C[c].tiles, &nu);
+        ck_assert_ptr_nonnull(u);
+        long next = 0;
+        for (int i = 0; i < nu; i++) {
+            ck_assert_int_eq(u[i].first, next);
+            ck_assert(u[i].count > 0 && u[i].count % C[c].L == 0);
+            long pairs = u[i].count / C[c].L;
+            ck_assert(pairs == 1 || u[i].count <= (long)C[c].tiles * ENG_TILE_ROWS);
+            next += pairs;
+        }
+        ck_assert_int_eq(next, C[c].n);
+        long total = (long)C[c].n * C[c].L;
+        if (total >= 4L * C[c].workers * ENG_TILE_ROWS && C[c].L <= ENG_TILE_ROWS)
+            ck_assert_msg(nu >= C[c].workers, "case %zu: %d units for %d workers", c, nu,
+                          C[c].workers);
+        free(u);
+    }
+    int a, b;
+    struct srv_unit *u1 = srv_plan_pairs(1000, 1000, 2, 64, &a);
+    struct srv_unit *u2 = srv_plan_pairs(1000, 1000, 2, 4, &b);
+    ck_assert_int_gt(b, a);
+    free(u1);
+    free(u2);
+}
+END_TEST
+
 Suite *make_suite(void)
 {
     Suite *s = suite_create("server_plan");
@@ -110,6 +150,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, rows_are_cut_in_whole_tiles_about_n_over_workers);
     tcase_add_test(tc, samples_start_on_tile_boundaries_whatever_the_workers);
     tcase_add_test(tc, one_unit_per_preimage_target);
+    tcase_add_test(tc, pairs_are_cut_in_whole_pairs_counting_samples);
     suite_add_tcase(s, tc);
     return s;
 }
