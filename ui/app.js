@@ -909,7 +909,8 @@
     var parts = [j.state];
     if (p.total) parts.push((p.done || 0).toLocaleString('en-US') + ' of ' + p.total.toLocaleString('en-US') + ' ' + (p.unit || ''));
     if (p.rate) parts.push(Math.round(p.rate).toLocaleString('en-US') + '/s');
-    if (p.eta_s !== null && p.eta_s !== undefined && j.state === 'running') parts.push('about ' + Math.ceil(p.eta_s) + ' s left');
+    if (p.eta_s !== null && p.eta_s !== undefined && j.state === 'running')
+      parts.push(p.eta_s < 1 ? 'under 1 s left' : 'about ' + Math.ceil(p.eta_s) + ' s left');
     return parts.join(' · ');
   }
 
