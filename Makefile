@@ -440,7 +440,7 @@ test-fuzz:
 
 # ThreadSanitizer: the daemon built with -fsanitize=thread, driven by the server e2e suites
 # (a race makes the daemon exit 66, which the suites check).
-TSAN_E2E := $(addprefix $(BUILD)/e2e_,api batching concurrency lifecycle numeric)
+TSAN_E2E := $(addprefix $(BUILD)/e2e_,api batching concurrency lifecycle numeric jobs)
 # (SANITIZE=thread builds into build-tsan/ with the same per-file flags as the release build.)
 TSAN_BIN := $(or $(BUILDDIR),build)-tsan/innserve
 test-tsan: $(TSAN_E2E)

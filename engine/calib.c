@@ -146,41 +146,86 @@ void cal_central_ranks(int N, int D, const int *ranks, int j, int L, int *out)
     }
 }
 
-int cal_binom_ppf(double q, int n, double p)
+/* n KL(k/n || p) for k < n p: the Chernoff bound P(X <= k) <= exp(-that). */
+static double chernoff_lower(int n, double p, double k)
 {
-    if (p <= 0.0)
-        return 0;
-    if (p >= 1.0)
-        return n;
-    /* the walk starts 40 standard deviations below the mean: the mass left out is below
-     * 1e-300 of the total */
-    double mean = n * p, sd = sqrt(n * p * (1 - p));
-    int k0 = (int)floor(mean - 40.0 * sd - 1.0);
-    if (k0 < 0)
-        k0 = 0;
+    double a = k / n;
+    double t1 = a > 0 ? a * log(a / p) : 0.0;
+    double t2 = a < 1 ? (1 - a) * log((1 - a) / (1 - p)) : 0.0;
+    return n * (t1 + t2);
+}
+
+/* The smallest k with P(Binomial(n, p) <= k) >= qlo into *klo, and the same for qhi >= qlo
+ * into *khi, in one walk up the probabilities.  The walk starts at the largest k0 whose
+ * lower tail P(X < k0) is below e^-80 (Chernoff), so the mass it leaves out is far below
+ * any q a request can give (the band's q >= 1e-16). */
+static void binom_ppf2(double qlo, double qhi, int n, double p, int *klo, int *khi)
+{
+    if (p <= 0.0) {
+        *klo = *khi = 0;
+        return;
+    }
+    if (p >= 1.0) {
+        *klo = *khi = n;
+        return;
+    }
+    int lo = 0, hi = (int)floor(n * p);
+    if (chernoff_lower(n, p, 0) < 80.0) {
+        hi = 0;
+    } else {
+        while (hi - lo > 1) { /* chernoff(lo) >= 80 > chernoff(hi) */
+            int mid = lo + (hi - lo) / 2;
+            if (chernoff_lower(n, p, mid) >= 80.0)
+                lo = mid;
+            else
+                hi = mid;
+        }
+        hi = lo;
+    }
+    int k0 = hi;
     long double lp = lgammal((long double)n + 1) - lgammal((long double)k0 + 1) -
                      lgammal((long double)(n - k0) + 1) + k0 * logl((long double)p) +
                      (n - k0) * log1pl(-(long double)p);
     long double lodds = logl((long double)p) - log1pl(-(long double)p);
     long double cdf = 0.0L;
+    bool have_lo = false;
     for (int k = k0; k < n; k++) {
         cdf += expl(lp);
-        if (cdf >= (long double)q)
-            return k;
+        if (!have_lo && cdf >= (long double)qlo) {
+            *klo = k;
+            have_lo = true;
+        }
+        if (cdf >= (long double)qhi) {
+            *khi = k;
+            return;
+        }
         lp += logl((long double)(n - k) / (long double)(k + 1)) + lodds;
     }
-    return n;
+    if (!have_lo)
+        *klo = n;
+    *khi = n;
+}
+
+int cal_binom_ppf(double q, int n, double p)
+{
+    int k, unused;
+    binom_ppf2(q, q, n, p, &k, &unused);
+    return k;
 }
 
 void cal_band(int N, int L, int K, double c, double *levels, double *lower, double *upper)
 {
-    double qlo = (1.0 - c) / 2, qhi = (1.0 + c) / 2;
+    double qlo = (1.0 - c) / 2, qhi = (1.0 + c) / 2, prev = -1.0;
+    int klo = 0, khi = 0;
     for (int k = 0; k <= K; k++) {
         long long fl = (long long)k * L / K;
         double p = (double)(fl + 1) / ((double)L + 1);
         levels[k] = (double)k / K;
-        lower[k] = (double)cal_binom_ppf(qlo, N, p) / N;
-        upper[k] = (double)cal_binom_ppf(qhi, N, p) / N;
+        if (p != prev) /* levels between the same two ranks share their quantiles */
+            binom_ppf2(qlo, qhi, N, p, &klo, &khi);
+        prev = p;
+        lower[k] = (double)klo / N;
+        upper[k] = (double)khi / N;
     }
 }
 
