@@ -294,6 +294,14 @@ static void write_calibration(struct proto_buf *b, const struct proto_result *r)
     proto_buf_i64(b, r->num_samples);
     proto_buf_puts(b, ",\"n\":");
     proto_buf_i64(b, r->n);
+    /* sbi's get_nltp: -log q(theta*_i | y_i) per pair */
+    proto_buf_puts(b, ",\"nltp\":[");
+    for (int i = 0; i < r->n && !proto_buf_failed(b); i++) {
+        if (i)
+            proto_buf_putc(b, ',');
+        proto_buf_f64(b, -r->log_prob[i]);
+    }
+    proto_buf_putc(b, ']');
     if (c->diagnostics & PROTO_DIAG_SBC) {
         proto_buf_puts(b, ",\"sbc\":{\"ranks\":");
         int_rows(b, c->ranks, r->n, D);

@@ -202,6 +202,7 @@ START_TEST(calibration_matches_sample_and_log_prob)
                           ival(cJSON_GetArrayItem(ranks, i), k), rk[i * D + k]);
         ck_assert_msg(ival(hpd, i) == h[i], "pair %d: hpd rank %d, recomputed %d", i,
                       ival(hpd, i), h[i]);
+        ck_assert(dval(get(j, "nltp"), i) == -lpt); /* sbi's get_nltp */
     }
     /* histogram: edges b L / B, counts per dimension summing to N */
     const cJSON *hist = get(sbc, "histogram"), *edges = get(hist, "edges");
