@@ -722,11 +722,15 @@
       for (var b = 0; b < B; b++) top = Math.max(top, cts[b]);
       top = Math.max(top, hi) * 1.1;
       var px = mx + (k % per) * (pw + mx), py = 20 + Math.floor(k / per) * (ph + my + 20);
-      var f = frame(ctx, px, py, pw, ph, 0, B, 0, top, 'rank bin', 'count', names[k] || ('x' + k));
+      // x: the rank, from the bin edges when the answer has them (else the bin number)
+      var E = hist.edges && hist.edges.length === B + 1 ? hist.edges : null;
+      var ex = function (i) { return E ? E[i] : i; };
+      var f = frame(ctx, px, py, pw, ph, ex(0), ex(B), 0, top, E ? 'rank' : 'rank bin', 'count', names[k] || ('x' + k));
       ctx.fillStyle = 'rgba(150,150,150,0.3)';
       ctx.fillRect(px, f.Y(hi), pw, f.Y(lo) - f.Y(hi));
       ctx.fillStyle = '#2171b5';
-      for (b = 0; b < B; b++) ctx.fillRect(f.X(b) + 0.5, f.Y(cts[b]), Math.max(1, pw / B - 1), f.Y(0) - f.Y(cts[b]));
+      for (b = 0; b < B; b++)
+        ctx.fillRect(f.X(ex(b)) + 0.5, f.Y(cts[b]), Math.max(1, f.X(ex(b + 1)) - f.X(ex(b)) - 1), f.Y(0) - f.Y(cts[b]));
       ctx.strokeStyle = '#444'; ctx.setLineDash([3, 3]);
       ctx.beginPath(); ctx.moveTo(px, f.Y(mean)); ctx.lineTo(px + pw, f.Y(mean)); ctx.stroke();
       ctx.setLineDash([]);
@@ -905,7 +909,8 @@
     var parts = [j.state];
     if (p.total) parts.push((p.done || 0).toLocaleString('en-US') + ' of ' + p.total.toLocaleString('en-US') + ' ' + (p.unit || ''));
     if (p.rate) parts.push(Math.round(p.rate).toLocaleString('en-US') + '/s');
-    if (p.eta_s !== null && p.eta_s !== undefined && j.state === 'running') parts.push('about ' + Math.ceil(p.eta_s) + ' s left');
+    if (p.eta_s !== null && p.eta_s !== undefined && j.state === 'running')
+      parts.push(p.eta_s < 1 ? 'under 1 s left' : 'about ' + Math.ceil(p.eta_s) + ' s left');
     return parts.join(' · ');
   }
 
@@ -1038,6 +1043,10 @@
     var names = (m.names && m.names.x) || [];
     $('cal-info').textContent = res.model + ' v' + res.version + ': ' + res.n + ' pairs, ' + res.num_samples +
       ' posterior samples each, seed ' + res.seed + '.';
+    var wl = $('cal-warnings');
+    wl.textContent = '';
+    (res.warnings || []).forEach(function (w) { wl.appendChild(el('li', null, w)); });
+    wl.hidden = !(res.warnings && res.warnings.length);
     var t = $('cal-table'), head = t.tHead, body = t.tBodies[0];
     head.textContent = ''; body.textContent = '';
     var hr = el('tr');

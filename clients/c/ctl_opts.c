@@ -45,6 +45,9 @@ static const struct ctl_opt OPTS[CTL_O_COUNT] = {
     [CTL_O_TARP_REFERENCES] = {"tarp-references", 0, CTL_STR, OFF(tarp_references), 0, 0,
                                "ROWS", NULL, NULL, false, "TARP reference points, one per "
                                "pair (default: uniform in the box of the x rows)"},
+    [CTL_O_PAIRS] = {"pairs", 0, CTL_STR, OFF(pairs), 0, 0, "ROWS", NULL, NULL, false,
+                     "x* and y side by side, one pair per row (dims.x + dims.y columns, as "
+                     "the model's metadata says), instead of --x and --y"},
 
     [CTL_O_N] = {"n", 'n', CTL_LONG, OFF(n), 1, 1e12, "N", NULL, NULL, false,
                  "samples per observation"},

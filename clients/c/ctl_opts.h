@@ -1,10 +1,11 @@
 /*
  * ctl_opts.h — innctl's one table of options: every option's name, type, field of struct
  * ctl_args, limits, default, environment variable and help sentence, and the command
- * descriptions (operands, the options each takes, per-command wording).  Parsing,
- * `innctl --help`, `innctl COMMAND --help` and the manual page's GLOBAL OPTIONS and
- * COMMANDS sections (`innctl help --roff`, from which docs/man/innctl.1 is made) are all
- * produced from these tables; no option is spelled anywhere else.
+ * descriptions (struct ctl_cmd: operands, the options each takes, per-command wording;
+ * innctl.c holds the command table).  Parsing,
+ * `innctl --help`, `innctl COMMAND --help` and the manual page from SYNOPSIS to ENVIRONMENT
+ * (`innctl help --roff`, from which docs/man/innctl.1 is made) are all produced from these
+ * tables; no option is spelled anywhere else.
  */
 #ifndef INNSERVE_CTL_OPTS_H
 #define INNSERVE_CTL_OPTS_H
@@ -22,7 +23,7 @@ enum ctl_opt_id {
     CTL_O_URL, CTL_O_TOKEN_FILE, CTL_O_CACERT, CTL_O_TIMEOUT, CTL_O_RETRIES, CTL_O_HELP,
     CTL_O_VERSION,
     /* inputs */
-    CTL_O_X, CTL_O_Y, CTL_O_Z, CTL_O_TARGET, CTL_O_REFERENCE, CTL_O_TARP_REFERENCES,
+    CTL_O_X, CTL_O_Y, CTL_O_Z, CTL_O_TARGET, CTL_O_REFERENCE, CTL_O_TARP_REFERENCES, CTL_O_PAIRS,
     /* sampling */
     CTL_O_N, CTL_O_SEED, CTL_O_TEMPERATURE, CTL_O_SUMMARY, CTL_O_LOG_PROB, CTL_O_RESIMULATION,
     CTL_O_QUANTILES,
@@ -49,7 +50,7 @@ struct ctl_args {
     double timeout;
     long retries;
     bool help, version;
-    const char *x, *y, *z, *target, *reference, *tarp_references;
+    const char *x, *y, *z, *target, *reference, *tarp_references, *pairs;
     long n;
     unsigned long long seed;
     double temperature;

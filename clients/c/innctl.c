@@ -1133,8 +1133,9 @@ static int calibration_report(const struct ctl_args *o, const cJSON *j, const cJ
                     *hi = jpath(cov, "upper", NULL), *hpd = jpath(cov, "hpd", "empirical"),
                     *cen = jpath(cov, "central", "empirical");
         int d = cJSON_GetArraySize(cen);
-        fprintf(f, "\nexpected coverage: empirical against nominal level, with the binomial band"
-                   "\n%8s %8s %8s %8s", "level", "lower", "upper", "hpd");
+        fprintf(f, "\nexpected coverage: empirical against nominal level, with the %g%% "
+                   "binomial band\n%8s %8s %8s %8s", 100 * jnum(cov, "confidence", NAN),
+                "level", "lower", "upper", "hpd");
         for (int k = 0; k < d; k++) {
             char buf[32];
             fprintf(f, " %8.8s", meta_name(meta, "x", k, buf, sizeof buf));
@@ -1152,6 +1153,13 @@ static int calibration_report(const struct ctl_args *o, const cJSON *j, const cJ
     if (tarp)
         fprintf(f, "\nTARP: ATC %.4g, KS p-value %.4g\n", jnum(tarp, "atc", NAN),
                 jnum(tarp, "ks_pvalue", NAN));
+    const cJSON *w;
+    bool first = true;
+    cJSON_ArrayForEach(w, cJSON_GetObjectItemCaseSensitive(j, "warnings")) {
+        if (cJSON_IsString(w))
+            fprintf(f, "%swarning: %s\n", first ? "\n" : "", w->valuestring);
+        first = false;
+    }
     return close_out(f);
 }
 
@@ -1205,13 +1213,52 @@ static int diag_op(struct ctl_args *o, const char *op, cJSON *body)
     return ex;
 }
 
+/* --pairs: rows of dims.x + dims.y values (the model's metadata), split into "x" and "y". */
+static int add_pairs(const struct ctl_args *o, cJSON *body)
+{
+    struct ctl_matrix m;
+    char err[CTL_ERR_LEN];
+    if (ctl_matrix_parse(o->pairs, "pairs", &m, err))
+        return usage_error("%s", err);
+    cJSON *meta = fetch_meta(o, o->pos[0]);
+    const cJSON *dims = meta ? cJSON_GetObjectItemCaseSensitive(meta, "dims") : NULL;
+    int dx = (int)jnum(dims, "x", -1), dy = (int)jnum(dims, "y", -1);
+    cJSON_Delete(meta);
+    int ex = EX_OK;
+    if (dx < 0 || dy < 0) {
+        ex = usage_error("--pairs: cannot read the dims of model '%s' (GET /v1/models/%s)",
+                         o->pos[0], o->pos[0]);
+    } else if (m.cols != dx + dy) {
+        ex = usage_error("--pairs: rows have %d values; model '%s' wants dims.x + dims.y = "
+                         "%d + %d", m.cols, o->pos[0], dx, dy);
+    } else {
+        cJSON *xs = cJSON_AddArrayToObject(body, "x");
+        cJSON *ys = dy ? cJSON_AddArrayToObject(body, "y") : NULL;
+        for (int i = 0; xs && i < m.rows; i++) {
+            const double *r = m.v + (size_t)i * m.cols;
+            cJSON_AddItemToArray(xs, cJSON_CreateDoubleArray(r, dx));
+            if (ys)
+                cJSON_AddItemToArray(ys, cJSON_CreateDoubleArray(r + dx, dy));
+        }
+        if (!xs || (dy && !ys))
+            ex = internal_error("out of memory");
+    }
+    ctl_matrix_free(&m);
+    return ex;
+}
+
 static int cmd_calibrate(struct ctl_args *o)
 {
     int ex = need_model(o);
     if (ex)
         return ex;
+    if (!o->pairs == !o->x)
+        return usage_error("calibrate needs --x ROWS (and --y ROWS) or --pairs ROWS (see "
+                           "'innctl calibrate --help')");
+    if (o->pairs && o->y)
+        return usage_error("--pairs holds y already: give --pairs or --x and --y");
     cJSON *body = cJSON_CreateObject();
-    if ((ex = add_matrix(body, "x", o->x, true)) != 0 ||
+    if ((ex = o->pairs ? add_pairs(o, body) : add_matrix(body, "x", o->x, true)) != 0 ||
         (ex = add_matrix(body, "y", o->y, false)) != 0 ||
         (ex = add_matrix(body, "tarp_references", o->tarp_references, false)) != 0) {
         cJSON_Delete(body);
@@ -1333,8 +1380,9 @@ static const struct ctl_cmd cmds[] = {
      "Print the Prometheus metrics text."},
     {"calibrate", "MODEL",
      (const struct ctl_use[]){
-         REQ(CTL_O_X, "ground-truth parameters x*, one row per pair"),
+         USE_H(CTL_O_X, "ground-truth parameters x*, one row per pair"),
          USE_H(CTL_O_Y, "their simulated observations, one row per pair (omit for a flow)"),
+         USE(CTL_O_PAIRS),
          {CTL_O_N, 0, "L", "posterior samples per pair", "100", NULL}, USE(CTL_O_SEED),
          USE(CTL_O_DIAGNOSTICS), USE(CTL_O_BINS), USE(CTL_O_COVERAGE_POINTS),
          USE(CTL_O_CONFIDENCE), USE(CTL_O_TARP_REFERENCES), USE(CTL_O_TARP_BINS),

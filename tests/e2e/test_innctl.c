@@ -1,8 +1,10 @@
 /*
  * test_innctl.c — end-to-end tests of the innctl CLI ($INNCTL_BIN, default build/innctl)
  * run as a subprocess against the real daemon serving golden fixtures: every command,
- * inputs from arguments, files and stdin, JSON/CSV/NPY output, and the exit codes scripts
- * rely on (0 ok, 1 usage, 2 HTTP error, 3 no connection, 4 invalid checkpoint).
+ * inputs from arguments, files and stdin, JSON/CSV/NPY output, jobs (sample --async, job ID
+ * --wait/--cancel, jobs), calibrate and mmd (the synchronous answers' bytes), inspect --json
+ * against the daemon's metadata, and the exit codes scripts rely on (0 ok, 1 usage, 2 HTTP
+ * error, 3 no connection, 4 invalid checkpoint).
  */
 #include "e2eutil.h"
 
@@ -446,6 +448,51 @@ START_TEST(sample_async_and_job)
 }
 END_TEST
 
+/* calibrate and mmd run as jobs and print what the synchronous requests answer: --json
+ * the same bytes, the report its numbers. */
+START_TEST(calibrate_and_mmd)
+{
+    static const char xs[] = "[[0.1,0.2,0.3,0.4,0.5],[0.5,-0.2,0.1,0,1],[-1,0.3,0.2,0.1,0],"
+                             "[0.2,0.2,-0.4,0.6,0.1],[1,0,0,-1,0.5],[0,0,0,0,0]]";
+    static const char ys[] = "[[1.5,0,0.5],[0,1,0],[0.2,0.4,-0.1],[1,1,1],[0.5,-0.5,0],"
+                             "[0,0,1]]";
+    char body[1024];
+    snprintf(body, sizeof body, "{\"x\":%s,\"y\":%s,\"num_samples\":40,\"seed\":3}", xs,
+             ys);
+    struct e2e_resp d;
+    e2e_post(&D, "/v1/models/cinn_standardized/calibration", body, &d);
+    ck_assert_int_eq(d.status, 200);
+    struct run r = RUN(NULL, "calibrate", "cinn_standardized", "--x", xs, "--y", ys, "-n", "40",
+                       "--seed", "3", "--json");
+    expect_status(&r, 0, "calibrate --json");
+    ck_assert_str_eq(r.out, d.body);
+    run_free(&r);
+    r = RUN(NULL, "calibrate", "cinn_standardized", "--x", xs, "--y", ys, "-n", "40", "--seed",
+            "3", "--progress");
+    expect_status(&r, 0, "calibrate");
+    char want[160];
+    const cJSON *tarp = cJSON_GetObjectItem(d.json, "tarp");
+    snprintf(want, sizeof want, "TARP: ATC %.4g, KS p-value %.4g",
+             cJSON_GetObjectItem(tarp, "atc")->valuedouble,
+             cJSON_GetObjectItem(tarp, "ks_pvalue")->valuedouble);
+    ck_assert_msg(strstr(r.out, "cinn_standardized version 1: 6 pairs x 40 posterior samples "
+                         "(seed 3)") && strstr(r.out, want), "%s", r.out);
+    ck_assert_msg(strstr(r.err, "100%  240/240 samples"), "%s", r.err);
+    run_free(&r);
+    e2e_resp_free(&d);
+    snprintf(body, sizeof body, "{\"y\":[[1.5,0,0.5]],\"reference\":%s,\"num_samples\":50,"
+             "\"seed\":2,\"permutations\":20}", xs);
+    e2e_post(&D, "/v1/models/cinn_standardized/mmd", body, &d);
+    ck_assert_int_eq(d.status, 200);
+    r = RUN(NULL, "mmd", "cinn_standardized", "--y", "1.5,0,0.5", "--reference", xs, "-n", "50",
+            "--seed", "2", "--permutations", "20", "--json");
+    expect_status(&r, 0, "mmd --json");
+    ck_assert_str_eq(r.out, d.body);
+    run_free(&r);
+    e2e_resp_free(&d);
+}
+END_TEST
+
 /* The bytes of a metadata answer with the value of "load_ms" (the time that process took
  * to load the file, the one field that may differ) replaced by 0.  Returns a malloc'd copy. */
 static char *without_load_ms(const char *s, size_t len)
@@ -556,6 +603,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, offline_inspect_verify);
     tcase_add_test(tc, inspect_json_is_the_daemons_metadata);
     tcase_add_test(tc, sample_async_and_job);
+    tcase_add_test(tc, calibrate_and_mmd);
     suite_add_tcase(s, tc);
     return s;
 }

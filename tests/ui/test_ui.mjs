@@ -456,7 +456,8 @@ try {
       const w = await page.evaluate((i) => document.getElementById(i).width, id);
       check(w > 100, id + ' is drawn');
     }
-    await page.screenshot({ path: path.join(OUT, 'ui-calibration.png'), fullPage: true });
+    await page.screenshot({ path: path.join(OUT, 'ui-calibration-page.png'), fullPage: true });
+    await (await page.$('#calibration')).screenshot({ path: path.join(OUT, 'ui-calibration.png') });
     facts.calibration = 'job';
     // a large job, cancelled from the page
     const big = ikPairs(1000, 9);
@@ -467,6 +468,13 @@ try {
     await page.click('#cal-run');
     await page.waitForFunction(() => !document.getElementById('cal-cancel').disabled, null, { timeout: 30000 }).catch(() => null);
     if (!(await page.isDisabled('#cal-cancel'))) {
+      // a moment of progress, shown in the docs
+      const moving = await page.waitForFunction(() => /running · [1-9][0-9,]* of/.test(document.getElementById('cal-status').textContent),
+        null, { timeout: 20000 }).then(() => true, () => false);
+      check(moving, 'the progress line counts samples while the job runs', await page.textContent('#cal-status'));
+      const bar = await page.evaluate(() => [document.getElementById('cal-progress').value, document.getElementById('cal-progress').max]);
+      check(bar[0] > 0 && bar[1] === 1000000, 'the progress bar moves (' + bar[0] + ' of ' + bar[1] + ')');
+      await (await page.$('#cal-form')).screenshot({ path: path.join(OUT, 'ui-calibration-progress.png') });
       await page.click('#cal-cancel');
       await page.waitForFunction(() => /cancelled/.test(document.getElementById('cal-status').textContent), null, { timeout: 30000 });
       check(true, 'Cancel job cancels a running calibration');
@@ -504,7 +512,9 @@ try {
 if (UPDATE_DOCS && failures === 0) {
   const dst = path.join(ROOT, 'docs', 'img');
   fs.mkdirSync(dst, { recursive: true });
-  for (const f of fs.readdirSync(OUT).filter((f) => f.endsWith('.png'))) fs.copyFileSync(path.join(OUT, f), path.join(dst, f));
+  // the ones docs/ui.md and README.md show
+  for (const f of ['ui-sample.png', 'ui-posterior.png', 'ui-corner16.png', 'ui-calibration.png', 'ui-calibration-progress.png'])
+    fs.copyFileSync(path.join(OUT, f), path.join(dst, f));
   console.log('screenshots copied to docs/img/');
 }
 console.log('facts: ' + JSON.stringify(facts));
