@@ -4,8 +4,10 @@
  * proto_buf_f64_list; only small fixed strings are formatted with printf.
  */
 #include "response.h"
+#include "../engine/calib.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -68,6 +70,69 @@ void proto_calib_free(struct proto_calib *c)
     free(c->alpha);
     free(c->ecp);
     memset(c, 0, sizeof *c);
+}
+
+bool proto_calib_reduce(struct proto_calib *c, int N, int L)
+{
+    int D = c->D, K = c->K, T = c->tarp_bins;
+    size_t nd = (size_t)(N > 2 * (T + 1) ? N : 2 * (T + 1));
+    double *scratch = malloc(sizeof(double) * nd);
+    int *cr = malloc(sizeof(int) * (size_t)(N > 0 ? N : 1));
+    long *tl = malloc(sizeof(long) * (size_t)(T > 0 ? T : 1));
+    bool ok = scratch && cr && tl;
+    if (ok && (c->diagnostics & PROTO_DIAG_SBC)) {
+        for (int j = 0; j < D; j++) {
+            cal_rank_ks(N, D, c->ranks, j, L, scratch, &c->ks_stat[j], &c->ks_p[j]);
+            /* NaN: the exact distribution's matrix could not be allocated */
+            ok &= !isnan(c->ks_p[j]);
+            cal_rank_histogram(N, D, c->ranks, j, L, c->bins, c->edges,
+                               c->counts + (size_t)j * c->bins);
+        }
+    }
+    if (ok && (c->diagnostics & PROTO_DIAG_COVERAGE)) {
+        cal_band(N, L, K, c->confidence, c->levels, c->lower, c->upper);
+        cal_coverage(N, c->hpd_ranks, 1, L, K, c->hpd_emp);
+        for (int j = 0; j < D; j++) {
+            cal_central_ranks(N, D, c->ranks, j, L, cr);
+            cal_coverage(N, cr, 1, L, K, c->central_emp + (size_t)j * (K + 1));
+        }
+    }
+    if (ok && (c->diagnostics & PROTO_DIAG_TARP)) {
+        cal_tarp_curve(N, c->tarp_counts, L, T, c->alpha, c->ecp, tl);
+        cal_tarp_check(T, c->alpha, c->ecp, scratch, &c->atc, &c->tarp_p);
+        ok &= !isnan(c->tarp_p);
+    }
+    /* sbi's advice (run_sbc, check_sbc, run_tarp) */
+    c->n_warnings = 0;
+    if (N < 100)
+        snprintf(c->warnings[c->n_warnings++], sizeof c->warnings[0], "only %d pair%s: "
+                 "calibration checks should rest on at least 100 pairs (x*, y)", N,
+                 N == 1 ? "" : "s");
+    if (L < 100)
+        snprintf(c->warnings[c->n_warnings++], sizeof c->warnings[0], "only %d posterior "
+                 "sample%s per pair: ranks should rest on at least 100", L, L == 1 ? "" : "s");
+    free(scratch);
+    free(cr);
+    free(tl);
+    return ok;
+}
+
+bool proto_mmd_reduce(struct proto_result *r, int dims_x)
+{
+    int n = (int)r->num_samples, nz = n + r->mmd_m;
+    double *K = malloc(sizeof(double) * (size_t)nz * (size_t)nz);
+    int *idx = malloc(sizeof(int) * (size_t)nz);
+    bool ok = K && idx;
+    if (ok) {
+        cal_imq_matrix(nz, dims_x, r->samples, r->n_scales, r->scales, K);
+        r->mmd2 = cal_mmd2(nz, n, K, NULL, r->unbiased);
+        r->mmd_p = r->permutations > 0 ? cal_mmd_pvalue(nz, n, K, r->unbiased, r->mmd2, r->seed,
+                                                        r->permutations, idx)
+                                       : NAN;
+    }
+    free(K);
+    free(idx);
+    return ok;
 }
 
 static void head(struct proto_buf *b, const struct proto_model_id *id)

@@ -26,6 +26,8 @@ struct proto_model_id {
     const char *sha256;
 };
 
+struct proto_result;
+
 /* The statistics of a calibration answer (docs/api.md), all arrays owned.  D = dims.x,
  * N pairs, B = bins, K = coverage_points, T = tarp_bins. */
 struct proto_calib {
@@ -53,6 +55,16 @@ struct proto_calib {
  * proto_calib_free releases what was allocated). */
 bool proto_calib_alloc(struct proto_calib *c, int N, int D, int bins, int K, int tarp_bins);
 void proto_calib_free(struct proto_calib *c);
+/* The statistics over all N pairs of L samples from the per-pair ranks and TARP counts
+ * already in c (engine/calib.h): KS tests and histograms of the SBC ranks, the coverage
+ * curves and their band, the TARP curve and its check, each only when its diagnostic is
+ * asked for; and sbi's warnings on small N or L.  false when out of memory (scratch, or the
+ * matrix of the exact KS distribution). */
+bool proto_calib_reduce(struct proto_calib *c, int N, int L);
+/* MMD^2 between r's num_samples samples and the mmd_m reference rows stored after them in
+ * r->samples (dims_x wide), and its permutation p-value under r->seed (NAN when
+ * r->permutations is 0).  false when out of memory (the kernel matrix). */
+bool proto_mmd_reduce(struct proto_result *r, int dims_x);
 
 /* Result of one operation.  Every pointer member is owned: free with proto_result_free. */
 struct proto_result {

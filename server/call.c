@@ -773,77 +773,6 @@ static void too_large(struct srv_call *c, struct srv_response *out, size_t cap)
     srv_response_error(out, c->ctx, &e);
 }
 
-/* The statistics of a calibration over all pairs (after the last unit): KS tests and
- * histograms of the SBC ranks, the coverage curves with their band, the TARP curve; only
- * those of the diagnostics asked for.  false when out of memory. */
-static bool reduce_calibration(struct srv_call *c)
-{
-    struct proto_result *r = &c->res;
-    struct proto_calib *cb = &r->calib;
-    int N = r->n, D = cb->D, L = (int)r->num_samples, K = cb->K, T = cb->tarp_bins;
-    size_t nd = (size_t)(N > 2 * (T + 1) ? N : 2 * (T + 1));
-    double *scratch = malloc(sizeof(double) * nd);
-    int *cr = malloc(sizeof(int) * (size_t)N);
-    long *tl = malloc(sizeof(long) * (size_t)T);
-    bool ok = scratch && cr && tl;
-    if (ok && (cb->diagnostics & PROTO_DIAG_SBC)) {
-        for (int j = 0; j < D; j++) {
-            cal_rank_ks(N, D, cb->ranks, j, L, scratch, &cb->ks_stat[j], &cb->ks_p[j]);
-            /* NaN: the exact distribution's matrix could not be allocated */
-            ok &= !isnan(cb->ks_p[j]);
-            cal_rank_histogram(N, D, cb->ranks, j, L, cb->bins, cb->edges,
-                               cb->counts + (size_t)j * cb->bins);
-        }
-    }
-    if (ok && (cb->diagnostics & PROTO_DIAG_COVERAGE)) {
-        cal_band(N, L, K, cb->confidence, cb->levels, cb->lower, cb->upper);
-        cal_coverage(N, cb->hpd_ranks, 1, L, K, cb->hpd_emp);
-        for (int j = 0; j < D; j++) {
-            cal_central_ranks(N, D, cb->ranks, j, L, cr);
-            cal_coverage(N, cr, 1, L, K, cb->central_emp + (size_t)j * (K + 1));
-        }
-    }
-    if (ok && (cb->diagnostics & PROTO_DIAG_TARP)) {
-        cal_tarp_curve(N, cb->tarp_counts, L, T, cb->alpha, cb->ecp, tl);
-        cal_tarp_check(T, cb->alpha, cb->ecp, scratch, &cb->atc, &cb->tarp_p);
-        ok &= !isnan(cb->tarp_p);
-    }
-    /* sbi's advice (run_sbc, check_sbc, run_tarp) */
-    cb->n_warnings = 0;
-    if (N < 100)
-        snprintf(cb->warnings[cb->n_warnings++], sizeof cb->warnings[0], "only %d pair%s: "
-                 "calibration checks should rest on at least 100 pairs (x*, y)", N,
-                 N == 1 ? "" : "s");
-    if (L < 100)
-        snprintf(cb->warnings[cb->n_warnings++], sizeof cb->warnings[0], "only %d posterior "
-                 "sample%s per pair: ranks should rest on at least 100", L, L == 1 ? "" : "s");
-    free(scratch);
-    free(cr);
-    free(tl);
-    return ok;
-}
-
-/* MMD^2 between the model's samples and the reference rows stored after them, and its
- * permutation p-value (after the last unit).  false when out of memory. */
-static bool reduce_mmd(struct srv_call *c)
-{
-    struct proto_result *r = &c->res;
-    int n = (int)r->num_samples, nz = n + r->mmd_m, D = c->ver->info->dims.x;
-    double *K = malloc(sizeof(double) * (size_t)nz * (size_t)nz);
-    int *idx = malloc(sizeof(int) * (size_t)nz);
-    bool ok = K && idx;
-    if (ok) {
-        cal_imq_matrix(nz, D, r->samples, r->n_scales, r->scales, K);
-        r->mmd2 = cal_mmd2(nz, n, K, NULL, r->unbiased);
-        r->mmd_p = r->permutations > 0 ? cal_mmd_pvalue(nz, n, K, r->unbiased, r->mmd2,
-                                                        r->seed, r->permutations, idx)
-                                       : NAN;
-    }
-    free(K);
-    free(idx);
-    return ok;
-}
-
 static void build(struct srv_call *c, struct srv_response *out)
 {
     const struct eng_info *info = c->ver->info;
@@ -894,7 +823,10 @@ static void build(struct srv_call *c, struct srv_response *out)
         snprintf(out->seed, sizeof out->seed, "%llu", (unsigned long long)r->seed);
     }
     if (r->op == PROTO_OP_CALIBRATION || r->op == PROTO_OP_MMD) {
-        if (!(r->op == PROTO_OP_CALIBRATION ? reduce_calibration(c) : reduce_mmd(c))) {
+        bool ok = r->op == PROTO_OP_CALIBRATION
+                      ? proto_calib_reduce(&r->calib, r->n, (int)r->num_samples)
+                      : proto_mmd_reduce(r, info->dims.x);
+        if (!ok) {
             struct proto_error e;
             proto_errorf(&e, PROTO_E_NOMEM, "out of memory for the %s statistics",
                          proto_op_str(r->op));

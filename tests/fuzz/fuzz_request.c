@@ -6,8 +6,8 @@
  * every format the operation has, the way the daemon does.
  *
  * Input: byte 0 chooses the model (bits 0-1: iresnet_toy (flow, numeric inverse), ik_cinn,
- * ik_inn, ik_mlp), the entry point (bits 2-4: 0-4 = v1 forward, inverse, sample, log_prob,
- * preimage; 5-7 = V2 infer) and the limits (bit 5: tight limits instead of the defaults,
+ * ik_inn, ik_mlp), the entry point (bits 2-4: 0-6 = v1 forward, inverse, sample, log_prob,
+ * preimage, calibration, mmd; 7 = V2 infer) and the limits (bit 5: tight limits instead of the defaults,
  * so every limit's refusal is reached; bits 6-7: the answer format of a v1 sample: JSON,
  * CSV, NPY).  The rest is the body.
  *
@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../engine/calib.h"
 #include "../../engine/engine.h"
 #include "../../proto/csv.h"
 #include "../../proto/npy.h"
@@ -48,6 +49,10 @@ static struct eng_ws *g_ws;
 #define RUN_MAX_ITER 40
 #define RUN_MAX_STEPS 20
 #define RUN_MAX_SOLUTIONS 4
+#define RUN_MAX_PAIRS 4     /* calibration: pairs x num_samples <= 4 x 16 */
+#define RUN_MAX_PAIR_SAMPLES 16
+#define RUN_MAX_MMD_POINTS 48
+#define RUN_MAX_PERMUTATIONS 8
 
 static void load_models(void)
 {
@@ -270,6 +275,74 @@ static void run(const struct eng_model *m, struct proto_request *q, bool v2, int
                               &r.pre_found[t], err);
             check_status(st, "preimage", err);
         }
+        break;
+    }
+    case PROTO_OP_CALIBRATION: {
+        /* what server/call.c's units and reduction do, on a bounded request */
+        int N = q->x.rows, D = d->x;
+        long L = q->num_samples;
+        if (N > RUN_MAX_PAIRS || L > RUN_MAX_PAIR_SAMPLES || D > 8)
+            return;
+        const float *yv = q->y.rows ? q->y.data : NULL;
+        r.n = N;
+        r.num_samples = L;
+        r.seed = q->seed;
+        double ref[RUN_MAX_PAIRS * 8], lo[8], span[8];
+        if (!proto_calib_alloc(&r.calib, N, D, q->bins, q->coverage_points, q->tarp_bins) ||
+            !(r.samples = malloc(f32s(L * D))) || !(r.sample_lp = malloc(f64s(L))) ||
+            !(r.log_prob = malloc(f64s(N))))
+            abort();
+        r.calib.diagnostics = q->diagnostics;
+        r.calib.confidence = q->confidence;
+        if (q->ref.rows)
+            for (int i = 0; i < N * D; i++)
+                ref[i] = q->ref.data[i];
+        else
+            cal_tarp_references(q->seed, N, D, q->x.data, ref);
+        cal_tarp_scale(N, D, q->x.data, lo, span);
+        st = eng_log_prob(m, g_ws, N, q->x.data, yv, yv ? N : 0, r.log_prob, err);
+        check_status(st, "calibration log_prob", err);
+        for (int i = 0; i < N && st == ENG_OK; i++) {
+            const float *yi = yv ? yv + (size_t)i * d->y : NULL, *th = q->x.data + i * D;
+            st = eng_sample(m, g_ws, yi, q->seed, (uint32_t)i, 0, (int)L, 1.0f, r.samples, NULL,
+                            &so, NULL, err);
+            check_status(st, "calibration sample", err);
+            if (st == ENG_OK)
+                st = eng_log_prob(m, g_ws, (int)L, r.samples, yi, yi ? 1 : 0, r.sample_lp, err);
+            check_status(st, "calibration samples' log_prob", err);
+            if (st != ENG_OK)
+                break;
+            cal_sbc_ranks((int)L, D, r.samples, th, r.calib.ranks + i * D);
+            r.calib.hpd_ranks[i] = cal_hpd_rank((int)L, r.sample_lp, r.log_prob[i]);
+            r.calib.tarp_counts[i] = cal_tarp_count((int)L, D, r.samples, th, ref + i * D,
+                                                    q->z_score ? lo : NULL,
+                                                    q->z_score ? span : NULL);
+        }
+        if (st == ENG_OK && !proto_calib_reduce(&r.calib, N, (int)L))
+            abort();
+        break;
+    }
+    case PROTO_OP_MMD: {
+        long n = q->num_samples;
+        int M = q->ref.rows;
+        if (n + M > RUN_MAX_MMD_POINTS || q->permutations > RUN_MAX_PERMUTATIONS)
+            return;
+        r.n = 1;
+        r.num_samples = n;
+        r.seed = q->seed;
+        r.mmd_m = M;
+        r.n_scales = q->n_scales;
+        memcpy(r.scales, q->scales, sizeof r.scales);
+        r.unbiased = q->unbiased;
+        r.permutations = q->permutations;
+        if (!(r.samples = malloc(f32s((n + M) * d->x))))
+            abort();
+        memcpy(r.samples + n * d->x, q->ref.data, sizeof(float) * (size_t)M * d->x);
+        st = eng_sample(m, g_ws, q->y.rows ? q->y.data : NULL, q->seed, 0, 0, (int)n,
+                        q->temperature, r.samples, NULL, &so, NULL, err);
+        check_status(st, "mmd sample", err);
+        if (st == ENG_OK && !proto_mmd_reduce(&r, d->x))
+            abort();
         break;
     }
     default:

@@ -22,8 +22,9 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # selector bits 0-1 of fuzz_request.c: model
 MODELS = {"iresnet_toy": 0, "ik_cinn": 1, "ik_inn": 2, "ik_mlp": 3}
-OPS = {"forward": 0, "inverse": 1, "sample": 2, "log_prob": 3, "preimage": 4}
-V2 = 5
+OPS = {"forward": 0, "inverse": 1, "sample": 2, "log_prob": 3, "preimage": 4,
+       "calibration": 5, "mmd": 6}
+V2 = 7
 KIND_DIMS = {0: (2, 0, 2), 1: (4, 2, 4), 2: (4, 2, 2), 3: (4, 2, 0)}  # x, y, z
 
 
@@ -50,6 +51,12 @@ def generated():
                             (["resimulation"] if k == 2 else []),
                             "quantiles": [0.05, 0.5, 0.95]}, **(y if k in (1, 2) else {})),
             "log_prob": dict({"x": rows(2, dx)}, **(y if k in (1, 2) else {})),
+            "calibration": dict({"x": rows(3, dx), "num_samples": 4, "seed": 2, "bins": 3,
+                                 "coverage_points": 4, "confidence": 0.9, "tarp_bins": 2},
+                                **({"y": rows(3, dy, 1.0)} if k in (1, 2) else {})),
+            "mmd": dict({"reference": rows(4, dx), "num_samples": 6, "seed": 2,
+                         "scales": [0.1, 1.0], "estimator": "biased", "permutations": 3},
+                        **(y if k in (1, 2) else {})),
             "preimage": dict({"target": rows(1, dy if k in (2, 3) else dz), "num_solutions": 2,
                               "max_steps": 10, "seed": 1, "method": "gradient",
                               "bounds": {"low": [-2] * dx, "high": [2] * dx}},
@@ -74,14 +81,14 @@ def generated():
                                "data": [[1.5, 0.0]]}] if dy else [],
                    "parameters": {"operation": "sample", "num_samples": 2, "seed": 3,
                                   "temperature": 1.0}}
-            out.append((f"{model}_v2_sample", selector(k, V2 + 1) + json.dumps(v2s).encode()))
+            out.append((f"{model}_v2_sample", selector(k, V2) + json.dumps(v2s).encode()))
             v2i = {"inputs": [{"name": "z", "shape": [1, dz], "datatype": "FP32",
                                "data": [0.5] * dz}] +
                    ([{"name": "y", "shape": [1, dy], "datatype": "FP32", "data": [1.5, 0.0]}]
                     if k in (1, 2) else []),
                    "parameters": {"operation": "inverse", "tol": 1e-4, "max_iter": 10,
                                   "method": "anderson"}}
-            out.append((f"{model}_v2_inverse", selector(k, V2 + 2) + json.dumps(v2i).encode()))
+            out.append((f"{model}_v2_inverse", selector(k, V2) + json.dumps(v2i).encode()))
     return out
 
 
