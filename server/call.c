@@ -706,8 +706,9 @@ static void unit_preimage(struct srv_job *j, int idx, struct eng_ws *ws)
 }
 
 /* The pairs of plan entry idx: for each, its L samples (observation = pair index, so
- * they do not depend on how pairs are grouped into units) with their log-densities, then
- * its SBC ranks, HPD rank and TARP count; log q(theta* | y) of the unit's pairs first. */
+ * they do not depend on how pairs are grouped into units), their log-densities by
+ * eng_log_prob when coverage is asked for, then its SBC ranks, HPD rank and TARP count;
+ * log q(theta* | y) of the unit's pairs first. */
 static void unit_calibration(struct srv_job *j, int idx, struct eng_ws *ws)
 {
     struct srv_call *c = (struct srv_call *)j;
@@ -719,7 +720,7 @@ static void unit_calibration(struct srv_job *j, int idx, struct eng_ws *ws)
     const struct srv_unit *u = &c->units[idx];
     long L = r->num_samples;
     int D = d->x, p0 = (int)u->first, np = (int)(u->count / L);
-    bool has_y = q->y.rows > 0;
+    bool has_y = q->y.rows > 0, hpd = (q->diagnostics & PROTO_DIAG_COVERAGE) != 0;
     char err[ENG_ERR_LEN] = "", msg[ENG_ERR_LEN + 64];
     enum eng_status st = eng_log_prob(m, ws, np, q->x.data + (size_t)p0 * D,
                                       has_y ? q->y.data + (size_t)p0 * d->y : NULL,
@@ -740,16 +741,21 @@ static void unit_calibration(struct srv_job *j, int idx, struct eng_ws *ws)
         size_t off = (size_t)i * L;
         float *xs = r->samples + off * D;
         const float *theta = q->x.data + (size_t)i * D;
-        st = eng_sample(m, ws, has_y ? q->y.data + (size_t)i * d->y : NULL, q->seed,
-                        (uint32_t)i, 0, (int)L, 1.0f, xs, r->sample_lp + off, &q->solver, NULL,
-                        err);
+        const float *yi = has_y ? q->y.data + (size_t)i * d->y : NULL;
+        st = eng_sample(m, ws, yi, q->seed, (uint32_t)i, 0, (int)L, 1.0f, xs, NULL,
+                        &q->solver, NULL, err);
+        /* log q of the samples as of any point (sbi evaluates posterior.log_prob on them),
+         * the same function as log q(theta*) */
+        if (st == ENG_OK && hpd)
+            st = eng_log_prob(m, ws, (int)L, xs, yi, has_y ? 1 : 0, r->sample_lp + off, err);
         if (st != ENG_OK) {
             snprintf(msg, sizeof msg, "pair %d: %s", i, err);
             fail(c, idx, st, msg);
             return;
         }
         cal_sbc_ranks((int)L, D, xs, theta, cb->ranks + (size_t)i * D);
-        cb->hpd_ranks[i] = cal_hpd_rank((int)L, r->sample_lp + off, r->log_prob[i]);
+        if (hpd)
+            cb->hpd_ranks[i] = cal_hpd_rank((int)L, r->sample_lp + off, r->log_prob[i]);
         cb->tarp_counts[i] = cal_tarp_count((int)L, D, xs, theta, c->tarp_ref + (size_t)i * D,
                                             c->tarp_lo, c->tarp_span);
     }
@@ -805,11 +811,12 @@ static bool reduce_calibration(struct srv_call *c)
     /* sbi's advice (run_sbc, check_sbc, run_tarp) */
     cb->n_warnings = 0;
     if (N < 100)
-        snprintf(cb->warnings[cb->n_warnings++], sizeof cb->warnings[0], "only %d pairs: "
-                 "calibration checks should rest on at least 100 pairs (x*, y)", N);
+        snprintf(cb->warnings[cb->n_warnings++], sizeof cb->warnings[0], "only %d pair%s: "
+                 "calibration checks should rest on at least 100 pairs (x*, y)", N,
+                 N == 1 ? "" : "s");
     if (L < 100)
         snprintf(cb->warnings[cb->n_warnings++], sizeof cb->warnings[0], "only %d posterior "
-                 "samples per pair: ranks should rest on at least 100", L);
+                 "sample%s per pair: ranks should rest on at least 100", L, L == 1 ? "" : "s");
     free(scratch);
     free(cr);
     free(tl);

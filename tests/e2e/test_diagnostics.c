@@ -4,8 +4,9 @@
  *
  *   - a calibration's per-pair numbers are recomputed here from what /sample and /log_prob
  *     answer for the same seed (pair i is sampled as observation i, so /sample with the
- *     pairs' y rows gives the same samples): SBC ranks, HPD ranks and TARP counts (from
- *     references sent in the request), and from them the histogram and coverage ECDF;
+ *     pairs' y rows gives the same samples; /log_prob gives log q of the samples and of
+ *     theta*): SBC ranks, HPD ranks, TARP counts (from references sent in the request) and
+ *     nltp, and from them the histogram and coverage ECDF;
  *   - the shapes, ranges and invariants of every section, the diagnostics subset, the
  *     clamping of bins, the seed drawn and echoed, sbi's warnings;
  *   - mmd: MMD^2 recomputed here from /sample's samples and the reference (biased and
@@ -171,13 +172,32 @@ START_TEST(calibration_matches_sample_and_log_prob)
     struct e2e_resp lp;
     e2e_post(&DMN, "/v1/models/ik_cinn/log_prob", lb, &lp);
     ck_assert_msg(lp.status == 200, "%s", lp.body);
-    const cJSON *samples = get(s.json, "samples"), *slp = get(s.json, "log_prob");
+    const cJSON *samples = get(s.json, "samples");
+    /* log q of every sample through /log_prob (the function log q(theta*) comes from) */
+    size_t cap = (size_t)N * L * 120 + 64, nb = 0;
+    char *all = malloc(cap);
+    nb += (size_t)snprintf(all + nb, cap - nb, "{\"x\": [");
+    for (int i = 0; i < N; i++)
+        for (int l = 0; l < L; l++) {
+            char *row = e2e_print(cJSON_GetArrayItem(cJSON_GetArrayItem(samples, i), l));
+            nb += (size_t)snprintf(all + nb, cap - nb, "%s%s", i || l ? "," : "", row);
+            free(row);
+        }
+    nb += (size_t)snprintf(all + nb, cap - nb, "], \"y\": [");
+    for (int i = 0; i < N * L; i++)
+        nb += (size_t)snprintf(all + nb, cap - nb, "%s[%.9g,%.9g]", i ? "," : "", y[i / L * 2],
+                              y[i / L * 2 + 1]);
+    snprintf(all + nb, cap - nb, "]}");
+    struct e2e_resp slr;
+    e2e_post(&DMN, "/v1/models/ik_cinn/log_prob", all, &slr);
+    ck_assert_msg(slr.status == 200, "%s", slr.body);
+    const cJSON *slp = get(slr.json, "log_prob");
     const cJSON *sbc = get(j, "sbc"), *ranks = get(sbc, "ranks");
     const cJSON *cov = get(j, "coverage"), *hpd = get(get(cov, "hpd"), "ranks");
     ck_assert_int_eq(cJSON_GetArraySize(ranks), N);
     int rk[N * D], h[N], tc[N];
     for (int i = 0; i < N; i++) {
-        const cJSON *si = cJSON_GetArrayItem(samples, i), *li = cJSON_GetArrayItem(slp, i);
+        const cJSON *si = cJSON_GetArrayItem(samples, i);
         double lpt = dval(get(lp.json, "log_prob"), i);
         double dt = 0.0;
         for (int k = 0; k < D; k++)
@@ -193,7 +213,7 @@ START_TEST(calibration_matches_sample_and_log_prob)
                 rk[i * D + k] += v < x[i * D + k];
                 ds += ((double)ref[i * D + k] - v) * ((double)ref[i * D + k] - v);
             }
-            h[i] += dval(li, l) > lpt;
+            h[i] += dval(slp, i * L + l) > lpt;
             tc[i] += sqrt(ds) < sqrt(dt);
         }
         for (int k = 0; k < D; k++)
@@ -257,9 +277,11 @@ START_TEST(calibration_matches_sample_and_log_prob)
     free(body);
     free(sb);
     free(lb);
+    free(all);
     e2e_resp_free(&r);
     e2e_resp_free(&s);
     e2e_resp_free(&lp);
+    e2e_resp_free(&slr);
 }
 END_TEST
 

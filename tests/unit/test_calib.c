@@ -6,7 +6,10 @@
  * coverage ECDFs and band quantiles must be equal; KS statistics, TARP curves and p-values
  * equal to within the stated relative tolerances (the p-values of SciPy's Durbin and
  * Pomeranz methods sum matrix products in BLAS order, so they agree to rounding, not bit
- * for bit).  Also: properties of the MMD permutation test and of the permutations.
+ * for bit).  TARP: where torch binned a value sitting on an inner edge one bin lower (its
+ * edges are rounded doubles; cal_tarp_curve decides in exact arithmetic), the fixture holds
+ * the exact curve too, and sbi's own curve is reproduced here from an emulation of torch's
+ * edges.  Also: properties of the MMD permutation test and of the permutations.
  * Prints the largest relative differences seen.
  */
 #include <cjson/cJSON.h>
@@ -171,6 +174,59 @@ START_TEST(binomial_quantiles_match_scipy)
 }
 END_TEST
 
+/* torch.linspace(lo, hi, n) in float64 as torch 1.13's AVX2 CPU kernel computes it
+ * (compiled with multiply-adds contracted): chunks of 4 values base + k * step, two chunks at
+ * a time while 8 values remain, the rest one by one; base = fma(step, i, lo) in the first
+ * half, fma(-step, n - 1 - i, hi) in the second.  Checked against torch.linspace on random
+ * grids when this test was written; used only to show that sbi's TARP curve differs from
+ * cal_tarp_curve's exactly where a value sits on an inner edge that torch rounded. */
+static void torch_linspace(double lo, double hi, int n, double *out)
+{
+    double step = (hi - lo) / (n - 1);
+    int half = n / 2, i = 0;
+    while (i + 8 <= n)
+        for (int c = 0; c < 2; c++, i += 4) {
+            double b = i < half ? fma(step, i, lo) : fma(-step, n - 1 - i, hi);
+            for (int k = 0; k < 4; k++)
+                out[i + k] = k ? b + k * step : b;
+        }
+    for (; i < n; i++)
+        out[i] = i < half ? fma(step, i, lo) : fma(-step, n - 1 - i, hi);
+}
+
+/* sbi's TARP curve: f binned against torch's edges (the last bin closed), cumulative
+ * fractions. */
+static void sbi_tarp_curve(int N, const int *counts, int L, int B, double *ecp)
+{
+    double lo = INFINITY, hi = -INFINITY;
+    for (int i = 0; i < N; i++) {
+        lo = fmin(lo, (double)counts[i] / L);
+        hi = fmax(hi, (double)counts[i] / L);
+    }
+    if (lo == hi) {
+        lo -= 0.5;
+        hi += 0.5;
+    }
+    double *e = malloc(sizeof(double) * (size_t)(B + 1));
+    long *h = calloc((size_t)B, sizeof(long));
+    torch_linspace(lo, hi, B + 1, e);
+    for (int i = 0; i < N; i++) {
+        double f = (double)counts[i] / L;
+        int b = B - 1;
+        while (b > 0 && f < e[b])
+            b--;
+        h[b]++;
+    }
+    long cum = 0;
+    ecp[0] = 0.0;
+    for (int b = 0; b < B; b++) {
+        cum += h[b];
+        ecp[b + 1] = (double)cum / N;
+    }
+    free(e);
+    free(h);
+}
+
 /* Everything of one calibration case, computed the way the server does: per pair, then
  * the reductions. */
 static void check_case(const cJSON *c)
@@ -275,6 +331,13 @@ static void check_case(const cJSON *c)
         near(ecp[i], cJSON_GetArrayItem(want_ecp, i)->valuedouble, TOL_EXACT, "tarp ecp", i,
              &g_worst_tarp);
     }
+    /* and sbi's own curve, bin for bin, from torch's rounded edges */
+    double *tecp = malloc(sizeof(double) * (size_t)(TB + 1));
+    sbi_tarp_curve(N, counts, L, TB, tecp);
+    for (int i = 0; i <= TB; i++)
+        near(tecp[i], cJSON_GetArrayItem(get(ex, "tarp_ecp"), i)->valuedouble, TOL_EXACT,
+             "sbi's tarp ecp from torch's edges", i, NULL);
+    free(tecp);
     cal_tarp_check(TB, alpha, ecp, ts, &atc, &tp);
     double want_atc = num(ex, exact ? "tarp_atc_exact" : "tarp_atc");
     ck_assert_msg(fabs(atc - want_atc) <= 1e-13 * fmax(1.0, fabs(want_atc)),
