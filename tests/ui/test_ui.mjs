@@ -459,6 +459,29 @@ try {
     await page.screenshot({ path: path.join(OUT, 'ui-calibration-page.png'), fullPage: true });
     await (await page.$('#calibration')).screenshot({ path: path.join(OUT, 'ui-calibration.png') });
     facts.calibration = 'job';
+    // a flow: x* only (here the flow's own samples, which it must find calibrated)
+    const flowX = (await post(base, '/v1/models/iresnet_toy/sample', { num_samples: 100, seed: 5 })).json.samples[0];
+    const csvFlow = path.join(tmp, 'flow.csv');
+    fs.writeFileSync(csvFlow, 'x1,x2\n' + flowX.map((r) => r.join(',')).join('\n') + '\n');
+    await page.click('#models button[data-model="iresnet_toy"]');
+    await page.waitForFunction(() => /iresnet_toy/.test(document.getElementById('model-h').textContent) &&
+      !document.getElementById('calibration').hidden);
+    await page.setInputFiles('#cal-file', csvFlow);
+    await page.fill('#cal-num', '50');
+    await page.fill('#cal-seed', '2');
+    await page.click('#cal-run');
+    await page.waitForFunction(() => /^Done:/.test(document.getElementById('cal-status').textContent) ||
+      document.getElementById('cal-status').classList.contains('err'), null, { timeout: 120000 });
+    const flowRef = (await post(base, '/v1/models/iresnet_toy/calibration', { x: flowX, num_samples: 50, seed: 2,
+      diagnostics: ['sbc', 'coverage', 'tarp'], bins: 20, coverage_points: 20 })).json;
+    const ksFlow = await page.$$eval('#cal-table tbody td[data-stat="ks_pvalue"]', (t) => t.map((e) => Number(e.getAttribute('data-value'))));
+    check(JSON.stringify(ksFlow) === JSON.stringify(flowRef.sbc.ks_pvalue), 'a flow\'s calibration from x* alone equals the daemon\'s answer',
+          (await page.textContent('#cal-status')) + ' ' + ksFlow);
+    await page.click('#models button[data-model="ik_cinn"]');
+    await page.waitForFunction(() => /ik_cinn/.test(document.getElementById('model-h').textContent) &&
+      !document.getElementById('calibration').hidden);
+    await page.fill('#cal-seed', '11');
+
     // a large job, cancelled from the page
     const big = ikPairs(1000, 9);
     const csvBig = path.join(tmp, 'big.csv');
