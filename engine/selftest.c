@@ -1,7 +1,8 @@
 /*
  * selftest.c — the load-time self test: run the checkpoint's embedded test vectors (what
  * the exporting framework computed) through the engine and refuse a model that disagrees,
- * naming the first row, column and both values.
+ * naming the first row, column and both values.  A model that passes keeps float copies of
+ * the first ENG_TEST_VECTORS_MAX rows' observation and ground truth (struct eng_info).
  */
 #include <math.h>
 
@@ -31,6 +32,89 @@ static enum eng_status compare(struct ldr *L, const char *what, const float *got
                                 "column %d: engine %.9g, exporter %.9g (rtol %g, atol %g)", what,
                                 i, j, g, want[k], rtol, atol);
         }
+    return ENG_OK;
+}
+
+/* The test tensors of one checkpoint (arena memory, n rows each; NULL when absent). */
+struct tvec {
+    int n;
+    double rtol, atol;
+    const double *x, *y, *z, *yo, *ld, *xinv;
+};
+
+/* Run the test vectors t through m and compare with what the exporter computed. */
+static enum eng_status check(struct ldr *L, struct eng_model *m, const struct tvec *t,
+                             struct eng_ws *ws)
+{
+    const struct eng_dims *d = &m->info.dims;
+    enum eng_kind k = m->info.kind;
+    int n = t->n;
+    double rtol = t->rtol, atol = t->atol;
+    const double *x = t->x, *y = t->y, *z = t->z, *yo = t->yo, *ld = t->ld, *xinv = t->xinv;
+    size_t nx = (size_t)n * d->x, ny = (size_t)n * (d->y ? d->y : 1), nz = (size_t)n * (d->z ? d->z : 1);
+    float *fx = ldr_alloc(L, sizeof(float) * (nx + 2 * ny + 2 * nz));
+    double *fld = ldr_alloc(L, sizeof(double) * (size_t)n);
+    if (!fx || !fld)
+        return ENG_ERR_NOMEM;
+    float *fy = fx + nx, *fz = fy + ny, *fyo = fz + nz, *fz_in = fyo + ny;
+    for (size_t i = 0; i < nx; i++)
+        fx[i] = (float)x[i];
+    if (y)
+        for (size_t i = 0; i < ny; i++)
+            fy[i] = (float)y[i];
+    char err[ENG_ERR_LEN];
+    enum eng_status st = eng_forward(m, ws, n, fx, y ? fy : NULL, y ? n : 0, fz, fyo, fld, err);
+    if (st != ENG_OK)
+        return ldr_fail(L, ENG_ERR_TESTVEC, "forward on the test inputs failed: %s", err);
+    if (z && (st = compare(L, "z", fz, NULL, z, n, d->z, rtol, atol)) != ENG_OK)
+        return st;
+    if (yo && (st = compare(L, "y_out", fyo, NULL, yo, n, d->y, rtol, atol)) != ENG_OK)
+        return st;
+    if (ld && (st = compare(L, "log_det", NULL, fld, ld, n, 1, rtol, atol * m->D)) != ENG_OK)
+        return st;
+    if (k == ENG_KIND_MLP)
+        return ENG_OK;
+    if (k == ENG_KIND_INN && !xinv)
+        return ENG_OK; /* [z, 0, y] inverts to x only when the pad outputs were 0 */
+    if (m->n_numeric && !m->cert.certified)
+        return ENG_OK; /* a residual block with L >= 1 may not converge: such a model loads,
+                          flagged not certified, and every inverse response says so */
+    for (size_t i = 0; i < nz; i++)
+        fz_in[i] = (float)z[i];
+    const float *yin = NULL;
+    if (k == ENG_KIND_CINN)
+        yin = fy;
+    if (k == ENG_KIND_INN) {
+        for (size_t i = 0; i < ny; i++)
+            fyo[i] = (float)yo[i];
+        yin = fyo;
+    }
+    st = eng_inverse(m, ws, n, fz_in, yin, yin ? n : 0, fx, NULL, NULL, NULL, err);
+    if (st != ENG_OK)
+        return ldr_fail(L, ENG_ERR_TESTVEC, "inverse on the test outputs failed: %s", err);
+    return compare(L, "inverse x", fx, NULL, xinv ? xinv : x, n, d->x, rtol, atol);
+}
+
+/* Keep float copies of the first rows' observation and ground truth in the model (what
+ * struct eng_info documents): cinn y / x, inn and mlp y_out / x, nothing for a flow. */
+static enum eng_status keep(struct ldr *L, struct eng_model *m, const struct tvec *t)
+{
+    const struct eng_dims *d = &m->info.dims;
+    const double *obs = m->info.kind == ENG_KIND_CINN ? t->y : t->yo;
+    if (m->info.kind == ENG_KIND_FLOW || !obs)
+        return ENG_OK;
+    int n = t->n < ENG_TEST_VECTORS_MAX ? t->n : ENG_TEST_VECTORS_MAX;
+    size_t ny = (size_t)n * d->y, nx = (size_t)n * d->x;
+    float *f = ldr_alloc(L, sizeof(float) * (ny + nx));
+    if (!f)
+        return ENG_ERR_NOMEM;
+    for (size_t i = 0; i < ny; i++)
+        f[i] = (float)obs[i];
+    for (size_t i = 0; i < nx; i++)
+        f[ny + i] = (float)t->x[i];
+    m->info.test_y = f;
+    m->info.test_x = f + ny;
+    m->info.n_test_vectors = n;
     return ENG_OK;
 }
 
@@ -70,46 +154,8 @@ enum eng_status model_self_test(struct ldr *L, struct eng_model *m, const cJSON 
     if (k == ENG_KIND_INN && (st = test_tensor(L, tj, "x_inv", false, n, d->x, &xinv)) != ENG_OK)
         return st;
 
-    size_t nx = (size_t)n * d->x, ny = (size_t)n * (d->y ? d->y : 1), nz = (size_t)n * (d->z ? d->z : 1);
-    float *fx = ldr_alloc(L, sizeof(float) * (nx + 2 * ny + 2 * nz));
-    double *fld = ldr_alloc(L, sizeof(double) * (size_t)n);
-    if (!fx || !fld)
-        return ENG_ERR_NOMEM;
-    float *fy = fx + nx, *fz = fy + ny, *fyo = fz + nz, *fz_in = fyo + ny;
-    for (size_t i = 0; i < nx; i++)
-        fx[i] = (float)x[i];
-    if (y)
-        for (size_t i = 0; i < ny; i++)
-            fy[i] = (float)y[i];
-    char err[ENG_ERR_LEN];
-    st = eng_forward(m, ws, n, fx, y ? fy : NULL, y ? n : 0, fz, fyo, fld, err);
-    if (st != ENG_OK)
-        return ldr_fail(L, ENG_ERR_TESTVEC, "forward on the test inputs failed: %s", err);
-    if (z && (st = compare(L, "z", fz, NULL, z, n, d->z, rtol, atol)) != ENG_OK)
+    struct tvec t = {n, rtol, atol, x, y, z, yo, ld, xinv};
+    if ((st = check(L, m, &t, ws)) != ENG_OK)
         return st;
-    if (yo && (st = compare(L, "y_out", fyo, NULL, yo, n, d->y, rtol, atol)) != ENG_OK)
-        return st;
-    if (ld && (st = compare(L, "log_det", NULL, fld, ld, n, 1, rtol, atol * m->D)) != ENG_OK)
-        return st;
-    if (k == ENG_KIND_MLP)
-        return ENG_OK;
-    if (k == ENG_KIND_INN && !xinv)
-        return ENG_OK; /* [z, 0, y] inverts to x only when the pad outputs were 0 */
-    if (m->n_numeric && !m->cert.certified)
-        return ENG_OK; /* a residual block with L >= 1 may not converge: such a model loads,
-                          flagged not certified, and every inverse response says so */
-    for (size_t i = 0; i < nz; i++)
-        fz_in[i] = (float)z[i];
-    const float *yin = NULL;
-    if (k == ENG_KIND_CINN)
-        yin = fy;
-    if (k == ENG_KIND_INN) {
-        for (size_t i = 0; i < ny; i++)
-            fyo[i] = (float)yo[i];
-        yin = fyo;
-    }
-    st = eng_inverse(m, ws, n, fz_in, yin, yin ? n : 0, fx, NULL, NULL, NULL, err);
-    if (st != ENG_OK)
-        return ldr_fail(L, ENG_ERR_TESTVEC, "inverse on the test outputs failed: %s", err);
-    return compare(L, "inverse x", fx, NULL, xinv ? xinv : x, n, d->x, rtol, atol);
+    return keep(L, m, &t);
 }

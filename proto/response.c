@@ -539,6 +539,20 @@ static void operations(struct proto_buf *b, enum eng_kind k)
     proto_buf_putc(b, ']');
 }
 
+/* n rows of w floats as a JSON array of arrays. */
+static void f32_rows(struct proto_buf *b, const float *v, int n, int w)
+{
+    proto_buf_putc(b, '[');
+    for (int i = 0; i < n; i++) {
+        if (i)
+            proto_buf_putc(b, ',');
+        proto_buf_putc(b, '[');
+        proto_buf_f32_list(b, v + (size_t)i * w, (size_t)w);
+        proto_buf_putc(b, ']');
+    }
+    proto_buf_putc(b, ']');
+}
+
 void proto_write_metadata(struct proto_buf *b, const struct proto_model_id *id,
                           const struct eng_info *info, const struct eng_certificate *cert,
                           double load_ms)
@@ -575,6 +589,13 @@ void proto_write_metadata(struct proto_buf *b, const struct proto_model_id *id,
         proto_buf_puts(b, eng_guarantee_str(cert->guarantee));
         proto_buf_puts(b, "\",\"certified\":");
         proto_buf_puts(b, cert->certified ? "true" : "false");
+        proto_buf_putc(b, '}');
+    }
+    if (info->n_test_vectors > 0 && info->test_y && info->test_x) {
+        proto_buf_puts(b, ",\"test_vectors\":{\"y\":");
+        f32_rows(b, info->test_y, info->n_test_vectors, info->dims.y);
+        proto_buf_puts(b, ",\"x\":");
+        f32_rows(b, info->test_x, info->n_test_vectors, info->dims.x);
         proto_buf_putc(b, '}');
     }
     proto_buf_puts(b, ",\"load_ms\":");

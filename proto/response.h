@@ -123,7 +123,9 @@ void proto_write_result_json(struct proto_buf *b, const struct proto_model_id *i
  * (sample: one list per observation), flat when nest == 0. */
 void proto_write_solver(struct proto_buf *b, const struct proto_result *r, int nest);
 
-/* GET /v1/models/{m}: metadata (blocks from info->blocks_json, certificate summary). */
+/* GET /v1/models/{m}: metadata (blocks from info->blocks_json, certificate summary, and
+ * "test_vectors": {"y": [[...]], "x": [[...]]} from info->test_y / test_x, omitted when
+ * info->n_test_vectors is 0). */
 void proto_write_metadata(struct proto_buf *b, const struct proto_model_id *id,
                           const struct eng_info *info, const struct eng_certificate *cert,
                           double load_ms);

@@ -571,6 +571,41 @@ START_TEST(inspect_json_is_the_daemons_metadata)
         versions[i] = "1";
     }
     inspect_matches_daemon(dir, files, 4, demo, versions);
+    /* the observations a user may pick: the first rows of the checkpoint's test vectors,
+     * float32 of the stored values (cinn tests.y, inn tests.y_out) with the x they came
+     * from; none for a flow */
+    static const char X[] =
+        "\"x\":[[-0.5776029,-0.18662544,-0.5304083,0.49975467],"
+        "[-0.22100624,-0.63777345,-0.31161228,-0.4332208],"
+        "[-0.32390678,0.7618158,0.16183028,1.008863],"
+        "[0.28393558,-0.6134407,0.035694234,0.1690087],"
+        "[0.03837971,-0.3166373,-0.63046235,-0.36347553],"
+        "[-0.0049911877,0.10514995,0.088594675,-0.41525504],"
+        "[0.2527973,-0.12133969,-0.38650563,-0.79759073],"
+        "[-0.17175092,0.74403715,-0.22420791,-0.4455015]]}";
+    static const char *const tv[4][2] = {
+        {"ik_cinn", "\"test_vectors\":{\"y\":[[1.4714462,0.5846646],[1.5136467,-1.273334],"
+                    "[0.8695683,-1.1705346],[2.116657,0.9720871],[1.8538189,0.15723597],"
+                    "[0.9307733,1.9634439],[1.3595682,0.2535547],[0.8268548,0.25797328]],"},
+        {"ik_inn", "\"test_vectors\":{\"y\":[[1.851779,-1.21704],[0.88005024,-1.9177127],"
+                   "[0.30730975,1.3511248],[1.7401212,-0.6741302],[1.0196146,-1.4918566],"
+                   "[1.961874,-0.075348064],[1.1909508,-0.99953604],[1.7940056,0.47423527]],"},
+        {"ik_mlp", "\"test_vectors\":{\"y\":[["},
+        {"iresnet_toy", NULL},
+    };
+    for (int i = 0; i < 4; i++) {
+        char file[400], want[1200];
+        snprintf(file, sizeof file, "%s/%s.safetensors", dir, tv[i][0]);
+        struct run r = RUN_NOURL(NULL, "inspect", "--json", file);
+        expect_status(&r, 0, file);
+        if (tv[i][1]) {
+            snprintf(want, sizeof want, "%s%s", tv[i][1], i < 2 ? X : "");
+            ck_assert_msg(strstr(r.out, want), "%s: no %s in %s", tv[i][0], want, r.out);
+        } else {
+            ck_assert_msg(!strstr(r.out, "test_vectors"), "%s: %s", tv[i][0], r.out);
+        }
+        run_free(&r);
+    }
     /* the versioned layout: NAME/VERSION/model.safetensors is NAME version VERSION */
     snprintf(dir, sizeof dir, "%s/versioned", TMP);
     static const char *const fx[] = {"rnvp", "glow_cond", "inn_ardizzone", "mlp"};

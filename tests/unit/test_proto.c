@@ -724,6 +724,34 @@ START_TEST(csv_and_npy_writers)
 }
 END_TEST
 
+START_TEST(metadata_test_vectors)
+{
+    /* the test vectors are written as rows after the certificate, omitted when none */
+    struct eng_info info = info_of(ENG_KIND_CINN);
+    float ty[4] = {0.5f, -1.25f, 3.0f, 0.1f};
+    float tx[8] = {1, 2, 3, 4, -0.5f, 0, 1e-3f, 7.75f};
+    struct proto_model_id id = {"m", "2", "abc"};
+    struct proto_buf b;
+    proto_buf_init(&b, 0);
+    proto_write_metadata(&b, &id, &info, NULL, 0.0);
+    char *s = proto_buf_take(&b, NULL);
+    ck_assert_ptr_null(strstr(s, "test_vectors"));
+    free(s);
+    info.n_test_vectors = 2;
+    info.test_y = ty;
+    info.test_x = tx;
+    proto_write_metadata(&b, &id, &info, NULL, 0.0);
+    s = proto_buf_take(&b, NULL);
+    ck_assert_ptr_nonnull(strstr(s, ",\"test_vectors\":{\"y\":[[0.5,-1.25],[3.0,0.1]],"
+                                    "\"x\":[[1.0,2.0,3.0,4.0],[-0.5,0.0,0.001,7.75]]},"
+                                    "\"load_ms\":0.0}\n"));
+    cJSON *j = cJSON_Parse(s);
+    ck_assert_ptr_nonnull(j);
+    cJSON_Delete(j);
+    free(s);
+}
+END_TEST
+
 START_TEST(json_result_writer)
 {
     struct eng_info info = info_of(ENG_KIND_INN);
@@ -1059,6 +1087,7 @@ Suite *make_suite(void)
     tcase_add_test(t, csv_and_npy_writers);
     tcase_add_test(t, answer_formats_are_checked_and_written);
     tcase_add_test(t, json_result_writer);
+    tcase_add_test(t, metadata_test_vectors);
     tcase_add_test(t, summary_statistics);
     tcase_add_test(t, media_types);
     tcase_add_test(t, route_matching);
