@@ -79,7 +79,8 @@ struct made {
 /* ---- scratch layout ------------------------------------------------------------------------ */
 
 /* Buffers per row: nctx start rows, the layer outputs (h0, then per block: h (ff) or
- * act(h), t, h (residual)), a temp of H, p (2D), z (D), softplus temp (D). */
+ * act(h), t, h (residual)), a temp and a staging row of H, p (2D), z (D), softplus temp
+ * (D). */
 static int n_bufs(const struct made *p)
 {
     return 1 + (p->residual ? 3 * p->nb : p->nb);
@@ -90,7 +91,7 @@ static size_t made_scratch(const struct blk *b, int rows)
     const struct made *p = b->priv;
     size_t r = (size_t)rows, H = (size_t)p->H, D = (size_t)p->D;
     return cpl_round(r * H * (size_t)p->nctx) + cpl_round(r * H * (size_t)n_bufs(p)) +
-           cpl_round(r * H) + cpl_round(r * 2 * D) + 2 * cpl_round(r * D);
+           2 * cpl_round(r * H) + cpl_round(r * 2 * D) + 2 * cpl_round(r * D);
 }
 
 struct ws {
@@ -99,6 +100,7 @@ struct ws {
     float *cst;             /* nctx x crow x H */
     float *buf;             /* n_bufs x n x H */
     float *tmp;             /* n x H */
+    float *stage;           /* n x H: activations of a column group */
     float *par;             /* n x 2D */
     float *z;               /* n x D */
     float *sp;              /* n x D */
@@ -112,6 +114,7 @@ static struct ws carve(const struct made *p, const struct blk_io *io)
     w.cst = s, s += cpl_round(r * H * (size_t)p->nctx);
     w.buf = s, s += cpl_round(r * H * (size_t)n_bufs(p));
     w.tmp = s, s += cpl_round(r * H);
+    w.stage = s, s += cpl_round(r * H);
     w.par = s, s += cpl_round(r * 2 * D);
     w.z = s, s += cpl_round(r * D);
     w.sp = s;
@@ -142,6 +145,26 @@ static void cond_starts(const struct made *p, const struct blk *b, const struct 
     }
 }
 
+/* dst[:, c0 .. c0+cols) = act(src[:, c0 .. c0+cols)) for the tile's rows (dst may be
+ * src): one call on the contiguous block when the columns span the rows, else through the
+ * staging buffer.  The same function per element either way, so the same bits. */
+static void act_cols(const struct kern *k, enum act_type act, const struct ws *w,
+                     const float *src, int lds, int c0, int cols, float *dst, int ldd)
+{
+    size_t n = (size_t)w->n, c = (size_t)cols;
+    if (cols == lds && cols == ldd) {
+        if (dst != src)
+            memcpy(dst, src, sizeof(float) * n * c);
+        k->act(act, 0, 0, dst, n * c);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        memcpy(w->stage + i * c, src + i * (size_t)lds + c0, sizeof(float) * c);
+    k->act(act, 0, 0, w->stage, n * c);
+    for (size_t i = 0; i < n; i++)
+        memcpy(dst + i * (size_t)ldd + c0, w->stage + i * c, sizeof(float) * c);
+}
+
 /* Y[:, c0 .. c0+cols) = act(start + A[:, 0..kk) W^T) for one Linear's rows c0.. (all of
  * them with the full packed weight, or one degree group with its packed prefix block). */
 static void run_lin(const struct made *p, const struct mlin *l, const struct blk_io *io,
@@ -150,8 +173,11 @@ static void run_lin(const struct made *p, const struct mlin *l, const struct blk
 {
     if (cols <= 0)
         return;
+    /* relu is fused into the product; other activations run afterwards on whole columns
+     * (act_cols), which vectorizes better than the kernel's per-row pass over a group */
     struct kern_gemm g = {.m = w->n, .n = cols, .k = kk, .a = a, .lda = lda, .b = wp,
-                          .bmode = KERN_B_PACKED, .y = y + c0, .ldy = ldy, .act = l->act};
+                          .bmode = KERN_B_PACKED, .y = y + c0, .ldy = ldy,
+                          .act = l->act == ACT_RELU ? ACT_RELU : ACT_NONE};
     if (l->ctx >= 0) {
         const float *cs = w->cst + (size_t)l->ctx * (size_t)w->crow * p->H + c0;
         if (w->crow == 1) {
@@ -166,6 +192,8 @@ static void run_lin(const struct made *p, const struct mlin *l, const struct blk
         g.init = l->b + c0;
     }
     io->k->gemm(&g);
+    if (l->act != ACT_RELU && l->act != ACT_NONE)
+        act_cols(io->k, l->act, w, y, ldy, c0, cols, y, ldy);
 }
 
 /* The hidden layers for columns [c0, c0 + cols) of every layer: all of them (g < 0, full
@@ -190,10 +218,7 @@ static void run_hidden(const struct made *p, const struct blk_io *io, struct ws 
         }
         float *h = bufp(p, w, 3 * j), *a = bufp(p, w, 3 * j + 1), *t = bufp(p, w, 3 * j + 2),
               *h2 = bufp(p, w, 3 * j + 3);
-        for (int i = 0; i < n; i++) {
-            memcpy(a + (size_t)i * H + c0, h + (size_t)i * H + c0, sizeof(float) * (size_t)cols);
-            io->k->act(p->act, 0, 0, a + (size_t)i * H + c0, (size_t)cols);
-        }
+        act_cols(io->k, p->act, w, h, H, c0, cols, a, H);
         const struct mlin *l1 = &p->lin[2 * j], *l2 = &p->lin[2 * j + 1];
         run_lin(p, l1, io, w, c0, cols, kk, g < 0 ? l1->wp : l1->gp[g], a, H, t, H);
         run_lin(p, l2, io, w, c0, cols, kk, g < 0 ? l2->wp : l2->gp[g], t, H, w->tmp, H);
