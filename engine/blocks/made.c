@@ -158,11 +158,14 @@ static void act_cols(const struct kern *k, enum act_type act, const struct ws *w
         k->act(act, 0, 0, dst, n * c);
         return;
     }
+    float *st = w->stage;
     for (size_t i = 0; i < n; i++)
-        memcpy(w->stage + i * c, src + i * (size_t)lds + c0, sizeof(float) * c);
-    k->act(act, 0, 0, w->stage, n * c);
+        for (size_t j = 0; j < c; j++)
+            st[i * c + j] = src[i * (size_t)lds + (size_t)c0 + j];
+    k->act(act, 0, 0, st, n * c);
     for (size_t i = 0; i < n; i++)
-        memcpy(dst + i * (size_t)ldd + c0, w->stage + i * c, sizeof(float) * c);
+        for (size_t j = 0; j < c; j++)
+            dst[i * (size_t)ldd + (size_t)c0 + j] = st[i * c + j];
 }
 
 /* Y[:, c0 .. c0+cols) = act(start + A[:, 0..kk) W^T) for one Linear's rows c0.. (all of
@@ -184,8 +187,8 @@ static void run_lin(const struct made *p, const struct mlin *l, const struct blk
             g.init = cs;
         } else {
             for (int i = 0; i < w->n; i++)
-                memcpy(y + (size_t)i * ldy + c0, cs + (size_t)i * p->H,
-                       sizeof(float) * (size_t)cols);
+                for (int j = 0; j < cols; j++)
+                    y[(size_t)i * ldy + c0 + j] = cs[(size_t)i * p->H + j];
             g.accumulate = true;
         }
     } else {
@@ -234,7 +237,7 @@ static float *last_hidden(const struct made *p, const struct ws *w)
 }
 
 /* MAF forward: one pass, z = scale x + shift. */
-static void maf_forward(const struct blk *b, struct blk_io *io)
+KERN_FMA_CLONES static void maf_forward(const struct blk *b, struct blk_io *io)
 {
     const struct made *p = b->priv;
     const int D = p->D, n = io->n;
@@ -260,7 +263,7 @@ static void maf_forward(const struct blk *b, struct blk_io *io)
 }
 
 /* MAF inverse: D passes; pass k computes the hidden units of degree k and feature k. */
-static void maf_inverse(const struct blk *b, struct blk_io *io)
+KERN_FMA_CLONES static void maf_inverse(const struct blk *b, struct blk_io *io)
 {
     const struct made *p = b->priv;
     const int D = p->D, n = io->n;
