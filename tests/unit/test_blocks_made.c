@@ -2,7 +2,7 @@
  * test_blocks_made.c — MaskedAffineAutoregressive (nflows MAF / IAF with its MADE) beyond
  * the golden parity fixtures: round trip and finite-difference log-det for every variant
  * (d = 1, 2, 3, 5; feed-forward and residual MADE; with and without a condition; MAF and
- * IAF); the autoregressive structure (output k does not move when a later input does, bit
+ * IAF; a hidden width below d - 1, so some degrees have no unit); the autoregressive structure (output k does not move when a later input does, bit
  * for bit); stored masks that differ from the degrees' masks refused naming the tensor;
  * manifests whose context layers do not match the condition refused; and the nflows
  * fixtures giving the same bytes on every kernel path, for any split of a sample and for a
@@ -133,6 +133,7 @@ static const struct spec variants[] = {
     {3, 9, 2, 2, false, true, "tanh"},  {3, 9, 0, 0, false, false, "relu"},
     {5, 50, 3, 2, false, false, "tanh"}, {5, 13, 2, 2, true, false, "relu"},
     {5, 11, 0, 1, true, true, "relu"},
+    {5, 3, 2, 2, false, false, "tanh"}, /* H < d - 1: degree 4 has no hidden unit */
 };
 enum { N_VARIANTS = sizeof(variants) / sizeof(variants[0]) };
 
