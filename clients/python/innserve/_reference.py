@@ -229,6 +229,57 @@ def blk_condaffine(S, b, x, c, rev):
     return x * torch.exp(s) + t, s.sum(1)
 
 
+def _made(S, m, x, c):
+    """nflows' MADE (docs/checkpoint-format.md, MaskedAffineAutoregressive): feed-forward or
+    residual, with its context layers; masked weights are weight * mask."""
+    act = torch.tanh if m["activation"] == "tanh" else F.relu
+
+    def lin(L, u, masked=True):
+        W = S.T(L["weight"])
+        if masked:
+            W = W * S.T(L["mask"])
+        u = u @ W.T
+        if L.get("bias"):
+            u = u + S.T(L["bias"]).reshape(-1)
+        return u
+
+    h = lin(m["initial"], x)
+    if c is not None and m.get("context"):
+        h = h + act(lin(m["context"], c, False))
+    if not m["residual"]:
+        h = act(h)
+        for blk in m["blocks"]:
+            h = act(lin(blk["linear"], h))
+    else:
+        for blk in m["blocks"]:
+            t = lin(blk["linear0"], act(h))
+            if c is not None and blk.get("context"):
+                t = t + lin(blk["context"], c, False)
+            h = h + lin(blk["linear1"], act(t))
+    return lin(m["final"], h)
+
+
+def _maf_params(S, b, x, c):
+    p = _made(S, b["made"], x, c)
+    u, shift = p[:, 0::2], p[:, 1::2]
+    scale = F.softplus(u) + b.get("scale", {}).get("min_scale", 1e-3)
+    return scale, shift
+
+
+def blk_maf(S, b, x, c, rev):
+    """nflows' MaskedAffineAutoregressiveTransform: z = scale(x) x + shift(x), one pass; its
+    inverse in d passes from 0.  "inverse": true swaps the directions (IAF)."""
+    density = rev == bool(b.get("inverse", False))
+    if density:
+        scale, shift = _maf_params(S, b, x, c)
+        return scale * x + shift, torch.log(scale).sum(1)
+    out = torch.zeros_like(x)
+    for _ in range(x.shape[1]):
+        scale, shift = _maf_params(S, b, out, c)
+        out = (x - shift) / scale
+    return out, -torch.log(scale).sum(1)
+
+
 def _rqs_knots(b, raw, l):
     n = raw.shape[0]
     K = b.get("bins", 10)
@@ -440,6 +491,7 @@ BLOCKS = {
     "InvertibleSigmoid": blk_sigmoid,
     "InvertibleDense": blk_dense,
     "IResNetBlock": blk_iresnet,
+    "MaskedAffineAutoregressive": blk_maf,
 }
 
 
