@@ -44,6 +44,8 @@ from ._version import __version__
 
 F64 = torch.float64
 ExportError = _ex.ExportError
+_SUPPORTED = ("PointwiseAffineTransform", "MaskedAffineAutoregressiveTransform",
+              "RandomPermutation", "ReversePermutation", "Permutation")
 
 
 def _cls(obj):
@@ -298,6 +300,12 @@ def export_sbi(obj, path, *, low=None, high=None, x_names=None, y_names=None,
     dist = getattr(flow, "_distribution", None)
     if _cls(dist) != "StandardNormal":
         _refuse("base distribution", dist)
+    # refuse what is not supported first, naming the module (an NSF's spline, LU layers)
+    tr = flow._transform
+    for i, t in enumerate(list(tr._transforms) if _cls(tr) == "CompositeTransform" else [tr]):
+        inner = t._transform if _cls(t) == "InverseTransform" else t
+        if _cls(inner) not in _SUPPORTED:
+            _refuse("_transform._transforms.%d (%s)" % (i, _cls(t)), inner)
     # widths from the first MADE (or a permutation) and the embedding
     dx = None
     for t in flow._transform.modules():

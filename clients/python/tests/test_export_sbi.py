@@ -110,6 +110,27 @@ class ServedSbiPosterior(unittest.TestCase):
                                    -math.log(acc["accepted"][0] / acc["drawn"][0]), places=12)
 
 
+class PythonClient(unittest.TestCase):
+    def test_minus_inf_and_options(self):
+        from innserve import Client
+        c = Client(D.url, timeout=30)
+        case = EXP["sbi_maf"]["log_prob"][0]
+        lp = [float(v) for v in c.log_prob("sbi_maf", case["x"], case["y"])]
+        for g, w in zip(lp, case["log_prob"]):
+            if w is None:
+                self.assertEqual(g, float("-inf"))
+            else:
+                self.assertLessEqual(abs(g - w), 1e-5 * abs(w))
+        lc = [float(v) for v in c.log_prob("sbi_maf", case["x"], case["y"],
+                                           leakage_correction=True, leakage_samples=500, seed=4)]
+        self.assertGreater(lc[0], lp[0])   # divided by a mass below 1
+        r = c.sample("sbi_maf", case["y"], num_samples=50, seed=1, outputs=["samples", "log_prob"],
+                     reject_outside_prior=False)
+        self.assertNotIn("acceptance", r)
+        r = c.sample("sbi_maf", case["y"], num_samples=50, seed=1)
+        self.assertIn("acceptance", r)
+
+
 class Refusals(unittest.TestCase):
     def _raises(self, obj, needle, **kw):
         with self.assertRaises(ExportError) as cm:
