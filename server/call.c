@@ -48,6 +48,7 @@ struct srv_call *srv_call_new(struct srv_ctx *ctx, struct srv_version *ver,
     c->v2 = v2;
     srv_response_init(&c->resp);
     c->job.done = call_done;
+    c->leak_unit0 = -1;
     c->job.expired = call_expired;
 
     const struct eng_info *info = ver->info;
@@ -85,6 +86,23 @@ struct srv_call *srv_call_new(struct srv_ctx *ctx, struct srv_version *ver,
         }
         ok = ok && (c->units = srv_plan_rows(n, W, &c->job.n_units)) != NULL;
         c->job.unit = srv_unit_rows;
+        if (ok && q->leakage) {
+            /* one more unit per y row (one for a flow or a broadcast y): its acceptance */
+            int ne = q->y.rows ? q->y.rows : 1, nu = c->job.n_units;
+            struct srv_unit *u = realloc(c->units, sizeof *u * (size_t)(nu + ne));
+            ok = u != NULL;
+            if (ok) {
+                c->units = u;
+                for (int k = 0; k < ne; k++)
+                    u[nu + k] = (struct srv_unit){k, 0, (int)q->leakage_samples};
+                c->leak_unit0 = nu;
+                c->job.n_units = nu + ne;
+                r->n_accept = ne;
+                r->seed = q->seed;
+                ok = (r->drawn = calloc((size_t)ne, sizeof(uint64_t))) &&
+                     (r->accepted = calloc((size_t)ne, sizeof(uint64_t)));
+            }
+        }
         break;
     }
     case PROTO_OP_SAMPLE: {
@@ -105,15 +123,29 @@ struct srv_call *srv_call_new(struct srv_ctx *ctx, struct srv_version *ver,
             r->has_solver = true;
             r->solver_rows = tot;
         }
-        ok = ok && (c->units = srv_plan_samples_tiles(n_obs, N, W, q->async
-                                                      ? SRV_PLAN_JOB_SAMPLE_TILES
-                                                      : SRV_PLAN_MAX_SAMPLE_TILES,
-                                                      &c->job.n_units)) != NULL;
+        bool reject = q->reject && info->prior_low;
+        if (reject) {
+            /* one unit per observation: its samples are the first num_samples candidates
+             * inside the prior box, which no cut of the sample indices can find */
+            r->n_accept = n_obs;
+            ok = ok && (r->drawn = calloc((size_t)n_obs, sizeof(uint64_t))) &&
+                 (r->accepted = calloc((size_t)n_obs, sizeof(uint64_t))) &&
+                 (c->units = malloc(sizeof *c->units * (size_t)n_obs));
+            for (int o = 0; ok && o < n_obs; o++)
+                c->units[o] = (struct srv_unit){o, 0, (int)N};
+            c->job.n_units = n_obs;
+        } else {
+            ok = ok && (c->units = srv_plan_samples_tiles(n_obs, N, W, q->async
+                                                          ? SRV_PLAN_JOB_SAMPLE_TILES
+                                                          : SRV_PLAN_MAX_SAMPLE_TILES,
+                                                          &c->job.n_units)) != NULL;
+        }
         c->job.unit = srv_unit_sample;
         /* at most one tile of samples in all, with batching on: one unit that the pool
-         * may compute together with other such calls (srv_batch_samples); never a job's */
+         * may compute together with other such calls (srv_batch_samples); never a job's,
+         * never one that rejects */
         if (ok && tot >= 1 && tot <= ENG_TILE_ROWS && srv_pool_batching(ctx->pool) &&
-            !q->async) {
+            !q->async && !reject) {
             c->n_plan = c->job.n_units;
             c->job.n_units = 1;
             c->job.unit = srv_unit_sample_all;
@@ -310,6 +342,26 @@ static void build(struct srv_call *c, struct srv_response *out)
         for (long i = 0; i < r->solver_rows; i++)
             bad += !r->converged[i];
         out->unconverged = bad;
+    }
+    if (r->op == PROTO_OP_LOG_PROB && r->drawn) {
+        /* leakage correction: log q - log(accepted / drawn) of the row's y */
+        for (int k = 0; k < r->n_accept; k++) {
+            if (r->accepted[k] == 0) {
+                struct proto_error e;
+                proto_errorf(&e, PROTO_E_REJECTION, "leakage_correction: y row %d: none of "
+                             "%llu candidates fell inside the prior box, so the posterior "
+                             "mass inside it cannot be estimated; check the observation, or "
+                             "ask without leakage_correction", k,
+                             (unsigned long long)r->drawn[k]);
+                srv_response_error(out, c->ctx, &e);
+                return;
+            }
+        }
+        for (int i = 0; i < r->n; i++) {
+            int k = r->n_accept == 1 ? 0 : i;
+            if (isfinite(r->log_prob[i]))
+                r->log_prob[i] -= log((double)r->accepted[k] / (double)r->drawn[k]);
+        }
     }
     if (r->op == PROTO_OP_SAMPLE) {
         long N = r->num_samples;

@@ -53,9 +53,53 @@ static void stats_at(struct srv_call *c, long off, struct eng_solver_stats *s)
     s->certified = true;
 }
 
+static void fail_code(struct srv_call *c, int idx, enum proto_code code, const char *msg)
+{
+    pthread_mutex_lock(&c->err_mu);
+    if (c->err_unit < 0 || idx < c->err_unit) {
+        c->err_unit = idx;
+        proto_errorf(&c->err, code, "%s", msg);
+    }
+    if (idx < atomic_load(&c->job.skip_after))
+        atomic_store(&c->job.skip_after, idx);
+    pthread_mutex_unlock(&c->err_mu);
+}
+
+/* The most candidates one observation may draw to get `want` inside the prior box. */
+static uint64_t max_draws(long want)
+{
+    uint64_t m = (uint64_t)want * PROTO_PRIOR_DRAWS_PER_SAMPLE;
+    return m > PROTO_PRIOR_MIN_DRAWS ? m : PROTO_PRIOR_MIN_DRAWS;
+}
+
+/* log_prob with leakage_correction: the acceptance of y row k (unit leak_unit0 + k). */
+static void leakage_unit(struct srv_call *c, int idx, struct eng_ws *ws)
+{
+    const struct srv_unit *u = &c->units[idx];
+    int k = u->obs;
+    const struct proto_matrix *y = &c->req.y;
+    const float *yk = y->rows ? y->data + (size_t)k * y->cols : NULL;
+    struct eng_accept acc;
+    char err[ENG_ERR_LEN] = "";
+    enum eng_status st = eng_prior_acceptance(c->ver->model, ws, yk, c->req.seed, (uint32_t)k,
+                                              u->count, max_draws(u->count), NULL, &acc, err);
+    if (st != ENG_OK) {
+        char msg[ENG_ERR_LEN + 64];
+        snprintf(msg, sizeof msg, "leakage_correction: y row %d: %s", k, err);
+        fail(c, idx, st, msg);
+        return;
+    }
+    c->res.drawn[k] = acc.drawn;
+    c->res.accepted[k] = acc.accepted;
+}
+
 void srv_unit_rows(struct srv_job *j, int idx, struct eng_ws *ws)
 {
     struct srv_call *c = (struct srv_call *)j;
+    if (c->leak_unit0 >= 0 && idx >= c->leak_unit0) {
+        leakage_unit(c, idx, ws);
+        return;
+    }
     const struct eng_model *m = c->ver->model;
     const struct eng_dims *d = &c->ver->info->dims;
     struct proto_result *r = &c->res;
@@ -283,10 +327,38 @@ static bool sample_unit(struct srv_call *c, int idx, struct eng_ws *ws)
         stats_at(c, (long)off, &s);
         sp = &s;
     }
-    enum eng_status st = eng_sample(m, ws, y, c->req.seed, (uint32_t)u->obs, (uint64_t)u->first,
-                                    u->count, c->req.temperature, x,
-                                    r->sample_lp ? r->sample_lp + off : NULL, &c->req.solver, sp,
-                                    err);
+    enum eng_status st;
+    if (r->drawn) {
+        /* rejection outside the prior box: the unit is the whole observation */
+        struct eng_accept acc;
+        uint64_t cap = max_draws(u->count);
+        st = eng_sample_prior(m, ws, y, c->req.seed, (uint32_t)u->obs, u->count,
+                              c->req.temperature, cap, x,
+                              r->sample_lp ? r->sample_lp + off : NULL, &c->req.solver, sp,
+                              &acc, err);
+        if (st == ENG_OK) {
+            r->drawn[u->obs] = acc.drawn;
+            r->accepted[u->obs] = acc.accepted;
+        }
+        if (st == ENG_OK && acc.accepted < (uint64_t)u->count) {
+            char msg[ENG_ERR_LEN];
+            snprintf(msg, sizeof msg, "observation %d: only %llu of %d samples fell inside the "
+                     "prior box in %llu candidates (acceptance %.3g; the limit is %d candidates "
+                     "per sample, at least %d): the posterior puts almost no mass inside the "
+                     "prior for this observation. Check the observation, ask for fewer "
+                     "samples, or send \"reject_outside_prior\": false for samples that may "
+                     "lie outside the prior", u->obs, (unsigned long long)acc.accepted,
+                     u->count, (unsigned long long)acc.drawn,
+                     (double)acc.accepted / (double)acc.drawn, PROTO_PRIOR_DRAWS_PER_SAMPLE,
+                     PROTO_PRIOR_MIN_DRAWS);
+            fail_code(c, idx, PROTO_E_REJECTION, msg);
+            return false;
+        }
+    } else {
+        st = eng_sample(m, ws, y, c->req.seed, (uint32_t)u->obs, (uint64_t)u->first, u->count,
+                        c->req.temperature, x, r->sample_lp ? r->sample_lp + off : NULL,
+                        &c->req.solver, sp, err);
+    }
     if (st == ENG_OK && c->sq)
         st = resimulate(c, u, ws, err);
     if (st != ENG_OK)
