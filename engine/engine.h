@@ -97,6 +97,11 @@ struct eng_info {
     int n_test_vectors;
     const float *test_y;
     const float *test_x;
+    /* The prior's support (manifest "prior", type "box"): dims.x finite lower and upper
+     * bounds in physical units with low < high, the closed box low <= x <= high; both NULL
+     * when the model has no prior.  Owned by the model, borrowed like the rest. */
+    const float *prior_low;
+    const float *prior_high;
 };
 
 /* Load and fully validate a checkpoint, then run its embedded test vectors.
@@ -200,7 +205,8 @@ ENG_WARN_UNUSED enum eng_status eng_inverse(const struct eng_model *m, struct en
 
 /* log-density of x in physical units: flow log p(x); cinn log q(x|y); inn the
  * maximum-likelihood density of docs/checkpoint-format.md.  y may be one row broadcast.
- * mlp: ENG_ERR_UNSUPPORTED. */
+ * A model with a prior box gives -INFINITY for rows outside it (sbi's masked posterior
+ * density, not renormalized: see eng_prior_acceptance).  mlp: ENG_ERR_UNSUPPORTED. */
 ENG_WARN_UNUSED enum eng_status eng_log_prob(const struct eng_model *m, struct eng_ws *ws, int n,
                                              const float *x, const float *y, int y_rows,
                                              double *log_prob, char err[ENG_ERR_LEN]);
@@ -211,7 +217,8 @@ ENG_WARN_UNUSED enum eng_status eng_log_prob(const struct eng_model *m, struct e
  * multiples of ENG_TILE_ROWS of the sample index, so splitting [0, N) into calls at
  * multiples of ENG_TILE_ROWS (as the server does) gives bit-identical samples.
  * x_out: count x dims.x.  log_prob (count, may be NULL): the model density log q(x|y) of
- * each sample (untempered). */
+ * each sample (untempered; -INFINITY outside a prior box, as eng_log_prob).  No rejection:
+ * see eng_sample_prior. */
 ENG_WARN_UNUSED enum eng_status eng_sample(const struct eng_model *m, struct eng_ws *ws,
                                            const float *y, uint64_t seed, uint32_t obs,
                                            uint64_t first, int count, float temperature,
@@ -241,6 +248,47 @@ ENG_WARN_UNUSED enum eng_status eng_sample_rows(const struct eng_model *m, struc
                                                 const struct eng_solver_opts *opts,
                                                 struct eng_solver_stats *stats,
                                                 char err[ENG_ERR_LEN]);
+
+/* Counts of a rejection run (eng_sample_prior, eng_prior_acceptance). */
+struct eng_accept {
+    uint64_t drawn;    /* candidates examined: sample indices 0 .. drawn - 1, the last one
+                          being the last accepted (or the max_draws-th); so it depends on
+                          (seed, obs, count) only, not on how candidates were batched */
+    uint64_t accepted; /* of them inside the prior box */
+};
+
+/* Posterior samples restricted to the prior box (sbi's reject_outside_prior): candidates
+ * are the samples eng_sample draws for indices 0, 1, 2, ... of observation `obs` under
+ * `seed`, and the first `count` that lie in the closed box low <= x <= high (every
+ * dimension) are kept, in index order, into x_out (count x dims.x), log_prob (count, may
+ * be NULL) and stats rows (may be NULL).  So the result depends only on (seed, obs,
+ * count), never on how candidates are grouped.  Drawing stops after max_draws candidates
+ * (>= 1): then acc->accepted < count and only the first acc->accepted rows are written,
+ * with ENG_OK (the caller decides what a short run means).  A model without a prior
+ * accepts every candidate (eng_sample's samples 0 .. count - 1).  Allocates nothing after
+ * eng_ws_reserve; reads the cancel flag before each batch of candidates. */
+ENG_WARN_UNUSED enum eng_status eng_sample_prior(const struct eng_model *m, struct eng_ws *ws,
+                                                 const float *y, uint64_t seed, uint32_t obs,
+                                                 int count, float temperature,
+                                                 uint64_t max_draws, float *x_out,
+                                                 double *log_prob,
+                                                 const struct eng_solver_opts *opts,
+                                                 struct eng_solver_stats *stats,
+                                                 struct eng_accept *acc,
+                                                 char err[ENG_ERR_LEN]);
+
+/* sbi's leakage estimate: candidates drawn as eng_sample_prior draws them (temperature 1)
+ * until `count` lie in the prior box or max_draws were drawn; acc says how many of each,
+ * and accepted / drawn estimates the posterior mass inside the box (sbi's
+ * leakage_correction with num_rejection_samples = count).  Nothing is kept.  A model
+ * without a prior: acc->drawn = acc->accepted = count without drawing. */
+ENG_WARN_UNUSED enum eng_status eng_prior_acceptance(const struct eng_model *m,
+                                                     struct eng_ws *ws, const float *y,
+                                                     uint64_t seed, uint32_t obs, int count,
+                                                     uint64_t max_draws,
+                                                     const struct eng_solver_opts *opts,
+                                                     struct eng_accept *acc,
+                                                     char err[ENG_ERR_LEN]);
 
 /* Re-simulation error of n points x (n x dims.x) against one observation y (dims.y values):
  * sq_err[i] = sum_k (f(x_i)_k - y_k)^2 in double, where f(x_i) is the y that eng_forward

@@ -85,6 +85,59 @@ static enum eng_status load_std(struct ldr *L, const cJSON *sj, const char *whic
     return st;
 }
 
+/* The prior's box: {"type": "box", "low": [n numbers], "high": [n numbers]}, finite,
+ * within float32, low < high per dimension. */
+static enum eng_status load_prior(struct ldr *L, struct eng_model *m, const cJSON *pj, int n)
+{
+    if (!cJSON_IsObject(pj))
+        return ldr_fail(L, ENG_ERR_MANIFEST, "field 'prior' must be an object "
+                        "{\"type\": \"box\", \"low\": [...], \"high\": [...]}");
+    size_t mark = ldr_push(L, "prior");
+    enum eng_status st = ENG_OK;
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(pj, "type");
+    if (!cJSON_IsString(t) || strcmp(t->valuestring, "box") != 0)
+        st = ldr_fail(L, ENG_ERR_MANIFEST, "field 'type' must be \"box\" (the only prior "
+                      "this engine knows)");
+    for (const cJSON *f = pj->child; st == ENG_OK && f; f = f->next)
+        if (strcmp(f->string, "type") && strcmp(f->string, "low") && strcmp(f->string, "high"))
+            st = ldr_fail(L, ENG_ERR_MANIFEST, "unknown field '%.64s' (a box prior has type, "
+                          "low, high)", f->string);
+    static const char *const side[2] = {"low", "high"};
+    float *v[2] = {NULL, NULL};
+    for (int k = 0; st == ENG_OK && k < 2; k++) {
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(pj, side[k]);
+        if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) != n) {
+            st = ldr_fail(L, ENG_ERR_MANIFEST, "field '%s' must be a list of %d numbers "
+                          "(dims.x)", side[k], n);
+            break;
+        }
+        if (!(v[k] = ldr_alloc(L, sizeof(float) * (size_t)n))) {
+            st = ldr_fail(L, ENG_ERR_NOMEM, "out of memory");
+            break;
+        }
+        int i = 0;
+        for (const cJSON *e = a->child; e; e = e->next, i++) {
+            if (!cJSON_IsNumber(e) || !isfinite(e->valuedouble) ||
+                fabs(e->valuedouble) > 3.4028234663852886e38) {
+                st = ldr_fail(L, ENG_ERR_MANIFEST, "%s[%d] must be a finite number within "
+                              "float32", side[k], i);
+                break;
+            }
+            v[k][i] = (float)e->valuedouble;
+        }
+    }
+    for (int i = 0; st == ENG_OK && i < n; i++)
+        if (!(v[0][i] < v[1][i]))
+            st = ldr_fail(L, ENG_ERR_MANIFEST, "low[%d] = %.9g must be below high[%d] = %.9g",
+                          i, (double)v[0][i], i, (double)v[1][i]);
+    ldr_pop(L, mark);
+    if (st == ENG_OK) {
+        m->info.prior_low = v[0];
+        m->info.prior_high = v[1];
+    }
+    return st;
+}
+
 static enum eng_status load_names(struct ldr *L, const cJSON *names, const char *which, int n,
                                   const char ***out)
 {
@@ -316,6 +369,15 @@ static enum eng_status build(struct ldr *L, struct eng_model *m, const cJSON *ro
     if (sj && y > 0 && (st = load_std(L, sj, "y", (int)y, &m->sy)) != ENG_OK)
         return st;
 
+    const cJSON *pj = cJSON_GetObjectItemCaseSensitive(root, "prior");
+    if (pj && !cJSON_IsNull(pj)) {
+        if (kind == ENG_KIND_MLP)
+            return ldr_fail(L, ENG_ERR_MANIFEST, "field 'prior' is for models that sample "
+                            "(flow, cinn, inn), not an mlp");
+        if ((st = load_prior(L, m, pj, (int)x)) != ENG_OK)
+            return st;
+    }
+
     /* conditions (cinn) */
     const cJSON *cj = cJSON_GetObjectItemCaseSensitive(root, "conditions");
     if (kind == ENG_KIND_CINN) {
@@ -423,8 +485,10 @@ static enum eng_status build(struct ldr *L, struct eng_model *m, const cJSON *ro
 
     const size_t T = ENG_TILE_ROWS;
     m->ws_floats = T * (size_t)m->D + T * (size_t)(y ? y : 1) +
-                   T * (size_t)(m->cond_total ? m->cond_total : 1) + m->blk_scratch + 64;
-    m->ws_doubles = 2 * T + (m->n_numeric ? T * (size_t)m->D : 0);
+                   T * (size_t)(m->cond_total ? m->cond_total : 1) + m->blk_scratch + 64 +
+                   (m->info.prior_low ? T * (size_t)x : 0);
+    m->ws_doubles = 2 * T + (m->n_numeric ? T * (size_t)m->D : 0) +
+                    (m->info.prior_low ? T : 0);
 
     /* tests */
     const cJSON *tj = cJSON_GetObjectItemCaseSensitive(root, "tests");

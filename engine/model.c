@@ -550,6 +550,28 @@ enum eng_status eng_inverse(const struct eng_model *m, struct eng_ws *ws, int n,
     return ENG_OK;
 }
 
+/* Row i of x (rows x dims.x) lies in the model's prior box (closed; true without one). */
+static bool in_box(const struct eng_model *m, const float *xi)
+{
+    const float *lo = m->info.prior_low, *hi = m->info.prior_high;
+    if (!lo)
+        return true;
+    for (int j = 0; j < m->info.dims.x; j++)
+        if (!(xi[j] >= lo[j] && xi[j] <= hi[j]))
+            return false;
+    return true;
+}
+
+/* -INFINITY for the rows of x outside the prior box (sbi's within_support mask). */
+static void mask_support(const struct eng_model *m, int rows, const float *x, double *lp)
+{
+    if (!m->info.prior_low || !lp)
+        return;
+    for (int i = 0; i < rows; i++)
+        if (!in_box(m, x + (size_t)i * m->info.dims.x))
+            lp[i] = -INFINITY;
+}
+
 enum eng_status eng_log_prob(const struct eng_model *m, struct eng_ws *ws, int n, const float *x,
                              const float *y, int y_rows, double *log_prob, char err[ENG_ERR_LEN])
 {
@@ -574,6 +596,7 @@ enum eng_status eng_log_prob(const struct eng_model *m, struct eng_ws *ws, int n
         for (int i = 0; i < rows; i++)
             if (isnan(log_prob[r0 + i]))
                 return eng_errf(err, ENG_ERR_NUMERIC, "row %d: log_prob is not a number", r0 + i);
+        mask_support(m, rows, x + (size_t)r0 * d->x, log_prob + r0);
     }
     return ENG_OK;
 }
@@ -646,6 +669,7 @@ static enum eng_status sample_tile(const struct eng_model *m, struct tile *t, in
         fwd_tile(m, t, rows, xo, y, ybcast);
         density_tile(m, t, rows, y, ybcast, lp);
     }
+    mask_support(m, rows, xo, lp);
     return ENG_OK;
 }
 
@@ -724,4 +748,138 @@ enum eng_status eng_sample_rows(const struct eng_model *m, struct eng_ws *ws, in
             return st;
     }
     return ENG_OK;
+}
+
+/* ---- rejection against the prior box ------------------------------------------------- */
+
+/* Candidates per batch: enough to finish at the acceptance seen so far (with a margin),
+ * at least 32, at most one tile and at most what max_draws leaves.  Only the amount of
+ * work depends on it: every candidate is computed as it would be alone. */
+static int batch_rows(uint64_t need, const struct eng_accept *a, uint64_t max_draws)
+{
+    uint64_t want;
+    if (a->accepted == 0)
+        want = a->drawn ? ENG_TILE_ROWS : need;
+    else
+        want = need * a->drawn / a->accepted + need / 4 + 1;
+    if (want < 32)
+        want = 32;
+    if (want > ENG_TILE_ROWS)
+        want = ENG_TILE_ROWS;
+    if (want > max_draws - a->drawn)
+        want = max_draws - a->drawn;
+    return (int)want;
+}
+
+/* The loop shared by eng_sample_prior (x_out given: accepted rows kept) and
+ * eng_prior_acceptance (x_out NULL: counted only).  Candidates go through the
+ * workspace's prior scratch (one tile of x and of densities, sized at load when the model
+ * has a prior). */
+static enum eng_status reject_loop(const struct eng_model *m, struct eng_ws *ws,
+                                   const float *y, uint64_t seed, uint32_t obs, int count,
+                                   float temperature, uint64_t max_draws, float *x_out,
+                                   double *log_prob, const struct eng_solver_opts *opts,
+                                   struct eng_solver_stats *stats, struct eng_accept *acc,
+                                   char *err)
+{
+    const int dx = m->info.dims.x;
+    struct tile t = carve(m, ws);
+    float *cx = ws->f + (m->ws_floats - (size_t)ENG_TILE_ROWS * (size_t)dx);
+    double *clp = ws->d + (m->ws_doubles - ENG_TILE_ROWS);
+    struct eng_sample_draw dr[ENG_TILE_ROWS];
+    int it[ENG_TILE_ROWS];
+    double res[ENG_TILE_ROWS], bound[ENG_TILE_ROWS];
+    bool conv[ENG_TILE_ROWS];
+    struct eng_solver_stats cs = {it, res, bound, conv, true};
+    bool want_stats = stats && x_out && m->n_numeric > 0;
+    while (acc->accepted < (uint64_t)count && acc->drawn < max_draws) {
+        if (ws_cancelled(ws))
+            return eng_errf(err, ENG_ERR_CANCELLED, "cancelled after %llu of %d samples "
+                            "(%llu candidates drawn)", (unsigned long long)acc->accepted,
+                            count, (unsigned long long)acc->drawn);
+        int rows = batch_rows((uint64_t)count - acc->accepted, acc, max_draws);
+        for (int i = 0; i < rows; i++)
+            dr[i] = (struct eng_sample_draw){seed, acc->drawn + (uint64_t)i, obs, temperature};
+        enum eng_status st = sample_tile(m, &t, rows, dr, y, true, cx,
+                                         x_out && log_prob ? clp : NULL, opts,
+                                         want_stats ? &cs : NULL, 0, "sample", acc->drawn, err);
+        if (st != ENG_OK)
+            return st;
+        int i = 0;
+        for (; i < rows && acc->accepted < (uint64_t)count; i++) {
+            const float *xi = cx + (size_t)i * dx;
+            if (!in_box(m, xi))
+                continue;
+            size_t k = (size_t)acc->accepted++;
+            if (!x_out)
+                continue;
+            memcpy(x_out + k * dx, xi, sizeof(float) * (size_t)dx);
+            if (log_prob)
+                log_prob[k] = clp[i];
+            if (want_stats) {
+                stats->iterations[k] = it[i];
+                stats->residual[k] = res[i];
+                stats->error_bound[k] = bound[i];
+                stats->converged[k] = conv[i];
+            }
+        }
+        acc->drawn += (uint64_t)i; /* up to the last one kept: not how the batches fell */
+    }
+    return ENG_OK;
+}
+
+enum eng_status eng_sample_prior(const struct eng_model *m, struct eng_ws *ws, const float *y,
+                                 uint64_t seed, uint32_t obs, int count, float temperature,
+                                 uint64_t max_draws, float *x_out, double *log_prob,
+                                 const struct eng_solver_opts *opts,
+                                 struct eng_solver_stats *stats, struct eng_accept *acc,
+                                 char err[ENG_ERR_LEN])
+{
+    if (!acc)
+        return eng_errf(err, ENG_ERR_ARG, "acceptance counts output missing");
+    *acc = (struct eng_accept){0, 0};
+    if (!m->info.prior_low) {
+        enum eng_status st = eng_sample(m, ws, y, seed, obs, 0, count, temperature, x_out,
+                                        log_prob, opts, stats, err);
+        if (st == ENG_OK)
+            acc->drawn = acc->accepted = (uint64_t)count;
+        return st;
+    }
+    enum eng_status st = sample_args(m, count, x_out, y, 1, err);
+    if (st != ENG_OK)
+        return st;
+    if (!temperature_ok(temperature))
+        return eng_errf(err, ENG_ERR_ARG, "temperature must be a finite number >= 0");
+    if (max_draws < 1)
+        return eng_errf(err, ENG_ERR_ARG, "max_draws must be >= 1");
+    if ((st = eng_ws_reserve(ws, m)) != ENG_OK)
+        return eng_errf(err, st, "out of memory for the workspace");
+    if (stats)
+        stats->certified = m->cert.certified;
+    return reject_loop(m, ws, y, seed, obs, count, temperature, max_draws, x_out, log_prob,
+                       opts, stats, acc, err);
+}
+
+enum eng_status eng_prior_acceptance(const struct eng_model *m, struct eng_ws *ws,
+                                     const float *y, uint64_t seed, uint32_t obs, int count,
+                                     uint64_t max_draws, const struct eng_solver_opts *opts,
+                                     struct eng_accept *acc, char err[ENG_ERR_LEN])
+{
+    if (!acc)
+        return eng_errf(err, ENG_ERR_ARG, "acceptance counts output missing");
+    *acc = (struct eng_accept){0, 0};
+    float dummy = 0.0f;
+    enum eng_status st = sample_args(m, count, &dummy, y, 1, err);
+    if (st != ENG_OK)
+        return st;
+    if (!m->info.prior_low) {
+        acc->drawn = acc->accepted = (uint64_t)count;
+        return ENG_OK;
+    }
+    if (max_draws < 1)
+        return eng_errf(err, ENG_ERR_ARG, "max_draws must be >= 1");
+    if ((st = eng_ws_reserve(ws, m)) != ENG_OK)
+        return eng_errf(err, st, "out of memory for the workspace");
+    return reject_loop(m, ws, y, seed, obs, count, 1.0f, max_draws, NULL, NULL, opts, NULL,
+                       acc, err);
 }

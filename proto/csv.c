@@ -2,6 +2,8 @@
  * csv.c — CSV writer for posterior samples (csv.h).
  */
 #include "csv.h"
+
+#include <math.h>
 #include "fmt.h"
 
 #include <string.h>
@@ -50,7 +52,11 @@ void proto_write_sample_csv(struct proto_buf *b, const struct eng_info *info,
             proto_buf_f32_list(b, r->samples + row * dx, (size_t)dx);
             if (lp) {
                 proto_buf_putc(b, ',');
-                proto_buf_f64(b, r->sample_lp[row]);
+                /* -inf (outside a prior box) as numpy and pandas read it */
+                if (isinf(r->sample_lp[row]) && r->sample_lp[row] < 0)
+                    proto_buf_puts(b, "-inf");
+                else
+                    proto_buf_f64(b, r->sample_lp[row]);
             }
             proto_buf_putc(b, '\n');
         }

@@ -45,6 +45,7 @@ static const struct {
     [PROTO_E_JOB_NOT_DONE] = {409, "job_not_done"},
     [PROTO_E_JOB_CANCELLED] = {409, "job_cancelled"},
     [PROTO_E_TOO_MANY_JOBS] = {503, "too_many_jobs"},
+    [PROTO_E_REJECTION] = {422, "rejection_limit"},
 };
 
 int proto_code_http(enum proto_code c)

@@ -50,6 +50,8 @@ enum proto_code {
     PROTO_E_JOB_CANCELLED,  /* 409 job_cancelled: the job was cancelled; it has no result */
     PROTO_E_TOO_MANY_JOBS,  /* 503 too_many_jobs: --max-jobs or --max-job-bytes reached
                                (Retry-After) */
+    PROTO_E_REJECTION,      /* 422 rejection_limit: too few candidates fell inside the
+                               model's prior box before the draw limit */
     PROTO_CODE_COUNT
 };
 

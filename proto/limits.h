@@ -37,6 +37,14 @@
 #define PROTO_MAX_RANK_BINS          1000         /* calibration: rank-histogram bins */
 #define PROTO_MAX_COVERAGE_POINTS    1000         /* calibration: coverage levels K */
 #define PROTO_DEF_CALIB_SAMPLES      100          /* calibration: num_samples when absent */
+/* Rejection against a model's prior box (sample with reject_outside_prior, log_prob with
+ * leakage_correction): an observation's candidates stop after
+ * max(PROTO_PRIOR_DRAWS_PER_SAMPLE x samples wanted, PROTO_PRIOR_MIN_DRAWS) draws (an
+ * acceptance below about 1 %), answered 422 rejection_limit, besides the deadline. */
+#define PROTO_PRIOR_DRAWS_PER_SAMPLE 100
+#define PROTO_PRIOR_MIN_DRAWS        100000
+#define PROTO_DEF_LEAKAGE_SAMPLES    10000        /* accepted candidates of one leakage
+                                                     estimate (sbi's num_rejection_samples) */
 #define PROTO_MAX_SEED               9007199254740991.0 /* 2^53 - 1: seeds survive JSON doubles */
 #define PROTO_MAX_FIELD_NAME         64           /* longest field name quoted in a message */
 #define PROTO_AUTH_TOKEN_MAX_BYTES   4096         /* longest bearer token (--auth-token-file) */

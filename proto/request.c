@@ -168,6 +168,34 @@ static enum proto_code read_async(const cJSON *root, bool *out, struct proto_err
     return PROTO_OK;
 }
 
+/* log_prob's "leakage_correction" (bool), "leakage_samples" and "seed" (only with it). */
+static enum proto_code read_leakage(const cJSON *root, struct proto_request *r,
+                                    struct proto_error *e)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "leakage_correction");
+    r->leakage = false;
+    r->leakage_samples = PROTO_DEF_LEAKAGE_SAMPLES;
+    if (v && !cJSON_IsBool(v))
+        return proto_errorf(e, PROTO_E_FIELD, "leakage_correction must be true or false, got %s",
+                            proto_json_type(v));
+    r->leakage = v && cJSON_IsTrue(v);
+    const cJSON *ns = cJSON_GetObjectItemCaseSensitive(root, "leakage_samples");
+    const cJSON *sd = cJSON_GetObjectItemCaseSensitive(root, "seed");
+    if (!r->leakage && (ns || sd))
+        return proto_errorf(e, PROTO_E_FIELD, "%s only applies with \"leakage_correction\": true",
+                            ns ? "leakage_samples" : "seed");
+    enum proto_code rc;
+    if (ns) {
+        long long k;
+        if ((rc = proto_json_int(ns, "leakage_samples", 1, PROTO_DEF_MAX_SAMPLES, &k, e)) !=
+            PROTO_OK)
+            return rc;
+        r->leakage_samples = (long)k;
+    }
+    r->seed = 0;
+    return read_seed(root, &r->seed, &r->seed_given, e);
+}
+
 /* ---- per operation ------------------------------------------------------------------------ */
 
 static enum proto_code parse_forward_like(enum proto_op op, const cJSON *root,
@@ -175,9 +203,14 @@ static enum proto_code parse_forward_like(enum proto_op op, const cJSON *root,
                                           const struct proto_limits *lim,
                                           struct proto_request *r, struct proto_error *e)
 {
-    static const char *const F[] = {"x", "y"};
-    enum proto_code rc = proto_json_fields(root, F, 2, "", e);
+    static const char *const F[] = {"x", "y", "leakage_correction", "leakage_samples", "seed"};
+    /* the leakage options only for a model with a prior box (like y for a flow, they are
+     * unknown fields of the others) */
+    bool leak = op == PROTO_OP_LOG_PROB && info->prior_low;
+    enum proto_code rc = proto_json_fields(root, F, leak ? 5 : 2, "", e);
     if (rc != PROTO_OK)
+        return rc;
+    if (leak && (rc = read_leakage(root, r, e)) != PROTO_OK)
         return rc;
     const cJSON *x = cJSON_GetObjectItemCaseSensitive(root, "x");
     if (!x)
@@ -189,7 +222,17 @@ static enum proto_code parse_forward_like(enum proto_op op, const cJSON *root,
     bool need_y = op == PROTO_OP_FORWARD ? info->kind == ENG_KIND_CINN
                                          : (info->kind == ENG_KIND_CINN ||
                                             info->kind == ENG_KIND_INN);
-    return read_y(root, info, need_y, r->x.rows, "x", lim->max_rows, lim, &r->y, e);
+    if ((rc = read_y(root, info, need_y, r->x.rows, "x", lim->max_rows, lim, &r->y, e)) !=
+        PROTO_OK)
+        return rc;
+    long yrows = r->y.rows ? r->y.rows : 1;
+    if (r->leakage && yrows * r->leakage_samples > lim->max_samples)
+        return proto_errorf(e, PROTO_E_TOO_LARGE, "leakage_correction: %ld y rows x "
+                            "leakage_samples %ld = %ld samples, more than the server allows per "
+                            "request (%ld, --max-samples); send one y row (broadcast) or fewer "
+                            "leakage_samples", yrows, r->leakage_samples,
+                            yrows * r->leakage_samples, lim->max_samples);
+    return PROTO_OK;
 }
 
 static enum proto_code parse_inverse(const cJSON *root, const struct eng_info *info,
@@ -218,10 +261,21 @@ static enum proto_code parse_sample(const cJSON *root, const struct eng_info *in
                                     struct proto_error *e)
 {
     static const char *const F[] = {"y", "num_samples", "seed", "temperature", "outputs",
-                                    "quantiles", "tol", "max_iter", "method", "async"};
-    enum proto_code rc = proto_json_fields(root, F, 10, "", e);
+                                    "quantiles", "tol", "max_iter", "method", "async",
+                                    "reject_outside_prior"};
+    /* reject_outside_prior only for a model with a prior box (an unknown field of the
+     * others, like the leakage options of log_prob) */
+    enum proto_code rc = proto_json_fields(root, F, info->prior_low ? 11 : 10, "", e);
     if (rc != PROTO_OK)
         return rc;
+    const cJSON *rj = cJSON_GetObjectItemCaseSensitive(root, "reject_outside_prior");
+    r->reject = true;
+    if (rj) {
+        if (!cJSON_IsBool(rj))
+            return proto_errorf(e, PROTO_E_FIELD, "reject_outside_prior must be true or false, "
+                                "got %s", proto_json_type(rj));
+        r->reject = cJSON_IsTrue(rj);
+    }
     if ((rc = read_async(root, &r->async, e)) != PROTO_OK)
         return rc;
     if ((rc = read_y(root, info, info->kind != ENG_KIND_FLOW, 0, "", lim->max_obs, lim, &r->y,

@@ -23,6 +23,8 @@ void proto_result_free(struct proto_result *r)
     if (r->has_summary)
         proto_summary_free(&r->summary);
     free(r->rmse);
+    free(r->drawn);
+    free(r->accepted);
     free(r->iterations);
     free(r->residual);
     free(r->error_bound);
@@ -225,6 +227,32 @@ void proto_write_solver(struct proto_buf *b, const struct proto_result *r, int n
     proto_buf_puts(b, r->certified ? "true}" : "false}");
 }
 
+/* ,"acceptance":{"rate":[...],"drawn":[...],"accepted":[...]} when r has counts. */
+static void write_acceptance(struct proto_buf *b, const struct proto_result *r)
+{
+    if (!r->drawn)
+        return;
+    proto_buf_puts(b, ",\"acceptance\":{\"rate\":[");
+    for (int i = 0; i < r->n_accept; i++) {
+        if (i)
+            proto_buf_putc(b, ',');
+        proto_buf_f64(b, r->drawn[i] ? (double)r->accepted[i] / (double)r->drawn[i] : 0.0);
+    }
+    proto_buf_puts(b, "],\"drawn\":[");
+    for (int i = 0; i < r->n_accept; i++) {
+        if (i)
+            proto_buf_putc(b, ',');
+        proto_buf_u64(b, r->drawn[i]);
+    }
+    proto_buf_puts(b, "],\"accepted\":[");
+    for (int i = 0; i < r->n_accept; i++) {
+        if (i)
+            proto_buf_putc(b, ',');
+        proto_buf_u64(b, r->accepted[i]);
+    }
+    proto_buf_puts(b, "]}");
+}
+
 static void write_sample(struct proto_buf *b, const struct eng_info *info,
                          const struct proto_result *r)
 {
@@ -290,6 +318,7 @@ static void write_sample(struct proto_buf *b, const struct eng_info *info,
         f64_array(b, r->rmse, r->n);
         proto_buf_putc(b, '}');
     }
+    write_acceptance(b, r);
 }
 
 static void write_preimage(struct proto_buf *b, const struct eng_info *info,
@@ -480,6 +509,11 @@ void proto_write_result_json(struct proto_buf *b, const struct proto_model_id *i
     case PROTO_OP_LOG_PROB:
         proto_buf_puts(b, ",\"log_prob\":");
         f64_array(b, r->log_prob, r->n);
+        if (r->drawn) {
+            proto_buf_puts(b, ",\"seed\":");
+            proto_buf_u64(b, r->seed);
+            write_acceptance(b, r);
+        }
         break;
     case PROTO_OP_SAMPLE:
         write_sample(b, info, r);
@@ -590,6 +624,13 @@ void proto_write_metadata(struct proto_buf *b, const struct proto_model_id *id,
         proto_buf_puts(b, "\",\"certified\":");
         proto_buf_puts(b, cert->certified ? "true" : "false");
         proto_buf_putc(b, '}');
+    }
+    if (info->prior_low && info->prior_high) {
+        proto_buf_puts(b, ",\"prior\":{\"type\":\"box\",\"low\":[");
+        proto_buf_f32_list(b, info->prior_low, (size_t)info->dims.x);
+        proto_buf_puts(b, "],\"high\":[");
+        proto_buf_f32_list(b, info->prior_high, (size_t)info->dims.x);
+        proto_buf_puts(b, "]}");
     }
     if (info->n_test_vectors > 0 && info->test_y && info->test_x) {
         proto_buf_puts(b, ",\"test_vectors\":{\"y\":");

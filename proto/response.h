@@ -87,6 +87,11 @@ struct proto_result {
     bool has_summary;
     struct proto_summary summary;
     double *rmse;       /* n: resimulation error per observation (inn) */
+    /* rejection against the prior box: n_accept entries (sample: one per observation, with
+     * reject_outside_prior on a model with a prior; log_prob: one per y row, with
+     * leakage_correction), NULL when none */
+    int n_accept;
+    uint64_t *drawn, *accepted;
     /* numeric inverse statistics (inverse, sample): solver_rows rows, nested as
      * [n][solver_rows / n] for sample */
     bool has_solver;

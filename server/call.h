@@ -12,7 +12,11 @@
  * the last unit.  A forward / log_prob call of at most one tile, and (with batching on) a
  * sample call of at most one tile of samples in all, may be computed in a batch with others
  * of the same model and operation (pool.h, dynamic batching); such a sample call is one
- * pool unit that runs its observations in turn when it is not batched.
+ * pool unit that runs its observations in turn when it is not batched.  A sample call
+ * that rejects outside the model's prior box has one unit per observation (its samples
+ * are the first accepted candidates, so an observation cannot be cut) and is never
+ * batched; a log_prob call with leakage_correction adds one unit per y row that estimates
+ * the acceptance, applied after the last unit, and is never batched either.
  *
  * Lifetime: reference counted.  srv_call_new returns one reference (the HTTP side's);
  * srv_call_submit adds the pool's, dropped after `done`.  Exactly one of done / expired
@@ -47,6 +51,9 @@ struct srv_call {
     int n_plan;                    /* entries of units (job.n_units is 1 for a batchable
                                       sample call, whose one unit runs them all) */
     double *sq;                    /* resimulation: squared error per sample */
+    /* log_prob with leakage_correction: units from leak_unit0 on estimate the acceptance
+     * of y row (unit - leak_unit0), after the row units; -1 when none */
+    int leak_unit0;
     /* calibration: the TARP reference points (N x dims.x, from the request or drawn from
      * the seed) and the z-scoring of theta* (dims.x each; NULL when z_score is false) */
     double *tarp_ref, *tarp_lo, *tarp_span;

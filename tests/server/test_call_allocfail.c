@@ -18,7 +18,7 @@
  * per run, so the workers' workspaces start empty and are freed before the leak check;
  * once also with a one-worker pool made under failure, so the worker may be without a
  * workspace: the call is answered 503 and the next call on that pool 200), and two
- * forward, log_prob or sample calls computed in one batch (run_batch, run_sample_batch):
+ * forward, log_prob or sample calls computed in one batch (srv_batch_rows, srv_batch_samples in server/units.c):
  * there a failed allocation of the batch may also end in both calls answered 200 with
  * their own bytes (the calls then run alone).  srv_pool_submit itself allocates nothing.
  *
@@ -491,8 +491,8 @@ static void run_case(struct call_case *k, const char *what)
 
 /* ---- two calls in one batch ------------------------------------------------------------ */
 
-/* Two forward, log_prob or sample calls that the pool computes in one batch (run_batch,
- * run_sample_batch): both are queued while every worker is held, so the second joins the
+/* Two forward, log_prob or sample calls that the pool computes in one batch (srv_batch_rows,
+ * srv_batch_samples): both are queued while every worker is held, so the second joins the
  * first's batch. */
 struct batch_case {
     struct call_case k[2];
@@ -564,7 +564,7 @@ static int op_batch(void *p, char why[512])
                 ret = -1;
             ok += r == 1;
         }
-        /* both answers right after a failure: run_batch ran the calls alone instead */
+        /* both answers right after a failure: srv_batch_rows ran the calls alone instead */
         if (ret == 0)
             ret = ok == 2 ? 2 : 0;
     } else {

@@ -380,6 +380,9 @@ static const struct rcase CASES[] = {
      "async must be true or false, got null"},
     {PROTO_OP_LOG_PROB, ENG_KIND_FLOW, "{\"x\":[[1,2,3,4]],\"async\":true}",
      PROTO_E_UNKNOWN_FIELD, "unknown field 'async' (this endpoint takes: x, y)"},
+    /* the leakage options of log_prob exist only for a model with a prior box */
+    {PROTO_OP_LOG_PROB, ENG_KIND_FLOW, "{\"x\":[[1,2,3,4]],\"leakage_correction\":true}",
+     PROTO_E_UNKNOWN_FIELD, "unknown field 'leakage_correction' (this endpoint takes: x, y)"},
     {PROTO_OP_PREIMAGE, ENG_KIND_MLP, "{\"target\":[[1,2]],\"bounds\":{\"low\":[0,0,0,0]}}",
      PROTO_E_MISSING, "bounds needs both 'low' and 'high' (4 values each)"},
     {PROTO_OP_PREIMAGE, ENG_KIND_MLP, "{\"target\":[[1,2]],\"bounds\":{\"low\":[0,0,0,0],"

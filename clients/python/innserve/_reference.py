@@ -422,6 +422,76 @@ def _logdet_residual(g, x, c, terms=0):
     return torch.stack(out) if out else torch.zeros(0, dtype=F64)
 
 
+def _made_degrees(d, h):
+    """nflows' sequential MADE degrees: inputs, hidden units, the 2d outputs."""
+    mx, mn = max(1, d - 1), min(1, d - 1)
+    return (torch.arange(1, d + 1), torch.arange(h) % mx + mn,
+            torch.arange(2 * d) // 2 + 1)
+
+
+def _masked(S, L, dout, din, strict):
+    """W * mask and bias of a masked Linear; the mask must be the degrees' mask."""
+    W, M = S.T(L["weight"]), S.T(L["mask"])
+    want = (dout[:, None] > din[None, :]) if strict else (dout[:, None] >= din[None, :])
+    if tuple(M.shape) != tuple(want.shape) or not torch.equal(M, want.to(F64)):
+        raise ValueError("tensor '%s' is not the MADE mask of its degrees" % L["mask"])
+    b = S.T(L["bias"]) if L.get("bias") else torch.zeros(W.shape[0], dtype=F64)
+    return W * M, b
+
+
+def _linear(S, L):
+    W = S.T(L["weight"])
+    return W, (S.T(L["bias"]) if L.get("bias") else torch.zeros(W.shape[0], dtype=F64))
+
+
+def _made(S, m, d, x, c):
+    """nflows MADE (random_mask=False): (n, d, 2) parameters, [..., 0] = u, [..., 1] = shift."""
+    act = torch.tanh if m["activation"] == "tanh" else torch.relu
+    res = m["residual"]
+    h_units = S.T(m["initial"]["weight"]).shape[0]
+    din, dh, dout = _made_degrees(d, h_units)
+    W, b = _masked(S, m["initial"], dh, din, False)
+    h = x @ W.T + b
+    if c is not None:
+        Wc, bc = _linear(S, m["context"])
+        h = h + act(c @ Wc.T + bc)
+    if not res:
+        h = act(h)
+    for blk in m["blocks"]:
+        if not res:
+            W, b = _masked(S, blk["linear"], dh, dh, False)
+            h = act(h @ W.T + b)
+            continue
+        W1, b1 = _masked(S, blk["linear0"], dh, dh, False)
+        W2, b2 = _masked(S, blk["linear1"], dh, dh, False)
+        t = act(h) @ W1.T + b1
+        if c is not None:
+            Wc, bc = _linear(S, blk["context"])
+            t = t + c @ Wc.T + bc
+        h = h + act(t) @ W2.T + b2
+    W, b = _masked(S, m["final"], dout, dh, True)
+    return (h @ W.T + b).reshape(-1, d, 2)
+
+
+def blk_maf(S, b, x, c, rev):
+    """nflows MaskedAffineAutoregressiveTransform; "inverse": true swaps the directions (IAF)."""
+    d = x.shape[1]
+    ms = float(b.get("scale", {}).get("min_scale", 1e-3))
+
+    def scale_shift(v):
+        p = _made(S, b["made"], d, v, c)
+        return F.softplus(p[..., 0]) + ms, p[..., 1]
+
+    if rev == bool(b.get("inverse", False)):   # the MAF's forward: one pass
+        s, t = scale_shift(x)
+        return s * x + t, torch.log(s).sum(1)
+    out = torch.zeros_like(x)
+    for _ in range(d):                          # the MAF's inverse: d passes
+        s, t = scale_shift(out)
+        out = (x - t) / s
+    return out, -torch.log(s).sum(1)
+
+
 BLOCKS = {
     "AllInOneBlock": blk_allinone,
     "NICECouplingBlock": blk_coupling,
@@ -440,6 +510,7 @@ BLOCKS = {
     "InvertibleSigmoid": blk_sigmoid,
     "InvertibleDense": blk_dense,
     "IResNetBlock": blk_iresnet,
+    "MaskedAffineAutoregressive": blk_maf,
 }
 
 
