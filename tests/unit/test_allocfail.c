@@ -48,6 +48,8 @@ static const char *const CKPTS[] = {
     "tests/fixtures/golden/actnorm.safetensors",
     "tests/fixtures/golden/glow_split.safetensors",
     "tests/fixtures/golden/dtype_f64_f16_bf16.safetensors",
+    "tests/fixtures/golden/maf_d5_residual.safetensors",
+    "tests/fixtures/golden/iaf_d2_cond.safetensors",
     "tests/fixtures/iresnet_cert/freia_iresnet_L090.safetensors",
 };
 #define N_CKPTS (int)(sizeof CKPTS / sizeof CKPTS[0])
