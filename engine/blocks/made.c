@@ -54,7 +54,7 @@ struct mlin {
                                when the group is empty */
     const float *b;         /* out (zeros when the checkpoint has none) */
     int ctx;                /* index of its condition start values, -1 when none */
-    enum act_type act;      /* fused activation */
+    enum act_type act;      /* activation after the product (relu fused into it) */
 };
 
 struct made {
