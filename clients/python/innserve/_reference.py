@@ -605,6 +605,114 @@ def blk_lulinear(S, b, x, c, rev):
     return torch.linalg.solve_triangular(Um, t, upper=True).T, -ld
 
 
+def _zuko_rank(d, cw, w):
+    r0 = 0 if cw else 1
+    return torch.arange(w) % (d - r0) + r0
+
+
+def _zuko_params(S, b, x, c):
+    """(n, d, P) raw parameters of zuko's hypernetwork (MaskedMLP of cat(x, c), or for an
+    element-wise block an MLP of c or the constants phi)."""
+    n, d = x.shape
+    if "phi" in b:
+        phi = torch.cat([S.T(t).reshape(d, -1) for t in b["phi"]], 1)
+        return phi.expand(n, d, phi.shape[1])
+    act = {"relu": torch.relu, "tanh": torch.tanh, "elu": F.elu, "sigmoid": torch.sigmoid,
+           "silu": F.silu}[b.get("activation", "relu")]
+    layers = b["hyper"]
+    masked = "order" in b
+    cw = 0 if c is None else c.shape[1]
+    if masked:
+        rank = S.I(b["order"])
+        if sorted(rank.tolist()) != list(range(d)):
+            raise ValueError("order '%s' is not a permutation" % b["order"])
+        h = x if c is None else torch.cat([x, c], 1)
+    else:
+        h = c
+    prev = None
+    for li, L in enumerate(layers):
+        W = S.T(L["weight"])
+        bias = S.T(L["bias"]) if L.get("bias") else torch.zeros(W.shape[0], dtype=F64)
+        last = li == len(layers) - 1
+        if masked:
+            if last:
+                ro = rank[torch.arange(W.shape[0]) // (W.shape[0] // d)]
+            else:
+                ro = _zuko_rank(d, cw, W.shape[0])
+            if li == 0:
+                ri = torch.cat([rank, torch.full((cw,), -1)])
+                want = ri[None, :] < ro[:, None]
+            else:
+                want = prev[None, :] <= ro[:, None]
+            M = S.T(L["mask"])
+            if tuple(M.shape) != tuple(want.shape) or not torch.equal(M, want.to(F64)):
+                raise ValueError("tensor '%s' is not zuko's MaskedMLP mask" % L["mask"])
+            W = W * M
+            prev = None if last else ro
+        h = h @ W.T + bias
+        if not last:
+            h = act(h)
+    return h.reshape(n, d, -1)
+
+
+def _zuko_rqs(v, p, K, B, ls, rev):
+    """zuko MonotonicRQSTransform on v (n, d) with raw parameters p (n, d, 3K - 1)."""
+    w, hh, dd = p[..., :K], p[..., K:2 * K], p[..., 2 * K:]
+    w = w / (1 + (2 * w / ls).abs())
+    hh = hh / (1 + (2 * hh / ls).abs())
+    dd = dd / (1 + (dd / ls).abs())
+    X = B * (2 * torch.cumsum(F.pad(torch.softmax(w, -1), (1, 0)), -1) - 1)
+    Y = B * (2 * torch.cumsum(F.pad(torch.softmax(hh, -1), (1, 0)), -1) - 1)
+    D = torch.exp(F.pad(dd, (1, 1)))
+    T = Y if rev else X
+    k = (T < v[..., None]).sum(-1) - 1
+    inside = (k >= 0) & (k < K)
+    kc = k.clamp(0, K - 1)[..., None]
+    x0, x1 = X.gather(-1, kc)[..., 0], X.gather(-1, kc + 1)[..., 0]
+    y0, y1 = Y.gather(-1, kc)[..., 0], Y.gather(-1, kc + 1)[..., 0]
+    d0, d1 = D.gather(-1, kc)[..., 0], D.gather(-1, kc + 1)[..., 0]
+    s = (y1 - y0) / (x1 - x0)
+    if rev:
+        yy = v - y0
+        e = d0 + d1 - 2 * s
+        a = (y1 - y0) * (s - d0) + yy * e
+        bq = (y1 - y0) * d0 - yy * e
+        cq = -s * yy
+        t = 2 * cq / (-bq - (bq * bq - 4 * a * cq).clamp(min=0).sqrt())
+        out = x0 + t * (x1 - x0)
+    else:
+        t = (v - x0) / (x1 - x0)
+        u = t * (1 - t)
+        out = y0 + (y1 - y0) * (s * t * t + d0 * u) / (s + (d0 + d1 - 2 * s) * u)
+    u = t * (1 - t)
+    den = s + (d0 + d1 - 2 * s) * u
+    jac = s * s * (2 * s * u + d0 * (1 - t) ** 2 + d1 * t * t) / den ** 2
+    ladj = torch.where(inside, torch.log(jac.clamp(min=1e-300)), torch.zeros_like(v))
+    return torch.where(inside, out, v), ladj
+
+
+def blk_zuko(S, b, x, c, rev):
+    """zuko MaskedAutoregressiveTransform (MAF / NSF) or ElementWiseTransform."""
+    d = x.shape[1]
+    tr = b["transform"]
+    ls = math.log(float(tr["slope"]))
+
+    def apply(p, v, inv):
+        if tr["type"] == "affine":
+            la = p[..., 1] / (1 + (p[..., 1] / ls).abs())
+            out = (v - p[..., 0]) / torch.exp(la) if inv else v * torch.exp(la) + p[..., 0]
+            return out, la
+        return _zuko_rqs(v, p, int(tr["bins"]), float(tr.get("bound", 5.0)), ls, inv)
+
+    if not rev:                                 # density direction: one pass
+        out, la = apply(_zuko_params(S, b, x, c), x, False)
+        return out, la.sum(1)
+    out = torch.zeros_like(x)
+    for _ in range(d):                          # sampling direction: d passes
+        out, la = apply(_zuko_params(S, b, out, c), x, True)
+    return out, -la.sum(1)
+
+
 BLOCKS = {
     "AllInOneBlock": blk_allinone,
     "NICECouplingBlock": blk_coupling,
@@ -627,6 +735,7 @@ BLOCKS = {
     "MaskedRQSAutoregressive": blk_mrqs,
     "RQSCoupling": blk_rqscoupling,
     "LULinear": blk_lulinear,
+    "ZukoMaskedAutoregressive": blk_zuko,
 }
 
 
