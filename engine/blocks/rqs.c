@@ -5,33 +5,37 @@
 #include <math.h>
 #include "rqs.h"
 #include "../emath.h"
+#include "../kern.h"
 
 /* torch.nn.functional.softplus (beta 1, threshold 20), in double. */
-static inline double softplus(double u)
+static inline __attribute__((always_inline)) double softplus(double u)
 {
     return u > 20.0 ? u : em_log1p(em_exp(u));
 }
 
-double rqs_bin_forward(const double *x, const double *y, const double *d, int k, double v,
-                       double *ld)
+/* The bin [xk, xk1] x [yk, yk1] with end derivatives dk, dk1: forward. */
+static inline __attribute__((always_inline)) double bin_fwd(double xk, double xk1, double yk,
+                                                            double yk1, double dk, double dk1,
+                                                            double v, double *ld)
 {
-    double w = x[k + 1] - x[k], h = y[k + 1] - y[k];
-    double s = h / w, dk = d[k], dk1 = d[k + 1];
-    double th = (v - x[k]) / w;
+    double w = xk1 - xk, h = yk1 - yk;
+    double s = h / w;
+    double th = (v - xk) / w;
     double tt = th * (1.0 - th);
     double num = h * (s * th * th + dk * tt);
     double den = s + (dk + dk1 - 2.0 * s) * tt;
     double dnum = s * s * (dk1 * th * th + 2.0 * s * tt + dk * (1.0 - th) * (1.0 - th));
     *ld = em_log(dnum) - 2.0 * em_log(den);
-    return y[k] + num / den;
+    return yk + num / den;
 }
 
-double rqs_bin_inverse(const double *x, const double *y, const double *d, int k, double v,
-                       double *ld)
+static inline __attribute__((always_inline)) double bin_inv(double xk, double xk1, double yk,
+                                                            double yk1, double dk, double dk1,
+                                                            double v, double *ld)
 {
-    double w = x[k + 1] - x[k], h = y[k + 1] - y[k];
-    double s = h / w, dk = d[k], dk1 = d[k + 1];
-    double dy = v - y[k], e = dk + dk1 - 2.0 * s;
+    double w = xk1 - xk, h = yk1 - yk;
+    double s = h / w;
+    double dy = v - yk, e = dk + dk1 - 2.0 * s;
     double a = dy * e + h * (s - dk);
     double b = h * dk - dy * e;
     double c = -s * dy;
@@ -48,7 +52,19 @@ double rqs_bin_inverse(const double *x, const double *y, const double *d, int k,
     double den = s + e * tt;
     double dnum = s * s * (dk1 * r * r + 2.0 * s * tt + dk * (1.0 - r) * (1.0 - r));
     *ld = -(em_log(dnum) - 2.0 * em_log(den));
-    return r * w + x[k];
+    return r * w + xk;
+}
+
+double rqs_bin_forward(const double *x, const double *y, const double *d, int k, double v,
+                       double *ld)
+{
+    return bin_fwd(x[k], x[k + 1], y[k], y[k + 1], d[k], d[k + 1], v, ld);
+}
+
+double rqs_bin_inverse(const double *x, const double *y, const double *d, int k, double v,
+                       double *ld)
+{
+    return bin_inv(x[k], x[k + 1], y[k], y[k + 1], d[k], d[k + 1], v, ld);
 }
 
 enum eng_status rqs_nflows_load(struct ldr *L, const cJSON *obj, double hidden,
@@ -83,7 +99,7 @@ enum eng_status rqs_nflows_load(struct ldr *L, const cJSON *obj, double hidden,
 }
 
 /* Knots (K + 1) of a softmax-constrained axis: lo + 2B cumsum(mn + (1 - K mn) softmax). */
-static void knots(const float *raw, int K, double div, double mn, double B, double *kn)
+static inline __attribute__((always_inline)) void knots(const float *raw, int K, double div, double mn, double B, double *kn)
 {
     double mx = (double)raw[0] / div;
     for (int k = 1; k < K; k++) {
@@ -106,7 +122,7 @@ static void knots(const float *raw, int K, double div, double mn, double B, doub
 }
 
 /* nflows' searchsorted: #{k : v >= kn[k]} - 1 with kn[K] + 1e-6, for -B <= v <= B. */
-static int find_bin(const double *kn, int K, double v)
+static inline __attribute__((always_inline)) int find_bin(const double *kn, int K, double v)
 {
     int c = 0;
     for (int k = 0; k < K; k++)
@@ -116,21 +132,22 @@ static int find_bin(const double *kn, int K, double v)
     return c < 0 ? 0 : c > K - 1 ? K - 1 : c;
 }
 
-double rqs_nflows_elem(const struct rqs_nflows *s, const float *raw, double v, bool inv,
-                       double *ld, double *work)
+/* Only the two derivatives of the bin are computed (the others are not needed). */
+KERN_FMA_CLONES double rqs_nflows_elem(const struct rqs_nflows *s, const float *raw, double v,
+                                       bool inv, double *ld, double *work)
 {
     if (!(v >= -s->B && v <= s->B)) {
         *ld = 0.0;
         return v;
     }
     const int K = s->K;
-    double *x = work, *y = work + (K + 1), *d = work + 2 * (K + 1);
+    double *x = work, *y = work + (K + 1);
     knots(raw, K, s->divisor, s->min_w, s->B, x);
     knots(raw + K, K, s->divisor, s->min_h, s->B, y);
-    d[0] = d[K] = s->edge;
-    for (int k = 1; k < K; k++)
-        d[k] = s->min_d + softplus((double)raw[2 * K + k - 1]);
+    int k = find_bin(inv ? y : x, K, v);
+    double dk = k == 0 ? s->edge : s->min_d + softplus((double)raw[2 * K + k - 1]);
+    double dk1 = k + 1 == K ? s->edge : s->min_d + softplus((double)raw[2 * K + k]);
     if (!inv)
-        return rqs_bin_forward(x, y, d, find_bin(x, K, v), v, ld);
-    return rqs_bin_inverse(x, y, d, find_bin(y, K, v), v, ld);
+        return bin_fwd(x[k], x[k + 1], y[k], y[k + 1], dk, dk1, v, ld);
+    return bin_inv(x[k], x[k + 1], y[k], y[k + 1], dk, dk1, v, ld);
 }
