@@ -71,6 +71,7 @@ struct made {
     int M;                  /* outputs per feature: 2 (affine) or 3K - 1 (spline) */
     bool spline;            /* MaskedRQSAutoregressive: spl instead of the affine map */
     struct rqs_nflows spl;
+    int *cols;              /* 0 .. D - 1 (the spline's column list) */
     int *goff, *gcnt;       /* [D]: degree group g = units [goff, goff + gcnt) */
     int *inpre;             /* [D]: inputs read by group g of the first layer (g) */
     int *hpre;              /* [D]: hidden units of degree <= g (goff + gcnt) */
@@ -99,7 +100,7 @@ static size_t made_scratch(const struct blk *b, int rows)
 {
     const struct made *p = b->priv;
     size_t r = (size_t)rows, H = (size_t)p->H, D = (size_t)p->D;
-    size_t wk = p->spline ? cpl_round(2 * (size_t)rqs_nflows_work(&p->spl) + 2) : 0;
+    size_t wk = p->spline ? cpl_round(2 * rqs_nflows_rows_work(&p->spl) + 2) : 0;
     return cpl_round(r * H * (size_t)p->nctx) + cpl_round(r * H * (size_t)n_bufs(p)) +
            2 * cpl_round(r * H) + cpl_round(r * (size_t)p->M * D) + 2 * cpl_round(r * D) + wk;
 }
@@ -262,17 +263,8 @@ KERN_FMA_CLONES static void maf_forward(const struct blk *b, struct blk_io *io)
     run_lin(p, &p->fin, io, &w, 0, M * D, p->H, p->fin.wp, last_hidden(p, &w), p->H, w.par,
             M * D);
     if (p->spline) {
-        for (int i = 0; i < n; i++) {
-            float *x = io->x + (size_t)i * D;
-            double ld = 0.0;
-            for (int k = 0; k < D; k++) {
-                double l;
-                x[k] = (float)rqs_nflows_elem(&p->spl, w.par + ((size_t)i * D + k) * M,
-                                              (double)x[k], false, &l, w.work);
-                ld += l;
-            }
-            io->log_det[i] += ld;
-        }
+        rqs_nflows_rows(&p->spl, n, io->x, D, p->cols, D, w.par, M * D, false, io->log_det,
+                        w.work);
         return;
     }
     for (size_t i = 0; i < (size_t)n * D; i++)
@@ -308,13 +300,9 @@ KERN_FMA_CLONES static void maf_inverse(const struct blk *b, struct blk_io *io)
                               .init = p->fin.b + (size_t)M * k, .y = w.par, .ldy = M};
         io->k->gemm(&g);
         if (p->spline) {
-            for (int i = 0; i < n; i++) {
-                double l;
-                io->x[(size_t)i * D + k] =
-                    (float)rqs_nflows_elem(&p->spl, w.par + (size_t)i * M,
-                                           (double)w.z[(size_t)i * D + k], true, &l, w.work);
-                io->log_det[i] += l;
-            }
+            /* column k of x still holds z_k (passes only read the columns before k) */
+            rqs_nflows_rows(&p->spl, n, io->x, D, p->cols + k, 1, w.par, M, true, io->log_det,
+                            w.work);
             continue;
         }
         for (int i = 0; i < n; i++)
@@ -516,6 +504,10 @@ static enum eng_status made_load_any(struct blk *b, struct ldr *L, const cJSON *
         if (st != ENG_OK)
             return st;
         p->M = rqs_nflows_params(&p->spl);
+        if (!(p->cols = ldr_alloc(L, sizeof(int) * (size_t)D)))
+            return ENG_ERR_NOMEM;
+        for (int k = 0; k < D; k++)
+            p->cols[k] = k;
     }
     /* "scale": {"type": "nflows", "min_scale": 1e-3} */
     double min_scale = 1e-3;

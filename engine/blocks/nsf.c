@@ -77,7 +77,7 @@ static size_t rqsc_scratch(const struct blk *b, int rows)
     const struct rqsc *p = b->priv;
     size_t r = (size_t)rows, H = (size_t)p->H;
     size_t s = cpl_round(r * (size_t)p->nin) + 4 * cpl_round(r * H) +
-               cpl_round(r * (size_t)p->ntf * p->P) + cpl_round(2 * (size_t)rqs_nflows_work(&p->spl) + 2);
+               cpl_round(r * (size_t)p->ntf * p->P) + cpl_round(2 * rqs_nflows_rows_work(&p->spl) + 2);
     if (p->mlp)
         s += cpl_round(subnet_scratch(p->mlp, rows));
     return s;
@@ -111,7 +111,7 @@ static void rqsc_params(const struct blk *b, const struct blk_io *io, float *s, 
     *par = s;
     s += cpl_round(r * (size_t)p->ntf * p->P);
     *work = dwork(s);
-    s += cpl_round(2 * (size_t)rqs_nflows_work(&p->spl) + 2);
+    s += cpl_round(2 * rqs_nflows_rows_work(&p->spl) + 2);
     for (int i = 0; i < n; i++) {
         const float *xr = io->x + (size_t)i * d;
         float *ir = in + (size_t)i * nin;
@@ -135,8 +135,14 @@ static void rqsc_params(const struct blk *b, const struct blk_io *io, float *s, 
         if (p->act != ACT_RELU)
             io->k->act(p->act, 0.0f, 0.0f, t, r * H);
         gemm(io, n, H, H, t, H, bk->w2p, bk->b2, a, H, ACT_NONE);
-        if (bk->wcp) {
-            /* the gate from the condition columns of `in` (one GEMM per tile) */
+        if (bk->wcp && io->c_ld == 0) {
+            /* one condition for the tile: its gate once */
+            gemm(io, 1, H, cw, in + p->nid, nin, bk->wcp, bk->bc, g, H, ACT_SIGMOID);
+            for (size_t i = 0; i < r; i++)
+                for (int o = 0; o < H; o++)
+                    a[i * H + o] *= g[o];
+        } else if (bk->wcp) {
+            /* the gates from the condition columns of `in` */
             gemm(io, n, H, cw, in + p->nid, nin, bk->wcp, bk->bc, g, H, ACT_SIGMOID);
             for (size_t e = 0; e < r * H; e++)
                 a[e] *= g[e];
@@ -153,19 +159,8 @@ static void rqsc_run(const struct blk *b, struct blk_io *io, bool inv)
     float *par;
     double *work;
     rqsc_params(b, io, io->scratch, &par, &work);
-    const int ldp = p->ntf * p->P;
-    for (int i = 0; i < io->n; i++) {
-        float *xr = io->x + (size_t)i * p->d;
-        double sum = 0.0;
-        for (int j = 0; j < p->ntf; j++) {
-            double ld;
-            const float *raw = par + (size_t)i * ldp + (size_t)j * p->P;
-            xr[p->tf[j]] = (float)rqs_nflows_elem(&p->spl, raw, (double)xr[p->tf[j]], inv, &ld,
-                                                  work);
-            sum += ld;
-        }
-        io->log_det[i] += sum;
-    }
+    rqs_nflows_rows(&p->spl, io->n, io->x, p->d, p->tf, p->ntf, par, p->ntf * p->P, inv,
+                    io->log_det, work);
 }
 
 static void rqsc_forward(const struct blk *b, struct blk_io *io)

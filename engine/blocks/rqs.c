@@ -151,3 +151,148 @@ KERN_FMA_CLONES double rqs_nflows_elem(const struct rqs_nflows *s, const float *
         return bin_fwd(x[k], x[k + 1], y[k], y[k + 1], dk, dk1, v, ld);
     return bin_inv(x[k], x[k + 1], y[k], y[k + 1], dk, dk1, v, ld);
 }
+
+/* ---- many elements at once --------------------------------------------------------------- */
+
+/* Elements per chunk of rqs_nflows_rows: the transcendental functions run as flat loops over
+ * a chunk (vectorized in the FMA clone), every element through the same operations as
+ * rqs_nflows_elem's, so a value does not depend on the chunk or the rows beside it. */
+#define RQS_CHUNK 16
+
+size_t rqs_nflows_rows_work(const struct rqs_nflows *s)
+{
+    size_t K = (size_t)s->K;
+    return RQS_CHUNK * (2 * K + 2 * (K + 1) + 12);
+}
+
+KERN_FMA_CLONES void rqs_nflows_rows(const struct rqs_nflows *s, int n, float *x, int ldx,
+                                     const int *cols, int nc, const float *par, int ldp,
+                                     bool inv, double *log_det, double *work)
+{
+    const int K = s->K, P = rqs_nflows_params(s);
+    const double div = s->divisor, B = s->B;
+    double *U = work;                             /* CH x 2K: exp arguments, then values */
+    double *X = U + RQS_CHUNK * 2 * K;            /* CH x (K + 1) */
+    double *Y = X + RQS_CHUNK * (K + 1);          /* CH x (K + 1) */
+    double *V = Y + RQS_CHUNK * (K + 1);          /* CH: input */
+    double *D0 = V + RQS_CHUNK, *D1 = D0 + RQS_CHUNK;  /* CH: raw, then derivatives */
+    double *NUM = D1 + RQS_CHUNK, *DEN = NUM + RQS_CHUNK, *OUT = DEN + RQS_CHUNK;
+    double *LD = OUT + RQS_CHUNK;
+    int *BIN = (int *)(void *)(LD + RQS_CHUNK);   /* CH ints (2 CH doubles reserved) */
+    const long total = (long)n * nc;
+    double rowsum = 0.0;
+    for (long e0 = 0; e0 < total; e0 += RQS_CHUNK) {
+        const int ce = total - e0 < RQS_CHUNK ? (int)(total - e0) : RQS_CHUNK;
+        /* exp arguments raw / div - max, per element and axis */
+        for (int e = 0; e < ce; e++) {
+            long g = e0 + e;
+            int i = (int)(g / nc), j = (int)(g % nc);
+            const float *raw = par + (size_t)i * ldp + (size_t)j * P;
+            double v = (double)x[(size_t)i * ldx + cols[j]];
+            V[e] = v;
+            for (int a = 0; a < 2; a++) {
+                const float *r = raw + a * K;
+                double *u = U + ((size_t)e * 2 + a) * K;
+                double mx = (double)r[0] / div;
+                for (int k = 1; k < K; k++) {
+                    double t = (double)r[k] / div;
+                    if (t > mx)
+                        mx = t;
+                }
+                for (int k = 0; k < K; k++)
+                    u[k] = (double)r[k] / div - mx;
+            }
+        }
+        for (int t = 0; t < ce * 2 * K; t++)
+            U[t] = em_exp(U[t]);
+        /* knots, bin, raw derivatives of the bin */
+        for (int e = 0; e < ce; e++) {
+            long g = e0 + e;
+            int i = (int)(g / nc), j = (int)(g % nc);
+            const float *raw = par + (size_t)i * ldp + (size_t)j * P;
+            double *kx = X + (size_t)e * (K + 1), *ky = Y + (size_t)e * (K + 1);
+            for (int a = 0; a < 2; a++) {
+                const double *u = U + ((size_t)e * 2 + a) * K;
+                double *kn = a ? ky : kx, mn = a ? s->min_h : s->min_w;
+                double sum = 0.0;
+                for (int k = 0; k < K; k++)
+                    sum += u[k];
+                double acc = 0.0;
+                for (int k = 0; k < K; k++) {
+                    acc += mn + (1.0 - mn * K) * (u[k] / sum);
+                    kn[k + 1] = 2.0 * B * acc - B;
+                }
+                kn[0] = -B;
+                kn[K] = B;
+            }
+            double v = V[e];
+            bool in = v >= -B && v <= B;
+            int k = in ? find_bin(inv ? ky : kx, K, v) : 0;
+            BIN[e] = k;
+            D0[e] = k == 0 ? 0.0 : (double)raw[2 * K + k - 1];
+            D1[e] = k + 1 == K ? 0.0 : (double)raw[2 * K + k];
+        }
+        for (int e = 0; e < ce; e++) {
+            double u = D0[e];
+            double t = em_log1p(em_exp(u));
+            D0[e] = u > 20.0 ? u : t;
+        }
+        for (int e = 0; e < ce; e++) {
+            double u = D1[e];
+            double t = em_log1p(em_exp(u));
+            D1[e] = u > 20.0 ? u : t;
+        }
+        /* the bin's map, up to the logs */
+        for (int e = 0; e < ce; e++) {
+            int k = BIN[e];
+            const double *kx = X + (size_t)e * (K + 1), *ky = Y + (size_t)e * (K + 1);
+            double dk = k == 0 ? s->edge : s->min_d + D0[e];
+            double dk1 = k + 1 == K ? s->edge : s->min_d + D1[e];
+            double xk = kx[k], yk = ky[k], w = kx[k + 1] - xk, h = ky[k + 1] - yk;
+            double sl = h / w, v = V[e];
+            if (!inv) {
+                double th = (v - xk) / w;
+                double tt = th * (1.0 - th);
+                double num = h * (sl * th * th + dk * tt);
+                double den = sl + (dk + dk1 - 2.0 * sl) * tt;
+                OUT[e] = yk + num / den;
+                NUM[e] = sl * sl * (dk1 * th * th + 2.0 * sl * tt + dk * (1.0 - th) * (1.0 - th));
+                DEN[e] = den;
+            } else {
+                double dy = v - yk, ee = dk + dk1 - 2.0 * sl;
+                double a = dy * ee + h * (sl - dk);
+                double b = h * dk - dy * ee;
+                double c = -sl * dy;
+                double disc = b * b - 4.0 * a * c;
+                if (!(disc > 0.0))
+                    disc = 0.0;
+                double q = -b - sqrt(disc);
+                double r = q != 0.0 ? (2.0 * c) / q : 0.0;
+                if (!(r >= 0.0))
+                    r = 0.0;
+                if (r > 1.0)
+                    r = 1.0;
+                double tt = r * (1.0 - r);
+                OUT[e] = r * w + xk;
+                NUM[e] = sl * sl * (dk1 * r * r + 2.0 * sl * tt + dk * (1.0 - r) * (1.0 - r));
+                DEN[e] = sl + ee * tt;
+            }
+        }
+        for (int e = 0; e < ce; e++)
+            LD[e] = em_log(NUM[e]) - 2.0 * em_log(DEN[e]);
+        /* write back; log-dets summed per row in feature order */
+        for (int e = 0; e < ce; e++) {
+            long g = e0 + e;
+            int i = (int)(g / nc), j = (int)(g % nc);
+            double v = V[e];
+            bool in = v >= -B && v <= B;
+            if (in)
+                x[(size_t)i * ldx + cols[j]] = (float)OUT[e];
+            rowsum += in ? (inv ? -LD[e] : LD[e]) : 0.0;
+            if (j == nc - 1) {
+                log_det[i] += rowsum;
+                rowsum = 0.0;
+            }
+        }
+    }
+}

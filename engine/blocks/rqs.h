@@ -27,6 +27,7 @@
 #define INNSERVE_BLOCKS_RQS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <cjson/cJSON.h>
 #include "../engine.h"
 #include "../loader.h"
@@ -66,5 +67,14 @@ enum eng_status rqs_nflows_load(struct ldr *L, const cJSON *obj, double hidden,
  * the inverse when inv); *ld = log|d out / d v|.  work: rqs_nflows_work(s) doubles. */
 double rqs_nflows_elem(const struct rqs_nflows *s, const float *raw, double v, bool inv,
                        double *ld, double *work);
+
+/* The same for many elements: columns cols[0 .. nc) of n rows of x (row stride ldx), the
+ * raw parameters of row i, column j at par + i ldp + j (3K - 1); log_det[i] += the sum of
+ * row i's log-dets (in column order).  Each element gets exactly rqs_nflows_elem's value
+ * (the functions run as flat loops over chunks of elements, which vectorize).  work:
+ * rqs_nflows_rows_work(s) doubles, 8-byte aligned. */
+size_t rqs_nflows_rows_work(const struct rqs_nflows *s);
+void rqs_nflows_rows(const struct rqs_nflows *s, int n, float *x, int ldx, const int *cols, int nc,
+                     const float *par, int ldp, bool inv, double *log_det, double *work);
 
 #endif

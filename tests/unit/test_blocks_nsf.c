@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../engine/blocks/rqs.h"
 #include "testutil.h"
 
 #define CAP 16384
@@ -329,6 +330,43 @@ START_TEST(bad_manifests_are_refused)
 }
 END_TEST
 
+/* rqs_nflows_rows (chunked, vectorized) gives rqs_nflows_elem's bits for every element, in
+ * both directions, inside, outside and at the tail bound, for any number of rows. */
+START_TEST(rows_give_the_element_function_bits)
+{
+    const struct rqs_nflows s = {.K = 7, .B = 2.0, .min_w = 1e-3, .min_h = 1e-3, .min_d = 1e-3,
+                                 .divisor = 3.0, .edge = 1e-3 + log1p(exp(log(exp(1.0 - 1e-3) - 1.0)))};
+    enum { N = 37, NC = 3, P = 20 };
+    float par[N * NC * P], x[N * 4], x0[N * 4];
+    tu_randn(par, N * NC * P, 2.0f, 21);
+    tu_randn(x, N * 4, 2.0f, 22);
+    x[1] = 2.0f, x[5] = -2.0f, x[9] = 2.0000002f, x[13] = 1e30f;
+    memcpy(x0, x, sizeof(x));
+    const int cols[NC] = {1, 3, 0};
+    double *work = malloc(sizeof(double) * (rqs_nflows_rows_work(&s) + (size_t)s.K * 3 + 8));
+    for (int inv = 0; inv < 2; inv++) {
+        double ld[N] = {0};
+        memcpy(x, x0, sizeof(x));
+        rqs_nflows_rows(&s, N, x, 4, cols, NC, par, NC * P, inv, ld, work);
+        for (int i = 0; i < N; i++) {
+            double sum = 0.0;
+            for (int j = 0; j < NC; j++) {
+                double l;
+                float want = (float)rqs_nflows_elem(&s, par + (i * NC + j) * P,
+                                                    (double)x0[i * 4 + cols[j]], inv, &l, work);
+                sum += l;
+                ck_assert_msg(memcmp(&want, &x[i * 4 + cols[j]], sizeof(float)) == 0,
+                              "inv %d row %d col %d: %.9g vs %.9g", inv, i, cols[j], x[i * 4 + cols[j]],
+                              want);
+            }
+            ck_assert_msg(memcmp(&sum, &ld[i], sizeof(double)) == 0, "inv %d row %d log-det", inv, i);
+        }
+        ck_assert(x[2] == x0[2]);   /* column 2 is not transformed */
+    }
+    free(work);
+}
+END_TEST
+
 Suite *make_suite(void)
 {
     Suite *s = suite_create("blocks_nsf");
@@ -338,6 +376,7 @@ Suite *make_suite(void)
     tcase_add_loop_test(tc, lulinear_round_trip_and_logdet, 0, 5);
     tcase_add_loop_test(tc, mrqs_round_trip_and_logdet, 0, 5);
     tcase_add_test(tc, tails_are_the_identity);
+    tcase_add_test(tc, rows_give_the_element_function_bits);
     tcase_add_test(tc, bad_manifests_are_refused);
     suite_add_tcase(s, tc);
     return s;
