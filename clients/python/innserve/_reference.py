@@ -444,12 +444,14 @@ def _linear(S, L):
     return W, (S.T(L["bias"]) if L.get("bias") else torch.zeros(W.shape[0], dtype=F64))
 
 
-def _made(S, m, d, x, c):
-    """nflows MADE (random_mask=False): (n, d, 2) parameters, [..., 0] = u, [..., 1] = shift."""
+def _made(S, m, d, x, c, mult=2):
+    """nflows MADE (random_mask=False): (n, d, mult) parameters (affine: [..., 0] = u,
+    [..., 1] = shift)."""
     act = torch.tanh if m["activation"] == "tanh" else torch.relu
     res = m["residual"]
     h_units = S.T(m["initial"]["weight"]).shape[0]
-    din, dh, dout = _made_degrees(d, h_units)
+    din, dh, _ = _made_degrees(d, h_units)
+    dout = torch.arange(mult * d) // mult + 1
     W, b = _masked(S, m["initial"], dh, din, False)
     h = x @ W.T + b
     if c is not None:
@@ -470,7 +472,7 @@ def _made(S, m, d, x, c):
             t = t + c @ Wc.T + bc
         h = h + act(t) @ W2.T + b2
     W, b = _masked(S, m["final"], dout, dh, True)
-    return (h @ W.T + b).reshape(-1, d, 2)
+    return (h @ W.T + b).reshape(-1, d, mult)
 
 
 def blk_maf(S, b, x, c, rev):
@@ -490,6 +492,117 @@ def blk_maf(S, b, x, c, rev):
         s, t = scale_shift(out)
         out = (x - t) / s
     return out, -torch.log(s).sum(1)
+
+
+def _nflows_rqs(cfg, v, raw, inv, divisor=1.0):
+    """nflows' unconstrained_rational_quadratic_spline, linear tails: v (n, l), raw (n, l,
+    3K - 1) -> (out, log|d out / d v| per element)."""
+    K = int(cfg.get("bins", 10))
+    B = float(cfg.get("tail_bound", 3.0))
+    mw, mh = float(cfg.get("min_bin_width", 1e-3)), float(cfg.get("min_bin_height", 1e-3))
+    md = float(cfg.get("min_derivative", 1e-3))
+    inside = (v >= -B) & (v <= B)
+    u = torch.where(inside, v, torch.zeros_like(v))
+
+    def knots(r, mn):
+        w = mn + (1 - mn * K) * torch.softmax(r / divisor, -1)
+        k = F.pad(torch.cumsum(w, -1), (1, 0))
+        k = 2 * B * k - B
+        k[..., 0], k[..., -1] = -B, B
+        return k
+    kx, ky = knots(raw[..., :K], mw), knots(raw[..., K:2 * K], mh)
+    edge = torch.full(raw.shape[:-1] + (1,), math.log(math.expm1(1 - md)), dtype=F64)
+    dv = md + F.softplus(torch.cat([edge, raw[..., 2 * K:], edge], -1))
+    kn = (ky if inv else kx).clone()
+    kn[..., -1] += 1e-6
+    idx = ((u[..., None] >= kn).sum(-1) - 1).clamp(0, K - 1)[..., None]
+    g = lambda t, i: t.gather(-1, i)[..., 0]
+    xk, yk, w, h = g(kx, idx), g(ky, idx), g(kx, idx + 1) - g(kx, idx), g(ky, idx + 1) - g(ky, idx)
+    dk, dk1 = g(dv, idx), g(dv, idx + 1)
+    s = h / w
+    if not inv:
+        th = (u - xk) / w
+        out = yk + h * (s * th ** 2 + dk * th * (1 - th)) / (s + (dk + dk1 - 2 * s) * th * (1 - th))
+    else:
+        dy = u - yk
+        a = dy * (dk + dk1 - 2 * s) + h * (s - dk)
+        b = h * dk - dy * (dk + dk1 - 2 * s)
+        c = -s * dy
+        th = 2 * c / (-b - torch.sqrt((b ** 2 - 4 * a * c).clamp(min=0)))
+        out = th * w + xk
+    tt = th * (1 - th)
+    ld = (torch.log(s ** 2 * (dk1 * th ** 2 + 2 * s * tt + dk * (1 - th) ** 2))
+          - 2 * torch.log(s + (dk + dk1 - 2 * s) * tt))
+    if inv:
+        ld = -ld
+    return torch.where(inside, out, v), torch.where(inside, ld, torch.zeros_like(ld))
+
+
+def blk_mrqs(S, b, x, c, rev):
+    """nflows MaskedPiecewiseRationalQuadraticAutoregressiveTransform (linear tails)."""
+    d = x.shape[1]
+    cfg = b["spline"]
+    M = 3 * int(cfg.get("bins", 10)) - 1
+    if rev == bool(b.get("inverse", False)):   # one pass
+        out, ld = _nflows_rqs(cfg, x, _made(S, b["made"], d, x, c, M), False)
+        return out, ld.sum(1)
+    out = torch.zeros_like(x)
+    for _ in range(d):                          # d passes
+        out, ld = _nflows_rqs(cfg, x, _made(S, b["made"], d, out, c, M), True)
+    return out, ld.sum(1)
+
+
+def _resnet(S, m, u, c):
+    """nflows ResidualNet: context concatenated at the input, GLU context gates."""
+    act = torch.tanh if m.get("activation", "relu") == "tanh" else torch.relu
+    W, bb = _linear(S, m["initial"])
+    h = _cat(u, c) @ W.T + bb
+    for blk in m["blocks"]:
+        W1, b1 = _linear(S, blk["linear0"])
+        W2, b2 = _linear(S, blk["linear1"])
+        t = act(act(h) @ W1.T + b1) @ W2.T + b2
+        if c is not None:
+            Wc, bc = _linear(S, blk["context"])
+            t = t * torch.sigmoid(c @ Wc.T + bc)
+        h = h + t
+    W, bb = _linear(S, m["final"])
+    return h @ W.T + bb
+
+
+def blk_rqscoupling(S, b, x, c, rev):
+    """nflows PiecewiseRationalQuadraticCouplingTransform (linear tails)."""
+    mask = torch.tensor(b["mask"])
+    idf, tff = torch.nonzero(mask == 0)[:, 0], torch.nonzero(mask == 1)[:, 0]
+    K = int(b.get("bins", 10))
+    cd = b["conditioner"]
+    u = x[:, idf]
+    p = _resnet(S, cd, u, c) if cd["type"] == "ResidualNet" else subnet(S, cd, _cat(u, c))
+    raw = p.reshape(x.shape[0], len(tff), 3 * K - 1)
+    div = math.sqrt(b["hidden_features"]) if b.get("hidden_features") else 1.0
+    v, ld = _nflows_rqs(b, x[:, tff], raw, rev, div)
+    out = x.clone()
+    out[:, tff] = v
+    return out, ld.sum(1)
+
+
+def blk_lulinear(S, b, x, c, rev):
+    """nflows LULinear: W = L U, L unit lower (tril k=-1 row-major), U upper with
+    diagonal softplus(u) + eps."""
+    n, d = x.shape
+    eps = float(b.get("eps", 1e-3))
+    Lm, Um = torch.eye(d, dtype=F64), torch.zeros(d, d, dtype=F64)
+    if d > 1:
+        li, ui = torch.tril_indices(d, d, -1), torch.triu_indices(d, d, 1)
+        Lm[li[0], li[1]] = S.T(b["lower_entries"]).reshape(-1)
+        Um[ui[0], ui[1]] = S.T(b["upper_entries"]).reshape(-1)
+    diag = F.softplus(S.T(b["unconstrained_upper_diag"]).reshape(d)) + eps
+    Um = Um + torch.diag(diag)
+    bias = S.T(b["bias"]).reshape(d) if b.get("bias") else torch.zeros(d, dtype=F64)
+    ld = torch.log(diag).sum().expand(n)
+    if not rev:
+        return x @ Um.T @ Lm.T + bias, ld
+    t = torch.linalg.solve_triangular(Lm, (x - bias).T, upper=False, unitriangular=True)
+    return torch.linalg.solve_triangular(Um, t, upper=True).T, -ld
 
 
 def _zuko_rank(d, cw, w):
@@ -621,6 +734,9 @@ BLOCKS = {
     "InvertibleDense": blk_dense,
     "IResNetBlock": blk_iresnet,
     "MaskedAffineAutoregressive": blk_maf,
+    "MaskedRQSAutoregressive": blk_mrqs,
+    "RQSCoupling": blk_rqscoupling,
+    "LULinear": blk_lulinear,
     "ZukoMaskedAutoregressive": blk_zuko,
 }
 
