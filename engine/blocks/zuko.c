@@ -29,15 +29,19 @@
  *     inverse); outside 0 <= k < K the map is the identity with ladj 0; inside, Durkan
  *     et al.'s rational-quadratic segment and its quadratic-root inverse.
  *
- * Layout and speed as in made.c: at load the units of every hidden layer are sorted by rank
- * (stably), so rank group g is one contiguous range reading a prefix of the layer below, and
- * the first layer's feature columns and the output rows are put in rank order.  The one-pass
- * direction (density) runs each layer as one product; the sequential direction (sampling)
- * computes at pass k only the units of rank k in every layer and the P outputs of the rank-k
- * feature, so the network costs about one evaluation in total, not D.  The context part of
- * the first layer (W_c c + b) is one product per tile, once when the condition is shared.
- * Products go through the model's kernels, per-element maps are scalar double code, so
- * results do not depend on the kernel path, the tile or the rows beside.  Scratch only.
+ * Layout and speed: at load the units of every hidden layer are sorted by rank (stably), so
+ * rank group g is one contiguous range reading a prefix of the layer below (inputs: the
+ * features of rank < g, in rank order; hidden: the units of rank <= g), and the output rows
+ * are put in rank order; each group's rows are packed with their prefix.  The rank-sorted
+ * weights are block triangular, so both directions run group by group and skip the masked
+ * blocks: the density direction (one pass) computes groups 0..D-1 of every layer and the
+ * parameters of every feature; the sampling direction (D passes) computes at pass k the
+ * rank-k groups and the rank-k feature only, so the whole network is evaluated once in total,
+ * not D times.  The context part of the first layer (b0 + W_c c) is one product per tile,
+ * once when the condition is shared.  The spline's exponentials go through the kernels'
+ * vector exp, the rest of each univariate map is scalar double code; products go through
+ * the model's kernels: results do not depend on the kernel path, the tile or the rows
+ * beside.  Scratch only (zk_scratch); nothing is allocated per call.
  */
 #include <math.h>
 #include <stdio.h>
@@ -55,7 +59,6 @@ enum ztr { ZT_AFFINE = 0, ZT_RQS };
 /* One Linear in rank-sorted order. */
 struct zlin {
     int out, in;
-    const float *wp;        /* out x in, masked, packed */
     const float **gp;       /* [D]: the rows of rank group g, their input prefix, packed;
                                NULL when the group is empty */
     const float *b;         /* out */
@@ -82,45 +85,51 @@ struct zuko {
 
 /* ---- univariate maps ------------------------------------------------------------------- */
 
-static double squash(double v, double c)
+#define ZK_INLINE static inline __attribute__((always_inline))
+
+ZK_INLINE double squash(double v, double c)
 {
     return v / (1.0 + fabs(v / c));
 }
 
-/* Knots and derivatives of one rqs feature from its raw parameters p (3K - 1 floats):
- * X, Y: K + 1, dv: K + 1. */
-static void rqs_knots(const struct zuko *z, const float *p, double *X, double *Y, double *dv)
+/* rqs: e[j] = exp(squash(p[j])) for the P raw parameters of each of nf consecutive features
+ * (widths and heights with ln slope / 2, derivatives with ln slope), in float: the squash
+ * in one loop, the exponentials through the kernels' vector exp (the same bits on every
+ * path).  The exponents are bounded by |ln slope|, so softmax needs no max subtraction. */
+static void rqs_exps(const struct zuko *z, const struct kern *k, const float *p, float *e,
+                     int nf)
+{
+    const int K = z->K, P = z->P;
+    const float c2 = (float)(z->ln_slope / 2.0), c1 = (float)z->ln_slope;
+    for (int f = 0; f < nf; f++) {
+        const float *q = p + (size_t)f * P;
+        float *o = e + (size_t)f * P;
+        for (int j = 0; j < 2 * K; j++)
+            o[j] = q[j] / (1.0f + fabsf(q[j] / c2));
+        for (int j = 2 * K; j < P; j++)
+            o[j] = q[j] / (1.0f + fabsf(q[j] / c1));
+    }
+    k->map(KF_EXP, e, (size_t)nf * (size_t)P);
+}
+
+/* Knots of one feature from its exponentials e (3K - 1): T (K + 1) from e[off .. off + K). */
+ZK_INLINE void rqs_knots(const struct zuko *z, const float *e, double *T)
 {
     const int K = z->K;
-    const double B = z->bound, c2 = z->ln_slope / 2.0;
-    for (int pass = 0; pass < 2; pass++) {
-        const float *v = p + pass * K;
-        double *out = pass ? Y : X;
-        double m = -INFINITY;
-        for (int j = 0; j < K; j++) {
-            out[j + 1] = squash((double)v[j], c2);
-            if (out[j + 1] > m)
-                m = out[j + 1];
-        }
-        double s = 0.0;
-        for (int j = 0; j < K; j++) {
-            out[j + 1] = em_exp(out[j + 1] - m);
-            s += out[j + 1];
-        }
-        double cum = 0.0;
-        out[0] = -B;
-        for (int j = 0; j < K; j++) {
-            cum += out[j + 1] / s;
-            out[j + 1] = B * (2.0 * cum - 1.0);
-        }
+    const double B = z->bound;
+    double s = 0.0;
+    for (int j = 0; j < K; j++)
+        s += e[j];
+    double cum = 0.0, inv = 1.0 / s;
+    T[0] = -B;
+    for (int j = 0; j < K; j++) {
+        cum += e[j];
+        T[j + 1] = B * (2.0 * (cum * inv) - 1.0);
     }
-    dv[0] = dv[K] = 1.0;
-    for (int j = 1; j < K; j++)
-        dv[j] = em_exp(squash((double)p[2 * K + j - 1], z->ln_slope));
 }
 
 /* Bin of v among the knots T (K + 1): #{T_j < v} - 1. */
-static int rqs_bin(const double *T, int K, double v)
+ZK_INLINE int rqs_bin(const double *T, int K, double v)
 {
     int c = 0;
     for (int j = 0; j <= K; j++)
@@ -128,45 +137,40 @@ static int rqs_bin(const double *T, int K, double v)
     return c - 1;
 }
 
-/* y = f(x), *ladj = log f'(x). */
-static double rqs_fwd(const struct zuko *z, const float *p, double x, double *ladj)
+/* log f' of bin k at relative position t (the segment's s, d0, d1). */
+ZK_INLINE double rqs_ladj(double s, double d0, double d1, double t)
 {
-    double X[65], Y[65], dv[65];
-    rqs_knots(z, p, X, Y, dv);
-    int k = rqs_bin(X, z->K, x);
-    if (k < 0 || k >= z->K) {
-        *ladj = 0.0;
-        return x;
-    }
-    double x0 = X[k], x1 = X[k + 1], y0 = Y[k], y1 = Y[k + 1], d0 = dv[k], d1 = dv[k + 1];
-    double s = (y1 - y0) / (x1 - x0), t = (x - x0) / (x1 - x0), u = t * (1.0 - t);
-    double den = s + (d0 + d1 - 2.0 * s) * u;
-    double y = y0 + (y1 - y0) * (s * t * t + d0 * u) / den;
-    double jac = s * s * (2.0 * s * u + d0 * (1.0 - t) * (1.0 - t) + d1 * t * t) / (den * den);
-    *ladj = em_log(jac);
-    return y;
+    double u = t * (1.0 - t), den = s + (d0 + d1 - 2.0 * s) * u;
+    return em_log(s * s * (2.0 * s * u + d0 * (1.0 - t) * (1.0 - t) + d1 * t * t) / (den * den));
 }
 
-/* x = f^-1(y), *ladj = log f'(x). */
-static double rqs_inv(const struct zuko *z, const float *p, double y, double *ladj)
+/* y = f(x) (inv false) or x = f^-1(y) (inv true) for one feature with exponentials e;
+ * *ladj = log f' at x. */
+ZK_INLINE double rqs_map(const struct zuko *z, const float *e, double v, bool inv, double *ladj)
 {
-    double X[65], Y[65], dv[65];
-    rqs_knots(z, p, X, Y, dv);
-    int k = rqs_bin(Y, z->K, y);
-    if (k < 0 || k >= z->K) {
+    const int K = z->K;
+    double X[65], Y[65];
+    rqs_knots(z, e, X);
+    rqs_knots(z, e + K, Y);
+    int k = rqs_bin(inv ? Y : X, K, v);
+    if (k < 0 || k >= K) {
         *ladj = 0.0;
-        return y;
+        return v;
     }
-    double x0 = X[k], x1 = X[k + 1], y0 = Y[k], y1 = Y[k + 1], d0 = dv[k], d1 = dv[k + 1];
-    double s = (y1 - y0) / (x1 - x0), yy = y - y0, e = d0 + d1 - 2.0 * s;
-    double a = (y1 - y0) * (s - d0) + yy * e, b = (y1 - y0) * d0 - yy * e, c = -s * yy;
+    double x0 = X[k], x1 = X[k + 1], y0 = Y[k], y1 = Y[k + 1];
+    double d0 = k > 0 ? e[2 * K + k - 1] : 1.0, d1 = k < K - 1 ? e[2 * K + k] : 1.0;
+    double s = (y1 - y0) / (x1 - x0), eps = d0 + d1 - 2.0 * s;
+    if (!inv) {
+        double t = (v - x0) / (x1 - x0), u = t * (1.0 - t);
+        *ladj = rqs_ladj(s, d0, d1, t);
+        return y0 + (y1 - y0) * (s * t * t + d0 * u) / (s + eps * u);
+    }
+    double yy = v - y0;
+    double a = (y1 - y0) * (s - d0) + yy * eps, b = (y1 - y0) * d0 - yy * eps, c = -s * yy;
     double disc = b * b - 4.0 * a * c;
     double t = 2.0 * c / (-b - sqrt(disc > 0.0 ? disc : 0.0));
-    double x = x0 + t * (x1 - x0);
-    double u = t * (1.0 - t), den = s + e * u;
-    double jac = s * s * (2.0 * s * u + d0 * (1.0 - t) * (1.0 - t) + d1 * t * t) / (den * den);
-    *ladj = em_log(jac);
-    return x;
+    *ladj = rqs_ladj(s, d0, d1, t);
+    return x0 + t * (x1 - x0);
 }
 
 /* ---- scratch ------------------------------------------------------------------------------ */
@@ -182,6 +186,8 @@ static size_t zk_scratch(const struct blk *b, int rows)
     s += cpl_round(r * (size_t)p->wmax);                  /* staging */
     s += cpl_round(r * (size_t)p->D * (size_t)p->P);      /* parameters */
     s += 2 * cpl_round(r * (size_t)p->D);                 /* x in rank order, z */
+    if (p->tr == ZT_RQS)                                   /* exponentials */
+        s += cpl_round(r * (size_t)p->D * (size_t)p->P);
     return s;
 }
 
@@ -193,6 +199,7 @@ struct ws {
     float *par;             /* n x D P, rank order */
     float *xr;              /* n x D, rank order */
     float *z;               /* n x D */
+    float *ex;              /* rqs: n x D P, exp(squash(par)) */
 };
 
 static struct ws carve(const struct zuko *p, const struct blk_io *io)
@@ -207,7 +214,9 @@ static struct ws carve(const struct zuko *p, const struct blk_io *io)
     w.stage = s, s += cpl_round(r * (size_t)p->wmax);
     w.par = s, s += cpl_round(r * (size_t)p->D * (size_t)p->P);
     w.xr = s, s += cpl_round(r * (size_t)p->D);
-    w.z = s;
+    w.z = s, s += cpl_round(r * (size_t)p->D);
+    if (p->tr == ZT_RQS)
+        w.ex = s;
     return w;
 }
 
@@ -270,50 +279,43 @@ static void run_layer(const struct zuko *p, const struct blk_io *io, const struc
         act_cols(io->k, p->act, w, y, W, c0, cols);
 }
 
-/* Every hidden layer: all units (g < 0) or rank group g. */
+/* Rank group g of every hidden layer (the groups below g of every layer are done). */
 static void run_hidden(const struct zuko *p, const struct blk_io *io, const struct ws *w, int g)
 {
     for (int l = 0; l < p->nl; l++) {
-        int c0 = g < 0 ? 0 : p->goff[l][g], cols = g < 0 ? p->width[l] : p->gcnt[l][g];
-        const float *wp = g < 0 ? p->lin[l].wp : p->lin[l].gp[g];
-        int kk;
-        const float *a;
-        int lda;
-        if (l == 0) {
-            kk = g < 0 ? p->xin : (p->elementwise ? 0 : g);
-            a = w->xr, lda = p->D;
-        } else {
-            kk = g < 0 ? p->width[l - 1] : p->hpre[l - 1][g];
-            a = w->h[l - 1], lda = p->width[l - 1];
-        }
-        run_layer(p, io, w, l, c0, cols, kk, wp, a, lda);
+        if (l == 0)
+            run_layer(p, io, w, 0, p->goff[0][g], p->gcnt[0][g], p->elementwise ? 0 : g,
+                      p->lin[0].gp[g], w->xr, p->D);
+        else
+            run_layer(p, io, w, l, p->goff[l][g], p->gcnt[l][g], p->hpre[l - 1][g],
+                      p->lin[l].gp[g], w->h[l - 1], p->width[l - 1]);
     }
 }
 
-/* Parameters of rank group g (g < 0: all) into par. */
-static void run_params(const struct zuko *p, const struct blk_io *io, const struct ws *w, int g)
+/* The element-wise constants, or the P parameters of the rank-g feature into y (n rows,
+ * stride ldy). */
+static void run_params(const struct zuko *p, const struct blk_io *io, const struct ws *w, int g,
+                       float *y, int ldy)
 {
-    const int DP = p->D * p->P, n = w->n;
+    const int n = w->n, last = p->nl - 1;
     if (p->phi) {
         for (int i = 0; i < n; i++)
-            memcpy(w->par + (size_t)i * DP, p->phi, sizeof(float) * (size_t)DP);
+            memcpy(y + (size_t)i * ldy, p->phi + (size_t)g * p->P, sizeof(float) * (size_t)p->P);
         return;
     }
-    const int last = p->nl - 1;
-    int r0 = g < 0 ? 0 : g * p->P, rows = g < 0 ? DP : p->P;
-    struct kern_gemm gm = {.m = n, .n = rows, .k = g < 0 ? p->width[last] : p->hpre[last][g],
-                           .a = w->h[last], .lda = p->width[last],
-                           .b = g < 0 ? p->fin.wp : p->fin.gp[g], .bmode = KERN_B_PACKED,
-                           .init = p->fin.b + r0, .y = w->par + r0, .ldy = DP};
+    struct kern_gemm gm = {.m = n, .n = p->P, .k = p->hpre[last][g], .a = w->h[last],
+                           .lda = p->width[last], .b = p->fin.gp[g], .bmode = KERN_B_PACKED,
+                           .init = p->fin.b + (size_t)g * p->P, .y = y, .ldy = ldy};
     io->k->gemm(&gm);
 }
 
-/* One feature: y = f(x) or f^-1(x) with the raw parameters q; *ladj = log f' at the input
- * (forward) or at the result (inverse). */
-static double univariate(const struct zuko *p, const float *q, double v, bool inv, double *ladj)
+/* One feature: y = f(x) or f^-1(x) with the raw parameters q (affine) or the exponentials e
+ * (rqs); *ladj = log f' at the input (forward) or at the result (inverse). */
+ZK_INLINE double univariate(const struct zuko *p, const float *q, const float *e, double v,
+                            bool inv, double *ladj)
 {
     if (p->tr == ZT_RQS)
-        return inv ? rqs_inv(p, q, v, ladj) : rqs_fwd(p, q, v, ladj);
+        return rqs_map(p, e, v, inv, ladj);
     double ls = squash((double)q[1], p->ln_slope), s = em_exp(ls);
     *ladj = ls;
     return inv ? ((v - (double)q[0]) / s) : (v * s + (double)q[0]);
@@ -330,16 +332,21 @@ KERN_FMA_CLONES static void zk_forward(const struct blk *b, struct blk_io *io)
     for (int i = 0; i < n; i++)
         for (int k = 0; k < D; k++)
             w.xr[(size_t)i * D + k] = io->x[(size_t)i * D + p->feat[k]];
-    run_hidden(p, io, &w, -1);
-    run_params(p, io, &w, -1);
+    /* rank group by rank group: the rank-sorted weights are block triangular */
+    for (int g = 0; g < D; g++) {
+        run_hidden(p, io, &w, g);
+        run_params(p, io, &w, g, w.par + (size_t)g * P, D * P);
+    }
+    if (p->tr == ZT_RQS)
+        rqs_exps(p, io->k, w.par, w.ex, n * D);
     for (int i = 0; i < n; i++) {
         float *x = io->x + (size_t)i * D;
         double ld = 0.0;
         for (int k = 0; k < D; k++) {
             double la;
             int f = p->feat[k];
-            x[f] = (float)univariate(p, w.par + (size_t)i * D * P + (size_t)k * P, (double)x[f],
-                                     false, &la);
+            size_t o = (size_t)i * D * P + (size_t)k * P;
+            x[f] = (float)univariate(p, w.par + o, w.ex + o, (double)x[f], false, &la);
             ld += la;
         }
         io->log_det[i] += ld;
@@ -355,18 +362,24 @@ KERN_FMA_CLONES static void zk_inverse(const struct blk *b, struct blk_io *io)
     if (p->cw > 0 && p->nl > 0)
         cond_start(p, io, &w);
     memcpy(w.z, io->x, sizeof(float) * (size_t)n * D);
-    if (p->phi)
-        run_params(p, io, &w, -1);
+    if (p->phi && p->tr == ZT_RQS)
+        rqs_exps(p, io->k, p->phi, w.ex, D);
     for (int k = 0; k < D; k++) {
+        /* the rank-k feature's parameters: row i's at q + i * qs (e + i * qs for rqs) */
+        const float *q = p->phi ? p->phi + (size_t)k * P : w.par;
+        const float *e = p->phi ? w.ex + (size_t)k * P : w.ex;
+        const size_t qs = p->phi ? 0 : (size_t)P;
         if (!p->phi) {
             run_hidden(p, io, &w, k);
-            run_params(p, io, &w, k);
+            run_params(p, io, &w, k, w.par, P);
+            if (p->tr == ZT_RQS)
+                rqs_exps(p, io->k, w.par, w.ex, n);
         }
         const int f = p->feat[k];
         for (int i = 0; i < n; i++) {
             double la;
-            float v = (float)univariate(p, w.par + (size_t)i * D * P + (size_t)k * P,
-                                        (double)w.z[(size_t)i * D + f], true, &la);
+            float v = (float)univariate(p, q + i * qs, e + i * qs, (double)w.z[(size_t)i * D + f],
+                                        true, &la);
             io->x[(size_t)i * D + f] = v;
             w.xr[(size_t)i * D + k] = v;
             io->log_det[i] -= la;
@@ -503,7 +516,7 @@ static enum eng_status groups(struct ldr *L, struct zuko *p, int W, int **goff, 
 }
 
 /* A Linear in sorted order: rows ro(o), columns col(i) (i < kin) of the checkpoint's
- * w (stride ldw); packed whole and per rank group (rows goff[g] + [0, gcnt[g]), the first
+ * w (stride ldw); packed per rank group (rows goff[g] + [0, gcnt[g]), the first
  * pre[g] columns).  row_of/col_of NULL: identity. */
 static enum eng_status build_lin(struct ldr *L, struct zuko *p, struct zlin *l, const float *w,
                                  int ldw, const float *bias, int out, int kin,
@@ -522,8 +535,6 @@ static enum eng_status build_lin(struct ldr *L, struct zuko *p, struct zlin *l, 
         bs[o] = bias[ro];
     }
     l->out = out, l->in = kin, l->b = bs;
-    if (!(l->wp = pack(L, out, kin, ws, kin)))
-        return ENG_ERR_NOMEM;
     for (int g = 0; g < p->D; g++) {
         if (gcnt[g] == 0)
             continue;
@@ -577,39 +588,33 @@ out:
     return st;
 }
 
-/* Element-wise transform without context: "phi": the P parameters (zuko's phi.0, phi.1, ...:
- * affine (1), (1); rqs (1, K), (1, K), (1, K - 1)). */
+/* Element-wise transform without context: "phi", its constant parameters named as zuko's
+ * maps name them: {"shift", "scale"} (zuko's phi.0, phi.1: 1 element each) or {"widths",
+ * "heights", "derivatives"} (K, K, K - 1 elements). */
 static enum eng_status load_phi(struct ldr *L, struct zuko *p, const cJSON *j)
 {
-    const cJSON *pj = cJSON_GetObjectItemCaseSensitive(j, "phi");
-    int want = p->tr == ZT_RQS ? 3 : 2;
-    if (!cJSON_IsArray(pj) || cJSON_GetArraySize(pj) != want)
-        return ldr_fail(L, ENG_ERR_MANIFEST, "field 'phi' must be a list of %d tensor names "
-                        "(zuko's phi.0 ..., the parameters of an element-wise transform "
-                        "without context)", want);
+    static const char *const aff[] = {"shift", "scale"}, *const rqs[] = {"widths", "heights",
+                                                                          "derivatives"};
+    const char *const *names = p->tr == ZT_RQS ? rqs : aff;
+    const int nt = p->tr == ZT_RQS ? 3 : 2;
+    const cJSON *pj;
+    enum eng_status st = ldr_obj(L, j, "phi", true, &pj);
+    if (st != ENG_OK)
+        return st;
     float *phi = ldr_alloc(L, sizeof(float) * (size_t)p->P + 1);
     if (!phi)
         return ENG_ERR_NOMEM;
-    int at = 0;
-    for (int t = 0; t < want; t++) {
+    size_t m = ldr_push(L, ".phi");
+    for (int t = 0, at = 0; t < nt && st == ENG_OK; t++) {
         int64_t numel = p->tr == ZT_AFFINE ? 1 : (t < 2 ? p->K : p->K - 1);
-        cJSON *wrap = cJSON_CreateObject();
-        if (!wrap || !cJSON_AddItemReferenceToObject(wrap, "t", cJSON_GetArrayItem(pj, t))) {
-            cJSON_Delete(wrap);
-            return ENG_ERR_NOMEM;
-        }
         const float *v;
-        size_t m = ldr_push(L, ".phi[%d]", t);
-        enum eng_status st = ldr_tensor_numel(L, wrap, "t", true, numel, &v);
-        ldr_pop(L, m);
-        cJSON_Delete(wrap);
-        if (st != ENG_OK)
-            return st;
-        memcpy(phi + at, v, sizeof(float) * (size_t)numel);
+        if ((st = ldr_tensor_numel(L, pj, names[t], true, numel, &v)) == ENG_OK)
+            memcpy(phi + at, v, sizeof(float) * (size_t)numel);
         at += (int)numel;
     }
+    ldr_pop(L, m);
     p->phi = phi;
-    return ENG_OK;
+    return st;
 }
 
 static enum eng_status zk_load(struct blk *b, struct ldr *L, const cJSON *j)

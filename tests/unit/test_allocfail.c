@@ -53,6 +53,9 @@ static const char *const CKPTS[] = {
     "tests/fixtures/golden/nsf_d5_cond.safetensors",
     "tests/fixtures/golden/nsf_d1_sbi.safetensors",
     "tests/fixtures/golden/mrqs_d2.safetensors",
+    "tests/fixtures/golden/zuko_maf_d5_cond.safetensors",
+    "tests/fixtures/golden/zuko_nsf_d1.safetensors",
+    "tests/fixtures/golden/zuko_nsf_d2.safetensors",
     "tests/fixtures/iresnet_cert/freia_iresnet_L090.safetensors",
 };
 #define N_CKPTS (int)(sizeof CKPTS / sizeof CKPTS[0])

@@ -615,7 +615,9 @@ def _zuko_params(S, b, x, c):
     element-wise block an MLP of c or the constants phi)."""
     n, d = x.shape
     if "phi" in b:
-        phi = torch.cat([S.T(t).reshape(d, -1) for t in b["phi"]], 1)
+        keys = ("widths", "heights", "derivatives") if b["transform"]["type"] == "rqs" \
+            else ("shift", "scale")
+        phi = torch.cat([S.T(b["phi"][k]).reshape(d, -1) for k in keys], 1)
         return phi.expand(n, d, phi.shape[1])
     act = {"relu": torch.relu, "tanh": torch.tanh, "elu": F.elu, "sigmoid": torch.sigmoid,
            "silu": F.silu}[b.get("activation", "relu")]
