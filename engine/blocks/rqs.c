@@ -154,101 +154,126 @@ KERN_FMA_CLONES double rqs_nflows_elem(const struct rqs_nflows *s, const float *
 
 /* ---- many elements at once --------------------------------------------------------------- */
 
-/* Elements per chunk of rqs_nflows_rows: the transcendental functions run as flat loops over
- * a chunk (vectorized in the FMA clone), every element through the same operations as
- * rqs_nflows_elem's, so a value does not depend on the chunk or the rows beside it. */
+/* Elements per chunk of rqs_nflows_rows: chunk arrays are laid out [k][element], so every
+ * step (max, exp, sums, knots, bin search, softplus, logs) is a loop across the chunk's
+ * elements that vectorizes in the FMA clone, while each element goes through exactly the
+ * operations of rqs_nflows_elem, in the same order: a value depends neither on the chunk
+ * nor on the rows beside it. */
 #define RQS_CHUNK 16
 
 size_t rqs_nflows_rows_work(const struct rqs_nflows *s)
 {
     size_t K = (size_t)s->K;
-    return RQS_CHUNK * (2 * K + 2 * (K + 1) + 12);
+    return RQS_CHUNK * (2 * K + 2 * (K + 1) + 16);
 }
 
 KERN_FMA_CLONES void rqs_nflows_rows(const struct rqs_nflows *s, int n, float *x, int ldx,
                                      const int *cols, int nc, const float *par, int ldp,
                                      bool inv, double *log_det, double *work)
 {
+    enum { C = RQS_CHUNK };
     const int K = s->K, P = rqs_nflows_params(s);
     const double div = s->divisor, B = s->B;
-    double *U = work;                             /* CH x 2K: exp arguments, then values */
-    double *X = U + RQS_CHUNK * 2 * K;            /* CH x (K + 1) */
-    double *Y = X + RQS_CHUNK * (K + 1);          /* CH x (K + 1) */
-    double *V = Y + RQS_CHUNK * (K + 1);          /* CH: input */
-    double *D0 = V + RQS_CHUNK, *D1 = D0 + RQS_CHUNK;  /* CH: raw, then derivatives */
-    double *NUM = D1 + RQS_CHUNK, *DEN = NUM + RQS_CHUNK, *OUT = DEN + RQS_CHUNK;
-    double *LD = OUT + RQS_CHUNK;
-    int *BIN = (int *)(void *)(LD + RQS_CHUNK);   /* CH ints (2 CH doubles reserved) */
+    double *U = work;                           /* [2][K][C]: exp arguments, then values */
+    double *KN = U + (size_t)2 * K * C;         /* [2][K + 1][C]: x knots, y knots */
+    double *V = KN + (size_t)2 * (K + 1) * C;   /* [C] each below */
+    double *MX = V + C, *SUM = MX + C, *ACC = SUM + C, *D0 = ACC + C, *D1 = D0 + C;
+    double *NUM = D1 + C, *DEN = NUM + C, *OUT = DEN + C, *LD = OUT + C;
+    double *XK = LD + C, *XK1 = XK + C, *YK = XK1 + C, *YK1 = YK + C;
+    int *BIN = (int *)(void *)(YK1 + C);        /* [C] ints (C doubles reserved) */
+    const float *RAW[C];
     const long total = (long)n * nc;
     double rowsum = 0.0;
-    for (long e0 = 0; e0 < total; e0 += RQS_CHUNK) {
-        const int ce = total - e0 < RQS_CHUNK ? (int)(total - e0) : RQS_CHUNK;
-        /* exp arguments raw / div - max, per element and axis */
-        for (int e = 0; e < ce; e++) {
-            long g = e0 + e;
+    if (total < 4) {    /* fewer than one vector of elements: one at a time (same bits) */
+        for (int i = 0; i < n; i++) {
+            for (int j = 0; j < nc; j++) {
+                double l;
+                float *xv = x + (size_t)i * ldx + cols[j];
+                *xv = (float)rqs_nflows_elem(s, par + (size_t)i * ldp + (size_t)j * P,
+                                             (double)*xv, inv, &l, work);
+                rowsum += l;
+            }
+            log_det[i] += rowsum;
+            rowsum = 0.0;
+        }
+        return;
+    }
+    for (long e0 = 0; e0 < total; e0 += C) {
+        const int ce = total - e0 < C ? (int)(total - e0) : C;
+        const int cv = (ce + 3) & ~3;           /* lanes computed: ce rounded up to 4 */
+        for (int e = 0; e < cv; e++) {           /* lanes past ce repeat the last element */
+            long g = e0 + (e < ce ? e : ce - 1);
             int i = (int)(g / nc), j = (int)(g % nc);
-            const float *raw = par + (size_t)i * ldp + (size_t)j * P;
-            double v = (double)x[(size_t)i * ldx + cols[j]];
-            V[e] = v;
-            for (int a = 0; a < 2; a++) {
-                const float *r = raw + a * K;
-                double *u = U + ((size_t)e * 2 + a) * K;
-                double mx = (double)r[0] / div;
-                for (int k = 1; k < K; k++) {
-                    double t = (double)r[k] / div;
-                    if (t > mx)
-                        mx = t;
+            RAW[e] = par + (size_t)i * ldp + (size_t)j * P;
+            V[e] = (double)x[(size_t)i * ldx + cols[j]];
+        }
+        for (int a = 0; a < 2; a++) {
+            double *u = U + (size_t)a * K * C;
+            for (int k = 0; k < K; k++)
+                for (int e = 0; e < cv; e++)
+                    u[(size_t)k * C + e] = (double)RAW[e][a * K + k] / div;
+            for (int e = 0; e < cv; e++)
+                MX[e] = u[e];
+            for (int k = 1; k < K; k++)
+                for (int e = 0; e < cv; e++)
+                    MX[e] = u[(size_t)k * C + e] > MX[e] ? u[(size_t)k * C + e] : MX[e];
+            for (int k = 0; k < K; k++)
+                for (int e = 0; e < cv; e++)
+                    u[(size_t)k * C + e] -= MX[e];
+        }
+        for (int a = 0; a < 2 * K; a++)
+            for (int e = 0; e < cv; e++)
+                U[(size_t)a * C + e] = em_exp(U[(size_t)a * C + e]);
+        for (int a = 0; a < 2; a++) {
+            const double *u = U + (size_t)a * K * C;
+            double *kn = KN + (size_t)a * (K + 1) * C;
+            const double mn = a ? s->min_h : s->min_w, f = 1.0 - mn * K;
+            for (int e = 0; e < cv; e++)
+                SUM[e] = 0.0, ACC[e] = 0.0;
+            for (int k = 0; k < K; k++)
+                for (int e = 0; e < cv; e++)
+                    SUM[e] += u[(size_t)k * C + e];
+            for (int k = 0; k < K; k++)
+                for (int e = 0; e < cv; e++) {
+                    ACC[e] += mn + f * (u[(size_t)k * C + e] / SUM[e]);
+                    kn[(size_t)(k + 1) * C + e] = 2.0 * B * ACC[e] - B;
                 }
-                for (int k = 0; k < K; k++)
-                    u[k] = (double)r[k] / div - mx;
+            for (int e = 0; e < cv; e++) {
+                kn[e] = -B;
+                kn[(size_t)K * C + e] = B;
             }
         }
-        for (int t = 0; t < ce * 2 * K; t++)
-            U[t] = em_exp(U[t]);
-        /* knots, bin, raw derivatives of the bin */
-        for (int e = 0; e < ce; e++) {
-            long g = e0 + e;
-            int i = (int)(g / nc), j = (int)(g % nc);
-            const float *raw = par + (size_t)i * ldp + (size_t)j * P;
-            double *kx = X + (size_t)e * (K + 1), *ky = Y + (size_t)e * (K + 1);
-            for (int a = 0; a < 2; a++) {
-                const double *u = U + ((size_t)e * 2 + a) * K;
-                double *kn = a ? ky : kx, mn = a ? s->min_h : s->min_w;
-                double sum = 0.0;
-                for (int k = 0; k < K; k++)
-                    sum += u[k];
-                double acc = 0.0;
-                for (int k = 0; k < K; k++) {
-                    acc += mn + (1.0 - mn * K) * (u[k] / sum);
-                    kn[k + 1] = 2.0 * B * acc - B;
-                }
-                kn[0] = -B;
-                kn[K] = B;
-            }
-            double v = V[e];
-            bool in = v >= -B && v <= B;
-            int k = in ? find_bin(inv ? ky : kx, K, v) : 0;
-            BIN[e] = k;
-            D0[e] = k == 0 ? 0.0 : (double)raw[2 * K + k - 1];
-            D1[e] = k + 1 == K ? 0.0 : (double)raw[2 * K + k];
+        /* the bin: #{k : v >= knot_k} - 1, 1e-6 added to the last knot */
+        const double *sk = KN + (inv ? (size_t)(K + 1) * C : 0);
+        for (int e = 0; e < cv; e++)
+            BIN[e] = -1;
+        for (int k = 0; k < K; k++)
+            for (int e = 0; e < cv; e++)
+                BIN[e] += V[e] >= sk[(size_t)k * C + e];
+        for (int e = 0; e < cv; e++) {
+            BIN[e] += V[e] >= sk[(size_t)K * C + e] + 1e-6;
+            BIN[e] = BIN[e] < 0 ? 0 : BIN[e] > K - 1 ? K - 1 : BIN[e];
         }
-        for (int e = 0; e < ce; e++) {
-            double u = D0[e];
-            double t = em_log1p(em_exp(u));
-            D0[e] = u > 20.0 ? u : t;
+        const double *kx = KN, *ky = KN + (size_t)(K + 1) * C;
+        for (int e = 0; e < cv; e++) {
+            int k = BIN[e];
+            XK[e] = kx[(size_t)k * C + e], XK1[e] = kx[(size_t)(k + 1) * C + e];
+            YK[e] = ky[(size_t)k * C + e], YK1[e] = ky[(size_t)(k + 1) * C + e];
+            D0[e] = k == 0 ? 0.0 : (double)RAW[e][2 * K + k - 1];
+            D1[e] = k + 1 == K ? 0.0 : (double)RAW[e][2 * K + k];
         }
-        for (int e = 0; e < ce; e++) {
-            double u = D1[e];
-            double t = em_log1p(em_exp(u));
-            D1[e] = u > 20.0 ? u : t;
+        for (int e = 0; e < cv; e++) {
+            double u = D0[e], t = em_log1p(em_exp(u));
+            D0[e] = BIN[e] == 0 ? s->edge : s->min_d + (u > 20.0 ? u : t);
+        }
+        for (int e = 0; e < cv; e++) {
+            double u = D1[e], t = em_log1p(em_exp(u));
+            D1[e] = BIN[e] + 1 == K ? s->edge : s->min_d + (u > 20.0 ? u : t);
         }
         /* the bin's map, up to the logs */
-        for (int e = 0; e < ce; e++) {
-            int k = BIN[e];
-            const double *kx = X + (size_t)e * (K + 1), *ky = Y + (size_t)e * (K + 1);
-            double dk = k == 0 ? s->edge : s->min_d + D0[e];
-            double dk1 = k + 1 == K ? s->edge : s->min_d + D1[e];
-            double xk = kx[k], yk = ky[k], w = kx[k + 1] - xk, h = ky[k + 1] - yk;
+        for (int e = 0; e < cv; e++) {
+            double dk = D0[e], dk1 = D1[e], xk = XK[e], yk = YK[e];
+            double w = XK1[e] - xk, h = YK1[e] - yk;
             double sl = h / w, v = V[e];
             if (!inv) {
                 double th = (v - xk) / w;
@@ -264,23 +289,20 @@ KERN_FMA_CLONES void rqs_nflows_rows(const struct rqs_nflows *s, int n, float *x
                 double b = h * dk - dy * ee;
                 double c = -sl * dy;
                 double disc = b * b - 4.0 * a * c;
-                if (!(disc > 0.0))
-                    disc = 0.0;
+                disc = disc > 0.0 ? disc : 0.0;
                 double q = -b - sqrt(disc);
                 double r = q != 0.0 ? (2.0 * c) / q : 0.0;
-                if (!(r >= 0.0))
-                    r = 0.0;
-                if (r > 1.0)
-                    r = 1.0;
+                r = r >= 0.0 ? r : 0.0;
+                r = r > 1.0 ? 1.0 : r;
                 double tt = r * (1.0 - r);
                 OUT[e] = r * w + xk;
                 NUM[e] = sl * sl * (dk1 * r * r + 2.0 * sl * tt + dk * (1.0 - r) * (1.0 - r));
                 DEN[e] = sl + ee * tt;
             }
         }
-        for (int e = 0; e < ce; e++)
+        for (int e = 0; e < cv; e++)
             LD[e] = em_log(NUM[e]) - 2.0 * em_log(DEN[e]);
-        /* write back; log-dets summed per row in feature order */
+        /* write back; log-dets summed per row in column order */
         for (int e = 0; e < ce; e++) {
             long g = e0 + e;
             int i = (int)(g / nc), j = (int)(g % nc);

@@ -344,11 +344,13 @@ START_TEST(rows_give_the_element_function_bits)
     memcpy(x0, x, sizeof(x));
     const int cols[NC] = {1, 3, 0};
     double *work = malloc(sizeof(double) * (rqs_nflows_rows_work(&s) + (size_t)s.K * 3 + 8));
-    for (int inv = 0; inv < 2; inv++) {
+    const int rows[] = {1, 2, 5, N};     /* 3, 6, 15 and 111 elements: scalar, padded lanes */
+    for (int t = 0; t < 8; t++) {
+        const int inv = t & 1, nr = rows[t / 2];
         double ld[N] = {0};
         memcpy(x, x0, sizeof(x));
-        rqs_nflows_rows(&s, N, x, 4, cols, NC, par, NC * P, inv, ld, work);
-        for (int i = 0; i < N; i++) {
+        rqs_nflows_rows(&s, nr, x, 4, cols, NC, par, NC * P, inv, ld, work);
+        for (int i = 0; i < nr; i++) {
             double sum = 0.0;
             for (int j = 0; j < NC; j++) {
                 double l;
