@@ -86,11 +86,12 @@ struct eng_info {
     const char *manifest_json; /* the manifest text exactly as stored */
     const char *blocks_json;   /* the manifest's "blocks" array (or mlp network) as JSON text */
     /* The first n_test_vectors (<= ENG_TEST_VECTORS_MAX) rows of the checkpoint's test
-     * vectors (manifest "tests"), as observations a user may pick and the x each came from:
+     * vectors (manifest "tests"), as observations a user may pick and the x stored with each:
      * test_y is n_test_vectors x dims.y, test_x n_test_vectors x dims.x, physical units,
      * float32 of the values the exporter stored.  cinn: test_y = tests.y (the condition),
-     * test_x = tests.x.  inn and mlp: test_y = tests.y_out (the y the network gives for
-     * tests.x), test_x = tests.x.  flow: none (a flow has no observation).  Kept only when
+     * test_x = tests.x (its ground truth only if the exporter stored simulated pairs).  inn
+     * and mlp: test_y = tests.y_out (the y the network gives for tests.x), test_x = tests.x.
+     * flow: none (a flow has no observation).  Kept only when
      * the self test ran and passed: 0 and NULL after ENG_LOAD_NO_SELFTEST.  Owned by the
      * model (its arena), borrowed like the rest of eng_info. */
     int n_test_vectors;

@@ -2,7 +2,7 @@
  * selftest.c — the load-time self test: run the checkpoint's embedded test vectors (what
  * the exporting framework computed) through the engine and refuse a model that disagrees,
  * naming the first row, column and both values.  A model that passes keeps float copies of
- * the first ENG_TEST_VECTORS_MAX rows' observation and ground truth (struct eng_info).
+ * the first ENG_TEST_VECTORS_MAX rows' observation and x (struct eng_info).
  */
 #include <math.h>
 
@@ -95,7 +95,7 @@ static enum eng_status check(struct ldr *L, struct eng_model *m, const struct tv
     return compare(L, "inverse x", fx, NULL, xinv ? xinv : x, n, d->x, rtol, atol);
 }
 
-/* Keep float copies of the first rows' observation and ground truth in the model (what
+/* Keep float copies of the first rows' observation and x in the model (what
  * struct eng_info documents): cinn y / x, inn and mlp y_out / x, nothing for a flow. */
 static enum eng_status keep(struct ldr *L, struct eng_model *m, const struct tvec *t)
 {

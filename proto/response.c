@@ -644,14 +644,6 @@ void proto_write_metadata(struct proto_buf *b, const struct proto_model_id *id,
     proto_buf_puts(b, "}\n");
 }
 
-static void num_or_null(struct proto_buf *b, double v)
-{
-    if (isfinite(v))
-        proto_buf_f64(b, v);
-    else
-        proto_buf_puts(b, "null");
-}
-
 void proto_write_certificate(struct proto_buf *b, const struct proto_model_id *id,
                              const struct eng_certificate *cert)
 {
@@ -678,11 +670,11 @@ void proto_write_certificate(struct proto_buf *b, const struct proto_model_id *i
         proto_buf_puts(b, "\",\"reason\":");
         proto_buf_json_str(b, c->reason);
         proto_buf_puts(b, ",\"lipschitz\":");
-        num_or_null(b, c->lipschitz);
+        f64_or_null(b, c->lipschitz);
         proto_buf_puts(b, ",\"lipschitz_inverse\":");
-        num_or_null(b, c->lipschitz_inverse);
+        f64_or_null(b, c->lipschitz_inverse);
         proto_buf_puts(b, ",\"condition\":");
-        num_or_null(b, c->condition);
+        f64_or_null(b, c->condition);
         proto_buf_puts(b, ",\"iterations_for_1e-6\":");
         if (c->iterations_for_1e6 >= 0)
             proto_buf_i64(b, c->iterations_for_1e6);

@@ -504,17 +504,27 @@ fail:
     srv_call_unref(c);
 }
 
-void srv_jobs_get(struct srv_jobs *t, const char *id, struct srv_response *out)
+/* Takes the table's mutex and finds job id (expired ones swept first).  NULL, with the
+ * mutex released and out holding the 404, when there is no such job. */
+static struct srv_task *lock_find(struct srv_jobs *t, const char *id, int64_t now,
+                                  struct srv_response *out)
 {
-    int64_t now = srv_now_ns();
     pthread_mutex_lock(&t->mu);
     sweep(t, now);
     struct srv_task *k = find(t, id);
     if (!k) {
         pthread_mutex_unlock(&t->mu);
         not_found(t, id, out);
-        return;
     }
+    return k;
+}
+
+void srv_jobs_get(struct srv_jobs *t, const char *id, struct srv_response *out)
+{
+    int64_t now = srv_now_ns();
+    struct srv_task *k = lock_find(t, id, now, out);
+    if (!k)
+        return;
     struct proto_buf b;
     proto_buf_init(&b, 0);
     write_task(&b, k, now, true);
@@ -527,14 +537,9 @@ void srv_jobs_result(struct srv_jobs *t, const char *id, struct srv_response *ou
 {
     int64_t now = srv_now_ns();
     struct proto_error e;
-    pthread_mutex_lock(&t->mu);
-    sweep(t, now);
-    struct srv_task *k = find(t, id);
-    if (!k) {
-        pthread_mutex_unlock(&t->mu);
-        not_found(t, id, out);
+    struct srv_task *k = lock_find(t, id, now, out);
+    if (!k)
         return;
-    }
     enum srv_task_state st = state_of(k);
     if (st == SRV_TASK_DONE || st == SRV_TASK_FAILED) {
         /* the answer as the synchronous request would have had it */
@@ -566,14 +571,9 @@ void srv_jobs_result(struct srv_jobs *t, const char *id, struct srv_response *ou
 void srv_jobs_delete(struct srv_jobs *t, const char *id, struct srv_response *out)
 {
     int64_t now = srv_now_ns();
-    pthread_mutex_lock(&t->mu);
-    sweep(t, now);
-    struct srv_task *k = find(t, id);
-    if (!k) {
-        pthread_mutex_unlock(&t->mu);
-        not_found(t, id, out);
+    struct srv_task *k = lock_find(t, id, now, out);
+    if (!k)
         return;
-    }
     struct proto_buf b;
     proto_buf_init(&b, 0);
     if (k->finished) {

@@ -4,7 +4,10 @@
  * Talks to the daemon's own API on this origin: GET /v1/models, /v1/models/{m},
  * /v1/models/{m}/certificate; POST /v1/models/{m}/sample (JSON for the plot and table,
  * Accept: text/csv or application/x-npy for downloads); POST /v1/models/{m}/calibration as
- * a job ("async": true, then GET /v1/jobs/{id} until done; DELETE cancels).  With a bearer
+ * a job ("async": true, then GET /v1/jobs/{id} until done; DELETE cancels).  The metadata's
+ * "test_vectors" fill the Test vector choice: picking a row fills y, and the corner plot of
+ * the samples drawn for it marks that row's x (the ground truth of y where the checkpoint's
+ * test vectors are simulated pairs).  With a bearer
  * token in sessionStorage every API call carries it; a 401 asks for it.
  *
  * The plots are hand-written canvas code: a corner plot (1-D histograms on the diagonal,
@@ -19,7 +22,7 @@
   var TOKEN_KEY = 'innserve-token';
   var state = {
     models: [], model: null, meta: null,
-    lastRequest: null,   // {path, body}: the sample request the plot shows
+    lastRequest: null,   // {path, body, truth}: the sample request the plot shows
     lastSeed: null,
     job: null,           // {url, cancelled}
   };
@@ -238,10 +241,50 @@
       inp.required = true;
       inp.value = '0';
       inp.name = names[i] || ('y' + i);
-      inp.addEventListener('input', updateCurl);
+      inp.addEventListener('input', function () { $('y-test').value = ''; updateCurl(); });
       lab.appendChild(inp);
       box.appendChild(lab);
     }
+    buildTestVectors(m);
+  }
+
+  // The Test vector choice: one option per row of the metadata's test_vectors (the row's y
+  // in the option's text), hidden when the model has none.
+  function buildTestVectors(m) {
+    var sel = $('y-test');
+    while (sel.options.length > 1) sel.remove(1);
+    sel.value = '';
+    var tv = m.test_vectors;
+    var rows = tv && Array.isArray(tv.y) && m.dims.y > 0 ? tv.y : [];
+    var names = (m.names && m.names.y) || [];
+    rows.forEach(function (row, i) {
+      var text = (i + 1) + ': ' + row.map(function (v, k) { return (names[k] || 'y' + k) + ' ' + fmt(v); }).join(', ');
+      sel.appendChild(el('option', {value: String(i)}, text));
+    });
+    $('y-test-row').hidden = rows.length === 0;
+    $('y-test-help').hidden = rows.length === 0;
+  }
+
+  // The chosen test vector: {index, y, x} or null.
+  function chosenTestVector() {
+    var v = $('y-test').value, tv = state.meta && state.meta.test_vectors;
+    if (v === '' || !tv) return null;
+    var i = Number(v);
+    return tv.y[i] && tv.x[i] ? {index: i, y: tv.y[i], x: tv.x[i]} : null;
+  }
+
+  // Fill the y fields from the chosen test vector.
+  function useTestVector() {
+    var t = chosenTestVector();
+    if (!t) {
+      setStatus('sample-status', 'No test vector: type or paste y.');
+      updateCurl();
+      return;
+    }
+    var ins = yInputs();
+    ins.forEach(function (inp, k) { inp.value = String(t.y[k]); inp.removeAttribute('aria-invalid'); });
+    setStatus('sample-status', 'Filled y from test vector ' + (t.index + 1) + '; the plot will mark its x.');
+    updateCurl();
   }
 
   // ---- the sample request -------------------------------------------------------------
@@ -262,6 +305,7 @@
       return;
     }
     $('y-paste').removeAttribute('aria-invalid');
+    $('y-test').value = '';
     ins.forEach(function (inp, i) { inp.value = String(vals[i]); });
     setStatus('sample-status', 'Filled ' + ins.length + ' fields.');
     updateCurl();
@@ -354,6 +398,7 @@
       return;
     }
     var path = '/v1/models/' + encodeURIComponent(m.name) + '/sample';
+    var truth = chosenTestVector();
     var asJob = $('sample-job').checked;
     $('sample-run').disabled = true;
     $('sample-progress').hidden = true;
@@ -363,17 +408,18 @@
       .then(function (a) {
         var tNet = performance.now() - t0;
         if (state.model !== m.name) return;
-        state.lastRequest = {path: path, body: body};
+        state.lastRequest = {path: path, body: body, truth: truth};
         state.lastSeed = a.seed;
         if (body.seed === undefined) $('seed').placeholder = 'drawn: ' + a.seed;
-        showSamples(a, m, tNet);
+        showSamples(a, m, tNet, truth);
         updateCurl();
       }).catch(function (e) {
         if (e.status !== 401 && !e.cancelled) setStatus('sample-status', e.message, true);
       }).then(function () { $('sample-run').disabled = false; });
   }
 
-  function showSamples(a, m, tNet) {
+  // truth: the test vector ({index, y, x}) whose y was sampled, or null.
+  function showSamples(a, m, tNet, truth) {
     $('sample-out').hidden = false;
     var S = a.samples[0];
     var n = S.length, d = m.dims.x;
@@ -389,15 +435,35 @@
       marks = {mean: a.summary.mean[0], quantiles: []};
       for (var q in a.summary.quantiles) marks.quantiles.push(a.summary.quantiles[q][0]);
     }
+    if (truth) {
+      marks = marks || {mean: null, quantiles: []};
+      marks.truth = truth.x;
+    }
     var canvas = $('corner');
     var ms = drawCorner(canvas, cols, names, marks, $('sample-out').clientWidth || 800);
+    var truthText = truth ? 'the x of test vector ' + (truth.index + 1) + ' (' +
+      truth.x.map(function (v, k) { return (names[k] || 'x' + k) + ' ' + fmt(v); }).join(', ') + ')' : '';
     canvas.setAttribute('aria-label', 'Corner plot of ' + n + ' posterior samples over ' + d +
-      ' parameters (' + names.join(', ') + '): histograms on the diagonal, pairwise densities below it. ' +
-      'The summary table below gives the numbers.');
+      ' parameters (' + names.join(', ') + '): histograms on the diagonal, pairwise densities below it' +
+      (truth ? '; orange lines and dots mark ' + truthText : '') + '. The summary table below gives the numbers.');
     canvas.setAttribute('data-draw-ms', ms.toFixed(1));
+    if (truth) canvas.setAttribute('data-truth', JSON.stringify(truth.x));
+    else canvas.removeAttribute('data-truth');
     $('corner-cap').textContent = n + ' samples, seed ' + a.seed + ', temperature ' + a.temperature +
-      '. Lines: mean (solid) and quantiles (dashed). Answered in ' + Math.round(tNet) +
-      ' ms, drawn in ' + ms.toFixed(1) + ' ms.';
+      '. Answered in ' + Math.round(tNet) + ' ms, drawn in ' + ms.toFixed(1) + ' ms.';
+    var lg = $('corner-legend');
+    lg.textContent = '';
+    var item = function (cls, text) {
+      var li = el('li', {class: cls});
+      li.appendChild(el('span', {class: 'swatch', 'aria-hidden': 'true'}));
+      li.appendChild(document.createTextNode(text));
+      lg.appendChild(li);
+    };
+    if (marks && marks.mean) {
+      item('mean', 'mean (solid red)');
+      if (marks.quantiles.length) item('quantile', 'quantiles (dashed red)');
+    }
+    if (truth) item('truth', 'x of test vector ' + (truth.index + 1) + ' (orange)');
     showSummary(a, names, d);
     var rs = $('resim');
     if (a.resimulation) {
@@ -525,6 +591,9 @@
 
   function tickLabel(v) { return String(Number(v.toPrecision(3))); }
 
+  // The colour of a known x on the corner plot (apart from the blues and the red marks).
+  var TRUTH = '#e66100';
+
   // white -> deep blue, 256 entries of RGBA.
   var LUT = (function () {
     var stops = [[255, 255, 255], [198, 219, 239], [107, 174, 214], [33, 113, 181], [8, 48, 107]];
@@ -538,7 +607,9 @@
   })();
 
   // The corner plot of cols (one Float32Array per dimension, equal lengths) on canvas,
-  // cssWidth pixels wide at most.  marks: {mean: [d], quantiles: [[d], ...]} or null.
+  // cssWidth pixels wide at most.  marks: {mean: [d] or null, quantiles: [[d], ...],
+  // truth: [d] (optional: a known x, such as a test vector's, drawn in orange and kept
+  // inside the ranges)} or null.
   // Returns the milliseconds it took.
   function drawCorner(canvas, cols, names, marks, cssWidth) {
     var t0 = performance.now();
@@ -549,7 +620,16 @@
     var ctx = sizeCanvas(canvas, W, H);
     ctx.fillStyle = '#fff';
     ctx.fillRect(0, 0, W, H);
-    var rg = cols.map(range);
+    var truth = marks && marks.truth ? marks.truth : null;
+    var rg = cols.map(function (c, k) {
+      var r = range(c);
+      if (truth && isFinite(truth[k])) {   // widen to show the truth with a margin
+        var pad = 0.05 * (r[1] - r[0]);
+        if (truth[k] - pad < r[0]) r[0] = truth[k] - pad;
+        if (truth[k] + pad > r[1]) r[1] = truth[k] + pad;
+      }
+      return r;
+    });
     var B2 = Math.max(8, Math.min(48, Math.floor(panel / 3)));
     var B1 = Math.max(10, Math.min(60, Math.floor(panel / 3)));
     var gap = 3, inner = panel - gap;
@@ -594,6 +674,28 @@
         ctx.strokeStyle = '#c8ced6';
         ctx.lineWidth = 1;
         ctx.strokeRect(px + 0.5, py + 0.5, inner - 1, inner - 1);
+        if (truth) {   // crosshair and dot at the truth
+          var tx = px + (truth[q] - rg[q][0]) / (rg[q][1] - rg[q][0]) * inner;
+          var ty = py + inner - (truth[r] - rg[r][0]) / (rg[r][1] - rg[r][0]) * inner;
+          ctx.save();
+          ctx.beginPath();
+          ctx.rect(px, py, inner, inner);
+          ctx.clip();
+          ctx.strokeStyle = TRUTH;
+          ctx.lineWidth = 1.5;
+          ctx.beginPath();
+          ctx.moveTo(tx, py); ctx.lineTo(tx, py + inner);
+          ctx.moveTo(px, ty); ctx.lineTo(px + inner, ty);
+          ctx.stroke();
+          ctx.beginPath();
+          ctx.arc(tx, ty, 4, 0, 2 * Math.PI);
+          ctx.fillStyle = TRUTH;
+          ctx.fill();
+          ctx.strokeStyle = '#fff';
+          ctx.lineWidth = 1.5;
+          ctx.stroke();
+          ctx.restore();
+        }
       }
     }
     // diagonal: 1-D histograms with mean and quantile lines
@@ -631,7 +733,14 @@
         });
         ctx.setLineDash([]);
         ctx.lineWidth = 1.5;
-        ctx.beginPath(); ctx.moveTo(toX(marks.mean[k]), py); ctx.lineTo(toX(marks.mean[k]), py + inner); ctx.stroke();
+        if (marks.mean) {
+          ctx.beginPath(); ctx.moveTo(toX(marks.mean[k]), py); ctx.lineTo(toX(marks.mean[k]), py + inner); ctx.stroke();
+        }
+        if (truth) {
+          ctx.strokeStyle = TRUTH;
+          ctx.lineWidth = 2.5;
+          ctx.beginPath(); ctx.moveTo(toX(truth[k]), py); ctx.lineTo(toX(truth[k]), py + inner); ctx.stroke();
+        }
         ctx.restore();
       }
     }
@@ -1095,6 +1204,7 @@
     $('sample-form').addEventListener('submit', runSample);
     $('sample-form').addEventListener('input', updateCurl);
     $('y-paste-apply').addEventListener('click', pasteRow);
+    $('y-test').addEventListener('change', useTestVector);
     $('y-paste').addEventListener('keydown', function (ev) { if (ev.key === 'Enter') { ev.preventDefault(); pasteRow(); } });
     $('y-paste').addEventListener('paste', function () { setTimeout(pasteRow, 0); });
     $('dl-csv').addEventListener('click', function () { download('csv'); });

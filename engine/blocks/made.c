@@ -1,6 +1,10 @@
 /*
  * made.c — MaskedAffineAutoregressive: nflows' MaskedAffineAutoregressiveTransform (MAF)
- * with its MADE conditioner, and the same block inverted (IAF, manifest "inverse": true).
+ * with its MADE conditioner, and the same block inverted (IAF, manifest "inverse": true);
+ * MaskedRQSAutoregressive: nflows' MaskedPiecewiseRationalQuadraticAutoregressiveTransform
+ * (sbi's maf_rqs), the same MADE with M = 3K - 1 outputs per feature (output j has degree
+ * j / M + 1, feature k owns outputs kM .. kM + M - 1, read by rqs.h's nflows spline with
+ * linear tails, widths and heights not divided: a MADE has no hidden_features).
  *
  * MADE (nflows.transforms.made, random_mask=False): inputs x_1..x_D have degrees 1..D,
  * hidden unit o of width H has degree o % max(1, D-1) + min(1, D-1), output j of the 2D
@@ -36,6 +40,7 @@
  * computed once.  Scratch only (see made_scratch); nothing is allocated per call.
  */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -45,6 +50,7 @@
 #include "../loader.h"
 #include "../safetensors.h"
 #include "coupling.h"
+#include "rqs.h"
 
 /* One masked Linear in degree-sorted hidden order. */
 struct mlin {
@@ -54,7 +60,7 @@ struct mlin {
                                when the group is empty */
     const float *b;         /* out (zeros when the checkpoint has none) */
     int ctx;                /* index of its condition start values, -1 when none */
-    enum act_type act;      /* fused activation */
+    enum act_type act;      /* activation after the product (relu fused into it) */
 };
 
 struct made {
@@ -62,6 +68,10 @@ struct made {
     bool residual, inverse;
     enum act_type act;
     float min_scale;
+    int M;                  /* outputs per feature: 2 (affine) or 3K - 1 (spline) */
+    bool spline;            /* MaskedRQSAutoregressive: spl instead of the affine map */
+    struct rqs_nflows spl;
+    int *cols;              /* 0 .. D - 1 (the spline's column list) */
     int *goff, *gcnt;       /* [D]: degree group g = units [goff, goff + gcnt) */
     int *inpre;             /* [D]: inputs read by group g of the first layer (g) */
     int *hpre;              /* [D]: hidden units of degree <= g (goff + gcnt) */
@@ -90,8 +100,9 @@ static size_t made_scratch(const struct blk *b, int rows)
 {
     const struct made *p = b->priv;
     size_t r = (size_t)rows, H = (size_t)p->H, D = (size_t)p->D;
+    size_t wk = p->spline ? cpl_round(2 * rqs_nflows_rows_work(&p->spl) + 2) : 0;
     return cpl_round(r * H * (size_t)p->nctx) + cpl_round(r * H * (size_t)n_bufs(p)) +
-           2 * cpl_round(r * H) + cpl_round(r * 2 * D) + 2 * cpl_round(r * D);
+           2 * cpl_round(r * H) + cpl_round(r * (size_t)p->M * D) + 2 * cpl_round(r * D) + wk;
 }
 
 struct ws {
@@ -101,9 +112,10 @@ struct ws {
     float *buf;             /* n_bufs x n x H */
     float *tmp;             /* n x H */
     float *stage;           /* n x H: activations of a column group */
-    float *par;             /* n x 2D */
+    float *par;             /* n x M D */
     float *z;               /* n x D */
     float *sp;              /* n x D */
+    double *work;           /* spline work area (spline only) */
 };
 
 static struct ws carve(const struct made *p, const struct blk_io *io)
@@ -115,9 +127,11 @@ static struct ws carve(const struct made *p, const struct blk_io *io)
     w.buf = s, s += cpl_round(r * H * (size_t)n_bufs(p));
     w.tmp = s, s += cpl_round(r * H);
     w.stage = s, s += cpl_round(r * H);
-    w.par = s, s += cpl_round(r * 2 * D);
+    w.par = s, s += cpl_round(r * (size_t)p->M * D);
     w.z = s, s += cpl_round(r * D);
-    w.sp = s;
+    w.sp = s, s += cpl_round(r * D);
+    uintptr_t u = ((uintptr_t)s + 7u) & ~(uintptr_t)7u;
+    w.work = (double *)(void *)u;
     return w;
 }
 
@@ -245,8 +259,14 @@ KERN_FMA_CLONES static void maf_forward(const struct blk *b, struct blk_io *io)
     if (p->nctx)
         cond_starts(p, b, io, &w);
     run_hidden(p, io, &w, io->x, -1);
-    run_lin(p, &p->fin, io, &w, 0, 2 * D, p->H, p->fin.wp, last_hidden(p, &w), p->H, w.par,
-            2 * D);
+    const int M = p->M;
+    run_lin(p, &p->fin, io, &w, 0, M * D, p->H, p->fin.wp, last_hidden(p, &w), p->H, w.par,
+            M * D);
+    if (p->spline) {
+        rqs_nflows_rows(&p->spl, n, io->x, D, p->cols, D, w.par, M * D, false, io->log_det,
+                        w.work);
+        return;
+    }
     for (size_t i = 0; i < (size_t)n * D; i++)
         w.sp[i] = w.par[2 * i];
     io->k->act(ACT_SOFTPLUS, 1.0f, 20.0f, w.sp, (size_t)n * D);
@@ -273,11 +293,18 @@ KERN_FMA_CLONES static void maf_inverse(const struct blk *b, struct blk_io *io)
     memcpy(w.z, io->x, sizeof(float) * (size_t)n * D);
     for (int k = 0; k < D; k++) {
         run_hidden(p, io, &w, io->x, k);
-        /* the two outputs of feature k: rows 2k, 2k+1 of the final layer */
-        struct kern_gemm g = {.m = n, .n = 2, .k = p->hpre[k], .a = last_hidden(p, &w),
+        /* the M outputs of feature k: rows Mk .. Mk + M - 1 of the final layer */
+        const int M = p->M;
+        struct kern_gemm g = {.m = n, .n = M, .k = p->hpre[k], .a = last_hidden(p, &w),
                               .lda = p->H, .b = p->fin.gp[k], .bmode = KERN_B_PACKED,
-                              .init = p->fin.b + 2 * k, .y = w.par, .ldy = 2};
+                              .init = p->fin.b + (size_t)M * k, .y = w.par, .ldy = M};
         io->k->gemm(&g);
+        if (p->spline) {
+            /* column k of x still holds z_k (passes only read the columns before k) */
+            rqs_nflows_rows(&p->spl, n, io->x, D, p->cols + k, 1, w.par, M, true, io->log_det,
+                            w.work);
+            continue;
+        }
         for (int i = 0; i < n; i++)
             w.sp[i] = w.par[2 * i];
         io->k->act(ACT_SOFTPLUS, 1.0f, 20.0f, w.sp, (size_t)n);
@@ -418,7 +445,7 @@ static enum eng_status build_lin(struct ldr *L, struct made *p, struct mlin *l, 
             r0 = p->goff[g], rn = p->gcnt[g];
             kk = in == p->D ? p->inpre[g] : p->hpre[g];
         } else { /* final layer: feature g */
-            r0 = 2 * g, rn = 2, kk = p->hpre[g];
+            r0 = p->M * g, rn = p->M, kk = p->hpre[g];
         }
         if (rn == 0)
             continue;
@@ -451,7 +478,8 @@ static enum eng_status add_ctx(struct ldr *L, struct made *p, struct mlin *l, co
     return ENG_OK;
 }
 
-static enum eng_status made_load(struct blk *b, struct ldr *L, const cJSON *j)
+/* Both block types: MaskedAffineAutoregressive (spline false) and MaskedRQSAutoregressive. */
+static enum eng_status made_load_any(struct blk *b, struct ldr *L, const cJSON *j, bool spline)
 {
     const int D = b->d, cw = b->cw;
     struct made *p = ldr_alloc(L, sizeof(*p));
@@ -459,12 +487,31 @@ static enum eng_status made_load(struct blk *b, struct ldr *L, const cJSON *j)
         return ENG_ERR_NOMEM;
     b->priv = p;
     p->D = D;
+    p->M = 2;
+    p->spline = spline;
     enum eng_status st;
     if ((st = ldr_bool(L, j, "inverse", false, false, &p->inverse)) != ENG_OK)
         return st;
+    if (spline) {
+        /* "spline": nflows' unconstrained spline (no division: a MADE has no
+         * hidden_features attribute) */
+        const cJSON *sj;
+        if ((st = ldr_obj(L, j, "spline", true, &sj)) != ENG_OK)
+            return st;
+        size_t m = ldr_push(L, ".spline");
+        st = rqs_nflows_load(L, sj, 0.0, &p->spl);
+        ldr_pop(L, m);
+        if (st != ENG_OK)
+            return st;
+        p->M = rqs_nflows_params(&p->spl);
+        if (!(p->cols = ldr_alloc(L, sizeof(int) * (size_t)D)))
+            return ENG_ERR_NOMEM;
+        for (int k = 0; k < D; k++)
+            p->cols[k] = k;
+    }
     /* "scale": {"type": "nflows", "min_scale": 1e-3} */
     double min_scale = 1e-3;
-    if (!absent(j, "scale")) {
+    if (!spline && !absent(j, "scale")) {
         const cJSON *sj;
         if ((st = ldr_obj(L, j, "scale", true, &sj)) != ENG_OK)
             return st;
@@ -531,7 +578,8 @@ static enum eng_status made_load(struct blk *b, struct ldr *L, const cJSON *j)
 
     /* degrees and the degree-sorted order of the hidden units */
     int *din = ldr_alloc(L, sizeof(int) * (size_t)D), *dh = ldr_alloc(L, sizeof(int) * (size_t)H);
-    int *dout = ldr_alloc(L, sizeof(int) * 2 * (size_t)D);
+    const int M = p->M;
+    int *dout = ldr_alloc(L, sizeof(int) * (size_t)M * (size_t)D);
     int *perm = ldr_alloc(L, sizeof(int) * (size_t)H);
     p->goff = ldr_alloc(L, sizeof(int) * (size_t)D);
     p->gcnt = ldr_alloc(L, sizeof(int) * (size_t)D);
@@ -550,8 +598,8 @@ static enum eng_status made_load(struct blk *b, struct ldr *L, const cJSON *j)
     }
     for (int i = 0; i < D; i++)
         din[i] = i + 1;
-    for (int o = 0; o < 2 * D; o++)
-        dout[o] = o / 2 + 1;
+    for (int o = 0; o < M * D; o++)
+        dout[o] = o / M + 1;
     for (int o = 0; o < H; o++) {
         dh[o] = hid_deg(D, o);
         p->gcnt[dh[o]]++;   /* degrees lie in [0, D - 1] */
@@ -605,8 +653,8 @@ static enum eng_status made_load(struct blk *b, struct ldr *L, const cJSON *j)
         if (st != ENG_OK)
             goto out;
     }
-    if ((st = read_masked(L, mj, "final", 2 * D, H, dout, dh, true, &w, &bias)) != ENG_OK ||
-        (st = build_lin(L, p, &p->fin, w, bias, 2 * D, H, NULL, perm, false)) != ENG_OK)
+    if ((st = read_masked(L, mj, "final", M * D, H, dout, dh, true, &w, &bias)) != ENG_OK ||
+        (st = build_lin(L, p, &p->fin, w, bias, M * D, H, NULL, perm, false)) != ENG_OK)
         goto out;
     p->fin.act = ACT_NONE;
 out:
@@ -614,11 +662,31 @@ out:
     return st;
 }
 
+static enum eng_status made_load(struct blk *b, struct ldr *L, const cJSON *j)
+{
+    return made_load_any(b, L, j, false);
+}
+
+static enum eng_status mrqs_load(struct blk *b, struct ldr *L, const cJSON *j)
+{
+    return made_load_any(b, L, j, true);
+}
+
 static void made_certify(const struct blk *b, struct eng_block_cert *out)
 {
     const struct made *p = b->priv;
     out->invertible = true;
     out->guarantee = ENG_GUARANTEE_ANALYTIC;
+    if (p->spline) {
+        snprintf(out->reason, sizeof(out->reason),
+                 "masked rational-quadratic spline autoregressive (%s, MADE %d x %d, %s%s, "
+                 "%d bins, identity outside [-%g, %g]): closed-form inverse in %d sequential "
+                 "passes; no global Lipschitz bound",
+                 p->inverse ? "inverted" : "density direction one pass", p->nb, p->H,
+                 p->residual ? "residual, " : "", p->act == ACT_TANH ? "tanh" : "relu",
+                 p->spl.K, p->spl.B, p->spl.B, p->D);
+        return;
+    }
     snprintf(out->reason, sizeof(out->reason),
              "masked affine autoregressive (%s, MADE %d x %d, %s%s): closed-form inverse in %d "
              "sequential passes; every scale is softplus(u) + %g > 0; no global Lipschitz "
@@ -631,6 +699,16 @@ const struct blk_ops blk_maf_ops = {
     .type = "MaskedAffineAutoregressive",
     .takes_cond = true,
     .load = made_load,
+    .scratch = made_scratch,
+    .forward = made_forward,
+    .inverse = made_inverse,
+    .certify = made_certify,
+};
+
+const struct blk_ops blk_mrqs_ops = {
+    .type = "MaskedRQSAutoregressive",
+    .takes_cond = true,
+    .load = mrqs_load,
     .scratch = made_scratch,
     .forward = made_forward,
     .inverse = made_inverse,

@@ -14,14 +14,17 @@ extern const struct blk_ops blk_permute_ops, blk_fixedlinear_ops, blk_orthogonal
 extern const struct blk_ops blk_actnorm_ops, blk_elemscale_ops, blk_sigmoid_ops;
 extern const struct blk_ops blk_invdense_ops;
 extern const struct blk_ops blk_iresnet_ops;
-extern const struct blk_ops blk_maf_ops;
+extern const struct blk_ops blk_maf_ops, blk_mrqs_ops;
+extern const struct blk_ops blk_rqscoupling_ops, blk_lulinear_ops;
+extern const struct blk_ops blk_zuko_ops;
 
 static const struct blk_ops *const table[] = {
     &blk_allinone_ops,  &blk_nice_ops,        &blk_rnvp_ops,       &blk_glow_ops,
     &blk_gin_ops,       &blk_onesided_ops,    &blk_condaffine_ops, &blk_spline_ops,
     &blk_permute_ops,   &blk_fixedlinear_ops, &blk_orthogonal_ops, &blk_householder_ops,
     &blk_actnorm_ops,   &blk_elemscale_ops,   &blk_sigmoid_ops,    &blk_invdense_ops,   &blk_iresnet_ops,
-    &blk_maf_ops,
+    &blk_maf_ops,       &blk_mrqs_ops,        &blk_rqscoupling_ops, &blk_lulinear_ops,
+    &blk_zuko_ops,
 };
 
 const struct blk_ops *blk_lookup(const char *type)
@@ -38,5 +41,6 @@ const char *blk_known_types(void)
            "GINCouplingBlock, AffineCouplingOneSided, ConditionalAffineTransform, "
            "RationalQuadraticSpline, PermuteRandom, FixedLinearTransform, OrthogonalTransform, "
            "HouseholderPerm, ActNorm, LearnedElementwiseScaling, InvertibleSigmoid, "
-           "InvertibleDense, IResNetBlock, MaskedAffineAutoregressive";
+           "InvertibleDense, IResNetBlock, MaskedAffineAutoregressive, MaskedRQSAutoregressive, "
+           "RQSCoupling, LULinear, ZukoMaskedAutoregressive";
 }

@@ -48,6 +48,14 @@ static const char *const CKPTS[] = {
     "tests/fixtures/golden/actnorm.safetensors",
     "tests/fixtures/golden/glow_split.safetensors",
     "tests/fixtures/golden/dtype_f64_f16_bf16.safetensors",
+    "tests/fixtures/golden/maf_d5_residual.safetensors",
+    "tests/fixtures/golden/iaf_d2_cond.safetensors",
+    "tests/fixtures/golden/nsf_d5_cond.safetensors",
+    "tests/fixtures/golden/nsf_d1_sbi.safetensors",
+    "tests/fixtures/golden/mrqs_d2.safetensors",
+    "tests/fixtures/golden/zuko_maf_d5_cond.safetensors",
+    "tests/fixtures/golden/zuko_nsf_d1.safetensors",
+    "tests/fixtures/golden/zuko_nsf_d2.safetensors",
     "tests/fixtures/iresnet_cert/freia_iresnet_L090.safetensors",
 };
 #define N_CKPTS (int)(sizeof CKPTS / sizeof CKPTS[0])

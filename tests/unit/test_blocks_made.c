@@ -287,11 +287,12 @@ START_TEST(context_layers_must_match_the_condition)
 }
 END_TEST
 
-/* The nflows fixtures: samples and densities are the same bytes on every kernel path, for
+/* The nflows fixtures (MAF, IAF, NSF, maf_rqs): samples and densities are the same bytes on every kernel path, for
  * any split of the draws, and with the observation broadcast or given per row. */
 START_TEST(nflows_fixtures_give_the_same_bytes_on_every_path_and_split)
 {
-    const char *names[] = {"maf_d5_sbi_chain", "iaf_d2_cond", "maf_d5_residual"};
+    const char *names[] = {"maf_d5_sbi_chain", "iaf_d2_cond", "maf_d5_residual",
+                           "nsf_d5_sbi_chain", "nsf_d1_sbi", "mrqs_d5_sbi_chain", "nsf_d2"};
     const char *const *paths = kern_available();
     enum { N = 700 };
     char err[ENG_ERR_LEN];

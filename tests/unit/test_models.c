@@ -3,7 +3,8 @@
  * test vectors pass), and the i-ResNet demo, a chain of 8 residual blocks whose inverse
  * Lipschitz bounds multiply to ~1e5, still inverts every row to the default tolerance with
  * a certified bound (the residual blocks pass their state to each other in double).
- * eng_model_load_mem on a file's bytes gives the model the file gives.
+ * eng_model_load_mem on a file's bytes gives the model the file gives.  Each keeps its first
+ * test vectors (observation y and x) for GET /v1/models/{m}.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -19,6 +20,49 @@ START_TEST(every_demo_model_loads)
     char err[ENG_ERR_LEN];
     struct eng_model *m = NULL;
     ck_assert_msg(eng_model_load(demo[_i], &m, err) == ENG_OK, "%s", err);
+    eng_model_unref(m);
+}
+END_TEST
+
+START_TEST(test_vectors_are_kept)
+{
+    /* the observation rows a user may pick and their x: 8 rows for every kind but the flow;
+     * an inn's or mlp's y is what its forward gives for x; none after ENG_LOAD_NO_SELFTEST */
+    char err[ENG_ERR_LEN];
+    struct eng_model *m = NULL;
+    ck_assert_msg(eng_model_load(demo[_i], &m, err) == ENG_OK, "%s", err);
+    const struct eng_info *in = eng_model_info(m);
+    if (in->kind == ENG_KIND_FLOW) {
+        ck_assert_int_eq(in->n_test_vectors, 0);
+        ck_assert_ptr_null(in->test_x);
+        ck_assert_ptr_null(in->test_y);
+    } else {
+        ck_assert_int_eq(in->n_test_vectors, ENG_TEST_VECTORS_MAX);
+        ck_assert_ptr_nonnull(in->test_x);
+        ck_assert_ptr_nonnull(in->test_y);
+        int n = in->n_test_vectors, dx = in->dims.x, dy = in->dims.y;
+        for (int i = 0; i < n * dx; i++)
+            ck_assert(isfinite(in->test_x[i]));
+        if (in->kind != ENG_KIND_CINN) {
+            float *yo = malloc(sizeof(float) * (size_t)(n * dy));
+            float *z = malloc(sizeof(float) * (size_t)(n * (in->dims.z ? in->dims.z : 1)));
+            struct eng_ws *ws = eng_ws_new();
+            ck_assert_int_eq(eng_forward(m, ws, n, in->test_x, NULL, 0, z, yo, NULL, err),
+                             ENG_OK);
+            for (int i = 0; i < n * dy; i++)
+                ck_assert_msg(fabsf(yo[i] - in->test_y[i]) <= 1e-4f + 1e-4f * fabsf(yo[i]),
+                              "%s: y[%d] %g vs %g", demo[_i], i, yo[i], in->test_y[i]);
+            eng_ws_free(ws);
+            free(yo);
+            free(z);
+        }
+    }
+    eng_model_unref(m);
+    m = NULL;
+    ck_assert_msg(eng_model_load_ex(demo[_i], ENG_LOAD_NO_SELFTEST, &m, err) == ENG_OK, "%s",
+                  err);
+    ck_assert_int_eq(eng_model_info(m)->n_test_vectors, 0);
+    ck_assert_ptr_null(eng_model_info(m)->test_y);
     eng_model_unref(m);
 }
 END_TEST
@@ -108,6 +152,7 @@ Suite *make_suite(void)
     TCase *tc = tcase_create("demo");
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, every_demo_model_loads, 0, 4);
+    tcase_add_loop_test(tc, test_vectors_are_kept, 0, 4);
     tcase_add_loop_test(tc, load_mem_is_the_file_load, 0, 4);
     tcase_add_test(tc, load_mem_names_the_label);
     tcase_add_test(tc, iresnet_demo_inverts_to_the_default_tolerance);

@@ -229,57 +229,6 @@ def blk_condaffine(S, b, x, c, rev):
     return x * torch.exp(s) + t, s.sum(1)
 
 
-def _made(S, m, x, c):
-    """nflows' MADE (docs/checkpoint-format.md, MaskedAffineAutoregressive): feed-forward or
-    residual, with its context layers; masked weights are weight * mask."""
-    act = torch.tanh if m["activation"] == "tanh" else F.relu
-
-    def lin(L, u, masked=True):
-        W = S.T(L["weight"])
-        if masked:
-            W = W * S.T(L["mask"])
-        u = u @ W.T
-        if L.get("bias"):
-            u = u + S.T(L["bias"]).reshape(-1)
-        return u
-
-    h = lin(m["initial"], x)
-    if c is not None and m.get("context"):
-        h = h + act(lin(m["context"], c, False))
-    if not m["residual"]:
-        h = act(h)
-        for blk in m["blocks"]:
-            h = act(lin(blk["linear"], h))
-    else:
-        for blk in m["blocks"]:
-            t = lin(blk["linear0"], act(h))
-            if c is not None and blk.get("context"):
-                t = t + lin(blk["context"], c, False)
-            h = h + lin(blk["linear1"], act(t))
-    return lin(m["final"], h)
-
-
-def _maf_params(S, b, x, c):
-    p = _made(S, b["made"], x, c)
-    u, shift = p[:, 0::2], p[:, 1::2]
-    scale = F.softplus(u) + b.get("scale", {}).get("min_scale", 1e-3)
-    return scale, shift
-
-
-def blk_maf(S, b, x, c, rev):
-    """nflows' MaskedAffineAutoregressiveTransform: z = scale(x) x + shift(x), one pass; its
-    inverse in d passes from 0.  "inverse": true swaps the directions (IAF)."""
-    density = rev == bool(b.get("inverse", False))
-    if density:
-        scale, shift = _maf_params(S, b, x, c)
-        return scale * x + shift, torch.log(scale).sum(1)
-    out = torch.zeros_like(x)
-    for _ in range(x.shape[1]):
-        scale, shift = _maf_params(S, b, out, c)
-        out = (x - shift) / scale
-    return out, -torch.log(scale).sum(1)
-
-
 def _rqs_knots(b, raw, l):
     n = raw.shape[0]
     K = b.get("bins", 10)
@@ -473,6 +422,299 @@ def _logdet_residual(g, x, c, terms=0):
     return torch.stack(out) if out else torch.zeros(0, dtype=F64)
 
 
+def _made_degrees(d, h):
+    """nflows' sequential MADE degrees: inputs, hidden units, the 2d outputs."""
+    mx, mn = max(1, d - 1), min(1, d - 1)
+    return (torch.arange(1, d + 1), torch.arange(h) % mx + mn,
+            torch.arange(2 * d) // 2 + 1)
+
+
+def _masked(S, L, dout, din, strict):
+    """W * mask and bias of a masked Linear; the mask must be the degrees' mask."""
+    W, M = S.T(L["weight"]), S.T(L["mask"])
+    want = (dout[:, None] > din[None, :]) if strict else (dout[:, None] >= din[None, :])
+    if tuple(M.shape) != tuple(want.shape) or not torch.equal(M, want.to(F64)):
+        raise ValueError("tensor '%s' is not the MADE mask of its degrees" % L["mask"])
+    b = S.T(L["bias"]) if L.get("bias") else torch.zeros(W.shape[0], dtype=F64)
+    return W * M, b
+
+
+def _linear(S, L):
+    W = S.T(L["weight"])
+    return W, (S.T(L["bias"]) if L.get("bias") else torch.zeros(W.shape[0], dtype=F64))
+
+
+def _made(S, m, d, x, c, mult=2):
+    """nflows MADE (random_mask=False): (n, d, mult) parameters (affine: [..., 0] = u,
+    [..., 1] = shift)."""
+    act = torch.tanh if m["activation"] == "tanh" else torch.relu
+    res = m["residual"]
+    h_units = S.T(m["initial"]["weight"]).shape[0]
+    din, dh, _ = _made_degrees(d, h_units)
+    dout = torch.arange(mult * d) // mult + 1
+    W, b = _masked(S, m["initial"], dh, din, False)
+    h = x @ W.T + b
+    if c is not None:
+        Wc, bc = _linear(S, m["context"])
+        h = h + act(c @ Wc.T + bc)
+    if not res:
+        h = act(h)
+    for blk in m["blocks"]:
+        if not res:
+            W, b = _masked(S, blk["linear"], dh, dh, False)
+            h = act(h @ W.T + b)
+            continue
+        W1, b1 = _masked(S, blk["linear0"], dh, dh, False)
+        W2, b2 = _masked(S, blk["linear1"], dh, dh, False)
+        t = act(h) @ W1.T + b1
+        if c is not None:
+            Wc, bc = _linear(S, blk["context"])
+            t = t + c @ Wc.T + bc
+        h = h + act(t) @ W2.T + b2
+    W, b = _masked(S, m["final"], dout, dh, True)
+    return (h @ W.T + b).reshape(-1, d, mult)
+
+
+def blk_maf(S, b, x, c, rev):
+    """nflows MaskedAffineAutoregressiveTransform; "inverse": true swaps the directions (IAF)."""
+    d = x.shape[1]
+    ms = float(b.get("scale", {}).get("min_scale", 1e-3))
+
+    def scale_shift(v):
+        p = _made(S, b["made"], d, v, c)
+        return F.softplus(p[..., 0]) + ms, p[..., 1]
+
+    if rev == bool(b.get("inverse", False)):   # the MAF's forward: one pass
+        s, t = scale_shift(x)
+        return s * x + t, torch.log(s).sum(1)
+    out = torch.zeros_like(x)
+    for _ in range(d):                          # the MAF's inverse: d passes
+        s, t = scale_shift(out)
+        out = (x - t) / s
+    return out, -torch.log(s).sum(1)
+
+
+def _nflows_rqs(cfg, v, raw, inv, divisor=1.0):
+    """nflows' unconstrained_rational_quadratic_spline, linear tails: v (n, l), raw (n, l,
+    3K - 1) -> (out, log|d out / d v| per element)."""
+    K = int(cfg.get("bins", 10))
+    B = float(cfg.get("tail_bound", 3.0))
+    mw, mh = float(cfg.get("min_bin_width", 1e-3)), float(cfg.get("min_bin_height", 1e-3))
+    md = float(cfg.get("min_derivative", 1e-3))
+    inside = (v >= -B) & (v <= B)
+    u = torch.where(inside, v, torch.zeros_like(v))
+
+    def knots(r, mn):
+        w = mn + (1 - mn * K) * torch.softmax(r / divisor, -1)
+        k = F.pad(torch.cumsum(w, -1), (1, 0))
+        k = 2 * B * k - B
+        k[..., 0], k[..., -1] = -B, B
+        return k
+    kx, ky = knots(raw[..., :K], mw), knots(raw[..., K:2 * K], mh)
+    edge = torch.full(raw.shape[:-1] + (1,), math.log(math.expm1(1 - md)), dtype=F64)
+    dv = md + F.softplus(torch.cat([edge, raw[..., 2 * K:], edge], -1))
+    kn = (ky if inv else kx).clone()
+    kn[..., -1] += 1e-6
+    idx = ((u[..., None] >= kn).sum(-1) - 1).clamp(0, K - 1)[..., None]
+    g = lambda t, i: t.gather(-1, i)[..., 0]
+    xk, yk, w, h = g(kx, idx), g(ky, idx), g(kx, idx + 1) - g(kx, idx), g(ky, idx + 1) - g(ky, idx)
+    dk, dk1 = g(dv, idx), g(dv, idx + 1)
+    s = h / w
+    if not inv:
+        th = (u - xk) / w
+        out = yk + h * (s * th ** 2 + dk * th * (1 - th)) / (s + (dk + dk1 - 2 * s) * th * (1 - th))
+    else:
+        dy = u - yk
+        a = dy * (dk + dk1 - 2 * s) + h * (s - dk)
+        b = h * dk - dy * (dk + dk1 - 2 * s)
+        c = -s * dy
+        th = 2 * c / (-b - torch.sqrt((b ** 2 - 4 * a * c).clamp(min=0)))
+        out = th * w + xk
+    tt = th * (1 - th)
+    ld = (torch.log(s ** 2 * (dk1 * th ** 2 + 2 * s * tt + dk * (1 - th) ** 2))
+          - 2 * torch.log(s + (dk + dk1 - 2 * s) * tt))
+    if inv:
+        ld = -ld
+    return torch.where(inside, out, v), torch.where(inside, ld, torch.zeros_like(ld))
+
+
+def blk_mrqs(S, b, x, c, rev):
+    """nflows MaskedPiecewiseRationalQuadraticAutoregressiveTransform (linear tails)."""
+    d = x.shape[1]
+    cfg = b["spline"]
+    M = 3 * int(cfg.get("bins", 10)) - 1
+    if rev == bool(b.get("inverse", False)):   # one pass
+        out, ld = _nflows_rqs(cfg, x, _made(S, b["made"], d, x, c, M), False)
+        return out, ld.sum(1)
+    out = torch.zeros_like(x)
+    for _ in range(d):                          # d passes
+        out, ld = _nflows_rqs(cfg, x, _made(S, b["made"], d, out, c, M), True)
+    return out, ld.sum(1)
+
+
+def _resnet(S, m, u, c):
+    """nflows ResidualNet: context concatenated at the input, GLU context gates."""
+    act = torch.tanh if m.get("activation", "relu") == "tanh" else torch.relu
+    W, bb = _linear(S, m["initial"])
+    h = _cat(u, c) @ W.T + bb
+    for blk in m["blocks"]:
+        W1, b1 = _linear(S, blk["linear0"])
+        W2, b2 = _linear(S, blk["linear1"])
+        t = act(act(h) @ W1.T + b1) @ W2.T + b2
+        if c is not None:
+            Wc, bc = _linear(S, blk["context"])
+            t = t * torch.sigmoid(c @ Wc.T + bc)
+        h = h + t
+    W, bb = _linear(S, m["final"])
+    return h @ W.T + bb
+
+
+def blk_rqscoupling(S, b, x, c, rev):
+    """nflows PiecewiseRationalQuadraticCouplingTransform (linear tails)."""
+    mask = torch.tensor(b["mask"])
+    idf, tff = torch.nonzero(mask == 0)[:, 0], torch.nonzero(mask == 1)[:, 0]
+    K = int(b.get("bins", 10))
+    cd = b["conditioner"]
+    u = x[:, idf]
+    p = _resnet(S, cd, u, c) if cd["type"] == "ResidualNet" else subnet(S, cd, _cat(u, c))
+    raw = p.reshape(x.shape[0], len(tff), 3 * K - 1)
+    div = math.sqrt(b["hidden_features"]) if b.get("hidden_features") else 1.0
+    v, ld = _nflows_rqs(b, x[:, tff], raw, rev, div)
+    out = x.clone()
+    out[:, tff] = v
+    return out, ld.sum(1)
+
+
+def blk_lulinear(S, b, x, c, rev):
+    """nflows LULinear: W = L U, L unit lower (tril k=-1 row-major), U upper with
+    diagonal softplus(u) + eps."""
+    n, d = x.shape
+    eps = float(b.get("eps", 1e-3))
+    Lm, Um = torch.eye(d, dtype=F64), torch.zeros(d, d, dtype=F64)
+    if d > 1:
+        li, ui = torch.tril_indices(d, d, -1), torch.triu_indices(d, d, 1)
+        Lm[li[0], li[1]] = S.T(b["lower_entries"]).reshape(-1)
+        Um[ui[0], ui[1]] = S.T(b["upper_entries"]).reshape(-1)
+    diag = F.softplus(S.T(b["unconstrained_upper_diag"]).reshape(d)) + eps
+    Um = Um + torch.diag(diag)
+    bias = S.T(b["bias"]).reshape(d) if b.get("bias") else torch.zeros(d, dtype=F64)
+    ld = torch.log(diag).sum().expand(n)
+    if not rev:
+        return x @ Um.T @ Lm.T + bias, ld
+    t = torch.linalg.solve_triangular(Lm, (x - bias).T, upper=False, unitriangular=True)
+    return torch.linalg.solve_triangular(Um, t, upper=True).T, -ld
+
+
+def _zuko_rank(d, cw, w):
+    r0 = 0 if cw else 1
+    return torch.arange(w) % (d - r0) + r0
+
+
+def _zuko_params(S, b, x, c):
+    """(n, d, P) raw parameters of zuko's hypernetwork (MaskedMLP of cat(x, c), or for an
+    element-wise block an MLP of c or the constants phi)."""
+    n, d = x.shape
+    if "phi" in b:
+        keys = ("widths", "heights", "derivatives") if b["transform"]["type"] == "rqs" \
+            else ("shift", "scale")
+        phi = torch.cat([S.T(b["phi"][k]).reshape(d, -1) for k in keys], 1)
+        return phi.expand(n, d, phi.shape[1])
+    act = {"relu": torch.relu, "tanh": torch.tanh, "elu": F.elu, "sigmoid": torch.sigmoid,
+           "silu": F.silu}[b.get("activation", "relu")]
+    layers = b["hyper"]
+    masked = "order" in b
+    cw = 0 if c is None else c.shape[1]
+    if masked:
+        rank = S.I(b["order"])
+        if sorted(rank.tolist()) != list(range(d)):
+            raise ValueError("order '%s' is not a permutation" % b["order"])
+        h = x if c is None else torch.cat([x, c], 1)
+    else:
+        h = c
+    prev = None
+    for li, L in enumerate(layers):
+        W = S.T(L["weight"])
+        bias = S.T(L["bias"]) if L.get("bias") else torch.zeros(W.shape[0], dtype=F64)
+        last = li == len(layers) - 1
+        if masked:
+            if last:
+                ro = rank[torch.arange(W.shape[0]) // (W.shape[0] // d)]
+            else:
+                ro = _zuko_rank(d, cw, W.shape[0])
+            if li == 0:
+                ri = torch.cat([rank, torch.full((cw,), -1)])
+                want = ri[None, :] < ro[:, None]
+            else:
+                want = prev[None, :] <= ro[:, None]
+            M = S.T(L["mask"])
+            if tuple(M.shape) != tuple(want.shape) or not torch.equal(M, want.to(F64)):
+                raise ValueError("tensor '%s' is not zuko's MaskedMLP mask" % L["mask"])
+            W = W * M
+            prev = None if last else ro
+        h = h @ W.T + bias
+        if not last:
+            h = act(h)
+    return h.reshape(n, d, -1)
+
+
+def _zuko_rqs(v, p, K, B, ls, rev):
+    """zuko MonotonicRQSTransform on v (n, d) with raw parameters p (n, d, 3K - 1)."""
+    w, hh, dd = p[..., :K], p[..., K:2 * K], p[..., 2 * K:]
+    w = w / (1 + (2 * w / ls).abs())
+    hh = hh / (1 + (2 * hh / ls).abs())
+    dd = dd / (1 + (dd / ls).abs())
+    X = B * (2 * torch.cumsum(F.pad(torch.softmax(w, -1), (1, 0)), -1) - 1)
+    Y = B * (2 * torch.cumsum(F.pad(torch.softmax(hh, -1), (1, 0)), -1) - 1)
+    D = torch.exp(F.pad(dd, (1, 1)))
+    T = Y if rev else X
+    k = (T < v[..., None]).sum(-1) - 1
+    inside = (k >= 0) & (k < K)
+    kc = k.clamp(0, K - 1)[..., None]
+    x0, x1 = X.gather(-1, kc)[..., 0], X.gather(-1, kc + 1)[..., 0]
+    y0, y1 = Y.gather(-1, kc)[..., 0], Y.gather(-1, kc + 1)[..., 0]
+    d0, d1 = D.gather(-1, kc)[..., 0], D.gather(-1, kc + 1)[..., 0]
+    s = (y1 - y0) / (x1 - x0)
+    if rev:
+        yy = v - y0
+        e = d0 + d1 - 2 * s
+        a = (y1 - y0) * (s - d0) + yy * e
+        bq = (y1 - y0) * d0 - yy * e
+        cq = -s * yy
+        t = 2 * cq / (-bq - (bq * bq - 4 * a * cq).clamp(min=0).sqrt())
+        out = x0 + t * (x1 - x0)
+    else:
+        t = (v - x0) / (x1 - x0)
+        u = t * (1 - t)
+        out = y0 + (y1 - y0) * (s * t * t + d0 * u) / (s + (d0 + d1 - 2 * s) * u)
+    u = t * (1 - t)
+    den = s + (d0 + d1 - 2 * s) * u
+    jac = s * s * (2 * s * u + d0 * (1 - t) ** 2 + d1 * t * t) / den ** 2
+    ladj = torch.where(inside, torch.log(jac.clamp(min=1e-300)), torch.zeros_like(v))
+    return torch.where(inside, out, v), ladj
+
+
+def blk_zuko(S, b, x, c, rev):
+    """zuko MaskedAutoregressiveTransform (MAF / NSF) or ElementWiseTransform."""
+    d = x.shape[1]
+    tr = b["transform"]
+    ls = math.log(float(tr["slope"]))
+
+    def apply(p, v, inv):
+        if tr["type"] == "affine":
+            la = p[..., 1] / (1 + (p[..., 1] / ls).abs())
+            out = (v - p[..., 0]) / torch.exp(la) if inv else v * torch.exp(la) + p[..., 0]
+            return out, la
+        return _zuko_rqs(v, p, int(tr["bins"]), float(tr.get("bound", 5.0)), ls, inv)
+
+    if not rev:                                 # density direction: one pass
+        out, la = apply(_zuko_params(S, b, x, c), x, False)
+        return out, la.sum(1)
+    out = torch.zeros_like(x)
+    for _ in range(d):                          # sampling direction: d passes
+        out, la = apply(_zuko_params(S, b, out, c), x, True)
+    return out, -la.sum(1)
+
+
 BLOCKS = {
     "AllInOneBlock": blk_allinone,
     "NICECouplingBlock": blk_coupling,
@@ -492,6 +734,10 @@ BLOCKS = {
     "InvertibleDense": blk_dense,
     "IResNetBlock": blk_iresnet,
     "MaskedAffineAutoregressive": blk_maf,
+    "MaskedRQSAutoregressive": blk_mrqs,
+    "RQSCoupling": blk_rqscoupling,
+    "LULinear": blk_lulinear,
+    "ZukoMaskedAutoregressive": blk_zuko,
 }
 
 

@@ -1,6 +1,7 @@
 """The exporter's float64 reference evaluation (innserve._reference, which computes the
 test vectors every export embeds) against the golden fixtures of tests/fixtures/golden,
-whose expectations come from an independent implementation (tests/fixtures/gen_fixtures.py):
+whose expectations come from an independent implementation (tests/fixtures/gen_fixtures.py) or
+from nflows itself (tests/fixtures/gen_nflows.py):
 forward, inverse and log-density of every fixture."""
 
 import json
