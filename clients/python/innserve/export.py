@@ -1450,6 +1450,7 @@ def _write(path, manifest, tensors):
 
 
 def export_sbi(obj, path, **kw):
-    """Export an sbi posterior or density estimator (sbi's MAF); see innserve._sbi."""
+    """Export an sbi posterior or density estimator (maf, nsf, maf_rqs, zuko_maf,
+    zuko_nsf); see innserve._sbi."""
     from ._sbi import export_sbi as _export_sbi
     return _export_sbi(obj, path, **kw)

@@ -6,8 +6,10 @@ see gen_sbi.py there) against what sbi computed for them:
   posterior.log_prob(theta, x, norm_posterior=False), null where sbi gives -inf (outside);
 * the inverse given z within 1e-5 relative of sbi's flow inverse;
 * samples all inside the prior box, with an acceptance near sbi's leakage estimate;
-* the exporter refuses what it cannot serve (zuko, MDN, spline layers, other embedding
-  nets), naming the module, and a prior that is not a box.
+* sbi's maf (also with an MLP embedding), nsf, maf_rqs, zuko_maf and zuko_nsf are covered;
+* the exporter refuses what it cannot serve (MDN, other zuko flows or univariate maps,
+  other nflows layers, other embedding nets), naming the module, and a prior that is not
+  a box.
 """
 
 import json
@@ -25,7 +27,7 @@ from innserve.export import ExportError, export_sbi
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.normpath(os.path.join(HERE, "..", "..", "..", "tests", "fixtures", "sbi"))
-NAMES = ("sbi_maf", "sbi_maf_fc")
+NAMES = ("sbi_maf", "sbi_maf_fc", "sbi_nsf", "sbi_maf_rqs", "sbi_zuko_maf", "sbi_zuko_nsf")
 
 
 def post(url, body):
@@ -55,7 +57,7 @@ def tearDownModule():
 
 class ServedSbiPosterior(unittest.TestCase):
     def test_log_prob_matches_sbi(self):
-        worst = 0.0
+        worst, per = 0.0, {}
         for n in NAMES:
             for case in EXP[n]["log_prob"]:
                 got = post(D.url + "/v1/models/%s/log_prob" % n,
@@ -69,22 +71,25 @@ class ServedSbiPosterior(unittest.TestCase):
                         continue
                     rel = abs(g - w) / max(abs(w), 1e-300)
                     worst = max(worst, rel)
+                    per[n] = "%.1e" % max(rel, float(per.get(n, 0)))
                     self.assertLessEqual(abs(g - w), 1e-5 * abs(w), "%s: %r vs sbi %r" % (n, g, w))
                 self.assertGreater(outside, 0)
-        print("\nlog_prob vs sbi: worst relative difference %.2e" % worst)
+        print("\nlog_prob vs sbi: worst relative difference %.2e (%s)" % (worst, per))
 
     def test_inverse_given_z_matches_sbi(self):
-        worst = 0.0
+        worst, per = 0.0, {}
         for n in NAMES:
             for case in EXP[n]["inverse"]:
                 got = post(D.url + "/v1/models/%s/inverse" % n,
                            {"z": case["z"], "y": case["y"]})["x"]
                 for gr, wr in zip(got, case["x"]):
                     for g, w in zip(gr, wr):
-                        worst = max(worst, abs(g - w) / max(abs(w), 1e-3))
+                        rel = abs(g - w) / max(abs(w), 1e-3)
+                        worst = max(worst, rel)
+                        per[n] = "%.1e" % max(rel, float(per.get(n, 0)))
                         self.assertLessEqual(abs(g - w), 1e-5 * max(abs(w), 1e-1),
                                              "%s: %r vs sbi %r" % (n, g, w))
-        print("\ninverse vs sbi: worst relative difference %.2e" % worst)
+        print("\ninverse vs sbi: worst relative difference %.2e (%s)" % (worst, per))
 
     def test_samples_inside_prior_and_acceptance(self):
         for n in NAMES:
@@ -138,11 +143,39 @@ class Refusals(unittest.TestCase):
         self.assertIn(needle, str(cm.exception))
         self.assertFalse(os.path.exists(os.path.join(TMP.path, "never.safetensors")))
 
-    def test_zuko_and_mdn_refused(self):
-        ZukoFlow = type("ZukoFlow", (nn.Module,), {})
+    def test_mdn_refused(self):
         MixtureDensityEstimator = type("MixtureDensityEstimator", (nn.Module,), {})
-        self._raises(ZukoFlow(), "ZukoFlow is not supported yet")
         self._raises(MixtureDensityEstimator(), "MixtureDensityEstimator is not supported yet")
+
+    def _zuko(self, transforms):
+        ZukoFlow = type("ZukoFlow", (nn.Module,), {})
+        Flow = type("Flow", (nn.Module,), {})
+        Lazy = type("LazyComposedTransform", (nn.Module,), {})
+        est, est.net = ZukoFlow(), Flow()
+        est.net.transform = Lazy()
+        est.net.transform.transforms = nn.ModuleList(transforms)
+        est._embedding_net = nn.Identity()
+        return est
+
+    def test_other_zuko_flows_refused_naming_the_module(self):
+        # zuko's NAF / UNAF / SOSPF / CNF: other transforms, or other univariate maps
+        for name in ("NeuralAutoregressiveTransform", "FreeFormJacobianTransform"):
+            T = type(name, (nn.Module,), {})
+            self._raises(self._zuko([T()]), "transform.transforms.0 (%s): %s is not "
+                         "supported yet" % (name, name))
+        MAT = type("MaskedAutoregressiveTransform", (nn.Module,), {})
+        Monotonic = type("UnconstrainedMonotonicTransform", (), {})
+        t = MAT()
+        t.univariate, t.shapes = Monotonic, ((), ())
+        UD = type("UnconditionalDistribution", (nn.Module,), {})
+        est = self._zuko([t])
+        est.net.base = UD()
+        est.net.base.forward = lambda: torch.distributions.Independent(
+            torch.distributions.Normal(torch.zeros(2), torch.ones(2)), 1)
+        self._raises(est, "transform.transforms.0 (MaskedAutoregressiveTransform): univariate "
+                     "transform UnconstrainedMonotonicTransform is not supported yet")
+        UZ = type("ZukoUnconditionalFlow", (nn.Module,), {})
+        self._raises(UZ(), "ZukoUnconditionalFlow is not supported yet")
 
     def _flow(self, transforms, embedding=None, base="StandardNormal"):
         Flow = type("Flow", (nn.Module,), {})
@@ -154,14 +187,14 @@ class Refusals(unittest.TestCase):
         f._embedding_net = embedding if embedding is not None else nn.Identity()
         return f
 
-    def test_spline_layers_refused_naming_the_module(self):
-        Spline = type("PiecewiseRationalQuadraticCouplingTransform", (nn.Module,), {})
+    def test_other_layers_refused_naming_the_module(self):
+        Spline = type("MaskedUMNNAutoregressiveTransform", (nn.Module,), {})
         Perm = type("RandomPermutation", (nn.Module,), {})
         p = Perm()
         p.register_buffer("_permutation", torch.tensor([1, 0]))
         self._raises(self._flow([p, Spline()]),
-                     "_transform._transforms.1 (PiecewiseRationalQuadraticCouplingTransform): "
-                     "PiecewiseRationalQuadraticCouplingTransform is not supported yet")
+                     "_transform._transforms.1 (MaskedUMNNAutoregressiveTransform): "
+                     "MaskedUMNNAutoregressiveTransform is not supported yet")
         self._raises(self._flow([p], base="MixtureOfGaussians"),
                      "base distribution: MixtureOfGaussians is not supported yet")
 
