@@ -6,7 +6,7 @@
  *     them, with the acceptance counts); "reject_outside_prior": false gives eng_sample's
  *     samples, densities outside the box written as null (JSON) and -inf (CSV);
  *   - the same bytes with 1 worker and batching off as with 3 workers, batching on and
- *     concurrent clients;
+ *     concurrent clients, and as a job;
  *   - the draw limit answers 422 rejection_limit naming the observation;
  *   - log_prob is null outside the box; leakage_correction subtracts the log of the
  *     reported acceptance rate, deterministically for a seed;
@@ -276,6 +276,33 @@ START_TEST(same_bytes_any_workers)
 }
 END_TEST
 
+/* A job gives the synchronous answer's bytes (one unit per observation there too). */
+START_TEST(job_same_bytes)
+{
+    const char *body = "{\"y\": [[0.3], [1.0]], \"num_samples\": 600, \"seed\": 5}";
+    const char *async_body = "{\"y\": [[0.3], [1.0]], \"num_samples\": 600, \"seed\": 5, "
+                             "\"async\": true}";
+    struct e2e_resp sync, job, res;
+    e2e_post(&THREE, "/v1/models/boxed/sample", body, &sync);
+    ck_assert_int_eq(sync.status, 200);
+    e2e_post(&THREE, "/v1/models/boxed/sample", async_body, &job);
+    ck_assert_int_eq(job.status, 202);
+    char url[256];
+    snprintf(url, sizeof url, "%s/result",
+             cJSON_GetObjectItemCaseSensitive(job.json, "url")->valuestring);
+    double end = e2e_now_s() + 30;
+    for (;;) {
+        e2e_get(&THREE, url, &res);
+        if (res.status != 409 || e2e_now_s() > end)
+            break;
+        e2e_resp_free(&res);
+    }
+    ck_assert_int_eq(res.status, 200);
+    ck_assert_str_eq(res.body, sync.body);
+    e2e_resp_free(&sync), e2e_resp_free(&job), e2e_resp_free(&res);
+}
+END_TEST
+
 START_TEST(rejection_limit)
 {
     struct e2e_resp r;
@@ -365,6 +392,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, sample_exact_body);
     tcase_add_test(tc, sample_without_rejection);
     tcase_add_test(tc, same_bytes_any_workers);
+    tcase_add_test(tc, job_same_bytes);
     tcase_add_test(tc, rejection_limit);
     tcase_add_test(tc, log_prob_support_and_leakage);
     tcase_add_test(tc, nonfinite_observation_and_metadata);

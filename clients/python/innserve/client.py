@@ -453,7 +453,8 @@ class Client:
         return self._arrays(self._post(model, "inverse", body))
 
     def sample(self, model, y=None, num_samples=1000, seed=None, temperature=None,
-               outputs=None, quantiles=None, format="json", async_=False):
+               outputs=None, quantiles=None, format="json", async_=False,
+               reject_outside_prior=None):
         """Posterior (cinn, inn) or model (flow) samples.
 
         y: observations (n_obs x dim_y, or one flat row); outputs: any of "samples",
@@ -462,8 +463,13 @@ class Client:
         obs,sample,<x names>[,log_prob]); "npy" returns an array (numpy) or
         (nested list, shape) without numpy.  async_=True submits a job and returns its
         :class:`Job` at once; ``wait(job)`` then returns what format asked for.
+        reject_outside_prior (models with a prior box; the server's default is True): False
+        returns samples that may lie outside the box.  log_prob values outside the box
+        (JSON null) come back as -inf.
         """
         body = {"num_samples": int(num_samples)}
+        if reject_outside_prior is not None:
+            body["reject_outside_prior"] = bool(reject_outside_prior)
         if y is not None:
             body["y"] = _rows(y, "y")
         if seed is not None:
@@ -479,7 +485,7 @@ class Client:
         if async_:
             return self._submit(model, "sample", body, format)
         if format == "json":
-            return self._arrays(self._post(model, "sample", body))
+            return self._arrays(_neg_inf(self._post(model, "sample", body)))
         if format == "csv":
             data, _ = self._post(model, "sample", body, accept="text/csv", raw=True)
             return data.decode("utf-8")
@@ -488,12 +494,22 @@ class Client:
             return parse_npy(data)
         raise ValueError("format must be json, csv or npy")
 
-    def log_prob(self, model, x, y=None):
-        """log density of x (in x's units) [given y]; one y row is broadcast."""
+    def log_prob(self, model, x, y=None, leakage_correction=False, leakage_samples=None,
+                 seed=None):
+        """log density of x (in x's units) [given y]; one y row is broadcast.  -inf outside
+        a model's prior box (the server writes null).  leakage_correction (models with a
+        prior box): normalize by the posterior mass inside the box, estimated from
+        leakage_samples accepted draws under seed (server defaults 10000 and 0)."""
         body = {"x": _rows(x, "x")}
         if y is not None:
             body["y"] = _rows(y, "y")
-        r = self._arrays(self._post(model, "log_prob", body))
+        if leakage_correction:
+            body["leakage_correction"] = True
+            if leakage_samples is not None:
+                body["leakage_samples"] = int(leakage_samples)
+            if seed is not None:
+                body["seed"] = int(seed)
+        r = self._arrays(_neg_inf(self._post(model, "log_prob", body)))
         return r["log_prob"]
 
     def preimage(self, model, target, method="gradient", num_solutions=32, max_steps=500,
@@ -761,6 +777,20 @@ def _transient(status, payload):
     if not isinstance(j, dict) or j.get("code") != "model_unavailable":
         return True
     return "still loading" in str(j.get("error", ""))
+
+
+def _neg_inf(obj):
+    """The answer with its log_prob nulls (densities outside a prior box) as -inf."""
+    def fix(v):
+        if v is None:
+            return float("-inf")
+        if isinstance(v, list):
+            return [fix(u) for u in v]
+        return v
+    if isinstance(obj, dict) and isinstance(obj.get("log_prob"), list):
+        obj = dict(obj)
+        obj["log_prob"] = fix(obj["log_prob"])
+    return obj
 
 
 def _numeric(v):

@@ -49,8 +49,8 @@ from . import _reference as ref
 from . import _safetensors
 from ._version import __version__
 
-__all__ = ["export", "ExportError", "ExportResult", "Residual", "SUPPORTED_BLOCKS",
-           "FREIA_VERSIONS"]
+__all__ = ["export", "export_sbi", "ExportError", "ExportResult", "Residual",
+           "SUPPORTED_BLOCKS", "FREIA_VERSIONS"]
 
 F64 = torch.float64
 FREIA_VERSIONS = ("auto", "head", "0.2")
@@ -1447,3 +1447,9 @@ def _export_mlp(ctx, model, path, dims, x_names, y_names, standardize, descripti
 def _write(path, manifest, tensors):
     text = json.dumps(manifest, separators=(",", ":"), allow_nan=False)
     _safetensors.write(path, tensors, {"format": "innserve", "manifest": text})
+
+
+def export_sbi(obj, path, **kw):
+    """Export an sbi posterior or density estimator (sbi's MAF); see innserve._sbi."""
+    from ._sbi import export_sbi as _export_sbi
+    return _export_sbi(obj, path, **kw)

@@ -1,0 +1,177 @@
+"""sbi posteriors served by the daemon, without sbi: the checkpoints of
+tests/fixtures/sbi/ (exported by innserve.export.export_sbi from real sbi NPE posteriors,
+see gen_sbi.py there) against what sbi computed for them:
+
+* log_prob of thetas inside the prior box within 1e-5 relative of sbi's
+  posterior.log_prob(theta, x, norm_posterior=False), null where sbi gives -inf (outside);
+* the inverse given z within 1e-5 relative of sbi's flow inverse;
+* samples all inside the prior box, with an acceptance near sbi's leakage estimate;
+* the exporter refuses what it cannot serve (zuko, MDN, spline layers, other embedding
+  nets), naming the module, and a prior that is not a box.
+"""
+
+import json
+import math
+import os
+import shutil
+import unittest
+import urllib.request
+
+import torch
+import torch.nn as nn
+
+import util
+from innserve.export import ExportError, export_sbi
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FIXTURES = os.path.normpath(os.path.join(HERE, "..", "..", "..", "tests", "fixtures", "sbi"))
+NAMES = ("sbi_maf", "sbi_maf_fc")
+
+
+def post(url, body):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def setUpModule():
+    global D, TMP, EXP
+    TMP = util.TmpDir("innserve-sbi-")
+    EXP = {}
+    for n in NAMES:
+        shutil.copy(os.path.join(FIXTURES, n + ".safetensors"), TMP.path)
+        with open(os.path.join(FIXTURES, n + ".expect.json")) as f:
+            EXP[n] = json.load(f)
+    D = util.Daemon(TMP.path)
+    if not D.wait_ready(30):
+        raise RuntimeError("daemon not ready:\n" + "\n".join(D.log[-20:]))
+
+
+def tearDownModule():
+    D.stop()
+    TMP.cleanup()
+
+
+class ServedSbiPosterior(unittest.TestCase):
+    def test_log_prob_matches_sbi(self):
+        worst = 0.0
+        for n in NAMES:
+            for case in EXP[n]["log_prob"]:
+                got = post(D.url + "/v1/models/%s/log_prob" % n,
+                           {"x": case["x"], "y": case["y"]})["log_prob"]
+                self.assertEqual(len(got), len(case["log_prob"]))
+                outside = 0
+                for g, w in zip(got, case["log_prob"]):
+                    if w is None:
+                        self.assertIsNone(g, "%s: sbi gives -inf, innserve %r" % (n, g))
+                        outside += 1
+                        continue
+                    rel = abs(g - w) / max(abs(w), 1e-300)
+                    worst = max(worst, rel)
+                    self.assertLessEqual(abs(g - w), 1e-5 * abs(w), "%s: %r vs sbi %r" % (n, g, w))
+                self.assertGreater(outside, 0)
+        print("\nlog_prob vs sbi: worst relative difference %.2e" % worst)
+
+    def test_inverse_given_z_matches_sbi(self):
+        worst = 0.0
+        for n in NAMES:
+            for case in EXP[n]["inverse"]:
+                got = post(D.url + "/v1/models/%s/inverse" % n,
+                           {"z": case["z"], "y": case["y"]})["x"]
+                for gr, wr in zip(got, case["x"]):
+                    for g, w in zip(gr, wr):
+                        worst = max(worst, abs(g - w) / max(abs(w), 1e-3))
+                        self.assertLessEqual(abs(g - w), 1e-5 * max(abs(w), 1e-1),
+                                             "%s: %r vs sbi %r" % (n, g, w))
+        print("\ninverse vs sbi: worst relative difference %.2e" % worst)
+
+    def test_samples_inside_prior_and_acceptance(self):
+        for n in NAMES:
+            meta = json.loads(urllib.request.urlopen(D.url + "/v1/models/" + n).read())
+            lo, hi = meta["prior"]["low"], meta["prior"]["high"]
+            a = EXP[n]["sbi_acceptance"]
+            ans = post(D.url + "/v1/models/%s/sample" % n,
+                       {"y": [a["y"]], "num_samples": 10000, "seed": 3})
+            for row in ans["samples"][0]:
+                for v, l, h in zip(row, lo, hi):
+                    self.assertTrue(l <= v <= h)
+            rate = ans["acceptance"]["rate"][0]
+            # sbi's estimate is random too: 5 standard errors of both
+            se = math.sqrt(a["rate"] * (1 - a["rate"]) / a["num_rejection_samples"]) * 2
+            self.assertLess(abs(rate - a["rate"]), 5 * se + 1e-3,
+                            "%s: acceptance %g, sbi's %g" % (n, rate, a["rate"]))
+            lc = post(D.url + "/v1/models/%s/log_prob" % n,
+                      {"x": [[0.0, 0.0, 0.0]], "y": [a["y"]], "leakage_correction": True})
+            plain = post(D.url + "/v1/models/%s/log_prob" % n,
+                         {"x": [[0.0, 0.0, 0.0]], "y": [a["y"]]})
+            acc = lc["acceptance"]
+            self.assertAlmostEqual(lc["log_prob"][0] - plain["log_prob"][0],
+                                   -math.log(acc["accepted"][0] / acc["drawn"][0]), places=12)
+
+
+class PythonClient(unittest.TestCase):
+    def test_minus_inf_and_options(self):
+        from innserve import Client
+        c = Client(D.url, timeout=30)
+        case = EXP["sbi_maf"]["log_prob"][0]
+        lp = [float(v) for v in c.log_prob("sbi_maf", case["x"], case["y"])]
+        for g, w in zip(lp, case["log_prob"]):
+            if w is None:
+                self.assertEqual(g, float("-inf"))
+            else:
+                self.assertLessEqual(abs(g - w), 1e-5 * abs(w))
+        lc = [float(v) for v in c.log_prob("sbi_maf", case["x"], case["y"],
+                                           leakage_correction=True, leakage_samples=500, seed=4)]
+        self.assertGreater(lc[0], lp[0])   # divided by a mass below 1
+        r = c.sample("sbi_maf", case["y"], num_samples=50, seed=1, outputs=["samples", "log_prob"],
+                     reject_outside_prior=False)
+        self.assertNotIn("acceptance", r)
+        r = c.sample("sbi_maf", case["y"], num_samples=50, seed=1)
+        self.assertIn("acceptance", r)
+
+
+class Refusals(unittest.TestCase):
+    def _raises(self, obj, needle, **kw):
+        with self.assertRaises(ExportError) as cm:
+            export_sbi(obj, os.path.join(TMP.path, "never.safetensors"), **kw)
+        self.assertIn(needle, str(cm.exception))
+        self.assertFalse(os.path.exists(os.path.join(TMP.path, "never.safetensors")))
+
+    def test_zuko_and_mdn_refused(self):
+        ZukoFlow = type("ZukoFlow", (nn.Module,), {})
+        MixtureDensityEstimator = type("MixtureDensityEstimator", (nn.Module,), {})
+        self._raises(ZukoFlow(), "ZukoFlow is not supported yet")
+        self._raises(MixtureDensityEstimator(), "MixtureDensityEstimator is not supported yet")
+
+    def _flow(self, transforms, embedding=None, base="StandardNormal"):
+        Flow = type("Flow", (nn.Module,), {})
+        Composite = type("CompositeTransform", (nn.Module,), {})
+        f = Flow()
+        f._transform = Composite()
+        f._transform._transforms = nn.ModuleList(transforms)
+        f._distribution = type(base, (nn.Module,), {})()
+        f._embedding_net = embedding if embedding is not None else nn.Identity()
+        return f
+
+    def test_spline_layers_refused_naming_the_module(self):
+        Spline = type("PiecewiseRationalQuadraticCouplingTransform", (nn.Module,), {})
+        Perm = type("RandomPermutation", (nn.Module,), {})
+        p = Perm()
+        p.register_buffer("_permutation", torch.tensor([1, 0]))
+        self._raises(self._flow([p, Spline()]),
+                     "_transform._transforms.1 (PiecewiseRationalQuadraticCouplingTransform): "
+                     "PiecewiseRationalQuadraticCouplingTransform is not supported yet")
+        self._raises(self._flow([p], base="MixtureOfGaussians"),
+                     "base distribution: MixtureOfGaussians is not supported yet")
+
+    def test_prior_that_is_not_a_box(self):
+        DirectPosterior = type("DirectPosterior", (nn.Module,), {})
+        d = DirectPosterior()
+        d.posterior_estimator = nn.Identity()
+        d.prior = torch.distributions.Normal(torch.zeros(2), torch.ones(2))
+        self._raises(d, "prior: Normal is not supported yet")
+
+
+if __name__ == "__main__":
+    unittest.main()
