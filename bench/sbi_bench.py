@@ -38,6 +38,7 @@ import argparse  # noqa: E402
 import copy  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
+import shutil  # noqa: E402
 import struct  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -306,6 +307,33 @@ def table(res, meta):
     return "\n".join(lines)
 
 
+def measure(a, models, N):
+    """Alternating rounds: sbi, then the engine, per estimator; the best of each."""
+    res, kernels = {}, "?"
+    for rnd in range(a.rounds):
+        for kind, mo in models.items():
+            s = sbi_times(mo["est"], mo["post"], mo["x0"], mo["X"], mo["rows"], N, a.seconds)
+            out = subprocess.run([a.bin, mo["path"], mo["inp"], str(a.seconds)],
+                                 capture_output=True, text=True)
+            if out.returncode != 0:
+                sys.exit(f"sbi_bench: {kind}: {out.stderr.strip()}")
+            e = json.loads(out.stdout)
+            kernels = e["kernels"]
+            eng = {"sample": e["sample_s"], "sample_batched": e["batched_s"],
+                   "log_prob": e["log_prob_s"]}
+            r = res.setdefault(kind, {"sbi": s, "eng": eng, "params": mo["params"],
+                                      "acc_sbi": mo["acc_sbi"],
+                                      "acc_eng": (e["sample_acceptance"], e["batched_acceptance"]),
+                                      "lp_diff": e["log_prob_max_abs_diff"]})
+            for op in s:
+                r["sbi"][op] = min(r["sbi"][op], s[op])
+                r["eng"][op] = min(r["eng"][op], eng[op])
+            print(f"round {rnd + 1} {kind}: sbi " +
+                  " ".join(f"{k} {v * 1e3:.2f} ms" for k, v in s.items()) + " | innserve " +
+                  " ".join(f"{k} {v * 1e3:.3f} ms" for k, v in eng.items()), file=sys.stderr)
+    return res, kernels
+
+
 def cpu_name():
     try:
         with open("/proc/cpuinfo") as fh:
@@ -332,7 +360,6 @@ def main():
     setup_sources(a.src)
     if not os.path.exists(a.bin):
         sys.exit(f"sbi_bench: {a.bin} is missing (make build/bench_sbi_engine)")
-    import numpy as np
     import torch
     import nflows
     import sbi
@@ -364,28 +391,10 @@ def main():
                             params=n_params, acc_sbi=acceptance(est, post, x0, X, N, D))
         print(f"{kind}: built, {n_params:,} parameters, acceptance {models[kind]['acc_sbi']}",
               file=sys.stderr)
-    res, kernels = {}, "?"
-    for rnd in range(a.rounds):
-        for kind, mo in models.items():
-            s = sbi_times(mo["est"], mo["post"], mo["x0"], mo["X"], mo["rows"], N, a.seconds)
-            out = subprocess.run([a.bin, mo["path"], mo["inp"], str(a.seconds)],
-                                 capture_output=True, text=True)
-            if out.returncode != 0:
-                sys.exit(f"sbi_bench: {kind}: {out.stderr.strip()}")
-            e = json.loads(out.stdout)
-            kernels = e["kernels"]
-            eng = {"sample": e["sample_s"], "sample_batched": e["batched_s"],
-                   "log_prob": e["log_prob_s"]}
-            r = res.setdefault(kind, {"sbi": s, "eng": eng, "params": mo["params"],
-                                      "acc_sbi": mo["acc_sbi"],
-                                      "acc_eng": (e["sample_acceptance"], e["batched_acceptance"]),
-                                      "lp_diff": e["log_prob_max_abs_diff"]})
-            for op in s:
-                r["sbi"][op] = min(r["sbi"][op], s[op])
-                r["eng"][op] = min(r["eng"][op], eng[op])
-            print(f"round {rnd + 1} {kind}: sbi " +
-                  " ".join(f"{k} {v * 1e3:.2f} ms" for k, v in s.items()) + " | innserve " +
-                  " ".join(f"{k} {v * 1e3:.3f} ms" for k, v in eng.items()), file=sys.stderr)
+    try:
+        res, kernels = measure(a, models, N)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     src = a.src
     meta = {"cpu": cpu_name(), "rounds": a.rounds, "seconds": a.seconds,
             "load": [load0, os.getloadavg()[0]], "D": D, "cw": cw, "N": N, "B": B, "M": M,
@@ -393,7 +402,6 @@ def main():
             "versions": {"sbi": version(sbi, src, "sbi"), "nflows": version(nflows, src, "nflows"),
                          "zuko": version(zuko, src, "zuko"),
                          "torch": torch.__version__}}
-    _ = np
     t = table(res, meta)
     print(t)
     if a.write:
