@@ -7,7 +7,7 @@
  *     samples, densities outside the box written as null (JSON) and -inf (CSV);
  *   - the same bytes with 1 worker and batching off as with 3 workers, batching on and
  *     concurrent clients, and as a job;
- *   - the draw limit answers 422 rejection_limit naming the observation;
+ *   - the draw limit answers 422 rejection_limit naming the observation, the deadline 504;
  *   - log_prob is null outside the box; leakage_correction subtracts the log of the
  *     reported acceptance rate, deterministically for a seed;
  *   - a non-finite observation is refused (400), GET /v1/models/{m} shows the prior.
@@ -17,6 +17,7 @@
 #include "../../proto/fmt.h"
 
 #include <math.h>
+#include <signal.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -326,6 +327,23 @@ START_TEST(rejection_limit)
 }
 END_TEST
 
+/* The request deadline stops a long rejection run too (504, never a hang). */
+START_TEST(rejection_deadline)
+{
+    struct e2e_daemon d;
+    static const char *const args[] = {"--workers", "1", "--deadline-ms", "200", NULL};
+    ck_assert(e2e_start(&d, DIR1, args));
+    struct e2e_resp r;
+    double t0 = e2e_now_s();
+    e2e_post(&d, "/v1/models/far/sample", "{\"y\": [[0.3]], \"num_samples\": 1000000, "
+             "\"seed\": 1}", &r);
+    e2e_expect_error(&r, 504, "deadline_exceeded", NULL);
+    ck_assert_msg(e2e_now_s() - t0 < 10, "the deadline took %.1f s", e2e_now_s() - t0);
+    e2e_resp_free(&r);
+    ck_assert_int_eq(e2e_stop(&d, SIGTERM, 30), 0);
+}
+END_TEST
+
 START_TEST(log_prob_support_and_leakage)
 {
     struct e2e_resp r, c1, c2;
@@ -394,6 +412,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, same_bytes_any_workers);
     tcase_add_test(tc, job_same_bytes);
     tcase_add_test(tc, rejection_limit);
+    tcase_add_test(tc, rejection_deadline);
     tcase_add_test(tc, log_prob_support_and_leakage);
     tcase_add_test(tc, nonfinite_observation_and_metadata);
     suite_add_tcase(s, tc);
