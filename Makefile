@@ -9,6 +9,8 @@
 #   make test       installs what it needs (scripts/install-deps.sh test), then everything in
 #                   check, then the deployment tests (container image, compose, `make run`)
 #   make bench      engine vs PyTorch(+FrEIA), ONNX Runtime and the sgemm/FMA peaks (docs/performance.md)
+#   make bench-sbi  sbi's MAF, NSF, maf_rqs, zuko MAF/NSF posteriors: sbi itself vs the engine
+#                   (needs the sbi, nflows, zuko, UMNN sources: SBI_SRC=DIR, see bench/sbi_bench.py)
 #   make deps       install the Debian packages the build and tests need
 #   make install    innserve, innctl, their man pages and the systemd unit under PREFIX
 #                   (/usr/local; also DESTDIR, BINDIR, MANDIR, UNITDIR); make uninstall
@@ -76,7 +78,7 @@ MHD_LIBS   := $(shell pkg-config --libs libmicrohttpd 2>/dev/null || echo -lmicr
 CURL_LIBS  := $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
 BINS       := $(BUILD)/innserve $(if $(CTL_SRC),$(BUILD)/innctl)
 
-.PHONY: all check test test-unit test-e2e test-python test-docs test-ui test-san bench run deps clean help fixtures lint bench-iresnet bench-server test-tsan fuzz test-fuzz
+.PHONY: all check test test-unit test-e2e test-python test-docs test-ui test-san bench run deps clean help fixtures lint bench-iresnet bench-server bench-sbi test-tsan fuzz test-fuzz
 all: $(BUILD)/libinnengine.a $(BINS) $(UNIT_BIN) $(SRVT_BIN) $(E2E_BIN)
 
 Q := @
@@ -248,7 +250,7 @@ clean:
 	rm -rf build build-san build-tsan build-fuzz
 
 help:
-	@sed -n '1,22p' Makefile
+	@sed -n '1,24p' Makefile
 
 # ---- installing ----
 # make && sudo make install: the two binaries, their man pages and the systemd unit (with
@@ -342,6 +344,15 @@ $(BUILD)/bench_sgemm: $(BUILD)/bench/bench_sgemm.o $(BENCH_FMA) $(BUILD)/libinne
 bench: $(BUILD)/bench_engine $(BUILD)/bench_sgemm
 	/usr/bin/python3 bench/run_bench.py --bin $(BUILD)/bench_engine $(BENCH_ARGS)
 
+
+# sbi posteriors (bench/sbi_bench.py): sbi's own sampling and log_prob vs the engine on the
+# same estimators, written as checkpoints by the script; SBI_SRC names the sources' folder.
+$(BUILD)/bench_sbi_engine: $(BUILD)/bench/sbi_engine.o $(BUILD)/libinnengine.a
+	@echo "  LD $@"
+	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+bench-sbi: $(BUILD)/bench_sbi_engine
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 /usr/bin/python3 bench/sbi_bench.py --bin $(BUILD)/bench_sbi_engine $(BENCH_SBI_ARGS)
 
 # Server: innserve under wrk vs the engine alone vs a bare libmicrohttpd answer (bench/server_bench.py).
 $(BUILD)/bench_server_engine: $(BUILD)/bench/server_engine.o $(BUILD)/libinnengine.a
