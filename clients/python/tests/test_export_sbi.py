@@ -115,6 +115,32 @@ class ServedSbiPosterior(unittest.TestCase):
                                    -math.log(acc["accepted"][0] / acc["drawn"][0]), places=12)
 
 
+class Manifests(unittest.TestCase):
+    def _manifest(self, n):
+        with open(os.path.join(FIXTURES, n + ".safetensors"), "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            return json.loads(json.loads(f.read(size))["__metadata__"]["manifest"])
+
+    def test_blocks_and_versions_recorded(self):
+        want = {"sbi_nsf": {"RQSCoupling", "LULinear"},
+                "sbi_maf_rqs": {"MaskedRQSAutoregressive", "PermuteRandom"},
+                "sbi_zuko_maf": {"ZukoMaskedAutoregressive"},
+                "sbi_zuko_nsf": {"ZukoMaskedAutoregressive"}}
+        for n, types in want.items():
+            m = self._manifest(n)
+            self.assertEqual({b["type"] for b in m["blocks"]}, types, n)
+            self.assertEqual(set(m["standardize"]), {"x", "y"}, n)
+            self.assertEqual(m["prior"]["type"], "box", n)
+            lib = "zuko" if "zuko" in n else "nflows"
+            self.assertTrue(m["source"].get(lib), n)
+            if lib == "zuko":
+                # zuko 1.6 (these fixtures): its default slope is 1e-3
+                self.assertEqual(m["source"]["zuko"], "1.6.0")
+                for b in m["blocks"]:
+                    self.assertEqual(b["transform"]["slope"], 1e-3)
+                    self.assertEqual(b["transform"]["type"], "affine" if "maf" in n else "rqs")
+
+
 class PythonClient(unittest.TestCase):
     def test_minus_inf_and_options(self):
         from innserve import Client
