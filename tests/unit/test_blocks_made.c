@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../engine/kern.h"
 #include "testutil.h"
 
 /* nflows' sequential degrees (random_mask=False). */
@@ -293,62 +292,7 @@ START_TEST(nflows_fixtures_give_the_same_bytes_on_every_path_and_split)
 {
     const char *names[] = {"maf_d5_sbi_chain", "iaf_d2_cond", "maf_d5_residual",
                            "nsf_d5_sbi_chain", "nsf_d1_sbi", "mrqs_d5_sbi_chain", "nsf_d2"};
-    const char *const *paths = kern_available();
-    enum { N = 700 };
-    char err[ENG_ERR_LEN];
-    for (size_t f = 0; f < sizeof(names) / sizeof(names[0]); f++) {
-        char path[256];
-        snprintf(path, sizeof(path), "tests/fixtures/golden/%s.safetensors", names[f]);
-        float *ref = NULL;
-        double *lref = NULL;
-        for (int p = 0; paths[p]; p++) {
-            setenv("INNSERVE_KERNELS", paths[p], 1);
-            struct eng_model *m = NULL;
-            ck_assert_msg(eng_model_load(path, &m, err) == ENG_OK, "%s", err);
-            const struct eng_dims *d = &eng_model_info(m)->dims;
-            int D = d->x, Y = d->y;
-            float y[8] = {0.3f, -1.2f, 0.7f, 0.1f, 0.2f, 0.3f, 0.4f, 0.5f};
-            float *x = malloc(sizeof(float) * N * D), *b = malloc(sizeof(float) * N * D);
-            float *yrows = malloc(sizeof(float) * N * (Y ? Y : 1));
-            double *lp = malloc(sizeof(double) * N), *lb = malloc(sizeof(double) * N);
-            for (int i = 0; i < N; i++)
-                memcpy(yrows + Y * i, y, sizeof(float) * (size_t)Y);
-            struct eng_ws *ws = eng_ws_new();
-            ck_assert_int_eq(eng_sample(m, ws, Y ? y : NULL, 7, 0, 0, N, 1.0f, x, lp, NULL, NULL,
-                                        err), ENG_OK);
-            const int sizes[] = {1, 3, 300, 17, 256, 123};
-            for (int pos = 0, k = 0; pos < N; k++) {
-                int cnt = sizes[k % 6] < N - pos ? sizes[k % 6] : N - pos;
-                ck_assert_int_eq(eng_sample(m, ws, Y ? y : NULL, 7, 0, (uint64_t)pos, cnt, 1.0f,
-                                            b + pos * D, lb + pos, NULL, NULL, err), ENG_OK);
-                pos += cnt;
-            }
-            ck_assert_msg(!memcmp(x, b, sizeof(float) * N * D), "%s: split samples differ (%s)",
-                          names[f], paths[p]);
-            ck_assert_msg(!memcmp(lp, lb, sizeof(double) * N), "%s: split densities differ (%s)",
-                          names[f], paths[p]);
-            ck_assert_int_eq(eng_log_prob(m, ws, N, x, Y ? y : NULL, Y ? 1 : 0, lp, err), ENG_OK);
-            if (Y) {
-                ck_assert_int_eq(eng_log_prob(m, ws, N, x, yrows, N, lb, err), ENG_OK);
-                ck_assert_msg(!memcmp(lp, lb, sizeof(double) * N), "%s: broadcast y differs (%s)",
-                              names[f], paths[p]);
-            }
-            if (!ref) {
-                ref = x, lref = lp;
-            } else {
-                ck_assert_msg(!memcmp(ref, x, sizeof(float) * N * D), "%s: samples %s != %s",
-                              names[f], paths[p], paths[0]);
-                ck_assert_msg(!memcmp(lref, lp, sizeof(double) * N), "%s: log_prob %s != %s",
-                              names[f], paths[p], paths[0]);
-                free(x), free(lp);
-            }
-            free(b), free(lb), free(yrows);
-            eng_ws_free(ws);
-            eng_model_unref(m);
-        }
-        free(ref), free(lref);
-    }
-    unsetenv("INNSERVE_KERNELS");
+    tu_check_fixture_paths_and_splits(names, (int)(sizeof(names) / sizeof(names[0])));
 }
 END_TEST
 

@@ -75,4 +75,8 @@ void tu_randn(float *v, int n, float scale, uint64_t seed);
 
 Suite *make_suite(void);
 
+/* Every kernel path gives the same samples and densities of each named golden fixture, for
+ * any split of the draws and with y broadcast or per row (testutil.c). */
+void tu_check_fixture_paths_and_splits(const char *const *names, int n_names);
+
 #endif
