@@ -346,7 +346,8 @@ KERN_FMA_CLONES static void zk_forward(const struct blk *b, struct blk_io *io)
             double la;
             int f = p->feat[k];
             size_t o = (size_t)i * D * P + (size_t)k * P;
-            x[f] = (float)univariate(p, w.par + o, w.ex + o, (double)x[f], false, &la);
+            x[f] = (float)univariate(p, w.par + o, w.ex ? w.ex + o : NULL, (double)x[f], false,
+                                    &la);
             ld += la;
         }
         io->log_det[i] += ld;
@@ -367,7 +368,7 @@ KERN_FMA_CLONES static void zk_inverse(const struct blk *b, struct blk_io *io)
     for (int k = 0; k < D; k++) {
         /* the rank-k feature's parameters: row i's at q + i * qs (e + i * qs for rqs) */
         const float *q = p->phi ? p->phi + (size_t)k * P : w.par;
-        const float *e = p->phi ? w.ex + (size_t)k * P : w.ex;
+        const float *e = p->phi && w.ex ? w.ex + (size_t)k * P : w.ex; /* NULL for affine */
         const size_t qs = p->phi ? 0 : (size_t)P;
         if (!p->phi) {
             run_hidden(p, io, &w, k);
@@ -378,8 +379,8 @@ KERN_FMA_CLONES static void zk_inverse(const struct blk *b, struct blk_io *io)
         const int f = p->feat[k];
         for (int i = 0; i < n; i++) {
             double la;
-            float v = (float)univariate(p, q + i * qs, e + i * qs, (double)w.z[(size_t)i * D + f],
-                                        true, &la);
+            float v = (float)univariate(p, q + i * qs, e ? e + i * qs : NULL,
+                                        (double)w.z[(size_t)i * D + f], true, &la);
             io->x[(size_t)i * D + f] = v;
             w.xr[(size_t)i * D + k] = v;
             io->log_det[i] -= la;
