@@ -43,6 +43,41 @@ bool proto_op_async(enum proto_op op)
 
 static const char *const OUT_NAMES[] = {"samples", "log_prob", "summary", "resimulation"};
 
+/* A non-empty array of distinct names from names[0 .. n) (n <= 8) into the bit set *out
+ * (bit k for names[k]); errors name the field and the element. */
+static enum proto_code name_set(const cJSON *v, const char *field, const char *const *names,
+                                unsigned n, unsigned *out, struct proto_error *e)
+{
+    char list[128];
+    size_t used = 0;
+    for (unsigned k = 0; k < n && used < sizeof list; k++)
+        used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", k ? ", " : "",
+                                 names[k]);
+    if (!cJSON_IsArray(v) || !v->child)
+        return proto_errorf(e, PROTO_E_FIELD, "%s must be a non-empty array of strings from "
+                            "%s; got %s", field, list,
+                            cJSON_IsArray(v) ? "an empty array" : proto_json_type(v));
+    *out = 0;
+    int i = 0;
+    for (const cJSON *c = v->child; c; c = c->next, i++) {
+        if (!cJSON_IsString(c))
+            return proto_errorf(e, PROTO_E_FIELD, "%s[%d] must be a string, got %s", field, i,
+                                proto_json_type(c));
+        unsigned bit = 0;
+        for (unsigned k = 0; k < n; k++)
+            if (strcmp(c->valuestring, names[k]) == 0)
+                bit = 1u << k;
+        if (!bit)
+            return proto_errorf(e, PROTO_E_FIELD, "%s[%d] = \"%.32s\" is not one of %s", field,
+                                i, c->valuestring, list);
+        if (*out & bit)
+            return proto_errorf(e, PROTO_E_FIELD, "%s[%d] = \"%s\" is listed twice", field, i,
+                                c->valuestring);
+        *out |= bit;
+    }
+    return PROTO_OK;
+}
+
 void proto_request_free(struct proto_request *r)
 {
     proto_matrix_free(&r->x);
@@ -317,29 +352,8 @@ static enum proto_code parse_sample(const cJSON *root, const struct eng_info *in
     }
     r->outputs = PROTO_OUT_SAMPLES;
     if ((v = cJSON_GetObjectItemCaseSensitive(root, "outputs"))) {
-        if (!cJSON_IsArray(v) || !v->child)
-            return proto_errorf(e, PROTO_E_FIELD, "outputs must be a non-empty array of "
-                                "strings from samples, log_prob, summary, resimulation; got %s",
-                                cJSON_IsArray(v) ? "an empty array" : proto_json_type(v));
-        r->outputs = 0;
-        int i = 0;
-        for (const cJSON *c = v->child; c; c = c->next, i++) {
-            if (!cJSON_IsString(c))
-                return proto_errorf(e, PROTO_E_FIELD, "outputs[%d] must be a string, got %s",
-                                    i, proto_json_type(c));
-            unsigned bit = 0;
-            for (unsigned k = 0; k < 4; k++)
-                if (strcmp(c->valuestring, OUT_NAMES[k]) == 0)
-                    bit = 1u << k;
-            if (!bit)
-                return proto_errorf(e, PROTO_E_FIELD, "outputs[%d] = \"%.32s\" is not one of "
-                                    "samples, log_prob, summary, resimulation", i,
-                                    c->valuestring);
-            if (r->outputs & bit)
-                return proto_errorf(e, PROTO_E_FIELD, "outputs[%d] = \"%s\" is listed twice",
-                                    i, c->valuestring);
-            r->outputs |= bit;
-        }
+        if ((rc = name_set(v, "outputs", OUT_NAMES, 4, &r->outputs, e)) != PROTO_OK)
+            return rc;
         if ((r->outputs & PROTO_OUT_RESIMULATION) && info->kind != ENG_KIND_INN)
             return proto_errorf(e, PROTO_E_UNSUPPORTED, "outputs: resimulation is only defined "
                                 "for inn models (this model is a %s)", eng_kind_str(info->kind));
@@ -564,30 +578,9 @@ static enum proto_code parse_calibration(const cJSON *root, const struct eng_inf
     r->temperature = 1.0f;
     const cJSON *v;
     r->diagnostics = PROTO_DIAG_ALL;
-    if ((v = cJSON_GetObjectItemCaseSensitive(root, "diagnostics"))) {
-        if (!cJSON_IsArray(v) || !v->child)
-            return proto_errorf(e, PROTO_E_FIELD, "diagnostics must be a non-empty array of "
-                                "strings from sbc, coverage, tarp; got %s",
-                                cJSON_IsArray(v) ? "an empty array" : proto_json_type(v));
-        r->diagnostics = 0;
-        int i = 0;
-        for (const cJSON *c = v->child; c; c = c->next, i++) {
-            if (!cJSON_IsString(c))
-                return proto_errorf(e, PROTO_E_FIELD, "diagnostics[%d] must be a string, got "
-                                    "%s", i, proto_json_type(c));
-            unsigned bit = 0;
-            for (unsigned k = 0; k < 3; k++)
-                if (strcmp(c->valuestring, DIAG_NAMES[k]) == 0)
-                    bit = 1u << k;
-            if (!bit)
-                return proto_errorf(e, PROTO_E_FIELD, "diagnostics[%d] = \"%.32s\" is not one "
-                                    "of sbc, coverage, tarp", i, c->valuestring);
-            if (r->diagnostics & bit)
-                return proto_errorf(e, PROTO_E_FIELD, "diagnostics[%d] = \"%s\" is listed "
-                                    "twice", i, c->valuestring);
-            r->diagnostics |= bit;
-        }
-    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(root, "diagnostics")) &&
+        (rc = name_set(v, "diagnostics", DIAG_NAMES, 3, &r->diagnostics, e)) != PROTO_OK)
+        return rc;
     r->bins = 20;
     if ((rc = opt_int(root, "bins", 1, PROTO_MAX_RANK_BINS, &r->bins, e)) != PROTO_OK)
         return rc;
