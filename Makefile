@@ -137,7 +137,7 @@ $(BUILD)/test_proto: $(BUILD)/tests/unit/test_proto.o $(TU_OBJ) $(BUILD)/libinnp
 # test_allocfail and server_test_call_allocfail route every allocation of engine/, proto/
 # (and server/) through counting, failing wrappers (tests/unit/allocwrap.c).
 ALLOC_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=free,--wrap=strdup,--wrap=aligned_alloc
-AW_OBJ     := $(BUILD)/tests/unit/allocwrap.o
+AW_OBJ     := $(BUILD)/tests/unit/allocwrap.o $(BUILD)/tests/unit/opbodies.o
 $(BUILD)/test_allocfail: $(BUILD)/tests/unit/test_allocfail.o $(AW_OBJ) $(TU_OBJ) $(BUILD)/libinnproto.a $(BUILD)/libinnengine.a
 	@echo "  LD $@"
 	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(ALLOC_WRAP) $(CHECK_LIBS) $(LDLIBS)
