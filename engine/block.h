@@ -93,6 +93,12 @@ struct blk {
     int d;                  /* width */
     int cond;               /* condition index, -1 if none */
     int cw;                 /* condition width (0 if none) */
+    /* Per-row shape of the block's input (set by manifest.c before load: the previous
+     * block's output shape, the model's x shape for the first) and of its output (set equal
+     * to the input shape before load; a block that reshapes, such as a downsampling, writes
+     * its own in load).  rank 1 to 3, C order; prod(shape) = prod(out_shape) = d. */
+    int rank, shape[3];
+    int out_rank, out_shape[3];
     bool numeric;           /* inverse by iteration */
     long long n_params;
     void *priv;             /* block-specific, allocated with ldr_alloc */

@@ -102,6 +102,13 @@ struct eng_info {
      * when the model has no prior.  Owned by the model, borrowed like the rest. */
     const float *prior_low;
     const float *prior_high;
+    /* Per-row shapes (manifest "shape"): x_rank 1 to 3 with x_shape[0..x_rank) in C order,
+     * e.g. (C, H, W) for images, (C, L) for signals; a row of x holds prod(x_shape) = dims.x
+     * floats in row-major (torch contiguous) order.  Vector models: x_rank 1, x_shape[0] =
+     * dims.x.  z_rank / z_shape: the shape of the latent the blocks return (the last block's
+     * output shape; equal to x's unless a block such as a downsampling reshapes it). */
+    int x_rank, x_shape[3];
+    int z_rank, z_shape[3];
 };
 
 /* Load and fully validate a checkpoint, then run its embedded test vectors.

@@ -165,6 +165,44 @@ static enum eng_status load_names(struct ldr *L, const cJSON *names, const char 
     return ENG_OK;
 }
 
+/* "shape": {"x": [C, H, W]} (1 to 3 positive ints whose product is dims.x; flow and cinn
+ * only).  Absent: the vector shape (dims.x). */
+static enum eng_status load_shape(struct ldr *L, struct eng_model *m, const cJSON *root)
+{
+    struct eng_info *in = &m->info;
+    in->x_rank = 1, in->x_shape[0] = in->dims.x, in->x_shape[1] = in->x_shape[2] = 1;
+    in->z_rank = 1, in->z_shape[0] = in->dims.x, in->z_shape[1] = in->z_shape[2] = 1;
+    const cJSON *sj = cJSON_GetObjectItemCaseSensitive(root, "shape");
+    if (!sj || cJSON_IsNull(sj))
+        return ENG_OK;
+    if (in->kind != ENG_KIND_FLOW && in->kind != ENG_KIND_CINN)
+        return ldr_fail(L, ENG_ERR_MANIFEST, "field 'shape' is only valid for kinds flow and "
+                        "cinn");
+    const cJSON *xs = cJSON_IsObject(sj) ? cJSON_GetObjectItemCaseSensitive(sj, "x") : NULL;
+    int n = cJSON_IsArray(xs) ? cJSON_GetArraySize(xs) : 0;
+    if (n < 1 || n > 3)
+        return ldr_fail(L, ENG_ERR_MANIFEST, "field 'shape' must be {\"x\": [C, H, W]}: a list "
+                        "of 1 to 3 positive integers");
+    long long prod = 1;
+    for (int i = 0; i < n; i++) {
+        const cJSON *e = cJSON_GetArrayItem(xs, i);
+        if (!cJSON_IsNumber(e) || e->valuedouble < 1 || e->valuedouble > 65536 ||
+            e->valuedouble != (double)(int)e->valuedouble)
+            return ldr_fail(L, ENG_ERR_MANIFEST, "shape.x[%d] must be a positive integer", i);
+        in->x_shape[i] = (int)e->valuedouble;
+        prod *= in->x_shape[i];
+    }
+    for (int i = n; i < 3; i++)
+        in->x_shape[i] = 1;
+    if (prod != in->dims.x)
+        return ldr_fail(L, ENG_ERR_MANIFEST, "shape.x has %lld elements, dims.x is %d", prod,
+                        in->dims.x);
+    in->x_rank = in->z_rank = n;
+    for (int i = 0; i < 3; i++)
+        in->z_shape[i] = in->x_shape[i];
+    return ENG_OK;
+}
+
 /* inn layout: a list of segment names in order; fills offsets (-1 when absent). */
 static enum eng_status load_layout(struct ldr *L, const cJSON *lay, const char *side,
                                    const char *const *names, const int *widths, int nseg,
@@ -212,6 +250,11 @@ static enum eng_status load_blocks(struct ldr *L, struct eng_model *m, const cJS
     m->blocks = ldr_alloc(L, sizeof(struct blk) * (size_t)m->n_blocks);
     if (!m->blocks)
         return ENG_ERR_NOMEM;
+    /* the shape flowing along the chain: x's, or the block width for an inn */
+    int rank = m->info.x_rank, shape[3] = {m->info.x_shape[0], m->info.x_shape[1],
+                                           m->info.x_shape[2]};
+    if (m->info.kind == ENG_KIND_INN)
+        rank = 1, shape[0] = m->D, shape[1] = shape[2] = 1;
     for (int i = 0; i < m->n_blocks; i++) {
         const cJSON *bj = cJSON_GetArrayItem(blocks, i);
         const cJSON *ty = cJSON_IsObject(bj) ? cJSON_GetObjectItemCaseSensitive(bj, "type") : NULL;
@@ -244,12 +287,18 @@ static enum eng_status load_blocks(struct ldr *L, struct eng_model *m, const cJS
                             "condition", ops->type);
         b->cond = (int)c;
         b->cw = c >= 0 ? m->conds[c].width : 0;
+        b->rank = b->out_rank = rank;
+        for (int k = 0; k < 3; k++)
+            b->shape[k] = b->out_shape[k] = shape[k];
         long long before = L->n_params;
         if ((st = ops->load(b, L, bj)) != ENG_OK) {
             if (!L->err[0])
                 ldr_fail(L, st, "%s", eng_status_str(st));
             return st;
         }
+        rank = b->out_rank;
+        for (int k = 0; k < 3; k++)
+            shape[k] = k < rank ? b->out_shape[k] : 1;
         b->n_params = L->n_params - before;
         if (b->numeric)
             m->n_numeric++;
@@ -258,6 +307,9 @@ static enum eng_status load_blocks(struct ldr *L, struct eng_model *m, const cJS
             m->blk_scratch = s;
         ldr_pop(L, mark);
     }
+    m->info.z_rank = rank;
+    for (int k = 0; k < 3; k++)
+        m->info.z_shape[k] = shape[k];
     return ENG_OK;
 }
 
@@ -360,6 +412,8 @@ static enum eng_status build(struct ldr *L, struct eng_model *m, const cJSON *ro
         return st;
     m->info.x_names = m->x_names;
     m->info.y_names = y > 0 ? m->y_names : NULL;
+    if ((st = load_shape(L, m, root)) != ENG_OK)
+        return st;
 
     const cJSON *sj;
     if ((st = ldr_obj(L, root, "standardize", false, &sj)) != ENG_OK)

@@ -224,6 +224,15 @@ START_TEST(manifest_errors_name_the_field)
         {"{\"format\":\"innserve-manifest\",\"version\":1,\"kind\":\"flow\",\"dims\":{\"x\":5},"
          "\"names\":{\"x\":[\"a\"]},\"blocks\":[]}",
          "names.x must be a list of 5 strings"},
+        {"{\"format\":\"innserve-manifest\",\"version\":1,\"kind\":\"flow\",\"dims\":{\"x\":5},"
+         "\"shape\":{\"x\":[2,2]},\"blocks\":[]}",
+         "shape.x has 4 elements, dims.x is 5"},
+        {"{\"format\":\"innserve-manifest\",\"version\":1,\"kind\":\"flow\",\"dims\":{\"x\":5},"
+         "\"shape\":{\"x\":[5,1,1,1]},\"blocks\":[]}",
+         "field 'shape' must be {\"x\": [C, H, W]}"},
+        {"{\"format\":\"innserve-manifest\",\"version\":1,\"kind\":\"flow\",\"dims\":{\"x\":5},"
+         "\"shape\":{\"x\":[5,0.5]},\"blocks\":[]}",
+         "shape.x[1] must be a positive integer"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct tu_ckpt *c = tu_ckpt_new();
@@ -236,6 +245,37 @@ START_TEST(manifest_errors_name_the_field)
                       err);
         tu_ckpt_free(c);
     }
+}
+END_TEST
+
+/* "shape": x's per-row shape reaches eng_info and every block; without it, the vector
+ * shape. */
+START_TEST(shape_reaches_info)
+{
+    struct tu_ckpt *c = tu_ckpt_new();
+    tu_add_perm(c, "b0.perm", 12, 1);
+    const char *fmt = "{\"format\":\"innserve-manifest\",\"version\":1,\"kind\":\"flow\","
+                      "\"dims\":{\"x\":12},%s\"blocks\":[{\"type\":\"PermuteRandom\","
+                      "\"perm\":\"b0.perm\"}]}";
+    char man[512];
+    snprintf(man, sizeof man, fmt, "\"shape\":{\"x\":[3,2,2]},");
+    struct eng_model *m = tu_load(c, man, ENG_LOAD_NO_SELFTEST);
+    const struct eng_info *in = eng_model_info(m);
+    ck_assert_int_eq(in->x_rank, 3);
+    ck_assert_int_eq(in->x_shape[0], 3);
+    ck_assert_int_eq(in->x_shape[1], 2);
+    ck_assert_int_eq(in->x_shape[2], 2);
+    ck_assert_int_eq(in->z_rank, 3);
+    ck_assert_int_eq(in->z_shape[0] * in->z_shape[1] * in->z_shape[2], 12);
+    eng_model_unref(m);
+    snprintf(man, sizeof man, fmt, "");
+    m = tu_load(c, man, ENG_LOAD_NO_SELFTEST);
+    in = eng_model_info(m);
+    ck_assert_int_eq(in->x_rank, 1);
+    ck_assert_int_eq(in->x_shape[0], 12);
+    ck_assert_int_eq(in->z_rank, 1);
+    eng_model_unref(m);
+    tu_ckpt_free(c);
 }
 END_TEST
 
@@ -291,6 +331,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, a_set_cancel_flag_stops_every_operation);
     tcase_add_test(tc, manifest_errors_name_the_field);
     tcase_add_test(tc, standardization_is_applied_with_its_log_det);
+    tcase_add_test(tc, shape_reaches_info);
     suite_add_tcase(s, tc);
     return s;
 }
