@@ -99,6 +99,8 @@ struct blk {
      * its own in load).  rank 1 to 3, C order; prod(shape) = prod(out_shape) = d. */
     int rank, shape[3];
     int out_rank, out_shape[3];
+    int c_rank, c_shape[3]; /* shape of the condition (when cond >= 0): (cw), or (C, H, W) /
+                               (C, L) for a condition broadcast over positions */
     bool numeric;           /* inverse by iteration */
     long long n_params;
     void *priv;             /* block-specific, allocated with ldr_alloc */

@@ -203,6 +203,37 @@ static enum eng_status load_shape(struct ldr *L, struct eng_model *m, const cJSO
     return ENG_OK;
 }
 
+/* conditions[k].broadcast: [H, W] or [L], the condition vector repeated at every position,
+ * giving a (vec, H, W) or (vec, L) condition (FrEIA image blocks concatenate conditions
+ * along channels).  Sets vec, width, rank and shape of c from its vector width. */
+static enum eng_status load_broadcast(struct ldr *L, const cJSON *e, struct cond_def *c)
+{
+    c->vec = c->width;
+    c->rank = 1, c->shape[0] = c->vec, c->shape[1] = c->shape[2] = 1;
+    const cJSON *bj = cJSON_GetObjectItemCaseSensitive(e, "broadcast");
+    if (!bj || cJSON_IsNull(bj))
+        return ENG_OK;
+    int n = cJSON_IsArray(bj) ? cJSON_GetArraySize(bj) : 0;
+    if (n < 1 || n > 2)
+        return ldr_fail(L, ENG_ERR_MANIFEST, "field 'broadcast' must be [H, W] or [L]: 1 or 2 "
+                        "positive integers");
+    long long pos = 1;
+    for (int i = 0; i < n; i++) {
+        const cJSON *v = cJSON_GetArrayItem(bj, i);
+        if (!cJSON_IsNumber(v) || v->valuedouble < 1 || v->valuedouble > 65536 ||
+            v->valuedouble != (double)(int)v->valuedouble)
+            return ldr_fail(L, ENG_ERR_MANIFEST, "broadcast[%d] must be a positive integer", i);
+        c->shape[1 + i] = (int)v->valuedouble;
+        pos *= c->shape[1 + i];
+    }
+    if (pos * c->vec > (1 << 20))
+        return ldr_fail(L, ENG_ERR_MANIFEST, "field 'broadcast': %d x %lld condition values "
+                        "per row is over %d", c->vec, pos, 1 << 20);
+    c->rank = 1 + n;
+    c->width = (int)(pos * c->vec);
+    return ENG_OK;
+}
+
 /* inn layout: a list of segment names in order; fills offsets (-1 when absent). */
 static enum eng_status load_layout(struct ldr *L, const cJSON *lay, const char *side,
                                    const char *const *names, const int *widths, int nseg,
@@ -287,6 +318,11 @@ static enum eng_status load_blocks(struct ldr *L, struct eng_model *m, const cJS
                             "condition", ops->type);
         b->cond = (int)c;
         b->cw = c >= 0 ? m->conds[c].width : 0;
+        if (c >= 0) {
+            b->c_rank = m->conds[c].rank;
+            for (int k = 0; k < 3; k++)
+                b->c_shape[k] = m->conds[c].shape[k];
+        }
         b->rank = b->out_rank = rank;
         for (int k = 0; k < 3; k++)
             b->shape[k] = b->out_shape[k] = shape[k];
@@ -461,6 +497,8 @@ static enum eng_status build(struct ldr *L, struct eng_model *m, const cJSON *ro
             } else {
                 m->conds[k].width = (int)y;
             }
+            if ((st = load_broadcast(L, e, &m->conds[k])) != ENG_OK)
+                return st;
             m->cond_total += m->conds[k].width;
             ldr_pop(L, mark);
         }

@@ -189,6 +189,21 @@ static void unstd_rows(const struct stdz *s, const float *src, int ld, int rows,
     }
 }
 
+/* Spread rows [0, r) of v (r x vec, row stride vec) over pos positions, in place: row i
+ * becomes (vec, pos) with element (ch, p) = v[i, ch], at stride vec * pos.  v must be the
+ * start of a buffer of r * vec * pos floats; rows and channels are walked from the last,
+ * so no value is overwritten before it is read. */
+static void spread_rows(float *v, int r, int vec, int pos)
+{
+    for (int i = r - 1; i >= 0; i--)
+        for (int ch = vec - 1; ch >= 0; ch--) {
+            float a = v[(size_t)i * vec + ch];
+            float *o = v + ((size_t)i * vec + ch) * pos;
+            for (int p = 0; p < pos; p++)
+                o[p] = a;
+        }
+}
+
 /* Conditions for rows [0, rows) of a tile from y (already offset to the tile; y_rows 1 =
  * broadcast).  Returns per-condition pointers and leading dims. */
 static void make_conds(const struct eng_model *m, struct tile *t, const float *y, int rows,
@@ -199,14 +214,21 @@ static void make_conds(const struct eng_model *m, struct tile *t, const float *y
     std_rows(&m->sy, y, r, dy, t->ys, dy);
     float *dst = t->cond;
     for (int k = 0; k < m->n_conds; k++) {
-        int w = m->conds[k].width;
-        if (!m->conds[k].net) {
+        const struct cond_def *cd = &m->conds[k];
+        int w = cd->width, pos = cd->width / cd->vec;
+        if (!cd->net && pos == 1) {
             cp[k] = t->ys;
+            cld[k] = bcast ? 0 : dy;
         } else {
-            subnet_forward(m->conds[k].net, r, NULL, 0, t->ys, dy, dst, w, t->scratch);
+            if (cd->net)
+                subnet_forward(cd->net, r, NULL, 0, t->ys, dy, dst, cd->vec, t->scratch);
+            else
+                memcpy(dst, t->ys, sizeof(float) * (size_t)r * dy);
+            if (pos > 1)
+                spread_rows(dst, r, cd->vec, pos);
             cp[k] = dst;
+            cld[k] = bcast ? 0 : w;
         }
-        cld[k] = bcast ? 0 : (m->conds[k].net ? w : dy);
         dst += (size_t)ENG_TILE_ROWS * w;
     }
 }

@@ -52,7 +52,10 @@ struct stdz {
 
 struct cond_def {
     const struct subnet *net; /* NULL: the condition is y_s itself */
-    int width;
+    int vec;                  /* width of y_s or of the net's output */
+    int width;                /* flat width the blocks read: vec * positions */
+    int rank, shape[3];       /* per-row shape: (vec) or, with "broadcast", (vec, H, W) /
+                                 (vec, L), the vector repeated at every position */
 };
 
 struct eng_model {

@@ -279,6 +279,54 @@ START_TEST(shape_reaches_info)
 }
 END_TEST
 
+/* conditions[k].broadcast: a y (a, b) spread over 3 positions is exactly the model of
+ * width-6 y given (a, a, a, b, b, b): the same bits. */
+START_TEST(broadcast_condition_repeats_the_vector)
+{
+    enum { D = 2, V = 2, P = 3, N = 5 };
+    struct tu_ckpt *c = tu_ckpt_new();
+    char *sub = tu_add_subnet(c, "cat", V * P, 8, 1, 2 * D, "{\"type\":\"tanh\"}", 0.5f, 7);
+    char block[4096];
+    snprintf(block, sizeof block,
+             "{\"type\":\"ConditionalAffineTransform\",\"cond\":0,\"subnet\":%s}", sub);
+    char *wide = tu_manifest_one_block(D, V * P, block);
+    char *narrow = tu_manifest_one_block(D, V, block);
+    char *at = strstr(narrow, "{\"net\":null}");
+    ck_assert_ptr_nonnull(at);
+    char *man = malloc(strlen(narrow) + 64);
+    sprintf(man, "%.*s{\"net\":null,\"broadcast\":[%d]}%s", (int)(at - narrow), narrow, P,
+            at + strlen("{\"net\":null}"));
+    struct eng_model *mw = tu_load(c, wide, ENG_LOAD_NO_SELFTEST);
+    struct eng_model *mb = tu_load(c, man, ENG_LOAD_NO_SELFTEST);
+    struct eng_ws *ws = eng_ws_new();
+    float x[N * D], y1[N * V], y3[N * V * P], zb[N * D], zw[N * D];
+    double lb[N], lw[N];
+    tu_randn(x, N * D, 1.0f, 3);
+    tu_randn(y1, N * V, 1.0f, 4);
+    for (int i = 0; i < N; i++) /* channel-major: (ch, p) at ch * P + p */
+        for (int ch = 0; ch < V; ch++)
+            for (int p = 0; p < P; p++)
+                y3[(i * V + ch) * P + p] = y1[i * V + ch];
+    char err[ENG_ERR_LEN];
+    ck_assert_int_eq(eng_forward(mb, ws, N, x, y1, N, zb, NULL, lb, err), ENG_OK);
+    ck_assert_int_eq(eng_forward(mw, ws, N, x, y3, N, zw, NULL, lw, err), ENG_OK);
+    ck_assert_int_eq(memcmp(zb, zw, sizeof zb), 0);
+    ck_assert_int_eq(memcmp(lb, lw, sizeof lb), 0);
+    /* one broadcast observation */
+    ck_assert_int_eq(eng_forward(mb, ws, N, x, y1, 1, zb, NULL, lb, err), ENG_OK);
+    ck_assert_int_eq(eng_forward(mw, ws, N, x, y3, 1, zw, NULL, lw, err), ENG_OK);
+    ck_assert_int_eq(memcmp(zb, zw, sizeof zb), 0);
+    eng_ws_free(ws);
+    eng_model_unref(mw);
+    eng_model_unref(mb);
+    free(man);
+    free(wide);
+    free(narrow);
+    free(sub);
+    tu_ckpt_free(c);
+}
+END_TEST
+
 START_TEST(standardization_is_applied_with_its_log_det)
 {
     char *man;
@@ -332,6 +380,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, manifest_errors_name_the_field);
     tcase_add_test(tc, standardization_is_applied_with_its_log_det);
     tcase_add_test(tc, shape_reaches_info);
+    tcase_add_test(tc, broadcast_condition_repeats_the_vector);
     suite_add_tcase(s, tc);
     return s;
 }
