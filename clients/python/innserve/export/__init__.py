@@ -44,7 +44,7 @@ block family):
 * ``graph``: walking SequenceINN / GraphINN / lists into a chain of modules;
 * ``freia``: FrEIA block converters; ``residual``: i-ResNet residual blocks;
 * ``nflows``, ``zuko``: the flows sbi builds; ``sbi``: posterior / estimator unwrapping
-  and :func:`export_sbi`;
+  and :func:`export_sbi`; ``mdn``: sbi's mixture density networks;
 * ``checks``: the float64 cross-checks against the user's modules;
 * ``manifest``: names, standardization, test vectors, the file writer;
 * ``inn``: :func:`export` itself.

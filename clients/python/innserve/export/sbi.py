@@ -32,7 +32,10 @@ activations or sbi's ``FCEmbedding`` (-> the cinn's condition network), or ``Sta
 followed by one of those.  The prior is a ``BoxUniform`` (a DirectPosterior carries it) or
 bounds given as ``low=`` and ``high=`` -> the manifest's ``prior`` box.
 
-Everything else (MDNs, other zuko flows or univariate maps, other nflows layers, other
+sbi's mixture density networks (``mdn``: a MixtureDensityEstimator, or a posterior holding
+one) are exported by innserve.export.mdn as the ``mdn`` kind.
+
+Everything else (other zuko flows or univariate maps, other nflows layers, other
 embedding nets, other priors) is refused with an :class:`~innserve.export.ExportError` naming
 the module: "not supported yet".
 
@@ -133,6 +136,13 @@ def export_sbi(obj, path, *, low=None, high=None, x_names=None, y_names=None,
 
     Returns an :class:`~innserve.export.ExportResult`.  Raises ExportError for what innserve
     cannot serve (naming the module) or when a check fails."""
+    from . import mdn
+    if mdn.is_mdn(getattr(obj, "posterior_estimator", obj)):
+        return mdn.export_mdn(obj, path, low=low, high=high, x_names=x_names,
+                              y_names=y_names, description=description,
+                              test_inputs=test_inputs, n_tests=n_tests, seed=seed,
+                              rtol=rtol, atol=atol, check=check, check_tol=check_tol,
+                              source=source)
     flow, prior, what = _resolve(obj)
     if low is not None or high is not None:
         if low is None or high is None:
