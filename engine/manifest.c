@@ -206,12 +206,37 @@ static enum eng_status load_shape(struct ldr *L, struct eng_model *m, const cJSO
 
 /* conditions[k].broadcast: [H, W] or [L], the condition vector repeated at every position,
  * giving a (vec, H, W) or (vec, L) condition (FrEIA image blocks concatenate conditions
- * along channels).  Sets vec, width, rank and shape of c from its vector width. */
+ * along channels); or conditions[k].shape: [C, H, W] or [C, L], a condition that already
+ * is an image (its width read channel-major).  Sets vec, width, rank and shape of c from
+ * its vector width. */
 static enum eng_status load_broadcast(struct ldr *L, const cJSON *e, struct cond_def *c)
 {
     c->vec = c->width;
     c->rank = 1, c->shape[0] = c->vec, c->shape[1] = c->shape[2] = 1;
     const cJSON *bj = cJSON_GetObjectItemCaseSensitive(e, "broadcast");
+    const cJSON *sj = cJSON_GetObjectItemCaseSensitive(e, "shape");
+    if (sj && !cJSON_IsNull(sj)) {
+        /* "shape": [C, H, W] or [C, L]: the condition row is already an image */
+        int n = cJSON_IsArray(sj) ? cJSON_GetArraySize(sj) : 0;
+        if (bj && !cJSON_IsNull(bj))
+            return ldr_fail(L, ENG_ERR_MANIFEST, "give either 'shape' or 'broadcast', not both");
+        if (n < 2 || n > 3)
+            return ldr_fail(L, ENG_ERR_MANIFEST, "field 'shape' must be [C, H, W] or [C, L]");
+        long long prod = 1;
+        for (int i = 0; i < n; i++) {
+            const cJSON *v = cJSON_GetArrayItem(sj, i);
+            if (!cJSON_IsNumber(v) || v->valuedouble < 1 || v->valuedouble > 65536 ||
+                v->valuedouble != (double)(int)v->valuedouble)
+                return ldr_fail(L, ENG_ERR_MANIFEST, "shape[%d] must be a positive integer", i);
+            c->shape[i] = (int)v->valuedouble;
+            prod *= c->shape[i];
+        }
+        if (prod != c->width)
+            return ldr_fail(L, ENG_ERR_MANIFEST, "field 'shape' has %lld elements, the "
+                            "condition has width %d", prod, c->width);
+        c->rank = n;
+        return ENG_OK;
+    }
     if (!bj || cJSON_IsNull(bj))
         return ENG_OK;
     int n = cJSON_IsArray(bj) ? cJSON_GetArraySize(bj) : 0;
