@@ -1,7 +1,8 @@
 /*
  * manifest.c — eng_model_load: the manifest of a checkpoint → an immutable model
- * (standardization, names, conditions and their networks, the inn layout, the blocks or the
- * mlp network, the certificate and the numeric-inverse budget), every field validated
+ * (standardization, names, conditions and their networks, the inn layout, the blocks, the
+ * mlp network or the mdn mixture (mixture.c), the certificate and the numeric-inverse
+ * budget), every field validated
  * through the loader with a message, then the embedded test vectors (selftest.c).
  * Also the model's reference counting and accessors.
  */
@@ -397,9 +398,9 @@ static enum eng_status build(struct ldr *L, struct eng_model *m, const cJSON *ro
     if (ver != 1)
         return ldr_fail(L, ENG_ERR_MANIFEST, "manifest version %ld is not supported (this "
                         "engine reads version 1)", ver);
-    static const char *const kinds[] = {"flow", "cinn", "inn", "mlp"};
+    static const char *const kinds[] = {"flow", "cinn", "inn", "mlp", "mdn"};
     int kind;
-    if ((st = ldr_enum(L, root, "kind", true, 0, kinds, 4, &kind)) != ENG_OK)
+    if ((st = ldr_enum(L, root, "kind", true, 0, kinds, 5, &kind)) != ENG_OK)
         return st;
     m->info.kind = (enum eng_kind)kind;
 
@@ -539,7 +540,18 @@ static enum eng_status build(struct ldr *L, struct eng_model *m, const cJSON *ro
     /* blocks or network */
     const cJSON *blocks = cJSON_GetObjectItemCaseSensitive(root, "blocks");
     size_t sub_scratch = 0;
-    if (kind == ENG_KIND_MLP) {
+    if (kind != ENG_KIND_MDN && cJSON_GetObjectItemCaseSensitive(root, "mixture"))
+        return ldr_fail(L, ENG_ERR_MANIFEST, "field 'mixture' is only valid for kind mdn");
+    if (kind == ENG_KIND_MDN) {
+        if (blocks || cJSON_GetObjectItemCaseSensitive(root, "network"))
+            return ldr_fail(L, ENG_ERR_MANIFEST, "fields 'blocks' and 'network' are not valid "
+                            "for kind mdn (use 'mixture')");
+        blocks = cJSON_GetObjectItemCaseSensitive(root, "mixture");
+        int hidden;
+        if ((st = mdn_load(L, m, blocks, &hidden, &sub_scratch)) != ENG_OK)
+            return st;
+        m->cond_total = hidden; /* the tile's condition rows hold the hidden features */
+    } else if (kind == ENG_KIND_MLP) {
         if (blocks)
             return ldr_fail(L, ENG_ERR_MANIFEST, "field 'blocks' is not valid for kind mlp (use "
                             "'network')");
@@ -563,8 +575,15 @@ static enum eng_status build(struct ldr *L, struct eng_model *m, const cJSON *ro
     if (sub_scratch > m->blk_scratch)
         m->blk_scratch = sub_scratch;
 
-    if ((st = cert_build(L, m->blocks, m->n_blocks, m->mlp, &m->cert)) != ENG_OK)
+    if (m->mdn) {
+        m->cert = (struct eng_certificate){.invertible = false, .guarantee = ENG_GUARANTEE_NONE,
+                                           .certified = false};
+        snprintf(m->cert.reason, sizeof m->cert.reason, "not a bijection: a mixture density "
+                 "network gives a Gaussian mixture over x for each y; it has a density and "
+                 "samples, but no forward or inverse map");
+    } else if ((st = cert_build(L, m->blocks, m->n_blocks, m->mlp, &m->cert)) != ENG_OK) {
         return st;
+    }
     if (m->n_numeric && (st = numeric_budget(L, m)) != ENG_OK)
         return st;
     m->info.n_blocks = m->n_blocks;
@@ -580,6 +599,7 @@ static enum eng_status build(struct ldr *L, struct eng_model *m, const cJSON *ro
                    T * (size_t)(m->cond_total ? m->cond_total : 1) + m->blk_scratch + 64 +
                    (m->info.prior_low ? T * (size_t)x : 0);
     m->ws_doubles = 2 * T + (m->n_numeric ? T * (size_t)m->D : 0) +
+                    (m->mdn ? mdn_par_doubles(m->mdn) + 2 * (size_t)x : 0) +
                     (m->info.prior_low ? T : 0);
 
     /* tests */

@@ -2,8 +2,9 @@
  * model_impl.h — private to the engine: the layout of a loaded model and of a workspace,
  * the loading context behind the ldr_* functions of loader.h, and the few functions the
  * engine's files call across each other.  Shared by manifest.c (which builds a model),
- * loader.c (the loading context and the arena), model.c (which runs it), selftest.c,
- * certificate.c and preimage.c.  Blocks and subnets never include it.
+ * loader.c (the loading context and the arena), model.c (which runs it), mixture.c (the
+ * mdn kind), selftest.c, certificate.c and preimage.c.  Blocks and subnets never include
+ * it.
  *
  * Invariants: everything a model owns lives in its arena and is never written after
  * eng_model_load returns; a workspace is owned by one thread.
@@ -23,6 +24,7 @@ struct blk;         /* block.h */
 struct subnet;      /* subnet.h */
 struct kern;        /* kern.h */
 struct st_file;     /* safetensors.h */
+struct mdn;         /* mixture.c */
 
 /* ---- Loading context (the struct ldr of loader.h) ----------------------------------- */
 
@@ -76,6 +78,7 @@ struct eng_model {
     struct cond_def *conds;
     struct stdz sx, sy;
     const struct subnet *mlp;
+    const struct mdn *mdn;   /* mdn kind: the mixture network (mixture.c), else NULL */
     /* inn layout: offsets of the segments in the input and output rows */
     int in_x, in_pad, out_z, out_pad, out_y;
     double sigma_y, sigma_pad;
@@ -115,6 +118,32 @@ enum eng_status model_self_test(struct ldr *L, struct eng_model *m, const cJSON 
  * mlp, from its layers.  Arrays are allocated in the loader's arena. */
 enum eng_status cert_build(struct ldr *L, const struct blk *blocks, int n_blocks,
                            const struct subnet *mlp, struct eng_certificate *out);
+
+/* ---- mdn (mixture.c) -----------------------------------------------------------------
+ * The mixture of one observation lives in `par` doubles (mdn_par_doubles): log weights,
+ * their cumulative weights, log-dets, means and precision factors in standardized x. */
+
+/* Load the manifest's "mixture" object mj of an mdn model (dims set, standardization
+ * loaded): the network and its heads into m->mdn, the hidden width into *hidden and the
+ * network's scratch for a tile (floats) into *scratch. */
+enum eng_status mdn_load(struct ldr *L, struct eng_model *m, const cJSON *mj, int *hidden,
+                         size_t *scratch);
+/* Doubles one observation's mixture takes. */
+size_t mdn_par_doubles(const struct mdn *q);
+/* The network part: hidden features h (rows x hidden, stride ldh) of standardized y rows
+ * ys (stride ldy, or one row when ldy == 0 and rows == 1).  Scratch: subnet_scratch. */
+void mdn_hidden(const struct mdn *q, int rows, const float *ys, int ldy, float *h, int ldh,
+                float *scratch);
+/* The heads: the mixture of one observation from its hidden features h into par; false
+ * when a parameter is not finite. */
+bool mdn_mixture(const struct mdn *q, const float *h, double *par);
+/* log q(x_s) of one standardized row x_s (dims.x doubles) under the mixture par, in
+ * double (sbi's MoG.log_prob: quadratic form with the precision A^T A + eps I, log-det
+ * sum log diag A). */
+double mdn_log_density(const struct mdn *q, const double *par, const double *xs);
+/* One draw: component from the uniform u in [0, 1), then xs = mean + A^-1 e (e: dims.x
+ * normals, already scaled by the temperature) into xs. */
+void mdn_draw(const struct mdn *q, const double *par, double u, const float *e, double *xs);
 
 /* model.c: what preimage.c needs to see inside a model (borrowed, valid while it lives). */
 struct model_view {
