@@ -17,6 +17,7 @@ extern const struct blk_ops blk_iresnet_ops;
 extern const struct blk_ops blk_maf_ops, blk_mrqs_ops;
 extern const struct blk_ops blk_rqscoupling_ops, blk_lulinear_ops;
 extern const struct blk_ops blk_zuko_ops;
+extern const struct blk_ops blk_flatten_ops, blk_reshape_ops;
 
 static const struct blk_ops *const table[] = {
     &blk_allinone_ops,  &blk_nice_ops,        &blk_rnvp_ops,       &blk_glow_ops,
@@ -25,6 +26,7 @@ static const struct blk_ops *const table[] = {
     &blk_actnorm_ops,   &blk_elemscale_ops,   &blk_sigmoid_ops,    &blk_invdense_ops,   &blk_iresnet_ops,
     &blk_maf_ops,       &blk_mrqs_ops,        &blk_rqscoupling_ops, &blk_lulinear_ops,
     &blk_zuko_ops,
+    &blk_flatten_ops,   &blk_reshape_ops,
 };
 
 const struct blk_ops *blk_lookup(const char *type)
@@ -42,5 +44,5 @@ const char *blk_known_types(void)
            "RationalQuadraticSpline, PermuteRandom, FixedLinearTransform, OrthogonalTransform, "
            "HouseholderPerm, ActNorm, LearnedElementwiseScaling, InvertibleSigmoid, "
            "InvertibleDense, IResNetBlock, MaskedAffineAutoregressive, MaskedRQSAutoregressive, "
-           "RQSCoupling, LULinear, ZukoMaskedAutoregressive";
+           "RQSCoupling, LULinear, ZukoMaskedAutoregressive, Flatten, Reshape";
 }
