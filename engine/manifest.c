@@ -1,7 +1,7 @@
 /*
  * manifest.c — eng_model_load: the manifest of a checkpoint → an immutable model
- * (standardization, names, conditions and their networks, the inn layout, the blocks or the
- * mlp network (the blocks and graphs themselves: graph.c), the certificate and the
+ * (standardization, names, conditions and their networks, the inn layout, the blocks or
+ * graph (graph.c), the mlp network or the mdn mixture (mixture.c), the certificate and the
  * numeric-inverse budget), every field validated
  * through the loader with a message, then the embedded test vectors (selftest.c).
  * Also the model's reference counting and accessors.
@@ -286,9 +286,9 @@ static enum eng_status build(struct ldr *L, struct eng_model *m, const cJSON *ro
     if (ver != 1)
         return ldr_fail(L, ENG_ERR_MANIFEST, "manifest version %ld is not supported (this "
                         "engine reads version 1)", ver);
-    static const char *const kinds[] = {"flow", "cinn", "inn", "mlp"};
+    static const char *const kinds[] = {"flow", "cinn", "inn", "mlp", "mdn"};
     int kind;
-    if ((st = ldr_enum(L, root, "kind", true, 0, kinds, 4, &kind)) != ENG_OK)
+    if ((st = ldr_enum(L, root, "kind", true, 0, kinds, 5, &kind)) != ENG_OK)
         return st;
     m->info.kind = (enum eng_kind)kind;
 
@@ -429,7 +429,19 @@ static enum eng_status build(struct ldr *L, struct eng_model *m, const cJSON *ro
     const cJSON *blocks = cJSON_GetObjectItemCaseSensitive(root, "blocks");
     const cJSON *graph = cJSON_GetObjectItemCaseSensitive(root, "graph");
     size_t sub_scratch = 0;
-    if (kind == ENG_KIND_MLP) {
+    if (kind != ENG_KIND_MDN && cJSON_GetObjectItemCaseSensitive(root, "mixture"))
+        return ldr_fail(L, ENG_ERR_MANIFEST, "field 'mixture' is only valid for kind mdn");
+    const cJSON *text = NULL; /* what the metadata shows as blocks, unless graph.c sets it */
+    if (kind == ENG_KIND_MDN) {
+        if (blocks || graph || cJSON_GetObjectItemCaseSensitive(root, "network"))
+            return ldr_fail(L, ENG_ERR_MANIFEST, "fields 'blocks', 'graph' and 'network' are "
+                            "not valid for kind mdn (use 'mixture')");
+        text = cJSON_GetObjectItemCaseSensitive(root, "mixture");
+        int hidden;
+        if ((st = mdn_load(L, m, text, &hidden, &sub_scratch)) != ENG_OK)
+            return st;
+        m->cond_total = hidden; /* the tile's condition rows hold the hidden features */
+    } else if (kind == ENG_KIND_MLP) {
         if (blocks || graph)
             return ldr_fail(L, ENG_ERR_MANIFEST, "field '%s' is not valid for kind mlp (use "
                             "'network')", blocks ? "blocks" : "graph");
@@ -439,10 +451,7 @@ static enum eng_status build(struct ldr *L, struct eng_model *m, const cJSON *ro
         m->D = m->mlp->max_width > (int)x ? m->mlp->max_width : (int)x;
         if ((int)y > m->D)
             m->D = (int)y;
-        m->blocks_text = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(root, "network"));
-        if (!m->blocks_text)
-            return ldr_fail(L, ENG_ERR_NOMEM, "out of memory");
-        m->info.blocks_json = m->blocks_text;
+        text = cJSON_GetObjectItemCaseSensitive(root, "network");
     } else if (blocks && graph) {
         return ldr_fail(L, ENG_ERR_MANIFEST, "fields 'blocks' and 'graph' both given: a model "
                         "is a chain of blocks or a graph, not both");
@@ -462,10 +471,23 @@ static enum eng_status build(struct ldr *L, struct eng_model *m, const cJSON *ro
     if (sub_scratch > m->blk_scratch)
         m->blk_scratch = sub_scratch;
 
-    if ((st = cert_build(L, m->blocks, m->n_blocks, m->mlp, &m->cert)) != ENG_OK)
+    if (m->mdn) {
+        m->cert = (struct eng_certificate){.invertible = false, .guarantee = ENG_GUARANTEE_NONE,
+                                           .certified = false};
+        snprintf(m->cert.reason, sizeof m->cert.reason, "not a bijection: a mixture density "
+                 "network gives a Gaussian mixture over x for each y; it has a density and "
+                 "samples, but no forward or inverse map");
+    } else if ((st = cert_build(L, m->blocks, m->n_blocks, m->mlp, &m->cert)) != ENG_OK) {
         return st;
+    }
     if (m->n_numeric && (st = graph_numeric_budget(L, m)) != ENG_OK)
         return st;
+    if (text) {
+        m->blocks_text = cJSON_PrintUnformatted(text);
+        if (!m->blocks_text)
+            return ldr_fail(L, ENG_ERR_NOMEM, "out of memory");
+        m->info.blocks_json = m->blocks_text;
+    }
     m->info.n_blocks = m->n_blocks;
     m->info.n_params = L->n_params;
     m->info.numeric_inverse = m->n_numeric > 0;
@@ -476,6 +498,7 @@ static enum eng_status build(struct ldr *L, struct eng_model *m, const cJSON *ro
                    m->blk_scratch + 64 +
                    (m->info.prior_low ? T * (size_t)x : 0);
     m->ws_doubles = 2 * T + (m->n_numeric ? T * (size_t)m->D : 0) +
+                    (m->mdn ? mdn_par_doubles(m->mdn) + 2 * (size_t)x : 0) +
                     (m->info.prior_low ? T : 0);
 
     /* tests */

@@ -2,8 +2,9 @@
  * model_impl.h — private to the engine: the layout of a loaded model and of a workspace,
  * the loading context behind the ldr_* functions of loader.h, and the few functions the
  * engine's files call across each other.  Shared by manifest.c (which builds a model),
- * loader.c (the loading context and the arena), model.c (which runs it), selftest.c,
- * certificate.c and preimage.c.  Blocks and subnets never include it.
+ * loader.c (the loading context and the arena), model.c (which runs it), mixture.c (the
+ * mdn kind), selftest.c, certificate.c and preimage.c.  Blocks and subnets never include
+ * it.
  *
  * Invariants: everything a model owns lives in its arena and is never written after
  * eng_model_load returns; a workspace is owned by one thread.
@@ -24,6 +25,7 @@ struct subnet;      /* subnet.h */
 struct kern;        /* kern.h */
 struct st_file;     /* safetensors.h */
 struct blk_io;      /* block.h */
+struct mdn;         /* mixture.c */
 
 /* ---- Loading context (the struct ldr of loader.h) ----------------------------------- */
 
@@ -139,6 +141,7 @@ struct eng_model {
     struct graph g;
     struct stdz sx, sy;
     const struct subnet *mlp;
+    const struct mdn *mdn;   /* mdn kind: the mixture network (mixture.c), else NULL */
     /* inn layout: offsets of the segments in the input and output rows */
     int in_x, in_pad, out_z, out_pad, out_y;
     double sigma_y, sigma_pad;
@@ -203,6 +206,32 @@ struct graph_bufs {
 void graph_run(const struct eng_model *m, const struct graph_bufs *gb, int rows,
                const float *const *cp, const int *cld, bool inverse,
                const struct blk_io *proto);
+
+/* ---- mdn (mixture.c) -----------------------------------------------------------------
+ * The mixture of one observation lives in `par` doubles (mdn_par_doubles): log weights,
+ * their cumulative weights, log-dets, means and precision factors in standardized x. */
+
+/* Load the manifest's "mixture" object mj of an mdn model (dims set, standardization
+ * loaded): the network and its heads into m->mdn, the hidden width into *hidden and the
+ * network's scratch for a tile (floats) into *scratch. */
+enum eng_status mdn_load(struct ldr *L, struct eng_model *m, const cJSON *mj, int *hidden,
+                         size_t *scratch);
+/* Doubles one observation's mixture takes. */
+size_t mdn_par_doubles(const struct mdn *q);
+/* The network part: hidden features h (rows x hidden, stride ldh) of standardized y rows
+ * ys (stride ldy, or one row when ldy == 0 and rows == 1).  Scratch: subnet_scratch. */
+void mdn_hidden(const struct mdn *q, int rows, const float *ys, int ldy, float *h, int ldh,
+                float *scratch);
+/* The heads: the mixture of one observation from its hidden features h into par; false
+ * when a parameter is not finite. */
+bool mdn_mixture(const struct mdn *q, const float *h, double *par);
+/* log q(x_s) of one standardized row x_s (dims.x doubles) under the mixture par, in
+ * double (sbi's MoG.log_prob: quadratic form with the precision A^T A + eps I, log-det
+ * sum log diag A). */
+double mdn_log_density(const struct mdn *q, const double *par, const double *xs);
+/* One draw: component from the uniform u in [0, 1), then xs = mean + A^-1 e (e: dims.x
+ * normals, already scaled by the temperature) into xs. */
+void mdn_draw(const struct mdn *q, const double *par, double u, const float *e, double *xs);
 
 /* model.c: what preimage.c needs to see inside a model (borrowed, valid while it lives). */
 struct model_view {

@@ -562,6 +562,9 @@ enum eng_status eng_preimage(const struct eng_model *m, struct eng_ws *ws, const
     const enum eng_kind kind = info->kind;
     const int n = info->dims.x;
     const int k = kind == ENG_KIND_MLP || kind == ENG_KIND_INN ? info->dims.y : info->dims.z;
+    if (kind == ENG_KIND_MDN)
+        return perr(err, ENG_ERR_UNSUPPORTED, "preimage is not defined for an mdn model (a "
+                    "mixture density network has no forward map to invert)");
     if (opts->method != ENG_PREIMAGE_GRADIENT && opts->method != ENG_PREIMAGE_EVOLUTIONARY)
         return perr(err, ENG_ERR_ARG, "preimage: method must be gradient or evolutionary");
     if (opts->num_solutions < 1 || opts->num_solutions > PRE_MAX_SOLUTIONS)

@@ -30,6 +30,8 @@ enum proto_op proto_op_parse(const char *s)
 
 bool proto_op_supported(enum proto_op op, enum eng_kind kind)
 {
+    if (kind == ENG_KIND_MDN) /* a mixture has a density and samples, no map */
+        return op != PROTO_OP_FORWARD && op != PROTO_OP_INVERSE && op != PROTO_OP_PREIMAGE;
     if (op == PROTO_OP_FORWARD || op == PROTO_OP_PREIMAGE)
         return true;
     return kind != ENG_KIND_MLP;
@@ -256,7 +258,8 @@ static enum proto_code parse_forward_like(enum proto_op op, const cJSON *root,
         return rc;
     bool need_y = op == PROTO_OP_FORWARD ? info->kind == ENG_KIND_CINN
                                          : (info->kind == ENG_KIND_CINN ||
-                                            info->kind == ENG_KIND_INN);
+                                            info->kind == ENG_KIND_INN ||
+                                            info->kind == ENG_KIND_MDN);
     if ((rc = read_y(root, info, need_y, r->x.rows, "x", lim->max_rows, lim, &r->y, e)) !=
         PROTO_OK)
         return rc;
@@ -712,9 +715,14 @@ enum proto_code proto_request_from_json(enum proto_op op, const cJSON *root,
     out->op = op;
     if (!proto_op_supported(op, info->kind))
         return proto_errorf(e, PROTO_E_UNSUPPORTED, "%s is not defined for a%s %s model%s",
-                            proto_op_str(op), info->kind == ENG_KIND_INN || info->kind == ENG_KIND_MLP ? "n" : "",
+                            proto_op_str(op),
+                            info->kind == ENG_KIND_INN || info->kind == ENG_KIND_MLP ||
+                                    info->kind == ENG_KIND_MDN ? "n" : "",
                             eng_kind_str(info->kind),
-                            info->kind == ENG_KIND_MLP ? " (use preimage search)" : "");
+                            info->kind == ENG_KIND_MLP ? " (use preimage search)"
+                            : info->kind == ENG_KIND_MDN ? " (a mixture density network is "
+                                                           "not a bijection: use sample or "
+                                                           "log_prob)" : "");
     enum proto_code rc;
     switch (op) {
     case PROTO_OP_FORWARD:

@@ -177,7 +177,8 @@ enum proto_code proto_v2_parse(const char *body, size_t len, const struct eng_in
     cJSON *v1 = NULL;
     char *id = NULL;
     unsigned wanted = 0;
-    enum proto_op op = PROTO_OP_FORWARD;
+    /* the default operation: forward, or log_prob for an mdn (which has no forward map) */
+    enum proto_op op = info->kind == ENG_KIND_MDN ? PROTO_OP_LOG_PROB : PROTO_OP_FORWARD;
     static const char *const F[] = {"id", "parameters", "inputs", "outputs"};
     if ((rc = proto_json_fields(root, F, 4, "", e)) != PROTO_OK)
         goto done;
@@ -455,20 +456,27 @@ void proto_v2_write_metadata(struct proto_buf *b, const struct proto_model_id *i
     proto_buf_puts(b, "],\"platform\":\"innserve_safetensors\",\"inputs\":[");
     bool first = true;
     meta_tensor(b, &first, "x", "FP32", d->x);
-    if (k == ENG_KIND_CINN)
+    if (k == ENG_KIND_CINN || k == ENG_KIND_MDN)
         meta_tensor(b, &first, "y", "FP32", d->y);
     proto_buf_puts(b, "],\"outputs\":[");
     first = true;
-    if (k != ENG_KIND_MLP)
+    if (k == ENG_KIND_MDN)
+        meta_tensor(b, &first, "log_prob", "FP64", -1);
+    if (k != ENG_KIND_MLP && k != ENG_KIND_MDN)
         meta_tensor(b, &first, "z", "FP32", d->z);
     if (k == ENG_KIND_INN || k == ENG_KIND_MLP)
         meta_tensor(b, &first, "y", "FP32", d->y);
-    if (k != ENG_KIND_MLP)
+    if (k != ENG_KIND_MLP && k != ENG_KIND_MDN)
         meta_tensor(b, &first, "log_det", "FP64", -1);
     proto_buf_puts(b, "],\"parameters\":{\"kind\":\"");
     proto_buf_puts(b, eng_kind_str(k));
     proto_buf_puts(b, "\",\"sha256\":\"");
     proto_buf_puts(b, id->sha256);
+    if (k == ENG_KIND_MDN) {
+        proto_buf_puts(b, "\",\"operations\":\"sample,log_prob\",\"default_operation\":"
+                          "\"log_prob\"}}\n");
+        return;
+    }
     proto_buf_puts(b, "\",\"operations\":\"forward");
     if (k != ENG_KIND_MLP)
         proto_buf_puts(b, ",inverse,sample,log_prob");
