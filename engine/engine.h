@@ -113,6 +113,13 @@ struct eng_info {
      * output shape; equal to x's unless a block such as a downsampling reshapes it). */
     int x_rank, x_shape[3];
     int z_rank, z_shape[3];
+    /* Image value range (manifest "image": {"low", "high", "levels"}, only with a shape.x
+     * of rank 3): pixel values lie in [image_low, image_high] in x's units and were
+     * quantized to image_levels levels (bin width (high - low) / levels).  has_image false
+     * when absent. */
+    bool has_image;
+    double image_low, image_high;
+    int image_levels;
 };
 
 /* Load and fully validate a checkpoint, then run its embedded test vectors.

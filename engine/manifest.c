@@ -204,14 +204,72 @@ static enum eng_status load_shape(struct ldr *L, struct eng_model *m, const cJSO
     return ENG_OK;
 }
 
+/* "image": {"low": 0, "high": 1, "levels": 256} (optional; needs a shape.x [C, H, W]):
+ * the value range of the pixels in x's units and the number of quantization levels. */
+static enum eng_status load_image(struct ldr *L, struct eng_model *m, const cJSON *root)
+{
+    struct eng_info *in = &m->info;
+    const cJSON *ij = cJSON_GetObjectItemCaseSensitive(root, "image");
+    if (!ij || cJSON_IsNull(ij))
+        return ENG_OK;
+    if (!cJSON_IsObject(ij) || in->x_rank != 3)
+        return ldr_fail(L, ENG_ERR_MANIFEST, "field 'image' must be an object {\"low\", "
+                        "\"high\", \"levels\"} and needs a shape.x [C, H, W]");
+    size_t mark = ldr_push(L, "image");
+    enum eng_status st = ENG_OK;
+    for (const cJSON *f = ij->child; st == ENG_OK && f; f = f->next)
+        if (strcmp(f->string, "low") && strcmp(f->string, "high") && strcmp(f->string, "levels"))
+            st = ldr_fail(L, ENG_ERR_MANIFEST, "unknown field '%.64s' (an image has low, high, "
+                          "levels)", f->string);
+    long levels = 256;
+    if (st == ENG_OK)
+        st = ldr_num(L, ij, "low", true, 0.0, &in->image_low);
+    if (st == ENG_OK)
+        st = ldr_num(L, ij, "high", true, 0.0, &in->image_high);
+    if (st == ENG_OK)
+        st = ldr_int(L, ij, "levels", false, 256, 2, 1 << 16, &levels);
+    if (st == ENG_OK && !(isfinite(in->image_low) && isfinite(in->image_high) &&
+                          in->image_low < in->image_high))
+        st = ldr_fail(L, ENG_ERR_MANIFEST, "low must be below high (finite numbers)");
+    ldr_pop(L, mark);
+    in->image_levels = (int)levels;
+    in->has_image = st == ENG_OK;
+    return st;
+}
+
 /* conditions[k].broadcast: [H, W] or [L], the condition vector repeated at every position,
  * giving a (vec, H, W) or (vec, L) condition (FrEIA image blocks concatenate conditions
- * along channels).  Sets vec, width, rank and shape of c from its vector width. */
+ * along channels); or conditions[k].shape: [C, H, W] or [C, L], a condition that already
+ * is an image (its width read channel-major).  Sets vec, width, rank and shape of c from
+ * its vector width. */
 static enum eng_status load_broadcast(struct ldr *L, const cJSON *e, struct cond_def *c)
 {
     c->vec = c->width;
     c->rank = 1, c->shape[0] = c->vec, c->shape[1] = c->shape[2] = 1;
     const cJSON *bj = cJSON_GetObjectItemCaseSensitive(e, "broadcast");
+    const cJSON *sj = cJSON_GetObjectItemCaseSensitive(e, "shape");
+    if (sj && !cJSON_IsNull(sj)) {
+        /* "shape": [C, H, W] or [C, L]: the condition row is already an image */
+        int n = cJSON_IsArray(sj) ? cJSON_GetArraySize(sj) : 0;
+        if (bj && !cJSON_IsNull(bj))
+            return ldr_fail(L, ENG_ERR_MANIFEST, "give either 'shape' or 'broadcast', not both");
+        if (n < 2 || n > 3)
+            return ldr_fail(L, ENG_ERR_MANIFEST, "field 'shape' must be [C, H, W] or [C, L]");
+        long long prod = 1;
+        for (int i = 0; i < n; i++) {
+            const cJSON *v = cJSON_GetArrayItem(sj, i);
+            if (!cJSON_IsNumber(v) || v->valuedouble < 1 || v->valuedouble > 65536 ||
+                v->valuedouble != (double)(int)v->valuedouble)
+                return ldr_fail(L, ENG_ERR_MANIFEST, "shape[%d] must be a positive integer", i);
+            c->shape[i] = (int)v->valuedouble;
+            prod *= c->shape[i];
+        }
+        if (prod != c->width)
+            return ldr_fail(L, ENG_ERR_MANIFEST, "field 'shape' has %lld elements, the "
+                            "condition has width %d", prod, c->width);
+        c->rank = n;
+        return ENG_OK;
+    }
     if (!bj || cJSON_IsNull(bj))
         return ENG_OK;
     int n = cJSON_IsArray(bj) ? cJSON_GetArraySize(bj) : 0;
@@ -338,6 +396,8 @@ static enum eng_status build(struct ldr *L, struct eng_model *m, const cJSON *ro
     m->info.x_names = m->x_names;
     m->info.y_names = y > 0 ? m->y_names : NULL;
     if ((st = load_shape(L, m, root)) != ENG_OK)
+        return st;
+    if ((st = load_image(L, m, root)) != ENG_OK)
         return st;
 
     const cJSON *sj;

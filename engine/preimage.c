@@ -603,6 +603,9 @@ enum eng_status eng_preimage(const struct eng_model *m, struct eng_ws *ws, const
     p.m = m, p.ws = ws, p.info = info, p.o = opts, p.n = n, p.k = k, p.t = target, p.err = err;
     p.t0 = now_s();
     model_view(m, &p.mv);
+    if (p.mv.mlp && p.mv.mlp->general)
+        return perr(err, ENG_ERR_ARG, "preimage: not available for mlp networks with "
+                    "convolutional layers (no back-propagation through them)");
     const int S = opts->num_solutions;
     if (kind == ENG_KIND_FLOW || kind == ENG_KIND_CINN)
         p.P = 1;

@@ -161,8 +161,10 @@ END_TEST
  * would be alone (one call of 600 rows = 600 calls of one row, bit for bit). */
 static const char *MULTISCALE =
     HEAD_FLOW "\"dims\":{\"x\":8},\"shape\":{\"x\":[2,4]},\"graph\":{\"nodes\":["
-    "{\"name\":\"c0\",\"inputs\":[[\"x\",0]],\"block\":%s},"
-    "{\"name\":\"s\",\"inputs\":[[\"c0\",0]],\"block\":{\"type\":\"Split\",\"section_sizes\":[1,1],"
+    "{\"name\":\"f0\",\"inputs\":[[\"x\",0]],\"block\":{\"type\":\"Flatten\"}},"
+    "{\"name\":\"c0\",\"inputs\":[[\"f0\",0]],\"block\":%s},"
+    "{\"name\":\"r0\",\"inputs\":[[\"c0\",0]],\"block\":{\"type\":\"Reshape\",\"output_dims\":[2,4]}},"
+    "{\"name\":\"s\",\"inputs\":[[\"r0\",0]],\"block\":{\"type\":\"Split\",\"section_sizes\":[1,1],"
     "\"dim\":0}},"
     "{\"name\":\"f\",\"inputs\":[[\"s\",1]],\"block\":{\"type\":\"Flatten\"}},"
     "{\"name\":\"c1\",\"inputs\":[[\"s\",0]],\"block\":{\"type\":\"Reshape\",\"output_dims\":[4]}},"
@@ -180,7 +182,7 @@ START_TEST(multiscale_graph_inverts_and_is_row_independent)
     char *man = malloc(strlen(MULTISCALE) + strlen(b0) + strlen(b2) + strlen(b3) + 1);
     sprintf(man, MULTISCALE, b0, b2, b3);
     struct eng_model *m = tu_load(c, man, ENG_LOAD_NO_SELFTEST);
-    ck_assert_int_eq(eng_model_info(m)->n_blocks, 5);
+    ck_assert_int_eq(eng_model_info(m)->n_blocks, 7);
     tu_check_roundtrip(m, 50, 1.0f, 1e-5);
     tu_check_logdet_fd(m, 5, 1.0f, 1e-3, 2e-3);
     enum { N = 600 };
