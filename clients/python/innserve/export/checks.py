@@ -44,10 +44,13 @@ def _run_module(ctx, m, h, c):
     return y.to(F64), ld, (mm is None)
 
 
-def _check_block(ctx, link, b, h, c, out, ld):
-    """Compare the reference block with the user's module on input h."""
+def _check_block(ctx, link, b, h, c, out, ld, shape=None):
+    """Compare the reference block with the user's module on input h (flat rows; the module
+    gets them in the per-row shape `shape` when given, and its output is flattened)."""
     try:
-        y, mld, f32 = _run_module(ctx, link.module, h, c)
+        hs = h if shape is None or len(shape) < 2 else h.reshape(h.shape[0], *shape)
+        y, mld, f32 = _run_module(ctx, link.module, hs, c)
+        y = y.reshape(y.shape[0], -1)
     except Exception as e:  # noqa: BLE001
         raise ExportError("%s: running the module to check the export failed: %s: %s "
                           "(pass check=False to skip the check)" % (link.label, type(e).__name__, e))
