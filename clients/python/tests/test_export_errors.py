@@ -195,9 +195,10 @@ class TestRejected(unittest.TestCase):
         self.refused(inn, "kind must be", kind="gan")
 
     def test_image_data(self):
-        inn = F.SequenceINN(3, 4, 4)
+        # (C, H, W) images and (C, L) signals export (test_export_conv.py); 4-D data does not
+        inn = F.SequenceINN(3, 4, 4, 2)
         inn.module_list.append(F.PermuteRandom([(3,)]))
-        self.refused(inn, "only flat (1-D) data")
+        self.refused(inn, "(C, H, W) images are supported")
 
     def test_nan_weights(self):
         inn = F.SequenceINN(4)

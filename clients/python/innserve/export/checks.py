@@ -12,8 +12,27 @@ from .common import F64, ExportError, _close, _cls, _is
 from .residual import _is_residual
 from .zuko import _ZukoEst
 
+def _module_shape(m, attr):
+    dims = getattr(m, attr, None)
+    if not dims or not isinstance(dims[0], (tuple, list)) or len(dims[0]) < 2:
+        return None
+    return tuple(int(v) for v in dims[0])
+
+
 def _run_module(ctx, m, h, c):
-    """Run one user module forward on float64 input; -> (out, log_det or None)."""
+    """Run one user module forward on float64 input; -> (out, log_det or None).  A module on
+    images (FrEIA dims_in (C, H, W) / (C, L)) gets h and c reshaped from the flat rows and
+    its output flattened back."""
+    xs, cs = _module_shape(m, "dims_in"), _module_shape(m, "dims_c")
+    if xs is not None:
+        h = h.reshape(h.shape[0], *xs)
+    if cs is not None and c is not None:
+        c = c.reshape(c.shape[0], *cs)
+    y, ld, f32 = _run_module_flat(ctx, m, h, c)
+    return y.reshape(y.shape[0], -1), ld, f32
+
+
+def _run_module_flat(ctx, m, h, c):
     try:
         mm = copy.deepcopy(m).to(device="cpu", dtype=F64).eval()
     except Exception:  # noqa: BLE001 - fall back on the module itself in float32
@@ -80,6 +99,11 @@ def _check_conditions(ctx, man_conds, conds_ref, ys):
             except Exception as e:  # noqa: BLE001
                 raise ExportError("conditions[%d]: running the conditioning network failed: %s"
                                   % (k, e))
+        if c.get("broadcast"):       # the vector repeated at every position
+            P = 1
+            for s in c["broadcast"]:
+                P *= int(s)
+            v = v[:, :, None].expand(-1, -1, P).reshape(v.shape[0], -1)
         if not _close(conds_ref[k], v.to(F64), ctx.opts["check_tol"]):
             raise ExportError("conditions[%d]: the exported conditioning network does not "
                               "reproduce the module's output" % k)

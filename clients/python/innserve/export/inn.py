@@ -18,12 +18,25 @@ from .graph import _chain, _infer_width, _on_cpu
 from .manifest import _add_standardize, _names, _test_inputs, _test_vectors, _write
 from .subnets import _net_out_width, _plain_mlp, _subnet, _subnet_widths
 
+def _prod(shape):
+    p = 1
+    for v in shape:
+        p *= int(v)
+    return p
+
+
+def _bcast(broadcast_conditions, k):
+    if broadcast_conditions is True:
+        return True
+    return k in (broadcast_conditions or ())
+
+
 def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None, layout=None,
            x_names=None, y_names=None, standardize=None, description="",
            freia_version="auto", test_inputs=None, n_tests=8, seed=0, rtol=1e-4, atol=1e-4,
            inn_sigma=None, spectral_sigma="stored", spectral_coeff=None, residual_blocks=None,
            iresnet_logdet="exact", iresnet_series_terms=10, source=None, check=True,
-           check_tol=1e-5, allow_non_contractive=False):
+           check_tol=1e-5, allow_non_contractive=False, broadcast_conditions=None):
     """Write ``model`` to ``path`` as an innserve checkpoint; returns an :class:`ExportResult`.
 
     model
@@ -78,6 +91,14 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
         model trained with that estimator; needs Lip(g) < 1).
     check
         Run the model's own modules and refuse a file that does not reproduce them.
+    broadcast_conditions
+        Image models (input shape (C, H, W) or (C, L)): FrEIA concatenates an image block's
+        condition with the image along channels, so it is an image of the block's H, W.  By
+        default each condition is that image itself (y has C_c * H * W values, the manifest's
+        ``conditions[k].shape``).  List the condition indices k (or ``True`` for all) whose
+        image is a vector repeated at every position, fed to the model as
+        ``y[:, :, None, None].expand(-1, -1, H, W)``: y is then the vector (the manifest's
+        ``conditions[k].broadcast``).
     allow_non_contractive
         A FrEIA ``IResNetLayer`` is invertible only while its residual branch g is a
         contraction (Lip(g) < 1), which FrEIA enforces only when ``lipschitz_correction()``
@@ -117,10 +138,12 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
     links, shape, framework = _chain(model)
     if not links:
         raise ExportError("the model has no blocks")
-    if shape is not None and len(shape) != 1:
-        raise ExportError("the model's input has shape %s: only flat (1-D) data is supported"
+    if shape is not None and (len(shape) > 3 or (len(shape) > 1 and kind == "inn")):
+        raise ExportError("the model's input has shape %s: vectors, (C, L) signals and "
+                          "(C, H, W) images are supported (images for flow and cinn only)"
                           % (shape,))
-    width = shape[0] if shape else _infer_width(links[0].module, residual_blocks)
+    image = shape is not None and len(shape) > 1
+    width = _prod(shape) if shape else _infer_width(links[0].module, residual_blocks)
     if width is None:
         if "x" in dims and kind != "inn":
             width = int(dims["x"])
@@ -159,7 +182,9 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
             k = l.cond[1] if l.cond[0] == "c" else l.cond[2]
             if conditions[k] is None and l.cond[0] == "c":
                 dc = getattr(l.module, "dims_c", None)
-                if dc:
+                if dc and image and not _bcast(broadcast_conditions, k):
+                    dy = int(sum(_prod(s) for s in dc))
+                elif dc:
                     dy = int(sum(s[0] for s in dc))
             elif conditions[k] is not None:
                 dy = _subnet_widths(conditions[k])[0]
@@ -185,8 +210,15 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
                     layers += _subnet(ctx, ff.module, "cond_ff.%s." % ff.name,
                                       "FeedForwardNode %r" % ff.name)["layers"]
                 cond_keys[key] = len(man_conds)
-                man_conds.append({"net": {"layers": layers} if layers else None,
-                                  "_src": (l.cond, conditions[k])})
+                entry = {"net": {"layers": layers} if layers else None,
+                         "_src": (l.cond, conditions[k])}
+                dcs = getattr(l.module, "dims_c", None)
+                if image and dcs and len(dcs[0]) > 1:
+                    if _bcast(broadcast_conditions, k):
+                        entry["broadcast"] = [int(v) for v in dcs[0][1:]]
+                    else:
+                        entry["shape"] = [int(v) for v in dcs[0]]
+                man_conds.append(entry)
             l.block["cond"] = cond_keys[key]
             # width check
             want = getattr(l.module, "dims_c", None)
@@ -194,6 +226,8 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
             have = dy if entry["net"] is None else _net_out_width(ctx, entry["net"])
             if want:
                 w = int(sum(s[0] for s in want))
+                if "shape" in entry:
+                    w = int(sum(_prod(s) for s in want))
                 if w != have:
                     raise ExportError("%s expects a condition of width %d but condition %d has "
                                       "width %d" % (l.label, w, cond_keys[key], have))
@@ -242,8 +276,10 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
     if names:
         manifest["names"] = names
     std = _add_standardize(ctx, manifest, standardize, dx, dy)
+    if image:
+        manifest["shape"] = {"x": [int(v) for v in shape]}
     if kind == "cinn":
-        manifest["conditions"] = [{"net": c["net"]} for c in man_conds]
+        manifest["conditions"] = [{k: v for k, v in c.items() if k != "_src"} for c in man_conds]
     if kind == "inn":
         lay = dict(layout or {})
         manifest["layout"] = {"input": list(lay.get("input", ["x", "pad"])),
@@ -266,11 +302,12 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
         conds_ref = M.conditions(y) if kind == "cinn" else []
         if kind == "cinn" and check:
             _check_conditions(ctx, man_conds, conds_ref, M.std_y(y))
-    for l, b in zip(links, blocks):
+    shapes = M.shapes() if kind != "inn" else [None] * len(blocks)
+    for l, b, shp in zip(links, blocks, shapes):
         c = conds_ref[b["cond"]] if "cond" in b else None
         if b["type"] == "AllInOneBlock":
-            _resolve_clamp_formula(ctx, l, b, S, h, c)
-        out, ld = ref.block(S, b, h, c)
+            _resolve_clamp_formula(ctx, l, b, S, h, c, shp)
+        out, ld = ref.block(S, b, h, c, False, shp)
         if check and not (b["type"] == "IResNetBlock" and spectral_sigma == "exact"):
             _check_block(ctx, l, b, h, c, out, ld)
         h = out.detach()
