@@ -138,12 +138,12 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
     links, shape, framework = _chain(model)
     if not links:
         raise ExportError("the model has no blocks")
-    if shape is not None and (len(shape) > 3 or (len(shape) > 1 and kind == "inn")):
-        raise ExportError("the model's input has shape %s: vectors, (C, L) signals and "
-                          "(C, H, W) images are supported (images for flow and cinn only)"
-                          % (shape,))
+    if shape is not None and len(shape) > 3:
+        raise ExportError("the model's input has shape %s: only vectors, (C, L) and (C, H, W) "
+                          "rows are supported" % (shape,))
+    width = (int(torch.tensor(shape).prod()) if shape else
+             _infer_width(links[0].module, residual_blocks))
     image = shape is not None and len(shape) > 1
-    width = _prod(shape) if shape else _infer_width(links[0].module, residual_blocks)
     if width is None:
         if "x" in dims and kind != "inn":
             width = int(dims["x"])
@@ -267,6 +267,11 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
         src.update(source)
     manifest["source"] = src
     manifest["dims"] = man_dims
+    if shape is not None and len(shape) > 1:
+        if kind not in ("flow", "cinn"):
+            raise ExportError("the model's input has shape %s: kind %s takes flat rows only"
+                              % (shape, kind))
+        manifest["shape"] = {"x": [int(v) for v in shape]}
     names = {}
     xn, yn = _names(x_names, dx, "x_names"), _names(y_names, dy or 0, "y_names")
     if xn:
@@ -276,8 +281,6 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
     if names:
         manifest["names"] = names
     std = _add_standardize(ctx, manifest, standardize, dx, dy)
-    if image:
-        manifest["shape"] = {"x": [int(v) for v in shape]}
     if kind == "cinn":
         manifest["conditions"] = [{k: v for k, v in c.items() if k != "_src"} for c in man_conds]
     if kind == "inn":
@@ -309,7 +312,7 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
             _resolve_clamp_formula(ctx, l, b, S, h, c, shp)
         out, ld = ref.block(S, b, h, c, False, shp)
         if check and not (b["type"] == "IResNetBlock" and spectral_sigma == "exact"):
-            _check_block(ctx, l, b, h, c, out, ld)
+            _check_block(ctx, l, b, h, c, out, ld, shp)
         h = out.detach()
     for c in man_conds:
         c.pop("_src", None)
