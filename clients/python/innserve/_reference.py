@@ -838,6 +838,10 @@ def out_shape(b, shape):
         return (w[0], shape[1] + 2 * ph - w[2] + 1, shape[2] + 2 * pw - w[3] + 1)
     if t == "Inverse":
         return tuple(b.get("block_shape") or shape)
+    if t == "Flatten":
+        return (int(math.prod(shape)),)
+    if t == "Reshape":
+        return tuple(b.get("output_dims") or b.get("target_dim"))
     return shape
 
 
@@ -1009,6 +1013,10 @@ def _gmm(S, b, x, c, rev, shape):
     return torch.linalg.solve_triangular(U, x.unsqueeze(-1), upper=True)[..., 0] + mu, -ld
 
 
+def _reshape(S, b, x, c, rev, shape):
+    return x, torch.zeros(x.shape[0], dtype=F64)
+
+
 def _inverse(S, b, x, c, rev, shape):
     inner = b["block"]
     return block(S, inner, x, c, not rev, tuple(b.get("block_shape") or shape))
@@ -1023,6 +1031,8 @@ SHAPED = {
     "AffineCouplingOneSided": blk_onesided,
     "ConditionalAffineTransform": blk_condaffine,
     "RationalQuadraticSpline": blk_spline,
+    "Flatten": _reshape,
+    "Reshape": _reshape,
     "Fixed1x1Conv": _conv1x1,
     "HaarDownsampling": _haar,
     "HaarUpsampling": _haar,
@@ -1044,6 +1054,112 @@ def block(S, b, x, c, rev=False, shape=None):
     if b["type"] in SHAPED:
         return SHAPED[b["type"]](S, b, x, c, rev, shape or (x.shape[1],))
     return BLOCKS[b["type"]](S, b, x, c, rev)
+
+
+# ---------------------------------------------------------------------------------------
+# graphs (manifest "graph"): nodes in topological order, Split / Concat, several outputs
+# ---------------------------------------------------------------------------------------
+
+def block_cond(conds, b):
+    """The condition a block reads: conds[k], or a list of them concatenated in order."""
+    k = b.get("cond")
+    if k is None:
+        return None
+    if isinstance(k, list):
+        return torch.cat([conds[i] for i in k], 1)
+    return conds[k]
+
+
+def split_sections(b, n):
+    """A Split's section sizes along a dim of size n (FrEIA's rules)."""
+    ss = b.get("section_sizes")
+    if ss is None:
+        ns = int(b.get("n_sections", 2))
+        return [n // ns + 1] * (n % ns) + [n // ns] * (ns - n % ns)
+    if isinstance(ss, int):
+        return [ss, n - ss]
+    ss = [int(v) for v in ss]
+    return ss + ([n - sum(ss)] if sum(ss) < n else [])
+
+
+def _shaped(S, b):
+    if b["type"] == "InvAutoConv2D":
+        return dict(b, _shape_w=list(S.t[b["weight"]].shape))
+    return b
+
+
+def graph_shapes(S, g, x_shape):
+    """{(node name, output index): per-row shape} for every value, x as ("x", 0)."""
+    shapes = {("x", 0): tuple(x_shape)}
+    for nd in g["nodes"]:
+        b, name = nd["block"], nd["name"]
+        ins = [shapes[tuple(r)] for r in nd["inputs"]]
+        dim = int(b.get("dim", 0))
+        if b["type"] == "Split":
+            for k, sz in enumerate(split_sections(b, ins[0][dim])):
+                shapes[(name, k)] = ins[0][:dim] + (sz,) + ins[0][dim + 1:]
+        elif b["type"] == "Concat":
+            shapes[(name, 0)] = ins[0][:dim] + (sum(s[dim] for s in ins),) + ins[0][dim + 1:]
+        else:
+            shapes[(name, 0)] = tuple(out_shape(_shaped(S, b), ins[0]))
+    return shapes
+
+
+def graph(S, g, x, conds, rev, x_shape, visit=None):
+    """Run graph g on rows x (flat, (n, d)): forward from x to z (the outputs flattened and
+    concatenated in order), or inverse from z.  visit(nd, b, h, c, shape) may replace the
+    forward of a block node (the exporter checks each module there); it returns (out, ld).
+    -> (result, log_det)."""
+    n = x.shape[0]
+    shapes = graph_shapes(S, g, x_shape)
+    ld = torch.zeros(n, dtype=F64)
+    key = lambda r: (r[0], int(r[1]))  # noqa: E731
+    if not rev:
+        vals = {("x", 0): x}
+        for nd in g["nodes"]:
+            b, name, ins = nd["block"], nd["name"], [key(r) for r in nd["inputs"]]
+            dim = int(b.get("dim", 0))
+            if b["type"] == "Split":
+                sh = shapes[ins[0]]
+                parts = torch.split(vals.pop(ins[0]).reshape(n, *sh),
+                                    split_sections(b, sh[dim]), dim + 1)
+                for k, p in enumerate(parts):
+                    vals[(name, k)] = p.reshape(n, -1)
+            elif b["type"] == "Concat":
+                hs = [vals.pop(i).reshape(n, *shapes[i]) for i in ins]
+                vals[(name, 0)] = torch.cat(hs, dim + 1).reshape(n, -1)
+            else:
+                h, c = vals.pop(ins[0]), block_cond(conds, b)
+                if visit is not None:
+                    out, l = visit(nd, b, h, c, shapes[ins[0]])
+                else:
+                    out, l = block(S, _shaped(S, b), h, c, False, shapes[ins[0]])
+                vals[(name, 0)] = out
+                ld = ld + l
+        return torch.cat([vals[key(o)] for o in g["outputs"]], 1), ld
+    vals, i = {}, 0
+    for o in g["outputs"]:
+        w = int(math.prod(shapes[key(o)]))
+        vals[key(o)] = x[:, i:i + w]
+        i += w
+    for nd in reversed(g["nodes"]):
+        b, name, ins = nd["block"], nd["name"], [key(r) for r in nd["inputs"]]
+        dim = int(b.get("dim", 0))
+        if b["type"] == "Split":
+            k = len(split_sections(b, shapes[ins[0]][dim]))
+            hs = [vals.pop((name, j)).reshape(n, *shapes[(name, j)]) for j in range(k)]
+            vals[ins[0]] = torch.cat(hs, dim + 1).reshape(n, -1)
+        elif b["type"] == "Concat":
+            parts = torch.split(vals.pop((name, 0)).reshape(n, *shapes[(name, 0)]),
+                                [shapes[r][dim] for r in ins], dim + 1)
+            for r, p in zip(ins, parts):
+                vals[r] = p.reshape(n, -1)
+        else:
+            out, l = block(S, _shaped(S, b), vals.pop((name, 0)), block_cond(conds, b), True,
+                           shapes[ins[0]])
+            vals[ins[0]] = out
+            ld = ld + l
+    return vals[("x", 0)], ld
 
 
 # ---------------------------------------------------------------------------------------
@@ -1121,14 +1237,18 @@ class Model:
         return out
 
     def blocks(self, x, conds, rev, upto=None):
+        if "graph" in self.m:
+            shape = tuple(self.m.get("shape", {}).get("x") or (x.shape[1],))
+            if self.kind == "inn":
+                shape = (x.shape[1],)
+            return graph(self.S, self.m["graph"], x, conds, rev, shape)
         ld = torch.zeros(x.shape[0], dtype=F64)
         shapes = self.shapes() if self.kind != "inn" else [None] * len(self.m["blocks"])
         seq = list(enumerate(self.m["blocks"]))
         if upto is not None:
             seq = seq[:upto]
         for i, b in (reversed(seq) if rev else seq):
-            c = conds[b["cond"]] if "cond" in b else None
-            x, l = block(self.S, b, x, c, rev, shapes[i])
+            x, l = block(self.S, b, x, block_cond(conds, b), rev, shapes[i])
             ld = ld + l
         return x, ld
 

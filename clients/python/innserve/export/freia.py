@@ -25,16 +25,14 @@ SUPPORTED_BLOCKS = (
     "GINCouplingBlock", "AffineCouplingOneSided", "ConditionalAffineTransform",
     "RationalQuadraticSpline", "PermuteRandom", "ActNorm", "FixedLinearTransform",
     "LearnedElementwiseScaling", "OrthogonalTransform", "HouseholderPerm",
-    "InvertibleSigmoid", "IResNetLayer",
+    "InvertibleSigmoid", "IResNetLayer", "Flatten", "Reshape",
 ) + tuple(n for n, _ in _FIXED_CONVERTERS)
 
 
 # FrEIA modules that exist but that the engine does not implement, with the reason.
 _UNSUPPORTED = {
-    "Split": "splitting makes the graph branch; only chains are supported",
-    "Concat": "merging makes the graph branch; only chains are supported",
-    "Flatten": "reshaping modules are not supported (data must be a flat vector)",
-    "Reshape": "reshaping modules are not supported (data must be a flat vector)",
+    "Split": "Split is a graph node with several outputs: build the model as a FrEIA GraphINN",
+    "Concat": "Concat is a graph node with several inputs: build the model as a FrEIA GraphINN",
     "BinnedSpline": "generic binned splines are not supported",
 }
 
@@ -270,7 +268,19 @@ def _global_affine_type(m, link):
                       "beta 0.5), SIGMOID, EXP" % link.label)
 
 
+def _blk_flatten(ctx, m, link):
+    return {"type": "Flatten"}
+
+
+def _blk_reshape(ctx, m, link):
+    dims = getattr(m, "target_dim", None) or getattr(m, "output_dims", None)
+    if callable(dims) or dims is None:
+        raise ExportError("%s: cannot read its output shape (target_dim)" % link.label)
+    return {"type": "Reshape", "output_dims": [int(v) for v in dims]}
+
+
 _CONVERTERS = collections.OrderedDict([
+    ("Flatten", _blk_flatten), ("Reshape", _blk_reshape),
     ("AllInOneBlock", _blk_allinone),
     ("NICECouplingBlock", _blk_coupling), ("RNVPCouplingBlock", _blk_coupling),
     ("GLOWCouplingBlock", _blk_coupling), ("GINCouplingBlock", _blk_coupling),

@@ -40,7 +40,9 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
     """Write ``model`` to ``path`` as an innserve checkpoint; returns an :class:`ExportResult`.
 
     model
-        FrEIA ``SequenceINN`` / chain ``GraphINN``; a list of invertible modules (items may
+        FrEIA ``SequenceINN`` / ``GraphINN`` (a chain is written as "blocks", anything else
+        as a "graph" with Split / Concat nodes and several outputs); a list of invertible
+        modules (items may
         be ``(module, cond_index)``); Residual Flows ``SequentialFlow``; or, with
         ``kind="mlp"``, an ``nn.Sequential`` of Linear layers and activations.
     kind
@@ -135,8 +137,8 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
         return _export_mlp(ctx, model, path, dims, x_names, y_names, standardize, description,
                            test_inputs, n_tests, seed, rtol, atol, source, check)
 
-    links, shape, framework = _chain(model)
-    if not links:
+    links, shape, framework, topo = _chain(model)
+    if not links and topo is None:
         raise ExportError("the model has no blocks")
     if shape is not None and len(shape) > 3:
         raise ExportError("the model's input has shape %s: only vectors, (C, L) and (C, H, W) "
@@ -151,11 +153,11 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
             width = int(dims["x"]) + int(dims.get("pad_x", 0))
         else:
             raise ExportError("cannot tell the width of the model's input: pass dims={'x': n}")
-    uses_cond = any(l.cond is not None for l in links)
+    uses_cond = any(l.conds for l in links)
     if kind is None:
         kind = "cinn" if uses_cond else "flow"
     if kind in ("flow", "inn") and uses_cond:
-        bad = next(l for l in links if l.cond is not None)
+        bad = next(l for l in links if l.conds)
         raise ExportError("%s reads a condition but kind is %s (use kind='cinn')" % (bad.label, kind))
     if kind == "cinn" and not uses_cond:
         raise ExportError("kind cinn but no block reads a condition")
@@ -172,65 +174,69 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
     dy = None
     if kind == "cinn":
         conditions = list(conditions or [])
-        kmax = max(l.cond[-1] if l.cond[0] == "ff" else l.cond[1] for l in links if l.cond)
+        uses = [(l, cd) for l in links for cd in l.conds]   # every condition a block reads
+        kmax = max(cd[-1] if cd[0] == "ff" else cd[1] for _, cd in uses)
         while len(conditions) <= kmax:
             conditions.append(None)
         dy = dims.get("y")
-        for l in links:            # infer y width
-            if l.cond is None or dy is not None:
-                continue
-            k = l.cond[1] if l.cond[0] == "c" else l.cond[2]
-            if conditions[k] is None and l.cond[0] == "c":
+        for l, cd in uses:          # infer y width
+            if dy is not None:
+                break
+            k = cd[1] if cd[0] == "c" else cd[2]
+            if conditions[k] is None and cd[0] == "c":
                 dc = getattr(l.module, "dims_c", None)
-                if dc and image and not _bcast(broadcast_conditions, k):
-                    dy = int(sum(_prod(s) for s in dc))
-                elif dc:
-                    dy = int(sum(s[0] for s in dc))
+                if dc and len(dc) == len(l.conds):
+                    dcj = dc[l.conds.index(cd)]
+                    img = image and len(dcj) > 1 and not _bcast(broadcast_conditions, k)
+                    dy = int(_prod(dcj) if img else dcj[0])
             elif conditions[k] is not None:
                 dy = _subnet_widths(conditions[k])[0]
         if dy is None:
-            for l in links:
-                if l.cond is not None and l.cond[0] == "ff":
-                    dy = _subnet_widths(l.cond[1].module)[0]
+            for l, cd in uses:
+                if cd[0] == "ff":
+                    dy = _subnet_widths(cd[1].module)[0]
         if dy is None:
             raise ExportError("cannot tell the width of y: pass dims={'y': n}")
         dy = int(dy)
         for l in links:
-            if l.cond is None:
+            if not l.conds:
                 continue
-            key = (l.cond[0], l.cond[-1] if l.cond[0] == "c" else id(l.cond[1]))
-            if key not in cond_keys:
-                k = l.cond[1] if l.cond[0] == "c" else l.cond[2]
-                layers = []
-                if conditions[k] is not None:
-                    layers += _subnet(ctx, conditions[k], "cond.%d." % k,
-                                      "conditions[%d]" % k)["layers"]
-                if l.cond[0] == "ff":
-                    ff = l.cond[1]
-                    layers += _subnet(ctx, ff.module, "cond_ff.%s." % ff.name,
-                                      "FeedForwardNode %r" % ff.name)["layers"]
-                cond_keys[key] = len(man_conds)
-                entry = {"net": {"layers": layers} if layers else None,
-                         "_src": (l.cond, conditions[k])}
-                dcs = getattr(l.module, "dims_c", None)
-                if image and dcs and len(dcs[0]) > 1:
-                    if _bcast(broadcast_conditions, k):
-                        entry["broadcast"] = [int(v) for v in dcs[0][1:]]
-                    else:
-                        entry["shape"] = [int(v) for v in dcs[0]]
-                man_conds.append(entry)
-            l.block["cond"] = cond_keys[key]
-            # width check
+            idx = []
+            for cd in l.conds:
+                key = (cd[0], cd[-1] if cd[0] == "c" else id(cd[1]))
+                if key not in cond_keys:
+                    k = cd[1] if cd[0] == "c" else cd[2]
+                    layers = []
+                    if conditions[k] is not None:
+                        layers += _subnet(ctx, conditions[k], "cond.%d." % k,
+                                          "conditions[%d]" % k)["layers"]
+                    if cd[0] == "ff":
+                        ff = cd[1]
+                        layers += _subnet(ctx, ff.module, "cond_ff.%s." % ff.name,
+                                          "FeedForwardNode %r" % ff.name)["layers"]
+                    cond_keys[key] = len(man_conds)
+                    entry = {"net": {"layers": layers} if layers else None,
+                             "_src": (cd, conditions[k])}
+                    dcs = getattr(l.module, "dims_c", None)
+                    j = len(idx)
+                    if image and dcs and len(dcs) == len(l.conds) and len(dcs[j]) > 1:
+                        if _bcast(broadcast_conditions, k):   # a vector at every position
+                            entry["broadcast"] = [int(v) for v in dcs[j][1:]]
+                        else:                                   # an image
+                            entry["shape"] = [int(v) for v in dcs[j]]
+                    man_conds.append(entry)
+                idx.append(cond_keys[key])
+            l.block["cond"] = idx[0] if len(idx) == 1 else idx
+            # width check, per condition
             want = getattr(l.module, "dims_c", None)
-            entry = man_conds[cond_keys[key]]
-            have = dy if entry["net"] is None else _net_out_width(ctx, entry["net"])
-            if want:
-                w = int(sum(s[0] for s in want))
-                if "shape" in entry:
-                    w = int(sum(_prod(s) for s in want))
-                if w != have:
-                    raise ExportError("%s expects a condition of width %d but condition %d has "
-                                      "width %d" % (l.label, w, cond_keys[key], have))
+            for j, ck in enumerate(idx):
+                entry = man_conds[ck]
+                have = dy if entry["net"] is None else _net_out_width(ctx, entry["net"])
+                if want and len(want) == len(idx):
+                    w = _prod(want[j]) if "shape" in entry else int(want[j][0])
+                    if w != have:
+                        raise ExportError("%s expects a condition of width %d but condition %d "
+                                          "has width %d" % (l.label, w, ck, have))
 
     # ---- dims / layout ----
     D = int(width)
@@ -289,7 +295,13 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
                               "output": list(lay.get("output", ["z", "pad", "y"]))}
         if inn_sigma:
             manifest["inn"] = {k: float(v) for k, v in dict(inn_sigma).items()}
-    manifest["blocks"] = blocks
+    if topo is None:
+        manifest["blocks"] = blocks
+    else:
+        manifest["graph"] = {"nodes": [{"name": n.name, "inputs": n.inputs,
+                                        "block": n.link.block if n.kind == "block" else n.block}
+                                       for n in topo.nodes],
+                             "outputs": topo.outputs}
 
     # ---- test vectors (and the cross-check) ----
     x, y = _test_inputs(test_inputs, n_tests, seed, dx, dy if kind == "cinn" else 0, std)
@@ -305,15 +317,24 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
         conds_ref = M.conditions(y) if kind == "cinn" else []
         if kind == "cinn" and check:
             _check_conditions(ctx, man_conds, conds_ref, M.std_y(y))
-    shapes = M.shapes() if kind != "inn" else [None] * len(blocks)
-    for l, b, shp in zip(links, blocks, shapes):
-        c = conds_ref[b["cond"]] if "cond" in b else None
+    def visit(l, b, h, c, shp):
         if b["type"] == "AllInOneBlock":
             _resolve_clamp_formula(ctx, l, b, S, h, c, shp)
         out, ld = ref.block(S, b, h, c, False, shp)
         if check and not (b["type"] == "IResNetBlock" and spectral_sigma == "exact"):
             _check_block(ctx, l, b, h, c, out, ld, shp)
-        h = out.detach()
+        return out.detach(), ld
+
+    if topo is None:
+        shapes = M.shapes() if kind != "inn" else [None] * len(blocks)
+        for l, b, shp in zip(links, blocks, shapes):
+            h, _ = visit(l, b, h, ref.block_cond(conds_ref, b), shp)
+    else:
+        link_of = {n.name: n.link for n in topo.nodes if n.kind == "block"}
+        with torch.no_grad():
+            ref.graph(S, manifest["graph"], h, conds_ref, False,
+                      (h.shape[1],) if kind == "inn" else tuple(shape or (D,)),
+                      visit=lambda nd, b, hh, c, shp: visit(link_of[nd["name"]], b, hh, c, shp))
     for c in man_conds:
         c.pop("_src", None)
     tests = _test_vectors(ctx, manifest, M, x, y, rtol, atol)
