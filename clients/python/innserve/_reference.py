@@ -58,15 +58,60 @@ def activation(u, L):
     raise ValueError("unknown activation %r" % t)
 
 
-def subnet(S, net, u):
+_CONVS = ("conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d")
+
+
+def _conv_layer(S, L, u):
+    """One convolution layer of a subnet on an image batch u (n, C, [H,] W)."""
+    t = L["type"]
+    one = t.endswith("1d")
+    W = S.T(L["weight"])
+    b = S.T(L["bias"]) if L.get("bias") else None
+
+    def arg(name, default):
+        v = L.get(name, default)
+        return tuple(v) if isinstance(v, list) else v
+    stride, dil, groups = arg("stride", 1), arg("dilation", 1), L.get("groups", 1)
+    pad = arg("padding", 0)
+    if t.startswith("conv_transpose"):
+        f = F.conv_transpose1d if one else F.conv_transpose2d
+        return f(u, W, b, stride, pad, arg("output_padding", 0), groups, dil)
+    f = F.conv1d if one else F.conv2d
+    if L.get("padding_mode", "zeros") == "circular":
+        p = pad if isinstance(pad, tuple) else ((pad,) if one else (pad, pad))
+        u = F.pad(u, (p[-1], p[-1]) + (() if one else (p[0], p[0])), mode="circular")
+        pad = 0
+    return f(u, W, b, stride, pad, dil, groups)
+
+
+def subnet(S, net, u, sp=None):
+    """net on rows u (n, d).  sp: the spatial shape (H, W) / (L,) of image rows, whose
+    channel-major flat layout u is (convolutional subnets; the result is flattened back)."""
+    n = u.shape[0]
+    if sp:
+        u = u.reshape(n, -1, *sp)
     for L in net["layers"]:
-        if L["type"] == "linear":
+        t = L["type"]
+        if t == "linear":
             u = u @ S.T(L["weight"]).T
             if L.get("bias"):
                 u = u + S.T(L["bias"]).reshape(-1)
+        elif t in _CONVS:
+            u = _conv_layer(S, L, u)
+        elif t == "flatten":
+            u = u.reshape(n, -1)
+        elif t == "unflatten":
+            u = u.reshape(n, *L["shape"])
         else:
             u = activation(u, L)
-    return u
+    return u.reshape(n, -1)
+
+
+def _sp(shape):
+    """(channels, positions per channel, spatial shape) of a per-row shape (None: flat)."""
+    if not shape or len(shape) < 2:
+        return None, 1, ()
+    return shape[0], int(math.prod(shape[1:])), tuple(shape[1:])
 
 
 def _cat(u, c):
@@ -117,34 +162,43 @@ def global_scale(gtype, a):
     raise ValueError(gtype)
 
 
-def blk_allinone(S, b, x, c, rev):
+def blk_allinone(S, b, x, c, rev, shape=None):
     n, d = x.shape
-    n1, n2 = d - d // 2, d // 2
+    C, Pp, sp = _sp(shape)
+    C = C or d
+    n1 = b.get("split", (C - C // 2) * Pp)
+    n2 = d - n1
     alpha = b.get("affine_clamping", 2.0)
     legacy = b.get("clamp_formula", "head") == "legacy"
     gin = b.get("gin_block", False)
-    go = S.T(b["global_offset"]).reshape(d)
+    go = S.T(b["global_offset"]).reshape(C).repeat_interleave(Pp)
     if gin:
         g = torch.ones(d, dtype=F64)
         logg = torch.zeros((), dtype=F64)
     else:
-        g = global_scale(b.get("global_affine_type", "SOFTPLUS"), S.T(b["global_scale"]).reshape(d))
+        g = global_scale(b.get("global_affine_type", "SOFTPLUS"),
+                         S.T(b["global_scale"]).reshape(C)).repeat_interleave(Pp)
         logg = torch.log(g).sum()
     P = b["permutation"]
+
+    def mat(M):           # y = M v per position (a 1x1 convolution on images)
+        return lambda v: torch.einsum("oi,nip->nop", M, v.reshape(n, C, Pp)).reshape(n, d)
     if P["type"] == "hard":
         p = _perm_vector(S, P["perm"])
+        if Pp > 1:
+            p = (p[:, None] * Pp + torch.arange(Pp)).reshape(-1)
         pinv = torch.argsort(p)
         fwdP, invP = (lambda v: v[:, p]), (lambda y: y[:, pinv])
     elif P["type"] == "soft":
-        W, Wi = S.T(P["w"]).reshape(d, d), S.T(P["w_inv"]).reshape(d, d)
-        fwdP, invP = (lambda v: v @ W.T), (lambda y: y @ Wi.T)
+        W, Wi = S.T(P["w"]).reshape(C, C), S.T(P["w_inv"]).reshape(C, C)
+        fwdP, invP = mat(W), mat(Wi)
     else:
-        W = householder(S.T(P["v"]), S.T(P["w0"]).reshape(d, d))
-        fwdP, invP = (lambda v: v @ W.T), (lambda y: y @ W)
+        W = householder(S.T(P["v"]), S.T(P["w0"]).reshape(C, C))
+        fwdP, invP = mat(W), mat(W.T)
     rp = b.get("reverse_permutation", False)
 
     def coeffs(x1):
-        a = 0.1 * subnet(S, b["subnet"], _cat(x1, c))
+        a = 0.1 * subnet(S, b["subnet"], _cat(x1, c), sp)
         s = alpha * torch.tanh(a[:, :n2]) if legacy else alpha * torch.tanh(a[:, :n2] / alpha)
         if gin:
             s = s - s.mean(1, keepdim=True)
@@ -166,10 +220,18 @@ def blk_allinone(S, b, x, c, rev):
     return out, -(s.sum(1) + logg)
 
 
-def blk_coupling(S, b, x, c, rev):
+def _csplit(b, d, shape):
+    C, Pp, _ = _sp(shape)
+    if C is None:
+        return _split(b, d)
+    return b.get("split", round(C * 0.5) * Pp)
+
+
+def blk_coupling(S, b, x, c, rev, shape=None):
     n, d = x.shape
     ty = b["type"]
-    l1 = _split(b, d)
+    _, Pp, sp = _sp(shape)
+    l1 = _csplit(b, d, shape)
     l2 = d - l1
     clamp, act = b.get("clamp", 2.0), b.get("clamp_activation", "ATAN")
     zero = torch.zeros(n, dtype=F64)
@@ -177,18 +239,19 @@ def blk_coupling(S, b, x, c, rev):
     def coeff(which, u):
         """s, t of the coupling that transforms half `which` ('1' acts on x2, '2' on x1)."""
         if ty == "RNVPCouplingBlock":
-            s = clamp * _clamp_f(act, subnet(S, b["s" + which], _cat(u, c)))
-            return s, subnet(S, b["t" + which], _cat(u, c))
-        a = subnet(S, b["subnet" + which], _cat(u, c))
+            s = clamp * _clamp_f(act, subnet(S, b["s" + which], _cat(u, c), sp))
+            return s, subnet(S, b["t" + which], _cat(u, c), sp)
+        a = subnet(S, b["subnet" + which], _cat(u, c), sp)
         k = l2 if which == "1" else l1
         s = clamp * _clamp_f(act, a[:, :k])
-        if ty == "GINCouplingBlock":
-            s = s - s.mean(1, keepdim=True)
+        if ty == "GINCouplingBlock":     # mean over the channels (at each position)
+            s3 = s.reshape(n, k // Pp, Pp)
+            s = (s3 - s3.mean(1, keepdim=True)).reshape(n, k)
         return s, a[:, k:]
 
     def step(which, xh, u, rev):
         if ty == "NICECouplingBlock":
-            f = subnet(S, b["F" if which == "2" else "G"], _cat(u, c))
+            f = subnet(S, b["F" if which == "2" else "G"], _cat(u, c), sp)
             return (xh - f if rev else xh + f), zero
         s, t = coeff(which, u)
         ld = zero if ty == "GINCouplingBlock" else s.sum(1)
@@ -206,12 +269,12 @@ def blk_coupling(S, b, x, c, rev):
     return torch.cat([y1, y2], 1), j1 + j2
 
 
-def blk_onesided(S, b, x, c, rev):
+def blk_onesided(S, b, x, c, rev, shape=None):
     n, d = x.shape
-    l1 = _split(b, d)
+    l1 = _csplit(b, d, shape)
     l2 = d - l1
     x1, x2 = x[:, :l1], x[:, l1:]
-    a = subnet(S, b["subnet"], _cat(x1, c))
+    a = subnet(S, b["subnet"], _cat(x1, c), _sp(shape)[2])
     s = b.get("clamp", 2.0) * _clamp_f(b.get("clamp_activation", "ATAN"), a[:, :l2])
     t = a[:, l2:]
     if rev:
@@ -219,9 +282,9 @@ def blk_onesided(S, b, x, c, rev):
     return torch.cat([x1, x2 * torch.exp(s) + t], 1), s.sum(1)
 
 
-def blk_condaffine(S, b, x, c, rev):
+def blk_condaffine(S, b, x, c, rev, shape=None):
     n, d = x.shape
-    a = subnet(S, b["subnet"], c)
+    a = subnet(S, b["subnet"], c, _sp(shape)[2])
     s = b.get("clamp", 2.0) * _clamp_f(b.get("clamp_activation", "ATAN"), a[:, :d])
     t = a[:, d:]
     if rev:
@@ -301,16 +364,21 @@ def _rqs(b, x, raw, rev):
     return torch.where(inside, vin, (x - shift) / scale), -ld
 
 
-def blk_spline(S, b, x, c, rev):
+def blk_spline(S, b, x, c, rev, shape=None):
     n, d = x.shape
-    l1 = _split(b, d)
+    _, Pp, sp = _sp(shape)
+    l1 = _csplit(b, d, shape)
     x1, x2 = x[:, :l1], x[:, l1:]
+
+    def raw(net, u, xh):      # FrEIA: output channel ch*P + k is parameter k of channel ch
+        r = subnet(S, b[net], _cat(u, c), sp)
+        return r if Pp == 1 else _binned_raw(r, xh.shape[1] // Pp, r.shape[1] // xh.shape[1], Pp)
     if not rev:
-        y1, j1 = _rqs(b, x1, subnet(S, b["subnet1"], _cat(x2, c)), False)
-        y2, j2 = _rqs(b, x2, subnet(S, b["subnet2"], _cat(y1, c)), False)
+        y1, j1 = _rqs(b, x1, raw("subnet1", x2, x1), False)
+        y2, j2 = _rqs(b, x2, raw("subnet2", y1, x2), False)
     else:
-        y2, j2 = _rqs(b, x2, subnet(S, b["subnet2"], _cat(x1, c)), True)
-        y1, j1 = _rqs(b, x1, subnet(S, b["subnet1"], _cat(y2, c)), True)
+        y2, j2 = _rqs(b, x2, raw("subnet2", x1, x2), True)
+        y1, j1 = _rqs(b, x1, raw("subnet1", y2, x1), True)
     return torch.cat([y1, y2], 1), j1 + j2
 
 
@@ -880,7 +948,7 @@ def _erqs(S, b, x, c, rev, shape):
     n, d = x.shape
     C, P = shape[0], _bins_P(b, False)
     if b.get("subnet") is not None:
-        raw = subnet(S, b["subnet"], c)
+        raw = subnet(S, b["subnet"], c, _sp(shape)[2])
     else:
         raw = S.T(b["spline_parameters"]).reshape(1, -1).expand(n, -1)
     return _rqs(b, x, _binned_raw(raw, C, P, d // C), rev)
@@ -915,7 +983,7 @@ def _linspline(S, b, x, c, rev, shape):
     x1, x2 = x[:, :l1], x[:, l1:]
 
     def sp(xh, u, net, rv):
-        raw = _binned_raw(subnet(S, b[net], u), xh.shape[1] // Sp, P, Sp)
+        raw = _binned_raw(subnet(S, b[net], u, _sp(shape)[2]), xh.shape[1] // Sp, P, Sp)
         return _lin(b, xh, raw, rv)
     if not rev:
         y1, j1 = sp(x1, _cat(x2, c), "subnet1", False)
@@ -955,6 +1023,14 @@ def _inverse(S, b, x, c, rev, shape):
 
 
 SHAPED = {
+    "AllInOneBlock": blk_allinone,
+    "NICECouplingBlock": blk_coupling,
+    "RNVPCouplingBlock": blk_coupling,
+    "GLOWCouplingBlock": blk_coupling,
+    "GINCouplingBlock": blk_coupling,
+    "AffineCouplingOneSided": blk_onesided,
+    "ConditionalAffineTransform": blk_condaffine,
+    "RationalQuadraticSpline": blk_spline,
     "Flatten": _reshape,
     "Reshape": _reshape,
     "Fixed1x1Conv": _conv1x1,
@@ -1140,8 +1216,14 @@ class Model:
         if self.kind != "cinn":
             return []
         ys = self.std_y(y)
-        return [ys if cd.get("net") is None else subnet(self.S, cd["net"], ys)
-                for cd in self.m.get("conditions", [])]
+        out = []
+        for cd in self.m.get("conditions", []):
+            v = ys if cd.get("net") is None else subnet(self.S, cd["net"], ys)
+            if cd.get("broadcast"):       # the vector at every position, channel-major
+                P = int(math.prod(cd["broadcast"]))
+                v = v[:, :, None].expand(-1, -1, P).reshape(v.shape[0], -1)
+            out.append(v)
+        return out
 
     def shapes(self):
         """The per-row input shape of every block (manifest "shape", then each block's)."""

@@ -18,12 +18,25 @@ from .graph import _chain, _infer_width, _on_cpu
 from .manifest import _add_standardize, _names, _test_inputs, _test_vectors, _write
 from .subnets import _net_out_width, _plain_mlp, _subnet, _subnet_widths
 
+def _prod(shape):
+    p = 1
+    for v in shape:
+        p *= int(v)
+    return p
+
+
+def _bcast(broadcast_conditions, k):
+    if broadcast_conditions is True:
+        return True
+    return k in (broadcast_conditions or ())
+
+
 def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None, layout=None,
            x_names=None, y_names=None, standardize=None, description="",
            freia_version="auto", test_inputs=None, n_tests=8, seed=0, rtol=1e-4, atol=1e-4,
            inn_sigma=None, spectral_sigma="stored", spectral_coeff=None, residual_blocks=None,
            iresnet_logdet="exact", iresnet_series_terms=10, source=None, check=True,
-           check_tol=1e-5, allow_non_contractive=False):
+           check_tol=1e-5, allow_non_contractive=False, broadcast_conditions=None):
     """Write ``model`` to ``path`` as an innserve checkpoint; returns an :class:`ExportResult`.
 
     model
@@ -80,6 +93,14 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
         model trained with that estimator; needs Lip(g) < 1).
     check
         Run the model's own modules and refuse a file that does not reproduce them.
+    broadcast_conditions
+        Image models (input shape (C, H, W) or (C, L)): FrEIA concatenates an image block's
+        condition with the image along channels, so it is an image of the block's H, W.  By
+        default each condition is that image itself (y has C_c * H * W values, the manifest's
+        ``conditions[k].shape``).  List the condition indices k (or ``True`` for all) whose
+        image is a vector repeated at every position, fed to the model as
+        ``y[:, :, None, None].expand(-1, -1, H, W)``: y is then the vector (the manifest's
+        ``conditions[k].broadcast``).
     allow_non_contractive
         A FrEIA ``IResNetLayer`` is invertible only while its residual branch g is a
         contraction (Lip(g) < 1), which FrEIA enforces only when ``lipschitz_correction()``
@@ -124,6 +145,7 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
                           "rows are supported" % (shape,))
     width = (int(torch.tensor(shape).prod()) if shape else
              _infer_width(links[0].module, residual_blocks))
+    image = shape is not None and len(shape) > 1
     if width is None:
         if "x" in dims and kind != "inn":
             width = int(dims["x"])
@@ -164,7 +186,9 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
             if conditions[k] is None and cd[0] == "c":
                 dc = getattr(l.module, "dims_c", None)
                 if dc and len(dc) == len(l.conds):
-                    dy = int(dc[l.conds.index(cd)][0])
+                    dcj = dc[l.conds.index(cd)]
+                    img = image and len(dcj) > 1 and not _bcast(broadcast_conditions, k)
+                    dy = int(_prod(dcj) if img else dcj[0])
             elif conditions[k] is not None:
                 dy = _subnet_widths(conditions[k])[0]
         if dy is None:
@@ -191,8 +215,16 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
                         layers += _subnet(ctx, ff.module, "cond_ff.%s." % ff.name,
                                           "FeedForwardNode %r" % ff.name)["layers"]
                     cond_keys[key] = len(man_conds)
-                    man_conds.append({"net": {"layers": layers} if layers else None,
-                                      "_src": (cd, conditions[k])})
+                    entry = {"net": {"layers": layers} if layers else None,
+                             "_src": (cd, conditions[k])}
+                    dcs = getattr(l.module, "dims_c", None)
+                    j = len(idx)
+                    if image and dcs and len(dcs) == len(l.conds) and len(dcs[j]) > 1:
+                        if _bcast(broadcast_conditions, k):   # a vector at every position
+                            entry["broadcast"] = [int(v) for v in dcs[j][1:]]
+                        else:                                   # an image
+                            entry["shape"] = [int(v) for v in dcs[j]]
+                    man_conds.append(entry)
                 idx.append(cond_keys[key])
             l.block["cond"] = idx[0] if len(idx) == 1 else idx
             # width check, per condition
@@ -200,9 +232,11 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
             for j, ck in enumerate(idx):
                 entry = man_conds[ck]
                 have = dy if entry["net"] is None else _net_out_width(ctx, entry["net"])
-                if want and len(want) == len(idx) and int(want[j][0]) != have:
-                    raise ExportError("%s expects a condition of width %d but condition %d "
-                                      "has width %d" % (l.label, int(want[j][0]), ck, have))
+                if want and len(want) == len(idx):
+                    w = _prod(want[j]) if "shape" in entry else int(want[j][0])
+                    if w != have:
+                        raise ExportError("%s expects a condition of width %d but condition %d "
+                                          "has width %d" % (l.label, w, ck, have))
 
     # ---- dims / layout ----
     D = int(width)
@@ -254,7 +288,7 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
         manifest["names"] = names
     std = _add_standardize(ctx, manifest, standardize, dx, dy)
     if kind == "cinn":
-        manifest["conditions"] = [{"net": c["net"]} for c in man_conds]
+        manifest["conditions"] = [{k: v for k, v in c.items() if k != "_src"} for c in man_conds]
     if kind == "inn":
         lay = dict(layout or {})
         manifest["layout"] = {"input": list(lay.get("input", ["x", "pad"])),
@@ -285,7 +319,7 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
             _check_conditions(ctx, man_conds, conds_ref, M.std_y(y))
     def visit(l, b, h, c, shp):
         if b["type"] == "AllInOneBlock":
-            _resolve_clamp_formula(ctx, l, b, S, h, c)
+            _resolve_clamp_formula(ctx, l, b, S, h, c, shp)
         out, ld = ref.block(S, b, h, c, False, shp)
         if check and not (b["type"] == "IResNetBlock" and spectral_sigma == "exact"):
             _check_block(ctx, l, b, h, c, out, ld, shp)
