@@ -134,6 +134,10 @@ $(BUILD)/test_proto: $(BUILD)/tests/unit/test_proto.o $(TU_OBJ) $(BUILD)/libinnp
 	@echo "  LD $@"
 	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(CHECK_LIBS) $(LDLIBS)
 
+$(BUILD)/test_proto_image: $(BUILD)/tests/unit/test_proto_image.o $(TU_OBJ) $(BUILD)/libinnproto.a $(BUILD)/libinnengine.a
+	@echo "  LD $@"
+	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(CHECK_LIBS) $(LDLIBS)
+
 # test_allocfail and server_test_call_allocfail route every allocation of engine/, proto/
 # (and server/) through counting, failing wrappers (tests/unit/allocwrap.c).
 ALLOC_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=free,--wrap=strdup,--wrap=aligned_alloc

@@ -49,8 +49,11 @@ enum eng_status {
 /* Static string for a status ("shape mismatch", ...).  Never NULL. */
 const char *eng_status_str(enum eng_status st);
 
-enum eng_kind { ENG_KIND_FLOW = 0, ENG_KIND_CINN, ENG_KIND_INN, ENG_KIND_MLP };
-/* "flow", "cinn", "inn", "mlp". */
+enum eng_kind { ENG_KIND_FLOW = 0, ENG_KIND_CINN, ENG_KIND_INN, ENG_KIND_MLP, ENG_KIND_MDN };
+/* "flow", "cinn", "inn", "mlp", "mdn".  An mdn (mixture density network, sbi's `mdn`) is
+ * a Gaussian mixture over x whose weights, means and covariances a network computes from
+ * y: it samples and has a density, but no forward or inverse map (a mixture is not a
+ * bijection), so forward, inverse, resimulate and preimage return ENG_ERR_UNSUPPORTED. */
 const char *eng_kind_str(enum eng_kind k);
 
 /* Rows processed per tile by every operation; workspaces are sized for it. */
@@ -63,7 +66,7 @@ struct eng_ws;    /* opaque per-thread scratch */
 
 /* Sizes of a model.  For flow: x = z, y = 0.  For cinn: y is the condition width.
  * For inn: x + pad_x == z + pad_y + y (the Ardizzone layout [x,pad] <-> [z,pad,y]).
- * For mlp: x -> y, z = 0. */
+ * For mlp: x -> y, z = 0.  For mdn: x, y (the observation), z = 0 (no latent). */
 struct eng_dims {
     int x, y, z, pad_x, pad_y;
 };
@@ -84,11 +87,12 @@ struct eng_info {
     long long n_params;        /* scalar parameters in all tensors the model uses */
     bool numeric_inverse;      /* some block inverts by iteration (i-ResNet) */
     const char *manifest_json; /* the manifest text exactly as stored */
-    const char *blocks_json;   /* the manifest's "blocks" array (or mlp network) as JSON text */
+    const char *blocks_json;   /* the manifest's "blocks" array (mlp: "network", mdn:
+                                  "mixture") as JSON text */
     /* The first n_test_vectors (<= ENG_TEST_VECTORS_MAX) rows of the checkpoint's test
      * vectors (manifest "tests"), as observations a user may pick and the x stored with each:
      * test_y is n_test_vectors x dims.y, test_x n_test_vectors x dims.x, physical units,
-     * float32 of the values the exporter stored.  cinn: test_y = tests.y (the condition),
+     * float32 of the values the exporter stored.  cinn and mdn: test_y = tests.y (the condition),
      * test_x = tests.x (its ground truth only if the exporter stored simulated pairs).  inn
      * and mlp: test_y = tests.y_out (the y the network gives for tests.x), test_x = tests.x.
      * flow: none (a flow has no observation).  Kept only when
@@ -109,6 +113,13 @@ struct eng_info {
      * output shape; equal to x's unless a block such as a downsampling reshapes it). */
     int x_rank, x_shape[3];
     int z_rank, z_shape[3];
+    /* Image value range (manifest "image": {"low", "high", "levels"}, only with a shape.x
+     * of rank 3): pixel values lie in [image_low, image_high] in x's units and were
+     * quantized to image_levels levels (bin width (high - low) / levels).  has_image false
+     * when absent. */
+    bool has_image;
+    double image_low, image_high;
+    int image_levels;
 };
 
 /* Load and fully validate a checkpoint, then run its embedded test vectors.
@@ -211,7 +222,8 @@ ENG_WARN_UNUSED enum eng_status eng_inverse(const struct eng_model *m, struct en
                                             char err[ENG_ERR_LEN]);
 
 /* log-density of x in physical units: flow log p(x); cinn log q(x|y); inn the
- * maximum-likelihood density of docs/checkpoint-format.md.  y may be one row broadcast.
+ * maximum-likelihood density of docs/checkpoint-format.md; mdn the mixture's density
+ * (sbi's MoG.log_prob, log-sum-exp in double).  y may be one row broadcast.
  * A model with a prior box gives -INFINITY for rows outside it (sbi's masked posterior
  * density, not renormalized: see eng_prior_acceptance).  mlp: ENG_ERR_UNSUPPORTED. */
 ENG_WARN_UNUSED enum eng_status eng_log_prob(const struct eng_model *m, struct eng_ws *ws, int n,
@@ -225,7 +237,12 @@ ENG_WARN_UNUSED enum eng_status eng_log_prob(const struct eng_model *m, struct e
  * multiples of ENG_TILE_ROWS (as the server does) gives bit-identical samples.
  * x_out: count x dims.x.  log_prob (count, may be NULL): the model density log q(x|y) of
  * each sample (untempered; -INFINITY outside a prior box, as eng_log_prob).  No rejection:
- * see eng_sample_prior. */
+ * see eng_sample_prior.
+ * mdn: the component is drawn from the mixture weights with the uniform made of
+ * eng_rng_u32 words 4b and 4b + 1 (b = ceil(dims.x / 4), the first block the normals do
+ * not use), then x = mean + A^-1 (T e) with e the normals of dims 0 .. dims.x - 1 and A
+ * the component's precision factor; the temperature scales the spread within a component,
+ * not the choice of component. */
 ENG_WARN_UNUSED enum eng_status eng_sample(const struct eng_model *m, struct eng_ws *ws,
                                            const float *y, uint64_t seed, uint32_t obs,
                                            uint64_t first, int count, float temperature,

@@ -49,8 +49,8 @@ const char *eng_status_str(enum eng_status st)
 
 const char *eng_kind_str(enum eng_kind k)
 {
-    static const char *const n[] = {"flow", "cinn", "inn", "mlp"};
-    return (unsigned)k < 4 ? n[k] : "?";
+    static const char *const n[] = {"flow", "cinn", "inn", "mlp", "mdn"};
+    return (unsigned)k < 5 ? n[k] : "?";
 }
 
 enum eng_status eng_errf(char *err, enum eng_status st, const char *fmt, ...)
@@ -107,11 +107,14 @@ enum eng_status eng_ws_reserve(struct eng_ws *ws, const struct eng_model *m)
 struct tile {
     float *state;    /* T x D */
     float *ys;       /* T x dims.y (standardized y) */
-    float *cond;     /* T x cond_total, conditions side by side */
+    float *cond;     /* T x cond_total, conditions then combinations side by side */
+    float *area;     /* the graph's buffer slots other than the state */
     float *scratch;  /* block / subnet scratch */
     double *ld;      /* T log-dets */
     double *aux;     /* T doubles */
     double *xd;      /* T x D doubles: the state between numeric blocks (NULL without them) */
+    double *mpar;    /* mdn: one observation's mixture (mdn_par_doubles), then 2 x dims.x
+                        doubles of one row (NULL for the other kinds) */
 };
 
 static struct tile carve(const struct eng_model *m, struct eng_ws *ws)
@@ -121,10 +124,12 @@ static struct tile carve(const struct eng_model *m, struct eng_ws *ws)
     t.state = ws->f;
     t.ys = t.state + T * (size_t)m->D;
     t.cond = t.ys + T * (size_t)(m->info.dims.y ? m->info.dims.y : 1);
-    t.scratch = t.cond + T * (size_t)(m->cond_total ? m->cond_total : 1);
+    t.area = t.cond + T * (size_t)(m->cond_total ? m->cond_total : 1);
+    t.scratch = t.area + m->g.area;
     t.ld = ws->d;
     t.aux = ws->d + T;
     t.xd = m->n_numeric ? ws->d + 2 * T : NULL;
+    t.mpar = m->mdn ? ws->d + 2 * T : NULL;
     return t;
 }
 
@@ -204,8 +209,12 @@ static void spread_rows(float *v, int r, int vec, int pos)
         }
 }
 
+/* The condition inputs a block may read: the conditions, then their combinations. */
+#define MODEL_MAX_CIN (ENG_MAX_CONDITIONS + MODEL_MAX_COMBOS)
+
 /* Conditions for rows [0, rows) of a tile from y (already offset to the tile; y_rows 1 =
- * broadcast).  Returns per-condition pointers and leading dims. */
+ * broadcast), then the combinations (lists of conditions one block reads) concatenated
+ * per row.  Returns per-input pointers and leading dims. */
 static void make_conds(const struct eng_model *m, struct tile *t, const float *y, int rows,
                        bool bcast, const float **cp, int *cld)
 {
@@ -231,44 +240,27 @@ static void make_conds(const struct eng_model *m, struct tile *t, const float *y
         }
         dst += (size_t)ENG_TILE_ROWS * w;
     }
+    for (int j = 0; j < m->n_combos; j++) {
+        const struct cond_combo *c = &m->combos[j];
+        for (int i = 0; i < r; i++) {
+            float *o = dst + (size_t)i * c->width;
+            for (int q = 0; q < c->n; q++) {
+                int k = c->idx[q], w = m->conds[k].width;
+                memcpy(o, cp[k] + (size_t)i * cld[k], sizeof(float) * (size_t)w);
+                o += w;
+            }
+        }
+        cp[m->n_conds + j] = dst;
+        cld[m->n_conds + j] = bcast ? 0 : c->width;
+        dst += (size_t)ENG_TILE_ROWS * c->width;
+    }
 }
 
 static void run_blocks(const struct eng_model *m, struct tile *t, int rows, const float **cp,
                        const int *cld, bool inverse, struct blk_io *proto)
 {
-    bool xd_fresh = false; /* t->xd holds the exact output of the previous (numeric) block */
-    for (int bi = 0; bi < m->n_blocks; bi++) {
-        const struct blk *b = &m->blocks[inverse ? m->n_blocks - 1 - bi : bi];
-        struct blk_io io = *proto;
-        if (inverse && b->numeric) {
-            /* Chain consecutive numeric blocks in double: fill the double state from the
-             * float one only where the previous block was not numeric. */
-            if (!xd_fresh)
-                for (size_t i = 0; i < (size_t)rows * m->D; i++)
-                    t->xd[i] = t->state[i];
-            io.xd = t->xd;
-            const struct blk *next = bi + 1 < m->n_blocks ? &m->blocks[m->n_blocks - 2 - bi] : NULL;
-            io.rounds_out = !(next && next->numeric);
-            xd_fresh = true;
-        } else {
-            xd_fresh = false;
-        }
-        io.k = m->kern;
-        io.n = rows;
-        io.x = t->state;
-        io.log_det = t->ld;
-        io.c = b->cond >= 0 ? cp[b->cond] : NULL;
-        io.c_ld = b->cond >= 0 ? cld[b->cond] : 0;
-        io.scratch = t->scratch;
-        if (inverse && b->numeric && m->tol_frac) {
-            io.tol = proto->tol * m->tol_frac[b->index];
-            io.err_scale = m->err_amp[b->index];
-        }
-        if (inverse)
-            b->ops->inverse(b, &io);
-        else
-            b->ops->forward(b, &io);
-    }
+    const struct graph_bufs gb = {t->state, t->area, t->scratch, t->ld, t->xd};
+    graph_run(m, &gb, rows, cp, cld, inverse, proto);
 }
 
 /* Forward of rows [0, rows) of x (already offset) through the blocks into t->state,
@@ -277,8 +269,8 @@ static void fwd_tile(const struct eng_model *m, struct tile *t, int rows, const 
                      const float *y, bool ybcast)
 {
     const int D = m->D, dx = m->info.dims.x;
-    const float *cp[ENG_MAX_CONDITIONS]; /* n_conds <= ENG_MAX_CONDITIONS (manifest.c) */
-    int cld[ENG_MAX_CONDITIONS];
+    const float *cp[MODEL_MAX_CIN]; /* n_conds <= ENG_MAX_CONDITIONS (manifest.c) */
+    int cld[MODEL_MAX_CIN];
     if (m->info.kind == ENG_KIND_CINN)
         make_conds(m, t, y, rows, ybcast, cp, cld);
     int off = m->info.kind == ENG_KIND_INN ? m->in_x : 0;
@@ -334,8 +326,8 @@ static void inv_tile(const struct eng_model *m, struct tile *t, int rows, const 
                      bool ybcast, const struct eng_solver_opts *opts,
                      struct eng_solver_stats *stats, int row0)
 {
-    const float *cp[ENG_MAX_CONDITIONS];
-    int cld[ENG_MAX_CONDITIONS];
+    const float *cp[MODEL_MAX_CIN];
+    int cld[MODEL_MAX_CIN];
     if (m->info.kind == ENG_KIND_CINN)
         make_conds(m, t, y, rows, ybcast, cp, cld);
     for (int i = 0; i < rows; i++)
@@ -381,6 +373,57 @@ static void inv_tile(const struct eng_model *m, struct tile *t, int rows, const 
                 proto.converged[i] = true;
         }
     }
+}
+
+/* ---- mdn: a mixture per observation (mixture.c) ------------------------------------- */
+
+/* Hidden features of rows [0, rows) of y (offset to the tile; its one row when ybcast)
+ * into t->cond (stride cond_total = the hidden width). */
+static void mdn_hidden_tile(const struct eng_model *m, struct tile *t, int rows,
+                            const float *y, bool ybcast)
+{
+    const int dy = m->info.dims.y, r = ybcast ? 1 : rows;
+    std_rows(&m->sy, y, r, dy, t->ys, dy);
+    mdn_hidden(m->mdn, r, t->ys, dy, t->cond, m->cond_total, t->scratch);
+}
+
+/* The mixture of row i into t->mpar (computed for row 0 only when ybcast). */
+static enum eng_status mdn_row_mixture(const struct eng_model *m, struct tile *t, int i,
+                                       bool ybcast, const char *unit, uint64_t index,
+                                       char *err)
+{
+    if (i > 0 && ybcast)
+        return ENG_OK;
+    const float *h = t->cond + (size_t)(ybcast ? 0 : i) * m->cond_total;
+    if (!mdn_mixture(m->mdn, h, t->mpar))
+        return eng_errf(err, ENG_ERR_NUMERIC, "%s %llu: the mixture's parameters are not "
+                        "finite (the observation is outside the range the network can map)",
+                        unit, (unsigned long long)index);
+    return ENG_OK;
+}
+
+/* log q(x | y) of one row of x (physical units) under the mixture in t->mpar. */
+static double mdn_row_density(const struct eng_model *m, struct tile *t, const float *x)
+{
+    const int dx = m->info.dims.x;
+    double *xs = t->mpar + mdn_par_doubles(m->mdn);
+    for (int j = 0; j < dx; j++)
+        xs[j] = m->sx.mean ? ((double)x[j] - m->sx.mean[j]) / m->sx.std[j] : x[j];
+    return mdn_log_density(m->mdn, t->mpar, xs) - m->sx.log_std_sum;
+}
+
+static enum eng_status mdn_log_prob_tile(const struct eng_model *m, struct tile *t, int rows,
+                                         const float *x, const float *y, bool ybcast,
+                                         double *lp, int row0, char *err)
+{
+    mdn_hidden_tile(m, t, rows, y, ybcast);
+    for (int i = 0; i < rows; i++) {
+        enum eng_status st = mdn_row_mixture(m, t, i, ybcast, "row", (uint64_t)(row0 + i), err);
+        if (st != ENG_OK)
+            return st;
+        lp[i] = mdn_row_density(m, t, x + (size_t)i * m->info.dims.x);
+    }
+    return ENG_OK;
 }
 
 /* Place z (rows x dims.z, stride ldz) and standardized y into the output layout (inn) or
@@ -429,6 +472,9 @@ enum eng_status eng_forward(const struct eng_model *m, struct eng_ws *ws, int n,
 {
     const struct eng_dims *d = &m->info.dims;
     enum eng_kind k = m->info.kind;
+    if (k == ENG_KIND_MDN)
+        return eng_errf(err, ENG_ERR_UNSUPPORTED, "forward is not defined for an mdn model (a "
+                        "mixture density network is not a bijection: use sample or log_prob)");
     enum eng_status st = check_args(m, n, x, d->x, "x", y, y_rows, k == ENG_KIND_CINN, err);
     if (st != ENG_OK)
         return st;
@@ -543,6 +589,9 @@ enum eng_status eng_inverse(const struct eng_model *m, struct eng_ws *ws, int n,
     if (k == ENG_KIND_MLP)
         return eng_errf(err, ENG_ERR_UNSUPPORTED, "inverse is not defined for an mlp model (use "
                     "preimage search)");
+    if (k == ENG_KIND_MDN)
+        return eng_errf(err, ENG_ERR_UNSUPPORTED, "inverse is not defined for an mdn model (a "
+                        "mixture density network is not a bijection: use sample or log_prob)");
     enum eng_status st = check_args(m, n, z, d->z, "z", y, y_rows, k != ENG_KIND_FLOW, err);
     if (st != ENG_OK)
         return st;
@@ -613,8 +662,15 @@ enum eng_status eng_log_prob(const struct eng_model *m, struct eng_ws *ws, int n
             return cancelled(err, r0, n, "rows");
         int rows = n - r0 < ENG_TILE_ROWS ? n - r0 : ENG_TILE_ROWS;
         const float *yt = y ? y + (bc ? 0 : (size_t)r0 * d->y) : NULL;
-        fwd_tile(m, &t, rows, x + (size_t)r0 * d->x, yt, bc);
-        density_tile(m, &t, rows, yt, bc, log_prob + r0);
+        if (m->mdn) {
+            st = mdn_log_prob_tile(m, &t, rows, x + (size_t)r0 * d->x, yt, bc, log_prob + r0,
+                                   r0, err);
+            if (st != ENG_OK)
+                return st;
+        } else {
+            fwd_tile(m, &t, rows, x + (size_t)r0 * d->x, yt, bc);
+            density_tile(m, &t, rows, yt, bc, log_prob + r0);
+        }
         for (int i = 0; i < rows; i++)
             if (isnan(log_prob[r0 + i]))
                 return eng_errf(err, ENG_ERR_NUMERIC, "row %d: log_prob is not a number", r0 + i);
@@ -645,6 +701,43 @@ static bool temperature_ok(float temperature)
     return temperature >= 0.0f && isfinite(temperature);
 }
 
+/* One tile of mdn samples (sample_tile's contract): row i draws its component and its
+ * normals from dr[i]'s stream (engine.h, eng_sample) under the mixture of y row i. */
+static enum eng_status mdn_sample_tile(const struct eng_model *m, struct tile *t, int rows,
+                                       const struct eng_sample_draw *dr, const float *y,
+                                       bool ybcast, float *xo, double *lp, const char *unit,
+                                       uint64_t index0, char *err)
+{
+    const int dx = m->info.dims.x;
+    const uint32_t wu = 4u * (uint32_t)((dx + 3) / 4); /* the first word no normal uses */
+    double *xs = t->mpar + mdn_par_doubles(m->mdn);
+    mdn_hidden_tile(m, t, rows, y, ybcast);
+    for (int i = 0; i < rows; i++) {
+        uint64_t idx = index0 + (uint64_t)i;
+        enum eng_status st = mdn_row_mixture(m, t, i, ybcast, unit, idx, err);
+        if (st != ENG_OK)
+            return st;
+        float *e = t->state + (size_t)i * m->D;
+        eng_rng_normal_row(dr[i].seed, dr[i].obs, dr[i].sample, dx, e);
+        for (int j = 0; j < dx; j++)
+            e[j] *= dr[i].temperature;
+        uint32_t w0 = eng_rng_u32(dr[i].seed, dr[i].obs, dr[i].sample, wu);
+        uint32_t w1 = eng_rng_u32(dr[i].seed, dr[i].obs, dr[i].sample, wu + 1);
+        double u = ((double)(w0 >> 5) * 67108864.0 + (double)(w1 >> 6)) *
+                   (1.0 / 9007199254740992.0); /* 53 bits, [0, 1) */
+        mdn_draw(m->mdn, t->mpar, u, e, xs);
+        float *xr = xo + (size_t)i * dx;
+        for (int j = 0; j < dx; j++)
+            xr[j] = (float)(m->sx.mean ? xs[j] * m->sx.std[j] + m->sx.mean[j] : xs[j]);
+        if ((st = check_out(xr, 1, dx, dx, unit, idx, "x", err)) != ENG_OK)
+            return st;
+        if (lp)
+            lp[i] = mdn_row_density(m, t, xr);
+    }
+    mask_support(m, rows, xo, lp);
+    return ENG_OK;
+}
+
 /* One tile of samples: row i is z = temperature_i * eng_rng_normal_row(seed_i, obs_i,
  * sample_i) taken back through the model under the condition y (row i of y, or its one
  * row when ybcast); x into xo (rows x dims.x), the density into lp (may be NULL), solver
@@ -660,6 +753,8 @@ static enum eng_status sample_tile(const struct eng_model *m, struct tile *t, in
 {
     const struct eng_dims *d = &m->info.dims;
     enum eng_kind k = m->info.kind;
+    if (k == ENG_KIND_MDN)
+        return mdn_sample_tile(m, t, rows, dr, y, ybcast, xo, lp, unit, index0, err);
     const int D = m->D, dz = d->z;
     /* Draw z into the state rows (z segment for inn), keep ||z||^2 for the density. */
     if (k == ENG_KIND_INN)

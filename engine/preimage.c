@@ -562,6 +562,9 @@ enum eng_status eng_preimage(const struct eng_model *m, struct eng_ws *ws, const
     const enum eng_kind kind = info->kind;
     const int n = info->dims.x;
     const int k = kind == ENG_KIND_MLP || kind == ENG_KIND_INN ? info->dims.y : info->dims.z;
+    if (kind == ENG_KIND_MDN)
+        return perr(err, ENG_ERR_UNSUPPORTED, "preimage is not defined for an mdn model (a "
+                    "mixture density network has no forward map to invert)");
     if (opts->method != ENG_PREIMAGE_GRADIENT && opts->method != ENG_PREIMAGE_EVOLUTIONARY)
         return perr(err, ENG_ERR_ARG, "preimage: method must be gradient or evolutionary");
     if (opts->num_solutions < 1 || opts->num_solutions > PRE_MAX_SOLUTIONS)
@@ -600,6 +603,9 @@ enum eng_status eng_preimage(const struct eng_model *m, struct eng_ws *ws, const
     p.m = m, p.ws = ws, p.info = info, p.o = opts, p.n = n, p.k = k, p.t = target, p.err = err;
     p.t0 = now_s();
     model_view(m, &p.mv);
+    if (p.mv.mlp && p.mv.mlp->general)
+        return perr(err, ENG_ERR_ARG, "preimage: not available for mlp networks with "
+                    "convolutional layers (no back-propagation through them)");
     const int S = opts->num_solutions;
     if (kind == ENG_KIND_FLOW || kind == ENG_KIND_CINN)
         p.P = 1;

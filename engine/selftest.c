@@ -1,7 +1,8 @@
 /*
  * selftest.c — the load-time self test: run the checkpoint's embedded test vectors (what
  * the exporting framework computed) through the engine and refuse a model that disagrees,
- * naming the first row, column and both values.  A model that passes keeps float copies of
+ * naming the first row, column and both values (an mdn, which has no forward map: its
+ * log_prob of the test rows).  A model that passes keeps float copies of
  * the first ENG_TEST_VECTORS_MAX rows' observation and x (struct eng_info).
  */
 #include <math.h>
@@ -40,7 +41,30 @@ struct tvec {
     int n;
     double rtol, atol;
     const double *x, *y, *z, *yo, *ld, *xinv;
+    const double *lp; /* mdn: log q(x | y) */
 };
+
+/* mdn: log_prob of the test rows against what the exporter computed. */
+static enum eng_status check_mdn(struct ldr *L, struct eng_model *m, const struct tvec *t,
+                                 struct eng_ws *ws)
+{
+    const struct eng_dims *d = &m->info.dims;
+    size_t nx = (size_t)t->n * d->x, ny = (size_t)t->n * d->y;
+    float *fx = ldr_alloc(L, sizeof(float) * (nx + ny));
+    double *lp = ldr_alloc(L, sizeof(double) * (size_t)t->n);
+    if (!fx || !lp)
+        return ENG_ERR_NOMEM;
+    float *fy = fx + nx;
+    for (size_t i = 0; i < nx; i++)
+        fx[i] = (float)t->x[i];
+    for (size_t i = 0; i < ny; i++)
+        fy[i] = (float)t->y[i];
+    char err[ENG_ERR_LEN];
+    enum eng_status st = eng_log_prob(m, ws, t->n, fx, fy, t->n, lp, err);
+    if (st != ENG_OK)
+        return ldr_fail(L, ENG_ERR_TESTVEC, "log_prob on the test inputs failed: %s", err);
+    return compare(L, "log_prob", NULL, lp, t->lp, t->n, 1, t->rtol, t->atol * d->x);
+}
 
 /* Run the test vectors t through m and compare with what the exporter computed. */
 static enum eng_status check(struct ldr *L, struct eng_model *m, const struct tvec *t,
@@ -100,7 +124,8 @@ static enum eng_status check(struct ldr *L, struct eng_model *m, const struct tv
 static enum eng_status keep(struct ldr *L, struct eng_model *m, const struct tvec *t)
 {
     const struct eng_dims *d = &m->info.dims;
-    const double *obs = m->info.kind == ENG_KIND_CINN ? t->y : t->yo;
+    const double *obs = m->info.kind == ENG_KIND_CINN || m->info.kind == ENG_KIND_MDN ? t->y
+                                                                                     : t->yo;
     if (m->info.kind == ENG_KIND_FLOW || !obs)
         return ENG_OK;
     int n = t->n < ENG_TEST_VECTORS_MAX ? t->n : ENG_TEST_VECTORS_MAX;
@@ -140,8 +165,18 @@ enum eng_status model_self_test(struct ldr *L, struct eng_model *m, const cJSON 
     const double *x, *y = NULL, *z = NULL, *yo = NULL, *ld = NULL, *xinv = NULL;
     if ((st = test_tensor(L, tj, "x", true, n, d->x, &x)) != ENG_OK)
         return st;
-    if (k == ENG_KIND_CINN && (st = test_tensor(L, tj, "y", true, n, d->y, &y)) != ENG_OK)
+    if ((k == ENG_KIND_CINN || k == ENG_KIND_MDN) &&
+        (st = test_tensor(L, tj, "y", true, n, d->y, &y)) != ENG_OK)
         return st;
+    if (k == ENG_KIND_MDN) {
+        const double *lp;
+        if ((st = test_tensor(L, tj, "log_prob", true, n, -1, &lp)) != ENG_OK)
+            return st;
+        struct tvec t = {n, rtol, atol, x, y, NULL, NULL, NULL, NULL, lp};
+        if ((st = check_mdn(L, m, &t, ws)) != ENG_OK)
+            return st;
+        return keep(L, m, &t);
+    }
     if (k != ENG_KIND_MLP) {
         if ((st = test_tensor(L, tj, "z", true, n, d->z, &z)) != ENG_OK)
             return st;
@@ -151,10 +186,12 @@ enum eng_status model_self_test(struct ldr *L, struct eng_model *m, const cJSON 
     if ((k == ENG_KIND_INN || k == ENG_KIND_MLP) &&
         (st = test_tensor(L, tj, "y_out", true, n, d->y, &yo)) != ENG_OK)
         return st;
-    if (k == ENG_KIND_INN && (st = test_tensor(L, tj, "x_inv", false, n, d->x, &xinv)) != ENG_OK)
+    /* x_inv: what the inverse of z gives when that is not x (an inn whose pad outputs are
+     * not 0; a layer whose inverse is inexact by design, such as InvAutoFC's transpose) */
+    if (k != ENG_KIND_MLP && (st = test_tensor(L, tj, "x_inv", false, n, d->x, &xinv)) != ENG_OK)
         return st;
 
-    struct tvec t = {n, rtol, atol, x, y, z, yo, ld, xinv};
+    struct tvec t = {n, rtol, atol, x, y, z, yo, ld, xinv, NULL};
     if ((st = check(L, m, &t, ws)) != ENG_OK)
         return st;
     return keep(L, m, &t);

@@ -6,6 +6,7 @@
  * per tile, not one per row.
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -124,8 +125,379 @@ double act_lipschitz(enum act_type t, float p1, float p2)
 
 /* ---- loading ------------------------------------------------------------------------------ */
 
-enum eng_status ldr_subnet(struct ldr *L, const cJSON *obj, const char *field, int dx, int dc,
-                           int dout, const struct subnet **out)
+/* The shape flowing through a subnet while it loads: rank 1 a flat vector of c values
+ * (h = w = 1), rank 2 (c, L) held as (c, 1, L), rank 3 (c, h, w). */
+struct shp {
+    int rank, c, h, w;
+};
+
+static long long shp_numel(const struct shp *s) { return (long long)s->c * s->h * s->w; }
+
+static const char *shp_str(const struct shp *s, char *buf, size_t n)
+{
+    if (s->rank == 1)
+        snprintf(buf, n, "a flat vector of %d", s->c);
+    else if (s->rank == 2)
+        snprintf(buf, n, "(%d, %d)", s->c, s->w);
+    else
+        snprintf(buf, n, "(%d, %d, %d)", s->c, s->h, s->w);
+    return buf;
+}
+
+/* An int field or a list of `dim` ints (torch's int-or-tuple arguments), each >= lo. */
+static enum eng_status int_pair(struct ldr *L, const cJSON *lj, const char *field, int dim,
+                                int def, int lo, int out[2])
+{
+    out[0] = out[1] = def;
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(lj, field);
+    if (!f || cJSON_IsNull(f))
+        return ENG_OK;
+    if (cJSON_IsNumber(f)) {
+        long v;
+        enum eng_status st = ldr_int(L, lj, field, true, def, lo, 1 << 16, &v);
+        out[0] = out[1] = (int)v;
+        return st;
+    }
+    if (!cJSON_IsArray(f) || cJSON_GetArraySize(f) != dim)
+        return ldr_fail(L, ENG_ERR_MANIFEST, "field '%s' must be an integer or a list of %d "
+                        "integers", field, dim);
+    for (int i = 0; i < dim; i++) {
+        const cJSON *e = cJSON_GetArrayItem(f, i);
+        double v = cJSON_IsNumber(e) ? e->valuedouble : -1e300;
+        if (v != floor(v) || v < lo || v > (1 << 16))
+            return ldr_fail(L, ENG_ERR_MANIFEST, "field '%s'[%d] must be an integer >= %d",
+                            field, i, lo);
+        out[i] = (int)v;
+    }
+    return ENG_OK;
+}
+
+/* conv1d / conv2d / conv_transpose1d / conv_transpose2d on the image state *sh. */
+static enum eng_status load_conv(struct ldr *L, const cJSON *lj, struct subnet_layer *l,
+                                 struct shp *sh, bool transposed, int dim, long long *n_params)
+{
+    char buf[64];
+    const char *lname = transposed ? (dim == 2 ? "conv_transpose2d" : "conv_transpose1d")
+                                   : (dim == 2 ? "conv2d" : "conv1d");
+    if (sh->rank != dim + 1)
+        return ldr_fail(L, ENG_ERR_MANIFEST, "%s needs a %s input; the layer's input is %s",
+                        lname, dim == 2 ? "(C, H, W)" : "(C, L)", shp_str(sh, buf, sizeof(buf)));
+    const struct st_tensor *wt;
+    enum eng_status st = ldr_raw(L, lj, "weight", &wt);
+    if (st != ENG_OK)
+        return st;
+    if (wt->ndim != dim + 2 || wt->shape[0] < 1 || wt->shape[0] > (1 << 16))
+        return ldr_fail(L, ENG_ERR_TENSOR, "tensor '%s' (field 'weight') must have %d dims "
+                        "(%s), got %d", wt->name, dim + 2,
+                        transposed ? "in, out/groups, kernel..." : "out, in/groups, kernel...",
+                        wt->ndim);
+    long groups = 1;
+    if ((st = ldr_int(L, lj, "groups", false, 1, 1, 1 << 16, &groups)) != ENG_OK)
+        return st;
+    struct conv_geom *g = &l->g;
+    memset(g, 0, sizeof(*g));
+    g->transposed = transposed;
+    g->groups = (int)groups;
+    g->cin = sh->c;
+    g->ih = sh->h, g->iw = sh->w;
+    if (g->cin % g->groups != 0)
+        return ldr_fail(L, ENG_ERR_MANIFEST, "groups: %d does not divide the %d input channels",
+                        g->groups, g->cin);
+    int64_t k0 = wt->shape[2], k1 = dim == 2 ? wt->shape[3] : 1;
+    if (dim == 1)
+        k1 = wt->shape[2], k0 = 1;
+    if (k0 < 1 || k1 < 1 || k0 > 4096 || k1 > 4096)
+        return ldr_fail(L, ENG_ERR_TENSOR, "tensor '%s' (field 'weight'): kernel sizes must be "
+                        "between 1 and 4096", wt->name);
+    g->kh = (int)k0, g->kw = (int)k1;
+    int64_t shp4[4];
+    if (transposed) {
+        int64_t og = wt->shape[1];
+        g->cout = (int)(og * g->groups);
+        shp4[0] = g->cin, shp4[1] = og;
+    } else {
+        g->cout = (int)wt->shape[0];
+        shp4[0] = -1, shp4[1] = g->cin / g->groups;
+        if (g->cout % g->groups != 0)
+            return ldr_fail(L, ENG_ERR_TENSOR, "tensor '%s' (field 'weight'): %d output "
+                            "channels are not divisible by groups = %d", wt->name, g->cout,
+                            g->groups);
+    }
+    if (dim == 2)
+        shp4[2] = g->kh, shp4[3] = g->kw;
+    else
+        shp4[2] = g->kw;
+    const float *w;
+    if ((st = ldr_tensor(L, lj, "weight", true, dim + 2, shp4, &w)) != ENG_OK)
+        return st;
+    if (g->cout < 1 || g->cout > (1 << 16))
+        return ldr_fail(L, ENG_ERR_TENSOR, "tensor '%s' (field 'weight'): %d output channels",
+                        wt->name, g->cout);
+    int64_t bs[1] = {g->cout};
+    if ((st = ldr_tensor(L, lj, "bias", false, 1, bs, &l->cb)) != ENG_OK)
+        return st;
+
+    int s2[2], d2[2], p2[2] = {0, 0}, op2[2] = {0, 0};
+    if ((st = int_pair(L, lj, "stride", dim, 1, 1, s2)) != ENG_OK ||
+        (st = int_pair(L, lj, "dilation", dim, 1, 1, d2)) != ENG_OK)
+        return st;
+    bool same = false;
+    const cJSON *pj = cJSON_GetObjectItemCaseSensitive(lj, "padding");
+    if (cJSON_IsString(pj)) {
+        if (transposed)
+            return ldr_fail(L, ENG_ERR_MANIFEST, "padding: %s takes integer padding only",
+                            lname);
+        if (strcmp(pj->valuestring, "same") == 0)
+            same = true;
+        else if (strcmp(pj->valuestring, "valid") != 0)
+            return ldr_fail(L, ENG_ERR_MANIFEST, "padding: '%.40s' is not 'same', 'valid' or "
+                            "integers", pj->valuestring);
+    } else if ((st = int_pair(L, lj, "padding", dim, 0, 0, p2)) != ENG_OK) {
+        return st;
+    }
+    if (transposed && (st = int_pair(L, lj, "output_padding", dim, 0, 0, op2)) != ENG_OK)
+        return st;
+    static const char *const modes[] = {"zeros", "circular", "reflect", "replicate"};
+    int mode = 0;
+    if ((st = ldr_enum(L, lj, "padding_mode", false, 0, modes, 4, &mode)) != ENG_OK)
+        return st;
+    if (mode >= 2 || (mode == 1 && transposed))
+        return ldr_fail(L, ENG_ERR_MANIFEST, "padding_mode: '%s' is not supported for %s "
+                        "(supported: 'zeros'%s)", modes[mode], lname,
+                        transposed ? "" : ", 'circular'");
+    g->circular = mode == 1;
+    /* axis 0 is h (unused for 1-D), axis 1 is w */
+    int ax = dim == 2 ? 0 : -1;
+    g->sh = ax == 0 ? s2[0] : 1, g->sw = s2[dim - 1];
+    g->dh = ax == 0 ? d2[0] : 1, g->dw = d2[dim - 1];
+    if (same) {
+        if (g->sh != 1 || g->sw != 1)
+            return ldr_fail(L, ENG_ERR_MANIFEST, "padding: 'same' needs stride 1 (torch "
+                            "refuses it otherwise)");
+        int th = g->dh * (g->kh - 1), tw = g->dw * (g->kw - 1);
+        g->pt = th / 2, g->pb = th - th / 2, g->pl = tw / 2, g->pr = tw - tw / 2;
+    } else {
+        g->pt = g->pb = ax == 0 ? p2[0] : 0;
+        g->pl = g->pr = p2[dim - 1];
+    }
+    int oph = ax == 0 ? op2[0] : 0, opw = op2[dim - 1];
+    if (transposed && (oph >= (g->sh > g->dh ? g->sh : g->dh) ||
+                       opw >= (g->sw > g->dw ? g->sw : g->dw)))
+        return ldr_fail(L, ENG_ERR_MANIFEST, "output_padding: must be smaller than the stride "
+                        "or the dilation (torch's rule)");
+    if (g->circular && (g->pt > g->ih || g->pb > g->ih || g->pl > g->iw || g->pr > g->iw))
+        return ldr_fail(L, ENG_ERR_MANIFEST, "padding: circular padding larger than the input "
+                        "(%d x %d) is not supported", g->ih, g->iw);
+    if (!conv_geom_finish(g, oph, opw))
+        return ldr_fail(L, ENG_ERR_TENSOR, "tensor '%s': a kernel of %d x %d (dilation %d, %d) "
+                        "does not fit the padded input %s; the output would be empty",
+                        wt->name, g->kh, g->kw, g->dh, g->dw, shp_str(sh, buf, sizeof(buf)));
+    float *wm = ldr_alloc(L, sizeof(float) * (size_t)g->cout * (size_t)g->kg);
+    if (!wm)
+        return ENG_ERR_NOMEM;
+    conv_weight_matrix(g, w, wm);
+    l->cw = wm;
+    l->wname = wt->name;
+    l->kind = SUB_CONV;
+    l->in = (int)shp_numel(sh);
+    sh->c = g->cout, sh->h = g->oh, sh->w = g->ow;
+    if (shp_numel(sh) > (1 << 24))
+        return ldr_fail(L, ENG_ERR_TENSOR, "tensor '%s': the output %s is too large", wt->name,
+                        shp_str(sh, buf, sizeof(buf)));
+    l->out = (int)shp_numel(sh);
+    *n_params += (long long)g->cout * g->kg + (l->cb ? g->cout : 0);
+    return ENG_OK;
+}
+
+static enum eng_status load_linear(struct ldr *L, const cJSON *lj, struct subnet_layer *l,
+                                   struct shp *sh, long long *n_params)
+{
+    char buf[64];
+    const struct st_tensor *wt;
+    enum eng_status st;
+    if (sh->rank != 1)
+        return ldr_fail(L, ENG_ERR_MANIFEST, "a linear layer on a %s input acts on its last "
+                        "axis in torch; add a 'flatten' layer before it",
+                        shp_str(sh, buf, sizeof(buf)));
+    int width = sh->c;
+    if ((st = ldr_raw(L, lj, "weight", &wt)) != ENG_OK)
+        return st;
+    int outw = wt->ndim == 2 ? (int)wt->shape[0] : -1;
+    if (outw <= 0 || outw > (1 << 20))
+        return ldr_fail(L, ENG_ERR_TENSOR, "tensor '%s' (field 'weight') must be a matrix "
+                        "(out, in) with out > 0", wt->name);
+    int64_t shp[2] = {outw, width};
+    if ((st = ldr_tensor(L, lj, "weight", true, 2, shp, &l->w)) != ENG_OK)
+        return st;
+    int64_t bs[1] = {outw};
+    if ((st = ldr_tensor(L, lj, "bias", false, 1, bs, &l->b)) != ENG_OK)
+        return st;
+    l->kind = SUB_LINEAR;
+    l->is_linear = 1, l->in = width, l->out = outw;
+    float *wp = ldr_alloc(L, sizeof(float) * (kern_packed_size(outw, width) + 1));
+    if (!wp)
+        return ENG_ERR_NOMEM;
+    kern_pack_weight(outw, width, l->w, width, wp);
+    l->wp = wp;
+    l->wname = wt->name;
+    *n_params += (long long)outw * width + (l->b ? outw : 0);
+    sh->c = outw;
+    return ENG_OK;
+}
+
+static enum eng_status load_act(struct ldr *L, const cJSON *lj, enum act_type act,
+                                struct subnet_layer *l, const struct shp *sh)
+{
+    enum eng_status st = ENG_OK;
+    l->kind = SUB_ACT;
+    l->act = act;
+    l->in = l->out = (int)shp_numel(sh);
+    double p1 = 0, p2 = 0;
+    if (l->act == ACT_LEAKY_RELU) {
+        st = ldr_num(L, lj, "negative_slope", false, 0.01, &p1);
+    } else if (l->act == ACT_ELU) {
+        st = ldr_num(L, lj, "alpha", false, 1.0, &p1);
+    } else if (l->act == ACT_SOFTPLUS) {
+        st = ldr_num(L, lj, "beta", false, 1.0, &p1);
+        if (st == ENG_OK)
+            st = ldr_num(L, lj, "threshold", false, 20.0, &p2);
+        if (st == ENG_OK && !(p1 > 0))
+            st = ldr_fail(L, ENG_ERR_MANIFEST, "field 'beta' must be > 0");
+    } else if (l->act == ACT_GELU) {
+        static const char *const approx[] = {"none", "tanh"};
+        int a = 0;
+        st = ldr_enum(L, lj, "approximate", false, 0, approx, 2, &a);
+        if (a == 1)
+            l->act = ACT_GELU_TANH;
+    }
+    l->p1 = (float)p1, l->p2 = (float)p2;
+    return st;
+}
+
+/* unflatten: a flat state to (C, H, W) / (C, L) from "shape". */
+static enum eng_status load_unflatten(struct ldr *L, const cJSON *lj, struct subnet_layer *l,
+                                      struct shp *sh)
+{
+    char buf[64];
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(lj, "shape");
+    int n = cJSON_IsArray(f) ? cJSON_GetArraySize(f) : 0;
+    if (n != 2 && n != 3)
+        return ldr_fail(L, ENG_ERR_MANIFEST, "field 'shape' must be [C, H, W] or [C, L]");
+    int v[3] = {1, 1, 1};
+    long long prod = 1;
+    for (int i = 0; i < n; i++) {
+        const cJSON *e = cJSON_GetArrayItem(f, i);
+        double x = cJSON_IsNumber(e) ? e->valuedouble : 0;
+        if (x != floor(x) || x < 1 || x > (1 << 24))
+            return ldr_fail(L, ENG_ERR_MANIFEST, "shape[%d] must be a positive integer", i);
+        v[i] = (int)x;
+        prod *= v[i];
+    }
+    if (sh->rank != 1 || prod != shp_numel(sh))
+        return ldr_fail(L, ENG_ERR_MANIFEST, "unflatten to %lld values; the layer's input is %s",
+                        prod, shp_str(sh, buf, sizeof(buf)));
+    l->kind = SUB_UNFLATTEN;
+    l->in = l->out = (int)prod;
+    sh->rank = n, sh->c = v[0];
+    sh->h = n == 3 ? v[1] : 1;
+    sh->w = n == 3 ? v[2] : v[1];
+    return ENG_OK;
+}
+
+/* Parse the layers; *in_sh is the input shape, *need the output shape the block needs. */
+static enum eng_status load_layers(struct ldr *L, const cJSON *layers, int nl,
+                                   struct subnet_layer *ls, struct subnet *s,
+                                   const struct shp *in_sh, const struct shp *need)
+{
+    static const char *const types[] = {"linear", "relu", "leaky_relu", "elu", "tanh",
+                                        "sigmoid", "softplus", "gelu", "silu", "lipswish",
+                                        "conv1d", "conv2d", "conv_transpose1d",
+                                        "conv_transpose2d", "flatten", "unflatten"};
+    static const enum act_type acts[] = {0, ACT_RELU, ACT_LEAKY_RELU, ACT_ELU, ACT_TANH,
+                                         ACT_SIGMOID, ACT_SOFTPLUS, ACT_GELU, ACT_SILU,
+                                         ACT_LIPSWISH};
+    struct shp sh = *in_sh;
+    const char *last_w = "?";
+    enum eng_status st = ENG_OK;
+    char b1[64], b2[64];
+    s->state_max = (size_t)shp_numel(&sh);
+    for (int i = 0; i < nl; i++) {
+        const cJSON *lj = cJSON_GetArrayItem(layers, i);
+        size_t m2 = ldr_push(L, ".layers[%d]", i);
+        int ty;
+        st = ldr_enum(L, lj, "type", true, 0, types, (int)(sizeof(types) / sizeof(types[0])), &ty);
+        struct subnet_layer *l = &ls[i];
+        if (st != ENG_OK) {
+        } else if (ty == 0) {
+            st = load_linear(L, lj, l, &sh, &s->n_params);
+        } else if (ty < 10) {
+            st = load_act(L, lj, acts[ty], l, &sh);
+        } else if (ty < 14) {
+            st = load_conv(L, lj, l, &sh, ty >= 12, ty == 11 || ty == 13 ? 2 : 1, &s->n_params);
+        } else if (ty == 14) {
+            l->kind = SUB_FLATTEN;
+            l->in = l->out = (int)shp_numel(&sh);
+            sh.rank = 1, sh.c = l->out, sh.h = sh.w = 1;
+        } else {
+            st = load_unflatten(L, lj, l, &sh);
+        }
+        if (st != ENG_OK) {
+            ldr_pop(L, m2);
+            return st;
+        }
+        if (l->kind == SUB_LINEAR || l->kind == SUB_CONV)
+            last_w = l->wname;
+        if ((size_t)shp_numel(&sh) > s->state_max)
+            s->state_max = (size_t)shp_numel(&sh);
+        if (l->kind == SUB_CONV) {
+            size_t cf = conv_col_floats(&l->g);
+            /* the first layer gathers [x, c] from two places even when 1x1 */
+            if (cf == 0 && i == 0 && s->cx > 0 && s->cc > 0)
+                cf = (size_t)l->g.cin * l->g.oh * l->g.ow;
+            if (cf > s->col_max)
+                s->col_max = cf;
+        }
+        ldr_pop(L, m2);
+    }
+    bool ok = need->rank == 1 ? sh.rank == 1 && sh.c == need->c
+                              : sh.rank == need->rank && sh.c == need->c && sh.h == need->h &&
+                                    sh.w == need->w;
+    if (need->c < 0 && sh.rank == 1) /* any width */
+        ok = true;
+    if (!ok)
+        return ldr_fail(L, ENG_ERR_TENSOR, "subnet output is %s (tensor '%s'), the block needs %s",
+                        shp_str(&sh, b1, sizeof(b1)), last_w, shp_str(need, b2, sizeof(b2)));
+    s->dout = (int)shp_numel(&sh);
+    return ENG_OK;
+}
+
+/* Split the first (Linear) layer of an MLP subnet into its x and condition parts. */
+static enum eng_status split_first(struct ldr *L, struct subnet *s)
+{
+    const struct subnet_layer *l0 = &s->layers[0];
+    int dx = s->dx, dc = s->dc;
+    float *wx = ldr_alloc(L, sizeof(float) * (size_t)(l0->out * (dx ? dx : 1)));
+    float *wc = ldr_alloc(L, sizeof(float) * (size_t)(l0->out * (dc ? dc : 1)));
+    if (!wx || !wc)
+        return ENG_ERR_NOMEM;
+    for (int o = 0; o < l0->out; o++) {
+        memcpy(wx + (size_t)o * dx, l0->w + (size_t)o * l0->in, sizeof(float) * (size_t)dx);
+        memcpy(wc + (size_t)o * dc, l0->w + (size_t)o * l0->in + dx, sizeof(float) * (size_t)dc);
+    }
+    s->w1x = wx, s->w1c = wc;
+    float *wxp = ldr_alloc(L, sizeof(float) * (kern_packed_size(l0->out, dx) + 1));
+    float *wcp = ldr_alloc(L, sizeof(float) * (kern_packed_size(l0->out, dc) + 1));
+    if (!wxp || !wcp)
+        return ENG_ERR_NOMEM;
+    kern_pack_weight(l0->out, dx, wx, dx, wxp);
+    kern_pack_weight(l0->out, dc, wc, dc, wcp);
+    s->w1xp = wxp, s->w1cp = wcp;
+    return ENG_OK;
+}
+
+static enum eng_status load_subnet(struct ldr *L, const cJSON *obj, const char *field,
+                                   const struct shp *in_sh, const struct shp *need, int cx,
+                                   int cc, const struct subnet **out)
 {
     *out = NULL;
     const cJSON *sj;
@@ -135,120 +507,62 @@ enum eng_status ldr_subnet(struct ldr *L, const cJSON *obj, const char *field, i
     size_t mark = ldr_push(L, ".%s", field);
     const cJSON *layers = cJSON_GetObjectItemCaseSensitive(sj, "layers");
     int nl = cJSON_IsArray(layers) ? cJSON_GetArraySize(layers) : 0;
+    struct subnet *s = NULL;
+    struct subnet_layer *ls = NULL;
     if (nl <= 0 || nl > 256) {
         st = ldr_fail(L, ENG_ERR_MANIFEST, "field 'layers' must be a non-empty list (at most 256)");
         goto out;
     }
-    struct subnet *s = ldr_alloc(L, sizeof(*s));
-    struct subnet_layer *ls = ldr_alloc(L, sizeof(*ls) * (size_t)nl);
+    s = ldr_alloc(L, sizeof(*s));
+    ls = ldr_alloc(L, sizeof(*ls) * (size_t)nl);
     if (!s || !ls) {
         st = ENG_ERR_NOMEM;
         goto out;
     }
-    s->dx = dx, s->dc = dc, s->dout = dout, s->n_layers = nl, s->layers = ls;
-    int width = dx + dc;
-    const char *last_w = "?"; /* name of the last Linear weight, for messages */
+    const long long P = (long long)in_sh->h * in_sh->w;
+    s->cx = cx, s->cc = cc;
+    s->dx = (int)(cx * P), s->dc = (int)(cc * P);
+    if ((st = load_layers(L, layers, nl, ls, s, in_sh, need)) != ENG_OK)
+        goto out;
+    /* An MLP (no convolution, a Linear before any activation) runs on whole tiles; the
+     * flatten / unflatten layers around it are the flat layout itself. */
+    int first = -1, nconv = 0, ncomp = 0;
     for (int i = 0; i < nl; i++) {
-        const cJSON *lj = cJSON_GetArrayItem(layers, i);
-        size_t m2 = ldr_push(L, ".layers[%d]", i);
-        static const char *const types[] = {"linear", "relu", "leaky_relu", "elu", "tanh",
-                                            "sigmoid", "softplus", "gelu", "silu", "lipswish"};
-        int ty;
-        st = ldr_enum(L, lj, "type", true, 0, types, (int)(sizeof(types) / sizeof(types[0])), &ty);
-        if (st != ENG_OK)
+        if (ls[i].kind == SUB_CONV)
+            nconv++;
+        if (ls[i].kind == SUB_LINEAR || ls[i].kind == SUB_CONV)
+            ncomp++;
+        if ((ls[i].kind == SUB_LINEAR || ls[i].kind == SUB_ACT) && first < 0)
+            first = i;
+    }
+    if (ncomp == 0) {
+        st = ldr_fail(L, ENG_ERR_MANIFEST, "the subnet has no linear or convolution layer");
+        goto out;
+    }
+    if (in_sh->rank == 1 && (first < 0 || ls[first].kind != SUB_LINEAR)) {
+        st = ldr_fail(L, ENG_ERR_MANIFEST, "the first layer must be 'linear'");
+        goto out;
+    }
+    if (nconv == 0 && first >= 0 && ls[first].kind == SUB_LINEAR) {
+        int k = 0;
+        for (int i = 0; i < nl; i++)
+            if (ls[i].kind == SUB_LINEAR || ls[i].kind == SUB_ACT)
+                ls[k++] = ls[i];
+        s->layers = ls, s->n_layers = k;
+        for (int i = 0; i < k; i++)
+            if (ls[i].kind == SUB_LINEAR && ls[i].out > s->max_width)
+                s->max_width = ls[i].out;
+        if ((st = split_first(L, s)) != ENG_OK)
             goto out;
-        struct subnet_layer *l = &ls[i];
-        if (ty == 0) {
-            const struct st_tensor *wt;
-            if ((st = ldr_raw(L, lj, "weight", &wt)) != ENG_OK)
-                goto out;
-            int outw = wt->ndim == 2 ? (int)wt->shape[0] : -1;
-            if (outw <= 0 || outw > (1 << 20)) {
-                st = ldr_fail(L, ENG_ERR_TENSOR, "tensor '%s' (field 'weight') must be a matrix "
-                              "(out, in) with out > 0", wt->name);
-                goto out;
-            }
-            int64_t shp[2] = {outw, width};
-            if ((st = ldr_tensor(L, lj, "weight", true, 2, shp, &l->w)) != ENG_OK)
-                goto out;
-            int64_t bs[1] = {outw};
-            if ((st = ldr_tensor(L, lj, "bias", false, 1, bs, &l->b)) != ENG_OK)
-                goto out;
-            l->is_linear = 1, l->in = width, l->out = outw;
-            float *wp = ldr_alloc(L, sizeof(float) * (kern_packed_size(outw, width) + 1));
-            if (!wp) {
-                st = ENG_ERR_NOMEM;
-                goto out;
-            }
-            kern_pack_weight(outw, width, l->w, width, wp);
-            l->wp = wp;
-            last_w = wt->name;
-            s->n_params += (long long)outw * width + (l->b ? outw : 0);
-            width = outw;
-            if (width > s->max_width)
-                s->max_width = width;
-        } else {
-            if (i == 0) {
-                st = ldr_fail(L, ENG_ERR_MANIFEST, "the first layer must be 'linear'");
-                goto out;
-            }
-            static const enum act_type map[] = {0, ACT_RELU, ACT_LEAKY_RELU, ACT_ELU, ACT_TANH,
-                                                ACT_SIGMOID, ACT_SOFTPLUS, ACT_GELU, ACT_SILU,
-                                                ACT_LIPSWISH};
-            l->act = map[ty];
-            l->in = l->out = width;
-            double p1 = 0, p2 = 0;
-            if (l->act == ACT_LEAKY_RELU) {
-                st = ldr_num(L, lj, "negative_slope", false, 0.01, &p1);
-            } else if (l->act == ACT_ELU) {
-                st = ldr_num(L, lj, "alpha", false, 1.0, &p1);
-            } else if (l->act == ACT_SOFTPLUS) {
-                st = ldr_num(L, lj, "beta", false, 1.0, &p1);
-                if (st == ENG_OK)
-                    st = ldr_num(L, lj, "threshold", false, 20.0, &p2);
-                if (st == ENG_OK && !(p1 > 0))
-                    st = ldr_fail(L, ENG_ERR_MANIFEST, "field 'beta' must be > 0");
-            } else if (l->act == ACT_GELU) {
-                static const char *const approx[] = {"none", "tanh"};
-                int a = 0;
-                st = ldr_enum(L, lj, "approximate", false, 0, approx, 2, &a);
-                if (a == 1)
-                    l->act = ACT_GELU_TANH;
-            }
-            if (st != ENG_OK)
-                goto out;
-            l->p1 = (float)p1, l->p2 = (float)p2;
-        }
-        ldr_pop(L, m2);
+    } else {
+        s->general = true;
+        s->layers = ls, s->n_layers = nl;
+        for (int i = 1; i < nl; i++)
+            if (ls[i].kind == SUB_ACT &&
+                (ls[i - 1].kind == SUB_LINEAR || ls[i - 1].kind == SUB_CONV))
+                ls[i].fused = true;
+        s->max_width = (int)s->state_max;
     }
-    if (dout >= 0 && width != dout) {
-        st = ldr_fail(L, ENG_ERR_TENSOR, "subnet output width is %d (tensor '%s'), the block "
-                      "needs %d", width, last_w, dout);
-        goto out;
-    }
-    s->dout = width;
-    /* Split the first layer into the x part and the condition part. */
-    const struct subnet_layer *l0 = &ls[0];
-    float *wx = ldr_alloc(L, sizeof(float) * (size_t)(l0->out * (dx ? dx : 1)));
-    float *wc = ldr_alloc(L, sizeof(float) * (size_t)(l0->out * (dc ? dc : 1)));
-    if (!wx || !wc) {
-        st = ENG_ERR_NOMEM;
-        goto out;
-    }
-    for (int o = 0; o < l0->out; o++) {
-        memcpy(wx + (size_t)o * dx, l0->w + (size_t)o * l0->in, sizeof(float) * (size_t)dx);
-        memcpy(wc + (size_t)o * dc, l0->w + (size_t)o * l0->in + dx, sizeof(float) * (size_t)dc);
-    }
-    s->w1x = wx, s->w1c = wc;
-    float *wxp = ldr_alloc(L, sizeof(float) * (kern_packed_size(l0->out, dx) + 1));
-    float *wcp = ldr_alloc(L, sizeof(float) * (kern_packed_size(l0->out, dc) + 1));
-    if (!wxp || !wcp) {
-        st = ENG_ERR_NOMEM;
-        goto out;
-    }
-    kern_pack_weight(l0->out, dx, wx, dx, wxp);
-    kern_pack_weight(l0->out, dc, wc, dc, wcp);
-    s->w1xp = wxp, s->w1cp = wcp;
     s->k = ldr_kern(L);
     *out = s;
 out:
@@ -256,10 +570,34 @@ out:
     return st;
 }
 
+enum eng_status ldr_subnet(struct ldr *L, const cJSON *obj, const char *field, int dx, int dc,
+                           int dout, const struct subnet **out)
+{
+    struct shp in = {1, dx + dc, 1, 1}, need = {1, dout, 1, 1};
+    return load_subnet(L, obj, field, &in, &need, dx, dc, out);
+}
+
+enum eng_status ldr_subnet_img(struct ldr *L, const cJSON *obj, const char *field, int rank,
+                               const int *spatial, int cx, int cc, int cout,
+                               const struct subnet **out)
+{
+    if (rank <= 1)
+        return ldr_subnet(L, obj, field, cx, cc, cout, out);
+    int h = rank == 3 ? spatial[0] : 1, w = rank == 3 ? spatial[1] : spatial[0];
+    struct shp in = {rank, cx + cc, h, w}, need = {rank, cout, h, w};
+    return load_subnet(L, obj, field, &in, &need, cx, cc, out);
+}
+
 /* ---- evaluation ------------------------------------------------------------------------- */
+
+/* Convolutional subnets: per row, two state buffers and the im2col matrix (rounded to
+ * 16 floats so each starts 64-byte aligned relative to the scratch). */
+static size_t round16(size_t n) { return (n + 15) / 16 * 16; }
 
 size_t subnet_scratch(const struct subnet *s, int rows)
 {
+    if (s->general)
+        return 2 * round16(s->state_max) + round16(s->col_max) + 16;
     return 2 * (size_t)rows * (size_t)s->max_width + (size_t)s->max_width;
 }
 
@@ -294,12 +632,112 @@ static const struct subnet_layer *fused_act(const struct subnet *s, int i)
     return i + 1 < s->n_layers && !s->layers[i + 1].is_linear ? &s->layers[i + 1] : NULL;
 }
 
-/* Every output element is bias, then the condition columns, then the x columns, each
+/* One convolution of one row: dst (cout x oh*ow) = act(bias + W * im2col(src)), each
+ * element starting from its bias and accumulating the (ci, a, b) terms in order (kern.h),
+ * one product per group.  src holds the channels < cx, c the rest (the first layer's
+ * [x, c]; cx = cin and c = NULL elsewhere). */
+static void conv_row(const struct subnet *s, const struct subnet_layer *l,
+                     const struct subnet_layer *act, const float *src, int cx, const float *c,
+                     float *col, float *dst)
+{
+    const struct conv_geom *g = &l->g;
+    const size_t P = (size_t)g->oh * g->ow;
+    const int cout_g = g->cout / g->groups;
+    const float *B;
+    if (conv_direct(g) && (cx == g->cin || cx == 0)) {
+        B = cx == 0 ? c : src;
+    } else {
+        conv_im2col(g, src, cx, c, col);
+        B = col;
+    }
+    for (int gr = 0; gr < g->groups; gr++) {
+        float *y = dst + (size_t)gr * cout_g * P;
+        if (l->cb)
+            for (int o = 0; o < cout_g; o++) {
+                float bv = l->cb[gr * cout_g + o];
+                float *yo = y + (size_t)o * P;
+                for (size_t p = 0; p < P; p++)
+                    yo[p] = bv;
+            }
+        struct kern_gemm gm = {.m = cout_g, .n = (int)P, .k = g->kg,
+                               .a = l->cw + (size_t)gr * cout_g * g->kg, .lda = g->kg,
+                               .b = B + (size_t)gr * g->kg * P, .ldb = (int)P,
+                               .bmode = KERN_B_ROWMAJOR, .accumulate = l->cb != NULL, .y = y,
+                               .ldy = (int)P};
+        if (act) {
+            gm.act = act->act;
+            gm.p1 = act->p1, gm.p2 = act->p2;
+        }
+        s->k->gemm(&gm);
+    }
+}
+
+/* A convolutional subnet on one row.  The input [x, c] is read in place by the first
+ * convolution (copied into a state buffer when a linear layer or an activation comes
+ * first); states alternate between two buffers; the last is copied to out. */
+static void general_row(const struct subnet *s, const float *x, const float *c, float *out,
+                        float *scratch)
+{
+    float *buf[2] = {scratch, scratch + round16(s->state_max)};
+    float *col = scratch + 2 * round16(s->state_max);
+    const float *cur = NULL; /* NULL: the input [x, c], not yet copied */
+    for (int i = 0; i < s->n_layers; i++) {
+        const struct subnet_layer *l = &s->layers[i];
+        const struct subnet_layer *act =
+            i + 1 < s->n_layers && s->layers[i + 1].fused ? &s->layers[i + 1] : NULL;
+        float *dst = cur == buf[0] ? buf[1] : buf[0];
+        if (l->kind == SUB_FLATTEN || l->kind == SUB_UNFLATTEN || (l->kind == SUB_ACT && l->fused))
+            continue;
+        if (!cur && l->kind != SUB_CONV) {
+            if (s->dx > 0)
+                memcpy(dst, x, sizeof(float) * (size_t)s->dx);
+            if (s->dc > 0)
+                memcpy(dst + s->dx, c, sizeof(float) * (size_t)s->dc);
+            cur = dst;
+            dst = buf[1];
+        }
+        switch (l->kind) {
+        case SUB_ACT:
+            s->k->act(l->act, l->p1, l->p2, (float *)cur, (size_t)l->out);
+            break;
+        case SUB_LINEAR: {
+            struct kern_gemm gm = {.m = 1, .n = l->out, .k = l->in, .a = cur, .lda = l->in,
+                                   .b = l->wp, .bmode = KERN_B_PACKED, .init = l->b, .y = dst,
+                                   .ldy = l->out};
+            if (act) {
+                gm.act = act->act;
+                gm.p1 = act->p1, gm.p2 = act->p2;
+            }
+            s->k->gemm(&gm);
+            cur = dst;
+            break;
+        }
+        case SUB_CONV:
+            if (cur)
+                conv_row(s, l, act, cur, l->g.cin, NULL, col, dst);
+            else
+                conv_row(s, l, act, x, s->cx, c, col, dst);
+            cur = dst;
+            break;
+        default:
+            break;
+        }
+    }
+    memcpy(out, cur, sizeof(float) * (size_t)s->dout);
+}
+
+/* MLPs: every output element is bias, then the condition columns, then the x columns, each
  * accumulated in order (kern.h): a broadcast condition row gives the same bits as the
- * same row repeated. */
+ * same row repeated.  Convolutional subnets: row by row (general_row). */
 void subnet_forward(const struct subnet *s, int rows, const float *x, int ldx, const float *c,
                     int ldc, float *out, int ldo, float *scratch)
 {
+    if (s->general) {
+        for (int r = 0; r < rows; r++)
+            general_row(s, x ? x + (size_t)r * ldx : NULL, c ? c + (size_t)r * ldc : NULL,
+                        out + (size_t)r * ldo, scratch);
+        return;
+    }
     const int mw = s->max_width;
     float *buf[2] = {scratch, scratch + (size_t)rows * mw};
     float *crow = scratch + 2 * (size_t)rows * mw;
@@ -432,14 +870,28 @@ void subnet_backward_input(const struct subnet *s, int rows, const float *tape, 
 double subnet_lipschitz(const struct subnet *s)
 {
     double L = 1.0;
+    bool first = true;
     for (int i = 0; i < s->n_layers; i++) {
         const struct subnet_layer *l = &s->layers[i];
-        if (!l->is_linear) {
+        if (l->kind == SUB_FLATTEN || l->kind == SUB_UNFLATTEN)
+            continue;
+        if (l->kind == SUB_ACT) {
             L *= act_lipschitz(l->act, l->p1, l->p2);
             continue;
         }
-        int in = i == 0 ? s->dx : l->in;
-        const float *w = i == 0 ? s->w1x : l->w;
+        if (l->kind == SUB_CONV) {
+            double lo;
+            const char *method;
+            L *= conv_norm2_upper(&l->g, l->cw, first ? s->cx : l->g.cin, &lo, &method);
+            first = false;
+            continue;
+        }
+        /* Linear: in the MLP layout the first layer's x columns are w1x; in a general
+         * subnet the first product reads [x | c] and its x columns are the first dx */
+        int in = first ? s->dx : l->in;
+        const float *w = first && !s->general ? s->w1x : l->w;
+        int ldw = first && !s->general ? s->dx : l->in;
+        first = false;
         if (in == 0) { /* the first layer reads only the condition: constant in x */
             L = 0.0;
             continue;
@@ -448,8 +900,9 @@ double subnet_lipschitz(const struct subnet *s)
         double *a = malloc(sizeof(double) * (n + la_norm2_upper_work(l->out, in)));
         if (!a)
             return INFINITY;
-        for (size_t k = 0; k < n; k++)
-            a[k] = w[k];
+        for (int r = 0; r < l->out; r++)
+            for (int k = 0; k < in; k++)
+                a[(size_t)r * in + k] = w[(size_t)r * ldw + k];
         L *= la_norm2_upper(l->out, in, a, a + n);
         free(a);
     }

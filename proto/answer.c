@@ -3,8 +3,93 @@
  */
 #include "answer.h"
 #include "csv.h"
+#include "image.h"
 #include "npy.h"
+#include "png.h"
 #include "v2.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A number query parameter (the whole value, finite). */
+static enum proto_code query_num(const char *v, const char *name, double *out,
+                                 struct proto_error *e)
+{
+    char *end;
+    double d = strtod(v, &end);
+    if (!*v || *end || !isfinite(d))
+        return proto_errorf(e, PROTO_E_FIELD, "query parameter %s must be a finite number, got "
+                            "\"%.32s\"", name, v);
+    *out = d;
+    return PROTO_OK;
+}
+
+enum proto_code proto_answer_format(const struct proto_query *q, const char *accept,
+                                    const struct eng_info *info, struct proto_request *req,
+                                    enum proto_format *fmt, struct proto_error *e)
+{
+    static const char *const NAMES[] = {"json", "csv", "npy", "png"};
+    *fmt = proto_format_from_accept(accept);
+    const char *f = q ? proto_query_get(q, "format") : NULL;
+    if (f) {
+        int k = -1;
+        for (int i = 0; i < 4; i++)
+            if (!strcmp(f, NAMES[i]))
+                k = i;
+        if (k < 0)
+            return proto_errorf(e, PROTO_E_FIELD, "query parameter format must be one of json, "
+                                "csv, npy, png; got \"%.32s\"", f);
+        *fmt = (enum proto_format)k;
+    }
+    if (req->op != PROTO_OP_SAMPLE) {
+        if (f && *fmt != PROTO_FMT_JSON)
+            return proto_errorf(e, PROTO_E_FIELD, "format=%s is only for sample answers; %s "
+                                "answers JSON", f, proto_op_str(req->op));
+        *fmt = PROTO_FMT_JSON;
+    }
+    const char *sc = q ? proto_query_get(q, "scale") : NULL;
+    const char *lo = q ? proto_query_get(q, "low") : NULL;
+    const char *hi = q ? proto_query_get(q, "high") : NULL;
+    if (*fmt != PROTO_FMT_PNG) {
+        if (sc || lo || hi)
+            return proto_errorf(e, PROTO_E_FIELD, "query parameter %s only applies with "
+                                "format=png", sc ? "scale" : lo ? "low" : "high");
+        return PROTO_OK;
+    }
+    struct proto_png_opts *o = &req->png;
+    o->scale = 1;
+    o->low = info->has_image ? info->image_low : 0.0;
+    o->high = info->has_image ? info->image_high : 1.0;
+    enum proto_code rc;
+    if (sc) {
+        char *end;
+        long k = strtol(sc, &end, 10);
+        if (!*sc || *end || k < 1 || k > PROTO_MAX_PNG_SCALE)
+            return proto_errorf(e, PROTO_E_FIELD, "query parameter scale must be an integer "
+                                "from 1 to %d, got \"%.32s\"", PROTO_MAX_PNG_SCALE, sc);
+        o->scale = (int)k;
+    }
+    if (lo && (rc = query_num(lo, "low", &o->low, e)) != PROTO_OK)
+        return rc;
+    if (hi && (rc = query_num(hi, "high", &o->high, e)) != PROTO_OK)
+        return rc;
+    if (!(o->low < o->high))
+        return proto_errorf(e, PROTO_E_FIELD, "the png value range needs low < high, got low "
+                            "%g, high %g", o->low, o->high);
+    return PROTO_OK;
+}
+
+/* (n_obs, num_samples, x's row shape...): the shape of the samples; returns its rank. */
+static int sample_shape(const struct eng_info *info, long n_obs, long num_samples, long *shape)
+{
+    struct proto_shape xs = proto_shape_x(info);
+    shape[0] = n_obs;
+    shape[1] = num_samples;
+    for (int k = 0; k < xs.rank; k++)
+        shape[2 + k] = xs.dim[k];
+    return 2 + xs.rank;
+}
 
 enum proto_code proto_answer_check(const struct proto_limits *lim, const struct eng_info *info,
                                    const struct proto_request *req, enum proto_format fmt,
@@ -14,11 +99,41 @@ enum proto_code proto_answer_check(const struct proto_limits *lim, const struct 
     long n_obs = info->kind == ENG_KIND_FLOW ? 1 : req->y.rows;
     if (req->op == PROTO_OP_SAMPLE && !v2) {
         long vals = n_obs * req->num_samples * info->dims.x;
+        if (fmt == PROTO_FMT_PNG) {
+            if (req->outputs != PROTO_OUT_SAMPLES)
+                return proto_errorf(e, PROTO_E_FIELD, "outputs: format=png carries only the "
+                                    "samples; ask for outputs [\"samples\"] or use JSON");
+            if (info->x_rank != 3 || (info->x_shape[0] != 1 && info->x_shape[0] != 3)) {
+                struct proto_shape xs = proto_shape_x(info);
+                char sh[40];
+                proto_shape_str(&xs, sh, sizeof sh);
+                return proto_errorf(e, PROTO_E_UNSUPPORTED, "format=png needs an image model "
+                                    "whose x is [C, H, W] with C = 1 (gray) or 3 (RGB); this "
+                                    "model's x has shape %s", sh);
+            }
+            long w, h;
+            proto_png_grid_dims(n_obs, req->num_samples, info->x_shape[1], info->x_shape[2],
+                                req->png.scale > 0 ? req->png.scale : 1, &w, &h);
+            if (w > PROTO_MAX_PNG_SIDE || h > PROTO_MAX_PNG_SIDE || w * h > PROTO_MAX_PNG_PIXELS)
+                return proto_errorf(e, PROTO_E_TOO_LARGE, "the png grid would be %ld x %ld "
+                                    "pixels, more than the server draws (sides up to %d, %ld "
+                                    "pixels); ask for fewer samples or observations, or a "
+                                    "smaller scale", w, h, PROTO_MAX_PNG_SIDE,
+                                    PROTO_MAX_PNG_PIXELS);
+            size_t sz = proto_png_size(w, h, info->x_shape[0]);
+            if (sz > cap)
+                return proto_errorf(e, PROTO_E_RESULT_TOO_LARGE, "the answer would be %zu bytes, "
+                                    "more than the server sends (%zu, --max-response); ask for "
+                                    "fewer samples or a smaller scale", sz, cap);
+            return PROTO_OK;
+        }
         if (fmt == PROTO_FMT_NPY) {
             if (req->outputs != PROTO_OUT_SAMPLES)
                 return proto_errorf(e, PROTO_E_FIELD, "outputs: application/x-npy carries only "
                                     "the samples; ask for outputs [\"samples\"] or use JSON");
-            size_t sz = proto_npy_size(n_obs, req->num_samples, info->dims.x);
+            long shape[5];
+            int nd = sample_shape(info, n_obs, req->num_samples, shape);
+            size_t sz = proto_npy_size_nd(nd, shape);
             if (sz > cap)
                 return proto_errorf(e, PROTO_E_RESULT_TOO_LARGE, "the answer would be %zu bytes, "
                                     "more than the server sends (%zu, --max-response); ask for "
@@ -50,8 +165,13 @@ const char *proto_answer_write(struct proto_buf *b, const struct proto_model_id 
         proto_write_sample_csv(b, info, r);
         return "text/csv; charset=utf-8";
     } else if (r->op == PROTO_OP_SAMPLE && fmt == PROTO_FMT_NPY) {
-        proto_write_npy_f32(b, r->samples, r->n, r->num_samples, info->dims.x);
+        long shape[5];
+        int nd = sample_shape(info, r->n, r->num_samples, shape);
+        proto_write_npy_nd(b, r->samples, nd, shape);
         return "application/x-npy";
+    } else if (r->op == PROTO_OP_SAMPLE && fmt == PROTO_FMT_PNG) {
+        proto_write_png_grid(b, info, r, &req->png);
+        return "image/png";
     } else {
         proto_write_result_json(b, id, info, r);
     }

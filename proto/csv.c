@@ -2,6 +2,7 @@
  * csv.c — CSV writer for posterior samples (csv.h).
  */
 #include "csv.h"
+#include "image.h"
 
 #include <math.h>
 #include "fmt.h"
@@ -29,10 +30,13 @@ void proto_write_sample_csv(struct proto_buf *b, const struct eng_info *info,
     const int dx = info->dims.x;
     const long N = r->num_samples;
     bool lp = r->sample_lp && (r->outputs & PROTO_OUT_LOG_PROB);
+    struct proto_shape xs = proto_shape_x(info);
     proto_buf_puts(b, "obs,sample");
-    for (int j = 0; j < dx; j++) {
+    for (int j = 0; j < dx && !proto_buf_failed(b); j++) {
+        char col[48];
+        const char *pos = proto_shape_column(&xs, j, col, sizeof col);
         proto_buf_putc(b, ',');
-        field(b, info->x_names ? info->x_names[j] : "");
+        field(b, pos ? pos : info->x_names ? info->x_names[j] : "");
     }
     proto_buf_puts(b, lp ? ",log_prob\n" : "\n");
     for (int o = 0; o < r->n && !proto_buf_failed(b); o++) {

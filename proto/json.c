@@ -368,6 +368,92 @@ enum proto_code proto_json_matrix(const cJSON *v, const char *name, int cols,
     return PROTO_OK;
 }
 
+/* One level of a nested row: a is at index path at[0 .. atlen) (e.g. "x[0][2]"), depth k
+ * of the shape; its values go to *dst (advanced). */
+static enum proto_code nested(const cJSON *a, int k, int rank, const int *dim, char *at,
+                              size_t atlen, size_t cap, const char *shape_hint, float **dst,
+                              struct proto_error *e)
+{
+    at[atlen] = 0;
+    if (!cJSON_IsArray(a))
+        return proto_errorf(e, PROTO_E_FIELD, "%s must be an array of %d %s (%s), got %s", at,
+                            dim[k], k + 1 == rank ? "numbers" : "arrays", shape_hint,
+                            proto_json_type(a));
+    int n = 0;
+    for (const cJSON *c = a->child; c; c = c->next)
+        n++;
+    if (n != dim[k])
+        return proto_errorf(e, PROTO_E_SHAPE, "%s has %d values, expected %d (%s)", at, n,
+                            dim[k], shape_hint);
+    int j = 0;
+    for (const cJSON *c = a->child; c; c = c->next, j++) {
+        if (k + 1 < rank) {
+            int w = snprintf(at + atlen, cap - atlen, "[%d]", j);
+            size_t nl = w > 0 && (size_t)w < cap - atlen ? atlen + (size_t)w : atlen;
+            enum proto_code rc = nested(c, k + 1, rank, dim, at, nl, cap, shape_hint, dst, e);
+            if (rc != PROTO_OK)
+                return rc;
+            continue;
+        }
+        /* a leaf: the message (and its index text) is only made on a refusal */
+        if (!cJSON_IsNumber(c) || !isfinite(c->valuedouble) ||
+            fabs(c->valuedouble) >= F32_OVERFLOW) {
+            char name[112];
+            snprintf(name, sizeof name, "%s", at);
+            return number(c, name, j, -1, *dst, e);
+        }
+        *(*dst)++ = (float)c->valuedouble;
+    }
+    return PROTO_OK;
+}
+
+enum proto_code proto_json_shaped(const cJSON *v, const char *name, int rank, const int *dim,
+                                  const char *width_hint, const char *shape_hint,
+                                  bool allow_flat, int max_rows,
+                                  const struct proto_limits *lim, struct proto_matrix *out,
+                                  struct proto_error *e)
+{
+    long width = 1;
+    for (int k = 0; k < rank; k++)
+        width *= dim[k];
+    bool shaped = rank > 1 && cJSON_IsArray(v) && cJSON_IsArray(v->child) &&
+                  cJSON_IsArray(v->child->child);
+    if (!shaped)
+        return proto_json_matrix(v, name, (int)width, width_hint, allow_flat, max_rows, lim,
+                                 out, e);
+    out->rows = out->cols = 0;
+    out->data = NULL;
+    long rows = 0;
+    for (const cJSON *c = v->child; c; c = c->next)
+        if (++rows > max_rows)
+            return proto_errorf(e, PROTO_E_TOO_LARGE, "%s has more than %d rows (the limit "
+                                "for this field)", name, max_rows);
+    if (rows * width > lim->max_elements)
+        return proto_errorf(e, PROTO_E_TOO_LARGE, "%s has %ld values, more than the limit of "
+                            "%ld per tensor (--max-elements)", name, rows * width,
+                            lim->max_elements);
+    float *data = malloc(sizeof(float) * (size_t)(rows * width));
+    if (!data)
+        return proto_errorf(e, PROTO_E_NOMEM, "out of memory reading %s", name);
+    float *dst = data;
+    char at[112];
+    int i = 0;
+    enum proto_code rc = PROTO_OK;
+    for (const cJSON *r = v->child; r && rc == PROTO_OK; r = r->next, i++) {
+        int w = snprintf(at, sizeof at, "%.64s[%d]", name, i);
+        rc = nested(r, 0, rank, dim, at, w > 0 ? (size_t)w : 0, sizeof at, shape_hint, &dst,
+                    e);
+    }
+    if (rc != PROTO_OK) {
+        free(data);
+        return rc;
+    }
+    out->rows = (int)rows;
+    out->cols = (int)width;
+    out->data = data;
+    return PROTO_OK;
+}
+
 enum proto_code proto_json_vector(const cJSON *v, const char *name, int n, float **out,
                                   int *got, struct proto_error *e)
 {

@@ -47,6 +47,20 @@ enum proto_code proto_json_matrix(const cJSON *v, const char *name, int cols,
                                   const struct proto_limits *lim, struct proto_matrix *out,
                                   struct proto_error *e);
 
+/* Rows of a shaped tensor (an image [C, H, W] or a signal [C, L] per row: rank 2 or 3,
+ * dim[0 .. rank)): v is either the nested form, an array of rows each nested rank deep
+ * with exactly dim[k] entries at depth k ([B, C, H, W] / [B, C, L]), or what
+ * proto_json_matrix reads with cols = prod(dim) (rows of flat values, or one flat row when
+ * allow_flat).  Nested arrays are told apart by depth: a row whose first entry is an array
+ * is read as nested.  Messages name the full index ("x[0][2][3][1] must be a number") and
+ * the shape (shape_hint, e.g. "the model's shape.x [3, 8, 8]").  rank <= 1: exactly
+ * proto_json_matrix.  Limits and ownership as proto_json_matrix. */
+enum proto_code proto_json_shaped(const cJSON *v, const char *name, int rank, const int *dim,
+                                  const char *width_hint, const char *shape_hint,
+                                  bool allow_flat, int max_rows,
+                                  const struct proto_limits *lim, struct proto_matrix *out,
+                                  struct proto_error *e);
+
 /* A flat array of exactly n (n >= 0) or, with n < 0, 1..|n| finite numbers -> float32
  * (owned by caller; count in *got). */
 enum proto_code proto_json_vector(const cJSON *v, const char *name, int n, float **out,

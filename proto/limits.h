@@ -48,6 +48,17 @@
 #define PROTO_MAX_SEED               9007199254740991.0 /* 2^53 - 1: seeds survive JSON doubles */
 #define PROTO_MAX_FIELD_NAME         64           /* longest field name quoted in a message */
 #define PROTO_AUTH_TOKEN_MAX_BYTES   4096         /* longest bearer token (--auth-token-file) */
+/* Query parameters of one request (more: 400). */
+#define PROTO_MAX_QUERY_PARAMS       32
+/* format=png grids of samples (png.h): the integer upscale, the side and the pixel count
+ * of the image (413 too_large past them; the answer also stays under --max-response). */
+#define PROTO_MAX_PNG_SCALE          16
+#define PROTO_MAX_PNG_SIDE           16384
+#define PROTO_MAX_PNG_PIXELS         (1L << 24)
+/* An application/x-npy request body: the header of one array (numpy writes < 100 bytes
+ * for every shape taken here) and the arrays in one body (the main input and y). */
+#define PROTO_NPY_MAX_HEADER         4096
+#define PROTO_NPY_MAX_ARRAYS         2
 /* HTTP message limits, checked by the daemon before anything else (414 / 431).  They sit
  * below what libmicrohttpd's per-connection memory (SRV_CONN_MEMORY, server/http.c) holds,
  * so a request over them gets the JSON error, not libmicrohttpd's own page. */

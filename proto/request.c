@@ -3,6 +3,7 @@
  * log_prob and preimage (request.h), and the Accept / Content-Type checks.
  */
 #include "request.h"
+#include "image.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -30,6 +31,8 @@ enum proto_op proto_op_parse(const char *s)
 
 bool proto_op_supported(enum proto_op op, enum eng_kind kind)
 {
+    if (kind == ENG_KIND_MDN) /* a mixture has a density and samples, no map */
+        return op != PROTO_OP_FORWARD && op != PROTO_OP_INVERSE && op != PROTO_OP_PREIMAGE;
     if (op == PROTO_OP_FORWARD || op == PROTO_OP_PREIMAGE)
         return true;
     return kind != ENG_KIND_MLP;
@@ -90,6 +93,23 @@ void proto_request_free(struct proto_request *r)
     free(r->bounds_high);
     free(r->v2_id);
     memset(r, 0, sizeof *r);
+}
+
+/* ---- shaped rows ------------------------------------------------------------------------ */
+
+/* Rows of x (which = 'x') or z (which = 'z'): rows of dims values, or nested [B, C, H, W] /
+ * [B, C, L] for a model whose rows have that shape. */
+static enum proto_code read_rows(const cJSON *v, const char *name, char which,
+                                 const struct eng_info *info, bool allow_flat, int max_rows,
+                                 const struct proto_limits *lim, struct proto_matrix *out,
+                                 struct proto_error *e)
+{
+    struct proto_shape s = which == 'x' ? proto_shape_x(info) : proto_shape_z(info);
+    char sh[40], hint[64];
+    proto_shape_str(&s, sh, sizeof sh);
+    snprintf(hint, sizeof hint, "the model's shape.%c %s", which, sh);
+    return proto_json_shaped(v, name, s.rank, s.dim, which == 'x' ? "the model's dims.x"
+                             : "the model's dims.z", hint, allow_flat, max_rows, lim, out, e);
 }
 
 /* ---- y by kind --------------------------------------------------------------------------- */
@@ -251,12 +271,12 @@ static enum proto_code parse_forward_like(enum proto_op op, const cJSON *root,
     if (!x)
         return proto_errorf(e, PROTO_E_MISSING, "missing field 'x' (rows of %d values)",
                             info->dims.x);
-    if ((rc = proto_json_matrix(x, "x", info->dims.x, "the model's dims.x", true,
-                                lim->max_rows, lim, &r->x, e)) != PROTO_OK)
+    if ((rc = read_rows(x, "x", 'x', info, true, lim->max_rows, lim, &r->x, e)) != PROTO_OK)
         return rc;
     bool need_y = op == PROTO_OP_FORWARD ? info->kind == ENG_KIND_CINN
                                          : (info->kind == ENG_KIND_CINN ||
-                                            info->kind == ENG_KIND_INN);
+                                            info->kind == ENG_KIND_INN ||
+                                            info->kind == ENG_KIND_MDN);
     if ((rc = read_y(root, info, need_y, r->x.rows, "x", lim->max_rows, lim, &r->y, e)) !=
         PROTO_OK)
         return rc;
@@ -282,8 +302,7 @@ static enum proto_code parse_inverse(const cJSON *root, const struct eng_info *i
     if (!z)
         return proto_errorf(e, PROTO_E_MISSING, "missing field 'z' (rows of %d values)",
                             info->dims.z);
-    if ((rc = proto_json_matrix(z, "z", info->dims.z, "the model's dims.z", true,
-                                lim->max_rows, lim, &r->z, e)) != PROTO_OK)
+    if ((rc = read_rows(z, "z", 'z', info, true, lim->max_rows, lim, &r->z, e)) != PROTO_OK)
         return rc;
     if ((rc = read_y(root, info, info->kind != ENG_KIND_FLOW, r->z.rows, "z", lim->max_rows,
                      lim, &r->y, e)) != PROTO_OK)
@@ -422,9 +441,10 @@ static enum proto_code parse_preimage(const cJSON *root, const struct eng_info *
     if (!t)
         return proto_errorf(e, PROTO_E_MISSING, "missing field 'target' (rows of %d values: "
                             "the model's %s)", tw, to_y ? "output y" : "latent z");
-    if ((rc = proto_json_matrix(t, "target", tw, to_y ? "the model's dims.y" : "the model's "
-                                "dims.z", true, lim->max_preimage_targets, lim, &r->target,
-                                e)) != PROTO_OK)
+    if ((rc = to_y ? proto_json_matrix(t, "target", tw, "the model's dims.y", true,
+                                       lim->max_preimage_targets, lim, &r->target, e)
+                   : read_rows(t, "target", 'z', info, true, lim->max_preimage_targets, lim,
+                               &r->target, e)) != PROTO_OK)
         return rc;
     if ((rc = read_y(root, info, info->kind == ENG_KIND_CINN, r->target.rows, "target",
                      lim->max_preimage_targets, lim, &r->y, e)) != PROTO_OK)
@@ -574,8 +594,7 @@ static enum proto_code parse_calibration(const cJSON *root, const struct eng_inf
     if (!x)
         return proto_errorf(e, PROTO_E_MISSING, "missing field 'x': the ground-truth parameters "
                             "theta*, one row of %d values per pair", info->dims.x);
-    if ((rc = proto_json_matrix(x, "x", info->dims.x, "the model's dims.x", true, lim->max_rows,
-                                lim, &r->x, e)) != PROTO_OK)
+    if ((rc = read_rows(x, "x", 'x', info, true, lim->max_rows, lim, &r->x, e)) != PROTO_OK)
         return rc;
     int N = r->x.rows;
     if ((rc = read_y(root, info, info->kind != ENG_KIND_FLOW, 0, "", lim->max_rows, lim, &r->y,
@@ -616,8 +635,8 @@ static enum proto_code parse_calibration(const cJSON *root, const struct eng_inf
     if ((rc = opt_bool(root, "z_score", &r->z_score, e)) != PROTO_OK)
         return rc;
     if ((v = cJSON_GetObjectItemCaseSensitive(root, "tarp_references"))) {
-        if ((rc = proto_json_matrix(v, "tarp_references", info->dims.x, "the model's dims.x",
-                                    true, lim->max_rows, lim, &r->ref, e)) != PROTO_OK)
+        if ((rc = read_rows(v, "tarp_references", 'x', info, true, lim->max_rows, lim, &r->ref,
+                            e)) != PROTO_OK)
             return rc;
         if (r->ref.rows != N)
             return proto_errorf(e, PROTO_E_SHAPE, "tarp_references has %d rows; it needs one "
@@ -654,8 +673,8 @@ static enum proto_code parse_mmd(const cJSON *root, const struct eng_info *info,
     if (!v)
         return proto_errorf(e, PROTO_E_MISSING, "missing field 'reference': samples from the "
                             "true posterior, rows of %d values", info->dims.x);
-    if ((rc = proto_json_matrix(v, "reference", info->dims.x, "the model's dims.x", false,
-                                lim->max_rows, lim, &r->ref, e)) != PROTO_OK)
+    if ((rc = read_rows(v, "reference", 'x', info, false, lim->max_rows, lim, &r->ref, e)) !=
+        PROTO_OK)
         return rc;
     if (r->ref.rows < 2)
         return proto_errorf(e, PROTO_E_SHAPE, "reference has %d row; MMD needs at least 2 "
@@ -729,9 +748,14 @@ enum proto_code proto_request_from_json(enum proto_op op, const cJSON *root,
     out->op = op;
     if (!proto_op_supported(op, info->kind))
         return proto_errorf(e, PROTO_E_UNSUPPORTED, "%s is not defined for a%s %s model%s",
-                            proto_op_str(op), info->kind == ENG_KIND_INN || info->kind == ENG_KIND_MLP ? "n" : "",
+                            proto_op_str(op),
+                            info->kind == ENG_KIND_INN || info->kind == ENG_KIND_MLP ||
+                                    info->kind == ENG_KIND_MDN ? "n" : "",
                             eng_kind_str(info->kind),
-                            info->kind == ENG_KIND_MLP ? " (use preimage search)" : "");
+                            info->kind == ENG_KIND_MLP ? " (use preimage search)"
+                            : info->kind == ENG_KIND_MDN ? " (a mixture density network is "
+                                                           "not a bijection: use sample or "
+                                                           "log_prob)" : "");
     enum proto_code rc;
     switch (op) {
     case PROTO_OP_FORWARD:
@@ -779,6 +803,15 @@ enum proto_code proto_request_parse(enum proto_op op, const char *body, size_t l
     return rc;
 }
 
+const char *proto_query_get(const struct proto_query *q, const char *key)
+{
+    const char *v = NULL;
+    for (int i = 0; q && i < q->n; i++)
+        if (!strcmp(q->key[i], key))
+            v = q->val[i];
+    return v;
+}
+
 /* ---- media types ------------------------------------------------------------------------ */
 
 /* Copies the media range of one Accept/Content-Type item, lowercased, without params. */
@@ -813,6 +846,8 @@ enum proto_format proto_format_from_accept(const char *accept)
             return PROTO_FMT_CSV;
         if (strcmp(mt, "application/x-npy") == 0)
             return PROTO_FMT_NPY;
+        if (strcmp(mt, "image/png") == 0)
+            return PROTO_FMT_PNG;
         p = q ? q + 1 : p + n;
     }
     return PROTO_FMT_JSON;

@@ -48,8 +48,25 @@ enum proto_op proto_op_parse(const char *s);
 #define PROTO_DIAG_TARP     4u
 #define PROTO_DIAG_ALL      7u
 
-/* Output formats of sample answers (chosen by Accept). */
-enum proto_format { PROTO_FMT_JSON = 0, PROTO_FMT_CSV, PROTO_FMT_NPY };
+/* Output formats of sample answers (chosen by Accept or the query parameter format). */
+enum proto_format { PROTO_FMT_JSON = 0, PROTO_FMT_CSV, PROTO_FMT_NPY, PROTO_FMT_PNG };
+
+/* format=png on sample: [low, high] is mapped to 0..255 (default: the manifest's image
+ * range, else [0, 1]); each pixel becomes scale x scale pixels (png.h). */
+struct proto_png_opts {
+    double low, high;
+    int scale;
+};
+
+/* The query parameters of a request, decoded, in order (borrowed strings; a parameter
+ * without '=' has the value ""). */
+struct proto_query {
+    int n;
+    const char *key[PROTO_MAX_QUERY_PARAMS];
+    const char *val[PROTO_MAX_QUERY_PARAMS];
+};
+/* The value of key (the last one when repeated), NULL when absent. */
+const char *proto_query_get(const struct proto_query *q, const char *key);
 
 struct proto_request {
     enum proto_op op;
@@ -96,6 +113,8 @@ struct proto_request {
     /* "async": true asks for a job (202 + Location) instead of the answer; only the
      * operations proto_op_async names take the field */
     bool async;
+    /* sample with format=png: the grid's options (proto_answer_options) */
+    struct proto_png_opts png;
     /* V2 only: the request id to echo (owned), and which inputs/outputs were named */
     char *v2_id;
     unsigned v2_outputs;  /* bit per output name, 0 = all */

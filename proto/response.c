@@ -4,6 +4,7 @@
  * proto_buf_f64_list; only small fixed strings are formatted with printf.
  */
 #include "response.h"
+#include "image.h"
 #include "../engine/calib.h"
 
 #include <math.h>
@@ -256,7 +257,6 @@ static void write_acceptance(struct proto_buf *b, const struct proto_result *r)
 static void write_sample(struct proto_buf *b, const struct eng_info *info,
                          const struct proto_result *r)
 {
-    const int dx = info->dims.x;
     const long N = r->num_samples;
     proto_buf_puts(b, ",\"seed\":");
     proto_buf_u64(b, r->seed);
@@ -264,21 +264,20 @@ static void write_sample(struct proto_buf *b, const struct eng_info *info,
     proto_buf_i64(b, N);
     proto_buf_puts(b, ",\"temperature\":");
     proto_buf_f32(b, r->temperature);
+    struct proto_shape xs = proto_shape_x(info);
+    long lead[2] = {r->n, N};
     proto_buf_puts(b, ",\"shape\":[");
     proto_buf_i64(b, r->n);
     proto_buf_putc(b, ',');
     proto_buf_i64(b, N);
-    proto_buf_putc(b, ',');
-    proto_buf_i64(b, dx);
+    for (int k = 0; k < xs.rank; k++) {
+        proto_buf_putc(b, ',');
+        proto_buf_i64(b, xs.dim[k]);
+    }
     proto_buf_putc(b, ']');
     if (r->outputs & PROTO_OUT_SAMPLES) {
-        proto_buf_puts(b, ",\"samples\":[");
-        for (int o = 0; o < r->n && !proto_buf_failed(b); o++) {
-            if (o)
-                proto_buf_putc(b, ',');
-            proto_write_f32_rows(b, r->samples + (size_t)o * N * dx, N, dx);
-        }
-        proto_buf_putc(b, ']');
+        proto_buf_puts(b, ",\"samples\":");
+        proto_write_f32_shaped(b, r->samples, 2, lead, &xs);
     }
     if ((r->outputs & PROTO_OUT_LOG_PROB) && r->sample_lp) {
         proto_buf_puts(b, ",\"log_prob\":");
@@ -287,9 +286,9 @@ static void write_sample(struct proto_buf *b, const struct eng_info *info,
     if (r->has_summary) {
         const struct proto_summary *s = &r->summary;
         proto_buf_puts(b, ",\"summary\":{\"mean\":");
-        proto_write_f32_rows(b, s->mean, s->n_obs, s->dx);
+        proto_write_f32_shaped(b, s->mean, 1, lead, &xs);
         proto_buf_puts(b, ",\"std\":");
-        proto_write_f32_rows(b, s->std, s->n_obs, s->dx);
+        proto_write_f32_shaped(b, s->std, 1, lead, &xs);
         proto_buf_puts(b, ",\"quantiles\":{");
         for (int k = 0; k < s->nq; k++) {
             if (k)
@@ -297,12 +296,12 @@ static void write_sample(struct proto_buf *b, const struct eng_info *info,
             proto_buf_putc(b, '"');
             proto_buf_f64(b, s->q[k]);
             proto_buf_puts(b, "\":");
-            proto_write_f32_rows(b, s->quant + (size_t)k * s->n_obs * s->dx, s->n_obs, s->dx);
+            proto_write_f32_shaped(b, s->quant + (size_t)k * s->n_obs * s->dx, 1, lead, &xs);
         }
         proto_buf_putc(b, '}');
         if (s->map) {
             proto_buf_puts(b, ",\"map\":");
-            proto_write_f32_rows(b, s->map, s->n_obs, s->dx);
+            proto_write_f32_shaped(b, s->map, 1, lead, &xs);
             proto_buf_puts(b, ",\"map_index\":[");
             for (int o = 0; o < s->n_obs; o++) {
                 if (o)
@@ -325,6 +324,7 @@ static void write_preimage(struct proto_buf *b, const struct eng_info *info,
                            const struct proto_result *r)
 {
     const int dx = info->dims.x;
+    struct proto_shape xs = proto_shape_x(info);
     proto_buf_puts(b, ",\"method\":\"");
     proto_buf_puts(b, r->pre_method == ENG_PREIMAGE_EVOLUTIONARY ? "evolutionary" : "gradient");
     proto_buf_puts(b, "\",\"seed\":");
@@ -338,9 +338,9 @@ static void write_preimage(struct proto_buf *b, const struct eng_info *info,
             size_t row = (size_t)t * r->num_solutions + s;
             if (s)
                 proto_buf_putc(b, ',');
-            proto_buf_puts(b, "{\"x\":[");
-            proto_buf_f32_list(b, r->pre_x + row * dx, (size_t)dx);
-            proto_buf_puts(b, "],\"residual\":");
+            proto_buf_puts(b, "{\"x\":");
+            proto_write_f32_shaped(b, r->pre_x + row * dx, 0, NULL, &xs);
+            proto_buf_puts(b, ",\"residual\":");
             proto_buf_f64(b, r->pre_res[row]);
             proto_buf_putc(b, '}');
         }
@@ -486,12 +486,14 @@ void proto_write_result_json(struct proto_buf *b, const struct proto_model_id *i
                              const struct eng_info *info, const struct proto_result *r)
 {
     const struct eng_dims *d = &info->dims;
+    struct proto_shape xs = proto_shape_x(info), zs = proto_shape_z(info);
+    long n = r->n;
     head(b, id);
     switch (r->op) {
     case PROTO_OP_FORWARD:
         if (r->z) {
             proto_buf_puts(b, ",\"z\":");
-            proto_write_f32_rows(b, r->z, r->n, d->z);
+            proto_write_f32_shaped(b, r->z, 1, &n, &zs);
         }
         if (r->y_out) {
             proto_buf_puts(b, ",\"y\":");
@@ -504,13 +506,23 @@ void proto_write_result_json(struct proto_buf *b, const struct proto_model_id *i
         break;
     case PROTO_OP_INVERSE:
         proto_buf_puts(b, ",\"x\":");
-        proto_write_f32_rows(b, r->x, r->n, d->x);
+        proto_write_f32_shaped(b, r->x, 1, &n, &xs);
         proto_buf_puts(b, ",\"log_det\":");
         f64_array(b, r->log_det, r->n);
         break;
     case PROTO_OP_LOG_PROB:
         proto_buf_puts(b, ",\"log_prob\":");
         f64_array(b, r->log_prob, r->n);
+        if (proto_has_bits_per_dim(info)) {
+            /* -log p(x) in bits per value after dequantization (image.h); null for -inf */
+            proto_buf_puts(b, ",\"bits_per_dim\":[");
+            for (int i = 0; i < r->n && !proto_buf_failed(b); i++) {
+                if (i)
+                    proto_buf_putc(b, ',');
+                f64_or_null(b, proto_bits_per_dim(info, r->log_prob[i]));
+            }
+            proto_buf_putc(b, ']');
+        }
         if (r->drawn) {
             proto_buf_puts(b, ",\"seed\":");
             proto_buf_u64(b, r->seed);
@@ -589,6 +601,18 @@ static void f32_rows(struct proto_buf *b, const float *v, int n, int w)
     proto_buf_putc(b, ']');
 }
 
+/* [C, H, W] */
+static void shape_list(struct proto_buf *b, const struct proto_shape *s)
+{
+    proto_buf_putc(b, '[');
+    for (int k = 0; k < s->rank; k++) {
+        if (k)
+            proto_buf_putc(b, ',');
+        proto_buf_i64(b, s->dim[k]);
+    }
+    proto_buf_putc(b, ']');
+}
+
 void proto_write_metadata(struct proto_buf *b, const struct proto_model_id *id,
                           const struct eng_info *info, const struct eng_certificate *cert,
                           double load_ms)
@@ -634,11 +658,32 @@ void proto_write_metadata(struct proto_buf *b, const struct proto_model_id *id,
         proto_buf_f32_list(b, info->prior_high, (size_t)info->dims.x);
         proto_buf_puts(b, "]}");
     }
+    struct proto_shape xs = proto_shape_x(info), zs = proto_shape_z(info);
+    if (xs.rank > 1 || zs.rank > 1) {
+        /* image and signal models: the row shapes of x and z (image.h) */
+        proto_buf_puts(b, ",\"shape\":{\"x\":");
+        shape_list(b, &xs);
+        proto_buf_puts(b, ",\"z\":");
+        shape_list(b, &zs);
+        proto_buf_putc(b, '}');
+    }
+    if (info->has_image) {
+        proto_buf_puts(b, ",\"image\":{\"low\":");
+        proto_buf_f64(b, info->image_low);
+        proto_buf_puts(b, ",\"high\":");
+        proto_buf_f64(b, info->image_high);
+        proto_buf_puts(b, ",\"levels\":");
+        proto_buf_i64(b, info->image_levels);
+        proto_buf_puts(b, ",\"bin_width\":");
+        proto_buf_f64(b, proto_bin_width(info));
+        proto_buf_putc(b, '}');
+    }
     if (info->n_test_vectors > 0 && info->test_y && info->test_x) {
+        long nt = info->n_test_vectors;
         proto_buf_puts(b, ",\"test_vectors\":{\"y\":");
         f32_rows(b, info->test_y, info->n_test_vectors, info->dims.y);
         proto_buf_puts(b, ",\"x\":");
-        f32_rows(b, info->test_x, info->n_test_vectors, info->dims.x);
+        proto_write_f32_shaped(b, info->test_x, 1, &nt, &xs);
         proto_buf_putc(b, '}');
     }
     proto_buf_puts(b, ",\"load_ms\":");

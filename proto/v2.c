@@ -6,6 +6,7 @@
  * APIs accept and refuse exactly the same things.
  */
 #include "v2.h"
+#include "image.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -16,7 +17,7 @@
 static const char *const OUT_FORWARD[] = {"z", "y", "log_det"};
 static const char *const OUT_INVERSE[] = {"x", "log_det"};
 static const char *const OUT_SAMPLE[] = {"x", "log_prob"};
-static const char *const OUT_LOGPROB[] = {"log_prob"};
+static const char *const OUT_LOGPROB[] = {"log_prob", "bits_per_dim"};
 
 static const char *const *out_names(enum proto_op op, int *n)
 {
@@ -24,14 +25,15 @@ static const char *const *out_names(enum proto_op op, int *n)
     case PROTO_OP_FORWARD: *n = 3; return OUT_FORWARD;
     case PROTO_OP_INVERSE: *n = 2; return OUT_INVERSE;
     case PROTO_OP_SAMPLE: *n = 2; return OUT_SAMPLE;
-    case PROTO_OP_LOG_PROB: *n = 1; return OUT_LOGPROB;
+    case PROTO_OP_LOG_PROB: *n = 2; return OUT_LOGPROB;
     default: *n = 0; return NULL;
     }
 }
 
-/* Which outputs a kind produces for op (bit per out_names entry). */
-static unsigned out_avail(enum proto_op op, enum eng_kind k)
+/* Which outputs a model produces for op (bit per out_names entry). */
+static unsigned out_avail(enum proto_op op, const struct eng_info *info)
 {
+    enum eng_kind k = info->kind;
     if (op == PROTO_OP_FORWARD) {
         if (k == ENG_KIND_MLP)
             return 2u;
@@ -39,7 +41,9 @@ static unsigned out_avail(enum proto_op op, enum eng_kind k)
             return 7u;
         return 5u;
     }
-    return op == PROTO_OP_LOG_PROB ? 1u : 3u;
+    if (op == PROTO_OP_LOG_PROB)
+        return proto_has_bits_per_dim(info) ? 3u : 1u;
+    return 3u;
 }
 
 /* Collects the number leaves of data in row-major order (depth-first). */
@@ -67,9 +71,11 @@ static enum proto_code leaves(const cJSON *v, int depth, const cJSON **out, long
     return PROTO_OK;
 }
 
-/* One V2 input tensor -> rows array (new cJSON) added to v1 under its name. */
-static enum proto_code tensor_to_rows(const cJSON *in, int idx, const struct proto_limits *lim,
-                                      cJSON *v1, struct proto_error *e)
+/* One V2 input tensor -> rows array (new cJSON) added to v1 under its name.  x and z of an
+ * image or signal model may also come shaped [B, C, H, W] / [B, C, L] (their row shape). */
+static enum proto_code tensor_to_rows(const cJSON *in, int idx, const struct eng_info *info,
+                                      const struct proto_limits *lim, cJSON *v1,
+                                      struct proto_error *e)
 {
     static const char *const F[] = {"name", "shape", "datatype", "data", "parameters"};
     char where[32];
@@ -103,9 +109,21 @@ static enum proto_code tensor_to_rows(const cJSON *in, int idx, const struct pro
         return proto_errorf(e, PROTO_E_MISSING, "input '%s': shape must be an array such as "
                             "[rows, width]", name);
     int rank = cJSON_GetArraySize(sh);
-    if (rank > 2)
-        return proto_errorf(e, PROTO_E_SHAPE, "input '%s': shape must be [rows, width] or "
-                            "[width], got rank %d", name, rank);
+    struct proto_shape rs = {1, {1, 1, 1}};
+    if (name[0] == 'x')
+        rs = proto_shape_x(info);
+    else if (name[0] == 'z')
+        rs = proto_shape_z(info);
+    if (rank > 2 && (rs.rank < 2 || rank != rs.rank + 1)) {
+        char sh_s[40];
+        proto_shape_str(&rs, sh_s, sizeof sh_s);
+        if (rs.rank < 2)
+            return proto_errorf(e, PROTO_E_SHAPE, "input '%s': shape must be [rows, width] or "
+                                "[width], got rank %d", name, rank);
+        return proto_errorf(e, PROTO_E_SHAPE, "input '%s': shape must be [rows, width], "
+                            "[width] or [rows] + the model's row shape %s, got rank %d", name,
+                            sh_s, rank);
+    }
     long dims[2] = {1, 1};
     int i = 0;
     for (const cJSON *c = sh->child; c; c = c->next, i++) {
@@ -114,7 +132,16 @@ static enum proto_code tensor_to_rows(const cJSON *in, int idx, const struct pro
         snprintf(nmb, sizeof nmb, "input '%s': shape[%d]", name, i);
         if ((rc = proto_json_int(c, nmb, 1, lim->max_elements, &d, e)) != PROTO_OK)
             return rc;
-        dims[rank == 1 ? 1 : i] = (long)d;
+        if (rank > 2 && i > 0 && d != rs.dim[i - 1]) {
+            char sh_s[40];
+            proto_shape_str(&rs, sh_s, sizeof sh_s);
+            return proto_errorf(e, PROTO_E_SHAPE, "input '%s': shape[%d] is %lld; the model's "
+                                "row shape is %s", name, i, d, sh_s);
+        }
+        if (rank > 2)
+            dims[i == 0 ? 0 : 1] = i == 0 ? (long)d : proto_shape_count(&rs);
+        else
+            dims[rank == 1 ? 1 : i] = (long)d;
     }
     if (dims[0] * dims[1] > lim->max_elements)
         return proto_errorf(e, PROTO_E_TOO_LARGE, "input '%s' has %ld values, more than the "
@@ -177,7 +204,8 @@ enum proto_code proto_v2_parse(const char *body, size_t len, const struct eng_in
     cJSON *v1 = NULL;
     char *id = NULL;
     unsigned wanted = 0;
-    enum proto_op op = PROTO_OP_FORWARD;
+    /* the default operation: forward, or log_prob for an mdn (which has no forward map) */
+    enum proto_op op = info->kind == ENG_KIND_MDN ? PROTO_OP_LOG_PROB : PROTO_OP_FORWARD;
     static const char *const F[] = {"id", "parameters", "inputs", "outputs"};
     if ((rc = proto_json_fields(root, F, 4, "", e)) != PROTO_OK)
         goto done;
@@ -247,12 +275,12 @@ enum proto_code proto_v2_parse(const char *body, size_t len, const struct eng_in
     }
     int i = 0;
     for (const cJSON *in = inputs->child; in; in = in->next, i++)
-        if ((rc = tensor_to_rows(in, i, lim, v1, e)) != PROTO_OK)
+        if ((rc = tensor_to_rows(in, i, info, lim, v1, e)) != PROTO_OK)
             goto done;
     const cJSON *outs = cJSON_GetObjectItemCaseSensitive(root, "outputs");
     int nn;
     const char *const *names = out_names(op, &nn);
-    unsigned avail = out_avail(op, info->kind);
+    unsigned avail = out_avail(op, info);
     if (outs) {
         if (!cJSON_IsArray(outs)) {
             rc = proto_errorf(e, PROTO_E_FIELD, "outputs must be an array of {\"name\": ...}");
@@ -358,11 +386,21 @@ static void f64_tensor(struct proto_buf *b, bool *first, const char *name, const
     proto_buf_puts(b, "]}");
 }
 
+/* [n, row shape...] into dims; returns the rank. */
+static int row_dims(long n, const struct proto_shape *s, long *dims)
+{
+    dims[0] = n;
+    for (int k = 0; k < s->rank; k++)
+        dims[1 + k] = s->dim[k];
+    return 1 + s->rank;
+}
+
 void proto_v2_write_result(struct proto_buf *b, const struct proto_model_id *id,
                            const struct eng_info *info, const struct proto_request *req,
                            const struct proto_result *r)
 {
     const struct eng_dims *d = &info->dims;
+    struct proto_shape xs = proto_shape_x(info), zs = proto_shape_z(info);
     unsigned w = req->v2_outputs ? req->v2_outputs : ~0u;
     proto_buf_puts(b, "{\"model_name\":");
     proto_buf_json_str(b, id->name);
@@ -397,9 +435,10 @@ void proto_v2_write_result(struct proto_buf *b, const struct proto_model_id *id,
     long n = r->n;
     switch (r->op) {
     case PROTO_OP_FORWARD: {
-        long sz[2] = {n, d->z}, sy[2] = {n, d->y};
+        long sz[4], sy[2] = {n, d->y};
+        int rz = row_dims(n, &zs, sz);
         if ((w & 1u) && r->z)
-            f32_tensor(b, &first, "z", r->z, sz, 2);
+            f32_tensor(b, &first, "z", r->z, sz, rz);
         if ((w & 2u) && r->y_out)
             f32_tensor(b, &first, "y", r->y_out, sy, 2);
         if ((w & 4u) && r->log_det)
@@ -407,23 +446,41 @@ void proto_v2_write_result(struct proto_buf *b, const struct proto_model_id *id,
         break;
     }
     case PROTO_OP_INVERSE: {
-        long sx[2] = {n, d->x};
+        long sx[4];
+        int rx = row_dims(n, &xs, sx);
         if (w & 1u)
-            f32_tensor(b, &first, "x", r->x, sx, 2);
+            f32_tensor(b, &first, "x", r->x, sx, rx);
         if (w & 2u)
             f64_tensor(b, &first, "log_det", r->log_det, &n, 1);
         break;
     }
     case PROTO_OP_SAMPLE: {
-        long s3[3] = {n, r->num_samples, d->x}, s2[2] = {n, r->num_samples};
+        long s5[5] = {n, 0}, s2[2] = {n, r->num_samples};
+        int r5 = 1 + row_dims(r->num_samples, &xs, s5 + 1);
         if (w & 1u)
-            f32_tensor(b, &first, "x", r->samples, s3, 3);
+            f32_tensor(b, &first, "x", r->samples, s5, r5);
         if ((w & 2u) && r->sample_lp)
             f64_tensor(b, &first, "log_prob", r->sample_lp, s2, 2);
         break;
     }
     case PROTO_OP_LOG_PROB:
-        f64_tensor(b, &first, "log_prob", r->log_prob, &n, 1);
+        if (w & 1u)
+            f64_tensor(b, &first, "log_prob", r->log_prob, &n, 1);
+        if ((w & 2u) && proto_has_bits_per_dim(info)) {
+            /* written value by value: bits per dimension of each log_prob (image.h) */
+            long one = n;
+            tensor_head(b, &first, "bits_per_dim", "FP64", &one, 1);
+            for (long i = 0; i < n && !proto_buf_failed(b); i++) {
+                double v = proto_bits_per_dim(info, r->log_prob[i]);
+                if (i)
+                    proto_buf_putc(b, ',');
+                if (isfinite(v))
+                    proto_buf_f64(b, v);
+                else
+                    proto_buf_puts(b, "null");
+            }
+            proto_buf_puts(b, "]}");
+        }
         break;
     default:
         break;
@@ -431,15 +488,16 @@ void proto_v2_write_result(struct proto_buf *b, const struct proto_model_id *id,
     proto_buf_puts(b, "]}\n");
 }
 
+/* {"name", "datatype", "shape": [-1, row shape...]} (s NULL: [-1]). */
 static void meta_tensor(struct proto_buf *b, bool *first, const char *name, const char *dt,
-                        int width)
+                        const struct proto_shape *s)
 {
     if (!*first)
         proto_buf_putc(b, ',');
     *first = false;
     proto_buf_printf(b, "{\"name\":\"%s\",\"datatype\":\"%s\",\"shape\":[-1", name, dt);
-    if (width >= 0)
-        proto_buf_printf(b, ",%d", width);
+    for (int k = 0; s && k < s->rank; k++)
+        proto_buf_printf(b, ",%d", s->dim[k]);
     proto_buf_puts(b, "]}");
 }
 
@@ -454,21 +512,30 @@ void proto_v2_write_metadata(struct proto_buf *b, const struct proto_model_id *i
     proto_buf_json_str(b, id->version);
     proto_buf_puts(b, "],\"platform\":\"innserve_safetensors\",\"inputs\":[");
     bool first = true;
-    meta_tensor(b, &first, "x", "FP32", d->x);
-    if (k == ENG_KIND_CINN)
-        meta_tensor(b, &first, "y", "FP32", d->y);
+    struct proto_shape xs = proto_shape_x(info), zs = proto_shape_z(info);
+    struct proto_shape ys = {1, {d->y, 1, 1}};
+    meta_tensor(b, &first, "x", "FP32", &xs);
+    if (k == ENG_KIND_CINN || k == ENG_KIND_MDN)
+        meta_tensor(b, &first, "y", "FP32", &ys);
     proto_buf_puts(b, "],\"outputs\":[");
     first = true;
-    if (k != ENG_KIND_MLP)
-        meta_tensor(b, &first, "z", "FP32", d->z);
+    if (k == ENG_KIND_MDN)
+        meta_tensor(b, &first, "log_prob", "FP64", NULL);
+    if (k != ENG_KIND_MLP && k != ENG_KIND_MDN)
+        meta_tensor(b, &first, "z", "FP32", &zs);
     if (k == ENG_KIND_INN || k == ENG_KIND_MLP)
-        meta_tensor(b, &first, "y", "FP32", d->y);
-    if (k != ENG_KIND_MLP)
-        meta_tensor(b, &first, "log_det", "FP64", -1);
+        meta_tensor(b, &first, "y", "FP32", &ys);
+    if (k != ENG_KIND_MLP && k != ENG_KIND_MDN)
+        meta_tensor(b, &first, "log_det", "FP64", NULL);
     proto_buf_puts(b, "],\"parameters\":{\"kind\":\"");
     proto_buf_puts(b, eng_kind_str(k));
     proto_buf_puts(b, "\",\"sha256\":\"");
     proto_buf_puts(b, id->sha256);
+    if (k == ENG_KIND_MDN) {
+        proto_buf_puts(b, "\",\"operations\":\"sample,log_prob\",\"default_operation\":"
+                          "\"log_prob\"}}\n");
+        return;
+    }
     proto_buf_puts(b, "\",\"operations\":\"forward");
     if (k != ENG_KIND_MLP)
         proto_buf_puts(b, ",inverse,sample,log_prob");

@@ -463,6 +463,31 @@ static bool prefer_async(struct MHD_Connection *conn)
     return false;
 }
 
+static enum MHD_Result query_item(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    struct proto_query *q = cls;
+    if (q->n < PROTO_MAX_QUERY_PARAMS) {
+        q->key[q->n] = key ? key : "";
+        q->val[q->n] = value ? value : "";
+    }
+    q->n++;
+    return MHD_YES;
+}
+
+/* The request's query parameters (borrowed from libmicrohttpd for the request's life);
+ * more than PROTO_MAX_QUERY_PARAMS is a 400. */
+static enum proto_code read_query(struct MHD_Connection *conn, struct proto_query *q,
+                                  struct proto_error *e)
+{
+    q->n = 0;
+    MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, query_item, q);
+    if (q->n > PROTO_MAX_QUERY_PARAMS)
+        return proto_errorf(e, PROTO_E_FIELD, "the query has %d parameters, more than the "
+                            "server reads (%d)", q->n, PROTO_MAX_QUERY_PARAMS);
+    return PROTO_OK;
+}
+
 static enum MHD_Result do_model_op(struct req *r, enum proto_route_id id)
 {
     struct srv_ctx *ctx = r->ctx;
@@ -480,9 +505,14 @@ static enum MHD_Result do_model_op(struct req *r, enum proto_route_id id)
     if (srv_repo_get(ctx->repo, r->match.model, r->match.version, &v, &e) != PROTO_OK)
         return answer_error(r, &e);
     struct proto_request q;
+    struct proto_query query;
     enum proto_code rc;
     enum proto_op op = r->match.route->op;
     const char *body = r->body.p ? r->body.p : "";
+    if (read_query(r->conn, &query, &e) != PROTO_OK) {
+        srv_version_unref(v);
+        return answer_error(r, &e);
+    }
     if (v2)
         rc = proto_v2_parse(body, r->body.len, v->info, &ctx->lim, &q, &e);
     else
@@ -492,9 +522,14 @@ static enum MHD_Result do_model_op(struct req *r, enum proto_route_id id)
         return answer_error(r, &e);
     }
     enum proto_format fmt = PROTO_FMT_JSON;
-    if (!v2 && q.op == PROTO_OP_SAMPLE)
-        fmt = proto_format_from_accept(MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
-                                                                   MHD_HTTP_HEADER_ACCEPT));
+    if (!v2 &&
+        proto_answer_format(&query, MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                                MHD_HTTP_HEADER_ACCEPT),
+                            v->info, &q, &fmt, &e) != PROTO_OK) {
+        proto_request_free(&q);
+        srv_version_unref(v);
+        return answer_error(r, &e);
+    }
     if (proto_answer_check(&ctx->lim, v->info, &q, fmt, v2, &e) != PROTO_OK) {
         proto_request_free(&q);
         srv_version_unref(v);

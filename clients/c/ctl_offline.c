@@ -153,8 +153,9 @@ int ctl_inspect(const char *path, bool json, FILE *out)
     print_names(out, "x names:", in->x_names, d->x);
     print_names(out, "y names:", in->y_names, d->y);
     fprintf(out, "%-13s%lld\n", "parameters:", in->n_params);
-    fprintf(out, "%-13s%s\n", "inverse:", in->numeric_inverse ? "numeric (i-ResNet blocks)"
-                                                              : "analytic");
+    fprintf(out, "%-13s%s\n", "inverse:", in->kind == ENG_KIND_MDN ? "none (a mixture)"
+                                         : in->numeric_inverse ? "numeric (i-ResNet blocks)"
+                                                               : "analytic");
     fprintf(out, "%-13s%s (%s%s)\n", "certificate:",
             cert->invertible ? "invertible" : "NOT invertible",
             eng_guarantee_str(cert->guarantee), cert->certified ? ", certified" : "");

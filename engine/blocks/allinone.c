@@ -23,6 +23,13 @@
  * householder: W = w_0 * prod_k (I - 2 v_k v_k^T / |v_k|^2), built at load in double,
  * P^-1 = W^T).  In row-major tiles "y = W v per sample" is Y = V W^T: kern_linear_w.
  *
+ * On (C, H, W) / (C, L) rows everything is per channel, as FrEIA does it for images: the
+ * split is n1 = C - floor(C/2) channels (n1 * positions flat values), global_scale and
+ * global_offset are (1, C, 1, 1) (one value per channel, spread over its positions), the
+ * hard permutation permutes channels and a permutation matrix is C x C, applied at every
+ * position (FrEIA's 1x1 convolution); the log-det of the global scale counts every
+ * position.  The subnet is convolutional (coupling.h, cpl_subnet).
+ *
  * Psi: SOFTPLUS 0.1 * softplus_{beta 0.5}(a) with torch's threshold (0.5 a > 20 -> the
  * softplus returns a, so Psi = 0.1 a exactly); SIGMOID 10 sigmoid(a - 2); EXP e^a.
  * Computed once at load in float, as torch does; sum log g in double.
@@ -45,6 +52,8 @@ enum aio_gtype { G_SOFTPLUS = 0, G_SIGMOID, G_EXP };
 
 struct aio_priv {
     int n1, n2;                 /* passive and active widths, n1 + n2 = d */
+    int C, P;                   /* channels and positions per channel (P = 1, C = d on
+                                   vectors); permutation matrices are C x C */
     float alpha;                /* affine_clamping */
     float a_div;                /* alpha ("head") or 1 ("legacy"): s = alpha tanh(a / a_div) */
     bool gin, rev_pre;
@@ -96,12 +105,35 @@ static void coefficients(const struct aio_priv *p, int d, struct blk_io *io, flo
         cpl_center_cols(a, n, n2, lda);
 }
 
+/* y (C x P) = M x, M (C x C) row-major, x (C x P) one image row: a 1x1 convolution. */
+static void kern_matmul_left(const struct kern *kn, int C, int P, const float *M,
+                             const float *x, float *y)
+{
+    struct kern_gemm g = {.m = C, .n = P, .k = C, .a = M, .lda = C, .b = x, .ldb = P,
+                          .bmode = KERN_B_ROWMAJOR, .y = y, .ldy = P};
+    kn->gemm(&g);
+}
+
+/* Y (n x d) = the channel matrix M (C x C) applied to every row: y = v M^T on vectors, and
+ * at every position on image rows (FrEIA's 1x1 convolution with M): per row the (C x P)
+ * product M X. */
+static void chan_matrix(const struct kern *kn, const struct aio_priv *p, int n, int d,
+                        const float *M, const float *x, float *y)
+{
+    if (p->P == 1) {
+        kern_linear_w(kn, n, d, d, x, d, M, d, y, d);
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        kern_matmul_left(kn, p->C, p->P, M, x + (size_t)i * d, y + (size_t)i * d);
+}
+
 /* x (n x d) <- P x  (y = W v, or y_i = v_perm[i]); tmp: n x d. */
 static void perm_apply(const struct kern *kn, const struct aio_priv *p, int n, int d, float *x,
                        float *tmp)
 {
     if (p->matrix) {
-        kern_linear_w(kn, n, d, d, x, d, p->wf, d, tmp, d);
+        chan_matrix(kn, p, n, d, p->wf, x, tmp);
     } else {
         const int32_t *pm = p->perm;
         for (int i = 0; i < n; i++) {
@@ -119,7 +151,7 @@ static void perm_apply_inv(const struct kern *kn, const struct aio_priv *p, int 
                            float *tmp)
 {
     if (p->matrix) {
-        kern_linear_w(kn, n, d, d, x, d, p->wi, d, tmp, d);
+        chan_matrix(kn, p, n, d, p->wi, x, tmp);
     } else {
         const int32_t *pi = p->perm_inv;
         for (int i = 0; i < n; i++) {
@@ -185,7 +217,7 @@ static void aio_inverse(const struct blk *b, struct blk_io *io)
 
     if (p->matrix) {
         /* v = Wi y, then u = (v - offset) / g. */
-        kern_linear_w(io->k, n, d, d, x, d, p->wi, d, tmp, d);
+        chan_matrix(io->k, p, n, d, p->wi, x, tmp);
         for (int i = 0; i < n; i++) {
             const float *ti = tmp + (size_t)i * d;
             float *xi = x + (size_t)i * d;
@@ -254,16 +286,23 @@ static double orth_err(int d, const double *A, const double *B)
  * orthogonal matrix leaves ~1e-7 per entry; anything near 1e-3 is not a rotation. */
 #define AIO_ORTH_TOL 1e-3
 
-static enum eng_status load_perm_soft(struct aio_priv *p, int d, struct ldr *L, const cJSON *po)
+static enum eng_status load_perm_soft(struct aio_priv *p, int d, int rank, struct ldr *L,
+                                      const cJSON *po)
 {
-    const int64_t shp[2] = {d, d};
+    /* (d, d), or FrEIA's image form (d, d, 1, 1) / (d, d, 1) (a 1x1 convolution weight) */
+    const int64_t shp[4] = {d, d, 1, 1};
+    const int nd = rank > 1 ? 1 + rank : 2;
+    const struct st_tensor *raw = NULL;
+    enum eng_status st = ldr_raw(L, po, "w", &raw);
+    if (st != ENG_OK)
+        return st;
+    int ndim = raw->ndim == 2 ? 2 : nd;
     const double *w = NULL, *wi = NULL;
     const float *wf = NULL, *wif = NULL;
-    enum eng_status st;
-    if ((st = ldr_tensor_f64(L, po, "w", true, 2, shp, &w)) != ENG_OK ||
-        (st = ldr_tensor_f64(L, po, "w_inv", true, 2, shp, &wi)) != ENG_OK ||
-        (st = ldr_tensor(L, po, "w", true, 2, shp, &wf)) != ENG_OK ||
-        (st = ldr_tensor(L, po, "w_inv", true, 2, shp, &wif)) != ENG_OK)
+    if ((st = ldr_tensor_f64(L, po, "w", true, ndim, shp, &w)) != ENG_OK ||
+        (st = ldr_tensor_f64(L, po, "w_inv", true, ndim, shp, &wi)) != ENG_OK ||
+        (st = ldr_tensor(L, po, "w", true, ndim, shp, &wf)) != ENG_OK ||
+        (st = ldr_tensor(L, po, "w_inv", true, ndim, shp, &wif)) != ENG_OK)
         return st;
     double e = orth_err(d, w, w);
     if (!(e <= AIO_ORTH_TOL))
@@ -354,7 +393,7 @@ static enum eng_status aio_load(struct blk *b, struct ldr *L, const cJSON *j)
     static const char *const formulas[] = {"head", "legacy"};
     static const char *const gtypes[] = {"SOFTPLUS", "SIGMOID", "EXP"};
     static const char *const ptypes[] = {"hard", "soft", "householder"};
-    int d = b->d, cw = b->cw;
+    int d = b->d;
     enum eng_status st;
 
     struct aio_priv *p = ldr_alloc(L, sizeof(*p));
@@ -362,13 +401,18 @@ static enum eng_status aio_load(struct blk *b, struct ldr *L, const cJSON *j)
         return ENG_ERR_NOMEM;
     b->priv = p;
 
-    if (d < 2)
+    const int C = cpl_channels(b), P = d / C;
+    p->C = C, p->P = P;
+    if (C < 2)
         return ldr_fail(L, ENG_ERR_MANIFEST,
-                        "AllInOneBlock needs width d >= 2 (got %d): its active half would be "
-                        "empty", d);
-    long split = d - d / 2;
-    if ((st = ldr_int(L, j, "split", false, d - d / 2, 1, d - 1, &split)) != ENG_OK)
+                        "AllInOneBlock needs %s >= 2 (got %d): its active half would be "
+                        "empty", P > 1 ? "C channels" : "width d", C);
+    long split = (long)(C - C / 2) * P;
+    if ((st = ldr_int(L, j, "split", false, split, P, (long)(C - 1) * P, &split)) != ENG_OK)
         return st;
+    if (split % P != 0)
+        return ldr_fail(L, ENG_ERR_MANIFEST, "split: %ld is not a whole number of channels (a "
+                        "multiple of the %d positions per channel)", split, P);
     p->n1 = (int)split;
     p->n2 = d - p->n1;
 
@@ -391,11 +435,23 @@ static enum eng_status aio_load(struct blk *b, struct ldr *L, const cJSON *j)
     if ((st = ldr_enum(L, j, "global_affine_type", false, G_SOFTPLUS, gtypes, 3, &gt)) != ENG_OK)
         return st;
 
-    /* Global affine: g = Psi(global_scale) (ignored with gin_block), offset. */
-    const float *gs = NULL;
-    if ((st = ldr_tensor_numel(L, j, "global_scale", !p->gin, d, &gs)) != ENG_OK ||
-        (st = ldr_tensor_numel(L, j, "global_offset", true, d, &p->off)) != ENG_OK)
+    /* Global affine: g = Psi(global_scale) (ignored with gin_block), offset; on image rows
+     * one per channel (FrEIA's (1, C, 1, 1)), spread over the positions. */
+    const float *gs = NULL, *offc = NULL;
+    if ((st = ldr_tensor_numel(L, j, "global_scale", !p->gin, C, &gs)) != ENG_OK ||
+        (st = ldr_tensor_numel(L, j, "global_offset", true, C, &offc)) != ENG_OK)
         return st;
+    float *off = ldr_alloc(L, sizeof(float) * (size_t)d);
+    float *gsf = ldr_alloc(L, sizeof(float) * (size_t)d);
+    if (!off || !gsf)
+        return ENG_ERR_NOMEM;
+    for (int k = 0; k < d; k++) {
+        off[k] = offc[k / P];
+        gsf[k] = gs ? gs[k / P] : 0.0f;
+    }
+    p->off = off;
+    if (gs)
+        gs = gsf;
     p->g = ldr_alloc(L, sizeof(float) * (size_t)d);
     p->g_perm = ldr_alloc(L, sizeof(float) * (size_t)d);
     p->off_perm = ldr_alloc(L, sizeof(float) * (size_t)d);
@@ -412,7 +468,7 @@ static enum eng_status aio_load(struct blk *b, struct ldr *L, const cJSON *j)
         if (!(g > 0.0f) || !isfinite(g))
             return ldr_fail(L, ENG_ERR_TENSOR,
                             "global_scale: entry %d (%g) gives the global scale %g under %s; it "
-                            "must be positive and finite", k, (double)gs[k], (double)g,
+                            "must be positive and finite", k / P, (double)gs[k], (double)g,
                             gtypes[gt]);
         p->g[k] = g;
         p->log_g += em_log((double)g);
@@ -428,13 +484,23 @@ static enum eng_status aio_load(struct blk *b, struct ldr *L, const cJSON *j)
     if (st == ENG_OK) {
         switch (pt) {
         case PERM_HARD:
-            st = ldr_perm(L, po, "perm", d, &p->perm);
+            st = ldr_perm(L, po, "perm", C, &p->perm);
+            if (st == ENG_OK && P > 1) { /* channel c*P + q <- perm[c]*P + q */
+                int32_t *pf = ldr_alloc(L, sizeof(int32_t) * (size_t)d);
+                if (!pf) {
+                    st = ENG_ERR_NOMEM;
+                    break;
+                }
+                for (int k = 0; k < d; k++)
+                    pf[k] = p->perm[k / P] * P + k % P;
+                p->perm = pf;
+            }
             break;
         case PERM_SOFT:
-            st = load_perm_soft(p, d, L, po);
+            st = load_perm_soft(p, C, b->rank, L, po);
             break;
         case PERM_HOUSEHOLDER:
-            st = load_perm_householder(p, d, L, po);
+            st = load_perm_householder(p, C, L, po);
             break;
         }
     }
@@ -452,20 +518,20 @@ static enum eng_status aio_load(struct blk *b, struct ldr *L, const cJSON *j)
 
     if (p->matrix) {
         /* the certificate's condition number: exact singular values in double */
-        size_t dd = (size_t)d * d;
-        double *a = malloc(sizeof(double) * (2 * dd + (size_t)d));
+        size_t dd = (size_t)C * C;
+        double *a = malloc(sizeof(double) * (2 * dd + (size_t)C));
         if (!a)
             return ldr_fail(L, ENG_ERR_NOMEM, "out of memory for the singular values of the "
                             "permutation matrix");
         for (size_t i = 0; i < dd; i++)
             a[i] = p->wf[i];
         double *sv = a + 2 * dd;
-        int ok = la_singular_values(d, d, a, sv, a + dd);
-        p->cond = ok >= 0 && sv[d - 1] > 0 ? sv[0] / sv[d - 1] : INFINITY;
+        int ok = la_singular_values(C, C, a, sv, a + dd);
+        p->cond = ok >= 0 && sv[C - 1] > 0 ? sv[0] / sv[C - 1] : INFINITY;
         free(a);
     }
 
-    if ((st = ldr_subnet(L, j, "subnet", p->n1, cw, 2 * p->n2, &p->net)) != ENG_OK)
+    if ((st = cpl_subnet(L, b, j, "subnet", p->n1, 2 * p->n2, &p->net)) != ENG_OK)
         return st;
     return ENG_OK;
 }

@@ -11,7 +11,8 @@
  *     NICE  y = x + F(u)                                    log-det 0
  *     RNVP  s = clamp*f(net_s(u)), t = net_t(u); y = x e^s + t   log-det sum s
  *     GLOW  a = net(u) = [s_raw | t]; s = clamp*f(s_raw); same affine map
- *     GIN   as GLOW with s <- s - mean(s) over the half's channels; log-det 0
+ *     GIN   as GLOW with s <- s - mean(s) over the half's channels (at each position on
+ *           image rows, FrEIA's mean over dim 1); log-det 0
  * AffineCouplingOneSided is C2 alone (u = [x1, c]); ConditionalAffineTransform is one
  * affine map of the whole row whose s, t come from the condition only.
  *
@@ -19,6 +20,11 @@
  * RNVP "s1", "t1" (l1 + cw -> l2), "s2", "t2" (l2 + cw -> l1); GLOW/GIN "subnet1"
  * (l1 + cw -> 2 l2) and "subnet2" (l2 + cw -> 2 l1); one-sided "subnet" (l1 + cw -> 2 l2);
  * conditional affine "subnet" (cw -> 2 d).
+ *
+ * On (C, H, W) / (C, L) rows the split is along channels (l1 = c1 * positions, default
+ * round(C/2) channels) and the subnets are convolutional ones on the half's channels
+ * with the condition image concatenated (coupling.h, cpl_subnet); [s | t] is the subnet's
+ * output channels split in two, which is the same flat [s | t] split.
  *
  * Subnets run once per tile on all n rows, reading the passive half in place (stride d)
  * and writing [s | t] rows into scratch.  When ConditionalAffineTransform gets one
@@ -51,6 +57,7 @@ struct cpl_priv {
     bool has_h1;            /* C1 exists (two-sided blocks) */
     struct half h1, h2;     /* h1 transforms x1, h2 transforms x2 (or the whole row) */
     int coef_w;             /* floats per row of the coefficient buffer: 2 * max width */
+    int P;                  /* positions per channel (1 on vectors, H*W or L on images) */
 };
 
 /* ---- forward / inverse ---------------------------------------------------------------- */
@@ -100,7 +107,7 @@ static void run_half(const struct cpl_priv *p, const struct half *h, int d, stru
     cpl_clamp_cols(io->k, p->act, p->clamp, a, rows, la, lda);
     double *ld = io->log_det;
     if (p->kind == K_GIN) {
-        cpl_center_cols(a, rows, la, lda);
+        cpl_center_channels(a, rows, la / p->P, p->P, lda);
         ld = NULL;  /* volume preserving: FrEIA returns 0 */
     }
     int ldc = rows == 1 && n > 1 ? 0 : lda;
@@ -136,6 +143,7 @@ static enum eng_status load_common(struct blk *b, struct ldr *L, const cJSON *j,
         return ENG_ERR_NOMEM;
     b->priv = p;
     p->kind = kind;
+    p->P = b->d / cpl_channels(b);
     int d = b->d, cw = b->cw;
     enum eng_status st;
 
@@ -149,7 +157,7 @@ static enum eng_status load_common(struct blk *b, struct ldr *L, const cJSON *j,
         /* Two-sided blocks need both halves non-empty; the one-sided block may leave x1
          * empty when a condition feeds its subnet. */
         int lo = (kind == K_ONESIDED && cw > 0) ? 0 : 1;
-        st = cpl_load_split(L, j, d, lo, d - 1, &p->l1);
+        st = cpl_load_split(L, j, b, lo, cpl_channels(b) - 1, &p->l1);
         if (st != ENG_OK)
             return st;
         p->l2 = d - p->l1;
@@ -167,31 +175,31 @@ static enum eng_status load_common(struct blk *b, struct ldr *L, const cJSON *j,
 
     switch (kind) {
     case K_NICE:
-        if ((st = ldr_subnet(L, j, "F", l2, cw, l1, &p->h1.na)) != ENG_OK ||
-            (st = ldr_subnet(L, j, "G", l1, cw, l2, &p->h2.na)) != ENG_OK)
+        if ((st = cpl_subnet(L, b, j, "F", l2, l1, &p->h1.na)) != ENG_OK ||
+            (st = cpl_subnet(L, b, j, "G", l1, l2, &p->h2.na)) != ENG_OK)
             return st;
         break;
     case K_RNVP:
-        if ((st = ldr_subnet(L, j, "s1", l1, cw, l2, &p->h2.na)) != ENG_OK ||
-            (st = ldr_subnet(L, j, "t1", l1, cw, l2, &p->h2.nb)) != ENG_OK ||
-            (st = ldr_subnet(L, j, "s2", l2, cw, l1, &p->h1.na)) != ENG_OK ||
-            (st = ldr_subnet(L, j, "t2", l2, cw, l1, &p->h1.nb)) != ENG_OK)
+        if ((st = cpl_subnet(L, b, j, "s1", l1, l2, &p->h2.na)) != ENG_OK ||
+            (st = cpl_subnet(L, b, j, "t1", l1, l2, &p->h2.nb)) != ENG_OK ||
+            (st = cpl_subnet(L, b, j, "s2", l2, l1, &p->h1.na)) != ENG_OK ||
+            (st = cpl_subnet(L, b, j, "t2", l2, l1, &p->h1.nb)) != ENG_OK)
             return st;
         break;
     case K_GLOW:
     case K_GIN:
-        if ((st = ldr_subnet(L, j, "subnet1", l1, cw, 2 * l2, &p->h2.na)) != ENG_OK ||
-            (st = ldr_subnet(L, j, "subnet2", l2, cw, 2 * l1, &p->h1.na)) != ENG_OK)
+        if ((st = cpl_subnet(L, b, j, "subnet1", l1, 2 * l2, &p->h2.na)) != ENG_OK ||
+            (st = cpl_subnet(L, b, j, "subnet2", l2, 2 * l1, &p->h1.na)) != ENG_OK)
             return st;
         break;
     case K_ONESIDED:
         p->has_h1 = false;
-        if ((st = ldr_subnet(L, j, "subnet", l1, cw, 2 * l2, &p->h2.na)) != ENG_OK)
+        if ((st = cpl_subnet(L, b, j, "subnet", l1, 2 * l2, &p->h2.na)) != ENG_OK)
             return st;
         break;
     case K_CONDAFFINE:
         p->has_h1 = false;
-        if ((st = ldr_subnet(L, j, "subnet", 0, cw, 2 * d, &p->h2.na)) != ENG_OK)
+        if ((st = cpl_subnet(L, b, j, "subnet", 0, 2 * d, &p->h2.na)) != ENG_OK)
             return st;
         break;
     }

@@ -27,9 +27,21 @@ static inline size_t cpl_round(size_t nfloats)
     return (nfloats + CPL_ALIGN_FLOATS - 1) / CPL_ALIGN_FLOATS * CPL_ALIGN_FLOATS;
 }
 
-/* Manifest "split" (l1): default coupling_default_split(d); must lie in [lo, hi].  The
- * message names the field and says which range and why. */
-enum eng_status cpl_load_split(struct ldr *L, const cJSON *j, int d, int lo, int hi, int *l1);
+/* Channels of the block's rows: shape[0] on (C, H, W) / (C, L) rows, d on vectors (where
+ * a channel is one element).  A coupling splits rows along channels, which on the flat
+ * channel-major row is the split at c1 * (d / C). */
+int cpl_channels(const struct blk *b);
+/* Manifest "split" (l1, in flat elements: c1 * positions): default FrEIA's
+ * coupling_default_split(C) channels; c1 must lie in [lo, hi] (channels) and the split be a
+ * whole number of channels.  The message names the field and says which range and why. */
+enum eng_status cpl_load_split(struct ldr *L, const cJSON *j, const struct blk *b, int lo,
+                               int hi, int *l1);
+/* Subnet `field` of a coupling block: input [x part (dx flat values), the block's
+ * condition], output dout flat values.  On vectors ldr_subnet; on image rows
+ * ldr_subnet_img with dx, dout as channels (whole channels, as the split is) and the
+ * condition an image of the block's spatial size (refused otherwise, naming 'cond'). */
+enum eng_status cpl_subnet(struct ldr *L, const struct blk *b, const cJSON *j,
+                           const char *field, int dx, int dout, const struct subnet **out);
 
 /* Manifest "clamp" (default 2.0, finite) and "clamp_activation" ("ATAN" default, "TANH",
  * "SIGMOID"). */
@@ -43,6 +55,10 @@ void cpl_clamp_cols(const struct kern *k, enum clamp_act act, float clamp, float
 void cpl_map_cols(const struct kern *k, enum kern_fn f, float *a, int n, int l, int lda);
 /* GIN: s <- s - mean(s) over the l columns of each row (mean in double). */
 void cpl_center_cols(float *a, int n, int l, int lda);
+/* GIN on image rows: the first C*P columns of each row are C channels of P positions;
+ * s <- s - mean over the channels at each position (FrEIA's s.mean(1)).  P = 1 is
+ * cpl_center_cols. */
+void cpl_center_channels(float *a, int n, int C, int P, int lda);
 
 /* Affine coupling of n rows on l columns.  x: first active column of row 0 (stride ldx);
  * a: [s | t] per row, s at a[i*lda + j], t at a[i*lda + l + j].  When lda == 0 one

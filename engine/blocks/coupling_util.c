@@ -9,6 +9,7 @@
  * in double.
  */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 #include "coupling.h"
 #include "../block.h"
@@ -27,28 +28,73 @@ int coupling_default_split(int d)
     return (k % 2 == 0) ? k : k + 1;
 }
 
-enum eng_status cpl_load_split(struct ldr *L, const cJSON *j, int d, int lo, int hi, int *l1)
+int cpl_channels(const struct blk *b)
 {
-    int def = coupling_default_split(d);
+    return b->rank > 1 ? b->shape[0] : b->d;
+}
+
+enum eng_status cpl_load_split(struct ldr *L, const cJSON *j, const struct blk *b, int lo,
+                               int hi, int *l1)
+{
+    const int C = cpl_channels(b), P = b->d / C;
+    int def = coupling_default_split(C);
     if (hi < lo)
         return ldr_fail(L, ENG_ERR_MANIFEST,
-                        "split: width d = %d is too small for this block (no split leaves "
-                        "both halves non-empty)", d);
+                        "split: %s %d is too small for this block (no split leaves "
+                        "both halves non-empty)", P > 1 ? "the channel count" : "width d =", C);
     const cJSON *f = cJSON_GetObjectItemCaseSensitive(j, "split");
     if (!f || cJSON_IsNull(f)) {
         if (def < lo || def > hi)
             return ldr_fail(L, ENG_ERR_MANIFEST,
-                            "split: the default round(d/2) = %d for d = %d is outside [%d, %d]; "
-                            "give \"split\" explicitly", def, d, lo, hi);
-        *l1 = def;
+                            "split: the default round(%s/2) = %d for %s = %d is outside [%d, %d]; "
+                            "give \"split\" explicitly", P > 1 ? "C" : "d", def,
+                            P > 1 ? "C" : "d", C, lo, hi);
+        *l1 = def * P;
         return ENG_OK;
     }
     long v = 0;
-    enum eng_status st = ldr_int(L, j, "split", true, def, lo, hi, &v);
+    enum eng_status st = ldr_int(L, j, "split", true, (long)def * P, (long)lo * P, (long)hi * P, &v);
     if (st != ENG_OK)
         return st;
+    if (v % P != 0)
+        return ldr_fail(L, ENG_ERR_MANIFEST, "split: %ld is not a whole number of channels (a "
+                        "multiple of the %d positions per channel)", v, P);
     *l1 = (int)v;
     return ENG_OK;
+}
+
+enum eng_status cpl_subnet(struct ldr *L, const struct blk *b, const cJSON *j,
+                           const char *field, int dx, int dout, const struct subnet **out)
+{
+    if (b->rank <= 1)
+        return ldr_subnet(L, j, field, dx, b->cw, dout, out);
+    const int P = b->d / b->shape[0];
+    int cc = 0;
+    if (b->cw > 0) {
+        bool ok = b->c_rank == b->rank;
+        for (int k = 1; ok && k < b->rank; k++)
+            ok = b->c_shape[k] == b->shape[k];
+        if (!ok) {
+            char cs[48], xs[48];
+            if (b->c_rank == 1)
+                snprintf(cs, sizeof(cs), "a vector of %d", b->cw);
+            else if (b->c_rank == 2)
+                snprintf(cs, sizeof(cs), "(%d, %d)", b->c_shape[0], b->c_shape[1]);
+            else
+                snprintf(cs, sizeof(cs), "(%d, %d, %d)", b->c_shape[0], b->c_shape[1],
+                         b->c_shape[2]);
+            if (b->rank == 2)
+                snprintf(xs, sizeof(xs), "(%d)", b->shape[1]);
+            else
+                snprintf(xs, sizeof(xs), "(%d, %d)", b->shape[1], b->shape[2]);
+            return ldr_fail(L, ENG_ERR_MANIFEST, "cond: the condition is %s; a subnet on image "
+                            "rows concatenates it along channels, so it must have the block "
+                            "input's positions %s (a vector condition needs "
+                            "conditions[k].broadcast)", cs, xs);
+        }
+        cc = b->c_shape[0];
+    }
+    return ldr_subnet_img(L, j, field, b->rank, b->shape + 1, dx / P, cc, dout / P, out);
 }
 
 enum eng_status cpl_load_clamp(struct ldr *L, const cJSON *j, float *clamp, enum clamp_act *act)
@@ -125,6 +171,27 @@ void cpl_center_cols(float *a, int n, int l, int lda)
         float mean = (float)(sum / l);
         for (int j = 0; j < l; j++)
             s[j] -= mean;
+    }
+}
+
+void cpl_center_channels(float *a, int n, int C, int P, int lda)
+{
+    if (P == 1) {
+        cpl_center_cols(a, n, C, lda);
+        return;
+    }
+    if (C <= 0)
+        return;
+    for (int i = 0; i < n; i++) {
+        float *s = a + (size_t)i * lda;
+        for (int q = 0; q < P; q++) {
+            double sum = 0.0;
+            for (int c = 0; c < C; c++)
+                sum += s[(size_t)c * P + q];
+            float mean = (float)(sum / C);
+            for (int c = 0; c < C; c++)
+                s[(size_t)c * P + q] -= mean;
+        }
     }
 }
 

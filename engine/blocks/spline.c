@@ -42,6 +42,7 @@
 
 struct spl_priv {
     int l1, l2, K, P;
+    int HW;                     /* positions per channel (1 on vectors) */
     bool identity;              /* identity tails */
     double dom[4];              /* default_domain: left, right, bottom, top */
     double min_w, min_h;
@@ -233,18 +234,28 @@ static double spline_elem(const struct spl_priv *p, const float *raw, double *wo
     return xk + xi * dx;
 }
 
-/* Transform columns [off, off + l) of the tile with parameters a (n x l*P). */
+/* Transform columns [off, off + l) of the tile with parameters a (n x l*P).  On image rows
+ * (HW positions per channel) the subnet's output channel ch*P + k holds parameter k of
+ * channel ch at every position (FrEIA moves the channel axis last and reshapes it to
+ * (channels, P)); a flat element ch*HW + q gathers its P parameters into `raw`. */
 KERN_FMA_CLONES static void spline_cols(const struct spl_priv *p, struct blk_io *io, int d, int off, int l,
-                        const float *a, double *work, bool inv)
+                        const float *a, double *work, float *raw, bool inv)
 {
-    int P = p->P;
+    int P = p->P, HW = p->HW;
     for (int i = 0; i < io->n; i++) {
         float *xi = io->x + (size_t)i * d + off;
         const float *ai = a + (size_t)i * l * P;
         double sum = 0.0;
         for (int j = 0; j < l; j++) {
             double ld = 0.0;
-            xi[j] = (float)spline_elem(p, ai + (size_t)j * P, work, (double)xi[j], inv, &ld);
+            const float *pj = ai + (size_t)j * P;
+            if (HW > 1) {
+                int ch = j / HW, q = j % HW;
+                for (int k = 0; k < P; k++)
+                    raw[k] = ai[((size_t)ch * P + k) * HW + q];
+                pj = raw;
+            }
+            xi[j] = (float)spline_elem(p, pj, work, (double)xi[j], inv, &ld);
             sum += ld;
         }
         io->log_det[i] += sum;
@@ -253,10 +264,16 @@ KERN_FMA_CLONES static void spline_cols(const struct spl_priv *p, struct blk_io 
 
 /* ---- scratch: params (rows x max(l1, l2) * P) | work (2K doubles) | subnet ------------ */
 
-/* Floats reserved for the work area: 2K doubles plus slack to align them. */
+/* Floats reserved for the work area: 2K doubles plus slack to align them, then P floats
+ * for the gathered raw parameters of one element (image rows). */
 static size_t work_floats(const struct spl_priv *p)
 {
-    return cpl_round(4 * (size_t)p->K + 2);
+    return cpl_round(4 * (size_t)p->K + 2) + cpl_round((size_t)p->P);
+}
+
+static float *raw_at(const struct spl_priv *p, float *wa)
+{
+    return wa + cpl_round(4 * (size_t)p->K + 2);
 }
 
 /* The 8-byte-aligned start of the work area (the workspace is 64-byte aligned and the
@@ -286,9 +303,9 @@ static void spl_forward(const struct blk *b, struct blk_io *io)
     float *sub = wa + work_floats(p);
 
     subnet_forward(p->net1, n, io->x + p->l1, d, io->c, io->c_ld, a, p->l1 * p->P, sub);
-    spline_cols(p, io, d, 0, p->l1, a, work, false);
+    spline_cols(p, io, d, 0, p->l1, a, work, raw_at(p, wa), false);
     subnet_forward(p->net2, n, io->x, d, io->c, io->c_ld, a, p->l2 * p->P, sub);
-    spline_cols(p, io, d, p->l1, p->l2, a, work, false);
+    spline_cols(p, io, d, p->l1, p->l2, a, work, raw_at(p, wa), false);
 }
 
 static void spl_inverse(const struct blk *b, struct blk_io *io)
@@ -301,9 +318,9 @@ static void spl_inverse(const struct blk *b, struct blk_io *io)
     float *sub = wa + work_floats(p);
 
     subnet_forward(p->net2, n, io->x, d, io->c, io->c_ld, a, p->l2 * p->P, sub);
-    spline_cols(p, io, d, p->l1, p->l2, a, work, true);
+    spline_cols(p, io, d, p->l1, p->l2, a, work, raw_at(p, wa), true);
     subnet_forward(p->net1, n, io->x + p->l1, d, io->c, io->c_ld, a, p->l1 * p->P, sub);
-    spline_cols(p, io, d, 0, p->l1, a, work, true);
+    spline_cols(p, io, d, 0, p->l1, a, work, raw_at(p, wa), true);
 }
 
 /* ---- load ------------------------------------------------------------------------------ */
@@ -333,15 +350,16 @@ static enum eng_status spl_load(struct blk *b, struct ldr *L, const cJSON *j)
     static const char *const tails[] = {"affine", "identity"};
     static const double def_dom[4] = {-3.0, 3.0, -3.0, 3.0};
     static const double def_min[2] = {0.1, 0.1};
-    int d = b->d, cw = b->cw;
+    int d = b->d;
     enum eng_status st;
     struct spl_priv *p = ldr_alloc(L, sizeof(*p));
     if (!p)
         return ENG_ERR_NOMEM;
     b->priv = p;
 
-    if ((st = cpl_load_split(L, j, d, 1, d - 1, &p->l1)) != ENG_OK)
+    if ((st = cpl_load_split(L, j, b, 1, cpl_channels(b) - 1, &p->l1)) != ENG_OK)
         return st;
+    p->HW = d / cpl_channels(b);
     p->l2 = d - p->l1;
     long K = 10;
     if ((st = ldr_int(L, j, "bins", false, 10, 1, SPL_MAX_BINS, &K)) != ENG_OK)
@@ -392,10 +410,8 @@ static enum eng_status spl_load(struct blk *b, struct ldr *L, const cJSON *j)
         p->clampD = D;
     }
 
-    if ((st = ldr_subnet(L, j, "subnet1", p->l2, cw, p->l1 * p->P, &p->net1)) !=
-            ENG_OK ||
-        (st = ldr_subnet(L, j, "subnet2", p->l1, cw, p->l2 * p->P, &p->net2)) !=
-            ENG_OK)
+    if ((st = cpl_subnet(L, b, j, "subnet1", p->l2, p->l1 * p->P, &p->net1)) != ENG_OK ||
+        (st = cpl_subnet(L, b, j, "subnet2", p->l1, p->l2 * p->P, &p->net2)) != ENG_OK)
         return st;
     return ENG_OK;
 }

@@ -13,7 +13,7 @@
  *       are 256 rows);
  *   (e) one y row broadcast over every x/z row gives the same bytes as y given per row.
  *
- * Requests: forward, inverse, log_prob and sample for every model of models/ (the demo
+ * Requests: forward, inverse (not for an mdn), log_prob and sample for every model of models/ (the demo
  * models) and tests/fixtures/golden, and an i-ResNet flow written by ckptw.h; preimage
  * (gradient and evolutionary) for the mlp models. Bodies are
  * compared byte for byte (nothing is stripped). The reference is the daemon with
@@ -154,8 +154,9 @@ static void add_model(const cJSON *m)
     const cJSON *d = cJSON_GetObjectItem(m, "dims");
     int dx = cJSON_GetObjectItem(d, "x")->valueint, dy = cJSON_GetObjectItem(d, "y")->valueint,
         dz = cJSON_GetObjectItem(d, "z")->valueint;
-    bool cinn = !strcmp(kind, "cinn"), inn = !strcmp(kind, "inn");
-    add_rows_op(name, "forward", "x", dx, cinn ? dy : 0);
+    bool cinn = !strcmp(kind, "cinn"), inn = !strcmp(kind, "inn"), mdn = !strcmp(kind, "mdn");
+    if (!mdn) /* a mixture density network has no forward or inverse map */
+        add_rows_op(name, "forward", "x", dx, cinn ? dy : 0);
     if (!strcmp(kind, "mlp")) {
         static const char *const method[] = {"gradient", "evolutionary"};
         for (int k = 0; k < 2; k++) {
@@ -168,14 +169,15 @@ static void add_model(const cJSON *m)
         }
         return;
     }
-    add_rows_op(name, "inverse", "z", dz, cinn || inn ? dy : 0);
-    add_rows_op(name, "log_prob", "x", dx, cinn || inn ? dy : 0);
+    if (!mdn)
+        add_rows_op(name, "inverse", "z", dz, cinn || inn ? dy : 0);
+    add_rows_op(name, "log_prob", "x", dx, cinn || inn || mdn ? dy : 0);
     static const int ns[] = {1000, 300, 3, 1};
     int big = -1;
     for (int k = 0; k < 4; k++) {
         struct sb s = {0};
         sb_printf(&s, "{\"num_samples\":%d,\"seed\":7,\"outputs\":[\"samples\",\"log_prob\"]", ns[k]);
-        if (cinn || inn) {
+        if (cinn || inn || mdn) {
             sb_printf(&s, ",");
             sb_rows(&s, "y", 2, 2, dy, -1);
         }

@@ -239,6 +239,7 @@ static struct eng_info info_of(enum eng_kind k)
     case ENG_KIND_CINN: i.dims = (struct eng_dims){4, 2, 4, 0, 0}; break;
     case ENG_KIND_INN: i.dims = (struct eng_dims){4, 2, 3, 1, 0}; break;
     case ENG_KIND_MLP: i.dims = (struct eng_dims){4, 2, 0, 0, 0}; break;
+    case ENG_KIND_MDN: i.dims = (struct eng_dims){4, 2, 0, 0, 0}; break;
     }
     memset(i.sha256, 'a', 64);
     return i;
@@ -339,6 +340,19 @@ static const struct rcase CASES[] = {
      "inverse is not defined for an mlp model (use preimage search)"},
     {PROTO_OP_SAMPLE, ENG_KIND_MLP, "not even json", PROTO_E_UNSUPPORTED,
      "sample is not defined for an mlp model (use preimage search)"},
+    {PROTO_OP_FORWARD, ENG_KIND_MDN, "{\"x\":[[1,2,3,4]],\"y\":[[1,2]]}", PROTO_E_UNSUPPORTED,
+     "forward is not defined for an mdn model (a mixture density network is not a bijection: "
+     "use sample or log_prob)"},
+    {PROTO_OP_INVERSE, ENG_KIND_MDN, "{}", PROTO_E_UNSUPPORTED,
+     "inverse is not defined for an mdn model (a mixture density network is not a bijection: "
+     "use sample or log_prob)"},
+    {PROTO_OP_PREIMAGE, ENG_KIND_MDN, "{}", PROTO_E_UNSUPPORTED,
+     "preimage is not defined for an mdn model (a mixture density network is not a bijection: "
+     "use sample or log_prob)"},
+    {PROTO_OP_LOG_PROB, ENG_KIND_MDN, "{\"x\":[[1,2,3,4]],\"y\":[[1,2]]}", PROTO_OK, NULL},
+    {PROTO_OP_LOG_PROB, ENG_KIND_MDN, "{\"x\":[[1,2,3,4]]}", PROTO_E_MISSING,
+     "missing field 'y': a mdn model needs the observation y (rows of 2 values)"},
+    {PROTO_OP_SAMPLE, ENG_KIND_MDN, "{\"y\":[[1,2]],\"num_samples\":5}", PROTO_OK, NULL},
     {PROTO_OP_INVERSE, ENG_KIND_FLOW, "{\"z\":[[1,2,3,4]],\"tol\":0}", PROTO_E_FIELD,
      "tol must be in (0, 1], got 0"},
     {PROTO_OP_INVERSE, ENG_KIND_FLOW, "{\"z\":[[1,2,3,4]],\"max_iter\":1.5}", PROTO_E_FIELD,

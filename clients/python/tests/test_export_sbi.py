@@ -6,8 +6,10 @@ see gen_sbi.py there) against what sbi computed for them:
   posterior.log_prob(theta, x, norm_posterior=False), null where sbi gives -inf (outside);
 * the inverse given z within 1e-5 relative of sbi's flow inverse;
 * samples all inside the prior box, with an acceptance near sbi's leakage estimate;
-* sbi's maf (also with an MLP embedding), nsf, maf_rqs, zuko_maf and zuko_nsf are covered;
-* the exporter refuses what it cannot serve (MDN, other zuko flows or univariate maps,
+* sbi's maf (also with an MLP embedding), nsf, maf_rqs, zuko_maf, zuko_nsf and mdn (a
+  mixture density network: its samples' mean and covariance against sbi's own samples,
+  forward and inverse refused) are covered;
+* the exporter refuses what it cannot serve (other zuko flows or univariate maps,
   other nflows layers, other embedding nets), naming the module, and a prior that is not
   a box.
 """
@@ -17,6 +19,7 @@ import math
 import os
 import shutil
 import unittest
+import urllib.error
 import urllib.request
 
 import torch
@@ -27,7 +30,8 @@ from innserve.export import ExportError, export_sbi
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.normpath(os.path.join(HERE, "..", "..", "..", "tests", "fixtures", "sbi"))
-NAMES = ("sbi_maf", "sbi_maf_fc", "sbi_nsf", "sbi_maf_rqs", "sbi_zuko_maf", "sbi_zuko_nsf")
+NAMES = ("sbi_maf", "sbi_maf_fc", "sbi_nsf", "sbi_maf_rqs", "sbi_zuko_maf", "sbi_zuko_nsf",
+         "sbi_mdn")
 
 
 def post(url, body):
@@ -115,6 +119,49 @@ class ServedSbiPosterior(unittest.TestCase):
                                    -math.log(acc["accepted"][0] / acc["drawn"][0]), places=12)
 
 
+class MixtureDensityNetwork(unittest.TestCase):
+    def test_sampling_distribution_matches_sbi(self):
+        for i, case in enumerate(EXP["sbi_mdn"]["samples"]):
+            n = 40000
+            ans = post(D.url + "/v1/models/sbi_mdn/sample",
+                       {"y": [case["y"]], "num_samples": n, "seed": 5 + i})
+            xs = torch.tensor(ans["samples"][0], dtype=torch.float64)
+            mean, cov = xs.mean(0), torch.cov(xs.T)
+            f = 1.0 / n + 1.0 / case["n"]
+            wm = torch.tensor(case["mean"], dtype=torch.float64)
+            wc = torch.tensor(case["cov"], dtype=torch.float64)
+            d = torch.diagonal(wc)
+            self.assertTrue(bool(((mean - wm).abs() < 5 * (d * f).sqrt()).all()),
+                            "mean %s vs sbi %s" % (mean.tolist(), case["mean"]))
+            se = ((d[:, None] * d[None, :] + wc ** 2) * f).sqrt()
+            self.assertTrue(bool(((cov - wc).abs() < 6 * se).all()),
+                            "cov %s vs sbi %s" % (cov.tolist(), case["cov"]))
+
+    def test_no_forward_or_inverse(self):
+        meta = json.loads(urllib.request.urlopen(D.url + "/v1/models/sbi_mdn").read())
+        self.assertEqual(meta["kind"], "mdn")
+        self.assertEqual(meta["operations"], ["sample", "log_prob"])
+        for op, body in (("forward", {"x": [[0, 0, 0]], "y": [[0, 0]]}),
+                         ("inverse", {"z": [[0, 0, 0]], "y": [[0, 0]]})):
+            with self.assertRaises(urllib.error.HTTPError) as cm:
+                post(D.url + "/v1/models/sbi_mdn/" + op, body)
+            self.assertEqual(cm.exception.code, 422)
+            err = json.loads(cm.exception.read())
+            self.assertEqual(err["error"], "%s is not defined for an mdn model (a mixture "
+                             "density network is not a bijection: use sample or log_prob)" % op)
+
+    def test_manifest(self):
+        with open(os.path.join(FIXTURES, "sbi_mdn.safetensors"), "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            m = json.loads(json.loads(f.read(size))["__metadata__"]["manifest"])
+        self.assertEqual(m["kind"], "mdn")
+        self.assertEqual(m["mixture"]["components"], 4)
+        self.assertEqual(m["mixture"]["epsilon"], 1e-4)
+        self.assertEqual(set(m["standardize"]), {"x", "y"})
+        self.assertEqual(m["prior"]["type"], "box")
+        self.assertEqual(m["source"]["sbi"], "0.27.0")
+
+
 class Manifests(unittest.TestCase):
     def _manifest(self, n):
         with open(os.path.join(FIXTURES, n + ".safetensors"), "rb") as f:
@@ -169,9 +216,10 @@ class Refusals(unittest.TestCase):
         self.assertIn(needle, str(cm.exception))
         self.assertFalse(os.path.exists(os.path.join(TMP.path, "never.safetensors")))
 
-    def test_mdn_refused(self):
+    def test_not_an_sbi_mdn_refused(self):
         MixtureDensityEstimator = type("MixtureDensityEstimator", (nn.Module,), {})
-        self._raises(MixtureDensityEstimator(), "MixtureDensityEstimator is not supported yet")
+        self._raises(MixtureDensityEstimator(), "MixtureDensityEstimator has no _logits_layer "
+                     "(not sbi's MultivariateGaussianMDN)")
 
     def _zuko(self, transforms):
         ZukoFlow = type("ZukoFlow", (nn.Module,), {})

@@ -1,0 +1,339 @@
+/*
+ * conv.c — convolution operators of one sample (conv.h): geometry, the im2col gather the
+ * subnets feed to the kernels' matrix product, the exact operator and its adjoint in
+ * double, and the certified spectral-norm bound of the Lipschitz certificates.
+ *
+ * Index map of every tap: output position y (one axis) reads input position
+ *     convolution:  i = y*s - p + a*dl                 (a the tap, dl the dilation)
+ *     transposed:   i = (y + p - a*dl) / s   when the division is exact
+ * and nothing (zero) when i falls outside [0, n); with circular padding (convolutions
+ * only) i is taken modulo n.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conv.h"
+#include "la.h"
+
+bool conv_geom_finish(struct conv_geom *g, int opad_h, int opad_w)
+{
+    long oh, ow;
+    if (g->transposed) {
+        oh = (long)(g->ih - 1) * g->sh - g->pt - g->pb + (long)g->dh * (g->kh - 1) + opad_h + 1;
+        ow = (long)(g->iw - 1) * g->sw - g->pl - g->pr + (long)g->dw * (g->kw - 1) + opad_w + 1;
+    } else {
+        long eh = (long)g->ih + g->pt + g->pb - (long)g->dh * (g->kh - 1);
+        long ew = (long)g->iw + g->pl + g->pr - (long)g->dw * (g->kw - 1);
+        if (eh < 1 || ew < 1)
+            return false;
+        oh = (eh - 1) / g->sh + 1;
+        ow = (ew - 1) / g->sw + 1;
+    }
+    if (oh < 1 || ow < 1 || oh > (1 << 20) || ow > (1 << 20))
+        return false;
+    g->oh = (int)oh, g->ow = (int)ow;
+    g->kg = g->cin / g->groups * g->kh * g->kw;
+    return true;
+}
+
+bool conv_direct(const struct conv_geom *g)
+{
+    return !g->transposed && g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 &&
+           g->pt == 0 && g->pb == 0 && g->pl == 0 && g->pr == 0;
+}
+
+size_t conv_col_floats(const struct conv_geom *g)
+{
+    if (conv_direct(g))
+        return 0;
+    return (size_t)g->groups * (size_t)g->kg * (size_t)g->oh * (size_t)g->ow;
+}
+
+static inline int wrap(int i, int n)
+{
+    int r = i % n;
+    return r < 0 ? r + n : r;
+}
+
+/* Input index read by output y through tap a on one axis (n input positions), -1 for a
+ * zero. */
+static inline int tap_index(const struct conv_geom *g, int y, int a, int n, int s, int p, int dl)
+{
+    if (g->transposed) {
+        int t = y + p - a * dl;
+        if (t < 0 || t % s != 0 || t / s >= n)
+            return -1;
+        return t / s;
+    }
+    int i = y * s - p + a * dl;
+    if (i >= 0 && i < n)
+        return i;
+    return g->circular ? wrap(i, n) : -1;
+}
+
+void conv_im2col(const struct conv_geom *g, const float *x, int cx, const float *c, float *col)
+{
+    const size_t P = (size_t)g->oh * g->ow, HW = (size_t)g->ih * g->iw;
+    for (int ci = 0; ci < g->cin; ci++) {
+        const float *src = ci < cx ? x + (size_t)ci * HW : c + (size_t)(ci - cx) * HW;
+        for (int a = 0; a < g->kh; a++)
+            for (int b = 0; b < g->kw; b++) {
+                float *row = col + ((size_t)(ci * g->kh + a) * g->kw + b) * P;
+                for (int y = 0; y < g->oh; y++) {
+                    float *r = row + (size_t)y * g->ow;
+                    int hh = tap_index(g, y, a, g->ih, g->sh, g->pt, g->dh);
+                    if (hh < 0) {
+                        memset(r, 0, sizeof(float) * (size_t)g->ow);
+                        continue;
+                    }
+                    const float *sr = src + (size_t)hh * g->iw;
+                    for (int xx = 0; xx < g->ow; xx++) {
+                        int ww = tap_index(g, xx, b, g->iw, g->sw, g->pl, g->dw);
+                        r[xx] = ww < 0 ? 0.0f : sr[ww];
+                    }
+                }
+            }
+    }
+}
+
+void conv_weight_matrix(const struct conv_geom *g, const float *w, float *dst)
+{
+    const int cin_g = g->cin / g->groups, cout_g = g->cout / g->groups;
+    const size_t kk = (size_t)g->kh * g->kw;
+    if (!g->transposed) {
+        memcpy(dst, w, sizeof(float) * (size_t)g->cout * g->kg);
+        return;
+    }
+    /* torch (cin, cout_g, kh, kw) -> (cout, cin_g * kh * kw) */
+    for (int gr = 0; gr < g->groups; gr++)
+        for (int co = 0; co < cout_g; co++)
+            for (int ci = 0; ci < cin_g; ci++)
+                for (size_t t = 0; t < kk; t++)
+                    dst[(size_t)(gr * cout_g + co) * g->kg + (size_t)ci * kk + t] =
+                        w[((size_t)(gr * cin_g + ci) * cout_g + co) * kk + t];
+}
+
+/* out += A in (adj = false: in = x, out = y) or out += A^T in (adj = true: in = y,
+ * out = x). */
+static void apply(const struct conv_geom *g, const double *w, const double *in, double *out,
+                  bool adj)
+{
+    const int cin_g = g->cin / g->groups, cout_g = g->cout / g->groups;
+    const size_t P = (size_t)g->oh * g->ow, HW = (size_t)g->ih * g->iw;
+    for (int co = 0; co < g->cout; co++) {
+        int gr = co / cout_g;
+        for (int cl = 0; cl < cin_g; cl++) {
+            int ci = gr * cin_g + cl;
+            for (int a = 0; a < g->kh; a++)
+                for (int b = 0; b < g->kw; b++) {
+                    double wv = w[(size_t)co * g->kg + ((size_t)cl * g->kh + a) * g->kw + b];
+                    if (wv == 0.0)
+                        continue;
+                    for (int yy = 0; yy < g->oh; yy++) {
+                        int hh = tap_index(g, yy, a, g->ih, g->sh, g->pt, g->dh);
+                        if (hh < 0)
+                            continue;
+                        for (int xx = 0; xx < g->ow; xx++) {
+                            int ww = tap_index(g, xx, b, g->iw, g->sw, g->pl, g->dw);
+                            if (ww < 0)
+                                continue;
+                            size_t o = (size_t)co * P + (size_t)yy * g->ow + xx;
+                            size_t i = (size_t)ci * HW + (size_t)hh * g->iw + ww;
+                            if (adj)
+                                out[i] += wv * in[o];
+                            else
+                                out[o] += wv * in[i];
+                        }
+                    }
+                }
+        }
+    }
+}
+
+void conv_apply_f64(const struct conv_geom *g, const double *w, const double *x, double *y)
+{
+    memset(y, 0, sizeof(double) * (size_t)g->cout * g->oh * g->ow);
+    apply(g, w, x, y, false);
+}
+
+void conv_adjoint_f64(const struct conv_geom *g, const double *w, const double *y, double *x)
+{
+    memset(x, 0, sizeof(double) * (size_t)g->cin * g->ih * g->iw);
+    apply(g, w, y, x, true);
+}
+
+/* ---- spectral norm ------------------------------------------------------------------- */
+
+static double vnorm(size_t n, const double *v)
+{
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++)
+        s += v[i] * v[i];
+    return sqrt(s);
+}
+
+/* Power iteration on A^T A (x restricted to channels < cx by the zeroed weight columns):
+ * ||A v|| for the final unit v, a lower bound on ||A||. */
+static double power_lower(const struct conv_geom *g, const double *w, int cx, double *v,
+                          double *u)
+{
+    const size_t nin = (size_t)g->cin * g->ih * g->iw, nout = (size_t)g->cout * g->oh * g->ow;
+    const size_t nx = (size_t)cx * g->ih * g->iw;
+    for (size_t i = 0; i < nin; i++)
+        v[i] = i < nx ? 1.0 + 0.01 * (double)((i * 7919u) % 97u) : 0.0;
+    double sig = 0.0;
+    for (int it = 0; it < 300; it++) {
+        double nv = vnorm(nin, v);
+        if (!(nv > 0.0) || !isfinite(nv))
+            return 0.0;
+        for (size_t i = 0; i < nin; i++)
+            v[i] /= nv;
+        conv_apply_f64(g, w, v, u);
+        double s = vnorm(nout, u);
+        conv_adjoint_f64(g, w, u, v);
+        for (size_t i = nx; i < nin; i++)
+            v[i] = 0.0;
+        if (it > 10 && fabs(s - sig) <= 1e-13 * s) {
+            sig = s;
+            break;
+        }
+        sig = s;
+    }
+    return sig;
+}
+
+/* The explicit matrix (nout x nx) and la_norm2_upper. */
+static double dense_upper(const struct conv_geom *g, const double *w, int cx)
+{
+    const size_t nin = (size_t)g->cin * g->ih * g->iw, nout = (size_t)g->cout * g->oh * g->ow;
+    const size_t nx = (size_t)cx * g->ih * g->iw;
+    double *M = malloc(sizeof(double) * (nout * nx + nin + nout +
+                                         la_norm2_upper_work((int)nout, (int)nx)));
+    if (!M)
+        return INFINITY;
+    double *e = M + nout * nx, *col = e + nin, *work = col + nout;
+    memset(e, 0, sizeof(double) * nin);
+    for (size_t j = 0; j < nx; j++) {
+        e[j] = 1.0;
+        conv_apply_f64(g, w, e, col);
+        e[j] = 0.0;
+        for (size_t i = 0; i < nout; i++)
+            M[i * nx + j] = col[i];
+    }
+    double ub = la_norm2_upper((int)nout, (int)nx, M, work);
+    free(M);
+    return ub;
+}
+
+/* max over the N1 x N2 DFT frequencies of the per-group symbol's spectral norm (taps at
+ * offsets a*dh, b*dw; weight columns of channels >= cx zeroed beforehand). */
+static double dft_upper(const struct conv_geom *g, const double *w, int N1, int N2)
+{
+    const int cin_g = g->cin / g->groups, cout_g = g->cout / g->groups;
+    const int m = cout_g, n = cin_g, kk = g->kh * g->kw;
+    double *R = malloc(sizeof(double) * ((size_t)4 * m * n + la_norm2_upper_work(2 * m, 2 * n) +
+                                         2 * (size_t)kk));
+    if (!R)
+        return INFINITY;
+    double *work = R + (size_t)4 * m * n, *cs = work + la_norm2_upper_work(2 * m, 2 * n);
+    double *sn = cs + kk;
+    /* rounding margin of the symbol entries: kk terms, each |w| times a cos/sin accurate
+     * to a few ulps, summed in double */
+    double wmax = 0.0;
+    for (size_t i = 0; i < (size_t)g->cout * g->kg; i++)
+        wmax = fmax(wmax, fabs(w[i]));
+    double margin = sqrt(4.0 * m * n) * (double)kk * wmax * 16.0 * LA_U * (double)(kk + 4);
+    double best = 0.0;
+    const double tau = 6.283185307179586;
+    for (int f1 = 0; f1 < N1; f1++)
+        for (int f2 = 0; f2 < N2; f2++) {
+            /* the symbol at -f is the conjugate of the one at f: same norm */
+            int c1 = (N1 - f1) % N1, c2 = (N2 - f2) % N2;
+            if (c1 < f1 || (c1 == f1 && c2 < f2))
+                continue;
+            for (int a = 0; a < g->kh; a++)
+                for (int b = 0; b < g->kw; b++) {
+                    double ph = tau * ((double)f1 * a * g->dh / N1 + (double)f2 * b * g->dw / N2);
+                    cs[a * g->kw + b] = cos(ph);
+                    sn[a * g->kw + b] = -sin(ph);
+                }
+            for (int gr = 0; gr < g->groups; gr++) {
+                for (int i = 0; i < m; i++)
+                    for (int j = 0; j < n; j++) {
+                        const double *wr = w + (size_t)(gr * m + i) * g->kg + (size_t)j * kk;
+                        double re = 0.0, im = 0.0;
+                        for (int t = 0; t < kk; t++) {
+                            re += wr[t] * cs[t];
+                            im += wr[t] * sn[t];
+                        }
+                        /* [[Re, -Im], [Im, Re]] (2m x 2n) */
+                        R[(size_t)i * 2 * n + j] = re;
+                        R[(size_t)i * 2 * n + n + j] = -im;
+                        R[(size_t)(m + i) * 2 * n + j] = im;
+                        R[(size_t)(m + i) * 2 * n + n + j] = re;
+                    }
+                double s = la_norm2_upper(2 * m, 2 * n, R, work);
+                if (!(s <= best))
+                    best = s;
+            }
+        }
+    free(R);
+    return best + margin;
+}
+
+double conv_norm2_upper(const struct conv_geom *g, const float *w, int cx, double *lower,
+                        const char **method)
+{
+    const size_t nin = (size_t)g->cin * g->ih * g->iw, nout = (size_t)g->cout * g->oh * g->ow;
+    const size_t nx = (size_t)cx * g->ih * g->iw, nw = (size_t)g->cout * g->kg;
+    const int cin_g = g->cin / g->groups;
+    *lower = 0.0;
+    *method = "none (out of memory)";
+    double *wd = malloc(sizeof(double) * (nw + nin + nout));
+    if (!wd)
+        return INFINITY;
+    double *v = wd + nw, *u = v + nin;
+    for (int co = 0; co < g->cout; co++) {
+        int gr = co / (g->cout / g->groups);
+        for (int k = 0; k < g->kg; k++) {
+            int ci = gr * cin_g + k / (g->kh * g->kw);
+            wd[(size_t)co * g->kg + k] = ci < cx ? (double)w[(size_t)co * g->kg + k] : 0.0;
+        }
+    }
+    *lower = power_lower(g, wd, cx, v, u);
+    double ub = INFINITY;
+    size_t small = nout < nx ? nout : nx;
+    if (nx == 0) {
+        ub = 0.0;
+        *method = "no input channels";
+    } else if (small <= CONV_DENSE_MAX && nout * nx <= ((size_t)1 << 22)) {
+        ub = dense_upper(g, wd, cx);
+        *method = "explicit matrix";
+    } else if (g->circular) {
+        long fh = (long)g->ih + g->pt + g->pb - (long)g->dh * (g->kh - 1);
+        long fw = (long)g->iw + g->pl + g->pr - (long)g->dw * (g->kw - 1);
+        if (fh == g->ih && fw == g->iw) {
+            ub = dft_upper(g, wd, g->ih, g->iw);
+            *method = g->sh == 1 && g->sw == 1 ? "2-D DFT (circular padding, exact)"
+                                               : "2-D DFT of the stride-1 operator (circular)";
+        } else {
+            *method = "none (circular padding wider than the kernel)";
+        }
+    } else if (!g->transposed) {
+        ub = dft_upper(g, wd, g->ih + g->pt + g->pb, g->iw + g->pl + g->pr);
+        *method = "2-D DFT on the zero-extended grid (upper bound)";
+    } else {
+        int n1 = g->oh + g->pt, n2 = g->ow + g->pl;
+        if ((g->ih - 1) * g->sh + 1 > n1)
+            n1 = (g->ih - 1) * g->sh + 1;
+        if ((g->iw - 1) * g->sw + 1 > n2)
+            n2 = (g->iw - 1) * g->sw + 1;
+        ub = dft_upper(g, wd, n1, n2);
+        *method = "2-D DFT of the adjoint convolution on the zero-extended grid (upper bound)";
+    }
+    free(wd);
+    if (isfinite(ub) && ub < *lower)
+        ub = *lower * (1.0 + 1e-12); /* the bound's own rounding; never below a witness */
+    return ub;
+}

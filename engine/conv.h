@@ -1,0 +1,80 @@
+/*
+ * conv.h — the convolution operators of convolutional subnets (torch's Conv1d, Conv2d,
+ * ConvTranspose1d, ConvTranspose2d on one sample): the geometry, the im2col gather that
+ * turns a convolution into one matrix product per group through the engine's kernels, the
+ * exact operator and its adjoint in double (certificates), and a certified upper bound on
+ * the operator's spectral norm.  Implemented in conv.c.  Not part of the public API.
+ *
+ * Layouts: one sample is channel-major, (c, h, w) at c*H*W + h*W + w (torch contiguous);
+ * a 1-D convolution is the 2-D one with H = 1.  The weight the kernels read (conv_geom's
+ * "matrix") is cout x kg, row-major, kg = (cin / groups) * kh * kw in the order (ci, a, b):
+ * the torch weight itself for a convolution, and for a transposed convolution the torch
+ * weight (cin, cout / groups, kh, kw) rearranged at load (conv_weight_matrix).
+ *
+ * Every function here is pure (no state, no allocation) except conv_norm2_upper, which
+ * runs at load time only and allocates its temporaries.
+ */
+#ifndef INNSERVE_CONV_H
+#define INNSERVE_CONV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct conv_geom {
+    bool transposed;        /* ConvTranspose */
+    bool circular;          /* padding_mode 'circular' (convolutions only) */
+    int cin, cout, groups;
+    int ih, iw, oh, ow;     /* input and output spatial size (ih = oh = 1 for 1-D) */
+    int kh, kw, sh, sw, dh, dw;
+    int pt, pb, pl, pr;     /* padding top, bottom, left, right (torch's 'same' may pad one
+                               more at the bottom/right; transposed: pt = pb and pl = pr
+                               are torch's padding, output_padding only enlarges oh, ow) */
+    int kg;                 /* (cin / groups) * kh * kw: columns of the weight matrix */
+};
+
+/* Fill the derived fields (oh, ow, kg) from the others; returns false (with nothing
+ * written to oh/ow) when the output would be empty.  For transposed convolutions opad_h
+ * and opad_w are torch's output_padding; 0 otherwise. */
+bool conv_geom_finish(struct conv_geom *g, int opad_h, int opad_w);
+
+/* Floats of the im2col matrix (groups * kg rows x oh * ow columns); 0 when the
+ * convolution reads its input directly (conv_direct). */
+size_t conv_col_floats(const struct conv_geom *g);
+/* A 1x1 convolution with stride 1 and no padding: the input itself is the matrix the
+ * product reads (no gather). */
+bool conv_direct(const struct conv_geom *g);
+
+/* col (groups*kg x oh*ow, row-major) <- the im2col gather of one sample.  Input channels
+ * ci < cx come from x (channel ci at x + ci*ih*iw), the others from c (channel ci - cx);
+ * this is torch.cat([x, c], 1) without the copy.  Padding reads 0 (or wraps, circular). */
+void conv_im2col(const struct conv_geom *g, const float *x, int cx, const float *c, float *col);
+
+/* The torch weight of a transposed convolution (cin, cout/groups, kh, kw) as the cout x kg
+ * matrix the product reads; a plain convolution's weight is already that matrix. */
+void conv_weight_matrix(const struct conv_geom *g, const float *torch_w, float *dst);
+
+/* Double-precision operator without bias: y (cout x oh*ow) = A x, and the adjoint
+ * x (cin x ih*iw) = A^T y.  w is the cout x kg matrix. */
+void conv_apply_f64(const struct conv_geom *g, const double *w, const double *x, double *y);
+void conv_adjoint_f64(const struct conv_geom *g, const double *w, const double *y, double *x);
+
+/* Spectral norm of the operator x -> A x restricted to the input channels [0, cx) (the x
+ * part of a subnet's first layer; cx = cin for the whole operator).  Returns a certified
+ * upper bound and stores in *lower a lower bound from power iteration on the exact
+ * operator, and in *method a static description of how the bound was obtained:
+ *   - the explicit (cout*oh*ow x cx*ih*iw) matrix when its smaller side is at most
+ *     CONV_DENSE_MAX: la_norm2_upper (Jacobi singular values or the Gram iteration);
+ *   - circular padding, stride 1, output size = input size: the exact norm, the largest
+ *     over the ih x iw 2-D DFT frequencies of the per-frequency cout x cin matrix's
+ *     spectral norm (each by la_norm2_upper of its real 2x2-block form);
+ *   - zero padding: the same DFT maximum on the enlarged grid (ih + pt + pb) x (iw + pl +
+ *     pr), where the circular operator contains the zero-padded one (rows restricted,
+ *     input zero-extended) so its norm is an upper bound; stride > 1 only drops rows
+ *     (norm <= the stride-1 one), and a transposed convolution is the adjoint of such a
+ *     convolution (same norm).
+ * Load time only; allocates temporaries; returns +inf on OOM. */
+#define CONV_DENSE_MAX 384
+double conv_norm2_upper(const struct conv_geom *g, const float *w, int cx, double *lower,
+                        const char **method);
+
+#endif
