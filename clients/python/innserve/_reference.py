@@ -229,14 +229,15 @@ def blk_condaffine(S, b, x, c, rev):
     return x * torch.exp(s) + t, s.sum(1)
 
 
-def _rqs_knots(b, raw, l):
+def _rqs_knots(b, raw, l, linear=False):
+    """Knots of FrEIA's binned splines; `linear`: LinearSpline's parameters (no deltas)."""
     n = raw.shape[0]
     K = b.get("bins", 10)
     dom = b.get("default_domain", [-3.0, 3.0, -3.0, 3.0])
     mins = b.get("min_bin_sizes", [0.1, 0.1])
     D = b.get("domain_clamping")
     affine = b.get("tails", "affine") == "affine"
-    raw = raw.reshape(n, l, 3 * K + 1 if affine else 3 * K)
+    raw = raw.reshape(n, l, (2 * K + 2 if affine else 2 * K + 1) + (0 if linear else K - 1))
     rw, rh = raw[..., :K], raw[..., K:2 * K]
     if affine:
         bottom = raw[..., 2 * K:2 * K + 1] + dom[2]
@@ -315,17 +316,27 @@ def blk_spline(S, b, x, c, rev):
 
 def blk_permute(S, b, x, c, rev):
     p = S.I(b["perm"]).reshape(-1)
+    if p.numel() != x.shape[1]:       # channels of an image, each with its positions
+        r = x.shape[1] // p.numel()
+        p = (p[:, None] * r + torch.arange(r)).reshape(-1)
     return (x[:, torch.argsort(p)] if rev else x[:, p]), torch.zeros(x.shape[0], dtype=F64)
+
+
+def _per_coord(t, d):
+    """A per-channel tensor (FrEIA's (1, C, 1, ...)) repeated over each channel's d / C
+    positions, or one with d values."""
+    t = t.reshape(-1)
+    return t.repeat_interleave(d // t.numel())
 
 
 def blk_actnorm(S, b, x, c, rev):
     n, d = x.shape
     if "log_scale" in b:
-        ls, loc = S.T(b["log_scale"]).reshape(d), S.T(b["loc"]).reshape(d)
+        ls, loc = _per_coord(S.T(b["log_scale"]), d), _per_coord(S.T(b["loc"]), d)
         if rev:
             return x * torch.exp(ls) + loc, ls.sum().expand(n)
         return (x - loc) * torch.exp(-ls), -ls.sum().expand(n)
-    sc, bias = S.T(b["scale"]).reshape(d), S.T(b["bias"]).reshape(d)
+    sc, bias = _per_coord(S.T(b["scale"]), d), _per_coord(S.T(b["bias"]), d)
     if rev:
         return (x - bias) * torch.exp(-sc), -sc.sum().expand(n)
     return x * torch.exp(sc) + bias, sc.sum().expand(n)
@@ -741,13 +752,231 @@ BLOCKS = {
 }
 
 
-def block(S, b, x, c, rev=False):
+# ---------------------------------------------------------------------------------------
+# blocks that need the per-row shape (C, H, W) / (C, L) / (d,): f(S, b, x, c, rev, shape)
+# ---------------------------------------------------------------------------------------
+
+def out_shape(b, shape):
+    """The per-row shape a block returns for the input shape `shape` (a tuple)."""
+    t = b["type"]
+    if t in ("HaarDownsampling", "IRevNetDownsampling"):
+        return (shape[0] * 4, shape[1] // 2, shape[2] // 2)
+    if t in ("HaarUpsampling", "IRevNetUpsampling"):
+        return (shape[0] // 4, shape[1] * 2, shape[2] * 2)
+    if t == "InvAutoConv2D":
+        w = b["_shape_w"]
+        ph, pw = (b.get("padding", 1),) * 2 if not isinstance(b.get("padding", 1), list) \
+            else b["padding"]
+        return (w[0], shape[1] + 2 * ph - w[2] + 1, shape[2] + 2 * pw - w[3] + 1)
+    if t == "Inverse":
+        return tuple(b.get("block_shape") or shape)
+    return shape
+
+
+def _conv1x1(S, b, x, c, rev, shape):
+    n, d = x.shape
+    M = S.T(b["M"]).reshape(shape[0], shape[0])
+    ld = torch.linalg.slogdet(M)[1] * (d // shape[0])
+    A = torch.linalg.inv(M) if rev else M
+    y = torch.einsum("oi,nis->nos", A, x.reshape(n, shape[0], -1)).reshape(n, d)
+    return y, (-ld if rev else ld).expand(n)
+
+
+def _haar_matrix():
+    w = torch.ones(4, 2, 2, dtype=F64)
+    w[1, 0, 1] = w[1, 1, 1] = -1
+    w[2, 1, 0] = w[2, 1, 1] = -1
+    w[3, 1, 0] = w[3, 0, 1] = -1
+    return w
+
+
+def _squeeze(b, x, shape, down, kernel, fac=1.0):
+    """fine `shape` (C, H, W) <-> coarse (4C, H/2, W/2) by a per-channel 2 x 2 kernel (4, 2, 2),
+    output channel 4c + k, or k C + c when `by_k`."""
+    n = x.shape[0]
+    by_k = b.get("order_by_wavelet", False) or b.get("legacy_backend", False)
+    C, H, W = shape       # the fine shape
+    w = kernel.unsqueeze(1).repeat(C, 1, 1, 1)
+    perm = torch.tensor([k * C + c for c in range(C) for k in range(4)]) if by_k \
+        else torch.arange(4 * C)          # stored channel of (c, k) at 4c + k
+    if down:
+        out = F.conv2d(x.reshape(n, C, H, W), w, stride=2, groups=C) * fac
+        res = torch.empty_like(out)
+        res[:, perm] = out
+        return res.reshape(n, -1)
+    u = x.reshape(n, 4 * C, H // 2, W // 2)[:, perm] * fac
+    return F.conv_transpose2d(u, w, stride=2, groups=C).reshape(n, -1)
+
+
+def _haar(S, b, x, c, rev, shape):
+    up = b["type"] == "HaarUpsampling"
+    r = b.get("rebalance", 1.0)
+    down = up == rev
+    ld = x.shape[1] * math.log(2 * abs(0.5 * r))
+    fine = shape if (not up) else out_shape(b, shape)
+    y = _squeeze(b, x, fine, down, _haar_matrix(), 0.5 * r if down else 0.5 / r)
+    return y, torch.full((x.shape[0],), ld if down else -ld, dtype=F64)
+
+
+def _irevnet(S, b, x, c, rev, shape):
+    up = b["type"] == "IRevNetUpsampling"
+    down = up == rev
+    k = torch.zeros(4, 2, 2, dtype=F64)
+    k[0, 0, 0] = k[1, 0, 1] = k[2, 1, 0] = k[3, 1, 1] = 1
+    fine = shape if not up else out_shape(b, shape)
+    return _squeeze(b, x, fine, down, k), torch.zeros(x.shape[0], dtype=F64)
+
+
+def _invauto_fc(S, b, x, c, rev, shape):
+    W, bias = S.T(b["weights"]), S.T(b["bias"]).reshape(-1)
+    y = (x - bias) @ W if rev else x @ W.T + bias
+    return y, torch.zeros(x.shape[0], dtype=F64)
+
+
+def _invauto_conv(S, b, x, c, rev, shape):
+    n = x.shape[0]
+    W, bias = S.T(b["weight"]), S.T(b["bias"]).reshape(1, -1, 1, 1)
+    p = b.get("padding", 1)
+    ph, pw = p if isinstance(p, list) else (p, p)
+    if not rev:
+        y = F.conv2d(x.reshape(n, *shape), W, padding=(ph, pw)) + bias
+    else:
+        ho, wo = shape[1] + 2 * ph - W.shape[2] + 1, shape[2] + 2 * pw - W.shape[3] + 1
+        y = F.conv_transpose2d(x.reshape(n, W.shape[0], ho, wo) - bias, W, padding=(ph, pw))
+    return y.reshape(n, -1), torch.zeros(n, dtype=F64)
+
+
+def _invauto_act(S, b, x, c, rev, shape):
+    n, d = x.shape
+    sg = torch.sign(x)
+    if b["type"] == "InvAutoAct":
+        ls = _per_coord(S.T(b["alpha"]), d) * sg
+    else:
+        ap, an = _per_coord(S.T(b["alpha_pos"]), d), _per_coord(S.T(b["alpha_neg"]), d)
+        ls = ap + 0.5 * (an - ap) * (1 - sg)
+    if rev:
+        ls = -ls
+    return x * torch.exp(ls), ls.sum(1)
+
+
+def _binned_raw(raw, C, P, Sp):
+    """(n, C P Sp) FrEIA channel layout (C P channels over Sp positions) -> (n, C Sp P),
+    P contiguous per coordinate c Sp + s."""
+    n = raw.shape[0]
+    return raw.reshape(n, C, P, Sp).permute(0, 1, 3, 2).reshape(n, C * Sp * P)
+
+
+def _bins_P(b, linear):
+    K = b.get("bins", 10)
+    aff = b.get("tails", "affine") == "affine"
+    return (2 * K + 2 if aff else 2 * K + 1) + (0 if linear else K - 1)
+
+
+def _erqs(S, b, x, c, rev, shape):
+    n, d = x.shape
+    C, P = shape[0], _bins_P(b, False)
+    if b.get("subnet") is not None:
+        raw = subnet(S, b["subnet"], c)
+    else:
+        raw = S.T(b["spline_parameters"]).reshape(1, -1).expand(n, -1)
+    return _rqs(b, x, _binned_raw(raw, C, P, d // C), rev)
+
+
+def _lin(b, x, raw, rev):
+    n, l = x.shape
+    K = b.get("bins", 10)
+    kx, ky, _, scale, shift = _rqs_knots(b, raw, l, linear=True)
+    knots = ky if rev else kx
+    inside = (x > knots[..., 0]) & (x <= knots[..., K])
+    v = torch.where(inside, x, 0.5 * (knots[..., 0] + knots[..., 1]))
+    upper = torch.searchsorted(knots.contiguous(), v.unsqueeze(-1).contiguous()).clamp(1, K)
+    lower = upper - 1
+    g = lambda t, i: torch.gather(t, -1, i).squeeze(-1)
+    xk, xk1, yk, yk1 = g(kx, lower), g(kx, upper), g(ky, lower), g(ky, upper)
+    dx, dy = xk1 - xk, yk1 - yk
+    s = dy / dx
+    sh = yk - s * xk
+    vin = (v - sh) / s if rev else s * v + sh
+    ld = torch.where(inside, torch.log(dy) - torch.log(dx), torch.log(scale)).sum(1)
+    if not rev:
+        return torch.where(inside, vin, scale * x + shift), ld
+    return torch.where(inside, vin, (x - shift) / scale), -ld
+
+
+def _linspline(S, b, x, c, rev, shape):
+    n, d = x.shape
+    Sp = d // shape[0]
+    l1 = b.get("split", round(shape[0] / 2) * Sp)
+    P = _bins_P(b, True)
+    x1, x2 = x[:, :l1], x[:, l1:]
+
+    def sp(xh, u, net, rv):
+        raw = _binned_raw(subnet(S, b[net], u), xh.shape[1] // Sp, P, Sp)
+        return _lin(b, xh, raw, rv)
+    if not rev:
+        y1, j1 = sp(x1, _cat(x2, c), "subnet1", False)
+        y2, j2 = sp(x2, _cat(y1, c), "subnet2", False)
+    else:
+        y2, j2 = sp(x2, _cat(x1, c), "subnet2", True)
+        y1, j1 = sp(x1, _cat(y2, c), "subnet1", True)
+    return torch.cat([y1, y2], 1), j1 + j2
+
+
+def _gmm(S, b, x, c, rev, shape):
+    n, D = x.shape
+    K = b["components"]
+    nu = D * (D + 1) // 2
+    mu = c[:, K:K + K * D].reshape(n, K, D)
+    Ue = c[:, K + K * D:K + K * D + K * nu].reshape(n, K, nu)
+    i = c[:, -1].round().long()
+    r = torch.arange(n)
+    mu, Ue = mu[r, i], Ue[r, i]
+    U = torch.zeros(n, D, D, dtype=F64)
+    iu = torch.triu_indices(D, D, 1)
+    U[:, iu[0], iu[1]] = Ue[:, D:]
+    U[:, torch.arange(D), torch.arange(D)] = torch.exp(Ue[:, :D])
+    ld = Ue[:, :D].sum(1)
+    if not rev:
+        return torch.einsum("nij,nj->ni", U, x - mu), ld
+    return torch.linalg.solve_triangular(U, x.unsqueeze(-1), upper=True)[..., 0] + mu, -ld
+
+
+def _inverse(S, b, x, c, rev, shape):
+    inner = b["block"]
+    return block(S, inner, x, c, not rev, tuple(b.get("block_shape") or shape))
+
+
+SHAPED = {
+    "Fixed1x1Conv": _conv1x1,
+    "HaarDownsampling": _haar,
+    "HaarUpsampling": _haar,
+    "IRevNetDownsampling": _irevnet,
+    "IRevNetUpsampling": _irevnet,
+    "InvAutoFC": _invauto_fc,
+    "InvAutoConv2D": _invauto_conv,
+    "InvAutoAct": _invauto_act,
+    "InvAutoActTwoSided": _invauto_act,
+    "ElementwiseRationalQuadraticSpline": _erqs,
+    "LinearSpline": _linspline,
+    "GaussianMixtureModel": _gmm,
+    "Inverse": _inverse,
+}
+
+
+def block(S, b, x, c, rev=False, shape=None):
+    """One block on rows x; `shape` is its per-row input shape (default (d,))."""
+    if b["type"] in SHAPED:
+        return SHAPED[b["type"]](S, b, x, c, rev, shape or (x.shape[1],))
     return BLOCKS[b["type"]](S, b, x, c, rev)
 
 
 # ---------------------------------------------------------------------------------------
 # whole models
 # ---------------------------------------------------------------------------------------
+
+def x_width(model):
+    return model.dx
+
 
 class Model:
     """Evaluate a manifest (dict) over stored tensors: forward, inverse, log_prob."""
@@ -798,14 +1027,26 @@ class Model:
         return [ys if cd.get("net") is None else subnet(self.S, cd["net"], ys)
                 for cd in self.m.get("conditions", [])]
 
+    def shapes(self):
+        """The per-row input shape of every block (manifest "shape", then each block's)."""
+        shape = tuple(self.m.get("shape", {}).get("x") or (x_width(self),))
+        out = []
+        for b in self.m["blocks"]:
+            if b["type"] == "InvAutoConv2D":
+                b = dict(b, _shape_w=list(self.S.t[b["weight"]].shape))
+            out.append(shape)
+            shape = out_shape(b, shape)
+        return out
+
     def blocks(self, x, conds, rev, upto=None):
         ld = torch.zeros(x.shape[0], dtype=F64)
+        shapes = self.shapes() if self.kind != "inn" else [None] * len(self.m["blocks"])
         seq = list(enumerate(self.m["blocks"]))
         if upto is not None:
             seq = seq[:upto]
         for i, b in (reversed(seq) if rev else seq):
             c = conds[b["cond"]] if "cond" in b else None
-            x, l = block(self.S, b, x, c, rev)
+            x, l = block(self.S, b, x, c, rev, shapes[i])
             ld = ld + l
         return x, ld
 

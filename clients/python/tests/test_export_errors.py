@@ -95,11 +95,19 @@ class TestRejected(unittest.TestCase):
         g = F.GraphINN([inp, n, F.OutputNode(n, name="out"), c1, c2])
         self.refused(g, "node 'glow' (GLOWCouplingBlock) reads 2 conditions")
 
-    def test_elementwise_spline(self):
+    def test_invautofc_changing_width(self):
+        class InvAutoFC(F.InvertibleModule):   # FrEIA's attributes, dims_out = 3
+            def __init__(self, dims_in, dims_c=None):
+                super().__init__(dims_in, dims_c)
+                self.weights = nn.Parameter(torch.randn(3, dims_in[0][0]))
+                self.bias = nn.Parameter(torch.randn(1, 3))
+
+            def output_dims(self, input_dims):
+                return [(3,)]
         inn = F.SequenceINN(4)
-        inn.append(F.ElementwiseRationalQuadraticSpline)
-        self.refused(inn, "module_list.0 (ElementwiseRationalQuadraticSpline)",
-                     "not implemented by the engine")
+        inn.append(InvAutoFC)
+        self.refused(inn, "module_list.0 (InvAutoFC)", "dims_out = 3 != 4 inputs",
+                     "not a bijection")
 
     def test_unknown_module(self):
         class MyFlow(F.InvertibleModule):
@@ -194,10 +202,10 @@ class TestRejected(unittest.TestCase):
         self.refused(inn, "freia_version must be one of", freia_version="1.0")
         self.refused(inn, "kind must be", kind="gan")
 
-    def test_image_data(self):
-        inn = F.SequenceINN(3, 4, 4)
-        inn.module_list.append(F.PermuteRandom([(3,)]))
-        self.refused(inn, "only flat (1-D) data")
+    def test_rank4_rows(self):
+        inn = F.SequenceINN(2, 3, 4, 4)
+        inn.module_list.append(F.PermuteRandom([(2,)]))
+        self.refused(inn, "shape (2, 3, 4, 4)", "(C, L) and (C, H, W) rows")
 
     def test_nan_weights(self):
         inn = F.SequenceINN(4)

@@ -13,6 +13,7 @@ import torch
 from .. import _reference as ref
 from .checks import _run_module
 from .common import F64, ExportError, _close, _cls, _mro
+from .freia_fixed import CONVERTERS as _FIXED_CONVERTERS
 from .residual import _RESIDUAL_CLASSES, _blk_residual
 from .subnets import _subnet
 
@@ -25,28 +26,15 @@ SUPPORTED_BLOCKS = (
     "RationalQuadraticSpline", "PermuteRandom", "ActNorm", "FixedLinearTransform",
     "LearnedElementwiseScaling", "OrthogonalTransform", "HouseholderPerm",
     "InvertibleSigmoid", "IResNetLayer",
-)
+) + tuple(n for n, _ in _FIXED_CONVERTERS)
 
 
 # FrEIA modules that exist but that the engine does not implement, with the reason.
 _UNSUPPORTED = {
-    "ElementwiseRationalQuadraticSpline": "the elementwise spline is not implemented by the "
-                                          "engine (use RationalQuadraticSpline)",
-    "LinearSpline": "linear splines are not implemented by the engine",
-    "Fixed1x1Conv": "convolutional (image) modules are not supported",
-    "HaarDownsampling": "image reshaping modules are not supported",
-    "HaarUpsampling": "image reshaping modules are not supported",
-    "IRevNetDownsampling": "image reshaping modules are not supported",
-    "IRevNetUpsampling": "image reshaping modules are not supported",
     "Split": "splitting makes the graph branch; only chains are supported",
     "Concat": "merging makes the graph branch; only chains are supported",
     "Flatten": "reshaping modules are not supported (data must be a flat vector)",
     "Reshape": "reshaping modules are not supported (data must be a flat vector)",
-    "GaussianMixtureModel": "the Gaussian mixture module is not supported",
-    "InvAutoAct": "InvAutoAct is not supported", "InvAutoActFixed": "InvAutoAct is not supported",
-    "InvAutoActTwoSided": "InvAutoActTwoSided is not supported",
-    "InvAutoFC": "InvAutoFC is not supported", "InvAutoConv2D": "InvAutoConv2D is not supported",
-    "Inverse": "inverted modules (FrEIA Inverse) are not supported",
     "BinnedSpline": "generic binned splines are not supported",
 }
 
@@ -277,7 +265,7 @@ _CONVERTERS = collections.OrderedDict([
     ("OrthogonalTransform", _blk_orthogonal),
     ("HouseholderPerm", _blk_householder),
     ("InvertibleSigmoid", _blk_sigmoid),
-])
+] + _FIXED_CONVERTERS)
 
 
 def _convert(ctx, link):

@@ -117,10 +117,11 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
     links, shape, framework = _chain(model)
     if not links:
         raise ExportError("the model has no blocks")
-    if shape is not None and len(shape) != 1:
-        raise ExportError("the model's input has shape %s: only flat (1-D) data is supported"
-                          % (shape,))
-    width = shape[0] if shape else _infer_width(links[0].module, residual_blocks)
+    if shape is not None and len(shape) > 3:
+        raise ExportError("the model's input has shape %s: only vectors, (C, L) and (C, H, W) "
+                          "rows are supported" % (shape,))
+    width = (int(torch.tensor(shape).prod()) if shape else
+             _infer_width(links[0].module, residual_blocks))
     if width is None:
         if "x" in dims and kind != "inn":
             width = int(dims["x"])
@@ -233,6 +234,11 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
         src.update(source)
     manifest["source"] = src
     manifest["dims"] = man_dims
+    if shape is not None and len(shape) > 1:
+        if kind not in ("flow", "cinn"):
+            raise ExportError("the model's input has shape %s: kind %s takes flat rows only"
+                              % (shape, kind))
+        manifest["shape"] = {"x": [int(v) for v in shape]}
     names = {}
     xn, yn = _names(x_names, dx, "x_names"), _names(y_names, dy or 0, "y_names")
     if xn:
@@ -266,13 +272,14 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
         conds_ref = M.conditions(y) if kind == "cinn" else []
         if kind == "cinn" and check:
             _check_conditions(ctx, man_conds, conds_ref, M.std_y(y))
-    for l, b in zip(links, blocks):
+    shapes = M.shapes() if kind != "inn" else [None] * len(blocks)
+    for l, b, shp in zip(links, blocks, shapes):
         c = conds_ref[b["cond"]] if "cond" in b else None
         if b["type"] == "AllInOneBlock":
             _resolve_clamp_formula(ctx, l, b, S, h, c)
-        out, ld = ref.block(S, b, h, c)
+        out, ld = ref.block(S, b, h, c, False, shp)
         if check and not (b["type"] == "IResNetBlock" and spectral_sigma == "exact"):
-            _check_block(ctx, l, b, h, c, out, ld)
+            _check_block(ctx, l, b, h, c, out, ld, shp)
         h = out.detach()
     for c in man_conds:
         c.pop("_src", None)
