@@ -120,6 +120,15 @@ class TestExportImageBlocks(unittest.TestCase):
         m = self.seq((5,), (F.InvAutoFC, {"dims_out": 4}))
         with self.assertRaisesRegex(ExportError, r"module_list\.0.*InvAutoFC.*dims_out = 4"):
             export(m, os.path.join(self.tmp.path, "bad.safetensors"))
+        # GaussianMixtureModel's four conditions of different widths
+        D, K = 3, 2
+        inp = F.InputNode(D, name="x")
+        cs = [F.ConditionNode(K, name="w"), F.ConditionNode(K, D, name="mu"),
+              F.ConditionNode(K, D * (D + 1) // 2, name="U"), F.ConditionNode(1, name="i")]
+        n = F.Node(inp, F.GaussianMixtureModel, {}, conditions=cs, name="gmm")
+        g = F.GraphINN([inp] + cs + [n, F.OutputNode(n, name="z")])
+        with self.assertRaisesRegex(ExportError, r"gmm.*four conditions.*2, 6, 12, 1.*by hand"):
+            export(g, os.path.join(self.tmp.path, "gmm.safetensors"))
 
 
 if __name__ == "__main__":

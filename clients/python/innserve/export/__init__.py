@@ -8,7 +8,9 @@
 
 What can be exported (docs/clients.md has the full table):
 
-* FrEIA ``SequenceINN`` and chain-shaped ``GraphINN`` / ``ReversibleGraphNet`` models made of
+* FrEIA ``SequenceINN`` and ``GraphINN`` / ``ReversibleGraphNet`` models (walked by
+  structure: Split and Concat nodes, several OutputNodes, several conditions per node;
+  Flatten and Reshape) made of
   AllInOneBlock, NICE/RNVP/GLOW/GIN coupling blocks, AffineCouplingOneSided,
   ConditionalAffineTransform, RationalQuadraticSpline, PermuteRandom, ActNorm (both
   storage versions), FixedLinearTransform, LearnedElementwiseScaling, OrthogonalTransform,
@@ -42,7 +44,7 @@ block family):
 
 * ``common``: ExportError, ExportResult, the state of one export, class-name tests;
 * ``subnets``: Linear/activation stacks -> the manifest's subnets;
-* ``graph``: walking SequenceINN / GraphINN / lists into a chain of modules;
+* ``graph``: walking SequenceINN / GraphINN / lists into a chain or a graph of modules;
 * ``freia``: FrEIA block converters; ``residual``: i-ResNet residual blocks;
 * ``nflows``, ``zuko``: the flows sbi builds; ``sbi``: posterior / estimator unwrapping
   and :func:`export_sbi`; ``mdn``: sbi's mixture density networks; ``statedict``:

@@ -24,6 +24,9 @@ def _run_module(ctx, m, h, c, shape=None):
     if shape is not None and len(shape) > 1:
         hh = hh.reshape(h.shape[0], *shape)
     cc = None if c is None else (c if mm is not None else c.float())
+    dims_c = getattr(m, "dims_c", None)
+    if cc is not None and dims_c and isinstance(dims_c[0], (tuple, list)) and len(dims_c[0]) > 1:
+        cc = cc.reshape(c.shape[0], *dims_c[0])     # an image condition (flat rows here)
     target = mm if mm is not None else m
     with torch.no_grad():
         out = run_special(target, hh, cc, True)
@@ -93,6 +96,11 @@ def _check_conditions(ctx, man_conds, conds_ref, ys):
             except Exception as e:  # noqa: BLE001
                 raise ExportError("conditions[%d]: running the conditioning network failed: %s"
                                   % (k, e))
+        if c.get("broadcast"):       # the vector repeated at every position
+            P = 1
+            for s in c["broadcast"]:
+                P *= int(s)
+            v = v[:, :, None].expand(-1, -1, P).reshape(v.shape[0], -1)
         if not _close(conds_ref[k], v.to(F64), ctx.opts["check_tol"]):
             raise ExportError("conditions[%d]: the exported conditioning network does not "
                               "reproduce the module's output" % k)
