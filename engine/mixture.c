@@ -38,9 +38,11 @@ struct mdn_head {
 
 struct mdn {
     int K, D, H, U;   /* components, dims.x, hidden width, D (D - 1) / 2 upper entries */
+    int P;            /* head outputs: K logits, K D means, K D diagonals, K U upper entries */
     double eps;       /* added to the precision's diagonal in the quadratic form */
     const struct subnet *net;
-    struct mdn_head logits, means, diag, upper;
+    const float *wt;  /* the heads' weights side by side, transposed: H x P (row j: input j) */
+    const double *b;  /* their biases (P; 0 where a head has none) */
     const int *ur, *uc; /* U row / column indices of the upper entries */
 };
 
@@ -56,7 +58,7 @@ static inline double *p_A(const struct mdn *q, double *p)
 
 size_t mdn_par_doubles(const struct mdn *q)
 {
-    return (size_t)q->K * (3 + (size_t)q->D + (size_t)q->D * q->D);
+    return (size_t)q->K * (3 + (size_t)q->D + (size_t)q->D * q->D) + (size_t)q->P;
 }
 
 static enum eng_status load_head(struct ldr *L, const cJSON *mj, const char *field, int out,
@@ -106,6 +108,7 @@ enum eng_status mdn_load(struct ldr *L, struct eng_model *m, const cJSON *mj, in
         return ldr_fail(L, ENG_ERR_MANIFEST, "dims.x = %d is over %d, the widest mixture this "
                         "engine serves", D, MDN_MAX_DIM);
     q->K = (int)K, q->D = D, q->U = D * (D - 1) / 2;
+    q->P = q->K * (1 + 2 * D + q->U);
     if (mdn_par_doubles(q) > MDN_MAX_PAR_DOUBLES)
         return ldr_fail(L, ENG_ERR_MANIFEST, "%ld components of %d dimensions take %zu doubles "
                         "per observation, over %u", K, D, mdn_par_doubles(q),
@@ -121,13 +124,14 @@ enum eng_status mdn_load(struct ldr *L, struct eng_model *m, const cJSON *mj, in
     if ((st = ldr_subnet(L, mj, "net", 0, dy, -1, &q->net)) != ENG_OK)
         return st;
     q->H = q->net->dout;
-    if ((st = load_head(L, mj, "logits", q->K, q->H, &q->logits)) != ENG_OK ||
-        (st = load_head(L, mj, "means", q->K * D, q->H, &q->means)) != ENG_OK ||
-        (st = load_head(L, mj, "diagonal", q->K * D, q->H, &q->diag)) != ENG_OK)
+    struct mdn_head hs[4] = {{0}}; /* logits, means, diagonal, upper */
+    if ((st = load_head(L, mj, "logits", q->K, q->H, &hs[0])) != ENG_OK ||
+        (st = load_head(L, mj, "means", q->K * D, q->H, &hs[1])) != ENG_OK ||
+        (st = load_head(L, mj, "diagonal", q->K * D, q->H, &hs[2])) != ENG_OK)
         return st;
     const cJSON *uj = cJSON_GetObjectItemCaseSensitive(mj, "upper");
     if (q->U > 0) {
-        if ((st = load_head(L, mj, "upper", q->K * q->U, q->H, &q->upper)) != ENG_OK)
+        if ((st = load_head(L, mj, "upper", q->K * q->U, q->H, &hs[3])) != ENG_OK)
             return st;
         int *ur = ldr_alloc(L, sizeof(int) * 2 * (size_t)q->U);
         if (!ur)
@@ -141,6 +145,18 @@ enum eng_status mdn_load(struct ldr *L, struct eng_model *m, const cJSON *mj, in
         return ldr_fail(L, ENG_ERR_MANIFEST, "field 'upper': a one-dimensional mixture has no "
                         "off-diagonal precision entries");
     }
+    /* pack the heads: column o of wt is head output o (logits, means, diagonal, upper) */
+    float *wt = ldr_alloc(L, sizeof(float) * (size_t)q->H * q->P);
+    double *b = ldr_alloc(L, sizeof(double) * (size_t)q->P);
+    if (!wt || !b)
+        return ENG_ERR_NOMEM;
+    for (int k = 0, o0 = 0; k < 4; o0 += hs[k].out, k++)
+        for (int o = 0; o < hs[k].out; o++) {
+            b[o0 + o] = hs[k].b ? (double)hs[k].b[o] : 0.0;
+            for (int j = 0; j < q->H; j++)
+                wt[(size_t)j * q->P + o0 + o] = hs[k].w[(size_t)o * q->H + j];
+        }
+    q->wt = wt, q->b = b;
     ldr_pop(L, mark);
     m->mdn = q;
     *hidden = q->H;
@@ -154,14 +170,20 @@ void mdn_hidden(const struct mdn *q, int rows, const float *ys, int ldy, float *
     subnet_forward(q->net, rows, NULL, 0, ys, ldy, h, ldh, scratch);
 }
 
-/* out[o] = b[o] + sum_j w[o][j] h[j], in double, j ascending. */
-static inline double head_at(const struct mdn_head *hd, int H, const float *h, int o)
+/* out[o] = b[o] + sum_j w[o][j] h[j] for every head output o, in double, each sum in
+ * ascending j (the loop over o is independent per output, so it vectorizes without
+ * changing any sum's order). */
+static void heads(const struct mdn *q, const float *h, double *out)
 {
-    const float *w = hd->w + (size_t)o * H;
-    double s = hd->b ? (double)hd->b[o] : 0.0;
-    for (int j = 0; j < H; j++)
-        s += (double)w[j] * (double)h[j];
-    return s;
+    const int P = q->P;
+    for (int o = 0; o < P; o++)
+        out[o] = q->b[o];
+    for (int j = 0; j < q->H; j++) {
+        const double hj = h[j];
+        const float *w = q->wt + (size_t)j * P;
+        for (int o = 0; o < P; o++)
+            out[o] += (double)w[o] * hj;
+    }
 }
 
 /* torch.nn.functional.softplus (beta 1, threshold 20) in double. */
@@ -172,12 +194,15 @@ static inline double softplus(double v)
 
 bool mdn_mixture(const struct mdn *q, const float *h, double *par)
 {
-    const int K = q->K, D = q->D, H = q->H;
+    const int K = q->K, D = q->D;
     double *logw = p_logw(q, par), *cum = p_cum(q, par), *ldet = p_ldet(q, par);
     double *mu = p_mu(q, par), *A = p_A(q, par);
+    double *raw = A + (size_t)K * D * D; /* P head outputs */
+    heads(q, h, raw);
+    const double *r_mu = raw + K, *r_diag = r_mu + (size_t)K * D, *r_up = r_diag + (size_t)K * D;
     double mx = -INFINITY;
     for (int k = 0; k < K; k++) {
-        logw[k] = head_at(&q->logits, H, h, k);
+        logw[k] = raw[k];
         if (logw[k] > mx)
             mx = logw[k];
     }
@@ -191,18 +216,18 @@ bool mdn_mixture(const struct mdn *q, const float *h, double *par)
         cum[k] = c;
     }
     for (int o = 0; o < K * D; o++)
-        mu[o] = head_at(&q->means, H, h, o);
+        mu[o] = r_mu[o];
     memset(A, 0, sizeof(double) * (size_t)K * D * D);
     for (int k = 0; k < K; k++) {
         double *Ak = A + (size_t)k * D * D, ld = 0.0;
         for (int i = 0; i < D; i++) {
-            double a = softplus(head_at(&q->diag, H, h, k * D + i));
+            double a = softplus(r_diag[k * D + i]);
             Ak[(size_t)i * D + i] = a;
             ld += em_log(a);
         }
         ldet[k] = ld;
         for (int u = 0; u < q->U; u++)
-            Ak[(size_t)q->ur[u] * D + q->uc[u]] = head_at(&q->upper, H, h, k * q->U + u);
+            Ak[(size_t)q->ur[u] * D + q->uc[u]] = r_up[(size_t)k * q->U + u];
     }
     double chk = lse;
     for (size_t i = 0, n = (size_t)K * (1 + D + D * D); i < n; i++)

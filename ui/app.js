@@ -212,7 +212,8 @@
     });
     var blocks = m.blocks;
     var nb = Array.isArray(blocks) ? blocks.length : (blocks && blocks.layers ? blocks.layers.length : 0);
-    $('blocks-count').textContent = nb + (Array.isArray(blocks) ? ' blocks' : ' layers');
+    $('blocks-count').textContent = blocks && blocks.components ? blocks.components + ' mixture components'
+      : nb + (Array.isArray(blocks) ? ' blocks' : ' layers');
     $('blocks').textContent = JSON.stringify(blocks, null, 2);
 
     var canSample = (m.operations || []).indexOf('sample') >= 0;

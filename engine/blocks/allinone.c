@@ -286,16 +286,23 @@ static double orth_err(int d, const double *A, const double *B)
  * orthogonal matrix leaves ~1e-7 per entry; anything near 1e-3 is not a rotation. */
 #define AIO_ORTH_TOL 1e-3
 
-static enum eng_status load_perm_soft(struct aio_priv *p, int d, struct ldr *L, const cJSON *po)
+static enum eng_status load_perm_soft(struct aio_priv *p, int d, int rank, struct ldr *L,
+                                      const cJSON *po)
 {
-    const int64_t shp[2] = {d, d};
+    /* (d, d), or FrEIA's image form (d, d, 1, 1) / (d, d, 1) (a 1x1 convolution weight) */
+    const int64_t shp[4] = {d, d, 1, 1};
+    const int nd = rank > 1 ? 1 + rank : 2;
+    const struct st_tensor *raw = NULL;
+    enum eng_status st = ldr_raw(L, po, "w", &raw);
+    if (st != ENG_OK)
+        return st;
+    int ndim = raw->ndim == 2 ? 2 : nd;
     const double *w = NULL, *wi = NULL;
     const float *wf = NULL, *wif = NULL;
-    enum eng_status st;
-    if ((st = ldr_tensor_f64(L, po, "w", true, 2, shp, &w)) != ENG_OK ||
-        (st = ldr_tensor_f64(L, po, "w_inv", true, 2, shp, &wi)) != ENG_OK ||
-        (st = ldr_tensor(L, po, "w", true, 2, shp, &wf)) != ENG_OK ||
-        (st = ldr_tensor(L, po, "w_inv", true, 2, shp, &wif)) != ENG_OK)
+    if ((st = ldr_tensor_f64(L, po, "w", true, ndim, shp, &w)) != ENG_OK ||
+        (st = ldr_tensor_f64(L, po, "w_inv", true, ndim, shp, &wi)) != ENG_OK ||
+        (st = ldr_tensor(L, po, "w", true, ndim, shp, &wf)) != ENG_OK ||
+        (st = ldr_tensor(L, po, "w_inv", true, ndim, shp, &wif)) != ENG_OK)
         return st;
     double e = orth_err(d, w, w);
     if (!(e <= AIO_ORTH_TOL))
@@ -490,7 +497,7 @@ static enum eng_status aio_load(struct blk *b, struct ldr *L, const cJSON *j)
             }
             break;
         case PERM_SOFT:
-            st = load_perm_soft(p, C, L, po);
+            st = load_perm_soft(p, C, b->rank, L, po);
             break;
         case PERM_HOUSEHOLDER:
             st = load_perm_householder(p, C, L, po);

@@ -2,6 +2,8 @@
  * elementwise.c — the blocks that act on each coordinate separately:
  *   ActNorm                    HEAD:  y = (x − loc)·e^{−log_scale}   log-det −Σ log_scale
  *                              0.2:   y = x·e^{scale} + bias         log-det  Σ scale
+ *                              (one value per channel of an image or (C, L) row, repeated
+ *                              over its positions, or one per coordinate)
  *   LearnedElementwiseScaling  y = x·e^{s}                           log-det  Σ s
  *                              (reverse log-det −Σ s: FrEIA returns +Σ s, a bug not copied)
  *   InvertibleSigmoid          y = σ(x)                              log-det  Σ log σ'(x)
@@ -86,25 +88,35 @@ static enum eng_status actnorm_load(struct blk *b, struct ldr *L, const cJSON *j
 
     const char *f_scale = legacy ? "scale" : "log_scale";
     const char *f_shift = legacy ? "bias" : "loc";
-    const float *scale;
+    const float *scale, *shift;
     enum eng_status st;
-    /* (1, C[, 1...]) in FrEIA: accept any shape with d elements. */
-    if ((st = ldr_tensor_numel(L, j, f_scale, true, d, &scale)) != ENG_OK ||
-        (st = ldr_tensor_numel(L, j, f_shift, true, d, &p->shift)) != ENG_OK)
+    /* FrEIA's (1, C[, 1...]): one value per channel, repeated over the S positions of a
+     * (C, H, W) or (C, L) row; any shape with C elements (or d, one per coordinate). */
+    const int C = b->shape[0], S = d / C;
+    const struct st_tensor *raw;
+    if ((st = ldr_raw(L, j, f_scale, &raw)) != ENG_OK)
         return st;
+    const int per = raw->numel == C ? S : 1; /* coordinates per stored value */
+    if ((st = ldr_tensor_numel(L, j, f_scale, true, d / per, &scale)) != ENG_OK ||
+        (st = ldr_tensor_numel(L, j, f_shift, true, d / per, &shift)) != ENG_OK)
+        return st;
+    float *sh = ldr_alloc(L, sizeof(float) * d);
     p->mul = ldr_alloc(L, sizeof(float) * d);
     p->div = ldr_alloc(L, sizeof(float) * d);
-    if (!p->mul || !p->div)
+    if (!p->mul || !p->div || !sh)
         return ENG_ERR_NOMEM;
     const float sign = legacy ? 1.0f : -1.0f; /* forward factor e^{sign·scale} */
     double sum = 0.0;
     for (int k = 0; k < d; k++) {
-        p->mul[k] = em_expf(sign * scale[k]);
-        p->div[k] = em_expf(-sign * scale[k]);
-        sum += (double)sign * (double)scale[k];
+        const int v = k / per;
+        p->mul[k] = em_expf(sign * scale[v]);
+        p->div[k] = em_expf(-sign * scale[v]);
+        sh[k] = shift[v];
+        sum += (double)sign * (double)scale[v];
         p->max_mul = fmax(p->max_mul, (double)p->mul[k]);
         p->max_div = fmax(p->max_div, (double)p->div[k]);
     }
+    p->shift = sh;
     p->logdet = sum;
     b->priv = p;
     return ENG_OK;

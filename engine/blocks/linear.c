@@ -1,6 +1,7 @@
 /*
  * linear.c — the volume-preserving and fixed linear blocks of FrEIA:
- *   PermuteRandom         y_i = x_{perm[i]}                              log-det 0
+ *   PermuteRandom         y_i = x_{perm[i]} over the channels (dim 0 of the row's shape)
+ *                                                                         log-det 0
  *   FixedLinearTransform  y = x·M_buf + b   (M_buf is FrEIA's buffer = Mᵀ) log-det log|det M|
  *   OrthogonalTransform   y = (x·W + b) ⊙ e^{ls}, ls = clamp·0.636·atan(scaling/clamp)
  *                                                                         log-det Σ ls
@@ -85,9 +86,28 @@ static enum eng_status permute_load(struct blk *b, struct ldr *L, const cJSON *j
     struct permute *p = ldr_alloc(L, sizeof(*p));
     if (!p)
         return ENG_ERR_NOMEM;
-    enum eng_status st = ldr_perm(L, j, "perm", b->d, &p->perm);
+    /* FrEIA permutes dim 1: the C channels of a (C, H, W) or (C, L) row, each moving its
+     * S positions along; expanded here to a permutation of the d coordinates.  A perm of d
+     * elements permutes the coordinates themselves. */
+    const struct st_tensor *raw;
+    enum eng_status st = ldr_raw(L, j, "perm", &raw);
     if (st != ENG_OK)
         return st;
+    const int C = raw->numel == b->d ? b->d : b->shape[0], S = b->d / C;
+    const int32_t *pc;
+    if ((st = ldr_perm(L, j, "perm", C, &pc)) != ENG_OK)
+        return st;
+    if (S == 1) {
+        p->perm = pc;
+    } else {
+        int32_t *full = ldr_alloc(L, sizeof(int32_t) * (size_t)b->d);
+        if (!full)
+            return ENG_ERR_NOMEM;
+        for (int c = 0; c < C; c++)
+            for (int s = 0; s < S; s++)
+                full[(size_t)c * S + s] = (int32_t)((size_t)pc[c] * S + s);
+        p->perm = full;
+    }
     b->priv = p;
     return ENG_OK;
 }

@@ -3,7 +3,8 @@
 # venv (made by the same recipe, python-venv-only, into a temporary directory) imports
 # innserve and innserve.export from outside the source tree, sees Debian's numpy and torch
 # when they are installed, and runs the README's client call shape; a plain (non-editable)
-# `pip install --no-index --no-build-isolation ./clients/python` builds and installs too.
+# `pip install --no-index --no-build-isolation ./clients/python` builds and installs too,
+# every module of the innserve.export package with it.
 # Nothing is downloaded (pip --no-index) and nothing is left in the source tree.
 # Usage: test_python_venv.sh MAKE   (make test-python-venv runs it)
 set -euo pipefail
@@ -44,7 +45,7 @@ echo "$out" | sed 's/^/     /'
 grep -qx "prefix $tmp/venv" <<<"$out" || fail "the venv's interpreter did not run"
 grep -q "^innserve [0-9.]* $src/clients/python/innserve/__init__.py$" <<<"$out" \
     || fail "innserve is not the source tree's package (editable install)"
-grep -qx "export innserve.export" <<<"$out" || fail "innserve.export"
+grep -qx "export innserve.export.inn" <<<"$out" || fail "innserve.export"
 grep -qx "client http://127.0.0.1:9 3" <<<"$out" || fail "innserve.Client"
 ok "make python-venv-only: the venv imports innserve and innserve.export (editable, offline)"
 "$tmp/venv/bin/pip" show innserve >/dev/null || fail "pip does not list innserve in the venv"
@@ -60,6 +61,10 @@ rm -rf "$tmp/pkg/build" "$tmp/pkg/"*.egg-info
 loc=$("$tmp/plain/bin/python" -c 'import innserve, innserve.export; print(innserve.__file__)') \
     || fail "import from the plain install"
 case "$loc" in "$tmp/plain/"*) ;; *) fail "plain install imports innserve from $loc";; esac
+# every module of the exporter package is installed (pyproject's package list names it)
+want=$(cd "$src/clients/python/innserve/export" && ls *.py | sort | tr '\n' ' ')
+have=$(cd "$(dirname "$loc")/export" 2>/dev/null && ls *.py | sort | tr '\n' ' ') || true
+[ "$want" = "$have" ] || fail "the plain install's innserve/export/ has [$have], the source [$want]"
 ok "pip install ./clients/python (no index, no build isolation) installs a copy: $loc"
 
 cd "$src"

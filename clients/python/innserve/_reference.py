@@ -58,15 +58,60 @@ def activation(u, L):
     raise ValueError("unknown activation %r" % t)
 
 
-def subnet(S, net, u):
+_CONVS = ("conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d")
+
+
+def _conv_layer(S, L, u):
+    """One convolution layer of a subnet on an image batch u (n, C, [H,] W)."""
+    t = L["type"]
+    one = t.endswith("1d")
+    W = S.T(L["weight"])
+    b = S.T(L["bias"]) if L.get("bias") else None
+
+    def arg(name, default):
+        v = L.get(name, default)
+        return tuple(v) if isinstance(v, list) else v
+    stride, dil, groups = arg("stride", 1), arg("dilation", 1), L.get("groups", 1)
+    pad = arg("padding", 0)
+    if t.startswith("conv_transpose"):
+        f = F.conv_transpose1d if one else F.conv_transpose2d
+        return f(u, W, b, stride, pad, arg("output_padding", 0), groups, dil)
+    f = F.conv1d if one else F.conv2d
+    if L.get("padding_mode", "zeros") == "circular":
+        p = pad if isinstance(pad, tuple) else ((pad,) if one else (pad, pad))
+        u = F.pad(u, (p[-1], p[-1]) + (() if one else (p[0], p[0])), mode="circular")
+        pad = 0
+    return f(u, W, b, stride, pad, dil, groups)
+
+
+def subnet(S, net, u, sp=None):
+    """net on rows u (n, d).  sp: the spatial shape (H, W) / (L,) of image rows, whose
+    channel-major flat layout u is (convolutional subnets; the result is flattened back)."""
+    n = u.shape[0]
+    if sp:
+        u = u.reshape(n, -1, *sp)
     for L in net["layers"]:
-        if L["type"] == "linear":
+        t = L["type"]
+        if t == "linear":
             u = u @ S.T(L["weight"]).T
             if L.get("bias"):
                 u = u + S.T(L["bias"]).reshape(-1)
+        elif t in _CONVS:
+            u = _conv_layer(S, L, u)
+        elif t == "flatten":
+            u = u.reshape(n, -1)
+        elif t == "unflatten":
+            u = u.reshape(n, *L["shape"])
         else:
             u = activation(u, L)
-    return u
+    return u.reshape(n, -1)
+
+
+def _sp(shape):
+    """(channels, positions per channel, spatial shape) of a per-row shape (None: flat)."""
+    if not shape or len(shape) < 2:
+        return None, 1, ()
+    return shape[0], int(math.prod(shape[1:])), tuple(shape[1:])
 
 
 def _cat(u, c):
@@ -117,34 +162,43 @@ def global_scale(gtype, a):
     raise ValueError(gtype)
 
 
-def blk_allinone(S, b, x, c, rev):
+def blk_allinone(S, b, x, c, rev, shape=None):
     n, d = x.shape
-    n1, n2 = d - d // 2, d // 2
+    C, Pp, sp = _sp(shape)
+    C = C or d
+    n1 = b.get("split", (C - C // 2) * Pp)
+    n2 = d - n1
     alpha = b.get("affine_clamping", 2.0)
     legacy = b.get("clamp_formula", "head") == "legacy"
     gin = b.get("gin_block", False)
-    go = S.T(b["global_offset"]).reshape(d)
+    go = S.T(b["global_offset"]).reshape(C).repeat_interleave(Pp)
     if gin:
         g = torch.ones(d, dtype=F64)
         logg = torch.zeros((), dtype=F64)
     else:
-        g = global_scale(b.get("global_affine_type", "SOFTPLUS"), S.T(b["global_scale"]).reshape(d))
+        g = global_scale(b.get("global_affine_type", "SOFTPLUS"),
+                         S.T(b["global_scale"]).reshape(C)).repeat_interleave(Pp)
         logg = torch.log(g).sum()
     P = b["permutation"]
+
+    def mat(M):           # y = M v per position (a 1x1 convolution on images)
+        return lambda v: torch.einsum("oi,nip->nop", M, v.reshape(n, C, Pp)).reshape(n, d)
     if P["type"] == "hard":
         p = _perm_vector(S, P["perm"])
+        if Pp > 1:
+            p = (p[:, None] * Pp + torch.arange(Pp)).reshape(-1)
         pinv = torch.argsort(p)
         fwdP, invP = (lambda v: v[:, p]), (lambda y: y[:, pinv])
     elif P["type"] == "soft":
-        W, Wi = S.T(P["w"]).reshape(d, d), S.T(P["w_inv"]).reshape(d, d)
-        fwdP, invP = (lambda v: v @ W.T), (lambda y: y @ Wi.T)
+        W, Wi = S.T(P["w"]).reshape(C, C), S.T(P["w_inv"]).reshape(C, C)
+        fwdP, invP = mat(W), mat(Wi)
     else:
-        W = householder(S.T(P["v"]), S.T(P["w0"]).reshape(d, d))
-        fwdP, invP = (lambda v: v @ W.T), (lambda y: y @ W)
+        W = householder(S.T(P["v"]), S.T(P["w0"]).reshape(C, C))
+        fwdP, invP = mat(W), mat(W.T)
     rp = b.get("reverse_permutation", False)
 
     def coeffs(x1):
-        a = 0.1 * subnet(S, b["subnet"], _cat(x1, c))
+        a = 0.1 * subnet(S, b["subnet"], _cat(x1, c), sp)
         s = alpha * torch.tanh(a[:, :n2]) if legacy else alpha * torch.tanh(a[:, :n2] / alpha)
         if gin:
             s = s - s.mean(1, keepdim=True)
@@ -166,10 +220,18 @@ def blk_allinone(S, b, x, c, rev):
     return out, -(s.sum(1) + logg)
 
 
-def blk_coupling(S, b, x, c, rev):
+def _csplit(b, d, shape):
+    C, Pp, _ = _sp(shape)
+    if C is None:
+        return _split(b, d)
+    return b.get("split", round(C * 0.5) * Pp)
+
+
+def blk_coupling(S, b, x, c, rev, shape=None):
     n, d = x.shape
     ty = b["type"]
-    l1 = _split(b, d)
+    _, Pp, sp = _sp(shape)
+    l1 = _csplit(b, d, shape)
     l2 = d - l1
     clamp, act = b.get("clamp", 2.0), b.get("clamp_activation", "ATAN")
     zero = torch.zeros(n, dtype=F64)
@@ -177,18 +239,19 @@ def blk_coupling(S, b, x, c, rev):
     def coeff(which, u):
         """s, t of the coupling that transforms half `which` ('1' acts on x2, '2' on x1)."""
         if ty == "RNVPCouplingBlock":
-            s = clamp * _clamp_f(act, subnet(S, b["s" + which], _cat(u, c)))
-            return s, subnet(S, b["t" + which], _cat(u, c))
-        a = subnet(S, b["subnet" + which], _cat(u, c))
+            s = clamp * _clamp_f(act, subnet(S, b["s" + which], _cat(u, c), sp))
+            return s, subnet(S, b["t" + which], _cat(u, c), sp)
+        a = subnet(S, b["subnet" + which], _cat(u, c), sp)
         k = l2 if which == "1" else l1
         s = clamp * _clamp_f(act, a[:, :k])
-        if ty == "GINCouplingBlock":
-            s = s - s.mean(1, keepdim=True)
+        if ty == "GINCouplingBlock":     # mean over the channels (at each position)
+            s3 = s.reshape(n, k // Pp, Pp)
+            s = (s3 - s3.mean(1, keepdim=True)).reshape(n, k)
         return s, a[:, k:]
 
     def step(which, xh, u, rev):
         if ty == "NICECouplingBlock":
-            f = subnet(S, b["F" if which == "2" else "G"], _cat(u, c))
+            f = subnet(S, b["F" if which == "2" else "G"], _cat(u, c), sp)
             return (xh - f if rev else xh + f), zero
         s, t = coeff(which, u)
         ld = zero if ty == "GINCouplingBlock" else s.sum(1)
@@ -206,12 +269,12 @@ def blk_coupling(S, b, x, c, rev):
     return torch.cat([y1, y2], 1), j1 + j2
 
 
-def blk_onesided(S, b, x, c, rev):
+def blk_onesided(S, b, x, c, rev, shape=None):
     n, d = x.shape
-    l1 = _split(b, d)
+    l1 = _csplit(b, d, shape)
     l2 = d - l1
     x1, x2 = x[:, :l1], x[:, l1:]
-    a = subnet(S, b["subnet"], _cat(x1, c))
+    a = subnet(S, b["subnet"], _cat(x1, c), _sp(shape)[2])
     s = b.get("clamp", 2.0) * _clamp_f(b.get("clamp_activation", "ATAN"), a[:, :l2])
     t = a[:, l2:]
     if rev:
@@ -219,9 +282,9 @@ def blk_onesided(S, b, x, c, rev):
     return torch.cat([x1, x2 * torch.exp(s) + t], 1), s.sum(1)
 
 
-def blk_condaffine(S, b, x, c, rev):
+def blk_condaffine(S, b, x, c, rev, shape=None):
     n, d = x.shape
-    a = subnet(S, b["subnet"], c)
+    a = subnet(S, b["subnet"], c, _sp(shape)[2])
     s = b.get("clamp", 2.0) * _clamp_f(b.get("clamp_activation", "ATAN"), a[:, :d])
     t = a[:, d:]
     if rev:
@@ -229,14 +292,15 @@ def blk_condaffine(S, b, x, c, rev):
     return x * torch.exp(s) + t, s.sum(1)
 
 
-def _rqs_knots(b, raw, l):
+def _rqs_knots(b, raw, l, linear=False):
+    """Knots of FrEIA's binned splines; `linear`: LinearSpline's parameters (no deltas)."""
     n = raw.shape[0]
     K = b.get("bins", 10)
     dom = b.get("default_domain", [-3.0, 3.0, -3.0, 3.0])
     mins = b.get("min_bin_sizes", [0.1, 0.1])
     D = b.get("domain_clamping")
     affine = b.get("tails", "affine") == "affine"
-    raw = raw.reshape(n, l, 3 * K + 1 if affine else 3 * K)
+    raw = raw.reshape(n, l, (2 * K + 2 if affine else 2 * K + 1) + (0 if linear else K - 1))
     rw, rh = raw[..., :K], raw[..., K:2 * K]
     if affine:
         bottom = raw[..., 2 * K:2 * K + 1] + dom[2]
@@ -300,32 +364,47 @@ def _rqs(b, x, raw, rev):
     return torch.where(inside, vin, (x - shift) / scale), -ld
 
 
-def blk_spline(S, b, x, c, rev):
+def blk_spline(S, b, x, c, rev, shape=None):
     n, d = x.shape
-    l1 = _split(b, d)
+    _, Pp, sp = _sp(shape)
+    l1 = _csplit(b, d, shape)
     x1, x2 = x[:, :l1], x[:, l1:]
+
+    def raw(net, u, xh):      # FrEIA: output channel ch*P + k is parameter k of channel ch
+        r = subnet(S, b[net], _cat(u, c), sp)
+        return r if Pp == 1 else _binned_raw(r, xh.shape[1] // Pp, r.shape[1] // xh.shape[1], Pp)
     if not rev:
-        y1, j1 = _rqs(b, x1, subnet(S, b["subnet1"], _cat(x2, c)), False)
-        y2, j2 = _rqs(b, x2, subnet(S, b["subnet2"], _cat(y1, c)), False)
+        y1, j1 = _rqs(b, x1, raw("subnet1", x2, x1), False)
+        y2, j2 = _rqs(b, x2, raw("subnet2", y1, x2), False)
     else:
-        y2, j2 = _rqs(b, x2, subnet(S, b["subnet2"], _cat(x1, c)), True)
-        y1, j1 = _rqs(b, x1, subnet(S, b["subnet1"], _cat(y2, c)), True)
+        y2, j2 = _rqs(b, x2, raw("subnet2", x1, x2), True)
+        y1, j1 = _rqs(b, x1, raw("subnet1", y2, x1), True)
     return torch.cat([y1, y2], 1), j1 + j2
 
 
 def blk_permute(S, b, x, c, rev):
     p = S.I(b["perm"]).reshape(-1)
+    if p.numel() != x.shape[1]:       # channels of an image, each with its positions
+        r = x.shape[1] // p.numel()
+        p = (p[:, None] * r + torch.arange(r)).reshape(-1)
     return (x[:, torch.argsort(p)] if rev else x[:, p]), torch.zeros(x.shape[0], dtype=F64)
+
+
+def _per_coord(t, d):
+    """A per-channel tensor (FrEIA's (1, C, 1, ...)) repeated over each channel's d / C
+    positions, or one with d values."""
+    t = t.reshape(-1)
+    return t.repeat_interleave(d // t.numel())
 
 
 def blk_actnorm(S, b, x, c, rev):
     n, d = x.shape
     if "log_scale" in b:
-        ls, loc = S.T(b["log_scale"]).reshape(d), S.T(b["loc"]).reshape(d)
+        ls, loc = _per_coord(S.T(b["log_scale"]), d), _per_coord(S.T(b["loc"]), d)
         if rev:
             return x * torch.exp(ls) + loc, ls.sum().expand(n)
         return (x - loc) * torch.exp(-ls), -ls.sum().expand(n)
-    sc, bias = S.T(b["scale"]).reshape(d), S.T(b["bias"]).reshape(d)
+    sc, bias = _per_coord(S.T(b["scale"]), d), _per_coord(S.T(b["bias"]), d)
     if rev:
         return (x - bias) * torch.exp(-sc), -sc.sum().expand(n)
     return x * torch.exp(sc) + bias, sc.sum().expand(n)
@@ -741,13 +820,355 @@ BLOCKS = {
 }
 
 
-def block(S, b, x, c, rev=False):
+# ---------------------------------------------------------------------------------------
+# blocks that need the per-row shape (C, H, W) / (C, L) / (d,): f(S, b, x, c, rev, shape)
+# ---------------------------------------------------------------------------------------
+
+def out_shape(b, shape):
+    """The per-row shape a block returns for the input shape `shape` (a tuple)."""
+    t = b["type"]
+    if t in ("HaarDownsampling", "IRevNetDownsampling"):
+        return (shape[0] * 4, shape[1] // 2, shape[2] // 2)
+    if t in ("HaarUpsampling", "IRevNetUpsampling"):
+        return (shape[0] // 4, shape[1] * 2, shape[2] * 2)
+    if t == "InvAutoConv2D":
+        w = b["_shape_w"]
+        ph, pw = (b.get("padding", 1),) * 2 if not isinstance(b.get("padding", 1), list) \
+            else b["padding"]
+        return (w[0], shape[1] + 2 * ph - w[2] + 1, shape[2] + 2 * pw - w[3] + 1)
+    if t == "Inverse":
+        return tuple(b.get("block_shape") or shape)
+    if t == "Flatten":
+        return (int(math.prod(shape)),)
+    if t == "Reshape":
+        return tuple(b.get("output_dims") or b.get("target_dim"))
+    return shape
+
+
+def _conv1x1(S, b, x, c, rev, shape):
+    n, d = x.shape
+    M = S.T(b["M"]).reshape(shape[0], shape[0])
+    ld = torch.linalg.slogdet(M)[1] * (d // shape[0])
+    A = torch.linalg.inv(M) if rev else M
+    y = torch.einsum("oi,nis->nos", A, x.reshape(n, shape[0], -1)).reshape(n, d)
+    return y, (-ld if rev else ld).expand(n)
+
+
+def _haar_matrix():
+    w = torch.ones(4, 2, 2, dtype=F64)
+    w[1, 0, 1] = w[1, 1, 1] = -1
+    w[2, 1, 0] = w[2, 1, 1] = -1
+    w[3, 1, 0] = w[3, 0, 1] = -1
+    return w
+
+
+def _squeeze(b, x, shape, down, kernel, fac=1.0):
+    """fine `shape` (C, H, W) <-> coarse (4C, H/2, W/2) by a per-channel 2 x 2 kernel (4, 2, 2),
+    output channel 4c + k, or k C + c when `by_k`."""
+    n = x.shape[0]
+    by_k = b.get("order_by_wavelet", False) or b.get("legacy_backend", False)
+    C, H, W = shape       # the fine shape
+    w = kernel.unsqueeze(1).repeat(C, 1, 1, 1)
+    perm = torch.tensor([k * C + c for c in range(C) for k in range(4)]) if by_k \
+        else torch.arange(4 * C)          # stored channel of (c, k) at 4c + k
+    if down:
+        out = F.conv2d(x.reshape(n, C, H, W), w, stride=2, groups=C) * fac
+        res = torch.empty_like(out)
+        res[:, perm] = out
+        return res.reshape(n, -1)
+    u = x.reshape(n, 4 * C, H // 2, W // 2)[:, perm] * fac
+    return F.conv_transpose2d(u, w, stride=2, groups=C).reshape(n, -1)
+
+
+def _haar(S, b, x, c, rev, shape):
+    up = b["type"] == "HaarUpsampling"
+    r = b.get("rebalance", 1.0)
+    down = up == rev
+    ld = x.shape[1] * math.log(2 * abs(0.5 * r))
+    fine = shape if (not up) else out_shape(b, shape)
+    y = _squeeze(b, x, fine, down, _haar_matrix(), 0.5 * r if down else 0.5 / r)
+    return y, torch.full((x.shape[0],), ld if down else -ld, dtype=F64)
+
+
+def _irevnet(S, b, x, c, rev, shape):
+    up = b["type"] == "IRevNetUpsampling"
+    down = up == rev
+    k = torch.zeros(4, 2, 2, dtype=F64)
+    k[0, 0, 0] = k[1, 0, 1] = k[2, 1, 0] = k[3, 1, 1] = 1
+    fine = shape if not up else out_shape(b, shape)
+    return _squeeze(b, x, fine, down, k), torch.zeros(x.shape[0], dtype=F64)
+
+
+def _invauto_fc(S, b, x, c, rev, shape):
+    W, bias = S.T(b["weights"]), S.T(b["bias"]).reshape(-1)
+    y = (x - bias) @ W if rev else x @ W.T + bias
+    return y, torch.zeros(x.shape[0], dtype=F64)
+
+
+def _invauto_conv(S, b, x, c, rev, shape):
+    n = x.shape[0]
+    W, bias = S.T(b["weight"]), S.T(b["bias"]).reshape(1, -1, 1, 1)
+    p = b.get("padding", 1)
+    ph, pw = p if isinstance(p, list) else (p, p)
+    if not rev:
+        y = F.conv2d(x.reshape(n, *shape), W, padding=(ph, pw)) + bias
+    else:
+        ho, wo = shape[1] + 2 * ph - W.shape[2] + 1, shape[2] + 2 * pw - W.shape[3] + 1
+        y = F.conv_transpose2d(x.reshape(n, W.shape[0], ho, wo) - bias, W, padding=(ph, pw))
+    return y.reshape(n, -1), torch.zeros(n, dtype=F64)
+
+
+def _invauto_act(S, b, x, c, rev, shape):
+    n, d = x.shape
+    sg = torch.sign(x)
+    if b["type"] == "InvAutoAct":
+        ls = _per_coord(S.T(b["alpha"]), d) * sg
+    else:
+        ap, an = _per_coord(S.T(b["alpha_pos"]), d), _per_coord(S.T(b["alpha_neg"]), d)
+        ls = ap + 0.5 * (an - ap) * (1 - sg)
+    if rev:
+        ls = -ls
+    return x * torch.exp(ls), ls.sum(1)
+
+
+def _binned_raw(raw, C, P, Sp):
+    """(n, C P Sp) FrEIA channel layout (C P channels over Sp positions) -> (n, C Sp P),
+    P contiguous per coordinate c Sp + s."""
+    n = raw.shape[0]
+    return raw.reshape(n, C, P, Sp).permute(0, 1, 3, 2).reshape(n, C * Sp * P)
+
+
+def _bins_P(b, linear):
+    K = b.get("bins", 10)
+    aff = b.get("tails", "affine") == "affine"
+    return (2 * K + 2 if aff else 2 * K + 1) + (0 if linear else K - 1)
+
+
+def _erqs(S, b, x, c, rev, shape):
+    n, d = x.shape
+    C, P = shape[0], _bins_P(b, False)
+    if b.get("subnet") is not None:
+        raw = subnet(S, b["subnet"], c, _sp(shape)[2])
+    else:
+        raw = S.T(b["spline_parameters"]).reshape(1, -1).expand(n, -1)
+    return _rqs(b, x, _binned_raw(raw, C, P, d // C), rev)
+
+
+def _lin(b, x, raw, rev):
+    n, l = x.shape
+    K = b.get("bins", 10)
+    kx, ky, _, scale, shift = _rqs_knots(b, raw, l, linear=True)
+    knots = ky if rev else kx
+    inside = (x > knots[..., 0]) & (x <= knots[..., K])
+    v = torch.where(inside, x, 0.5 * (knots[..., 0] + knots[..., 1]))
+    upper = torch.searchsorted(knots.contiguous(), v.unsqueeze(-1).contiguous()).clamp(1, K)
+    lower = upper - 1
+    g = lambda t, i: torch.gather(t, -1, i).squeeze(-1)
+    xk, xk1, yk, yk1 = g(kx, lower), g(kx, upper), g(ky, lower), g(ky, upper)
+    dx, dy = xk1 - xk, yk1 - yk
+    s = dy / dx
+    sh = yk - s * xk
+    vin = (v - sh) / s if rev else s * v + sh
+    ld = torch.where(inside, torch.log(dy) - torch.log(dx), torch.log(scale)).sum(1)
+    if not rev:
+        return torch.where(inside, vin, scale * x + shift), ld
+    return torch.where(inside, vin, (x - shift) / scale), -ld
+
+
+def _linspline(S, b, x, c, rev, shape):
+    n, d = x.shape
+    Sp = d // shape[0]
+    l1 = b.get("split", round(shape[0] / 2) * Sp)
+    P = _bins_P(b, True)
+    x1, x2 = x[:, :l1], x[:, l1:]
+
+    def sp(xh, u, net, rv):
+        raw = _binned_raw(subnet(S, b[net], u, _sp(shape)[2]), xh.shape[1] // Sp, P, Sp)
+        return _lin(b, xh, raw, rv)
+    if not rev:
+        y1, j1 = sp(x1, _cat(x2, c), "subnet1", False)
+        y2, j2 = sp(x2, _cat(y1, c), "subnet2", False)
+    else:
+        y2, j2 = sp(x2, _cat(x1, c), "subnet2", True)
+        y1, j1 = sp(x1, _cat(y2, c), "subnet1", True)
+    return torch.cat([y1, y2], 1), j1 + j2
+
+
+def _gmm(S, b, x, c, rev, shape):
+    n, D = x.shape
+    K = b["components"]
+    nu = D * (D + 1) // 2
+    mu = c[:, K:K + K * D].reshape(n, K, D)
+    Ue = c[:, K + K * D:K + K * D + K * nu].reshape(n, K, nu)
+    i = c[:, -1].round().long()
+    r = torch.arange(n)
+    mu, Ue = mu[r, i], Ue[r, i]
+    U = torch.zeros(n, D, D, dtype=F64)
+    iu = torch.triu_indices(D, D, 1)
+    U[:, iu[0], iu[1]] = Ue[:, D:]
+    U[:, torch.arange(D), torch.arange(D)] = torch.exp(Ue[:, :D])
+    ld = Ue[:, :D].sum(1)
+    if not rev:
+        return torch.einsum("nij,nj->ni", U, x - mu), ld
+    return torch.linalg.solve_triangular(U, x.unsqueeze(-1), upper=True)[..., 0] + mu, -ld
+
+
+def _reshape(S, b, x, c, rev, shape):
+    return x, torch.zeros(x.shape[0], dtype=F64)
+
+
+def _inverse(S, b, x, c, rev, shape):
+    inner = b["block"]
+    return block(S, inner, x, c, not rev, tuple(b.get("block_shape") or shape))
+
+
+SHAPED = {
+    "AllInOneBlock": blk_allinone,
+    "NICECouplingBlock": blk_coupling,
+    "RNVPCouplingBlock": blk_coupling,
+    "GLOWCouplingBlock": blk_coupling,
+    "GINCouplingBlock": blk_coupling,
+    "AffineCouplingOneSided": blk_onesided,
+    "ConditionalAffineTransform": blk_condaffine,
+    "RationalQuadraticSpline": blk_spline,
+    "Flatten": _reshape,
+    "Reshape": _reshape,
+    "Fixed1x1Conv": _conv1x1,
+    "HaarDownsampling": _haar,
+    "HaarUpsampling": _haar,
+    "IRevNetDownsampling": _irevnet,
+    "IRevNetUpsampling": _irevnet,
+    "InvAutoFC": _invauto_fc,
+    "InvAutoConv2D": _invauto_conv,
+    "InvAutoAct": _invauto_act,
+    "InvAutoActTwoSided": _invauto_act,
+    "ElementwiseRationalQuadraticSpline": _erqs,
+    "LinearSpline": _linspline,
+    "GaussianMixtureModel": _gmm,
+    "Inverse": _inverse,
+}
+
+
+def block(S, b, x, c, rev=False, shape=None):
+    """One block on rows x; `shape` is its per-row input shape (default (d,))."""
+    if b["type"] in SHAPED:
+        return SHAPED[b["type"]](S, b, x, c, rev, shape or (x.shape[1],))
     return BLOCKS[b["type"]](S, b, x, c, rev)
+
+
+# ---------------------------------------------------------------------------------------
+# graphs (manifest "graph"): nodes in topological order, Split / Concat, several outputs
+# ---------------------------------------------------------------------------------------
+
+def block_cond(conds, b):
+    """The condition a block reads: conds[k], or a list of them concatenated in order."""
+    k = b.get("cond")
+    if k is None:
+        return None
+    if isinstance(k, list):
+        return torch.cat([conds[i] for i in k], 1)
+    return conds[k]
+
+
+def split_sections(b, n):
+    """A Split's section sizes along a dim of size n (FrEIA's rules)."""
+    ss = b.get("section_sizes")
+    if ss is None:
+        ns = int(b.get("n_sections", 2))
+        return [n // ns + 1] * (n % ns) + [n // ns] * (ns - n % ns)
+    if isinstance(ss, int):
+        return [ss, n - ss]
+    ss = [int(v) for v in ss]
+    return ss + ([n - sum(ss)] if sum(ss) < n else [])
+
+
+def _shaped(S, b):
+    if b["type"] == "InvAutoConv2D":
+        return dict(b, _shape_w=list(S.t[b["weight"]].shape))
+    return b
+
+
+def graph_shapes(S, g, x_shape):
+    """{(node name, output index): per-row shape} for every value, x as ("x", 0)."""
+    shapes = {("x", 0): tuple(x_shape)}
+    for nd in g["nodes"]:
+        b, name = nd["block"], nd["name"]
+        ins = [shapes[tuple(r)] for r in nd["inputs"]]
+        dim = int(b.get("dim", 0))
+        if b["type"] == "Split":
+            for k, sz in enumerate(split_sections(b, ins[0][dim])):
+                shapes[(name, k)] = ins[0][:dim] + (sz,) + ins[0][dim + 1:]
+        elif b["type"] == "Concat":
+            shapes[(name, 0)] = ins[0][:dim] + (sum(s[dim] for s in ins),) + ins[0][dim + 1:]
+        else:
+            shapes[(name, 0)] = tuple(out_shape(_shaped(S, b), ins[0]))
+    return shapes
+
+
+def graph(S, g, x, conds, rev, x_shape, visit=None):
+    """Run graph g on rows x (flat, (n, d)): forward from x to z (the outputs flattened and
+    concatenated in order), or inverse from z.  visit(nd, b, h, c, shape) may replace the
+    forward of a block node (the exporter checks each module there); it returns (out, ld).
+    -> (result, log_det)."""
+    n = x.shape[0]
+    shapes = graph_shapes(S, g, x_shape)
+    ld = torch.zeros(n, dtype=F64)
+    key = lambda r: (r[0], int(r[1]))  # noqa: E731
+    if not rev:
+        vals = {("x", 0): x}
+        for nd in g["nodes"]:
+            b, name, ins = nd["block"], nd["name"], [key(r) for r in nd["inputs"]]
+            dim = int(b.get("dim", 0))
+            if b["type"] == "Split":
+                sh = shapes[ins[0]]
+                parts = torch.split(vals.pop(ins[0]).reshape(n, *sh),
+                                    split_sections(b, sh[dim]), dim + 1)
+                for k, p in enumerate(parts):
+                    vals[(name, k)] = p.reshape(n, -1)
+            elif b["type"] == "Concat":
+                hs = [vals.pop(i).reshape(n, *shapes[i]) for i in ins]
+                vals[(name, 0)] = torch.cat(hs, dim + 1).reshape(n, -1)
+            else:
+                h, c = vals.pop(ins[0]), block_cond(conds, b)
+                if visit is not None:
+                    out, l = visit(nd, b, h, c, shapes[ins[0]])
+                else:
+                    out, l = block(S, _shaped(S, b), h, c, False, shapes[ins[0]])
+                vals[(name, 0)] = out
+                ld = ld + l
+        return torch.cat([vals[key(o)] for o in g["outputs"]], 1), ld
+    vals, i = {}, 0
+    for o in g["outputs"]:
+        w = int(math.prod(shapes[key(o)]))
+        vals[key(o)] = x[:, i:i + w]
+        i += w
+    for nd in reversed(g["nodes"]):
+        b, name, ins = nd["block"], nd["name"], [key(r) for r in nd["inputs"]]
+        dim = int(b.get("dim", 0))
+        if b["type"] == "Split":
+            k = len(split_sections(b, shapes[ins[0]][dim]))
+            hs = [vals.pop((name, j)).reshape(n, *shapes[(name, j)]) for j in range(k)]
+            vals[ins[0]] = torch.cat(hs, dim + 1).reshape(n, -1)
+        elif b["type"] == "Concat":
+            parts = torch.split(vals.pop((name, 0)).reshape(n, *shapes[(name, 0)]),
+                                [shapes[r][dim] for r in ins], dim + 1)
+            for r, p in zip(ins, parts):
+                vals[r] = p.reshape(n, -1)
+        else:
+            out, l = block(S, _shaped(S, b), vals.pop((name, 0)), block_cond(conds, b), True,
+                           shapes[ins[0]])
+            vals[ins[0]] = out
+            ld = ld + l
+    return vals[("x", 0)], ld
 
 
 # ---------------------------------------------------------------------------------------
 # whole models
 # ---------------------------------------------------------------------------------------
+
+def x_width(model):
+    return model.dx
+
 
 class Model:
     """Evaluate a manifest (dict) over stored tensors: forward, inverse, log_prob."""
@@ -795,17 +1216,39 @@ class Model:
         if self.kind != "cinn":
             return []
         ys = self.std_y(y)
-        return [ys if cd.get("net") is None else subnet(self.S, cd["net"], ys)
-                for cd in self.m.get("conditions", [])]
+        out = []
+        for cd in self.m.get("conditions", []):
+            v = ys if cd.get("net") is None else subnet(self.S, cd["net"], ys)
+            if cd.get("broadcast"):       # the vector at every position, channel-major
+                P = int(math.prod(cd["broadcast"]))
+                v = v[:, :, None].expand(-1, -1, P).reshape(v.shape[0], -1)
+            out.append(v)
+        return out
+
+    def shapes(self):
+        """The per-row input shape of every block (manifest "shape", then each block's)."""
+        shape = tuple(self.m.get("shape", {}).get("x") or (x_width(self),))
+        out = []
+        for b in self.m["blocks"]:
+            if b["type"] == "InvAutoConv2D":
+                b = dict(b, _shape_w=list(self.S.t[b["weight"]].shape))
+            out.append(shape)
+            shape = out_shape(b, shape)
+        return out
 
     def blocks(self, x, conds, rev, upto=None):
+        if "graph" in self.m:
+            shape = tuple(self.m.get("shape", {}).get("x") or (x.shape[1],))
+            if self.kind == "inn":
+                shape = (x.shape[1],)
+            return graph(self.S, self.m["graph"], x, conds, rev, shape)
         ld = torch.zeros(x.shape[0], dtype=F64)
+        shapes = self.shapes() if self.kind != "inn" else [None] * len(self.m["blocks"])
         seq = list(enumerate(self.m["blocks"]))
         if upto is not None:
             seq = seq[:upto]
         for i, b in (reversed(seq) if rev else seq):
-            c = conds[b["cond"]] if "cond" in b else None
-            x, l = block(self.S, b, x, c, rev)
+            x, l = block(self.S, b, x, block_cond(conds, b), rev, shapes[i])
             ld = ld + l
         return x, ld
 

@@ -1,5 +1,6 @@
-"""Export sbi's mixture density network (``posterior_nn("mdn")``) as an innserve ``mdn``
-checkpoint; :func:`innserve.export.export_sbi` hands MixtureDensityEstimators here.
+"""innserve.export.mdn: export sbi's mixture density network (``posterior_nn("mdn")``)
+as an innserve ``mdn`` checkpoint; :func:`innserve.export.export_sbi` hands
+MixtureDensityEstimators here.
 
 sbi's MixtureDensityEstimator wraps a MultivariateGaussianMDN: its ``_embedding_net``
 (sbi's Standardize -> ``standardize.y``, then an optional MLP embedding), the MDN's
@@ -28,17 +29,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.distributions import constraints
 
-from . import _reference as ref
-from . import export as _ex
-from ._version import __version__
+from .. import _reference as ref
+from .._version import __version__
+from .common import F64, ExportError, ExportResult, _Ctx, _cls, _tensor
+from .common import _close as _close_flat
+from .manifest import _names, _test_inputs, _write
+from .subnets import _subnet
 
-F64 = torch.float64
 LOG2PI = math.log(2.0 * math.pi)
-ExportError = _ex.ExportError
-
-
-def _cls(obj):
-    return type(obj).__name__
 
 
 def is_mdn(obj):
@@ -204,7 +202,7 @@ def export_mdn(obj, path, *, low=None, high=None, x_names=None, y_names=None,
             raise ExportError("low and high: give both prior bounds, or neither")
         if prior_box is not None:
             raise ExportError("low and high: the posterior carries its prior already")
-        prior_box = (_ex._tensor(low, "low").reshape(-1), _ex._tensor(high, "high").reshape(-1))
+        prior_box = (_tensor(low, "low").reshape(-1), _tensor(high, "high").reshape(-1))
     net, emb, std, shift, scale = _parts(obj)
     for a in ("_logits_layer", "_means_layer", "_unconstrained_diagonal_layer", "_hidden_net"):
         if not hasattr(net, a):
@@ -218,14 +216,14 @@ def export_mdn(obj, path, *, low=None, high=None, x_names=None, y_names=None,
         raise ExportError("the MDN's hidden net has no Linear layer")
     dy = int(lins[0].in_features) if std is None or std._mean.numel() <= 1 \
         else int(std._mean.numel())
-    ctx = _ex._Ctx({"check_tol": check_tol, "allow_non_contractive": False,
+    ctx = _Ctx({"check_tol": check_tol, "allow_non_contractive": False,
                     "iresnet_logdet": "exact", "iresnet_series_terms": 10,
                     "residual_blocks": None, "freia_version": "auto"})
     layers = []
     for mods, pre, where in ((emb_mods, "_embedding_net.", "embedding net"),
                              (hid_mods, "net._hidden_net.", "the MDN's hidden net")):
         if mods:
-            layers += _ex._subnet(ctx, nn.Sequential(*mods), pre, where)["layers"]
+            layers += _subnet(ctx, nn.Sequential(*mods), pre, where)["layers"]
     if layers[0]["type"] != "linear":
         raise ExportError("the embedding and hidden nets must start with a Linear layer")
 
@@ -242,7 +240,7 @@ def export_mdn(obj, path, *, low=None, high=None, x_names=None, y_names=None,
     manifest["source"] = src
     manifest["dims"] = {"x": dx, "y": dy}
     names = {}
-    xn, yn = _ex._names(x_names, dx, "x_names"), _ex._names(y_names, dy, "y_names")
+    xn, yn = _names(x_names, dx, "x_names"), _names(y_names, dy, "y_names")
     if xn:
         names["x"] = xn
     if yn:
@@ -296,7 +294,7 @@ def export_mdn(obj, path, *, low=None, high=None, x_names=None, y_names=None,
         if "y" in stdv:
             yt = stdv["y"][0] + stdv["y"][1] * yt
         test_inputs = {"x": xt, "y": yt}
-    x, y = _ex._test_inputs(test_inputs, n_tests, seed, dx, dy, stdv)
+    x, y = _test_inputs(test_inputs, n_tests, seed, dx, dy, stdv)
     if check:
         _check(manifest, ctx.tensors, obj, net, emb_mods, post, x, y, max(check_tol, 1e-6))
     lp = log_prob(manifest, ctx.tensors, x, y)
@@ -305,8 +303,8 @@ def export_mdn(obj, path, *, low=None, high=None, x_names=None, y_names=None,
                          "y": ctx.add("test.y", y, torch.float64),
                          "log_prob": ctx.add("test.log_prob", lp, torch.float64),
                          "rtol": rtol, "atol": atol}
-    _ex._write(path, manifest, ctx.tensors)
-    res = _ex.ExportResult(path, json.loads(json.dumps(manifest)), dict(ctx.tensors), tests)
+    _write(path, manifest, ctx.tensors)
+    res = ExportResult(path, json.loads(json.dumps(manifest)), dict(ctx.tensors), tests)
     res.notes = list(ctx.notes)
     return res
 
@@ -320,7 +318,7 @@ def _sbi_version():
 
 
 def _close(a, b, tol):
-    return _ex._close(a, b.reshape(a.shape), tol)
+    return _close_flat(a, b.reshape(a.shape), tol)
 
 
 def _check(manifest, tensors, est, net, emb_mods, post, x, y, tol):

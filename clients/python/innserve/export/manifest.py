@@ -1,0 +1,137 @@
+"""innserve.export.manifest: the parts of a manifest every exporter writes the same way
+(names, standardize, test inputs and the embedded test vectors computed by the reference
+math) and the writer of the checkpoint (docs/checkpoint-format.md)."""
+
+import json
+
+import torch
+
+from .. import _safetensors
+from .common import F64, ExportError, _tensor
+
+def _std_pair(v, n, what):
+    if v is None:
+        return None
+    if isinstance(v, dict):
+        mean, std = v.get("mean"), v.get("std")
+    else:
+        mean, std = v
+    mean = _tensor(mean, what + " mean").reshape(-1)
+    std = _tensor(std, what + " std").reshape(-1)
+    if mean.numel() == 1 and n > 1:
+        mean = mean.expand(n)
+    if std.numel() == 1 and n > 1:
+        std = std.expand(n)
+    if mean.numel() != n or std.numel() != n:
+        raise ExportError("standardize %s: mean and std need %d values (got %d and %d)"
+                          % (what, n, mean.numel(), std.numel()))
+    if not bool((std.float() > 0).all()) or not bool(torch.isfinite(mean).all()):
+        raise ExportError("standardize %s: std must be > 0 and mean finite" % what)
+    return mean, std
+
+
+def _names(v, n, what):
+    if v is None:
+        return None
+    v = [str(s) for s in v]
+    if len(v) != n:
+        raise ExportError("%s: %d names for %d columns" % (what, len(v), n))
+    return v
+
+
+def _add_standardize(ctx, manifest, standardize, dx, dy):
+    std = {}
+    standardize = dict(standardize or {})
+    unknown = set(standardize) - {"x", "y"}
+    if unknown:
+        raise ExportError("standardize: unknown keys %s (use 'x' and 'y')" % sorted(unknown))
+    out = {}
+    for which, n in (("x", dx), ("y", dy)):
+        if standardize.get(which) is None:
+            continue
+        if not n:
+            raise ExportError("standardize: this model has no %s" % which)
+        mean, sd = _std_pair(standardize[which], n, which)
+        out[which] = {"mean": ctx.add("std.%s.mean" % which, mean, torch.float32),
+                      "std": ctx.add("std.%s.std" % which, sd, torch.float32)}
+        std[which] = (ctx.tensors[out[which]["mean"]].to(F64), ctx.tensors[out[which]["std"]].to(F64))
+    if out:
+        manifest["standardize"] = out
+    return std
+
+
+def _test_inputs(test_inputs, n, seed, dx, dy, std):
+    gen = torch.Generator().manual_seed(int(seed))
+    x = y = None
+    if test_inputs is not None:
+        if isinstance(test_inputs, dict):
+            x, y = test_inputs.get("x"), test_inputs.get("y")
+        elif isinstance(test_inputs, (tuple, list)) and len(test_inputs) == 2 and dy and \
+                not isinstance(test_inputs[0], (int, float)):
+            x, y = test_inputs
+        else:
+            x = test_inputs
+        x = _tensor(x, "test_inputs x").reshape(-1, dx)
+        n = x.shape[0]
+        if y is not None:
+            y = _tensor(y, "test_inputs y").reshape(-1, dy)
+            if y.shape[0] == 1 and n > 1:
+                y = y.expand(n, dy)
+            if y.shape[0] != n:
+                raise ExportError("test_inputs: %d x rows but %d y rows" % (n, y.shape[0]))
+    if x is None:
+        x = torch.randn(n, dx, generator=gen, dtype=F64)
+        if "x" in std:
+            x = std["x"][0] + std["x"][1] * x
+    if dy and y is None:
+        y = torch.randn(n, dy, generator=gen, dtype=F64)
+        if "y" in std:
+            y = std["y"][0] + std["y"][1] * y
+    if n < 1 or n > 4096:
+        raise ExportError("test_inputs: 1 to 4096 rows needed")
+    # the engine receives float32 inputs: expectations are computed from the rounded values
+    x = x.to(torch.float32).to(F64)
+    if y is not None:
+        y = y.to(torch.float32).to(F64)
+    return x, y
+
+
+def _test_vectors(ctx, manifest, M, x, y, rtol, atol):
+    kind = manifest["kind"]
+    f = M.forward(x, y)
+    tests = {"x": x}
+    man = {"x": ctx.add("test.x", x, F64)}
+    if kind == "cinn":
+        tests["y"] = y
+        man["y"] = ctx.add("test.y", y, F64)
+    for k in ("z", "y_out", "log_det"):
+        if k in f:
+            v = f[k].detach()
+            if not bool(torch.isfinite(v).all()):
+                raise ExportError("the model gives non-finite %s on the test inputs" % k)
+            tests[k] = v
+            man[k] = ctx.add("test." + k, v, F64)
+    if kind in ("flow", "cinn"):
+        # a block whose inverse is inexact by design (InvAutoFC's transpose): the engine
+        # then checks the inverse against what this inverse gives
+        with torch.no_grad():
+            xi, _ = M.inverse(f["z"], y if kind == "cinn" else None)
+        if bool(torch.isfinite(xi).all()) and \
+                float(((xi - x).abs() / (1 + x.abs())).max()) > 1e-6:
+            tests["x_inv"] = xi.detach()
+            man["x_inv"] = ctx.add("test.x_inv", xi, F64)
+    if kind == "inn":
+        with torch.no_grad():
+            xi, _ = M.inverse(f["z"], f["y_out"])
+        if bool(torch.isfinite(xi).all()):
+            tests["x_inv"] = xi.detach()
+            man["x_inv"] = ctx.add("test.x_inv", xi, F64)
+    man["rtol"] = float(rtol)
+    man["atol"] = float(atol)
+    manifest["tests"] = man
+    return tests
+
+
+def _write(path, manifest, tensors):
+    text = json.dumps(manifest, separators=(",", ":"), allow_nan=False)
+    _safetensors.write(path, tensors, {"format": "innserve", "manifest": text})
