@@ -101,7 +101,9 @@ def _conditioner(ctx, pre, net, cond, where):
         c["final"] = _lin(ctx, net.final_layer, pre + "final_layer", False)
         return c
     if _cls(net) == "ContextSplineMap":
-        return _subnet(ctx, net.spline_predictor, pre + "spline_predictor.", where)
+        c = {"type": "mlp"}
+        c.update(_subnet(ctx, net.spline_predictor, pre + "spline_predictor.", where))
+        return c
     raise ExportError("%s: transform net %s is not supported yet (ResidualNet or sbi's "
                       "ContextSplineMap)" % (where, _cls(net)))
 
