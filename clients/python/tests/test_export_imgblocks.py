@@ -98,6 +98,22 @@ class TestExportImageBlocks(unittest.TestCase):
         self.assertEqual(r.manifest["blocks"][2]["block"]["type"], "GLOWCouplingBlock")
         self.assertNotIn("cond", r.manifest["blocks"][2]["block"])
 
+    def test_image_splines_with_conv_subnets(self):
+        F = self.F
+
+        def cnn(cin, cout):
+            return nn.Sequential(nn.Conv2d(cin, 6, 3, padding=1), nn.ReLU(),
+                                 nn.Conv2d(6, cout, 3, padding=1))
+        m = F.SequenceINN(3, 4, 4)
+        m.append(F.LinearSpline, subnet_constructor=cnn, bins=4)
+        m.append(F.ElementwiseRationalQuadraticSpline, cond=0, cond_shape=(2, 4, 4),
+                 subnet_constructor=cnn, bins=3)
+        r = self.roundtrip("convsplines", m, ["LinearSpline", "ElementwiseRationalQuadraticSpline"],
+                           (3, 4, 4), seed=4)
+        self.assertEqual(r.manifest["blocks"][0]["split"], 2 * 16)     # 2 channels of 16
+        self.assertEqual(r.manifest["conditions"], [{"net": None, "shape": [2, 4, 4]}])
+        self.assertEqual(r.manifest["blocks"][1]["subnet"]["layers"][0]["type"], "conv2d")
+
     def test_inverse_of_a_reshaping_block(self):
         from FrEIA.modules.inverse import Inverse
         m = self.F.SequenceINN(12, 2, 3)
