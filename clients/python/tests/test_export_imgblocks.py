@@ -98,6 +98,22 @@ class TestExportImageBlocks(unittest.TestCase):
         self.assertEqual(r.manifest["blocks"][2]["block"]["type"], "GLOWCouplingBlock")
         self.assertNotIn("cond", r.manifest["blocks"][2]["block"])
 
+    def test_image_splines_with_conv_subnets(self):
+        F = self.F
+
+        def cnn(cin, cout):
+            return nn.Sequential(nn.Conv2d(cin, 6, 3, padding=1), nn.ReLU(),
+                                 nn.Conv2d(6, cout, 3, padding=1))
+        m = F.SequenceINN(3, 4, 4)
+        m.append(F.LinearSpline, subnet_constructor=cnn, bins=4)
+        m.append(F.ElementwiseRationalQuadraticSpline, cond=0, cond_shape=(2, 4, 4),
+                 subnet_constructor=cnn, bins=3)
+        r = self.roundtrip("convsplines", m, ["LinearSpline", "ElementwiseRationalQuadraticSpline"],
+                           (3, 4, 4), seed=4)
+        self.assertEqual(r.manifest["blocks"][0]["split"], 2 * 16)     # 2 channels of 16
+        self.assertEqual(r.manifest["conditions"], [{"net": None, "shape": [2, 4, 4]}])
+        self.assertEqual(r.manifest["blocks"][1]["subnet"]["layers"][0]["type"], "conv2d")
+
     def test_inverse_of_a_reshaping_block(self):
         from FrEIA.modules.inverse import Inverse
         m = self.F.SequenceINN(12, 2, 3)
@@ -120,6 +136,15 @@ class TestExportImageBlocks(unittest.TestCase):
         m = self.seq((5,), (F.InvAutoFC, {"dims_out": 4}))
         with self.assertRaisesRegex(ExportError, r"module_list\.0.*InvAutoFC.*dims_out = 4"):
             export(m, os.path.join(self.tmp.path, "bad.safetensors"))
+        # GaussianMixtureModel's four conditions of different widths
+        D, K = 3, 2
+        inp = F.InputNode(D, name="x")
+        cs = [F.ConditionNode(K, name="w"), F.ConditionNode(K, D, name="mu"),
+              F.ConditionNode(K, D * (D + 1) // 2, name="U"), F.ConditionNode(1, name="i")]
+        n = F.Node(inp, F.GaussianMixtureModel, {}, conditions=cs, name="gmm")
+        g = F.GraphINN([inp] + cs + [n, F.OutputNode(n, name="z")])
+        with self.assertRaisesRegex(ExportError, r"gmm.*four conditions.*2, 6, 12, 1.*by hand"):
+            export(g, os.path.join(self.tmp.path, "gmm.safetensors"))
 
 
 if __name__ == "__main__":

@@ -112,14 +112,17 @@ def _blk_linspline(ctx, m, link):
 
 
 def _blk_gmm(ctx, m, link):
+    """The engine serves FrEIA's GaussianMixtureModel with one condition row w | mu | U | i
+    (docs/checkpoint-format.md), but the exporter derives every condition from the whole
+    observation y, so the module's four conditions of different widths cannot be written:
+    refused with that reason (the manifest can be written by hand)."""
     dc = getattr(m, "dims_c", None) or []
-    if len(dc) != 4:
-        raise ExportError("%s: GaussianMixtureModel needs its four conditions [w, mu, U, i] "
-                          "(a GraphINN node with four ConditionNodes)" % link.label)
-    ctx.notes.append("%s: the component index i must be given per row (FrEIA's mode with i "
-                     "= None or a seed is not served); its condition row is w | mu | U | i"
-                     % link.label)
-    return {"type": "GaussianMixtureModel", "components": int(dc[0][0])}
+    widths = ", ".join(str(int(torch.tensor(s).prod())) for s in dc) or "none"
+    raise ExportError("%s: GaussianMixtureModel takes four conditions [w, mu, U, i] (widths "
+                      "%s), and the exporter derives every condition from the whole "
+                      "observation y; write its manifest by hand: one condition row w | mu | "
+                      "U | i (docs/checkpoint-format.md, GaussianMixtureModel)"
+                      % (link.label, widths))
 
 
 def _blk_inverse(ctx, m, link):
