@@ -408,7 +408,7 @@ test-deploy: test-manifests test-image test-compose test-make-run
 # and the fixtures, gathered by tests/fuzz/seeds.py); any crash, leak or UB fails it.
 FUZZ_CC      ?= clang
 FUZZ_BUILD   := build-fuzz
-FUZZ_TARGETS := request loader http
+FUZZ_TARGETS := request loader http image
 FUZZ_SECONDS ?= 25
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -O1 -g -fno-trapping-math -ffp-contract=off $(WARN) \
@@ -436,7 +436,7 @@ fuzz:
 	@$(call need,$(FUZZ_PROBE),clang with libFuzzer (clang libclang-rt-14-dev)); \
 	$(MAKE) --no-print-directory $(FUZZ_BINS) && python3 tests/fuzz/seeds.py $(FUZZ_BUILD)/corpus
 
-# Each target for FUZZ_SECONDS (3 targets: ~90 s in all with the seed passes) on its seeds;
+# Each target for FUZZ_SECONDS (4 targets: ~2 min in all with the seed passes) on its seeds;
 # new inputs go to build-fuzz/corpus-run/<target>, emptied first so every run has the same
 # bounded length; crashes to build-fuzz/crash-*.
 test-fuzz:

@@ -1,8 +1,8 @@
 /*
  * manifest.c — eng_model_load: the manifest of a checkpoint → an immutable model
- * (standardization, names, conditions and their networks, the inn layout, the blocks, the
- * mlp network or the mdn mixture (mixture.c), the certificate and the numeric-inverse
- * budget), every field validated
+ * (standardization, names, conditions and their networks, the inn layout, the blocks or
+ * graph (graph.c), the mlp network or the mdn mixture (mixture.c), the certificate and the
+ * numeric-inverse budget), every field validated
  * through the loader with a message, then the embedded test vectors (selftest.c).
  * Also the model's reference counting and accessors.
  */
@@ -330,118 +330,6 @@ static enum eng_status load_layout(struct ldr *L, const cJSON *lay, const char *
     return ENG_OK;
 }
 
-static enum eng_status load_blocks(struct ldr *L, struct eng_model *m, const cJSON *blocks)
-{
-    if (!cJSON_IsArray(blocks) || cJSON_GetArraySize(blocks) < 1 ||
-        cJSON_GetArraySize(blocks) > 4096)
-        return ldr_fail(L, ENG_ERR_MANIFEST, "field 'blocks' must be a non-empty list (at most "
-                        "4096)");
-    m->n_blocks = cJSON_GetArraySize(blocks);
-    m->blocks = ldr_alloc(L, sizeof(struct blk) * (size_t)m->n_blocks);
-    if (!m->blocks)
-        return ENG_ERR_NOMEM;
-    /* the shape flowing along the chain: x's, or the block width for an inn */
-    int rank = m->info.x_rank, shape[3] = {m->info.x_shape[0], m->info.x_shape[1],
-                                           m->info.x_shape[2]};
-    if (m->info.kind == ENG_KIND_INN)
-        rank = 1, shape[0] = m->D, shape[1] = shape[2] = 1;
-    for (int i = 0; i < m->n_blocks; i++) {
-        const cJSON *bj = cJSON_GetArrayItem(blocks, i);
-        const cJSON *ty = cJSON_IsObject(bj) ? cJSON_GetObjectItemCaseSensitive(bj, "type") : NULL;
-        size_t mark = ldr_push(L, "blocks[%d]", i);
-        if (!cJSON_IsString(ty)) {
-            ldr_fail(L, ENG_ERR_MANIFEST, "must be an object with a string field 'type'");
-            return ENG_ERR_MANIFEST;
-        }
-        const struct blk_ops *ops = blk_lookup(ty->valuestring);
-        if (!ops)
-            return ldr_fail(L, ENG_ERR_MANIFEST, "unknown block type \"%.60s\"; known types: %s",
-                            ty->valuestring, blk_known_types());
-        ldr_pop(L, mark);
-        mark = ldr_push(L, "blocks[%d] (%s)", i, ops->type);
-        struct blk *b = &m->blocks[i];
-        b->ops = ops, b->index = i, b->d = m->D, b->cond = -1;
-        long c;
-        enum eng_status st = ldr_int(L, bj, "cond", false, -1, -1, m->n_conds - 1, &c);
-        if (st != ENG_OK) {
-            if (m->n_conds == 0)
-                L->err[0] = '\0',
-                st = ldr_fail(L, ENG_ERR_MANIFEST, "field 'cond': this %s model has no "
-                              "conditions", eng_kind_str(m->info.kind));
-            return st;
-        }
-        if (c >= 0 && !ops->takes_cond)
-            return ldr_fail(L, ENG_ERR_MANIFEST, "field 'cond': %s takes no condition", ops->type);
-        if (c < 0 && ops->needs_cond)
-            return ldr_fail(L, ENG_ERR_MANIFEST, "field 'cond' is missing: %s requires a "
-                            "condition", ops->type);
-        b->cond = (int)c;
-        b->cw = c >= 0 ? m->conds[c].width : 0;
-        if (c >= 0) {
-            b->c_rank = m->conds[c].rank;
-            for (int k = 0; k < 3; k++)
-                b->c_shape[k] = m->conds[c].shape[k];
-        }
-        b->rank = b->out_rank = rank;
-        for (int k = 0; k < 3; k++)
-            b->shape[k] = b->out_shape[k] = shape[k];
-        long long before = L->n_params;
-        if ((st = ops->load(b, L, bj)) != ENG_OK) {
-            if (!L->err[0])
-                ldr_fail(L, st, "%s", eng_status_str(st));
-            return st;
-        }
-        rank = b->out_rank;
-        for (int k = 0; k < 3; k++)
-            shape[k] = k < rank ? b->out_shape[k] : 1;
-        b->n_params = L->n_params - before;
-        if (b->numeric)
-            m->n_numeric++;
-        size_t s = ops->scratch(b, ENG_TILE_ROWS);
-        if (s > m->blk_scratch)
-            m->blk_scratch = s;
-        ldr_pop(L, mark);
-    }
-    m->info.z_rank = rank;
-    for (int k = 0; k < 3; k++)
-        m->info.z_shape[k] = shape[k];
-    return ENG_OK;
-}
-
-
-/* Tolerance split and error propagation for numeric blocks (docs/inversion.md).  The
- * inverse runs from the last block to the first, so an error e_b left in block b's output
- * reaches x multiplied by at most A_b = prod_{j<b} Lip(f_j^-1) (from the certificates)
- * times max std_x.  Block b gets tol / (n_numeric * A'_b), A'_b the product of the known
- * factors (unknown ones, e.g. an affine coupling's, count as 1), and reports A_b e_b
- * (+inf when a factor is unknown). */
-static enum eng_status numeric_budget(struct ldr *L, struct eng_model *m)
-{
-    m->tol_frac = ldr_alloc(L, sizeof(double) * (size_t)m->n_blocks);
-    m->err_amp = ldr_alloc(L, sizeof(double) * (size_t)m->n_blocks);
-    if (!m->tol_frac || !m->err_amp)
-        return ENG_ERR_NOMEM;
-    double smax = 1.0;
-    if (m->sx.std) {
-        smax = 0.0;
-        for (int k = 0; k < m->info.dims.x; k++)
-            smax = fmax(smax, (double)m->sx.std[k]);
-    }
-    double known = 1.0, amp = smax;
-    for (int b = 0; b < m->n_blocks; b++) {
-        m->tol_frac[b] = 1.0 / ((double)m->n_numeric * known);
-        m->err_amp[b] = amp;
-        double li = m->cert.blocks[b].lipschitz_inverse;
-        if (isfinite(li) && li > 0) {
-            known *= li;
-            amp *= li;
-        } else {
-            amp = INFINITY;
-        }
-    }
-    return ENG_OK;
-}
-
 static enum eng_status build(struct ldr *L, struct eng_model *m, const cJSON *root,
                              unsigned flags, struct eng_ws **ws_out)
 {
@@ -597,33 +485,41 @@ static enum eng_status build(struct ldr *L, struct eng_model *m, const cJSON *ro
             return st;
     }
 
-    /* blocks or network */
+    /* blocks, graph or network */
     const cJSON *blocks = cJSON_GetObjectItemCaseSensitive(root, "blocks");
+    const cJSON *graph = cJSON_GetObjectItemCaseSensitive(root, "graph");
     size_t sub_scratch = 0;
     if (kind != ENG_KIND_MDN && cJSON_GetObjectItemCaseSensitive(root, "mixture"))
         return ldr_fail(L, ENG_ERR_MANIFEST, "field 'mixture' is only valid for kind mdn");
+    const cJSON *text = NULL; /* what the metadata shows as blocks, unless graph.c sets it */
     if (kind == ENG_KIND_MDN) {
-        if (blocks || cJSON_GetObjectItemCaseSensitive(root, "network"))
-            return ldr_fail(L, ENG_ERR_MANIFEST, "fields 'blocks' and 'network' are not valid "
-                            "for kind mdn (use 'mixture')");
-        blocks = cJSON_GetObjectItemCaseSensitive(root, "mixture");
+        if (blocks || graph || cJSON_GetObjectItemCaseSensitive(root, "network"))
+            return ldr_fail(L, ENG_ERR_MANIFEST, "fields 'blocks', 'graph' and 'network' are "
+                            "not valid for kind mdn (use 'mixture')");
+        text = cJSON_GetObjectItemCaseSensitive(root, "mixture");
         int hidden;
-        if ((st = mdn_load(L, m, blocks, &hidden, &sub_scratch)) != ENG_OK)
+        if ((st = mdn_load(L, m, text, &hidden, &sub_scratch)) != ENG_OK)
             return st;
         m->cond_total = hidden; /* the tile's condition rows hold the hidden features */
     } else if (kind == ENG_KIND_MLP) {
-        if (blocks)
-            return ldr_fail(L, ENG_ERR_MANIFEST, "field 'blocks' is not valid for kind mlp (use "
-                            "'network')");
+        if (blocks || graph)
+            return ldr_fail(L, ENG_ERR_MANIFEST, "field '%s' is not valid for kind mlp (use "
+                            "'network')", blocks ? "blocks" : "graph");
         if ((st = ldr_subnet(L, root, "network", (int)x, 0, (int)y, &m->mlp)) != ENG_OK)
             return st;
         sub_scratch = subnet_scratch(m->mlp, ENG_TILE_ROWS);
         m->D = m->mlp->max_width > (int)x ? m->mlp->max_width : (int)x;
         if ((int)y > m->D)
             m->D = (int)y;
-        blocks = cJSON_GetObjectItemCaseSensitive(root, "network");
+        text = cJSON_GetObjectItemCaseSensitive(root, "network");
+    } else if (blocks && graph) {
+        return ldr_fail(L, ENG_ERR_MANIFEST, "fields 'blocks' and 'graph' both given: a model "
+                        "is a chain of blocks or a graph, not both");
+    } else if (graph) {
+        if ((st = graph_load(L, m, graph)) != ENG_OK)
+            return st;
     } else {
-        if ((st = load_blocks(L, m, blocks)) != ENG_OK)
+        if ((st = graph_load_chain(L, m, blocks)) != ENG_OK)
             return st;
     }
     for (int k = 0; k < m->n_conds; k++)
@@ -644,19 +540,22 @@ static enum eng_status build(struct ldr *L, struct eng_model *m, const cJSON *ro
     } else if ((st = cert_build(L, m->blocks, m->n_blocks, m->mlp, &m->cert)) != ENG_OK) {
         return st;
     }
-    if (m->n_numeric && (st = numeric_budget(L, m)) != ENG_OK)
+    if (m->n_numeric && (st = graph_numeric_budget(L, m)) != ENG_OK)
         return st;
+    if (text) {
+        m->blocks_text = cJSON_PrintUnformatted(text);
+        if (!m->blocks_text)
+            return ldr_fail(L, ENG_ERR_NOMEM, "out of memory");
+        m->info.blocks_json = m->blocks_text;
+    }
     m->info.n_blocks = m->n_blocks;
     m->info.n_params = L->n_params;
     m->info.numeric_inverse = m->n_numeric > 0;
-    m->blocks_text = cJSON_PrintUnformatted(blocks);
-    if (!m->blocks_text)
-        return ldr_fail(L, ENG_ERR_NOMEM, "out of memory");
-    m->info.blocks_json = m->blocks_text;
 
     const size_t T = ENG_TILE_ROWS;
     m->ws_floats = T * (size_t)m->D + T * (size_t)(y ? y : 1) +
-                   T * (size_t)(m->cond_total ? m->cond_total : 1) + m->blk_scratch + 64 +
+                   T * (size_t)(m->cond_total ? m->cond_total : 1) + m->g.area +
+                   m->blk_scratch + 64 +
                    (m->info.prior_low ? T * (size_t)x : 0);
     m->ws_doubles = 2 * T + (m->n_numeric ? T * (size_t)m->D : 0) +
                     (m->mdn ? mdn_par_doubles(m->mdn) + 2 * (size_t)x : 0) +

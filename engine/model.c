@@ -107,7 +107,8 @@ enum eng_status eng_ws_reserve(struct eng_ws *ws, const struct eng_model *m)
 struct tile {
     float *state;    /* T x D */
     float *ys;       /* T x dims.y (standardized y) */
-    float *cond;     /* T x cond_total, conditions side by side */
+    float *cond;     /* T x cond_total, conditions then combinations side by side */
+    float *area;     /* the graph's buffer slots other than the state */
     float *scratch;  /* block / subnet scratch */
     double *ld;      /* T log-dets */
     double *aux;     /* T doubles */
@@ -123,7 +124,8 @@ static struct tile carve(const struct eng_model *m, struct eng_ws *ws)
     t.state = ws->f;
     t.ys = t.state + T * (size_t)m->D;
     t.cond = t.ys + T * (size_t)(m->info.dims.y ? m->info.dims.y : 1);
-    t.scratch = t.cond + T * (size_t)(m->cond_total ? m->cond_total : 1);
+    t.area = t.cond + T * (size_t)(m->cond_total ? m->cond_total : 1);
+    t.scratch = t.area + m->g.area;
     t.ld = ws->d;
     t.aux = ws->d + T;
     t.xd = m->n_numeric ? ws->d + 2 * T : NULL;
@@ -207,8 +209,12 @@ static void spread_rows(float *v, int r, int vec, int pos)
         }
 }
 
+/* The condition inputs a block may read: the conditions, then their combinations. */
+#define MODEL_MAX_CIN (ENG_MAX_CONDITIONS + MODEL_MAX_COMBOS)
+
 /* Conditions for rows [0, rows) of a tile from y (already offset to the tile; y_rows 1 =
- * broadcast).  Returns per-condition pointers and leading dims. */
+ * broadcast), then the combinations (lists of conditions one block reads) concatenated
+ * per row.  Returns per-input pointers and leading dims. */
 static void make_conds(const struct eng_model *m, struct tile *t, const float *y, int rows,
                        bool bcast, const float **cp, int *cld)
 {
@@ -234,44 +240,27 @@ static void make_conds(const struct eng_model *m, struct tile *t, const float *y
         }
         dst += (size_t)ENG_TILE_ROWS * w;
     }
+    for (int j = 0; j < m->n_combos; j++) {
+        const struct cond_combo *c = &m->combos[j];
+        for (int i = 0; i < r; i++) {
+            float *o = dst + (size_t)i * c->width;
+            for (int q = 0; q < c->n; q++) {
+                int k = c->idx[q], w = m->conds[k].width;
+                memcpy(o, cp[k] + (size_t)i * cld[k], sizeof(float) * (size_t)w);
+                o += w;
+            }
+        }
+        cp[m->n_conds + j] = dst;
+        cld[m->n_conds + j] = bcast ? 0 : c->width;
+        dst += (size_t)ENG_TILE_ROWS * c->width;
+    }
 }
 
 static void run_blocks(const struct eng_model *m, struct tile *t, int rows, const float **cp,
                        const int *cld, bool inverse, struct blk_io *proto)
 {
-    bool xd_fresh = false; /* t->xd holds the exact output of the previous (numeric) block */
-    for (int bi = 0; bi < m->n_blocks; bi++) {
-        const struct blk *b = &m->blocks[inverse ? m->n_blocks - 1 - bi : bi];
-        struct blk_io io = *proto;
-        if (inverse && b->numeric) {
-            /* Chain consecutive numeric blocks in double: fill the double state from the
-             * float one only where the previous block was not numeric. */
-            if (!xd_fresh)
-                for (size_t i = 0; i < (size_t)rows * m->D; i++)
-                    t->xd[i] = t->state[i];
-            io.xd = t->xd;
-            const struct blk *next = bi + 1 < m->n_blocks ? &m->blocks[m->n_blocks - 2 - bi] : NULL;
-            io.rounds_out = !(next && next->numeric);
-            xd_fresh = true;
-        } else {
-            xd_fresh = false;
-        }
-        io.k = m->kern;
-        io.n = rows;
-        io.x = t->state;
-        io.log_det = t->ld;
-        io.c = b->cond >= 0 ? cp[b->cond] : NULL;
-        io.c_ld = b->cond >= 0 ? cld[b->cond] : 0;
-        io.scratch = t->scratch;
-        if (inverse && b->numeric && m->tol_frac) {
-            io.tol = proto->tol * m->tol_frac[b->index];
-            io.err_scale = m->err_amp[b->index];
-        }
-        if (inverse)
-            b->ops->inverse(b, &io);
-        else
-            b->ops->forward(b, &io);
-    }
+    const struct graph_bufs gb = {t->state, t->area, t->scratch, t->ld, t->xd};
+    graph_run(m, &gb, rows, cp, cld, inverse, proto);
 }
 
 /* Forward of rows [0, rows) of x (already offset) through the blocks into t->state,
@@ -280,8 +269,8 @@ static void fwd_tile(const struct eng_model *m, struct tile *t, int rows, const 
                      const float *y, bool ybcast)
 {
     const int D = m->D, dx = m->info.dims.x;
-    const float *cp[ENG_MAX_CONDITIONS]; /* n_conds <= ENG_MAX_CONDITIONS (manifest.c) */
-    int cld[ENG_MAX_CONDITIONS];
+    const float *cp[MODEL_MAX_CIN]; /* n_conds <= ENG_MAX_CONDITIONS (manifest.c) */
+    int cld[MODEL_MAX_CIN];
     if (m->info.kind == ENG_KIND_CINN)
         make_conds(m, t, y, rows, ybcast, cp, cld);
     int off = m->info.kind == ENG_KIND_INN ? m->in_x : 0;
@@ -337,8 +326,8 @@ static void inv_tile(const struct eng_model *m, struct tile *t, int rows, const 
                      bool ybcast, const struct eng_solver_opts *opts,
                      struct eng_solver_stats *stats, int row0)
 {
-    const float *cp[ENG_MAX_CONDITIONS];
-    int cld[ENG_MAX_CONDITIONS];
+    const float *cp[MODEL_MAX_CIN];
+    int cld[MODEL_MAX_CIN];
     if (m->info.kind == ENG_KIND_CINN)
         make_conds(m, t, y, rows, ybcast, cp, cld);
     for (int i = 0; i < rows; i++)

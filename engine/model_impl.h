@@ -24,6 +24,7 @@ struct blk;         /* block.h */
 struct subnet;      /* subnet.h */
 struct kern;        /* kern.h */
 struct st_file;     /* safetensors.h */
+struct blk_io;      /* block.h */
 struct mdn;         /* mixture.c */
 
 /* ---- Loading context (the struct ldr of loader.h) ----------------------------------- */
@@ -52,12 +53,71 @@ struct stdz {
     double log_std_sum;
 };
 
+/* Most conditions in one block's list, and most distinct lists in a model. */
+#define MODEL_MAX_COMBO_LEN 8
+#define MODEL_MAX_COMBOS 64
+/* Most outputs of a Split, inputs of a Concat, and graph outputs. */
+#define GRAPH_MAX_PARTS 64
+
 struct cond_def {
     const struct subnet *net; /* NULL: the condition is y_s itself */
     int vec;                  /* width of y_s or of the net's output */
     int width;                /* flat width the blocks read: vec * positions */
     int rank, shape[3];       /* per-row shape: (vec) or, with "broadcast", (vec, H, W) /
                                  (vec, L), the vector repeated at every position */
+};
+
+/* A list of conditions given to one block (manifest "cond": [i, j, ...]): the listed
+ * conditions concatenated per row in that order (along channels for image conditions,
+ * features for vectors).  Its index among the condition inputs is n_conds + its position. */
+struct cond_combo {
+    int n;
+    int idx[MODEL_MAX_COMBO_LEN];
+    int width;
+    int rank, shape[3];
+};
+
+/* ---- The graph of a model (graph.c) ------------------------------------------------- */
+
+/* A model's blocks run as a topologically ordered list of nodes over values (a value is
+ * one node output, or x).  A chain ("blocks") is the graph of its blocks in order.  Every
+ * value lives in a buffer slot of the workspace (rows x width, row stride its width): a
+ * block works in place, so its output shares its input's slot; Split and Concat copy
+ * into new slots.  Slot 0 is the state (x at the start of the forward pass, z at its
+ * end); the other slots are reused by values whose lifetimes do not meet, which holds in
+ * both directions since the inverse visits the same nodes backwards. */
+enum gnode_kind { GNODE_BLOCK = 0, GNODE_SPLIT, GNODE_CONCAT };
+
+struct gval {
+    int width;           /* floats per row */
+    int rank, shape[3];  /* per-row shape, prod = width */
+    int slot;
+};
+
+struct gnode {
+    enum gnode_kind kind;
+    struct blk *b;       /* GNODE_BLOCK */
+    int n_in, n_out;
+    int *in, *out;       /* value ids */
+    /* Split / Concat: per row the whole value is `outer` runs; in each run part k has
+     * part[k] * inner floats (part: the sizes along the axis, one per split output or
+     * concat input). */
+    int outer, inner, n_part;
+    int *part;
+};
+
+struct graph {
+    int n_nodes;
+    struct gnode *nodes;
+    int n_vals;
+    struct gval *vals;
+    int n_slots;
+    size_t *slot_off;    /* slot k >= 1 starts at area + slot_off[k] (floats) */
+    size_t area;         /* floats of the slots >= 1 for ENG_TILE_ROWS rows */
+    int n_out;
+    int *outputs;        /* value ids in z order */
+    bool out_copy;       /* z is gathered from the outputs' slots into slot 0 (and back) */
+    struct gnode out_node; /* that gather as a Concat of the flattened outputs */
 };
 
 struct eng_model {
@@ -76,6 +136,9 @@ struct eng_model {
     int n_numeric;
     int n_conds;
     struct cond_def *conds;
+    int n_combos;
+    struct cond_combo *combos;
+    struct graph g;
     struct stdz sx, sy;
     const struct subnet *mlp;
     const struct mdn *mdn;   /* mdn kind: the mixture network (mixture.c), else NULL */
@@ -85,7 +148,7 @@ struct eng_model {
 
     size_t ws_floats, ws_doubles; /* per workspace, for ENG_TILE_ROWS rows */
     size_t blk_scratch;           /* floats */
-    int cond_total;               /* sum of condition widths */
+    int cond_total;               /* sum of condition and combination widths */
     struct eng_certificate cert;
     /* numeric inverses (issue 4): per block, the share of the end-to-end tolerance and the
      * factor by which an error in its output grows by the returned x (+inf if unknown) */
@@ -118,6 +181,31 @@ enum eng_status model_self_test(struct ldr *L, struct eng_model *m, const cJSON 
  * mlp, from its layers.  Arrays are allocated in the loader's arena. */
 enum eng_status cert_build(struct ldr *L, const struct blk *blocks, int n_blocks,
                            const struct subnet *mlp, struct eng_certificate *out);
+
+/* graph.c: load the model's blocks from a "blocks" list (a chain) or a "graph" object into
+ * m->blocks, m->n_blocks and m->g, with shapes propagated from x and validated; sets
+ * info.z_rank / z_shape, n_numeric, blk_scratch, the condition combinations (cond_total
+ * grows by their widths) and blocks_text. */
+enum eng_status graph_load_chain(struct ldr *L, struct eng_model *m, const cJSON *blocks);
+enum eng_status graph_load(struct ldr *L, struct eng_model *m, const cJSON *graph);
+/* graph.c: per block, the share of the inverse's tolerance and the factor by which an
+ * error in its inverse output grows by x (m->tol_frac, m->err_amp; docs/inversion.md). */
+enum eng_status graph_numeric_budget(struct ldr *L, struct eng_model *m);
+
+/* The buffers of one tile that a graph runs on (model.c carves them). */
+struct graph_bufs {
+    float *state;        /* slot 0: rows x D */
+    float *area;         /* the other slots */
+    float *scratch;      /* block scratch */
+    double *ld;          /* rows: log-dets, accumulated */
+    double *xd;          /* rows x D doubles for numeric inverses, or NULL */
+};
+/* graph.c: run the model's nodes on rows [0, rows) of a tile, forward or inverse; cp/cld
+ * are the condition inputs (conditions then combinations); proto carries the solver
+ * settings and statistics of an inverse. */
+void graph_run(const struct eng_model *m, const struct graph_bufs *gb, int rows,
+               const float *const *cp, const int *cld, bool inverse,
+               const struct blk_io *proto);
 
 /* ---- mdn (mixture.c) -----------------------------------------------------------------
  * The mixture of one observation lives in `par` doubles (mdn_par_doubles): log weights,

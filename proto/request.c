@@ -4,6 +4,7 @@
  */
 #include "request.h"
 #include "image.h"
+#include "npy.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -88,6 +89,8 @@ void proto_request_free(struct proto_request *r)
     proto_matrix_free(&r->z);
     proto_matrix_free(&r->target);
     proto_matrix_free(&r->ref);
+    proto_matrix_free(&r->npy_main);
+    proto_matrix_free(&r->npy_y);
     free(r->quantiles);
     free(r->bounds_low);
     free(r->bounds_high);
@@ -119,23 +122,35 @@ static enum proto_code read_rows(const cJSON *v, const char *name, char which,
 static enum proto_code read_y(const cJSON *root, const struct eng_info *info, bool need,
                               int rows_match, const char *vs, int max_rows,
                               const struct proto_limits *lim, struct proto_matrix *y,
-                              struct proto_error *e)
+                              struct proto_matrix *npy_y, struct proto_error *e)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "y");
     const char *kind = eng_kind_str(info->kind);
+    bool from_npy = npy_y && npy_y->data;
     if (!need) {
-        if (v)
-            return proto_errorf(e, PROTO_E_UNKNOWN_FIELD, "field 'y' is not taken here by a "
-                                "%s model (it has no observation y for this operation)", kind);
+        if (v || from_npy)
+            return proto_errorf(e, PROTO_E_UNKNOWN_FIELD, "%s is not taken here by a "
+                                "%s model (it has no observation y for this operation)",
+                                from_npy ? "a second array y" : "field 'y'", kind);
         return PROTO_OK;
     }
-    if (!v)
+    if (!v && !from_npy)
         return proto_errorf(e, PROTO_E_MISSING, "missing field 'y': a %s model needs the "
-                            "observation y (rows of %d values)", kind, info->dims.y);
-    enum proto_code rc = proto_json_matrix(v, "y", info->dims.y, "the model's dims.y", true,
-                                           max_rows, lim, y, e);
-    if (rc != PROTO_OK)
+                            "observation y (rows of %d values)%s", kind, info->dims.y,
+                            npy_y ? "; in an application/x-npy body, a second array" : "");
+    enum proto_code rc;
+    if (from_npy) {
+        *y = *npy_y;
+        memset(npy_y, 0, sizeof *npy_y);
+        if (y->rows > max_rows) {
+            proto_matrix_free(y);
+            return proto_errorf(e, PROTO_E_TOO_LARGE, "y has more than %d rows (the limit for "
+                                "this field)", max_rows);
+        }
+    } else if ((rc = proto_json_matrix(v, "y", info->dims.y, "the model's dims.y", true,
+                                       max_rows, lim, y, e)) != PROTO_OK) {
         return rc;
+    }
     if (rows_match > 0 && y->rows != 1 && y->rows != rows_match) {
         int got = y->rows;
         proto_matrix_free(y);
@@ -268,17 +283,22 @@ static enum proto_code parse_forward_like(enum proto_op op, const cJSON *root,
     if (leak && (rc = read_leakage(root, r, e)) != PROTO_OK)
         return rc;
     const cJSON *x = cJSON_GetObjectItemCaseSensitive(root, "x");
-    if (!x)
+    if (r->npy) {
+        r->x = r->npy_main;
+        memset(&r->npy_main, 0, sizeof r->npy_main);
+    } else if (!x) {
         return proto_errorf(e, PROTO_E_MISSING, "missing field 'x' (rows of %d values)",
                             info->dims.x);
-    if ((rc = read_rows(x, "x", 'x', info, true, lim->max_rows, lim, &r->x, e)) != PROTO_OK)
+    } else if ((rc = read_rows(x, "x", 'x', info, true, lim->max_rows, lim, &r->x, e)) !=
+               PROTO_OK) {
         return rc;
+    }
     bool need_y = op == PROTO_OP_FORWARD ? info->kind == ENG_KIND_CINN
                                          : (info->kind == ENG_KIND_CINN ||
                                             info->kind == ENG_KIND_INN ||
                                             info->kind == ENG_KIND_MDN);
-    if ((rc = read_y(root, info, need_y, r->x.rows, "x", lim->max_rows, lim, &r->y, e)) !=
-        PROTO_OK)
+    if ((rc = read_y(root, info, need_y, r->x.rows, "x", lim->max_rows, lim, &r->y,
+                     r->npy ? &r->npy_y : NULL, e)) != PROTO_OK)
         return rc;
     long yrows = r->y.rows ? r->y.rows : 1;
     if (r->leakage && yrows * r->leakage_samples > lim->max_samples)
@@ -299,15 +319,37 @@ static enum proto_code parse_inverse(const cJSON *root, const struct eng_info *i
     if (rc != PROTO_OK)
         return rc;
     const cJSON *z = cJSON_GetObjectItemCaseSensitive(root, "z");
-    if (!z)
+    if (r->npy) {
+        r->z = r->npy_main;
+        memset(&r->npy_main, 0, sizeof r->npy_main);
+    } else if (!z) {
         return proto_errorf(e, PROTO_E_MISSING, "missing field 'z' (rows of %d values)",
                             info->dims.z);
-    if ((rc = read_rows(z, "z", 'z', info, true, lim->max_rows, lim, &r->z, e)) != PROTO_OK)
+    } else if ((rc = read_rows(z, "z", 'z', info, true, lim->max_rows, lim, &r->z, e)) !=
+               PROTO_OK) {
         return rc;
+    }
     if ((rc = read_y(root, info, info->kind != ENG_KIND_FLOW, r->z.rows, "z", lim->max_rows,
-                     lim, &r->y, e)) != PROTO_OK)
+                     lim, &r->y, r->npy ? &r->npy_y : NULL, e)) != PROTO_OK)
         return rc;
     return read_solver(root, lim, &r->solver, e);
+}
+
+/* "reject_outside_prior" of sample, calibration and mmd (default true).  The callers list
+ * the field among the known ones only for a model with a prior box, so for the others it
+ * is an unknown field. */
+static enum proto_code read_reject(const cJSON *root, struct proto_request *r,
+                                   struct proto_error *e)
+{
+    const cJSON *rj = cJSON_GetObjectItemCaseSensitive(root, "reject_outside_prior");
+    r->reject = true;
+    if (rj) {
+        if (!cJSON_IsBool(rj))
+            return proto_errorf(e, PROTO_E_FIELD, "reject_outside_prior must be true or false, "
+                                "got %s", proto_json_type(rj));
+        r->reject = cJSON_IsTrue(rj);
+    }
+    return PROTO_OK;
 }
 
 static enum proto_code parse_sample(const cJSON *root, const struct eng_info *info,
@@ -322,18 +364,12 @@ static enum proto_code parse_sample(const cJSON *root, const struct eng_info *in
     enum proto_code rc = proto_json_fields(root, F, info->prior_low ? 11 : 10, "", e);
     if (rc != PROTO_OK)
         return rc;
-    const cJSON *rj = cJSON_GetObjectItemCaseSensitive(root, "reject_outside_prior");
-    r->reject = true;
-    if (rj) {
-        if (!cJSON_IsBool(rj))
-            return proto_errorf(e, PROTO_E_FIELD, "reject_outside_prior must be true or false, "
-                                "got %s", proto_json_type(rj));
-        r->reject = cJSON_IsTrue(rj);
-    }
+    if ((rc = read_reject(root, r, e)) != PROTO_OK)
+        return rc;
     if ((rc = read_async(root, &r->async, e)) != PROTO_OK)
         return rc;
     if ((rc = read_y(root, info, info->kind != ENG_KIND_FLOW, 0, "", lim->max_obs, lim, &r->y,
-                     e)) != PROTO_OK)
+                     r->npy ? &r->npy_y : NULL, e)) != PROTO_OK)
         return rc;
     long n_obs = info->kind == ENG_KIND_FLOW ? 1 : r->y.rows;
     const cJSON *v;
@@ -436,7 +472,7 @@ static enum proto_code parse_preimage(const cJSON *root, const struct eng_info *
                                &r->target, e)) != PROTO_OK)
         return rc;
     if ((rc = read_y(root, info, info->kind == ENG_KIND_CINN, r->target.rows, "target",
-                     lim->max_preimage_targets, lim, &r->y, e)) != PROTO_OK)
+                     lim->max_preimage_targets, lim, &r->y, NULL, e)) != PROTO_OK)
         return rc;
     struct eng_preimage_opts *p = &r->pre;
     p->method = ENG_PREIMAGE_GRADIENT;
@@ -570,9 +606,12 @@ static enum proto_code parse_calibration(const cJSON *root, const struct eng_inf
     static const char *const F[] = {"x", "y", "num_samples", "seed", "diagnostics", "bins",
                                     "coverage_points", "confidence", "tarp_references",
                                     "tarp_bins", "z_score", "tol", "max_iter", "method",
-                                    "async"};
-    enum proto_code rc = proto_json_fields(root, F, sizeof F / sizeof F[0], "", e);
+                                    "async", "reject_outside_prior"};
+    const size_t nf = sizeof F / sizeof F[0];
+    enum proto_code rc = proto_json_fields(root, F, info->prior_low ? nf : nf - 1, "", e);
     if (rc != PROTO_OK)
+        return rc;
+    if ((rc = read_reject(root, r, e)) != PROTO_OK)
         return rc;
     if ((rc = read_async(root, &r->async, e)) != PROTO_OK)
         return rc;
@@ -584,7 +623,7 @@ static enum proto_code parse_calibration(const cJSON *root, const struct eng_inf
         return rc;
     int N = r->x.rows;
     if ((rc = read_y(root, info, info->kind != ENG_KIND_FLOW, 0, "", lim->max_rows, lim, &r->y,
-                     e)) != PROTO_OK)
+                     NULL, e)) != PROTO_OK)
         return rc;
     if (info->kind != ENG_KIND_FLOW && r->y.rows != N)
         return proto_errorf(e, PROTO_E_SHAPE, "y has %d rows and x has %d: calibration needs "
@@ -639,14 +678,17 @@ static enum proto_code parse_mmd(const cJSON *root, const struct eng_info *info,
 {
     static const char *const F[] = {"y", "reference", "num_samples", "seed", "temperature",
                                     "scales", "estimator", "permutations", "tol", "max_iter",
-                                    "method", "async"};
-    enum proto_code rc = proto_json_fields(root, F, sizeof F / sizeof F[0], "", e);
+                                    "method", "async", "reject_outside_prior"};
+    const size_t nf = sizeof F / sizeof F[0];
+    enum proto_code rc = proto_json_fields(root, F, info->prior_low ? nf : nf - 1, "", e);
     if (rc != PROTO_OK)
+        return rc;
+    if ((rc = read_reject(root, r, e)) != PROTO_OK)
         return rc;
     if ((rc = read_async(root, &r->async, e)) != PROTO_OK)
         return rc;
     if ((rc = read_y(root, info, info->kind != ENG_KIND_FLOW, 0, "", lim->max_obs, lim, &r->y,
-                     e)) != PROTO_OK)
+                     NULL, e)) != PROTO_OK)
         return rc;
     if (info->kind != ENG_KIND_FLOW && r->y.rows != 1)
         return proto_errorf(e, PROTO_E_SHAPE, "y has %d rows; mmd compares the posterior of "
@@ -722,12 +764,12 @@ static enum proto_code parse_mmd(const cJSON *root, const struct eng_info *info,
     return read_solver(root, lim, &r->solver, e);
 }
 
-enum proto_code proto_request_from_json(enum proto_op op, const cJSON *root,
-                                        const struct eng_info *info,
-                                        const struct proto_limits *lim,
-                                        struct proto_request *out, struct proto_error *e)
+/* The fields of root (and, for an application/x-npy body, the arrays already in
+ * out->npy_main / npy_y) into *out. */
+static enum proto_code from_root(enum proto_op op, const cJSON *root,
+                                 const struct eng_info *info, const struct proto_limits *lim,
+                                 struct proto_request *out, struct proto_error *e)
 {
-    memset(out, 0, sizeof *out);
     out->op = op;
     if (!proto_op_supported(op, info->kind))
         return proto_errorf(e, PROTO_E_UNSUPPORTED, "%s is not defined for a%s %s model%s",
@@ -766,6 +808,15 @@ enum proto_code proto_request_from_json(enum proto_op op, const cJSON *root,
     if (rc != PROTO_OK)
         proto_request_free(out);
     return rc;
+}
+
+enum proto_code proto_request_from_json(enum proto_op op, const cJSON *root,
+                                        const struct eng_info *info,
+                                        const struct proto_limits *lim,
+                                        struct proto_request *out, struct proto_error *e)
+{
+    memset(out, 0, sizeof *out);
+    return from_root(op, root, info, lim, out, e);
 }
 
 enum proto_code proto_request_parse(enum proto_op op, const char *body, size_t len,
@@ -810,6 +861,199 @@ static size_t media_type(const char *s, size_t n, char *out, size_t cap)
             out[k++] = (char)tolower((unsigned char)s[i]);
     out[k] = 0;
     return k;
+}
+
+/* ---- application/x-npy bodies ------------------------------------------------------------ */
+
+bool proto_op_takes_npy(enum proto_op op)
+{
+    return op == PROTO_OP_FORWARD || op == PROTO_OP_INVERSE || op == PROTO_OP_LOG_PROB ||
+           op == PROTO_OP_SAMPLE;
+}
+
+/* The query parameters that choose the answer's format (proto_answer_format reads them). */
+static bool answer_key(const char *k)
+{
+    return !strcmp(k, "format") || !strcmp(k, "scale") || !strcmp(k, "low") ||
+           !strcmp(k, "high");
+}
+
+/* A query value as JSON: what it parses as (a number, true, an array...), else a string. */
+static cJSON *query_value(const char *v, size_t n)
+{
+    const char *end = NULL;
+    cJSON *j = n ? cJSON_ParseWithLengthOpts(v, n, &end, false) : NULL;
+    if (j && end == v + n)
+        return j;
+    cJSON_Delete(j);
+    char *t = strndup(v, n);
+    cJSON *s = t ? cJSON_CreateString(t) : NULL;
+    free(t);
+    return s;
+}
+
+/* The query parameters q as the fields of a JSON object (*out, owned by the caller). */
+static enum proto_code query_options(const struct proto_query *q, cJSON **out,
+                                     struct proto_error *e)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o)
+        return proto_errorf(e, PROTO_E_NOMEM, "out of memory");
+    for (int i = 0; q && i < q->n; i++) {
+        const char *k = q->key[i], *v = q->val[i];
+        if (answer_key(k))
+            continue;
+        if (!strcmp(k, "x") || !strcmp(k, "y") || !strcmp(k, "z")) {
+            cJSON_Delete(o);
+            return proto_errorf(e, PROTO_E_FIELD, "query parameter %s: the tensors of an "
+                                "application/x-npy request are the arrays of its body", k);
+        }
+        cJSON *j = query_value(v, strlen(v));
+        bool list = !strcmp(k, "outputs") || !strcmp(k, "quantiles");
+        if (j && list && !cJSON_IsArray(j)) {
+            /* "samples,log_prob" / "0.1,0.9": one item per comma */
+            cJSON_Delete(j);
+            j = cJSON_CreateArray();
+            for (const char *p = v; j;) {
+                size_t n = strcspn(p, ",");
+                cJSON *it = query_value(p, n);
+                if (!it || !cJSON_AddItemToArray(j, it)) {
+                    cJSON_Delete(it);
+                    cJSON_Delete(j);
+                    j = NULL;
+                    break;
+                }
+                if (!p[n])
+                    break;
+                p += n + 1;
+            }
+        }
+        if (!j || !cJSON_AddItemToObject(o, k, j)) {
+            cJSON_Delete(j);
+            cJSON_Delete(o);
+            return proto_errorf(e, PROTO_E_NOMEM, "out of memory");
+        }
+    }
+    *out = o;
+    return PROTO_OK;
+}
+
+/* An array of the body as rows: of x or z ('x' / 'z': (B, D), (D,), or (B, row shape...)
+ * for a shaped model) or y ('y': (B, dims.y), (dims.y,)).  Moves a->data into *out. */
+static enum proto_code npy_rows(struct proto_npy_array *a, const char *name, char which,
+                                const struct eng_info *info, struct proto_matrix *out,
+                                struct proto_error *e)
+{
+    struct proto_shape s = which == 'x' ? proto_shape_x(info)
+                           : which == 'z' ? proto_shape_z(info)
+                                          : (struct proto_shape){1, {info->dims.y, 1, 1}};
+    long w = proto_shape_count(&s), rows = -1;
+    if (a->ndim == 1 && a->shape[0] == w)
+        rows = 1;
+    else if (a->ndim == 2 && a->shape[1] == w)
+        rows = a->shape[0];
+    else if (s.rank > 1 && a->ndim == s.rank + 1) {
+        rows = a->shape[0];
+        for (int k = 0; k < s.rank; k++)
+            if (a->shape[1 + k] != s.dim[k])
+                rows = -1;
+    }
+    if (rows < 0) {
+        char got[96], sh[40];
+        size_t n = 0;
+        for (int k = 0; k < a->ndim && n < sizeof got; k++)
+            n += (size_t)snprintf(got + n, sizeof got - n, "%s%ld", k ? ", " : "(",
+                                  a->shape[k]);
+        snprintf(got + (n < sizeof got - 3 ? n : sizeof got - 3), 3, "%s)",
+                 a->ndim == 1 ? "," : "");
+        proto_shape_str(&s, sh, sizeof sh);
+        if (s.rank > 1)
+            return proto_errorf(e, PROTO_E_SHAPE, "%s has shape %s; the model's rows of %s "
+                                "are (B, %ld), (%ld,) or (B, %.*s)", name, got, name, w, w,
+                                (int)strlen(sh) - 2, sh + 1);
+        return proto_errorf(e, PROTO_E_SHAPE, "%s has shape %s; the model's rows of %s are "
+                            "(B, %ld) or (%ld,) (dims.%c)", name, got, name, w, w, which);
+    }
+    out->rows = (int)rows;
+    out->cols = (int)w;
+    out->data = a->data;
+    a->data = NULL;
+    return PROTO_OK;
+}
+
+enum proto_code proto_request_parse_npy(enum proto_op op, const char *body, size_t len,
+                                        const struct proto_query *q,
+                                        const struct eng_info *info,
+                                        const struct proto_limits *lim,
+                                        struct proto_request *out, struct proto_error *e)
+{
+    memset(out, 0, sizeof *out);
+    if (!proto_op_supported(op, info->kind))
+        return proto_request_from_json(op, NULL, info, lim, out, e);
+    if (!proto_op_takes_npy(op))
+        return proto_errorf(e, PROTO_E_MEDIA, "%s takes a JSON body; application/x-npy bodies "
+                            "are for forward, inverse, log_prob and sample", proto_op_str(op));
+    bool flow_sample = op == PROTO_OP_SAMPLE && info->kind == ENG_KIND_FLOW;
+    if (flow_sample)
+        return proto_errorf(e, PROTO_E_FIELD, "a flow model's sample takes no array (it has no "
+                            "observation y): send a JSON body");
+    /* the main input, then y */
+    const char *main = op == PROTO_OP_INVERSE ? "z" : op == PROTO_OP_SAMPLE ? "y" : "x";
+    struct proto_npy_array a[PROTO_NPY_MAX_ARRAYS];
+    memset(a, 0, sizeof a);
+    size_t off = 0;
+    int n = 0;
+    enum proto_code rc = PROTO_OK;
+    if (len == 0)
+        rc = proto_errorf(e, PROTO_E_MISSING, "the body is empty: send %s as a .npy array "
+                          "(numpy.save)", main);
+    while (rc == PROTO_OK && off < len) {
+        if (n == (op == PROTO_OP_SAMPLE ? 1 : PROTO_NPY_MAX_ARRAYS)) {
+            rc = proto_errorf(e, PROTO_E_FIELD, "the body holds more than the arrays %s takes "
+                              "(%s%s), %zu bytes follow them", proto_op_str(op), main,
+                              op == PROTO_OP_SAMPLE ? "" : ", then y for a model that takes one",
+                              len - off);
+            break;
+        }
+        rc = proto_npy_read(body, len, &off, n == 0 ? main : "y", lim, &a[n], e);
+        if (rc == PROTO_OK)
+            n++;
+    }
+    if (rc == PROTO_OK && n >= 1)
+        rc = npy_rows(&a[0], main, main[0], info, op == PROTO_OP_SAMPLE ? &out->npy_y
+                                                                        : &out->npy_main, e);
+    if (rc == PROTO_OK && n == 2 && info->dims.y == 0)
+        rc = proto_errorf(e, PROTO_E_UNKNOWN_FIELD, "a second array y is not taken here by a "
+                          "%s model (it has no observation y)", eng_kind_str(info->kind));
+    if (rc == PROTO_OK && n == 2)
+        rc = npy_rows(&a[1], "y", 'y', info, &out->npy_y, e);
+    if (rc == PROTO_OK && out->npy_main.rows > lim->max_rows)
+        rc = proto_errorf(e, PROTO_E_TOO_LARGE, "%s has more than %d rows (the limit for this "
+                          "field)", main, lim->max_rows);
+    for (int k = 0; k < PROTO_NPY_MAX_ARRAYS; k++)
+        proto_npy_array_free(&a[k]);
+    cJSON *opts = NULL;
+    if (rc == PROTO_OK)
+        rc = query_options(q, &opts, e);
+    if (rc != PROTO_OK) {
+        proto_request_free(out);
+        return rc;
+    }
+    out->npy = true;
+    rc = from_root(op, opts, info, lim, out, e);
+    cJSON_Delete(opts);
+    if (rc == PROTO_OK)
+        out->npy = false;
+    return rc;
+}
+
+bool proto_content_type_npy(const char *ctype)
+{
+    if (!ctype)
+        return false;
+    char mt[128];
+    media_type(ctype, strlen(ctype), mt, sizeof mt);
+    return strcmp(mt, "application/x-npy") == 0;
 }
 
 enum proto_format proto_format_from_accept(const char *accept)

@@ -81,8 +81,9 @@ struct proto_request {
     bool seed_given;      /* else the caller picks one and echoes it */
     float temperature;
     unsigned outputs;     /* PROTO_OUT_* */
-    bool reject;          /* "reject_outside_prior" (default true; a field of models with a
-                             prior box only): keep only samples inside the box */
+    bool reject;          /* sample, calibration, mmd: "reject_outside_prior" (default
+                             true; a field of models with a prior box only): keep only
+                             samples inside the box */
     /* log_prob: "leakage_correction" divides the density by the posterior mass inside the
      * prior box, estimated by rejection from leakage_samples accepted candidates per y row
      * drawn under seed (default 0; seed_given says whether it was sent) */
@@ -112,7 +113,11 @@ struct proto_request {
     /* "async": true asks for a job (202 + Location) instead of the answer; only the
      * operations proto_op_async names take the field */
     bool async;
-    /* sample with format=png: the grid's options (proto_answer_options) */
+    /* internal to request.c: the arrays of an application/x-npy body while it is parsed
+     * (npy_main: x, or z for inverse; npy_y: y), moved into x / z / y (empty afterwards) */
+    bool npy;
+    struct proto_matrix npy_main, npy_y;
+    /* sample with format=png: the grid's options (proto_answer_format) */
     struct proto_png_opts png;
     /* V2 only: the request id to echo (owned), and which inputs/outputs were named */
     char *v2_id;
@@ -141,6 +146,26 @@ enum proto_code proto_request_from_json(enum proto_op op, const cJSON *root,
                                         const struct eng_info *info,
                                         const struct proto_limits *lim,
                                         struct proto_request *out, struct proto_error *e);
+
+/* Parse an application/x-npy body for forward, inverse, log_prob or sample: the body is
+ * the operation's main input as one .npy array (x for forward and log_prob, z for inverse,
+ * y for sample), followed by a second array y for the operations where the model takes one
+ * (np.save(f, x); np.save(f, y)); x and z as (B, D), (D,) or (B, C, H, W) / (B, C, L) for a
+ * shaped model, y as (B, dims.y) or (dims.y,).  The other fields come from the query
+ * parameters q (same names as the JSON fields; a value is read as JSON when it parses,
+ * else as a string; outputs and quantiles may be comma-separated lists); the answer's
+ * format, scale, low and high are left to proto_answer_format.  Then everything is
+ * validated as proto_request_parse does.  Other operations: PROTO_E_MEDIA (415). */
+enum proto_code proto_request_parse_npy(enum proto_op op, const char *body, size_t len,
+                                        const struct proto_query *q,
+                                        const struct eng_info *info,
+                                        const struct proto_limits *lim,
+                                        struct proto_request *out, struct proto_error *e);
+/* True when the operation takes application/x-npy bodies (forward, inverse, log_prob,
+ * sample). */
+bool proto_op_takes_npy(enum proto_op op);
+/* True when a Content-Type header value is application/x-npy (parameters allowed). */
+bool proto_content_type_npy(const char *ctype);
 
 void proto_request_free(struct proto_request *r);
 

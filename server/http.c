@@ -515,6 +515,9 @@ static enum MHD_Result do_model_op(struct req *r, enum proto_route_id id)
     }
     if (v2)
         rc = proto_v2_parse(body, r->body.len, v->info, &ctx->lim, &q, &e);
+    else if (proto_content_type_npy(MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                                MHD_HTTP_HEADER_CONTENT_TYPE)))
+        rc = proto_request_parse_npy(op, body, r->body.len, &query, v->info, &ctx->lim, &q, &e);
     else
         rc = proto_request_parse(op, body, r->body.len, v->info, &ctx->lim, &q, &e);
     if (rc != PROTO_OK) {
@@ -901,7 +904,14 @@ static enum MHD_Result first_call(struct srv_ctx *ctx, struct MHD_Connection *co
         return MHD_YES;
     const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                  MHD_HTTP_HEADER_CONTENT_TYPE);
-    if (!proto_content_type_ok(ct)) {
+    bool npy = proto_content_type_npy(ct);
+    if (npy && !proto_op_takes_npy(r->match.route->op)) {
+        proto_errorf(&e, PROTO_E_MEDIA, "Content-Type '%.64s' is taken by forward, inverse, "
+                     "log_prob and sample only; send this body as application/json", ct);
+        remember(r, &e);
+        return MHD_YES;
+    }
+    if (!npy && !proto_content_type_ok(ct)) {
         proto_errorf(&e, PROTO_E_MEDIA, "Content-Type '%.64s' is not supported; send the body "
                      "as application/json", ct);
         remember(r, &e);

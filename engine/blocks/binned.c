@@ -4,9 +4,11 @@
  *
  *   ElementwiseRationalQuadraticSpline  every coordinate through its own rational-quadratic
  *       spline; the raw parameters are a free tensor `spline_parameters` (C·P, *spatial)
- *       without a condition, or a subnet of the condition alone (cw -> C·P per position)
+ *       without a condition, or a subnet of the condition alone (cw -> C·P; on image rows a
+ *       convolutional subnet of an image condition, C·P output channels)
  *   LinearSpline  two-sided coupling as GLOWCouplingBlock with a piecewise-linear spline:
- *       y1 = S(x1; subnet1([x2, c])), y2 = S(x2; subnet2([y1, c])); inverse in reverse
+ *       y1 = S(x1; subnet1([x2, c])), y2 = S(x2; subnet2([y1, c])); inverse in reverse; the
+ *       split is along channels, with convolutional subnets on image rows (coupling.h)
  *
  * FrEIA's BinnedSplineBase parameters, per coordinate, K bins, in this order:
  *     affine tails   widths K | heights K | bottom 1 | left 1            (+ deltas K − 1)
@@ -379,7 +381,9 @@ static enum eng_status erqs_load(struct blk *b, struct ldr *L, const cJSON *j)
     if (np > (1LL << 30))
         return ldr_fail(L, ENG_ERR_MANIFEST, "too many spline parameters (%lld)", np);
     if (b->cond >= 0) {
-        if ((st = ldr_subnet(L, j, "subnet", 0, b->cw, (int)np, &p->net)) != ENG_OK)
+        /* FrEIA: subnet(cat(c)) with C·P output channels (a convolutional subnet of an
+         * image condition on image rows) */
+        if ((st = cpl_subnet(L, b, j, "subnet", 0, (int)np, &p->net)) != ENG_OK)
             return st;
     } else if ((st = ldr_tensor_numel(L, j, "spline_parameters", true, np, &p->params)) !=
                ENG_OK) {
@@ -462,23 +466,14 @@ static enum eng_status lspl_load(struct blk *b, struct ldr *L, const cJSON *j)
     enum eng_status st;
     if ((st = bspl_load(L, j, false, &p->s)) != ENG_OK)
         return st;
-    const int C = b->shape[0];
     p->S = positions(b);
-    /* split in coordinates: FrEIA splits channels (round-half-to-even of C/2 by default),
-     * so it is a multiple of S. */
-    const int def = coupling_default_split(C) * p->S;
-    long v = def;
-    if (C < 2)
-        return ldr_fail(L, ENG_ERR_MANIFEST, "split: LinearSpline needs at least 2 channels, "
-                        "its input has %d", C);
-    if ((st = ldr_int(L, j, "split", false, def, p->S, (long)(C - 1) * p->S, &v)) != ENG_OK)
+    /* split in coordinates, a whole number of channels (FrEIA splits channels) */
+    if ((st = cpl_load_split(L, j, b, 1, cpl_channels(b) - 1, &p->l1)) != ENG_OK)
         return st;
-    if (v % p->S)
-        return ldr_fail(L, ENG_ERR_MANIFEST, "split: %ld is not a whole number of channels "
-                        "(%d positions each)", v, p->S);
-    p->l1 = (int)v, p->l2 = b->d - p->l1;
-    if ((st = ldr_subnet(L, j, "subnet1", p->l2, b->cw, p->l1 * p->s.P, &p->net1)) != ENG_OK ||
-        (st = ldr_subnet(L, j, "subnet2", p->l1, b->cw, p->l2 * p->s.P, &p->net2)) != ENG_OK)
+    p->l2 = b->d - p->l1;
+    /* on image rows convolutional subnets with an image condition (cpl_subnet) */
+    if ((st = cpl_subnet(L, b, j, "subnet1", p->l2, p->l1 * p->s.P, &p->net1)) != ENG_OK ||
+        (st = cpl_subnet(L, b, j, "subnet2", p->l1, p->l2 * p->s.P, &p->net2)) != ENG_OK)
         return st;
     b->priv = p;
     return ENG_OK;

@@ -22,6 +22,7 @@ extern const struct blk_ops blk_conv1x1_ops, blk_haar_down_ops, blk_haar_up_ops,
 extern const struct blk_ops blk_invautofc_ops, blk_invautoconv_ops, blk_invautoact_ops,
     blk_invautoact2_ops;
 extern const struct blk_ops blk_gmm_ops, blk_inverse_ops, blk_erqs_ops, blk_linspline_ops;
+extern const struct blk_ops blk_flatten_ops, blk_reshape_ops;
 
 static const struct blk_ops *const table[] = {
     &blk_allinone_ops,  &blk_nice_ops,        &blk_rnvp_ops,       &blk_glow_ops,
@@ -34,6 +35,7 @@ static const struct blk_ops *const table[] = {
     &blk_irevnet_up_ops,
     &blk_invautofc_ops, &blk_invautoconv_ops, &blk_invautoact_ops, &blk_invautoact2_ops,
     &blk_gmm_ops,       &blk_inverse_ops,     &blk_erqs_ops,       &blk_linspline_ops,
+    &blk_flatten_ops,   &blk_reshape_ops,
 };
 
 const struct blk_ops *blk_lookup(const char *type)
@@ -54,5 +56,5 @@ const char *blk_known_types(void)
            "RQSCoupling, LULinear, ZukoMaskedAutoregressive, Fixed1x1Conv, HaarDownsampling, "
            "HaarUpsampling, IRevNetDownsampling, IRevNetUpsampling, InvAutoFC, InvAutoConv2D, "
            "InvAutoAct, InvAutoActTwoSided, GaussianMixtureModel, Inverse, "
-           "ElementwiseRationalQuadraticSpline, LinearSpline";
+           "ElementwiseRationalQuadraticSpline, LinearSpline, Flatten, Reshape";
 }

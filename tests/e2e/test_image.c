@@ -12,6 +12,8 @@
  *     by Python's zlib when /usr/bin/python3 is there) holds the JSON samples of the same
  *     seed mapped to 0..255;
  *   - V2 takes a shaped x and answers shaped tensors;
+ *   - application/x-npy request bodies (float32 (2, 1, 4, 4), float64 (2, 16)) give the
+ *     same answers as JSON, options come from the query, other routes answer 415;
  *   - a vector model refuses format=png (422).
  */
 #include "ckptw.h"
@@ -337,6 +339,83 @@ START_TEST(v2_shaped)
 }
 END_TEST
 
+/* application/x-npy bodies give the same answers as the JSON ones; options come from the
+ * query; the other routes answer 415. */
+START_TEST(npy_request_bodies)
+{
+    float x[32];
+    double xd[32];
+    cJSON *j = cJSON_Parse(X2_FLAT);
+    int k = 0;
+    for (const cJSON *row = j->child; row; row = row->next)
+        for (const cJSON *c = row->child; c; c = c->next, k++)
+            xd[k] = (float)c->valuedouble, x[k] = (float)c->valuedouble;
+    cJSON_Delete(j);
+    /* the .npy file numpy writes for x.astype(np.float32) of shape (2, 1, 4, 4) */
+    char npy[128 + sizeof x];
+    const char *dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 1, 4, 4), }";
+    memset(npy, ' ', 128);
+    memcpy(npy, "\x93NUMPY\x01\x00\x76\x00", 10);
+    memcpy(npy + 10, dict, strlen(dict));
+    npy[127] = '\n';
+    memcpy(npy + 128, x, sizeof x);
+    static const char *const ct[] = {"Content-Type: application/x-npy", NULL};
+    struct e2e_resp a, b;
+    char body[2048];
+    snprintf(body, sizeof body, "{\"x\": %s}", X2);
+    e2e_post(&D, "/v1/models/gray/log_prob", body, &a);
+    e2e_request(&D, "POST", "/v1/models/gray/log_prob", npy, sizeof npy, ct, &b);
+    ck_assert_int_eq(b.status, 200);
+    ck_assert_str_eq(a.body, b.body);
+    e2e_resp_free(&b);
+    /* float64 (2, 16) gives the same answer */
+    char npy8[128 + sizeof xd];
+    dict = "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 16), }";
+    memset(npy8, ' ', 128);
+    memcpy(npy8, "\x93NUMPY\x01\x00\x76\x00", 10);
+    memcpy(npy8 + 10, dict, strlen(dict));
+    npy8[127] = '\n';
+    memcpy(npy8 + 128, xd, sizeof xd);
+    e2e_request(&D, "POST", "/v1/models/gray/log_prob", npy8, sizeof npy8, ct, &b);
+    ck_assert_int_eq(b.status, 200);
+    ck_assert_str_eq(a.body, b.body);
+    e2e_resp_free(&b);
+    e2e_resp_free(&a);
+    /* forward, then inverse of z sent as .npy with solver options in the query */
+    e2e_request(&D, "POST", "/v1/models/gray/forward", npy, sizeof npy, ct, &a);
+    ck_assert_int_eq(a.status, 200);
+    double z[32];
+    ck_assert_int_eq(flatten(cJSON_GetObjectItem(a.json, "z"), z, 32), 32);
+    float zf[32];
+    for (int i = 0; i < 32; i++)
+        zf[i] = (float)z[i];
+    memcpy(npy + 128, zf, sizeof zf);
+    e2e_request(&D, "POST", "/v1/models/gray/inverse?tol=1e-6&method=auto", npy, sizeof npy, ct,
+                &b);
+    ck_assert_int_eq(b.status, 200);
+    double xr[32];
+    ck_assert_int_eq(flatten(cJSON_GetObjectItem(b.json, "x"), xr, 32), 32);
+    for (int i = 0; i < 32; i++)
+        ck_assert_double_eq_tol(xr[i], x[i], 1e-5);
+    e2e_resp_free(&b);
+    e2e_resp_free(&a);
+    /* refusals */
+    e2e_request(&D, "POST", "/v1/models/gray/inverse?tol=2", npy, sizeof npy, ct, &b);
+    e2e_expect_error(&b, 400, "invalid_field", "tol must be in (0, 1], got 2");
+    e2e_resp_free(&b);
+    e2e_request(&D, "POST", "/v1/models/gray/forward", npy, 100, ct, &b);
+    e2e_expect_error(&b, 400, "invalid_field", "x: the .npy header is truncated");
+    e2e_resp_free(&b);
+    e2e_request(&D, "POST", "/v1/models/gray/calibration", npy, sizeof npy, ct, &b);
+    e2e_expect_error(&b, 415, "unsupported_media_type", "taken by forward, inverse, log_prob "
+                     "and sample only");
+    e2e_resp_free(&b);
+    e2e_request(&D, "POST", "/v2/models/gray/infer", npy, sizeof npy, ct, &b);
+    e2e_expect_error(&b, 415, "unsupported_media_type", NULL);
+    e2e_resp_free(&b);
+}
+END_TEST
+
 Suite *make_suite(void)
 {
     Suite *s = suite_create("image");
@@ -349,6 +428,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, sample_formats);
     tcase_add_test(tc, rgb_png_and_refusals);
     tcase_add_test(tc, v2_shaped);
+    tcase_add_test(tc, npy_request_bodies);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -8,6 +8,8 @@
   loader:  every checkpoint of tests/fixtures (golden, corrupt, iresnet_cert) and models/
   http:    the committed seeds of tests/fuzz/corpus/http and one input per route
            (method, path, Accept, Content-Type, a string and number bits)
+  image:   JSON (nested and flat) and .npy bodies for every model, operation and query
+           variant of tests/fuzz/fuzz_image.c
 
 Also writes OUT/<target>.max_len: the largest seed, at least 4096 bytes, the -max_len
 make test-fuzz uses.  Standard library only.
@@ -127,6 +129,66 @@ def http_seeds():
     return out
 
 
+# fuzz_image.c: models (row shape, dims.y) and operations
+IMAGE_MODELS = [((1, 3, 4), 0), ((3, 2, 2), 2), ((2, 5), 0), ((4,), 2)]
+IMAGE_OPS = ["forward", "inverse", "log_prob", "sample"]
+
+
+def npy(shape, values, descr="<f4"):
+    """The bytes numpy.save writes for a C-order array of this shape."""
+    dims = ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "")
+    d = "{'descr': '%s', 'fortran_order': False, 'shape': (%s), }" % (descr, dims)
+    pad = (64 - (10 + len(d) + 1) % 64) % 64
+    head = d + " " * pad + "\n"
+    fmt = "<%d%s" % (len(values), "f" if descr == "<f4" else "d")
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(head)) + head.encode() + \
+        struct.pack(fmt, *values)
+
+
+def nested(vals, shape):
+    if len(shape) == 1:
+        return vals
+    step = len(vals) // shape[0]
+    return [nested(vals[i * step:(i + 1) * step], shape[1:]) for i in range(shape[0])]
+
+
+def image_seeds():
+    out = []
+    for m, (shape, dy) in enumerate(IMAGE_MODELS):
+        d = 1
+        for k in shape:
+            d *= k
+        vals = [round(0.05 * i - 0.4, 3) for i in range(2 * d)]
+        for o, op in enumerate(IMAGE_OPS):
+            for q in range(4):
+                sel = m | (o << 2) | (q << 6)
+                main = "z" if op == "inverse" else "x"
+                if op == "sample":
+                    body = {"num_samples": 2, "seed": 1}
+                    if dy:
+                        body["y"] = [[0.5, -0.5]]
+                    out.append((f"img_{m}_{op}_q{q}_json", bytes([sel]) + json.dumps(body).encode()))
+                    if dy:
+                        out.append((f"img_{m}_{op}_q{q}_npy", bytes([sel | 0x10]) +
+                                    npy((1, 2), [0.5, -0.5])))
+                    continue
+                body = {main: nested(vals, (2,) + shape)}
+                if dy:
+                    body["y"] = [0.5, -0.5]
+                out.append((f"img_{m}_{op}_q{q}_json", bytes([sel]) + json.dumps(body).encode()))
+                flat = {main: [vals[:d], vals[d:]]}
+                if dy:
+                    flat["y"] = [0.5, -0.5]
+                out.append((f"img_{m}_{op}_q{q}_flat", bytes([sel | 0x20]) +
+                            json.dumps(flat).encode()))
+                y = npy((2,), [0.5, -0.5]) if dy else b""
+                out.append((f"img_{m}_{op}_q{q}_npy", bytes([sel | 0x10]) +
+                            npy((2,) + shape, vals) + y))
+                out.append((f"img_{m}_{op}_q{q}_npy8", bytes([sel | 0x10]) +
+                            npy((2, d), vals, "<f8") + y))
+    return out
+
+
 def write(dst, items):
     for name, data in items:
         with open(os.path.join(dst, name), "wb") as f:
@@ -135,7 +197,7 @@ def write(dst, items):
 
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build-fuzz", "corpus")
-    for t in ("request", "loader", "http"):
+    for t in ("request", "loader", "http", "image"):
         d = os.path.join(out, t)
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)
@@ -150,8 +212,9 @@ def main():
                     shutil.copyfile(os.path.join(src, name), os.path.join(
                         out, "loader", sub.replace("/", "_") + "_" + name))
     write(os.path.join(out, "http"), http_seeds())
+    write(os.path.join(out, "image"), image_seeds())
     copy_dir(os.path.join(ROOT, "tests", "fuzz", "corpus", "http"), os.path.join(out, "http"))
-    for t in ("request", "loader", "http"):
+    for t in ("request", "loader", "http", "image"):
         d = os.path.join(out, t)
         sizes = [os.path.getsize(os.path.join(d, n)) for n in os.listdir(d)]
         with open(os.path.join(out, t + ".max_len"), "w") as f:

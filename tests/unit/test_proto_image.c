@@ -581,6 +581,255 @@ START_TEST(manifest_image)
 }
 END_TEST
 
+/* ---- application/x-npy request bodies ------------------------------------------------ */
+
+/* An .npy file with the given header dict (padded as numpy pads it) and raw data. */
+static void npy_raw(struct proto_buf *b, int major, const char *dict, const void *data,
+                    size_t n)
+{
+    size_t pre = major == 1 ? 10 : 12, dl = strlen(dict);
+    size_t total = pre + dl + 1, pad = (64 - total % 64) % 64, hl = dl + pad + 1;
+    unsigned char h[12] = {0x93, 'N', 'U', 'M', 'P', 'Y', (unsigned char)major, 0,
+                           (unsigned char)(hl & 0xff), (unsigned char)(hl >> 8), 0, 0};
+    proto_buf_put(b, h, pre);
+    proto_buf_puts(b, dict);
+    for (size_t i = 0; i < pad; i++)
+        proto_buf_putc(b, ' ');
+    proto_buf_putc(b, '\n');
+    proto_buf_put(b, data, n);
+}
+
+static enum proto_code parse_npy(enum proto_op op, const struct eng_info *info,
+                                 const struct proto_buf *b, const struct proto_query *q,
+                                 struct proto_request *r, struct proto_error *e)
+{
+    struct proto_limits lim = proto_limits_default();
+    memset(r, 0x5a, sizeof *r); /* the parser must not rely on a zeroed *out */
+    return proto_request_parse_npy(op, b->p ? b->p : "", b->len, q, info, &lim, r, e);
+}
+
+START_TEST(npy_bodies)
+{
+    struct eng_info info = image_info(2, 2, 3);
+    float v[24];
+    for (int i = 0; i < 24; i++)
+        v[i] = (float)(i % 12 + 1);
+    struct proto_request r;
+    struct proto_error e;
+    struct proto_buf b;
+    struct proto_query none = {0};
+    /* (2, 12), (2, 2, 2, 3) and (12,) give the same rows */
+    static const long SH[3][4] = {{2, 12}, {2, 2, 2, 3}, {12}};
+    static const int ND[3] = {2, 4, 1};
+    for (int k = 0; k < 3; k++) {
+        proto_buf_init(&b, 0);
+        proto_write_npy_nd(&b, v, ND[k], SH[k]);
+        ck_assert_int_eq(parse_npy(PROTO_OP_FORWARD, &info, &b, &none, &r, &e), PROTO_OK);
+        ck_assert_int_eq(r.x.rows, k == 2 ? 1 : 2);
+        ck_assert_int_eq(r.x.cols, 12);
+        ck_assert(memcmp(r.x.data, v, sizeof(float) * 12 * (size_t)r.x.rows) == 0);
+        ck_assert(!r.npy && !r.npy_main.data && !r.npy_y.data);
+        proto_request_free(&r);
+        proto_buf_free(&b);
+    }
+    /* float64, format 2.0, double quotes and another key order */
+    double d[12];
+    for (int i = 0; i < 12; i++)
+        d[i] = i + 1;
+    proto_buf_init(&b, 0);
+    npy_raw(&b, 2, "{\"shape\": (1, 12), \"fortran_order\": False, \"descr\": \"<f8\"}", d,
+            sizeof d);
+    ck_assert_int_eq(parse_npy(PROTO_OP_LOG_PROB, &info, &b, &none, &r, &e), PROTO_OK);
+    ck_assert(r.x.rows == 1 && r.x.data[11] == 12.0f);
+    proto_request_free(&r);
+    proto_buf_free(&b);
+    /* inverse reads z, and the options from the query */
+    proto_buf_init(&b, 0);
+    proto_write_npy_nd(&b, v, 4, SH[1]);
+    struct proto_query opts = {3, {"tol", "method", "max_iter"}, {"1e-8", "anderson", "50"}};
+    ck_assert_int_eq(parse_npy(PROTO_OP_INVERSE, &info, &b, &opts, &r, &e), PROTO_OK);
+    ck_assert(r.z.rows == 2 && r.solver.tol == 1e-8 && r.solver.max_iter == 50 &&
+              r.solver.method == ENG_SOLVE_ANDERSON);
+    proto_request_free(&r);
+    proto_buf_free(&b);
+
+    static const struct {
+        enum proto_op op;
+        const char *dict;       /* NULL: the (2, 2, 2, 3) float32 array */
+        int n_values;           /* float32 values after the header (dict given) */
+        struct proto_query q;
+        enum proto_code code;
+        const char *msg;
+    } BAD[] = {
+        {PROTO_OP_FORWARD, "{'descr': '>f4', 'fortran_order': False, 'shape': (1, 12), }", 12,
+         {0}, PROTO_E_FIELD, "x: dtype '>f4' is not accepted; send little-endian float32 or "
+         "float64 ('<f4' or '<f8', x.astype(np.float32))"},
+        {PROTO_OP_FORWARD, "{'descr': '<i8', 'fortran_order': False, 'shape': (1, 6), }", 12,
+         {0}, PROTO_E_FIELD, "x: dtype '<i8' is not accepted; send little-endian float32 or "
+         "float64 ('<f4' or '<f8', x.astype(np.float32))"},
+        {PROTO_OP_FORWARD, "{'descr': '<f4', 'fortran_order': True, 'shape': (1, 12), }", 12,
+         {0}, PROTO_E_FIELD, "x: a Fortran-order array is not accepted; send it in C order "
+         "(np.ascontiguousarray)"},
+        {PROTO_OP_FORWARD, "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }", 12,
+         {0}, PROTO_E_SHAPE, "x has shape (3, 4); the model's rows of x are (B, 12), (12,) or "
+         "(B, 2, 2, 3)"},
+        {PROTO_OP_FORWARD, "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2, 3, 2), }",
+         12, {0}, PROTO_E_SHAPE, "x has shape (1, 2, 3, 2); the model's rows of x are (B, 12), "
+         "(12,) or (B, 2, 2, 3)"},
+        {PROTO_OP_FORWARD, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 12), }", 20,
+         {0}, PROTO_E_SHAPE, "x: the array's data is truncated: its shape needs 96 bytes, 80 "
+         "follow the header"},
+        {PROTO_OP_FORWARD, "{'descr': '<f4', 'fortran_order': False, 'shape': (), }", 1, {0},
+         PROTO_E_SHAPE, "x: the array has 0 dimensions; 1 to 5 are read"},
+        {PROTO_OP_FORWARD, "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 12), }", 0,
+         {0}, PROTO_E_SHAPE, "x is empty (dimension 0 is 0)"},
+        {PROTO_OP_FORWARD, "{'descr': '<f4', 'fortran_order': False, 'shape': (1,1,1,1,1,12), }",
+         12, {0}, PROTO_E_SHAPE, "x: the array has too many dimensions; 1 to 5 are read"},
+        {PROTO_OP_FORWARD, "{'descr': '<f4', 'fortran_order': False}", 12, {0}, PROTO_E_FIELD,
+         "x: the .npy header lacks 'shape'"},
+        {PROTO_OP_FORWARD, "{'descr': '<f4', 'descr': '<f4', 'shape': (12,)}", 12, {0},
+         PROTO_E_FIELD, "x: the .npy header gives 'descr' twice"},
+        {PROTO_OP_FORWARD, "{'descr': '<f4', 'fortran_order': False, 'shape': (12,), 'x': 1}",
+         12, {0}, PROTO_E_FIELD, "x: the .npy header has the key 'x'; only 'descr', "
+         "'fortran_order' and 'shape' are read"},
+        {PROTO_OP_FORWARD, "{'descr': '<f4' 'shape': (12,)}", 12, {0}, PROTO_E_FIELD,
+         "x: the .npy header is not a dict of 'descr', 'fortran_order' and 'shape' (error near "
+         "header byte 16)"},
+        {PROTO_OP_FORWARD, NULL, 0, {1, {"x"}, {"[[1]]"}}, PROTO_E_FIELD,
+         "query parameter x: the tensors of an application/x-npy request are the arrays of "
+         "its body"},
+        {PROTO_OP_FORWARD, NULL, 0, {1, {"tol"}, {"1e-3"}}, PROTO_E_UNKNOWN_FIELD,
+         "unknown field 'tol' (this endpoint takes: x, y)"},
+        {PROTO_OP_INVERSE, NULL, 0, {1, {"method"}, {"secant"}}, PROTO_E_FIELD,
+         "method must be one of auto, newton, anderson, broyden, fixed_point; got \"secant\""},
+        {PROTO_OP_CALIBRATION, NULL, 0, {0}, PROTO_E_MEDIA,
+         "calibration takes a JSON body; application/x-npy bodies are for forward, inverse, "
+         "log_prob and sample"},
+        {PROTO_OP_SAMPLE, NULL, 0, {0}, PROTO_E_FIELD,
+         "a flow model's sample takes no array (it has no observation y): send a JSON body"},
+    };
+    for (size_t i = 0; i < sizeof BAD / sizeof BAD[0]; i++) {
+        proto_buf_init(&b, 0);
+        if (BAD[i].dict)
+            npy_raw(&b, 1, BAD[i].dict, v, sizeof(float) * (size_t)BAD[i].n_values);
+        else
+            proto_write_npy_nd(&b, v, 4, SH[1]);
+        enum proto_code rc = parse_npy(BAD[i].op, &info, &b, &BAD[i].q, &r, &e);
+        ck_assert_msg(rc == BAD[i].code, "case %zu: %s (%s)", i, proto_code_str(rc), e.msg);
+        ck_assert_msg(!strcmp(e.msg, BAD[i].msg), "case %zu: '%s'\nwant '%s'", i, e.msg,
+                      BAD[i].msg);
+        proto_buf_free(&b);
+    }
+    /* non-finite values are named by their index; float64 past float32 too */
+    d[7] = NAN;
+    proto_buf_init(&b, 0);
+    npy_raw(&b, 1, "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 2, 2, 3), }", d,
+            sizeof d);
+    ck_assert_int_eq(parse_npy(PROTO_OP_FORWARD, &info, &b, &none, &r, &e), PROTO_E_NONFINITE);
+    ck_assert_str_eq(e.msg, "x[0][1][0][1] is not a finite number");
+    proto_buf_free(&b);
+    d[7] = 1e39;
+    proto_buf_init(&b, 0);
+    npy_raw(&b, 1, "{'descr': '<f8', 'fortran_order': False, 'shape': (12,), }", d, sizeof d);
+    ck_assert_int_eq(parse_npy(PROTO_OP_FORWARD, &info, &b, &none, &r, &e), PROTO_E_NONFINITE);
+    ck_assert_str_eq(e.msg, "x[7] = 1e+39 is outside the float32 range (|v| <= 3.4028235e38)");
+    proto_buf_free(&b);
+    /* not npy at all, and an empty body */
+    proto_buf_init(&b, 0);
+    proto_buf_puts(&b, "{\"x\": [[1]]}");
+    ck_assert_int_eq(parse_npy(PROTO_OP_FORWARD, &info, &b, &none, &r, &e), PROTO_E_FIELD);
+    ck_assert_str_eq(e.msg, "x: the body is not a .npy array (it must start with \\x93NUMPY, "
+                     "as numpy.save writes it)");
+    proto_buf_free(&b);
+    proto_buf_init(&b, 0);
+    ck_assert_int_eq(parse_npy(PROTO_OP_FORWARD, &info, &b, &none, &r, &e), PROTO_E_MISSING);
+    /* a second array: y of a flow is refused; a third array is one too many */
+    proto_buf_init(&b, 0);
+    proto_write_npy_nd(&b, v, 4, SH[1]);
+    proto_write_npy_nd(&b, v, 1, (const long[]){2});
+    ck_assert_int_eq(parse_npy(PROTO_OP_FORWARD, &info, &b, &none, &r, &e),
+                     PROTO_E_UNKNOWN_FIELD);
+    ck_assert_str_eq(e.msg, "a second array y is not taken here by a flow model (it has no "
+                     "observation y)");
+    proto_write_npy_nd(&b, v, 1, (const long[]){2});
+    ck_assert_int_eq(parse_npy(PROTO_OP_FORWARD, &info, &b, &none, &r, &e), PROTO_E_FIELD);
+    ck_assert_str_eq(e.msg, "the body holds more than the arrays forward takes (x, then y for a "
+                     "model that takes one), 136 bytes follow them");
+    proto_buf_free(&b);
+    /* the limits: elements and rows */
+    struct proto_limits lim = proto_limits_default();
+    lim.max_elements = 20;
+    proto_buf_init(&b, 0);
+    proto_write_npy_nd(&b, v, 2, SH[0]);
+    ck_assert_int_eq(proto_request_parse_npy(PROTO_OP_FORWARD, b.p, b.len, &none, &info, &lim,
+                                             &r, &e), PROTO_E_TOO_LARGE);
+    ck_assert_str_eq(e.msg, "x has more values than the limit of 20 per tensor "
+                     "(--max-elements)");
+    lim = proto_limits_default();
+    lim.max_rows = 1;
+    ck_assert_int_eq(proto_request_parse_npy(PROTO_OP_FORWARD, b.p, b.len, &none, &info, &lim,
+                                             &r, &e), PROTO_E_TOO_LARGE);
+    ck_assert_str_eq(e.msg, "x has more than 1 rows (the limit for this field)");
+    proto_buf_free(&b);
+}
+END_TEST
+
+/* A cinn (x 4, y 2): x then y in the body; y broadcast or per row; sample reads y. */
+START_TEST(npy_bodies_with_y)
+{
+    struct eng_info info = image_info(1, 2, 2);
+    info.kind = ENG_KIND_CINN;
+    info.dims.y = 2;
+    float x[8] = {1, 2, 3, 4, 5, 6, 7, 8}, y[4] = {0.5f, -0.5f, 1, 2};
+    struct proto_request r;
+    struct proto_error e;
+    struct proto_buf b;
+    struct proto_query none = {0};
+    proto_buf_init(&b, 0);
+    proto_write_npy_nd(&b, x, 4, (const long[]){2, 1, 2, 2});
+    proto_write_npy_nd(&b, y, 1, (const long[]){2});
+    ck_assert_int_eq(parse_npy(PROTO_OP_FORWARD, &info, &b, &none, &r, &e), PROTO_OK);
+    ck_assert(r.x.rows == 2 && r.y.rows == 1 && r.y.data[1] == -0.5f);
+    proto_request_free(&r);
+    proto_buf_free(&b);
+    /* y rows must match */
+    proto_buf_init(&b, 0);
+    proto_write_npy_nd(&b, x, 2, (const long[]){1, 4});
+    proto_write_npy_nd(&b, y, 2, (const long[]){2, 2});
+    ck_assert_int_eq(parse_npy(PROTO_OP_LOG_PROB, &info, &b, &none, &r, &e), PROTO_E_SHAPE);
+    ck_assert_str_eq(e.msg, "y has 2 rows; it must have 1 row (used for every row of x) or 1 "
+                     "rows, one per row of x");
+    proto_buf_free(&b);
+    /* y missing */
+    proto_buf_init(&b, 0);
+    proto_write_npy_nd(&b, x, 2, (const long[]){1, 4});
+    ck_assert_int_eq(parse_npy(PROTO_OP_FORWARD, &info, &b, &none, &r, &e), PROTO_E_MISSING);
+    ck_assert_str_eq(e.msg, "missing field 'y': a cinn model needs the observation y (rows of 2 "
+                     "values); in an application/x-npy body, a second array");
+    proto_buf_free(&b);
+    /* sample: the body is y; options and lists from the query */
+    proto_buf_init(&b, 0);
+    proto_write_npy_nd(&b, y, 2, (const long[]){2, 2});
+    struct proto_query q = {4, {"num_samples", "seed", "outputs", "quantiles"},
+                            {"7", "3", "samples,summary", "0.1,0.9"}};
+    ck_assert_int_eq(parse_npy(PROTO_OP_SAMPLE, &info, &b, &q, &r, &e), PROTO_OK);
+    ck_assert(r.y.rows == 2 && r.num_samples == 7 && r.seed_given && r.seed == 3);
+    ck_assert_int_eq(r.outputs, PROTO_OUT_SAMPLES | PROTO_OUT_SUMMARY);
+    ck_assert(r.n_quantiles == 2 && r.quantiles[1] == 0.9);
+    proto_request_free(&r);
+    /* format and the png options are the answer's, not fields */
+    struct proto_query q2 = {2, {"format", "scale"}, {"png", "2"}};
+    ck_assert_int_eq(parse_npy(PROTO_OP_SAMPLE, &info, &b, &q2, &r, &e), PROTO_OK);
+    proto_request_free(&r);
+    /* sample takes one array */
+    proto_write_npy_nd(&b, y, 2, (const long[]){2, 2});
+    ck_assert_int_eq(parse_npy(PROTO_OP_SAMPLE, &info, &b, &none, &r, &e), PROTO_E_FIELD);
+    ck_assert_str_eq(e.msg, "the body holds more than the arrays sample takes (y), 144 bytes "
+                     "follow them");
+    proto_buf_free(&b);
+}
+END_TEST
+
 Suite *make_suite(void)
 {
     Suite *s = suite_create("proto_image");
@@ -596,6 +845,8 @@ Suite *make_suite(void)
     tcase_add_test(t, png_encoder);
     tcase_add_test(t, v2_shaped_inputs);
     tcase_add_test(t, manifest_image);
+    tcase_add_test(t, npy_bodies);
+    tcase_add_test(t, npy_bodies_with_y);
     suite_add_tcase(s, t);
     return s;
 }

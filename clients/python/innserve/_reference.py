@@ -58,15 +58,60 @@ def activation(u, L):
     raise ValueError("unknown activation %r" % t)
 
 
-def subnet(S, net, u):
+_CONVS = ("conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d")
+
+
+def _conv_layer(S, L, u):
+    """One convolution layer of a subnet on an image batch u (n, C, [H,] W)."""
+    t = L["type"]
+    one = t.endswith("1d")
+    W = S.T(L["weight"])
+    b = S.T(L["bias"]) if L.get("bias") else None
+
+    def arg(name, default):
+        v = L.get(name, default)
+        return tuple(v) if isinstance(v, list) else v
+    stride, dil, groups = arg("stride", 1), arg("dilation", 1), L.get("groups", 1)
+    pad = arg("padding", 0)
+    if t.startswith("conv_transpose"):
+        f = F.conv_transpose1d if one else F.conv_transpose2d
+        return f(u, W, b, stride, pad, arg("output_padding", 0), groups, dil)
+    f = F.conv1d if one else F.conv2d
+    if L.get("padding_mode", "zeros") == "circular":
+        p = pad if isinstance(pad, tuple) else ((pad,) if one else (pad, pad))
+        u = F.pad(u, (p[-1], p[-1]) + (() if one else (p[0], p[0])), mode="circular")
+        pad = 0
+    return f(u, W, b, stride, pad, dil, groups)
+
+
+def subnet(S, net, u, sp=None):
+    """net on rows u (n, d).  sp: the spatial shape (H, W) / (L,) of image rows, whose
+    channel-major flat layout u is (convolutional subnets; the result is flattened back)."""
+    n = u.shape[0]
+    if sp:
+        u = u.reshape(n, -1, *sp)
     for L in net["layers"]:
-        if L["type"] == "linear":
+        t = L["type"]
+        if t == "linear":
             u = u @ S.T(L["weight"]).T
             if L.get("bias"):
                 u = u + S.T(L["bias"]).reshape(-1)
+        elif t in _CONVS:
+            u = _conv_layer(S, L, u)
+        elif t == "flatten":
+            u = u.reshape(n, -1)
+        elif t == "unflatten":
+            u = u.reshape(n, *L["shape"])
         else:
             u = activation(u, L)
-    return u
+    return u.reshape(n, -1)
+
+
+def _sp(shape):
+    """(channels, positions per channel, spatial shape) of a per-row shape (None: flat)."""
+    if not shape or len(shape) < 2:
+        return None, 1, ()
+    return shape[0], int(math.prod(shape[1:])), tuple(shape[1:])
 
 
 def _cat(u, c):
@@ -117,34 +162,43 @@ def global_scale(gtype, a):
     raise ValueError(gtype)
 
 
-def blk_allinone(S, b, x, c, rev):
+def blk_allinone(S, b, x, c, rev, shape=None):
     n, d = x.shape
-    n1, n2 = d - d // 2, d // 2
+    C, Pp, sp = _sp(shape)
+    C = C or d
+    n1 = b.get("split", (C - C // 2) * Pp)
+    n2 = d - n1
     alpha = b.get("affine_clamping", 2.0)
     legacy = b.get("clamp_formula", "head") == "legacy"
     gin = b.get("gin_block", False)
-    go = S.T(b["global_offset"]).reshape(d)
+    go = S.T(b["global_offset"]).reshape(C).repeat_interleave(Pp)
     if gin:
         g = torch.ones(d, dtype=F64)
         logg = torch.zeros((), dtype=F64)
     else:
-        g = global_scale(b.get("global_affine_type", "SOFTPLUS"), S.T(b["global_scale"]).reshape(d))
+        g = global_scale(b.get("global_affine_type", "SOFTPLUS"),
+                         S.T(b["global_scale"]).reshape(C)).repeat_interleave(Pp)
         logg = torch.log(g).sum()
     P = b["permutation"]
+
+    def mat(M):           # y = M v per position (a 1x1 convolution on images)
+        return lambda v: torch.einsum("oi,nip->nop", M, v.reshape(n, C, Pp)).reshape(n, d)
     if P["type"] == "hard":
         p = _perm_vector(S, P["perm"])
+        if Pp > 1:
+            p = (p[:, None] * Pp + torch.arange(Pp)).reshape(-1)
         pinv = torch.argsort(p)
         fwdP, invP = (lambda v: v[:, p]), (lambda y: y[:, pinv])
     elif P["type"] == "soft":
-        W, Wi = S.T(P["w"]).reshape(d, d), S.T(P["w_inv"]).reshape(d, d)
-        fwdP, invP = (lambda v: v @ W.T), (lambda y: y @ Wi.T)
+        W, Wi = S.T(P["w"]).reshape(C, C), S.T(P["w_inv"]).reshape(C, C)
+        fwdP, invP = mat(W), mat(Wi)
     else:
-        W = householder(S.T(P["v"]), S.T(P["w0"]).reshape(d, d))
-        fwdP, invP = (lambda v: v @ W.T), (lambda y: y @ W)
+        W = householder(S.T(P["v"]), S.T(P["w0"]).reshape(C, C))
+        fwdP, invP = mat(W), mat(W.T)
     rp = b.get("reverse_permutation", False)
 
     def coeffs(x1):
-        a = 0.1 * subnet(S, b["subnet"], _cat(x1, c))
+        a = 0.1 * subnet(S, b["subnet"], _cat(x1, c), sp)
         s = alpha * torch.tanh(a[:, :n2]) if legacy else alpha * torch.tanh(a[:, :n2] / alpha)
         if gin:
             s = s - s.mean(1, keepdim=True)
@@ -166,10 +220,18 @@ def blk_allinone(S, b, x, c, rev):
     return out, -(s.sum(1) + logg)
 
 
-def blk_coupling(S, b, x, c, rev):
+def _csplit(b, d, shape):
+    C, Pp, _ = _sp(shape)
+    if C is None:
+        return _split(b, d)
+    return b.get("split", round(C * 0.5) * Pp)
+
+
+def blk_coupling(S, b, x, c, rev, shape=None):
     n, d = x.shape
     ty = b["type"]
-    l1 = _split(b, d)
+    _, Pp, sp = _sp(shape)
+    l1 = _csplit(b, d, shape)
     l2 = d - l1
     clamp, act = b.get("clamp", 2.0), b.get("clamp_activation", "ATAN")
     zero = torch.zeros(n, dtype=F64)
@@ -177,18 +239,19 @@ def blk_coupling(S, b, x, c, rev):
     def coeff(which, u):
         """s, t of the coupling that transforms half `which` ('1' acts on x2, '2' on x1)."""
         if ty == "RNVPCouplingBlock":
-            s = clamp * _clamp_f(act, subnet(S, b["s" + which], _cat(u, c)))
-            return s, subnet(S, b["t" + which], _cat(u, c))
-        a = subnet(S, b["subnet" + which], _cat(u, c))
+            s = clamp * _clamp_f(act, subnet(S, b["s" + which], _cat(u, c), sp))
+            return s, subnet(S, b["t" + which], _cat(u, c), sp)
+        a = subnet(S, b["subnet" + which], _cat(u, c), sp)
         k = l2 if which == "1" else l1
         s = clamp * _clamp_f(act, a[:, :k])
-        if ty == "GINCouplingBlock":
-            s = s - s.mean(1, keepdim=True)
+        if ty == "GINCouplingBlock":     # mean over the channels (at each position)
+            s3 = s.reshape(n, k // Pp, Pp)
+            s = (s3 - s3.mean(1, keepdim=True)).reshape(n, k)
         return s, a[:, k:]
 
     def step(which, xh, u, rev):
         if ty == "NICECouplingBlock":
-            f = subnet(S, b["F" if which == "2" else "G"], _cat(u, c))
+            f = subnet(S, b["F" if which == "2" else "G"], _cat(u, c), sp)
             return (xh - f if rev else xh + f), zero
         s, t = coeff(which, u)
         ld = zero if ty == "GINCouplingBlock" else s.sum(1)
@@ -206,12 +269,12 @@ def blk_coupling(S, b, x, c, rev):
     return torch.cat([y1, y2], 1), j1 + j2
 
 
-def blk_onesided(S, b, x, c, rev):
+def blk_onesided(S, b, x, c, rev, shape=None):
     n, d = x.shape
-    l1 = _split(b, d)
+    l1 = _csplit(b, d, shape)
     l2 = d - l1
     x1, x2 = x[:, :l1], x[:, l1:]
-    a = subnet(S, b["subnet"], _cat(x1, c))
+    a = subnet(S, b["subnet"], _cat(x1, c), _sp(shape)[2])
     s = b.get("clamp", 2.0) * _clamp_f(b.get("clamp_activation", "ATAN"), a[:, :l2])
     t = a[:, l2:]
     if rev:
@@ -219,9 +282,9 @@ def blk_onesided(S, b, x, c, rev):
     return torch.cat([x1, x2 * torch.exp(s) + t], 1), s.sum(1)
 
 
-def blk_condaffine(S, b, x, c, rev):
+def blk_condaffine(S, b, x, c, rev, shape=None):
     n, d = x.shape
-    a = subnet(S, b["subnet"], c)
+    a = subnet(S, b["subnet"], c, _sp(shape)[2])
     s = b.get("clamp", 2.0) * _clamp_f(b.get("clamp_activation", "ATAN"), a[:, :d])
     t = a[:, d:]
     if rev:
@@ -301,16 +364,21 @@ def _rqs(b, x, raw, rev):
     return torch.where(inside, vin, (x - shift) / scale), -ld
 
 
-def blk_spline(S, b, x, c, rev):
+def blk_spline(S, b, x, c, rev, shape=None):
     n, d = x.shape
-    l1 = _split(b, d)
+    _, Pp, sp = _sp(shape)
+    l1 = _csplit(b, d, shape)
     x1, x2 = x[:, :l1], x[:, l1:]
+
+    def raw(net, u, xh):      # FrEIA: output channel ch*P + k is parameter k of channel ch
+        r = subnet(S, b[net], _cat(u, c), sp)
+        return r if Pp == 1 else _binned_raw(r, xh.shape[1] // Pp, r.shape[1] // xh.shape[1], Pp)
     if not rev:
-        y1, j1 = _rqs(b, x1, subnet(S, b["subnet1"], _cat(x2, c)), False)
-        y2, j2 = _rqs(b, x2, subnet(S, b["subnet2"], _cat(y1, c)), False)
+        y1, j1 = _rqs(b, x1, raw("subnet1", x2, x1), False)
+        y2, j2 = _rqs(b, x2, raw("subnet2", y1, x2), False)
     else:
-        y2, j2 = _rqs(b, x2, subnet(S, b["subnet2"], _cat(x1, c)), True)
-        y1, j1 = _rqs(b, x1, subnet(S, b["subnet1"], _cat(y2, c)), True)
+        y2, j2 = _rqs(b, x2, raw("subnet2", x1, x2), True)
+        y1, j1 = _rqs(b, x1, raw("subnet1", y2, x1), True)
     return torch.cat([y1, y2], 1), j1 + j2
 
 
@@ -395,10 +463,12 @@ def blk_dense(S, b, x, c, rev):
     return (u - bias) @ torch.linalg.inv(W).T, -(ldW + ((u < 0).to(F64) * math.log(a)).sum(1))
 
 
-def blk_iresnet(S, b, x, c, rev):
-    """x + g(x | c); exact log-det by the Jacobian (autograd), inverse by fixed point in f64."""
+def blk_iresnet(S, b, x, c, rev, shape=None):
+    """x + g(x | c); exact log-det by the Jacobian (autograd), inverse by fixed point in f64.
+    On image rows g is a convolutional subnet (shape (C, H, W) / (C, L))."""
     net = b["subnet"]
-    g = lambda u, cc: subnet(S, net, _cat(u, cc))
+    sp = _sp(shape)[2]
+    g = lambda u, cc: subnet(S, net, _cat(u, cc), sp)
     terms = int(b.get("series_terms", 10)) if b.get("logdet") == "series" else 0
     if not rev:
         return x + g(x, c), _logdet_residual(g, x, c, terms)
@@ -770,6 +840,10 @@ def out_shape(b, shape):
         return (w[0], shape[1] + 2 * ph - w[2] + 1, shape[2] + 2 * pw - w[3] + 1)
     if t == "Inverse":
         return tuple(b.get("block_shape") or shape)
+    if t == "Flatten":
+        return (int(math.prod(shape)),)
+    if t == "Reshape":
+        return tuple(b.get("output_dims") or b.get("target_dim"))
     return shape
 
 
@@ -876,7 +950,7 @@ def _erqs(S, b, x, c, rev, shape):
     n, d = x.shape
     C, P = shape[0], _bins_P(b, False)
     if b.get("subnet") is not None:
-        raw = subnet(S, b["subnet"], c)
+        raw = subnet(S, b["subnet"], c, _sp(shape)[2])
     else:
         raw = S.T(b["spline_parameters"]).reshape(1, -1).expand(n, -1)
     return _rqs(b, x, _binned_raw(raw, C, P, d // C), rev)
@@ -911,7 +985,7 @@ def _linspline(S, b, x, c, rev, shape):
     x1, x2 = x[:, :l1], x[:, l1:]
 
     def sp(xh, u, net, rv):
-        raw = _binned_raw(subnet(S, b[net], u), xh.shape[1] // Sp, P, Sp)
+        raw = _binned_raw(subnet(S, b[net], u, _sp(shape)[2]), xh.shape[1] // Sp, P, Sp)
         return _lin(b, xh, raw, rv)
     if not rev:
         y1, j1 = sp(x1, _cat(x2, c), "subnet1", False)
@@ -941,12 +1015,27 @@ def _gmm(S, b, x, c, rev, shape):
     return torch.linalg.solve_triangular(U, x.unsqueeze(-1), upper=True)[..., 0] + mu, -ld
 
 
+def _reshape(S, b, x, c, rev, shape):
+    return x, torch.zeros(x.shape[0], dtype=F64)
+
+
 def _inverse(S, b, x, c, rev, shape):
     inner = b["block"]
     return block(S, inner, x, c, not rev, tuple(b.get("block_shape") or shape))
 
 
 SHAPED = {
+    "IResNetBlock": blk_iresnet,
+    "AllInOneBlock": blk_allinone,
+    "NICECouplingBlock": blk_coupling,
+    "RNVPCouplingBlock": blk_coupling,
+    "GLOWCouplingBlock": blk_coupling,
+    "GINCouplingBlock": blk_coupling,
+    "AffineCouplingOneSided": blk_onesided,
+    "ConditionalAffineTransform": blk_condaffine,
+    "RationalQuadraticSpline": blk_spline,
+    "Flatten": _reshape,
+    "Reshape": _reshape,
     "Fixed1x1Conv": _conv1x1,
     "HaarDownsampling": _haar,
     "HaarUpsampling": _haar,
@@ -968,6 +1057,112 @@ def block(S, b, x, c, rev=False, shape=None):
     if b["type"] in SHAPED:
         return SHAPED[b["type"]](S, b, x, c, rev, shape or (x.shape[1],))
     return BLOCKS[b["type"]](S, b, x, c, rev)
+
+
+# ---------------------------------------------------------------------------------------
+# graphs (manifest "graph"): nodes in topological order, Split / Concat, several outputs
+# ---------------------------------------------------------------------------------------
+
+def block_cond(conds, b):
+    """The condition a block reads: conds[k], or a list of them concatenated in order."""
+    k = b.get("cond")
+    if k is None:
+        return None
+    if isinstance(k, list):
+        return torch.cat([conds[i] for i in k], 1)
+    return conds[k]
+
+
+def split_sections(b, n):
+    """A Split's section sizes along a dim of size n (FrEIA's rules)."""
+    ss = b.get("section_sizes")
+    if ss is None:
+        ns = int(b.get("n_sections", 2))
+        return [n // ns + 1] * (n % ns) + [n // ns] * (ns - n % ns)
+    if isinstance(ss, int):
+        return [ss, n - ss]
+    ss = [int(v) for v in ss]
+    return ss + ([n - sum(ss)] if sum(ss) < n else [])
+
+
+def _shaped(S, b):
+    if b["type"] == "InvAutoConv2D":
+        return dict(b, _shape_w=list(S.t[b["weight"]].shape))
+    return b
+
+
+def graph_shapes(S, g, x_shape):
+    """{(node name, output index): per-row shape} for every value, x as ("x", 0)."""
+    shapes = {("x", 0): tuple(x_shape)}
+    for nd in g["nodes"]:
+        b, name = nd["block"], nd["name"]
+        ins = [shapes[tuple(r)] for r in nd["inputs"]]
+        dim = int(b.get("dim", 0))
+        if b["type"] == "Split":
+            for k, sz in enumerate(split_sections(b, ins[0][dim])):
+                shapes[(name, k)] = ins[0][:dim] + (sz,) + ins[0][dim + 1:]
+        elif b["type"] == "Concat":
+            shapes[(name, 0)] = ins[0][:dim] + (sum(s[dim] for s in ins),) + ins[0][dim + 1:]
+        else:
+            shapes[(name, 0)] = tuple(out_shape(_shaped(S, b), ins[0]))
+    return shapes
+
+
+def graph(S, g, x, conds, rev, x_shape, visit=None):
+    """Run graph g on rows x (flat, (n, d)): forward from x to z (the outputs flattened and
+    concatenated in order), or inverse from z.  visit(nd, b, h, c, shape) may replace the
+    forward of a block node (the exporter checks each module there); it returns (out, ld).
+    -> (result, log_det)."""
+    n = x.shape[0]
+    shapes = graph_shapes(S, g, x_shape)
+    ld = torch.zeros(n, dtype=F64)
+    key = lambda r: (r[0], int(r[1]))  # noqa: E731
+    if not rev:
+        vals = {("x", 0): x}
+        for nd in g["nodes"]:
+            b, name, ins = nd["block"], nd["name"], [key(r) for r in nd["inputs"]]
+            dim = int(b.get("dim", 0))
+            if b["type"] == "Split":
+                sh = shapes[ins[0]]
+                parts = torch.split(vals.pop(ins[0]).reshape(n, *sh),
+                                    split_sections(b, sh[dim]), dim + 1)
+                for k, p in enumerate(parts):
+                    vals[(name, k)] = p.reshape(n, -1)
+            elif b["type"] == "Concat":
+                hs = [vals.pop(i).reshape(n, *shapes[i]) for i in ins]
+                vals[(name, 0)] = torch.cat(hs, dim + 1).reshape(n, -1)
+            else:
+                h, c = vals.pop(ins[0]), block_cond(conds, b)
+                if visit is not None:
+                    out, l = visit(nd, b, h, c, shapes[ins[0]])
+                else:
+                    out, l = block(S, _shaped(S, b), h, c, False, shapes[ins[0]])
+                vals[(name, 0)] = out
+                ld = ld + l
+        return torch.cat([vals[key(o)] for o in g["outputs"]], 1), ld
+    vals, i = {}, 0
+    for o in g["outputs"]:
+        w = int(math.prod(shapes[key(o)]))
+        vals[key(o)] = x[:, i:i + w]
+        i += w
+    for nd in reversed(g["nodes"]):
+        b, name, ins = nd["block"], nd["name"], [key(r) for r in nd["inputs"]]
+        dim = int(b.get("dim", 0))
+        if b["type"] == "Split":
+            k = len(split_sections(b, shapes[ins[0]][dim]))
+            hs = [vals.pop((name, j)).reshape(n, *shapes[(name, j)]) for j in range(k)]
+            vals[ins[0]] = torch.cat(hs, dim + 1).reshape(n, -1)
+        elif b["type"] == "Concat":
+            parts = torch.split(vals.pop((name, 0)).reshape(n, *shapes[(name, 0)]),
+                                [shapes[r][dim] for r in ins], dim + 1)
+            for r, p in zip(ins, parts):
+                vals[r] = p.reshape(n, -1)
+        else:
+            out, l = block(S, _shaped(S, b), vals.pop((name, 0)), block_cond(conds, b), True,
+                           shapes[ins[0]])
+            vals[ins[0]] = out
+            ld = ld + l
+    return vals[("x", 0)], ld
 
 
 # ---------------------------------------------------------------------------------------
@@ -1024,8 +1219,14 @@ class Model:
         if self.kind != "cinn":
             return []
         ys = self.std_y(y)
-        return [ys if cd.get("net") is None else subnet(self.S, cd["net"], ys)
-                for cd in self.m.get("conditions", [])]
+        out = []
+        for cd in self.m.get("conditions", []):
+            v = ys if cd.get("net") is None else subnet(self.S, cd["net"], ys)
+            if cd.get("broadcast"):       # the vector at every position, channel-major
+                P = int(math.prod(cd["broadcast"]))
+                v = v[:, :, None].expand(-1, -1, P).reshape(v.shape[0], -1)
+            out.append(v)
+        return out
 
     def shapes(self):
         """The per-row input shape of every block (manifest "shape", then each block's)."""
@@ -1039,14 +1240,18 @@ class Model:
         return out
 
     def blocks(self, x, conds, rev, upto=None):
+        if "graph" in self.m:
+            shape = tuple(self.m.get("shape", {}).get("x") or (x.shape[1],))
+            if self.kind == "inn":
+                shape = (x.shape[1],)
+            return graph(self.S, self.m["graph"], x, conds, rev, shape)
         ld = torch.zeros(x.shape[0], dtype=F64)
         shapes = self.shapes() if self.kind != "inn" else [None] * len(self.m["blocks"])
         seq = list(enumerate(self.m["blocks"]))
         if upto is not None:
             seq = seq[:upto]
         for i, b in (reversed(seq) if rev else seq):
-            c = conds[b["cond"]] if "cond" in b else None
-            x, l = block(self.S, b, x, c, rev, shapes[i])
+            x, l = block(self.S, b, x, block_cond(conds, b), rev, shapes[i])
             ld = ld + l
         return x, ld
 

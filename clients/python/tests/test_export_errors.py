@@ -21,6 +21,72 @@ def sn(cin, cout):
     return nn.Sequential(nn.Linear(cin, 8), nn.ReLU(), nn.Linear(8, cout))
 
 
+class TestGraphs(unittest.TestCase):
+    """GraphINNs that are not chains export as a manifest "graph", walked by structure."""
+
+    def setUp(self):
+        self.tmp = util.TmpDir()
+        self.path = os.path.join(self.tmp.path, "g.safetensors")
+        torch.manual_seed(0)
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def test_branching_graph_with_two_outputs(self):
+        inp = F.InputNode(5, name="in")
+        split = F.Node(inp, F.Split, {"section_sizes": [2, 3]}, name="split")
+        a = F.Node((split, 1), F.GLOWCouplingBlock, {"subnet_constructor": sn}, name="a")
+        g = F.GraphINN([inp, split, a, F.OutputNode(a, name="o1"),
+                        F.OutputNode((split, 0), name="o2")])
+        res = export(g, self.path)
+        gm = res.manifest["graph"]
+        self.assertNotIn("blocks", res.manifest)
+        self.assertEqual([n["name"] for n in gm["nodes"]], ["split", "a"])
+        self.assertEqual(gm["nodes"][0]["block"], {"type": "Split", "dim": 0,
+                                                   "section_sizes": [2, 3]})
+        self.assertEqual(gm["nodes"][1]["inputs"], [["split", 1]])
+        self.assertEqual(gm["outputs"], [["a", 0], ["split", 0]])
+        self.assertTrue(any(k.startswith("graph.a.") for k in res.tensors))
+        # z is [a(x[:, 2:]), x[:, :2]]: the outputs in OutputNode order
+        x = torch.randn(3, 5, dtype=torch.float64)
+        with torch.no_grad():
+            ya, _ = a.module.double()([x[:, 2:]])
+        z = res.model.forward(x)["z"]
+        self.assertLess(float((z - torch.cat([ya[0], x[:, :2]], 1)).abs().max()), 1e-5)
+        xb, _ = res.model.inverse(z)
+        self.assertLess(float((xb - x).abs().max()), 1e-9)
+
+    def test_split_and_concat_make_one_output(self):
+        inp = F.InputNode(4, name="in")
+        split = F.Node(inp, F.Split, {"section_sizes": [2, 2]}, name="split")
+        cat = F.Node([(split, 1), (split, 0)], F.Concat, {}, name="cat")
+        g = F.GraphINN([inp, split, cat, F.OutputNode(cat, name="out")])
+        res = export(g, self.path)
+        self.assertEqual(res.manifest["graph"]["nodes"][1]["inputs"], [["split", 1], ["split", 0]])
+        x = torch.randn(2, 4, dtype=torch.float64)
+        z = res.model.forward(x)["z"]
+        self.assertTrue(torch.equal(z, torch.cat([x[:, 2:], x[:, :2]], 1)))
+
+    def test_two_conditions_on_one_node_are_a_list(self):
+        inp = F.InputNode(4, name="in")
+        c1, c2 = F.ConditionNode(3, name="c1"), F.ConditionNode(3, name="c2")
+        n = F.Node(inp, F.GLOWCouplingBlock, {"subnet_constructor": sn}, conditions=[c1, c2],
+                   name="glow")
+        g = F.GraphINN([inp, n, F.OutputNode(n, name="out"), c1, c2])
+        net = nn.Sequential(nn.Linear(3, 3))
+        res = export(g, self.path, conditions=[net, None])
+        self.assertEqual(res.manifest["blocks"][0]["cond"], [0, 1])
+        self.assertEqual(len(res.manifest["conditions"]), 2)
+
+    def test_default_node_names_are_structural(self):
+        inp = F.InputNode(4)
+        split = F.Node(inp, F.Split, {"section_sizes": [2, 2]})
+        a = F.Node((split, 0), F.GLOWCouplingBlock, {"subnet_constructor": sn})
+        g = F.GraphINN([inp, split, a, F.OutputNode(a), F.OutputNode((split, 1))])
+        res = export(g, self.path)
+        self.assertEqual([n["name"] for n in res.manifest["graph"]["nodes"]], ["n0", "n1"])
+
+
 class TestRejected(unittest.TestCase):
     def setUp(self):
         self.tmp = util.TmpDir()
@@ -70,36 +136,47 @@ class TestRejected(unittest.TestCase):
             nn.Tanh(), nn.Linear(i, o)))
         self.refused(inn, "must start with a Linear layer")
 
-    def test_branching_graph(self):
+    def test_two_input_nodes(self):
+        i1, i2 = F.InputNode(2, name="i1"), F.InputNode(2, name="i2")
+        cat = F.Node([i1, i2], F.Concat, {}, name="cat")
+        g = F.GraphINN([i1, i2, cat, F.OutputNode(cat, name="out")])
+        self.refused(g, "GraphINN with 2 InputNodes", "one input x")
+
+    def test_block_with_two_inputs(self):
         inp = F.InputNode(4, name="in")
         split = F.Node(inp, F.Split, {"section_sizes": [2, 2]}, name="split")
-        a = F.Node((split, 0), F.GLOWCouplingBlock, {"subnet_constructor": sn}, name="a")
-        out1 = F.OutputNode(a, name="o1")
-        out2 = F.OutputNode((split, 1), name="o2")
-        g = F.GraphINN([inp, split, a, out1, out2])
-        self.refused(g, "GraphINN with 1 input nodes and 2 output nodes", "chain")
+        glow = F.Node([(split, 0), (split, 1)], F.GLOWCouplingBlock, {"subnet_constructor": sn},
+                      name="glow")
+        g = F.GraphINN([inp, split, glow, F.OutputNode(glow, name="out")])
+        # (the look-alike gives a 2-input module 2 outputs, the second used by no node)
+        self.refused(g, "node 'glow' (GLOWCouplingBlock)")
 
-    def test_branching_graph_single_output(self):
+    def test_unsupported_module_in_a_graph_names_the_node(self):
         inp = F.InputNode(4, name="in")
         split = F.Node(inp, F.Split, {"section_sizes": [2, 2]}, name="split")
-        cat = F.Node([(split, 0), (split, 1)], F.Concat, {}, name="cat")
-        out = F.OutputNode(cat, name="out")
-        g = F.GraphINN([inp, split, cat, out])
-        self.refused(g, "node 'split'", "has 2 outputs", "branching graphs are not supported")
+        odd = F.Node((split, 1), F.ElementwiseRationalQuadraticSpline, {}, name="odd")
+        g = F.GraphINN([inp, split, odd, F.OutputNode((split, 0), name="o1"),
+                        F.OutputNode(odd, name="o2")])
+        self.refused(g, "node 'odd' (ElementwiseRationalQuadraticSpline)")
 
-    def test_two_conditions_on_one_node(self):
-        inp = F.InputNode(4, name="in")
-        c1, c2 = F.ConditionNode(2, name="c1"), F.ConditionNode(3, name="c2")
-        n = F.Node(inp, F.GLOWCouplingBlock, {"subnet_constructor": sn}, conditions=[c1, c2],
-                   name="glow")
-        g = F.GraphINN([inp, n, F.OutputNode(n, name="out"), c1, c2])
-        self.refused(g, "node 'glow' (GLOWCouplingBlock) reads 2 conditions")
-
-    def test_elementwise_spline(self):
+    def test_split_in_a_sequence(self):
         inn = F.SequenceINN(4)
-        inn.append(F.ElementwiseRationalQuadraticSpline)
-        self.refused(inn, "module_list.0 (ElementwiseRationalQuadraticSpline)",
-                     "not implemented by the engine")
+        inn.append(F.Split, section_sizes=[2, 2])
+        self.refused(inn, "module_list.0 (Split)", "build the model as a FrEIA GraphINN")
+
+    def test_invautofc_changing_width(self):
+        class InvAutoFC(F.InvertibleModule):   # FrEIA's attributes, dims_out = 3
+            def __init__(self, dims_in, dims_c=None):
+                super().__init__(dims_in, dims_c)
+                self.weights = nn.Parameter(torch.randn(3, dims_in[0][0]))
+                self.bias = nn.Parameter(torch.randn(1, 3))
+
+            def output_dims(self, input_dims):
+                return [(3,)]
+        inn = F.SequenceINN(4)
+        inn.append(InvAutoFC)
+        self.refused(inn, "module_list.0 (InvAutoFC)", "dims_out = 3 != 4 inputs",
+                     "not a bijection")
 
     def test_unknown_module(self):
         class MyFlow(F.InvertibleModule):
@@ -194,10 +271,10 @@ class TestRejected(unittest.TestCase):
         self.refused(inn, "freia_version must be one of", freia_version="1.0")
         self.refused(inn, "kind must be", kind="gan")
 
-    def test_image_data(self):
-        inn = F.SequenceINN(3, 4, 4)
-        inn.module_list.append(F.PermuteRandom([(3,)]))
-        self.refused(inn, "only flat (1-D) data")
+    def test_rank4_rows(self):
+        inn = F.SequenceINN(2, 3, 4, 4)
+        inn.module_list.append(F.PermuteRandom([(2,)]))
+        self.refused(inn, "shape (2, 3, 4, 4)", "(C, L) and (C, H, W) rows")
 
     def test_nan_weights(self):
         inn = F.SequenceINN(4)

@@ -8,7 +8,9 @@
 
 What can be exported (docs/clients.md has the full table):
 
-* FrEIA ``SequenceINN`` and chain-shaped ``GraphINN`` / ``ReversibleGraphNet`` models made of
+* FrEIA ``SequenceINN`` and ``GraphINN`` / ``ReversibleGraphNet`` models (walked by
+  structure: Split and Concat nodes, several OutputNodes, several conditions per node;
+  Flatten and Reshape) made of
   AllInOneBlock, NICE/RNVP/GLOW/GIN coupling blocks, AffineCouplingOneSided,
   ConditionalAffineTransform, RationalQuadraticSpline, PermuteRandom, ActNorm (both
   storage versions), FixedLinearTransform, LearnedElementwiseScaling, OrthogonalTransform,
@@ -33,18 +35,20 @@ model in float64 on the same inputs and refuses to write a file whose blocks do 
 reproduce the module's own output, so a misread module is caught here, not in
 production.
 
-sbi posteriors and density estimators (nflows and zuko flows) are exported by
-:func:`export_sbi` (innserve.export.sbi).
+sbi posteriors and density estimators (nflows and zuko flows, MDNs) are exported by
+:func:`export_sbi` (innserve.export.sbi), and from a state_dict by
+:func:`export_sbi_state_dict` (innserve.export.statedict).
 
 The package, in reading order (one module per family, as engine/blocks/ has one file per
 block family):
 
 * ``common``: ExportError, ExportResult, the state of one export, class-name tests;
 * ``subnets``: Linear/activation stacks -> the manifest's subnets;
-* ``graph``: walking SequenceINN / GraphINN / lists into a chain of modules;
+* ``graph``: walking SequenceINN / GraphINN / lists into a chain or a graph of modules;
 * ``freia``: FrEIA block converters; ``residual``: i-ResNet residual blocks;
 * ``nflows``, ``zuko``: the flows sbi builds; ``sbi``: posterior / estimator unwrapping
-  and :func:`export_sbi`; ``mdn``: sbi's mixture density networks;
+  and :func:`export_sbi`; ``mdn``: sbi's mixture density networks; ``statedict``:
+  :func:`export_sbi_state_dict`, the same from a state_dict and a config;
 * ``checks``: the float64 cross-checks against the user's modules;
 * ``manifest``: names, standardization, test vectors, the file writer;
 * ``inn``: :func:`export` itself.
@@ -55,6 +59,7 @@ from .freia import FREIA_VERSIONS, SUPPORTED_BLOCKS
 from .inn import export
 from .residual import Residual
 from .sbi import export_sbi
+from .statedict import export_sbi_state_dict
 from .zuko import default_slope
 
 # the public classes keep the name they had when the exporter was one module (tracebacks,
@@ -63,5 +68,5 @@ for _c in (ExportError, ExportResult, Residual):
     _c.__module__ = __name__
 del _c
 
-__all__ = ["export", "export_sbi", "ExportError", "ExportResult", "Residual",
-           "SUPPORTED_BLOCKS", "FREIA_VERSIONS", "default_slope"]
+__all__ = ["export", "export_sbi", "export_sbi_state_dict", "ExportError", "ExportResult",
+           "Residual", "SUPPORTED_BLOCKS", "FREIA_VERSIONS", "default_slope"]

@@ -9,24 +9,39 @@ import torch
 
 from .. import _reference as ref
 from .common import F64, ExportError, _close, _cls, _is
+from .freia_fixed import run_special
 from .residual import _is_residual
 from .zuko import _ZukoEst
 
-def _run_module(ctx, m, h, c):
-    """Run one user module forward on float64 input; -> (out, log_det or None)."""
+def _run_module(ctx, m, h, c, shape=None):
+    """Run one user module forward on float64 input (flat rows h, given to the module in its
+    per-row `shape` when that is not flat); -> (flat out, log_det or None, float32 used)."""
     try:
         mm = copy.deepcopy(m).to(device="cpu", dtype=F64).eval()
     except Exception:  # noqa: BLE001 - fall back on the module itself in float32
         mm = None
     hh = h if mm is not None else h.float()
+    if shape is not None and len(shape) > 1:
+        hh = hh.reshape(h.shape[0], *shape)
     cc = None if c is None else (c if mm is not None else c.float())
+    dims_c = getattr(m, "dims_c", None)
+    if cc is not None and dims_c and isinstance(dims_c[0], (tuple, list)) and len(dims_c[0]) > 1:
+        cc = cc.reshape(c.shape[0], *dims_c[0])     # an image condition (flat rows here)
     target = mm if mm is not None else m
+    with torch.no_grad():
+        out = run_special(target, hh, cc, True)
+    if out is not None:
+        y, ld = out[0], out[1]
+        y = y[0] if isinstance(y, (list, tuple)) else y
+        ld = ld.to(F64).reshape(-1) if isinstance(ld, torch.Tensor) else \
+            torch.full((h.shape[0],), float(ld), dtype=F64)
+        return y.reshape(h.shape[0], -1).to(F64), ld, (mm is None)
     with torch.no_grad():
         if (_is_residual(ctx, m) and not _is(m, "IResNetLayer")) or _cls(m) == "ActNorm1d":
             y = target(hh)
             if isinstance(y, (tuple, list)):
                 y = y[0]
-            return y.to(F64), None, (mm is None)
+            return y.reshape(h.shape[0], -1).to(F64), None, (mm is None)
         jac = not _is(m, "IResNetLayer")
         if cc is not None:
             out = target([hh], c=[cc], rev=False, jac=jac)
@@ -41,13 +56,14 @@ def _run_module(ctx, m, h, c):
         ld = ld.to(F64).reshape(-1).expand(h.shape[0]) if ld.numel() == 1 else ld.to(F64).reshape(-1)
     if not jac:
         ld = None
-    return y.to(F64), ld, (mm is None)
+    return y.reshape(h.shape[0], -1).to(F64), ld, (mm is None)
 
 
-def _check_block(ctx, link, b, h, c, out, ld):
-    """Compare the reference block with the user's module on input h."""
+def _check_block(ctx, link, b, h, c, out, ld, shape=None):
+    """Compare the reference block with the user's module on input h (per-row shape
+    `shape`)."""
     try:
-        y, mld, f32 = _run_module(ctx, link.module, h, c)
+        y, mld, f32 = _run_module(ctx, link.module, h, c, shape)
     except Exception as e:  # noqa: BLE001
         raise ExportError("%s: running the module to check the export failed: %s: %s "
                           "(pass check=False to skip the check)" % (link.label, type(e).__name__, e))
@@ -80,6 +96,11 @@ def _check_conditions(ctx, man_conds, conds_ref, ys):
             except Exception as e:  # noqa: BLE001
                 raise ExportError("conditions[%d]: running the conditioning network failed: %s"
                                   % (k, e))
+        if c.get("broadcast"):       # the vector repeated at every position
+            P = 1
+            for s in c["broadcast"]:
+                P *= int(s)
+            v = v[:, :, None].expand(-1, -1, P).reshape(v.shape[0], -1)
         if not _close(conds_ref[k], v.to(F64), ctx.opts["check_tol"]):
             raise ExportError("conditions[%d]: the exported conditioning network does not "
                               "reproduce the module's output" % k)

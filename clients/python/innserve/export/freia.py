@@ -13,6 +13,7 @@ import torch
 from .. import _reference as ref
 from .checks import _run_module
 from .common import F64, ExportError, _close, _cls, _mro
+from .freia_fixed import CONVERTERS as _FIXED_CONVERTERS
 from .residual import _RESIDUAL_CLASSES, _blk_residual
 from .subnets import _subnet
 
@@ -24,29 +25,14 @@ SUPPORTED_BLOCKS = (
     "GINCouplingBlock", "AffineCouplingOneSided", "ConditionalAffineTransform",
     "RationalQuadraticSpline", "PermuteRandom", "ActNorm", "FixedLinearTransform",
     "LearnedElementwiseScaling", "OrthogonalTransform", "HouseholderPerm",
-    "InvertibleSigmoid", "IResNetLayer",
-)
+    "InvertibleSigmoid", "IResNetLayer", "Flatten", "Reshape",
+) + tuple(n for n, _ in _FIXED_CONVERTERS)
 
 
 # FrEIA modules that exist but that the engine does not implement, with the reason.
 _UNSUPPORTED = {
-    "ElementwiseRationalQuadraticSpline": "the elementwise spline is not implemented by the "
-                                          "engine (use RationalQuadraticSpline)",
-    "LinearSpline": "linear splines are not implemented by the engine",
-    "Fixed1x1Conv": "convolutional (image) modules are not supported",
-    "HaarDownsampling": "image reshaping modules are not supported",
-    "HaarUpsampling": "image reshaping modules are not supported",
-    "IRevNetDownsampling": "image reshaping modules are not supported",
-    "IRevNetUpsampling": "image reshaping modules are not supported",
-    "Split": "splitting makes the graph branch; only chains are supported",
-    "Concat": "merging makes the graph branch; only chains are supported",
-    "Flatten": "reshaping modules are not supported (data must be a flat vector)",
-    "Reshape": "reshaping modules are not supported (data must be a flat vector)",
-    "GaussianMixtureModel": "the Gaussian mixture module is not supported",
-    "InvAutoAct": "InvAutoAct is not supported", "InvAutoActFixed": "InvAutoAct is not supported",
-    "InvAutoActTwoSided": "InvAutoActTwoSided is not supported",
-    "InvAutoFC": "InvAutoFC is not supported", "InvAutoConv2D": "InvAutoConv2D is not supported",
-    "Inverse": "inverted modules (FrEIA Inverse) are not supported",
+    "Split": "Split is a graph node with several outputs: build the model as a FrEIA GraphINN",
+    "Concat": "Concat is a graph node with several inputs: build the model as a FrEIA GraphINN",
     "BinnedSpline": "generic binned splines are not supported",
 }
 
@@ -81,18 +67,33 @@ def _clamp_activation(m, link):
                       % (link.label, getattr(f, "__name__", type(f).__name__)))
 
 
-def _check_1d(m, link, attr, want):
-    v = getattr(m, attr, want)
-    if v != want:
-        raise ExportError("%s: only flat (1-D) data is supported, this module works on "
-                          "%d-D tensors" % (link.label, v if attr == "ndims" else v + 1))
+def _positions(m):
+    """Positions per channel of a FrEIA module's input: 1 for (d,), H*W for (C, H, W), L for
+    (C, L).  Coupling blocks split along channels, the flat split is channels * positions."""
+    dims = getattr(m, "dims_in", None)
+    if not dims:
+        return 1
+    first = dims[0] if isinstance(dims[0], (tuple, list)) else dims
+    p = 1
+    for v in first[1:]:
+        p *= int(v)
+    return p
+
+
+def _image_rank(m, link):
+    dims = getattr(m, "dims_in", None)
+    first = (dims[0] if isinstance(dims[0], (tuple, list)) else dims) if dims else (0,)
+    if len(first) > 3:
+        raise ExportError("%s: %d-D data is not supported (vectors, (C, L) signals and (C, H, W) "
+                          "images are)" % (link.label, len(first)))
 
 
 def _blk_allinone(ctx, m, link):
-    _check_1d(m, link, "input_rank", 0)
+    _image_rank(m, link)
     d = int(m.in_channels)
     p = link.prefix
     b = {"type": "AllInOneBlock", "affine_clamping": float(m.clamp),
+         "split": int(m.splits[0]) * _positions(m) if _positions(m) > 1 else None,
          "clamp_formula": "auto", "gin_block": bool(getattr(m, "GIN", False)),
          "global_affine_type": _global_affine_type(m, link),
          "global_scale": ctx.add(p + "global_scale", m.global_scale),
@@ -120,18 +121,20 @@ def _blk_allinone(ctx, m, link):
                                                      m.w_perm_inv.detach().reshape(d, d))}
     b["reverse_permutation"] = bool(getattr(m, "reverse_pre_permute", False))
     b["subnet"] = _subnet(ctx, m.subnet, p + "subnet.", link.label)
+    if b["split"] is None:
+        del b["split"]
     return b
 
 
 def _blk_coupling(ctx, m, link):
-    _check_1d(m, link, "ndims", 1)
+    _image_rank(m, link)
     p = link.prefix
     known = ("NICECouplingBlock", "RNVPCouplingBlock", "GLOWCouplingBlock",
              "GINCouplingBlock", "AffineCouplingOneSided", "ConditionalAffineTransform")
     ty = next(n for n in _mro(m) if n in known)
     b = {"type": ty}
     if ty != "ConditionalAffineTransform":
-        b["split"] = int(m.split_len1)
+        b["split"] = int(m.split_len1) * _positions(m)
     if ty != "NICECouplingBlock":
         b["clamp"] = float(m.clamp)
         b["clamp_activation"] = _clamp_activation(m, link)
@@ -149,7 +152,7 @@ def _blk_coupling(ctx, m, link):
 
 
 def _blk_spline(ctx, m, link):
-    _check_1d(m, link, "ndims", 1)
+    _image_rank(m, link)
     sb = m.spline_base
     p = link.prefix
     tails = "identity" if bool(sb.identity_tails) else "affine"
@@ -160,7 +163,8 @@ def _blk_spline(ctx, m, link):
         raise ExportError("%s: spline parameters %s are not those of a rational-quadratic "
                           "spline" % (link.label, sorted(keys)))
     dc = getattr(sb, "domain_clamping", None)
-    b = {"type": "RationalQuadraticSpline", "split": int(m.split_len1), "bins": int(sb.bins),
+    b = {"type": "RationalQuadraticSpline", "split": int(m.split_len1) * _positions(m),
+         "bins": int(sb.bins),
          "tails": tails,
          "default_domain": [float(v) for v in sb.default_domain.reshape(-1)],
          "min_bin_sizes": [float(v) for v in sb.min_bin_sizes.reshape(-1)],
@@ -264,7 +268,19 @@ def _global_affine_type(m, link):
                       "beta 0.5), SIGMOID, EXP" % link.label)
 
 
+def _blk_flatten(ctx, m, link):
+    return {"type": "Flatten"}
+
+
+def _blk_reshape(ctx, m, link):
+    dims = getattr(m, "target_dim", None) or getattr(m, "output_dims", None)
+    if callable(dims) or dims is None:
+        raise ExportError("%s: cannot read its output shape (target_dim)" % link.label)
+    return {"type": "Reshape", "output_dims": [int(v) for v in dims]}
+
+
 _CONVERTERS = collections.OrderedDict([
+    ("Flatten", _blk_flatten), ("Reshape", _blk_reshape),
     ("AllInOneBlock", _blk_allinone),
     ("NICECouplingBlock", _blk_coupling), ("RNVPCouplingBlock", _blk_coupling),
     ("GLOWCouplingBlock", _blk_coupling), ("GINCouplingBlock", _blk_coupling),
@@ -277,7 +293,7 @@ _CONVERTERS = collections.OrderedDict([
     ("OrthogonalTransform", _blk_orthogonal),
     ("HouseholderPerm", _blk_householder),
     ("InvertibleSigmoid", _blk_sigmoid),
-])
+] + _FIXED_CONVERTERS)
 
 
 def _convert(ctx, link):
@@ -297,7 +313,7 @@ def _convert(ctx, link):
                       % (link.label, ", ".join(SUPPORTED_BLOCKS)))
 
 
-def _resolve_clamp_formula(ctx, link, b, S, h, c):
+def _resolve_clamp_formula(ctx, link, b, S, h, c, shape=None):
     """AllInOneBlock: choose the clamp formula (FrEIA HEAD vs PyPI 0.2)."""
     v = ctx.opts["freia_version"]
     if v in ("head", "0.2"):
@@ -309,7 +325,7 @@ def _resolve_clamp_formula(ctx, link, b, S, h, c):
         hits = []
         for f in ("head", "legacy"):
             bb = dict(b, clamp_formula=f)
-            out, _ = ref.block(S, bb, h, c)
+            out, _ = ref.block(S, bb, h, c, False, shape)
             if _close(out, y, 1e-6):
                 hits.append(f)
         if hits:

@@ -18,16 +18,32 @@ from .graph import _chain, _infer_width, _on_cpu
 from .manifest import _add_standardize, _names, _test_inputs, _test_vectors, _write
 from .subnets import _net_out_width, _plain_mlp, _subnet, _subnet_widths
 
+def _prod(shape):
+    p = 1
+    for v in shape:
+        p *= int(v)
+    return p
+
+
+def _bcast(broadcast_conditions, k):
+    if broadcast_conditions is True:
+        return True
+    return k in (broadcast_conditions or ())
+
+
 def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None, layout=None,
            x_names=None, y_names=None, standardize=None, description="",
            freia_version="auto", test_inputs=None, n_tests=8, seed=0, rtol=1e-4, atol=1e-4,
            inn_sigma=None, spectral_sigma="stored", spectral_coeff=None, residual_blocks=None,
            iresnet_logdet="exact", iresnet_series_terms=10, source=None, check=True,
-           check_tol=1e-5, allow_non_contractive=False):
+           check_tol=1e-5, allow_non_contractive=False, broadcast_conditions=None,
+           shape=None):
     """Write ``model`` to ``path`` as an innserve checkpoint; returns an :class:`ExportResult`.
 
     model
-        FrEIA ``SequenceINN`` / chain ``GraphINN``; a list of invertible modules (items may
+        FrEIA ``SequenceINN`` / ``GraphINN`` (a chain is written as "blocks", anything else
+        as a "graph" with Split / Concat nodes and several outputs); a list of invertible
+        modules (items may
         be ``(module, cond_index)``); Residual Flows ``SequentialFlow``; or, with
         ``kind="mlp"``, an ``nn.Sequential`` of Linear layers and activations.
     kind
@@ -78,6 +94,18 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
         model trained with that estimator; needs Lip(g) < 1).
     check
         Run the model's own modules and refuse a file that does not reproduce them.
+    broadcast_conditions
+        Image models (input shape (C, H, W) or (C, L)): FrEIA concatenates an image block's
+        condition with the image along channels, so it is an image of the block's H, W.  By
+        default each condition is that image itself (y has C_c * H * W values, the manifest's
+        ``conditions[k].shape``).  List the condition indices k (or ``True`` for all) whose
+        image is a vector repeated at every position, fed to the model as
+        ``y[:, :, None, None].expand(-1, -1, H, W)``: y is then the vector (the manifest's
+        ``conditions[k].broadcast``).
+    shape
+        The per-row input shape ``(C, H, W)`` or ``(C, L)`` of a model that does not record
+        it (a list of modules, Residual Flows), e.g. convolutional i-ResNet blocks
+        ``Residual(g)``; FrEIA models carry their own.
     allow_non_contractive
         A FrEIA ``IResNetLayer`` is invertible only while its residual branch g is a
         contraction (Lip(g) < 1), which FrEIA enforces only when ``lipschitz_correction()``
@@ -114,13 +142,21 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
         return _export_mlp(ctx, model, path, dims, x_names, y_names, standardize, description,
                            test_inputs, n_tests, seed, rtol, atol, source, check)
 
-    links, shape, framework = _chain(model)
-    if not links:
+    row_shape = shape
+    links, shape, framework, topo = _chain(model)
+    if not links and topo is None:
         raise ExportError("the model has no blocks")
-    if shape is not None and len(shape) != 1:
-        raise ExportError("the model's input has shape %s: only flat (1-D) data is supported"
-                          % (shape,))
-    width = shape[0] if shape else _infer_width(links[0].module, residual_blocks)
+    if row_shape is not None:
+        if shape is not None and tuple(shape) != tuple(row_shape):
+            raise ExportError("shape=%s, but the model's input has shape %s"
+                              % (tuple(row_shape), tuple(shape)))
+        shape = tuple(int(v) for v in row_shape)
+    if shape is not None and len(shape) > 3:
+        raise ExportError("the model's input has shape %s: only vectors, (C, L) and (C, H, W) "
+                          "rows are supported" % (shape,))
+    width = (int(torch.tensor(shape).prod()) if shape else
+             _infer_width(links[0].module, residual_blocks))
+    image = shape is not None and len(shape) > 1
     if width is None:
         if "x" in dims and kind != "inn":
             width = int(dims["x"])
@@ -128,11 +164,11 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
             width = int(dims["x"]) + int(dims.get("pad_x", 0))
         else:
             raise ExportError("cannot tell the width of the model's input: pass dims={'x': n}")
-    uses_cond = any(l.cond is not None for l in links)
+    uses_cond = any(l.conds for l in links)
     if kind is None:
         kind = "cinn" if uses_cond else "flow"
     if kind in ("flow", "inn") and uses_cond:
-        bad = next(l for l in links if l.cond is not None)
+        bad = next(l for l in links if l.conds)
         raise ExportError("%s reads a condition but kind is %s (use kind='cinn')" % (bad.label, kind))
     if kind == "cinn" and not uses_cond:
         raise ExportError("kind cinn but no block reads a condition")
@@ -149,54 +185,69 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
     dy = None
     if kind == "cinn":
         conditions = list(conditions or [])
-        kmax = max(l.cond[-1] if l.cond[0] == "ff" else l.cond[1] for l in links if l.cond)
+        uses = [(l, cd) for l in links for cd in l.conds]   # every condition a block reads
+        kmax = max(cd[-1] if cd[0] == "ff" else cd[1] for _, cd in uses)
         while len(conditions) <= kmax:
             conditions.append(None)
         dy = dims.get("y")
-        for l in links:            # infer y width
-            if l.cond is None or dy is not None:
-                continue
-            k = l.cond[1] if l.cond[0] == "c" else l.cond[2]
-            if conditions[k] is None and l.cond[0] == "c":
+        for l, cd in uses:          # infer y width
+            if dy is not None:
+                break
+            k = cd[1] if cd[0] == "c" else cd[2]
+            if conditions[k] is None and cd[0] == "c":
                 dc = getattr(l.module, "dims_c", None)
-                if dc:
-                    dy = int(sum(s[0] for s in dc))
+                if dc and len(dc) == len(l.conds):
+                    dcj = dc[l.conds.index(cd)]
+                    img = image and len(dcj) > 1 and not _bcast(broadcast_conditions, k)
+                    dy = int(_prod(dcj) if img else dcj[0])
             elif conditions[k] is not None:
                 dy = _subnet_widths(conditions[k])[0]
         if dy is None:
-            for l in links:
-                if l.cond is not None and l.cond[0] == "ff":
-                    dy = _subnet_widths(l.cond[1].module)[0]
+            for l, cd in uses:
+                if cd[0] == "ff":
+                    dy = _subnet_widths(cd[1].module)[0]
         if dy is None:
             raise ExportError("cannot tell the width of y: pass dims={'y': n}")
         dy = int(dy)
         for l in links:
-            if l.cond is None:
+            if not l.conds:
                 continue
-            key = (l.cond[0], l.cond[-1] if l.cond[0] == "c" else id(l.cond[1]))
-            if key not in cond_keys:
-                k = l.cond[1] if l.cond[0] == "c" else l.cond[2]
-                layers = []
-                if conditions[k] is not None:
-                    layers += _subnet(ctx, conditions[k], "cond.%d." % k,
-                                      "conditions[%d]" % k)["layers"]
-                if l.cond[0] == "ff":
-                    ff = l.cond[1]
-                    layers += _subnet(ctx, ff.module, "cond_ff.%s." % ff.name,
-                                      "FeedForwardNode %r" % ff.name)["layers"]
-                cond_keys[key] = len(man_conds)
-                man_conds.append({"net": {"layers": layers} if layers else None,
-                                  "_src": (l.cond, conditions[k])})
-            l.block["cond"] = cond_keys[key]
-            # width check
+            idx = []
+            for cd in l.conds:
+                key = (cd[0], cd[-1] if cd[0] == "c" else id(cd[1]))
+                if key not in cond_keys:
+                    k = cd[1] if cd[0] == "c" else cd[2]
+                    layers = []
+                    if conditions[k] is not None:
+                        layers += _subnet(ctx, conditions[k], "cond.%d." % k,
+                                          "conditions[%d]" % k)["layers"]
+                    if cd[0] == "ff":
+                        ff = cd[1]
+                        layers += _subnet(ctx, ff.module, "cond_ff.%s." % ff.name,
+                                          "FeedForwardNode %r" % ff.name)["layers"]
+                    cond_keys[key] = len(man_conds)
+                    entry = {"net": {"layers": layers} if layers else None,
+                             "_src": (cd, conditions[k])}
+                    dcs = getattr(l.module, "dims_c", None)
+                    j = len(idx)
+                    if image and dcs and len(dcs) == len(l.conds) and len(dcs[j]) > 1:
+                        if _bcast(broadcast_conditions, k):   # a vector at every position
+                            entry["broadcast"] = [int(v) for v in dcs[j][1:]]
+                        else:                                   # an image
+                            entry["shape"] = [int(v) for v in dcs[j]]
+                    man_conds.append(entry)
+                idx.append(cond_keys[key])
+            l.block["cond"] = idx[0] if len(idx) == 1 else idx
+            # width check, per condition
             want = getattr(l.module, "dims_c", None)
-            entry = man_conds[cond_keys[key]]
-            have = dy if entry["net"] is None else _net_out_width(ctx, entry["net"])
-            if want:
-                w = int(sum(s[0] for s in want))
-                if w != have:
-                    raise ExportError("%s expects a condition of width %d but condition %d has "
-                                      "width %d" % (l.label, w, cond_keys[key], have))
+            for j, ck in enumerate(idx):
+                entry = man_conds[ck]
+                have = dy if entry["net"] is None else _net_out_width(ctx, entry["net"])
+                if want and len(want) == len(idx):
+                    w = _prod(want[j]) if "shape" in entry else int(want[j][0])
+                    if w != have:
+                        raise ExportError("%s expects a condition of width %d but condition %d "
+                                          "has width %d" % (l.label, w, ck, have))
 
     # ---- dims / layout ----
     D = int(width)
@@ -233,6 +284,11 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
         src.update(source)
     manifest["source"] = src
     manifest["dims"] = man_dims
+    if shape is not None and len(shape) > 1:
+        if kind not in ("flow", "cinn"):
+            raise ExportError("the model's input has shape %s: kind %s takes flat rows only"
+                              % (shape, kind))
+        manifest["shape"] = {"x": [int(v) for v in shape]}
     names = {}
     xn, yn = _names(x_names, dx, "x_names"), _names(y_names, dy or 0, "y_names")
     if xn:
@@ -243,14 +299,20 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
         manifest["names"] = names
     std = _add_standardize(ctx, manifest, standardize, dx, dy)
     if kind == "cinn":
-        manifest["conditions"] = [{"net": c["net"]} for c in man_conds]
+        manifest["conditions"] = [{k: v for k, v in c.items() if k != "_src"} for c in man_conds]
     if kind == "inn":
         lay = dict(layout or {})
         manifest["layout"] = {"input": list(lay.get("input", ["x", "pad"])),
                               "output": list(lay.get("output", ["z", "pad", "y"]))}
         if inn_sigma:
             manifest["inn"] = {k: float(v) for k, v in dict(inn_sigma).items()}
-    manifest["blocks"] = blocks
+    if topo is None:
+        manifest["blocks"] = blocks
+    else:
+        manifest["graph"] = {"nodes": [{"name": n.name, "inputs": n.inputs,
+                                        "block": n.link.block if n.kind == "block" else n.block}
+                                       for n in topo.nodes],
+                             "outputs": topo.outputs}
 
     # ---- test vectors (and the cross-check) ----
     x, y = _test_inputs(test_inputs, n_tests, seed, dx, dy if kind == "cinn" else 0, std)
@@ -266,14 +328,24 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
         conds_ref = M.conditions(y) if kind == "cinn" else []
         if kind == "cinn" and check:
             _check_conditions(ctx, man_conds, conds_ref, M.std_y(y))
-    for l, b in zip(links, blocks):
-        c = conds_ref[b["cond"]] if "cond" in b else None
+    def visit(l, b, h, c, shp):
         if b["type"] == "AllInOneBlock":
-            _resolve_clamp_formula(ctx, l, b, S, h, c)
-        out, ld = ref.block(S, b, h, c)
+            _resolve_clamp_formula(ctx, l, b, S, h, c, shp)
+        out, ld = ref.block(S, b, h, c, False, shp)
         if check and not (b["type"] == "IResNetBlock" and spectral_sigma == "exact"):
-            _check_block(ctx, l, b, h, c, out, ld)
-        h = out.detach()
+            _check_block(ctx, l, b, h, c, out, ld, shp)
+        return out.detach(), ld
+
+    if topo is None:
+        shapes = M.shapes() if kind != "inn" else [None] * len(blocks)
+        for l, b, shp in zip(links, blocks, shapes):
+            h, _ = visit(l, b, h, ref.block_cond(conds_ref, b), shp)
+    else:
+        link_of = {n.name: n.link for n in topo.nodes if n.kind == "block"}
+        with torch.no_grad():
+            ref.graph(S, manifest["graph"], h, conds_ref, False,
+                      (h.shape[1],) if kind == "inn" else tuple(shape or (D,)),
+                      visit=lambda nd, b, hh, c, shp: visit(link_of[nd["name"]], b, hh, c, shp))
     for c in man_conds:
         c.pop("_src", None)
     tests = _test_vectors(ctx, manifest, M, x, y, rtol, atol)

@@ -150,12 +150,28 @@ def export_sbi(obj, path, *, low=None, high=None, x_names=None, y_names=None,
         if prior is not None:
             raise ExportError("low and high: the posterior carries its prior already")
         prior = (_tensor(low, "low").reshape(-1), _tensor(high, "high").reshape(-1))
+    zuko = isinstance(flow, _ZukoEst)
+    versions = {"sbi": _version("sbi")}
+    versions["zuko" if zuko else "nflows"] = _version("zuko" if zuko else "nflows")
+    return _export_flow(flow, prior, what, path, versions, _check_flow, x_names=x_names,
+                        y_names=y_names, description=description, test_inputs=test_inputs,
+                        n_tests=n_tests, seed=seed, rtol=rtol, atol=atol, check=check,
+                        check_tol=check_tol, source=source)
+
+
+def _export_flow(flow, prior, what, path, versions, checker, *, x_names, y_names, description,
+                 test_inputs, n_tests, seed, rtol, atol, check, check_tol, source):
+    """The part of :func:`export_sbi` after the object is resolved, shared with
+    export_sbi_state_dict (innserve.export.statedict): ``flow`` is an nflows Flow or a
+    _ZukoEst (real modules, or the stand-ins statedict builds from a state_dict), ``prior``
+    (low, high) or None, ``versions`` the library versions for ``source`` (zuko's also
+    decides its default slope), ``checker`` the cross-check run when ``check``."""
     ctx = _Ctx({"check_tol": check_tol, "allow_non_contractive": False,
                     "iresnet_logdet": "exact", "iresnet_series_terms": 10,
                     "residual_blocks": None, "freia_version": "auto"})
     zuko = isinstance(flow, _ZukoEst)
     if zuko:
-        std_x, blocks, mods, dx, cond, dy = _zuko_chain(ctx, flow.net, _version("zuko"))
+        std_x, blocks, mods, dx, cond, dy = _zuko_chain(ctx, flow.net, versions.get("zuko"))
     else:
         dist = getattr(flow, "_distribution", None)
         if _cls(dist) != "StandardNormal":
@@ -187,7 +203,7 @@ def export_sbi(obj, path, *, low=None, high=None, x_names=None, y_names=None,
                 break
         std_y, net, emb_mod = _embedding(ctx, flow, dy)
     if not zuko:    # after the embedding: its tensors come first in the file
-        std_x, blocks, mods = _chain(ctx, flow, cond)
+        std_x, blocks, mods = _chain(ctx, flow._transform, cond)
 
     manifest = collections.OrderedDict()
     manifest["format"] = "innserve-manifest"
@@ -195,11 +211,11 @@ def export_sbi(obj, path, *, low=None, high=None, x_names=None, y_names=None,
     manifest["kind"] = "cinn" if cond else "flow"
     manifest["description"] = str(description or "sbi %s exported by innserve" % what)
     src = {"framework": "sbi", "exporter": "innserve %s" % __version__,
-           "torch": torch.__version__, "sbi": _version("sbi")}
+           "torch": torch.__version__, "sbi": versions.get("sbi")}
     if zuko:
-        src["zuko"] = _version("zuko")
+        src["zuko"] = versions.get("zuko")
     else:
-        src["nflows"] = _version("nflows")
+        src["nflows"] = versions.get("nflows")
     src["object"] = what
     if source:
         src.update(source)
@@ -251,7 +267,7 @@ def export_sbi(obj, path, *, low=None, high=None, x_names=None, y_names=None,
         test_inputs = {"x": xt, "y": yt} if cond else xt
     x, y = _test_inputs(test_inputs, n_tests, seed, dx, dy, std)
     if check:
-        _check_flow(ctx, manifest, mods, flow, emb_mod, x, y, max(check_tol, 1e-6))
+        checker(ctx, manifest, mods, flow, emb_mod, x, y, max(check_tol, 1e-6))
     M = ref.Model(manifest, ctx.tensors)
     tests = _test_vectors(ctx, manifest, M, x, y, rtol, atol)
     _write(path, manifest, ctx.tensors)

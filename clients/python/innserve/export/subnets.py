@@ -1,5 +1,7 @@
 """innserve.export.subnets: subnets (``nn.Sequential`` stacks of ``nn.Linear`` and
-activations) -> the manifest's ``{"layers": [...]}``, the engine's engine/subnet.c.  Linear
+activations; on images also ``nn.Conv1d`` / ``nn.Conv2d`` / ``nn.ConvTranspose1d`` /
+``nn.ConvTranspose2d``, ``nn.Flatten`` and ``nn.Unflatten``) -> the manifest's
+``{"layers": [...]}``, the engine's engine/subnet.c.  Linear
 layers with spectral normalisation (i-ResNet's hook, PyTorch's, Residual Flows' induced-norm
 linears) are stored with their effective weight; a learned LipSwish beta is folded into the
 neighbouring Linear layers."""
@@ -105,6 +107,43 @@ _REJECT_IN_SUBNET = {
 }
 
 
+_CONV_TYPES = {"Conv1d": "conv1d", "Conv2d": "conv2d", "ConvTranspose1d": "conv_transpose1d",
+               "ConvTranspose2d": "conv_transpose2d"}
+
+
+def _conv(ctx, mod, kp, where):
+    """nn.Conv1d/2d, nn.ConvTranspose1d/2d -> a manifest conv layer (tensors registered)."""
+    c = _cls(mod)
+    t = _CONV_TYPES[c]
+    mode = getattr(mod, "padding_mode", "zeros")
+    if mode not in ("zeros", "circular") or (mode != "zeros" and t.startswith("conv_t")):
+        raise ExportError("%s: subnet layer %s%s has padding_mode %r; the engine supports "
+                          "'zeros'%s" % (where, kp, c, mode,
+                                         "" if t.startswith("conv_t") else " and 'circular'"))
+    if hasattr(mod, "weight_orig") or getattr(mod, "parametrizations", None) is not None:
+        raise ExportError("%s: subnet layer %s%s has a weight parametrisation (spectral "
+                          "norm); convolutions are exported with their plain weight only"
+                          % (where, kp, c))
+    L = {"type": t, "weight": ctx.add(kp + "weight", mod.weight.detach().to(F64),
+                                      torch.float32, where)}
+    if mod.bias is not None:
+        L["bias"] = ctx.add(kp + "bias", mod.bias.detach().to(F64), torch.float32, where)
+    L["stride"] = [int(v) for v in mod.stride]
+    L["padding"] = mod.padding if isinstance(mod.padding, str) else [int(v) for v in mod.padding]
+    L["dilation"] = [int(v) for v in mod.dilation]
+    L["groups"] = int(mod.groups)
+    if t.startswith("conv_transpose"):
+        L["output_padding"] = [int(v) for v in mod.output_padding]
+    else:
+        L["padding_mode"] = mode
+    return L
+
+
+def _has_image_layers(net):
+    return any(_cls(m) in _CONV_TYPES or _cls(m) in ("Flatten", "Unflatten")
+               for m, _ in _flatten_seq(net, ""))
+
+
 def _subnet(ctx, net, prefix, where, allow_preact=False):
     """nn.Sequential/Linear -> manifest subnet {"layers": [...]} (tensors registered).
 
@@ -112,9 +151,27 @@ def _subnet(ctx, net, prefix, where, allow_preact=False):
     if net is None:
         raise ExportError("%s: the subnet is missing" % where)
     items = _flatten_seq(net, prefix)
+    image = _has_image_layers(net)
     layers = []      # [kind, payload]; linear payload: [W f64, b f64 or None, key prefix]
     for mod, kp in items:
         c = _cls(mod)
+        if c in _CONV_TYPES:
+            layers.append(["layer", [_conv(ctx, mod, kp, where), None, kp]])
+            continue
+        if c == "Flatten":
+            if (mod.start_dim, mod.end_dim) != (1, -1):
+                raise ExportError("%s: subnet layer %sFlatten(start_dim=%d, end_dim=%d): only "
+                                  "nn.Flatten() (start_dim 1, end_dim -1) is supported"
+                                  % (where, kp, mod.start_dim, mod.end_dim))
+            layers.append(["layer", [{"type": "flatten"}, None, kp]])
+            continue
+        if c == "Unflatten":
+            if mod.dim != 1:
+                raise ExportError("%s: subnet layer %sUnflatten(dim=%d): only dim 1 is supported"
+                                  % (where, kp, mod.dim))
+            layers.append(["layer", [{"type": "unflatten",
+                                      "shape": [int(v) for v in mod.unflattened_size]}, None, kp]])
+            continue
         if isinstance(mod, nn.Linear) or c in _LINEAR_CLASSES:
             W = _lin_weight(ctx, mod, "%s, layer %s%s" % (where, kp, c))
             b = None if getattr(mod, "bias", None) is None else mod.bias.detach().to(F64)
@@ -132,10 +189,31 @@ def _subnet(ctx, net, prefix, where, allow_preact=False):
                                   % (where, kp, c, why))
         raise ExportError("%s: subnet layer %s%s is not supported: a subnet may contain only "
                           "nn.Linear layers and the activations ReLU, LeakyReLU, ELU, Tanh, "
-                          "Sigmoid, Softplus, GELU, SiLU and LipSwish" % (where, kp or "", c))
+                          "Sigmoid, Softplus, GELU, SiLU and LipSwish (and on images Conv1d, "
+                          "Conv2d, ConvTranspose1d, ConvTranspose2d, Flatten, Unflatten)"
+                          % (where, kp or "", c))
     if not layers:
         raise ExportError("%s: the subnet has no layers" % where)
-    if layers[0][0] != "linear":
+    if layers[0][0] == "act" and image and allow_preact:
+        # pre-activation on images (the official i-ResNet's conv blocks): g(x) = ... W1 act(x).
+        # Prepend an identity 1x1 convolution, exact and of norm 1.
+        nxt = next((pl for kind, pl in layers if kind == "layer" and pl[0]["type"] in
+                    _CONV_TYPES.values()), None)
+        if nxt is None:
+            raise ExportError("%s: the residual branch has no convolution" % where)
+        w = ctx.tensors[nxt[0]["weight"]]
+        C = int(w.shape[1]) * int(nxt[0].get("groups", 1))
+        if nxt[0]["type"].startswith("conv_transpose"):
+            C = int(w.shape[0])
+        one_d = nxt[0]["type"].endswith("1d")
+        eye = torch.eye(C, dtype=F64).reshape(C, C, *([1] if one_d else [1, 1]))
+        kp = layers[0][1][2] + "input_identity."
+        spec = {"type": "conv1d" if one_d else "conv2d",
+                "weight": ctx.add(kp + "weight", eye, torch.float32, where)}
+        layers.insert(0, ["layer", [spec, None, kp]])
+        ctx.notes.append("%s: input activation exported after an identity 1x1 convolution"
+                         % where)
+    if layers[0][0] != "linear" and not image:
         if not allow_preact:
             raise ExportError("%s: the subnet must start with a Linear layer (it starts with %s)"
                               % (where, layers[0][1][0]["type"]))
@@ -212,14 +290,52 @@ _ACT_LIPSCHITZ = {"relu": lambda a: 1.0, "tanh": lambda a: 1.0, "softplus": lamb
                   "gelu": lambda a: 1.1289, "silu": lambda a: 1.0998}
 
 
-def _lipschitz_bound(ctx, net):
+def _conv_operator(ctx, layer, shape):
+    """(the layer's exact linear map without bias as a dense (out, in) float64 matrix, output
+    shape) of a convolution on per-row input `shape`."""
+    from .. import _reference as ref
+    n_in = 1
+    for v in shape:
+        n_in *= int(v)
+    eye = torch.eye(n_in, dtype=F64).reshape(n_in, *shape)
+    L = dict(layer)
+    L.pop("bias", None)
+    with torch.no_grad():
+        out = ref._conv_layer(ref.Store(ctx.tensors), L, eye)
+    return out.reshape(n_in, -1).T, tuple(out.shape[1:])
+
+
+def _lipschitz_bound(ctx, net, shape=None):
     """Upper bound of Lip(g) for an exported subnet: the product of the exact spectral norms
-    of its stored (float32) weights and of its activations' Lipschitz constants."""
+    of its stored (float32) weights (a convolution's: of its exact operator on rows of
+    `shape`, the subnet's per-row input shape) and of its activations' Lipschitz
+    constants.  +inf for a convolution on more than 2048 input values (the engine's
+    certificate still bounds it)."""
     L = 1.0
+    cur = tuple(shape) if shape else None
     for layer in net["layers"]:
-        if layer["type"] == "linear":
+        t = layer["type"]
+        if t == "linear":
             W = ctx.tensors[layer["weight"]].to(F64)
             L *= float(torch.linalg.matrix_norm(W, 2))
+            cur = (W.shape[0],)
+        elif t in _CONV_TYPES.values():
+            if cur is None or len(cur) < 2:
+                return math.inf
+            n_in = 1
+            for v in cur:
+                n_in *= int(v)
+            if n_in > 2048:
+                return math.inf
+            M, cur = _conv_operator(ctx, layer, cur)
+            L *= float(torch.linalg.matrix_norm(M, 2))
+        elif t == "flatten":
+            n = 1
+            for v in cur or ():
+                n *= int(v)
+            cur = (n,)
+        elif t == "unflatten":
+            cur = tuple(layer["shape"])
         else:
-            L *= _ACT_LIPSCHITZ.get(layer["type"], lambda a: math.inf)(layer)
+            L *= _ACT_LIPSCHITZ.get(t, lambda a: math.inf)(layer)
     return L
