@@ -138,7 +138,8 @@ static FILE *open_out(const struct ctl_args *o, bool binary)
 {
     if (!o->out || strcmp(o->out, "-") == 0) {
         if (binary && isatty(STDOUT_FILENO)) {
-            usage_error("refusing to write binary NPY to a terminal: use -o FILE or a pipe");
+            usage_error("refusing to write binary NPY or PNG to a terminal: use -o FILE or a "
+                        "pipe");
             return NULL;
         }
         return stdout;
@@ -525,7 +526,9 @@ static int cmd_sample(struct ctl_args *o)
         return ex;
     }
     const char *accept = format_is(o, "csv") ? "text/csv"
-                         : format_is(o, "npy") ? "application/x-npy" : "application/json";
+                         : format_is(o, "npy") ? "application/x-npy"
+                         : format_is(o, "png") ? "image/png" : "application/json";
+    bool binary = format_is(o, "npy") || format_is(o, "png");
     struct ctl_http_resp r;
     if (o->async) {
         /* the job is printed; `innctl job ID` with its wait option fetches the answer */
@@ -533,7 +536,7 @@ static int cmd_sample(struct ctl_args *o)
         ex = submit(o, "sample", body, accept, &r, &have);
         cJSON_Delete(body);
         if (!ex && have) {
-            ex = write_body(o, &r, format_is(o, "npy"));
+            ex = write_body(o, &r, binary);
             ctl_http_resp_free(&r);
         }
         return ex;
@@ -559,13 +562,13 @@ static int cmd_sample(struct ctl_args *o)
         cJSON_Delete(j);
         return ex;
     }
-    FILE *f = open_out(o, format_is(o, "npy"));
+    FILE *f = open_out(o, binary);
     if (!f) {
         ctl_http_resp_free(&r);
         return EX_USAGE;
     }
     fwrite(r.body, 1, r.len, f);
-    if (!format_is(o, "npy") && r.len && r.body[r.len - 1] != '\n')
+    if (!binary && r.len && r.body[r.len - 1] != '\n')
         fputc('\n', f);
     ctl_http_resp_free(&r);
     return close_out(f);
@@ -1051,8 +1054,8 @@ static int cmd_job(struct ctl_args *o)
         struct ctl_http_resp r;
         if ((ex = job_result(o, id, "*/*", &r)) != 0)
             return ex;
-        bool npy = strstr(r.content_type, "npy") != NULL;
-        ex = write_body(o, &r, npy);
+        bool binary = strstr(r.content_type, "npy") || strstr(r.content_type, "image/png");
+        ex = write_body(o, &r, binary);
         ctl_http_resp_free(&r);
         return ex;
     }
@@ -1328,13 +1331,15 @@ static const struct ctl_cmd cmds[] = {
      (const struct ctl_use[]){
          USE_H(CTL_O_Y, "observations, one row each (omit for a flow)"),
          {CTL_O_N, 0, NULL, NULL, "1000", NULL}, USE(CTL_O_SEED), USE(CTL_O_TEMPERATURE),
-         FORMAT("json csv npy", "json (default), csv (columns obs, sample, the x names and "
-                "log_prob) or npy"),
+         FORMAT("json csv npy png", "json (default), csv (columns obs, sample, the x names "
+                "(c0_h0_w0... for an image model) and log_prob), npy or png (image models: a "
+                "grid of the samples, one row per observation)"),
          USE(CTL_O_SUMMARY), JSON_H("with --summary: print the daemon's JSON"),
          USE(CTL_O_LOG_PROB), USE(CTL_O_RESIMULATION), USE(CTL_O_QUANTILES),
          USE_H(CTL_O_ASYNC, "submit as a job and print the job at once; the job command "
                "waits for it and fetches the samples"),
-         USE_H(CTL_O_OUT, "write the answer to FILE (needed for npy on a terminal)"), END},
+         USE_H(CTL_O_OUT, "write the answer to FILE (needed for npy and png on a terminal)"),
+         END},
      cmd_sample, true, "Draw posterior samples x ~ p(x | y) (cinn, inn) or x ~ p(x) (flow)."},
     {"forward", "MODEL",
      (const struct ctl_use[]){
