@@ -240,7 +240,68 @@ static const char *meta_name(const cJSON *meta, const char *which, int i, char *
     return buf;
 }
 
-/* Write matrices side by side as CSV: cols of each named key (2-D) or a vector (1-D). */
+/* Numbers in a (nested) row. */
+static int leaf_count(const cJSON *v)
+{
+    if (!cJSON_IsArray(v))
+        return 1;
+    int n = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, v)
+        n += leaf_count(c);
+    return n;
+}
+
+static void print_leaves(FILE *f, const cJSON *v, bool *first)
+{
+    if (cJSON_IsArray(v)) {
+        const cJSON *c;
+        cJSON_ArrayForEach(c, v)
+            print_leaves(f, c, first);
+        return;
+    }
+    if (!*first)
+        fputc(',', f);
+    print_num(f, v->valuedouble);
+    *first = false;
+}
+
+/* Value k of a (nested) row in row-major order; NAN when there is none. */
+static double leaf_at(const cJSON *v, int k)
+{
+    if (!cJSON_IsArray(v))
+        return k == 0 && cJSON_IsNumber(v) ? v->valuedouble : NAN;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, v) {
+        int n = leaf_count(c);
+        if (k < n)
+            return leaf_at(c, k);
+        k -= n;
+    }
+    return NAN;
+}
+
+/* The column name of value j of a nested row r0 (an image model's [C, H, W] or [C, L] row):
+ * c0_h3_w5 / c0_l3 as the daemon's CSV names them, after "z_" for z; NULL for a flat row. */
+static const char *nested_name(const cJSON *r0, const char *key, int j, char *buf, size_t cap)
+{
+    int d[3] = {0, 0, 0}, rank = 0;
+    for (const cJSON *a = r0; cJSON_IsArray(a) && rank < 3; a = a->child)
+        d[rank++] = cJSON_GetArraySize(a);
+    if (rank < 2 || !d[1])
+        return NULL;
+    const char *pre = strcmp(key, "x") == 0 ? "" : key;
+    const char *sep = *pre ? "_" : "";
+    if (rank == 3 && d[2])
+        snprintf(buf, cap, "%s%sc%d_h%d_w%d", pre, sep, j / (d[1] * d[2]), j / d[2] % d[1],
+                 j % d[2]);
+    else
+        snprintf(buf, cap, "%s%sc%d_l%d", pre, sep, j / d[1], j % d[1]);
+    return buf;
+}
+
+/* Write matrices side by side as CSV: cols of each named key (2-D, or rows nested as an
+ * image model's [C, H, W]) or a vector (1-D). */
 static int write_csv(const struct ctl_args *o, const cJSON *resp, const char *const *keys, int nkeys,
                      const cJSON *meta)
 {
@@ -258,12 +319,14 @@ static int write_csv(const struct ctl_args *o, const cJSON *resp, const char *co
             rows = n;
         const cJSON *r0 = cJSON_GetArrayItem(a, 0);
         if (cJSON_IsArray(r0)) {
-            int c = cJSON_GetArraySize(r0);
+            int c = leaf_count(r0);
             for (int j = 0; j < c; j++) {
-                char buf[32];
+                char buf[48];
                 const char *which = strcmp(keys[k], "x") == 0 ? "x" : strcmp(keys[k], "y") == 0
                                                                            ? "y" : NULL;
-                const char *nm = which ? meta_name(meta, which, j, buf, sizeof(buf)) : NULL;
+                const char *nm = nested_name(r0, keys[k], j, buf, sizeof(buf));
+                if (!nm && which)
+                    nm = meta_name(meta, which, j, buf, sizeof(buf));
                 if (!nm) {
                     snprintf(buf, sizeof(buf), "%s%d", keys[k], j);
                     nm = buf;
@@ -285,13 +348,7 @@ static int write_csv(const struct ctl_args *o, const cJSON *resp, const char *co
                 continue;
             const cJSON *r = cJSON_GetArrayItem(a, i);
             if (cJSON_IsArray(r)) {
-                const cJSON *v;
-                cJSON_ArrayForEach(v, r) {
-                    if (!first)
-                        fputc(',', f);
-                    print_num(f, v->valuedouble);
-                    first = false;
-                }
+                print_leaves(f, r, &first);
             } else {
                 if (!first)
                     fputc(',', f);
@@ -477,18 +534,17 @@ static int summary_table(const struct ctl_args *o, const cJSON *resp, const cJSO
             fprintf(f, " %12s", "map");
         fputc('\n', f);
         const cJSON *mr = cJSON_GetArrayItem(mean, i);
-        int dx = cJSON_GetArraySize(mr);
+        int dx = leaf_count(mr);
         for (int k = 0; k < dx; k++) {
-            char buf[32];
-            fprintf(f, "%-12s %12.6g %12.6g", meta_name(meta, "x", k, buf, sizeof(buf)),
-                    cJSON_GetArrayItem(mr, k)->valuedouble,
-                    cJSON_IsArray(sd) ? cJSON_GetArrayItem(cJSON_GetArrayItem(sd, i), k)->valuedouble
-                                      : NAN);
+            char buf[48];
+            const char *nm = nested_name(mr, "x", k, buf, sizeof(buf));
+            fprintf(f, "%-12s %12.6g %12.6g", nm ? nm : meta_name(meta, "x", k, buf, sizeof(buf)),
+                    leaf_at(mr, k), cJSON_IsArray(sd) ? leaf_at(cJSON_GetArrayItem(sd, i), k) : NAN);
             cJSON_ArrayForEach(q, qs) {
-                fprintf(f, " %12.6g", cJSON_GetArrayItem(cJSON_GetArrayItem(q, i), k)->valuedouble);
+                fprintf(f, " %12.6g", leaf_at(cJSON_GetArrayItem(q, i), k));
             }
             if (cJSON_IsArray(map))
-                fprintf(f, " %12.6g", cJSON_GetArrayItem(cJSON_GetArrayItem(map, i), k)->valuedouble);
+                fprintf(f, " %12.6g", leaf_at(cJSON_GetArrayItem(map, i), k));
             fputc('\n', f);
         }
     }

@@ -450,6 +450,21 @@ START_TEST(innctl_png)
     free(px);
     free(png);
     e2e_resp_free(&r);
+    /* forward --format csv names the columns by position; --summary flattens the image */
+    const char *fw[] = {bin, "--url", url, "forward", "rgb", "--x",
+                        "0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,1", "--format", "csv", NULL};
+    st = e2e_run(fw, NULL, &out);
+    ck_assert_msg(st == 0, "innctl: %d %s", st, out);
+    ck_assert_msg(strncmp(out, "z_c0_h0_w0,z_c0_h0_w1,z_c0_h0_w2,z_c0_h1_w0,", 44) == 0 &&
+                  strstr(out, ",z_c2_h1_w2,log_det\n"), "%s", out);
+    free(out);
+    const char *sm[] = {bin, "--url", url, "sample", "rgb", "-n", "3", "--seed", "2",
+                        "--summary", NULL};
+    st = e2e_run(sm, NULL, &out);
+    ck_assert_msg(st == 0, "innctl: %d %s", st, out);
+    ck_assert_msg(strstr(out, "\nc0_h0_w0 ") && strstr(out, "\nc2_h1_w2 ") &&
+                  !strstr(out, "nan"), "%s", out);
+    free(out);
 }
 END_TEST
 
