@@ -335,6 +335,23 @@ static enum proto_code parse_inverse(const cJSON *root, const struct eng_info *i
     return read_solver(root, lim, &r->solver, e);
 }
 
+/* "reject_outside_prior" of sample, calibration and mmd (default true).  The callers list
+ * the field among the known ones only for a model with a prior box, so for the others it
+ * is an unknown field. */
+static enum proto_code read_reject(const cJSON *root, struct proto_request *r,
+                                   struct proto_error *e)
+{
+    const cJSON *rj = cJSON_GetObjectItemCaseSensitive(root, "reject_outside_prior");
+    r->reject = true;
+    if (rj) {
+        if (!cJSON_IsBool(rj))
+            return proto_errorf(e, PROTO_E_FIELD, "reject_outside_prior must be true or false, "
+                                "got %s", proto_json_type(rj));
+        r->reject = cJSON_IsTrue(rj);
+    }
+    return PROTO_OK;
+}
+
 static enum proto_code parse_sample(const cJSON *root, const struct eng_info *info,
                                     const struct proto_limits *lim, struct proto_request *r,
                                     struct proto_error *e)
@@ -347,14 +364,8 @@ static enum proto_code parse_sample(const cJSON *root, const struct eng_info *in
     enum proto_code rc = proto_json_fields(root, F, info->prior_low ? 11 : 10, "", e);
     if (rc != PROTO_OK)
         return rc;
-    const cJSON *rj = cJSON_GetObjectItemCaseSensitive(root, "reject_outside_prior");
-    r->reject = true;
-    if (rj) {
-        if (!cJSON_IsBool(rj))
-            return proto_errorf(e, PROTO_E_FIELD, "reject_outside_prior must be true or false, "
-                                "got %s", proto_json_type(rj));
-        r->reject = cJSON_IsTrue(rj);
-    }
+    if ((rc = read_reject(root, r, e)) != PROTO_OK)
+        return rc;
     if ((rc = read_async(root, &r->async, e)) != PROTO_OK)
         return rc;
     if ((rc = read_y(root, info, info->kind != ENG_KIND_FLOW, 0, "", lim->max_obs, lim, &r->y,
@@ -595,9 +606,12 @@ static enum proto_code parse_calibration(const cJSON *root, const struct eng_inf
     static const char *const F[] = {"x", "y", "num_samples", "seed", "diagnostics", "bins",
                                     "coverage_points", "confidence", "tarp_references",
                                     "tarp_bins", "z_score", "tol", "max_iter", "method",
-                                    "async"};
-    enum proto_code rc = proto_json_fields(root, F, sizeof F / sizeof F[0], "", e);
+                                    "async", "reject_outside_prior"};
+    const size_t nf = sizeof F / sizeof F[0];
+    enum proto_code rc = proto_json_fields(root, F, info->prior_low ? nf : nf - 1, "", e);
     if (rc != PROTO_OK)
+        return rc;
+    if ((rc = read_reject(root, r, e)) != PROTO_OK)
         return rc;
     if ((rc = read_async(root, &r->async, e)) != PROTO_OK)
         return rc;
@@ -664,9 +678,12 @@ static enum proto_code parse_mmd(const cJSON *root, const struct eng_info *info,
 {
     static const char *const F[] = {"y", "reference", "num_samples", "seed", "temperature",
                                     "scales", "estimator", "permutations", "tol", "max_iter",
-                                    "method", "async"};
-    enum proto_code rc = proto_json_fields(root, F, sizeof F / sizeof F[0], "", e);
+                                    "method", "async", "reject_outside_prior"};
+    const size_t nf = sizeof F / sizeof F[0];
+    enum proto_code rc = proto_json_fields(root, F, info->prior_low ? nf : nf - 1, "", e);
     if (rc != PROTO_OK)
+        return rc;
+    if ((rc = read_reject(root, r, e)) != PROTO_OK)
         return rc;
     if ((rc = read_async(root, &r->async, e)) != PROTO_OK)
         return rc;

@@ -81,8 +81,9 @@ struct proto_request {
     bool seed_given;      /* else the caller picks one and echoes it */
     float temperature;
     unsigned outputs;     /* PROTO_OUT_* */
-    bool reject;          /* "reject_outside_prior" (default true; a field of models with a
-                             prior box only): keep only samples inside the box */
+    bool reject;          /* sample, calibration, mmd: "reject_outside_prior" (default
+                             true; a field of models with a prior box only): keep only
+                             samples inside the box */
     /* log_prob: "leakage_correction" divides the density by the posterior mass inside the
      * prior box, estimated by rejection from leakage_samples accepted candidates per y row
      * drawn under seed (default 0; seed_given says whether it was sent) */

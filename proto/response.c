@@ -452,6 +452,7 @@ static void write_calibration(struct proto_buf *b, const struct proto_result *r)
         f64_or_null(b, c->tarp_p);
         proto_buf_putc(b, '}');
     }
+    write_acceptance(b, r);
     proto_buf_puts(b, ",\"warnings\":[");
     for (int i = 0; i < c->n_warnings; i++) {
         if (i)
@@ -478,6 +479,7 @@ static void write_mmd(struct proto_buf *b, const struct proto_result *r)
     proto_buf_i64(b, r->permutations);
     proto_buf_puts(b, ",\"p_value\":");
     f64_or_null(b, r->permutations > 0 ? r->mmd_p : NAN);
+    write_acceptance(b, r);
 }
 
 void proto_write_result_json(struct proto_buf *b, const struct proto_model_id *id,

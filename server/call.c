@@ -193,6 +193,13 @@ struct srv_call *srv_call_new(struct srv_ctx *ctx, struct srv_version *ver,
             if (q->z_score)
                 cal_tarp_scale(N, D, q->x.data, c->tarp_lo, c->tarp_span);
         }
+        if (q->reject && info->prior_low) {
+            /* each pair's samples: the first L candidates inside the prior box, as sample
+             * draws them for observation i (pairs never straddle units) */
+            r->n_accept = N;
+            ok = ok && (r->drawn = calloc((size_t)N, sizeof(uint64_t))) &&
+                 (r->accepted = calloc((size_t)N, sizeof(uint64_t)));
+        }
         ok = ok && (c->units = srv_plan_pairs(N, L, W, q->async ? SRV_PLAN_JOB_SAMPLE_TILES
                                                                 : SRV_PLAN_MAX_SAMPLE_TILES,
                                               &c->job.n_units)) != NULL;
@@ -216,10 +223,21 @@ struct srv_call *srv_call_new(struct srv_ctx *ctx, struct srv_version *ver,
         if (ok)
             memcpy(r->samples + (size_t)n * d->x, q->ref.data,
                    sizeof(float) * (size_t)M * d->x);
-        ok = ok && (c->units = srv_plan_samples_tiles(1, n, W, q->async
-                                                      ? SRV_PLAN_JOB_SAMPLE_TILES
-                                                      : SRV_PLAN_MAX_SAMPLE_TILES,
-                                                      &c->job.n_units)) != NULL;
+        if (q->reject && info->prior_low) {
+            /* the samples sample gives: one unit, the first n candidates in the box */
+            r->n_accept = 1;
+            ok = ok && (r->drawn = calloc(1, sizeof(uint64_t))) &&
+                 (r->accepted = calloc(1, sizeof(uint64_t))) &&
+                 (c->units = malloc(sizeof *c->units)) != NULL;
+            if (ok)
+                c->units[0] = (struct srv_unit){0, 0, (int)n};
+            c->job.n_units = 1;
+        } else {
+            ok = ok && (c->units = srv_plan_samples_tiles(1, n, W, q->async
+                                                          ? SRV_PLAN_JOB_SAMPLE_TILES
+                                                          : SRV_PLAN_MAX_SAMPLE_TILES,
+                                                          &c->job.n_units)) != NULL;
+        }
         c->job.unit = srv_unit_sample;
         break;
     }

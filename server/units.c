@@ -72,6 +72,24 @@ static uint64_t max_draws(long want)
     return m > PROTO_PRIOR_MIN_DRAWS ? m : PROTO_PRIOR_MIN_DRAWS;
 }
 
+/* The answer when fewer than `want` candidates of observation (or pair) k fell inside the
+ * prior box before the draw limit (max_draws). */
+static void fail_rejection(struct srv_call *c, int idx, const char *what, int k, long want,
+                           const struct eng_accept *acc)
+{
+    char msg[ENG_ERR_LEN];
+    snprintf(msg, sizeof msg, "%s %d: only %llu of %ld samples fell inside the prior box in "
+             "%llu candidates (acceptance %.3g; the limit is %d candidates per sample, at "
+             "least %d): the posterior puts almost no mass inside the prior for this "
+             "observation. Check the observation, ask for fewer samples, or send "
+             "\"reject_outside_prior\": false for samples that may lie outside the prior",
+             what, k, (unsigned long long)acc->accepted, want,
+             (unsigned long long)acc->drawn,
+             acc->drawn ? (double)acc->accepted / (double)acc->drawn : 0.0,
+             PROTO_PRIOR_DRAWS_PER_SAMPLE, PROTO_PRIOR_MIN_DRAWS);
+    fail_code(c, idx, PROTO_E_REJECTION, msg);
+}
+
 /* log_prob with leakage_correction: the acceptance of y row k (unit leak_unit0 + k). */
 static void leakage_unit(struct srv_call *c, int idx, struct eng_ws *ws)
 {
@@ -341,17 +359,7 @@ static bool sample_unit(struct srv_call *c, int idx, struct eng_ws *ws)
             r->accepted[u->obs] = acc.accepted;
         }
         if (st == ENG_OK && acc.accepted < (uint64_t)u->count) {
-            char msg[ENG_ERR_LEN];
-            snprintf(msg, sizeof msg, "observation %d: only %llu of %d samples fell inside the "
-                     "prior box in %llu candidates (acceptance %.3g; the limit is %d candidates "
-                     "per sample, at least %d): the posterior puts almost no mass inside the "
-                     "prior for this observation. Check the observation, ask for fewer "
-                     "samples, or send \"reject_outside_prior\": false for samples that may "
-                     "lie outside the prior", u->obs, (unsigned long long)acc.accepted,
-                     u->count, (unsigned long long)acc.drawn,
-                     (double)acc.accepted / (double)acc.drawn, PROTO_PRIOR_DRAWS_PER_SAMPLE,
-                     PROTO_PRIOR_MIN_DRAWS);
-            fail_code(c, idx, PROTO_E_REJECTION, msg);
+            fail_rejection(c, idx, "observation", u->obs, u->count, &acc);
             return false;
         }
     } else {
@@ -549,8 +557,23 @@ void srv_unit_calibration(struct srv_job *j, int idx, struct eng_ws *ws)
         float *xs = r->samples + off * D;
         const float *theta = q->x.data + (size_t)i * D;
         const float *yi = has_y ? q->y.data + (size_t)i * d->y : NULL;
-        st = eng_sample(m, ws, yi, q->seed, (uint32_t)i, 0, (int)L, 1.0f, xs, NULL,
-                        &q->solver, NULL, err);
+        if (r->drawn) {
+            /* the samples sample gives observation i: the first L candidates in the box */
+            struct eng_accept acc;
+            st = eng_sample_prior(m, ws, yi, q->seed, (uint32_t)i, (int)L, 1.0f, max_draws(L),
+                                  xs, NULL, &q->solver, NULL, &acc, err);
+            if (st == ENG_OK) {
+                r->drawn[i] = acc.drawn;
+                r->accepted[i] = acc.accepted;
+                if (acc.accepted < (uint64_t)L) {
+                    fail_rejection(c, idx, "pair", i, L, &acc);
+                    return;
+                }
+            }
+        } else {
+            st = eng_sample(m, ws, yi, q->seed, (uint32_t)i, 0, (int)L, 1.0f, xs, NULL,
+                            &q->solver, NULL, err);
+        }
         /* log q of the samples as of any point (sbi evaluates posterior.log_prob on them),
          * the same function as log q(theta*) */
         if (st == ENG_OK && hpd)

@@ -10,10 +10,16 @@
  *   - the draw limit answers 422 rejection_limit naming the observation, the deadline 504;
  *   - log_prob is null outside the box; leakage_correction subtracts the log of the
  *     reported acceptance rate, deterministically for a seed;
+ *   - calibration and mmd sample as sample does: inside the box by default (each pair's SBC
+ *     ranks and the MMD are those of sample's samples for the same seed, with the same
+ *     acceptance counts, the same bytes from 1 or 3 workers and as a job),
+ *     "reject_outside_prior": false gives eng_sample's samples, and the draw limit answers
+ *     422 naming the pair or observation;
  *   - a non-finite observation is refused (400), GET /v1/models/{m} shows the prior.
  */
 #include "ckptw.h"
 #include "e2eutil.h"
+#include "../../engine/calib.h"
 #include "../../proto/fmt.h"
 
 #include <math.h>
@@ -387,6 +393,213 @@ START_TEST(log_prob_support_and_leakage)
 }
 END_TEST
 
+/* Served samples of a sample answer: n_obs x L x 2 floats (as the daemon printed them). */
+static void served_samples(const cJSON *json, int n_obs, int L, float *out)
+{
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(json, "samples");
+    ck_assert_int_eq(cJSON_GetArraySize(s), n_obs);
+    for (int o = 0; o < n_obs; o++) {
+        const cJSON *so = cJSON_GetArrayItem(s, o);
+        ck_assert_int_eq(cJSON_GetArraySize(so), L);
+        for (int l = 0; l < L; l++)
+            for (int j = 0; j < 2; j++)
+                out[((size_t)o * L + l) * 2 + j] =
+                    (float)cJSON_GetArrayItem(cJSON_GetArrayItem(so, l), j)->valuedouble;
+    }
+}
+
+static double acc_at(const cJSON *json, const char *what, int i)
+{
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(json, "acceptance");
+    ck_assert_ptr_nonnull(a);
+    return cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(a, what), i)->valuedouble;
+}
+
+/* Calibration's SBC ranks of the pairs against the ranks of sample's samples for the same
+ * y rows and seed; *outside counts the samples outside the box. */
+static void check_calibration(const char *xs, const char *ys, int N, int L, bool reject,
+                              int *outside, uint64_t *drawn)
+{
+    static const float lo[2] = {-1.0f, -0.5f}, hi[2] = {1.5f, 1.0f};
+    char body[1024];
+    const char *flag = reject ? "" : ", \"reject_outside_prior\": false";
+    snprintf(body, sizeof body, "{\"x\": %s, \"y\": %s, \"num_samples\": %d, \"seed\": 11, "
+             "\"diagnostics\": [\"sbc\"]%s}", xs, ys, L, flag);
+    struct e2e_resp cal, cal3, smp;
+    e2e_post(&ONE, "/v1/models/boxed/calibration", body, &cal);
+    ck_assert_msg(cal.status == 200, "%ld %s", cal.status, cal.body);
+    e2e_post(&THREE, "/v1/models/boxed/calibration", body, &cal3);
+    ck_assert_str_eq(cal3.body, cal.body);
+    snprintf(body, sizeof body, "{\"y\": %s, \"num_samples\": %d, \"seed\": 11%s}", ys, L,
+             flag);
+    e2e_post(&ONE, "/v1/models/boxed/sample", body, &smp);
+    ck_assert_int_eq(smp.status, 200);
+    float *x = malloc(sizeof(float) * (size_t)N * L * 2), theta[2];
+    ck_assert_ptr_nonnull(x);
+    served_samples(smp.json, N, L, x);
+    *outside = 0;
+    for (long i = 0; i < (long)N * L; i++)
+        for (int j = 0; j < 2; j++)
+            *outside += x[i * 2 + j] < lo[j] || x[i * 2 + j] > hi[j];
+    cJSON *xj = cJSON_Parse(xs);
+    const cJSON *ranks = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(cal.json, "sbc"), "ranks");
+    *drawn = 0;
+    for (int i = 0; i < N; i++) {
+        int want[2];
+        for (int j = 0; j < 2; j++)
+            theta[j] = (float)cJSON_GetArrayItem(cJSON_GetArrayItem(xj, i), j)->valuedouble;
+        cal_sbc_ranks(L, 2, x + (size_t)i * L * 2, theta, want);
+        for (int j = 0; j < 2; j++)
+            ck_assert_msg(cJSON_GetArrayItem(cJSON_GetArrayItem(ranks, i), j)->valuedouble ==
+                          want[j], "pair %d dim %d: rank %g, sample's samples give %d", i, j,
+                          cJSON_GetArrayItem(cJSON_GetArrayItem(ranks, i), j)->valuedouble,
+                          want[j]);
+        if (reject) {
+            ck_assert(acc_at(cal.json, "drawn", i) == acc_at(smp.json, "drawn", i));
+            ck_assert(acc_at(cal.json, "accepted", i) == L);
+            *drawn += (uint64_t)acc_at(cal.json, "drawn", i);
+        }
+    }
+    if (!reject)
+        ck_assert_ptr_null(cJSON_GetObjectItemCaseSensitive(cal.json, "acceptance"));
+    cJSON_Delete(xj);
+    free(x);
+    e2e_resp_free(&cal), e2e_resp_free(&cal3), e2e_resp_free(&smp);
+}
+
+START_TEST(calibration_rejects_as_sample)
+{
+    const char *xs = "[[0.2, 0.1], [1.2, -0.4], [-0.8, 0.9], [0.5, 0.5], [0, 0], [1.4, 0.2]]";
+    const char *ys = "[[0.3], [1.0], [-1.2], [0.1], [2.0], [-0.4]]";
+    enum { N = 6, L = 40 };
+    int outside;
+    uint64_t drawn;
+    check_calibration(xs, ys, N, L, true, &outside, &drawn);
+    ck_assert_int_eq(outside, 0);
+    ck_assert_uint_gt(drawn, (uint64_t)N * L); /* the box rejected candidates */
+    check_calibration(xs, ys, N, L, false, &outside, &drawn);
+    ck_assert_int_gt(outside, 0);             /* without rejection some lie outside */
+    /* a job answers with the same bytes */
+    const char *body = "{\"x\": [[0.2, 0.1], [1.2, -0.4]], \"y\": [[0.3], [1.0]], "
+                       "\"num_samples\": 600, \"seed\": 3}";
+    const char *async_body = "{\"x\": [[0.2, 0.1], [1.2, -0.4]], \"y\": [[0.3], [1.0]], "
+                             "\"num_samples\": 600, \"seed\": 3, \"async\": true}";
+    struct e2e_resp sync, job, res;
+    e2e_post(&THREE, "/v1/models/boxed/calibration", body, &sync);
+    ck_assert_int_eq(sync.status, 200);
+    ck_assert_ptr_nonnull(strstr(sync.body, "\"acceptance\":{\"rate\":["));
+    e2e_post(&THREE, "/v1/models/boxed/calibration", async_body, &job);
+    ck_assert_int_eq(job.status, 202);
+    char url[256];
+    snprintf(url, sizeof url, "%s/result",
+             cJSON_GetObjectItemCaseSensitive(job.json, "url")->valuestring);
+    double end = e2e_now_s() + 30;
+    for (;;) {
+        e2e_get(&THREE, url, &res);
+        if (res.status != 409 || e2e_now_s() > end)
+            break;
+        e2e_resp_free(&res);
+    }
+    ck_assert_int_eq(res.status, 200);
+    ck_assert_str_eq(res.body, sync.body);
+    e2e_resp_free(&sync), e2e_resp_free(&job), e2e_resp_free(&res);
+}
+END_TEST
+
+/* The MMD of sample's samples (n x 2, then the reference rows) as the daemon computes it. */
+static double mmd_of(const float *x, int n, const float *ref, int m)
+{
+    float *z = malloc(sizeof(float) * (size_t)(n + m) * 2);
+    double *K = malloc(sizeof(double) * (size_t)(n + m) * (n + m));
+    ck_assert(z && K);
+    memcpy(z, x, sizeof(float) * (size_t)n * 2);
+    memcpy(z + (size_t)n * 2, ref, sizeof(float) * (size_t)m * 2);
+    static const double h[3] = {0.05, 0.2, 0.9};
+    cal_imq_matrix(n + m, 2, z, 3, h, K);
+    double v = cal_mmd2(n + m, n, K, NULL, true);
+    free(z), free(K);
+    return v;
+}
+
+START_TEST(mmd_rejects_as_sample)
+{
+    static const float lo[2] = {-1.0f, -0.5f}, hi[2] = {1.5f, 1.0f};
+    const float ref[8] = {0.1f, 0.2f, 0.5f, -0.3f, 1.0f, 0.4f, -0.5f, 0.8f};
+    const char *refs = "[[0.1, 0.2], [0.5, -0.3], [1.0, 0.4], [-0.5, 0.8]]";
+    enum { N = 300 };
+    double got[2];
+    for (int k = 0; k < 2; k++) {
+        const char *flag = k == 0 ? "" : ", \"reject_outside_prior\": false";
+        char body[512];
+        struct e2e_resp mmd, mmd3, smp;
+        snprintf(body, sizeof body, "{\"y\": [0.3], \"reference\": %s, \"num_samples\": %d, "
+                 "\"seed\": 8, \"permutations\": 20%s}", refs, N, flag);
+        e2e_post(&ONE, "/v1/models/boxed/mmd", body, &mmd);
+        ck_assert_msg(mmd.status == 200, "%ld %s", mmd.status, mmd.body);
+        e2e_post(&THREE, "/v1/models/boxed/mmd", body, &mmd3);
+        ck_assert_str_eq(mmd3.body, mmd.body);
+        snprintf(body, sizeof body, "{\"y\": [0.3], \"num_samples\": %d, \"seed\": 8%s}", N,
+                 flag);
+        e2e_post(&ONE, "/v1/models/boxed/sample", body, &smp);
+        ck_assert_int_eq(smp.status, 200);
+        float x[N * 2];
+        served_samples(smp.json, 1, N, x);
+        int outside = 0;
+        for (int i = 0; i < N; i++)
+            for (int j = 0; j < 2; j++)
+                outside += x[i * 2 + j] < lo[j] || x[i * 2 + j] > hi[j];
+        got[k] = cJSON_GetObjectItemCaseSensitive(mmd.json, "mmd2")->valuedouble;
+        ck_assert_msg(got[k] == mmd_of(x, N, ref, 4), "mmd2 %.17g, sample's samples give %.17g",
+                      got[k], mmd_of(x, N, ref, 4));
+        if (k == 0) {
+            ck_assert_int_eq(outside, 0);
+            ck_assert(acc_at(mmd.json, "drawn", 0) == acc_at(smp.json, "drawn", 0));
+            ck_assert(acc_at(mmd.json, "accepted", 0) == N);
+            ck_assert(acc_at(mmd.json, "drawn", 0) > N);
+        } else {
+            ck_assert_int_gt(outside, 0);
+            ck_assert_ptr_null(cJSON_GetObjectItemCaseSensitive(mmd.json, "acceptance"));
+        }
+        e2e_resp_free(&mmd), e2e_resp_free(&mmd3), e2e_resp_free(&smp);
+    }
+    ck_assert(got[0] != got[1]);
+}
+END_TEST
+
+START_TEST(calibration_mmd_rejection_limit)
+{
+    struct e2e_resp r;
+    e2e_post(&ONE, "/v1/models/far/calibration", "{\"x\": [[50.5, 50.5], [50.2, 50.7]], "
+             "\"y\": [[0.3], [0.5]], \"num_samples\": 10, \"seed\": 1}", &r);
+    e2e_expect_error(&r, 422, "rejection_limit",
+                     "pair 0: only 0 of 10 samples fell inside the prior box in 100000 "
+                     "candidates");
+    ck_assert_ptr_nonnull(strstr(r.body, "reject_outside_prior"));
+    e2e_resp_free(&r);
+    e2e_post(&ONE, "/v1/models/far/calibration", "{\"x\": [[50.5, 50.5], [50.2, 50.7]], "
+             "\"y\": [[0.3], [0.5]], \"num_samples\": 10, \"seed\": 1, "
+             "\"reject_outside_prior\": false}", &r);
+    ck_assert_int_eq(r.status, 200);
+    e2e_resp_free(&r);
+    e2e_post(&ONE, "/v1/models/far/mmd", "{\"y\": [0.3], \"reference\": [[50.5, 50.5], "
+             "[50.2, 50.7]], \"num_samples\": 10, \"seed\": 1}", &r);
+    e2e_expect_error(&r, 422, "rejection_limit",
+                     "observation 0: only 0 of 10 samples fell inside the prior box in 100000 "
+                     "candidates");
+    e2e_resp_free(&r);
+    e2e_post(&ONE, "/v1/models/far/mmd", "{\"y\": [0.3], \"reference\": [[50.5, 50.5], "
+             "[50.2, 50.7]], \"num_samples\": 10, \"seed\": 1, \"reject_outside_prior\": "
+             "false}", &r);
+    ck_assert_int_eq(r.status, 200);
+    e2e_resp_free(&r);
+    e2e_post(&ONE, "/v1/models/boxed/calibration", "{\"x\": [[0, 0]], \"y\": [[0.3]], "
+             "\"reject_outside_prior\": \"no\"}", &r);
+    e2e_expect_error(&r, 400, "invalid_field", "reject_outside_prior must be true or false");
+    e2e_resp_free(&r);
+}
+END_TEST
+
 START_TEST(nonfinite_observation_and_metadata)
 {
     struct e2e_resp r;
@@ -414,6 +627,9 @@ Suite *make_suite(void)
     tcase_add_test(tc, rejection_limit);
     tcase_add_test(tc, rejection_deadline);
     tcase_add_test(tc, log_prob_support_and_leakage);
+    tcase_add_test(tc, calibration_rejects_as_sample);
+    tcase_add_test(tc, mmd_rejects_as_sample);
+    tcase_add_test(tc, calibration_mmd_rejection_limit);
     tcase_add_test(tc, nonfinite_observation_and_metadata);
     suite_add_tcase(s, tc);
     return s;

@@ -568,15 +568,17 @@ class Client:
     def calibration(self, model, x, y=None, num_samples=100, seed=None, diagnostics=None,
                     bins=None, coverage_points=None, confidence=None, tarp_references=None,
                     tarp_bins=None, z_score=None, tol=None, max_iter=None, method=None,
-                    wait=True, progress=None):
+                    reject_outside_prior=None, wait=True, progress=None):
         """Calibration of the model's posterior on N pairs (x*, y) of the user's simulator:
         SBC ranks with KS p-values and a rank histogram, expected coverage (HPD and central
         intervals, with binomial bands) and TARP, as sbi defines them (docs/api.md).
 
         x: N x dims.x ground-truth parameters; y: their N x dims.y observations (None for a
         flow); num_samples: L posterior samples per pair; diagnostics: any of "sbc",
-        "coverage", "tarp" (default all).  Runs as a job of the daemon: waits for it (see
-        :meth:`wait` for progress) and returns the answer, or with wait=False returns the
+        "coverage", "tarp" (default all); reject_outside_prior (models with a prior box; the
+        server's default is True): each pair's samples are those :meth:`sample` gives, inside
+        the box, and the answer has "acceptance".  Runs as a job of the daemon: waits for it
+        (see :meth:`wait` for progress) and returns the answer, or with wait=False returns the
         :class:`Job` at once."""
         body = {"x": _rows(x, "x"), "num_samples": int(num_samples)}
         if y is not None:
@@ -592,16 +594,19 @@ class Client:
             body["tarp_references"] = _rows(tarp_references, "tarp_references")
         _opt(body, "tarp_bins", tarp_bins, int)
         _opt(body, "z_score", z_score, bool)
+        _opt(body, "reject_outside_prior", reject_outside_prior, bool)
         _solver(body, tol, max_iter, method)
         return self._run(model, "calibration", body, wait, progress)
 
     def mmd(self, model, y=None, reference=None, num_samples=1000, seed=None,
             temperature=None, scales=None, estimator=None, permutations=None, tol=None,
-            max_iter=None, method=None, wait=True, progress=None):
+            max_iter=None, method=None, reject_outside_prior=None, wait=True, progress=None):
         """MMD^2 between the model's posterior for one observation y (None for a flow) and
         reference samples of the true posterior (M x dims.x), with the inverse multiquadric
-        kernel at several widths (scales) and a permutation p-value.  Runs as a job like
-        :meth:`calibration`; returns {"mmd2", "p_value", ...} or, wait=False, the Job."""
+        kernel at several widths (scales) and a permutation p-value; the model's samples are
+        those :meth:`sample` gives (inside a prior box unless reject_outside_prior=False).
+        Runs as a job like :meth:`calibration`; returns {"mmd2", "p_value", ...} or,
+        wait=False, the Job."""
         if reference is None:
             raise TypeError("mmd needs reference samples (M x dims.x)")
         body = {"reference": _rows(reference, "reference"), "num_samples": int(num_samples)}
@@ -613,6 +618,7 @@ class Client:
             body["scales"] = [float(h) for h in _vec(scales)]
         _opt(body, "estimator", estimator, str)
         _opt(body, "permutations", permutations, int)
+        _opt(body, "reject_outside_prior", reject_outside_prior, bool)
         _solver(body, tol, max_iter, method)
         return self._run(model, "mmd", body, wait, progress)
 
