@@ -38,7 +38,7 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
            inn_sigma=None, spectral_sigma="stored", spectral_coeff=None, residual_blocks=None,
            iresnet_logdet="exact", iresnet_series_terms=10, source=None, check=True,
            check_tol=1e-5, allow_non_contractive=False, broadcast_conditions=None,
-           image=None):
+           shape=None, image=None):
     """Write ``model`` to ``path`` as an innserve checkpoint; returns an :class:`ExportResult`.
 
     model
@@ -103,6 +103,10 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
         image is a vector repeated at every position, fed to the model as
         ``y[:, :, None, None].expand(-1, -1, H, W)``: y is then the vector (the manifest's
         ``conditions[k].broadcast``).
+    shape
+        The per-row input shape ``(C, H, W)`` or ``(C, L)`` of a model that does not record
+        it (a list of modules, Residual Flows), e.g. convolutional i-ResNet blocks
+        ``Residual(g)``; FrEIA models carry their own.
     allow_non_contractive
         A FrEIA ``IResNetLayer`` is invertible only while its residual branch g is a
         contraction (Lip(g) < 1), which FrEIA enforces only when ``lipschitz_correction()``
@@ -146,9 +150,15 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
         return _export_mlp(ctx, model, path, dims, x_names, y_names, standardize, description,
                            test_inputs, n_tests, seed, rtol, atol, source, check)
 
+    row_shape = shape
     links, shape, framework, topo = _chain(model)
     if not links and topo is None:
         raise ExportError("the model has no blocks")
+    if row_shape is not None:
+        if shape is not None and tuple(shape) != tuple(row_shape):
+            raise ExportError("shape=%s, but the model's input has shape %s"
+                              % (tuple(row_shape), tuple(shape)))
+        shape = tuple(int(v) for v in row_shape)
     if shape is not None and len(shape) > 3:
         raise ExportError("the model's input has shape %s: only vectors, (C, L) and (C, H, W) "
                           "rows are supported" % (shape,))
