@@ -207,8 +207,9 @@ int ctl_verify(const char *const *paths, int n, bool quiet, bool json, FILE *out
         }
         if (st == ENG_OK) {
             const struct eng_info *in = eng_model_info(m);
-            if (!quiet && !json && in->kind == ENG_KIND_MLP)
-                fprintf(out, "PASS %s (mlp, sha256 %.12s)\n", paths[i], in->sha256);
+            if (!quiet && !json && (in->kind == ENG_KIND_MLP || in->kind == ENG_KIND_MDN))
+                fprintf(out, "PASS %s (%s, sha256 %.12s)\n", paths[i], eng_kind_str(in->kind),
+                        in->sha256); /* no blocks */
             else if (!quiet && !json)
                 fprintf(out, "PASS %s (%s, %d blocks, sha256 %.12s)\n", paths[i],
                         eng_kind_str(in->kind), in->n_blocks, in->sha256);
