@@ -81,7 +81,8 @@ void conv_adjoint_f64(const struct conv_geom *g, const double *w, const double *
  *     input zero-extended) so its norm is an upper bound; stride > 1 only drops rows
  *     (norm <= the stride-1 one), and a transposed convolution is the adjoint of such a
  *     convolution (same norm).
- * Load time only; allocates temporaries; returns +inf on OOM. */
+ * The power iteration runs 300 steps (40 on operators of over 5e6 multiply-adds) or to a
+ * relative change of 1e-13.  Load time only; allocates temporaries; returns +inf on OOM. */
 #define CONV_DENSE_MAX 384
 double conv_norm2_upper(const struct conv_geom *g, const float *w, int cx, double *lower,
                         const char **method);
