@@ -371,7 +371,7 @@ bench-server: $(BUILD)/innserve $(BUILD)/bench_server_engine $(BUILD)/bench_serv
 	/usr/bin/python3 bench/server_bench.py --build $(BUILD) $(BENCH_SERVER_ARGS)
 
 # ---- demo models and deployment (docs/models.md, deploy/) ----
-DEMO_MODELS := ik_cinn ik_inn ik_mlp iresnet_toy
+DEMO_MODELS := ik_cinn ik_inn ik_mlp iresnet_toy ik_sbi_nsf
 .PHONY: models evaluate-models test-deploy test-manifests test-image test-compose test-make-run
 
 # Retrain and re-export every demo model (minutes of CPU each; deterministic per --seed).

@@ -13,7 +13,9 @@
 #include "testutil.h"
 
 static const char *const demo[] = {"models/ik_cinn.safetensors", "models/ik_inn.safetensors",
-                                   "models/ik_mlp.safetensors", "models/iresnet_toy.safetensors"};
+                                   "models/ik_mlp.safetensors", "models/iresnet_toy.safetensors",
+                                   "models/ik_sbi_nsf.safetensors"};
+#define N_DEMO (int)(sizeof demo / sizeof demo[0])
 
 START_TEST(every_demo_model_loads)
 {
@@ -151,9 +153,9 @@ Suite *make_suite(void)
     Suite *s = suite_create("models");
     TCase *tc = tcase_create("demo");
     tcase_set_timeout(tc, 60);
-    tcase_add_loop_test(tc, every_demo_model_loads, 0, 4);
-    tcase_add_loop_test(tc, test_vectors_are_kept, 0, 4);
-    tcase_add_loop_test(tc, load_mem_is_the_file_load, 0, 4);
+    tcase_add_loop_test(tc, every_demo_model_loads, 0, N_DEMO);
+    tcase_add_loop_test(tc, test_vectors_are_kept, 0, N_DEMO);
+    tcase_add_loop_test(tc, load_mem_is_the_file_load, 0, N_DEMO);
     tcase_add_test(tc, load_mem_names_the_label);
     tcase_add_test(tc, iresnet_demo_inverts_to_the_default_tolerance);
     suite_add_tcase(s, tc);
