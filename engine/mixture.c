@@ -230,7 +230,7 @@ bool mdn_mixture(const struct mdn *q, const float *h, double *par)
             Ak[(size_t)q->ur[u] * D + q->uc[u]] = r_up[(size_t)k * q->U + u];
     }
     double chk = lse;
-    for (size_t i = 0, n = (size_t)K * (1 + D + D * D); i < n; i++)
+    for (size_t i = 0, n = (size_t)K * D * (1 + (size_t)D); i < n; i++)
         chk += mu[i] * 0.0; /* mu and A are adjacent: NaN or Inf anywhere makes chk NaN */
     for (int k = 0; k < K; k++)
         chk += ldet[k] * 0.0;

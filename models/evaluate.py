@@ -34,6 +34,9 @@ iresnet_toy: served log_prob vs the true log density at true samples (mean |erro
   its error, iterations and certified bounds; served samples vs true samples (MMD).
 ik_mlp: surrogate error at prior draws; preimage search (POST .../preimage) for the targets:
   the surrogate's residual and the true ||f(x) - y*|| of the solutions.
+ik_mdn (sbi's mixture density network, kind mdn): the posterior error and re-simulation
+  error of ik_cinn's protocol (same targets, ground truth and seeds), written to its own
+  block of docs/models.md; --only ik_mdn measures just that block.
 """
 
 import argparse
@@ -61,6 +64,7 @@ N_RANDOM = 16
 N_SAMPLES = 1000
 N_CALIB = 300
 BEGIN, END = "<!-- BEGIN model-quality -->", "<!-- END model-quality -->"
+MDN_BEGIN, MDN_END = "<!-- BEGIN model-quality ik_mdn -->", "<!-- END model-quality ik_mdn -->"
 
 
 def free_port():
@@ -379,12 +383,45 @@ def markdown(R):
     return "\n".join(L) + "\n"
 
 
-def update_docs(md):
+def markdown_mdn(R):
+    """The ik_mdn block: ik_cinn's protocol, with the benchmark's published MDN beside it."""
+    m, meta = R["ik_mdn"], R["meta"]
+    n_named = meta["n_named"]
+    L = ["Measured by `models/evaluate.py --only ik_mdn` through the served API (%s, innserve "
+         "%s), %s, with the targets, ground truth (ε = %.2g, %d prior draws) and seeds of the "
+         "table above." % (meta["how"], meta["server"], meta["date"], EPS, meta["gt_draws"]), "",
+         "| targets | ik_mdn Err_post = MMD (unbiased) | noise floor | ik_mdn Err_resim | "
+         "median ‖f(x̂) − y*‖ |", "|---|---|---|---|---|"]
+    for i, r in enumerate(m["rows"][:n_named]):
+        L.append("| (%g, %g) | %s (%s) | %s | %s | %s |" % (
+            r["target"][0], r["target"][1], fmt(r["mmd"]), fmt(r["mmd_unbiased"]),
+            fmt(r["floor"]), fmt(r["resim"]), fmt(r["resim_median_dist"])))
+    for key, label in (("named", "mean of the %d named targets" % n_named),
+                       ("random", "mean of %d prior-predictive targets"
+                        % (len(m["rows"]) - n_named)),
+                       ("all", "mean of all %d" % len(m["rows"]))):
+        L.append("| **%s** | **%s** (%s) | %s | **%s** | %s |" % (
+            label, fmt(m[key]["mmd"]), fmt(m[key]["mmd_unbiased"]), fmt(m[key]["floor"]),
+            fmt(m[key]["resim"]), fmt(m[key]["resim_median_dist"])))
+    L.append("")
+    L.append("- Density consistency (log_prob returned with samples vs POST …/log_prob, max "
+             "|Δ|): %s. One request for all %d targets × 1000 samples: %.0f ms."
+             % (fmt(m["log_prob_consistency"]), m["n_obs"], m["sample_ms"]))
+    elb = ", ".join("%.2f / %.2f" % (r["elbow"], r["elbow_gt"]) for r in m["rows"][:n_named])
+    L.append("- Elbow share x4 > 0, ik_mdn / truth, named targets: %s." % elb)
+    return "\n".join(L) + "\n"
+
+
+def update_docs(md, begin=BEGIN, end=END):
     path = os.path.join(ROOT, "docs", "models.md")
     text = open(path).read()
-    a, b = text.index(BEGIN) + len(BEGIN), text.index(END)
+    a, b = text.index(begin) + len(begin), text.index(end)
     open(path, "w").write(text[:a] + "\n" + md + text[b:])
     print("updated %s" % path, file=sys.stderr)
+
+
+class _Only(Exception):
+    """--only: the named model's block is measured; skip the others."""
 
 
 def main():
@@ -397,6 +434,8 @@ def main():
     p.add_argument("--json", help="write the raw results here")
     p.add_argument("--update-docs", action="store_true", help="rewrite the block between "
                    "%s and %s in docs/models.md" % (BEGIN, END))
+    p.add_argument("--only", choices=["ik_mdn"], help="measure only this model (and rewrite "
+                   "only its block with --update-docs)")
     a = p.parse_args()
 
     proc = None
@@ -413,6 +452,13 @@ def main():
         R = {"meta": {"how": how, "date": time.strftime("%Y-%m-%d"), "gt_draws": draws,
                       "n_named": len(named), "eps": EPS,
                       "server": c.request("GET", "/v2").get("version", "?")}}
+        if a.only == "ik_mdn" or "ik_mdn" in [m["name"] for m in c.models()]:
+            R["ik_mdn"] = eval_posterior(c, "ik_mdn", T, gt, len(named), a.seed + 3)
+            print("ik_mdn: MMD named %.4f random %.4f (floor %.4f), Err_resim %.2e"
+                  % (R["ik_mdn"]["named"]["mmd"], R["ik_mdn"]["random"]["mmd"],
+                     R["ik_mdn"]["all"]["floor"], R["ik_mdn"]["all"]["resim"]), file=sys.stderr)
+        if a.only:
+            raise _Only()
         R["prior_mmd"] = prior_baseline(T, gt, a.seed + 2)
         for model in ("ik_cinn", "ik_inn"):
             R[model] = eval_posterior(c, model, T, gt, len(named), a.seed + 3)
@@ -431,15 +477,24 @@ def main():
         R["ik_inn_forward"] = eval_inn_forward(c, a.seed + 4)
         R["iresnet_toy"] = eval_iresnet(c, a.seed + 5)
         R["ik_mlp"] = eval_mlp(c, T, a.seed + 6)
+    except _Only:
+        pass
     finally:
         if proc:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
-    md = markdown(R)
-    print(md)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(R, f, indent=1, default=float)
+    if "ik_mdn" in R:
+        md = markdown_mdn(R)
+        print(md)
+        if a.update_docs:
+            update_docs(md, MDN_BEGIN, MDN_END)
+    if a.only:
+        return
+    md = markdown(R)
+    print(md)
     if a.update_docs:
         update_docs(md)
 

@@ -138,7 +138,8 @@ static FILE *open_out(const struct ctl_args *o, bool binary)
 {
     if (!o->out || strcmp(o->out, "-") == 0) {
         if (binary && isatty(STDOUT_FILENO)) {
-            usage_error("refusing to write binary NPY to a terminal: use -o FILE or a pipe");
+            usage_error("refusing to write binary NPY or PNG to a terminal: use -o FILE or a "
+                        "pipe");
             return NULL;
         }
         return stdout;
@@ -239,7 +240,68 @@ static const char *meta_name(const cJSON *meta, const char *which, int i, char *
     return buf;
 }
 
-/* Write matrices side by side as CSV: cols of each named key (2-D) or a vector (1-D). */
+/* Numbers in a (nested) row. */
+static int leaf_count(const cJSON *v)
+{
+    if (!cJSON_IsArray(v))
+        return 1;
+    int n = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, v)
+        n += leaf_count(c);
+    return n;
+}
+
+static void print_leaves(FILE *f, const cJSON *v, bool *first)
+{
+    if (cJSON_IsArray(v)) {
+        const cJSON *c;
+        cJSON_ArrayForEach(c, v)
+            print_leaves(f, c, first);
+        return;
+    }
+    if (!*first)
+        fputc(',', f);
+    print_num(f, v->valuedouble);
+    *first = false;
+}
+
+/* Value k of a (nested) row in row-major order; NAN when there is none. */
+static double leaf_at(const cJSON *v, int k)
+{
+    if (!cJSON_IsArray(v))
+        return k == 0 && cJSON_IsNumber(v) ? v->valuedouble : NAN;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, v) {
+        int n = leaf_count(c);
+        if (k < n)
+            return leaf_at(c, k);
+        k -= n;
+    }
+    return NAN;
+}
+
+/* The column name of value j of a nested row r0 (an image model's [C, H, W] or [C, L] row):
+ * c0_h3_w5 / c0_l3 as the daemon's CSV names them, after "z_" for z; NULL for a flat row. */
+static const char *nested_name(const cJSON *r0, const char *key, int j, char *buf, size_t cap)
+{
+    int d[3] = {0, 0, 0}, rank = 0;
+    for (const cJSON *a = r0; cJSON_IsArray(a) && rank < 3; a = a->child)
+        d[rank++] = cJSON_GetArraySize(a);
+    if (rank < 2 || !d[1])
+        return NULL;
+    const char *pre = strcmp(key, "x") == 0 ? "" : key;
+    const char *sep = *pre ? "_" : "";
+    if (rank == 3 && d[2])
+        snprintf(buf, cap, "%s%sc%d_h%d_w%d", pre, sep, j / (d[1] * d[2]), j / d[2] % d[1],
+                 j % d[2]);
+    else
+        snprintf(buf, cap, "%s%sc%d_l%d", pre, sep, j / d[1], j % d[1]);
+    return buf;
+}
+
+/* Write matrices side by side as CSV: cols of each named key (2-D, or rows nested as an
+ * image model's [C, H, W]) or a vector (1-D). */
 static int write_csv(const struct ctl_args *o, const cJSON *resp, const char *const *keys, int nkeys,
                      const cJSON *meta)
 {
@@ -257,12 +319,14 @@ static int write_csv(const struct ctl_args *o, const cJSON *resp, const char *co
             rows = n;
         const cJSON *r0 = cJSON_GetArrayItem(a, 0);
         if (cJSON_IsArray(r0)) {
-            int c = cJSON_GetArraySize(r0);
+            int c = leaf_count(r0);
             for (int j = 0; j < c; j++) {
-                char buf[32];
+                char buf[48];
                 const char *which = strcmp(keys[k], "x") == 0 ? "x" : strcmp(keys[k], "y") == 0
                                                                            ? "y" : NULL;
-                const char *nm = which ? meta_name(meta, which, j, buf, sizeof(buf)) : NULL;
+                const char *nm = nested_name(r0, keys[k], j, buf, sizeof(buf));
+                if (!nm && which)
+                    nm = meta_name(meta, which, j, buf, sizeof(buf));
                 if (!nm) {
                     snprintf(buf, sizeof(buf), "%s%d", keys[k], j);
                     nm = buf;
@@ -284,13 +348,7 @@ static int write_csv(const struct ctl_args *o, const cJSON *resp, const char *co
                 continue;
             const cJSON *r = cJSON_GetArrayItem(a, i);
             if (cJSON_IsArray(r)) {
-                const cJSON *v;
-                cJSON_ArrayForEach(v, r) {
-                    if (!first)
-                        fputc(',', f);
-                    print_num(f, v->valuedouble);
-                    first = false;
-                }
+                print_leaves(f, r, &first);
             } else {
                 if (!first)
                     fputc(',', f);
@@ -476,18 +534,17 @@ static int summary_table(const struct ctl_args *o, const cJSON *resp, const cJSO
             fprintf(f, " %12s", "map");
         fputc('\n', f);
         const cJSON *mr = cJSON_GetArrayItem(mean, i);
-        int dx = cJSON_GetArraySize(mr);
+        int dx = leaf_count(mr);
         for (int k = 0; k < dx; k++) {
-            char buf[32];
-            fprintf(f, "%-12s %12.6g %12.6g", meta_name(meta, "x", k, buf, sizeof(buf)),
-                    cJSON_GetArrayItem(mr, k)->valuedouble,
-                    cJSON_IsArray(sd) ? cJSON_GetArrayItem(cJSON_GetArrayItem(sd, i), k)->valuedouble
-                                      : NAN);
+            char buf[48];
+            const char *nm = nested_name(mr, "x", k, buf, sizeof(buf));
+            fprintf(f, "%-12s %12.6g %12.6g", nm ? nm : meta_name(meta, "x", k, buf, sizeof(buf)),
+                    leaf_at(mr, k), cJSON_IsArray(sd) ? leaf_at(cJSON_GetArrayItem(sd, i), k) : NAN);
             cJSON_ArrayForEach(q, qs) {
-                fprintf(f, " %12.6g", cJSON_GetArrayItem(cJSON_GetArrayItem(q, i), k)->valuedouble);
+                fprintf(f, " %12.6g", leaf_at(cJSON_GetArrayItem(q, i), k));
             }
             if (cJSON_IsArray(map))
-                fprintf(f, " %12.6g", cJSON_GetArrayItem(cJSON_GetArrayItem(map, i), k)->valuedouble);
+                fprintf(f, " %12.6g", leaf_at(cJSON_GetArrayItem(map, i), k));
             fputc('\n', f);
         }
     }
@@ -525,7 +582,9 @@ static int cmd_sample(struct ctl_args *o)
         return ex;
     }
     const char *accept = format_is(o, "csv") ? "text/csv"
-                         : format_is(o, "npy") ? "application/x-npy" : "application/json";
+                         : format_is(o, "npy") ? "application/x-npy"
+                         : format_is(o, "png") ? "image/png" : "application/json";
+    bool binary = format_is(o, "npy") || format_is(o, "png");
     struct ctl_http_resp r;
     if (o->async) {
         /* the job is printed; `innctl job ID` with its wait option fetches the answer */
@@ -533,7 +592,7 @@ static int cmd_sample(struct ctl_args *o)
         ex = submit(o, "sample", body, accept, &r, &have);
         cJSON_Delete(body);
         if (!ex && have) {
-            ex = write_body(o, &r, format_is(o, "npy"));
+            ex = write_body(o, &r, binary);
             ctl_http_resp_free(&r);
         }
         return ex;
@@ -559,13 +618,13 @@ static int cmd_sample(struct ctl_args *o)
         cJSON_Delete(j);
         return ex;
     }
-    FILE *f = open_out(o, format_is(o, "npy"));
+    FILE *f = open_out(o, binary);
     if (!f) {
         ctl_http_resp_free(&r);
         return EX_USAGE;
     }
     fwrite(r.body, 1, r.len, f);
-    if (!format_is(o, "npy") && r.len && r.body[r.len - 1] != '\n')
+    if (!binary && r.len && r.body[r.len - 1] != '\n')
         fputc('\n', f);
     ctl_http_resp_free(&r);
     return close_out(f);
@@ -1051,8 +1110,8 @@ static int cmd_job(struct ctl_args *o)
         struct ctl_http_resp r;
         if ((ex = job_result(o, id, "*/*", &r)) != 0)
             return ex;
-        bool npy = strstr(r.content_type, "npy") != NULL;
-        ex = write_body(o, &r, npy);
+        bool binary = strstr(r.content_type, "npy") || strstr(r.content_type, "image/png");
+        ex = write_body(o, &r, binary);
         ctl_http_resp_free(&r);
         return ex;
     }
@@ -1328,13 +1387,15 @@ static const struct ctl_cmd cmds[] = {
      (const struct ctl_use[]){
          USE_H(CTL_O_Y, "observations, one row each (omit for a flow)"),
          {CTL_O_N, 0, NULL, NULL, "1000", NULL}, USE(CTL_O_SEED), USE(CTL_O_TEMPERATURE),
-         FORMAT("json csv npy", "json (default), csv (columns obs, sample, the x names and "
-                "log_prob) or npy"),
+         FORMAT("json csv npy png", "json (default), csv (columns obs, sample, the x names "
+                "(c0_h0_w0... for an image model) and log_prob), npy or png (image models: a "
+                "grid of the samples, one row per observation)"),
          USE(CTL_O_SUMMARY), JSON_H("with --summary: print the daemon's JSON"),
          USE(CTL_O_LOG_PROB), USE(CTL_O_RESIMULATION), USE(CTL_O_QUANTILES),
          USE_H(CTL_O_ASYNC, "submit as a job and print the job at once; the job command "
                "waits for it and fetches the samples"),
-         USE_H(CTL_O_OUT, "write the answer to FILE (needed for npy on a terminal)"), END},
+         USE_H(CTL_O_OUT, "write the answer to FILE (needed for npy and png on a terminal)"),
+         END},
      cmd_sample, true, "Draw posterior samples x ~ p(x | y) (cinn, inn) or x ~ p(x) (flow)."},
     {"forward", "MODEL",
      (const struct ctl_use[]){

@@ -4,6 +4,11 @@
  * invertible when L = Lip(g) < 1 (Banach).  Manifest type "IResNetBlock"; fields in
  * docs/checkpoint-format.md, the maths in docs/inversion.md and iresnet.md.
  *
+ * On (C, H, W) / (C, L) rows g is a convolutional subnet (image to image, a condition
+ * image concatenated along channels); each convolution runs here as its exact dense
+ * matrix on the flat rows (load_general), and its norm in the certificate is
+ * conv_norm2_upper's bound on the convolution (conv.h; docs/inversion.md).
+ *
  * What this file does
  *  - Load: the subnet (ldr_subnet), double copies of its weights and of their absolute
  *    values (for the rounding bounds), and the certified bound
@@ -36,9 +41,12 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "coupling.h"
 #include "../block.h"
+#include "../conv.h"
 #include "../la.h"
 #include "../loader.h"
 #include "../solve.h"
@@ -46,6 +54,8 @@
 
 /* Rows per chunk are capped so that the chunk's doubles stay under this many. */
 #define IRES_CHUNK_DOUBLES (1u << 20)
+/* A convolution runs here as its exact dense matrix: at most this many entries each. */
+#define IRES_DENSE_MAX ((size_t)1 << 22)
 
 struct dlayer {
     int lin;        /* Linear (else activation) */
@@ -57,6 +67,9 @@ struct dlayer {
     float p1, p2;
     double lip;     /* activations: Lipschitz constant (propagates input errors) */
     size_t tape_off; /* activations: offset of its pre-activations in the tape, per row */
+    /* a convolution's certified norm bound and power-iteration witness (conv_norm2_upper),
+     * 0 for a Linear (then la_norm2_upper of w) */
+    double norm_up, norm_lo;
 };
 
 struct iresnet {
@@ -74,6 +87,8 @@ struct iresnet {
     double act_lip;     /* product of the activations' Lipschitz constants */
     double L;           /* certified bound on Lip(g) (x direction) */
     double L_lower;     /* product of power-iteration norms (a lower bracket of the product) */
+    int n_conv;         /* convolutions among the Linear layers */
+    const char *conv_method; /* how their norms were bounded (conv_norm2_upper), or NULL */
     bool series;
     int series_terms;
     double series_bound; /* bound on |exact - series| per row */
@@ -476,22 +491,33 @@ static double *to_f64(struct ldr *L, const float *w, size_t n, bool absolute)
     return o;
 }
 
-static enum eng_status iresnet_load(struct blk *b, struct ldr *L, const cJSON *j)
+/* An activation layer (shared by both subnet forms): its Lipschitz constant and tape slot. */
+static enum eng_status act_layer(struct ldr *L, struct iresnet *p, const struct subnet_layer *sl,
+                                 struct dlayer *l, int i, size_t *tape)
+{
+    l->in = sl->in;
+    l->act = sl->act;
+    l->p1 = sl->p1, l->p2 = sl->p2;
+    double k = act_lipschitz(sl->act, sl->p1, sl->p2);
+    if (!isfinite(k))
+        return ldr_fail(L, ENG_ERR_MANIFEST, "subnet.layers[%d]: activation '%s' has no "
+                        "Lipschitz bound; an IResNetBlock needs one", i, act_name(sl->act));
+    p->act_lip *= k;
+    l->lip = k;
+    l->tape_off = *tape;
+    *tape += (size_t)l->out;
+    return ENG_OK;
+}
+
+/* The MLP subnet's layers in double. */
+static enum eng_status load_mlp(struct blk *b, struct ldr *L, struct iresnet *p)
 {
     const int d = b->d, cw = b->cw;
-    struct iresnet *p = ldr_alloc(L, sizeof(*p));
-    if (!p)
-        return ENG_ERR_NOMEM;
-    enum eng_status st = ldr_subnet(L, j, "subnet", d, cw, d, &p->net);
-    if (st != ENG_OK)
-        return st;
     const struct subnet *net = p->net;
     p->nl = net->n_layers;
     p->l = ldr_alloc(L, sizeof(*p->l) * (size_t)p->nl);
     if (!p->l)
         return ENG_ERR_NOMEM;
-    p->max_w = d;
-    p->act_lip = 1.0;
     size_t tape = 0;
     for (int i = 0; i < p->nl; i++) {
         const struct subnet_layer *sl = &net->layers[i];
@@ -510,18 +536,9 @@ static enum eng_status iresnet_load(struct blk *b, struct ldr *L, const cJSON *j
             if (!l->w || !l->wabs || (sl->b && !l->b))
                 return ENG_ERR_NOMEM;
         } else {
-            l->in = sl->in;
-            l->act = sl->act;
-            l->p1 = sl->p1, l->p2 = sl->p2;
-            double k = act_lipschitz(sl->act, sl->p1, sl->p2);
-            if (!isfinite(k))
-                return ldr_fail(L, ENG_ERR_MANIFEST, "subnet.layers[%d]: activation '%s' has no "
-                                "Lipschitz bound; an IResNetBlock needs one", i,
-                                act_name(sl->act));
-            p->act_lip *= k;
-            l->lip = k;
-            l->tape_off = tape;
-            tape += (size_t)l->out;
+            enum eng_status st = act_layer(L, p, sl, l, i, &tape);
+            if (st != ENG_OK)
+                return st;
         }
     }
     p->tape_w = tape;
@@ -529,18 +546,158 @@ static enum eng_status iresnet_load(struct blk *b, struct ldr *L, const cJSON *j
     if (cw > 0 && (!(p->w1c = to_f64(L, net->w1c, (size_t)p->h1 * cw, false)) ||
                    !(p->w1c_abs = to_f64(L, net->w1c, (size_t)p->h1 * cw, true))))
         return ENG_ERR_NOMEM;
+    return ENG_OK;
+}
+
+/* A convolutional subnet's layers in double: every convolution becomes its exact dense
+ * (out x in) matrix on the flat channel-major rows (entries no tap reaches are zeros, so
+ * g, its rounding bounds and its Jacobian are those of the convolution), its bias spread
+ * over the positions; flatten and unflatten vanish.  The norm of each convolution is
+ * bounded by conv_norm2_upper on the convolution itself (conv.h). */
+static enum eng_status load_general(struct blk *b, struct ldr *L, struct iresnet *p)
+{
+    const int d = b->d, cw = b->cw;
+    const struct subnet *net = p->net;
+    int n = 0;
+    for (int i = 0; i < net->n_layers; i++)
+        if (net->layers[i].kind != SUB_FLATTEN && net->layers[i].kind != SUB_UNFLATTEN)
+            n++;
+    p->nl = n;
+    p->l = ldr_alloc(L, sizeof(*p->l) * (size_t)n);
+    if (!p->l)
+        return ENG_ERR_NOMEM;
+    size_t tape = 0;
+    for (int i = 0, k = 0; i < net->n_layers; i++) {
+        const struct subnet_layer *sl = &net->layers[i];
+        if (sl->kind == SUB_FLATTEN || sl->kind == SUB_UNFLATTEN)
+            continue;
+        struct dlayer *l = &p->l[k];
+        l->out = sl->out;
+        if (sl->out > p->max_w)
+            p->max_w = sl->out;
+        if (sl->kind == SUB_ACT) {
+            if (k == 0)
+                return ldr_fail(L, ENG_ERR_MANIFEST, "subnet.layers[%d]: a convolutional "
+                                "residual branch must start with a convolution or linear "
+                                "layer", i);
+            enum eng_status st = act_layer(L, p, sl, l, k, &tape);
+            if (st != ENG_OK)
+                return st;
+            k++;
+            continue;
+        }
+        const int in_all = sl->in, out = sl->out;
+        if ((size_t)in_all * (size_t)out > IRES_DENSE_MAX)
+            return ldr_fail(L, ENG_ERR_TENSOR, "subnet.layers[%d]: tensor '%s': the layer maps "
+                            "%d to %d values, over the %zu-entry dense matrix an IResNetBlock "
+                            "computes exactly in double", i, sl->wname, in_all, out,
+                            IRES_DENSE_MAX);
+        double *M = ldr_alloc(L, sizeof(double) * (size_t)in_all * out);
+        double *bias = ldr_alloc(L, sizeof(double) * (size_t)out);
+        if (!M || !bias)
+            return ENG_ERR_NOMEM;
+        bool has_bias = false;
+        if (sl->kind == SUB_LINEAR) {
+            for (size_t t = 0; t < (size_t)in_all * out; t++)
+                M[t] = sl->w[t];
+            if (sl->b)
+                for (int o = 0; o < out; o++)
+                    bias[o] = sl->b[o];
+            has_bias = sl->b != NULL;
+        } else {
+            const struct conv_geom *g = &sl->g;
+            const size_t nw = (size_t)g->cout * g->kg, P = (size_t)g->oh * g->ow;
+            double *wd = malloc(sizeof(double) * (nw + (size_t)in_all + (size_t)out));
+            if (!wd)
+                return ldr_fail(L, ENG_ERR_NOMEM, "out of memory for a convolution's matrix");
+            double *e = wd + nw, *col = e + in_all;
+            for (size_t t = 0; t < nw; t++)
+                wd[t] = sl->cw[t];
+            memset(e, 0, sizeof(double) * (size_t)in_all);
+            for (int jj = 0; jj < in_all; jj++) {
+                e[jj] = 1.0;
+                conv_apply_f64(g, wd, e, col);
+                e[jj] = 0.0;
+                for (int o = 0; o < out; o++)
+                    M[(size_t)o * in_all + jj] = col[o];
+            }
+            free(wd);
+            if (sl->cb)
+                for (int o = 0; o < out; o++)
+                    bias[o] = sl->cb[(size_t)o / P];
+            has_bias = sl->cb != NULL;
+            const char *method;
+            l->norm_up = conv_norm2_upper(g, sl->cw, k == 0 ? net->cx : g->cin, &l->norm_lo,
+                                          &method);
+            p->n_conv++;
+            p->conv_method = method;
+        }
+        l->lin = 1;
+        p->last_lin = k;
+        p->n_lin++;
+        l->b = has_bias ? bias : NULL;
+        if (k == 0) {   /* x columns [0, d), condition columns [d, d + cw) */
+            double *wx = ldr_alloc(L, sizeof(double) * (size_t)out * d);
+            double *wxa = ldr_alloc(L, sizeof(double) * (size_t)out * d);
+            double *wc = ldr_alloc(L, sizeof(double) * (size_t)out * (cw ? cw : 1));
+            double *wca = ldr_alloc(L, sizeof(double) * (size_t)out * (cw ? cw : 1));
+            if (!wx || !wxa || !wc || !wca)
+                return ENG_ERR_NOMEM;
+            for (int o = 0; o < out; o++)
+                for (int jj = 0; jj < in_all; jj++) {
+                    double v = M[(size_t)o * in_all + jj];
+                    if (jj < d)
+                        wx[(size_t)o * d + jj] = v, wxa[(size_t)o * d + jj] = fabs(v);
+                    else
+                        wc[(size_t)o * cw + (jj - d)] = v, wca[(size_t)o * cw + (jj - d)] = fabs(v);
+                }
+            l->in = d;
+            l->w = wx, l->wabs = wxa;
+            p->w1c = wc, p->w1c_abs = wca;
+        } else {
+            double *wa = ldr_alloc(L, sizeof(double) * (size_t)in_all * out);
+            if (!wa)
+                return ENG_ERR_NOMEM;
+            for (size_t t = 0; t < (size_t)in_all * out; t++)
+                wa[t] = fabs(M[t]);
+            l->in = in_all;
+            l->w = M, l->wabs = wa;
+        }
+        k++;
+    }
+    p->tape_w = tape;
+    p->h1 = p->l[0].out;
+    return ENG_OK;
+}
+
+static enum eng_status iresnet_load(struct blk *b, struct ldr *L, const cJSON *j)
+{
+    const int d = b->d;
+    struct iresnet *p = ldr_alloc(L, sizeof(*p));
+    if (!p)
+        return ENG_ERR_NOMEM;
+    /* on (C, H, W) / (C, L) rows g maps images to images (cpl_subnet: a condition image is
+     * concatenated along channels) */
+    enum eng_status st = cpl_subnet(L, b, j, "subnet", d, d, &p->net);
+    if (st != ENG_OK)
+        return st;
+    p->max_w = d;
+    p->act_lip = 1.0;
+    st = p->net->general ? load_general(b, L, p) : load_mlp(b, L, p);
+    if (st != ENG_OK)
+        return st;
 
     /* Certified norms (upper bounds) and the power-iteration bracket (lower bounds). */
     p->norms = ldr_alloc(L, sizeof(double) * (size_t)p->n_lin);
     size_t wk = 0;
     for (int i = 0; i < p->nl; i++)
-        if (p->l[i].lin) {
+        if (p->l[i].lin && !(p->l[i].norm_up > 0)) {
             size_t w = la_norm2_upper_work(p->l[i].out, p->l[i].in);
             size_t w2 = (size_t)p->l[i].out + (size_t)p->l[i].in;
             wk = w > wk ? w : wk;
             wk = w2 > wk ? w2 : wk;
         }
-    double *work = ldr_alloc(L, sizeof(double) * wk);
+    double *work = ldr_alloc(L, sizeof(double) * (wk ? wk : 1));
     if (!p->norms || !work)
         return ENG_ERR_NOMEM;
     p->L = p->act_lip;
@@ -549,8 +706,8 @@ static enum eng_status iresnet_load(struct blk *b, struct ldr *L, const cJSON *j
         const struct dlayer *l = &p->l[i];
         if (!l->lin)
             continue;
-        double up = la_norm2_upper(l->out, l->in, l->w, work);
-        double lo = la_spectral_norm(l->out, l->in, l->w, work);
+        double up = l->norm_up > 0 ? l->norm_up : la_norm2_upper(l->out, l->in, l->w, work);
+        double lo = l->norm_up > 0 ? l->norm_lo : la_spectral_norm(l->out, l->in, l->w, work);
         /* The upper bound must dominate the lower one; if rounding ever says otherwise,
          * keep the larger (the certificate stays conservative). */
         p->norms[k++] = fmax(up, lo);
@@ -615,10 +772,16 @@ static void iresnet_certify(const struct blk *b, struct eng_block_cert *out)
         out->iterations_for_1e6 = Lb <= 0.0 ? 1 : (int)ceil(log(1e-6 * (1.0 - Lb)) / log(Lb));
         if (out->iterations_for_1e6 < 1)
             out->iterations_for_1e6 = 1;
-        snprintf(out->reason, sizeof(out->reason),
-                 "contraction: Lip(g) <= L = %.6g < 1 (exact spectral norms of %d layers times "
-                 "activation bounds): x + g(x) is a bijection, Lip(inverse) <= %.4g; %.63s",
-                 Lb, p->n_lin, out->lipschitz_inverse, ld);
+        if (p->n_conv > 0)
+            snprintf(out->reason, sizeof(out->reason),
+                     "contraction: Lip(g) <= L = %.6g < 1 (norm bounds of %d layers, convolutions "
+                     "by %.48s): x + g(x) is a bijection, Lip(inverse) <= %.4g; %.40s", Lb,
+                     p->n_lin, p->conv_method, out->lipschitz_inverse, ld);
+        else
+            snprintf(out->reason, sizeof(out->reason),
+                     "contraction: Lip(g) <= L = %.6g < 1 (exact spectral norms of %d layers "
+                     "times activation bounds): x + g(x) is a bijection, Lip(inverse) <= %.4g; "
+                     "%.63s", Lb, p->n_lin, out->lipschitz_inverse, ld);
     } else {
         out->invertible = false;
         out->guarantee = ENG_GUARANTEE_NONE;

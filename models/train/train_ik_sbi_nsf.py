@@ -3,10 +3,11 @@
 inverse-kinematics benchmark, trained with sbi itself, and export it with
 innserve.export.export_sbi.
 
-    /usr/bin/python3 models/train/train_ik_sbi_nsf.py [--model nsf] [--out models/ik_sbi_nsf.safetensors]
+    SBI_SRC=/path/to/sources /usr/bin/python3 models/train/train_ik_sbi_nsf.py \
+        [--model nsf] [--out models/ik_sbi_nsf.safetensors]
 
-Needs sbi (and nflows) importable; SBI_PATH, a file executed first when given (e.g. one that
-puts source checkouts of sbi and nflows on sys.path), is optional.
+Needs sbi (checked with HEAD 900821d) and nflows on PYTHONPATH or under SBI_SRC, read as
+train_ik_mdn.py reads it.
 
 Task: kinematics.py (Kruse et al. 2021, inverse kinematics); sbi's theta is innserve's x
 (rail height and three angles), sbi's observation is innserve's y (the end point).
@@ -66,15 +67,14 @@ def main():
     a = p.parse_args()
     out = a.out or os.path.join(ROOT, "models", "ik_sbi_%s.safetensors" % a.model)
 
-    if os.environ.get("SBI_PATH"):
-        exec(open(os.environ["SBI_PATH"]).read(), {"__name__": "sbi_path"})
+    from train_ik_mdn import import_sbi
     try:
-        import sbi
+        sbi = import_sbi()
         from sbi.inference import NPE
         from sbi.neural_nets import posterior_nn
     except ImportError as e:
-        raise SystemExit("train_ik_sbi_nsf.py needs sbi and nflows (pip install sbi, or "
-                         "SBI_PATH=a file that puts their sources on sys.path): %s" % e)
+        raise SystemExit("train_ik_sbi_nsf.py needs sbi and nflows (installed, or their "
+                         "sources under SBI_SRC): %s" % e)
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)

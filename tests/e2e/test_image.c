@@ -14,7 +14,8 @@
  *   - V2 takes a shaped x and answers shaped tensors;
  *   - application/x-npy request bodies (float32 (2, 1, 4, 4), float64 (2, 16)) give the
  *     same answers as JSON, options come from the query, other routes answer 415;
- *   - a vector model refuses format=png (422).
+ *   - a vector model refuses format=png (422);
+ *   - innctl sample --format png -o FILE writes the same PNG.
  */
 #include "ckptw.h"
 #include "e2eutil.h"
@@ -416,6 +417,57 @@ START_TEST(npy_request_bodies)
 }
 END_TEST
 
+/* innctl sample --format png -o FILE writes the daemon's PNG (the same bytes as the API's). */
+START_TEST(innctl_png)
+{
+    const char *bin = getenv("INNCTL_BIN");
+    if (!bin || !*bin)
+        bin = "build/innctl";
+    char url[64], path[300], seed[16];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", D.port);
+    snprintf(path, sizeof path, "%s/innctl.png", DIR_);
+    snprintf(seed, sizeof seed, "%d", 5);
+    const char *argv[] = {bin, "--url", url, "sample", "gray", "-n", "4", "--seed", seed,
+                          "--format", "png", "-o", path, NULL};
+    char *out = NULL;
+    int st = e2e_run(argv, NULL, &out);
+    ck_assert_msg(st == 0, "innctl: %d %s", st, out);
+    free(out);
+    size_t n;
+    char *png = tu_slurp(path, &n);
+    ck_assert_ptr_nonnull(png);
+    struct e2e_resp r;
+    const char *body = "{\"num_samples\": 4, \"seed\": 5}";
+    e2e_request(&D, "POST", "/v1/models/gray/sample?format=png", body, strlen(body), NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert(r.len == n && memcmp(r.body, png, n) == 0);
+    long w, h;
+    int ch;
+    char why[256];
+    uint8_t *px = pr_read((const uint8_t *)png, n, &w, &h, &ch, why);
+    ck_assert_msg(px != NULL, "%s", why);
+    ck_assert(w == 4 * 4 + 3 * 2 && h == 4 && ch == 1);
+    free(px);
+    free(png);
+    e2e_resp_free(&r);
+    /* forward --format csv names the columns by position; --summary flattens the image */
+    const char *fw[] = {bin, "--url", url, "forward", "rgb", "--x",
+                        "0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,1", "--format", "csv", NULL};
+    st = e2e_run(fw, NULL, &out);
+    ck_assert_msg(st == 0, "innctl: %d %s", st, out);
+    ck_assert_msg(strncmp(out, "z_c0_h0_w0,z_c0_h0_w1,z_c0_h0_w2,z_c0_h1_w0,", 44) == 0 &&
+                  strstr(out, ",z_c2_h1_w2,log_det\n"), "%s", out);
+    free(out);
+    const char *sm[] = {bin, "--url", url, "sample", "rgb", "-n", "3", "--seed", "2",
+                        "--summary", NULL};
+    st = e2e_run(sm, NULL, &out);
+    ck_assert_msg(st == 0, "innctl: %d %s", st, out);
+    ck_assert_msg(strstr(out, "\nc0_h0_w0 ") && strstr(out, "\nc2_h1_w2 ") &&
+                  !strstr(out, "nan"), "%s", out);
+    free(out);
+}
+END_TEST
+
 Suite *make_suite(void)
 {
     Suite *s = suite_create("image");
@@ -429,6 +481,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, rgb_png_and_refusals);
     tcase_add_test(tc, v2_shaped);
     tcase_add_test(tc, npy_request_bodies);
+    tcase_add_test(tc, innctl_png);
     suite_add_tcase(s, tc);
     return s;
 }

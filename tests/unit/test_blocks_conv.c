@@ -10,7 +10,9 @@
  *    with an image condition and a broadcast vector condition, at odd channel counts.
  * 2. Every coupling block on images: round trip and forward log-det against a
  *    finite-difference Jacobian, conditional and not.
- * 3. Bit-identical results on every kernel path this CPU has.
+ * 3. Bit-identical results on every kernel path this CPU has, and for the golden conv
+ *    fixtures also for any split of the rows into calls (which changes the rows a
+ *    convolutional subnet runs together).
  * 4. Load-time refusals, each naming the tensor or field at fault.
  * 5. The certified spectral norm of convolutions (conv_norm2_upper) against the explicit
  *    matrix's singular values, and the DFT bound against the power-iteration witness.
@@ -44,6 +46,7 @@ struct rl {
 struct rnet {
     int n;
     struct rl l[8];
+    float ws;   /* weight scale times 1/sqrt(fan in) (0: 0.7) */
 };
 
 static float *rnd(int n, float scale, uint64_t seed)
@@ -98,7 +101,7 @@ static char *rnet_build(struct tu_ckpt *c, struct rnet *r, const char *prefix, i
         int cin_g = C / l->g, cout_g = l->cout / l->g;
         int nw = t ? C * cout_g * l->k0 * l->k1 : l->cout * cin_g * l->k0 * l->k1;
         int fan = cin_g * l->k0 * l->k1;
-        l->w = rnd(nw, 0.7f / sqrtf((float)fan), seed * 41 + (uint64_t)i);
+        l->w = rnd(nw, (r->ws > 0 ? r->ws : 0.7f) / sqrtf((float)fan), seed * 41 + (uint64_t)i);
         l->b = l->nobias ? NULL : rnd(l->cout, 0.1f, seed * 43 + (uint64_t)i);
         if (one_d) {
             int64_t ws[3] = {t ? C : l->cout, t ? cout_g : cin_g, l->k1};
@@ -820,6 +823,120 @@ START_TEST(test_spectral_norm)
 }
 END_TEST
 
+/* ---- convolutional i-ResNet --------------------------------------------------------------- */
+
+/* x + g(x) with g = conv3x3 (C -> hid) - tanh - conv3x3 (hid -> C), zero or circular padding,
+ * an image condition of cc channels concatenated after x when cc > 0.  Checks the forward
+ * against the double reference, the exact log-det against finite differences, the round
+ * trip with converged certified solves, and the certificate's L against the product of the
+ * convolutions' exact norms (their explicit matrices' singular values). */
+static void run_iresnet(int C, int H, int W, int hid, int cc, bool circ, const char *method)
+{
+    int HW = H * W, D = C * HW;
+    struct tu_ckpt *ck = tu_ckpt_new();
+    struct rl a = CONV(hid, 3, 3, 1, 1, 1, 1), t = TANH, b2 = CONV(C, 3, 3, 1, 1, 1, 1);
+    a.circ = b2.circ = circ;
+    struct rnet net = {3, {a, t, b2}, 0.25f};
+    char *js = rnet_build(ck, &net, "g", C + cc, H, W, false, 21);
+    /* scale the weights down so that g is a contraction (stored values are what load) */
+    char man[16384], cond[160] = "", dims[64];
+    if (cc) {
+        snprintf(cond, sizeof(cond), ",\"conditions\":[{\"net\":null,\"shape\":[%d,%d,%d]}]", cc,
+                 H, W);
+        snprintf(dims, sizeof(dims), "{\"x\":%d,\"y\":%d}", D, cc * HW);
+    } else {
+        snprintf(dims, sizeof(dims), "{\"x\":%d}", D);
+    }
+    snprintf(man, sizeof(man),
+             "{\"format\":\"innserve-manifest\",\"version\":1,\"kind\":\"%s\",\"dims\":%s,"
+             "\"shape\":{\"x\":[%d,%d,%d]}%s,\"blocks\":[{\"type\":\"IResNetBlock\"%s,"
+             "\"subnet\":%s}]}",
+             cc ? "cinn" : "flow", dims, C, H, W, cond, cc ? ",\"cond\":0" : "", js);
+    struct eng_model *m = tu_load(ck, man, ENG_LOAD_NO_SELFTEST);
+    const struct eng_certificate *cert = eng_model_certificate(m);
+    /* the exact norms of the two convolutions (the first on its x channels only) */
+    struct conv_geom g1 = {.cin = C + cc, .cout = hid, .groups = 1, .ih = H, .iw = W, .kh = 3,
+                           .kw = 3, .sh = 1, .sw = 1, .dh = 1, .dw = 1, .pt = 1, .pb = 1,
+                           .pl = 1, .pr = 1, .circular = circ};
+    struct conv_geom g2 = g1;
+    g2.cin = hid, g2.cout = C;
+    ck_assert(conv_geom_finish(&g1, 0, 0) && conv_geom_finish(&g2, 0, 0));
+    float *w1x = malloc(sizeof(float) * (size_t)hid * g1.kg);
+    for (int o = 0; o < hid; o++)
+        for (int k = 0; k < g1.kg; k++)
+            w1x[o * g1.kg + k] = k / 9 < C ? net.l[0].w[o * g1.kg + k] : 0.0f;
+    double n1 = explicit_norm(&g1, w1x), n2 = explicit_norm(&g2, net.l[2].w);
+    double L = cert->blocks[0].lipschitz;
+    ck_assert_msg(L >= n1 * n2 && L <= 1.3 * n1 * n2, "certificate L %.17g, exact norms %.17g",
+                  L, n1 * n2);
+    ck_assert_msg(L < 1.0 && cert->blocks[0].invertible && cert->certified, "L = %g", L);
+    ck_assert_msg(strstr(cert->blocks[0].reason, method) != NULL, "%s", cert->blocks[0].reason);
+
+    /* forward against the double reference */
+    const int n = 3;
+    int dy = cc * HW;
+    float *x = rnd(n * D, 1.0f, 31), *y = rnd(n * (dy ? dy : 1), 1.0f, 32);
+    float *z = malloc(sizeof(float) * (size_t)n * D);
+    double ld[3];
+    struct eng_ws *ws = eng_ws_new();
+    char err[ENG_ERR_LEN];
+    ck_assert_int_eq(eng_forward(m, ws, n, x, dy ? y : NULL, dy ? n : 0, z, NULL, ld, err), ENG_OK);
+    for (int r = 0; r < n; r++) {
+        double u[4096], gx[4096];
+        for (int j = 0; j < D; j++)
+            u[j] = x[r * D + j];
+        for (int j = 0; j < dy; j++)
+            u[D + j] = y[r * dy + j];
+        rnet_eval(&net, u, gx);
+        for (int j = 0; j < D; j++)
+            ck_assert_msg(fabs(z[r * D + j] - (u[j] + gx[j])) < 1e-5 * (1 + fabs(u[j])),
+                          "row %d z[%d] %.9g, reference %.9g", r, j, z[r * D + j], u[j] + gx[j]);
+    }
+    /* inverse: converged, certified, back to x */
+    float *xb = malloc(sizeof(float) * (size_t)n * D);
+    double lb[3], eb[3], res[3];
+    int it[3];
+    bool conv[3];
+    struct eng_solver_stats stats = {.iterations = it, .residual = res, .error_bound = eb,
+                                     .converged = conv};
+    ck_assert_int_eq(eng_inverse(m, ws, n, z, dy ? y : NULL, dy ? n : 0, xb, lb, NULL, &stats,
+                                 err), ENG_OK);
+    for (int r = 0; r < n; r++) {
+        ck_assert(conv[r] && isfinite(eb[r]) && eb[r] < 1e-4);
+        ck_assert(fabs(lb[r] + ld[r]) < 1e-6 * (1 + fabs(ld[r])));
+        for (int j = 0; j < D; j++)
+            ck_assert(fabs(xb[r * D + j] - x[r * D + j]) < 1e-5 * (1 + fabs(x[r * D + j])));
+    }
+    if (D <= 64) /* the exact log-det is an LU of the D x D Jacobian per evaluation */
+        tu_check_logdet_fd(m, 1, 1.0f, 1e-3, 2e-3);
+    eng_ws_free(ws);
+    eng_model_unref(m);
+    free(x), free(y), free(z), free(xb), free(w1x), free(js);
+    rnet_free(&net);
+    tu_ckpt_free(ck);
+}
+
+START_TEST(test_iresnet_conv)
+{
+    run_iresnet(2, 4, 4, 4, 0, false, "explicit matrix");        /* small: dense SVD */
+    run_iresnet(2, 4, 3, 4, 1, false, "explicit matrix");        /* image condition */
+    run_iresnet(4, 10, 10, 4, 0, false, "zero-extended grid");   /* 400 inputs: DFT bound */
+    run_iresnet(4, 10, 10, 4, 0, true, "circular padding");      /* exact DFT norm */
+}
+END_TEST
+
+/* The golden conv fixtures (real FrEIA) sample and score with the same bytes on every
+ * kernel path, for any split of the draws and with y broadcast or per row. */
+START_TEST(test_fixture_paths_and_splits)
+{
+    static const char *const names[] = {"conv_glow_c5", "conv_glow_vector_cond_updown",
+                                        "conv_allinone_hard_vector_cond",
+                                        "conv1d_glow_vector_cond", "conv_spline",
+                                        "conv_onesided_same_dilation", "conv_flatten_linear"};
+    tu_check_fixture_paths_and_splits(names, (int)(sizeof(names) / sizeof(names[0])));
+}
+END_TEST
+
 Suite *make_suite(void)
 {
     Suite *s = suite_create("blocks_conv");
@@ -832,6 +949,8 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_kernel_paths_bits);
     tcase_add_test(tc, test_refusals);
     tcase_add_test(tc, test_spectral_norm);
+    tcase_add_test(tc, test_iresnet_conv);
+    tcase_add_test(tc, test_fixture_paths_and_splits);
     suite_add_tcase(s, tc);
     return s;
 }

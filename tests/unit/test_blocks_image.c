@@ -289,6 +289,15 @@ START_TEST(invauto_linear_layers)
     struct eng_model *m = load(c, 1, v3, 0, "{\"type\":\"InvAutoFC\",\"weights\":\"W\","
                                             "\"bias\":\"b\"}");
     generic(m, 1.0f, 1e-6, 1e-3, 2e-3);
+    ck_assert(eng_model_certificate(m)->blocks[0].invertible);
+    eng_model_unref(m);
+    /* a W that is not orthogonal: the transpose "inverse" is flagged in the certificate */
+    float W2[9] = {1.5f, 0, 0, 0, 1, 0, 0, 0, 1};
+    tu_add_f32(c, "W2", 2, (const int64_t[]){3, 3}, W2);
+    m = load(c, 1, v3, 0, "{\"type\":\"InvAutoFC\",\"weights\":\"W2\",\"bias\":\"b\"}");
+    const struct eng_certificate *ct = eng_model_certificate(m);
+    ck_assert(!ct->invertible && !ct->blocks[0].invertible);
+    ck_assert_msg(strstr(ct->blocks[0].reason, "1.2") != NULL, "%s", ct->blocks[0].reason);
     eng_model_unref(m);
 
     /* InvAutoConv2D 3 x 3, padding 1: the inverse of (y) is the adjoint applied to y − b */
@@ -453,6 +462,10 @@ START_TEST(inverse_wraps_and_reshapes)
         ck_assert(fabsf(back[k] - x[k]) < 1e-5f);
     ck_assert(fabs(ldf + ldi) < 1e-9);
     generic(inv, 1.0f, 1e-6, 1e-2, 3e-3);
+    /* the wrapped block's bounds, exchanged: Haar with rebalance 0.5 contracts by 0.5 */
+    ck_assert(fabs(eng_model_certificate(fwd)->blocks[0].lipschitz - 0.5) < 1e-12);
+    ck_assert(fabs(eng_model_certificate(inv)->blocks[0].lipschitz - 2.0) < 1e-12);
+    ck_assert(strstr(eng_model_certificate(inv)->blocks[0].reason, "inverse of HaarDown") != NULL);
     eng_model_unref(inv), eng_model_unref(fwd);
     /* the wrapped block must map block_shape to the Inverse's input shape */
     snprintf(blk, sizeof(blk), "{\"type\":\"Inverse\",\"block\":%s}", down);

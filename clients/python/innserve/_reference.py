@@ -463,10 +463,12 @@ def blk_dense(S, b, x, c, rev):
     return (u - bias) @ torch.linalg.inv(W).T, -(ldW + ((u < 0).to(F64) * math.log(a)).sum(1))
 
 
-def blk_iresnet(S, b, x, c, rev):
-    """x + g(x | c); exact log-det by the Jacobian (autograd), inverse by fixed point in f64."""
+def blk_iresnet(S, b, x, c, rev, shape=None):
+    """x + g(x | c); exact log-det by the Jacobian (autograd), inverse by fixed point in f64.
+    On image rows g is a convolutional subnet (shape (C, H, W) / (C, L))."""
     net = b["subnet"]
-    g = lambda u, cc: subnet(S, net, _cat(u, cc))
+    sp = _sp(shape)[2]
+    g = lambda u, cc: subnet(S, net, _cat(u, cc), sp)
     terms = int(b.get("series_terms", 10)) if b.get("logdet") == "series" else 0
     if not rev:
         return x + g(x, c), _logdet_residual(g, x, c, terms)
@@ -1023,6 +1025,7 @@ def _inverse(S, b, x, c, rev, shape):
 
 
 SHAPED = {
+    "IResNetBlock": blk_iresnet,
     "AllInOneBlock": blk_allinone,
     "NICECouplingBlock": blk_coupling,
     "RNVPCouplingBlock": blk_coupling,

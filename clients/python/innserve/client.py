@@ -35,6 +35,7 @@ import email.utils
 import http.client
 import io
 import json
+import math
 import socket
 import ssl
 import struct
@@ -56,6 +57,7 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 
 # response fields that hold numbers to turn into arrays
 _ARRAY_KEYS = {"z", "x", "y", "log_det", "samples", "log_prob", "mean", "std", "map", "rmse",
+               "bits_per_dim",
                "iterations", "residual", "error_bound",
                # calibration and mmd answers
                "ks_statistic", "ks_pvalue", "edges", "levels", "lower", "upper", "empirical",
@@ -454,7 +456,7 @@ class Client:
 
     def sample(self, model, y=None, num_samples=1000, seed=None, temperature=None,
                outputs=None, quantiles=None, format="json", async_=False,
-               reject_outside_prior=None):
+               reject_outside_prior=None, scale=None, low=None, high=None):
         """Posterior (cinn, inn) or model (flow) samples.
 
         y: observations (n_obs x dim_y, or one flat row); outputs: any of "samples",
@@ -465,7 +467,10 @@ class Client:
         :class:`Job` at once; ``wait(job)`` then returns what format asked for.
         reject_outside_prior (models with a prior box; the server's default is True): False
         returns samples that may lie outside the box.  log_prob values outside the box
-        (JSON null) come back as -inf.
+        (JSON null) come back as -inf.  An image model's samples come back as
+        n_obs x num_samples x C x H x W; format "png" returns the bytes of a PNG grid of
+        them (one row per observation; ``scale``: pixel upscale 1-16; ``low``, ``high``:
+        the value range drawn black to white, default the model's image range).
         """
         body = {"num_samples": int(num_samples)}
         if reject_outside_prior is not None:
@@ -481,9 +486,17 @@ class Client:
         if quantiles is not None:
             body["quantiles"] = [float(q) for q in quantiles]
         if format not in _ACCEPT:
-            raise ValueError("format must be json, csv or npy")
+            raise ValueError("format must be json, csv, npy or png")
+        op = "sample"
+        if format == "png":
+            q = [(k, v) for k, v in (("scale", scale), ("low", low), ("high", high))
+                 if v is not None]
+            if q:
+                op += "?" + urllib.parse.urlencode(q)
+        elif scale is not None or low is not None or high is not None:
+            raise ValueError("scale, low and high apply to format='png' only")
         if async_:
-            return self._submit(model, "sample", body, format)
+            return self._submit(model, op, body, format)
         if format == "json":
             return self._arrays(_neg_inf(self._post(model, "sample", body)))
         if format == "csv":
@@ -492,7 +505,10 @@ class Client:
         if format == "npy":
             data, _ = self._post(model, "sample", body, accept="application/x-npy", raw=True)
             return parse_npy(data)
-        raise ValueError("format must be json, csv or npy")
+        if format == "png":
+            data, _ = self._post(model, op, body, accept="image/png", raw=True)
+            return data
+        raise ValueError("format must be json, csv, npy or png")
 
     def log_prob(self, model, x, y=None, leakage_correction=False, leakage_samples=None,
                  seed=None):
@@ -511,6 +527,18 @@ class Client:
                 body["seed"] = int(seed)
         r = self._arrays(_neg_inf(self._post(model, "log_prob", body)))
         return r["log_prob"]
+
+    def bits_per_dim(self, model, x, y=None):
+        """Bits per dimension of x (image and signal models: the server's log_prob answer
+        adds them, -(log p(x) + D log(bin width)) / (D ln 2); docs/api.md "Image models")."""
+        body = {"x": _rows(x, "x")}
+        if y is not None:
+            body["y"] = _rows(y, "y")
+        r = self._post(model, "log_prob", body)
+        if "bits_per_dim" not in r:
+            raise ValueError("model %s reports no bits_per_dim (not an image model)" % model)
+        return self._arrays({"bits_per_dim": [math.inf if v is None else v
+                                              for v in r["bits_per_dim"]]})["bits_per_dim"]
 
     def preimage(self, model, target, method="gradient", num_solutions=32, max_steps=500,
                  seed=1, bounds=None, y=None):
@@ -677,6 +705,8 @@ class Client:
         return self.result(job)
 
     def _decode(self, data, ctype, format):
+        if format == "png":
+            return data
         if format == "csv":
             return data.decode("utf-8")
         if format == "npy":
@@ -732,7 +762,8 @@ class Client:
         return False
 
 
-_ACCEPT = {"json": "application/json", "csv": "text/csv", "npy": "application/x-npy"}
+_ACCEPT = {"json": "application/json", "csv": "text/csv", "npy": "application/x-npy",
+           "png": "image/png"}
 
 
 def _opt(body, key, value, conv):

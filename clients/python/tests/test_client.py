@@ -196,11 +196,15 @@ class TestEndpoints(unittest.TestCase):
 
     def test_preimage(self):
         target = C.forward("surr", [[0.2, -0.1, 0.4]])["y"]
-        try:
-            C.preimage("surr", target, num_solutions=1, max_steps=1)
-        except ApiError as e:
-            if "not available in this build" in e.message:
-                self.skipTest("the daemon was built without preimage search")
+        # one optimizer step still answers (the Levenberg-Marquardt polish follows it): the
+        # one solution asked for, its residual ||f(x) - target|| recomputed from the float x
+        r = C.preimage("surr", target, num_solutions=1, max_steps=1, seed=3)
+        self.assertEqual((r["method"], r["seed"], len(r["solutions"])), ("gradient", 3, 1))
+        self.assertEqual(len(r["solutions"][0]), 1)
+        one = r["solutions"][0][0]
+        self.assertEqual(one["x"].shape, (3,))
+        fx = C.forward("surr", [one["x"].tolist()])["y"][0]
+        self.assertAlmostEqual(one["residual"], math.dist(fx, target[0]), delta=1e-6)
         r = C.preimage("surr", target, num_solutions=4, max_steps=300, seed=1,
                        bounds=([-2, -2, -2], [2, 2, 2]))
         sols = r["solutions"][0]

@@ -184,6 +184,77 @@ class TestExportConv(unittest.TestCase):
             cond=("vector", 2), seed=5)
         self.check("conv1d", inn, (3, 10), cond=("vector", 2))
 
+    def test_iresnet_conv(self):
+        """FrEIA's IResNetLayer on images (Conv2d 3x3 with ELU), made contractive by its
+        lipschitz_correction(); the engine computes the exact log-det and certifies the
+        inverse."""
+        F = self.F
+        torch.manual_seed(7)
+        inn = F.SequenceINN(2, 4, 4)
+        inn.append(F.IResNetLayer, internal_size=4, n_internal_layers=1)
+        for mod in inn.module_list:
+            for _ in range(5):
+                mod.lipschitz_correction()
+            with torch.no_grad():   # FrEIA's power method ignores the padding: leave room
+                for layer in mod.layers:
+                    layer.weight.mul_(0.5)
+        path = os.path.join(self.tmp.path, "iresnet_conv.safetensors")
+        r = export(inn.eval(), path)
+        b = r.manifest["blocks"][0]
+        self.assertEqual(b["type"], "IResNetBlock")
+        self.assertEqual([L["type"] for L in b["subnet"]["layers"]],
+                         ["conv2d", "elu", "conv2d", "elu", "conv2d"])
+        if util.INNCTL_BIN:
+            p = util.innctl("verify", path)
+            self.assertEqual(p.returncode, 0, p.stdout.decode() + p.stderr.decode())
+        x = torch.randn(3, 2, 4, 4, dtype=F64)
+        with torch.no_grad():
+            mod = inn.module_list[0].double()
+            want = (x + mod.residual(x)).reshape(3, -1)
+        inn.float()
+        got = ref.Model(r.manifest, r.tensors).forward(x.reshape(3, -1))["z"]
+        self.assertLess(float((got - want).abs().max()), 1e-5)
+
+    def test_iresnet_official_conv_layout(self):
+        """The official i-ResNet's conv block (pre-activation ELU, 3x3, ELU, 1x1, ELU, 3x3) as
+        innserve.export.Residual(g) with shape=(C, H, W): the leading activation is exported
+        after an identity 1x1 convolution."""
+        from innserve.export import Residual
+        torch.manual_seed(9)
+        C, hid = 2, 6
+        g = nn.Sequential(nn.ELU(), nn.Conv2d(C, hid, 3, padding=1), nn.ELU(),
+                          nn.Conv2d(hid, hid, 1), nn.ELU(), nn.Conv2d(hid, C, 3, padding=1))
+        with torch.no_grad():
+            for m in g:
+                if isinstance(m, nn.Conv2d):
+                    m.weight.mul_(0.3)
+        path = os.path.join(self.tmp.path, "official.safetensors")
+        r = export([Residual(g)], path, shape=(C, 4, 4))
+        layers = r.manifest["blocks"][0]["subnet"]["layers"]
+        self.assertEqual(layers[0]["type"], "conv2d")
+        self.assertEqual(layers[1]["type"], "elu")
+        self.assertEqual(r.manifest["shape"]["x"], [C, 4, 4])
+        if util.INNCTL_BIN:
+            p = util.innctl("verify", path)
+            self.assertEqual(p.returncode, 0, p.stdout.decode() + p.stderr.decode())
+        x = torch.randn(3, C, 4, 4, dtype=F64)
+        with torch.no_grad():
+            want = (x + g.double()(x)).reshape(3, -1)
+        got = ref.Model(r.manifest, r.tensors).forward(x.reshape(3, -1))["z"]
+        self.assertLess(float((got - want).abs().max()), 1e-5)
+
+    def test_iresnet_conv_not_contractive(self):
+        F = self.F
+        torch.manual_seed(8)
+        inn = F.SequenceINN(2, 4, 4)
+        inn.append(F.IResNetLayer, internal_size=4)
+        with torch.no_grad():
+            for layer in inn.module_list[0].layers:
+                layer.weight.mul_(20.0)
+        with self.assertRaises(ExportError) as cm:
+            export(inn, os.path.join(self.tmp.path, "bad_ires.safetensors"))
+        self.assertIn("is not a contraction", str(cm.exception))
+
     def test_refusals(self):
         F = self.F
 

@@ -185,11 +185,16 @@ class TestOnline(unittest.TestCase):
     def test_preimage(self):
         p = ctl("preimage", "surr", "--target", "0.1,0.2", "--num-solutions", "3", "--max-steps",
                 "50", "--low", "-1,-1,-1", "--high", "1,1,1", "--format", "csv")
-        if p.returncode == 2 and b"not available in this build" in p.stderr:
-            self.skipTest("the daemon was built without preimage search")
         self.assertEqual(p.returncode, 0, p.stderr)
         lines = p.stdout.decode().strip().split("\n")
         self.assertEqual(lines[0], "target,rank,p,q,r,residual")
+        # up to 3 distinct solutions of target row 0, ranked from 0, best (smallest residual)
+        # first, inside the box given
+        rows = [[float(v) for v in ln.split(",")] for ln in lines[1:]]
+        self.assertTrue(1 <= len(rows) <= 3, lines)
+        self.assertEqual([r[:2] for r in rows], [[0, k] for k in range(len(rows))])
+        self.assertEqual([r[5] for r in rows], sorted(r[5] for r in rows))
+        self.assertTrue(all(-1 <= v <= 1 for r in rows for v in r[2:5]), rows)
 
     def test_certificate(self):
         p = ctl("certificate", "ires")
@@ -330,6 +335,17 @@ class TestOffline(unittest.TestCase):
         self.assertEqual(j["kind"], "flow")
         self.assertEqual(j["parameters"], sum(
             t.numel() for n, t in RES["ires"].tensors.items() if not n.startswith("test.")))
+
+    def test_inspect_graph(self):
+        # a graph model: its nodes with their inputs, the outputs in z order, lists of conditions
+        path = os.path.join(util.ROOT, "tests", "fixtures", "golden", "graph_two_conditions.safetensors")
+        p = util.innctl("inspect", path)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        out = p.stdout.decode()
+        for w in ("graph:       5 nodes, outputs (z in this order): cat[0]",
+                  "cat              Concat                      <- caff_a[0] aio_b[0]",
+                  "GLOWCouplingBlock           cond 0,1", "self-test:   passed"):
+            self.assertIn(w, out)
 
     def test_verify_many(self):
         paths = [r.path for r in RES.values()]

@@ -41,7 +41,7 @@ def _run_module(ctx, m, h, c, shape=None):
             y = target(hh)
             if isinstance(y, (tuple, list)):
                 y = y[0]
-            return y.to(F64), None, (mm is None)
+            return y.reshape(h.shape[0], -1).to(F64), None, (mm is None)
         jac = not _is(m, "IResNetLayer")
         if cc is not None:
             out = target([hh], c=[cc], rev=False, jac=jac)

@@ -5,6 +5,7 @@ cross-checked, given its test vectors and written."""
 import collections
 import copy
 import json
+import math
 
 import torch
 import torch.nn as nn
@@ -36,7 +37,8 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
            freia_version="auto", test_inputs=None, n_tests=8, seed=0, rtol=1e-4, atol=1e-4,
            inn_sigma=None, spectral_sigma="stored", spectral_coeff=None, residual_blocks=None,
            iresnet_logdet="exact", iresnet_series_terms=10, source=None, check=True,
-           check_tol=1e-5, allow_non_contractive=False, broadcast_conditions=None):
+           check_tol=1e-5, allow_non_contractive=False, broadcast_conditions=None,
+           shape=None, image=None):
     """Write ``model`` to ``path`` as an innserve checkpoint; returns an :class:`ExportResult`.
 
     model
@@ -101,6 +103,10 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
         image is a vector repeated at every position, fed to the model as
         ``y[:, :, None, None].expand(-1, -1, H, W)``: y is then the vector (the manifest's
         ``conditions[k].broadcast``).
+    shape
+        The per-row input shape ``(C, H, W)`` or ``(C, L)`` of a model that does not record
+        it (a list of modules, Residual Flows), e.g. convolutional i-ResNet blocks
+        ``Residual(g)``; FrEIA models carry their own.
     allow_non_contractive
         A FrEIA ``IResNetLayer`` is invertible only while its residual branch g is a
         contraction (Lip(g) < 1), which FrEIA enforces only when ``lipschitz_correction()``
@@ -109,7 +115,14 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
         computes it) is not below 1 is refused, naming the block and the bound; with
         ``True`` it is exported with a warning (``warnings.warn``) and the daemon certifies
         it "invertible: NO".
+    image
+        For an image model (input shape (C, H, W)): ``{"low": 0.0, "high": 1.0, "levels":
+        256}``, the value range of the pixels in x's units and their number of quantization
+        levels (the manifest's ``image``): the server draws [low, high] as 0..255 in PNG
+        sample grids and reports bits per dimension with the bin width (high - low) /
+        levels.
     """
+    image_range = image  # the name image is the "model takes images" flag below
     if freia_version not in FREIA_VERSIONS:
         raise ExportError("freia_version must be one of %s" % (FREIA_VERSIONS,))
     if spectral_sigma not in ("stored", "exact"):
@@ -137,9 +150,15 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
         return _export_mlp(ctx, model, path, dims, x_names, y_names, standardize, description,
                            test_inputs, n_tests, seed, rtol, atol, source, check)
 
+    row_shape = shape
     links, shape, framework, topo = _chain(model)
     if not links and topo is None:
         raise ExportError("the model has no blocks")
+    if row_shape is not None:
+        if shape is not None and tuple(shape) != tuple(row_shape):
+            raise ExportError("shape=%s, but the model's input has shape %s"
+                              % (tuple(row_shape), tuple(shape)))
+        shape = tuple(int(v) for v in row_shape)
     if shape is not None and len(shape) > 3:
         raise ExportError("the model's input has shape %s: only vectors, (C, L) and (C, H, W) "
                           "rows are supported" % (shape,))
@@ -278,6 +297,19 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
             raise ExportError("the model's input has shape %s: kind %s takes flat rows only"
                               % (shape, kind))
         manifest["shape"] = {"x": [int(v) for v in shape]}
+    ir = image_range
+    if ir is not None:
+        if shape is None or len(shape) != 3:
+            raise ExportError("image= needs a model whose input has shape (C, H, W), got %s"
+                              % (shape,))
+        extra = set(ir) - {"low", "high", "levels"}
+        if extra or "low" not in ir or "high" not in ir:
+            raise ExportError("image must be {'low': ..., 'high': ..., 'levels': ...} (levels "
+                              "optional, default 256)")
+        lo, hi, lv = float(ir["low"]), float(ir["high"]), int(ir.get("levels", 256))
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi and 2 <= lv <= 65536):
+            raise ExportError("image needs finite low < high and 2 <= levels <= 65536")
+        manifest["image"] = {"low": lo, "high": hi, "levels": lv}
     names = {}
     xn, yn = _names(x_names, dx, "x_names"), _names(y_names, dy or 0, "y_names")
     if xn:

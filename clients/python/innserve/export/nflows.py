@@ -7,7 +7,7 @@ conditioner), LULinear, permutations, and sbi's PointwiseAffineTransform z-scori
 import torch
 import torch.nn as nn
 
-from .common import F64, ExportError, _cls, _refuse
+from .common import F64, ExportError, _Ctx, _cls, _refuse
 from .subnets import _subnet
 
 _SUPPORTED = ("PointwiseAffineTransform", "MaskedAffineAutoregressiveTransform",
@@ -141,13 +141,27 @@ def _features(t):
     return None
 
 
-def _chain(ctx, flow, cond):
-    """-> (standardize.x pair or None, manifest blocks, modules (for the checks))."""
-    tr = flow._transform
+def manifest_blocks(transform, cond, prefix="net._transform._transforms."):
+    """The manifest blocks export_sbi writes for an nflows transform (a CompositeTransform
+    or one transform; no z-scoring), naming each tensor prefix + its state_dict key below
+    the transform list (``prefix`` + "3.autoregressive_net.final_layer.weight"); cond: the
+    blocks read condition 0.  For code that stores the tensors itself (the fixture
+    generators)."""
+    ctx = _Ctx({"check_tol": 1e-9})
+    std_x, blocks, _ = _chain(ctx, transform, cond, prefix)
+    if std_x is not None:
+        raise ExportError("manifest_blocks: a PointwiseAffineTransform is standardization, "
+                          "not a block")
+    return blocks
+
+
+def _chain(ctx, tr, cond, prefix="net._transform._transforms."):
+    """An nflows transform -> (standardize.x pair or None, manifest blocks, modules (for the
+    checks)); tensor names are prefix + the state_dict key below the transform list."""
     ts = list(tr._transforms) if _cls(tr) == "CompositeTransform" else [tr]
     std_x, blocks, mods = None, [], []
     for i, t in enumerate(ts):
-        pre = "net._transform._transforms.%d." % i
+        pre = "%s%d." % (prefix, i)
         where = "_transform._transforms.%d (%s)" % (i, _cls(t))
         if _cls(t) == "PointwiseAffineTransform":
             if i != 0:

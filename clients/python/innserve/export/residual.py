@@ -49,14 +49,16 @@ def _caller_stacklevel():
     return level
 
 
-def _check_contraction(ctx, net, link):
+def _check_contraction(ctx, net, link, shape=None):
     """FrEIA IResNetLayer: refuse (or, with allow_non_contractive, warn about) a residual
     branch that is not a contraction."""
-    L = _lipschitz_bound(ctx, net)
+    L = _lipschitz_bound(ctx, net, shape)
     if L < 1.0:
         return
     norms = ", ".join("%.3g" % float(torch.linalg.matrix_norm(ctx.tensors[l["weight"]].to(F64), 2))
                       for l in net["layers"] if l["type"] == "linear")
+    if not norms:
+        norms = "(convolutions: the norms of their operators on the block's rows)"
     what = ("%s: the residual branch is not a contraction: its Lipschitz bound is %.4g >= 1 "
             "(spectral norms of its Linear layers %s), so x + g(x) is not certified invertible "
             "and the daemon's certificate says \"invertible: NO\"" % (link.label, L, norms))
@@ -72,17 +74,18 @@ def _check_contraction(ctx, net, link):
 
 
 def _blk_residual(ctx, m, link, attr):
+    shape = None
     if _cls(m) == "IResNetLayer" or "IResNetLayer" in _mro(m):
-        dims = getattr(m, "dims_in", None)
-        if dims is not None and len(dims) != 1:
-            raise ExportError("%s: convolutional IResNetLayer is not supported" % link.label)
+        dims = getattr(m, "dims_in", None)     # IResNetLayer keeps dims_in[0]: (C, H, W)
+        if dims is not None and len(dims) > 1:
+            shape = tuple(int(v) for v in dims)
     g = getattr(m, attr, None)
     if g is None:
         raise ExportError("%s: residual block without its residual branch %r" % (link.label, attr))
     net = _subnet(ctx, g, link.prefix + attr + ".", "%s.%s" % (link.label, attr),
                   allow_preact=True)
     if _cls(m) == "IResNetLayer" or "IResNetLayer" in _mro(m):
-        _check_contraction(ctx, net, link)
+        _check_contraction(ctx, net, link, shape)
     b = {"type": "IResNetBlock", "subnet": net}
     if ctx.opts["iresnet_logdet"] == "series":
         b["logdet"] = "series"

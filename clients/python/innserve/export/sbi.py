@@ -203,7 +203,7 @@ def _export_flow(flow, prior, what, path, versions, checker, *, x_names, y_names
                 break
         std_y, net, emb_mod = _embedding(ctx, flow, dy)
     if not zuko:    # after the embedding: its tensors come first in the file
-        std_x, blocks, mods = _chain(ctx, flow, cond)
+        std_x, blocks, mods = _chain(ctx, flow._transform, cond)
 
     manifest = collections.OrderedDict()
     manifest["format"] = "innserve-manifest"

@@ -194,6 +194,25 @@ def _subnet(ctx, net, prefix, where, allow_preact=False):
                           % (where, kp or "", c))
     if not layers:
         raise ExportError("%s: the subnet has no layers" % where)
+    if layers[0][0] == "act" and image and allow_preact:
+        # pre-activation on images (the official i-ResNet's conv blocks): g(x) = ... W1 act(x).
+        # Prepend an identity 1x1 convolution, exact and of norm 1.
+        nxt = next((pl for kind, pl in layers if kind == "layer" and pl[0]["type"] in
+                    _CONV_TYPES.values()), None)
+        if nxt is None:
+            raise ExportError("%s: the residual branch has no convolution" % where)
+        w = ctx.tensors[nxt[0]["weight"]]
+        C = int(w.shape[1]) * int(nxt[0].get("groups", 1))
+        if nxt[0]["type"].startswith("conv_transpose"):
+            C = int(w.shape[0])
+        one_d = nxt[0]["type"].endswith("1d")
+        eye = torch.eye(C, dtype=F64).reshape(C, C, *([1] if one_d else [1, 1]))
+        kp = layers[0][1][2] + "input_identity."
+        spec = {"type": "conv1d" if one_d else "conv2d",
+                "weight": ctx.add(kp + "weight", eye, torch.float32, where)}
+        layers.insert(0, ["layer", [spec, None, kp]])
+        ctx.notes.append("%s: input activation exported after an identity 1x1 convolution"
+                         % where)
     if layers[0][0] != "linear" and not image:
         if not allow_preact:
             raise ExportError("%s: the subnet must start with a Linear layer (it starts with %s)"
@@ -271,14 +290,52 @@ _ACT_LIPSCHITZ = {"relu": lambda a: 1.0, "tanh": lambda a: 1.0, "softplus": lamb
                   "gelu": lambda a: 1.1289, "silu": lambda a: 1.0998}
 
 
-def _lipschitz_bound(ctx, net):
+def _conv_operator(ctx, layer, shape):
+    """(the layer's exact linear map without bias as a dense (out, in) float64 matrix, output
+    shape) of a convolution on per-row input `shape`."""
+    from .. import _reference as ref
+    n_in = 1
+    for v in shape:
+        n_in *= int(v)
+    eye = torch.eye(n_in, dtype=F64).reshape(n_in, *shape)
+    L = dict(layer)
+    L.pop("bias", None)
+    with torch.no_grad():
+        out = ref._conv_layer(ref.Store(ctx.tensors), L, eye)
+    return out.reshape(n_in, -1).T, tuple(out.shape[1:])
+
+
+def _lipschitz_bound(ctx, net, shape=None):
     """Upper bound of Lip(g) for an exported subnet: the product of the exact spectral norms
-    of its stored (float32) weights and of its activations' Lipschitz constants."""
+    of its stored (float32) weights (a convolution's: of its exact operator on rows of
+    `shape`, the subnet's per-row input shape) and of its activations' Lipschitz
+    constants.  +inf for a convolution on more than 2048 input values (the engine's
+    certificate still bounds it)."""
     L = 1.0
+    cur = tuple(shape) if shape else None
     for layer in net["layers"]:
-        if layer["type"] == "linear":
+        t = layer["type"]
+        if t == "linear":
             W = ctx.tensors[layer["weight"]].to(F64)
             L *= float(torch.linalg.matrix_norm(W, 2))
+            cur = (W.shape[0],)
+        elif t in _CONV_TYPES.values():
+            if cur is None or len(cur) < 2:
+                return math.inf
+            n_in = 1
+            for v in cur:
+                n_in *= int(v)
+            if n_in > 2048:
+                return math.inf
+            M, cur = _conv_operator(ctx, layer, cur)
+            L *= float(torch.linalg.matrix_norm(M, 2))
+        elif t == "flatten":
+            n = 1
+            for v in cur or ():
+                n *= int(v)
+            cur = (n,)
+        elif t == "unflatten":
+            cur = tuple(layer["shape"])
         else:
-            L *= _ACT_LIPSCHITZ.get(layer["type"], lambda a: math.inf)(layer)
+            L *= _ACT_LIPSCHITZ.get(t, lambda a: math.inf)(layer)
     return L

@@ -5,7 +5,7 @@ UnconditionalTransform z-scoring."""
 
 import torch
 
-from .common import F64, ExportError, _cls, _refuse
+from .common import F64, ExportError, _Ctx, _cls, _refuse
 
 class _ZukoEst:
     """A zuko flow with the embedding net sbi applies to its condition (None: the flow's
@@ -54,8 +54,17 @@ def _zuko_act(m, where):
                       (where, _cls(m)))
 
 
-def _zuko_chain(ctx, zflow, version):
-    """-> (standardize.x pair or None, blocks, modules, dx, has a condition, its width)."""
+def manifest_blocks(zflow, version, prefix="net.transform.transforms."):
+    """The manifest blocks export_sbi writes for a zuko Flow (its first transform may be
+    sbi's z-scoring, which is standardization, not a block), naming each tensor prefix + its
+    state_dict key below the transform list; ``version``: zuko's, for the default slope.
+    For code that stores the tensors itself (the fixture generators)."""
+    return _zuko_chain(_Ctx({"check_tol": 1e-9}), zflow, version, prefix)[1]
+
+
+def _zuko_chain(ctx, zflow, version, prefix="net.transform.transforms."):
+    """-> (standardize.x pair or None, blocks, modules, dx, has a condition, its width);
+    tensor names are prefix + the state_dict key below the transform list."""
     # refuse what is not supported first, naming the module
     for i, t in enumerate(zflow.transform.transforms):
         if not (_cls(t) in ("MaskedAutoregressiveTransform", "ElementWiseTransform") or
@@ -72,7 +81,7 @@ def _zuko_chain(ctx, zflow, version):
                           "DiagNormal is)" % _cls(bd))
     std_x, blocks, mods, dx, cond, cw = None, [], [], int(loc.numel()), None, 0
     for i, t in enumerate(zflow.transform.transforms):
-        pre = "net.transform.transforms.%d." % i
+        pre = "%s%d." % (prefix, i)
         where = "transform.transforms.%d (%s)" % (i, _cls(t))
         if _cls(t) in ("UnconditionalTransform", "Unconditional") and i == 0:
             aff = t()
