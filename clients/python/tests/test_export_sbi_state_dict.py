@@ -66,6 +66,11 @@ class SameAsExportSbi(unittest.TestCase):
             self.assertEqual(got_t[k], want_t[k], "%s: tensor %s" % (name, k))
         return res
 
+    def test_made(self):
+        # sbi's made rebuilt from its state_dict: the same checkpoint as export_sbi wrote
+        sd, config, kw = load_state_dict("sbi_made")
+        self._same("sbi_made", sd, config, kw)
+
     def test_every_flow_fixture(self):
         for name in FLOWS:
             sd, config, kw = load_state_dict(name)
@@ -191,13 +196,25 @@ class Refusals(unittest.TestCase):
         self._raises(sd, {k: v for k, v in config.items() if k != "zuko_version"},
                      "config zuko_version: needed for zuko_nsf")
         self._raises(sd, dict(config, estimator="zuko_naf"),
-                     "config estimator: 'zuko_naf' is not supported (maf, maf_rqs, nsf, "
+                     "config estimator: 'zuko_naf' is not supported (made, maf, maf_rqs, nsf, "
                      "zuko_maf, zuko_nsf)")
         self._raises(sd, dict(config, num_bin=8), "config: unknown key 'num_bin'")
         self._raises(sd, dict(config, num_bins=8),
                      "key 'net.transform.transforms.1.hyper.4.weight' has shape (87, 16), "
                      "the config needs (69, 16)")
         self._raises([1, 2], config, "state_dict: a mapping of names to tensors, not list")
+
+    def test_made_mask_and_components_checked(self):
+        sd, config, _ = load_state_dict("sbi_made")
+        bad = dict(sd)
+        k = "net._distribution._made.blocks.2.linear_layers.1.mask"
+        m = bad[k].clone()
+        m[0, 1] = 1 - m[0, 1]
+        bad[k] = m
+        self._raises(bad, config, "state_dict: key %r is not the mask of sbi's MADE" % k)
+        self._raises(sd, dict(config, num_mixture_components=4),
+                     "config num_mixture_components: 4, but key "
+                     "'net._distribution._made.final_layer.weight' gives 3")
 
     def test_mdn_not_yet(self):
         # innserve.export.mdn exports MDN objects; the state_dict route registers an

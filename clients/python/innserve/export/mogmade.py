@@ -431,3 +431,168 @@ def _check(manifest, tensors, est, flow, emb_mod, post, x, y, tol):
     if not _close(got, ref_x, tol):
         raise ExportError("sample: the exported sequential draw does not reproduce the MADE's "
                           "(max difference %.3g)" % float((got - ref_x).abs().max()))
+
+
+# ---------------------------------------------------------------------------------------
+# export_sbi_state_dict: the estimator rebuilt from its state_dict
+# ---------------------------------------------------------------------------------------
+
+class MaskedLinear(nn.Linear):
+    """nflows' MaskedLinear: weight * mask."""
+
+    def __init__(self, lin):
+        super().__init__(lin.weight.shape[1], lin.weight.shape[0], bias=lin.bias is not None)
+        with torch.no_grad():
+            self.weight.copy_(lin.weight)
+            if lin.bias is not None:
+                self.bias.copy_(lin.bias)
+        self.register_buffer("mask", lin.mask.clone())
+
+    def forward(self, x):
+        return F.linear(x, self.weight * self.mask, self.bias)
+
+
+class MaskedResidualBlock(nn.Module):
+    """nflows' MaskedResidualBlock (no batch norm, no dropout)."""
+
+    def __init__(self, l0, l1, ctx):
+        super().__init__()
+        self.linear_layers = nn.ModuleList([l0, l1])
+        self.context_layer = ctx
+        self.activation = F.relu
+
+    def forward(self, inputs, context=None):
+        t = self.linear_layers[0](self.activation(inputs)) + self.context_layer(context)
+        return inputs + self.linear_layers[1](self.activation(t))
+
+
+class MixtureOfGaussiansMADE(nn.Module):
+    """nflows' MixtureOfGaussiansMADE (residual blocks, relu): forward only."""
+
+    def __init__(self, features, hidden, K, epsilon, initial, ctx, blocks, final):
+        super().__init__()
+        self.features, self.hidden_features = features, hidden
+        self.num_mixture_components, self.epsilon = K, epsilon
+        self.initial_layer, self.context_layer = initial, ctx
+        self.blocks, self.final_layer = nn.ModuleList(blocks), final
+
+    def forward(self, inputs, context=None):
+        t = self.initial_layer(inputs) + self.context_layer(context)
+        for b in self.blocks:
+            t = b(t, context)
+        return self.final_layer(t)
+
+
+class MADEMoGWrapper(nn.Module):
+    """sbi's MADEMoGWrapper: log_prob with the leading zero input."""
+
+    def __init__(self, made):
+        super().__init__()
+        self._made = made
+
+    def log_prob(self, inputs, context):
+        m = self._made
+        u = torch.cat([torch.zeros(inputs.shape[0], 1, dtype=inputs.dtype), inputs], -1)
+        o = m.forward(u, context).reshape(*u.shape, m.num_mixture_components, 3)[:, 1:]
+        sd = F.softplus(o[..., 2]) + m.epsilon
+        return torch.logsumexp(torch.log_softmax(o[..., 0], -1) - 0.5 * (
+            LOG2PI + 2 * torch.log(sd) + ((inputs[..., None] - o[..., 1]) / sd) ** 2),
+            -1).sum(-1)
+
+
+class PointwiseAffineTransform(nn.Module):
+    """nflows' PointwiseAffineTransform: x * scale + shift, log-det sum log scale."""
+
+    def __init__(self, shift, scale):
+        super().__init__()
+        self.register_buffer("_shift", shift.clone())
+        self.register_buffer("_scale", scale.clone())
+
+    def forward(self, x):
+        return x * self._scale + self._shift, torch.log(self._scale).sum().expand(x.shape[0])
+
+
+class Flow(nn.Module):
+    """nflows' Flow over a MADEMoGWrapper."""
+
+    def __init__(self, transform, dist, emb):
+        super().__init__()
+        self._transform, self._distribution, self._embedding_net = transform, dist, emb
+
+    def log_prob(self, inputs, context):
+        xs, ld = self._transform(inputs)
+        return self._distribution.log_prob(xs, self._embedding_net(context)) + ld
+
+
+_SD_KNOWN = {"estimator", "hidden_features", "num_mixture_components", "num_blocks",
+             "z_score_x", "z_score_y", "embedding", "prefix", "x_dim", "y_dim", "low", "high",
+             "sbi_version", "nflows_version"}
+
+
+def export_state_dict(state_dict, config, path, *, low=None, high=None, **kw):
+    """export_sbi_state_dict for ``estimator: "made"``: the config's hidden_features,
+    num_mixture_components and num_blocks (sbi: 50, 10, 5) are checked against the tensors
+    (read from them when absent); z_score_x, z_score_y, embedding, prefix as for the flows."""
+    from . import statedict as sdm
+    unknown = sorted(set(config) - _SD_KNOWN)
+    if unknown:
+        raise ExportError("config: unknown key %r (known for made: %s)"
+                          % (unknown[0], ", ".join(sorted(_SD_KNOWN))))
+    cfg = {"z_score_x": True, "z_score_y": True, "embedding": None, "prefix": ""}
+    cfg.update(config)
+    prefix = str(cfg["prefix"])
+    legacy = not any(k.startswith(prefix + "net.") for k in state_dict) and \
+        any(k.startswith(prefix + "_distribution.") for k in state_dict)
+    keys = sdm._Keys(state_dict, prefix + ("" if legacy else "net."), "made")
+    pre = "_distribution._made."
+    w0 = keys.get(pre + "initial_layer.weight", why="the MADE's first layer")
+    H, Fe = (int(v) for v in w0.shape)
+    for k, v in (("hidden_features", H), ("x_dim", Fe - 1)):
+        if k in config and int(config[k]) != v:
+            raise ExportError("config %s: %s, but key %r gives %d" % (
+                k, config[k], keys.prefix + pre + "initial_layer.weight", v))
+    wf = keys.get(pre + "final_layer.weight", why="the MADE's output layer")
+    if wf.shape[0] % (3 * Fe) or wf.shape[1] != H:
+        raise ExportError("state_dict: key %r has shape %s, not ((D + 1) * 3K, %d)"
+                          % (keys.prefix + pre + "final_layer.weight", tuple(wf.shape), H))
+    K = int(wf.shape[0]) // (3 * Fe)
+    if "num_mixture_components" in config and int(config["num_mixture_components"]) != K:
+        raise ExportError("config num_mixture_components: %s, but key %r gives %d" % (
+            config["num_mixture_components"], keys.prefix + pre + "final_layer.weight", K))
+    nb = len(keys.indices(pre + "blocks."))
+    if "num_blocks" in config and int(config["num_blocks"]) != nb:
+        raise ExportError("config num_blocks: %s, but the state_dict holds %d blocks"
+                          % (config["num_blocks"], nb))
+    cw = int(keys.get(pre + "context_layer.weight").shape[1])
+    din = torch.arange(1, Fe + 1)
+    dh = torch.arange(H) % max(1, Fe - 1) + min(1, Fe - 1)
+    dfin = din.repeat_interleave(3 * K)
+    lin = lambda p, o, i: sdm._torch_linear(keys.get(p + "weight", (o, i)),  # noqa: E731
+                                            keys.get(p + "bias", (o,)))
+    initial = MaskedLinear(sdm._masked(keys, pre + "initial_layer.", (H, Fe), dh, din, False))
+    blocks = []
+    for j in range(nb):
+        bp = pre + "blocks.%d." % j
+        blocks.append(MaskedResidualBlock(
+            MaskedLinear(sdm._masked(keys, bp + "linear_layers.0.", (H, H), dh, dh, False)),
+            MaskedLinear(sdm._masked(keys, bp + "linear_layers.1.", (H, H), dh, dh, False)),
+            lin(bp + "context_layer.", H, cw)))
+    final = MaskedLinear(sdm._masked(keys, pre + "final_layer.", (Fe * 3 * K, H), dfin, dh,
+                                     True))
+    made = MixtureOfGaussiansMADE(Fe, H, K, 1e-2, initial, lin(pre + "context_layer.", H, cw),
+                                  blocks, final)
+    emb, _ = sdm._embedding(keys, cfg, "_embedding_net.", cw)
+    if cfg["z_score_x"]:
+        a = sdm._pointwise_affine(keys, "_transform._transforms.0.", Fe - 1)
+        tr = PointwiseAffineTransform(a._shift, a._scale)
+    else:
+        tr = PointwiseAffineTransform(torch.zeros(Fe - 1), torch.ones(Fe - 1))
+    keys.finish()
+    flow = Flow(tr, MADEMoGWrapper(made), emb if emb is not None else nn.Identity())
+    lo = low if low is not None else cfg.get("low")
+    hi = high if high is not None else cfg.get("high")
+    src = dict(kw.pop("source", None) or {})
+    for k in ("sbi_version", "nflows_version"):
+        if cfg.get(k):
+            src.setdefault(k.split("_")[0], cfg[k])
+    return export_mogmade(flow, path, low=lo, high=hi, source=src or None, **kw)
