@@ -154,35 +154,53 @@ static int check_read(const char *path, struct check *c)
     return rc;
 }
 
+static double max_abs_diff(size_t n, const float *a, const float *b)
+{
+    double m = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        m = d > m || d != d ? d : m;
+    }
+    return m;
+}
+
 /* Max abs differences of the engine's inverse and log_prob from the file's (PyTorch's)
- * outputs on the same inputs; -1 on failure. */
+ * outputs on the same inputs, and of eng_sample (the timed call) from eng_inverse of the
+ * latents it draws (eng_rng_normal_row); -1 on failure.  The latent is as wide as x. */
 static int check_run(const struct eng_model *m, const struct check *c, double *d_sample,
-                     double *d_lp)
+                     double *d_lp, double *d_draw)
 {
     struct eng_ws *ws = eng_ws_new();
     char err[ENG_ERR_LEN];
-    float *x = malloc(sizeof(float) * (size_t)c->n * (size_t)c->dx);
+    size_t nx = (size_t)c->n * (size_t)c->dx;
+    float *x = malloc(sizeof(float) * nx), *xs = malloc(sizeof(float) * nx);
+    float *z = malloc(sizeof(float) * nx);
     double *lp = malloc(sizeof(double) * (size_t)c->n);
     int rc = -1;
-    if (!ws || !x || !lp)
+    if (!ws || !x || !xs || !z || !lp)
         goto out;
+    for (int i = 0; i < c->n; i++)
+        eng_rng_normal_row(1, 0, (uint64_t)i, c->dx, z + (size_t)i * c->dx);
+    if (eng_sample(m, ws, c->y_time, 1, 0, 0, c->n, 1.0f, xs, NULL, NULL, NULL, err) != ENG_OK ||
+        eng_inverse(m, ws, c->n, z, c->y_time, 1, x, NULL, NULL, NULL, err) != ENG_OK) {
+        fprintf(stderr, "%s\n", err);
+        goto out;
+    }
+    *d_draw = max_abs_diff(nx, xs, x);
     if (eng_inverse(m, ws, c->n, c->z, c->y, c->n, x, NULL, NULL, NULL, err) != ENG_OK ||
         eng_log_prob(m, ws, c->n, c->x_lp, c->y, c->n, lp, err) != ENG_OK) {
         fprintf(stderr, "%s\n", err);
         goto out;
     }
     *d_sample = *d_lp = 0;
-    for (size_t i = 0; i < (size_t)c->n * (size_t)c->dx; i++) {
-        double d = fabs((double)x[i] - (double)c->x[i]);
-        *d_sample = d > *d_sample ? d : *d_sample;
-    }
+    *d_sample = max_abs_diff(nx, x, c->x);
     for (int i = 0; i < c->n; i++) {
         double d = fabs(lp[i] - c->lp[i]);
-        *d_lp = d > *d_lp ? d : *d_lp;
+        *d_lp = d > *d_lp || d != d ? d : *d_lp;
     }
     rc = 0;
 out:
-    free(x), free(lp);
+    free(x), free(xs), free(z), free(lp);
     eng_ws_free(ws);
     return rc;
 }
@@ -231,7 +249,7 @@ int main(int argc, char **argv)
     double flops = 2.0 * (double)info->n_params; /* ~ 2 FLOPs per weight per row */
     int dx = info->dims.x, dy = info->dims.y;
     struct check chk = {0};
-    double d_sample = 0, d_lp = 0;
+    double d_sample = 0, d_lp = 0, d_draw = 0;
     if (check_path) {
         if (check_read(check_path, &chk) != 0) {
             fprintf(stderr, "%s: cannot read a check file\n", check_path);
@@ -242,11 +260,12 @@ int main(int argc, char **argv)
                     check_path, chk.dx, chk.dy, dx, dy);
             return 1;
         }
-        if (check_run(m, &chk, &d_sample, &d_lp) != 0)
+        if (check_run(m, &chk, &d_sample, &d_lp, &d_draw) != 0)
             return 1;
         if (check_only) {
             printf("{\"model\": \"%s\", \"check\": {\"rows\": %d, \"sample\": %.3g, "
-                   "\"log_prob\": %.3g}}\n", model, chk.n, d_sample, d_lp);
+                   "\"log_prob\": %.3g, \"draw\": %.3g}}\n", model, chk.n, d_sample, d_lp,
+                   d_draw);
             check_free(&chk);
             eng_model_unref(m);
             return 0;
@@ -270,8 +289,8 @@ int main(int argc, char **argv)
     printf("{\"model\": \"%s\", \"params\": %lld, \"flops_per_row\": %.0f", model,
            info->n_params, flops);
     if (check_path)
-        printf(", \"check\": {\"rows\": %d, \"sample\": %.3g, \"log_prob\": %.3g}", chk.n,
-               d_sample, d_lp);
+        printf(", \"check\": {\"rows\": %d, \"sample\": %.3g, \"log_prob\": %.3g, "
+               "\"draw\": %.3g}", chk.n, d_sample, d_lp, d_draw);
     static const char *const ops[] = {"sample", "log_prob"};
     for (int nt = 1; nt <= max_threads; nt++) {
         printf(", \"threads%d\": {", nt);

@@ -44,18 +44,28 @@
 #define MM_MAX_BLOCKS 64
 #define MM_MAX_HIDDEN 4096
 
+/* Hidden units are kept in degree-sorted order (a stable sort; perm[k] is the stored index
+ * of sorted unit k): the units of degree <= g are the prefix [0, hpre[g]), a unit of degree
+ * g reads the hidden units of degree <= g (a prefix) and feeds those of degree >= g (a
+ * suffix), and feature f's outputs read the prefix of degree <= f.  Masked weights are held
+ * transposed (in x out: row j holds input j's weights) in that order. */
 struct mm_block {
-    const float *w1, *b1, *w2, *b2, *wc, *bc; /* H x H masked, H, H x H masked, H, H x C, H */
+    const float *w1, *b1, *w2, *b2; /* H x H, H (sorted), H x H, H */
+    const float *wc, *bc;           /* the block's context layer as stored: H x C, H */
 };
 
 struct mogmade {
     int D, F, K, H, C, nb;
     int tanh_act;          /* 0: relu, 1: tanh */
     double eps;
-    const float *w0, *b0;  /* H x F masked, H (NULL: none) */
-    const float *wc, *bc;  /* H x C, H */
+    const float *w0, *b0;  /* F x H masked, transposed; H (sorted; NULL: none) */
+    const float *wc, *bc;  /* H x C, H as stored */
     const struct mm_block *blk;
-    const float *wf, *bf;  /* F*3K x H masked, F*3K */
+    const float *wf, *bf;  /* H x F*3K masked, transposed; F*3K */
+    const int *perm;       /* H: stored index of sorted unit k */
+    const int *hpre;       /* D + 1: hidden units of degree <= g */
+    const int *lo_in;      /* F: the first sorted unit input i feeds (hpre[i]) */
+    const int *lo_h;       /* H: the first sorted unit sorted unit j feeds */
 };
 
 /* par: (1 + nb) H context terms (the biases of the initial layer and of each block's
@@ -83,10 +93,13 @@ static int hid_deg(int F, int o)
 }
 
 /* obj[field] = {"weight", "mask", "bias"?}: out x in, the mask checked against the degrees
- * (hidden rule, or the output rule when `final`); *w = weight * mask in the arena. */
+ * (hidden rule, or the output rule when `final`) in the stored order; *w = (weight * mask)
+ * transposed (in x out) with the outputs in g->perm's order when pout and the inputs when
+ * pin, the bias in the outputs' order; both in the arena. */
 static enum eng_status read_masked(struct ldr *L, const cJSON *obj, const char *field,
                                    const struct mogmade *g, int out, int in, bool first,
-                                   bool final, const float **w_out, const float **b_out)
+                                   bool final, bool pout, bool pin, const float **w_out,
+                                   const float **b_out)
 {
     const cJSON *lj;
     enum eng_status st = ldr_obj(L, obj, field, true, &lj);
@@ -119,9 +132,22 @@ static enum eng_status read_masked(struct ldr *L, const cJSON *obj, const char *
         st = ENG_ERR_NOMEM;
         goto out;
     }
-    for (size_t k = 0; k < (size_t)out * in; k++)
-        we[k] = w[k] * m[k];
+    for (int o = 0; o < out; o++)
+        for (int i = 0; i < in; i++) {
+            size_t src = (size_t)(pout ? g->perm[o] : o) * in + (size_t)(pin ? g->perm[i] : i);
+            we[(size_t)i * out + o] = w[src] * m[src];
+        }
     *w_out = we;
+    if (*b_out && pout) {
+        float *bp = ldr_alloc(L, sizeof(float) * (size_t)out);
+        if (!bp) {
+            st = ENG_ERR_NOMEM;
+            goto out;
+        }
+        for (int o = 0; o < out; o++)
+            bp[o] = (*b_out)[g->perm[o]];
+        *b_out = bp;
+    }
 out:
     ldr_pop(L, mark);
     return st;
@@ -162,8 +188,25 @@ enum eng_status mogmade_load(struct ldr *L, const cJSON *mj, int D, int K, int C
     if ((size_t)g->F * 3 * (size_t)K > (1u << 20))
         return ldr_fail(L, ENG_ERR_MANIFEST, "%d features of %d components are too many "
                         "outputs", g->F, K);
-    if ((st = read_masked(L, mj, "initial", g, g->H, g->F, true, false, &g->w0, &g->b0)) !=
-            ENG_OK ||
+    /* the degree-sorted order of the hidden units */
+    const int H_ = g->H;
+    int *perm = ldr_alloc(L, sizeof(int) * (2 * (size_t)H_ + 2 * (size_t)g->F));
+    if (!perm)
+        return ENG_ERR_NOMEM;
+    int *hpre = perm + H_, *lo_in = hpre + g->F, *lo_h = lo_in + g->F;
+    for (int d = 0, k = 0; d <= D; d++) {
+        for (int o = 0; o < H_; o++)
+            if (hid_deg(g->F, o) == d)
+                perm[k++] = o;
+        hpre[d] = k;
+    }
+    for (int i = 0; i < g->F; i++)
+        lo_in[i] = i <= D ? hpre[i] : H_;
+    for (int k = 0; k < H_; k++)
+        lo_h[k] = hpre[hid_deg(g->F, perm[k]) - 1];
+    g->perm = perm, g->hpre = hpre, g->lo_in = lo_in, g->lo_h = lo_h;
+    if ((st = read_masked(L, mj, "initial", g, g->H, g->F, true, false, true, false, &g->w0,
+                          &g->b0)) != ENG_OK ||
         (st = read_lin(L, mj, "context", g->H, C, &g->wc, &g->bc)) != ENG_OK)
         return st;
     const cJSON *bj = cJSON_GetObjectItemCaseSensitive(mj, "blocks");
@@ -180,32 +223,39 @@ enum eng_status mogmade_load(struct ldr *L, const cJSON *mj, int D, int K, int C
         size_t mark = ldr_push(L, ".blocks[%d]", i);
         if (!cJSON_IsObject(b))
             return ldr_fail(L, ENG_ERR_MANIFEST, "a residual block must be an object");
-        if ((st = read_masked(L, b, "linear0", g, g->H, g->H, false, false, &blk[i].w1,
-                              &blk[i].b1)) != ENG_OK ||
-            (st = read_masked(L, b, "linear1", g, g->H, g->H, false, false, &blk[i].w2,
-                              &blk[i].b2)) != ENG_OK ||
+        if ((st = read_masked(L, b, "linear0", g, g->H, g->H, false, false, true, true,
+                              &blk[i].w1, &blk[i].b1)) != ENG_OK ||
+            (st = read_masked(L, b, "linear1", g, g->H, g->H, false, false, true, true,
+                              &blk[i].w2, &blk[i].b2)) != ENG_OK ||
             (st = read_lin(L, b, "context", g->H, C, &blk[i].wc, &blk[i].bc)) != ENG_OK)
             return st;
         ldr_pop(L, mark);
     }
     g->blk = blk;
-    if ((st = read_masked(L, mj, "final", g, g->F * 3 * K, g->H, false, true, &g->wf,
-                          &g->bf)) != ENG_OK)
+    if ((st = read_masked(L, mj, "final", g, g->F * 3 * K, g->H, false, true, false, true,
+                          &g->wf, &g->bf)) != ENG_OK)
         return st;
     *out = g;
     return ENG_OK;
 }
 
-/* y[o] = (init ? init[o] : 0) + b[o] + sum_j w[o][j] x[j] in double, ascending j. */
-static void lin(int out, int in, const float *w, const float *b, const double *init,
-                const double *x, double *y)
+/* y[o] = (init ? init[o] : 0) + b[o] + sum_j wt[j][o] x[j] for o < out in double (wt: in
+ * rows of stride ldw), each sum in ascending j.  Input j feeds outputs [lo[j], out) only
+ * (lo NULL: all; the weights before lo[j] are masked to 0), and inputs that are exactly 0
+ * (relu's) are skipped: neither changes a sum.  The loop over o is independent per output,
+ * so it vectorizes without changing any sum's order. */
+static void lin(int out, int in, const float *wt, int ldw, const float *b, const double *init,
+                const int *lo, const double *x, double *y)
 {
-    for (int o = 0; o < out; o++) {
-        double s = (init ? init[o] : 0.0) + (b ? (double)b[o] : 0.0);
-        const float *r = w + (size_t)o * in;
-        for (int j = 0; j < in; j++)
-            s += (double)r[j] * x[j];
-        y[o] = s;
+    for (int o = 0; o < out; o++)
+        y[o] = (init ? init[o] : 0.0) + (b ? (double)b[o] : 0.0);
+    for (int j = 0; j < in; j++) {
+        const double xj = x[j];
+        if (xj == 0.0)
+            continue;
+        const float *r = wt + (size_t)j * ldw;
+        for (int o = lo ? lo[j] : 0; o < out; o++)
+            y[o] += (double)r[o] * xj;
     }
 }
 
@@ -217,9 +267,10 @@ bool mogmade_context(const struct mogmade *g, const float *c, double *par)
         const float *w = k ? g->blk[k - 1].wc : g->wc, *b = k ? g->blk[k - 1].bc : g->bc;
         const float *b2 = k ? g->blk[k - 1].b1 : g->b0;
         double *t = par + (size_t)k * H;
-        for (int o = 0; o < H; o++) {
-            double s = (b ? (double)b[o] : 0.0) + (b2 ? (double)b2[o] : 0.0);
-            const float *r = w + (size_t)o * C;
+        for (int o = 0; o < H; o++) { /* sorted unit o: stored row perm[o] */
+            const int po = g->perm[o];
+            double s = (b ? (double)b[po] : 0.0) + (b2 ? (double)b2[o] : 0.0);
+            const float *r = w + (size_t)po * C;
             for (int j = 0; j < C; j++)
                 s += (double)r[j] * (double)c[j];
             t[o] = s;
@@ -234,22 +285,23 @@ static inline double act(const struct mogmade *g, double v)
     return g->tanh_act ? em_tanh(v) : (v > 0.0 ? v : 0.0);
 }
 
-/* The trunk at the inputs in par's input slot: t (H) after the last block. */
-static void trunk(const struct mogmade *g, double *par, double **t_out)
+/* The trunk at the inputs in par's input slot: t after the last block, its first nh
+ * sorted units only (those of degree <= g for nh = hpre[g]: they read nothing else). */
+static void trunk(const struct mogmade *g, double *par, int nh, double **t_out)
 {
     const int H = g->H;
     double *t = par + (size_t)(1 + g->nb) * H, *s = t + H, *v = s + H;
     double *inp = p_inp(g, par);
-    lin(H, g->F, g->w0, NULL, par, inp, t); /* b0 is in the context term */
+    lin(nh, g->F, g->w0, H, NULL, par, g->lo_in, inp, t); /* b0 is in the context term */
     for (int k = 0; k < g->nb; k++) {
         const struct mm_block *b = &g->blk[k];
-        for (int o = 0; o < H; o++)
+        for (int o = 0; o < nh; o++)
             s[o] = act(g, t[o]);
-        lin(H, H, b->w1, NULL, par + (size_t)(k + 1) * H, s, v);
-        for (int o = 0; o < H; o++)
+        lin(nh, nh, b->w1, H, NULL, par + (size_t)(k + 1) * H, g->lo_h, s, v);
+        for (int o = 0; o < nh; o++)
             v[o] = act(g, v[o]);
-        lin(H, H, b->w2, b->b2, NULL, v, s);
-        for (int o = 0; o < H; o++)
+        lin(nh, nh, b->w2, H, b->b2, NULL, g->lo_h, v, s);
+        for (int o = 0; o < nh; o++)
             t[o] += s[o];
     }
     *t_out = t;
@@ -266,9 +318,9 @@ static inline double softplus(double v)
 static void feature(const struct mogmade *g, const double *t, int f, double *o, double *lw,
                     double **m, double **sd)
 {
-    const int K = g->K, H = g->H;
-    lin(3 * K, H, g->wf + (size_t)f * 3 * K * H, g->bf ? g->bf + (size_t)f * 3 * K : NULL, NULL,
-        t, o);
+    const int K = g->K;
+    lin(3 * K, g->hpre[f], g->wf + (size_t)f * 3 * K, g->F * 3 * K,
+        g->bf ? g->bf + (size_t)f * 3 * K : NULL, NULL, NULL, t, o);
     double mx = -INFINITY;
     for (int k = 0; k < K; k++)
         if (o[3 * k] > mx || isnan(o[3 * k]))
@@ -296,7 +348,7 @@ double mogmade_log_density(const struct mogmade *g, double *par, const double *x
     for (int d = 0; d < D; d++)
         inp[d + 1] = xs[d];
     double *t;
-    trunk(g, par, &t);
+    trunk(g, par, g->H, &t);
     double total = 0.0;
     for (int d = 0; d < D; d++) {
         double *m, *sd;
@@ -327,8 +379,8 @@ void mogmade_draw(const struct mogmade *g, double *par, const double *u, const f
     for (int i = 0; i < g->F; i++)
         inp[i] = 0.0;
     for (int d = 0; d < D; d++) {
-        double *t, *m, *sd;
-        trunk(g, par, &t);
+        double *t, *m, *sd; /* feature d + 1 reads the hidden units of degree <= d + 1 */
+        trunk(g, par, g->hpre[d + 1], &t);
         feature(g, t, d + 1, o, lw, &m, &sd);
         double c = 0.0;
         for (int k = 0; k < K; k++)
