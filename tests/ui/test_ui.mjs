@@ -164,7 +164,7 @@ try {
   await page.goto(base + '/');
   await page.waitForSelector('#models button[data-model="ik_cinn"]');
   const listed = await page.$$eval('#models button', (bs) => bs.map((b) => b.getAttribute('data-model')));
-  check(JSON.stringify(listed) === JSON.stringify(['ik_cinn', 'ik_inn', 'ik_mdn', 'ik_mlp', 'ik_sbi_nsf', 'iresnet_toy']),
+  check(JSON.stringify(listed) === JSON.stringify(['digits_cinn', 'ik_cinn', 'ik_inn', 'ik_mdn', 'ik_mlp', 'ik_sbi_nsf', 'iresnet_toy']),
         'the page lists the six demo models', listed);
   check(/6 models, 6 ready/.test(await page.textContent('#conn')), 'the header says 6 models, 6 ready');
 
