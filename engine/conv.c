@@ -9,6 +9,7 @@
  * and nothing (zero) when i falls outside [0, n); with circular padding (convolutions
  * only) i is taken modulo n.
  */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -408,6 +409,72 @@ static double dense_upper(const struct conv_geom *g, const double *w, int cx)
     return ub;
 }
 
+/* Largest singular value of the complex m x n matrix K = Kr + i Ki (row-major) by one-sided
+ * (Hestenes) Jacobi rotations on the columns of K (m >= n) or of K^H (m < n), each pair made
+ * orthogonal by a phase and a real rotation; the same rule, tolerance and sweep limit as
+ * la_singular_values, on the complex matrix instead of its real 2m x 2n form [[Kr, -Ki],
+ * [Ki, Kr]] (whose singular values are K's, each twice; half the columns, a quarter of the
+ * pairs).  work: 2 m n doubles.  Returns -1 when 60 sweeps do not converge or K is not
+ * finite. */
+static double cplx_norm2(int m, int n, const double *Kr, const double *Ki, double *work)
+{
+    const bool tr = m < n;
+    const int len = tr ? n : m, nc = tr ? m : n;
+    double *br = work, *bi = work + (size_t)len * nc;
+    for (int j = 0; j < nc; j++)
+        for (int i = 0; i < len; i++) {
+            size_t src = tr ? (size_t)j * n + i : (size_t)i * n + j;
+            br[(size_t)j * len + i] = Kr[src];
+            bi[(size_t)j * len + i] = tr ? -Ki[src] : Ki[src];
+        }
+    bool converged = false;
+    for (int sweep = 1; sweep <= 60 && !converged; sweep++) {
+        int rotated = 0;
+        for (int p = 0; p < nc - 1; p++)
+            for (int q = p + 1; q < nc; q++) {
+                double *pr = br + (size_t)p * len, *pi = bi + (size_t)p * len;
+                double *qr = br + (size_t)q * len, *qi = bi + (size_t)q * len;
+                double al = 0.0, be = 0.0, gr = 0.0, gi = 0.0; /* g = conj(b_p) . b_q */
+                for (int i = 0; i < len; i++) {
+                    al += pr[i] * pr[i] + pi[i] * pi[i];
+                    be += qr[i] * qr[i] + qi[i] * qi[i];
+                    gr += pr[i] * qr[i] + pi[i] * qi[i];
+                    gi += pr[i] * qi[i] - pi[i] * qr[i];
+                }
+                if (!isfinite(al + be + gr + gi))
+                    return -1.0;
+                double ga = hypot(gr, gi);
+                if (ga <= 4.0 * DBL_EPSILON * sqrt(al * be) || ga == 0.0)
+                    continue;
+                rotated = 1;
+                const double er = gr / ga, ei = gi / ga; /* b_q <- conj(e) b_q makes g real */
+                double zeta = (be - al) / (2.0 * ga);
+                double t = (zeta >= 0 ? 1.0 : -1.0) / (fabs(zeta) + sqrt(1.0 + zeta * zeta));
+                double c = 1.0 / sqrt(1.0 + t * t), sn = c * t;
+                for (int i = 0; i < len; i++) {
+                    double ur = pr[i], ui = pi[i];
+                    double vr = er * qr[i] + ei * qi[i], vi = er * qi[i] - ei * qr[i];
+                    pr[i] = c * ur - sn * vr;
+                    pi[i] = c * ui - sn * vi;
+                    qr[i] = sn * ur + c * vr;
+                    qi[i] = sn * ui + c * vi;
+                }
+            }
+        converged = !rotated;
+    }
+    if (!converged)
+        return -1.0;
+    double best = 0.0;
+    for (int j = 0; j < nc; j++) {
+        double s2 = 0.0;
+        for (int i = 0; i < len; i++)
+            s2 += br[(size_t)j * len + i] * br[(size_t)j * len + i] +
+                  bi[(size_t)j * len + i] * bi[(size_t)j * len + i];
+        best = fmax(best, sqrt(s2));
+    }
+    return best;
+}
+
 /* max over the N1 x N2 DFT frequencies of the per-group symbol's spectral norm (taps at
  * offsets a*dh, b*dw; weight columns of channels >= cx zeroed beforehand). */
 static double dft_upper(const struct conv_geom *g, const double *w, int N1, int N2)
@@ -426,6 +493,10 @@ static double dft_upper(const struct conv_geom *g, const double *w, int N1, int 
     for (size_t i = 0; i < (size_t)g->cout * g->kg; i++)
         wmax = fmax(wmax, fabs(w[i]));
     double margin = sqrt(4.0 * m * n) * (double)kk * wmax * 16.0 * LA_U * (double)(kk + 4);
+    /* the complex Jacobi (cplx_norm2) where the real form would take la_norm2_upper's
+     * Jacobi path, with that path's margin for the real form's size */
+    const bool cplx = 2 * (m < n ? m : n) <= LA_JACOBI_MAX;
+    const double cmargin = 1.0 + 16.0 * (double)(2 * (m > n ? m : n)) * DBL_EPSILON;
     double best = 0.0;
     const double tau = 6.283185307179586;
     for (int f1 = 0; f1 < N1; f1++)
@@ -449,13 +520,24 @@ static double dft_upper(const struct conv_geom *g, const double *w, int N1, int 
                             re += wr[t] * cs[t];
                             im += wr[t] * sn[t];
                         }
+                        if (cplx) { /* Re and Im, m x n each */
+                            R[(size_t)i * n + j] = re;
+                            R[(size_t)m * n + (size_t)i * n + j] = im;
+                            continue;
+                        }
                         /* [[Re, -Im], [Im, Re]] (2m x 2n) */
                         R[(size_t)i * 2 * n + j] = re;
                         R[(size_t)i * 2 * n + n + j] = -im;
                         R[(size_t)(m + i) * 2 * n + j] = im;
                         R[(size_t)(m + i) * 2 * n + n + j] = re;
                     }
-                double s = la_norm2_upper(2 * m, 2 * n, R, work);
+                double s;
+                if (cplx) {
+                    s = cplx_norm2(m, n, R, R + (size_t)m * n, work);
+                    s = s >= 0.0 ? s * cmargin : INFINITY;
+                } else {
+                    s = la_norm2_upper(2 * m, 2 * n, R, work);
+                }
                 if (!(s <= best))
                     best = s;
             }

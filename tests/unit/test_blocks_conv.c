@@ -955,6 +955,19 @@ START_TEST(test_spectral_norm)
     ex = explicit_norm(&t, w);
     ck_assert_msg(ub >= ex && lo <= ex * (1 + 1e-12), "bound %g exact %g witness %g", ub, ex, lo);
     free(w);
+
+    /* circular, fewer output than input channels (the complex Jacobi on K^H), with groups
+     * and a dilation: still the exact norm */
+    struct conv_geom h = {.cin = 6, .cout = 4, .groups = 2, .ih = 10, .iw = 12, .kh = 3,
+                          .kw = 3, .sh = 1, .sw = 1, .dh = 2, .dw = 1, .pt = 2, .pb = 2,
+                          .pl = 1, .pr = 1, .circular = true};
+    ck_assert(conv_geom_finish(&h, 0, 0));
+    w = rnd(h.cout * h.kg, 0.5f, 13);
+    ub = conv_norm2_upper(&h, w, h.cin, &lo, &how);
+    ex = explicit_norm(&h, w);
+    ck_assert_msg(strstr(how, "circular") != NULL, "%s", how);
+    ck_assert_msg(ub >= ex && ub <= ex * (1 + 1e-9), "DFT %.17g, exact %.17g", ub, ex);
+    free(w);
 }
 END_TEST
 
