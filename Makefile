@@ -8,7 +8,7 @@
 #                   Chromium (skipped without chromium, node, tests/ui/node_modules); C suites under ASan+UBSan
 #   make test       installs what it needs (scripts/install-deps.sh test), then everything in
 #                   check, then the deployment tests (container image, compose, `make run`)
-#   make bench      engine vs PyTorch(+FrEIA), ONNX Runtime and the sgemm/FMA peaks (docs/performance.md)
+#   make bench      engine vs PyTorch(+FrEIA), ONNX Runtime, sgemm/FMA peaks; vector and image cINN
 #   make bench-sbi  sbi's MAF, NSF, maf_rqs, zuko MAF/NSF posteriors: sbi itself vs the engine
 #                   (needs the sbi, nflows, zuko, UMNN sources: SBI_SRC=DIR, see bench/sbi_bench.py)
 #   make deps       install the Debian packages the build and tests need
@@ -343,8 +343,9 @@ $(BUILD)/bench_sgemm: $(BUILD)/bench/bench_sgemm.o $(BENCH_FMA) $(BUILD)/libinne
 	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
 # Engine vs PyTorch (FrEIA when on PYTHONPATH) vs ONNX Runtime (onnxruntime-node, installed
-# by npm under $(BUILD)/onnxruntime) vs the sgemm and FMA peaks, side by side in one run.
-# BENCH_ARGS=--write updates docs/performance.md.
+# by npm under $(BUILD)/onnxruntime) vs the sgemm and FMA peaks, side by side in one run, on
+# the reference cINN and (FrEIA needed) the digits image cINN (bench/torch_img.py).
+# BENCH_ARGS=--write updates docs/performance.md; BENCH_ARGS=--models=image runs one of them.
 bench: $(BUILD)/bench_engine $(BUILD)/bench_sgemm
 	/usr/bin/python3 bench/run_bench.py --bin $(BUILD)/bench_engine $(BENCH_ARGS)
 

@@ -1,5 +1,5 @@
 /*
- * conv.c — convolution operators of one sample (conv.h): geometry, the im2col gather the
+ * conv.c — convolution operators of one sample (conv.h): geometry, the patch gather the
  * subnets feed to the kernels' matrix product, the exact operator and its adjoint in
  * double, and the certified spectral-norm bound of the Lipschitz certificates.
  *
@@ -72,29 +72,40 @@ static inline int tap_index(const struct conv_geom *g, int y, int a, int n, int 
     return g->circular ? wrap(i, n) : -1;
 }
 
-void conv_im2col(const struct conv_geom *g, const float *x, int cx, const float *c, float *col)
+void conv_patches(const struct conv_geom *g, int R, const float *src, float *dst, size_t ldp)
 {
-    const size_t P = (size_t)g->oh * g->ow, HW = (size_t)g->ih * g->iw;
-    for (int ci = 0; ci < g->cin; ci++) {
-        const float *src = ci < cx ? x + (size_t)ci * HW : c + (size_t)(ci - cx) * HW;
-        for (int a = 0; a < g->kh; a++)
-            for (int b = 0; b < g->kw; b++) {
-                float *row = col + ((size_t)(ci * g->kh + a) * g->kw + b) * P;
-                for (int y = 0; y < g->oh; y++) {
-                    float *r = row + (size_t)y * g->ow;
+    const int cin_g = g->cin / g->groups;
+    const size_t Pin = (size_t)g->ih * g->iw;
+    for (int r = 0; r < R; r++)
+        for (int y = 0; y < g->oh; y++)
+            for (int xx = 0; xx < g->ow; xx++) {
+                float *row = dst + (((size_t)r * g->oh + y) * g->ow + xx) * ldp;
+                for (int a = 0; a < g->kh; a++) {
                     int hh = tap_index(g, y, a, g->ih, g->sh, g->pt, g->dh);
-                    if (hh < 0) {
-                        memset(r, 0, sizeof(float) * (size_t)g->ow);
-                        continue;
-                    }
-                    const float *sr = src + (size_t)hh * g->iw;
-                    for (int xx = 0; xx < g->ow; xx++) {
-                        int ww = tap_index(g, xx, b, g->iw, g->sw, g->pl, g->dw);
-                        r[xx] = ww < 0 ? 0.0f : sr[ww];
+                    for (int b = 0; b < g->kw; b++) {
+                        int ww = hh < 0 ? -1 : tap_index(g, xx, b, g->iw, g->sw, g->pl, g->dw);
+                        const float *s = ww < 0 ? NULL
+                            : src + ((size_t)r * Pin + (size_t)hh * g->iw + (size_t)ww) * g->cin;
+                        for (int gr = 0; gr < g->groups; gr++) {
+                            float *o = row + (size_t)gr * g->kg + ((size_t)a * g->kw + b) * cin_g;
+                            if (s)
+                                memcpy(o, s + (size_t)gr * cin_g, sizeof(float) * (size_t)cin_g);
+                            else
+                                memset(o, 0, sizeof(float) * (size_t)cin_g);
+                        }
                     }
                 }
             }
-    }
+}
+
+void conv_weight_hwc(const struct conv_geom *g, const float *w, float *dst)
+{
+    const int cin_g = g->cin / g->groups, kk = g->kh * g->kw;
+    for (int co = 0; co < g->cout; co++)
+        for (int ci = 0; ci < cin_g; ci++)
+            for (int t = 0; t < kk; t++)
+                dst[(size_t)co * g->kg + (size_t)t * cin_g + ci] =
+                    w[(size_t)co * g->kg + (size_t)ci * kk + t];
 }
 
 void conv_weight_matrix(const struct conv_geom *g, const float *w, float *dst)
@@ -182,8 +193,11 @@ static double power_lower(const struct conv_geom *g, const double *w, int cx, do
     const size_t nx = (size_t)cx * g->ih * g->iw;
     for (size_t i = 0; i < nin; i++)
         v[i] = i < nx ? 1.0 + 0.01 * (double)((i * 7919u) % 97u) : 0.0;
+    /* 300 steps, fewer on large operators (the witness is a sanity bracket only) */
+    double cost = (double)g->cout * g->kg * g->oh * g->ow;
+    int maxit = cost > 5e6 ? 40 : 300;
     double sig = 0.0;
-    for (int it = 0; it < 300; it++) {
+    for (int it = 0; it < maxit; it++) {
         double nv = vnorm(nin, v);
         if (!(nv > 0.0) || !isfinite(nv))
             return 0.0;

@@ -1,15 +1,17 @@
 /*
  * conv.h — the convolution operators of convolutional subnets (torch's Conv1d, Conv2d,
- * ConvTranspose1d, ConvTranspose2d on one sample): the geometry, the im2col gather that
- * turns a convolution into one matrix product per group through the engine's kernels, the
+ * ConvTranspose1d, ConvTranspose2d): the geometry, the patch (im2col) gather that turns
+ * a convolution into one matrix product per group through the engine's kernels, the
  * exact operator and its adjoint in double (certificates), and a certified upper bound on
  * the operator's spectral norm.  Implemented in conv.c.  Not part of the public API.
  *
- * Layouts: one sample is channel-major, (c, h, w) at c*H*W + h*W + w (torch contiguous);
- * a 1-D convolution is the 2-D one with H = 1.  The weight the kernels read (conv_geom's
- * "matrix") is cout x kg, row-major, kg = (cin / groups) * kh * kw in the order (ci, a, b):
- * the torch weight itself for a convolution, and for a transposed convolution the torch
- * weight (cin, cout / groups, kh, kw) rearranged at load (conv_weight_matrix).
+ * Layouts: a sample's flat row is channel-major, (c, h, w) at c*H*W + h*W + w (torch
+ * contiguous), which the double-precision operator reads; the float32 subnets hold their
+ * batches channels last (conv_patches).  A 1-D convolution is the 2-D one with H = 1.  The
+ * weight matrix is cout x kg, row-major, kg = (cin / groups) * kh * kw in the order
+ * (ci, a, b): the torch weight itself for a convolution, and for a transposed convolution
+ * the torch weight (cin, cout / groups, kh, kw) rearranged at load (conv_weight_matrix);
+ * the float32 kernels read it reordered to (a, b, ci) (conv_weight_hwc) and packed.
  *
  * Every function here is pure (no state, no allocation) except conv_norm2_upper, which
  * runs at load time only and allocates its temporaries.
@@ -37,17 +39,24 @@ struct conv_geom {
  * and opad_w are torch's output_padding; 0 otherwise. */
 bool conv_geom_finish(struct conv_geom *g, int opad_h, int opad_w);
 
-/* Floats of the im2col matrix (groups * kg rows x oh * ow columns); 0 when the
+/* Floats of the patch matrix of one sample (oh*ow rows of groups*kg values); 0 when the
  * convolution reads its input directly (conv_direct). */
 size_t conv_col_floats(const struct conv_geom *g);
 /* A 1x1 convolution with stride 1 and no padding: the input itself is the matrix the
  * product reads (no gather). */
 bool conv_direct(const struct conv_geom *g);
 
-/* col (groups*kg x oh*ow, row-major) <- the im2col gather of one sample.  Input channels
- * ci < cx come from x (channel ci at x + ci*ih*iw), the others from c (channel ci - cx);
- * this is torch.cat([x, c], 1) without the copy.  Padding reads 0 (or wraps, circular). */
-void conv_im2col(const struct conv_geom *g, const float *x, int cx, const float *c, float *col);
+/* The patch ("im2col") matrix of R samples held channels-last: channel ci of position q
+ * of sample r at src[(r*ih*iw + q)*cin + ci].  dst gets R*oh*ow rows (sample-major, then
+ * output position), row stride ldp, each the groups*kg input values the output position
+ * reads: group by group, within a group in the order (a, b, ci_local) of
+ * conv_weight_hwc's weights.  Padding reads 0 (or wraps, circular).  Then one product per
+ * group, patches (R*oh*ow x kg) times the weight's transpose, gives the output channels
+ * last, as the next convolution reads them. */
+void conv_patches(const struct conv_geom *g, int R, const float *src, float *dst, size_t ldp);
+/* The cout x kg weight matrix in (ci, a, b) order (conv_weight_matrix's) reordered to
+ * (a, b, ci) within each row, the order of conv_patches. */
+void conv_weight_hwc(const struct conv_geom *g, const float *w, float *dst);
 
 /* The torch weight of a transposed convolution (cin, cout/groups, kh, kw) as the cout x kg
  * matrix the product reads; a plain convolution's weight is already that matrix. */
@@ -72,7 +81,8 @@ void conv_adjoint_f64(const struct conv_geom *g, const double *w, const double *
  *     input zero-extended) so its norm is an upper bound; stride > 1 only drops rows
  *     (norm <= the stride-1 one), and a transposed convolution is the adjoint of such a
  *     convolution (same norm).
- * Load time only; allocates temporaries; returns +inf on OOM. */
+ * The power iteration runs 300 steps (40 on operators of over 5e6 multiply-adds) or to a
+ * relative change of 1e-13.  Load time only; allocates temporaries; returns +inf on OOM. */
 #define CONV_DENSE_MAX 384
 double conv_norm2_upper(const struct conv_geom *g, const float *w, int cx, double *lower,
                         const char **method);

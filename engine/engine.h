@@ -52,8 +52,10 @@ const char *eng_status_str(enum eng_status st);
 enum eng_kind { ENG_KIND_FLOW = 0, ENG_KIND_CINN, ENG_KIND_INN, ENG_KIND_MLP, ENG_KIND_MDN };
 /* "flow", "cinn", "inn", "mlp", "mdn".  An mdn (mixture density network, sbi's `mdn`) is
  * a Gaussian mixture over x whose weights, means and covariances a network computes from
- * y: it samples and has a density, but no forward or inverse map (a mixture is not a
- * bijection), so forward, inverse, resimulate and preimage return ENG_ERR_UNSUPPORTED. */
+ * y (or, for sbi's `made`, an autoregressive MADE whose per-dimension Gaussian mixtures
+ * depend on y and the previous dimensions): it samples and has a density, but no forward
+ * or inverse map (a mixture is not a bijection), so forward, inverse, resimulate and
+ * preimage return ENG_ERR_UNSUPPORTED. */
 const char *eng_kind_str(enum eng_kind k);
 
 /* Rows processed per tile by every operation; workspaces are sized for it. */
@@ -242,7 +244,9 @@ ENG_WARN_UNUSED enum eng_status eng_log_prob(const struct eng_model *m, struct e
  * eng_rng_u32 words 4b and 4b + 1 (b = ceil(dims.x / 4), the first block the normals do
  * not use), then x = mean + A^-1 (T e) with e the normals of dims 0 .. dims.x - 1 and A
  * the component's precision factor; the temperature scales the spread within a component,
- * not the choice of component. */
+ * not the choice of component.  An mdn whose mixture is of type made (sbi's MoG-MADE)
+ * draws dimension d's component with the uniform of words 4b + 2d and 4b + 2d + 1, then
+ * x_d = mean + std (T e_d), one dimension after the other. */
 ENG_WARN_UNUSED enum eng_status eng_sample(const struct eng_model *m, struct eng_ws *ws,
                                            const float *y, uint64_t seed, uint32_t obs,
                                            uint64_t first, int count, float temperature,

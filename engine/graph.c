@@ -289,21 +289,21 @@ enum eng_status graph_load_chain(struct ldr *L, struct eng_model *m, const cJSON
 
 /* ==== graphs ============================================================================== */
 
-/* Loading state of a graph: per node its name and first value, per value its producer
- * and consumer (node index; -1 for x's producer and for "not consumed yet", n_nodes for
- * a graph output). */
+/* Loading state of a graph: per node its name and first value (node i's outputs are the
+ * values first_val[i] .. first_val[i + 1] - 1), per value its consumer (node index; -1
+ * while unused, n_nodes for a graph output). */
 struct gload {
     int n_nodes;
     const char **name;
     int *first_val;
-    int *prod, *cons;
+    int *cons;
     const cJSON *nodes;
 };
 
 /* Parse the reference e = [name, index] (where: "inputs[2]" or "outputs[0]") read by node
  * `by` (n_nodes for the graph outputs); *v is the value. */
-static enum eng_status resolve_ref(struct ldr *L, struct gload *G, struct graph *g,
-                                   const cJSON *e, const char *where, int by, int *v)
+static enum eng_status resolve_ref(struct ldr *L, struct gload *G, const cJSON *e,
+                                   const char *where, int by, int *v)
 {
     const cJSON *nj = cJSON_IsArray(e) && cJSON_GetArraySize(e) == 2 ? e->child : NULL;
     const cJSON *ij = nj ? nj->next : NULL;
@@ -678,7 +678,7 @@ enum eng_status graph_load(struct ldr *L, struct eng_model *m, const cJSON *gj)
         for (const cJSON *e = ins->child; e; e = e->next, k++) {
             char where[32];
             snprintf(where, sizeof(where), "inputs[%d]", k);
-            enum eng_status st = resolve_ref(L, &G, g, e, where, i, &nd->in[k]);
+            enum eng_status st = resolve_ref(L, &G, e, where, i, &nd->in[k]);
             if (st != ENG_OK)
                 return st;
         }
@@ -729,7 +729,7 @@ enum eng_status graph_load(struct ldr *L, struct eng_model *m, const cJSON *gj)
     for (const cJSON *e = outs->child; e; e = e->next, k++) {
         char where[32];
         snprintf(where, sizeof(where), "outputs[%d]", k);
-        enum eng_status st = resolve_ref(L, &G, g, e, where, N, &g->outputs[k]);
+        enum eng_status st = resolve_ref(L, &G, e, where, N, &g->outputs[k]);
         if (st != ENG_OK)
             return st;
         total += g->vals[g->outputs[k]].width;

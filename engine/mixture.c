@@ -14,6 +14,11 @@
  * same bits come out on every kernel path.  model.c runs these per observation; loading
  * is mdn_load, called by manifest.c.
  *
+ * A mixture of "type" "made" (sbi's `made`: a MixtureOfGaussiansMADE) is run by
+ * mogmade.c behind the same functions: its optional "net" maps y_s to the MADE's context
+ * (without one the context is y_s), and the per-observation part of `par` holds the
+ * context's contributions to the MADE's layers.
+ *
  * Ownership: struct mdn and its arrays live in the model's arena (immutable after load);
  * the per-observation mixture is caller scratch (the workspace).
  */
@@ -44,6 +49,7 @@ struct mdn {
     const float *wt;  /* the heads' weights side by side, transposed: H x P (row j: input j) */
     const double *b;  /* their biases (P; 0 where a head has none) */
     const int *ur, *uc; /* U row / column indices of the upper entries */
+    const struct mogmade *made; /* type "made": the MADE mixture (mogmade.c), else NULL */
 };
 
 /* Layout of one observation's mixture in par. */
@@ -58,6 +64,8 @@ static inline double *p_A(const struct mdn *q, double *p)
 
 size_t mdn_par_doubles(const struct mdn *q)
 {
+    if (q->made)
+        return mogmade_par_doubles(q->made);
     return (size_t)q->K * (3 + (size_t)q->D + (size_t)q->D * q->D) + (size_t)q->P;
 }
 
@@ -78,6 +86,42 @@ static enum eng_status load_head(struct ldr *L, const cJSON *mj, const char *fie
     return st;
 }
 
+/* The rest of mdn_load for a mixture of type "made". */
+static enum eng_status made_load(struct ldr *L, struct eng_model *m, const cJSON *mj,
+                                 struct mdn *q, int K, int *hidden, size_t *scratch,
+                                 size_t mark)
+{
+    const int D = m->info.dims.x, dy = m->info.dims.y;
+    enum eng_status st;
+    if (D > MDN_MAX_DIM)
+        return ldr_fail(L, ENG_ERR_MANIFEST, "dims.x = %d is over %d, the widest mixture this "
+                        "engine serves", D, MDN_MAX_DIM);
+    q->K = K, q->D = D;
+    if ((st = ldr_num(L, mj, "epsilon", false, 1e-2, &q->eps)) != ENG_OK)
+        return st;
+    if (!(q->eps > 0 && q->eps < 1e3))
+        return ldr_fail(L, ENG_ERR_MANIFEST, "field 'epsilon' (added to every std) must be "
+                        "in (0, 1000)");
+    const cJSON *nj = cJSON_GetObjectItemCaseSensitive(mj, "net");
+    if (nj && !cJSON_IsNull(nj)) {
+        if ((st = ldr_subnet(L, mj, "net", 0, dy, -1, &q->net)) != ENG_OK)
+            return st;
+        q->H = q->net->dout;
+    } else {
+        q->H = dy;
+    }
+    if ((st = mogmade_load(L, mj, D, K, q->H, q->eps, &q->made)) != ENG_OK)
+        return st;
+    if (mogmade_par_doubles(q->made) > MDN_MAX_PAR_DOUBLES)
+        return ldr_fail(L, ENG_ERR_MANIFEST, "the MADE takes %zu doubles per observation, "
+                        "over %u", mogmade_par_doubles(q->made), MDN_MAX_PAR_DOUBLES);
+    ldr_pop(L, mark);
+    m->mdn = q;
+    *hidden = q->H;
+    *scratch = q->net ? subnet_scratch(q->net, ENG_TILE_ROWS) : 0;
+    return ENG_OK;
+}
+
 enum eng_status mdn_load(struct ldr *L, struct eng_model *m, const cJSON *mj, int *hidden,
                          size_t *scratch)
 {
@@ -88,22 +132,38 @@ enum eng_status mdn_load(struct ldr *L, struct eng_model *m, const cJSON *mj, in
     struct mdn *q = ldr_alloc(L, sizeof(*q));
     if (!q)
         return ENG_ERR_NOMEM;
+    memset(q, 0, sizeof(*q));
     size_t mark = ldr_push(L, "mixture");
-    for (const cJSON *f = mj->child; f; f = f->next) {
-        static const char *const known[] = {"components", "epsilon", "net", "logits", "means",
-                                            "diagonal", "upper", "diagonal_map"};
-        bool ok = false;
-        for (size_t i = 0; i < sizeof known / sizeof *known; i++)
-            ok |= strcmp(f->string, known[i]) == 0;
-        if (!ok)
-            return ldr_fail(L, ENG_ERR_MANIFEST, "unknown field '%.64s' (an mdn's mixture has "
-                            "components, epsilon, net, logits, means, diagonal, upper, "
-                            "diagonal_map)", f->string);
-    }
-    long K;
-    enum eng_status st = ldr_int(L, mj, "components", true, 0, 1, MDN_MAX_COMPONENTS, &K);
+    static const char *const types[] = {"gaussian", "made"};
+    int type;
+    enum eng_status st = ldr_enum(L, mj, "type", false, 0, types, 2, &type);
     if (st != ENG_OK)
         return st;
+    for (const cJSON *f = mj->child; f; f = f->next) {
+        static const char *const known[] = {"type", "components", "epsilon", "net", "logits",
+                                            "means", "diagonal", "upper", "diagonal_map"};
+        static const char *const known_made[] = {"type", "components", "epsilon", "net",
+                                                 "activation", "hidden", "initial", "context",
+                                                 "blocks", "final"};
+        bool ok = false;
+        if (type == 1)
+            for (size_t i = 0; i < sizeof known_made / sizeof *known_made; i++)
+                ok |= strcmp(f->string, known_made[i]) == 0;
+        else
+            for (size_t i = 0; i < sizeof known / sizeof *known; i++)
+                ok |= strcmp(f->string, known[i]) == 0;
+        if (!ok)
+            return ldr_fail(L, ENG_ERR_MANIFEST, "unknown field '%.64s' (%s)", f->string,
+                            type == 1 ? "a made mixture has type, components, epsilon, net, "
+                            "activation, hidden, initial, context, blocks, final" :
+                            "an mdn's mixture has type, components, epsilon, net, logits, "
+                            "means, diagonal, upper, diagonal_map");
+    }
+    long K;
+    if ((st = ldr_int(L, mj, "components", true, 0, 1, MDN_MAX_COMPONENTS, &K)) != ENG_OK)
+        return st;
+    if (type == 1)
+        return made_load(L, m, mj, q, (int)K, hidden, scratch, mark);
     if (D > MDN_MAX_DIM)
         return ldr_fail(L, ENG_ERR_MANIFEST, "dims.x = %d is over %d, the widest mixture this "
                         "engine serves", D, MDN_MAX_DIM);
@@ -167,7 +227,17 @@ enum eng_status mdn_load(struct ldr *L, struct eng_model *m, const cJSON *mj, in
 void mdn_hidden(const struct mdn *q, int rows, const float *ys, int ldy, float *h, int ldh,
                 float *scratch)
 {
+    if (!q->net) { /* a made mixture without an embedding: the context is y_s */
+        for (int r = 0; r < rows; r++)
+            memcpy(h + (size_t)r * ldh, ys + (size_t)r * ldy, sizeof(float) * (size_t)q->H);
+        return;
+    }
     subnet_forward(q->net, rows, NULL, 0, ys, ldy, h, ldh, scratch);
+}
+
+int mdn_uniforms(const struct mdn *q)
+{
+    return q->made ? q->D : 1;
 }
 
 /* out[o] = b[o] + sum_j w[o][j] h[j] for every head output o, in double, each sum in
@@ -194,6 +264,8 @@ static inline double softplus(double v)
 
 bool mdn_mixture(const struct mdn *q, const float *h, double *par)
 {
+    if (q->made)
+        return mogmade_context(q->made, h, par);
     const int K = q->K, D = q->D;
     double *logw = p_logw(q, par), *cum = p_cum(q, par), *ldet = p_ldet(q, par);
     double *mu = p_mu(q, par), *A = p_A(q, par);
@@ -230,15 +302,17 @@ bool mdn_mixture(const struct mdn *q, const float *h, double *par)
             Ak[(size_t)q->ur[u] * D + q->uc[u]] = r_up[(size_t)k * q->U + u];
     }
     double chk = lse;
-    for (size_t i = 0, n = (size_t)K * (1 + D + D * D); i < n; i++)
+    for (size_t i = 0, n = (size_t)K * D * (1 + (size_t)D); i < n; i++)
         chk += mu[i] * 0.0; /* mu and A are adjacent: NaN or Inf anywhere makes chk NaN */
     for (int k = 0; k < K; k++)
         chk += ldet[k] * 0.0;
     return isfinite(chk);
 }
 
-double mdn_log_density(const struct mdn *q, const double *par, const double *xs)
+double mdn_log_density(const struct mdn *q, double *par, const double *xs)
 {
+    if (q->made)
+        return mogmade_log_density(q->made, par, xs);
     const int K = q->K, D = q->D;
     const double *logw = par, *ldet = par + 2 * (size_t)K, *mu = par + 3 * (size_t)K;
     const double *A = mu + (size_t)K * D;
@@ -268,11 +342,15 @@ double mdn_log_density(const struct mdn *q, const double *par, const double *xs)
     return mx == -INFINITY ? mx : mx + em_log(s);
 }
 
-void mdn_draw(const struct mdn *q, const double *par, double u, const float *e, double *xs)
+void mdn_draw(const struct mdn *q, double *par, const double *u, const float *e, double *xs)
 {
+    if (q->made) {
+        mogmade_draw(q->made, par, u, e, xs);
+        return;
+    }
     const int K = q->K, D = q->D;
     const double *cum = par + K, *mu = par + 3 * (size_t)K, *A = mu + (size_t)K * D;
-    double t = u * cum[K - 1];
+    double t = u[0] * cum[K - 1];
     int k = 0;
     while (k < K - 1 && !(t < cum[k]))
         k++;

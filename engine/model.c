@@ -113,8 +113,9 @@ struct tile {
     double *ld;      /* T log-dets */
     double *aux;     /* T doubles */
     double *xd;      /* T x D doubles: the state between numeric blocks (NULL without them) */
-    double *mpar;    /* mdn: one observation's mixture (mdn_par_doubles), then 2 x dims.x
-                        doubles of one row (NULL for the other kinds) */
+    double *mpar;    /* mdn: one observation's mixture (mdn_par_doubles), then one row of
+                        dims.x doubles and its draw's uniforms (dims.x at most; NULL for
+                        the other kinds) */
 };
 
 static struct tile carve(const struct eng_model *m, struct eng_ws *ws)
@@ -710,7 +711,8 @@ static enum eng_status mdn_sample_tile(const struct eng_model *m, struct tile *t
 {
     const int dx = m->info.dims.x;
     const uint32_t wu = 4u * (uint32_t)((dx + 3) / 4); /* the first word no normal uses */
-    double *xs = t->mpar + mdn_par_doubles(m->mdn);
+    const int nu = mdn_uniforms(m->mdn);
+    double *xs = t->mpar + mdn_par_doubles(m->mdn), *u = xs + dx;
     mdn_hidden_tile(m, t, rows, y, ybcast);
     for (int i = 0; i < rows; i++) {
         uint64_t idx = index0 + (uint64_t)i;
@@ -721,10 +723,12 @@ static enum eng_status mdn_sample_tile(const struct eng_model *m, struct tile *t
         eng_rng_normal_row(dr[i].seed, dr[i].obs, dr[i].sample, dx, e);
         for (int j = 0; j < dx; j++)
             e[j] *= dr[i].temperature;
-        uint32_t w0 = eng_rng_u32(dr[i].seed, dr[i].obs, dr[i].sample, wu);
-        uint32_t w1 = eng_rng_u32(dr[i].seed, dr[i].obs, dr[i].sample, wu + 1);
-        double u = ((double)(w0 >> 5) * 67108864.0 + (double)(w1 >> 6)) *
+        for (int j = 0; j < nu; j++) { /* uniform j: words wu + 2j, wu + 2j + 1 */
+            uint32_t w0 = eng_rng_u32(dr[i].seed, dr[i].obs, dr[i].sample, wu + 2u * j);
+            uint32_t w1 = eng_rng_u32(dr[i].seed, dr[i].obs, dr[i].sample, wu + 2u * j + 1);
+            u[j] = ((double)(w0 >> 5) * 67108864.0 + (double)(w1 >> 6)) *
                    (1.0 / 9007199254740992.0); /* 53 bits, [0, 1) */
+        }
         mdn_draw(m->mdn, t->mpar, u, e, xs);
         float *xr = xo + (size_t)i * dx;
         for (int j = 0; j < dx; j++)

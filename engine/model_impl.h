@@ -26,6 +26,7 @@ struct kern;        /* kern.h */
 struct st_file;     /* safetensors.h */
 struct blk_io;      /* block.h */
 struct mdn;         /* mixture.c */
+struct mogmade;     /* mogmade.c */
 
 /* ---- Loading context (the struct ldr of loader.h) ----------------------------------- */
 
@@ -227,11 +228,27 @@ void mdn_hidden(const struct mdn *q, int rows, const float *ys, int ldy, float *
 bool mdn_mixture(const struct mdn *q, const float *h, double *par);
 /* log q(x_s) of one standardized row x_s (dims.x doubles) under the mixture par, in
  * double (sbi's MoG.log_prob: quadratic form with the precision A^T A + eps I, log-det
- * sum log diag A). */
-double mdn_log_density(const struct mdn *q, const double *par, const double *xs);
-/* One draw: component from the uniform u in [0, 1), then xs = mean + A^-1 e (e: dims.x
- * normals, already scaled by the temperature) into xs. */
-void mdn_draw(const struct mdn *q, const double *par, double u, const float *e, double *xs);
+ * sum log diag A; a made mixture: mogmade.c).  par's scratch tail may be overwritten. */
+double mdn_log_density(const struct mdn *q, double *par, const double *xs);
+/* Uniforms one draw takes: 1 (the component), a made mixture dims.x (one per dimension). */
+int mdn_uniforms(const struct mdn *q);
+/* One draw: component from the uniform u[0] in [0, 1), then xs = mean + A^-1 e (e: dims.x
+ * normals, already scaled by the temperature) into xs; a made mixture draws dimension d's
+ * component with u[d] and xs_d = mean + std e_d, d = 0 .. dims.x - 1 in turn. */
+void mdn_draw(const struct mdn *q, double *par, const double *u, const float *e, double *xs);
+
+/* ---- the made mixture (mogmade.c), run through the mdn functions above ------------------
+ * Load obj's MADE (components K, context width C, epsilon eps) for dims.x = D; the
+ * struct lives in the model's arena. */
+enum eng_status mogmade_load(struct ldr *L, const cJSON *obj, int D, int K, int C, double eps,
+                             const struct mogmade **out);
+size_t mogmade_par_doubles(const struct mogmade *g);
+/* The context's contributions (context c of width C, float) into par; false when one is
+ * not finite. */
+bool mogmade_context(const struct mogmade *g, const float *c, double *par);
+double mogmade_log_density(const struct mogmade *g, double *par, const double *xs);
+void mogmade_draw(const struct mogmade *g, double *par, const double *u, const float *e,
+                  double *xs);
 
 /* model.c: what preimage.c needs to see inside a model (borrowed, valid while it lives). */
 struct model_view {

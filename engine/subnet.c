@@ -297,6 +297,17 @@ static enum eng_status load_conv(struct ldr *L, const cJSON *lj, struct subnet_l
         return ENG_ERR_NOMEM;
     conv_weight_matrix(g, w, wm);
     l->cw = wm;
+    const int cout_g = g->cout / g->groups;
+    float *wh = ldr_alloc(L, sizeof(float) * (size_t)g->cout * (size_t)g->kg);
+    l->cwp_stride = kern_packed_size(cout_g, g->kg);
+    float *wp = ldr_alloc(L, sizeof(float) * ((size_t)g->groups * l->cwp_stride + 1));
+    if (!wh || !wp)
+        return ENG_ERR_NOMEM;
+    conv_weight_hwc(g, wm, wh);
+    for (int gr = 0; gr < g->groups; gr++)
+        kern_pack_weight(cout_g, g->kg, wh + (size_t)gr * cout_g * g->kg, g->kg,
+                         wp + (size_t)gr * l->cwp_stride);
+    l->cwp = wp;
     l->wname = wt->name;
     l->kind = SUB_CONV;
     l->in = (int)shp_numel(sh);
@@ -449,10 +460,11 @@ static enum eng_status load_layers(struct ldr *L, const cJSON *layers, int nl,
             last_w = l->wname;
         if ((size_t)shp_numel(&sh) > s->state_max)
             s->state_max = (size_t)shp_numel(&sh);
+        l->oc = sh.c, l->opos = sh.rank > 1 ? sh.h * sh.w : 1;
         if (l->kind == SUB_CONV) {
             size_t cf = conv_col_floats(&l->g);
-            /* the first layer gathers [x, c] from two places even when 1x1 */
-            if (cf == 0 && i == 0 && s->cx > 0 && s->cc > 0)
+            /* the first layer gathers [x, c] from the rows themselves even when 1x1 */
+            if (cf == 0 && i == 0)
                 cf = (size_t)l->g.cin * l->g.oh * l->g.ow;
             if (cf > s->col_max)
                 s->col_max = cf;
@@ -557,6 +569,17 @@ static enum eng_status load_subnet(struct ldr *L, const cJSON *obj, const char *
     } else {
         s->general = true;
         s->layers = ls, s->n_layers = nl;
+        s->in_rank = in_sh->rank;
+        s->in_pos = in_sh->rank > 1 ? in_sh->h * in_sh->w : 1;
+        /* rows per batch: enough that the products have ~256 columns at the smallest
+         * number of positions, at most 64 */
+        int pmin = s->in_pos;
+        for (int i = 0; i < nl; i++)
+            if (ls[i].kind == SUB_CONV && ls[i].opos < pmin)
+                pmin = ls[i].opos;
+        s->rb = (256 + pmin - 1) / pmin;
+        if (s->rb > 64)
+            s->rb = 64;
         for (int i = 1; i < nl; i++)
             if (ls[i].kind == SUB_ACT &&
                 (ls[i - 1].kind == SUB_LINEAR || ls[i - 1].kind == SUB_CONV))
@@ -590,14 +613,18 @@ enum eng_status ldr_subnet_img(struct ldr *L, const cJSON *obj, const char *fiel
 
 /* ---- evaluation ------------------------------------------------------------------------- */
 
-/* Convolutional subnets: per row, two state buffers and the im2col matrix (rounded to
- * 16 floats so each starts 64-byte aligned relative to the scratch). */
+/* Convolutional subnets: for a batch of up to s->rb rows, two state buffers and the patch
+ * matrix (each rounded to 16 floats so it starts 64-byte aligned relative to the
+ * scratch). */
 static size_t round16(size_t n) { return (n + 15) / 16 * 16; }
 
 size_t subnet_scratch(const struct subnet *s, int rows)
 {
     if (s->general)
-        return 2 * round16(s->state_max) + round16(s->col_max) + 16;
+    {
+        size_t R = (size_t)(rows < s->rb ? (rows > 0 ? rows : 1) : s->rb);
+        return 2 * round16(R * s->state_max) + round16(R * s->col_max) + 16;
+    }
     return 2 * (size_t)rows * (size_t)s->max_width + (size_t)s->max_width;
 }
 
@@ -632,38 +659,66 @@ static const struct subnet_layer *fused_act(const struct subnet *s, int i)
     return i + 1 < s->n_layers && !s->layers[i + 1].is_linear ? &s->layers[i + 1] : NULL;
 }
 
-/* One convolution of one row: dst (cout x oh*ow) = act(bias + W * im2col(src)), each
- * element starting from its bias and accumulating the (ci, a, b) terms in order (kern.h),
- * one product per group.  src holds the channels < cx, c the rest (the first layer's
- * [x, c]; cx = cin and c = NULL elsewhere). */
-static void conv_row(const struct subnet *s, const struct subnet_layer *l,
-                     const struct subnet_layer *act, const float *src, int cx, const float *c,
-                     float *col, float *dst)
+/* ---- convolutional subnets: batches of R rows ------------------------------------------------
+ *
+ * A state of R rows is held "image", channels last (channel c of position q of row r at
+ * (r*pos + q)*C + c: conv_patches reads it and each product writes it), or "flat",
+ * row-major (row r at r*width, the channel-major flat row; linear layers read and write
+ * it); flatten and unflatten switch layouts, the input is gathered into one and the
+ * output scattered back to channel-major rows.  Every output element of a product starts
+ * from its bias and accumulates its (a, b, ci) terms in a fixed order (kern.h), so neither
+ * the kernel path nor the rows per batch change a bit. */
+
+struct gstate {
+    float *p;
+    bool img;
+    int ch, pos;    /* image: channels and positions per channel */
+};
+
+/* image (R*pos x C) <-> flat (R x C*pos, channel-major rows) */
+static void img_to_flat(const float *src, int C, int pos, int R, float *dst)
+{
+    for (int r = 0; r < R; r++)
+        for (int q = 0; q < pos; q++) {
+            const float *v = src + ((size_t)r * pos + q) * C;
+            float *o = dst + (size_t)r * C * pos + q;
+            for (int c = 0; c < C; c++)
+                o[(size_t)c * pos] = v[c];
+        }
+}
+
+static void flat_to_img(const float *src, int C, int pos, int R, float *dst)
+{
+    for (int r = 0; r < R; r++)
+        for (int q = 0; q < pos; q++) {
+            const float *v = src + (size_t)r * C * pos + q;
+            float *o = dst + ((size_t)r * pos + q) * C;
+            for (int c = 0; c < C; c++)
+                o[c] = v[(size_t)c * pos];
+        }
+}
+
+/* One convolution of the image src (R rows) into the image dst: per group, patches times
+ * the packed weight, the bias as the start value, the next activation fused. */
+static void conv_rows(const struct subnet *s, const struct subnet_layer *l,
+                      const struct subnet_layer *act, int R, const float *src, float *col,
+                      float *dst)
 {
     const struct conv_geom *g = &l->g;
-    const size_t P = (size_t)g->oh * g->ow;
-    const int cout_g = g->cout / g->groups;
-    const float *B;
-    if (conv_direct(g) && (cx == g->cin || cx == 0)) {
-        B = cx == 0 ? c : src;
-    } else {
-        conv_im2col(g, src, cx, c, col);
-        B = col;
+    const int rowsP = R * g->oh * g->ow, cout_g = g->cout / g->groups;
+    const float *A = src;
+    int lda = g->cin;
+    if (!conv_direct(g)) {
+        lda = g->groups * g->kg;
+        conv_patches(g, R, src, col, (size_t)lda);
+        A = col;
     }
     for (int gr = 0; gr < g->groups; gr++) {
-        float *y = dst + (size_t)gr * cout_g * P;
-        if (l->cb)
-            for (int o = 0; o < cout_g; o++) {
-                float bv = l->cb[gr * cout_g + o];
-                float *yo = y + (size_t)o * P;
-                for (size_t p = 0; p < P; p++)
-                    yo[p] = bv;
-            }
-        struct kern_gemm gm = {.m = cout_g, .n = (int)P, .k = g->kg,
-                               .a = l->cw + (size_t)gr * cout_g * g->kg, .lda = g->kg,
-                               .b = B + (size_t)gr * g->kg * P, .ldb = (int)P,
-                               .bmode = KERN_B_ROWMAJOR, .accumulate = l->cb != NULL, .y = y,
-                               .ldy = (int)P};
+        struct kern_gemm gm = {.m = rowsP, .n = cout_g, .k = g->kg, .a = A + (size_t)gr * g->kg,
+                               .lda = lda, .b = l->cwp + (size_t)gr * l->cwp_stride,
+                               .bmode = KERN_B_PACKED,
+                               .init = l->cb ? l->cb + (size_t)gr * cout_g : NULL,
+                               .y = dst + (size_t)gr * cout_g, .ldy = g->cout};
         if (act) {
             gm.act = act->act;
             gm.p1 = act->p1, gm.p2 = act->p2;
@@ -672,36 +727,61 @@ static void conv_row(const struct subnet *s, const struct subnet_layer *l,
     }
 }
 
-/* A convolutional subnet on one row.  The input [x, c] is read in place by the first
- * convolution (copied into a state buffer when a linear layer or an activation comes
- * first); states alternate between two buffers; the last is copied to out. */
-static void general_row(const struct subnet *s, const float *x, const float *c, float *out,
-                        float *scratch)
+/* The input [x, c] of R rows into dst in the layout of st (image or flat). */
+static void gather_input(const struct subnet *s, int R, const float *x, int ldx, const float *c,
+                         int ldc, const struct gstate *st, float *dst)
 {
-    float *buf[2] = {scratch, scratch + round16(s->state_max)};
-    float *col = scratch + 2 * round16(s->state_max);
-    const float *cur = NULL; /* NULL: the input [x, c], not yet copied */
+    if (!st->img) {
+        const int w = s->dx + s->dc;
+        for (int r = 0; r < R; r++) {
+            if (s->dx > 0)
+                memcpy(dst + (size_t)r * w, x + (size_t)r * ldx, sizeof(float) * (size_t)s->dx);
+            if (s->dc > 0)
+                memcpy(dst + (size_t)r * w + s->dx, c + (size_t)r * ldc,
+                       sizeof(float) * (size_t)s->dc);
+        }
+        return;
+    }
+    const int P = s->in_pos, C = s->cx + s->cc;
+    for (int r = 0; r < R; r++)
+        for (int ch = 0; ch < C; ch++) {
+            const float *v = ch < s->cx ? x + (size_t)r * ldx + (size_t)ch * P
+                                        : c + (size_t)r * ldc + (size_t)(ch - s->cx) * P;
+            float *o = dst + (size_t)r * P * C + ch;
+            for (int q = 0; q < P; q++)
+                o[(size_t)q * C] = v[q];
+        }
+}
+
+static void general_rows(const struct subnet *s, int R, const float *x, int ldx, const float *c,
+                         int ldc, float *out, int ldo, float *scratch)
+{
+    float *buf[2] = {scratch, scratch + round16((size_t)R * s->state_max)};
+    float *col = scratch + 2 * round16((size_t)R * s->state_max);
+    struct gstate st = {buf[0], s->in_rank > 1, s->cx + s->cc, s->in_pos};
+    gather_input(s, R, x, ldx, c, ldc, &st, buf[0]);
     for (int i = 0; i < s->n_layers; i++) {
         const struct subnet_layer *l = &s->layers[i];
+        if (l->kind == SUB_ACT && l->fused)
+            continue;
+        float *dst = st.p == buf[0] ? buf[1] : buf[0];
         const struct subnet_layer *act =
             i + 1 < s->n_layers && s->layers[i + 1].fused ? &s->layers[i + 1] : NULL;
-        float *dst = cur == buf[0] ? buf[1] : buf[0];
-        if (l->kind == SUB_FLATTEN || l->kind == SUB_UNFLATTEN || (l->kind == SUB_ACT && l->fused))
-            continue;
-        if (!cur && l->kind != SUB_CONV) {
-            if (s->dx > 0)
-                memcpy(dst, x, sizeof(float) * (size_t)s->dx);
-            if (s->dc > 0)
-                memcpy(dst + s->dx, c, sizeof(float) * (size_t)s->dc);
-            cur = dst;
-            dst = buf[1];
-        }
         switch (l->kind) {
         case SUB_ACT:
-            s->k->act(l->act, l->p1, l->p2, (float *)cur, (size_t)l->out);
+            s->k->act(l->act, l->p1, l->p2, st.p, (size_t)R * (size_t)l->out);
+            break;
+        case SUB_FLATTEN:
+            if (st.img)
+                img_to_flat(st.p, st.ch, st.pos, R, dst), st.p = dst;
+            st.img = false;
+            break;
+        case SUB_UNFLATTEN:
+            flat_to_img(st.p, l->oc, l->opos, R, dst), st.p = dst;
+            st.img = true, st.ch = l->oc, st.pos = l->opos;
             break;
         case SUB_LINEAR: {
-            struct kern_gemm gm = {.m = 1, .n = l->out, .k = l->in, .a = cur, .lda = l->in,
+            struct kern_gemm gm = {.m = R, .n = l->out, .k = l->in, .a = st.p, .lda = l->in,
                                    .b = l->wp, .bmode = KERN_B_PACKED, .init = l->b, .y = dst,
                                    .ldy = l->out};
             if (act) {
@@ -709,33 +789,36 @@ static void general_row(const struct subnet *s, const float *x, const float *c, 
                 gm.p1 = act->p1, gm.p2 = act->p2;
             }
             s->k->gemm(&gm);
-            cur = dst;
+            st.p = dst;
             break;
         }
         case SUB_CONV:
-            if (cur)
-                conv_row(s, l, act, cur, l->g.cin, NULL, col, dst);
-            else
-                conv_row(s, l, act, x, s->cx, c, col, dst);
-            cur = dst;
-            break;
-        default:
+            conv_rows(s, l, act, R, st.p, col, dst);
+            st.p = dst, st.img = true, st.ch = l->oc, st.pos = l->opos;
             break;
         }
     }
-    memcpy(out, cur, sizeof(float) * (size_t)s->dout);
+    if (st.img) {
+        float *dst = st.p == buf[0] ? buf[1] : buf[0];
+        img_to_flat(st.p, st.ch, st.pos, R, dst), st.p = dst;
+    }
+    for (int r = 0; r < R; r++)
+        memcpy(out + (size_t)r * ldo, st.p + (size_t)r * s->dout, sizeof(float) * (size_t)s->dout);
 }
 
 /* MLPs: every output element is bias, then the condition columns, then the x columns, each
  * accumulated in order (kern.h): a broadcast condition row gives the same bits as the
- * same row repeated.  Convolutional subnets: row by row (general_row). */
+ * same row repeated.  Convolutional subnets: in batches of s->rb rows (general_rows). */
 void subnet_forward(const struct subnet *s, int rows, const float *x, int ldx, const float *c,
                     int ldc, float *out, int ldo, float *scratch)
 {
     if (s->general) {
-        for (int r = 0; r < rows; r++)
-            general_row(s, x ? x + (size_t)r * ldx : NULL, c ? c + (size_t)r * ldc : NULL,
-                        out + (size_t)r * ldo, scratch);
+        for (int r0 = 0; r0 < rows; r0 += s->rb) {
+            int R = rows - r0 < s->rb ? rows - r0 : s->rb;
+            general_rows(s, R, x ? x + (size_t)r0 * ldx : NULL, ldx,
+                         c ? c + (size_t)r0 * ldc : NULL, ldc, out + (size_t)r0 * ldo, ldo,
+                         scratch);
+        }
         return;
     }
     const int mw = s->max_width;

@@ -8,8 +8,8 @@
  *     kernels (weights packed at load);
  *   - convolutional subnets on (C, H, W) or (C, L) rows (ldr_subnet_img): conv1d, conv2d,
  *     conv_transpose1d/2d, activations, and linear layers between a flatten and an
- *     unflatten, run one row at a time (im2col into scratch, one kernel product per
- *     group; conv.h).  A row's image is its flat channel-major layout, so [x, c]
+ *     unflatten, run on batches of rows (the batch's patch matrix in scratch, one kernel
+ *     product per group with packed weights; conv.h).  A row's image is its flat channel-major layout, so [x, c]
  *     concatenated along channels is the flat [x | c].  An image subnet that is a
  *     flatten, an MLP and an unflatten back to the output shape runs as an MLP on the
  *     flat rows (the same numbers: torch's Flatten is the flat layout).
@@ -50,7 +50,12 @@ struct subnet_layer {
     struct conv_geom g;
     const float *cw;
     const float *cb;
+    const float *cwp;   /* per group: cw reordered to conv_weight_hwc's (a, b, ci) and packed
+                           for the kernels, group gr at cwp + gr * cwp_stride */
+    size_t cwp_stride;
     const char *wname;  /* weight tensor name (messages, certificates) */
+    int oc, opos;       /* (convolutional subnets) the output as oc channels of opos positions
+                           (a flat output: oc = its width, opos = 1) */
 };
 
 /* A subnet maps [x_part (dx), c (dc)] -> out.  The first layer is Linear; its weight is
@@ -69,8 +74,10 @@ struct subnet {
      * the input image has cx + cc channels (x's, then the condition's) */
     bool general;
     int cx, cc;
+    int in_rank, in_pos;       /* the input's rank and positions per channel */
+    int rb;                    /* rows run together (subnet.c's general_rows) */
     size_t state_max;          /* floats of the widest state (one row) */
-    size_t col_max;            /* floats of the largest im2col matrix */
+    size_t col_max;            /* floats of the largest patch matrix (one row) */
 };
 
 /* Parse a subnet description {"layers": [...]} from obj[field] (see

@@ -20,12 +20,23 @@ ik_cinn, ik_inn (inverse kinematics, models/train/kinematics.py):
   * re-simulation error Err_resim = mean ||f(x_hat) - y*||^2 with the true f;
   * the share of the elbow mode x4 > 0, served vs ground truth;
   * density consistency: log_prob returned with the samples vs POST .../log_prob;
-  * ik_inn also: forward prediction y_hat vs f(x) at prior draws.
+  * ik_inn also: forward prediction y_hat vs f(x) at prior draws;
+  * the same for every other posterior estimator of the task that the daemon serves (a cinn
+    named ik_* with 4 parameters and a 2-D observation, e.g. ik_sbi_nsf, an sbi NPE);
+  * calibration of every posterior estimator (POST .../calibration): N_CALIB pairs
+    (x*, y = f(x*) + u), x* from the prior and u uniform in the disk of radius EPS (the
+    joint distribution the estimators are trained on), 200 samples per pair: the smallest
+    SBC KS p-value over the 4 dimensions, the HPD expected coverage at 20/40/60/80 %
+    (calibrated: equal to the level), TARP's ATC, and the mean of -log q(x* | y) (nltp,
+    lower is better).
 iresnet_toy: served log_prob vs the true log density at true samples (mean |error|, and
   KL(p || q) = E_p[log p - log q]); the numeric inverse: x -> forward -> z -> inverse -> x,
   its error, iterations and certified bounds; served samples vs true samples (MMD).
 ik_mlp: surrogate error at prior draws; preimage search (POST .../preimage) for the targets:
   the surrogate's residual and the true ||f(x) - y*|| of the solutions.
+ik_mdn (sbi's mixture density network, kind mdn): the posterior error and re-simulation
+  error of ik_cinn's protocol (same targets, ground truth and seeds), written to its own
+  block of docs/models.md; --only ik_mdn measures just that block.
 """
 
 import argparse
@@ -51,7 +62,9 @@ from innserve import Client  # noqa: E402
 EPS = 0.02
 N_RANDOM = 16
 N_SAMPLES = 1000
+N_CALIB = 300
 BEGIN, END = "<!-- BEGIN model-quality -->", "<!-- END model-quality -->"
+MDN_BEGIN, MDN_END = "<!-- BEGIN model-quality ik_mdn -->", "<!-- END model-quality ik_mdn -->"
 
 
 def free_port():
@@ -64,8 +77,10 @@ def free_port():
 
 def start_daemon(binary, models):
     port = free_port()
+    # a generous deadline: the measurement must not fail on a busy machine
     proc = subprocess.Popen([binary, "--models", models, "--host", "127.0.0.1", "--port", str(port),
-                             "--access-log", "off"], stderr=subprocess.PIPE)
+                             "--access-log", "off", "--deadline-ms", "600000"],
+                            stderr=subprocess.PIPE)
     c = Client("http://127.0.0.1:%d" % port, timeout=300)
     if not c.wait_ready(60):
         proc.kill()
@@ -129,6 +144,31 @@ def prior_baseline(T, gt, seed):
     """MMD of prior draws (an estimator that ignores y) against each ground truth."""
     rng = np.random.default_rng(seed)
     return [K.mmd(K.prior(N_SAMPLES, rng), g[:N_SAMPLES]) for g in gt]
+
+
+def extra_posteriors(c):
+    """The other posterior estimators of the task served: cinn models named ik_* with x in
+    R^4 and y in R^2 (ik_cinn has its own columns)."""
+    return [m["name"] for m in c.models()
+            if m["name"].startswith("ik_") and m["name"] != "ik_cinn" and m["kind"] == "cinn"
+            and m["dims"]["x"] == 4 and m["dims"]["y"] == 2 and m.get("state") == "READY"]
+
+
+def eval_calibration(c, model, seed):
+    """Calibration on N_CALIB pairs from the training joint (prior, y + U(disk EPS))."""
+    rng = np.random.default_rng(seed)
+    x = K.prior(N_CALIB, rng)
+    r = EPS * np.sqrt(rng.random(N_CALIB))
+    a = 2 * np.pi * rng.random(N_CALIB)
+    y = K.forward(x) + np.stack([r * np.cos(a), r * np.sin(a)], 1)
+    ans = c.calibration(model, x, y=y, num_samples=200, seed=seed, progress=False)
+    cov = ans["coverage"]
+    levels = [0.2, 0.4, 0.6, 0.8]
+    idx = [int(round(v * (len(cov["levels"]) - 1))) for v in levels]
+    return {"sbc_ks_pvalue_min": float(min(ans["sbc"]["ks_pvalue"])),
+            "hpd_levels": levels, "hpd": [float(cov["hpd"]["empirical"][i]) for i in idx],
+            "tarp_atc": float(ans["tarp"]["atc"]),
+            "nltp_mean": float(np.mean(ans["nltp"]))}
 
 
 def eval_inn_forward(c, seed):
@@ -271,6 +311,35 @@ def markdown(R):
     L.append("- One request for all %d targets × 1000 samples: ik_cinn %.0f ms, ik_inn %.0f ms."
              % (pc["n_obs"], pc["sample_ms"], pi["sample_ms"]))
     L.append("")
+    if R["extra"]:
+        L.append("**Other posterior estimators** on the same targets and ground truth (means "
+                 "over the targets; squared MMD, biased, unbiased in brackets):")
+        L.append("")
+        L.append("| model | MMD named 5 | MMD 16 prior-predictive | MMD all 21 | Err_resim all | "
+                 "median ‖f(x̂) − y*‖ | elbow share x4>0 at (1.5, 0) (truth %.2f) | "
+                 "density consistency | 21 × 1000 samples |" % pc["rows"][0]["elbow_gt"])
+        L.append("|---|---|---|---|---|---|---|---|---|")
+        for name, e in R["extra"].items():
+            L.append("| %s | %s (%s) | %s (%s) | **%s** (%s) | %s | %s | %.2f | %s | %.0f ms |" % (
+                name, fmt(e["named"]["mmd"]), fmt(e["named"]["mmd_unbiased"]),
+                fmt(e["random"]["mmd"]), fmt(e["random"]["mmd_unbiased"]),
+                fmt(e["all"]["mmd"]), fmt(e["all"]["mmd_unbiased"]), fmt(e["all"]["resim"]),
+                fmt(e["all"]["resim_median_dist"]), e["rows"][0]["elbow"],
+                fmt(e["log_prob_consistency"]), e["sample_ms"]))
+        L.append("")
+    L.append("**Calibration** (`POST …/calibration`, %d pairs x* ~ prior, y = f(x*) + U(disk "
+             "%.2g), 200 samples per pair; a calibrated estimator has HPD coverage equal to "
+             "the level, SBC p-values not small, ATC ≈ 0; nltp = mean −log q(x* | y), lower "
+             "is better):" % (N_CALIB, EPS))
+    L.append("")
+    L.append("| model | smallest SBC KS p-value | HPD coverage at 20 / 40 / 60 / 80 % | "
+             "TARP ATC | nltp |")
+    L.append("|---|---|---|---|---|")
+    for name, k in R["calibration"].items():
+        L.append("| %s | %s | %s | %s | %s |" % (
+            name, fmt(k["sbc_ks_pvalue_min"]), " / ".join("%.2f" % v for v in k["hpd"]),
+            fmt(k["tarp_atc"]), fmt(k["nltp_mean"])))
+    L.append("")
     r = R["iresnet_toy"]
     L.append("**iresnet_toy** (2000 true samples of the banana density):")
     L.append("")
@@ -314,12 +383,45 @@ def markdown(R):
     return "\n".join(L) + "\n"
 
 
-def update_docs(md):
+def markdown_mdn(R):
+    """The ik_mdn block: ik_cinn's protocol, with the benchmark's published MDN beside it."""
+    m, meta = R["ik_mdn"], R["meta"]
+    n_named = meta["n_named"]
+    L = ["Measured by `models/evaluate.py --only ik_mdn` through the served API (%s, innserve "
+         "%s), %s, with the targets, ground truth (ε = %.2g, %d prior draws) and seeds of the "
+         "table above." % (meta["how"], meta["server"], meta["date"], EPS, meta["gt_draws"]), "",
+         "| targets | ik_mdn Err_post = MMD (unbiased) | noise floor | ik_mdn Err_resim | "
+         "median ‖f(x̂) − y*‖ |", "|---|---|---|---|---|"]
+    for i, r in enumerate(m["rows"][:n_named]):
+        L.append("| (%g, %g) | %s (%s) | %s | %s | %s |" % (
+            r["target"][0], r["target"][1], fmt(r["mmd"]), fmt(r["mmd_unbiased"]),
+            fmt(r["floor"]), fmt(r["resim"]), fmt(r["resim_median_dist"])))
+    for key, label in (("named", "mean of the %d named targets" % n_named),
+                       ("random", "mean of %d prior-predictive targets"
+                        % (len(m["rows"]) - n_named)),
+                       ("all", "mean of all %d" % len(m["rows"]))):
+        L.append("| **%s** | **%s** (%s) | %s | **%s** | %s |" % (
+            label, fmt(m[key]["mmd"]), fmt(m[key]["mmd_unbiased"]), fmt(m[key]["floor"]),
+            fmt(m[key]["resim"]), fmt(m[key]["resim_median_dist"])))
+    L.append("")
+    L.append("- Density consistency (log_prob returned with samples vs POST …/log_prob, max "
+             "|Δ|): %s. One request for all %d targets × 1000 samples: %.0f ms."
+             % (fmt(m["log_prob_consistency"]), m["n_obs"], m["sample_ms"]))
+    elb = ", ".join("%.2f / %.2f" % (r["elbow"], r["elbow_gt"]) for r in m["rows"][:n_named])
+    L.append("- Elbow share x4 > 0, ik_mdn / truth, named targets: %s." % elb)
+    return "\n".join(L) + "\n"
+
+
+def update_docs(md, begin=BEGIN, end=END):
     path = os.path.join(ROOT, "docs", "models.md")
     text = open(path).read()
-    a, b = text.index(BEGIN) + len(BEGIN), text.index(END)
+    a, b = text.index(begin) + len(begin), text.index(end)
     open(path, "w").write(text[:a] + "\n" + md + text[b:])
     print("updated %s" % path, file=sys.stderr)
+
+
+class _Only(Exception):
+    """--only: the named model's block is measured; skip the others."""
 
 
 def main():
@@ -332,6 +434,8 @@ def main():
     p.add_argument("--json", help="write the raw results here")
     p.add_argument("--update-docs", action="store_true", help="rewrite the block between "
                    "%s and %s in docs/models.md" % (BEGIN, END))
+    p.add_argument("--only", choices=["ik_mdn"], help="measure only this model (and rewrite "
+                   "only its block with --update-docs)")
     a = p.parse_args()
 
     proc = None
@@ -348,24 +452,49 @@ def main():
         R = {"meta": {"how": how, "date": time.strftime("%Y-%m-%d"), "gt_draws": draws,
                       "n_named": len(named), "eps": EPS,
                       "server": c.request("GET", "/v2").get("version", "?")}}
+        if a.only == "ik_mdn" or "ik_mdn" in [m["name"] for m in c.models()]:
+            R["ik_mdn"] = eval_posterior(c, "ik_mdn", T, gt, len(named), a.seed + 3)
+            print("ik_mdn: MMD named %.4f random %.4f (floor %.4f), Err_resim %.2e"
+                  % (R["ik_mdn"]["named"]["mmd"], R["ik_mdn"]["random"]["mmd"],
+                     R["ik_mdn"]["all"]["floor"], R["ik_mdn"]["all"]["resim"]), file=sys.stderr)
+        if a.only:
+            raise _Only()
         R["prior_mmd"] = prior_baseline(T, gt, a.seed + 2)
         for model in ("ik_cinn", "ik_inn"):
             R[model] = eval_posterior(c, model, T, gt, len(named), a.seed + 3)
             print("%s: MMD named %.4f random %.4f (floor %.4f), Err_resim %.2e"
                   % (model, R[model]["named"]["mmd"], R[model]["random"]["mmd"],
                      R[model]["all"]["floor"], R[model]["all"]["resim"]), file=sys.stderr)
+        R["extra"] = {}
+        for model in extra_posteriors(c):
+            R["extra"][model] = eval_posterior(c, model, T, gt, len(named), a.seed + 3)
+            print("%s: MMD named %.4f random %.4f, Err_resim %.2e"
+                  % (model, R["extra"][model]["named"]["mmd"],
+                     R["extra"][model]["random"]["mmd"], R["extra"][model]["all"]["resim"]),
+                  file=sys.stderr)
+        R["calibration"] = {m: eval_calibration(c, m, a.seed + 7)
+                            for m in ["ik_cinn", "ik_inn"] + list(R["extra"])}
         R["ik_inn_forward"] = eval_inn_forward(c, a.seed + 4)
         R["iresnet_toy"] = eval_iresnet(c, a.seed + 5)
         R["ik_mlp"] = eval_mlp(c, T, a.seed + 6)
+    except _Only:
+        pass
     finally:
         if proc:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
-    md = markdown(R)
-    print(md)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(R, f, indent=1, default=float)
+    if "ik_mdn" in R:
+        md = markdown_mdn(R)
+        print(md)
+        if a.update_docs:
+            update_docs(md, MDN_BEGIN, MDN_END)
+    if a.only:
+        return
+    md = markdown(R)
+    print(md)
     if a.update_docs:
         update_docs(md)
 

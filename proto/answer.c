@@ -103,8 +103,8 @@ enum proto_code proto_answer_check(const struct proto_limits *lim, const struct 
             if (req->outputs != PROTO_OUT_SAMPLES)
                 return proto_errorf(e, PROTO_E_FIELD, "outputs: format=png carries only the "
                                     "samples; ask for outputs [\"samples\"] or use JSON");
-            if (info->x_rank != 3 || (info->x_shape[0] != 1 && info->x_shape[0] != 3)) {
-                struct proto_shape xs = proto_shape_x(info);
+            struct proto_shape xs = proto_shape_x(info);
+            if (xs.rank != 3 || (xs.dim[0] != 1 && xs.dim[0] != 3)) {
                 char sh[40];
                 proto_shape_str(&xs, sh, sizeof sh);
                 return proto_errorf(e, PROTO_E_UNSUPPORTED, "format=png needs an image model "
@@ -112,7 +112,7 @@ enum proto_code proto_answer_check(const struct proto_limits *lim, const struct 
                                     "model's x has shape %s", sh);
             }
             long w, h;
-            proto_png_grid_dims(n_obs, req->num_samples, info->x_shape[1], info->x_shape[2],
+            proto_png_grid_dims(n_obs, req->num_samples, xs.dim[1], xs.dim[2],
                                 req->png.scale > 0 ? req->png.scale : 1, &w, &h);
             if (w > PROTO_MAX_PNG_SIDE || h > PROTO_MAX_PNG_SIDE || w * h > PROTO_MAX_PNG_PIXELS)
                 return proto_errorf(e, PROTO_E_TOO_LARGE, "the png grid would be %ld x %ld "
@@ -120,7 +120,7 @@ enum proto_code proto_answer_check(const struct proto_limits *lim, const struct 
                                     "pixels); ask for fewer samples or observations, or a "
                                     "smaller scale", w, h, PROTO_MAX_PNG_SIDE,
                                     PROTO_MAX_PNG_PIXELS);
-            size_t sz = proto_png_size(w, h, info->x_shape[0]);
+            size_t sz = proto_png_size(w, h, xs.dim[0]);
             if (sz > cap)
                 return proto_errorf(e, PROTO_E_RESULT_TOO_LARGE, "the answer would be %zu bytes, "
                                     "more than the server sends (%zu, --max-response); ask for "

@@ -6,26 +6,33 @@
 #include <math.h>
 #include <stdio.h>
 
-struct proto_shape proto_shape_x(const struct eng_info *info)
+/* The row shape rank/dims when it is one of `width` values, else the vector {width}: a
+ * shape that does not hold exactly the row's values (a latent made of several outputs) is
+ * never used to read or write a row. */
+static struct proto_shape row_shape(int rank, const int *dims, int width)
 {
-    struct proto_shape s = {1, {info->dims.x, 1, 1}};
-    if (info->x_rank > 1 && info->x_rank <= 3) {
-        s.rank = info->x_rank;
+    struct proto_shape s = {1, {width, 1, 1}};
+    if (rank > 1 && rank <= 3) {
+        long n = 1;
+        for (int i = 0; i < rank; i++)
+            n *= dims[i] > 0 ? dims[i] : 0;
+        if (n != width)
+            return s;
+        s.rank = rank;
         for (int i = 0; i < 3; i++)
-            s.dim[i] = info->x_shape[i];
+            s.dim[i] = i < rank ? dims[i] : 1;
     }
     return s;
 }
 
+struct proto_shape proto_shape_x(const struct eng_info *info)
+{
+    return row_shape(info->x_rank, info->x_shape, info->dims.x);
+}
+
 struct proto_shape proto_shape_z(const struct eng_info *info)
 {
-    struct proto_shape s = {1, {info->dims.z, 1, 1}};
-    if (info->z_rank > 1 && info->z_rank <= 3) {
-        s.rank = info->z_rank;
-        for (int i = 0; i < 3; i++)
-            s.dim[i] = info->z_shape[i];
-    }
-    return s;
+    return row_shape(info->z_rank, info->z_shape, info->dims.z);
 }
 
 long proto_shape_count(const struct proto_shape *s)

@@ -22,9 +22,11 @@ struct proto_shape {
     int dim[3];
 };
 
-/* x's row shape: info->x_shape when x_rank > 1, else {dims.x}. */
+/* x's row shape: info->x_shape when x_rank > 1 and it holds exactly dims.x values, else
+ * {dims.x}. */
 struct proto_shape proto_shape_x(const struct eng_info *info);
-/* z's row shape: info->z_shape when z_rank > 1, else {dims.z}. */
+/* z's row shape: info->z_shape when z_rank > 1 and it holds exactly dims.z values, else
+ * {dims.z} (a latent concatenated from several outputs is a vector). */
 struct proto_shape proto_shape_z(const struct eng_info *info);
 /* Number of values in a row of shape s. */
 long proto_shape_count(const struct proto_shape *s);

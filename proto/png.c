@@ -10,6 +10,7 @@
  * and data.
  */
 #include "png.h"
+#include "image.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -192,7 +193,8 @@ static uint8_t level(float v, double low, double span)
 void proto_write_png_grid(struct proto_buf *b, const struct eng_info *info,
                           const struct proto_result *r, const struct proto_png_opts *o)
 {
-    const int C = info->x_shape[0], H = info->x_shape[1], W = info->x_shape[2];
+    struct proto_shape xs = proto_shape_x(info);
+    const int C = xs.dim[0], H = xs.dim[1], W = xs.dim[2];
     const int ch = C == 3 ? 3 : 1, s = o->scale > 0 ? o->scale : 1;
     const long N = r->num_samples, D = info->dims.x;
     long width, height;

@@ -32,7 +32,8 @@ void proto_write_png(struct proto_buf *b, const uint8_t *px, long width, long he
 void proto_png_grid_dims(long n_obs, long n_samples, int H, int W, int scale, long *width,
                          long *height);
 /* The grid of r's samples (r->n observations x r->num_samples) of a model whose x has
- * shape [C, H, W] (C 1 or 3: the caller checks, proto_answer_check). */
+ * shape [C, H, W] (proto_shape_x; C 1 or 3 and the size: the caller checks,
+ * proto_answer_check). */
 void proto_write_png_grid(struct proto_buf *b, const struct eng_info *info,
                           const struct proto_result *r, const struct proto_png_opts *o);
 

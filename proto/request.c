@@ -5,6 +5,7 @@
 #include "request.h"
 #include "image.h"
 #include "npy.h"
+#include "../engine/json_syntax.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -878,16 +879,20 @@ static bool answer_key(const char *k)
            !strcmp(k, "high");
 }
 
-/* A query value as JSON: what it parses as (a number, true, an array...), else a string. */
+/* A query value as JSON: what it is as JSON text (a number, true, an array...), else a
+ * string.  NULL only when out of memory (the syntax check allocates nothing, so a failed
+ * parse of valid text is a failed allocation). */
 static cJSON *query_value(const char *v, size_t n)
 {
-    const char *end = NULL;
-    cJSON *j = n ? cJSON_ParseWithLengthOpts(v, n, &end, false) : NULL;
-    if (j && end == v + n)
-        return j;
-    cJSON_Delete(j);
-    char *t = strndup(v, n);
-    cJSON *s = t ? cJSON_CreateString(t) : NULL;
+    size_t end = 0;
+    if (n && jsyn_valid(v, n, PROTO_DEF_MAX_JSON_DEPTH, &end) && end == n)
+        return cJSON_ParseWithLength(v, n);
+    char *t = malloc(n + 1);
+    if (!t)
+        return NULL;
+    memcpy(t, v, n);
+    t[n] = 0;
+    cJSON *s = cJSON_CreateString(t);
     free(t);
     return s;
 }

@@ -32,6 +32,34 @@ static void print_names(FILE *out, const char *label, const char *const *names, 
     fputc('\n', out);
 }
 
+/* A graph model (manifest "graph"): its nodes, one line each, and its outputs in z order. */
+static void print_graph(FILE *out, const cJSON *graph)
+{
+    const cJSON *nodes = cJSON_GetObjectItemCaseSensitive(graph, "nodes");
+    const cJSON *outs = cJSON_GetObjectItemCaseSensitive(graph, "outputs");
+    fprintf(out, "%-13s%d nodes, outputs (z in this order):", "graph:", cJSON_GetArraySize(nodes));
+    for (const cJSON *o = cJSON_IsArray(outs) ? outs->child : NULL; o; o = o->next) {
+        const cJSON *nm = cJSON_GetArrayItem(o, 0), *ix = cJSON_GetArrayItem(o, 1);
+        fprintf(out, " %s[%d]", cJSON_IsString(nm) ? nm->valuestring : "?",
+                cJSON_IsNumber(ix) ? ix->valueint : 0);
+    }
+    fputc('\n', out);
+    for (const cJSON *n = cJSON_IsArray(nodes) ? nodes->child : NULL; n; n = n->next) {
+        const cJSON *nm = cJSON_GetObjectItemCaseSensitive(n, "name");
+        const cJSON *b = cJSON_GetObjectItemCaseSensitive(n, "block");
+        const cJSON *ty = b ? cJSON_GetObjectItemCaseSensitive(b, "type") : NULL;
+        fprintf(out, "  %-16s %-27s <-", cJSON_IsString(nm) ? nm->valuestring : "?",
+                cJSON_IsString(ty) ? ty->valuestring : "?");
+        const cJSON *ins = cJSON_GetObjectItemCaseSensitive(n, "inputs");
+        for (const cJSON *r = cJSON_IsArray(ins) ? ins->child : NULL; r; r = r->next) {
+            const cJSON *rn = cJSON_GetArrayItem(r, 0), *ri = cJSON_GetArrayItem(r, 1);
+            fprintf(out, " %s[%d]", cJSON_IsString(rn) ? rn->valuestring : "?",
+                    cJSON_IsNumber(ri) ? ri->valueint : 0);
+        }
+        fputc('\n', out);
+    }
+}
+
 static double now_ms(void)
 {
     struct timespec t;
@@ -159,7 +187,11 @@ int ctl_inspect(const char *path, bool json, FILE *out)
     fprintf(out, "%-13s%s (%s%s)\n", "certificate:",
             cert->invertible ? "invertible" : "NOT invertible",
             eng_guarantee_str(cert->guarantee), cert->certified ? ", certified" : "");
-    const cJSON *blocks = man ? cJSON_GetObjectItemCaseSensitive(man, "blocks") : NULL;
+    /* the block objects in order (a graph's too: engine.h blocks_json) */
+    cJSON *blocks = in->blocks_json ? cJSON_Parse(in->blocks_json) : NULL;
+    const cJSON *graph = man ? cJSON_GetObjectItemCaseSensitive(man, "graph") : NULL;
+    if (cJSON_IsObject(graph))
+        print_graph(out, graph);
     fprintf(out, "%-13s%d\n", "blocks:", in->n_blocks);
     for (int i = 0; i < cert->n_blocks; i++) {
         const struct eng_block_cert *b = &cert->blocks[i];
@@ -168,6 +200,10 @@ int ctl_inspect(const char *path, bool json, FILE *out)
         char condbuf[24] = "";
         if (cJSON_IsNumber(cond))
             snprintf(condbuf, sizeof(condbuf), "cond %d", cond->valueint);
+        for (const cJSON *e = cJSON_IsArray(cond) ? cond->child : NULL; e; e = e->next) {
+            size_t k = strlen(condbuf);
+            snprintf(condbuf + k, sizeof(condbuf) - k, "%s%d", k ? "," : "cond ", e->valueint);
+        }
         char lip[48] = "";
         if (isfinite(b->lipschitz))
             snprintf(lip, sizeof(lip), "  Lip %.4g", b->lipschitz);
@@ -179,6 +215,7 @@ int ctl_inspect(const char *path, bool json, FILE *out)
         fprintf(out, "%-13spassed\n", "self-test:");
     else
         fprintf(out, "%-13sFAILED: %s\n", "self-test:", terr);
+    cJSON_Delete(blocks);
     cJSON_Delete(man);
     eng_model_unref(m);
     return tst == ENG_OK ? 0 : EXIT_INVALID;
@@ -207,8 +244,9 @@ int ctl_verify(const char *const *paths, int n, bool quiet, bool json, FILE *out
         }
         if (st == ENG_OK) {
             const struct eng_info *in = eng_model_info(m);
-            if (!quiet && !json && in->kind == ENG_KIND_MLP)
-                fprintf(out, "PASS %s (mlp, sha256 %.12s)\n", paths[i], in->sha256);
+            if (!quiet && !json && (in->kind == ENG_KIND_MLP || in->kind == ENG_KIND_MDN))
+                fprintf(out, "PASS %s (%s, sha256 %.12s)\n", paths[i], eng_kind_str(in->kind),
+                        in->sha256); /* no blocks */
             else if (!quiet && !json)
                 fprintf(out, "PASS %s (%s, %d blocks, sha256 %.12s)\n", paths[i],
                         eng_kind_str(in->kind), in->n_blocks, in->sha256);

@@ -261,8 +261,9 @@ static void cpl_certify(const struct blk *b, struct eng_block_cert *out)
         out->lipschitz = out->lipschitz_inverse = shear_norm(lf) * shear_norm(lg);
         snprintf(out->reason, sizeof(out->reason),
                  "additive coupling: closed-form inverse, volume preserving; Lip(F) <= %.4g, "
-                 "Lip(G) <= %.4g (exact spectral norms), so Lip(f) and Lip(f^-1) <= %.4g",
-                 lf, lg, out->lipschitz);
+                 "Lip(G) <= %.4g (%s), so Lip(f) and Lip(f^-1) <= %.4g", lf, lg,
+                 p->h1.na->general ? "certified norm bounds of their layers, convolutions "
+                                     "included" : "exact spectral norms", out->lipschitz);
         break;
     }
     case K_CONDAFFINE:

@@ -554,11 +554,13 @@ static void inspect_matches_daemon(const char *dir, const char *const *files, in
 START_TEST(inspect_json_is_the_daemons_metadata)
 {
     /* every demo model of the repository's models/ (what `make run` serves) */
-    static const char *const demo[] = {"ik_cinn", "ik_inn", "ik_mlp", "iresnet_toy"};
+    static const char *const demo[] = {"ik_cinn", "ik_inn", "ik_mlp", "iresnet_toy",
+                                       "ik_sbi_nsf"};
+    enum { ND = sizeof demo / sizeof demo[0] };
     const char *files[8], *versions[8];
     char buf[8][700], dir[300];
     snprintf(dir, sizeof dir, "%s/demo", TMP);
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < ND; i++) {
         char src[300];
         snprintf(src, sizeof src, "models/%s.safetensors", demo[i]);
         size_t n;
@@ -570,7 +572,7 @@ START_TEST(inspect_json_is_the_daemons_metadata)
         files[i] = buf[i];
         versions[i] = "1";
     }
-    inspect_matches_daemon(dir, files, 4, demo, versions);
+    inspect_matches_daemon(dir, files, ND, demo, versions);
     /* the observations a user may pick: the first rows of the checkpoint's test vectors,
      * float32 of the stored values (cinn tests.y, inn tests.y_out) with the x they came
      * from; none for a flow */
@@ -583,7 +585,7 @@ START_TEST(inspect_json_is_the_daemons_metadata)
         "[-0.0049911877,0.10514995,0.088594675,-0.41525504],"
         "[0.2527973,-0.12133969,-0.38650563,-0.79759073],"
         "[-0.17175092,0.74403715,-0.22420791,-0.4455015]]}";
-    static const char *const tv[4][2] = {
+    static const char *const tv[ND][2] = {
         {"ik_cinn", "\"test_vectors\":{\"y\":[[1.4714462,0.5846646],[1.5136467,-1.273334],"
                     "[0.8695683,-1.1705346],[2.116657,0.9720871],[1.8538189,0.15723597],"
                     "[0.9307733,1.9634439],[1.3595682,0.2535547],[0.8268548,0.25797328]],"},
@@ -592,8 +594,9 @@ START_TEST(inspect_json_is_the_daemons_metadata)
                    "[1.961874,-0.075348064],[1.1909508,-0.99953604],[1.7940056,0.47423527]],"},
         {"ik_mlp", "\"test_vectors\":{\"y\":[["},
         {"iresnet_toy", NULL},
+        {"ik_sbi_nsf", "\"test_vectors\":{\"y\":[["},
     };
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < ND; i++) {
         char file[400], want[1200];
         snprintf(file, sizeof file, "%s/%s.safetensors", dir, tv[i][0]);
         struct run r = RUN_NOURL(NULL, "inspect", "--json", file);

@@ -15,7 +15,9 @@
  * Covered: eng_model_load_mem and eng_model_load (with the self test) on a checkpoint of
  * every kind and block family; the v1 and V2 request parsers on a body per operation; the
  * engine operations with a fresh workspace (forward, inverse, log_prob, sample,
- * preimage); the answer writers (JSON, V2, CSV, NPY, error bodies, the sample summary).
+ * preimage); the answer writers (JSON, V2, CSV, NPY, error bodies, the sample summary);
+ * for an image model, the nested JSON reader, the application/x-npy reader with its query
+ * options, and the shaped JSON, NPY and PNG writers.
  * The daemon's call path around them (server/call.c: srv_call_new, the units on a
  * workspace, the answer and the response, inline and through the worker pool) is
  * tests/server/test_call_allocfail.c's, with the same wrappers.
@@ -25,8 +27,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../proto/answer.h"
 #include "../../proto/csv.h"
 #include "../../proto/npy.h"
+#include "../../proto/png.h"
 #include "../../proto/request.h"
 #include "../../proto/response.h"
 #include "../../proto/v2.h"
@@ -312,6 +316,107 @@ static struct eng_model *load_model(const char *path)
     return m;
 }
 
+/* ---- image models ------------------------------------------------------------------------ */
+
+struct img_arg {
+    struct eng_info info;  /* a gray flow [1, 2, 3] */
+    const char *json;      /* forward, x nested */
+    const char *npy;       /* inverse, z as (2, 1, 2, 3) */
+    size_t npy_len;
+};
+
+/* 0 when the buffer ran out of memory, -1 when it failed otherwise, 1 when it holds an answer. */
+static int buf_done(struct proto_buf *b, char why[512])
+{
+    int rc = b->state == PROTO_BUF_OK ? 1 : b->state == PROTO_BUF_NOMEM ? 0 : -1;
+    if (rc < 0)
+        snprintf(why, 512, "a writer passed its cap");
+    proto_buf_free(b);
+    return rc;
+}
+
+static int op_image(void *p, char why[512])
+{
+    struct img_arg *a = p;
+    struct proto_limits lim = proto_limits_default();
+    struct proto_request q, z;
+    struct proto_error e;
+    enum proto_code rc = proto_request_parse(PROTO_OP_FORWARD, a->json, strlen(a->json),
+                                             &a->info, &lim, &q, &e);
+    if (rc != PROTO_OK) {
+        snprintf(why, 512, "%s: %.400s", proto_code_str(rc), e.msg);
+        return rc == PROTO_E_NOMEM && e.msg[0] ? 0 : -1;
+    }
+    struct proto_query qp = {2, {"tol", "method"}, {"1e-5", "newton"}};
+    rc = proto_request_parse_npy(PROTO_OP_INVERSE, a->npy, a->npy_len, &qp, &a->info, &lim, &z,
+                                 &e);
+    if (rc != PROTO_OK) {
+        proto_request_free(&q);
+        snprintf(why, 512, "%s: %.400s", proto_code_str(rc), e.msg);
+        return rc == PROTO_E_NOMEM && e.msg[0] ? 0 : -1;
+    }
+    double ld[2] = {0.5, -0.5};
+    struct proto_result r;
+    memset(&r, 0, sizeof r);
+    r.op = PROTO_OP_FORWARD;
+    r.n = q.x.rows;
+    r.z = q.x.data;
+    r.log_det = ld;
+    struct proto_model_id id = {"m", "1", "abc"};
+    struct proto_buf b;
+    proto_buf_init(&b, 0);
+    proto_write_result_json(&b, &id, &a->info, &r);
+    int out = buf_done(&b, why);
+    /* the samples: the rows of z as 1 observation x 2 samples, in NPY and PNG */
+    struct proto_request s;
+    memset(&s, 0, sizeof s);
+    s.op = PROTO_OP_SAMPLE;
+    s.num_samples = 2;
+    s.outputs = PROTO_OUT_SAMPLES;
+    s.png = (struct proto_png_opts){-1.0, 1.0, 2};
+    memset(&r, 0, sizeof r);
+    r.op = PROTO_OP_SAMPLE;
+    r.n = 1;
+    r.num_samples = 2;
+    r.samples = z.z.data;
+    r.outputs = PROTO_OUT_SAMPLES;
+    for (int f = PROTO_FMT_NPY; out == 1 && f <= PROTO_FMT_PNG; f++) {
+        proto_buf_init(&b, 0);
+        proto_answer_write(&b, &id, &a->info, &s, &r, (enum proto_format)f, false);
+        out = buf_done(&b, why);
+    }
+    proto_request_free(&q);
+    proto_request_free(&z);
+    return out;
+}
+
+START_TEST(image_paths_survive_every_allocation_failing)
+{
+    af_hooks();
+    struct img_arg a;
+    memset(&a, 0, sizeof a);
+    a.info.kind = ENG_KIND_FLOW;
+    a.info.dims = (struct eng_dims){6, 0, 6, 0, 0};
+    a.info.description = "";
+    a.info.blocks_json = "[]";
+    a.info.x_rank = a.info.z_rank = 3;
+    int sh[3] = {1, 2, 3};
+    memcpy(a.info.x_shape, sh, sizeof sh);
+    memcpy(a.info.z_shape, sh, sizeof sh);
+    a.json = "{\"x\": [[[[1, 2, 3], [4, 5, 6]]], [[[0.5, 0, -1], [2, 0.25, 1]]]]}";
+    float v[12] = {0.1f, 0.2f, 0.3f, -0.4f, 0.5f, 0.6f, 0.7f, -0.8f, 0.9f, 1.0f, 0.0f, -1.5f};
+    long zs[4] = {2, 1, 2, 3};
+    struct proto_buf b;
+    proto_buf_init(&b, 0);
+    proto_write_npy_nd(&b, v, 4, zs);
+    a.npy = b.p;
+    a.npy_len = b.len;
+    long n = af_run_failing("image paths", op_image, &a);
+    ck_assert_msg(n > 10, "only %ld allocations", n);
+    proto_buf_free(&b);
+}
+END_TEST
+
 START_TEST(request_parse_survives_every_allocation_failing)
 {
     af_hooks();
@@ -364,6 +469,7 @@ Suite *make_suite(void)
     tcase_set_timeout(tc, 300);
     tcase_add_loop_test(tc, request_parse_survives_every_allocation_failing, 0, 4);
     tcase_add_loop_test(tc, request_run_survives_every_allocation_failing, 0, 4);
+    tcase_add_test(tc, image_paths_survive_every_allocation_failing);
     suite_add_tcase(s, tc);
     return s;
 }

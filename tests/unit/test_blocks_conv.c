@@ -10,7 +10,9 @@
  *    with an image condition and a broadcast vector condition, at odd channel counts.
  * 2. Every coupling block on images: round trip and forward log-det against a
  *    finite-difference Jacobian, conditional and not.
- * 3. Bit-identical results on every kernel path this CPU has.
+ * 3. Bit-identical results on every kernel path this CPU has, and for the golden conv
+ *    fixtures also for any split of the rows into calls (which changes the rows a
+ *    convolutional subnet runs together).
  * 4. Load-time refusals, each naming the tensor or field at fault.
  * 5. The certified spectral norm of convolutions (conv_norm2_upper) against the explicit
  *    matrix's singular values, and the DFT bound against the power-iteration witness.
@@ -923,6 +925,18 @@ START_TEST(test_iresnet_conv)
 }
 END_TEST
 
+/* The golden conv fixtures (real FrEIA) sample and score with the same bytes on every
+ * kernel path, for any split of the draws and with y broadcast or per row. */
+START_TEST(test_fixture_paths_and_splits)
+{
+    static const char *const names[] = {"conv_glow_c5", "conv_glow_vector_cond_updown",
+                                        "conv_allinone_hard_vector_cond",
+                                        "conv1d_glow_vector_cond", "conv_spline",
+                                        "conv_onesided_same_dilation", "conv_flatten_linear"};
+    tu_check_fixture_paths_and_splits(names, (int)(sizeof(names) / sizeof(names[0])));
+}
+END_TEST
+
 Suite *make_suite(void)
 {
     Suite *s = suite_create("blocks_conv");
@@ -936,6 +950,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_refusals);
     tcase_add_test(tc, test_spectral_norm);
     tcase_add_test(tc, test_iresnet_conv);
+    tcase_add_test(tc, test_fixture_paths_and_splits);
     suite_add_tcase(s, tc);
     return s;
 }

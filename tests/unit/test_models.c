@@ -4,7 +4,8 @@
  * Lipschitz bounds multiply to ~1e5, still inverts every row to the default tolerance with
  * a certified bound (the residual blocks pass their state to each other in double).
  * eng_model_load_mem on a file's bytes gives the model the file gives.  Each keeps its first
- * test vectors (observation y and x) for GET /v1/models/{m}.
+ * test vectors (observation y and x) for GET /v1/models/{m}.  ik_mdn, a mixture density
+ * network, has no forward map: its density stands in for it.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -13,7 +14,8 @@
 #include "testutil.h"
 
 static const char *const demo[] = {"models/ik_cinn.safetensors", "models/ik_inn.safetensors",
-                                   "models/ik_mlp.safetensors", "models/iresnet_toy.safetensors"};
+                                   "models/ik_mlp.safetensors", "models/iresnet_toy.safetensors",
+                                   "models/ik_mdn.safetensors", "models/ik_sbi_nsf.safetensors"};
 
 START_TEST(every_demo_model_loads)
 {
@@ -43,7 +45,7 @@ START_TEST(test_vectors_are_kept)
         int n = in->n_test_vectors, dx = in->dims.x, dy = in->dims.y;
         for (int i = 0; i < n * dx; i++)
             ck_assert(isfinite(in->test_x[i]));
-        if (in->kind != ENG_KIND_CINN) {
+        if (in->kind != ENG_KIND_CINN && in->kind != ENG_KIND_MDN) {
             float *yo = malloc(sizeof(float) * (size_t)(n * dy));
             float *z = malloc(sizeof(float) * (size_t)(n * (in->dims.z ? in->dims.z : 1)));
             struct eng_ws *ws = eng_ws_new();
@@ -88,8 +90,18 @@ START_TEST(load_mem_is_the_file_load)
     for (int i = 0; i < 8; i++)
         x[i] = 0.1f * (float)(i + 1);
     float y[2] = {1.0f, 0.5f};
-    const float *yp = ia->kind == ENG_KIND_CINN ? y : NULL;
+    const float *yp = ia->kind == ENG_KIND_CINN || ia->kind == ENG_KIND_MDN ? y : NULL;
     struct eng_ws *ws = eng_ws_new();
+    if (ia->kind == ENG_KIND_MDN) { /* no forward map: its density */
+        double la[2], lb[2];
+        ck_assert_int_eq(eng_log_prob(a, ws, 2, x, yp, 1, la, err), ENG_OK);
+        ck_assert_int_eq(eng_log_prob(b, ws, 2, x, yp, 1, lb, err), ENG_OK);
+        ck_assert_mem_eq(la, lb, sizeof la);
+        eng_ws_free(ws);
+        eng_model_unref(a);
+        eng_model_unref(b);
+        return;
+    }
     ck_assert_int_eq(eng_forward(a, ws, 2, x, yp, yp ? 1 : 0, za, ya, NULL, err), ENG_OK);
     ck_assert_int_eq(eng_forward(b, ws, 2, x, yp, yp ? 1 : 0, zb, yb, NULL, err), ENG_OK);
     ck_assert_mem_eq(za, zb, sizeof(float) * 2 * (size_t)ia->dims.z);
@@ -151,9 +163,9 @@ Suite *make_suite(void)
     Suite *s = suite_create("models");
     TCase *tc = tcase_create("demo");
     tcase_set_timeout(tc, 60);
-    tcase_add_loop_test(tc, every_demo_model_loads, 0, 4);
-    tcase_add_loop_test(tc, test_vectors_are_kept, 0, 4);
-    tcase_add_loop_test(tc, load_mem_is_the_file_load, 0, 4);
+    tcase_add_loop_test(tc, every_demo_model_loads, 0, (int)(sizeof demo / sizeof *demo));
+    tcase_add_loop_test(tc, test_vectors_are_kept, 0, (int)(sizeof demo / sizeof *demo));
+    tcase_add_loop_test(tc, load_mem_is_the_file_load, 0, (int)(sizeof demo / sizeof *demo));
     tcase_add_test(tc, load_mem_names_the_label);
     tcase_add_test(tc, iresnet_demo_inverts_to_the_default_tolerance);
     suite_add_tcase(s, tc);

@@ -196,6 +196,12 @@ START_TEST(nested_answers)
     ck_assert_ptr_nonnull(strstr(s, ",\"shape\":{\"x\":[2,1,2],\"z\":[2,1,2]}"));
     ck_assert_ptr_null(strstr(s, "\"image\""));
     free(s);
+    /* a z shape that does not hold dims.z values (a latent of several outputs) is a vector */
+    struct eng_info multi = info;
+    multi.z_shape[0] = 1;
+    struct proto_shape zs = proto_shape_z(&multi);
+    ck_assert(zs.rank == 1 && zs.dim[0] == 4);
+    ck_assert_int_eq(proto_shape_x(&multi).rank, 3);
     proto_v2_write_metadata(&b, &id, &info);
     s = take(&b);
     ck_assert_ptr_nonnull(strstr(s, "\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\",\"shape\":"

@@ -317,7 +317,9 @@ class Client:
         headers = {"Accept": accept, "User-Agent": "innserve-python"}
         headers.update(self.headers)
         headers.update(extra or {})
-        if body is not None:
+        if isinstance(body, bytes):
+            data = body             # the caller's Content-Type (application/x-npy) stays
+        elif body is not None:
             try:
                 data = json.dumps(body, allow_nan=False).encode()
             except ValueError:
@@ -422,6 +424,24 @@ class Client:
     def _post(self, model, op, body, **kw):
         return self.request("POST", "/v1/models/%s/%s" % (self._m(model), op), body, **kw)
 
+    def _post_npy(self, model, op, arrays, params):
+        """op with an application/x-npy body (the arrays one after another, float32) and the
+        other fields as query parameters (docs/api.md "NPY request bodies")."""
+        if _np is None:
+            raise ValueError("npy=True needs numpy")
+        buf = io.BytesIO()
+        for a in arrays:
+            if a is not None:
+                _np.save(buf, _np.ascontiguousarray(_np.asarray(a, dtype=_np.float32)),
+                         allow_pickle=False)
+        q = [(k, json.dumps(v) if isinstance(v, bool) else str(v))
+             for k, v in params.items() if v is not None]
+        path = "/v1/models/%s/%s" % (self._m(model), op)
+        if q:
+            path += "?" + urllib.parse.urlencode(q)
+        return self.request("POST", path, buf.getvalue(),
+                            headers={"Content-Type": "application/x-npy"})
+
     # ---- endpoints --------------------------------------------------------------------
 
     def models(self):
@@ -434,15 +454,22 @@ class Client:
 
     info = metadata
 
-    def forward(self, model, x, y=None):
-        """x (n x dim_x), y (cinn: n x dim_y or one row) -> {z, log_det[, y]}."""
+    def forward(self, model, x, y=None, npy=False):
+        """x (n x dim_x), y (cinn: n x dim_y or one row) -> {z, log_det[, y]}.  npy=True
+        sends x (and y) as an application/x-npy body (4 bytes a value; needs numpy)."""
+        if npy:
+            return self._arrays(self._post_npy(model, "forward", (x, y), {}))
         body = {"x": _rows(x, "x")}
         if y is not None:
             body["y"] = _rows(y, "y")
         return self._arrays(self._post(model, "forward", body))
 
-    def inverse(self, model, z, y=None, tol=None, max_iter=None, method=None):
-        """z (n x dim_z) [, y] -> {x, log_det[, solver]} (solver for i-ResNet blocks)."""
+    def inverse(self, model, z, y=None, tol=None, max_iter=None, method=None, npy=False):
+        """z (n x dim_z) [, y] -> {x, log_det[, solver]} (solver for i-ResNet blocks).
+        npy=True sends z (and y) as an application/x-npy body."""
+        if npy:
+            return self._arrays(self._post_npy(model, "inverse", (z, y), {
+                "tol": tol, "max_iter": max_iter, "method": method}))
         body = {"z": _rows(z, "z")}
         if y is not None:
             body["y"] = _rows(y, "y")
@@ -511,11 +538,17 @@ class Client:
         raise ValueError("format must be json, csv, npy or png")
 
     def log_prob(self, model, x, y=None, leakage_correction=False, leakage_samples=None,
-                 seed=None):
+                 seed=None, npy=False):
         """log density of x (in x's units) [given y]; one y row is broadcast.  -inf outside
         a model's prior box (the server writes null).  leakage_correction (models with a
         prior box): normalize by the posterior mass inside the box, estimated from
-        leakage_samples accepted draws under seed (server defaults 10000 and 0)."""
+        leakage_samples accepted draws under seed (server defaults 10000 and 0).  npy=True
+        sends x (and y) as an application/x-npy body."""
+        if npy:
+            params = {"leakage_correction": True, "leakage_samples": leakage_samples,
+                      "seed": seed} if leakage_correction else {}
+            r = self._arrays(_neg_inf(self._post_npy(model, "log_prob", (x, y), params)))
+            return r["log_prob"]
         body = {"x": _rows(x, "x")}
         if y is not None:
             body["y"] = _rows(y, "y")

@@ -545,17 +545,40 @@ class IResNetLayer(InvertibleModule):
 
 
 class Split(InvertibleModule):
-    def __init__(self, dims_in, dims_c=None, section_sizes=None):
+    def __init__(self, dims_in, dims_c=None, section_sizes=None, dim=0):
         super().__init__(dims_in, dims_c)
-        self.sizes = section_sizes
+        n = dims_in[0][dim]
+        sizes = [section_sizes, n - section_sizes] if isinstance(section_sizes, int) else \
+            list(section_sizes)
+        if sum(sizes) < n:
+            sizes.append(n - sum(sizes))
+        self.sizes, self.dim = sizes, dim
 
     def output_dims(self, input_dims):
-        return [(s,) for s in self.sizes]
+        d = input_dims[0]
+        return [tuple(s if j == self.dim else d[j] for j in range(len(d))) for s in self.sizes]
+
+    def forward(self, x, c=[], rev=False, jac=True):
+        if rev:
+            return [torch.cat(x, self.dim + 1)], 0.
+        return list(torch.split(x[0], self.sizes, self.dim + 1)), 0.
 
 
 class Concat(InvertibleModule):
+    def __init__(self, dims_in, dims_c=None, dim=0):
+        super().__init__(dims_in, dims_c)
+        self.dim = dim
+        self.sizes = [d[dim] for d in dims_in]
+
     def output_dims(self, input_dims):
-        return [(sum(d[0] for d in input_dims),)]
+        d = list(input_dims[0])
+        d[self.dim] = sum(x[self.dim] for x in input_dims)
+        return [tuple(d)]
+
+    def forward(self, x, c=[], rev=False, jac=True):
+        if rev:
+            return list(torch.split(x[0], self.sizes, self.dim + 1)), 0.
+        return [torch.cat(x, self.dim + 1)], 0.
 
 
 # ---------------------------------------------------------------------------------------
@@ -682,31 +705,47 @@ class GraphINN(InvertibleModule):
         self.module_list = nn.ModuleList(mods[::-1])
 
     def forward(self, x_or_z, c=None, rev=False, jac=True):
+        """Any DAG with one InputNode and one OutputNode (nodes run after their inputs)."""
         c = c or []
         vals = {}
         for t, cn in zip(c, self.condition_nodes):
             vals[(cn, 0)] = t
-        chain, node = [], self.in_nodes[0]
-        while True:
-            nxt = node.outputs[0][0]
-            if isinstance(nxt, OutputNode):
-                break
-            chain.append(nxt)
-            node = nxt
-        ld = torch.zeros(x_or_z.shape[0], dtype=x_or_z.dtype)
-        for n in (reversed(chain) if rev else chain):
+        order, done = [], {self.in_nodes[0]}
+        todo = [n for n in self.node_list if n.module is not None and
+                not isinstance(n, (ConditionNode, FeedForwardNode))]
+        while todo:
+            n = next(n for n in todo if all(p in done for p, _ in n.inputs))
+            todo.remove(n)
+            order.append(n)
+            done.add(n)
+
+        def conds(n):
             cs = []
             for cn, k in n.conditions:
                 if isinstance(cn, FeedForwardNode):
-                    src = cn.conditions[0]
-                    cs.append(cn.module(vals[src]))
+                    cs.append(cn.module(vals[cn.conditions[0]]))
                 else:
                     cs.append(vals[(cn, k)])
-            if cs:
-                out, j = n.module([x_or_z], c=cs, rev=rev, jac=jac)
-            else:
-                out, j = n.module([x_or_z], rev=rev, jac=jac)
-            x_or_z = out[0]
-            if j is not None:
-                ld = ld + j
-        return x_or_z, ld
+            return cs
+
+        def run(n, ins, rev):
+            cs = conds(n)
+            return n.module(ins, c=cs, rev=rev, jac=jac) if cs else n.module(ins, rev=rev, jac=jac)
+
+        ld = torch.zeros(x_or_z.shape[0], dtype=x_or_z.dtype)
+        out_ref = self.out_nodes[0].inputs[0]
+        if not rev:
+            vals[(self.in_nodes[0], 0)] = x_or_z
+            for n in order:
+                out, j = run(n, [vals[r] for r in n.inputs], False)
+                for k, o in enumerate(out):
+                    vals[(n, k)] = o
+                ld = ld + _jac(j, x_or_z.shape[0], x_or_z) if j is not None else ld
+            return vals[out_ref], ld
+        vals[out_ref] = x_or_z
+        for n in reversed(order):
+            ins, j = run(n, [vals[(n, k)] for k in range(len(n.outputs))], True)
+            for r, v in zip(n.inputs, ins):
+                vals[r] = v
+            ld = ld + _jac(j, x_or_z.shape[0], x_or_z) if j is not None else ld
+        return vals[(self.in_nodes[0], 0)], ld

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+import innserve
 from innserve import Client
 from innserve.export import ExportError, export
 
@@ -102,6 +103,21 @@ class TestImageClient(unittest.TestCase):
         inv = self.c.inverse("rgb", f["z"])
         self.assertEqual(inv["x"].shape, (3, 3, 4, 4))
         np.testing.assert_allclose(inv["x"], x, atol=1e-5)
+
+    def test_npy_request_bodies(self):
+        x = np.random.default_rng(1).random((4, 3, 4, 4))
+        f = self.c.forward("rgb", x)
+        fn = self.c.forward("rgb", x, npy=True)
+        np.testing.assert_array_equal(f["z"], fn["z"])
+        np.testing.assert_array_equal(f["log_det"], fn["log_det"])
+        inv = self.c.inverse("rgb", fn["z"], npy=True, tol=1e-6)
+        np.testing.assert_allclose(inv["x"], x, atol=1e-5)
+        np.testing.assert_array_equal(self.c.log_prob("rgb", x, npy=True),
+                                      self.c.log_prob("rgb", x))
+        with self.assertRaises(innserve.ApiError) as e:
+            self.c.forward("rgb", x[:, :2], npy=True)
+        self.assertEqual(e.exception.code, "bad_shape")
+        self.assertIn("x has shape (4, 2, 4, 4)", e.exception.message)
 
     def test_bits_per_dim(self):
         x = (np.arange(96).reshape(2, 3, 4, 4) % 7 + 0.5) / 8

@@ -264,6 +264,25 @@ def _graph_plain(F, version, cases):
 
 
 @case_builder
+def _graph_branches(F, version, cases):
+    # a graph that is not a chain: Split (a short section list: FrEIA adds the rest), blocks
+    # on both branches (one conditional), Concat in the other order, one OutputNode
+    sn = subnet()
+    inp = F.InputNode(6, name="in")
+    cnode = F.ConditionNode(C, name="y")
+    g0 = F.Node(inp, F.GLOWCouplingBlock, dict(subnet_constructor=sn), conditions=cnode,
+                name="g0")
+    sp = F.Node(g0, F.Split, dict(section_sizes=[2]), name="split")
+    a = F.Node((sp, 0), F.GLOWCouplingBlock, dict(subnet_constructor=sn), name="a")
+    b = F.Node((sp, 1), F.AllInOneBlock, dict(subnet_constructor=sn), conditions=cnode,
+               name="b")
+    cat = F.Node([(b, 0), (a, 0)], F.Concat, {}, name="cat")
+    g = F.GraphINN([inp, g0, sp, a, b, cat, F.OutputNode(cat, name="out"), cnode])
+    perturb(g, seed=57)
+    cases.append(Case("graph_branches", g, "cinn", cond=c_y, y_dim=C))
+
+
+@case_builder
 def _condnet(F, version, cases):
     # a conditioning network (condition 0) and the raw y (condition 1), standardization
     sn = subnet()
@@ -525,7 +544,7 @@ def _add_tests(cls, names):
 HEAD_CASES = ["aio_hard_softplus", "aio_soft_sigmoid_reverse", "aio_householder_exp", "aio_gin",
               "nice_cond", "rnvp_tanh", "glow_atan_cond", "gin_sigmoid", "onesided_cond",
               "condaffine", "rqs_affine_cond", "rqs_identity_clamp", "fixed_linear_actnorm",
-              "sigmoid_last", "iresnet_freia", "graph_feedforward", "graph_chain",
+              "sigmoid_last", "iresnet_freia", "graph_feedforward", "graph_chain", "graph_branches",
               "cinn_condnet_standardized", "inn_ardizzone"]
 
 

@@ -6,9 +6,11 @@ see gen_sbi.py there) against what sbi computed for them:
   posterior.log_prob(theta, x, norm_posterior=False), null where sbi gives -inf (outside);
 * the inverse given z within 1e-5 relative of sbi's flow inverse;
 * samples all inside the prior box, with an acceptance near sbi's leakage estimate;
-* sbi's maf (also with an MLP embedding), nsf, maf_rqs, zuko_maf, zuko_nsf and mdn (a
+* sbi's maf (also with an MLP embedding), nsf, maf_rqs, zuko_maf, zuko_nsf, mdn (a
   mixture density network: its samples' mean and covariance against sbi's own samples,
-  forward and inverse refused) are covered;
+  forward and inverse refused) and made (a MoG-MADE, served as an mdn: its samples'
+  moments against draws from the density sbi's log_prob evaluates, made with the real
+  MADE's forward) are covered;
 * the exporter refuses what it cannot serve (other zuko flows or univariate maps,
   other nflows layers, other embedding nets), naming the module, and a prior that is not
   a box.
@@ -31,7 +33,7 @@ from innserve.export import ExportError, export_sbi
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.normpath(os.path.join(HERE, "..", "..", "..", "tests", "fixtures", "sbi"))
 NAMES = ("sbi_maf", "sbi_maf_fc", "sbi_nsf", "sbi_maf_rqs", "sbi_zuko_maf", "sbi_zuko_nsf",
-         "sbi_mdn")
+         "sbi_mdn", "sbi_made")
 
 
 def post(url, body):
@@ -160,6 +162,39 @@ class MixtureDensityNetwork(unittest.TestCase):
         self.assertEqual(set(m["standardize"]), {"x", "y"})
         self.assertEqual(m["prior"]["type"], "box")
         self.assertEqual(m["source"]["sbi"], "0.27.0")
+
+
+class MixtureOfGaussiansMADE(unittest.TestCase):
+    def test_sampling_distribution_matches_the_density(self):
+        for i, case in enumerate(EXP["sbi_made"]["samples"]):
+            n = 40000
+            ans = post(D.url + "/v1/models/sbi_made/sample",
+                       {"y": [case["y"]], "num_samples": n, "seed": 7 + i})
+            xs = torch.tensor(ans["samples"][0], dtype=torch.float64)
+            mean, cov = xs.mean(0), torch.cov(xs.T)
+            f = 1.0 / n + 1.0 / case["n"]
+            wm = torch.tensor(case["mean"], dtype=torch.float64)
+            wc = torch.tensor(case["cov"], dtype=torch.float64)
+            d = torch.diagonal(wc)
+            self.assertTrue(bool(((mean - wm).abs() < 5 * (d * f).sqrt()).all()),
+                            "mean %s vs reference %s" % (mean.tolist(), case["mean"]))
+            se = ((d[:, None] * d[None, :] + wc ** 2) * f).sqrt()
+            self.assertTrue(bool(((cov - wc).abs() < 6 * se).all()),
+                            "cov %s vs reference %s" % (cov.tolist(), case["cov"]))
+
+    def test_manifest_and_operations(self):
+        with open(os.path.join(FIXTURES, "sbi_made.safetensors"), "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            m = json.loads(json.loads(f.read(size))["__metadata__"]["manifest"])
+        self.assertEqual(m["kind"], "mdn")
+        self.assertEqual(m["mixture"]["type"], "made")
+        self.assertEqual(m["mixture"]["components"], 3)
+        self.assertEqual(m["mixture"]["epsilon"], 1e-2)
+        self.assertEqual(len(m["mixture"]["blocks"]), 5)
+        self.assertEqual(set(m["standardize"]), {"x", "y"})
+        self.assertEqual(m["source"]["nflows"], "0.14")
+        meta = json.loads(urllib.request.urlopen(D.url + "/v1/models/sbi_made").read())
+        self.assertEqual(meta["operations"], ["sample", "log_prob"])
 
 
 class Manifests(unittest.TestCase):

@@ -3,7 +3,8 @@ holds the state_dict of the estimator that export_sbi exported as NAME.safetenso
 gen_sbi.py there), with the config export_sbi_state_dict needs and the export's arguments.
 Exported from the state_dict alone (sbi is not imported), every fixture gives the same
 manifest (its ``source`` and ``description`` aside) and the same tensors, bit for bit; the
-old key layout (sbi < 0.23, no ``net.`` prefix) and a ``torch.save`` file give them too.
+old key layout (sbi < 0.23, no ``net.`` prefix) and a ``torch.save`` file give them too,
+and sbi's one-dimensional nsf (ContextSplineMap) gives the blocks of golden/nsf_d1_sbi.
 Wrong or missing keys, wrong shapes, masks that are not MADE's and configs that do not match
 the state_dict are refused naming the key.
 """
@@ -65,6 +66,11 @@ class SameAsExportSbi(unittest.TestCase):
             self.assertEqual(got_t[k], want_t[k], "%s: tensor %s" % (name, k))
         return res
 
+    def test_made(self):
+        # sbi's made rebuilt from its state_dict: the same checkpoint as export_sbi wrote
+        sd, config, kw = load_state_dict("sbi_made")
+        self._same("sbi_made", sd, config, kw)
+
     def test_every_flow_fixture(self):
         for name in FLOWS:
             sd, config, kw = load_state_dict(name)
@@ -94,6 +100,33 @@ class SameAsExportSbi(unittest.TestCase):
                                   os.path.join(TMP.path, "never.safetensors"))
         self.assertIn("state_dict: cannot load %r" % os.path.join(TMP.path, "bad.pt"),
                       str(cm.exception))
+
+
+class OneDimensionalNsf(unittest.TestCase):
+    def test_context_spline_map(self):
+        # golden/nsf_d1_sbi: sbi's build_nsf for one theta (5 couplings whose spline comes
+        # from ContextSplineMap, an MLP of the context; no LULinear), tensors named by the
+        # transform's state_dict keys; the state_dict sbi would hold adds the net._transform.
+        # prefix and the coupling's identity/transform feature buffers
+        path = os.path.join(FIXTURES, "..", "golden", "nsf_d1_sbi.safetensors")
+        tensors, meta = _safetensors.read(path)
+        want = json.loads(meta["manifest"])["blocks"]
+        sd = {"net._transform." + k: torch.tensor(v).reshape(shape)
+              for k, (v, shape) in tensors.items() if not k.startswith("test.")}
+        for i in range(5):
+            pre = "net._transform._transforms.%d." % i
+            sd[pre + "identity_features"] = torch.zeros(0, dtype=torch.int64)
+            sd[pre + "transform_features"] = torch.zeros(1, dtype=torch.int64)
+        res = export_sbi_state_dict(sd, {"estimator": "nsf", "hidden_features": 16,
+                                         "z_score_x": False, "z_score_y": False},
+                                    os.path.join(TMP.path, "nsf_d1.safetensors"))
+        rename = lambda o: json.loads(json.dumps(o).replace('"_transforms.',  # noqa: E731
+                                                            '"net._transform._transforms.'))
+        self.assertEqual(res.manifest["blocks"], rename(want))
+        self.assertEqual(res.manifest["dims"], {"x": 1, "y": 2})
+        for k, (v, shape) in tensors.items():
+            if not k.startswith("test."):
+                self.assertEqual(res.tensors["net._transform." + k].reshape(-1).tolist(), v, k)
 
 
 class Refusals(unittest.TestCase):
@@ -163,13 +196,25 @@ class Refusals(unittest.TestCase):
         self._raises(sd, {k: v for k, v in config.items() if k != "zuko_version"},
                      "config zuko_version: needed for zuko_nsf")
         self._raises(sd, dict(config, estimator="zuko_naf"),
-                     "config estimator: 'zuko_naf' is not supported (maf, maf_rqs, nsf, "
+                     "config estimator: 'zuko_naf' is not supported (made, maf, maf_rqs, nsf, "
                      "zuko_maf, zuko_nsf)")
         self._raises(sd, dict(config, num_bin=8), "config: unknown key 'num_bin'")
         self._raises(sd, dict(config, num_bins=8),
                      "key 'net.transform.transforms.1.hyper.4.weight' has shape (87, 16), "
                      "the config needs (69, 16)")
         self._raises([1, 2], config, "state_dict: a mapping of names to tensors, not list")
+
+    def test_made_mask_and_components_checked(self):
+        sd, config, _ = load_state_dict("sbi_made")
+        bad = dict(sd)
+        k = "net._distribution._made.blocks.2.linear_layers.1.mask"
+        m = bad[k].clone()
+        m[0, 1] = 1 - m[0, 1]
+        bad[k] = m
+        self._raises(bad, config, "state_dict: key %r is not the mask of sbi's MADE" % k)
+        self._raises(sd, dict(config, num_mixture_components=4),
+                     "config num_mixture_components: 4, but key "
+                     "'net._distribution._made.final_layer.weight' gives 3")
 
     def test_mdn_not_yet(self):
         # innserve.export.mdn exports MDN objects; the state_dict route registers an

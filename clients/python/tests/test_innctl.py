@@ -336,6 +336,17 @@ class TestOffline(unittest.TestCase):
         self.assertEqual(j["parameters"], sum(
             t.numel() for n, t in RES["ires"].tensors.items() if not n.startswith("test.")))
 
+    def test_inspect_graph(self):
+        # a graph model: its nodes with their inputs, the outputs in z order, lists of conditions
+        path = os.path.join(util.ROOT, "tests", "fixtures", "golden", "graph_two_conditions.safetensors")
+        p = util.innctl("inspect", path)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        out = p.stdout.decode()
+        for w in ("graph:       5 nodes, outputs (z in this order): cat[0]",
+                  "cat              Concat                      <- caff_a[0] aio_b[0]",
+                  "GLOWCouplingBlock           cond 0,1", "self-test:   passed"):
+            self.assertIn(w, out)
+
     def test_verify_many(self):
         paths = [r.path for r in RES.values()]
         p = util.innctl("verify", *paths)

@@ -33,7 +33,9 @@ followed by one of those.  The prior is a ``BoxUniform`` (a DirectPosterior carr
 bounds given as ``low=`` and ``high=`` -> the manifest's ``prior`` box.
 
 sbi's mixture density networks (``mdn``: a MixtureDensityEstimator, or a posterior holding
-one) are exported by innserve.export.mdn as the ``mdn`` kind.
+one) are exported by innserve.export.mdn as the ``mdn`` kind, and sbi's ``made`` (an
+NFlowsFlow over a MADEMoGWrapper) by innserve.export.mogmade as the ``mdn`` kind with a
+mixture of type ``made``.
 
 Everything else (other zuko flows or univariate maps, other nflows layers, other
 embedding nets, other priors) is refused with an :class:`~innserve.export.ExportError` naming
@@ -136,7 +138,13 @@ def export_sbi(obj, path, *, low=None, high=None, x_names=None, y_names=None,
 
     Returns an :class:`~innserve.export.ExportResult`.  Raises ExportError for what innserve
     cannot serve (naming the module) or when a check fails."""
-    from . import mdn
+    from . import mdn, mogmade
+    if mogmade.is_mogmade(getattr(obj, "posterior_estimator", obj)):
+        return mogmade.export_mogmade(obj, path, low=low, high=high, x_names=x_names,
+                                      y_names=y_names, description=description,
+                                      test_inputs=test_inputs, n_tests=n_tests, seed=seed,
+                                      rtol=rtol, atol=atol, check=check, check_tol=check_tol,
+                                      source=source)
     if mdn.is_mdn(getattr(obj, "posterior_estimator", obj)):
         return mdn.export_mdn(obj, path, low=low, high=high, x_names=x_names,
                               y_names=y_names, description=description,

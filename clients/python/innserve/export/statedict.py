@@ -15,7 +15,7 @@ from its state_dict gives the same blocks and tensors.  What a state_dict does n
 estimator type, activations, the number of bins, the tail bound, zuko's slope, the prior)
 comes from the config, with sbi's defaults:
 
-    estimator        "maf", "nsf", "maf_rqs", "zuko_maf" or "zuko_nsf" (required)
+    estimator        "maf", "nsf", "maf_rqs", "zuko_maf", "zuko_nsf" or "made" (required)
     x_dim, y_dim     theta's and the observation's widths (default: read from the keys)
     hidden_features  50 (zuko: an int, repeated num_transforms times as sbi does, or a list)
     num_transforms   5;  num_blocks 2 (nflows MADE / ResidualNet blocks)
@@ -35,7 +35,9 @@ key.  The cross-check before writing cannot run the modules (there are none): it
 every block's inverse against its forward, and the log-determinants, in float64.
 
 Estimator types register in ``_LAYOUTS`` (estimator name -> builder of the stand-in flow);
-an estimator exported by its own module (``mdn``) registers in ``_EXPORTERS`` instead.
+an estimator exported by its own module registers in ``_EXPORTERS`` instead: ``made``
+(innserve.export.mogmade rebuilds sbi's MoG-MADE from the keys and exports it as
+export_sbi does; its hidden width, components and blocks are read from the tensors).
 """
 
 import collections
@@ -441,7 +443,12 @@ def _zuko_layout(keys, cfg, est):
 _LAYOUTS = {"maf": _nflows_layout, "maf_rqs": _nflows_layout, "nsf": _nflows_layout,
             "zuko_maf": _zuko_layout, "zuko_nsf": _zuko_layout}
 # estimators whose own module maps a state_dict: name -> function(state_dict, config, path, **kw)
-_EXPORTERS = {}
+def _export_made(*a, **kw):
+    from .mogmade import export_state_dict
+    return export_state_dict(*a, **kw)
+
+
+_EXPORTERS = {"made": _export_made}
 
 
 # ---------------------------------------------------------------------------------------
