@@ -373,11 +373,17 @@ bench-server: $(BUILD)/innserve $(BUILD)/bench_server_engine $(BUILD)/bench_serv
 
 # ---- demo models and deployment (docs/models.md, deploy/) ----
 DEMO_MODELS := ik_cinn ik_inn ik_mlp iresnet_toy
-.PHONY: models evaluate-models test-deploy test-manifests test-image test-compose test-make-run
+.PHONY: models models-images evaluate-models test-deploy test-manifests test-image test-compose test-make-run
 
 # Retrain and re-export every demo model (minutes of CPU each; deterministic per --seed).
 models:
 	@set -e; for m in $(DEMO_MODELS); do /usr/bin/python3 models/train/train_$$m.py; done
+
+# The image demo models (8 x 8 digits) need the real FrEIA: FREIA=DIR, a vislearn/FrEIA checkout.
+IMAGE_MODELS := digits_cinn digits_iresnet
+models-images:
+	@test -n "$(FREIA)" || { echo "usage: make models-images FREIA=DIR (a vislearn/FrEIA checkout)"; exit 2; }
+	@set -e; for m in $(IMAGE_MODELS); do /usr/bin/python3 models/train/train_$$m.py --freia-path $(FREIA); done
 
 # The quality tables of docs/models.md, measured through the served API.
 evaluate-models: $(BUILD)/innserve

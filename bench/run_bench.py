@@ -235,8 +235,8 @@ def table_img(a, t, e, o, peaks, info, ort_note):
         "cores: ratios are only as good as the quietest round).",
         "",
         f"- **Model**: the digits cINN of `models/train/train_digits_cinn.py` (`build()`: FrEIA "
-        "GraphINN, x 1 × 8 × 8, Haar downsampling, 4 conv GLOW couplings per scale with 3×3 / "
-        "1×1 / 3×3 subnets of width 48 and y one-hot (10) broadcast over the positions, "
+        "GraphINN, x 1 × 8 × 8, Haar downsampling, conv GLOW couplings with 3×3 / 1×1 / 3×3 "
+        "subnets and y one-hot (10) broadcast over the positions, "
         "PermuteRandom, channel Split, Flatten, Concat; z 64), weights "
         f"{info['weights']}; {info['params']:,} parameters, {fl / 1e6:.2f} MFLOP per row "
         "(2 per multiply-add of the subnet convolutions as PyTorch runs them, zero padding "

@@ -162,10 +162,15 @@ def model():
     Ff, Fm = freia()
     import train_digits_cinn
     torch.manual_seed(0)
-    inn = train_digits_cinn.build(Ff, Fm, HIDDEN, BLOCKS, SEED).eval()
     if os.path.exists(TRAINED):
-        return (load_trained(inn, TRAINED), "trained (models/digits_cinn.safetensors)",
-                TRAINED)
+        # width and depth as trained: the first subnet's width, the first scale's couplings
+        _, t = read_safetensors(TRAINED)
+        hidden = t["graph.s1_glow0.subnet1.0.weight"].shape[0]
+        blocks = len({k.split(".")[1] for k in t if k.startswith("graph.s1_glow")})
+        inn = train_digits_cinn.build(Ff, Fm, hidden, blocks, SEED).eval()
+        return (load_trained(inn, TRAINED), "trained (models/digits_cinn.safetensors, hidden "
+                "%d, %d blocks per scale)" % (hidden, blocks), TRAINED)
+    inn = train_digits_cinn.build(Ff, Fm, HIDDEN, BLOCKS, SEED).eval()
     return (ImageCINN(inn, MEAN, STD), "untrained: the architecture's initial weights, "
             "torch.manual_seed(0), hidden %d, %d blocks per scale" % (HIDDEN, BLOCKS), None)
 

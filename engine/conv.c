@@ -125,17 +125,94 @@ void conv_weight_matrix(const struct conv_geom *g, const float *w, float *dst)
                         w[((size_t)(gr * cin_g + ci) * cout_g + co) * kk + t];
 }
 
+/* The outputs y in [*y0, *y1) whose tap a reads an input inside [0, n) on one axis of a
+ * convolution with zero padding (i = y*s - p + a*dl, increasing in y). */
+static inline void tap_range(int a, int n, int s, int p, int dl, int ny, int *y0, int *y1)
+{
+    long lo = (long)p - (long)a * dl;        /* y*s >= lo */
+    long hi = (long)n - 1 + p - (long)a * dl; /* y*s <= hi */
+    long first = lo <= 0 ? 0 : (lo + s - 1) / s;
+    long last = hi < 0 ? -1 : hi / s;
+    if (last > ny - 1)
+        last = ny - 1;
+    *y0 = (int)first;
+    *y1 = (int)(last + 1 > first ? last + 1 : first);
+}
+
 /* out += A in (adj = false: in = x, out = y) or out += A^T in (adj = true: in = y,
- * out = x). */
+ * out = x).  Every element takes its products in the loop order (co, cl, a, b, y, x). */
 static void apply(const struct conv_geom *g, const double *w, const double *in, double *out,
                   bool adj)
 {
     const int cin_g = g->cin / g->groups, cout_g = g->cout / g->groups;
     const size_t P = (size_t)g->oh * g->ow, HW = (size_t)g->ih * g->iw;
+    /* a plain convolution with zero padding: the valid outputs of each tap are one range
+     * per axis, so the inner loop runs without index tests (same products, same order) */
+    const bool ranged = !g->transposed && !g->circular;
     for (int co = 0; co < g->cout; co++) {
         int gr = co / cout_g;
         for (int cl = 0; cl < cin_g; cl++) {
             int ci = gr * cin_g + cl;
+            for (int a = 0; a < g->kh; a++)
+                for (int b = 0; b < g->kw; b++) {
+                    double wv = w[(size_t)co * g->kg + ((size_t)cl * g->kh + a) * g->kw + b];
+                    if (wv == 0.0)
+                        continue;
+                    if (ranged) {
+                        int y0, y1, x0, x1;
+                        tap_range(a, g->ih, g->sh, g->pt, g->dh, g->oh, &y0, &y1);
+                        tap_range(b, g->iw, g->sw, g->pl, g->dw, g->ow, &x0, &x1);
+                        for (int yy = y0; yy < y1; yy++) {
+                            int hh = yy * g->sh - g->pt + a * g->dh;
+                            double *po = adj ? out + (size_t)ci * HW + (size_t)hh * g->iw
+                                             : out + (size_t)co * P + (size_t)yy * g->ow;
+                            const double *pi = adj ? in + (size_t)co * P + (size_t)yy * g->ow
+                                                   : in + (size_t)ci * HW + (size_t)hh * g->iw;
+                            for (int xx = x0; xx < x1; xx++) {
+                                int ww = xx * g->sw - g->pl + b * g->dw;
+                                if (adj)
+                                    po[ww] += wv * pi[xx];
+                                else
+                                    po[xx] += wv * pi[ww];
+                            }
+                        }
+                        continue;
+                    }
+                    for (int yy = 0; yy < g->oh; yy++) {
+                        int hh = tap_index(g, yy, a, g->ih, g->sh, g->pt, g->dh);
+                        if (hh < 0)
+                            continue;
+                        for (int xx = 0; xx < g->ow; xx++) {
+                            int ww = tap_index(g, xx, b, g->iw, g->sw, g->pl, g->dw);
+                            if (ww < 0)
+                                continue;
+                            size_t o = (size_t)co * P + (size_t)yy * g->ow + xx;
+                            size_t i = (size_t)ci * HW + (size_t)hh * g->iw + ww;
+                            if (adj)
+                                out[i] += wv * in[o];
+                            else
+                                out[o] += wv * in[i];
+                        }
+                    }
+                }
+        }
+    }
+}
+
+void conv_dense_f64(const struct conv_geom *g, const double *w, int cx, double *M)
+{
+    const int cin_g = g->cin / g->groups, cout_g = g->cout / g->groups;
+    const size_t P = (size_t)g->oh * g->ow, HW = (size_t)g->ih * g->iw;
+    const size_t nx = (size_t)cx * HW;
+    memset(M, 0, sizeof(double) * (size_t)g->cout * P * nx);
+    /* the loop order of apply(): an entry reached by several taps (circular wrap) sums
+     * them in the order A e_j would */
+    for (int co = 0; co < g->cout; co++) {
+        int gr = co / cout_g;
+        for (int cl = 0; cl < cin_g; cl++) {
+            int ci = gr * cin_g + cl;
+            if (ci >= cx)
+                continue;
             for (int a = 0; a < g->kh; a++)
                 for (int b = 0; b < g->kw; b++) {
                     double wv = w[(size_t)co * g->kg + ((size_t)cl * g->kh + a) * g->kw + b];
@@ -151,10 +228,7 @@ static void apply(const struct conv_geom *g, const double *w, const double *in, 
                                 continue;
                             size_t o = (size_t)co * P + (size_t)yy * g->ow + xx;
                             size_t i = (size_t)ci * HW + (size_t)hh * g->iw + ww;
-                            if (adj)
-                                out[i] += wv * in[o];
-                            else
-                                out[o] += wv * in[i];
+                            M[o * nx + i] += wv;
                         }
                     }
                 }
@@ -226,15 +300,8 @@ static double dense_upper(const struct conv_geom *g, const double *w, int cx)
                                          la_norm2_upper_work((int)nout, (int)nx)));
     if (!M)
         return INFINITY;
-    double *e = M + nout * nx, *col = e + nin, *work = col + nout;
-    memset(e, 0, sizeof(double) * nin);
-    for (size_t j = 0; j < nx; j++) {
-        e[j] = 1.0;
-        conv_apply_f64(g, w, e, col);
-        e[j] = 0.0;
-        for (size_t i = 0; i < nout; i++)
-            M[i * nx + j] = col[i];
-    }
+    double *work = M + nout * nx + nin + nout;
+    conv_dense_f64(g, w, cx, M);
     double ub = la_norm2_upper((int)nout, (int)nx, M, work);
     free(M);
     return ub;

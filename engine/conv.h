@@ -65,6 +65,11 @@ void conv_weight_matrix(const struct conv_geom *g, const float *torch_w, float *
 /* Double-precision operator without bias: y (cout x oh*ow) = A x, and the adjoint
  * x (cin x ih*iw) = A^T y.  w is the cout x kg matrix. */
 void conv_apply_f64(const struct conv_geom *g, const double *w, const double *x, double *y);
+/* The operator's exact (cout*oh*ow x cx*ih*iw) matrix, row-major, on the input channels
+ * [0, cx): column j is conv_apply_f64 of the j-th unit vector, bit for bit (each entry the
+ * sum, in apply order, of the weights whose taps land on it), filled by index from the
+ * weights without applying the convolution. */
+void conv_dense_f64(const struct conv_geom *g, const double *w, int cx, double *M);
 void conv_adjoint_f64(const struct conv_geom *g, const double *w, const double *y, double *x);
 
 /* Spectral norm of the operator x -> A x restricted to the input channels [0, cx) (the x

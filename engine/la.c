@@ -166,8 +166,24 @@ double la_spectral_norm(int rows, int cols, const double *A, double *work)
 
 /* ---- fixed-order kernels ------------------------------------------------------------------ */
 
-void la_linear_f64(int n, int out, int in, const double *X, int ldx, const double *W, int ldw,
-                     double beta, double *Y, int ldy)
+/* Each kernel below is written once (an always-inline body) and compiled twice on x86-64:
+ * plain, where fma() is a call into libm per element, and for AVX2+FMA, where it is the
+ * fused instruction (and the compiler may vectorize across independent outputs).  Both
+ * compute the same correctly rounded fma(a, b, c) for every element in the same order, so
+ * the results are bit-identical; cpuid picks the second where the CPU has it. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define LA_FMA_CLONES 1
+#define LA_FMA_TARGET __attribute__((target("avx2,fma")))
+static bool la_has_fma(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+#endif
+#define LA_INLINE static inline __attribute__((always_inline))
+
+LA_INLINE void linear_body(int n, int out, int in, const double *X, int ldx, const double *W,
+                           int ldw, double beta, double *Y, int ldy)
 {
     for (int i = 0; i < n; i++) {
         const double *x = X + (size_t)i * ldx;
@@ -182,9 +198,9 @@ void la_linear_f64(int n, int out, int in, const double *X, int ldx, const doubl
     }
 }
 
-void la_linear_err_f64(int n, int out, int in, const double *X, int ldx, const double *EX,
-                       int ldex, const double *W, const double *Wabs, int ldw, double *Y, int ldy,
-                       double *EY, int ldey)
+LA_INLINE void linear_err_body(int n, int out, int in, const double *X, int ldx, const double *EX,
+                               int ldex, const double *W, const double *Wabs, int ldw, double *Y,
+                               int ldy, double *EY, int ldey)
 {
     /* Running error bound: step k computes acc_k = fl(x_k w_k + acc_{k-1}) with one rounding,
      * |acc_k - (x_k w_k + acc_{k-1})| <= u |acc_k| (+ 2^-1075 if it underflows), and in a
@@ -217,8 +233,12 @@ void la_linear_err_f64(int n, int out, int in, const double *X, int ldx, const d
     }
 }
 
-void la_gemm_f64(int m, int n, int k, const double *A, int lda, const double *B, int ldb,
-                   double beta, double *C, int ldc)
+/* skip_zero: terms with A[i][p] = +-0 are left out.  The caller allows it only when C
+ * starts from +0 (beta = 0) and B is finite: then fma(+-0, b, c) = c exactly (c is never
+ * -0, since a sum from +0 can only become -0 by adding -0 to -0), so the result is the
+ * same bit for bit. */
+LA_INLINE void gemm_body(int m, int n, int k, const double *A, int lda, const double *B, int ldb,
+                         double beta, double *C, int ldc, bool skip_zero)
 {
     for (int i = 0; i < m; i++) {
         double *c = C + (size_t)i * ldc;
@@ -229,13 +249,16 @@ void la_gemm_f64(int m, int n, int k, const double *A, int lda, const double *B,
         /* element (i, j) still accumulates p = 0, 1, ... in order */
         for (int p = 0; p < k; p++) {
             const double ap = a[p], *b = B + (size_t)p * ldb;
+            if (skip_zero && ap == 0.0)
+                continue;
             for (int j = 0; j < n; j++)
                 c[j] = fma(ap, b[j], c[j]);
         }
     }
 }
 
-void la_gemv_f64(bool trans, int m, int n, const double *A, int lda, const double *x, double *y)
+LA_INLINE void gemv_body(bool trans, int m, int n, const double *A, int lda, const double *x,
+                         double *y)
 {
     if (!trans) {
         for (int i = 0; i < m; i++) {
@@ -256,7 +279,8 @@ void la_gemv_f64(bool trans, int m, int n, const double *A, int lda, const doubl
     }
 }
 
-void la_ger_f64(int m, int n, double alpha, const double *x, const double *y, double *A, int lda)
+LA_INLINE void ger_body(int m, int n, double alpha, const double *x, const double *y, double *A,
+                        int lda)
 {
     for (int i = 0; i < m; i++) {
         double *a = A + (size_t)i * lda;
@@ -264,6 +288,80 @@ void la_ger_f64(int m, int n, double alpha, const double *x, const double *y, do
         for (int j = 0; j < n; j++)
             a[j] = fma(t, y[j], a[j]);
     }
+}
+
+#ifdef LA_FMA_CLONES
+LA_FMA_TARGET static void linear_fma(int n, int out, int in, const double *X, int ldx,
+                                     const double *W, int ldw, double beta, double *Y, int ldy)
+{
+    linear_body(n, out, in, X, ldx, W, ldw, beta, Y, ldy);
+}
+LA_FMA_TARGET static void linear_err_fma(int n, int out, int in, const double *X, int ldx,
+                                         const double *EX, int ldex, const double *W,
+                                         const double *Wabs, int ldw, double *Y, int ldy,
+                                         double *EY, int ldey)
+{
+    linear_err_body(n, out, in, X, ldx, EX, ldex, W, Wabs, ldw, Y, ldy, EY, ldey);
+}
+LA_FMA_TARGET static void gemm_fma(int m, int n, int k, const double *A, int lda, const double *B,
+                                   int ldb, double beta, double *C, int ldc, bool skip_zero)
+{
+    gemm_body(m, n, k, A, lda, B, ldb, beta, C, ldc, skip_zero);
+}
+LA_FMA_TARGET static void gemv_fma(bool trans, int m, int n, const double *A, int lda,
+                                   const double *x, double *y)
+{
+    gemv_body(trans, m, n, A, lda, x, y);
+}
+LA_FMA_TARGET static void ger_fma(int m, int n, double alpha, const double *x, const double *y,
+                                  double *A, int lda)
+{
+    ger_body(m, n, alpha, x, y, A, lda);
+}
+#define LA_DISPATCH(fast, plain) do { if (la_has_fma()) fast; else plain; } while (0)
+#else
+#define LA_DISPATCH(fast, plain) plain
+#endif
+
+void la_linear_f64(int n, int out, int in, const double *X, int ldx, const double *W, int ldw,
+                     double beta, double *Y, int ldy)
+{
+    LA_DISPATCH(linear_fma(n, out, in, X, ldx, W, ldw, beta, Y, ldy),
+                linear_body(n, out, in, X, ldx, W, ldw, beta, Y, ldy));
+}
+
+void la_linear_err_f64(int n, int out, int in, const double *X, int ldx, const double *EX,
+                       int ldex, const double *W, const double *Wabs, int ldw, double *Y, int ldy,
+                       double *EY, int ldey)
+{
+    LA_DISPATCH(linear_err_fma(n, out, in, X, ldx, EX, ldex, W, Wabs, ldw, Y, ldy, EY, ldey),
+                linear_err_body(n, out, in, X, ldx, EX, ldex, W, Wabs, ldw, Y, ldy, EY, ldey));
+}
+
+void la_gemm_f64(int m, int n, int k, const double *A, int lda, const double *B, int ldb,
+                   double beta, double *C, int ldc)
+{
+    /* leaving out zero terms of A (convolutions' dense matrices are mostly zeros) is exact
+     * when C starts from +0 and B is finite (gemm_body) */
+    bool skip = beta == 0.0;
+    for (int p = 0; skip && p < k; p++)
+        for (int j = 0; j < n; j++)
+            if (!isfinite(B[(size_t)p * ldb + j])) {
+                skip = false;
+                break;
+            }
+    LA_DISPATCH(gemm_fma(m, n, k, A, lda, B, ldb, beta, C, ldc, skip),
+                gemm_body(m, n, k, A, lda, B, ldb, beta, C, ldc, skip));
+}
+
+void la_gemv_f64(bool trans, int m, int n, const double *A, int lda, const double *x, double *y)
+{
+    LA_DISPATCH(gemv_fma(trans, m, n, A, lda, x, y), gemv_body(trans, m, n, A, lda, x, y));
+}
+
+void la_ger_f64(int m, int n, double alpha, const double *x, const double *y, double *A, int lda)
+{
+    LA_DISPATCH(ger_fma(m, n, alpha, x, y, A, lda), ger_body(m, n, alpha, x, y, A, lda));
 }
 
 /* ---- singular values -------------------------------------------------------------------- */

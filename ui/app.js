@@ -419,6 +419,20 @@
       }).then(function () { $('sample-run').disabled = false; });
   }
 
+  // A row of x as its d values: an image model's rows are nested [C][H][W] (docs/api.md,
+  // Image models) and are read row-major; other rows are returned as they are.
+  function flatRow(v) {
+    if (!Array.isArray(v) || !Array.isArray(v[0])) return v;
+    var out = [];
+    (function walk(a) {
+      for (var i = 0; i < a.length; i++) {
+        if (Array.isArray(a[i])) walk(a[i]);
+        else out.push(a[i]);
+      }
+    })(v);
+    return out;
+  }
+
   // truth: the test vector ({index, y, x}) whose y was sampled, or null.
   function showSamples(a, m, tNet, truth) {
     $('sample-out').hidden = false;
@@ -426,15 +440,16 @@
     var n = S.length, d = m.dims.x;
     var cols = [];
     for (var k = 0; k < d; k++) cols.push(new Float32Array(n));
+    if (truth) truth = {index: truth.index, y: truth.y, x: flatRow(truth.x)};
     for (var i = 0; i < n; i++) {
-      var row = S[i];
+      var row = flatRow(S[i]);
       for (k = 0; k < d; k++) cols[k][i] = row[k];
     }
     var names = (m.names && m.names.x) || [];
     var marks = null;
     if (a.summary) {
-      marks = {mean: a.summary.mean[0], quantiles: []};
-      for (var q in a.summary.quantiles) marks.quantiles.push(a.summary.quantiles[q][0]);
+      marks = {mean: flatRow(a.summary.mean[0]), quantiles: []};
+      for (var q in a.summary.quantiles) marks.quantiles.push(flatRow(a.summary.quantiles[q][0]));
     }
     if (truth) {
       marks = marks || {mean: null, quantiles: []};
@@ -491,15 +506,18 @@
     ['mean', 'std'].concat(qs.map(function (q) { return 'q' + q; })).concat(['MAP'])
       .forEach(function (h) { hr.appendChild(el('th', {scope: 'col'}, h)); });
     head.appendChild(hr);
+    var mean = flatRow(s.mean[0]), std = flatRow(s.std[0]), mp = s.map ? flatRow(s.map[0]) : null;
+    var qv = {};
+    qs.forEach(function (q) { qv[q] = flatRow(s.quantiles[q][0]); });
     for (var k = 0; k < d; k++) {
       var tr = el('tr', {'data-dim': String(k)});
       tr.appendChild(el('th', {scope: 'row'}, names[k] || ('x' + k)));
-      var mc = numCell(s.mean[0][k]); mc.setAttribute('data-stat', 'mean'); tr.appendChild(mc);
-      var sc = numCell(s.std[0][k]); sc.setAttribute('data-stat', 'std'); tr.appendChild(sc);
+      var mc = numCell(mean[k]); mc.setAttribute('data-stat', 'mean'); tr.appendChild(mc);
+      var sc = numCell(std[k]); sc.setAttribute('data-stat', 'std'); tr.appendChild(sc);
       qs.forEach(function (q) {
-        var c = numCell(s.quantiles[q][0][k]); c.setAttribute('data-stat', 'q' + q); tr.appendChild(c);
+        var c = numCell(qv[q][k]); c.setAttribute('data-stat', 'q' + q); tr.appendChild(c);
       });
-      var map = s.map ? s.map[0][k] : null;
+      var map = mp ? mp[k] : null;
       var pc = numCell(map); pc.setAttribute('data-stat', 'map'); tr.appendChild(pc);
       body.appendChild(tr);
     }

@@ -607,20 +607,12 @@ static enum eng_status load_general(struct blk *b, struct ldr *L, struct iresnet
         } else {
             const struct conv_geom *g = &sl->g;
             const size_t nw = (size_t)g->cout * g->kg, P = (size_t)g->oh * g->ow;
-            double *wd = malloc(sizeof(double) * (nw + (size_t)in_all + (size_t)out));
+            double *wd = malloc(sizeof(double) * nw);
             if (!wd)
                 return ldr_fail(L, ENG_ERR_NOMEM, "out of memory for a convolution's matrix");
-            double *e = wd + nw, *col = e + in_all;
             for (size_t t = 0; t < nw; t++)
                 wd[t] = sl->cw[t];
-            memset(e, 0, sizeof(double) * (size_t)in_all);
-            for (int jj = 0; jj < in_all; jj++) {
-                e[jj] = 1.0;
-                conv_apply_f64(g, wd, e, col);
-                e[jj] = 0.0;
-                for (int o = 0; o < out; o++)
-                    M[(size_t)o * in_all + jj] = col[o];
-            }
+            conv_dense_f64(g, wd, g->cin, M);
             free(wd);
             if (sl->cb)
                 for (int o = 0; o < out; o++)

@@ -765,6 +765,72 @@ static double explicit_norm(const struct conv_geom *g, const float *w)
     return s;
 }
 
+/* conv_dense_f64 (filled by index) is, bit for bit, the matrix whose column j is
+ * conv_apply_f64 of the j-th unit vector and whose row o is conv_adjoint_f64 of the o-th:
+ * zero padding with strides, dilations, asymmetric padding and groups (apply's range path),
+ * transposed and circular convolutions (its index path; a 2-pixel circular grid under a
+ * 3x3 kernel makes several taps land on one entry), and input channels restricted to cx. */
+START_TEST(test_dense_matrix_bits)
+{
+    struct conv_geom gs[] = {
+        {.cin = 4, .cout = 6, .groups = 1, .ih = 4, .iw = 4, .kh = 3, .kw = 3, .sh = 1, .sw = 1,
+         .dh = 1, .dw = 1, .pt = 1, .pb = 1, .pl = 1, .pr = 1},
+        {.cin = 4, .cout = 6, .groups = 2, .ih = 7, .iw = 6, .kh = 3, .kw = 2, .sh = 2, .sw = 1,
+         .dh = 2, .dw = 1, .pt = 2, .pb = 0, .pl = 1, .pr = 2},
+        {.cin = 3, .cout = 2, .groups = 1, .ih = 5, .iw = 9, .kh = 2, .kw = 4, .sh = 3, .sw = 2,
+         .dh = 1, .dw = 3, .pt = 0, .pb = 1, .pl = 3, .pr = 0},
+        {.cin = 4, .cout = 2, .groups = 2, .ih = 3, .iw = 4, .kh = 3, .kw = 3, .sh = 2, .sw = 2,
+         .dh = 1, .dw = 1, .pt = 1, .pb = 1, .pl = 1, .pr = 1, .transposed = true},
+        {.cin = 2, .cout = 3, .groups = 1, .ih = 2, .iw = 3, .kh = 3, .kw = 3, .sh = 1, .sw = 1,
+         .dh = 1, .dw = 1, .pt = 1, .pb = 1, .pl = 1, .pr = 1, .circular = true},
+    };
+    for (size_t t = 0; t < sizeof gs / sizeof gs[0]; t++) {
+        struct conv_geom g = gs[t];
+        ck_assert(conv_geom_finish(&g, 0, 0));
+        const int nw = g.cout * g.kg, HW = g.ih * g.iw;
+        const int nin = g.cin * HW, nout = g.cout * g.oh * g.ow;
+        for (int cx = g.cin; cx >= 1; cx -= g.cin - 1 > 0 ? g.cin - 1 : 1) {
+            const int nx = cx * HW;
+            float *w = rnd(nw, 0.5f, 40 + t);
+            w[1] = 0.0f; /* a zero tap is skipped */
+            double *wd = malloc(sizeof(double) * (size_t)nw);
+            double *M = malloc(sizeof(double) * (size_t)nout * nx);
+            double *e = calloc((size_t)(nin > nout ? nin : nout), sizeof(double));
+            double *v = malloc(sizeof(double) * (size_t)(nin > nout ? nin : nout));
+            ck_assert(wd && M && e && v);
+            for (int i = 0; i < nw; i++)
+                wd[i] = w[i];
+            conv_dense_f64(&g, wd, cx, M);
+            int nonzero = 0;
+            for (int j = 0; j < nx; j++) {
+                e[j] = 1.0;
+                conv_apply_f64(&g, wd, e, v);
+                e[j] = 0.0;
+                for (int o = 0; o < nout; o++) {
+                    ck_assert_msg(memcmp(&M[(size_t)o * nx + j], &v[o], sizeof(double)) == 0,
+                                  "geometry %zu cx %d: entry (%d, %d) %.17g, A e_j %.17g", t, cx,
+                                  o, j, M[(size_t)o * nx + j], v[o]);
+                    nonzero += v[o] != 0.0;
+                }
+            }
+            ck_assert_int_gt(nonzero, 0);
+            for (int o = 0; o < nout; o++) {
+                e[o] = 1.0;
+                conv_adjoint_f64(&g, wd, e, v);
+                e[o] = 0.0;
+                for (int j = 0; j < nx; j++)
+                    ck_assert_msg(memcmp(&M[(size_t)o * nx + j], &v[j], sizeof(double)) == 0,
+                                  "geometry %zu cx %d: entry (%d, %d) %.17g, A^T e_o %.17g", t,
+                                  cx, o, j, M[(size_t)o * nx + j], v[j]);
+            }
+            free(w), free(wd), free(M), free(e), free(v);
+            if (cx == 1)
+                break;
+        }
+    }
+}
+END_TEST
+
 START_TEST(test_spectral_norm)
 {
     /* small: the explicit-matrix path equals the exact singular value */
@@ -948,6 +1014,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_condaffine);
     tcase_add_test(tc, test_kernel_paths_bits);
     tcase_add_test(tc, test_refusals);
+    tcase_add_test(tc, test_dense_matrix_bits);
     tcase_add_test(tc, test_spectral_norm);
     tcase_add_test(tc, test_iresnet_conv);
     tcase_add_test(tc, test_fixture_paths_and_splits);

@@ -580,6 +580,48 @@ START_TEST(manifest_errors_name_the_field)
 }
 END_TEST
 
+/* la_gemm_f64 leaves out the zero terms of A (the convolutions' dense matrices of the
+ * Jacobians) and may run the fused instruction: neither changes a bit of the fixed-order
+ * fma chain, written out here with libm's fma, on matrices with +-0 entries, and with
+ * infinities and NaNs in B (then no term may be left out). */
+START_TEST(gemm_is_the_fma_chain_bit_for_bit)
+{
+    enum { M = 7, N = 9, K = 13 };
+    double A[M * K], B[K * N], C[M * N], R[M * N];
+    for (int pass = 0; pass < 3; pass++) {
+        uint64_t st = 77 + (uint64_t)pass;
+        for (int i = 0; i < M * K; i++) {
+            st = st * 6364136223846793005ull + 1442695040888963407ull;
+            int r = (int)(st >> 59);
+            A[i] = r < 12 ? 0.0 : r < 16 ? -0.0 : ldexp((double)(int64_t)(st >> 11) - 0x1p52, -50);
+        }
+        for (int i = 0; i < K * N; i++) {
+            st = st * 6364136223846793005ull + 1442695040888963407ull;
+            B[i] = ldexp((double)(int64_t)(st >> 11) - 0x1p52, -48 - (int)(st % 7));
+            if (i % 5 == 0)
+                B[i] = -B[i] * 1e-300; /* products that round to -0 or underflow */
+        }
+        if (pass == 1)
+            B[3 * N + 2] = INFINITY;
+        if (pass == 2)
+            B[5 * N + 4] = NAN;
+        la_gemm_f64(M, N, K, A, K, B, N, 0.0, C, N);
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                double acc = 0.0;
+                for (int p = 0; p < K; p++)
+                    acc = fma(A[i * K + p], B[p * N + j], acc);
+                R[i * N + j] = acc;
+            }
+        ck_assert_msg(memcmp(C, R, sizeof(C)) == 0, "pass %d: la_gemm_f64 differs", pass);
+        int nans = 0;
+        for (int i = 0; i < M * N; i++)
+            nans += isnan(C[i]);
+        ck_assert_int_eq(nans > 0, pass > 0); /* 0 * inf and NaN reach the output */
+    }
+}
+END_TEST
+
 Suite *make_suite(void)
 {
     Suite *s = suite_create("iresnet");
@@ -597,6 +639,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, exact_logdet_matches_finite_differences);
     tcase_add_test(tc, series_logdet_is_within_its_bound);
     tcase_add_test(tc, manifest_errors_name_the_field);
+    tcase_add_test(tc, gemm_is_the_fma_chain_bit_for_bit);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -88,6 +88,22 @@ class TestImageClient(unittest.TestCase):
         cls.d.stop()
         cls.tmp.cleanup()
 
+    def test_export_image_refusals(self):
+        F, _ = _real
+        path = os.path.join(self.tmp.path, "bad.safetensors.tmp")
+        vec = F.SequenceINN(4)
+        vec.append(F.PermuteRandom, seed=1)
+        for model, image, msg in ((vec, {"low": 0, "high": 1}, "needs a model whose input has "
+                                   "shape (C, H, W)"),
+                                  (None, {"low": 1, "high": 0}, "finite low < high"),
+                                  (None, {"low": 0, "high": 1, "mode": "rgb"}, "image must be")):
+            if model is None:
+                model = F.SequenceINN(1, 2, 2)
+                model.append(F.PermuteRandom, seed=1)
+            with self.assertRaises(ExportError) as e:
+                export(model, path, image=image)
+            self.assertIn(msg, str(e.exception))
+
     def test_metadata(self):
         m = self.c.metadata("rgb")
         self.assertEqual(m["shape"], {"x": [3, 4, 4], "z": [3, 4, 4]})
