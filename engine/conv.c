@@ -258,10 +258,103 @@ static double vnorm(size_t n, const double *v)
     return sqrt(s);
 }
 
+/* The operator and its adjoint of a plain convolution with zero padding and one group,
+ * channels innermost, so that the innermost loop runs over the output channels (apply) or
+ * the input channels (adjoint) and vectorizes.  Every element still takes the products of
+ * apply() in the same order ((ci, a, b) for an output, (co, a, b) for an input) with the
+ * same roundings; apply() leaves out zero weights, which add +-0 here: the same value,
+ * since a sum from +0 never becomes -0 and the inputs are finite.  So the results are
+ * apply()'s, bit for bit, for finite inputs.  wf: weights as (ci, a, b, co); wa: as
+ * (co, a, b, ci); t: scratch of max(oh*ow*cout, ih*iw*cin) doubles. */
+struct cl_ops {
+    const struct conv_geom *g;
+    double *wf, *wa, *t;
+};
+
+static bool cl_ok(const struct conv_geom *g)
+{
+    return !g->transposed && !g->circular && g->groups == 1;
+}
+
+static void cl_setup(struct cl_ops *c, const struct conv_geom *g, const double *w)
+{
+    const int kk = g->kh * g->kw;
+    c->g = g;
+    for (int co = 0; co < g->cout; co++)
+        for (int ci = 0; ci < g->cin; ci++)
+            for (int t = 0; t < kk; t++) {
+                double v = w[(size_t)co * g->kg + (size_t)ci * kk + t];
+                c->wf[((size_t)ci * kk + t) * g->cout + co] = v;
+                c->wa[((size_t)co * kk + t) * g->cin + ci] = v;
+            }
+}
+
+static void cl_apply(const struct cl_ops *c, const double *x, double *y)
+{
+    const struct conv_geom *g = c->g;
+    const int kk = g->kh * g->kw, co_n = g->cout;
+    const size_t P = (size_t)g->oh * g->ow, HW = (size_t)g->ih * g->iw;
+    double *t = c->t;
+    memset(t, 0, sizeof(double) * P * co_n);
+    for (int ci = 0; ci < g->cin; ci++)
+        for (int a = 0; a < g->kh; a++)
+            for (int b = 0; b < g->kw; b++) {
+                const double *wk = c->wf + ((size_t)ci * kk + (size_t)a * g->kw + b) * co_n;
+                int y0, y1, x0, x1;
+                tap_range(a, g->ih, g->sh, g->pt, g->dh, g->oh, &y0, &y1);
+                tap_range(b, g->iw, g->sw, g->pl, g->dw, g->ow, &x0, &x1);
+                for (int yy = y0; yy < y1; yy++) {
+                    int hh = yy * g->sh - g->pt + a * g->dh;
+                    const double *xr = x + (size_t)ci * HW + (size_t)hh * g->iw;
+                    for (int xx = x0; xx < x1; xx++) {
+                        const double xv = xr[xx * g->sw - g->pl + b * g->dw];
+                        double *o = t + ((size_t)yy * g->ow + xx) * co_n;
+                        for (int co = 0; co < co_n; co++)
+                            o[co] += wk[co] * xv;
+                    }
+                }
+            }
+    for (size_t q = 0; q < P; q++)
+        for (int co = 0; co < co_n; co++)
+            y[(size_t)co * P + q] = t[q * co_n + co];
+}
+
+static void cl_adjoint(const struct cl_ops *c, const double *y, double *x)
+{
+    const struct conv_geom *g = c->g;
+    const int kk = g->kh * g->kw, ci_n = g->cin;
+    const size_t P = (size_t)g->oh * g->ow, HW = (size_t)g->ih * g->iw;
+    double *t = c->t;
+    memset(t, 0, sizeof(double) * HW * ci_n);
+    for (int co = 0; co < g->cout; co++)
+        for (int a = 0; a < g->kh; a++)
+            for (int b = 0; b < g->kw; b++) {
+                const double *wk = c->wa + ((size_t)co * kk + (size_t)a * g->kw + b) * ci_n;
+                int y0, y1, x0, x1;
+                tap_range(a, g->ih, g->sh, g->pt, g->dh, g->oh, &y0, &y1);
+                tap_range(b, g->iw, g->sw, g->pl, g->dw, g->ow, &x0, &x1);
+                for (int yy = y0; yy < y1; yy++) {
+                    int hh = yy * g->sh - g->pt + a * g->dh;
+                    const double *yr = y + (size_t)co * P + (size_t)yy * g->ow;
+                    for (int xx = x0; xx < x1; xx++) {
+                        const double yv = yr[xx];
+                        int ww = xx * g->sw - g->pl + b * g->dw;
+                        double *o = t + ((size_t)hh * g->iw + ww) * ci_n;
+                        for (int ci = 0; ci < ci_n; ci++)
+                            o[ci] += wk[ci] * yv;
+                    }
+                }
+            }
+    for (size_t q = 0; q < HW; q++)
+        for (int ci = 0; ci < ci_n; ci++)
+            x[(size_t)ci * HW + q] = t[q * ci_n + ci];
+}
+
 /* Power iteration on A^T A (x restricted to channels < cx by the zeroed weight columns):
- * ||A v|| for the final unit v, a lower bound on ||A||. */
+ * ||A v|| for the final unit v, a lower bound on ||A||.  c: the channels-innermost
+ * operators (same bits as conv_apply_f64 / conv_adjoint_f64), or NULL. */
 static double power_lower(const struct conv_geom *g, const double *w, int cx, double *v,
-                          double *u)
+                          double *u, const struct cl_ops *c)
 {
     const size_t nin = (size_t)g->cin * g->ih * g->iw, nout = (size_t)g->cout * g->oh * g->ow;
     const size_t nx = (size_t)cx * g->ih * g->iw;
@@ -277,9 +370,17 @@ static double power_lower(const struct conv_geom *g, const double *w, int cx, do
             return 0.0;
         for (size_t i = 0; i < nin; i++)
             v[i] /= nv;
-        conv_apply_f64(g, w, v, u);
+        if (c)
+            cl_apply(c, v, u);
+        else
+            conv_apply_f64(g, w, v, u);
         double s = vnorm(nout, u);
-        conv_adjoint_f64(g, w, u, v);
+        if (!isfinite(s))
+            return 0.0;
+        if (c)
+            cl_adjoint(c, u, v);
+        else
+            conv_adjoint_f64(g, w, u, v);
         for (size_t i = nx; i < nin; i++)
             v[i] = 0.0;
         if (it > 10 && fabs(s - sig) <= 1e-13 * s) {
@@ -382,7 +483,20 @@ double conv_norm2_upper(const struct conv_geom *g, const float *w, int cx, doubl
             wd[(size_t)co * g->kg + k] = ci < cx ? (double)w[(size_t)co * g->kg + k] : 0.0;
         }
     }
-    *lower = power_lower(g, wd, cx, v, u);
+    /* the channels-innermost operators of the power iteration, where they apply */
+    struct cl_ops cl = {0};
+    double *clbuf = NULL;
+    if (cl_ok(g)) {
+        size_t P = (size_t)g->oh * g->ow, HW = (size_t)g->ih * g->iw;
+        size_t nt = P * g->cout > HW * g->cin ? P * g->cout : HW * g->cin;
+        clbuf = malloc(sizeof(double) * (2 * nw + nt));
+        if (clbuf) {
+            cl.wf = clbuf, cl.wa = clbuf + nw, cl.t = clbuf + 2 * nw;
+            cl_setup(&cl, g, wd);
+        }
+    }
+    *lower = power_lower(g, wd, cx, v, u, clbuf ? &cl : NULL);
+    free(clbuf);
     double ub = INFINITY;
     size_t small = nout < nx ? nout : nx;
     if (nx == 0) {
