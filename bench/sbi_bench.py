@@ -136,11 +136,8 @@ def checkpoint(kind, est, low, high, D, cw, gen):
                 S.add("net." + k, v.numpy().astype("float32"), "F16")
             else:
                 S.add("net." + k, v.numpy(), "F32")
-        slope = gz.default_slope(zuko.__version__)
-        tj = ({"type": "affine", "slope": slope} if kind == "zuko_maf" else
-              {"type": "rqs", "bins": 10, "bound": 5.0, "slope": slope})
-        blocks = [gz.block_json(t, f"net.transform.transforms.{i}.", True, tj)
-                  for i, t in enumerate(flow.transform.transforms) if i > 0]
+        # the exporter's mapping (what export_sbi writes), as gen_zuko.py uses it
+        blocks = gz.manifest_blocks(flow, zuko.__version__, prefix="net.transform.transforms.")
         source = {"framework": "zuko", "version": gz.zuko_version()}
     else:
         import gen_nflows as gn
@@ -155,7 +152,7 @@ def checkpoint(kind, est, low, high, D, cw, gen):
         inner = CompositeTransform(list(flow._transform._transforms)[1:])
         for k, v in gn.tensor_store(types.SimpleNamespace(transform=inner, seed=1)).t.items():
             S.t[k] = v
-        blocks = gn.manifest_blocks(inner, True)
+        blocks = gn.manifest_blocks(inner, True, prefix="_transforms.")
         source = {"framework": "nflows", "version": "HEAD 5d22344"}
     S.add("std.x.mean", mx, "F32"), S.add("std.x.std", sx, "F32")
     S.add("std.y.mean", emb[0]._mean.numpy(), "F32")

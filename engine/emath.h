@@ -14,8 +14,10 @@
  * -ffast-math / -Ofast / -freciprocal-math / -fassociative-math break the guarantee.
  * Assumes the default rounding mode and no flush-to-zero/denormals-are-zero (MXCSR FTZ/DAZ).
  *
- * The float functions compute internally in double (one float->double conversion, a short
- * double kernel, one rounding to float), so their error is a hair above 0.5 ulp; they are
+ * The float functions but em_tanhf_fast compute internally in double (one float->double
+ * conversion, a short double kernel, one rounding to float), so their error is a hair above
+ * 0.5 ulp; em_tanhf_fast and em_expf_fast compute in float (within a few ulp, at a
+ * fraction of the cost).  They are
  * branch-free and GCC -O3 -mavx2 -mfma (or -mavx512f) vectorizes loops that call them.
  * Subnormal inputs and outputs are handled (gradual underflow, not flushed).
  *
@@ -29,6 +31,9 @@
  *   float  em_expf em_expm1f em_logf em_log1pf em_tanhf em_sigmoidf em_atanf em_erff
  *          em_softplusf: 0.500 ulp over every 64th float bit pattern (correctly
  *          rounded but for rare double-rounding cases; bound 0.5 ulp + 2^-27);
+ *   float  em_tanhf_fast (float arithmetic only, the kernels' tanh): 2.42 ulp over every
+ *          float (2.28 over test_emath.c's sweep); em_expf_fast (float arithmetic only, the
+ *          splines' softmax): 0.979 ulp over every float;
  *   double em_exp 0.75, em_expm1 1.8, em_log 0.81, em_log1p 0.80, em_tanh 1.9,
  *          em_atan 0.78, em_erf 0.90, em_sincos_2pi 1.04 ulp;
  *          em_pow 1.2 ulp while |y log x| <= 20, up to ~30 ulp near overflow/underflow
@@ -421,6 +426,84 @@ EM_INLINE float em_log1pf(float x) { return (float)em_log1p((double)x); }
 EM_INLINE float em_tanhf(float x) { return (float)em_tanh((double)x); }
 /* 1 / (1 + e^-x): exactly 0 below -103.98, exactly 1 above 17.33. */
 EM_INLINE float em_sigmoidf(float x) { return (float)(1.0 / (1.0 + em_exp(-(double)x))); }
+
+/* ---- float functions in float arithmetic (for the kernels' hot loops) -------------- */
+
+EM_INLINE uint32_t em__fbits(float x)
+{
+    EM__NOCONTRACT
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
+EM_INLINE float em__flt(uint32_t u)
+{
+    EM__NOCONTRACT
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+EM_INLINE float em__fmaf(float a, float b, float c) { return __builtin_fmaf(a, b, c); }
+
+/* expm1(r) = r + r^2 P(r) for |r| <= ln2/2 (a minimax fit, float coefficients: 2^-28.8
+ * relative), float operations only. */
+EM_INLINE float em__expm1f_poly(float r)
+{
+    EM__NOCONTRACT
+    float P = 0x1.a032bep-13f;
+    P = em__fmaf(P, r, 0x1.6d71e6p-10f);
+    P = em__fmaf(P, r, 0x1.11118ap-7f);
+    P = em__fmaf(P, r, 0x1.5554b2p-5f);
+    P = em__fmaf(P, r, 0x1.555554p-3f);
+    P = em__fmaf(P, r, 0.5f);
+    return em__fmaf(r * r, P, r);
+}
+
+/* e^x with float operations only (the kernels' and splines' vector exp): x = k ln2 + r,
+ * |r| <= ln2/2, e^x = 2^k (1 + expm1(r)), 2^k applied as two factors so that results in
+ * the subnormal range round once.  +inf above 88.73, gradual underflow, 0 below -103.98,
+ * NaN -> NaN.  Max error in the header comment's table. */
+EM_INLINE float em_expf_fast(float x)
+{
+    EM__NOCONTRACT
+    float xc = x > 89.0f ? 89.0f : x;
+    xc = xc < -104.0f ? -104.0f : xc;
+    float kf = em__fmaf(xc, 0x1.715476p+0f, 0x1.8p23f);
+    uint32_t k = em__fbits(kf) - 0x4b400000u;           /* -150 .. 129, two's complement */
+    float kd = kf - 0x1.8p23f;
+    float r = em__fmaf(-kd, 0x1.62e43p-1f, xc);
+    r = em__fmaf(-kd, -0x1.05c61p-29f, r);
+    float p = 1.0f + em__expm1f_poly(r);
+    uint32_t e1 = (k + 254u) >> 1, e2 = k + 254u - e1;  /* biased exponents in [52, 192] */
+    return p * em__flt(e1 << 23) * em__flt(e2 << 23);
+}
+
+/* tanh(x) with float operations only (no double), so a vector holds twice the lanes of
+ * em_tanhf's double kernel: tanh|x| = q / (q + 2), q = expm1(2|x|) = 2^k (1 + p) - 1 with
+ * 2|x| = k ln2 + r, |r| <= ln2/2, p = expm1(r) = r + r^2 P(r) (P of degree 5, a minimax
+ * fit on that interval, float coefficients: 2^-28.8 relative), one fma for 2^k p + 2^k - 1
+ * and one division.  Exactly +-1 for |x| > 9, x for tiny and subnormal x, sign of -0 kept,
+ * NaN -> NaN.  Not correctly rounded: the max error tests/unit/test_emath.c measures over
+ * every float is in its header comment's table. */
+EM_INLINE float em_tanhf_fast(float x)
+{
+    EM__NOCONTRACT
+    uint32_t sign = em__fbits(x) & 0x80000000u;
+    float a0 = em__flt(em__fbits(x) & 0x7fffffffu);
+    float a = a0 > 9.0f ? 9.0f : a0;
+    float t2 = 2.0f * a;
+    float kf = em__fmaf(t2, 0x1.715476p+0f, 0x1.8p23f); /* rint(2a / ln2) + 1.5 * 2^23 */
+    uint32_t k = em__fbits(kf) - 0x4b400000u;           /* 0 .. 13 */
+    float kd = kf - 0x1.8p23f;
+    float r = em__fmaf(-kd, 0x1.62e43p-1f, t2);         /* ln2 = 0x1.62e43p-1 - 0x1.05c61p-29 */
+    r = em__fmaf(-kd, -0x1.05c61p-29f, r);
+    float p = em__expm1f_poly(r);
+    float t = em__flt((k + 127u) << 23);
+    float q = em__fmaf(t, p, t - 1.0f);
+    float y = q / (q + 2.0f);
+    y = a0 > 9.0f ? 1.0f : y;
+    return em__flt(em__fbits(y) | sign);
+}
 
 EM_INLINE float em_atanf(float x) { return (float)em_atan((double)x); }
 EM_INLINE float em_erff(float x) { return (float)em_erf((double)x); }

@@ -33,8 +33,9 @@ enum act_type {
     ACT_GELU, ACT_GELU_TANH, ACT_SILU, ACT_LIPSWISH, ACT_COUNT
 };
 
-/* Elementwise functions of kern.map. */
-enum kern_fn { KF_EXP, KF_TANH, KF_ATAN, KF_SIGMOID };
+/* Elementwise functions of kern.map: em_expf, em_tanhf, em_atanf, em_sigmoidf, and
+ * em_expf_fast (float arithmetic, within 1 ulp). */
+enum kern_fn { KF_EXP, KF_TANH, KF_ATAN, KF_SIGMOID, KF_EXP_FAST };
 
 /* The packed layout every path reads: columns in superpanels of KERN_SUPER (32), each k
  * rows of 32 floats (so one superpanel is one contiguous stream of weights); when the last

@@ -196,9 +196,9 @@ static void k_act(enum act_type t, float p1, float p2, float *v, size_t n)
         for (size_t i = 0; i < n; i++)
             v[i] = v[i] > 0.0f ? v[i] : p1 * em_expm1f(v[i]);
         break;
-    case ACT_TANH:
+    case ACT_TANH: /* float arithmetic (a few ulp); KF_TANH, the soft clamps' tanh, is exact */
         for (size_t i = 0; i < n; i++)
-            v[i] = em_tanhf(v[i]);
+            v[i] = em_tanhf_fast(v[i]);
         break;
     case ACT_SIGMOID:
         for (size_t i = 0; i < n; i++)
@@ -235,6 +235,10 @@ static void k_map(enum kern_fn f, float *v, size_t n)
     case KF_EXP:
         for (size_t i = 0; i < n; i++)
             v[i] = em_expf(v[i]);
+        break;
+    case KF_EXP_FAST:
+        for (size_t i = 0; i < n; i++)
+            v[i] = em_expf_fast(v[i]);
         break;
     case KF_TANH:
         for (size_t i = 0; i < n; i++)

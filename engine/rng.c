@@ -17,7 +17,8 @@
 #define PHILOX_W0 0x9E3779B9u
 #define PHILOX_W1 0xBB67AE85u
 
-static void philox4x32_10(uint32_t ctr[4], uint32_t k0, uint32_t k1)
+static inline __attribute__((always_inline)) void philox4x32_10(uint32_t ctr[4], uint32_t k0,
+                                                                uint32_t k1)
 {
     for (int r = 0; r < 10; r++) {
         uint64_t p0 = (uint64_t)PHILOX_M0 * ctr[0];
@@ -33,7 +34,11 @@ static void philox4x32_10(uint32_t ctr[4], uint32_t k0, uint32_t k1)
 /* Uniform in (0, 1]: never 0, so log() is finite. */
 static double u01(uint32_t v) { return ((double)v + 1.0) * (1.0 / 4294967296.0); }
 
-static inline void block4(uint64_t seed, uint32_t obs, uint64_t sample, uint32_t blk, float out[4])
+/* Always inlined, so that each FMA clone of its callers gets its own vector-FMA copy (an
+ * out-of-line one is built for the baseline target, where every fma is a libm call). */
+static inline __attribute__((always_inline)) void block4(uint64_t seed, uint32_t obs,
+                                                         uint64_t sample, uint32_t blk,
+                                                         float out[4])
 {
     uint32_t c[4] = {blk, (uint32_t)sample, (uint32_t)(sample >> 32), obs};
     philox4x32_10(c, (uint32_t)seed, (uint32_t)(seed >> 32));

@@ -109,7 +109,7 @@ static inline __attribute__((always_inline)) void knots(const float *raw, int K,
     }
     double sum = 0.0;
     for (int k = 0; k < K; k++) {
-        kn[k + 1] = em_exp((double)raw[k] / div - mx);
+        kn[k + 1] = (double)em_expf_fast((float)((double)raw[k] / div - mx));
         sum += kn[k + 1];
     }
     double acc = 0.0;
@@ -223,7 +223,7 @@ KERN_FMA_CLONES void rqs_nflows_rows(const struct rqs_nflows *s, int n, float *x
         }
         for (int a = 0; a < 2 * K; a++)
             for (int e = 0; e < cv; e++)
-                U[(size_t)a * C + e] = em_exp(U[(size_t)a * C + e]);
+                U[(size_t)a * C + e] = (double)em_expf_fast((float)U[(size_t)a * C + e]);
         for (int a = 0; a < 2; a++) {
             const double *u = U + (size_t)a * K * C;
             double *kn = KN + (size_t)a * (K + 1) * C;

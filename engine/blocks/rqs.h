@@ -19,8 +19,10 @@
  *     the bin is nflows' searchsorted: #{knots <= v} - 1 with 1e-6 added to the last knot.
  *     Outside [-B, B] (both ends inclusive inside) the identity with log-det 0.
  *
- * Everything is double, per element, with no state: the same bits whatever the rows
- * beside it.  The caller supplies the work area (rqs_nflows_work doubles); nothing is
+ * Everything is double but the softmax exponentials, which are em_expf_fast of the
+ * argument rounded to float (float arithmetic, within 1 ulp: the float precision nflows
+ * itself has there, at a fraction of a double exp's cost); per element, with no state: the
+ * same bits whatever the rows beside it.  The caller supplies the work area (rqs_nflows_work doubles); nothing is
  * allocated.
  */
 #ifndef INNSERVE_BLOCKS_RQS_H

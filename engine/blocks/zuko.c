@@ -94,8 +94,8 @@ ZK_INLINE double squash(double v, double c)
 
 /* rqs: e[j] = exp(squash(p[j])) for the P raw parameters of each of nf consecutive features
  * (widths and heights with ln slope / 2, derivatives with ln slope), in float: the squash
- * in one loop, the exponentials through the kernels' vector exp (the same bits on every
- * path).  The exponents are bounded by |ln slope|, so softmax needs no max subtraction. */
+ * in one loop, the exponentials through the kernels' vector em_expf_fast (float arithmetic,
+ * within 1 ulp; the same bits on every path).  The exponents are bounded by |ln slope|, so softmax needs no max subtraction. */
 static void rqs_exps(const struct zuko *z, const struct kern *k, const float *p, float *e,
                      int nf)
 {
@@ -109,7 +109,7 @@ static void rqs_exps(const struct zuko *z, const struct kern *k, const float *p,
         for (int j = 2 * K; j < P; j++)
             o[j] = q[j] / (1.0f + fabsf(q[j] / c1));
     }
-    k->map(KF_EXP, e, (size_t)nf * (size_t)P);
+    k->map(KF_EXP_FAST, e, (size_t)nf * (size_t)P);
 }
 
 /* Knots of one feature from its exponentials e (3K - 1): T (K + 1) from e[off .. off + K). */

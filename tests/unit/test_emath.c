@@ -98,6 +98,8 @@ WRAP_F(em_expm1f)
 WRAP_F(em_logf)
 WRAP_F(em_log1pf)
 WRAP_F(em_tanhf)
+WRAP_F(em_tanhf_fast)
+WRAP_F(em_expf_fast)
 WRAP_F(em_sigmoidf)
 WRAP_F(em_atanf)
 WRAP_F(em_erff)
@@ -195,6 +197,10 @@ START_TEST(float_functions_max_ulp)
     ck_assert_double_le(sweep_f("em_logf", w_em_logf, log, 0, FLT_MAX), 1.0);
     ck_assert_double_le(sweep_f("em_log1pf", w_em_log1pf, log1p, -1, FLT_MAX), 1.0);
     ck_assert_double_le(sweep_f("em_tanhf", w_em_tanhf, tanh, -FLT_MAX, FLT_MAX), 1.0);
+    /* float arithmetic only: a few ulp (every float measured once: 2.42 at 0x1.fd0794p-8) */
+    ck_assert_double_le(sweep_f("em_tanhf_fast", w_em_tanhf_fast, tanh, -FLT_MAX, FLT_MAX), 2.5);
+    /* every float measured once: 0.979 ulp at -0x1.759aa2p+2 */
+    ck_assert_double_le(sweep_f("em_expf_fast", w_em_expf_fast, exp, -FLT_MAX, FLT_MAX), 1.0);
     ck_assert_double_le(sweep_f("em_sigmoidf", w_em_sigmoidf, ref_sigmoid, -FLT_MAX, FLT_MAX), 1.0);
     ck_assert_double_le(sweep_f("em_atanf", w_em_atanf, atan, -FLT_MAX, FLT_MAX), 1.0);
     ck_assert_double_le(sweep_f("em_erff", w_em_erff, erf, -FLT_MAX, FLT_MAX), 1.0);
@@ -340,6 +346,13 @@ START_TEST(special_values)
     ck_assert(em_tanhf(10) == 1 && em_tanhf(-10) == -1 && em_tanhf(fi) == 1 && em_tanhf(-fi) == -1);
     ck_assert(em_tanh(20) == 1 && em_tanh(-1e300) == -1 && em_tanh(INFINITY) == 1);
     ck_assert(em_tanhf(1e-30f) == 1e-30f && signbit(em_tanhf(-0.0f)) && signbit(em_tanh(-0.0)));
+    ck_assert(em_tanhf_fast(9.001f) == 1 && em_tanhf_fast(-10) == -1 && em_tanhf_fast(fi) == 1);
+    ck_assert(em_tanhf_fast(-fi) == -1 && em_tanhf_fast(8.9f) < 1 && em_tanhf_fast(0) == 0);
+    ck_assert(em_tanhf_fast(1e-30f) == 1e-30f && em_tanhf_fast(1e-40f) == 1e-40f);
+    ck_assert(signbit(em_tanhf_fast(-0.0f)) && em_tanhf_fast(-1e-40f) == -1e-40f);
+    ck_assert(em_expf_fast(0) == 1 && em_expf_fast(89) == fi && em_expf_fast(fi) == fi);
+    ck_assert(em_expf_fast(-fi) == 0 && em_expf_fast(-104) == 0 && em_expf_fast(-103.5f) == 0x1p-149f);
+    ck_assert(em_expf_fast(88.7f) < fi && em_expf_fast(-100) > 0 && em_expf_fast(-100) < FLT_MIN);
     ck_assert(em_sigmoidf(-fi) == 0 && em_sigmoidf(fi) == 1 && em_sigmoidf(-104) == 0);
     ck_assert(em_sigmoidf(17.5f) == 1 && em_sigmoidf(0) == 0.5f && em_sigmoidf(-87) > 0);
     ck_assert(em_erff(4) == 1 && em_erff(-4) == -1 && em_erff(fi) == 1 && em_erff(-fi) == -1);
@@ -356,7 +369,8 @@ START_TEST(special_values)
     const float fn = NAN;
     ck_assert(isnan(em_expf(fn)) && isnan(em_expm1f(fn)) && isnan(em_logf(fn)) && isnan(em_log1pf(fn)));
     ck_assert(isnan(em_tanhf(fn)) && isnan(em_sigmoidf(fn)) && isnan(em_atanf(fn)) && isnan(em_erff(fn)));
-    ck_assert(isnan(em_softplusf(fn, 1, 20)));
+    ck_assert(isnan(em_softplusf(fn, 1, 20)) && isnan(em_tanhf_fast(fn)) && isnan(em_tanhf_fast(-fn)));
+    ck_assert(isnan(em_expf_fast(fn)));
     ck_assert(isnan(em_exp(NAN)) && isnan(em_expm1(NAN)) && isnan(em_log(NAN)) && isnan(em_log1p(NAN)));
     ck_assert(isnan(em_tanh(NAN)) && isnan(em_atan(NAN)) && isnan(em_erf(NAN)));
 }
@@ -367,7 +381,8 @@ END_TEST
 #define NV 4099
 START_TEST(array_loop_equals_scalar)
 {
-    static float in[NV], o1[NV], o2[NV], o3[NV], o4[NV], o5[NV], o6[NV], o7[NV], o8[NV], o9[NV];
+    static float in[NV], o1[NV], o2[NV], o3[NV], o4[NV], o5[NV], o6[NV], o7[NV], o8[NV], o9[NV],
+        o10[NV], o11[NV];
     sm_state = 5;
     for (int i = 0; i < NV; i++)
         in[i] = (float)((double)(int64_t)splitmix() * 0x1p-63 * (i % 3 ? 12 : 100));
@@ -390,6 +405,10 @@ START_TEST(array_loop_equals_scalar)
         o8[i] = em_erff(in[i]);
     for (int i = 0; i < NV; i++)
         o9[i] = em_softplusf(in[i], 1.5f, 20.0f);
+    for (int i = 0; i < NV; i++)
+        o10[i] = em_tanhf_fast(in[i]);
+    for (int i = 0; i < NV; i++)
+        o11[i] = em_expf_fast(in[i]);
     for (int i = 0; i < NV; i++) {
         ck_assert_uint_eq(bits_f(o1[i]), bits_f(w_em_expf(in[i])));
         ck_assert_uint_eq(bits_f(o2[i]), bits_f(w_em_expm1f(in[i])));
@@ -400,6 +419,8 @@ START_TEST(array_loop_equals_scalar)
         ck_assert_uint_eq(bits_f(o7[i]), bits_f(w_em_atanf(in[i])));
         ck_assert_uint_eq(bits_f(o8[i]), bits_f(w_em_erff(in[i])));
         ck_assert_uint_eq(bits_f(o9[i]), bits_f(w_softplus15f(in[i])));
+        ck_assert_uint_eq(bits_f(o10[i]), bits_f(w_em_tanhf_fast(in[i])));
+        ck_assert_uint_eq(bits_f(o11[i]), bits_f(w_em_expf_fast(in[i])));
     }
 }
 END_TEST
@@ -430,7 +451,8 @@ START_TEST(golden_bits)
         {"em_exp", 0, NULL, w_em_exp, 700, 0xac983ecfa271e7d4ULL},        {"em_expm1", 0, NULL, w_em_expm1, 20, 0x1433d5cdf32a9ae6ULL},
         {"em_log", 0, NULL, w_em_log, 1e6, 0xff4f3a85bdd76087ULL},        {"em_log1p", 0, NULL, w_em_log1p, 1, 0xd1e4432a9547d4deULL},
         {"em_tanh", 0, NULL, w_em_tanh, 10, 0x7256319763dad002ULL},       {"em_atan", 0, NULL, w_em_atan, 10, 0x2ac6d960071c749bULL},
-        {"em_erf", 0, NULL, w_em_erf, 5, 0xb068937ad597caf6ULL},
+        {"em_erf", 0, NULL, w_em_erf, 5, 0xb068937ad597caf6ULL},          {"em_tanhf_fast", 1, w_em_tanhf_fast, NULL, 10, 0x1480f7670765f974ULL},
+        {"em_expf_fast", 1, w_em_expf_fast, NULL, 90, 0x3650807a0bad53fcULL},
     };
     int bad = 0;
     for (size_t g = 0; g < sizeof G / sizeof *G; g++) {
