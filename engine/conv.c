@@ -9,6 +9,7 @@
  * and nothing (zero) when i falls outside [0, n); with circular padding (convolutions
  * only) i is taken modulo n.
  */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -258,10 +259,103 @@ static double vnorm(size_t n, const double *v)
     return sqrt(s);
 }
 
+/* The operator and its adjoint of a plain convolution with zero padding and one group,
+ * channels innermost, so that the innermost loop runs over the output channels (apply) or
+ * the input channels (adjoint) and vectorizes.  Every element still takes the products of
+ * apply() in the same order ((ci, a, b) for an output, (co, a, b) for an input) with the
+ * same roundings; apply() leaves out zero weights, which add +-0 here: the same value,
+ * since a sum from +0 never becomes -0 and the inputs are finite.  So the results are
+ * apply()'s, bit for bit, for finite inputs.  wf: weights as (ci, a, b, co); wa: as
+ * (co, a, b, ci); t: scratch of max(oh*ow*cout, ih*iw*cin) doubles. */
+struct cl_ops {
+    const struct conv_geom *g;
+    double *wf, *wa, *t;
+};
+
+static bool cl_ok(const struct conv_geom *g)
+{
+    return !g->transposed && !g->circular && g->groups == 1;
+}
+
+static void cl_setup(struct cl_ops *c, const struct conv_geom *g, const double *w)
+{
+    const int kk = g->kh * g->kw;
+    c->g = g;
+    for (int co = 0; co < g->cout; co++)
+        for (int ci = 0; ci < g->cin; ci++)
+            for (int t = 0; t < kk; t++) {
+                double v = w[(size_t)co * g->kg + (size_t)ci * kk + t];
+                c->wf[((size_t)ci * kk + t) * g->cout + co] = v;
+                c->wa[((size_t)co * kk + t) * g->cin + ci] = v;
+            }
+}
+
+static void cl_apply(const struct cl_ops *c, const double *x, double *y)
+{
+    const struct conv_geom *g = c->g;
+    const int kk = g->kh * g->kw, co_n = g->cout;
+    const size_t P = (size_t)g->oh * g->ow, HW = (size_t)g->ih * g->iw;
+    double *t = c->t;
+    memset(t, 0, sizeof(double) * P * co_n);
+    for (int ci = 0; ci < g->cin; ci++)
+        for (int a = 0; a < g->kh; a++)
+            for (int b = 0; b < g->kw; b++) {
+                const double *wk = c->wf + ((size_t)ci * kk + (size_t)a * g->kw + b) * co_n;
+                int y0, y1, x0, x1;
+                tap_range(a, g->ih, g->sh, g->pt, g->dh, g->oh, &y0, &y1);
+                tap_range(b, g->iw, g->sw, g->pl, g->dw, g->ow, &x0, &x1);
+                for (int yy = y0; yy < y1; yy++) {
+                    int hh = yy * g->sh - g->pt + a * g->dh;
+                    const double *xr = x + (size_t)ci * HW + (size_t)hh * g->iw;
+                    for (int xx = x0; xx < x1; xx++) {
+                        const double xv = xr[xx * g->sw - g->pl + b * g->dw];
+                        double *o = t + ((size_t)yy * g->ow + xx) * co_n;
+                        for (int co = 0; co < co_n; co++)
+                            o[co] += wk[co] * xv;
+                    }
+                }
+            }
+    for (size_t q = 0; q < P; q++)
+        for (int co = 0; co < co_n; co++)
+            y[(size_t)co * P + q] = t[q * co_n + co];
+}
+
+static void cl_adjoint(const struct cl_ops *c, const double *y, double *x)
+{
+    const struct conv_geom *g = c->g;
+    const int kk = g->kh * g->kw, ci_n = g->cin;
+    const size_t P = (size_t)g->oh * g->ow, HW = (size_t)g->ih * g->iw;
+    double *t = c->t;
+    memset(t, 0, sizeof(double) * HW * ci_n);
+    for (int co = 0; co < g->cout; co++)
+        for (int a = 0; a < g->kh; a++)
+            for (int b = 0; b < g->kw; b++) {
+                const double *wk = c->wa + ((size_t)co * kk + (size_t)a * g->kw + b) * ci_n;
+                int y0, y1, x0, x1;
+                tap_range(a, g->ih, g->sh, g->pt, g->dh, g->oh, &y0, &y1);
+                tap_range(b, g->iw, g->sw, g->pl, g->dw, g->ow, &x0, &x1);
+                for (int yy = y0; yy < y1; yy++) {
+                    int hh = yy * g->sh - g->pt + a * g->dh;
+                    const double *yr = y + (size_t)co * P + (size_t)yy * g->ow;
+                    for (int xx = x0; xx < x1; xx++) {
+                        const double yv = yr[xx];
+                        int ww = xx * g->sw - g->pl + b * g->dw;
+                        double *o = t + ((size_t)hh * g->iw + ww) * ci_n;
+                        for (int ci = 0; ci < ci_n; ci++)
+                            o[ci] += wk[ci] * yv;
+                    }
+                }
+            }
+    for (size_t q = 0; q < HW; q++)
+        for (int ci = 0; ci < ci_n; ci++)
+            x[(size_t)ci * HW + q] = t[q * ci_n + ci];
+}
+
 /* Power iteration on A^T A (x restricted to channels < cx by the zeroed weight columns):
- * ||A v|| for the final unit v, a lower bound on ||A||. */
+ * ||A v|| for the final unit v, a lower bound on ||A||.  c: the channels-innermost
+ * operators (same bits as conv_apply_f64 / conv_adjoint_f64), or NULL. */
 static double power_lower(const struct conv_geom *g, const double *w, int cx, double *v,
-                          double *u)
+                          double *u, const struct cl_ops *c)
 {
     const size_t nin = (size_t)g->cin * g->ih * g->iw, nout = (size_t)g->cout * g->oh * g->ow;
     const size_t nx = (size_t)cx * g->ih * g->iw;
@@ -277,9 +371,17 @@ static double power_lower(const struct conv_geom *g, const double *w, int cx, do
             return 0.0;
         for (size_t i = 0; i < nin; i++)
             v[i] /= nv;
-        conv_apply_f64(g, w, v, u);
+        if (c)
+            cl_apply(c, v, u);
+        else
+            conv_apply_f64(g, w, v, u);
         double s = vnorm(nout, u);
-        conv_adjoint_f64(g, w, u, v);
+        if (!isfinite(s))
+            return 0.0;
+        if (c)
+            cl_adjoint(c, u, v);
+        else
+            conv_adjoint_f64(g, w, u, v);
         for (size_t i = nx; i < nin; i++)
             v[i] = 0.0;
         if (it > 10 && fabs(s - sig) <= 1e-13 * s) {
@@ -307,6 +409,72 @@ static double dense_upper(const struct conv_geom *g, const double *w, int cx)
     return ub;
 }
 
+/* Largest singular value of the complex m x n matrix K = Kr + i Ki (row-major) by one-sided
+ * (Hestenes) Jacobi rotations on the columns of K (m >= n) or of K^H (m < n), each pair made
+ * orthogonal by a phase and a real rotation; the same rule, tolerance and sweep limit as
+ * la_singular_values, on the complex matrix instead of its real 2m x 2n form [[Kr, -Ki],
+ * [Ki, Kr]] (whose singular values are K's, each twice; half the columns, a quarter of the
+ * pairs).  work: 2 m n doubles.  Returns -1 when 60 sweeps do not converge or K is not
+ * finite. */
+static double cplx_norm2(int m, int n, const double *Kr, const double *Ki, double *work)
+{
+    const bool tr = m < n;
+    const int len = tr ? n : m, nc = tr ? m : n;
+    double *br = work, *bi = work + (size_t)len * nc;
+    for (int j = 0; j < nc; j++)
+        for (int i = 0; i < len; i++) {
+            size_t src = tr ? (size_t)j * n + i : (size_t)i * n + j;
+            br[(size_t)j * len + i] = Kr[src];
+            bi[(size_t)j * len + i] = tr ? -Ki[src] : Ki[src];
+        }
+    bool converged = false;
+    for (int sweep = 1; sweep <= 60 && !converged; sweep++) {
+        int rotated = 0;
+        for (int p = 0; p < nc - 1; p++)
+            for (int q = p + 1; q < nc; q++) {
+                double *pr = br + (size_t)p * len, *pi = bi + (size_t)p * len;
+                double *qr = br + (size_t)q * len, *qi = bi + (size_t)q * len;
+                double al = 0.0, be = 0.0, gr = 0.0, gi = 0.0; /* g = conj(b_p) . b_q */
+                for (int i = 0; i < len; i++) {
+                    al += pr[i] * pr[i] + pi[i] * pi[i];
+                    be += qr[i] * qr[i] + qi[i] * qi[i];
+                    gr += pr[i] * qr[i] + pi[i] * qi[i];
+                    gi += pr[i] * qi[i] - pi[i] * qr[i];
+                }
+                if (!isfinite(al + be + gr + gi))
+                    return -1.0;
+                double ga = hypot(gr, gi);
+                if (ga <= 4.0 * DBL_EPSILON * sqrt(al * be) || ga == 0.0)
+                    continue;
+                rotated = 1;
+                const double er = gr / ga, ei = gi / ga; /* b_q <- conj(e) b_q makes g real */
+                double zeta = (be - al) / (2.0 * ga);
+                double t = (zeta >= 0 ? 1.0 : -1.0) / (fabs(zeta) + sqrt(1.0 + zeta * zeta));
+                double c = 1.0 / sqrt(1.0 + t * t), sn = c * t;
+                for (int i = 0; i < len; i++) {
+                    double ur = pr[i], ui = pi[i];
+                    double vr = er * qr[i] + ei * qi[i], vi = er * qi[i] - ei * qr[i];
+                    pr[i] = c * ur - sn * vr;
+                    pi[i] = c * ui - sn * vi;
+                    qr[i] = sn * ur + c * vr;
+                    qi[i] = sn * ui + c * vi;
+                }
+            }
+        converged = !rotated;
+    }
+    if (!converged)
+        return -1.0;
+    double best = 0.0;
+    for (int j = 0; j < nc; j++) {
+        double s2 = 0.0;
+        for (int i = 0; i < len; i++)
+            s2 += br[(size_t)j * len + i] * br[(size_t)j * len + i] +
+                  bi[(size_t)j * len + i] * bi[(size_t)j * len + i];
+        best = fmax(best, sqrt(s2));
+    }
+    return best;
+}
+
 /* max over the N1 x N2 DFT frequencies of the per-group symbol's spectral norm (taps at
  * offsets a*dh, b*dw; weight columns of channels >= cx zeroed beforehand). */
 static double dft_upper(const struct conv_geom *g, const double *w, int N1, int N2)
@@ -325,6 +493,10 @@ static double dft_upper(const struct conv_geom *g, const double *w, int N1, int 
     for (size_t i = 0; i < (size_t)g->cout * g->kg; i++)
         wmax = fmax(wmax, fabs(w[i]));
     double margin = sqrt(4.0 * m * n) * (double)kk * wmax * 16.0 * LA_U * (double)(kk + 4);
+    /* the complex Jacobi (cplx_norm2) where the real form would take la_norm2_upper's
+     * Jacobi path, with that path's margin for the real form's size */
+    const bool cplx = 2 * (m < n ? m : n) <= LA_JACOBI_MAX;
+    const double cmargin = 1.0 + 16.0 * (double)(2 * (m > n ? m : n)) * DBL_EPSILON;
     double best = 0.0;
     const double tau = 6.283185307179586;
     for (int f1 = 0; f1 < N1; f1++)
@@ -348,13 +520,24 @@ static double dft_upper(const struct conv_geom *g, const double *w, int N1, int 
                             re += wr[t] * cs[t];
                             im += wr[t] * sn[t];
                         }
+                        if (cplx) { /* Re and Im, m x n each */
+                            R[(size_t)i * n + j] = re;
+                            R[(size_t)m * n + (size_t)i * n + j] = im;
+                            continue;
+                        }
                         /* [[Re, -Im], [Im, Re]] (2m x 2n) */
                         R[(size_t)i * 2 * n + j] = re;
                         R[(size_t)i * 2 * n + n + j] = -im;
                         R[(size_t)(m + i) * 2 * n + j] = im;
                         R[(size_t)(m + i) * 2 * n + n + j] = re;
                     }
-                double s = la_norm2_upper(2 * m, 2 * n, R, work);
+                double s;
+                if (cplx) {
+                    s = cplx_norm2(m, n, R, R + (size_t)m * n, work);
+                    s = s >= 0.0 ? s * cmargin : INFINITY;
+                } else {
+                    s = la_norm2_upper(2 * m, 2 * n, R, work);
+                }
                 if (!(s <= best))
                     best = s;
             }
@@ -382,7 +565,20 @@ double conv_norm2_upper(const struct conv_geom *g, const float *w, int cx, doubl
             wd[(size_t)co * g->kg + k] = ci < cx ? (double)w[(size_t)co * g->kg + k] : 0.0;
         }
     }
-    *lower = power_lower(g, wd, cx, v, u);
+    /* the channels-innermost operators of the power iteration, where they apply */
+    struct cl_ops cl = {0};
+    double *clbuf = NULL;
+    if (cl_ok(g)) {
+        size_t P = (size_t)g->oh * g->ow, HW = (size_t)g->ih * g->iw;
+        size_t nt = P * g->cout > HW * g->cin ? P * g->cout : HW * g->cin;
+        clbuf = malloc(sizeof(double) * (2 * nw + nt));
+        if (clbuf) {
+            cl.wf = clbuf, cl.wa = clbuf + nw, cl.t = clbuf + 2 * nw;
+            cl_setup(&cl, g, wd);
+        }
+    }
+    *lower = power_lower(g, wd, cx, v, u, clbuf ? &cl : NULL);
+    free(clbuf);
     double ub = INFINITY;
     size_t small = nout < nx ? nout : nx;
     if (nx == 0) {

@@ -80,7 +80,8 @@ void conv_adjoint_f64(const struct conv_geom *g, const double *w, const double *
  *     CONV_DENSE_MAX: la_norm2_upper (Jacobi singular values or the Gram iteration);
  *   - circular padding, stride 1, output size = input size: the exact norm, the largest
  *     over the ih x iw 2-D DFT frequencies of the per-frequency cout x cin matrix's
- *     spectral norm (each by la_norm2_upper of its real 2x2-block form);
+ *     spectral norm (each by complex one-sided Jacobi, with la_norm2_upper's margin for its
+ *     real 2x2-block form; la_norm2_upper of that form when it is above LA_JACOBI_MAX);
  *   - zero padding: the same DFT maximum on the enlarged grid (ih + pt + pb) x (iw + pl +
  *     pr), where the circular operator contains the zero-padded one (rows restricted,
  *     input zero-extended) so its norm is an upper bound; stride > 1 only drops rows

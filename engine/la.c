@@ -188,7 +188,23 @@ LA_INLINE void linear_body(int n, int out, int in, const double *X, int ldx, con
     for (int i = 0; i < n; i++) {
         const double *x = X + (size_t)i * ldx;
         double *y = Y + (size_t)i * ldy;
-        for (int o = 0; o < out; o++) {
+        int o = 0;
+        /* four outputs at a time: four independent chains, each in its own order */
+        for (; o + 4 <= out; o += 4) {
+            const double *w0 = W + (size_t)o * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw,
+                         *w3 = w2 + ldw;
+            double a0 = beta != 0.0 ? y[o] : 0.0, a1 = beta != 0.0 ? y[o + 1] : 0.0;
+            double a2 = beta != 0.0 ? y[o + 2] : 0.0, a3 = beta != 0.0 ? y[o + 3] : 0.0;
+            for (int k = 0; k < in; k++) {
+                const double xk = x[k];
+                a0 = fma(xk, w0[k], a0);
+                a1 = fma(xk, w1[k], a1);
+                a2 = fma(xk, w2[k], a2);
+                a3 = fma(xk, w3[k], a3);
+            }
+            y[o] = a0, y[o + 1] = a1, y[o + 2] = a2, y[o + 3] = a3;
+        }
+        for (; o < out; o++) {
             const double *w = W + (size_t)o * ldw;
             double acc = beta != 0.0 ? y[o] : 0.0;
             for (int k = 0; k < in; k++)
@@ -215,7 +231,43 @@ LA_INLINE void linear_err_body(int n, int out, int in, const double *X, int ldx,
         const double *x = X + (size_t)i * ldx;
         const double *ex = EX ? EX + (size_t)i * ldex : NULL;
         double *y = Y + (size_t)i * ldy, *ey = EY + (size_t)i * ldey;
-        for (int o = 0; o < out; o++) {
+        int o = 0;
+        /* four outputs at a time: independent chains, each in its own order */
+        for (; o + 4 <= out; o += 4) {
+            const double *w0 = W + (size_t)o * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw,
+                         *w3 = w2 + ldw;
+            double a0 = y[o], a1 = y[o + 1], a2 = y[o + 2], a3 = y[o + 3];
+            double r0 = 0.0, r1 = 0.0, r2 = 0.0, r3 = 0.0;
+            double p0 = ey[o], p1 = ey[o + 1], p2 = ey[o + 2], p3 = ey[o + 3];
+            for (int k = 0; k < in; k++) {
+                const double xk = x[k];
+                a0 = fma(xk, w0[k], a0);
+                a1 = fma(xk, w1[k], a1);
+                a2 = fma(xk, w2[k], a2);
+                a3 = fma(xk, w3[k], a3);
+                r0 += fabs(a0);
+                r1 += fabs(a1);
+                r2 += fabs(a2);
+                r3 += fabs(a3);
+            }
+            if (ex) {
+                const double *v0 = Wabs + (size_t)o * ldw, *v1 = v0 + ldw, *v2 = v1 + ldw,
+                             *v3 = v2 + ldw;
+                for (int k = 0; k < in; k++) {
+                    const double ek = ex[k];
+                    p0 = fma(ek, v0[k], p0);
+                    p1 = fma(ek, v1[k], p1);
+                    p2 = fma(ek, v2[k], p2);
+                    p3 = fma(ek, v3[k], p3);
+                }
+            }
+            y[o] = a0, y[o + 1] = a1, y[o + 2] = a2, y[o + 3] = a3;
+            ey[o] = (LA_U * r0 + p0) * f + tiny;
+            ey[o + 1] = (LA_U * r1 + p1) * f + tiny;
+            ey[o + 2] = (LA_U * r2 + p2) * f + tiny;
+            ey[o + 3] = (LA_U * r3 + p3) * f + tiny;
+        }
+        for (; o < out; o++) {
             const double *w = W + (size_t)o * ldw;
             double acc = y[o], run = 0.0, p = ey[o];
             for (int k = 0; k < in; k++) {
@@ -240,20 +292,38 @@ LA_INLINE void linear_err_body(int n, int out, int in, const double *X, int ldx,
 LA_INLINE void gemm_body(int m, int n, int k, const double *A, int lda, const double *B, int ldb,
                          double beta, double *C, int ldc, bool skip_zero)
 {
+    enum { JB = 32 };
     for (int i = 0; i < m; i++) {
         double *c = C + (size_t)i * ldc;
         const double *a = A + (size_t)i * lda;
         if (beta == 0.0)
             for (int j = 0; j < n; j++)
                 c[j] = 0.0;
-        /* element (i, j) still accumulates p = 0, 1, ... in order */
-        for (int p = 0; p < k; p++) {
-            const double ap = a[p], *b = B + (size_t)p * ldb;
-            if (skip_zero && ap == 0.0)
-                continue;
-            for (int j = 0; j < n; j++)
-                c[j] = fma(ap, b[j], c[j]);
+        /* element (i, j) still accumulates p = 0, 1, ... in order; JB columns at a time
+         * are held in a local block (registers) across the whole p loop */
+        int j0 = 0;
+        for (; j0 + JB <= n; j0 += JB) {
+            double t[JB];
+            for (int j = 0; j < JB; j++)
+                t[j] = c[j0 + j];
+            for (int p = 0; p < k; p++) {
+                const double ap = a[p], *b = B + (size_t)p * ldb + j0;
+                if (skip_zero && ap == 0.0)
+                    continue;
+                for (int j = 0; j < JB; j++)
+                    t[j] = fma(ap, b[j], t[j]);
+            }
+            for (int j = 0; j < JB; j++)
+                c[j0 + j] = t[j];
         }
+        if (j0 < n)
+            for (int p = 0; p < k; p++) {
+                const double ap = a[p], *b = B + (size_t)p * ldb;
+                if (skip_zero && ap == 0.0)
+                    continue;
+                for (int j = j0; j < n; j++)
+                    c[j] = fma(ap, b[j], c[j]);
+            }
     }
 }
 
@@ -318,6 +388,18 @@ LA_FMA_TARGET static void ger_fma(int m, int n, double alpha, const double *x, c
 {
     ger_body(m, n, alpha, x, y, A, lda);
 }
+/* AVX-512: the same body once more, eight lanes wide */
+static bool la_has_avx512(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && la_has_fma();
+}
+__attribute__((target("avx512f,avx2,fma,prefer-vector-width=512")))
+static void gemm_avx512(int m, int n, int k, const double *A, int lda, const double *B, int ldb,
+                        double beta, double *C, int ldc, bool skip_zero)
+{
+    gemm_body(m, n, k, A, lda, B, ldb, beta, C, ldc, skip_zero);
+}
 #define LA_DISPATCH(fast, plain) do { if (la_has_fma()) fast; else plain; } while (0)
 #else
 #define LA_DISPATCH(fast, plain) plain
@@ -350,6 +432,12 @@ void la_gemm_f64(int m, int n, int k, const double *A, int lda, const double *B,
                 skip = false;
                 break;
             }
+#ifdef LA_FMA_CLONES
+    if (la_has_avx512()) {
+        gemm_avx512(m, n, k, A, lda, B, ldb, beta, C, ldc, skip);
+        return;
+    }
+#endif
     LA_DISPATCH(gemm_fma(m, n, k, A, lda, B, ldb, beta, C, ldc, skip),
                 gemm_body(m, n, k, A, lda, B, ldb, beta, C, ldc, skip));
 }

@@ -8,7 +8,10 @@
  * 0) and accumulates fma(a_k, b_k, acc) for k = 0, 1, ..., in order.  No OpenBLAS call,
  * no threads, no reassociation, so results are bit-identical on every machine and under
  * any OPENBLAS_* setting (fma() is correctly rounded in IEEE double everywhere; the build
- * is ISO C, where the compiler does not contract a * b + c on its own).
+ * is ISO C, where the compiler does not contract a * b + c on its own).  On x86-64 the
+ * GEMM / GEMV / rank-1 / Linear kernels are compiled twice, plain (a libm call per fma) and
+ * for AVX2+FMA (the fused instruction; the GEMM also for AVX-512), and cpuid picks one per
+ * call: the same bits.
  *
  * Shapes follow torch: a Linear weight W is (out, in), row-major; a batch X is (n, in).
  *

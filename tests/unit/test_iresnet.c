@@ -586,7 +586,7 @@ END_TEST
  * infinities and NaNs in B (then no term may be left out). */
 START_TEST(gemm_is_the_fma_chain_bit_for_bit)
 {
-    enum { M = 7, N = 9, K = 13 };
+    enum { M = 7, N = 41, K = 13 }; /* N: one block of 32 columns and a remainder */
     double A[M * K], B[K * N], C[M * N], R[M * N];
     for (int pass = 0; pass < 3; pass++) {
         uint64_t st = 77 + (uint64_t)pass;
@@ -619,6 +619,42 @@ START_TEST(gemm_is_the_fma_chain_bit_for_bit)
             nans += isnan(C[i]);
         ck_assert_int_eq(nans > 0, pass > 0); /* 0 * inf and NaN reach the output */
     }
+    /* la_linear_f64 and la_linear_err_f64 (outputs in blocks of four, then one by one):
+     * Y = bias + X W^T with A as W (M = 7 outputs), B's first rows as X, and the running
+     * error bound, against the chains written out */
+    double Y[2 * M], EYv[2 * M], Yr[2 * M], EYr[2 * M], EX[2 * K];
+    for (int r = 0; r < 2; r++)
+        for (int k = 0; k < K; k++)
+            EX[r * K + k] = 1e-12 * (1 + k + r);
+    double Wabs[M * K];
+    for (int i = 0; i < M * K; i++)
+        Wabs[i] = fabs(A[i]);
+    for (int i = 0; i < M * K; i++)
+        A[i] = A[i] == 0.0 ? 0.25 * (i % 3) : A[i];
+    for (int i = 0; i < 2 * K; i++)
+        B[i] = isfinite(B[i]) ? B[i] : 1.5;
+    for (int r = 0; r < 2; r++)
+        for (int o = 0; o < M; o++) {
+            Y[r * M + o] = 0.5 - o;
+            EYv[r * M + o] = 1e-16;
+            double acc = 0.5 - o, run = 0.0, pe = 1e-16;
+            for (int k = 0; k < K; k++) {
+                acc = fma(B[r * K + k], A[o * K + k], acc);
+                run += fabs(acc);
+            }
+            for (int k = 0; k < K; k++)
+                pe = fma(EX[r * K + k], Wabs[o * K + k], pe);
+            Yr[r * M + o] = acc;
+            EYr[r * M + o] = (LA_U * run + pe) * (1.0 + 2.0 * la_gamma(K + 2)) +
+                             (double)(K + 1) * 0x1p-1074;
+        }
+    la_linear_err_f64(2, M, K, B, K, EX, K, A, Wabs, K, Y, M, EYv, M);
+    ck_assert(memcmp(Y, Yr, sizeof(Y)) == 0);
+    ck_assert(memcmp(EYv, EYr, sizeof(EYv)) == 0);
+    for (int i = 0; i < 2 * M; i++)
+        Y[i] = 0.5 - i % M;
+    la_linear_f64(2, M, K, B, K, A, K, 1.0, Y, M);
+    ck_assert(memcmp(Y, Yr, sizeof(Y)) == 0);
 }
 END_TEST
 
