@@ -18,7 +18,8 @@ held out).  For each model:
     class the model is most sure is wrong is not searched: the next class, (k + 1) mod 10),
     which says how much the condition matters;
   * sample grids made by curl (format=png): one row per class for the cINN (10 samples each,
-    temperature 0.8), 4 rows of 10 samples for the flow (temperature 0.8); the curl command
+    temperature 0.8), one row of 12 samples for the flow (a flow has no
+    observation; temperature 0.8); the curl command
     lines are printed and written into the docs block.
 """
 
@@ -73,7 +74,7 @@ def curl_png(url, model, body, out, scale=4):
         if f.read(8) != b"\x89PNG\r\n\x1a\n":
             raise SystemExit("%s: the answer is not a PNG: %s" % (out, open(out, "rb").read(300)))
     shown = list(cmd)
-    shown[3] = "localhost:8080/v1/models/%s/sample?format=png&scale=%d" % (model, scale)
+    shown[4] = "localhost:8080/v1/models/%s/sample?format=png&scale=%d" % (model, scale)
     shown[-1] = os.path.relpath(out, os.path.join(ROOT, "docs")) if out.startswith(ROOT) else out
     return " ".join(shlex.quote(s) for s in shown)
 
@@ -110,7 +111,7 @@ def main():
                                   '{"y": %s, "num_samples": 10, "seed": 1, "temperature": 0.8}'
                                   % ys, os.path.join(img_dir, "digits_cinn_samples.png"))
         R["curl_iresnet"] = curl_png(url, "digits_iresnet",
-                                     '{"num_samples": 40, "seed": 1, "temperature": 0.8}',
+                                     '{"num_samples": 12, "seed": 1, "temperature": 0.8}',
                                      os.path.join(img_dir, "digits_iresnet_samples.png"))
     finally:
         if proc:
@@ -137,7 +138,7 @@ def main():
     L.append("")
     L.append("![digits_cinn: one row per class 0-9, 10 samples each, temperature 0.8]"
              "(img/digits_cinn_samples.png)")
-    L.append("![digits_iresnet: 40 samples, temperature 0.8](img/digits_iresnet_samples.png)")
+    L.append("![digits_iresnet: 12 samples, temperature 0.8](img/digits_iresnet_samples.png)")
     md = "\n".join(L) + "\n"
     print(md)
     if a.update_docs:

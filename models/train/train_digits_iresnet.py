@@ -11,7 +11,7 @@ Model (FrEIA SequenceINN on (1, 8, 8)):
   IRevNetDownsampling -> (4, 4, 4)
   -> BLOCKS x [ActNorm, IResNetLayer (Conv3x3 4->H, ELU, Conv3x3 H->H, ELU, Conv3x3 H->4)]
 z has shape (4, 4, 4).  After every optimizer step each convolution is scaled to a spectral
-norm of at most --spectral-norm-max (0.9), estimated by power iteration on the operator the
+norm of at most --spectral-norm-max (0.95), estimated by power iteration on the operator the
 block really applies (padding 1, warm-started vectors), so the residual branches are
 contractions; the exported checkpoint's certificate computes the exact bound.  FrEIA's own
 lipschitz_correction() is not used: its power iteration runs conv2d without the layer's
@@ -121,12 +121,12 @@ def main():
     p.add_argument("--out", default=os.path.join(ROOT, "models", "digits_iresnet.safetensors"))
     p.add_argument("--freia-path", default=os.environ.get("INNSERVE_FREIA_PATH"))
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--blocks", type=int, default=4)
+    p.add_argument("--blocks", type=int, default=8)
     p.add_argument("--hidden", type=int, default=32)
-    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--steps", type=int, default=2500)
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--spectral-norm-max", type=float, default=0.9)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--spectral-norm-max", type=float, default=0.95)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--save-torch", help="also save the trained state_dict here")
     a = p.parse_args()
