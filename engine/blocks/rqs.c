@@ -209,9 +209,15 @@ KERN_FMA_CLONES void rqs_nflows_rows(const struct rqs_nflows *s, int n, float *x
         }
         for (int a = 0; a < 2; a++) {
             double *u = U + (size_t)a * K * C;
-            for (int k = 0; k < K; k++)
-                for (int e = 0; e < cv; e++)
-                    u[(size_t)k * C + e] = (double)RAW[e][a * K + k] / div;
+            /* v / 1 is v exactly: no division when there is no divisor (MADE) */
+            if (div == 1.0)
+                for (int k = 0; k < K; k++)
+                    for (int e = 0; e < cv; e++)
+                        u[(size_t)k * C + e] = (double)RAW[e][a * K + k];
+            else
+                for (int k = 0; k < K; k++)
+                    for (int e = 0; e < cv; e++)
+                        u[(size_t)k * C + e] = (double)RAW[e][a * K + k] / div;
             for (int e = 0; e < cv; e++)
                 MX[e] = u[e];
             for (int k = 1; k < K; k++)
