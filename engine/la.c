@@ -394,7 +394,12 @@ static bool la_has_avx512(void)
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && la_has_fma();
 }
-__attribute__((target("avx512f,avx2,fma,prefer-vector-width=512")))
+#ifdef __clang__
+#define LA_AVX512_TARGET __attribute__((target("avx512f,avx2,fma")))
+#else /* GCC's default tuning would keep 256-bit vectors */
+#define LA_AVX512_TARGET __attribute__((target("avx512f,avx2,fma,prefer-vector-width=512")))
+#endif
+LA_AVX512_TARGET
 static void gemm_avx512(int m, int n, int k, const double *A, int lda, const double *B, int ldb,
                         double beta, double *C, int ldc, bool skip_zero)
 {
