@@ -429,7 +429,7 @@ static double power_lower(const struct conv_geom *g, const double *w, int cx, do
 }
 
 /* The explicit matrix (nout x nx) and la_norm2_upper. */
-static double dense_upper(const struct conv_geom *g, const double *w, int cx)
+static double dense_upper(const struct conv_geom *g, const double *w, int cx, double enough)
 {
     const size_t nin = (size_t)g->cin * g->ih * g->iw, nout = (size_t)g->cout * g->oh * g->ow;
     const size_t nx = (size_t)cx * g->ih * g->iw;
@@ -439,7 +439,7 @@ static double dense_upper(const struct conv_geom *g, const double *w, int cx)
         return INFINITY;
     double *work = M + nout * nx + nin + nout;
     conv_dense_f64(g, w, cx, M);
-    double ub = la_norm2_upper((int)nout, (int)nx, M, work);
+    double ub = la_norm2_upper_until((int)nout, (int)nx, M, work, enough);
     free(M);
     return ub;
 }
@@ -620,7 +620,7 @@ double conv_norm2_upper(const struct conv_geom *g, const float *w, int cx, doubl
         ub = 0.0;
         *method = "no input channels";
     } else if (small <= CONV_DENSE_MAX && nout * nx <= ((size_t)1 << 22)) {
-        ub = dense_upper(g, wd, cx);
+        ub = dense_upper(g, wd, cx, 0.0);
         *method = "explicit matrix";
     } else if (g->circular) {
         long fh = (long)g->ih + g->pt + g->pb - (long)g->dh * (g->kh - 1);
@@ -643,6 +643,14 @@ double conv_norm2_upper(const struct conv_geom *g, const float *w, int cx, doubl
             n2 = (g->iw - 1) * g->sw + 1;
         ub = dft_upper(g, wd, n1, n2);
         *method = "2-D DFT of the adjoint convolution on the zero-extended grid (upper bound)";
+    }
+    if (!(ub <= *lower * (1.0 + CONV_REFINE)) && small <= CONV_REFINE_MAX &&
+        nout * nx <= ((size_t)1 << 22) && nx > 0 && small > CONV_DENSE_MAX) {
+        double dense = dense_upper(g, wd, cx, *lower * (1.0 + CONV_REFINE_TOL));
+        if (dense < ub) {
+            ub = dense;
+            *method = "explicit matrix (Gram iteration; the DFT bound was looser)";
+        }
     }
     free(wd);
     if (isfinite(ub) && ub < *lower)

@@ -87,9 +87,17 @@ void conv_adjoint_f64(const struct conv_geom *g, const double *w, const double *
  *     input zero-extended) so its norm is an upper bound; stride > 1 only drops rows
  *     (norm <= the stride-1 one), and a transposed convolution is the adjoint of such a
  *     convolution (same norm).
+ *   - when a DFT bound exceeds the power-iteration lower bound by more than CONV_REFINE
+ *     (relative: zero padding on a small grid makes it loose) and the explicit matrix has
+ *     at most CONV_REFINE_MAX on its smaller side and 2^22 entries, la_norm2_upper of the
+ *     explicit matrix too (the Gram iteration above LA_JACOBI_MAX, stopped once within
+ *     CONV_REFINE_TOL of the lower bound), and the smaller of the two rigorous bounds.
  * The power iteration runs 300 steps (40 on operators of over 5e6 multiply-adds) or to a
  * relative change of 1e-13.  Load time only; allocates temporaries; returns +inf on OOM. */
 #define CONV_DENSE_MAX 384
+#define CONV_REFINE 0.01
+#define CONV_REFINE_MAX 1024
+#define CONV_REFINE_TOL 1e-4
 double conv_norm2_upper(const struct conv_geom *g, const float *w, int cx, double *lower,
                         const char **method);
 

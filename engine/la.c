@@ -519,33 +519,22 @@ size_t la_norm2_upper_work(int rows, int cols)
 {
     size_t n = (size_t)(rows < cols ? rows : cols);
     size_t jac = (size_t)rows * cols + n;
-    size_t gram = 2 * n * n;
+    size_t gram = 2 * n * n + (size_t)rows * cols;
     return (jac > gram ? jac : gram) + 1;
 }
 
 /* G (n x n, n = min(rows, cols)) = A^T A when rows >= cols, else A A^T; each element
- * accumulates its products in index order with fma. */
-static void gram0(int rows, int cols, const double *A, double *G)
+ * accumulates its products in index order with fma (through la_gemm_f64 on a transposed
+ * copy T of A, rows * cols doubles). */
+static void gram0(int rows, int cols, const double *A, double *G, double *T)
 {
-    if (rows >= cols) {
-        const int n = cols;
-        for (int i = 0; i < n; i++)
-            for (int j = 0; j < n; j++) {
-                double acc = 0.0;
-                for (int r = 0; r < rows; r++)
-                    acc = fma(A[(size_t)r * cols + i], A[(size_t)r * cols + j], acc);
-                G[(size_t)i * n + j] = acc;
-            }
-    } else {
-        const int n = rows;
-        for (int i = 0; i < n; i++)
-            for (int j = 0; j < n; j++) {
-                double acc = 0.0;
-                for (int c = 0; c < cols; c++)
-                    acc = fma(A[(size_t)i * cols + c], A[(size_t)j * cols + c], acc);
-                G[(size_t)i * n + j] = acc;
-            }
-    }
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++)
+            T[(size_t)c * rows + r] = A[(size_t)r * cols + c];
+    if (rows >= cols)
+        la_gemm_f64(cols, cols, rows, T, rows, A, cols, 0.0, G, cols);
+    else
+        la_gemm_f64(rows, rows, cols, A, cols, T, rows, 0.0, G, rows);
 }
 
 static double frob(size_t n, const double *a)
@@ -557,6 +546,11 @@ static double frob(size_t n, const double *a)
 }
 
 double la_norm2_upper(int rows, int cols, const double *A, double *work)
+{
+    return la_norm2_upper_until(rows, cols, A, work, 0.0);
+}
+
+double la_norm2_upper_until(int rows, int cols, const double *A, double *work, double enough)
 {
     const int n = rows < cols ? rows : cols;
     const double margin = 1.0 + 16.0 * (double)(rows > cols ? rows : cols) * DBL_EPSILON;
@@ -574,7 +568,7 @@ double la_norm2_upper(int rows, int cols, const double *A, double *work)
     /* Gram iteration on the smaller side.  G_0 = A^T A (or A A^T), scaled to unit
      * Frobenius norm with log-scale bookkeeping: ||A||_2^(2^(t+1)) <= ||G_t||_F. */
     double *G = work, *H = work + (size_t)n * n;
-    gram0(rows, cols, A, G);
+    gram0(rows, cols, A, G, work + 2 * (size_t)n * n);
     double logscale = 0.0; /* log of the factor divided out of G_t so far, weighted */
     double f = frob((size_t)n * n, G);
     if (!(f > 0.0))
@@ -597,6 +591,8 @@ double la_norm2_upper(int rows, int cols, const double *A, double *work)
             break;
         }
         best = bound;
+        if (enough > 0.0 && em_exp(best) * margin <= enough)
+            break;
     }
     return em_exp(best) * margin;
 }

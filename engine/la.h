@@ -87,5 +87,9 @@ int la_singular_values(int rows, int cols, const double *A, double *sv, double *
 #define LA_JACOBI_MAX 160
 size_t la_norm2_upper_work(int rows, int cols);
 double la_norm2_upper(int rows, int cols, const double *A, double *work);
+/* The same bound, but the Gram iteration stops as soon as its (inflated) bound is at most
+ * `enough` (> 0): every iterate is a rigorous upper bound, so stopping early only loosens
+ * it, to at most `enough`; Jacobi is unaffected.  enough <= 0 is la_norm2_upper. */
+double la_norm2_upper_until(int rows, int cols, const double *A, double *work, double enough);
 
 #endif

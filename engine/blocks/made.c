@@ -190,10 +190,16 @@ static void run_lin(const struct made *p, const struct mlin *l, const struct blk
 {
     if (cols <= 0)
         return;
-    /* relu is fused into the product; other activations run afterwards on whole columns
-     * (act_cols), which vectorizes better than the kernel's per-row pass over a group */
+    /* relu is fused into the product; other activations run afterwards on whole columns,
+     * which vectorizes better than the kernel's per-row pass over a group: a group narrower
+     * than the layer is computed into the staging buffer (contiguous), activated there and
+     * scattered into its columns (the same operations per element, so the same bits) */
+    const bool act_after = l->act != ACT_RELU && l->act != ACT_NONE;
+    const bool staged = act_after && cols != ldy;
+    float *out = staged ? w->stage : y + c0;
+    const int ldo = staged ? cols : ldy;
     struct kern_gemm g = {.m = w->n, .n = cols, .k = kk, .a = a, .lda = lda, .b = wp,
-                          .bmode = KERN_B_PACKED, .y = y + c0, .ldy = ldy,
+                          .bmode = KERN_B_PACKED, .y = out, .ldy = ldo,
                           .act = l->act == ACT_RELU ? ACT_RELU : ACT_NONE};
     if (l->ctx >= 0) {
         const float *cs = w->cst + (size_t)l->ctx * (size_t)w->crow * p->H + c0;
@@ -202,15 +208,24 @@ static void run_lin(const struct made *p, const struct mlin *l, const struct blk
         } else {
             for (int i = 0; i < w->n; i++)
                 for (int j = 0; j < cols; j++)
-                    y[(size_t)i * ldy + c0 + j] = cs[(size_t)i * p->H + j];
+                    out[(size_t)i * ldo + j] = cs[(size_t)i * p->H + j];
             g.accumulate = true;
         }
     } else {
         g.init = l->b + c0;
     }
     io->k->gemm(&g);
-    if (l->act != ACT_RELU && l->act != ACT_NONE)
+    if (!act_after)
+        return;
+    if (!staged) {
         act_cols(io->k, l->act, w, y, ldy, c0, cols, y, ldy);
+        return;
+    }
+    const size_t n = (size_t)w->n, c = (size_t)cols;
+    io->k->act(l->act, 0, 0, out, n * c);
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < c; j++)
+            y[i * (size_t)ldy + (size_t)c0 + j] = out[i * c + j];
 }
 
 /* The hidden layers for columns [c0, c0 + cols) of every layer: all of them (g < 0, full

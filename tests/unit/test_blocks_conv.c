@@ -930,14 +930,15 @@ START_TEST(test_spectral_norm)
     ck_assert_msg(ub >= ex && ub <= ex * (1 + 1e-9), "DFT %.17g, exact %.17g", ub, ex);
     ck_assert_msg(lo <= ex * (1 + 1e-12), "witness %.17g, exact %.17g", lo, ex);
 
-    /* zero padding, same weights: the bound from the zero-extended grid is above the exact
-     * norm, and the witness below it */
+    /* zero padding, same weights: the bound from the zero-extended grid is more than 1%
+     * above the witness on this 12 x 12 grid, so the explicit matrix's Gram iteration
+     * refines it to within CONV_REFINE_TOL of the witness, still above the exact norm */
     struct conv_geom z = c;
     z.circular = false;
     ub = conv_norm2_upper(&z, w, z.cin, &lo, &how);
     ex = explicit_norm(&z, w);
-    ck_assert_msg(strstr(how, "zero-extended") != NULL, "%s", how);
-    ck_assert_msg(ub >= ex && lo <= ex * (1 + 1e-12) && ub <= 1.2 * ex,
+    ck_assert_msg(strstr(how, "Gram iteration") != NULL, "%s", how);
+    ck_assert_msg(ub >= ex && lo <= ex * (1 + 1e-12) && ub <= lo * (1 + CONV_REFINE_TOL),
                   "bound %.17g, exact %.17g, witness %.17g", ub, ex, lo);
     /* the x channels only (a first layer with a condition) */
     double ub1 = conv_norm2_upper(&z, w, 1, &lo, &how);
@@ -1068,7 +1069,7 @@ START_TEST(test_iresnet_conv)
 {
     run_iresnet(2, 4, 4, 4, 0, false, "explicit matrix");        /* small: dense SVD */
     run_iresnet(2, 4, 3, 4, 1, false, "explicit matrix");        /* image condition */
-    run_iresnet(4, 10, 10, 4, 0, false, "zero-extended grid");   /* 400 inputs: DFT bound */
+    run_iresnet(4, 10, 10, 4, 0, false, "Gram iteration");       /* 400: DFT bound, refined */
     run_iresnet(4, 10, 10, 4, 0, true, "circular padding");      /* exact DFT norm */
 }
 END_TEST
