@@ -131,6 +131,8 @@ def main():
     L.append("The sample grids below are the daemon's PNG answers, written by exactly these "
              "commands (against a daemon on port 8080):")
     L.append("")
+    L.append("<!-- doc-test: not run: writes docs/img/; models/evaluate_images.py runs exactly "
+             "these commands -->")
     L.append("```sh")
     L.append(R["curl_cinn"])
     L.append(R["curl_iresnet"])

@@ -10,7 +10,8 @@
  *   (c) --workers 1 and 2;
  *   (d) row i of a request is the same bytes as row i of a request with more rows, and
  *       sample i of num_samples 1, 3, 300 is sample i of num_samples 1000 (same seed; tiles
- *       are 256 rows);
+ *       are 256 rows; models wider than 16 columns, the image models, use 30 rows and
+ *       30, 10, 3, 1 samples);
  *   (e) one y row broadcast over every x/z row gives the same bytes as y given per row.
  *
  * Requests: forward, inverse (not for an mdn), log_prob and sample for every model of models/ (the demo
@@ -33,6 +34,10 @@
 #include <string.h>
 
 enum { ROWS = 300, MAX_REQ = 2048, MAX_SHOWN = 2 };
+/* Models wider than this (the image models) get 30 rows and samples at most instead of 300
+ * and 1000: a numerically inverted 64-wide i-ResNet takes ~30 ms per row, and crossing the
+ * 256-row tiles is checked on the narrow models. */
+enum { WIDE = 16, WIDE_ROWS = 30 };
 
 /* ---- the requests ---------------------------------------------------------------------- */
 
@@ -108,9 +113,9 @@ static int add(const char *model, const char *op, const char *label, char *body)
 /* forward / inverse / log_prob with in_dim columns of `in` (and y when cond), for 300, 3
  * and 1 rows, plus y broadcast vs y repeated per row. */
 static void add_rows_op(const char *model, const char *op, const char *in, int in_dim,
-                        int y_dim)
+                        int y_dim, bool wide)
 {
-    static const int rows[] = {ROWS, 3, 1};
+    const int rows[] = {wide ? WIDE_ROWS : ROWS, 3, 1};
     int big = -1;
     for (int k = 0; k < 3; k++) {
         struct sb s = {0};
@@ -133,17 +138,17 @@ static void add_rows_op(const char *model, const char *op, const char *in, int i
         return;
     struct sb a = {0}, b = {0};
     sb_printf(&a, "{");
-    sb_rows(&a, in, 1, ROWS, in_dim, -1);
+    sb_rows(&a, in, 1, rows[0], in_dim, -1);
     sb_printf(&a, ",");
     sb_rows(&a, "y", 2, 1, y_dim, 5);
     sb_printf(&a, "}");
     sb_printf(&b, "{");
-    sb_rows(&b, in, 1, ROWS, in_dim, -1);
+    sb_rows(&b, in, 1, rows[0], in_dim, -1);
     sb_printf(&b, ",");
-    sb_rows(&b, "y", 2, ROWS, y_dim, 5);
+    sb_rows(&b, "y", 2, rows[0], y_dim, 5);
     sb_printf(&b, "}");
-    int ia = add(model, op, "rows=300 y broadcast", a.p);
-    int ib = add(model, op, "rows=300 y per row", b.p);
+    int ia = add(model, op, "rows=N y broadcast", a.p);
+    int ib = add(model, op, "rows=N y per row", b.p);
     REQ[ib].same_as = ia;
 }
 
@@ -155,8 +160,9 @@ static void add_model(const cJSON *m)
     int dx = cJSON_GetObjectItem(d, "x")->valueint, dy = cJSON_GetObjectItem(d, "y")->valueint,
         dz = cJSON_GetObjectItem(d, "z")->valueint;
     bool cinn = !strcmp(kind, "cinn"), inn = !strcmp(kind, "inn"), mdn = !strcmp(kind, "mdn");
+    bool wide = dx > WIDE;
     if (!mdn) /* a mixture density network has no forward or inverse map */
-        add_rows_op(name, "forward", "x", dx, cinn ? dy : 0);
+        add_rows_op(name, "forward", "x", dx, cinn ? dy : 0, wide);
     if (!strcmp(kind, "mlp")) {
         static const char *const method[] = {"gradient", "evolutionary"};
         for (int k = 0; k < 2; k++) {
@@ -170,9 +176,9 @@ static void add_model(const cJSON *m)
         return;
     }
     if (!mdn)
-        add_rows_op(name, "inverse", "z", dz, cinn || inn ? dy : 0);
-    add_rows_op(name, "log_prob", "x", dx, cinn || inn || mdn ? dy : 0);
-    static const int ns[] = {1000, 300, 3, 1};
+        add_rows_op(name, "inverse", "z", dz, cinn || inn ? dy : 0, wide);
+    add_rows_op(name, "log_prob", "x", dx, cinn || inn || mdn ? dy : 0, wide);
+    const int ns[] = {wide ? WIDE_ROWS : 1000, wide ? 10 : 300, 3, 1};
     int big = -1;
     for (int k = 0; k < 4; k++) {
         struct sb s = {0};

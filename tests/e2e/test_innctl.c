@@ -555,7 +555,7 @@ START_TEST(inspect_json_is_the_daemons_metadata)
 {
     /* every demo model of the repository's models/ (what `make run` serves) */
     static const char *const demo[] = {"ik_cinn", "ik_inn", "ik_mlp", "iresnet_toy",
-                                       "ik_sbi_nsf", "digits_cinn"};
+                                       "ik_sbi_nsf", "digits_cinn", "digits_iresnet"};
     enum { ND = sizeof demo / sizeof demo[0] };
     const char *files[8], *versions[8];
     char buf[8][700], dir[300];
@@ -596,6 +596,7 @@ START_TEST(inspect_json_is_the_daemons_metadata)
         {"iresnet_toy", NULL},
         {"ik_sbi_nsf", "\"test_vectors\":{\"y\":[["},
         {"digits_cinn", "\"test_vectors\":{\"y\":[[1.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0],"},
+        {"digits_iresnet", NULL},
     };
     for (int i = 0; i < ND; i++) {
         char file[400], want[1200];

@@ -164,9 +164,9 @@ try {
   await page.goto(base + '/');
   await page.waitForSelector('#models button[data-model="ik_cinn"]');
   const listed = await page.$$eval('#models button', (bs) => bs.map((b) => b.getAttribute('data-model')));
-  check(JSON.stringify(listed) === JSON.stringify(['digits_cinn', 'ik_cinn', 'ik_inn', 'ik_mdn', 'ik_mlp', 'ik_sbi_nsf', 'iresnet_toy']),
-        'the page lists the seven demo models', listed);
-  check(/7 models, 7 ready/.test(await page.textContent('#conn')), 'the header says 7 models, 7 ready');
+  check(JSON.stringify(listed) === JSON.stringify(['digits_cinn', 'digits_iresnet', 'ik_cinn', 'ik_inn', 'ik_mdn', 'ik_mlp', 'ik_sbi_nsf', 'iresnet_toy']),
+        'the page lists the eight demo models', listed);
+  check(/8 models, 8 ready/.test(await page.textContent('#conn')), 'the header says 8 models, 8 ready');
 
   // keyboard: Tab from the skip link reaches the first model; Enter selects it
   await page.focus('#models button[data-model="ik_cinn"]');

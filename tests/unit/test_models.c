@@ -16,7 +16,7 @@
 static const char *const demo[] = {"models/ik_cinn.safetensors", "models/ik_inn.safetensors",
                                    "models/ik_mlp.safetensors", "models/iresnet_toy.safetensors",
                                    "models/ik_mdn.safetensors", "models/ik_sbi_nsf.safetensors",
-                                   "models/digits_cinn.safetensors"};
+                                   "models/digits_cinn.safetensors", "models/digits_iresnet.safetensors"};
 
 START_TEST(every_demo_model_loads)
 {
