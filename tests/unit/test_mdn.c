@@ -9,7 +9,6 @@
  * posterior_nn("mdn") by gen_sbi.py): log_prob against sbi's within 1e-5 relative, and the
  * engine's samples (prior rejection included) against the mean and covariance of sbi's own.
  */
-#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -561,105 +560,9 @@ END_TEST
 
 /* ---- parity with sbi --------------------------------------------------------------------- */
 
-static void row_f32(const cJSON *a, float *out, int n)
-{
-    ck_assert_int_eq(cJSON_GetArraySize(a), n);
-    for (int i = 0; i < n; i++)
-        out[i] = (float)cJSON_GetArrayItem(a, i)->valuedouble;
-}
-
 START_TEST(sbi_parity)
 {
-    const char *dir = "tests/fixtures/sbi";
-    char path[256];
-    snprintf(path, sizeof path, "%s/sbi_mdn.expect.json", dir);
-    char *txt = tu_slurp(path, NULL);
-    ck_assert_msg(txt != NULL, "missing %s", path);
-    cJSON *e = cJSON_Parse(txt);
-    ck_assert_ptr_nonnull(e);
-    snprintf(path, sizeof path, "%s/sbi_mdn.safetensors", dir);
-    char err[ENG_ERR_LEN];
-    struct eng_model *m = NULL;
-    ck_assert_msg(eng_model_load(path, &m, err) == ENG_OK, "%s", err); /* self test included */
-    const struct eng_info *in = eng_model_info(m);
-    ck_assert_int_eq(in->kind, ENG_KIND_MDN);
-    ck_assert_ptr_nonnull(in->prior_low);
-    const int dx = in->dims.x, dy = in->dims.y;
-    struct eng_ws *ws = eng_ws_new();
-    /* log_prob: sbi's posterior.log_prob (float64 estimator), -inf (null) outside the box */
-    const cJSON *lpj;
-    int n_lp = 0, n_inf = 0;
-    cJSON_ArrayForEach(lpj, cJSON_GetObjectItem(e, "log_prob"))
-    {
-        float y[8];
-        row_f32(cJSON_GetObjectItem(lpj, "y"), y, dy);
-        const cJSON *xs = cJSON_GetObjectItem(lpj, "x"), *want = cJSON_GetObjectItem(lpj,
-                                                                                   "log_prob");
-        int n = cJSON_GetArraySize(xs);
-        float *x = malloc(sizeof(float) * (size_t)(n * dx));
-        double *lp = malloc(sizeof(double) * (size_t)n);
-        for (int i = 0; i < n; i++)
-            row_f32(cJSON_GetArrayItem(xs, i), x + i * dx, dx);
-        ck_assert_int_eq(eng_log_prob(m, ws, n, x, y, 1, lp, err), ENG_OK);
-        for (int i = 0; i < n; i++, n_lp++) {
-            const cJSON *w = cJSON_GetArrayItem(want, i);
-            if (cJSON_IsNull(w)) {
-                ck_assert_msg(lp[i] == -INFINITY, "row %d: %g, sbi -inf", i, lp[i]);
-                n_inf++;
-                continue;
-            }
-            double rel = fabs(lp[i] - w->valuedouble) / fmax(1.0, fabs(w->valuedouble));
-            ck_assert_msg(rel <= 1e-5, "log_prob row %d: engine %.10g, sbi %.10g (rel %.3g)", i,
-                          lp[i], w->valuedouble, rel);
-        }
-        free(x), free(lp);
-    }
-    ck_assert_int_ge(n_lp, 20);
-    ck_assert_int_ge(n_inf, 2);
-    /* sampling: moments of the engine's posterior samples vs sbi's own */
-    const cJSON *sj;
-    int obs = 0;
-    cJSON_ArrayForEach(sj, cJSON_GetObjectItem(e, "samples"))
-    {
-        float y[8];
-        row_f32(cJSON_GetObjectItem(sj, "y"), y, dy);
-        int n2 = cJSON_GetObjectItem(sj, "n")->valueint, n = 40000;
-        float *x = malloc(sizeof(float) * (size_t)(n * dx));
-        struct eng_accept acc;
-        ck_assert_int_eq(eng_sample_prior(m, ws, y, 11, (uint32_t)obs, n, 1.0f, 10000000, x, NULL,
-                                          NULL, NULL, &acc, err), ENG_OK);
-        ck_assert_uint_eq(acc.accepted, (uint64_t)n);
-        double mean[8] = {0}, cov[8][8] = {{0}};
-        for (int i = 0; i < n; i++)
-            for (int a = 0; a < dx; a++)
-                mean[a] += x[i * dx + a] / (double)n;
-        for (int i = 0; i < n; i++)
-            for (int a = 0; a < dx; a++)
-                for (int b = 0; b < dx; b++)
-                    cov[a][b] += (x[i * dx + a] - mean[a]) * (x[i * dx + b] - mean[b]) / (n - 1.0);
-        const cJSON *wm = cJSON_GetObjectItem(sj, "mean"), *wc = cJSON_GetObjectItem(sj, "cov");
-        double f = 1.0 / n + 1.0 / n2;
-        for (int a = 0; a < dx; a++) {
-            double ma = cJSON_GetArrayItem(wm, a)->valuedouble;
-            double caa = cJSON_GetArrayItem(cJSON_GetArrayItem(wc, a), a)->valuedouble;
-            ck_assert_msg(fabs(mean[a] - ma) < 5 * sqrt(caa * f), "obs %d mean[%d]: engine %g, "
-                          "sbi %g", obs, a, mean[a], ma);
-            for (int b = 0; b < dx; b++) {
-                double cab = cJSON_GetArrayItem(cJSON_GetArrayItem(wc, a), b)->valuedouble;
-                double cbb = cJSON_GetArrayItem(cJSON_GetArrayItem(wc, b), b)->valuedouble;
-                double se = sqrt((caa * cbb + cab * cab) * f);
-                ck_assert_msg(fabs(cov[a][b] - cab) < 6 * se, "obs %d cov[%d][%d]: engine %g, "
-                              "sbi %g (se %g)", obs, a, b, cov[a][b], cab, se);
-            }
-        }
-        free(x);
-        obs++;
-    }
-    ck_assert_int_eq(obs, 2);
-    eng_ws_free(ws);
-    eng_model_unref(m);
-    cJSON_Delete(e);
-    free(txt);
+    tu_check_sbi_parity("sbi_mdn", "sbi");
 }
 END_TEST
 

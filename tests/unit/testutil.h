@@ -79,4 +79,10 @@ Suite *make_suite(void);
  * any split of the draws and with y broadcast or per row (testutil.c). */
 void tu_check_fixture_paths_and_splits(const char *const *names, int n_names);
 
+/* The MDN-kind model tests/fixtures/sbi/<stem>.safetensors (loaded with its self test) against
+ * <stem>.expect.json: log_prob per row within 1e-5 relative (-inf where the fixture has null)
+ * and the moments of 40000 prior-rejected samples per observation against the fixture's,
+ * whose source `ref_name` names in failure messages. */
+void tu_check_sbi_parity(const char *stem, const char *ref_name);
+
 #endif
