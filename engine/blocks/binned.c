@@ -18,14 +18,14 @@
  * (c, s) its parameter p at (c·P + p)·S + s, as FrEIA's movedim(1, −1) + reshape does.
  *
  * Constraints (double, per coordinate):
- *   affine:   w_k = min_w + softplus(raw_w_k + log(e^(w0 − min_w) − 1)), w0 = (r − l)/K,
+ *   affine:   w_k = min_w + rqs_softplus(raw_w_k + log(e^(w0 − min_w) − 1)), w0 = (r − l)/K,
  *             h_k likewise, left = raw_left + l, bottom = raw_bottom + b; with
  *             domain_clamping D the widths and left scale by D tanh(W/D)/W (W = Σ w),
  *             heights and bottom by the same ratio of H = Σ h.
- *   identity: tw = (r − l) softplus(raw_tw + log(e − 1)) [-> D tanh(tw/D)],
+ *   identity: tw = (r − l) rqs_softplus(raw_tw + log(e − 1)) [-> D tanh(tw/D)],
  *             left = bottom = −tw/2, w = tw softmax(raw_w), h = tw softmax(raw_h).
  *   scale = Σh/Σw (tail slope), shift = bottom − scale·left; rational-quadratic
- *   derivatives d_0 = d_K = scale, interior softplus(raw_delta + log(e − 1)).
+ *   derivatives d_0 = d_K = scale, interior rqs_softplus(raw_delta + log(e − 1)).
  * Inside (x_0, x_K] (inverse (y_0, y_K]) the bin k with x_k < x <= x_{k+1}:
  *   linear:     y = s_k x + (y_k − s_k x_k), s_k = Δy/Δx, log-det log Δy − log Δx
  *   rational-quadratic: Durkan et al.'s map (as spline.c), the inverse by the stable root
@@ -39,6 +39,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "coupling.h"
+#include "rqs.h"
 #include "../block.h"
 #include "../emath.h"
 #include "../kern.h"
@@ -59,14 +60,6 @@ struct bspl {
     double dwidth;              /* right − left */
 };
 
-static const double LOG_E_M1 = 0.54132485461291810; /* log(e − 1) */
-
-/* torch.nn.functional.softplus (beta 1, threshold 20), in double. */
-static inline double softplus(double u)
-{
-    return u > 20.0 ? u : em_log1p(em_exp(u));
-}
-
 /* Knots of one coordinate: widths and heights in `w`, `h` (K each). */
 struct knots {
     double W, H, left, bottom, scale, shift;
@@ -80,8 +73,8 @@ static void constrain(const struct bspl *p, const float *raw, double *w, double 
     double W = 0.0, H = 0.0;
     if (!p->identity) {
         for (int k = 0; k < K; k++) {
-            w[k] = p->min_w + softplus((double)raw[k] + p->xshift);
-            h[k] = p->min_h + softplus((double)raw[K + k] + p->yshift);
+            w[k] = p->min_w + rqs_softplus((double)raw[k] + p->xshift);
+            h[k] = p->min_h + rqs_softplus((double)raw[K + k] + p->yshift);
             W += w[k];
             H += h[k];
         }
@@ -104,7 +97,7 @@ static void constrain(const struct bspl *p, const float *raw, double *w, double 
         kn->bottom = bottom;
         kn->rd = raw + 2 * K + 2;
     } else {
-        double tw = p->dwidth * softplus((double)raw[2 * K] + LOG_E_M1);
+        double tw = p->dwidth * rqs_softplus((double)raw[2 * K] + RQS_LOG_E_M1);
         if (p->clampD > 0.0)
             tw = p->clampD * em_tanh(tw / p->clampD);
         double mw = raw[0], mh = raw[K];
@@ -138,32 +131,7 @@ static inline double knot_deriv(const struct bspl *p, const struct knots *kn, in
 {
     if (k == 0 || k == p->K)
         return kn->scale;
-    return softplus((double)kn->rd[k - 1] + LOG_E_M1);
-}
-
-static inline double rq_logdet(double s, double dk, double dk1, double xi)
-{
-    double om = 1.0 - xi, xo = xi * om;
-    double num = s * s * (dk1 * xi * xi + 2.0 * s * xo + dk * om * om);
-    double den = s + (dk1 + dk - 2.0 * s) * xo;
-    return em_log(num) - 2.0 * em_log(den);
-}
-
-/* Bin k (0..K−1) with e_k < v <= e_{k+1}, e_0 = base, e_{k+1} = base + cumsum(sz)[k], as
- * torch.searchsorted on those knots; its lower edge and size.  Requires e_0 < v <= e_K. */
-static int find_bin(const double *sz, int K, double base, double v, double *lo, double *len)
-{
-    double acc = 0.0;
-    int k = 0;
-    for (; k < K - 1; k++) {
-        double next = acc + sz[k];
-        if (v <= base + next)
-            break;
-        acc = next;
-    }
-    *lo = base + acc;
-    *len = (base + (acc + sz[k])) - *lo;
-    return k;
+    return rqs_softplus((double)kn->rd[k - 1] + RQS_LOG_E_M1);
 }
 
 /* The lower edge and size of bin k on the other axis (same cumulative sums). */
@@ -192,14 +160,14 @@ static double bspl_elem(const struct bspl *p, const float *raw, double *w, doubl
             *ld = log(kn.scale);
             return kn.scale * v + kn.shift;
         }
-        k = find_bin(w, K, kn.left, v, &xk, &dx);
+        k = rqs_find_bin(w, K, kn.left, v, &xk, &dx);
         bin_edge(h, k, kn.bottom, &yk, &dy);
     } else {
         if (!(v > kn.bottom && v <= yK)) {
             *ld = -log(kn.scale);
             return (v - kn.shift) / kn.scale;
         }
-        k = find_bin(h, K, kn.bottom, v, &yk, &dy);
+        k = rqs_find_bin(h, K, kn.bottom, v, &yk, &dy);
         bin_edge(w, k, kn.left, &xk, &dx);
     }
     const double s = dy / dx;
@@ -217,7 +185,7 @@ static double bspl_elem(const struct bspl *p, const float *raw, double *w, doubl
         double xo = xi * (1.0 - xi);
         double numer = dy * (s * xi * xi + dk * xo);
         double denom = s + (dk1 + dk - 2.0 * s) * xo;
-        *ld = rq_logdet(s, dk, dk1, xi);
+        *ld = rqs_freia_logdet(s, dk, dk1, xi);
         return yk + numer / denom;
     }
     double delta = v - yk, e = dk1 + dk - 2.0 * s;
@@ -233,7 +201,7 @@ static double bspl_elem(const struct bspl *p, const float *raw, double *w, doubl
         xi = 0.0;
     if (xi > 1.0)
         xi = 1.0;
-    *ld = -rq_logdet(s, dk, dk1, xi);
+    *ld = -rqs_freia_logdet(s, dk, dk1, xi);
     return xk + xi * dx;
 }
 

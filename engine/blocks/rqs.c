@@ -7,12 +7,6 @@
 #include "../emath.h"
 #include "../kern.h"
 
-/* torch.nn.functional.softplus (beta 1, threshold 20), in double. */
-static inline __attribute__((always_inline)) double softplus(double u)
-{
-    return u > 20.0 ? u : em_log1p(em_exp(u));
-}
-
 /* The bin [xk, xk1] x [yk, yk1] with end derivatives dk, dk1: forward. */
 static inline __attribute__((always_inline)) double bin_fwd(double xk, double xk1, double yk,
                                                             double yk1, double dk, double dk1,
@@ -94,7 +88,7 @@ enum eng_status rqs_nflows_load(struct ldr *L, const cJSON *obj, double hidden,
         return ldr_fail(L, ENG_ERR_MANIFEST, "field 'min_derivative' must be in (0, 1), got %g",
                         out->min_d);
     out->divisor = hidden > 0.0 ? sqrt(hidden) : 1.0;
-    out->edge = out->min_d + softplus(log(exp(1.0 - out->min_d) - 1.0));
+    out->edge = out->min_d + rqs_softplus(log(exp(1.0 - out->min_d) - 1.0));
     return ENG_OK;
 }
 
@@ -145,8 +139,8 @@ KERN_FMA_CLONES double rqs_nflows_elem(const struct rqs_nflows *s, const float *
     knots(raw, K, s->divisor, s->min_w, s->B, x);
     knots(raw + K, K, s->divisor, s->min_h, s->B, y);
     int k = find_bin(inv ? y : x, K, v);
-    double dk = k == 0 ? s->edge : s->min_d + softplus((double)raw[2 * K + k - 1]);
-    double dk1 = k + 1 == K ? s->edge : s->min_d + softplus((double)raw[2 * K + k]);
+    double dk = k == 0 ? s->edge : s->min_d + rqs_softplus((double)raw[2 * K + k - 1]);
+    double dk1 = k + 1 == K ? s->edge : s->min_d + rqs_softplus((double)raw[2 * K + k]);
     if (!inv)
         return bin_fwd(x[k], x[k + 1], y[k], y[k + 1], dk, dk1, v, ld);
     return bin_inv(x[k], x[k + 1], y[k], y[k + 1], dk, dk1, v, ld);

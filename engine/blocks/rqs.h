@@ -1,7 +1,9 @@
 /*
  * rqs.h — the monotone rational-quadratic spline (Durkan et al. 2019, "Neural Spline
  * Flows") as nflows computes it, for the spline blocks of engine/blocks/ (nsf.c, made.c).
- * Implemented in rqs.c.  Internal to engine/blocks/.
+ * Implemented in rqs.c.  Internal to engine/blocks/.  Also the small pieces that FrEIA's
+ * spline blocks (spline.c, binned.c) share: softplus, the bin search over cumulative sums
+ * and the rational quadratic's log-derivative (static inline below).
  *
  * Two layers, so that a spline with other constraints (zuko's) can reuse the bin math:
  *
@@ -31,6 +33,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <cjson/cJSON.h>
+#include "../emath.h"
 #include "../engine.h"
 #include "../loader.h"
 
@@ -78,5 +81,43 @@ double rqs_nflows_elem(const struct rqs_nflows *s, const float *raw, double v, b
 size_t rqs_nflows_rows_work(const struct rqs_nflows *s);
 void rqs_nflows_rows(const struct rqs_nflows *s, int n, float *x, int ldx, const int *cols, int nc,
                      const float *par, int ldp, bool inv, double *log_det, double *work);
+
+/* ---- shared by the FrEIA splines (spline.c, binned.c) ------------------------------------- */
+
+#define RQS_LOG_E_M1 0.54132485461291810 /* log(e - 1) */
+
+/* torch.nn.functional.softplus (beta 1, threshold 20), in double. */
+static inline __attribute__((always_inline)) double rqs_softplus(double u)
+{
+    return u > 20.0 ? u : em_log1p(em_exp(u));
+}
+
+/* log dy/dx of the rational quadratic at xi in bin (s, dk, dk1), FrEIA's formula. */
+static inline double rqs_freia_logdet(double s, double dk, double dk1, double xi)
+{
+    double om = 1.0 - xi, xo = xi * om;
+    double num = s * s * (dk1 * xi * xi + 2.0 * s * xo + dk * om * om);
+    double den = s + (dk1 + dk - 2.0 * s) * xo;
+    return em_log(num) - 2.0 * em_log(den);
+}
+
+/* Bin k (0..K-1) with e_k < v <= e_{k+1}, where e_0 = base and e_{k+1} = base +
+ * cumsum(sz)[k], as torch.searchsorted on those knots; fills the bin's lower edge and size.
+ * Requires e_0 < v <= e_K. */
+static inline int rqs_find_bin(const double *sz, int K, double base, double v, double *lo,
+                               double *len)
+{
+    double acc = 0.0;
+    int k = 0;
+    for (; k < K - 1; k++) {
+        double next = acc + sz[k];
+        if (v <= base + next)
+            break;
+        acc = next;
+    }
+    *lo = base + acc;
+    *len = (base + (acc + sz[k])) - *lo;
+    return k;
+}
 
 #endif

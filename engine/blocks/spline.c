@@ -11,14 +11,14 @@
  *     identity tails (P = 3K):   widths K | heights K | total_width 1 | deltas K-1
  *
  * Constraints (all per element, in double):
- *   affine:   w_k = min_w + softplus(raw_w_k + log(e^(w0 - min_w) - 1)), w0 = (r - l)/K,
+ *   affine:   w_k = min_w + rqs_softplus(raw_w_k + log(e^(w0 - min_w) - 1)), w0 = (r - l)/K,
  *             h_k likewise, left = raw_left + l, bottom = raw_bottom + b; with
  *             domain_clamping D the widths and left scale by D tanh(W/D)/W (W = sum w),
  *             heights and bottom by the same ratio of H = sum h.
- *   identity: tw = (r - l) softplus(raw_tw + log(e - 1)) [-> D tanh(tw/D)],
+ *   identity: tw = (r - l) rqs_softplus(raw_tw + log(e - 1)) [-> D tanh(tw/D)],
  *             left = bottom = -tw/2, w = tw softmax(raw_w), h = tw softmax(raw_h).
  *   scale = sum h / sum w (the tail slope), shift = bottom - scale * left;
- *   derivatives d_0 = d_K = scale, interior d_k = softplus(raw_delta + log(e - 1)).
+ *   derivatives d_0 = d_K = scale, interior d_k = rqs_softplus(raw_delta + log(e - 1)).
  *   knots x_0 = left, x_k = left + cumsum(w); y_k likewise.
  *
  * Inside (x_0, x_K] the rational-quadratic map of the bin k with x_k < x <= x_k+1; outside,
@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "coupling.h"
+#include "rqs.h"
 #include "../block.h"
 #include "../emath.h"
 #include "../kern.h"
@@ -53,14 +54,6 @@ struct spl_priv {
     const struct subnet *net2;  /* [x1, c] -> l2 * P: parameters of x2 */
 };
 
-static const double LOG_E_M1 = 0.54132485461291810; /* log(e - 1) */
-
-/* torch.nn.functional.softplus (beta 1, threshold 20), in double. */
-static inline double softplus(double u)
-{
-    return u > 20.0 ? u : em_log1p(em_exp(u));
-}
-
 /* Per-element knots: widths and heights (K each, in `work`), left, bottom, scale. */
 struct knots {
     const double *w, *h;
@@ -76,8 +69,8 @@ static void constrain(const struct spl_priv *p, const float *raw, double *work, 
     double W = 0.0, H = 0.0;
     if (!p->identity) {
         for (int k = 0; k < K; k++) {
-            w[k] = p->min_w + softplus((double)raw[k] + p->xshift);
-            h[k] = p->min_h + softplus((double)raw[K + k] + p->yshift);
+            w[k] = p->min_w + rqs_softplus((double)raw[k] + p->xshift);
+            h[k] = p->min_h + rqs_softplus((double)raw[K + k] + p->yshift);
             W += w[k];
             H += h[k];
         }
@@ -100,7 +93,7 @@ static void constrain(const struct spl_priv *p, const float *raw, double *work, 
         kn->bottom = bottom;
         kn->rd = raw + 2 * K + 2;
     } else {
-        double tw = p->dwidth * softplus((double)raw[2 * K] + LOG_E_M1);
+        double tw = p->dwidth * rqs_softplus((double)raw[2 * K] + RQS_LOG_E_M1);
         if (p->clampD > 0.0)
             tw = p->clampD * em_tanh(tw / p->clampD);
         /* softmax with the max subtracted */
@@ -140,33 +133,7 @@ static inline double knot_deriv(const struct spl_priv *p, const struct knots *kn
 {
     if (k == 0 || k == p->K)
         return kn->scale;
-    return softplus((double)kn->rd[k - 1] + LOG_E_M1);
-}
-
-/* log dy/dx of the rational quadratic at xi in bin (s, dk, dk1). */
-static inline double rq_logdet(double s, double dk, double dk1, double xi)
-{
-    double om = 1.0 - xi, xo = xi * om;
-    double num = s * s * (dk1 * xi * xi + 2.0 * s * xo + dk * om * om);
-    double den = s + (dk1 + dk - 2.0 * s) * xo;
-    return em_log(num) - 2.0 * em_log(den);
-}
-
-/* Locate bin k (0..K-1) with e_k < v <= e_{k+1}, where e_0 = base and e_{k+1} = base +
- * cumsum(sz)[k]; fills the bin's lower edge and size.  Requires e_0 < v <= e_K. */
-static int find_bin(const double *sz, int K, double base, double v, double *lo, double *len)
-{
-    double acc = 0.0;
-    int k = 0;
-    for (; k < K - 1; k++) {
-        double next = acc + sz[k];
-        if (v <= base + next)
-            break;
-        acc = next;
-    }
-    *lo = base + acc;
-    *len = (base + (acc + sz[k])) - *lo;
-    return k;
+    return rqs_softplus((double)kn->rd[k - 1] + RQS_LOG_E_M1);
 }
 
 /* y (or x when inv) and the log-det contribution of one element. */
@@ -184,7 +151,7 @@ static double spline_elem(const struct spl_priv *p, const float *raw, double *wo
             return kn.scale * v + kn.shift;
         }
         double xk, dx;
-        int k = find_bin(kn.w, K, kn.left, v, &xk, &dx);
+        int k = rqs_find_bin(kn.w, K, kn.left, v, &xk, &dx);
         /* y_k from the same cumulative sum. */
         double acc = 0.0;
         for (int i = 0; i < k; i++)
@@ -201,7 +168,7 @@ static double spline_elem(const struct spl_priv *p, const float *raw, double *wo
         double xo = xi * (1.0 - xi);
         double numer = dy * (s * xi * xi + dk * xo);
         double denom = s + (dk1 + dk - 2.0 * s) * xo;
-        *ld = rq_logdet(s, dk, dk1, xi);
+        *ld = rqs_freia_logdet(s, dk, dk1, xi);
         return yk + numer / denom;
     }
     if (!(v > kn.bottom && v <= yK)) {
@@ -209,7 +176,7 @@ static double spline_elem(const struct spl_priv *p, const float *raw, double *wo
         return (v - kn.shift) / kn.scale;
     }
     double yk, dy;
-    int k = find_bin(kn.h, K, kn.bottom, v, &yk, &dy);
+    int k = rqs_find_bin(kn.h, K, kn.bottom, v, &yk, &dy);
     double acc = 0.0;
     for (int i = 0; i < k; i++)
         acc += kn.w[i];
@@ -230,7 +197,7 @@ static double spline_elem(const struct spl_priv *p, const float *raw, double *wo
         xi = 0.0;
     if (xi > 1.0)
         xi = 1.0;
-    *ld = -rq_logdet(s, dk, dk1, xi);
+    *ld = -rqs_freia_logdet(s, dk, dk1, xi);
     return xk + xi * dx;
 }
 
