@@ -290,67 +290,57 @@ static void cl_setup(struct cl_ops *c, const struct conv_geom *g, const double *
             }
 }
 
-static inline __attribute__((always_inline)) void cl_apply_body(const struct cl_ops *c,
-                                                                const double *x, double *y)
+/* A (adj false: x -> y, over wf) or A^T (adj true: y -> x, over wa), accumulated
+ * channels-innermost in t and transposed back to channel planes at the end.  adj is a
+ * constant at each call, so each direction compiles to its own loops. */
+static inline __attribute__((always_inline)) void cl_body(const struct cl_ops *c,
+                                                          const double *in, double *out,
+                                                          bool adj)
 {
     const struct conv_geom *g = c->g;
-    const int kk = g->kh * g->kw, co_n = g->cout;
+    const int kk = g->kh * g->kw;
+    const int n_src = adj ? g->cout : g->cin, n_dst = adj ? g->cin : g->cout;
     const size_t P = (size_t)g->oh * g->ow, HW = (size_t)g->ih * g->iw;
+    const size_t Q = adj ? HW : P; /* positions of the result */
+    const double *wt = adj ? c->wa : c->wf;
     double *t = c->t;
-    memset(t, 0, sizeof(double) * P * co_n);
-    for (int ci = 0; ci < g->cin; ci++)
+    memset(t, 0, sizeof(double) * Q * n_dst);
+    for (int s = 0; s < n_src; s++)
         for (int a = 0; a < g->kh; a++)
             for (int b = 0; b < g->kw; b++) {
-                const double *wk = c->wf + ((size_t)ci * kk + (size_t)a * g->kw + b) * co_n;
+                const double *wk = wt + ((size_t)s * kk + (size_t)a * g->kw + b) * n_dst;
                 int y0, y1, x0, x1;
                 tap_range(a, g->ih, g->sh, g->pt, g->dh, g->oh, &y0, &y1);
                 tap_range(b, g->iw, g->sw, g->pl, g->dw, g->ow, &x0, &x1);
                 for (int yy = y0; yy < y1; yy++) {
                     int hh = yy * g->sh - g->pt + a * g->dh;
-                    const double *xr = x + (size_t)ci * HW + (size_t)hh * g->iw;
+                    const double *r = adj ? in + (size_t)s * P + (size_t)yy * g->ow
+                                          : in + (size_t)s * HW + (size_t)hh * g->iw;
                     for (int xx = x0; xx < x1; xx++) {
-                        const double xv = xr[xx * g->sw - g->pl + b * g->dw];
-                        double *o = t + ((size_t)yy * g->ow + xx) * co_n;
-                        for (int co = 0; co < co_n; co++)
-                            o[co] += wk[co] * xv;
+                        int ww = xx * g->sw - g->pl + b * g->dw;
+                        const double v = adj ? r[xx] : r[ww];
+                        double *o = adj ? t + ((size_t)hh * g->iw + ww) * n_dst
+                                        : t + ((size_t)yy * g->ow + xx) * n_dst;
+                        for (int d = 0; d < n_dst; d++)
+                            o[d] += wk[d] * v;
                     }
                 }
             }
-    for (size_t q = 0; q < P; q++)
-        for (int co = 0; co < co_n; co++)
-            y[(size_t)co * P + q] = t[q * co_n + co];
+    for (size_t q = 0; q < Q; q++)
+        for (int d = 0; d < n_dst; d++)
+            out[(size_t)d * Q + q] = t[q * n_dst + d];
+}
+
+static inline __attribute__((always_inline)) void cl_apply_body(const struct cl_ops *c,
+                                                                const double *x, double *y)
+{
+    cl_body(c, x, y, false);
 }
 
 static inline __attribute__((always_inline)) void cl_adjoint_body(const struct cl_ops *c,
                                                                   const double *y, double *x)
 {
-    const struct conv_geom *g = c->g;
-    const int kk = g->kh * g->kw, ci_n = g->cin;
-    const size_t P = (size_t)g->oh * g->ow, HW = (size_t)g->ih * g->iw;
-    double *t = c->t;
-    memset(t, 0, sizeof(double) * HW * ci_n);
-    for (int co = 0; co < g->cout; co++)
-        for (int a = 0; a < g->kh; a++)
-            for (int b = 0; b < g->kw; b++) {
-                const double *wk = c->wa + ((size_t)co * kk + (size_t)a * g->kw + b) * ci_n;
-                int y0, y1, x0, x1;
-                tap_range(a, g->ih, g->sh, g->pt, g->dh, g->oh, &y0, &y1);
-                tap_range(b, g->iw, g->sw, g->pl, g->dw, g->ow, &x0, &x1);
-                for (int yy = y0; yy < y1; yy++) {
-                    int hh = yy * g->sh - g->pt + a * g->dh;
-                    const double *yr = y + (size_t)co * P + (size_t)yy * g->ow;
-                    for (int xx = x0; xx < x1; xx++) {
-                        const double yv = yr[xx];
-                        int ww = xx * g->sw - g->pl + b * g->dw;
-                        double *o = t + ((size_t)hh * g->iw + ww) * ci_n;
-                        for (int ci = 0; ci < ci_n; ci++)
-                            o[ci] += wk[ci] * yv;
-                    }
-                }
-            }
-    for (size_t q = 0; q < HW; q++)
-        for (int ci = 0; ci < ci_n; ci++)
-            x[(size_t)ci * HW + q] = t[q * ci_n + ci];
+    cl_body(c, y, x, true);
 }
 
 /* The two operators above compiled plain and for AVX2 (wider lanes; separate IEEE
