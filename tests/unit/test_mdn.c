@@ -320,31 +320,10 @@ START_TEST(sampling_reproducible)
     make_net(&n);
     struct eng_model *m = load(&n, "");
     struct eng_ws *ws = eng_ws_new();
+    tu_check_sample_reproducible(m, ws, Y0);
     enum { N = 600 };
-    float a[N * DX], b[N * DX], r[N * DX], yr[N * DY];
+    float b[N * DX];
     char err[ENG_ERR_LEN];
-    ck_assert_int_eq(eng_sample(m, ws, Y0, 42, 3, 0, N, 0.8f, a, NULL, NULL, NULL, err), ENG_OK);
-    /* split at a tile boundary and at an odd place */
-    ck_assert_int_eq(eng_sample(m, ws, Y0, 42, 3, 0, 256, 0.8f, b, NULL, NULL, NULL, err), ENG_OK);
-    ck_assert_int_eq(eng_sample(m, ws, Y0, 42, 3, 256, 77, 0.8f, b + 256 * DX, NULL, NULL, NULL,
-                                err), ENG_OK);
-    ck_assert_int_eq(eng_sample(m, ws, Y0, 42, 3, 333, N - 333, 0.8f, b + 333 * DX, NULL, NULL,
-                                NULL, err), ENG_OK);
-    ck_assert_mem_eq(a, b, sizeof a);
-    /* eng_sample_rows with y per row, rows in reverse order */
-    struct eng_sample_draw dr[N];
-    for (int i = 0; i < N; i++) {
-        dr[i] = (struct eng_sample_draw){42, (uint64_t)(N - 1 - i), 3, 0.8f};
-        memcpy(yr + i * DY, Y0, sizeof Y0);
-    }
-    ck_assert_int_eq(eng_sample_rows(m, ws, N, yr, N, dr, r, NULL, NULL, NULL, err), ENG_OK);
-    for (int i = 0; i < N; i++)
-        ck_assert_mem_eq(r + i * DX, a + (N - 1 - i) * DX, sizeof(float) * DX);
-    /* another seed or observation gives other samples */
-    ck_assert_int_eq(eng_sample(m, ws, Y0, 43, 3, 0, N, 0.8f, b, NULL, NULL, NULL, err), ENG_OK);
-    ck_assert(memcmp(a, b, sizeof a) != 0);
-    ck_assert_int_eq(eng_sample(m, ws, Y0, 42, 4, 0, N, 0.8f, b, NULL, NULL, NULL, err), ENG_OK);
-    ck_assert(memcmp(a, b, sizeof a) != 0);
     /* temperature 0: every sample is the mean of the component it drew */
     struct mix q;
     ref_mixture(&n, Y0, &q);

@@ -540,3 +540,40 @@ void tu_check_sbi_parity(const char *stem, const char *ref_name)
     cJSON_Delete(e);
     free(txt);
 }
+
+/* ---- sampling reproducibility ------------------------------------------------------------- */
+
+void tu_check_sample_reproducible(const struct eng_model *m, struct eng_ws *ws, const float *y)
+{
+    const struct eng_info *in = eng_model_info(m);
+    const int dx = in->dims.x, dy = in->dims.y;
+    enum { N = 600 };
+    const size_t sz = sizeof(float) * (size_t)(N * dx);
+    float *a = malloc(sz), *b = malloc(sz), *r = malloc(sz);
+    float *yr = malloc(sizeof(float) * (size_t)(N * dy));
+    struct eng_sample_draw *dr = malloc(sizeof *dr * N);
+    ck_assert(a && b && r && yr && dr);
+    char err[ENG_ERR_LEN];
+    ck_assert_int_eq(eng_sample(m, ws, y, 42, 3, 0, N, 0.8f, a, NULL, NULL, NULL, err), ENG_OK);
+    /* split at a tile boundary and at an odd place */
+    ck_assert_int_eq(eng_sample(m, ws, y, 42, 3, 0, 256, 0.8f, b, NULL, NULL, NULL, err), ENG_OK);
+    ck_assert_int_eq(eng_sample(m, ws, y, 42, 3, 256, 77, 0.8f, b + 256 * dx, NULL, NULL, NULL,
+                                err), ENG_OK);
+    ck_assert_int_eq(eng_sample(m, ws, y, 42, 3, 333, N - 333, 0.8f, b + 333 * dx, NULL, NULL,
+                                NULL, err), ENG_OK);
+    ck_assert_mem_eq(a, b, sz);
+    /* eng_sample_rows with y per row, rows in reverse order */
+    for (int i = 0; i < N; i++) {
+        dr[i] = (struct eng_sample_draw){42, (uint64_t)(N - 1 - i), 3, 0.8f};
+        memcpy(yr + i * dy, y, sizeof(float) * (size_t)dy);
+    }
+    ck_assert_int_eq(eng_sample_rows(m, ws, N, yr, N, dr, r, NULL, NULL, NULL, err), ENG_OK);
+    for (int i = 0; i < N; i++)
+        ck_assert_mem_eq(r + i * dx, a + (N - 1 - i) * dx, sizeof(float) * dx);
+    /* another seed or observation gives other samples */
+    ck_assert_int_eq(eng_sample(m, ws, y, 43, 3, 0, N, 0.8f, b, NULL, NULL, NULL, err), ENG_OK);
+    ck_assert(memcmp(a, b, sz) != 0);
+    ck_assert_int_eq(eng_sample(m, ws, y, 42, 4, 0, N, 0.8f, b, NULL, NULL, NULL, err), ENG_OK);
+    ck_assert(memcmp(a, b, sz) != 0);
+    free(a), free(b), free(r), free(yr), free(dr);
+}

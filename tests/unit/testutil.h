@@ -85,4 +85,9 @@ void tu_check_fixture_paths_and_splits(const char *const *names, int n_names);
  * whose source `ref_name` names in failure messages. */
 void tu_check_sbi_parity(const char *stem, const char *ref_name);
 
+/* Sampling with observation y (dims.y floats) at temperature 0.8: 600 draws give the same bits
+ * when split into pieces and when drawn by eng_sample_rows with y per row in reverse order;
+ * another seed or observation index gives other draws. */
+void tu_check_sample_reproducible(const struct eng_model *m, struct eng_ws *ws, const float *y);
+
 #endif
