@@ -37,13 +37,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "clients", "python"))
 
-LEVELS = 17
-
-
-def load_digits():
-    from sklearn.datasets import load_digits as ld
-    d = ld()
-    return d.images.astype(np.float64), d.target.astype(np.int64)
+from digits import (D, LEVELS, X_NAMES, dequantize, import_freia, load_split,  # noqa: E402
+                    seed_all, train_bits_per_dim)
 
 
 def build(Ff, Fm, hidden, blocks, seed):
@@ -91,11 +86,9 @@ def conditions(y_onehot):
 
 def test_bpd(inn, V, Y, test_idx, mean, std):
     """Mean bits/dim of the held-out images (one fixed dequantization draw)."""
-    D = 64
     with torch.no_grad():
         te = torch.tensor(test_idx)
-        g = torch.Generator().manual_seed(7)
-        x = (V[te] + torch.rand(len(te), 1, 8, 8, generator=g)) / LEVELS
+        x = dequantize(V[te], torch.Generator().manual_seed(7))
         z, log_det = inn((x - mean) / std, c=conditions(Y[te]))
         lp = -0.5 * (z ** 2).sum(1) - 0.5 * D * math.log(2 * math.pi) + log_det - D * math.log(std)
         return ((-lp + D * math.log(LEVELS)) / (D * math.log(2))).mean().item()
@@ -115,24 +108,10 @@ def main():
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--save-torch", help="also save the trained state_dict here")
     a = p.parse_args()
-    if a.freia_path:
-        sys.path.insert(0, a.freia_path)
-    try:
-        import FrEIA.framework as Ff
-        import FrEIA.modules as Fm
-    except ImportError:
-        sys.exit("train_digits_cinn.py needs FrEIA: pass --freia-path DIR (a vislearn/FrEIA checkout)")
+    Ff, Fm = import_freia(a.freia_path, "train_digits_cinn.py")
 
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(a.seed)
-    np.random.seed(a.seed)
-    imgs, labels = load_digits()
-    n = len(imgs)
-    rng = np.random.default_rng(a.seed)
-    perm = rng.permutation(n)
-    n_test = 297
-    test_idx, train_idx = perm[:n_test], perm[n_test:]
-    V = torch.tensor(imgs, dtype=torch.float32)[:, None]     # (n, 1, 8, 8), 0..16
+    seed_all(a.seed, a.threads)
+    V, labels, test_idx, train_idx = load_split(a.seed)        # V: (n, 1, 8, 8), 0..16
     Y = torch.nn.functional.one_hot(torch.tensor(labels), 10).float()
     mean, std = 0.5, 0.25                                      # x_s = (x - mean) / std
 
@@ -142,12 +121,11 @@ def main():
           % (a.blocks, a.hidden, sum(q.numel() for q in params)))
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=a.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, a.lr, total_steps=a.steps, pct_start=0.1)
-    D = 64
     t0 = time.time()
     tr = torch.tensor(train_idx)
     for it in range(a.steps):
         idx = tr[torch.randint(0, len(tr), (a.batch,))]
-        x = (V[idx] + torch.rand(a.batch, 1, 8, 8)) / LEVELS
+        x = dequantize(V[idx])
         xs = (x - mean) / std
         z, log_det = inn(xs, c=conditions(Y[idx]))
         nll = 0.5 * (z ** 2).sum(1) - log_det + D * math.log(std)
@@ -158,7 +136,7 @@ def main():
         opt.step()
         sched.step()
         if it % 500 == 0 or it == a.steps - 1:
-            bpd = (loss.item() + 0.5 * D * math.log(2 * math.pi) + D * math.log(LEVELS)) / (D * math.log(2))
+            bpd = train_bits_per_dim(loss.item())
             print("step %5d  nll %.3f  bits/dim %.3f  test %.3f  (%.0f s)"
                   % (it, loss.item(), bpd, test_bpd(inn, V, Y, test_idx, mean, std),
                      time.time() - t0), flush=True)
@@ -178,11 +156,10 @@ def export_model(inn, a, V, Y, test_idx, mean, std):
     te = np.asarray(test_idx)
     labels = Y[te].argmax(1).numpy()
     pick = [int(te[np.flatnonzero(labels == k)[0]]) for k in range(8)]
-    g = torch.Generator().manual_seed(11)
-    x = ((V[pick] + torch.rand(len(pick), 1, 8, 8, generator=g)) / LEVELS).reshape(len(pick), 64)
+    x = dequantize(V[pick], torch.Generator().manual_seed(11)).reshape(len(pick), D)
     export(inn, a.out, kind="cinn", broadcast_conditions=True,
            standardize={"x": (np.full(64, mean), np.full(64, std))},
-           x_names=["c0_h%d_w%d" % (h, w) for h in range(8) for w in range(8)],
+           x_names=X_NAMES,
            y_names=["digit%d" % k for k in range(10)],
            image={"low": 0.0, "high": 1.0, "levels": LEVELS},
            test_inputs=(x.double().numpy(), Y[pick].double().numpy()),

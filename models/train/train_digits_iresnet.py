@@ -36,14 +36,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "clients", "python"))
 
-LEVELS = 17
-D = 64
-
-
-def load_digits():
-    from sklearn.datasets import load_digits as ld
-    d = ld()
-    return d.images.astype(np.float64), d.target.astype(np.int64)
+from digits import (D, LEVELS, X_NAMES, dequantize, import_freia, load_split,  # noqa: E402
+                    seed_all, train_bits_per_dim)
 
 
 class SpectralControl:
@@ -130,23 +124,10 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--save-torch", help="also save the trained state_dict here")
     a = p.parse_args()
-    if a.freia_path:
-        sys.path.insert(0, a.freia_path)
-    try:
-        import FrEIA.framework as Ff
-        import FrEIA.modules as Fm
-    except ImportError:
-        sys.exit("train_digits_iresnet.py needs FrEIA: pass --freia-path DIR (a vislearn/FrEIA checkout)")
+    Ff, Fm = import_freia(a.freia_path, "train_digits_iresnet.py")
 
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(a.seed)
-    np.random.seed(a.seed)
-    imgs, _ = load_digits()
-    n = len(imgs)
-    perm = np.random.default_rng(a.seed).permutation(n)
-    n_test = 297
-    test_idx, train_idx = perm[:n_test], perm[n_test:]
-    V = torch.tensor(imgs, dtype=torch.float32)[:, None]
+    seed_all(a.seed, a.threads)
+    V, _, test_idx, train_idx = load_split(a.seed)
     mean, std = 0.5, 0.25
 
     inn = Ff.SequenceINN(1, 8, 8)
@@ -158,7 +139,7 @@ def main():
     tr = torch.tensor(train_idx)
     # data-dependent ActNorm initialisation on one batch, then contractive convolutions
     with torch.no_grad():
-        h = ((V[tr[:256]] + torch.rand(256, 1, 8, 8)) / LEVELS - mean) / std
+        h = (dequantize(V[tr[:256]]) - mean) / std
         for m in inn.module_list:
             h = h + m.residual(h) if isinstance(m, Fm.IResNetLayer) else m([h])[0][0]
     control = SpectralControl(inn, Fm, (4, 4), a.spectral_norm_max)
@@ -171,7 +152,7 @@ def main():
     t0 = time.time()
     for it in range(a.steps):
         idx = tr[torch.randint(0, len(tr), (a.batch,))]
-        x = (V[idx] + torch.rand(a.batch, 1, 8, 8)) / LEVELS
+        x = dequantize(V[idx])
         z, log_det = run(inn, Fm, (x - mean) / std)
         nll = 0.5 * (z ** 2).flatten(1).sum(1) - log_det + D * math.log(std)
         loss = nll.mean()
@@ -182,15 +163,14 @@ def main():
         sched.step()
         control.scale(2)
         if it % 250 == 0 or it == a.steps - 1:
-            bpd = (loss.item() + 0.5 * D * math.log(2 * math.pi) + D * math.log(LEVELS)) / (D * math.log(2))
+            bpd = train_bits_per_dim(loss.item())
             print("step %5d  nll %.3f  bits/dim %.3f  (%.0f s)" % (it, loss.item(), bpd,
                                                                    time.time() - t0), flush=True)
     print("trained in %.0f s" % (time.time() - t0))
     control.scale(500)
     inn.eval()
     te = torch.tensor(test_idx)
-    g = torch.Generator().manual_seed(7)
-    x = (V[te] + torch.rand(len(te), 1, 8, 8, generator=g)) / LEVELS
+    x = dequantize(V[te], torch.Generator().manual_seed(7))
     with torch.no_grad():
         z, log_det = run(inn, Fm, (x - mean) / std, exact=True)
     lp = -0.5 * (z ** 2).flatten(1).sum(1) - 0.5 * D * math.log(2 * math.pi) + log_det - D * math.log(std)
@@ -207,10 +187,10 @@ def export_model(inn, a, V, test_idx, mean, std):
     from innserve.export import export
     g = torch.Generator().manual_seed(11)
     pick = [int(i) for i in test_idx[:8]]
-    x = ((V[pick] + torch.rand(len(pick), 1, 8, 8, generator=g)) / LEVELS).reshape(len(pick), D)
+    x = dequantize(V[pick], g).reshape(len(pick), D)
     export(inn, a.out, kind="flow",
            standardize={"x": (np.full(D, mean), np.full(D, std))},
-           x_names=["c0_h%d_w%d" % (h, w) for h in range(8) for w in range(8)],
+           x_names=X_NAMES,
            image={"low": 0.0, "high": 1.0, "levels": LEVELS},
            test_inputs=x.double().numpy(),
            description="convolutional i-ResNet flow on the 8 x 8 digits (scikit-learn): i-RevNet "

@@ -43,6 +43,32 @@ def post(url, body):
         return json.loads(r.read())
 
 
+def manifest(n):
+    """The manifest stored in fixture n (read from the safetensors header)."""
+    with open(os.path.join(FIXTURES, n + ".safetensors"), "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        return json.loads(json.loads(f.read(size))["__metadata__"]["manifest"])
+
+
+def check_samples(tc, name, case, seed, who):
+    """40000 samples of model `name` at case["y"] have the mean and covariance of `who`'s
+    case["n"] draws (case["mean"], case["cov"]) within 5 and 6 standard errors."""
+    n = 40000
+    ans = post(D.url + "/v1/models/%s/sample" % name,
+               {"y": [case["y"]], "num_samples": n, "seed": seed})
+    xs = torch.tensor(ans["samples"][0], dtype=torch.float64)
+    mean, cov = xs.mean(0), torch.cov(xs.T)
+    f = 1.0 / n + 1.0 / case["n"]
+    wm = torch.tensor(case["mean"], dtype=torch.float64)
+    wc = torch.tensor(case["cov"], dtype=torch.float64)
+    d = torch.diagonal(wc)
+    tc.assertTrue(bool(((mean - wm).abs() < 5 * (d * f).sqrt()).all()),
+                  "mean %s vs %s %s" % (mean.tolist(), who, case["mean"]))
+    se = ((d[:, None] * d[None, :] + wc ** 2) * f).sqrt()
+    tc.assertTrue(bool(((cov - wc).abs() < 6 * se).all()),
+                  "cov %s vs %s %s" % (cov.tolist(), who, case["cov"]))
+
+
 def setUpModule():
     global D, TMP, EXP
     TMP = util.TmpDir("innserve-sbi-")
@@ -124,20 +150,7 @@ class ServedSbiPosterior(unittest.TestCase):
 class MixtureDensityNetwork(unittest.TestCase):
     def test_sampling_distribution_matches_sbi(self):
         for i, case in enumerate(EXP["sbi_mdn"]["samples"]):
-            n = 40000
-            ans = post(D.url + "/v1/models/sbi_mdn/sample",
-                       {"y": [case["y"]], "num_samples": n, "seed": 5 + i})
-            xs = torch.tensor(ans["samples"][0], dtype=torch.float64)
-            mean, cov = xs.mean(0), torch.cov(xs.T)
-            f = 1.0 / n + 1.0 / case["n"]
-            wm = torch.tensor(case["mean"], dtype=torch.float64)
-            wc = torch.tensor(case["cov"], dtype=torch.float64)
-            d = torch.diagonal(wc)
-            self.assertTrue(bool(((mean - wm).abs() < 5 * (d * f).sqrt()).all()),
-                            "mean %s vs sbi %s" % (mean.tolist(), case["mean"]))
-            se = ((d[:, None] * d[None, :] + wc ** 2) * f).sqrt()
-            self.assertTrue(bool(((cov - wc).abs() < 6 * se).all()),
-                            "cov %s vs sbi %s" % (cov.tolist(), case["cov"]))
+            check_samples(self, "sbi_mdn", case, 5 + i, "sbi")
 
     def test_no_forward_or_inverse(self):
         meta = json.loads(urllib.request.urlopen(D.url + "/v1/models/sbi_mdn").read())
@@ -153,9 +166,7 @@ class MixtureDensityNetwork(unittest.TestCase):
                              "density network is not a bijection: use sample or log_prob)" % op)
 
     def test_manifest(self):
-        with open(os.path.join(FIXTURES, "sbi_mdn.safetensors"), "rb") as f:
-            size = int.from_bytes(f.read(8), "little")
-            m = json.loads(json.loads(f.read(size))["__metadata__"]["manifest"])
+        m = manifest("sbi_mdn")
         self.assertEqual(m["kind"], "mdn")
         self.assertEqual(m["mixture"]["components"], 4)
         self.assertEqual(m["mixture"]["epsilon"], 1e-4)
@@ -167,25 +178,10 @@ class MixtureDensityNetwork(unittest.TestCase):
 class MixtureOfGaussiansMADE(unittest.TestCase):
     def test_sampling_distribution_matches_the_density(self):
         for i, case in enumerate(EXP["sbi_made"]["samples"]):
-            n = 40000
-            ans = post(D.url + "/v1/models/sbi_made/sample",
-                       {"y": [case["y"]], "num_samples": n, "seed": 7 + i})
-            xs = torch.tensor(ans["samples"][0], dtype=torch.float64)
-            mean, cov = xs.mean(0), torch.cov(xs.T)
-            f = 1.0 / n + 1.0 / case["n"]
-            wm = torch.tensor(case["mean"], dtype=torch.float64)
-            wc = torch.tensor(case["cov"], dtype=torch.float64)
-            d = torch.diagonal(wc)
-            self.assertTrue(bool(((mean - wm).abs() < 5 * (d * f).sqrt()).all()),
-                            "mean %s vs reference %s" % (mean.tolist(), case["mean"]))
-            se = ((d[:, None] * d[None, :] + wc ** 2) * f).sqrt()
-            self.assertTrue(bool(((cov - wc).abs() < 6 * se).all()),
-                            "cov %s vs reference %s" % (cov.tolist(), case["cov"]))
+            check_samples(self, "sbi_made", case, 7 + i, "reference")
 
     def test_manifest_and_operations(self):
-        with open(os.path.join(FIXTURES, "sbi_made.safetensors"), "rb") as f:
-            size = int.from_bytes(f.read(8), "little")
-            m = json.loads(json.loads(f.read(size))["__metadata__"]["manifest"])
+        m = manifest("sbi_made")
         self.assertEqual(m["kind"], "mdn")
         self.assertEqual(m["mixture"]["type"], "made")
         self.assertEqual(m["mixture"]["components"], 3)
@@ -198,18 +194,13 @@ class MixtureOfGaussiansMADE(unittest.TestCase):
 
 
 class Manifests(unittest.TestCase):
-    def _manifest(self, n):
-        with open(os.path.join(FIXTURES, n + ".safetensors"), "rb") as f:
-            size = int.from_bytes(f.read(8), "little")
-            return json.loads(json.loads(f.read(size))["__metadata__"]["manifest"])
-
     def test_blocks_and_versions_recorded(self):
         want = {"sbi_nsf": {"RQSCoupling", "LULinear"},
                 "sbi_maf_rqs": {"MaskedRQSAutoregressive", "PermuteRandom"},
                 "sbi_zuko_maf": {"ZukoMaskedAutoregressive"},
                 "sbi_zuko_nsf": {"ZukoMaskedAutoregressive"}}
         for n, types in want.items():
-            m = self._manifest(n)
+            m = manifest(n)
             self.assertEqual({b["type"] for b in m["blocks"]}, types, n)
             self.assertEqual(set(m["standardize"]), {"x", "y"}, n)
             self.assertEqual(m["prior"]["type"], "box", n)

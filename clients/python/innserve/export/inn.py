@@ -4,7 +4,6 @@ cross-checked, given its test vectors and written."""
 
 import collections
 import copy
-import json
 import math
 
 import torch
@@ -13,10 +12,10 @@ import torch.nn as nn
 from .. import _reference as ref
 from .._version import __version__
 from .checks import _check_block, _check_conditions
-from .common import F64, ExportError, ExportResult, _Ctx, _close
+from .common import F64, ExportError, _Ctx, _close
 from .freia import FREIA_VERSIONS, _convert, _freia_info, _resolve_clamp_formula
 from .graph import _chain, _infer_width, _on_cpu
-from .manifest import _add_standardize, _names, _test_inputs, _test_vectors, _write
+from .manifest import _add_names, _add_standardize, _finish, _test_inputs, _test_vectors
 from .subnets import _net_out_width, _plain_mlp, _subnet, _subnet_widths
 
 def _prod(shape):
@@ -310,14 +309,7 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi and 2 <= lv <= 65536):
             raise ExportError("image needs finite low < high and 2 <= levels <= 65536")
         manifest["image"] = {"low": lo, "high": hi, "levels": lv}
-    names = {}
-    xn, yn = _names(x_names, dx, "x_names"), _names(y_names, dy or 0, "y_names")
-    if xn:
-        names["x"] = xn
-    if yn:
-        names["y"] = yn
-    if names:
-        manifest["names"] = names
+    _add_names(manifest, x_names, y_names, dx, dy or 0)
     std = _add_standardize(ctx, manifest, standardize, dx, dy)
     if kind == "cinn":
         manifest["conditions"] = [{k: v for k, v in c.items() if k != "_src"} for c in man_conds]
@@ -370,10 +362,7 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
     for c in man_conds:
         c.pop("_src", None)
     tests = _test_vectors(ctx, manifest, M, x, y, rtol, atol)
-    _write(path, manifest, ctx.tensors)
-    res = ExportResult(path, json.loads(json.dumps(manifest)), dict(ctx.tensors), tests)
-    res.notes = list(ctx.notes)
-    return res
+    return _finish(path, ctx, manifest, tests)
 
 
 def _export_mlp(ctx, model, path, dims, x_names, y_names, standardize, description,
@@ -391,14 +380,7 @@ def _export_mlp(ctx, model, path, dims, x_names, y_names, standardize, descripti
         src.update(source)
     manifest["source"] = src
     manifest["dims"] = {"x": dx, "y": dy}
-    names = {}
-    xn, yn = _names(x_names, dx, "x_names"), _names(y_names, dy, "y_names")
-    if xn:
-        names["x"] = xn
-    if yn:
-        names["y"] = yn
-    if names:
-        manifest["names"] = names
+    _add_names(manifest, x_names, y_names, dx, dy)
     std = _add_standardize(ctx, manifest, standardize, dx, dy)
     manifest["network"] = net
     x, _ = _test_inputs(test_inputs, n_tests, seed, dx, 0, std)
@@ -411,7 +393,4 @@ def _export_mlp(ctx, model, path, dims, x_names, y_names, standardize, descripti
         if not _close(want, got.to(F64), ctx.opts["check_tol"]):
             raise ExportError("network: the exported layers do not reproduce the module's output")
     tests = _test_vectors(ctx, manifest, M, x, None, rtol, atol)
-    _write(path, manifest, ctx.tensors)
-    res = ExportResult(path, json.loads(json.dumps(manifest)), dict(ctx.tensors), tests)
-    res.notes = list(ctx.notes)
-    return res
+    return _finish(path, ctx, manifest, tests)

@@ -1,13 +1,14 @@
 """innserve.export.manifest: the parts of a manifest every exporter writes the same way
-(names, standardize, test inputs and the embedded test vectors computed by the reference
-math) and the writer of the checkpoint (docs/checkpoint-format.md)."""
+(names, standardize, a box prior, test inputs and the embedded test vectors computed by the
+reference math) and the writer of the checkpoint (docs/checkpoint-format.md) with its
+ExportResult."""
 
 import json
 
 import torch
 
 from .. import _safetensors
-from .common import F64, ExportError, _tensor
+from .common import F64, ExportError, ExportResult, _tensor
 
 def _std_pair(v, n, what):
     if v is None:
@@ -37,6 +38,46 @@ def _names(v, n, what):
     if len(v) != n:
         raise ExportError("%s: %d names for %d columns" % (what, len(v), n))
     return v
+
+
+def _add_names(manifest, x_names, y_names, dx, dy):
+    """Checks x_names / y_names against the widths and writes manifest["names"] when any."""
+    names = {}
+    xn, yn = _names(x_names, dx, "x_names"), _names(y_names, dy, "y_names")
+    if xn:
+        names["x"] = xn
+    if yn:
+        names["y"] = yn
+    if names:
+        manifest["names"] = names
+
+
+def _add_prior_box(manifest, prior, dx):
+    """Checks a (low, high) box prior over the dx parameters and writes manifest["prior"]."""
+    lo, hi = prior
+    if lo.numel() != dx or hi.numel() != dx:
+        raise ExportError("prior: %d lower and %d upper bounds for %d parameters" %
+                          (lo.numel(), hi.numel(), dx))
+    lo32, hi32 = lo.to(torch.float32), hi.to(torch.float32)
+    if not bool(torch.isfinite(lo32).all() and torch.isfinite(hi32).all()) or \
+            bool((lo32 >= hi32).any()):
+        raise ExportError("prior: the bounds must be finite float32 values with low < high")
+    manifest["prior"] = {"type": "box", "low": [float(v) for v in lo32],
+                         "high": [float(v) for v in hi32]}
+
+
+def _box_test_inputs(prior, n, seed, dx, dy, std):
+    """Test inputs drawn from a box prior: x uniform in the box, y (when dy) standard normal
+    mapped through the y standardization; a dict {"x", "y"} (y None without dy)."""
+    gen = torch.Generator().manual_seed(int(seed))
+    lo, hi = prior
+    xt = lo + (hi - lo) * torch.rand(n, dx, generator=gen, dtype=F64)
+    yt = None
+    if dy:
+        yt = torch.randn(n, dy, generator=gen, dtype=F64)
+        if "y" in std:
+            yt = std["y"][0] + std["y"][1] * yt
+    return {"x": xt, "y": yt}
 
 
 def _add_standardize(ctx, manifest, standardize, dx, dy):
@@ -130,6 +171,23 @@ def _test_vectors(ctx, manifest, M, x, y, rtol, atol):
     man["atol"] = float(atol)
     manifest["tests"] = man
     return tests
+
+
+def _mixture_tests(ctx, manifest, x, y, lp, rtol, atol):
+    """The test vectors of a mixture density model (x, y, log_prob) into manifest["tests"]."""
+    manifest["tests"] = {"x": ctx.add("test.x", x, torch.float64),
+                         "y": ctx.add("test.y", y, torch.float64),
+                         "log_prob": ctx.add("test.log_prob", lp, torch.float64),
+                         "rtol": rtol, "atol": atol}
+    return {"x": x, "y": y, "log_prob": lp}
+
+
+def _finish(path, ctx, manifest, tests):
+    """Writes the checkpoint and returns its ExportResult (with the export's notes)."""
+    _write(path, manifest, ctx.tensors)
+    res = ExportResult(path, json.loads(json.dumps(manifest)), dict(ctx.tensors), tests)
+    res.notes = list(ctx.notes)
+    return res
 
 
 def _write(path, manifest, tensors):

@@ -24,7 +24,6 @@ given its uniforms and normals against one made with the module's own forward.
 
 import collections
 import copy
-import json
 import math
 
 import torch
@@ -33,9 +32,9 @@ import torch.nn.functional as F
 
 from .. import _reference as ref
 from .._version import __version__
-from .common import F64, ExportError, ExportResult, _Ctx, _cls, _names_mro, _version
+from .common import F64, ExportError, _Ctx, _cls, _names_mro, _version
 from .common import _close as _close_flat
-from .manifest import _names, _test_inputs, _write
+from .manifest import _add_names, _add_prior_box, _box_test_inputs, _finish, _mixture_tests, _test_inputs
 from .subnets import _subnet
 
 LOG2PI = math.log(2.0 * math.pi)
@@ -297,14 +296,7 @@ def export_mogmade(obj, path, *, low=None, high=None, x_names=None, y_names=None
         src.update(source)
     manifest["source"] = src
     manifest["dims"] = {"x": dx, "y": dy}
-    names = {}
-    xn, yn = _names(x_names, dx, "x_names"), _names(y_names, dy, "y_names")
-    if xn:
-        names["x"] = xn
-    if yn:
-        names["y"] = yn
-    if names:
-        manifest["names"] = names
+    _add_names(manifest, x_names, y_names, dx, dy)
     stdm, stdv = {}, {}
     if std_x is not None:
         m, sd = (v.expand(dx).clone() for v in std_x)
@@ -318,16 +310,7 @@ def export_mogmade(obj, path, *, low=None, high=None, x_names=None, y_names=None
         for k, v in stdm.items():
             stdv[k] = (ctx.tensors[v["mean"]].to(F64), ctx.tensors[v["std"]].to(F64))
     if prior_box is not None:
-        lo, hi = prior_box
-        if lo.numel() != dx or hi.numel() != dx:
-            raise ExportError("prior: %d lower and %d upper bounds for %d parameters" %
-                              (lo.numel(), hi.numel(), dx))
-        lo32, hi32 = lo.to(torch.float32), hi.to(torch.float32)
-        if not bool(torch.isfinite(lo32).all() and torch.isfinite(hi32).all()) or \
-                bool((lo32 >= hi32).any()):
-            raise ExportError("prior: the bounds must be finite float32 values with low < high")
-        manifest["prior"] = {"type": "box", "low": [float(v) for v in lo32],
-                             "high": [float(v) for v in hi32]}
+        _add_prior_box(manifest, prior_box, dx)
     pre = "net._distribution._made."
     mix = collections.OrderedDict()
     mix["type"] = "made"
@@ -349,26 +332,13 @@ def export_mogmade(obj, path, *, low=None, high=None, x_names=None, y_names=None
     manifest["mixture"] = mix
 
     if test_inputs is None and prior_box is not None:
-        gen = torch.Generator().manual_seed(int(seed))
-        lo, hi = prior_box
-        xt = lo + (hi - lo) * torch.rand(n_tests, dx, generator=gen, dtype=F64)
-        yt = torch.randn(n_tests, dy, generator=gen, dtype=F64)
-        if "y" in stdv:
-            yt = stdv["y"][0] + stdv["y"][1] * yt
-        test_inputs = {"x": xt, "y": yt}
+        test_inputs = _box_test_inputs(prior_box, n_tests, seed, dx, dy, stdv)
     x, y = _test_inputs(test_inputs, n_tests, seed, dx, dy, stdv)
     if check:
         _check(manifest, ctx.tensors, est, flow, emb_mod, post, x, y, max(check_tol, 1e-6))
     lp = log_prob(manifest, ctx.tensors, x, y)
-    tests = {"x": x, "y": y, "log_prob": lp}
-    manifest["tests"] = {"x": ctx.add("test.x", x, torch.float64),
-                         "y": ctx.add("test.y", y, torch.float64),
-                         "log_prob": ctx.add("test.log_prob", lp, torch.float64),
-                         "rtol": rtol, "atol": atol}
-    _write(path, manifest, ctx.tensors)
-    res = ExportResult(path, json.loads(json.dumps(manifest)), dict(ctx.tensors), tests)
-    res.notes = list(ctx.notes)
-    return res
+    tests = _mixture_tests(ctx, manifest, x, y, lp, rtol, atol)
+    return _finish(path, ctx, manifest, tests)
 
 
 def _close(a, b, tol):

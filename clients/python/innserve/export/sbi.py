@@ -49,7 +49,6 @@ the library versions (sbi, nflows or zuko, torch) are recorded in ``source``.
 """
 
 import collections
-import json
 
 import torch
 import torch.nn as nn
@@ -57,9 +56,10 @@ import torch.nn as nn
 from .. import _reference as ref
 from .._version import __version__
 from .checks import _check_flow
-from .common import (F64, ExportError, ExportResult, _Ctx, _cls, _names_mro, _refuse, _tensor,
+from .common import (F64, ExportError, _Ctx, _cls, _names_mro, _refuse, _tensor,
                      _version)
-from .manifest import _names, _test_inputs, _test_vectors, _write
+from .manifest import (_add_names, _add_prior_box, _box_test_inputs, _finish, _test_inputs,
+                       _test_vectors)
 from .nflows import _SUPPORTED, _chain, _context_width, _features
 from .subnets import _subnet
 from .zuko import _ZukoEst, _zuko_chain
@@ -229,14 +229,7 @@ def _export_flow(flow, prior, what, path, versions, checker, *, x_names, y_names
         src.update(source)
     manifest["source"] = src
     manifest["dims"] = {"x": dx, "y": dy} if cond else {"x": dx}
-    names = {}
-    xn, yn = _names(x_names, dx, "x_names"), _names(y_names, dy, "y_names")
-    if xn:
-        names["x"] = xn
-    if yn:
-        names["y"] = yn
-    if names:
-        manifest["names"] = names
+    _add_names(manifest, x_names, y_names, dx, dy)
     std = {}
     if std_x is not None or std_y is not None:
         manifest["standardize"] = {}
@@ -249,36 +242,18 @@ def _export_flow(flow, prior, what, path, versions, checker, *, x_names, y_names
                                         "std": ctx.add("std.y.std", std_y[1], torch.float32)}
         std["y"] = (ctx.tensors["std.y.mean"].to(F64), ctx.tensors["std.y.std"].to(F64))
     if prior is not None:
-        lo, hi = prior
-        if lo.numel() != dx or hi.numel() != dx:
-            raise ExportError("prior: %d lower and %d upper bounds for %d parameters" %
-                              (lo.numel(), hi.numel(), dx))
-        lo32, hi32 = lo.to(torch.float32), hi.to(torch.float32)
-        if not bool(torch.isfinite(lo32).all() and torch.isfinite(hi32).all()) or \
-                bool((lo32 >= hi32).any()):
-            raise ExportError("prior: the bounds must be finite float32 values with low < high")
-        manifest["prior"] = {"type": "box", "low": [float(v) for v in lo32],
-                             "high": [float(v) for v in hi32]}
+        _add_prior_box(manifest, prior, dx)
     if cond:
         manifest["conditions"] = [{"net": net}]
     manifest["blocks"] = blocks
 
     if test_inputs is None and prior is not None:
-        gen = torch.Generator().manual_seed(int(seed))
-        lo, hi = prior
-        xt = lo + (hi - lo) * torch.rand(n_tests, dx, generator=gen, dtype=F64)
-        yt = None
-        if cond:
-            yt = torch.randn(n_tests, dy, generator=gen, dtype=F64)
-            if "y" in std:
-                yt = std["y"][0] + std["y"][1] * yt
-        test_inputs = {"x": xt, "y": yt} if cond else xt
+        test_inputs = _box_test_inputs(prior, n_tests, seed, dx, dy if cond else 0, std)
+        if not cond:
+            test_inputs = test_inputs["x"]
     x, y = _test_inputs(test_inputs, n_tests, seed, dx, dy, std)
     if check:
         checker(ctx, manifest, mods, flow, emb_mod, x, y, max(check_tol, 1e-6))
     M = ref.Model(manifest, ctx.tensors)
     tests = _test_vectors(ctx, manifest, M, x, y, rtol, atol)
-    _write(path, manifest, ctx.tensors)
-    res = ExportResult(path, json.loads(json.dumps(manifest)), dict(ctx.tensors), tests)
-    res.notes = list(ctx.notes)
-    return res
+    return _finish(path, ctx, manifest, tests)
