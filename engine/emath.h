@@ -520,4 +520,22 @@ EM_INLINE float em_softplusf(float x, float beta, float threshold)
     return bx > threshold ? x : r;
 }
 
+/* Streaming log-sum-exp over terms l (none NaN): start with mx = -inf and s = 0, call
+ * em_lse_add for each term in order, then em_lse_end gives log(sum exp l) (-inf when every
+ * term is -inf).  s is the sum of exp(l - mx), rescaled whenever the maximum grows. */
+EM_INLINE void em_lse_add(double *mx, double *s, double l)
+{
+    if (l > *mx) {
+        *s = (*mx == -EM__INF ? 0.0 : *s * em_exp(*mx - l)) + 1.0;
+        *mx = l;
+    } else if (l > -EM__INF) {
+        *s += em_exp(l - *mx);
+    }
+}
+
+EM_INLINE double em_lse_end(double mx, double s)
+{
+    return mx == -EM__INF ? mx : mx + em_log(s);
+}
+
 #endif

@@ -332,14 +332,9 @@ double mdn_log_density(const struct mdn *q, double *par, const double *xs)
         double l = logw[k] - 0.5 * D * LOG_2PI + ldet[k] - 0.5 * (quad + q->eps * d2);
         if (isnan(l))
             return l;
-        if (l > mx) {
-            s = (mx == -INFINITY ? 0.0 : s * em_exp(mx - l)) + 1.0;
-            mx = l;
-        } else if (l > -INFINITY) {
-            s += em_exp(l - mx);
-        }
+        em_lse_add(&mx, &s, l);
     }
-    return mx == -INFINITY ? mx : mx + em_log(s);
+    return em_lse_end(mx, s);
 }
 
 void mdn_draw(const struct mdn *q, double *par, const double *u, const float *e, double *xs)

@@ -343,14 +343,9 @@ double mogmade_log_density(const struct mogmade *g, double *par, const double *x
             double l = lw[k] - 0.5 * (LOG_2PI + 2.0 * em_log(sd[k]) + z * z);
             if (isnan(l))
                 return l;
-            if (l > mx) {
-                s = (mx == -INFINITY ? 0.0 : s * em_exp(mx - l)) + 1.0;
-                mx = l;
-            } else if (l > -INFINITY) {
-                s += em_exp(l - mx);
-            }
+            em_lse_add(&mx, &s, l);
         }
-        total += mx == -INFINITY ? mx : mx + em_log(s);
+        total += em_lse_end(mx, s);
     }
     return total;
 }
