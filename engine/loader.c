@@ -296,6 +296,21 @@ enum eng_status ldr_tensor(struct ldr *L, const cJSON *obj, const char *field, b
     return to_f32(L, t, out);
 }
 
+enum eng_status ldr_linear(struct ldr *L, const cJSON *obj, const char *field, int out, int in,
+                           const float **w, const float **bias)
+{
+    const cJSON *lj;
+    enum eng_status st = ldr_obj(L, obj, field, true, &lj);
+    if (st != ENG_OK)
+        return st;
+    size_t mark = ldr_push(L, ".%s", field);
+    int64_t shp[2] = {out, in}, bs[1] = {out};
+    if ((st = ldr_tensor(L, lj, "weight", true, 2, shp, w)) == ENG_OK)
+        st = ldr_tensor(L, lj, "bias", false, 1, bs, bias);
+    ldr_pop(L, mark);
+    return st;
+}
+
 enum eng_status ldr_tensor_numel(struct ldr *L, const cJSON *obj, const char *field,
                                  bool required, int64_t numel, const float **out)
 {

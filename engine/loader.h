@@ -64,6 +64,10 @@ enum eng_status ldr_obj(struct ldr *L, const cJSON *obj, const char *field, bool
  * ldr_tensor_numel to accept any shape with a given number of elements. */
 enum eng_status ldr_tensor(struct ldr *L, const cJSON *obj, const char *field, bool required,
                            int ndim, const int64_t *shape, const float **out);
+/* A Linear layer obj[field] = {"weight": out x in, "bias": out (optional: *bias NULL when
+ * absent)}, read with ldr_tensor under the path ".field". */
+enum eng_status ldr_linear(struct ldr *L, const cJSON *obj, const char *field, int out, int in,
+                           const float **w, const float **bias);
 /* Any shape whose element count is `numel` (e.g. (1,C) or (C,)). */
 enum eng_status ldr_tensor_numel(struct ldr *L, const cJSON *obj, const char *field,
                                  bool required, int64_t numel, const float **out);

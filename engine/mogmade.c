@@ -153,22 +153,6 @@ out:
     return st;
 }
 
-/* obj[field] = {"weight": out x in, "bias": out (optional)}. */
-static enum eng_status read_lin(struct ldr *L, const cJSON *obj, const char *field, int out,
-                                int in, const float **w, const float **b)
-{
-    const cJSON *lj;
-    enum eng_status st = ldr_obj(L, obj, field, true, &lj);
-    if (st != ENG_OK)
-        return st;
-    size_t mark = ldr_push(L, ".%s", field);
-    int64_t shp[2] = {out, in}, bs[1] = {out};
-    if ((st = ldr_tensor(L, lj, "weight", true, 2, shp, w)) == ENG_OK)
-        st = ldr_tensor(L, lj, "bias", false, 1, bs, b);
-    ldr_pop(L, mark);
-    return st;
-}
-
 enum eng_status mogmade_load(struct ldr *L, const cJSON *mj, int D, int K, int C, double eps,
                              const struct mogmade **out)
 {
@@ -207,7 +191,7 @@ enum eng_status mogmade_load(struct ldr *L, const cJSON *mj, int D, int K, int C
     g->perm = perm, g->hpre = hpre, g->lo_in = lo_in, g->lo_h = lo_h;
     if ((st = read_masked(L, mj, "initial", g, g->H, g->F, true, false, true, false, &g->w0,
                           &g->b0)) != ENG_OK ||
-        (st = read_lin(L, mj, "context", g->H, C, &g->wc, &g->bc)) != ENG_OK)
+        (st = ldr_linear(L, mj, "context", g->H, C, &g->wc, &g->bc)) != ENG_OK)
         return st;
     const cJSON *bj = cJSON_GetObjectItemCaseSensitive(mj, "blocks");
     if (!cJSON_IsArray(bj) || cJSON_GetArraySize(bj) > MM_MAX_BLOCKS)
@@ -227,7 +211,7 @@ enum eng_status mogmade_load(struct ldr *L, const cJSON *mj, int D, int K, int C
                               &blk[i].w1, &blk[i].b1)) != ENG_OK ||
             (st = read_masked(L, b, "linear1", g, g->H, g->H, false, false, true, true,
                               &blk[i].w2, &blk[i].b2)) != ENG_OK ||
-            (st = read_lin(L, b, "context", g->H, C, &blk[i].wc, &blk[i].bc)) != ENG_OK)
+            (st = ldr_linear(L, b, "context", g->H, C, &blk[i].wc, &blk[i].bc)) != ENG_OK)
             return st;
         ldr_pop(L, mark);
     }

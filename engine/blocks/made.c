@@ -410,22 +410,6 @@ out:
     return st;
 }
 
-/* A plain Linear {"weight": H x cw, "bias": H} of a condition. */
-static enum eng_status read_ctx(struct ldr *L, const cJSON *obj, const char *field, int out,
-                                int in, const float **w, const float **bias)
-{
-    const cJSON *lj;
-    enum eng_status st = ldr_obj(L, obj, field, true, &lj);
-    if (st != ENG_OK)
-        return st;
-    size_t mark = ldr_push(L, ".%s", field);
-    int64_t shp[2] = {out, in}, bs[1] = {out};
-    if ((st = ldr_tensor(L, lj, "weight", true, 2, shp, w)) == ENG_OK)
-        st = ldr_tensor(L, lj, "bias", false, 1, bs, bias);
-    ldr_pop(L, mark);
-    return st;
-}
-
 static float *pack(struct ldr *L, int n, int k, const float *w, int ldw)
 {
     float *d = ldr_alloc(L, sizeof(float) * (kern_packed_size(n, k) + 1));
@@ -474,7 +458,7 @@ static enum eng_status add_ctx(struct ldr *L, struct made *p, struct mlin *l, co
                                const char *field, int cw, const int *perm, enum act_type act)
 {
     const float *w, *bias;
-    enum eng_status st = read_ctx(L, obj, field, p->H, cw, &w, &bias);
+    enum eng_status st = ldr_linear(L, obj, field, p->H, cw, &w, &bias);
     if (st != ENG_OK)
         return st;
     float *ws = ldr_alloc(L, sizeof(float) * (size_t)p->H * cw + 1);

@@ -181,20 +181,16 @@ static float *pack(struct ldr *L, int n, int k, const float *w)
     return d;
 }
 
-/* obj[field] = {"weight": out x in, "bias": out (optional)}, packed. */
+/* obj[field] = {"weight": out x in, "bias": out (optional)} (ldr_linear), packed. */
 static enum eng_status read_lin(struct ldr *L, const cJSON *obj, const char *field, int out,
                                 int in, const float **wp, const float **bias)
 {
-    const cJSON *lj;
-    enum eng_status st = ldr_obj(L, obj, field, true, &lj);
+    const float *w;
+    enum eng_status st = ldr_linear(L, obj, field, out, in, &w, bias);
     if (st != ENG_OK)
         return st;
     size_t mark = ldr_push(L, ".%s", field);
-    int64_t shp[2] = {out, in}, bs[1] = {out};
-    const float *w;
-    if ((st = ldr_tensor(L, lj, "weight", true, 2, shp, &w)) == ENG_OK &&
-        (st = ldr_tensor(L, lj, "bias", false, 1, bs, bias)) == ENG_OK &&
-        !(*wp = pack(L, out, in, w)))
+    if (!(*wp = pack(L, out, in, w)))
         st = ENG_ERR_NOMEM;
     ldr_pop(L, mark);
     return st;
