@@ -1,8 +1,10 @@
 """What the two digits training scripts (train_digits_cinn.py, train_digits_iresnet.py) share:
 scikit-learn's 8 x 8 digits, the held-out split, the dequantization x = (v + u) / 17, bits per
-dimension, the pixel names and the FrEIA import."""
+dimension, the pixel names, the options both take and the FrEIA import."""
 
+import argparse
 import math
+import os
 import sys
 
 import numpy as np
@@ -12,6 +14,24 @@ LEVELS = 17      # intensity levels 0..16: one level is a bin of width 1/17 in [
 D = 64           # values per image
 N_TEST = 297     # held-out images: the first N_TEST of the seeded permutation
 X_NAMES = ["c0_h%d_w%d" % (h, w) for h in range(8) for w in range(8)]
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def arg_parser(doc, model, *, blocks, hidden, steps, batch, lr):
+    """The options both scripts take (--out defaults to models/MODEL.safetensors); a script
+    adds its own before parse_args()."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--out", default=os.path.join(ROOT, "models", model + ".safetensors"))
+    p.add_argument("--freia-path", default=os.environ.get("INNSERVE_FREIA_PATH"))
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--blocks", type=int, default=blocks)
+    p.add_argument("--hidden", type=int, default=hidden)
+    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--batch", type=int, default=batch)
+    p.add_argument("--lr", type=float, default=lr)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--save-torch", help="also save the trained state_dict here")
+    return p
 
 
 def load_digits():

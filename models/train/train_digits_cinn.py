@@ -23,7 +23,6 @@ on one thread.  Needs the real FrEIA (a checkout of
 vislearn/FrEIA on --freia-path; never commit it).
 """
 
-import argparse
 import math
 import os
 import sys
@@ -37,8 +36,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "clients", "python"))
 
-from digits import (D, LEVELS, X_NAMES, dequantize, import_freia, load_split,  # noqa: E402
-                    seed_all, train_bits_per_dim)
+from digits import (D, LEVELS, X_NAMES, arg_parser, dequantize, import_freia,  # noqa: E402
+                    load_split, seed_all, train_bits_per_dim)
 
 
 def build(Ff, Fm, hidden, blocks, seed):
@@ -95,18 +94,8 @@ def test_bpd(inn, V, Y, test_idx, mean, std):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=os.path.join(ROOT, "models", "digits_cinn.safetensors"))
-    p.add_argument("--freia-path", default=os.environ.get("INNSERVE_FREIA_PATH"))
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--blocks", type=int, default=4)
-    p.add_argument("--hidden", type=int, default=24)
-    p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--threads", type=int, default=1)
+    p = arg_parser(__doc__, "digits_cinn", blocks=4, hidden=24, steps=3000, batch=128, lr=2e-3)
     p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--save-torch", help="also save the trained state_dict here")
     a = p.parse_args()
     Ff, Fm = import_freia(a.freia_path, "train_digits_cinn.py")
 

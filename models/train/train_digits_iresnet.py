@@ -22,7 +22,6 @@ estimate computed here with create_graph=True; evaluation uses the exact log-det
 (the Jacobian of each block, 64 x 64).  Needs the real FrEIA (--freia-path).
 """
 
-import argparse
 import math
 import os
 import sys
@@ -36,8 +35,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "clients", "python"))
 
-from digits import (D, LEVELS, X_NAMES, dequantize, import_freia, load_split,  # noqa: E402
-                    seed_all, train_bits_per_dim)
+from digits import (D, LEVELS, X_NAMES, arg_parser, dequantize, import_freia,  # noqa: E402
+                    load_split, seed_all, train_bits_per_dim)
 
 
 class SpectralControl:
@@ -111,18 +110,8 @@ def run(inn, Fm, x, exact=False, terms=6):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=os.path.join(ROOT, "models", "digits_iresnet.safetensors"))
-    p.add_argument("--freia-path", default=os.environ.get("INNSERVE_FREIA_PATH"))
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--blocks", type=int, default=8)
-    p.add_argument("--hidden", type=int, default=32)
-    p.add_argument("--steps", type=int, default=2500)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p = arg_parser(__doc__, "digits_iresnet", blocks=8, hidden=32, steps=2500, batch=64, lr=3e-3)
     p.add_argument("--spectral-norm-max", type=float, default=0.95)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--save-torch", help="also save the trained state_dict here")
     a = p.parse_args()
     Ff, Fm = import_freia(a.freia_path, "train_digits_iresnet.py")
 

@@ -4,11 +4,12 @@ reference math) and the writer of the checkpoint (docs/checkpoint-format.md) wit
 ExportResult."""
 
 import json
+import math
 
 import torch
 
 from .. import _safetensors
-from .common import F64, ExportError, ExportResult, _tensor
+from .common import F64, ExportError, ExportResult, _close, _tensor
 
 def _std_pair(v, n, what):
     if v is None:
@@ -64,6 +65,27 @@ def _add_prior_box(manifest, prior, dx):
         raise ExportError("prior: the bounds must be finite float32 values with low < high")
     manifest["prior"] = {"type": "box", "low": [float(v) for v in lo32],
                          "high": [float(v) for v in hi32]}
+
+
+def _mask_prior(manifest, x, lp):
+    """lp with -inf where a row of x lies outside the manifest's box prior (lp when none)."""
+    pr = manifest.get("prior")
+    if pr:
+        lo, hi = torch.tensor(pr["low"], dtype=F64), torch.tensor(pr["high"], dtype=F64)
+        inside = ((x >= lo) & (x <= hi)).all(1)
+        lp = torch.where(inside, lp, torch.full_like(lp, -math.inf))
+    return lp
+
+
+def _check_log_prob(manifest, x, mine, want, tol):
+    """Raises unless the exported log_prob (mine) is the estimator's (want, the box prior
+    applied here): -inf at the same rows, the finite ones within tol."""
+    want = _mask_prior(manifest, x, want)
+    fin = torch.isfinite(want)
+    if not torch.equal(fin, torch.isfinite(mine)) or \
+            not _close(mine[fin], want[fin].reshape(mine[fin].shape), tol):
+        raise ExportError("log_prob: the exported model does not reproduce the estimator "
+                          "(max difference %.3g)" % float((mine - want)[fin].abs().max()))
 
 
 def _box_test_inputs(prior, n, seed, dx, dy, std):

@@ -32,7 +32,8 @@ from .. import _reference as ref
 from .._version import __version__
 from .common import F64, ExportError, _Ctx, _cls, _tensor
 from .common import _close as _close_flat
-from .manifest import _add_names, _add_prior_box, _box_test_inputs, _finish, _mixture_tests, _test_inputs
+from .manifest import (_add_names, _add_prior_box, _box_test_inputs, _check_log_prob, _finish,
+                       _mask_prior, _mixture_tests, _test_inputs)
 from .subnets import _subnet
 
 LOG2PI = math.log(2.0 * math.pi)
@@ -90,12 +91,7 @@ def log_prob(manifest, tensors, x, y):
     quad = (diff[..., None, :] @ P @ diff[..., :, None])[..., 0, 0]
     logdet = torch.log(torch.diagonal(A, dim1=-2, dim2=-1)).sum(-1)
     lp = torch.logsumexp(logw - 0.5 * d * LOG2PI + logdet - 0.5 * quad, 1) + ld
-    pr = manifest.get("prior")
-    if pr:
-        lo, hi = torch.tensor(pr["low"], dtype=F64), torch.tensor(pr["high"], dtype=F64)
-        inside = ((x >= lo) & (x <= hi)).all(1)
-        lp = torch.where(inside, lp, torch.full_like(lp, -math.inf))
-    return lp
+    return _mask_prior(manifest, x, lp)
 
 
 def draw(manifest, tensors, y, k, e):
@@ -321,15 +317,7 @@ def _check(manifest, tensors, est, net, emb_mods, post, x, y, tol):
         est64 = copy.deepcopy(est).to(F64).eval()
         with torch.no_grad():
             want = est64.log_prob(x, condition=y)
-        if manifest.get("prior"):
-            lo = torch.tensor(manifest["prior"]["low"], dtype=F64)
-            hi = torch.tensor(manifest["prior"]["high"], dtype=F64)
-            inside = ((x >= lo) & (x <= hi)).all(1)
-            want = torch.where(inside, want, torch.full_like(want, -math.inf))
-        fin = torch.isfinite(want)
-        if not torch.equal(fin, torch.isfinite(mine)) or not _close(mine[fin], want[fin], tol):
-            raise ExportError("log_prob: the exported model does not reproduce the estimator "
-                              "(max difference %.3g)" % float((mine - want)[fin].abs().max()))
+        _check_log_prob(manifest, x, mine, want, tol)
     # a draw given its component and normals: mean + A^-1 e (sbi's solve_triangular)
     gen = torch.Generator().manual_seed(1)
     n, K, d = mu.shape

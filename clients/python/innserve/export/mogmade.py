@@ -34,7 +34,8 @@ from .. import _reference as ref
 from .._version import __version__
 from .common import F64, ExportError, _Ctx, _cls, _names_mro, _version
 from .common import _close as _close_flat
-from .manifest import _add_names, _add_prior_box, _box_test_inputs, _finish, _mixture_tests, _test_inputs
+from .manifest import (_add_names, _add_prior_box, _box_test_inputs, _check_log_prob, _finish,
+                       _mask_prior, _mixture_tests, _test_inputs)
 from .subnets import _subnet
 
 LOG2PI = math.log(2.0 * math.pi)
@@ -114,12 +115,7 @@ def log_prob(manifest, tensors, x, y):
     logw, mu, sd = _params(manifest, layers(manifest, tensors, u, c)[-1], n)
     z = (xs[..., None] - mu) / sd
     lp = torch.logsumexp(logw - 0.5 * (LOG2PI + 2 * torch.log(sd) + z * z), -1).sum(-1) + ld
-    pr = manifest.get("prior")
-    if pr:
-        lo, hi = torch.tensor(pr["low"], dtype=F64), torch.tensor(pr["high"], dtype=F64)
-        inside = ((x >= lo) & (x <= hi)).all(1)
-        lp = torch.where(inside, lp, torch.full_like(lp, -math.inf))
-    return lp
+    return _mask_prior(manifest, x, lp)
 
 
 def _pick(logw, u):
@@ -381,16 +377,7 @@ def _check(manifest, tensors, est, flow, emb_mod, post, x, y, tol):
     with torch.no_grad():
         want = e64.log_prob(x, condition=y) if hasattr(e64, "condition_shape") else \
             e64.log_prob(x, context=y)
-    want = want.reshape(-1)
-    if manifest.get("prior"):
-        lo = torch.tensor(manifest["prior"]["low"], dtype=F64)
-        hi = torch.tensor(manifest["prior"]["high"], dtype=F64)
-        inside = ((x >= lo) & (x <= hi)).all(1)
-        want = torch.where(inside, want, torch.full_like(want, -math.inf))
-    fin = torch.isfinite(want)
-    if not torch.equal(fin, torch.isfinite(lp)) or not _close(lp[fin], want[fin], tol):
-        raise ExportError("log_prob: the exported model does not reproduce the estimator "
-                          "(max difference %.3g)" % float((lp - want)[fin].abs().max()))
+    _check_log_prob(manifest, x, lp, want.reshape(-1), tol)
     gen = torch.Generator().manual_seed(1)
     n, D = x.shape
     uu = torch.rand(n, D, generator=gen, dtype=F64)
