@@ -351,14 +351,6 @@ START_TEST(sampling_reproducible)
 }
 END_TEST
 
-static bool inside(const float *x, const float *lo, const float *hi)
-{
-    for (int j = 0; j < DX; j++)
-        if (!(x[j] >= lo[j] && x[j] <= hi[j]))
-            return false;
-    return true;
-}
-
 START_TEST(prior_box)
 {
     struct net n;
@@ -377,26 +369,16 @@ START_TEST(prior_box)
     ck_assert_uint_eq(acc.accepted, N);
     ck_assert_uint_gt(acc.drawn, N); /* this box cuts the mixture */
     for (int i = 0; i < N; i++)
-        ck_assert(inside(x + i * DX, lo, hi) && isfinite(lp[i]));
+        ck_assert(tu_in_box(x + i * DX, DX, lo, hi) && isfinite(lp[i]));
     /* the kept samples are the in-box candidates of eng_sample, in index order */
     ck_assert_uint_le(acc.drawn, 100000);
-    float *all = malloc(sizeof(float) * DX * acc.drawn);
-    ck_assert_int_eq(eng_sample(m, ws, Y0, 5, 0, 0, (int)acc.drawn, 1.0f, all, NULL, NULL, NULL,
-                                err), ENG_OK);
-    int k = 0;
-    for (uint64_t i = 0; i < acc.drawn; i++)
-        if (inside(all + i * DX, lo, hi)) {
-            ck_assert_mem_eq(all + i * DX, x + k * DX, sizeof(float) * DX);
-            k++;
-        }
-    ck_assert_int_eq(k, N);
-    free(all);
+    tu_check_prior_kept(m, ws, Y0, 5, acc.drawn, x, N, lo, hi);
     /* log_prob: -inf outside the closed box, the density inside */
     ck_assert_int_eq(eng_sample(m, ws, Y0, 6, 0, 0, N, 1.0f, x, NULL, NULL, NULL, err), ENG_OK);
     ck_assert_int_eq(eng_log_prob(m, ws, N, x, Y0, 1, lp, err), ENG_OK);
     int out = 0;
     for (int i = 0; i < N; i++) {
-        if (inside(x + i * DX, lo, hi)) {
+        if (tu_in_box(x + i * DX, DX, lo, hi)) {
             ck_assert_double_eq_tol(lp[i], ref_log_prob(&n, Y0, x + i * DX), 1e-5);
         } else {
             ck_assert(lp[i] == -INFINITY);

@@ -577,3 +577,34 @@ void tu_check_sample_reproducible(const struct eng_model *m, struct eng_ws *ws, 
     ck_assert(memcmp(a, b, sz) != 0);
     free(a), free(b), free(r), free(yr), free(dr);
 }
+
+/* ---- prior rejection ---------------------------------------------------------------------- */
+
+bool tu_in_box(const float *x, int d, const float *lo, const float *hi)
+{
+    for (int j = 0; j < d; j++)
+        if (!(x[j] >= lo[j] && x[j] <= hi[j]))
+            return false;
+    return true;
+}
+
+void tu_check_prior_kept(const struct eng_model *m, struct eng_ws *ws, const float *y,
+                         uint64_t seed, uint64_t drawn, const float *x, int n, const float *lo,
+                         const float *hi)
+{
+    const int dx = eng_model_info(m)->dims.x;
+    char err[ENG_ERR_LEN];
+    float *all = malloc(sizeof(float) * dx * drawn);
+    ck_assert_ptr_nonnull(all);
+    ck_assert_int_eq(eng_sample(m, ws, y, seed, 0, 0, (int)drawn, 1.0f, all, NULL, NULL, NULL,
+                                err), ENG_OK);
+    int k = 0;
+    for (uint64_t i = 0; i < drawn; i++)
+        if (tu_in_box(all + i * dx, dx, lo, hi)) {
+            ck_assert_int_lt(k, n);
+            ck_assert_mem_eq(all + i * dx, x + k * dx, sizeof(float) * dx);
+            k++;
+        }
+    ck_assert_int_eq(k, n);
+    free(all);
+}

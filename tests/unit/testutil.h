@@ -90,4 +90,13 @@ void tu_check_sbi_parity(const char *stem, const char *ref_name);
  * another seed or observation index gives other draws. */
 void tu_check_sample_reproducible(const struct eng_model *m, struct eng_ws *ws, const float *y);
 
+/* Whether x[0 .. d) lies in the closed box [lo, hi] (NaN: outside). */
+bool tu_in_box(const float *x, int d, const float *lo, const float *hi);
+/* Prior rejection keeps eng_sample's candidates in index order: the draws 0 .. drawn-1 of
+ * eng_sample(y, seed, observation 0, temperature 1) that lie in the closed box [lo, hi] are
+ * x's n rows, in order. */
+void tu_check_prior_kept(const struct eng_model *m, struct eng_ws *ws, const float *y,
+                         uint64_t seed, uint64_t drawn, const float *x, int n, const float *lo,
+                         const float *hi);
+
 #endif
