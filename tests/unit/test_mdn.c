@@ -249,7 +249,7 @@ START_TEST(log_prob_matches_reference)
     struct eng_ws *ws = eng_ws_new();
     enum { N = 300 }; /* over one tile */
     float *x = malloc(sizeof(float) * N * DX), *y = malloc(sizeof(float) * N * DY);
-    double *lp = malloc(sizeof(double) * N), *lpb = malloc(sizeof(double) * N);
+    double *lp = malloc(sizeof(double) * N);
     tu_randn(x, N * DX, 1.5f, 21);
     tu_randn(y, N * DY, 1.0f, 22);
     char err[ENG_ERR_LEN];
@@ -261,13 +261,8 @@ START_TEST(log_prob_matches_reference)
         worst = fmax(worst, rel);
     }
     ck_assert_msg(worst < 2e-6, "log_prob vs float64 reference: worst relative error %g", worst);
-    /* y broadcast: the same bits as y given per row */
-    for (int i = 0; i < N; i++)
-        memcpy(y + i * DY, Y0, sizeof Y0);
-    ck_assert_int_eq(eng_log_prob(m, ws, N, x, y, N, lp, err), ENG_OK);
-    ck_assert_int_eq(eng_log_prob(m, ws, N, x, Y0, 1, lpb, err), ENG_OK);
-    ck_assert_mem_eq(lp, lpb, sizeof(double) * N);
-    free(x), free(y), free(lp), free(lpb);
+    tu_check_log_prob_broadcast(m, ws, N, x, Y0);
+    free(x), free(y), free(lp);
     eng_ws_free(ws);
     eng_model_unref(m);
 }

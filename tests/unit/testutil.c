@@ -608,3 +608,21 @@ void tu_check_prior_kept(const struct eng_model *m, struct eng_ws *ws, const flo
     ck_assert_int_eq(k, n);
     free(all);
 }
+
+/* ---- observation broadcast ---------------------------------------------------------------- */
+
+void tu_check_log_prob_broadcast(const struct eng_model *m, struct eng_ws *ws, int n,
+                                 const float *x, const float *y0)
+{
+    const int dy = eng_model_info(m)->dims.y;
+    float *y = malloc(sizeof(float) * (size_t)(n * dy));
+    double *lp = malloc(sizeof(double) * (size_t)n), *lpb = malloc(sizeof(double) * (size_t)n);
+    ck_assert(y && lp && lpb);
+    char err[ENG_ERR_LEN];
+    for (int i = 0; i < n; i++)
+        memcpy(y + i * dy, y0, sizeof(float) * (size_t)dy);
+    ck_assert_int_eq(eng_log_prob(m, ws, n, x, y, n, lp, err), ENG_OK);
+    ck_assert_int_eq(eng_log_prob(m, ws, n, x, y0, 1, lpb, err), ENG_OK);
+    ck_assert_mem_eq(lp, lpb, sizeof(double) * (size_t)n);
+    free(y), free(lp), free(lpb);
+}

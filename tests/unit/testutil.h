@@ -99,4 +99,9 @@ void tu_check_prior_kept(const struct eng_model *m, struct eng_ws *ws, const flo
                          uint64_t seed, uint64_t drawn, const float *x, int n, const float *lo,
                          const float *hi);
 
+/* y broadcast: eng_log_prob of x's n rows with observation y0 given once gives the same bits
+ * as with y0 repeated per row. */
+void tu_check_log_prob_broadcast(const struct eng_model *m, struct eng_ws *ws, int n,
+                                 const float *x, const float *y0);
+
 #endif
