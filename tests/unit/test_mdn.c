@@ -279,15 +279,9 @@ START_TEST(sampling_moments)
     double *lp = malloc(sizeof(double) * N);
     char err[ENG_ERR_LEN];
     ck_assert_int_eq(eng_sample(m, ws, Y0, 7, 0, 0, N, 1.0f, x, lp, NULL, NULL, err), ENG_OK);
-    double mean[DX], cov[DX][DX], em[DX] = {0}, ec[DX][DX] = {{0}};
+    double mean[DX], cov[DX][DX], em[DX], ec[DX][DX];
     ref_moments(&n, Y0, mean, cov);
-    for (int i = 0; i < N; i++)
-        for (int a = 0; a < DX; a++)
-            em[a] += x[i * DX + a] / (double)N;
-    for (int i = 0; i < N; i++)
-        for (int a = 0; a < DX; a++)
-            for (int b = 0; b < DX; b++)
-                ec[a][b] += (x[i * DX + a] - em[a]) * (x[i * DX + b] - em[b]) / (N - 1.0);
+    tu_moments(x, N, DX, em, &ec[0][0], DX);
     for (int a = 0; a < DX; a++) {
         double se = sqrt(cov[a][a] / N);
         ck_assert_msg(fabs(em[a] - mean[a]) < 5 * se, "mean[%d]: %g vs %g (se %g)", a, em[a],

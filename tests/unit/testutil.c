@@ -438,6 +438,25 @@ void tu_check_fixture_paths_and_splits(const char *const *names, int n_names)
     unsetenv("INNSERVE_KERNELS");
 }
 
+/* ---- sample moments ----------------------------------------------------------------------- */
+
+void tu_moments(const float *x, int n, int d, double *mean, double *cov, int ldc)
+{
+    for (int a = 0; a < d; a++) {
+        mean[a] = 0.0;
+        for (int b = 0; b < d; b++)
+            cov[a * ldc + b] = 0.0;
+    }
+    for (int i = 0; i < n; i++)
+        for (int a = 0; a < d; a++)
+            mean[a] += x[i * d + a] / (double)n;
+    for (int i = 0; i < n; i++)
+        for (int a = 0; a < d; a++)
+            for (int b = 0; b < d; b++)
+                cov[a * ldc + b] += (x[i * d + a] - mean[a]) * (x[i * d + b] - mean[b]) /
+                                    (n - 1.0);
+}
+
 /* ---- parity with sbi fixtures ------------------------------------------------------------- */
 
 static void sbi_row_f32(const cJSON *a, float *out, int n)
@@ -508,14 +527,8 @@ void tu_check_sbi_parity(const char *stem, const char *ref_name)
         ck_assert_int_eq(eng_sample_prior(m, ws, y, 11, (uint32_t)obs, n, 1.0f, 10000000, x, NULL,
                                           NULL, NULL, &acc, err), ENG_OK);
         ck_assert_uint_eq(acc.accepted, (uint64_t)n);
-        double mean[8] = {0}, cov[8][8] = {{0}};
-        for (int i = 0; i < n; i++)
-            for (int a = 0; a < dx; a++)
-                mean[a] += x[i * dx + a] / (double)n;
-        for (int i = 0; i < n; i++)
-            for (int a = 0; a < dx; a++)
-                for (int b = 0; b < dx; b++)
-                    cov[a][b] += (x[i * dx + a] - mean[a]) * (x[i * dx + b] - mean[b]) / (n - 1.0);
+        double mean[8], cov[8][8];
+        tu_moments(x, n, dx, mean, &cov[0][0], 8);
         const cJSON *wm = cJSON_GetObjectItem(sj, "mean"), *wc = cJSON_GetObjectItem(sj, "cov");
         double f = 1.0 / n + 1.0 / n2;
         for (int a = 0; a < dx; a++) {

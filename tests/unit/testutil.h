@@ -104,4 +104,8 @@ void tu_check_prior_kept(const struct eng_model *m, struct eng_ws *ws, const flo
 void tu_check_log_prob_broadcast(const struct eng_model *m, struct eng_ws *ws, int n,
                                  const float *x, const float *y0);
 
+/* Mean (d) and covariance (d x d, row stride ldc, divisor n - 1) of x's n rows of d floats, in
+ * double, summed in row order. */
+void tu_moments(const float *x, int n, int d, double *mean, double *cov, int ldc);
+
 #endif
