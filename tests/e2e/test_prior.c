@@ -283,16 +283,13 @@ START_TEST(same_bytes_any_workers)
 }
 END_TEST
 
-/* A job gives the synchronous answer's bytes (one unit per observation there too). */
-START_TEST(job_same_bytes)
+/* POST async_body (the request of `sync` with "async": true) to path: 202, and the job's
+ * result, polled for up to 30 s, is 200 with exactly sync's body. */
+static void expect_job_result(const struct e2e_resp *sync, const char *path,
+                              const char *async_body)
 {
-    const char *body = "{\"y\": [[0.3], [1.0]], \"num_samples\": 600, \"seed\": 5}";
-    const char *async_body = "{\"y\": [[0.3], [1.0]], \"num_samples\": 600, \"seed\": 5, "
-                             "\"async\": true}";
-    struct e2e_resp sync, job, res;
-    e2e_post(&THREE, "/v1/models/boxed/sample", body, &sync);
-    ck_assert_int_eq(sync.status, 200);
-    e2e_post(&THREE, "/v1/models/boxed/sample", async_body, &job);
+    struct e2e_resp job, res;
+    e2e_post(&THREE, path, async_body, &job);
     ck_assert_int_eq(job.status, 202);
     char url[256];
     snprintf(url, sizeof url, "%s/result",
@@ -305,8 +302,21 @@ START_TEST(job_same_bytes)
         e2e_resp_free(&res);
     }
     ck_assert_int_eq(res.status, 200);
-    ck_assert_str_eq(res.body, sync.body);
-    e2e_resp_free(&sync), e2e_resp_free(&job), e2e_resp_free(&res);
+    ck_assert_str_eq(res.body, sync->body);
+    e2e_resp_free(&job), e2e_resp_free(&res);
+}
+
+/* A job gives the synchronous answer's bytes (one unit per observation there too). */
+START_TEST(job_same_bytes)
+{
+    const char *body = "{\"y\": [[0.3], [1.0]], \"num_samples\": 600, \"seed\": 5}";
+    const char *async_body = "{\"y\": [[0.3], [1.0]], \"num_samples\": 600, \"seed\": 5, "
+                             "\"async\": true}";
+    struct e2e_resp sync;
+    e2e_post(&THREE, "/v1/models/boxed/sample", body, &sync);
+    ck_assert_int_eq(sync.status, 200);
+    expect_job_result(&sync, "/v1/models/boxed/sample", async_body);
+    e2e_resp_free(&sync);
 }
 END_TEST
 
@@ -485,25 +495,12 @@ START_TEST(calibration_rejects_as_sample)
                        "\"num_samples\": 600, \"seed\": 3}";
     const char *async_body = "{\"x\": [[0.2, 0.1], [1.2, -0.4]], \"y\": [[0.3], [1.0]], "
                              "\"num_samples\": 600, \"seed\": 3, \"async\": true}";
-    struct e2e_resp sync, job, res;
+    struct e2e_resp sync;
     e2e_post(&THREE, "/v1/models/boxed/calibration", body, &sync);
     ck_assert_int_eq(sync.status, 200);
     ck_assert_ptr_nonnull(strstr(sync.body, "\"acceptance\":{\"rate\":["));
-    e2e_post(&THREE, "/v1/models/boxed/calibration", async_body, &job);
-    ck_assert_int_eq(job.status, 202);
-    char url[256];
-    snprintf(url, sizeof url, "%s/result",
-             cJSON_GetObjectItemCaseSensitive(job.json, "url")->valuestring);
-    double end = e2e_now_s() + 30;
-    for (;;) {
-        e2e_get(&THREE, url, &res);
-        if (res.status != 409 || e2e_now_s() > end)
-            break;
-        e2e_resp_free(&res);
-    }
-    ck_assert_int_eq(res.status, 200);
-    ck_assert_str_eq(res.body, sync.body);
-    e2e_resp_free(&sync), e2e_resp_free(&job), e2e_resp_free(&res);
+    expect_job_result(&sync, "/v1/models/boxed/calibration", async_body);
+    e2e_resp_free(&sync);
 }
 END_TEST
 
