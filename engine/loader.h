@@ -68,6 +68,13 @@ enum eng_status ldr_tensor(struct ldr *L, const cJSON *obj, const char *field, b
  * absent)}, read with ldr_tensor under the path ".field". */
 enum eng_status ldr_linear(struct ldr *L, const cJSON *obj, const char *field, int out, int in,
                            const float **w, const float **bias);
+/* A MADE masked Linear obj[field] = {"weight": out x in, "mask": out x in, "bias": out
+ * (optional)}, read under the path ".field": the mask must be 1 where dout[o] > din[i]
+ * (strict, the output rule) or dout[o] >= din[i] (the hidden rule) and 0 elsewhere, else
+ * ENG_ERR_TENSOR naming the tensor, the element and the degrees.  *w, *mask: as stored. */
+enum eng_status ldr_made_linear(struct ldr *L, const cJSON *obj, const char *field, int out,
+                                int in, const int *dout, const int *din, bool strict,
+                                const float **w, const float **mask, const float **bias);
 /* Any shape whose element count is `numel` (e.g. (1,C) or (C,)). */
 enum eng_status ldr_tensor_numel(struct ldr *L, const cJSON *obj, const char *field,
                                  bool required, int64_t numel, const float **out);

@@ -34,6 +34,7 @@
  * load); the per-observation context terms and the pass scratch are caller scratch (`par`).
  */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "emath.h"
@@ -101,32 +102,22 @@ static enum eng_status read_masked(struct ldr *L, const cJSON *obj, const char *
                                    bool final, bool pout, bool pin, const float **w_out,
                                    const float **b_out)
 {
-    const cJSON *lj;
-    enum eng_status st = ldr_obj(L, obj, field, true, &lj);
+    /* the degrees of outputs and inputs (load-time scratch, freed here) */
+    size_t bytes = sizeof(int) * (size_t)(out + in);
+    int *dout = malloc(bytes);
+    if (!dout)
+        return ldr_fail(L, ENG_ERR_NOMEM, "out of memory (%zu bytes)", bytes);
+    int *din = dout + out;
+    for (int o = 0; o < out; o++)
+        dout[o] = final ? o / (3 * g->K) + 1 : hid_deg(g->F, o);
+    for (int i = 0; i < in; i++)
+        din[i] = first ? i + 1 : hid_deg(g->F, i);
+    const float *w, *m;
+    enum eng_status st = ldr_made_linear(L, obj, field, out, in, dout, din, final, &w, &m, b_out);
+    free(dout);
     if (st != ENG_OK)
         return st;
     size_t mark = ldr_push(L, ".%s", field);
-    const float *w, *m;
-    int64_t shp[2] = {out, in}, bs[1] = {out};
-    if ((st = ldr_tensor(L, lj, "weight", true, 2, shp, &w)) != ENG_OK ||
-        (st = ldr_tensor(L, lj, "mask", true, 2, shp, &m)) != ENG_OK ||
-        (st = ldr_tensor(L, lj, "bias", false, 1, bs, b_out)) != ENG_OK)
-        goto out;
-    for (int o = 0; o < out; o++)
-        for (int i = 0; i < in; i++) {
-            int dout = final ? o / (3 * g->K) + 1 : hid_deg(g->F, o);
-            int din = first ? i + 1 : hid_deg(g->F, i);
-            bool keep = final ? dout > din : dout >= din;
-            float mv = m[(size_t)o * in + i];
-            if (mv != (keep ? 1.0f : 0.0f)) {
-                st = ldr_fail(L, ENG_ERR_TENSOR,
-                              "tensor '%s' (field 'mask') is not the MADE mask of its degrees: "
-                              "element [%d][%d] is %g, the degrees give %d (output degree %d, "
-                              "input degree %d)", ldr_tensor_name(lj, "mask"), o, i, (double)mv,
-                              keep ? 1 : 0, dout, din);
-                goto out;
-            }
-        }
     float *we = ldr_alloc(L, sizeof(float) * (size_t)out * (size_t)in + 1);
     if (!we) {
         st = ENG_ERR_NOMEM;

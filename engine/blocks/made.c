@@ -372,31 +372,11 @@ static enum eng_status read_masked(struct ldr *L, const cJSON *obj, const char *
                                    int in, const int *dout, const int *din, bool strict,
                                    float **w_out, const float **b_out)
 {
-    const cJSON *lj;
-    enum eng_status st = ldr_obj(L, obj, field, true, &lj);
+    const float *w, *m;
+    enum eng_status st = ldr_made_linear(L, obj, field, out, in, dout, din, strict, &w, &m, b_out);
     if (st != ENG_OK)
         return st;
     size_t mark = ldr_push(L, ".%s", field);
-    const float *w, *m;
-    int64_t shp[2] = {out, in}, bs[1] = {out};
-    if ((st = ldr_tensor(L, lj, "weight", true, 2, shp, &w)) != ENG_OK ||
-        (st = ldr_tensor(L, lj, "mask", true, 2, shp, &m)) != ENG_OK ||
-        (st = ldr_tensor(L, lj, "bias", false, 1, bs, b_out)) != ENG_OK)
-        goto out;
-    for (int o = 0; o < out; o++)
-        for (int i = 0; i < in; i++) {
-            bool keep = strict ? dout[o] > din[i] : dout[o] >= din[i];
-            float mv = m[(size_t)o * in + i];
-            if (mv != (keep ? 1.0f : 0.0f)) {
-                st = ldr_fail(L, ENG_ERR_TENSOR,
-                              "tensor '%s' (field 'mask') is not the MADE mask of its degrees: "
-                              "element [%d][%d] is %g, the degrees give %d (output degree %d, "
-                              "input degree %d)",
-                              ldr_tensor_name(lj, "mask"), o, i, (double)mv, keep ? 1 : 0,
-                              dout[o], din[i]);
-                goto out;
-            }
-        }
     float *we = ldr_alloc(L, sizeof(float) * (size_t)out * (size_t)in + 1);
     if (!we) {
         st = ENG_ERR_NOMEM;
