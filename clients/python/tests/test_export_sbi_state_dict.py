@@ -63,7 +63,16 @@ class SameAsExportSbi(unittest.TestCase):
         self.assertEqual(got_m, want_m, name)
         self.assertEqual(sorted(got_t), sorted(want_t), name)
         for k in want_t:
-            self.assertEqual(got_t[k], want_t[k], "%s: tensor %s" % (name, k))
+            if k.startswith("test.") and k not in ("test.x", "test.y"):
+                # expected outputs, computed by PyTorch in float64 at export: their last bits
+                # follow the BLAS kernel that ran (OPENBLAS_CORETYPE), not the exporter
+                dt, shape, vals = got_t[k]
+                self.assertEqual((dt, shape), want_t[k][:2], "%s: tensor %s" % (name, k))
+                for g, w in zip(vals, want_t[k][2]):
+                    self.assertAlmostEqual(g, w, delta=1e-12 * max(1.0, abs(w)),
+                                           msg="%s: tensor %s" % (name, k))
+            else:
+                self.assertEqual(got_t[k], want_t[k], "%s: tensor %s" % (name, k))
         return res
 
     def test_made(self):
