@@ -213,10 +213,12 @@ test-python: $(BINS)
 	@$(call need,/usr/bin/python3 -c 'import torch; import numpy',python3-torch or python3-numpy); \
 	cd clients/python && INNSERVE_BIN=$(CURDIR)/$(BUILD)/innserve INNCTL_BIN=$(CURDIR)/$(BUILD)/innctl /usr/bin/python3 -m unittest discover -s tests -v
 
-# The C suites again under ASan+UBSan (built in parallel, run one after the other).
+# The C suites again under ASan+UBSan (built in parallel, run one after the other), with
+# Check's timeouts and the e2e daemons' start-up limit ten times longer (CK_TIMEOUT_MULTIPLIER):
+# sanitized, the demo i-ResNet image flow takes ~30 s to load.
 test-san:
 	$(MAKE) SANITIZE=1 all
-	$(MAKE) -j1 -k SANITIZE=1 test-unit test-e2e
+	CK_TIMEOUT_MULTIPLIER=10 $(MAKE) -j1 -k SANITIZE=1 test-unit test-e2e
 
 # The fast tier: no root, installs nothing.  Every step runs; the failed ones are listed.
 # CHECK_MISSING=fail (make test) fails a step whose packages are missing instead of skipping it.

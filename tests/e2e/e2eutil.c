@@ -260,7 +260,12 @@ static bool start(struct e2e_daemon *d, const char *dir, const char *const *args
         _exit(127);
     }
     d->pid = pid;
-    double end = e2e_now_s() + 20.0;
+    /* 20 s to come up, times CK_TIMEOUT_MULTIPLIER (Check's own scale for its test timeouts,
+     * which make test-san sets: a sanitized daemon loads the demo i-ResNet image flow in
+     * ~30 s) */
+    const char *mul = getenv("CK_TIMEOUT_MULTIPLIER");
+    double scale = mul ? atof(mul) : 1.0;
+    double end = e2e_now_s() + 20.0 * (scale > 1.0 && scale <= 100.0 ? scale : 1.0);
     while (e2e_now_s() < end) {
         char *log = tu_slurp(d->log, NULL);
         if (log) {
