@@ -353,7 +353,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check_jsyn(bits, nbits);
     check_route(method, path);
     enum proto_format f = proto_format_from_accept(accept);
-    if (f != PROTO_FMT_JSON && f != PROTO_FMT_CSV && f != PROTO_FMT_NPY)
+    if (f != PROTO_FMT_JSON && f != PROTO_FMT_CSV && f != PROTO_FMT_NPY && f != PROTO_FMT_PNG)
         FAIL("accept: format %d", f);
     (void)proto_content_type_ok(ctype);
     (void)proto_content_type_ok(accept);
