@@ -425,18 +425,23 @@ void la_linear_err_f64(int n, int out, int in, const double *X, int ldx, const d
                 linear_err_body(n, out, in, X, ldx, EX, ldex, W, Wabs, ldw, Y, ldy, EY, ldey));
 }
 
+/* Leaving out zero terms of A (convolutions' dense matrices are mostly zeros) is exact
+ * when C starts from +0 and B is finite (gemm_body). */
+static bool gemm_may_skip(int n, int k, const double *B, int ldb, double beta)
+{
+    if (beta != 0.0)
+        return false;
+    for (int p = 0; p < k; p++)
+        for (int j = 0; j < n; j++)
+            if (!isfinite(B[(size_t)p * ldb + j]))
+                return false;
+    return true;
+}
+
 void la_gemm_f64(int m, int n, int k, const double *A, int lda, const double *B, int ldb,
                    double beta, double *C, int ldc)
 {
-    /* leaving out zero terms of A (convolutions' dense matrices are mostly zeros) is exact
-     * when C starts from +0 and B is finite (gemm_body) */
-    bool skip = beta == 0.0;
-    for (int p = 0; skip && p < k; p++)
-        for (int j = 0; j < n; j++)
-            if (!isfinite(B[(size_t)p * ldb + j])) {
-                skip = false;
-                break;
-            }
+    bool skip = gemm_may_skip(n, k, B, ldb, beta);
 #ifdef LA_FMA_CLONES
     if (la_has_avx512()) {
         gemm_avx512(m, n, k, A, lda, B, ldb, beta, C, ldc, skip);
