@@ -81,17 +81,19 @@ static char *manifest(const char *extra, const char *mix)
         "\"upper\":{\"weight\":\"upper.weight\",\"bias\":\"upper.bias\"}";
     size_t cap = 8192;
     char *m = malloc(cap);
-    snprintf(m, cap,
-             TU_MIX_MANIFEST_HEAD "\"mixture\":{%s}%s%s}",
-             mix ? mix : std_mix, *extra ? "," : "", extra);
+    snprintf(m, cap, TU_MIX_MANIFEST_HEAD "\"mixture\":{%s}%s%s}", mix ? mix : std_mix,
+             *extra ? "," : "", extra);
     return m;
 }
 
-static struct eng_model *load(const struct net *n, const char *extra)
+/* The test network in n, the model loaded from it (the manifest members `extra`) and a
+ * workspace: what most tests start from. */
+static struct tu_fix fix_open(struct net *n, const char *extra)
 {
+    make_net(n);
     struct tu_ckpt *c = tu_ckpt_new();
     add_tensors(c, n);
-    return tu_load_owned(c, manifest(extra, NULL), ENG_LOAD_NO_SELFTEST);
+    return tu_fix_load(c, manifest(extra, NULL));
 }
 
 /* ---- the float64 reference ---------------------------------------------------------- */
@@ -221,27 +223,22 @@ static const float Y0[DY] = {0.4f, -0.3f};
 START_TEST(log_prob_matches_reference)
 {
     struct net n;
-    make_net(&n);
-    struct eng_model *m = load(&n, "");
-    ck_assert_str_eq(eng_kind_str(eng_model_info(m)->kind), "mdn");
-    struct eng_ws *ws = eng_ws_new();
-    tu_check_mix_log_prob(m, ws, ref_log_prob, &n, 2e-6, Y0);
-    eng_ws_free(ws);
-    eng_model_unref(m);
+    struct tu_fix f = fix_open(&n, "");
+    ck_assert_str_eq(eng_kind_str(eng_model_info(f.m)->kind), "mdn");
+    tu_check_mix_log_prob(f.m, f.ws, ref_log_prob, &n, 2e-6, Y0);
+    tu_fix_close(&f);
 }
 END_TEST
 
 START_TEST(sampling_moments)
 {
     struct net n;
-    make_net(&n);
-    struct eng_model *m = load(&n, "");
-    struct eng_ws *ws = eng_ws_new();
+    struct tu_fix f = fix_open(&n, "");
     enum { N = 200000 };
     float *x = malloc(sizeof(float) * N * DX);
     double *lp = malloc(sizeof(double) * N);
     char err[ENG_ERR_LEN];
-    ck_assert_int_eq(eng_sample(m, ws, Y0, 7, 0, 0, N, 1.0f, x, lp, NULL, NULL, err), ENG_OK);
+    ck_assert_int_eq(eng_sample(f.m, f.ws, Y0, 7, 0, 0, N, 1.0f, x, lp, NULL, NULL, err), ENG_OK);
     double mean[DX], cov[DX][DX], em[DX], ec[DX][DX];
     ref_moments(&n, Y0, mean, cov);
     tu_moments(x, N, DX, em, &ec[0][0], DX);
@@ -257,29 +254,27 @@ START_TEST(sampling_moments)
     }
     /* the density returned with the samples is log_prob's, bit for bit */
     double *lp2 = malloc(sizeof(double) * 1000);
-    ck_assert_int_eq(eng_log_prob(m, ws, 1000, x, Y0, 1, lp2, err), ENG_OK);
+    ck_assert_int_eq(eng_log_prob(f.m, f.ws, 1000, x, Y0, 1, lp2, err), ENG_OK);
     ck_assert_mem_eq(lp, lp2, sizeof(double) * 1000);
     ck_assert_double_eq_tol(lp[5], ref_log_prob(&n, Y0, x + 5 * DX), 1e-5);
     free(lp2), free(x), free(lp);
-    eng_ws_free(ws);
-    eng_model_unref(m);
+    tu_fix_close(&f);
 }
 END_TEST
 
 START_TEST(sampling_reproducible)
 {
     struct net n;
-    make_net(&n);
-    struct eng_model *m = load(&n, "");
-    struct eng_ws *ws = eng_ws_new();
-    tu_check_sample_reproducible(m, ws, Y0);
+    struct tu_fix f = fix_open(&n, "");
+    tu_check_sample_reproducible(f.m, f.ws, Y0);
     enum { N = 600 };
     float b[N * DX];
     char err[ENG_ERR_LEN];
     /* temperature 0: every sample is the mean of the component it drew */
     struct mix q;
     ref_mixture(&n, Y0, &q);
-    ck_assert_int_eq(eng_sample(m, ws, Y0, 42, 3, 0, N, 0.0f, b, NULL, NULL, NULL, err), ENG_OK);
+    ck_assert_int_eq(eng_sample(f.m, f.ws, Y0, 42, 3, 0, N, 0.0f, b, NULL, NULL, NULL, err),
+                     ENG_OK);
     int hit[K] = {0};
     for (int i = 0; i < N; i++) {
         int found = -1;
@@ -298,68 +293,59 @@ START_TEST(sampling_reproducible)
         ck_assert_msg(fabs(hit[k] / (double)N - w) < 5 * se + 1e-9, "component %d drawn %d of "
                       "%d times, weight %g", k, hit[k], N, w);
     }
-    eng_ws_free(ws);
-    eng_model_unref(m);
+    tu_fix_close(&f);
 }
 END_TEST
 
 START_TEST(prior_box)
 {
     struct net n;
-    make_net(&n);
-    struct eng_model *m = load(&n, "\"prior\":{\"type\":\"box\",\"low\":[-2,-2,0],"
-                                   "\"high\":[3,0,4]}");
-    const float lo[DX] = {-2, -2, 0}, hi[DX] = {3, 0, 4};
-    struct eng_ws *ws = eng_ws_new();
+    struct tu_fix f = fix_open(&n, TU_MIX_PRIOR_BOX);
     enum { N = 500 };
-    tu_check_mix_prior_box(m, ws, Y0, lo, hi, N, 100000, ref_log_prob, &n);
+    tu_check_mix_prior_box(f.m, f.ws, Y0, N, 100000, ref_log_prob, &n);
     float x[N * DX];
     double lp2[N];
     char err[ENG_ERR_LEN];
     struct eng_accept acc;
     float edge[DX] = {3.0f, 0.0f, 0.0f}; /* on the boundary: inside */
-    ck_assert_int_eq(eng_log_prob(m, ws, 1, edge, Y0, 1, lp2, err), ENG_OK);
+    ck_assert_int_eq(eng_log_prob(f.m, f.ws, 1, edge, Y0, 1, lp2, err), ENG_OK);
     ck_assert(isfinite(lp2[0]));
     /* the acceptance estimate */
-    ck_assert_int_eq(eng_prior_acceptance(m, ws, Y0, 5, 0, N, 100000, NULL, &acc, err), ENG_OK);
+    ck_assert_int_eq(eng_prior_acceptance(f.m, f.ws, Y0, 5, 0, N, 100000, NULL, &acc, err), ENG_OK);
     ck_assert_uint_eq(acc.accepted, N);
     ck_assert_uint_gt(acc.drawn, N);
     /* the draw limit stops a run short, without error */
-    ck_assert_int_eq(eng_sample_prior(m, ws, Y0, 5, 0, N, 1.0f, 10, x, NULL, NULL, NULL, &acc,
+    ck_assert_int_eq(eng_sample_prior(f.m, f.ws, Y0, 5, 0, N, 1.0f, 10, x, NULL, NULL, NULL, &acc,
                                       err), ENG_OK);
     ck_assert_uint_eq(acc.drawn, 10);
     ck_assert_uint_lt(acc.accepted, 10 + 1);
-    eng_ws_free(ws);
-    eng_model_unref(m);
+    tu_fix_close(&f);
 }
 END_TEST
 
 START_TEST(refused_operations)
 {
     struct net n;
-    make_net(&n);
-    struct eng_model *m = load(&n, "");
-    struct eng_ws *ws = eng_ws_new();
-    tu_check_mix_refused(m, ws, Y0);
+    struct tu_fix f = fix_open(&n, "");
+    tu_check_mix_refused(f.m, f.ws, Y0);
     float x[DX] = {0, 0, 0}, out[DX];
     double ld, lp;
     char err[ENG_ERR_LEN];
     double se;
-    ck_assert_int_eq(eng_resimulate(m, ws, 1, x, Y0, &se, err), ENG_ERR_UNSUPPORTED);
+    ck_assert_int_eq(eng_resimulate(f.m, f.ws, 1, x, Y0, &se, err), ENG_ERR_UNSUPPORTED);
     struct eng_preimage_opts po = {.method = ENG_PREIMAGE_GRADIENT, .num_solutions = 1,
                                    .max_steps = 10};
     int nf;
-    ck_assert_int_eq(eng_preimage(m, ws, x, Y0, &po, out, &ld, &nf, err), ENG_ERR_UNSUPPORTED);
+    ck_assert_int_eq(eng_preimage(f.m, f.ws, x, Y0, &po, out, &ld, &nf, err), ENG_ERR_UNSUPPORTED);
     ck_assert_ptr_nonnull(strstr(err, "mdn"));
-    const struct eng_certificate *c = eng_model_certificate(m);
+    const struct eng_certificate *c = eng_model_certificate(f.m);
     ck_assert(!c->invertible);
     ck_assert_int_eq(c->n_blocks, 0);
     /* non-finite x: refused; no y */
     float badx[DX] = {INFINITY, 0, 0};
-    ck_assert_int_eq(eng_log_prob(m, ws, 1, badx, Y0, 1, &lp, err), ENG_ERR_NONFINITE);
-    ck_assert_int_eq(eng_log_prob(m, ws, 1, x, NULL, 0, &lp, err), ENG_ERR_SHAPE);
-    eng_ws_free(ws);
-    eng_model_unref(m);
+    ck_assert_int_eq(eng_log_prob(f.m, f.ws, 1, badx, Y0, 1, &lp, err), ENG_ERR_NONFINITE);
+    ck_assert_int_eq(eng_log_prob(f.m, f.ws, 1, x, NULL, 0, &lp, err), ENG_ERR_SHAPE);
+    tu_fix_close(&f);
 }
 END_TEST
 

@@ -111,7 +111,8 @@ static char *manifest(const char *extra)
     size_t cap = 8192;
     char *m = malloc(cap);
     snprintf(m, cap,
-             TU_MIX_MANIFEST_HEAD "\"mixture\":{\"type\":\"made\",\"components\":2,\"epsilon\":0.01,"
+             TU_MIX_MANIFEST_HEAD
+             "\"mixture\":{\"type\":\"made\",\"components\":2,\"epsilon\":0.01,"
              "\"activation\":\"relu\",\"hidden\":6,"
              "\"net\":{\"layers\":[{\"type\":\"linear\",\"weight\":\"emb.weight\",\"bias\":"
              "\"emb.bias\"},{\"type\":\"tanh\"}]},"
@@ -121,11 +122,14 @@ static char *manifest(const char *extra)
     return m;
 }
 
-static struct eng_model *load(const struct net *n, const char *extra)
+/* The test network in n, the model loaded from it (the manifest members `extra`) and a
+ * workspace: what most tests start from. */
+static struct tu_fix fix_open(struct net *n, const char *extra)
 {
+    make_net(n);
     struct tu_ckpt *c = tu_ckpt_new();
     add_tensors(c, n, false);
-    return tu_load_owned(c, manifest(extra), ENG_LOAD_NO_SELFTEST);
+    return tu_fix_load(c, manifest(extra));
 }
 
 /* ---- the float64 reference ---------------------------------------------------------- */
@@ -254,28 +258,23 @@ static void ref_draw(const struct net *n, const float *y, uint64_t seed, uint32_
 START_TEST(log_prob_matches_reference)
 {
     struct net n;
-    make_net(&n);
-    struct eng_model *m = load(&n, "");
-    struct eng_ws *ws = eng_ws_new();
-    tu_check_mix_log_prob(m, ws, ref_log_prob, &n, 5e-6, Y0);
-    eng_ws_free(ws);
-    eng_model_unref(m);
+    struct tu_fix f = fix_open(&n, "");
+    tu_check_mix_log_prob(f.m, f.ws, ref_log_prob, &n, 5e-6, Y0);
+    tu_fix_close(&f);
 }
 END_TEST
 
 START_TEST(samples_are_the_reference_draws)
 {
     struct net n;
-    make_net(&n);
-    struct eng_model *m = load(&n, "");
-    struct eng_ws *ws = eng_ws_new();
+    struct tu_fix f = fix_open(&n, "");
     enum { N = 700 };
     float *x = malloc(sizeof(float) * N * DX);
     double *lp = malloc(sizeof(double) * N), *lp2 = malloc(sizeof(double) * N);
     char err[ENG_ERR_LEN];
     const float temps[2] = {1.0f, 0.6f};
     for (int ti = 0; ti < 2; ti++) {
-        ck_assert_int_eq(eng_sample(m, ws, Y0, 9, 2, 100, N, temps[ti], x, lp, NULL, NULL, err),
+        ck_assert_int_eq(eng_sample(f.m, f.ws, Y0, 9, 2, 100, N, temps[ti], x, lp, NULL, NULL, err),
                          ENG_OK);
         int k_seen[2] = {0};
         for (int i = 0; i < N; i++) {
@@ -290,45 +289,36 @@ START_TEST(samples_are_the_reference_draws)
         ck_assert_int_gt(k_seen[0], 0);
         ck_assert_int_gt(k_seen[1], 0);
         /* the density returned with the samples is log_prob's, bit for bit */
-        ck_assert_int_eq(eng_log_prob(m, ws, N, x, Y0, 1, lp2, err), ENG_OK);
+        ck_assert_int_eq(eng_log_prob(f.m, f.ws, N, x, Y0, 1, lp2, err), ENG_OK);
         ck_assert_mem_eq(lp, lp2, sizeof(double) * N);
     }
     free(x), free(lp), free(lp2);
-    eng_ws_free(ws);
-    eng_model_unref(m);
+    tu_fix_close(&f);
 }
 END_TEST
 
 START_TEST(sampling_reproducible)
 {
     struct net n;
-    make_net(&n);
-    struct eng_model *m = load(&n, "");
-    struct eng_ws *ws = eng_ws_new();
-    tu_check_sample_reproducible(m, ws, Y0);
-    eng_ws_free(ws);
-    eng_model_unref(m);
+    struct tu_fix f = fix_open(&n, "");
+    tu_check_sample_reproducible(f.m, f.ws, Y0);
+    tu_fix_close(&f);
 }
 END_TEST
 
 START_TEST(prior_box)
 {
     struct net n;
-    make_net(&n);
-    struct eng_model *m = load(&n, "\"prior\":{\"type\":\"box\",\"low\":[-2,-2,0],"
-                                   "\"high\":[3,0,4]}");
-    const float lo[DX] = {-2, -2, 0}, hi[DX] = {3, 0, 4};
-    struct eng_ws *ws = eng_ws_new();
-    tu_check_mix_prior_box(m, ws, Y0, lo, hi, 400, 1000000, ref_log_prob, &n);
-    eng_ws_free(ws);
-    eng_model_unref(m);
+    struct tu_fix f = fix_open(&n, TU_MIX_PRIOR_BOX);
+    tu_check_mix_prior_box(f.m, f.ws, Y0, 400, 1000000, ref_log_prob, &n);
+    tu_fix_close(&f);
 }
 END_TEST
 
 START_TEST(refused)
 {
     struct net n;
-    make_net(&n);
+    struct tu_fix f = fix_open(&n, "");
     /* a mask that does not follow the degrees, named by tensor */
     struct tu_ckpt *c = tu_ckpt_new();
     add_tensors(c, &n, true);
@@ -350,11 +340,8 @@ START_TEST(refused)
     free(man);
     tu_ckpt_free(c);
     /* forward, inverse, non-finite inputs */
-    struct eng_model *m = load(&n, "");
-    struct eng_ws *ws = eng_ws_new();
-    tu_check_mix_refused(m, ws, Y0);
-    eng_ws_free(ws);
-    eng_model_unref(m);
+    tu_check_mix_refused(f.m, f.ws, Y0);
+    tu_fix_close(&f);
 }
 END_TEST
 

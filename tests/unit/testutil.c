@@ -665,12 +665,19 @@ void tu_mix_std_add(struct tu_ckpt *c, const float xm[3], const float xs[3], con
     tu_add_mat(c, "sy.std", 2, 0, ys);
 }
 
-struct eng_model *tu_load_owned(struct tu_ckpt *c, char *manifest, unsigned flags)
+struct tu_fix tu_fix_load(struct tu_ckpt *c, char *manifest)
 {
-    struct eng_model *m = tu_load(c, manifest, flags);
+    struct tu_fix f = {tu_load(c, manifest, ENG_LOAD_NO_SELFTEST), eng_ws_new()};
+    ck_assert_ptr_nonnull(f.ws);
     free(manifest);
     tu_ckpt_free(c);
-    return m;
+    return f;
+}
+
+void tu_fix_close(struct tu_fix *f)
+{
+    eng_ws_free(f->ws);
+    eng_model_unref(f->m);
 }
 
 void tu_check_mix_log_prob(const struct eng_model *m, struct eng_ws *ws, tu_ref_log_prob_fn *ref,
@@ -698,11 +705,12 @@ void tu_check_mix_log_prob(const struct eng_model *m, struct eng_ws *ws, tu_ref_
     free(x), free(y), free(lp);
 }
 
-void tu_check_mix_prior_box(const struct eng_model *m, struct eng_ws *ws, const float *y0,
-                            const float *lo, const float *hi, int n, uint64_t max_draws,
-                            tu_ref_log_prob_fn *ref, const void *ctx)
+void tu_check_mix_prior_box(const struct eng_model *m, struct eng_ws *ws, const float *y0, int n,
+                            uint64_t max_draws, tu_ref_log_prob_fn *ref, const void *ctx)
 {
     const int dx = eng_model_info(m)->dims.x;
+    const float lo[3] = {-2, -2, 0}, hi[3] = {3, 0, 4};
+    ck_assert_int_eq(dx, 3);
     float *x = malloc(sizeof(float) * (size_t)(n * dx));
     double *lp = malloc(sizeof(double) * (size_t)n);
     ck_assert(x && lp);
