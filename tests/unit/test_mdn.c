@@ -46,36 +46,24 @@ static void make_net(struct net *n)
     tu_randn(n->bd, K * DX, 0.3f, 10);
     tu_randn(n->wu, K * U * H2, 0.3f, 11);
     tu_randn(n->bu, K * U, 0.3f, 12);
-    const float xm[DX] = {0.5f, -1.0f, 2.0f}, xs[DX] = {2.0f, 0.5f, 1.5f};
-    const float ym[DY] = {0.1f, -0.2f}, ys[DY] = {1.3f, 0.7f};
-    memcpy(n->xm, xm, sizeof xm), memcpy(n->xs, xs, sizeof xs);
-    memcpy(n->ym, ym, sizeof ym), memcpy(n->ys, ys, sizeof ys);
-}
-
-static void add2(struct tu_ckpt *c, const char *name, int r, int cols, const float *v)
-{
-    int64_t s[2] = {r, cols};
-    tu_add_f32(c, name, cols ? 2 : 1, s, v);
+    tu_mix_std_init(n->xm, n->xs, n->ym, n->ys);
 }
 
 static void add_tensors(struct tu_ckpt *c, const struct net *n)
 {
-    add2(c, "net.0.weight", H1, DY, n->w1);
-    add2(c, "net.0.bias", H1, 0, n->b1);
-    add2(c, "net.2.weight", H2, H1, n->w2);
-    add2(c, "net.2.bias", H2, 0, n->b2);
-    add2(c, "logits.weight", K, H2, n->wl);
-    add2(c, "logits.bias", K, 0, n->bl);
-    add2(c, "means.weight", K * DX, H2, n->wm);
-    add2(c, "means.bias", K * DX, 0, n->bm);
-    add2(c, "diag.weight", K * DX, H2, n->wd);
-    add2(c, "diag.bias", K * DX, 0, n->bd);
-    add2(c, "upper.weight", K * U, H2, n->wu);
-    add2(c, "upper.bias", K * U, 0, n->bu);
-    add2(c, "sx.mean", DX, 0, n->xm);
-    add2(c, "sx.std", DX, 0, n->xs);
-    add2(c, "sy.mean", DY, 0, n->ym);
-    add2(c, "sy.std", DY, 0, n->ys);
+    tu_add_mat(c, "net.0.weight", H1, DY, n->w1);
+    tu_add_mat(c, "net.0.bias", H1, 0, n->b1);
+    tu_add_mat(c, "net.2.weight", H2, H1, n->w2);
+    tu_add_mat(c, "net.2.bias", H2, 0, n->b2);
+    tu_add_mat(c, "logits.weight", K, H2, n->wl);
+    tu_add_mat(c, "logits.bias", K, 0, n->bl);
+    tu_add_mat(c, "means.weight", K * DX, H2, n->wm);
+    tu_add_mat(c, "means.bias", K * DX, 0, n->bm);
+    tu_add_mat(c, "diag.weight", K * DX, H2, n->wd);
+    tu_add_mat(c, "diag.bias", K * DX, 0, n->bd);
+    tu_add_mat(c, "upper.weight", K * U, H2, n->wu);
+    tu_add_mat(c, "upper.bias", K * U, 0, n->bu);
+    tu_mix_std_add(c, n->xm, n->xs, n->ym, n->ys);
 }
 
 /* The manifest with `extra` (JSON members, may be "") and the mixture's members `mix`
@@ -93,25 +81,19 @@ static char *manifest(const char *extra, const char *mix)
         "\"upper\":{\"weight\":\"upper.weight\",\"bias\":\"upper.bias\"}";
     size_t cap = 8192;
     char *m = malloc(cap);
-    snprintf(m, cap,
-             "{\"format\":\"innserve-manifest\",\"version\":1,\"kind\":\"mdn\","
-             "\"dims\":{\"x\":3,\"y\":2},"
-             "\"standardize\":{\"x\":{\"mean\":\"sx.mean\",\"std\":\"sx.std\"},"
-             "\"y\":{\"mean\":\"sy.mean\",\"std\":\"sy.std\"}},"
-             "\"mixture\":{%s}%s%s}",
-             mix ? mix : std_mix, *extra ? "," : "", extra);
+    snprintf(m, cap, TU_MIX_MANIFEST_HEAD "\"mixture\":{%s}%s%s}", mix ? mix : std_mix,
+             *extra ? "," : "", extra);
     return m;
 }
 
-static struct eng_model *load(const struct net *n, const char *extra)
+/* The test network in n, the model loaded from it (the manifest members `extra`) and a
+ * workspace: what most tests start from. */
+static struct tu_fix fix_open(struct net *n, const char *extra)
 {
+    make_net(n);
     struct tu_ckpt *c = tu_ckpt_new();
     add_tensors(c, n);
-    char *man = manifest(extra, NULL);
-    struct eng_model *m = tu_load(c, man, ENG_LOAD_NO_SELFTEST);
-    free(man);
-    tu_ckpt_free(c);
-    return m;
+    return tu_fix_load(c, manifest(extra, NULL));
 }
 
 /* ---- the float64 reference ---------------------------------------------------------- */
@@ -164,8 +146,9 @@ static void ref_mixture(const struct net *n, const float *y, struct mix *q)
 }
 
 /* log q(x | y) in physical units: precision P = A^T A + eps I, log-det sum log A_ii. */
-static double ref_log_prob(const struct net *n, const float *y, const float *x)
+static double ref_log_prob(const void *ctx, const float *y, const float *x)
 {
+    const struct net *n = ctx;
     struct mix q;
     ref_mixture(n, y, &q);
     double xs[DX], terms[K], mx = -INFINITY, logstd = 0;
@@ -240,45 +223,22 @@ static const float Y0[DY] = {0.4f, -0.3f};
 START_TEST(log_prob_matches_reference)
 {
     struct net n;
-    make_net(&n);
-    struct eng_model *m = load(&n, "");
-    const struct eng_info *in = eng_model_info(m);
-    ck_assert_int_eq(in->kind, ENG_KIND_MDN);
-    ck_assert_str_eq(eng_kind_str(in->kind), "mdn");
-    ck_assert_int_eq(in->dims.z, 0);
-    struct eng_ws *ws = eng_ws_new();
-    enum { N = 300 }; /* over one tile */
-    float *x = malloc(sizeof(float) * N * DX), *y = malloc(sizeof(float) * N * DY);
-    double *lp = malloc(sizeof(double) * N);
-    tu_randn(x, N * DX, 1.5f, 21);
-    tu_randn(y, N * DY, 1.0f, 22);
-    char err[ENG_ERR_LEN];
-    ck_assert_int_eq(eng_log_prob(m, ws, N, x, y, N, lp, err), ENG_OK);
-    double worst = 0;
-    for (int i = 0; i < N; i++) {
-        double want = ref_log_prob(&n, y + i * DY, x + i * DX);
-        double rel = fabs(lp[i] - want) / fmax(1.0, fabs(want));
-        worst = fmax(worst, rel);
-    }
-    ck_assert_msg(worst < 2e-6, "log_prob vs float64 reference: worst relative error %g", worst);
-    tu_check_log_prob_broadcast(m, ws, N, x, Y0);
-    free(x), free(y), free(lp);
-    eng_ws_free(ws);
-    eng_model_unref(m);
+    struct tu_fix f = fix_open(&n, "");
+    ck_assert_str_eq(eng_kind_str(eng_model_info(f.m)->kind), "mdn");
+    tu_check_mix_log_prob(f.m, f.ws, ref_log_prob, &n, 2e-6, Y0);
+    tu_fix_close(&f);
 }
 END_TEST
 
 START_TEST(sampling_moments)
 {
     struct net n;
-    make_net(&n);
-    struct eng_model *m = load(&n, "");
-    struct eng_ws *ws = eng_ws_new();
+    struct tu_fix f = fix_open(&n, "");
     enum { N = 200000 };
     float *x = malloc(sizeof(float) * N * DX);
     double *lp = malloc(sizeof(double) * N);
     char err[ENG_ERR_LEN];
-    ck_assert_int_eq(eng_sample(m, ws, Y0, 7, 0, 0, N, 1.0f, x, lp, NULL, NULL, err), ENG_OK);
+    ck_assert_int_eq(eng_sample(f.m, f.ws, Y0, 7, 0, 0, N, 1.0f, x, lp, NULL, NULL, err), ENG_OK);
     double mean[DX], cov[DX][DX], em[DX], ec[DX][DX];
     ref_moments(&n, Y0, mean, cov);
     tu_moments(x, N, DX, em, &ec[0][0], DX);
@@ -294,29 +254,27 @@ START_TEST(sampling_moments)
     }
     /* the density returned with the samples is log_prob's, bit for bit */
     double *lp2 = malloc(sizeof(double) * 1000);
-    ck_assert_int_eq(eng_log_prob(m, ws, 1000, x, Y0, 1, lp2, err), ENG_OK);
+    ck_assert_int_eq(eng_log_prob(f.m, f.ws, 1000, x, Y0, 1, lp2, err), ENG_OK);
     ck_assert_mem_eq(lp, lp2, sizeof(double) * 1000);
     ck_assert_double_eq_tol(lp[5], ref_log_prob(&n, Y0, x + 5 * DX), 1e-5);
     free(lp2), free(x), free(lp);
-    eng_ws_free(ws);
-    eng_model_unref(m);
+    tu_fix_close(&f);
 }
 END_TEST
 
 START_TEST(sampling_reproducible)
 {
     struct net n;
-    make_net(&n);
-    struct eng_model *m = load(&n, "");
-    struct eng_ws *ws = eng_ws_new();
-    tu_check_sample_reproducible(m, ws, Y0);
+    struct tu_fix f = fix_open(&n, "");
+    tu_check_sample_reproducible(f.m, f.ws, Y0);
     enum { N = 600 };
     float b[N * DX];
     char err[ENG_ERR_LEN];
     /* temperature 0: every sample is the mean of the component it drew */
     struct mix q;
     ref_mixture(&n, Y0, &q);
-    ck_assert_int_eq(eng_sample(m, ws, Y0, 42, 3, 0, N, 0.0f, b, NULL, NULL, NULL, err), ENG_OK);
+    ck_assert_int_eq(eng_sample(f.m, f.ws, Y0, 42, 3, 0, N, 0.0f, b, NULL, NULL, NULL, err),
+                     ENG_OK);
     int hit[K] = {0};
     for (int i = 0; i < N; i++) {
         int found = -1;
@@ -335,98 +293,59 @@ START_TEST(sampling_reproducible)
         ck_assert_msg(fabs(hit[k] / (double)N - w) < 5 * se + 1e-9, "component %d drawn %d of "
                       "%d times, weight %g", k, hit[k], N, w);
     }
-    eng_ws_free(ws);
-    eng_model_unref(m);
+    tu_fix_close(&f);
 }
 END_TEST
 
 START_TEST(prior_box)
 {
     struct net n;
-    make_net(&n);
-    struct eng_model *m = load(&n, "\"prior\":{\"type\":\"box\",\"low\":[-2,-2,0],"
-                                   "\"high\":[3,0,4]}");
-    const float lo[DX] = {-2, -2, 0}, hi[DX] = {3, 0, 4};
-    struct eng_ws *ws = eng_ws_new();
+    struct tu_fix f = fix_open(&n, TU_MIX_PRIOR_BOX);
     enum { N = 500 };
+    tu_check_mix_prior_box(f.m, f.ws, Y0, N, 100000, ref_log_prob, &n);
     float x[N * DX];
-    double lp[N], lp2[N];
+    double lp2[N];
     char err[ENG_ERR_LEN];
     struct eng_accept acc;
-    ck_assert_int_eq(eng_sample_prior(m, ws, Y0, 5, 0, N, 1.0f, 100000, x, lp, NULL, NULL, &acc,
-                                      err), ENG_OK);
-    ck_assert_uint_eq(acc.accepted, N);
-    ck_assert_uint_gt(acc.drawn, N); /* this box cuts the mixture */
-    for (int i = 0; i < N; i++)
-        ck_assert(tu_in_box(x + i * DX, DX, lo, hi) && isfinite(lp[i]));
-    /* the kept samples are the in-box candidates of eng_sample, in index order */
-    ck_assert_uint_le(acc.drawn, 100000);
-    tu_check_prior_kept(m, ws, Y0, 5, acc.drawn, x, N, lo, hi);
-    /* log_prob: -inf outside the closed box, the density inside */
-    ck_assert_int_eq(eng_sample(m, ws, Y0, 6, 0, 0, N, 1.0f, x, NULL, NULL, NULL, err), ENG_OK);
-    ck_assert_int_eq(eng_log_prob(m, ws, N, x, Y0, 1, lp, err), ENG_OK);
-    int out = 0;
-    for (int i = 0; i < N; i++) {
-        if (tu_in_box(x + i * DX, DX, lo, hi)) {
-            ck_assert_double_eq_tol(lp[i], ref_log_prob(&n, Y0, x + i * DX), 1e-5);
-        } else {
-            ck_assert(lp[i] == -INFINITY);
-            out++;
-        }
-    }
-    ck_assert_int_gt(out, 0);
     float edge[DX] = {3.0f, 0.0f, 0.0f}; /* on the boundary: inside */
-    ck_assert_int_eq(eng_log_prob(m, ws, 1, edge, Y0, 1, lp2, err), ENG_OK);
+    ck_assert_int_eq(eng_log_prob(f.m, f.ws, 1, edge, Y0, 1, lp2, err), ENG_OK);
     ck_assert(isfinite(lp2[0]));
     /* the acceptance estimate */
-    ck_assert_int_eq(eng_prior_acceptance(m, ws, Y0, 5, 0, N, 100000, NULL, &acc, err), ENG_OK);
+    ck_assert_int_eq(eng_prior_acceptance(f.m, f.ws, Y0, 5, 0, N, 100000, NULL, &acc, err), ENG_OK);
     ck_assert_uint_eq(acc.accepted, N);
     ck_assert_uint_gt(acc.drawn, N);
     /* the draw limit stops a run short, without error */
-    ck_assert_int_eq(eng_sample_prior(m, ws, Y0, 5, 0, N, 1.0f, 10, x, NULL, NULL, NULL, &acc,
+    ck_assert_int_eq(eng_sample_prior(f.m, f.ws, Y0, 5, 0, N, 1.0f, 10, x, NULL, NULL, NULL, &acc,
                                       err), ENG_OK);
     ck_assert_uint_eq(acc.drawn, 10);
     ck_assert_uint_lt(acc.accepted, 10 + 1);
-    eng_ws_free(ws);
-    eng_model_unref(m);
+    tu_fix_close(&f);
 }
 END_TEST
 
 START_TEST(refused_operations)
 {
     struct net n;
-    make_net(&n);
-    struct eng_model *m = load(&n, "");
-    struct eng_ws *ws = eng_ws_new();
-    float x[DX] = {0, 0, 0}, z[DX] = {0}, out[DX];
+    struct tu_fix f = fix_open(&n, "");
+    tu_check_mix_refused(f.m, f.ws, Y0);
+    float x[DX] = {0, 0, 0}, out[DX];
     double ld, lp;
     char err[ENG_ERR_LEN];
-    ck_assert_int_eq(eng_forward(m, ws, 1, x, Y0, 1, z, NULL, &ld, err), ENG_ERR_UNSUPPORTED);
-    ck_assert_ptr_nonnull(strstr(err, "forward is not defined for an mdn model"));
-    ck_assert_int_eq(eng_inverse(m, ws, 1, z, Y0, 1, out, &ld, NULL, NULL, err),
-                     ENG_ERR_UNSUPPORTED);
-    ck_assert_ptr_nonnull(strstr(err, "inverse is not defined for an mdn model"));
     double se;
-    ck_assert_int_eq(eng_resimulate(m, ws, 1, x, Y0, &se, err), ENG_ERR_UNSUPPORTED);
+    ck_assert_int_eq(eng_resimulate(f.m, f.ws, 1, x, Y0, &se, err), ENG_ERR_UNSUPPORTED);
     struct eng_preimage_opts po = {.method = ENG_PREIMAGE_GRADIENT, .num_solutions = 1,
                                    .max_steps = 10};
     int nf;
-    ck_assert_int_eq(eng_preimage(m, ws, x, Y0, &po, out, &ld, &nf, err), ENG_ERR_UNSUPPORTED);
+    ck_assert_int_eq(eng_preimage(f.m, f.ws, x, Y0, &po, out, &ld, &nf, err), ENG_ERR_UNSUPPORTED);
     ck_assert_ptr_nonnull(strstr(err, "mdn"));
-    const struct eng_certificate *c = eng_model_certificate(m);
+    const struct eng_certificate *c = eng_model_certificate(f.m);
     ck_assert(!c->invertible);
     ck_assert_int_eq(c->n_blocks, 0);
-    /* non-finite y or x: refused, naming the field */
-    float bad[DY] = {0.1f, NAN};
-    ck_assert_int_eq(eng_log_prob(m, ws, 1, x, bad, 1, &lp, err), ENG_ERR_NONFINITE);
-    ck_assert_ptr_nonnull(strstr(err, "y[0][1]"));
-    ck_assert_int_eq(eng_sample(m, ws, bad, 1, 0, 0, 1, 1.0f, out, NULL, NULL, NULL, err),
-                     ENG_ERR_NONFINITE);
+    /* non-finite x: refused; no y */
     float badx[DX] = {INFINITY, 0, 0};
-    ck_assert_int_eq(eng_log_prob(m, ws, 1, badx, Y0, 1, &lp, err), ENG_ERR_NONFINITE);
-    ck_assert_int_eq(eng_log_prob(m, ws, 1, x, NULL, 0, &lp, err), ENG_ERR_SHAPE);
-    eng_ws_free(ws);
-    eng_model_unref(m);
+    ck_assert_int_eq(eng_log_prob(f.m, f.ws, 1, badx, Y0, 1, &lp, err), ENG_ERR_NONFINITE);
+    ck_assert_int_eq(eng_log_prob(f.m, f.ws, 1, x, NULL, 0, &lp, err), ENG_ERR_SHAPE);
+    tu_fix_close(&f);
 }
 END_TEST
 

@@ -67,50 +67,38 @@ static void make_net(struct net *n)
     for (int o = 0; o < OUT; o++)
         for (int i = 0; i < H; i++)
             n->mf[o * H + i] = o / (3 * K) + 1 > hid_deg(i);
-    const float xm[DX] = {0.5f, -1.0f, 2.0f}, xs[DX] = {2.0f, 0.5f, 1.5f};
-    const float ym[DY] = {0.1f, -0.2f}, ys[DY] = {1.3f, 0.7f};
-    memcpy(n->xm, xm, sizeof xm), memcpy(n->xs, xs, sizeof xs);
-    memcpy(n->ym, ym, sizeof ym), memcpy(n->ys, ys, sizeof ys);
-}
-
-static void add(struct tu_ckpt *c, const char *name, int r, int cols, const float *v)
-{
-    int64_t s[2] = {r, cols};
-    tu_add_f32(c, name, cols ? 2 : 1, s, v);
+    tu_mix_std_init(n->xm, n->xs, n->ym, n->ys);
 }
 
 /* The tensors; bad_mask: one element of blocks.1.linear1.mask flipped. */
 static void add_tensors(struct tu_ckpt *c, const struct net *n, bool bad_mask)
 {
-    add(c, "emb.weight", C, DY, n->we);
-    add(c, "emb.bias", C, 0, n->be);
-    add(c, "initial.weight", H, FE, n->w0);
-    add(c, "initial.mask", H, FE, n->m0);
-    add(c, "initial.bias", H, 0, n->b0);
-    add(c, "context.weight", H, C, n->wc);
-    add(c, "context.bias", H, 0, n->bc);
+    tu_add_mat(c, "emb.weight", C, DY, n->we);
+    tu_add_mat(c, "emb.bias", C, 0, n->be);
+    tu_add_mat(c, "initial.weight", H, FE, n->w0);
+    tu_add_mat(c, "initial.mask", H, FE, n->m0);
+    tu_add_mat(c, "initial.bias", H, 0, n->b0);
+    tu_add_mat(c, "context.weight", H, C, n->wc);
+    tu_add_mat(c, "context.bias", H, 0, n->bc);
     char nm[64];
     for (int b = 0; b < NB; b++) {
-        snprintf(nm, sizeof nm, "blocks.%d.linear0.weight", b), add(c, nm, H, H, n->w1[b]);
-        snprintf(nm, sizeof nm, "blocks.%d.linear0.mask", b), add(c, nm, H, H, n->m1);
-        snprintf(nm, sizeof nm, "blocks.%d.linear0.bias", b), add(c, nm, H, 0, n->b1[b]);
-        snprintf(nm, sizeof nm, "blocks.%d.linear1.weight", b), add(c, nm, H, H, n->w2[b]);
+        snprintf(nm, sizeof nm, "blocks.%d.linear0.weight", b), tu_add_mat(c, nm, H, H, n->w1[b]);
+        snprintf(nm, sizeof nm, "blocks.%d.linear0.mask", b), tu_add_mat(c, nm, H, H, n->m1);
+        snprintf(nm, sizeof nm, "blocks.%d.linear0.bias", b), tu_add_mat(c, nm, H, 0, n->b1[b]);
+        snprintf(nm, sizeof nm, "blocks.%d.linear1.weight", b), tu_add_mat(c, nm, H, H, n->w2[b]);
         float m1[H * H];
         memcpy(m1, n->m1, sizeof m1);
         if (bad_mask && b == 1)
             m1[0 * H + 1] = 1.0f; /* unit 0 (degree 1) reading unit 1 (degree 2) */
-        snprintf(nm, sizeof nm, "blocks.%d.linear1.mask", b), add(c, nm, H, H, m1);
-        snprintf(nm, sizeof nm, "blocks.%d.linear1.bias", b), add(c, nm, H, 0, n->b2[b]);
-        snprintf(nm, sizeof nm, "blocks.%d.context.weight", b), add(c, nm, H, C, n->wcb[b]);
-        snprintf(nm, sizeof nm, "blocks.%d.context.bias", b), add(c, nm, H, 0, n->bcb[b]);
+        snprintf(nm, sizeof nm, "blocks.%d.linear1.mask", b), tu_add_mat(c, nm, H, H, m1);
+        snprintf(nm, sizeof nm, "blocks.%d.linear1.bias", b), tu_add_mat(c, nm, H, 0, n->b2[b]);
+        snprintf(nm, sizeof nm, "blocks.%d.context.weight", b), tu_add_mat(c, nm, H, C, n->wcb[b]);
+        snprintf(nm, sizeof nm, "blocks.%d.context.bias", b), tu_add_mat(c, nm, H, 0, n->bcb[b]);
     }
-    add(c, "final.weight", OUT, H, n->wf);
-    add(c, "final.mask", OUT, H, n->mf);
-    add(c, "final.bias", OUT, 0, n->bf);
-    add(c, "sx.mean", DX, 0, n->xm);
-    add(c, "sx.std", DX, 0, n->xs);
-    add(c, "sy.mean", DY, 0, n->ym);
-    add(c, "sy.std", DY, 0, n->ys);
+    tu_add_mat(c, "final.weight", OUT, H, n->wf);
+    tu_add_mat(c, "final.mask", OUT, H, n->mf);
+    tu_add_mat(c, "final.bias", OUT, 0, n->bf);
+    tu_mix_std_add(c, n->xm, n->xs, n->ym, n->ys);
 }
 
 #define LIN(p) "{\"weight\":\"" p ".weight\",\"mask\":\"" p ".mask\",\"bias\":\"" p ".bias\"}"
@@ -123,10 +111,7 @@ static char *manifest(const char *extra)
     size_t cap = 8192;
     char *m = malloc(cap);
     snprintf(m, cap,
-             "{\"format\":\"innserve-manifest\",\"version\":1,\"kind\":\"mdn\","
-             "\"dims\":{\"x\":3,\"y\":2},"
-             "\"standardize\":{\"x\":{\"mean\":\"sx.mean\",\"std\":\"sx.std\"},"
-             "\"y\":{\"mean\":\"sy.mean\",\"std\":\"sy.std\"}},"
+             TU_MIX_MANIFEST_HEAD
              "\"mixture\":{\"type\":\"made\",\"components\":2,\"epsilon\":0.01,"
              "\"activation\":\"relu\",\"hidden\":6,"
              "\"net\":{\"layers\":[{\"type\":\"linear\",\"weight\":\"emb.weight\",\"bias\":"
@@ -137,15 +122,14 @@ static char *manifest(const char *extra)
     return m;
 }
 
-static struct eng_model *load(const struct net *n, const char *extra)
+/* The test network in n, the model loaded from it (the manifest members `extra`) and a
+ * workspace: what most tests start from. */
+static struct tu_fix fix_open(struct net *n, const char *extra)
 {
+    make_net(n);
     struct tu_ckpt *c = tu_ckpt_new();
     add_tensors(c, n, false);
-    char *man = manifest(extra);
-    struct eng_model *m = tu_load(c, man, ENG_LOAD_NO_SELFTEST);
-    free(man);
-    tu_ckpt_free(c);
-    return m;
+    return tu_fix_load(c, manifest(extra));
 }
 
 /* ---- the float64 reference ---------------------------------------------------------- */
@@ -212,8 +196,10 @@ static void ref_feature(const double *out, int f, double *lw, double *mu, double
     }
 }
 
-static double ref_log_prob(const struct net *n, const float *y, const float *x)
+/* log q(x | y) in physical units (the tu_ref_log_prob_fn of testutil.h; ctx: the net). */
+static double ref_log_prob(const void *ctx, const float *y, const float *x)
 {
+    const struct net *n = ctx;
     double c[C], u[FE] = {0}, out[OUT], lp = 0;
     ref_context(n, y, c);
     for (int j = 0; j < DX; j++) {
@@ -272,45 +258,23 @@ static void ref_draw(const struct net *n, const float *y, uint64_t seed, uint32_
 START_TEST(log_prob_matches_reference)
 {
     struct net n;
-    make_net(&n);
-    struct eng_model *m = load(&n, "");
-    const struct eng_info *in = eng_model_info(m);
-    ck_assert_int_eq(in->kind, ENG_KIND_MDN);
-    ck_assert_int_eq(in->dims.z, 0);
-    struct eng_ws *ws = eng_ws_new();
-    enum { N = 300 }; /* over one tile */
-    float *x = malloc(sizeof(float) * N * DX), *y = malloc(sizeof(float) * N * DY);
-    double *lp = malloc(sizeof(double) * N);
-    tu_randn(x, N * DX, 1.5f, 21);
-    tu_randn(y, N * DY, 1.0f, 22);
-    char err[ENG_ERR_LEN];
-    ck_assert_int_eq(eng_log_prob(m, ws, N, x, y, N, lp, err), ENG_OK);
-    double worst = 0;
-    for (int i = 0; i < N; i++) {
-        double want = ref_log_prob(&n, y + i * DY, x + i * DX);
-        worst = fmax(worst, fabs(lp[i] - want) / fmax(1.0, fabs(want)));
-    }
-    ck_assert_msg(worst < 5e-6, "log_prob vs float64 reference: worst relative error %g", worst);
-    tu_check_log_prob_broadcast(m, ws, N, x, Y0);
-    free(x), free(y), free(lp);
-    eng_ws_free(ws);
-    eng_model_unref(m);
+    struct tu_fix f = fix_open(&n, "");
+    tu_check_mix_log_prob(f.m, f.ws, ref_log_prob, &n, 5e-6, Y0);
+    tu_fix_close(&f);
 }
 END_TEST
 
 START_TEST(samples_are_the_reference_draws)
 {
     struct net n;
-    make_net(&n);
-    struct eng_model *m = load(&n, "");
-    struct eng_ws *ws = eng_ws_new();
+    struct tu_fix f = fix_open(&n, "");
     enum { N = 700 };
     float *x = malloc(sizeof(float) * N * DX);
     double *lp = malloc(sizeof(double) * N), *lp2 = malloc(sizeof(double) * N);
     char err[ENG_ERR_LEN];
     const float temps[2] = {1.0f, 0.6f};
     for (int ti = 0; ti < 2; ti++) {
-        ck_assert_int_eq(eng_sample(m, ws, Y0, 9, 2, 100, N, temps[ti], x, lp, NULL, NULL, err),
+        ck_assert_int_eq(eng_sample(f.m, f.ws, Y0, 9, 2, 100, N, temps[ti], x, lp, NULL, NULL, err),
                          ENG_OK);
         int k_seen[2] = {0};
         for (int i = 0; i < N; i++) {
@@ -325,68 +289,36 @@ START_TEST(samples_are_the_reference_draws)
         ck_assert_int_gt(k_seen[0], 0);
         ck_assert_int_gt(k_seen[1], 0);
         /* the density returned with the samples is log_prob's, bit for bit */
-        ck_assert_int_eq(eng_log_prob(m, ws, N, x, Y0, 1, lp2, err), ENG_OK);
+        ck_assert_int_eq(eng_log_prob(f.m, f.ws, N, x, Y0, 1, lp2, err), ENG_OK);
         ck_assert_mem_eq(lp, lp2, sizeof(double) * N);
     }
     free(x), free(lp), free(lp2);
-    eng_ws_free(ws);
-    eng_model_unref(m);
+    tu_fix_close(&f);
 }
 END_TEST
 
 START_TEST(sampling_reproducible)
 {
     struct net n;
-    make_net(&n);
-    struct eng_model *m = load(&n, "");
-    struct eng_ws *ws = eng_ws_new();
-    tu_check_sample_reproducible(m, ws, Y0);
-    eng_ws_free(ws);
-    eng_model_unref(m);
+    struct tu_fix f = fix_open(&n, "");
+    tu_check_sample_reproducible(f.m, f.ws, Y0);
+    tu_fix_close(&f);
 }
 END_TEST
 
 START_TEST(prior_box)
 {
     struct net n;
-    make_net(&n);
-    struct eng_model *m = load(&n, "\"prior\":{\"type\":\"box\",\"low\":[-2,-2,0],"
-                                   "\"high\":[3,0,4]}");
-    const float lo[DX] = {-2, -2, 0}, hi[DX] = {3, 0, 4};
-    struct eng_ws *ws = eng_ws_new();
-    enum { N = 400 };
-    float x[N * DX];
-    double lp[N];
-    char err[ENG_ERR_LEN];
-    struct eng_accept acc;
-    ck_assert_int_eq(eng_sample_prior(m, ws, Y0, 5, 0, N, 1.0f, 1000000, x, lp, NULL, NULL, &acc,
-                                      err), ENG_OK);
-    ck_assert_uint_eq(acc.accepted, N);
-    ck_assert_uint_gt(acc.drawn, N);
-    for (int i = 0; i < N; i++)
-        ck_assert(tu_in_box(x + i * DX, DX, lo, hi) && isfinite(lp[i]));
-    tu_check_prior_kept(m, ws, Y0, 5, acc.drawn, x, N, lo, hi);
-    ck_assert_int_eq(eng_sample(m, ws, Y0, 6, 0, 0, N, 1.0f, x, NULL, NULL, NULL, err), ENG_OK);
-    ck_assert_int_eq(eng_log_prob(m, ws, N, x, Y0, 1, lp, err), ENG_OK);
-    int out = 0;
-    for (int i = 0; i < N; i++) {
-        if (tu_in_box(x + i * DX, DX, lo, hi)) {
-            ck_assert_double_eq_tol(lp[i], ref_log_prob(&n, Y0, x + i * DX), 1e-5);
-        } else {
-            ck_assert(lp[i] == -INFINITY);
-            out++;
-        }
-    }
-    ck_assert_int_gt(out, 0);
-    eng_ws_free(ws);
-    eng_model_unref(m);
+    struct tu_fix f = fix_open(&n, TU_MIX_PRIOR_BOX);
+    tu_check_mix_prior_box(f.m, f.ws, Y0, 400, 1000000, ref_log_prob, &n);
+    tu_fix_close(&f);
 }
 END_TEST
 
 START_TEST(refused)
 {
     struct net n;
-    make_net(&n);
+    struct tu_fix f = fix_open(&n, "");
     /* a mask that does not follow the degrees, named by tensor */
     struct tu_ckpt *c = tu_ckpt_new();
     add_tensors(c, &n, true);
@@ -408,20 +340,8 @@ START_TEST(refused)
     free(man);
     tu_ckpt_free(c);
     /* forward, inverse, non-finite inputs */
-    struct eng_model *m = load(&n, "");
-    struct eng_ws *ws = eng_ws_new();
-    float x[DX] = {0, 0, 0}, z[DX] = {0}, out[DX];
-    double ld, lp;
-    ck_assert_int_eq(eng_forward(m, ws, 1, x, Y0, 1, z, NULL, &ld, err), ENG_ERR_UNSUPPORTED);
-    ck_assert_int_eq(eng_inverse(m, ws, 1, z, Y0, 1, out, &ld, NULL, NULL, err),
-                     ENG_ERR_UNSUPPORTED);
-    float bad[DY] = {0.1f, NAN};
-    ck_assert_int_eq(eng_log_prob(m, ws, 1, x, bad, 1, &lp, err), ENG_ERR_NONFINITE);
-    ck_assert_ptr_nonnull(strstr(err, "y[0][1]"));
-    ck_assert_int_eq(eng_sample(m, ws, bad, 1, 0, 0, 1, 1.0f, out, NULL, NULL, NULL, err),
-                     ENG_ERR_NONFINITE);
-    eng_ws_free(ws);
-    eng_model_unref(m);
+    tu_check_mix_refused(f.m, f.ws, Y0);
+    tu_fix_close(&f);
 }
 END_TEST
 

@@ -639,3 +639,127 @@ void tu_check_log_prob_broadcast(const struct eng_model *m, struct eng_ws *ws, i
     ck_assert_mem_eq(lp, lpb, sizeof(double) * (size_t)n);
     free(y), free(lp), free(lpb);
 }
+
+/* ---- the mdn-kind tests ------------------------------------------------------------------- */
+
+void tu_add_mat(struct tu_ckpt *c, const char *name, int rows, int cols, const float *v)
+{
+    int64_t s[2] = {rows, cols};
+    tu_add_f32(c, name, cols ? 2 : 1, s, v);
+}
+
+void tu_mix_std_init(float xm[3], float xs[3], float ym[2], float ys[2])
+{
+    const float xm0[3] = {0.5f, -1.0f, 2.0f}, xs0[3] = {2.0f, 0.5f, 1.5f};
+    const float ym0[2] = {0.1f, -0.2f}, ys0[2] = {1.3f, 0.7f};
+    memcpy(xm, xm0, sizeof xm0), memcpy(xs, xs0, sizeof xs0);
+    memcpy(ym, ym0, sizeof ym0), memcpy(ys, ys0, sizeof ys0);
+}
+
+void tu_mix_std_add(struct tu_ckpt *c, const float xm[3], const float xs[3], const float ym[2],
+                    const float ys[2])
+{
+    tu_add_mat(c, "sx.mean", 3, 0, xm);
+    tu_add_mat(c, "sx.std", 3, 0, xs);
+    tu_add_mat(c, "sy.mean", 2, 0, ym);
+    tu_add_mat(c, "sy.std", 2, 0, ys);
+}
+
+struct tu_fix tu_fix_load(struct tu_ckpt *c, char *manifest)
+{
+    struct tu_fix f = {tu_load(c, manifest, ENG_LOAD_NO_SELFTEST), eng_ws_new()};
+    ck_assert_ptr_nonnull(f.ws);
+    free(manifest);
+    tu_ckpt_free(c);
+    return f;
+}
+
+void tu_fix_close(struct tu_fix *f)
+{
+    eng_ws_free(f->ws);
+    eng_model_unref(f->m);
+}
+
+void tu_check_mix_log_prob(const struct eng_model *m, struct eng_ws *ws, tu_ref_log_prob_fn *ref,
+                           const void *ctx, double rtol, const float *y0)
+{
+    const struct eng_info *in = eng_model_info(m);
+    ck_assert_int_eq(in->kind, ENG_KIND_MDN);
+    ck_assert_int_eq(in->dims.z, 0);
+    const int dx = in->dims.x, dy = in->dims.y;
+    enum { N = 300 };
+    float *x = malloc(sizeof(float) * N * dx), *y = malloc(sizeof(float) * N * dy);
+    double *lp = malloc(sizeof(double) * N);
+    ck_assert(x && y && lp);
+    tu_randn(x, N * dx, 1.5f, 21);
+    tu_randn(y, N * dy, 1.0f, 22);
+    char err[ENG_ERR_LEN];
+    ck_assert_int_eq(eng_log_prob(m, ws, N, x, y, N, lp, err), ENG_OK);
+    double worst = 0;
+    for (int i = 0; i < N; i++) {
+        double want = ref(ctx, y + i * dy, x + i * dx);
+        worst = fmax(worst, fabs(lp[i] - want) / fmax(1.0, fabs(want)));
+    }
+    ck_assert_msg(worst < rtol, "log_prob vs float64 reference: worst relative error %g", worst);
+    tu_check_log_prob_broadcast(m, ws, N, x, y0);
+    free(x), free(y), free(lp);
+}
+
+void tu_check_mix_prior_box(const struct eng_model *m, struct eng_ws *ws, const float *y0, int n,
+                            uint64_t max_draws, tu_ref_log_prob_fn *ref, const void *ctx)
+{
+    const int dx = eng_model_info(m)->dims.x;
+    const float lo[3] = {-2, -2, 0}, hi[3] = {3, 0, 4};
+    ck_assert_int_eq(dx, 3);
+    float *x = malloc(sizeof(float) * (size_t)(n * dx));
+    double *lp = malloc(sizeof(double) * (size_t)n);
+    ck_assert(x && lp);
+    char err[ENG_ERR_LEN];
+    struct eng_accept acc;
+    ck_assert_int_eq(eng_sample_prior(m, ws, y0, 5, 0, n, 1.0f, max_draws, x, lp, NULL, NULL,
+                                      &acc, err), ENG_OK);
+    ck_assert_uint_eq(acc.accepted, n);
+    ck_assert_uint_gt(acc.drawn, n); /* the box cuts the density */
+    for (int i = 0; i < n; i++)
+        ck_assert(tu_in_box(x + i * dx, dx, lo, hi) && isfinite(lp[i]));
+    /* the kept samples are the in-box candidates of eng_sample, in index order */
+    ck_assert_uint_le(acc.drawn, max_draws);
+    tu_check_prior_kept(m, ws, y0, 5, acc.drawn, x, n, lo, hi);
+    /* log_prob: -inf outside the closed box, the density inside */
+    ck_assert_int_eq(eng_sample(m, ws, y0, 6, 0, 0, n, 1.0f, x, NULL, NULL, NULL, err), ENG_OK);
+    ck_assert_int_eq(eng_log_prob(m, ws, n, x, y0, 1, lp, err), ENG_OK);
+    int out = 0;
+    for (int i = 0; i < n; i++) {
+        if (tu_in_box(x + i * dx, dx, lo, hi)) {
+            ck_assert_double_eq_tol(lp[i], ref(ctx, y0, x + i * dx), 1e-5);
+        } else {
+            ck_assert(lp[i] == -INFINITY);
+            out++;
+        }
+    }
+    ck_assert_int_gt(out, 0);
+    free(x), free(lp);
+}
+
+void tu_check_mix_refused(const struct eng_model *m, struct eng_ws *ws, const float *y0)
+{
+    const struct eng_info *in = eng_model_info(m);
+    const int dx = in->dims.x, dy = in->dims.y;
+    float *x = calloc((size_t)dx, sizeof(float)), *z = calloc((size_t)dx, sizeof(float));
+    float *out = calloc((size_t)dx, sizeof(float)), *bad = malloc(sizeof(float) * (size_t)dy);
+    ck_assert(x && z && out && bad && dy >= 2);
+    double ld, lp;
+    char err[ENG_ERR_LEN];
+    ck_assert_int_eq(eng_forward(m, ws, 1, x, y0, 1, z, NULL, &ld, err), ENG_ERR_UNSUPPORTED);
+    ck_assert_ptr_nonnull(strstr(err, "forward is not defined for an mdn model"));
+    ck_assert_int_eq(eng_inverse(m, ws, 1, z, y0, 1, out, &ld, NULL, NULL, err),
+                     ENG_ERR_UNSUPPORTED);
+    ck_assert_ptr_nonnull(strstr(err, "inverse is not defined for an mdn model"));
+    memcpy(bad, y0, sizeof(float) * (size_t)dy);
+    bad[0] = 0.1f, bad[1] = NAN;
+    ck_assert_int_eq(eng_log_prob(m, ws, 1, x, bad, 1, &lp, err), ENG_ERR_NONFINITE);
+    ck_assert_ptr_nonnull(strstr(err, "y[0][1]"));
+    ck_assert_int_eq(eng_sample(m, ws, bad, 1, 0, 0, 1, 1.0f, out, NULL, NULL, NULL, err),
+                     ENG_ERR_NONFINITE);
+    free(x), free(z), free(out), free(bad);
+}

@@ -108,4 +108,51 @@ void tu_check_log_prob_broadcast(const struct eng_model *m, struct eng_ws *ws, i
  * double, summed in row order. */
 void tu_moments(const float *x, int n, int d, double *mean, double *cov, int ldc);
 
+/* ---- the mdn-kind tests (test_mdn.c, test_mogmade.c) ------------------------------------ */
+
+/* log q(x | y) of one row in float64, computed by a test from its own weights (ctx). */
+typedef double tu_ref_log_prob_fn(const void *ctx, const float *y, const float *x);
+
+/* Add "<name>": a rows x cols float matrix, or a vector of `rows` floats when cols is 0. */
+void tu_add_mat(struct tu_ckpt *c, const char *name, int rows, int cols, const float *v);
+
+/* The manifest's head for the mdn kind with dims x 3 and y 2, standardized by the tensors
+ * sx.mean, sx.std, sy.mean, sy.std; a test appends "\"mixture\":{...}" and the closing brace. */
+#define TU_MIX_MANIFEST_HEAD                                                            \
+    "{\"format\":\"innserve-manifest\",\"version\":1,\"kind\":\"mdn\","                 \
+    "\"dims\":{\"x\":3,\"y\":2},"                                                       \
+    "\"standardize\":{\"x\":{\"mean\":\"sx.mean\",\"std\":\"sx.std\"},"                 \
+    "\"y\":{\"mean\":\"sy.mean\",\"std\":\"sy.std\"}},"
+/* The standardization of TU_MIX_MANIFEST_HEAD: fixed means and stds of x (3) and y (2)
+ * written to xm, xs, ym, ys, and added as those four tensors. */
+void tu_mix_std_init(float xm[3], float xs[3], float ym[2], float ys[2]);
+void tu_mix_std_add(struct tu_ckpt *c, const float xm[3], const float xs[3], const float ym[2],
+                    const float ys[2]);
+/* A model under test and a workspace for it. */
+struct tu_fix {
+    struct eng_model *m;
+    struct eng_ws *ws;
+};
+/* The model of checkpoint c with `manifest` (malloc'd), loaded without its self test (tu_load),
+ * and a new workspace; frees the manifest and the checkpoint.  tu_fix_close frees both. */
+struct tu_fix tu_fix_load(struct tu_ckpt *c, char *manifest);
+void tu_fix_close(struct tu_fix *f);
+
+/* An mdn-kind model (no z) against the test's reference: log_prob of 300 random rows (over
+ * one tile; x scale 1.5, y scale 1, a y per row) within worst relative error rtol (of
+ * max(1, |reference|)), and with y0 broadcast the same bits as y0 per row. */
+void tu_check_mix_log_prob(const struct eng_model *m, struct eng_ws *ws, tu_ref_log_prob_fn *ref,
+                           const void *ctx, double rtol, const float *y0);
+/* The manifest members of a prior box for dims x 3: [-2, 3] x [-2, 0] x [0, 4]. */
+#define TU_MIX_PRIOR_BOX "\"prior\":{\"type\":\"box\",\"low\":[-2,-2,0],\"high\":[3,0,4]}"
+/* A model with TU_MIX_PRIOR_BOX and observation y0: eng_sample_prior (seed 5, at most
+ * max_draws) gives n in-box rows with finite densities after more than n draws, and they are
+ * eng_sample's in-box candidates in order; of n unrestricted samples (seed 6) log_prob is
+ * -inf outside the box (at least one) and the reference inside (1e-5). */
+void tu_check_mix_prior_box(const struct eng_model *m, struct eng_ws *ws, const float *y0, int n,
+                            uint64_t max_draws, tu_ref_log_prob_fn *ref, const void *ctx);
+/* An mdn-kind model refuses forward and inverse (ENG_ERR_UNSUPPORTED, "... is not defined
+ * for an mdn model"), and a y with a NaN in log_prob (naming y[0][1]) and in sampling. */
+void tu_check_mix_refused(const struct eng_model *m, struct eng_ws *ws, const float *y0);
+
 #endif

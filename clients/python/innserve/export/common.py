@@ -66,6 +66,13 @@ class _Ctx:
         self.tensors = collections.OrderedDict()
         self.notes = []
 
+    @classmethod
+    def sbi(cls, check_tol):
+        """The context of an sbi export (the options only other exporters set at defaults)."""
+        return cls({"check_tol": check_tol, "allow_non_contractive": False,
+                    "iresnet_logdet": "exact", "iresnet_series_terms": 10,
+                    "residual_blocks": None, "freia_version": "auto"})
+
     def add(self, name, value, dtype=None, where=None):
         """Store a tensor (float -> F32 unless dtype says otherwise); returns its name."""
         if isinstance(value, torch.Tensor):

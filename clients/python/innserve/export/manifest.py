@@ -3,6 +3,7 @@
 reference math) and the writer of the checkpoint (docs/checkpoint-format.md) with its
 ExportResult."""
 
+import collections
 import json
 import math
 
@@ -65,6 +66,18 @@ def _add_prior_box(manifest, prior, dx):
         raise ExportError("prior: the bounds must be finite float32 values with low < high")
     manifest["prior"] = {"type": "box", "low": [float(v) for v in lo32],
                          "high": [float(v) for v in hi32]}
+
+
+def _given_box(prior, low, high):
+    """The box prior of an export: ``prior`` (the posterior's, or None), or the ``low`` and
+    ``high`` arguments (both or neither; not with a posterior's prior) as float64 vectors."""
+    if low is None and high is None:
+        return prior
+    if low is None or high is None:
+        raise ExportError("low and high: give both prior bounds, or neither")
+    if prior is not None:
+        raise ExportError("low and high: the posterior carries its prior already")
+    return (_tensor(low, "low").reshape(-1), _tensor(high, "high").reshape(-1))
 
 
 def _mask_prior(manifest, x, lp):
@@ -202,6 +215,52 @@ def _mixture_tests(ctx, manifest, x, y, lp, rtol, atol):
                          "log_prob": ctx.add("test.log_prob", lp, torch.float64),
                          "rtol": rtol, "atol": atol}
     return {"x": x, "y": y, "log_prob": lp}
+
+
+def _mixture_manifest(description, src, source, dx, dy, x_names, y_names):
+    """The head of an ``mdn`` manifest: format, version, kind, description, source (``src``
+    updated with the caller's ``source``), dims and names."""
+    manifest = collections.OrderedDict()
+    manifest["format"] = "innserve-manifest"
+    manifest["version"] = 1
+    manifest["kind"] = "mdn"
+    manifest["description"] = description
+    if source:
+        src.update(source)
+    manifest["source"] = src
+    manifest["dims"] = {"x": dx, "y": dy}
+    _add_names(manifest, x_names, y_names, dx, dy)
+    return manifest
+
+
+def _mixture_standardize(ctx, manifest, stdm, prior_box, dx):
+    """manifest["standardize"] from ``stdm`` (side -> {"mean", "std"} tensor names; left out
+    when empty), then the box prior (None: none); returns each standardized side's
+    float64 (mean, std)."""
+    stdv = {}
+    if stdm:
+        manifest["standardize"] = stdm
+        for k, v in stdm.items():
+            stdv[k] = (ctx.tensors[v["mean"]].to(F64), ctx.tensors[v["std"]].to(F64))
+    if prior_box is not None:
+        _add_prior_box(manifest, prior_box, dx)
+    return stdv
+
+
+def _mixture_finish(path, ctx, manifest, log_prob, check, prior_box, stdv, test_inputs, n_tests,
+                    seed, rtol, atol):
+    """The end of a mixture export: the test inputs (drawn in the box prior when none are
+    given), ``check(x, y)`` at them (None: no check), the test vectors from the reference
+    ``log_prob(manifest, tensors, x, y)``, and the written checkpoint's ExportResult."""
+    dx, dy = manifest["dims"]["x"], manifest["dims"]["y"]
+    if test_inputs is None and prior_box is not None:
+        test_inputs = _box_test_inputs(prior_box, n_tests, seed, dx, dy, stdv)
+    x, y = _test_inputs(test_inputs, n_tests, seed, dx, dy, stdv)
+    if check is not None:
+        check(x, y)
+    lp = log_prob(manifest, ctx.tensors, x, y)
+    tests = _mixture_tests(ctx, manifest, x, y, lp, rtol, atol)
+    return _finish(path, ctx, manifest, tests)
 
 
 def _finish(path, ctx, manifest, tests):

@@ -30,10 +30,10 @@ from torch.distributions import constraints
 
 from .. import _reference as ref
 from .._version import __version__
-from .common import F64, ExportError, _Ctx, _cls, _tensor
+from .common import F64, ExportError, _Ctx, _cls
 from .common import _close as _close_flat
-from .manifest import (_add_names, _add_prior_box, _box_test_inputs, _check_log_prob, _finish,
-                       _mask_prior, _mixture_tests, _test_inputs)
+from .manifest import (_check_log_prob, _given_box, _mask_prior, _mixture_finish,
+                       _mixture_manifest, _mixture_standardize)
 from .subnets import _subnet
 
 LOG2PI = math.log(2.0 * math.pi)
@@ -125,6 +125,28 @@ def _unbounded(prior):
     return sup is constraints.real
 
 
+def _posterior(obj):
+    """-> (estimator, posterior or None, box prior or None): a DirectPosterior gives its
+    estimator and its prior's box (none for a prior on all of R^d; other priors refused);
+    anything else is the estimator itself."""
+    what = _cls(obj)
+    if not (hasattr(obj, "posterior_estimator") and hasattr(obj, "prior")):
+        return obj, None, None
+    if what != "DirectPosterior":
+        raise ExportError("%s is not supported yet: export a DirectPosterior (sbi's NPE "
+                          "posterior) or its density estimator" % what)
+    pr, prior_box = obj.prior, None
+    base = getattr(pr, "base_dist", None)
+    if _cls(base) == "Uniform":
+        prior_box = (base.low.detach().cpu().to(F64).reshape(-1),
+                     base.high.detach().cpu().to(F64).reshape(-1))
+    elif not _unbounded(pr):
+        raise ExportError("prior: %s is not supported yet (a box prior, sbi's BoxUniform, "
+                          "or one whose support is all of R^d, is; or export the estimator "
+                          "with low= and high=)" % _cls(pr))
+    return obj.posterior_estimator, obj, prior_box
+
+
 def _lin(ctx, mod, name):
     o = {"weight": ctx.add(name + ".weight", mod.weight.detach().float(), torch.float32)}
     if getattr(mod, "bias", None) is not None:
@@ -174,30 +196,10 @@ def export_mdn(obj, path, *, low=None, high=None, x_names=None, y_names=None,
     """Write an sbi MDN posterior (DirectPosterior) or estimator (MixtureDensityEstimator,
     MultivariateGaussianMDN) as an innserve ``mdn`` checkpoint; see :func:`export_sbi`."""
     what = _cls(obj)
-    prior_box, post = None, None
-    if hasattr(obj, "posterior_estimator") and hasattr(obj, "prior"):
-        if what != "DirectPosterior":
-            raise ExportError("%s is not supported yet: export a DirectPosterior (sbi's NPE "
-                              "posterior) or its density estimator" % what)
-        post = obj
-        pr = obj.prior
-        base = getattr(pr, "base_dist", None)
-        if _cls(base) == "Uniform":
-            prior_box = (base.low.detach().cpu().to(F64).reshape(-1),
-                         base.high.detach().cpu().to(F64).reshape(-1))
-        elif not _unbounded(pr):
-            raise ExportError("prior: %s is not supported yet (a box prior, sbi's BoxUniform, "
-                              "or one whose support is all of R^d, is; or export the estimator "
-                              "with low= and high=)" % _cls(pr))
-        obj = obj.posterior_estimator
+    obj, post, prior_box = _posterior(obj)
     if not is_mdn(obj):
         raise ExportError("density estimator: %s is not a mixture density network" % _cls(obj))
-    if low is not None or high is not None:
-        if low is None or high is None:
-            raise ExportError("low and high: give both prior bounds, or neither")
-        if prior_box is not None:
-            raise ExportError("low and high: the posterior carries its prior already")
-        prior_box = (_tensor(low, "low").reshape(-1), _tensor(high, "high").reshape(-1))
+    prior_box = _given_box(prior_box, low, high)
     net, emb, std, shift, scale = _parts(obj)
     for a in ("_logits_layer", "_means_layer", "_unconstrained_diagonal_layer", "_hidden_net"):
         if not hasattr(net, a):
@@ -211,9 +213,7 @@ def export_mdn(obj, path, *, low=None, high=None, x_names=None, y_names=None,
         raise ExportError("the MDN's hidden net has no Linear layer")
     dy = int(lins[0].in_features) if std is None or std._mean.numel() <= 1 \
         else int(std._mean.numel())
-    ctx = _Ctx({"check_tol": check_tol, "allow_non_contractive": False,
-                    "iresnet_logdet": "exact", "iresnet_series_terms": 10,
-                    "residual_blocks": None, "freia_version": "auto"})
+    ctx = _Ctx.sbi(check_tol)
     layers = []
     for mods, pre, where in ((emb_mods, "_embedding_net.", "embedding net"),
                              (hid_mods, "net._hidden_net.", "the MDN's hidden net")):
@@ -222,20 +222,11 @@ def export_mdn(obj, path, *, low=None, high=None, x_names=None, y_names=None,
     if layers[0]["type"] != "linear":
         raise ExportError("the embedding and hidden nets must start with a Linear layer")
 
-    manifest = collections.OrderedDict()
-    manifest["format"] = "innserve-manifest"
-    manifest["version"] = 1
-    manifest["kind"] = "mdn"
-    manifest["description"] = str(description or "sbi %s (mixture density network) exported "
-                                  "by innserve" % what)
     src = {"framework": "sbi", "exporter": "innserve %s" % __version__,
            "torch": torch.__version__, "sbi": _sbi_version(), "object": what}
-    if source:
-        src.update(source)
-    manifest["source"] = src
-    manifest["dims"] = {"x": dx, "y": dy}
-    _add_names(manifest, x_names, y_names, dx, dy)
-    stdm, stdv = {}, {}
+    manifest = _mixture_manifest(str(description or "sbi %s (mixture density network) exported "
+                                     "by innserve" % what), src, source, dx, dy, x_names, y_names)
+    stdm = {}
     if shift is not None:
         m = shift.detach().cpu().to(F64).reshape(-1).expand(dx).clone()
         sd = scale.detach().cpu().to(F64).reshape(-1).expand(dx).clone()
@@ -246,12 +237,7 @@ def export_mdn(obj, path, *, low=None, high=None, x_names=None, y_names=None,
         sd = std._std.detach().cpu().to(F64).reshape(-1).expand(dy).clone()
         stdm["y"] = {"mean": ctx.add("_embedding_net.0._mean", m, torch.float32),
                      "std": ctx.add("_embedding_net.0._std", sd, torch.float32)}
-    if stdm:
-        manifest["standardize"] = stdm
-        for k, v in stdm.items():
-            stdv[k] = (ctx.tensors[v["mean"]].to(F64), ctx.tensors[v["std"]].to(F64))
-    if prior_box is not None:
-        _add_prior_box(manifest, prior_box, dx)
+    stdv = _mixture_standardize(ctx, manifest, stdm, prior_box, dx)
     mix = collections.OrderedDict()
     mix["components"] = K
     mix["epsilon"] = float(net._epsilon)
@@ -265,14 +251,11 @@ def export_mdn(obj, path, *, low=None, high=None, x_names=None, y_names=None,
         mix["upper"] = _lin(ctx, net._upper_layer, "net._upper_layer")
     manifest["mixture"] = mix
 
-    if test_inputs is None and prior_box is not None:
-        test_inputs = _box_test_inputs(prior_box, n_tests, seed, dx, dy, stdv)
-    x, y = _test_inputs(test_inputs, n_tests, seed, dx, dy, stdv)
-    if check:
+
+    def checker(x, y):
         _check(manifest, ctx.tensors, obj, net, emb_mods, post, x, y, max(check_tol, 1e-6))
-    lp = log_prob(manifest, ctx.tensors, x, y)
-    tests = _mixture_tests(ctx, manifest, x, y, lp, rtol, atol)
-    return _finish(path, ctx, manifest, tests)
+    return _mixture_finish(path, ctx, manifest, log_prob, checker if check else None, prior_box,
+                           stdv, test_inputs, n_tests, seed, rtol, atol)
 
 
 def _sbi_version():

@@ -34,8 +34,8 @@ from .. import _reference as ref
 from .._version import __version__
 from .common import F64, ExportError, _Ctx, _cls, _names_mro, _version
 from .common import _close as _close_flat
-from .manifest import (_add_names, _add_prior_box, _box_test_inputs, _check_log_prob, _finish,
-                       _mask_prior, _mixture_tests, _test_inputs)
+from .manifest import (_check_log_prob, _given_box, _mask_prior, _mixture_finish,
+                       _mixture_manifest, _mixture_standardize)
 from .subnets import _subnet
 
 LOG2PI = math.log(2.0 * math.pi)
@@ -215,25 +215,10 @@ def export_mogmade(obj, path, *, low=None, high=None, x_names=None, y_names=None
                    check=True, check_tol=1e-9, source=None, _box=None):
     """Write an sbi ``made`` posterior (DirectPosterior) or estimator (NFlowsFlow, or its
     nflows Flow) as an innserve ``mdn`` checkpoint; see :func:`export_sbi`."""
-    from .mdn import _unbounded
+    from .mdn import _posterior
     from .sbi import _embedding
-    from .common import _tensor
     what = _cls(obj)
-    prior_box, post = None, None
-    if hasattr(obj, "posterior_estimator") and hasattr(obj, "prior"):
-        if what != "DirectPosterior":
-            raise ExportError("%s is not supported yet: export a DirectPosterior (sbi's NPE "
-                              "posterior) or its density estimator" % what)
-        post = obj
-        base = getattr(obj.prior, "base_dist", None)
-        if _cls(base) == "Uniform":
-            prior_box = (base.low.detach().cpu().to(F64).reshape(-1),
-                         base.high.detach().cpu().to(F64).reshape(-1))
-        elif not _unbounded(obj.prior):
-            raise ExportError("prior: %s is not supported yet (a box prior, sbi's BoxUniform, "
-                              "or one whose support is all of R^d, is; or export the estimator "
-                              "with low= and high=)" % _cls(obj.prior))
-        obj = obj.posterior_estimator
+    obj, post, prior_box = _posterior(obj)
     est = obj
     flow = obj.net if "NFlowsFlow" in _names_mro(obj) else obj
     if not is_mogmade(flow):
@@ -241,12 +226,7 @@ def export_mogmade(obj, path, *, low=None, high=None, x_names=None, y_names=None
     if _cls(flow._distribution) != "MADEMoGWrapper":
         raise ExportError("_distribution: %s is not supported yet (sbi's MADEMoGWrapper, with "
                           "its leading zero input, is)" % _cls(flow._distribution))
-    if low is not None or high is not None:
-        if low is None or high is None:
-            raise ExportError("low and high: give both prior bounds, or neither")
-        if prior_box is not None:
-            raise ExportError("low and high: the posterior carries its prior already")
-        prior_box = (_tensor(low, "low").reshape(-1), _tensor(high, "high").reshape(-1))
+    prior_box = _given_box(prior_box, low, high)
     made = flow._distribution._made
     K, Fe = int(made.num_mixture_components), int(made.features)
     dx, H = Fe - 1, int(made.hidden_features)
@@ -264,9 +244,7 @@ def export_mogmade(obj, path, *, low=None, high=None, x_names=None, y_names=None
         raise ExportError("_distribution._made: a MADE without a context is not supported")
     act = _activation(made)
     C = int(made.context_layer.in_features)
-    ctx = _Ctx({"check_tol": check_tol, "allow_non_contractive": False,
-                "iresnet_logdet": "exact", "iresnet_series_terms": 10,
-                "residual_blocks": None, "freia_version": "auto"})
+    ctx = _Ctx.sbi(check_tol)
     emb = getattr(flow, "_embedding_net", None)
     dy = C
     for mod in (emb.modules() if emb is not None else []):
@@ -279,21 +257,12 @@ def export_mogmade(obj, path, *, low=None, high=None, x_names=None, y_names=None
     std_y, net, emb_mod = _embedding(ctx, flow, dy)
     std_x = _std_x(flow._transform)
 
-    manifest = collections.OrderedDict()
-    manifest["format"] = "innserve-manifest"
-    manifest["version"] = 1
-    manifest["kind"] = "mdn"
-    manifest["description"] = str(description or "sbi %s (made: MoG-MADE) exported by "
-                                  "innserve" % what)
     src = {"framework": "sbi", "exporter": "innserve %s" % __version__,
            "torch": torch.__version__, "sbi": _version("sbi"), "nflows": _version("nflows"),
            "object": what}
-    if source:
-        src.update(source)
-    manifest["source"] = src
-    manifest["dims"] = {"x": dx, "y": dy}
-    _add_names(manifest, x_names, y_names, dx, dy)
-    stdm, stdv = {}, {}
+    manifest = _mixture_manifest(str(description or "sbi %s (made: MoG-MADE) exported by "
+                                     "innserve" % what), src, source, dx, dy, x_names, y_names)
+    stdm = {}
     if std_x is not None:
         m, sd = (v.expand(dx).clone() for v in std_x)
         stdm["x"] = {"mean": ctx.add("net._transform.mean", m, torch.float32),
@@ -301,12 +270,7 @@ def export_mogmade(obj, path, *, low=None, high=None, x_names=None, y_names=None
     if std_y is not None:
         stdm["y"] = {"mean": ctx.add("net._embedding_net.0._mean", std_y[0], torch.float32),
                      "std": ctx.add("net._embedding_net.0._std", std_y[1], torch.float32)}
-    if stdm:
-        manifest["standardize"] = stdm
-        for k, v in stdm.items():
-            stdv[k] = (ctx.tensors[v["mean"]].to(F64), ctx.tensors[v["std"]].to(F64))
-    if prior_box is not None:
-        _add_prior_box(manifest, prior_box, dx)
+    stdv = _mixture_standardize(ctx, manifest, stdm, prior_box, dx)
     pre = "net._distribution._made."
     mix = collections.OrderedDict()
     mix["type"] = "made"
@@ -327,14 +291,11 @@ def export_mogmade(obj, path, *, low=None, high=None, x_names=None, y_names=None
     mix["final"] = _masked(ctx, made.final_layer, pre + "final_layer")
     manifest["mixture"] = mix
 
-    if test_inputs is None and prior_box is not None:
-        test_inputs = _box_test_inputs(prior_box, n_tests, seed, dx, dy, stdv)
-    x, y = _test_inputs(test_inputs, n_tests, seed, dx, dy, stdv)
-    if check:
+
+    def checker(x, y):
         _check(manifest, ctx.tensors, est, flow, emb_mod, post, x, y, max(check_tol, 1e-6))
-    lp = log_prob(manifest, ctx.tensors, x, y)
-    tests = _mixture_tests(ctx, manifest, x, y, lp, rtol, atol)
-    return _finish(path, ctx, manifest, tests)
+    return _mixture_finish(path, ctx, manifest, log_prob, checker if check else None, prior_box,
+                           stdv, test_inputs, n_tests, seed, rtol, atol)
 
 
 def _close(a, b, tol):

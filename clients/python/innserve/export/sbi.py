@@ -56,10 +56,9 @@ import torch.nn as nn
 from .. import _reference as ref
 from .._version import __version__
 from .checks import _check_flow
-from .common import (F64, ExportError, _Ctx, _cls, _names_mro, _refuse, _tensor,
-                     _version)
-from .manifest import (_add_names, _add_prior_box, _box_test_inputs, _finish, _test_inputs,
-                       _test_vectors)
+from .common import F64, ExportError, _Ctx, _cls, _names_mro, _refuse, _version
+from .manifest import (_add_names, _add_prior_box, _box_test_inputs, _finish, _given_box,
+                       _test_inputs, _test_vectors)
 from .nflows import _SUPPORTED, _chain, _context_width, _features
 from .subnets import _subnet
 from .zuko import _ZukoEst, _zuko_chain
@@ -152,12 +151,7 @@ def export_sbi(obj, path, *, low=None, high=None, x_names=None, y_names=None,
                               rtol=rtol, atol=atol, check=check, check_tol=check_tol,
                               source=source)
     flow, prior, what = _resolve(obj)
-    if low is not None or high is not None:
-        if low is None or high is None:
-            raise ExportError("low and high: give both prior bounds, or neither")
-        if prior is not None:
-            raise ExportError("low and high: the posterior carries its prior already")
-        prior = (_tensor(low, "low").reshape(-1), _tensor(high, "high").reshape(-1))
+    prior = _given_box(prior, low, high)
     zuko = isinstance(flow, _ZukoEst)
     versions = {"sbi": _version("sbi")}
     versions["zuko" if zuko else "nflows"] = _version("zuko" if zuko else "nflows")
@@ -174,9 +168,7 @@ def _export_flow(flow, prior, what, path, versions, checker, *, x_names, y_names
     _ZukoEst (real modules, or the stand-ins statedict builds from a state_dict), ``prior``
     (low, high) or None, ``versions`` the library versions for ``source`` (zuko's also
     decides its default slope), ``checker`` the cross-check run when ``check``."""
-    ctx = _Ctx({"check_tol": check_tol, "allow_non_contractive": False,
-                    "iresnet_logdet": "exact", "iresnet_series_terms": 10,
-                    "residual_blocks": None, "freia_version": "auto"})
+    ctx = _Ctx.sbi(check_tol)
     zuko = isinstance(flow, _ZukoEst)
     if zuko:
         std_x, blocks, mods, dx, cond, dy = _zuko_chain(ctx, flow.net, versions.get("zuko"))
