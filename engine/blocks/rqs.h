@@ -1,9 +1,9 @@
 /*
  * rqs.h — the monotone rational-quadratic spline (Durkan et al. 2019, "Neural Spline
  * Flows") as nflows computes it, for the spline blocks of engine/blocks/ (nsf.c, made.c).
- * Implemented in rqs.c.  Internal to engine/blocks/.  Also the small pieces that FrEIA's
- * spline blocks (spline.c, binned.c) share: softplus, the bin search over cumulative sums
- * and the rational quadratic's log-derivative (static inline below).
+ * Implemented in rqs.c.  Internal to engine/blocks/.  Also the small pieces of FrEIA's
+ * binned spline (spline.h, implemented in spline.c): softplus, the bin search over
+ * cumulative sums and the rational quadratic's log-derivative (static inline below).
  *
  * Two layers, so that a spline with other constraints (zuko's) can reuse the bin math:
  *
@@ -82,7 +82,7 @@ size_t rqs_nflows_rows_work(const struct rqs_nflows *s);
 void rqs_nflows_rows(const struct rqs_nflows *s, int n, float *x, int ldx, const int *cols, int nc,
                      const float *par, int ldp, bool inv, double *log_det, double *work);
 
-/* ---- shared by the FrEIA splines (spline.c, binned.c) ------------------------------------- */
+/* ---- softplus (also rqs.c) and the pieces of FrEIA's binned spline (spline.c) ------- */
 
 #define RQS_LOG_E_M1 0.54132485461291810 /* log(e - 1) */
 
