@@ -66,7 +66,11 @@ static int check_file(const char *path)
 {
     char err[ENG_ERR_LEN] = "";
     struct eng_model *m = NULL;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     enum eng_status st = eng_model_load(path, &m, err);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double load_ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-6;
     struct proto_buf b;
     proto_buf_init(&b, 0);
     proto_buf_puts(&b, "{\"file\":");
@@ -96,7 +100,7 @@ static int check_file(const char *path)
         const struct eng_info *info = eng_model_info(m);
         struct proto_model_id id = {path, "-", info->sha256};
         proto_buf_puts(&b, ",\"model\":");
-        proto_write_metadata(&b, &id, info, eng_model_certificate(m), 0.0);
+        proto_write_metadata(&b, &id, info, eng_model_certificate(m), load_ms);
         b.len--; /* drop the newline */
         proto_buf_puts(&b, ",\"certificate\":");
         proto_write_certificate(&b, &id, eng_model_certificate(m));

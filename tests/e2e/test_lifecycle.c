@@ -588,6 +588,8 @@ START_TEST(help_and_check)
     ck_assert_str_eq(get(j, "test_vectors")->valuestring, "pass");
     ck_assert(cJSON_IsTrue(get(get(j, "certificate"), "invertible")));
     ck_assert_str_eq(get(get(j, "model"), "kind")->valuestring, "inn");
+    ck_assert_msg(get(get(j, "model"), "load_ms")->valuedouble > 0.0, "--check: load_ms %s",
+                  out); /* the time the load took, as the daemon reports it */
     cJSON_Delete(j);
     free(out);
     const char *chk2[] = {bin, "--check", "tests/fixtures/corrupt/test_vector_mismatch.safetensors",

@@ -36,7 +36,6 @@ from .common import F64, ExportError, _Ctx, _cls, _names_mro, _version
 from .common import _close as _close_flat
 from .manifest import (_check_log_prob, _given_box, _mask_prior, _mixture_finish,
                        _mixture_manifest, _mixture_standardize)
-from .subnets import _subnet
 
 LOG2PI = math.log(2.0 * math.pi)
 
@@ -212,7 +211,7 @@ def _std_x(tr):
 
 def export_mogmade(obj, path, *, low=None, high=None, x_names=None, y_names=None,
                    description=None, test_inputs=None, n_tests=8, seed=0, rtol=1e-5, atol=1e-5,
-                   check=True, check_tol=1e-9, source=None, _box=None):
+                   check=True, check_tol=1e-9, source=None):
     """Write an sbi ``made`` posterior (DirectPosterior) or estimator (NFlowsFlow, or its
     nflows Flow) as an innserve ``mdn`` checkpoint; see :func:`export_sbi`."""
     from .mdn import _posterior
