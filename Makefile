@@ -220,7 +220,7 @@ test-python: $(BINS)
 
 # The C suites again under ASan+UBSan (built in parallel, run one after the other), with
 # Check's timeouts and the e2e daemons' start-up limit ten times longer (CK_TIMEOUT_MULTIPLIER):
-# sanitized, the demo i-ResNet image flow takes ~30 s to load.
+# sanitized, the demo i-ResNet image flow takes ~11 s to load.
 test-san:
 	$(MAKE) SANITIZE=1 all
 	CK_TIMEOUT_MULTIPLIER=10 $(MAKE) -j1 -k SANITIZE=1 test-unit test-e2e

@@ -72,18 +72,8 @@ size_t mdn_par_doubles(const struct mdn *q)
 static enum eng_status load_head(struct ldr *L, const cJSON *mj, const char *field, int out,
                                  int H, struct mdn_head *h)
 {
-    const cJSON *o;
-    enum eng_status st = ldr_obj(L, mj, field, true, &o);
-    if (st != ENG_OK)
-        return st;
-    size_t mark = ldr_push(L, ".%s", field);
-    int64_t ws[2] = {out, H}, bs[1] = {out};
-    st = ldr_tensor(L, o, "weight", true, 2, ws, &h->w);
-    if (st == ENG_OK)
-        st = ldr_tensor(L, o, "bias", false, 1, bs, &h->b);
-    ldr_pop(L, mark);
     h->out = out;
-    return st;
+    return ldr_linear(L, mj, field, out, H, &h->w, &h->b);
 }
 
 /* The rest of mdn_load for a mixture of type "made". */
