@@ -2,7 +2,6 @@
 chain of invertible modules (kind flow, cinn or inn) or a plain MLP (kind mlp), converted,
 cross-checked, given its test vectors and written."""
 
-import collections
 import copy
 import math
 
@@ -15,7 +14,8 @@ from .checks import _check_block, _check_conditions
 from .common import F64, ExportError, _Ctx, _close
 from .freia import FREIA_VERSIONS, _convert, _freia_info, _resolve_clamp_formula
 from .graph import _chain, _infer_width, _on_cpu
-from .manifest import _add_names, _add_standardize, _finish, _test_inputs, _test_vectors
+from .manifest import (_add_names, _add_standardize, _finish, _manifest_head, _test_inputs,
+                       _test_vectors)
 from .subnets import _net_out_width, _plain_mlp, _subnet, _subnet_widths
 
 def _prod(shape):
@@ -277,20 +277,12 @@ def export(model, path, kind=None, *, conditions=None, cond_net=None, dims=None,
         man_dims = {"x": dx, "y": dyy, "z": dz, "pad_x": px, "pad_y": py}
         dy = dyy
 
-    manifest = collections.OrderedDict()
-    manifest["format"] = "innserve-manifest"
-    manifest["version"] = 1
-    manifest["kind"] = kind
-    manifest["description"] = str(description or "")
     src = {"framework": framework, "exporter": "innserve %s" % __version__,
            "torch": torch.__version__}
     fi = _freia_info(links)
     if fi:
         src.update(fi)
-    if source:
-        src.update(source)
-    manifest["source"] = src
-    manifest["dims"] = man_dims
+    manifest = _manifest_head(kind, str(description or ""), src, source, man_dims)
     if shape is not None and len(shape) > 1:
         if kind not in ("flow", "cinn"):
             raise ExportError("the model's input has shape %s: kind %s takes flat rows only"
@@ -370,16 +362,8 @@ def _export_mlp(ctx, model, path, dims, x_names, y_names, standardize, descripti
     net = _subnet(ctx, model, "network.", "network")
     dx = int(ctx.tensors[net["layers"][0]["weight"]].shape[1])
     dy = _net_out_width(ctx, net)
-    manifest = collections.OrderedDict()
-    manifest["format"] = "innserve-manifest"
-    manifest["version"] = 1
-    manifest["kind"] = "mlp"
-    manifest["description"] = str(description or "")
     src = {"framework": "torch", "exporter": "innserve %s" % __version__, "torch": torch.__version__}
-    if source:
-        src.update(source)
-    manifest["source"] = src
-    manifest["dims"] = {"x": dx, "y": dy}
+    manifest = _manifest_head("mlp", str(description or ""), src, source, {"x": dx, "y": dy})
     _add_names(manifest, x_names, y_names, dx, dy)
     std = _add_standardize(ctx, manifest, standardize, dx, dy)
     manifest["network"] = net

@@ -217,19 +217,18 @@ def _mixture_tests(ctx, manifest, x, y, lp, rtol, atol):
     return {"x": x, "y": y, "log_prob": lp}
 
 
-def _mixture_manifest(description, src, source, dx, dy, x_names, y_names):
-    """The head of an ``mdn`` manifest: format, version, kind, description, source (``src``
-    updated with the caller's ``source``), dims and names."""
+def _manifest_head(kind, description, src, source, dims):
+    """The head every manifest starts with, in this key order: format, version, kind,
+    description, source (``src`` updated with the caller's ``source``) and dims."""
     manifest = collections.OrderedDict()
     manifest["format"] = "innserve-manifest"
     manifest["version"] = 1
-    manifest["kind"] = "mdn"
+    manifest["kind"] = kind
     manifest["description"] = description
     if source:
         src.update(source)
     manifest["source"] = src
-    manifest["dims"] = {"x": dx, "y": dy}
-    _add_names(manifest, x_names, y_names, dx, dy)
+    manifest["dims"] = dims
     return manifest
 
 

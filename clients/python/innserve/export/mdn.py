@@ -32,8 +32,8 @@ from .. import _reference as ref
 from .._version import __version__
 from .common import F64, ExportError, _Ctx, _cls
 from .common import _close as _close_flat
-from .manifest import (_check_log_prob, _given_box, _mask_prior, _mixture_finish,
-                       _mixture_manifest, _mixture_standardize)
+from .manifest import (_add_names, _check_log_prob, _given_box, _mask_prior, _mixture_finish,
+                       _manifest_head, _mixture_standardize)
 from .subnets import _subnet
 
 LOG2PI = math.log(2.0 * math.pi)
@@ -224,8 +224,10 @@ def export_mdn(obj, path, *, low=None, high=None, x_names=None, y_names=None,
 
     src = {"framework": "sbi", "exporter": "innserve %s" % __version__,
            "torch": torch.__version__, "sbi": _sbi_version(), "object": what}
-    manifest = _mixture_manifest(str(description or "sbi %s (mixture density network) exported "
-                                     "by innserve" % what), src, source, dx, dy, x_names, y_names)
+    manifest = _manifest_head("mdn", str(description or "sbi %s (mixture density network) exported "
+                                     "by innserve" % what), src, source,
+                              {"x": dx, "y": dy})
+    _add_names(manifest, x_names, y_names, dx, dy)
     stdm = {}
     if shift is not None:
         m = shift.detach().cpu().to(F64).reshape(-1).expand(dx).clone()

@@ -34,8 +34,8 @@ from .. import _reference as ref
 from .._version import __version__
 from .common import F64, ExportError, _Ctx, _cls, _names_mro, _version
 from .common import _close as _close_flat
-from .manifest import (_check_log_prob, _given_box, _mask_prior, _mixture_finish,
-                       _mixture_manifest, _mixture_standardize)
+from .manifest import (_add_names, _check_log_prob, _given_box, _mask_prior, _mixture_finish,
+                       _manifest_head, _mixture_standardize)
 
 LOG2PI = math.log(2.0 * math.pi)
 
@@ -259,8 +259,10 @@ def export_mogmade(obj, path, *, low=None, high=None, x_names=None, y_names=None
     src = {"framework": "sbi", "exporter": "innserve %s" % __version__,
            "torch": torch.__version__, "sbi": _version("sbi"), "nflows": _version("nflows"),
            "object": what}
-    manifest = _mixture_manifest(str(description or "sbi %s (made: MoG-MADE) exported by "
-                                     "innserve" % what), src, source, dx, dy, x_names, y_names)
+    manifest = _manifest_head("mdn", str(description or "sbi %s (made: MoG-MADE) exported by "
+                                     "innserve" % what), src, source,
+                              {"x": dx, "y": dy})
+    _add_names(manifest, x_names, y_names, dx, dy)
     stdm = {}
     if std_x is not None:
         m, sd = (v.expand(dx).clone() for v in std_x)

@@ -48,7 +48,6 @@ compared with the estimator's too.  The embedded test vectors are the reference 
 the library versions (sbi, nflows or zuko, torch) are recorded in ``source``.
 """
 
-import collections
 
 import torch
 import torch.nn as nn
@@ -58,7 +57,7 @@ from .._version import __version__
 from .checks import _check_flow
 from .common import F64, ExportError, _Ctx, _cls, _names_mro, _refuse, _version
 from .manifest import (_add_names, _add_prior_box, _box_test_inputs, _finish, _given_box,
-                       _test_inputs, _test_vectors)
+                       _manifest_head, _test_inputs, _test_vectors)
 from .nflows import _SUPPORTED, _chain, _context_width, _features
 from .subnets import _subnet
 from .zuko import _ZukoEst, _zuko_chain
@@ -205,11 +204,6 @@ def _export_flow(flow, prior, what, path, versions, checker, *, x_names, y_names
     if not zuko:    # after the embedding: its tensors come first in the file
         std_x, blocks, mods = _chain(ctx, flow._transform, cond)
 
-    manifest = collections.OrderedDict()
-    manifest["format"] = "innserve-manifest"
-    manifest["version"] = 1
-    manifest["kind"] = "cinn" if cond else "flow"
-    manifest["description"] = str(description or "sbi %s exported by innserve" % what)
     src = {"framework": "sbi", "exporter": "innserve %s" % __version__,
            "torch": torch.__version__, "sbi": versions.get("sbi")}
     if zuko:
@@ -217,10 +211,9 @@ def _export_flow(flow, prior, what, path, versions, checker, *, x_names, y_names
     else:
         src["nflows"] = versions.get("nflows")
     src["object"] = what
-    if source:
-        src.update(source)
-    manifest["source"] = src
-    manifest["dims"] = {"x": dx, "y": dy} if cond else {"x": dx}
+    manifest = _manifest_head("cinn" if cond else "flow",
+                              str(description or "sbi %s exported by innserve" % what), src,
+                              source, {"x": dx, "y": dy} if cond else {"x": dx})
     _add_names(manifest, x_names, y_names, dx, dy)
     std = {}
     if std_x is not None or std_y is not None:
